@@ -1,0 +1,1 @@
+"""exchnode: government data-sharing exchange between front-end nodes and hubs."""

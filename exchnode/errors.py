@@ -1,0 +1,178 @@
+"""Every error exchnode raises on purpose.
+
+Two roots, as in h11: :class:`UsageError` means the caller misused the library
+(a local bug or bad configuration); :class:`RejectedError` means input that came
+from elsewhere (an envelope, a certificate, a receipt) failed a check.  A
+decoder fed arbitrary bytes raises a :class:`RejectedError` subclass and nothing
+else; the property tests hold the code to that.
+
+Every class carries a stable ``code``.  The test vectors in
+``protocol/vectors/`` name the code each invalid input must produce, and
+``protocol/SPEC.md`` lists them, so the code, the spec and other
+implementations agree on *which* check failed, not just that one did.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "BadSignatureError",
+    "CertificateError",
+    "CertificateExpiredError",
+    "CertificateNotYetValidError",
+    "CertificateRevokedError",
+    "CertificateSignatureError",
+    "DecryptionError",
+    "ExchnodeError",
+    "ExpiredError",
+    "InvalidNameError",
+    "LifetimeTooLongError",
+    "MalformedCertificateError",
+    "MalformedError",
+    "NameConstraintError",
+    "NotACAError",
+    "NotARecipientError",
+    "NotYetValidError",
+    "RejectedError",
+    "ReplayError",
+    "RevocationUnavailableError",
+    "TooLargeError",
+    "UnknownSignerError",
+    "UnsupportedSuiteError",
+    "UnsupportedVersionError",
+    "UntrustedError",
+    "UsageError",
+]
+
+
+class ExchnodeError(Exception):
+    """Root of every error exchnode raises on purpose."""
+
+    code: ClassVar[str] = "error"
+
+
+class UsageError(ExchnodeError):
+    """The caller misused the library: wrong arguments, missing keys, bad configuration."""
+
+    code = "usage"
+
+
+class RejectedError(ExchnodeError):
+    """Input from another party failed a check; the message names the check."""
+
+    code = "rejected"
+
+
+class InvalidNameError(ExchnodeError, ValueError):
+    """A node or division name does not follow the naming rules (SPEC §2)."""
+
+    code = "invalid-name"
+
+
+# --- envelopes, receipts and the wire encoding -------------------------------
+
+
+class MalformedError(RejectedError):
+    """Bytes that do not decode to the structure SPEC.md defines.
+
+    ``field`` names the offending field by its path in the structure
+    (``"envelope.body.recipients[2].name"``) so that an operator reading a
+    log line knows where to look without a hex dump.
+    """
+
+    code = "malformed"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"malformed {field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class TooLargeError(MalformedError):
+    code = "too-large"
+
+
+class UnsupportedVersionError(RejectedError):
+    code = "unsupported-version"
+
+
+class UnsupportedSuiteError(RejectedError):
+    code = "unsupported-suite"
+
+
+class UnknownSignerError(RejectedError):
+    code = "unknown-signer"
+
+
+class BadSignatureError(RejectedError):
+    code = "bad-signature"
+
+
+class NotARecipientError(RejectedError):
+    code = "not-a-recipient"
+
+
+class DecryptionError(RejectedError):
+    code = "decryption-failed"
+
+
+class ExpiredError(RejectedError):
+    code = "expired"
+
+
+class NotYetValidError(RejectedError):
+    code = "not-yet-valid"
+
+
+class LifetimeTooLongError(RejectedError):
+    code = "lifetime-too-long"
+
+
+class ReplayError(RejectedError):
+    code = "replayed"
+
+
+# --- certificates and revocation ---------------------------------------------
+
+
+class CertificateError(RejectedError):
+    """Root of the certificate-chain failures."""
+
+    code = "certificate"
+
+
+class MalformedCertificateError(CertificateError):
+    code = "malformed-certificate"
+
+
+class UntrustedError(CertificateError):
+    code = "untrusted"
+
+
+class CertificateSignatureError(CertificateError):
+    code = "bad-certificate-signature"
+
+
+class CertificateExpiredError(CertificateError):
+    code = "certificate-expired"
+
+
+class CertificateNotYetValidError(CertificateError):
+    code = "certificate-not-yet-valid"
+
+
+class CertificateRevokedError(CertificateError):
+    code = "revoked"
+
+
+class NameConstraintError(CertificateError):
+    code = "name-constraint"
+
+
+class NotACAError(CertificateError):
+    code = "not-a-ca"
+
+
+class RevocationUnavailableError(CertificateError):
+    code = "revocation-unavailable"
