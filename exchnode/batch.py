@@ -58,13 +58,13 @@ class Seal(NamedTuple):
     of its 32-byte hashes.
     """
 
-    index: int
-    count: int
+    leaf_index: int
+    leaf_count: int
     path: bytes
     signature: bytes
 
     def to_wire(self) -> list[object]:
-        return [self.index, self.count, self.path, self.signature]
+        return [self.leaf_index, self.leaf_count, self.path, self.signature]
 
     @classmethod
     def from_wire(cls, value: object, what: str) -> Seal:

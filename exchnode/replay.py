@@ -30,7 +30,7 @@ from exchnode.errors import (
     UsageError,
 )
 
-__all__ = ["FreshnessPolicy", "ReplayWindow", "check_freshness"]
+__all__ = ["DEFAULT_FRESHNESS", "FreshnessPolicy", "ReplayWindow", "check_freshness"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,9 @@ class FreshnessPolicy:
     def __post_init__(self) -> None:
         if self.clock_skew < 0 or self.max_lifetime <= 0:
             raise UsageError("clock_skew must be >= 0 and max_lifetime > 0 (seconds)")
+
+
+DEFAULT_FRESHNESS = FreshnessPolicy()
 
 
 def check_freshness(

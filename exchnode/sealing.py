@@ -70,7 +70,7 @@ from exchnode.errors import (
 from exchnode.hpke import hpke_open, hpke_seal
 from exchnode.identity import LocalIdentity, PeerIdentity
 from exchnode.names import NodeName
-from exchnode.replay import FreshnessPolicy, ReplayWindow, check_freshness
+from exchnode.replay import DEFAULT_FRESHNESS, FreshnessPolicy, ReplayWindow, check_freshness
 
 __all__ = [
     "EnvelopeVerifier",
@@ -85,6 +85,7 @@ __all__ = [
 ]
 
 WRAP_INFO_LABEL = b"exchnode/v1 content key\x00"
+_MEMO_LIMIT = 4096  # distinct recipient sets / labels / epochs a sealer remembers
 _SUITE = SUITE_X25519_AES256GCM_ED25519
 
 
@@ -157,6 +158,8 @@ class Sealer:
         self._random = random
         self._sender = str(identity.name)
         self._epochs: dict[tuple[str, ...], _Epoch] = {}
+        self._recipient_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._labels: set[tuple[str, str]] = set()
 
     def seal(self, item: Outgoing, now: float) -> SealedEnvelope:
         return self.seal_batch([item], now)[0]
@@ -215,35 +218,67 @@ class Sealer:
         ]
 
     def _check(self, item: Outgoing) -> tuple[str, ...]:
-        """Refuse, before any cryptography, what the receiver would refuse."""
-        recipients = tuple(sorted(item.recipients))
-        limits = self.policy.limits
-        if not 1 <= len(recipients) <= limits.max_recipients:
-            raise UsageError(f"an envelope needs 1..{limits.max_recipients} recipients")
-        if len(set(recipients)) != len(recipients):
-            raise UsageError(f"duplicate recipient in {list(item.recipients)}")
-        if not isinstance(item.payload, bytes):
-            raise UsageError(f"payload must be bytes, got {type(item.payload).__name__}")
-        if len(item.payload) > limits.max_payload_bytes:
+        """Refuse, before any cryptography, what the receiver would refuse.
+
+        Recipient sets and (kind, content type) pairs repeat in a flow, so
+        each distinct one is validated once and remembered.
+        """
+        given = item.recipients
+        key = given if type(given) is tuple else tuple(given)
+        recipients = self._recipient_sets.get(key)
+        if recipients is None:
+            recipients = self._check_recipients(key)
+        payload = item.payload
+        if type(payload) is not bytes:
+            raise UsageError(f"payload must be bytes, got {type(payload).__name__}")
+        if len(payload) > self.policy.limits.max_payload_bytes:
             raise UsageError(
-                f"payload of {len(item.payload)} bytes exceeds the limit of "
-                f"{limits.max_payload_bytes}"
+                f"payload of {len(payload)} bytes exceeds the limit of "
+                f"{self.policy.limits.max_payload_bytes}"
             )
-        if not _KIND.match(item.kind):
-            raise UsageError(f"kind {item.kind!r} must be 1-32 of a-z 0-9 . - from a letter")
-        if not _CONTENT_TYPE.match(item.content_type):
-            raise UsageError(f"content_type {item.content_type!r} must be 1-127 printable ASCII")
+        if (item.kind, item.content_type) not in self._labels:
+            self._check_labels(item.kind, item.content_type)
         if item.ttl is not None and not 0 < item.ttl <= self.policy.max_ttl:
             raise UsageError(f"ttl must be in (0, {self.policy.max_ttl:.0f}] seconds")
         if item.message_id is not None and (
-            not isinstance(item.message_id, bytes) or len(item.message_id) != MESSAGE_ID_LENGTH
+            type(item.message_id) is not bytes or len(item.message_id) != MESSAGE_ID_LENGTH
         ):
             raise UsageError(f"message_id must be {MESSAGE_ID_LENGTH} bytes")
         return recipients
 
+    def _check_recipients(self, given: tuple[str, ...]) -> tuple[str, ...]:
+        recipients = tuple(sorted(given))
+        limits = self.policy.limits
+        if not 1 <= len(recipients) <= limits.max_recipients:
+            raise UsageError(f"an envelope needs 1..{limits.max_recipients} recipients")
+        if len(set(recipients)) != len(recipients):
+            raise UsageError(f"duplicate recipient in {list(given)}")
+        for name in recipients:
+            try:
+                NodeName.parse(name)
+            except InvalidNameError as exc:
+                raise UsageError(f"recipient {name!r}: {exc}") from None
+        if len(self._recipient_sets) >= _MEMO_LIMIT:
+            self._recipient_sets.clear()
+        self._recipient_sets[given] = recipients
+        return recipients
+
+    def _check_labels(self, kind: str, content_type: str) -> None:
+        if type(kind) is not str or not _KIND.match(kind):
+            raise UsageError(f"kind {kind!r} must be 1-32 of a-z 0-9 . - from a letter")
+        if type(content_type) is not str or not _CONTENT_TYPE.match(content_type):
+            raise UsageError(f"content_type {content_type!r} must be 1-127 printable ASCII")
+        if len(self._labels) >= _MEMO_LIMIT:
+            self._labels.clear()
+        self._labels.add((kind, content_type))
+
     def _epoch(self, recipients: tuple[str, ...], now: float) -> _Epoch:
         epoch = self._epochs.get(recipients)
         if epoch is None or epoch.remaining <= 0 or now >= epoch.expires_at:
+            if len(self._epochs) >= _MEMO_LIMIT:
+                self._epochs = {k: e for k, e in self._epochs.items() if now < e.expires_at}
+                if len(self._epochs) >= _MEMO_LIMIT:
+                    self._epochs.clear()
             epoch = self._new_epoch(recipients, now)
             self._epochs[recipients] = epoch
         epoch.remaining -= 1
@@ -253,10 +288,6 @@ class Sealer:
         content_key = self._random(32)
         entries: list[list[object]] = []
         for name in recipients:
-            try:
-                NodeName.parse(name)
-            except InvalidNameError as exc:
-                raise UsageError(f"recipient {name!r}: {exc}") from None
             peer = self.directory.recipient(name)
             info = wrap_info(_SUITE, self._sender, name, peer.encryption_key_id)
             wrapped = hpke_seal(peer.encryption_key, content_key, info=info, random=self._random)
@@ -271,7 +302,7 @@ class Sealer:
 class OpenPolicy:
     """What a receiving node accepts."""
 
-    freshness: FreshnessPolicy = FreshnessPolicy()
+    freshness: FreshnessPolicy = DEFAULT_FRESHNESS
     limits: Limits = DEFAULT_LIMITS
     suites: frozenset[int] = SUPPORTED_SUITES
 
