@@ -234,6 +234,38 @@ def test_a_wrap_copied_into_another_senders_envelope_does_not_open(cast, directo
         receiver.open(resign(theirs, cast[OTHER]), NOW)
 
 
+def test_a_co_recipient_cannot_reuse_the_senders_wrap_as_its_own(cast, directory) -> None:
+    """The wrap is bound to its sender (SPEC §7.2), not only to its recipient.
+
+    OTHER shares an epoch with RECIPIENT, so it knows the content key; it
+    copies SENDER's wrap for RECIPIENT into an envelope of its own, encrypts
+    under that key and signs as itself.  Without the sender in the HPKE
+    context RECIPIENT would accept the key as OTHER's.
+    """
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from exchnode.hpke import hpke_open
+
+    genuine = body_fields(seal_one(cast, directory, recipients=(RECIPIENT, OTHER)))
+    theirs_entry = next(e for e in genuine[4] if e[0] == OTHER)
+    content_key = hpke_open(
+        cast[OTHER].encryption_private_key,
+        theirs_entry[2],
+        info=wrap_info(1, SENDER, OTHER, theirs_entry[1]),
+    )
+    crafted = body_fields(
+        Sealer(cast[OTHER], directory).seal(Outgoing([RECIPIENT], b"x"), NOW).data
+    )
+    crafted[4] = [next(e for e in genuine[4] if e[0] == RECIPIENT)]
+    crafted[11] = AESGCM(content_key).encrypt(crafted[10], b"y", crafted[1])
+    forged = resign(crafted, cast[OTHER])
+    warm = opener(cast, directory, RECIPIENT)
+    warm.open(resign(genuine, cast[SENDER]), NOW)  # the unwrapped key is now cached
+    for receiver in (opener(cast, directory, RECIPIENT), warm):
+        with pytest.raises(errors.DecryptionError, match="unwrap"):
+            receiver.open(forged, NOW)
+
+
 def test_a_transplanted_seal_is_refused(cast, directory) -> None:
     sealer = Sealer(cast[SENDER], directory)
     one, two = sealer.seal_batch([Outgoing([RECIPIENT], b"a"), Outgoing([RECIPIENT], b"b")], NOW)
