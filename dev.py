@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
     if job == "demo":
         run([python, "examples/demo.py", *rest])
     elif job == "test":
-        run([python, "-m", "ruff", "check", "exchnode", "tests", "benchmarks", "examples"])
+        run([python, "-m", "ruff", "check", "exchnode", "tests", "benchmarks", "examples", "protocol"])
         run([python, "-m", "mypy"])
         run([python, "-m", "pytest", *rest])
     elif job == "bench":
