@@ -35,7 +35,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from exchnode.sealing import Opener, Outgoing, SealPolicy, Sealer
+from exchnode.sealing import Opener, Outgoing, Sealer, SealPolicy
 from exchnode.testing import seeded_directory, seeded_identity
 
 SIZES = {"1KiB": 1024, "64KiB": 64 * 1024, "1MiB": 1024 * 1024}
@@ -163,8 +163,8 @@ def main(argv: list[str]) -> int:
     headline = next(r for r in rows if r["payload"] == "1KiB" and r["recipients"] == 1)
     print(
         f"\n1 KiB to 1 recipient: seal+open {headline['seal_open_per_s']:,.0f}/s = "
-        f"{headline['ratio']:.1%} of raw AES-256-GCM encrypt ({headline['raw_aesgcm_per_s']:,.0f}/s)"
-        " on one core (target >= 20%)."
+        f"{headline['ratio']:.1%} of raw AES-256-GCM encrypt "
+        f"({headline['raw_aesgcm_per_s']:,.0f}/s) on one core (target >= 20%)."
     )
     if args.json:
         print(

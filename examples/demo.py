@@ -121,15 +121,21 @@ def main(argv: list[str]) -> int:
     summary["seconds"] = round(time.perf_counter() - started, 2)
 
     print()
-    print(f"nodes                 {summary['nodes']} ({summary['hubs']} hubs, "
-          f"{summary['departments']} departments, 4 levels of CA)")
+    print(
+        f"nodes                 {summary['nodes']} ({summary['hubs']} hubs, "
+        f"{summary['departments']} departments, 4 levels of CA)"
+    )
     print(f"envelopes sent        {summary['sent']}")
     print(f"delivered             {summary['delivered']}")
-    print(f"duplicated            {summary['duplicated']}  (every replay refused: "
-          f"{summary['replays_refused']})")
+    print(
+        f"duplicated            {summary['duplicated']}  (every replay refused: "
+        f"{summary['replays_refused']})"
+    )
     print(f"lost                  {summary['lost']}")
-    print(f"hub verifications     {summary['hub_verifications']}  "
-          f"(hubs that could read a payload: {summary['hub_reads']})")
+    print(
+        f"hub verifications     {summary['hub_verifications']}  "
+        f"(hubs that could read a payload: {summary['hub_reads']})"
+    )
     print(f"receipts verified     {summary['receipts_verified']}")
     print(f"tampered refused      {summary['tampered_refused']}")
     print(f"revoked node refused  {summary['revoked_refused']}")

@@ -5,7 +5,7 @@
     python protocol/vectors/generate.py --check   exit 1 if they differ from a regeneration
 
 Everything is a function of public labels: keys come from
-``exchnode.pki_testing`` (SHA-256 of a label), randomness from
+``exchnode.testing`` (SHA-256 of a label), randomness from
 ``exchnode.testing.SeededRandom``, times from fixed constants, and Ed25519 is
 deterministic.  So regenerating reproduces every file byte for byte, and the
 test suite checks that it does: spec, vectors and code cannot drift apart.
@@ -38,11 +38,10 @@ from exchnode.encoding import pack
 from exchnode.envelope import TYPE_ENVELOPE, decode_signed, encode_signed, signed_leaf
 from exchnode.hpke import hpke_open, hpke_seal
 from exchnode.identity import LocalIdentity
-from exchnode.pki_testing import IssuedNode, SyntheticPKI
 from exchnode.pki_verify import verify_node_certificate
 from exchnode.receipts import issue_receipts
 from exchnode.sealing import Opener, Outgoing, Sealer, SealPolicy, wrap_info
-from exchnode.testing import SeededRandom
+from exchnode.testing import IssuedNode, SeededRandom, SyntheticPKI
 
 HERE = Path(__file__).resolve().parent
 EPOCH = datetime(2026, 11, 1, tzinfo=UTC)
