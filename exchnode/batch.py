@@ -67,21 +67,21 @@ class Seal(NamedTuple):
         return [self.leaf_index, self.leaf_count, self.path, self.signature]
 
     @classmethod
-    def from_wire(cls, value: object, what: str) -> Seal:
-        """Check the shape of a decoded seal; the cryptography comes later."""
+    def from_wire(cls, value: object, item: str) -> Seal:
+        """Check the shape of the decoded seal of ``item``; the cryptography comes later."""
         if type(value) is not list or len(value) != 4:
-            raise MalformedError(what, "expected an array of 4 elements")
+            raise MalformedError(f"{item}.seal", "expected an array of 4 elements")
         index, count, path, signature = value
         if type(count) is not int or not 1 <= count <= MAX_BATCH:
-            raise MalformedError(f"{what}.count", f"must be an integer in 1..{MAX_BATCH}")
+            raise MalformedError(f"{item}.seal.count", f"must be an integer in 1..{MAX_BATCH}")
         if type(index) is not int or not 0 <= index < count:
-            raise MalformedError(f"{what}.index", "must be an integer in 0..count-1")
+            raise MalformedError(f"{item}.seal.index", "must be an integer in 0..count-1")
         if type(path) is not bytes or len(path) % HASH_LENGTH or len(path) > MAX_PATH * 32:
             raise MalformedError(
-                f"{what}.path", f"must be at most {MAX_PATH} concatenated 32-byte hashes"
+                f"{item}.seal.path", f"must be at most {MAX_PATH} concatenated 32-byte hashes"
             )
         if type(signature) is not bytes or len(signature) != SIGNATURE_LENGTH:
-            raise MalformedError(f"{what}.signature", f"must be {SIGNATURE_LENGTH} bytes")
+            raise MalformedError(f"{item}.seal.signature", f"must be {SIGNATURE_LENGTH} bytes")
         return cls(index, count, path, signature)
 
 
@@ -96,7 +96,7 @@ def sign_leaves(key: Ed25519PrivateKey, suite: int, leaves: Sequence[bytes]) -> 
     tree = MerkleBatch(leaves)
     count = tree.size
     signature = key.sign(signature_input(suite, count, tree.root))
-    return [Seal(i, count, b"".join(tree.path(i)), signature) for i in range(count)]
+    return [Seal(i, count, path, signature) for i, path in enumerate(tree.paths())]
 
 
 class _Batch:

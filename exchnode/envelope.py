@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-import struct
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 from exchnode.batch import Seal
-from exchnode.encoding import require_canonical, unpack
+from exchnode.encoding import pack, require_canonical, unpack
 from exchnode.errors import (
     InvalidNameError,
     MalformedError,
     NotARecipientError,
-    TooLargeError,
     UnsupportedSuiteError,
     UnsupportedVersionError,
 )
@@ -184,8 +181,6 @@ _FRAME_HEAD = {
     TYPE_ENVELOPE: bytes([0x94, FORMAT_VERSION, TYPE_ENVELOPE]),
     TYPE_RECEIPT: bytes([0x94, FORMAT_VERSION, TYPE_RECEIPT]),
 }
-_unpack_u16 = struct.Struct(">H").unpack_from
-_unpack_u32 = struct.Struct(">I").unpack_from
 
 
 def _bin_header(length: int) -> bytes:
@@ -206,87 +201,15 @@ def _uint(value: int) -> bytes:
     return b"\xce" + value.to_bytes(4, "big")
 
 
-def _read_bin(data: bytes, pos: int) -> tuple[int, int]:
-    """(start, end) of the canonically encoded bin at ``pos``, or (-1, -1)."""
-    tag = data[pos]
-    if tag == 0xC4:
-        start, length = pos + 2, data[pos + 1]
-    elif tag == 0xC5:
-        start, length = pos + 3, _unpack_u16(data, pos + 1)[0]
-        if length < 0x100:
-            return -1, -1
-    elif tag == 0xC6:
-        start, length = pos + 5, _unpack_u32(data, pos + 1)[0]
-        if length < 0x10000:
-            return -1, -1
-    else:
-        return -1, -1
-    return start, start + length
-
-
-def _read_uint(data: bytes, pos: int) -> tuple[int, int]:
-    """(value, next position) of the canonical unsigned integer at ``pos``, or (-1, -1)."""
-    tag = data[pos]
-    if tag < 0x80:
-        return tag, pos + 1
-    if tag == 0xCC and data[pos + 1] >= 0x80:
-        return data[pos + 1], pos + 2
-    if tag == 0xCD:
-        value = _unpack_u16(data, pos + 1)[0]
-        return (value, pos + 3) if value >= 0x100 else (-1, -1)
-    if tag == 0xCE:
-        value = _unpack_u32(data, pos + 1)[0]
-        return (value, pos + 5) if value >= 0x10000 else (-1, -1)
-    return -1, -1
-
-
 def decode_signed(data: bytes, item_type: int, what: str, max_size: int) -> tuple[bytes, Seal]:
     """Split a signed item into its body and seal (SPEC §5.1).
 
-    The fast path reads exactly the canonical framing ``encode_signed``
-    writes.  Anything else -- truncated, non-canonical, malformed -- goes to
-    the generic decoder, which raises the precise error.  The two accept
-    exactly the same inputs with the same results (a property test holds
-    them to it), so the fast path is an optimisation, never a second format.
+    Canonical form (SPEC §4.2) is checked without copying the body: the
+    bytes must be exactly the canonical prefix, the body, and the canonical
+    encoding of the seal.
     """
     if isinstance(data, bytearray | memoryview):
         data = bytes(data)
-    if type(data) is not bytes:
-        raise MalformedError(what, f"expected bytes, got {type(data).__name__}")
-    size = len(data)
-    if size > max_size:
-        raise TooLargeError(what, f"{size} bytes exceeds the limit of {max_size}")
-    fast = _decode_signed_fast(data, item_type, what)
-    if fast is not None:
-        return fast
-    return _decode_signed_generic(data, item_type, what, max_size)
-
-
-def _decode_signed_fast(data: bytes, item_type: int, what: str) -> tuple[bytes, Seal] | None:
-    """Read the canonical framing directly; ``None`` for anything else."""
-    size = len(data)
-    try:
-        if data[:3] != _FRAME_HEAD[item_type]:
-            return None
-        body_start, body_end = _read_bin(data, 3)
-        if body_start < 0 or body_end >= size or data[body_end] != 0x94:
-            return None
-        index, pos = _read_uint(data, body_end + 1)
-        count, pos = _read_uint(data, pos) if pos > 0 else (-1, -1)
-        path_start, path_end = _read_bin(data, pos) if pos > 0 else (-1, -1)
-        if path_start < 0 or path_end + 66 != size or data[path_end : path_end + 2] != b"\xc4\x40":
-            return None
-    except IndexError:
-        return None  # truncated framing: the generic decoder names the problem
-    seal = Seal.from_wire(
-        [index, count, data[path_start:path_end], data[path_end + 2 :]], f"{what}.seal"
-    )
-    return data[body_start:body_end], seal
-
-
-def _decode_signed_generic(
-    data: bytes, item_type: int, what: str, max_size: int
-) -> tuple[bytes, Seal]:
     outer = unpack(data, what=what, max_size=max_size, max_array=64)
     if type(outer) is not list or len(outer) != 4:
         raise MalformedError(what, "expected an array of 4 elements")
@@ -299,24 +222,29 @@ def _decode_signed_generic(
         raise MalformedError(f"{what}.type", f"expected {item_type}, got {kind!r}")
     if type(body) is not bytes:
         raise MalformedError(f"{what}.body", "must be bytes")
-    parsed = Seal.from_wire(seal, f"{what}.seal")
-    require_canonical(outer, data, what=what)
+    parsed = Seal.from_wire(seal, what)
+    head = _FRAME_HEAD[item_type] + _bin_header(len(body))
+    if not data.startswith(head) or data[len(head) + len(body) :] != pack(seal):
+        raise MalformedError(what, "encoding is not canonical")
     return body, parsed
 
 
-@lru_cache(maxsize=65536)
-def _check_name(name: str) -> str:
-    NodeName.parse(name)
-    return name
+_VALID_NAMES: set[str] = set()  # names already validated; bounded below
+_VALID_NAMES_LIMIT = 65536
 
 
 def check_name(value: object, field: str) -> str:
     if type(value) is not str:
         raise MalformedError(field, "must be a string")
-    try:
-        return _check_name(value)
-    except InvalidNameError as exc:
-        raise MalformedError(field, str(exc)) from None
+    if value not in _VALID_NAMES:
+        try:
+            NodeName.parse(value)
+        except InvalidNameError as exc:
+            raise MalformedError(field, str(exc)) from None
+        if len(_VALID_NAMES) >= _VALID_NAMES_LIMIT:
+            _VALID_NAMES.clear()
+        _VALID_NAMES.add(value)
+    return value
 
 
 def check_bytes(value: object, field: str, length: int) -> bytes:
@@ -372,7 +300,8 @@ def decode_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
         check_suite(suite, "envelope.body.suite")
     if type(message_id) is not bytes or len(message_id) != MESSAGE_ID_LENGTH:
         check_bytes(message_id, "envelope.body.message_id", MESSAGE_ID_LENGTH)
-    check_name(sender, "envelope.body.sender")
+    if type(sender) is not str or sender not in _VALID_NAMES:
+        check_name(sender, "envelope.body.sender")
     if type(sender_key_id) is not bytes or len(sender_key_id) != KEY_ID_LENGTH:
         check_bytes(sender_key_id, "envelope.body.sender_key_id", KEY_ID_LENGTH)
     entries = _check_recipients(recipients, limits)
@@ -419,7 +348,8 @@ def _check_recipients(value: object, limits: Limits) -> tuple[RecipientEntry, ..
         if type(item) is not list or len(item) != 3:
             raise MalformedError(f"{field}[{i}]", "expected [name, key_id, wrapped_key]")
         name, key_id, wrapped_key = item
-        check_name(name, f"{field}[{i}].name")
+        if type(name) is not str or name not in _VALID_NAMES:
+            check_name(name, f"{field}[{i}].name")
         if name <= previous:
             raise MalformedError(f"{field}[{i}].name", "recipients must be sorted and unique")
         previous = name

@@ -442,7 +442,7 @@ def test_not_bytes_at_all() -> None:
         decode_envelope("not bytes")  # type: ignore[arg-type]
 
 
-# --- the framing fast path writes exactly what msgpack would -----------------
+# --- the hand-written framing is exactly what msgpack writes ------------------
 
 
 @pytest.mark.parametrize("body_length", [0, 1, 255, 256, 65535, 65536])

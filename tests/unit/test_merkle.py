@@ -53,8 +53,10 @@ def test_root_and_paths_match_the_rfc(size: int) -> None:
     leaves = [leaf_hash(d) for d in data]
     tree = MerkleBatch(leaves)
     assert tree.root == mth(data)
+    all_paths = tree.paths()
     for i in range(size):
         path = tree.path(i)
+        assert all_paths[i] == b"".join(path)
         assert path == rfc_path(i, data)
         assert len(path) == inclusion_path_length(i, size)
         assert root_from_inclusion(leaves[i], i, size, path) == tree.root
