@@ -61,7 +61,7 @@ def register(groups: Subparsers) -> None:
         description="Seal a payload (a file or stdin) into an envelope that only the named "
         "recipients can open, signed by this node.",
         epilog="Example:\n  exchnode envelope seal --identity nodes/520102.gongan \\\n"
-        "      --to 522301.minzheng --peer nodes/522301.minzheng/chain.pem \\\n"
+        "      --to 522301.minzheng --peer nodes/522301.minzheng \\\n"
         "      --in record.json --content-type application/json --out record.env",
     )
     _identity_arguments(seal)
@@ -80,7 +80,7 @@ def register(groups: Subparsers) -> None:
         description="Verify an envelope's sender and signature, decrypt it, and write the "
         "plaintext.  The header goes to stderr.  Fails with the name of the check that failed.",
         epilog="Example:\n  exchnode envelope open --identity nodes/522301.minzheng \\\n"
-        "      --peer nodes/520102.gongan/chain.pem --in record.env --out record.json \\\n"
+        "      --peer nodes/520102.gongan --in record.env --out record.json \\\n"
         "      --receipt record.receipt",
     )
     _identity_arguments(open_)

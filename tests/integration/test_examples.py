@@ -1,0 +1,108 @@
+"""The runnable examples and benchmarks, as real processes: they run and report correctly.
+
+Only what they report is checked, never how fast: speed belongs in the benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 120
+
+
+def _run(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+
+
+def _last_json(stdout: str) -> tuple[list[str], dict[str, Any]]:
+    """The lines before the final JSON object, and that object."""
+    lines = stdout.rstrip("\n").splitlines()
+    assert lines, "no output"
+    summary = json.loads(lines[-1])
+    assert isinstance(summary, dict)
+    return lines[:-1], summary
+
+
+def test_demo_delivers_everything_exactly_once() -> None:
+    messages = 5
+    completed = _run("examples/demo.py", "--json", "--messages", str(messages))
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    human, summary = _last_json(completed.stdout)
+
+    departments = summary["departments"]
+    assert departments == 6
+    assert summary["hubs"] == 7
+    assert summary["nodes"] == 13
+    pairs = departments * (departments - 1)
+    assert summary["sent"] == summary["delivered"] == pairs * messages == 150
+    assert summary["lost"] == 0
+    assert summary["duplicated"] == 0
+    assert summary["replays_refused"] == 150
+    assert summary["hub_reads"] == 0
+    assert summary["hub_verifications"] >= summary["sent"]  # at least one hub on every path
+    assert summary["receipts_verified"] == 150
+    assert summary["revoked_refused"] == 2
+    assert summary["tampered_refused"] == 1
+
+    # The readable summary comes first and agrees with the JSON.
+    rows = {line[:22].strip(): line[22:].split()[0] for line in human if line.strip()}
+    assert rows["envelopes sent"] == str(summary["sent"])
+    assert rows["delivered"] == str(summary["delivered"])
+    assert rows["lost"] == "0"
+    assert rows["duplicated"] == "0"
+    assert rows["receipts verified"] == "150"
+    assert rows["tampered refused"] == "1"
+    assert rows["revoked node refused"] == "2"
+    # Progress goes to stderr, one line per ordered pair.
+    assert completed.stderr.count(" delivered via ") == pairs
+
+
+def test_seal_open_benchmark_quick_json() -> None:
+    completed = _run("benchmarks/seal_open.py", "--quick", "--json")
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    table, report = _last_json(completed.stdout)
+
+    assert report["benchmark"] == "seal_open"
+    assert report["quick"] is True
+    rows = report["rows"]
+    assert len(rows) == 6
+    sizes = {"1KiB": 1024, "64KiB": 64 * 1024, "1MiB": 1024 * 1024}
+    assert {(row["payload"], row["recipients"]) for row in rows} == {
+        (payload, count) for payload in sizes for count in (1, 10)
+    }
+    for row in rows:
+        assert row["payload_bytes"] == sizes[row["payload"]]
+        assert row["envelope_bytes"] > row["payload_bytes"]
+        rates = [key for key in row if key.endswith("_per_s")]
+        assert len(rates) >= 7
+        for key in rates:
+            assert row[key] > 0, (row["payload"], row["recipients"], key)
+        assert row["epoch_setup_ms"] > 0
+        assert 0 < row["ratio"] < 1
+
+    # A readable table above the JSON: a header, a rule, and one line per row.
+    (header_index,) = [i for i, line in enumerate(table) if "seal/s" in line]
+    header = table[header_index]
+    assert "open/s" in header
+    assert "ratio" in header
+    assert set(table[header_index + 1]) == {"-"}
+    body = [line.split() for line in table[header_index + 2 : header_index + 2 + len(rows)]]
+    assert [(cells[0], int(cells[1])) for cells in body] == [
+        (row["payload"], row["recipients"]) for row in rows
+    ]
