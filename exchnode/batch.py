@@ -26,7 +26,7 @@ another signer's entries.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from hashlib import sha256
 from typing import NamedTuple
 
@@ -121,9 +121,13 @@ class SealVerifier:
         suite: int,
         leaf: bytes,
         seal: Seal,
-        what: str,
+        what: Callable[[], str],
     ) -> None:
-        """Raise ``BadSignatureError`` unless ``leaf`` is covered by ``seal`` under ``signer``."""
+        """Raise ``BadSignatureError`` unless ``leaf`` is covered by ``seal`` under ``signer``.
+
+        ``what`` describes the item for the error message; it is only called
+        on failure, so the common path formats nothing.
+        """
         index, count, path, signature = seal
         cache_key = (signer_raw, signature)
         batch = self._batches.get(cache_key)
@@ -138,7 +142,7 @@ class SealVerifier:
         r, fn, sn = leaf, index, count - 1
         for offset in range(0, len(path), HASH_LENGTH):
             if not sn:
-                raise BadSignatureError(f"{what}: inclusion path longer than the batch allows")
+                raise BadSignatureError(f"{what()}: inclusion path longer than the batch allows")
             p = path[offset : offset + HASH_LENGTH]
             if fn & 1 or fn == sn:
                 r = sha256(b"\x01" + p + r).digest()
@@ -155,13 +159,13 @@ class SealVerifier:
                 return
             seen.append(r)
         if known is not None:
-            raise BadSignatureError(f"{what}: not covered by the batch signature it carries")
+            raise BadSignatureError(f"{what()}: not covered by the batch signature it carries")
         if sn:
-            raise BadSignatureError(f"{what}: inclusion path shorter than the batch requires")
+            raise BadSignatureError(f"{what()}: inclusion path shorter than the batch requires")
         try:
             signer.verify(signature, signature_input(suite, count, r))
         except InvalidSignature:
-            raise BadSignatureError(f"{what}: batch signature does not verify") from None
+            raise BadSignatureError(f"{what()}: batch signature does not verify") from None
         self._batches[cache_key] = _Batch(count, set(seen))
         if len(self._batches) > self._capacity:
             self._batches.popitem(last=False)

@@ -139,6 +139,6 @@ class ReceiptVerifier:
             receipt.suite,
             receipt.digest,
             seal,
-            f"receipt for {receipt.message_id.hex()} from {receipt.recipient}",
+            lambda: f"receipt for {receipt.message_id.hex()} from {receipt.recipient}",
         )
         return receipt

@@ -307,8 +307,7 @@ class OpenPolicy:
     suites: frozenset[int] = SUPPORTED_SUITES
 
 
-@dataclass(frozen=True, slots=True)
-class Opened:
+class Opened(NamedTuple):
     """An envelope that passed every check, with its plaintext."""
 
     envelope: Envelope
@@ -358,7 +357,7 @@ class EnvelopeVerifier:
             header.suite,
             envelope.digest,
             envelope.seal,
-            f"envelope {header.message_id.hex()} from {header.sender}",
+            lambda: f"envelope {header.message_id.hex()} from {header.sender}",
         )
         return envelope, sender
 
