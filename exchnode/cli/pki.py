@@ -106,6 +106,18 @@ def _add_new_key_passphrase(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _add_issuer(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--issuer", required=True, type=_division, metavar="DIVISION", help="the issuing CA"
+    )
+
+
+def _add_pki_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dir", required=True, type=Path, metavar="PKI_DIR", help="the CAs' working directory"
+    )
+
+
 def _add_issuer_passphrase(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
@@ -410,9 +422,7 @@ Writes PKI_DIR/DIVISION/{{ca.crt,ca.key,chain.pem,index.json,crl.pem}}.  Default
 lifetime {ROOT_VALIDITY.days} days.  Keep ca.key offline and passphrase-protected.""",
     )
     p.add_argument("division", metavar="DIVISION", type=_division, help="6-digit division code")
-    p.add_argument(
-        "--dir", required=True, type=Path, metavar="PKI_DIR", help="the CAs' working directory"
-    )
+    _add_pki_dir(p)
     p.add_argument("--days", type=_days, default=ROOT_VALIDITY.days, help="lifetime in days")
     _add_new_key_passphrase(p, "the new CA key")
     p.set_defaults(handler=_init_root)
@@ -433,12 +443,8 @@ lifetime {ROOT_VALIDITY.days} days.  Keep ca.key offline and passphrase-protecte
 Default lifetime {CA_VALIDITY.days} days, cut to end with the issuer's.""",
     )
     p.add_argument("division", metavar="DIVISION", type=_division, help="the new CA's division")
-    p.add_argument(
-        "--issuer", required=True, type=_division, metavar="DIVISION", help="the issuing CA"
-    )
-    p.add_argument(
-        "--dir", required=True, type=Path, metavar="PKI_DIR", help="the CAs' working directory"
-    )
+    _add_issuer(p)
+    _add_pki_dir(p)
     p.add_argument("--days", type=_days, default=CA_VALIDITY.days, help="lifetime in days")
     _add_issuer_passphrase(p)
     _add_new_key_passphrase(p, "the new CA key")
@@ -462,12 +468,8 @@ The node must lie within the issuer's division.  Default lifetime
 {NODE_VALIDITY.days} days.  Carry --out to the node over a trusted channel.""",
     )
     p.add_argument("name", metavar="NAME", help="node name: DIVISION or DIVISION.department")
-    p.add_argument(
-        "--issuer", required=True, type=_division, metavar="DIVISION", help="the issuing CA"
-    )
-    p.add_argument(
-        "--dir", required=True, type=Path, metavar="PKI_DIR", help="the CAs' working directory"
-    )
+    _add_issuer(p)
+    _add_pki_dir(p)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write files")
     p.add_argument("--days", type=_days, default=NODE_VALIDITY.days, help="lifetime in days")
     _add_issuer_passphrase(p)
@@ -493,12 +495,8 @@ Then distribute PKI_DIR/520102/crl.pem to every node.""",
         metavar="SERIAL_OR_NAME",
         help="the certificate's serial number (decimal), or its name if unambiguous",
     )
-    p.add_argument(
-        "--issuer", required=True, type=_division, metavar="DIVISION", help="the issuing CA"
-    )
-    p.add_argument(
-        "--dir", required=True, type=Path, metavar="PKI_DIR", help="the CAs' working directory"
-    )
+    _add_issuer(p)
+    _add_pki_dir(p)
     p.add_argument(
         "--reason", choices=list(REASONS), default="unspecified", help="(default: unspecified)"
     )
@@ -519,12 +517,8 @@ Then distribute PKI_DIR/520102/crl.pem to every node.""",
 
 Default nextUpdate {CRL_VALIDITY.days} days ahead.""",
     )
-    p.add_argument(
-        "--issuer", required=True, type=_division, metavar="DIVISION", help="the issuing CA"
-    )
-    p.add_argument(
-        "--dir", required=True, type=Path, metavar="PKI_DIR", help="the CAs' working directory"
-    )
+    _add_issuer(p)
+    _add_pki_dir(p)
     p.add_argument("--days", type=_days, default=CRL_VALIDITY.days, help="days to nextUpdate")
     _add_issuer_passphrase(p)
     p.set_defaults(handler=_crl)
@@ -540,9 +534,7 @@ Default nextUpdate {CRL_VALIDITY.days} days ahead.""",
         epilog="""Example:
   exchnode pki list --dir /srv/exchnode-pki --issuer 520100""",
     )
-    p.add_argument(
-        "--dir", required=True, type=Path, metavar="PKI_DIR", help="the CAs' working directory"
-    )
+    _add_pki_dir(p)
     p.add_argument("--issuer", type=_division, metavar="DIVISION", help="only this CA's")
     p.set_defaults(handler=_list)
 
