@@ -437,6 +437,13 @@ def test_malformed_seal_is_named(cast, directory) -> None:
     assert caught.value.field == "envelope.seal.signature"
 
 
+def test_deep_nesting_is_refused_before_the_schema() -> None:
+    with pytest.raises(errors.MalformedError):
+        decode_envelope(b"\x91" * 100_000 + b"\x00")
+    with pytest.raises(errors.MalformedError):
+        decode_envelope(pack([1, 1, pack([[[[[[1]]]]]]), [0, 1, b"", b"\x00" * 64]]))
+
+
 def test_not_bytes_at_all() -> None:
     with pytest.raises(errors.MalformedError):
         decode_envelope("not bytes")  # type: ignore[arg-type]
