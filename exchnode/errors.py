@@ -37,6 +37,7 @@ __all__ = [
     "RejectedError",
     "ReplayError",
     "RevocationUnavailableError",
+    "RoutingRefusedError",
     "TooLargeError",
     "UnknownSignerError",
     "UnsupportedSuiteError",
@@ -131,6 +132,12 @@ class LifetimeTooLongError(RejectedError):
 
 class ReplayError(RejectedError):
     code = "replayed"
+
+
+class RoutingRefusedError(RejectedError):
+    """A neighbour offered an envelope its place in the hierarchy does not allow."""
+
+    code = "routing-refused"
 
 
 # --- certificates and revocation ---------------------------------------------
