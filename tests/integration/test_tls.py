@@ -1,0 +1,184 @@
+"""Mutual TLS between nodes over loopback, with the project's own Ed25519 PKI."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from exchnode.errors import UsageError
+from exchnode.keyfiles import write_private_key
+from exchnode.pki_verify import TrustStore, verify_node_certificate
+from exchnode.testing import IssuedCA, IssuedNode, SyntheticPKI
+from exchnode.tls import ALPN_PROTOCOL, TlsFiles, make_context, peer_certificate
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+class Federation:
+    """Root 520000, CAs 520100 and 522300, a city hub and a county department."""
+
+    def __init__(self, directory: Path, label: str = "") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.pki = SyntheticPKI(epoch=NOW - timedelta(days=1))
+        self.root = self.pki.root("520000", label=f"{label}root" if label else None)
+        self.cas: list[IssuedCA] = [
+            self.root,
+            self.pki.ca("520100", self.root),
+            self.pki.ca("522300", self.root),
+        ]
+        self.hub = self.pki.node("520100", self.cas[1])
+        self.department = self.pki.node("522301.minzheng", self.cas[2])
+
+    def files(self, node: IssuedNode, *, crl_age: timedelta = timedelta(hours=1)) -> TlsFiles:
+        name = str(node.identity.name)
+        chain = self.directory / f"{name}.chain.pem"
+        chain.write_bytes(
+            node.certificate.public_bytes(Encoding.PEM)
+            + b"".join(c.public_bytes(Encoding.PEM) for c in node.chain)
+        )
+        key = self.directory / f"{name}.key"
+        if not key.exists():
+            write_private_key(key, node.identity.signing_private_key)
+        verify = self.directory / f"{name}.verify.pem"
+        crls = [self.pki.crl(ca, this_update=NOW - crl_age) for ca in self.cas]
+        verify.write_bytes(
+            self.root.certificate.public_bytes(Encoding.PEM)
+            + b"".join(crl.public_bytes(Encoding.PEM) for crl in crls)
+        )
+        return TlsFiles(chain, key, verify)
+
+
+def exchange(server: ssl.SSLContext, client: ssl.SSLContext) -> dict[str, object]:
+    """One request over loopback; reports what each side saw."""
+    seen: dict[str, object] = {"handled": False}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen["handled"] = True
+        seen["server_peer"] = peer_certificate(writer.get_extra_info("ssl_object"))
+        seen["alpn"] = writer.get_extra_info("ssl_object").selected_alpn_protocol()
+        await reader.readexactly(5)
+        writer.write(b"world")
+        await writer.drain()
+        writer.close()
+
+    async def run() -> None:
+        listener = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server)
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, ssl=client), 10
+            )
+            seen["client_peer"] = peer_certificate(writer.get_extra_info("ssl_object"))
+            writer.write(b"hello")
+            await writer.drain()
+            seen["reply"] = await asyncio.wait_for(reader.read(5), 10)
+            writer.close()
+        except (ssl.SSLError, ConnectionError) as exc:
+            seen["client_error"] = exc
+        finally:
+            listener.close()
+            await listener.wait_closed()
+
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, _context: None)  # server-side handshake failures
+    try:
+        loop.run_until_complete(asyncio.wait_for(run(), 30))
+    finally:
+        loop.close()
+    return seen
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Federation:
+    return Federation(tmp_path)
+
+
+def contexts(
+    federation: Federation, tweak: Callable[[Federation], None] | None = None
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    if tweak is not None:
+        tweak(federation)
+    server = make_context(federation.files(federation.hub), server=True)
+    client = make_context(federation.files(federation.department), server=False)
+    return server, client
+
+
+def test_mutual_tls_identifies_both_nodes(federation: Federation) -> None:
+    seen = exchange(*contexts(federation))
+    assert seen["reply"] == b"world"
+    assert seen["alpn"] == ALPN_PROTOCOL
+    # The second layer: exchnode's own verification of what OpenSSL let through.
+    trust = TrustStore(
+        [federation.root.certificate],
+        [federation.pki.crl(ca, this_update=NOW - timedelta(hours=1)) for ca in federation.cas],
+    )
+    bundle = [ca.certificate for ca in federation.cas[1:]]
+    client = verify_node_certificate(seen["server_peer"], bundle, trust, NOW)  # type: ignore[arg-type]
+    server = verify_node_certificate(seen["client_peer"], bundle, trust, NOW)  # type: ignore[arg-type]
+    assert str(client.name) == "522301.minzheng"
+    assert str(server.name) == "520100"
+
+
+def test_a_revoked_client_never_reaches_the_application(federation: Federation) -> None:
+    def revoke(f: Federation) -> None:
+        f.pki.revoke(f.department.certificate, f.cas[2], when=NOW - timedelta(hours=2))
+
+    seen = exchange(*contexts(federation, revoke))
+    assert seen["handled"] is False
+    assert seen.get("reply", b"") == b""
+
+
+def test_a_revoked_server_is_refused_by_the_client(federation: Federation) -> None:
+    def revoke(f: Federation) -> None:
+        f.pki.revoke(f.hub.certificate, f.cas[1], when=NOW - timedelta(hours=2))
+
+    seen = exchange(*contexts(federation, revoke))
+    assert isinstance(seen["client_error"], ssl.SSLCertVerificationError)
+    assert "revoked" in str(seen["client_error"])
+
+
+def test_a_stale_crl_fails_closed(federation: Federation) -> None:
+    server = make_context(federation.files(federation.hub), server=True)
+    client = make_context(
+        federation.files(federation.department, crl_age=timedelta(days=30)), server=False
+    )
+    seen = exchange(server, client)
+    assert isinstance(seen["client_error"], ssl.SSLCertVerificationError)
+    assert "expired" in str(seen["client_error"]).lower()
+
+
+def test_a_peer_from_another_root_is_refused(tmp_path: Path) -> None:
+    ours = Federation(tmp_path / "ours")
+    theirs = Federation(tmp_path / "theirs", label="impostor")
+    server = make_context(ours.files(ours.hub), server=True)
+    client = make_context(theirs.files(theirs.department), server=False)
+    seen = exchange(server, client)
+    assert isinstance(seen["client_error"], ssl.SSLCertVerificationError)
+    assert seen["handled"] is False
+
+
+def test_tls_1_2_is_refused(federation: Federation) -> None:
+    server, _ = contexts(federation)
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    seen = exchange(server, old)
+    # OpenSSL refuses with an alert or by resetting the connection; either way the
+    # application is never reached.
+    assert isinstance(seen["client_error"], ssl.SSLError | ConnectionError)
+    assert seen["handled"] is False
+
+
+def test_a_key_that_does_not_match_is_a_usage_error(federation: Federation) -> None:
+    files = federation.files(federation.hub)
+    other = federation.files(federation.department)
+    with pytest.raises(UsageError, match="cannot use"):
+        make_context(TlsFiles(files.chain, other.key, files.verify), server=True)
