@@ -164,6 +164,17 @@ def test_a_peer_from_another_root_is_refused(tmp_path: Path) -> None:
     assert seen["handled"] is False
 
 
+def test_a_client_without_a_certificate_is_refused(federation: Federation) -> None:
+    server, _ = contexts(federation)
+    anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anonymous.minimum_version = ssl.TLSVersion.TLSv1_3
+    anonymous.check_hostname = False
+    anonymous.load_verify_locations(cafile=federation.files(federation.department).verify)
+    seen = exchange(server, anonymous)
+    assert seen["handled"] is False
+    assert seen.get("reply", b"") == b""
+
+
 def test_tls_1_2_is_refused(federation: Federation) -> None:
     server, _ = contexts(federation)
     old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
