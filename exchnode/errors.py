@@ -38,6 +38,7 @@ __all__ = [
     "ReplayError",
     "RevocationUnavailableError",
     "RoutingRefusedError",
+    "StoreError",
     "TooLargeError",
     "UnknownSignerError",
     "UnsupportedSuiteError",
@@ -63,6 +64,12 @@ class RejectedError(ExchnodeError):
     """Input from another party failed a check; the message names the check."""
 
     code = "rejected"
+
+
+class StoreError(ExchnodeError):
+    """The node's own durable store cannot be opened or failed; the message names the file."""
+
+    code = "store"
 
 
 class InvalidNameError(ExchnodeError, ValueError):

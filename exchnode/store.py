@@ -1,0 +1,477 @@
+"""The node's durable store: the interface, its records, and the dedup rule (federation layer).
+
+Theory of operation
+-------------------
+The store is what makes *custody transfer* possible.  A node acknowledges an
+envelope to the previous hop only once the store has durably recorded it;
+from that instant the envelope is this node's responsibility and the
+previous hop may forget it.  So the contract of :meth:`Store.accept` is:
+
+* **returned ⇒ durable.**  When ``accept`` returns, every item whose outcome
+  is ``ACCEPTED`` or ``DUPLICATE`` survives a crash or power loss, and may be
+  acknowledged.  Nothing may be acknowledged before ``accept`` returns.
+* **raised ⇒ acknowledge nothing.**  A failing ``accept`` takes none of its
+  batch (one transaction), or -- if the failure hit the commit itself, e.g.
+  an I/O error after the log was written -- possibly all of it.  Either way
+  the previous hop, hearing no acknowledgement, sends again, and the dedup
+  rule below turns the repeat into a ``DUPLICATE``.  At-least-once per hop
+  plus dedup is exactly-once custody.
+
+**Group commit.**  Durability costs a flush to stable storage per
+transaction, not per row: on this kind of machine SQLite manages 0.4-3k
+flushing commits per second, but ~30k rows per second when a thousand share
+a commit (``../shared/FACTS.md``).  So ``accept`` takes a *batch* -- whatever
+arrived from one or several peers while the previous commit was running --
+and commits it as one transaction.  ``forwarded``, ``delivered`` and
+``take_expired`` likewise take or return many entries per transaction.
+
+**Never delete on dequeue.**  Reading work (``pending``, ``inbox``) changes
+nothing.  An entry leaves the outbound queue only when the next hop has
+acknowledged custody (``forwarded``) and leaves the inbox only when the
+application has acknowledged it (``delivered``).  A crash between reading and
+acknowledging therefore re-offers the entry after restart instead of losing
+it.  ``after=`` lets a caller page past entries it already has in flight
+without removing them.
+
+**Dedup** (SPEC §8.3).  The store remembers, per (sender, message id), the
+envelope's digest and the set of *targets* it has taken custody for, until
+the envelope expires.  A multi-recipient envelope travels once per link with
+the targets that copy carries (``routing.Route``), so a node can legitimately
+receive the same envelope twice for different targets (a configured link and
+the hierarchy).  A copy is classified (:func:`classify`):
+
+* ``EXPIRED``   -- ``expires_ms <= now_ms``: refused, nothing recorded.  The
+  caller refuses it (``expired``); the previous hop keeps custody and reports
+  the non-delivery when its own ``take_expired`` finds it.
+* ``CONFLICT``  -- the same (sender, id) with a different digest: the sender
+  reused an id (SPEC §5.2 wants ids unique per sender).  Nothing is stored;
+  the caller refuses it (``replayed``).  The first envelope wins.
+* ``DUPLICATE`` -- every target already held: nothing stored; acknowledge.
+* ``ACCEPTED``  -- some targets new: only those are stored (the outcome says
+  which, per next hop); acknowledge.
+
+The key includes the sender, as the replay window's does, so that a hub that
+sees ids in transit cannot block a genuine message by using its id first.
+Records outlive their queue entries: an envelope already forwarded or
+delivered and then re-sent is still a ``DUPLICATE``.  ``prune`` forgets
+records whose envelopes have expired; a copy arriving after that is
+``EXPIRED`` anyway, so forgetting never re-opens the window -- provided
+``now_ms`` does not go backwards by more than the clock skew the freshness
+policy allows (pass a wall clock that is kept in step, not one that jumps).
+At a final recipient this record *is* the replay window of SPEC §8.3,
+persisted across restarts as §8.3 requires.
+
+**Delivery to the application: exactly once, given its acknowledgement.**
+Dedup at custody plus removal from the inbox only on ``delivered`` gives the
+application each envelope once -- with one precise exception: an entry
+handed to the application but not yet acknowledged when the node crashes is
+offered again after restart (at-least-once at that single step).  An
+application that acknowledges only after its own durable processing, and
+uses (sender, message id) to recognise the rare repeat, sees every envelope
+exactly once.  Within one run, ``inbox`` is a pure read that returns an
+unacknowledged entry on every call; a caller that hands each entry to the
+application once pages with ``after=``.
+
+**Expiry.**  Expired entries are skipped by ``pending`` and ``inbox`` and
+removed, with what the caller needs for a non-delivery report, by
+``take_expired`` (one transaction).  The report itself is best effort: if
+the node crashes after ``take_expired`` returns and before the report is
+accepted for sending, that report is lost (the envelope is not: it had
+expired).
+
+**Threads.**  The API is synchronous; a node runs it in a worker thread
+(``asyncio.to_thread`` or, better, one dedicated thread so that calls queue
+in order).  Every implementation serialises calls with an internal lock, so
+an instance is safe to use from any thread, one call at a time.
+
+**Implementations.**  :class:`~exchnode.store_memory.MemoryStore` (tests and
+simulations; not durable) and :class:`~exchnode.store_sqlite.SqliteStore`
+(WAL, ``synchronous=FULL``).  One test suite runs against both.  A server
+store (PostgreSQL) implements the same :class:`Store` protocol: one
+transaction per call, ``SELECT … FOR UPDATE`` on the dedup row, sequences
+from a ``bigserial``, and the same outcomes.  ``after=`` paging assumes that
+sequence order is commit order -- true with one writer per store, as here;
+a store with concurrent writers must keep it so (allocate sequence numbers
+under the commit's lock) or a pager could skip an entry committed late.
+
+This module is pure: records, the protocol, argument checks and the dedup
+rule.  No I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from exchnode.errors import UsageError
+from exchnode.routing import Route
+
+__all__ = [
+    "DIGEST_LENGTH",
+    "MESSAGE_ID_LENGTH",
+    "AcceptItem",
+    "AcceptOutcome",
+    "AcceptStatus",
+    "ExpiredEntry",
+    "InboundEntry",
+    "OutboundEntry",
+    "PeerState",
+    "QueueDepth",
+    "SeenRecord",
+    "Store",
+    "check_items",
+    "check_limit",
+    "check_seqs",
+    "check_time",
+    "classify",
+]
+
+MESSAGE_ID_LENGTH = 16
+DIGEST_LENGTH = 32
+_MAX_INT64 = (1 << 63) - 1
+
+
+def _check_target(value: object, what: str) -> str:
+    # Targets are node names (SPEC §2: digits, lower-case letters, '.', '-').
+    # The store only insists on what its encodings need: non-empty, no spaces.
+    if not isinstance(value, str) or not value or " " in value:
+        raise UsageError(f"{what} must be a non-empty name without spaces, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcceptItem:
+    """One verified envelope offered for custody, with the routing decision for its targets.
+
+    ``local``: targets this node delivers to its own application (the inbox).
+    ``forward``: next hop → the targets the copy for that hop carries; the
+    same ``data`` goes to every hop.  A target appears at most once overall.
+    The caller has verified the envelope and routed it; the store checks
+    only shapes and raises :class:`UsageError` on a malformed item.
+    """
+
+    sender: str
+    message_id: bytes
+    digest: bytes
+    data: bytes
+    expires_ms: int
+    local: tuple[str, ...] = ()
+    forward: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sender, str) or not self.sender:
+            raise UsageError(f"sender must be a non-empty string, got {self.sender!r}")
+        if not isinstance(self.message_id, bytes) or len(self.message_id) != MESSAGE_ID_LENGTH:
+            raise UsageError(f"message_id must be {MESSAGE_ID_LENGTH} bytes")
+        if not isinstance(self.digest, bytes) or len(self.digest) != DIGEST_LENGTH:
+            raise UsageError(f"digest must be {DIGEST_LENGTH} bytes")
+        if not isinstance(self.data, bytes) or not self.data:
+            raise UsageError("data must be non-empty bytes")
+        check_time(self.expires_ms, "expires_ms")
+        local = tuple(_check_target(t, "a local target") for t in self.local)
+        forward: dict[str, tuple[str, ...]] = {}
+        for hop, targets in self.forward.items():
+            _check_target(hop, "a next hop")
+            forward[hop] = tuple(_check_target(t, f"a target via {hop}") for t in targets)
+            if not forward[hop]:
+                raise UsageError(f"next hop {hop} is given no targets")
+        everything = [*local, *(t for ts in forward.values() for t in ts)]
+        if not everything:
+            raise UsageError("an envelope offered for custody needs at least one target")
+        if len(set(everything)) != len(everything):
+            raise UsageError(f"a target is routed twice: {sorted(everything)}")
+        object.__setattr__(self, "local", local)
+        object.__setattr__(self, "forward", forward)
+
+    @classmethod
+    def from_route(
+        cls,
+        *,
+        sender: str,
+        message_id: bytes,
+        digest: bytes,
+        data: bytes,
+        expires_ms: int,
+        route: Route,
+    ) -> AcceptItem:
+        """The item for ``route``'s local and forwarded targets.
+
+        ``route.unroutable`` targets are not taken into custody: the caller
+        refuses or reports them before offering the rest.
+        """
+        return cls(
+            sender=sender,
+            message_id=message_id,
+            digest=digest,
+            data=data,
+            expires_ms=expires_ms,
+            local=route.local,
+            forward=route.forward,
+        )
+
+    @property
+    def targets(self) -> frozenset[str]:
+        return frozenset(self.local).union(*self.forward.values())
+
+
+class AcceptStatus(enum.Enum):
+    """What became of one offered copy; see the module docstring."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcceptOutcome:
+    """The outcome for one item; ``local`` and ``forward`` are the targets newly taken."""
+
+    status: AcceptStatus
+    local: tuple[str, ...] = ()
+    forward: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def acknowledge(self) -> bool:
+        """True if the previous hop may be told "in custody" (once ``accept`` has returned)."""
+        return self.status in (AcceptStatus.ACCEPTED, AcceptStatus.DUPLICATE)
+
+
+_DUPLICATE = AcceptOutcome(status=AcceptStatus.DUPLICATE)
+_CONFLICT = AcceptOutcome(status=AcceptStatus.CONFLICT)
+_EXPIRED = AcceptOutcome(status=AcceptStatus.EXPIRED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeenRecord:
+    """The dedup record of one (sender, message id): kept until ``expires_ms``."""
+
+    digest: bytes
+    expires_ms: int
+    targets: frozenset[str]
+
+
+def classify(item: AcceptItem, seen: SeenRecord | None, now_ms: int) -> AcceptOutcome:
+    """The dedup rule, shared by every store: what of ``item`` is new given ``seen``.
+
+    A record whose envelope has expired no longer counts (SPEC §8.3 keeps
+    ids only until expiry); an item that is itself expired is refused.
+    """
+    if item.expires_ms <= now_ms:
+        return _EXPIRED
+    if seen is None or seen.expires_ms <= now_ms:
+        return AcceptOutcome(status=AcceptStatus.ACCEPTED, local=item.local, forward=item.forward)
+    if seen.digest != item.digest:
+        return _CONFLICT
+    held = seen.targets
+    local = tuple(t for t in item.local if t not in held)
+    forward: dict[str, tuple[str, ...]] = {}
+    for hop, targets in item.forward.items():
+        new = tuple(t for t in targets if t not in held)
+        if new:
+            forward[hop] = new
+    if not local and not forward:
+        return _DUPLICATE
+    return AcceptOutcome(status=AcceptStatus.ACCEPTED, local=local, forward=forward)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundEntry:
+    """An envelope waiting in the inbox for the local application's acknowledgement."""
+
+    seq: int
+    sender: str
+    message_id: bytes
+    digest: bytes
+    targets: tuple[str, ...]
+    expires_ms: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundEntry:
+    """A copy waiting for ``next_hop`` to take custody of it, for ``targets``."""
+
+    seq: int
+    next_hop: str
+    sender: str
+    message_id: bytes
+    digest: bytes
+    targets: tuple[str, ...]
+    expires_ms: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpiredEntry:
+    """An entry removed because it expired: what a non-delivery report needs.
+
+    ``next_hop`` is where it was waiting; None means the local inbox.
+    """
+
+    seq: int
+    next_hop: str | None
+    sender: str
+    message_id: bytes
+    digest: bytes
+    targets: tuple[str, ...]
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """Entries stored (expired ones included until taken) and their envelope bytes."""
+
+    count: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerState:
+    """Persisted retry state of one peer (the policy is in ``backoff``).
+
+    ``next_attempt_ms`` 0 means "now"; ``last_ok_ms`` None means "never".
+    """
+
+    failures: int = 0
+    next_attempt_ms: int = 0
+    last_ok_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        check_time(self.failures, "failures")
+        check_time(self.next_attempt_ms, "next_attempt_ms")
+        if self.last_ok_ms is not None:
+            check_time(self.last_ok_ms, "last_ok_ms")
+
+
+# --- argument checks shared by the implementations ------------------------------
+
+
+def check_time(value: object, what: str = "now_ms") -> int:
+    """A non-negative 64-bit integer (milliseconds since 1970, or a count)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT64:
+        raise UsageError(f"{what} must be a non-negative 64-bit integer, got {value!r}")
+    return value
+
+
+def check_limit(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UsageError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_seqs(seqs: Iterable[int]) -> list[int]:
+    """Distinct sequence numbers, as a list (unknown ones are the caller's to ignore)."""
+    out = list(dict.fromkeys(seqs))
+    for seq in out:
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq <= _MAX_INT64:
+            raise UsageError(f"sequence numbers are positive integers, got {seq!r}")
+    return out
+
+
+def check_items(items: Iterable[AcceptItem]) -> list[AcceptItem]:
+    out = list(items)
+    for item in out:
+        if not isinstance(item, AcceptItem):
+            raise UsageError(f"accept() takes AcceptItem values, got {type(item).__name__}")
+    return out
+
+
+# --- the interface --------------------------------------------------------------
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the node needs from durable storage.  See the module docstring for the semantics.
+
+    Every method is synchronous and atomic: it happens entirely or not at
+    all.  Misuse raises :class:`UsageError`; a failure of the storage itself
+    raises :class:`~exchnode.errors.StoreError`.
+    """
+
+    # custody in
+    def accept(self, items: Iterable[AcceptItem], now_ms: int) -> list[AcceptOutcome]:
+        """Take a batch into custody in one transaction; one outcome per item, in order."""
+        ...
+
+    def seen(self, sender: str, message_id: bytes) -> SeenRecord | None:
+        """The dedup record, if any (e.g. to skip verifying an exact duplicate)."""
+        ...
+
+    # outbound: one FIFO queue per next hop
+    def pending(
+        self, next_hop: str, now_ms: int, max_count: int, max_bytes: int, *, after: int = 0
+    ) -> list[OutboundEntry]:
+        """Unexpired entries for ``next_hop`` with ``seq > after``, oldest first, not removed.
+
+        At most ``max_count`` entries and ``max_bytes`` of data -- but at
+        least one entry if any is waiting, so that one envelope larger than
+        ``max_bytes`` cannot block its queue forever.
+        """
+        ...
+
+    def forwarded(self, next_hop: str, seqs: Iterable[int]) -> int:
+        """``next_hop`` took custody: remove those entries (one transaction); how many were."""
+        ...
+
+    def next_hops(self) -> list[str]:
+        """Next hops with entries stored, sorted (serve a reconnecting peer at once)."""
+        ...
+
+    def queue_depth(self, next_hop: str) -> QueueDepth: ...
+
+    # inbox: delivery to the local application
+    def inbox(
+        self, now_ms: int, max_count: int, *, max_bytes: int | None = None, after: int = 0
+    ) -> list[InboundEntry]:
+        """Unexpired inbox entries with ``seq > after``, oldest first, not removed.
+
+        ``max_bytes`` limits the data returned as ``pending`` does (at least one entry).
+        """
+        ...
+
+    def delivered(self, seqs: Iterable[int]) -> int:
+        """The application acknowledged: remove those entries; how many were."""
+        ...
+
+    def inbox_depth(self) -> QueueDepth: ...
+
+    def totals(self) -> QueueDepth:
+        """Everything queued, outbound and inbox: for node-wide back-pressure."""
+        ...
+
+    # expiry
+    def take_expired(self, now_ms: int, max_count: int) -> list[ExpiredEntry]:
+        """Remove up to ``max_count`` expired entries, earliest expiry first, and return them."""
+        ...
+
+    def prune(self, now_ms: int, max_count: int = 10_000) -> int:
+        """Forget up to ``max_count`` dedup records of expired envelopes; how many were."""
+        ...
+
+    # small persistent state
+    def peer_state(self, name: str) -> PeerState: ...
+
+    def set_peer_state(self, name: str, state: PeerState) -> None: ...
+
+    def get_meta(self, key: str) -> bytes | None: ...
+
+    def set_meta(self, key: str, value: bytes) -> None: ...
+
+    def delete_meta(self, key: str) -> None: ...
+
+    def close(self) -> None:
+        """Release the storage; further calls raise UsageError.  Idempotent."""
+        ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

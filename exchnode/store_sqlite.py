@@ -1,0 +1,688 @@
+"""SqliteStore: the durable store in one SQLite file (WAL, synchronous=FULL).  I/O edge.
+
+Theory of operation
+-------------------
+Custody (``store`` explains the contract) rests on three SQLite settings:
+
+* ``journal_mode=WAL``: a commit appends the transaction's pages to the
+  log and flushes that once; readers never block the writer.
+* ``synchronous=FULL``: the log is flushed to stable storage at *every*
+  commit, so a committed batch survives power loss, not just a crash of
+  the process.  ``NORMAL`` would be faster and lose the last commits on
+  power loss -- after their envelopes were acknowledged.  Custody forbids it.
+* ``locking_mode=EXCLUSIVE``: the store's one connection holds the file's
+  lock from opening to closing.  A second process (a second daemon started
+  on the same store by mistake) fails at once with a clear error instead
+  of interleaving with the first and sending everything twice, and the
+  "database is locked" errors of shared SQLite queues cannot arise.  It
+  also means no shared-memory index beside the log (no ``-shm`` file).
+
+Every change runs in one explicit ``BEGIN IMMEDIATE`` … ``COMMIT``; on any
+error the transaction is rolled back and a :class:`StoreError` naming the
+file is raised.  ``accept`` of a batch is one transaction (group commit): a
+thousand envelopes cost one flush.
+
+Sequence numbers are ``AUTOINCREMENT`` rowids: they only grow and are never
+reused, even after the newest entry is removed.  A plain rowid could hand a
+removed entry's number to a new one, and a late ``forwarded()`` for the old
+entry would then delete the new one -- a lost envelope.
+
+Queue depths are counted in memory (loaded at open, updated after each
+commit): back-pressure asks for them on every batch, and the exclusive lock
+guarantees nobody else changes the file.
+
+Schema (version 1; ``store_info.schema_version``, ``PRAGMA application_id``
+'EXND').  Envelope bytes are BLOBs, stored last in their row so that scans
+on the other columns skip them; a copy per next hop (the same bytes for
+each: simple, and the fan-out is small).  Indexes: outbound by (next_hop,
+seq) for the FIFO scan, and by expiry for ``take_expired``; dedup by its
+key and by expiry for ``prune``.  Expiry times mostly grow, so the expiry
+indexes are appended to at their right edge.
+
+Opening a file that is not a store, a corrupt one, or one with a newer
+schema raises :class:`StoreError` naming the file; a newer schema is never
+touched.  Needs SQLite ≥ 3.8.3 (WITHOUT ROWID, WAL); Python's own is newer.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+from exchnode.errors import StoreError, UsageError
+from exchnode.store import (
+    AcceptItem,
+    AcceptOutcome,
+    AcceptStatus,
+    ExpiredEntry,
+    InboundEntry,
+    OutboundEntry,
+    PeerState,
+    QueueDepth,
+    SeenRecord,
+    check_items,
+    check_limit,
+    check_seqs,
+    check_time,
+    classify,
+)
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SqliteStore"]
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x45584E44  # "EXND", so that `file` and a wrong open can tell
+
+_SCHEMA_V1 = (
+    """CREATE TABLE store_info (key TEXT PRIMARY KEY, value) WITHOUT ROWID""",
+    """CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID""",
+    """CREATE TABLE peers (
+        name TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        next_attempt_ms INTEGER NOT NULL,
+        last_ok_ms INTEGER
+    ) WITHOUT ROWID""",
+    # targets: the names taken in custody so far, sorted, space-separated.
+    """CREATE TABLE dedup (
+        sender TEXT NOT NULL,
+        message_id BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        targets TEXT NOT NULL,
+        PRIMARY KEY (sender, message_id)
+    ) WITHOUT ROWID""",
+    """CREATE INDEX dedup_by_expiry ON dedup (expires_ms)""",
+    """CREATE TABLE outbound (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        next_hop TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        message_id BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        targets TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE INDEX outbound_by_hop ON outbound (next_hop, seq)""",
+    """CREATE INDEX outbound_by_expiry ON outbound (expires_ms)""",
+    """CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender TEXT NOT NULL,
+        message_id BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        targets TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE INDEX inbox_by_expiry ON inbox (expires_ms)""",
+)
+
+# Steps from version n to n + 1, applied in order inside the opening transaction.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+_SELECT_SEEN = "SELECT digest, expires_ms, targets FROM dedup WHERE sender = ? AND message_id = ?"
+_INSERT_SEEN = (
+    "INSERT INTO dedup (sender, message_id, digest, expires_ms, targets) VALUES (?, ?, ?, ?, ?)"
+)
+_UPDATE_SEEN = (
+    "UPDATE dedup SET digest = ?, expires_ms = ?, targets = ? WHERE sender = ? AND message_id = ?"
+)
+_INSERT_OUTBOUND = (
+    "INSERT INTO outbound (next_hop, sender, message_id, digest, targets, expires_ms, size, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_INBOX = (
+    "INSERT INTO inbox (sender, message_id, digest, targets, expires_ms, size, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_PENDING = (
+    "SELECT seq, sender, message_id, digest, targets, expires_ms, data FROM outbound"
+    " WHERE next_hop = ? AND seq > ? AND expires_ms > ? ORDER BY seq LIMIT ?"
+)
+_INBOX = (
+    "SELECT seq, sender, message_id, digest, targets, expires_ms, data FROM inbox"
+    " WHERE seq > ? AND expires_ms > ? ORDER BY seq LIMIT ?"
+)
+_EXPIRED_OUTBOUND = (
+    "SELECT seq, next_hop, sender, message_id, digest, targets, expires_ms, size FROM outbound"
+    " WHERE expires_ms <= ? ORDER BY expires_ms, next_hop, seq LIMIT ?"
+)
+_EXPIRED_INBOX = (
+    "SELECT seq, sender, message_id, digest, targets, expires_ms, size FROM inbox"
+    " WHERE expires_ms <= ? ORDER BY expires_ms, seq LIMIT ?"
+)
+
+_NO_LIMIT = 1 << 62
+_Row = tuple[int, int, str, int]  # sort key of an expired entry: expiry, inbox 0 / outbound 1, ...
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    return tuple(text.split(" "))
+
+
+class SqliteStore:
+    """A :class:`~exchnode.store.Store` in one SQLite file; see the module docstring.
+
+    Synchronous: run it in a worker thread.  One connection, owned by the
+    store and serialised by a lock, so any thread may call it, one call at a
+    time.  ``busy_timeout_ms`` is how long opening waits for another
+    process that still holds the file (e.g. a previous daemon shutting down).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
+        if str(path) == ":memory:" or str(path).startswith("file:"):
+            raise UsageError("SqliteStore needs a file path; use MemoryStore for a store in memory")
+        check_time(busy_timeout_ms, "busy_timeout_ms")
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._broken: str | None = None
+        self._out_depth: dict[str, tuple[int, int]] = {}
+        self._in_depth = (0, 0)
+        conn = self._connect(busy_timeout_ms)
+        try:
+            self._prepare(conn, busy_timeout_ms)
+            self._load_depths(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r}{', closed' if self._conn is None else ''})"
+
+    # --- opening --------------------------------------------------------------------
+
+    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        try:
+            # Create it owner-only; SQLite gives its log file the same mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            return sqlite3.connect(
+                self.path,
+                timeout=busy_timeout_ms / 1000,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # our lock serialises use instead
+                cached_statements=64,
+            )
+        except OSError as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc.strerror}") from exc
+        except sqlite3.Error as exc:
+            raise self._error("cannot open", exc) from exc
+
+    def _prepare(self, conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode != "wal":
+                raise StoreError(f"store {self.path}: cannot use write-ahead logging ({mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the log after big batches
+            conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: the dedup lookups' pages
+            conn.execute("BEGIN IMMEDIATE")  # takes, and keeps, the exclusive lock
+            try:
+                self._check_schema(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._error("cannot open", exc) from exc
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if not tables and app_id == 0:
+            for statement in _SCHEMA_V1:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(
+                "INSERT INTO store_info (key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
+            )
+            return
+        if app_id != APPLICATION_ID or "store_info" not in tables:
+            raise StoreError(f"{self.path} is an SQLite database but not an exchnode store")
+        row = conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
+        version = row[0] if row is not None else None
+        if not isinstance(version, int) or version < 1:
+            raise StoreError(f"store {self.path} is damaged: no valid schema_version")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than the "
+                f"{SCHEMA_VERSION} this exchnode knows; upgrade exchnode to open it "
+                f"(the file was not changed)"
+            )
+        while version < SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
+            conn.execute("UPDATE store_info SET value = ? WHERE key = 'schema_version'", (version,))
+
+    def _load_depths(self, conn: sqlite3.Connection) -> None:
+        try:
+            self._out_depth = {
+                hop: (count, size)
+                for hop, count, size in conn.execute(
+                    "SELECT next_hop, count(*), coalesce(sum(size), 0) FROM outbound"
+                    " GROUP BY next_hop"
+                )
+            }
+            count, size = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM inbox"
+            ).fetchone()
+            self._in_depth = (count, size)
+        except sqlite3.Error as exc:
+            raise self._error("cannot open", exc) from exc
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
+        name = getattr(exc, "sqlite_errorname", "")
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            detail = "in use by another process (database is locked)"
+        elif name == "SQLITE_NOTADB":
+            detail = "not an SQLite database"
+        elif name.startswith("SQLITE_CORRUPT"):
+            detail = f"the database is corrupt ({exc})"
+        elif name == "SQLITE_FULL":
+            detail = "the disk is full"
+        else:
+            detail = str(exc)
+        return StoreError(f"store {self.path}: {what}: {detail}")
+
+    def _open_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self._broken is not None:
+                raise StoreError(self._broken)
+            raise UsageError(f"store {self.path} is closed")
+        return self._conn
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT; on any error, roll back and raise (StoreError for SQLite's)."""
+        conn = self._open_conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(what, exc) from exc
+            raise
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            # The connection's state is unknown: refuse further use rather than guess.
+            self._broken = f"store {self.path}: unusable after a failed rollback ({exc}); reopen it"
+            self._conn = None
+            conn.close()
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        conn = self._open_conn()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise self._error(what, exc) from exc
+
+    # --- custody in -----------------------------------------------------------------
+
+    def accept(self, items: Iterable[AcceptItem], now_ms: int) -> list[AcceptOutcome]:
+        batch = check_items(items)
+        check_time(now_ms)
+        if not batch:
+            return []
+        outcomes: list[AcceptOutcome] = []
+        # (sender, id) → (record to write, whether a row exists): one write per key.
+        records: dict[tuple[str, bytes], tuple[SeenRecord, bool]] = {}
+        inbox_rows: list[tuple[str, bytes, bytes, str, int, int, bytes]] = []
+        outbound_rows: list[tuple[str, str, bytes, bytes, str, int, int, bytes]] = []
+        with self._lock, self._transaction("accept") as conn:
+            for item in batch:
+                key = (item.sender, item.message_id)
+                if key in records:
+                    seen: SeenRecord | None = records[key][0]
+                    exists = records[key][1]
+                else:
+                    row = conn.execute(_SELECT_SEEN, key).fetchone()
+                    exists = row is not None
+                    seen = (
+                        None
+                        if row is None
+                        else SeenRecord(
+                            digest=row[0], expires_ms=row[1], targets=frozenset(_targets(row[2]))
+                        )
+                    )
+                outcome = classify(item, seen, now_ms)
+                outcomes.append(outcome)
+                if outcome.status is not AcceptStatus.ACCEPTED:
+                    continue
+                live = seen is not None and seen.expires_ms > now_ms
+                held = seen.targets if seen is not None and live else frozenset()
+                new = frozenset(outcome.local).union(*outcome.forward.values())
+                record = SeenRecord(
+                    digest=item.digest, expires_ms=item.expires_ms, targets=held | new
+                )
+                records[key] = (record, exists)
+                size = len(item.data)
+                if outcome.local:
+                    inbox_rows.append(
+                        (
+                            item.sender,
+                            item.message_id,
+                            item.digest,
+                            " ".join(outcome.local),
+                            item.expires_ms,
+                            size,
+                            item.data,
+                        )
+                    )
+                for hop, targets in outcome.forward.items():
+                    outbound_rows.append(
+                        (
+                            hop,
+                            item.sender,
+                            item.message_id,
+                            item.digest,
+                            " ".join(targets),
+                            item.expires_ms,
+                            size,
+                            item.data,
+                        )
+                    )
+            conn.executemany(
+                _INSERT_SEEN,
+                [
+                    (*key, r.digest, r.expires_ms, " ".join(sorted(r.targets)))
+                    for key, (r, exists) in records.items()
+                    if not exists
+                ],
+            )
+            conn.executemany(
+                _UPDATE_SEEN,
+                [
+                    (r.digest, r.expires_ms, " ".join(sorted(r.targets)), *key)
+                    for key, (r, exists) in records.items()
+                    if exists
+                ],
+            )
+            conn.executemany(_INSERT_INBOX, inbox_rows)
+            conn.executemany(_INSERT_OUTBOUND, outbound_rows)
+        # Committed: now, and only now, the counters.
+        for row in inbox_rows:
+            count, size = self._in_depth
+            self._in_depth = (count + 1, size + row[5])
+        for out in outbound_rows:
+            count, size = self._out_depth.get(out[0], (0, 0))
+            self._out_depth[out[0]] = (count + 1, size + out[6])
+        return outcomes
+
+    def seen(self, sender: str, message_id: bytes) -> SeenRecord | None:
+        with self._lock, self._reading("seen") as conn:
+            row = conn.execute(_SELECT_SEEN, (sender, message_id)).fetchone()
+        if row is None:
+            return None
+        return SeenRecord(digest=row[0], expires_ms=row[1], targets=frozenset(_targets(row[2])))
+
+    # --- outbound -------------------------------------------------------------------
+
+    def pending(
+        self, next_hop: str, now_ms: int, max_count: int, max_bytes: int, *, after: int = 0
+    ) -> list[OutboundEntry]:
+        check_time(now_ms)
+        check_limit(max_count, "max_count")
+        check_limit(max_bytes, "max_bytes")
+        check_time(after, "after")
+        out: list[OutboundEntry] = []
+        total = 0
+        with self._lock, self._reading("pending") as conn:
+            cursor = conn.execute(_PENDING, (next_hop, after, now_ms, max_count))
+            try:
+                for seq, sender, message_id, digest, targets, expires_ms, data in cursor:
+                    total += len(data)
+                    if out and total > max_bytes:
+                        break
+                    out.append(
+                        OutboundEntry(
+                            seq=seq,
+                            next_hop=next_hop,
+                            sender=sender,
+                            message_id=message_id,
+                            digest=digest,
+                            targets=_targets(targets),
+                            expires_ms=expires_ms,
+                            data=data,
+                        )
+                    )
+            finally:
+                cursor.close()  # ends the read at once, even when we stopped early
+        return out
+
+    def forwarded(self, next_hop: str, seqs: Iterable[int]) -> int:
+        wanted = check_seqs(seqs)
+        if not wanted:
+            return 0
+        removed: list[tuple[int, int]] = []
+        with self._lock, self._transaction("forwarded") as conn:
+            for seq in wanted:
+                row = conn.execute(
+                    "SELECT size FROM outbound WHERE seq = ? AND next_hop = ?", (seq, next_hop)
+                ).fetchone()
+                if row is not None:
+                    removed.append((seq, row[0]))
+            conn.executemany("DELETE FROM outbound WHERE seq = ?", [(s,) for s, _ in removed])
+        for _, size in removed:
+            self._forget_outbound(next_hop, size)
+        return len(removed)
+
+    def _forget_outbound(self, next_hop: str, size: int) -> None:
+        count, total = self._out_depth[next_hop]
+        if count == 1:
+            del self._out_depth[next_hop]
+        else:
+            self._out_depth[next_hop] = (count - 1, total - size)
+
+    def next_hops(self) -> list[str]:
+        with self._lock:
+            self._open_conn()
+            return sorted(self._out_depth)
+
+    def queue_depth(self, next_hop: str) -> QueueDepth:
+        with self._lock:
+            self._open_conn()
+            return QueueDepth(*self._out_depth.get(next_hop, (0, 0)))
+
+    # --- inbox ----------------------------------------------------------------------
+
+    def inbox(
+        self, now_ms: int, max_count: int, *, max_bytes: int | None = None, after: int = 0
+    ) -> list[InboundEntry]:
+        check_time(now_ms)
+        check_limit(max_count, "max_count")
+        limit = _NO_LIMIT if max_bytes is None else check_limit(max_bytes, "max_bytes")
+        check_time(after, "after")
+        out: list[InboundEntry] = []
+        total = 0
+        with self._lock, self._reading("inbox") as conn:
+            cursor = conn.execute(_INBOX, (after, now_ms, max_count))
+            try:
+                for seq, sender, message_id, digest, targets, expires_ms, data in cursor:
+                    total += len(data)
+                    if out and total > limit:
+                        break
+                    out.append(
+                        InboundEntry(
+                            seq=seq,
+                            sender=sender,
+                            message_id=message_id,
+                            digest=digest,
+                            targets=_targets(targets),
+                            expires_ms=expires_ms,
+                            data=data,
+                        )
+                    )
+            finally:
+                cursor.close()
+        return out
+
+    def delivered(self, seqs: Iterable[int]) -> int:
+        wanted = check_seqs(seqs)
+        if not wanted:
+            return 0
+        removed: list[tuple[int, int]] = []
+        with self._lock, self._transaction("delivered") as conn:
+            for seq in wanted:
+                row = conn.execute("SELECT size FROM inbox WHERE seq = ?", (seq,)).fetchone()
+                if row is not None:
+                    removed.append((seq, row[0]))
+            conn.executemany("DELETE FROM inbox WHERE seq = ?", [(s,) for s, _ in removed])
+        count, total = self._in_depth
+        self._in_depth = (count - len(removed), total - sum(size for _, size in removed))
+        return len(removed)
+
+    def inbox_depth(self) -> QueueDepth:
+        with self._lock:
+            self._open_conn()
+            return QueueDepth(*self._in_depth)
+
+    def totals(self) -> QueueDepth:
+        with self._lock:
+            self._open_conn()
+            count, size = self._in_depth
+            for hop_count, hop_size in self._out_depth.values():
+                count += hop_count
+                size += hop_size
+            return QueueDepth(count, size)
+
+    # --- expiry ---------------------------------------------------------------------
+
+    def take_expired(self, now_ms: int, max_count: int) -> list[ExpiredEntry]:
+        check_time(now_ms)
+        check_limit(max_count, "max_count")
+        found: list[tuple[_Row, ExpiredEntry, int]] = []
+        with self._lock, self._transaction("take_expired") as conn:
+            for seq, hop, sender, message_id, digest, targets, expires_ms, size in conn.execute(
+                _EXPIRED_OUTBOUND, (now_ms, max_count)
+            ):
+                entry = ExpiredEntry(
+                    seq=seq,
+                    next_hop=hop,
+                    sender=sender,
+                    message_id=message_id,
+                    digest=digest,
+                    targets=_targets(targets),
+                    expires_ms=expires_ms,
+                )
+                found.append(((expires_ms, 1, hop, seq), entry, size))
+            for seq, sender, message_id, digest, targets, expires_ms, size in conn.execute(
+                _EXPIRED_INBOX, (now_ms, max_count)
+            ):
+                entry = ExpiredEntry(
+                    seq=seq,
+                    next_hop=None,
+                    sender=sender,
+                    message_id=message_id,
+                    digest=digest,
+                    targets=_targets(targets),
+                    expires_ms=expires_ms,
+                )
+                found.append(((expires_ms, 0, "", seq), entry, size))
+            # Earliest expiry first across both queues, as MemoryStore orders them.
+            found.sort(key=lambda f: f[0])
+            del found[max_count:]
+            conn.executemany(
+                "DELETE FROM outbound WHERE seq = ?",
+                [(e.seq,) for _, e, _ in found if e.next_hop is not None],
+            )
+            conn.executemany(
+                "DELETE FROM inbox WHERE seq = ?",
+                [(e.seq,) for _, e, _ in found if e.next_hop is None],
+            )
+        for _, entry, size in found:
+            if entry.next_hop is None:
+                count, total = self._in_depth
+                self._in_depth = (count - 1, total - size)
+            else:
+                self._forget_outbound(entry.next_hop, size)
+        return [entry for _, entry, _ in found]
+
+    def prune(self, now_ms: int, max_count: int = 10_000) -> int:
+        check_time(now_ms)
+        check_limit(max_count, "max_count")
+        with self._lock, self._transaction("prune") as conn:
+            keys = conn.execute(
+                "SELECT sender, message_id FROM dedup WHERE expires_ms <= ?"
+                " ORDER BY expires_ms LIMIT ?",
+                (now_ms, max_count),
+            ).fetchall()
+            conn.executemany("DELETE FROM dedup WHERE sender = ? AND message_id = ?", keys)
+        return len(keys)
+
+    # --- small persistent state ------------------------------------------------------
+
+    def peer_state(self, name: str) -> PeerState:
+        with self._lock, self._reading("peer_state") as conn:
+            row = conn.execute(
+                "SELECT failures, next_attempt_ms, last_ok_ms FROM peers WHERE name = ?", (name,)
+            ).fetchone()
+        if row is None:
+            return PeerState()
+        return PeerState(failures=row[0], next_attempt_ms=row[1], last_ok_ms=row[2])
+
+    def set_peer_state(self, name: str, state: PeerState) -> None:
+        if not isinstance(state, PeerState):
+            raise UsageError(f"set_peer_state() takes a PeerState, got {type(state).__name__}")
+        with self._lock, self._transaction("set_peer_state") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO peers (name, failures, next_attempt_ms, last_ok_ms)"
+                " VALUES (?, ?, ?, ?)",
+                (name, state.failures, state.next_attempt_ms, state.last_ok_ms),
+            )
+
+    def get_meta(self, key: str) -> bytes | None:
+        with self._lock, self._reading("get_meta") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        if not isinstance(key, str) or not isinstance(value, bytes):
+            raise UsageError("set_meta() takes a str key and a bytes value")
+        with self._lock, self._transaction("set_meta") as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def delete_meta(self, key: str) -> None:
+        with self._lock, self._transaction("delete_meta") as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                conn.close()  # checkpoints the log into the database file and removes it
+            except sqlite3.Error as exc:
+                raise self._error("close", exc) from exc
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
