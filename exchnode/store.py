@@ -104,7 +104,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from exchnode.errors import UsageError
 from exchnode.routing import Route
@@ -120,6 +120,7 @@ __all__ = [
     "OutboundEntry",
     "PeerState",
     "QueueDepth",
+    "QueueDepths",
     "SeenRecord",
     "Store",
     "check_items",
@@ -127,6 +128,7 @@ __all__ = [
     "check_seqs",
     "check_time",
     "classify",
+    "take_within",
 ]
 
 MESSAGE_ID_LENGTH = 16
@@ -327,6 +329,84 @@ class QueueDepth:
 
     count: int = 0
     bytes: int = 0
+
+
+class QueueDepths:
+    """Count and bytes of every outbound queue and of the inbox, kept in memory.
+
+    Both stores keep one, and update it only after their change has taken
+    effect (committed, for SQLite), so it never counts what a rolled-back
+    transaction wrote. Back-pressure decisions read it without touching the
+    database.
+    """
+
+    __slots__ = ("_hops", "_inbox")
+
+    def __init__(
+        self,
+        hops: Mapping[str, tuple[int, int]] | None = None,
+        inbox: tuple[int, int] = (0, 0),
+    ) -> None:
+        self._hops: dict[str, tuple[int, int]] = dict(hops or {})
+        self._inbox = inbox
+
+    def add_outbound(self, hop: str, size: int) -> None:
+        count, total = self._hops.get(hop, (0, 0))
+        self._hops[hop] = (count + 1, total + size)
+
+    def remove_outbound(self, hop: str, size: int) -> bool:
+        """Count one entry of ``hop`` gone; True when that queue is now empty."""
+        count, total = self._hops[hop]
+        if count == 1:
+            del self._hops[hop]
+            return True
+        self._hops[hop] = (count - 1, total - size)
+        return False
+
+    def add_inbound(self, size: int) -> None:
+        count, total = self._inbox
+        self._inbox = (count + 1, total + size)
+
+    def remove_inbound(self, size: int) -> None:
+        count, total = self._inbox
+        self._inbox = (count - 1, total - size)
+
+    def next_hops(self) -> list[str]:
+        return sorted(self._hops)
+
+    def outbound(self, hop: str) -> QueueDepth:
+        return QueueDepth(*self._hops.get(hop, (0, 0)))
+
+    def inbox(self) -> QueueDepth:
+        return QueueDepth(*self._inbox)
+
+    def totals(self) -> QueueDepth:
+        count, total = self._inbox
+        for hop_count, hop_total in self._hops.values():
+            count += hop_count
+            total += hop_total
+        return QueueDepth(count, total)
+
+
+_Entry = TypeVar("_Entry", "OutboundEntry", "InboundEntry")
+
+
+def take_within(entries: Iterable[_Entry], max_count: int, max_bytes: int) -> list[_Entry]:
+    """Entries in order while count and bytes fit; at least one if any is offered.
+
+    The one-entry floor keeps a single envelope larger than ``max_bytes``
+    from wedging its queue.
+    """
+    out: list[_Entry] = []
+    total = 0
+    for entry in entries:
+        total += len(entry.data)
+        if out and total > max_bytes:
+            break
+        out.append(entry)
+        if len(out) >= max_count:
+            break
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

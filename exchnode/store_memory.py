@@ -28,12 +28,14 @@ from exchnode.store import (
     OutboundEntry,
     PeerState,
     QueueDepth,
+    QueueDepths,
     SeenRecord,
     check_items,
     check_limit,
     check_seqs,
     check_time,
     classify,
+    take_within,
 )
 
 __all__ = ["MemoryStore"]
@@ -56,8 +58,7 @@ class MemoryStore:
         self._last_seq = {"outbound": 0, "inbox": 0}
         self._peers: dict[str, PeerState] = {}
         self._meta: dict[str, bytes] = {}
-        self._out_depth: dict[str, tuple[int, int]] = {}
-        self._in_depth = (0, 0)
+        self._depths = QueueDepths()
 
     def __repr__(self) -> str:
         return f"MemoryStore({'closed' if self._closed else 'open'})"
@@ -107,8 +108,7 @@ class MemoryStore:
             expires_ms=item.expires_ms,
             data=item.data,
         )
-        count, size = self._in_depth
-        self._in_depth = (count + 1, size + len(item.data))
+        self._depths.add_inbound(len(item.data))
         heapq.heappush(self._entry_heap, (item.expires_ms, 0, _INBOX, seq))
 
     def _add_outbound(self, item: AcceptItem, hop: str, targets: tuple[str, ...]) -> None:
@@ -123,8 +123,7 @@ class MemoryStore:
             expires_ms=item.expires_ms,
             data=item.data,
         )
-        count, size = self._out_depth.get(hop, (0, 0))
-        self._out_depth[hop] = (count + 1, size + len(item.data))
+        self._depths.add_outbound(hop, len(item.data))
         heapq.heappush(self._entry_heap, (item.expires_ms, 1, hop, seq))
 
     def seen(self, sender: str, message_id: bytes) -> SeenRecord | None:
@@ -141,20 +140,11 @@ class MemoryStore:
         check_limit(max_count, "max_count")
         check_limit(max_bytes, "max_bytes")
         check_time(after, "after")
-        out: list[OutboundEntry] = []
-        total = 0
         with self._lock:
             self._check_open()
-            for seq, entry in self._outbound.get(next_hop, {}).items():
-                if seq <= after or entry.expires_ms <= now_ms:
-                    continue
-                total += len(entry.data)
-                if out and total > max_bytes:
-                    break
-                out.append(entry)
-                if len(out) >= max_count:
-                    break
-        return out
+            queue = self._outbound.get(next_hop, {})
+            live = (e for s, e in queue.items() if s > after and e.expires_ms > now_ms)
+            return take_within(live, max_count, max_bytes)
 
     def forwarded(self, next_hop: str, seqs: Iterable[int]) -> int:
         wanted = check_seqs(seqs)
@@ -172,22 +162,18 @@ class MemoryStore:
             return removed
 
     def _forget_outbound(self, entry: OutboundEntry) -> None:
-        count, size = self._out_depth[entry.next_hop]
-        if count == 1:
-            del self._out_depth[entry.next_hop]
+        if self._depths.remove_outbound(entry.next_hop, len(entry.data)):
             del self._outbound[entry.next_hop]
-        else:
-            self._out_depth[entry.next_hop] = (count - 1, size - len(entry.data))
 
     def next_hops(self) -> list[str]:
         with self._lock:
             self._check_open()
-            return sorted(self._out_depth)
+            return self._depths.next_hops()
 
     def queue_depth(self, next_hop: str) -> QueueDepth:
         with self._lock:
             self._check_open()
-            return QueueDepth(*self._out_depth.get(next_hop, (0, 0)))
+            return self._depths.outbound(next_hop)
 
     # --- inbox --------------------------------------------------------------------
 
@@ -198,20 +184,10 @@ class MemoryStore:
         check_limit(max_count, "max_count")
         limit = _NO_LIMIT if max_bytes is None else check_limit(max_bytes, "max_bytes")
         check_time(after, "after")
-        out: list[InboundEntry] = []
-        total = 0
         with self._lock:
             self._check_open()
-            for seq, entry in self._inbox.items():
-                if seq <= after or entry.expires_ms <= now_ms:
-                    continue
-                total += len(entry.data)
-                if out and total > limit:
-                    break
-                out.append(entry)
-                if len(out) >= max_count:
-                    break
-        return out
+            live = (e for s, e in self._inbox.items() if s > after and e.expires_ms > now_ms)
+            return take_within(live, max_count, limit)
 
     def delivered(self, seqs: Iterable[int]) -> int:
         wanted = check_seqs(seqs)
@@ -222,23 +198,18 @@ class MemoryStore:
                 entry = self._inbox.pop(seq, None)
                 if entry is not None:
                     removed += 1
-                    count, size = self._in_depth
-                    self._in_depth = (count - 1, size - len(entry.data))
+                    self._depths.remove_inbound(len(entry.data))
             return removed
 
     def inbox_depth(self) -> QueueDepth:
         with self._lock:
             self._check_open()
-            return QueueDepth(*self._in_depth)
+            return self._depths.inbox()
 
     def totals(self) -> QueueDepth:
         with self._lock:
             self._check_open()
-            count, size = self._in_depth
-            for hop_count, hop_size in self._out_depth.values():
-                count += hop_count
-                size += hop_size
-            return QueueDepth(count, size)
+            return self._depths.totals()
 
     # --- expiry -------------------------------------------------------------------
 
@@ -256,8 +227,7 @@ class MemoryStore:
                     entry = self._inbox.pop(seq, None)
                     if entry is None:
                         continue
-                    count, size = self._in_depth
-                    self._in_depth = (count - 1, size - len(entry.data))
+                    self._depths.remove_inbound(len(entry.data))
                     hop = None
                 else:
                     entry = self._outbound.get(queue, {}).pop(seq, None)

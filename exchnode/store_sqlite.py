@@ -64,12 +64,14 @@ from exchnode.store import (
     OutboundEntry,
     PeerState,
     QueueDepth,
+    QueueDepths,
     SeenRecord,
     check_items,
     check_limit,
     check_seqs,
     check_time,
     classify,
+    take_within,
 )
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SqliteStore"]
@@ -182,8 +184,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._broken: str | None = None
-        self._out_depth: dict[str, tuple[int, int]] = {}
-        self._in_depth = (0, 0)
+        self._depths = QueueDepths()
         conn = self._connect(busy_timeout_ms)
         try:
             self._prepare(conn, busy_timeout_ms)
@@ -267,7 +268,7 @@ class SqliteStore:
 
     def _load_depths(self, conn: sqlite3.Connection) -> None:
         try:
-            self._out_depth = {
+            hops = {
                 hop: (count, size)
                 for hop, count, size in conn.execute(
                     "SELECT next_hop, count(*), coalesce(sum(size), 0) FROM outbound"
@@ -277,7 +278,7 @@ class SqliteStore:
             count, size = conn.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM inbox"
             ).fetchone()
-            self._in_depth = (count, size)
+            self._depths = QueueDepths(hops, (count, size))
         except sqlite3.Error as exc:
             raise self._error("cannot open", exc) from exc
 
@@ -422,11 +423,9 @@ class SqliteStore:
             conn.executemany(_INSERT_OUTBOUND, outbound_rows)
         # Committed: now, and only now, the counters.
         for row in inbox_rows:
-            count, size = self._in_depth
-            self._in_depth = (count + 1, size + row[5])
+            self._depths.add_inbound(row[5])
         for out in outbound_rows:
-            count, size = self._out_depth.get(out[0], (0, 0))
-            self._out_depth[out[0]] = (count + 1, size + out[6])
+            self._depths.add_outbound(out[0], out[6])
         return outcomes
 
     def seen(self, sender: str, message_id: bytes) -> SeenRecord | None:
@@ -445,30 +444,25 @@ class SqliteStore:
         check_limit(max_count, "max_count")
         check_limit(max_bytes, "max_bytes")
         check_time(after, "after")
-        out: list[OutboundEntry] = []
-        total = 0
         with self._lock, self._reading("pending") as conn:
             cursor = conn.execute(_PENDING, (next_hop, after, now_ms, max_count))
             try:
-                for seq, sender, message_id, digest, targets, expires_ms, data in cursor:
-                    total += len(data)
-                    if out and total > max_bytes:
-                        break
-                    out.append(
-                        OutboundEntry(
-                            seq=seq,
-                            next_hop=next_hop,
-                            sender=sender,
-                            message_id=message_id,
-                            digest=digest,
-                            targets=_targets(targets),
-                            expires_ms=expires_ms,
-                            data=data,
-                        )
+                rows = (
+                    OutboundEntry(
+                        seq=seq,
+                        next_hop=next_hop,
+                        sender=sender,
+                        message_id=message_id,
+                        digest=digest,
+                        targets=_targets(targets),
+                        expires_ms=expires_ms,
+                        data=data,
                     )
+                    for seq, sender, message_id, digest, targets, expires_ms, data in cursor
+                )
+                return take_within(rows, max_count, max_bytes)
             finally:
                 cursor.close()  # ends the read at once, even when we stopped early
-        return out
 
     def forwarded(self, next_hop: str, seqs: Iterable[int]) -> int:
         wanted = check_seqs(seqs)
@@ -484,25 +478,18 @@ class SqliteStore:
                     removed.append((seq, row[0]))
             conn.executemany("DELETE FROM outbound WHERE seq = ?", [(s,) for s, _ in removed])
         for _, size in removed:
-            self._forget_outbound(next_hop, size)
+            self._depths.remove_outbound(next_hop, size)
         return len(removed)
-
-    def _forget_outbound(self, next_hop: str, size: int) -> None:
-        count, total = self._out_depth[next_hop]
-        if count == 1:
-            del self._out_depth[next_hop]
-        else:
-            self._out_depth[next_hop] = (count - 1, total - size)
 
     def next_hops(self) -> list[str]:
         with self._lock:
             self._open_conn()
-            return sorted(self._out_depth)
+            return self._depths.next_hops()
 
     def queue_depth(self, next_hop: str) -> QueueDepth:
         with self._lock:
             self._open_conn()
-            return QueueDepth(*self._out_depth.get(next_hop, (0, 0)))
+            return self._depths.outbound(next_hop)
 
     # --- inbox ----------------------------------------------------------------------
 
@@ -513,29 +500,24 @@ class SqliteStore:
         check_limit(max_count, "max_count")
         limit = _NO_LIMIT if max_bytes is None else check_limit(max_bytes, "max_bytes")
         check_time(after, "after")
-        out: list[InboundEntry] = []
-        total = 0
         with self._lock, self._reading("inbox") as conn:
             cursor = conn.execute(_INBOX, (after, now_ms, max_count))
             try:
-                for seq, sender, message_id, digest, targets, expires_ms, data in cursor:
-                    total += len(data)
-                    if out and total > limit:
-                        break
-                    out.append(
-                        InboundEntry(
-                            seq=seq,
-                            sender=sender,
-                            message_id=message_id,
-                            digest=digest,
-                            targets=_targets(targets),
-                            expires_ms=expires_ms,
-                            data=data,
-                        )
+                rows = (
+                    InboundEntry(
+                        seq=seq,
+                        sender=sender,
+                        message_id=message_id,
+                        digest=digest,
+                        targets=_targets(targets),
+                        expires_ms=expires_ms,
+                        data=data,
                     )
+                    for seq, sender, message_id, digest, targets, expires_ms, data in cursor
+                )
+                return take_within(rows, max_count, limit)
             finally:
                 cursor.close()
-        return out
 
     def delivered(self, seqs: Iterable[int]) -> int:
         wanted = check_seqs(seqs)
@@ -548,23 +530,19 @@ class SqliteStore:
                 if row is not None:
                     removed.append((seq, row[0]))
             conn.executemany("DELETE FROM inbox WHERE seq = ?", [(s,) for s, _ in removed])
-        count, total = self._in_depth
-        self._in_depth = (count - len(removed), total - sum(size for _, size in removed))
+        for _, size in removed:
+            self._depths.remove_inbound(size)
         return len(removed)
 
     def inbox_depth(self) -> QueueDepth:
         with self._lock:
             self._open_conn()
-            return QueueDepth(*self._in_depth)
+            return self._depths.inbox()
 
     def totals(self) -> QueueDepth:
         with self._lock:
             self._open_conn()
-            count, size = self._in_depth
-            for hop_count, hop_size in self._out_depth.values():
-                count += hop_count
-                size += hop_size
-            return QueueDepth(count, size)
+            return self._depths.totals()
 
     # --- expiry ---------------------------------------------------------------------
 
@@ -612,10 +590,9 @@ class SqliteStore:
             )
         for _, entry, size in found:
             if entry.next_hop is None:
-                count, total = self._in_depth
-                self._in_depth = (count - 1, total - size)
+                self._depths.remove_inbound(size)
             else:
-                self._forget_outbound(entry.next_hop, size)
+                self._depths.remove_outbound(entry.next_hop, size)
         return [entry for _, entry, _ in found]
 
     def prune(self, now_ms: int, max_count: int = 10_000) -> int:
