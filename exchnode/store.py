@@ -125,6 +125,7 @@ __all__ = [
     "Store",
     "check_items",
     "check_limit",
+    "check_page",
     "check_seqs",
     "check_time",
     "classify",
@@ -441,6 +442,17 @@ def check_limit(value: object, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise UsageError(f"{what} must be a positive integer, got {value!r}")
     return value
+
+
+NO_LIMIT = 1 << 62
+
+
+def check_page(now_ms: int, max_count: int, max_bytes: int | None, after: int) -> int:
+    """Check the arguments of a queue read (``pending``, ``inbox``); return the byte limit."""
+    check_time(now_ms)
+    check_limit(max_count, "max_count")
+    check_time(after, "after")
+    return NO_LIMIT if max_bytes is None else check_limit(max_bytes, "max_bytes")
 
 
 def check_seqs(seqs: Iterable[int]) -> list[int]:

@@ -32,6 +32,7 @@ from exchnode.store import (
     SeenRecord,
     check_items,
     check_limit,
+    check_page,
     check_seqs,
     check_time,
     classify,
@@ -41,7 +42,6 @@ from exchnode.store import (
 __all__ = ["MemoryStore"]
 
 _INBOX = ""  # the expiry heap's queue name for the inbox (next hops are never empty)
-_NO_LIMIT = 1 << 62
 
 
 class MemoryStore:
@@ -136,10 +136,7 @@ class MemoryStore:
     def pending(
         self, next_hop: str, now_ms: int, max_count: int, max_bytes: int, *, after: int = 0
     ) -> list[OutboundEntry]:
-        check_time(now_ms)
-        check_limit(max_count, "max_count")
-        check_limit(max_bytes, "max_bytes")
-        check_time(after, "after")
+        check_page(now_ms, max_count, max_bytes, after)
         with self._lock:
             self._check_open()
             queue = self._outbound.get(next_hop, {})
@@ -180,10 +177,7 @@ class MemoryStore:
     def inbox(
         self, now_ms: int, max_count: int, *, max_bytes: int | None = None, after: int = 0
     ) -> list[InboundEntry]:
-        check_time(now_ms)
-        check_limit(max_count, "max_count")
-        limit = _NO_LIMIT if max_bytes is None else check_limit(max_bytes, "max_bytes")
-        check_time(after, "after")
+        limit = check_page(now_ms, max_count, max_bytes, after)
         with self._lock:
             self._check_open()
             live = (e for s, e in self._inbox.items() if s > after and e.expires_ms > now_ms)

@@ -68,6 +68,7 @@ from exchnode.store import (
     SeenRecord,
     check_items,
     check_limit,
+    check_page,
     check_seqs,
     check_time,
     classify,
@@ -159,7 +160,6 @@ _EXPIRED_INBOX = (
     " WHERE expires_ms <= ? ORDER BY expires_ms, seq LIMIT ?"
 )
 
-_NO_LIMIT = 1 << 62
 _Row = tuple[int, int, str, int]  # sort key of an expired entry: expiry, inbox 0 / outbound 1, ...
 
 
@@ -440,10 +440,7 @@ class SqliteStore:
     def pending(
         self, next_hop: str, now_ms: int, max_count: int, max_bytes: int, *, after: int = 0
     ) -> list[OutboundEntry]:
-        check_time(now_ms)
-        check_limit(max_count, "max_count")
-        check_limit(max_bytes, "max_bytes")
-        check_time(after, "after")
+        check_page(now_ms, max_count, max_bytes, after)
         with self._lock, self._reading("pending") as conn:
             cursor = conn.execute(_PENDING, (next_hop, after, now_ms, max_count))
             try:
@@ -496,10 +493,7 @@ class SqliteStore:
     def inbox(
         self, now_ms: int, max_count: int, *, max_bytes: int | None = None, after: int = 0
     ) -> list[InboundEntry]:
-        check_time(now_ms)
-        check_limit(max_count, "max_count")
-        limit = _NO_LIMIT if max_bytes is None else check_limit(max_bytes, "max_bytes")
-        check_time(after, "after")
+        limit = check_page(now_ms, max_count, max_bytes, after)
         with self._lock, self._reading("inbox") as conn:
             cursor = conn.execute(_INBOX, (after, now_ms, max_count))
             try:
