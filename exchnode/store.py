@@ -313,6 +313,8 @@ class ExpiredEntry:
     """An entry removed because it expired: what a non-delivery report needs.
 
     ``next_hop`` is where it was waiting; None means the local inbox.
+    ``data`` is the envelope: the reporter reads its kind from it, so that it
+    never reports on a report.
     """
 
     seq: int
@@ -322,6 +324,7 @@ class ExpiredEntry:
     digest: bytes
     targets: tuple[str, ...]
     expires_ms: int
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,6 +238,7 @@ class MemoryStore:
                         digest=entry.digest,
                         targets=entry.targets,
                         expires_ms=entry.expires_ms,
+                        data=entry.data,
                     )
                 )
         return out

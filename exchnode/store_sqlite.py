@@ -152,11 +152,12 @@ _INBOX = (
     " WHERE seq > ? AND expires_ms > ? ORDER BY seq LIMIT ?"
 )
 _EXPIRED_OUTBOUND = (
-    "SELECT seq, next_hop, sender, message_id, digest, targets, expires_ms, size FROM outbound"
+    "SELECT seq, next_hop, sender, message_id, digest, targets, expires_ms, size, data"
+    " FROM outbound"
     " WHERE expires_ms <= ? ORDER BY expires_ms, next_hop, seq LIMIT ?"
 )
 _EXPIRED_INBOX = (
-    "SELECT seq, sender, message_id, digest, targets, expires_ms, size FROM inbox"
+    "SELECT seq, sender, message_id, digest, targets, expires_ms, size, data FROM inbox"
     " WHERE expires_ms <= ? ORDER BY expires_ms, seq LIMIT ?"
 )
 
@@ -545,9 +546,17 @@ class SqliteStore:
         check_limit(max_count, "max_count")
         found: list[tuple[_Row, ExpiredEntry, int]] = []
         with self._lock, self._transaction("take_expired") as conn:
-            for seq, hop, sender, message_id, digest, targets, expires_ms, size in conn.execute(
-                _EXPIRED_OUTBOUND, (now_ms, max_count)
-            ):
+            for (
+                seq,
+                hop,
+                sender,
+                message_id,
+                digest,
+                targets,
+                expires_ms,
+                size,
+                data,
+            ) in conn.execute(_EXPIRED_OUTBOUND, (now_ms, max_count)):
                 entry = ExpiredEntry(
                     seq=seq,
                     next_hop=hop,
@@ -556,9 +565,10 @@ class SqliteStore:
                     digest=digest,
                     targets=_targets(targets),
                     expires_ms=expires_ms,
+                    data=data,
                 )
                 found.append(((expires_ms, 1, hop, seq), entry, size))
-            for seq, sender, message_id, digest, targets, expires_ms, size in conn.execute(
+            for seq, sender, message_id, digest, targets, expires_ms, size, data in conn.execute(
                 _EXPIRED_INBOX, (now_ms, max_count)
             ):
                 entry = ExpiredEntry(
@@ -569,6 +579,7 @@ class SqliteStore:
                     digest=digest,
                     targets=_targets(targets),
                     expires_ms=expires_ms,
+                    data=data,
                 )
                 found.append(((expires_ms, 0, "", seq), entry, size))
             # Earliest expiry first across both queues, as MemoryStore orders them.

@@ -1,0 +1,1087 @@
+"""The node: custody, routing, forwarding and delivery around one durable store (I/O edge).
+
+Theory of operation
+-------------------
+A :class:`Node` is what an integrator embeds and what the daemon runs.  It
+composes the pure parts -- routing (``routing``), sealing and verification
+(``sealing``), the link protocol (``link``), backoff (``backoff``), reports
+(``reports``), node messages (``messages``) -- around a :class:`~exchnode.store.Store`
+and the aiohttp transport (``transport``).
+
+**Custody in.**  Items arrive from neighbours (``LinkServer`` calls
+:meth:`_custody`) and from the local application (:meth:`send`).  Each
+received item is verified as a hub verifies (signature, freshness; never a
+payload), checked against the neighbour's place (``Router.accept``) and
+routed.  All items that arrived while the previous commit ran go to the
+store in *one* transaction (``batcher.Batcher``: group commit).  Only when
+that transaction has returned is an item answered TAKEN.  A full node
+answers DEFERRED and grants no credit: back-pressure, nothing dropped.
+
+**The store thread.**  Every store call runs in one dedicated worker
+thread, in submission order, so the event loop never waits on a disk.
+
+**Custody out.**  One forwarder task per neighbour takes the oldest entries
+of that neighbour's queue (within the credit it last granted), transfers
+them, and removes exactly those answered TAKEN (``store.forwarded``).  A
+refusal ends the item with a non-delivery report to its sender; a failure
+to connect backs off (persisted, jittered) until the neighbour is due again
+-- or until it reaches *us*, which proves it is back and makes it due at
+once.  A forwarder sleeps on an event set when its queue gains entries, so
+a partition heals without waiting for new traffic.
+
+**Delivery.**  An inbox pump opens inbox entries (``Opener`` without a
+replay window: the store's dedup record is the persisted window) and hands
+application messages to :meth:`deliveries`.  An entry leaves the inbox when
+the application acknowledges it; a receipt, if the sender asked for one, is
+signed and sent back in the same step.  Receipts and non-delivery reports
+for this node's own messages are consumed by the node and recorded, in the
+store, as the message's :class:`~exchnode.delivery.DeliveryStatus`.
+
+**Expiry.**  A timer takes expired entries out of every queue and reports
+each to its sender (never a report on a report).
+
+Crash safety follows from the store's contract: nothing is acknowledged
+before it is durable, nothing is removed before the next hop or the
+application has acknowledged it, and dedup at every hop turns the repeats a
+crash causes into no-ops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from exchnode.backoff import DEFAULT_BACKOFF, BackoffPolicy, came_back, due, failed, succeeded
+from exchnode.batcher import Batcher
+from exchnode.delivery import Delivery, DeliveryStatus, Message, Sent
+from exchnode.directory import Directory
+from exchnode.encoding import pack, unpack
+from exchnode.envelope import decode_envelope
+from exchnode.errors import (
+    DecryptionError,
+    ExchnodeError,
+    MalformedError,
+    RejectedError,
+    RoutingRefusedError,
+    UsageError,
+)
+from exchnode.identity import LocalIdentity
+from exchnode.link import Credit, Item, ItemResult, Status, TransferRequest, TransferResponse
+from exchnode.messages import (
+    RECEIPT_CONTENT_TYPE,
+    RECEIPT_KIND,
+    RESERVED_KINDS,
+    decode_app_message,
+    decode_receipt_bundle,
+    encode_app_message,
+    encode_receipt_bundle,
+)
+from exchnode.node_config import NodeLimits, NodeTimers, Peer
+from exchnode.pki_verify import TrustStore, verify_node_certificate
+from exchnode.receipts import ReceiptVerifier, issue_receipts
+from exchnode.reports import NDR_KIND, NDR_TTL, decode_ndr, ndr_outgoing
+from exchnode.routing import Router
+from exchnode.sealing import (
+    EnvelopeVerifier,
+    Opened,
+    Opener,
+    OpenPolicy,
+    Outgoing,
+    SealedEnvelope,
+    Sealer,
+    SealPolicy,
+)
+from exchnode.store import (
+    AcceptItem,
+    AcceptOutcome,
+    AcceptStatus,
+    ExpiredEntry,
+    InboundEntry,
+    OutboundEntry,
+    PeerState,
+    QueueDepth,
+    Store,
+)
+from exchnode.store_sqlite import SqliteStore
+from exchnode.tls import TlsFiles, make_context
+from exchnode.transport import LinkClient, LinkError, LinkServer
+
+__all__ = ["Node", "NodeStats"]
+
+T = TypeVar("T")
+
+_AUTH_CACHE_SECONDS = 60.0
+_STATUS_PREFIX = "status:"
+_SHA256 = hashes.SHA256()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    """A snapshot for health checks and operators."""
+
+    name: str
+    queued: QueueDepth
+    inbox: QueueDepth
+    outbound: dict[str, QueueDepth]
+    peers: dict[str, PeerState]
+    counters: dict[str, int]
+
+
+class Node:
+    """One exchange node.  Use as an async context manager (``async with Node(...) as node``)."""
+
+    def __init__(
+        self,
+        *,
+        identity: LocalIdentity,
+        directory: Directory,
+        store: Store | str | os.PathLike[str],
+        tls: TlsFiles,
+        trust: TrustStore,
+        ca_bundle: Sequence[x509.Certificate] = (),
+        peers: Iterable[Peer] = (),
+        listen: tuple[str, int] | None = ("127.0.0.1", 0),
+        limits: NodeLimits | None = None,
+        timers: NodeTimers | None = None,
+        backoff: BackoffPolicy = DEFAULT_BACKOFF,
+        seal_policy: SealPolicy | None = None,
+        open_policy: OpenPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.identity = identity
+        self.name = str(identity.name)
+        self.directory = directory
+        self._store_arg = store
+        self._store: Store | None = None
+        self._tls = tls
+        self._trust = trust
+        self._ca_bundle = tuple(ca_bundle)
+        self._peers = {peer.name: peer for peer in peers}
+        self.router = Router(identity.name, [peer.neighbour for peer in self._peers.values()])
+        self._listen = listen
+        self.limits = limits or NodeLimits()
+        self.timers = timers or NodeTimers()
+        self._backoff = backoff
+        self._clock = clock
+        self._random = random
+        self._sealer = Sealer(identity, directory, seal_policy, random)
+        self._verifier = EnvelopeVerifier(directory, open_policy)
+        self._opener = Opener(identity, directory, open_policy, replay=None)
+        self._receipts = ReceiptVerifier(directory)
+        self.log = structlog.get_logger("exchnode.node").bind(node=self.name)
+
+        self._executor: ThreadPoolExecutor | None = None
+        self._server: LinkServer | None = None
+        self._clients: dict[str, LinkClient] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wakes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self._peers}
+        self._peer_states: dict[str, PeerState] = {}
+        self._inbox_wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._queued = QueueDepth()
+        self._uncommitted = [0, 0]
+        self._auth_cache: dict[bytes, tuple[str, float]] = {}
+        self._deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue(
+            self.limits.deliveries_buffered
+        )
+        self._handed: set[int] = set()
+        self._status_waiters: dict[bytes, list[asyncio.Event]] = {}
+        self._consuming = False
+        self._closing = False
+        self.address: tuple[str, int] | None = None
+        self.counters: dict[str, int] = {
+            "accepted": 0,
+            "duplicates": 0,
+            "refused": 0,
+            "deferred": 0,
+            "forwarded": 0,
+            "delivered": 0,
+            "reports_sent": 0,
+            "receipts_sent": 0,
+            "link_failures": 0,
+        }
+        self._commits: Batcher[AcceptItem, AcceptOutcome] = Batcher(
+            self._commit, max_items=4 * self.limits.transfer_items
+        )
+        self._sends: Batcher[Message, Sent | ExchnodeError] = Batcher(
+            self._seal_and_commit, max_items=self._sealer.policy.max_batch
+        )
+        self._acks: Batcher[Delivery, None] = Batcher(self._acknowledge, max_items=1024)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str:
+        if self.address is None:
+            raise UsageError(f"{self.name} is not listening")
+        host, port = self.address
+        return f"https://{host}:{port}"
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"store-{self.name}")
+        store = self._store_arg
+        if isinstance(store, str | os.PathLike):
+            path = Path(store)
+            self._store = await self._db(SqliteStore, path)
+        else:
+            self._store = store
+        self._queued = await self._db(self._store.totals)
+        for name in self._peers:
+            self._peer_states[name] = await self._db(self._store.peer_state, name)
+        client_context = make_context(self._tls, server=False)
+        for peer in self._peers.values():
+            self._clients[peer.name] = LinkClient(
+                peer.name,
+                peer.url,
+                client_context,
+                self._authenticate,
+                timeout=self.timers.link_timeout,
+            )
+        for batcher in (self._commits, self._sends, self._acks):
+            batcher.start()
+        if self._listen is not None:
+            self._server = LinkServer(
+                self._custody,
+                self._authenticate,
+                make_context(self._tls, server=True),
+                host=self._listen[0],
+                port=self._listen[1],
+                max_transfer_bytes=self.limits.max_transfer_bytes,
+            )
+            self.address = await self._server.start()
+        loop = asyncio.get_running_loop()
+        for name in self._peers:
+            self._tasks.append(loop.create_task(self._forward(name), name=f"forward-{name}"))
+        self._tasks.append(loop.create_task(self._pump_inbox(), name="inbox"))
+        self._tasks.append(loop.create_task(self._expire(), name="expiry"))
+        self.log.info("node started", url=self.url if self.address else None)
+
+    async def close(self) -> None:
+        """Drain and stop: refuse new transfers, finish the commits under way, stop the tasks.
+
+        Whatever is queued stays in the store for the next start.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.accepting = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for batcher in (self._sends, self._acks, self._commits):
+            await batcher.close()
+        if self._server is not None:
+            await self._server.close()
+        for client in self._clients.values():
+            await client.close()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._deliveries.put_nowait(None)
+        if self._store is not None and self._store is not self._store_arg:
+            await self._db(self._store.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self.log.info("node stopped")
+
+    # --- the store thread -------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call in the store thread, after every call submitted before it."""
+        if self._executor is None:
+            raise UsageError(f"node {self.name} is not running")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise UsageError(f"node {self.name} is not running")
+        return self._store
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _refresh_totals(self) -> None:
+        """Run in the store thread after a change; the loop reads ``_queued`` without waiting."""
+        self._queued = self.store.totals()
+
+    def _has_room(self, count: int, size: int) -> bool:
+        limits = self.limits
+        return (
+            self._queued.count + self._uncommitted[0] + count <= limits.max_queued_items
+            and self._queued.bytes + self._uncommitted[1] + size <= limits.max_queued_bytes
+        )
+
+    def _credit(self) -> Credit:
+        limits = self.limits
+        items = limits.max_queued_items - self._queued.count - self._uncommitted[0]
+        size = limits.max_queued_bytes - self._queued.bytes - self._uncommitted[1]
+        return Credit(
+            max(0, min(items, limits.transfer_items)), max(0, min(size, limits.transfer_bytes))
+        )
+
+    async def _commit(self, items: list[AcceptItem]) -> list[AcceptOutcome]:
+        """One transaction for everything that arrived since the last one (group commit)."""
+        now_ms = self._now_ms()
+
+        def run() -> list[AcceptOutcome]:
+            outcomes = self.store.accept(items, now_ms)
+            self._refresh_totals()
+            return outcomes
+
+        outcomes = await self._db(run)
+        for outcome in outcomes:
+            if outcome.status is AcceptStatus.ACCEPTED:
+                self.counters["accepted"] += 1
+                for hop in outcome.forward:
+                    self._wakes[hop].set()
+                if outcome.local:
+                    self._inbox_wake.set()
+            elif outcome.status is AcceptStatus.DUPLICATE:
+                self.counters["duplicates"] += 1
+        return outcomes
+
+    # --- peers ----------------------------------------------------------------------
+
+    def _authenticate(self, certificate: x509.Certificate) -> str:
+        """The peer's node name, from its certificate verified with the name constraints."""
+        fingerprint = certificate.fingerprint(_SHA256)
+        now = self._clock()
+        cached = self._auth_cache.get(fingerprint)
+        if cached is not None and now - cached[1] < _AUTH_CACHE_SECONDS:
+            return cached[0]
+        moment = datetime.fromtimestamp(now, UTC)
+        peer = verify_node_certificate(certificate, self._ca_bundle, self._trust, moment)
+        name = str(peer.name)
+        if len(self._auth_cache) > 1024:
+            self._auth_cache.clear()
+        self._auth_cache[fingerprint] = (name, now)
+        return name
+
+    def _set_peer_state(self, name: str, state: PeerState) -> None:
+        previous = self._peer_states.get(name)
+        self._peer_states[name] = state
+        if previous is None or (previous.failures, previous.next_attempt_ms) != (
+            state.failures,
+            state.next_attempt_ms,
+        ):
+            # Persist only transitions: a write per transfer would cost a flush each.
+            asyncio.get_running_loop().create_task(self._db(self.store.set_peer_state, name, state))
+
+    def poke(self, name: str) -> None:
+        """Treat ``name`` as reachable now: try its queue at once (an operator's "retry now")."""
+        if name not in self._peers:
+            raise UsageError(f"{name} is not a neighbour of {self.name}")
+        state = self._peer_states.get(name, PeerState())
+        self._set_peer_state(name, came_back(state, self._now_ms()))
+        self._wakes[name].set()
+
+    # --- custody in: from neighbours ----------------------------------------------------
+
+    async def _custody(self, neighbour: str, request: TransferRequest) -> TransferResponse:
+        """Decide every item of a transfer; TAKEN only once the store holds it."""
+        if neighbour not in self._peers:
+            self.log.warning("transfer refused", neighbour=neighbour, code="routing-refused")
+            refusal = ItemResult(
+                Status.REFUSED, "routing-refused", f"{neighbour} is not a neighbour of {self.name}"
+            )
+            self.counters["refused"] += len(request.items)
+            return TransferResponse(
+                request.transfer_id, tuple(refusal for _ in request.items), Credit(0, 0)
+            )
+        state = self._peer_states.get(neighbour)
+        if state is not None and state.failures:
+            # It reached us, so it is up: serve its queue now, not after the backoff.
+            self.poke(neighbour)
+        now = self._clock()
+        results: list[ItemResult] = [ItemResult(Status.DEFERRED)] * len(request.items)
+        items: list[AcceptItem] = []
+        positions: list[int] = []
+        count, size = 0, 0
+        for position, item in enumerate(request.items):
+            if not self._has_room(count + 1, size + len(item.envelope)):
+                self.counters["deferred"] += 1
+                continue  # DEFERRED: the sender keeps it and slows down
+            try:
+                accept_item = self._check_item(neighbour, item, now)
+            except RejectedError as exc:
+                results[position] = ItemResult(Status.REFUSED, exc.code, str(exc))
+                self.counters["refused"] += 1
+                self.log.warning(
+                    "item refused", neighbour=neighbour, code=exc.code, reason=str(exc)
+                )
+                continue
+            items.append(accept_item)
+            positions.append(position)
+            count += 1
+            size += len(item.envelope)
+        if items:
+            self._uncommitted[0] += count
+            self._uncommitted[1] += size
+            try:
+                outcomes = await self._commits.submit(items)
+            finally:
+                self._uncommitted[0] -= count
+                self._uncommitted[1] -= size
+            for position, outcome in zip(positions, outcomes, strict=True):
+                results[position] = _answer(outcome)
+        return TransferResponse(request.transfer_id, tuple(results), self._credit())
+
+    def _check_item(self, neighbour: str, item: Item, now: float) -> AcceptItem:
+        envelope = self._verifier.verify(item.envelope, now)
+        header = envelope.header
+        relation = self.router.accept(
+            neighbour, header.sender, header.recipient_names, item.targets
+        )
+        route = self.router.route(item.targets, came_from=relation)
+        if route.unroutable:
+            raise RoutingRefusedError(f"{self.name} has no route to {', '.join(route.unroutable)}")
+        return AcceptItem.from_route(
+            sender=header.sender,
+            message_id=header.message_id,
+            digest=envelope.digest,
+            data=item.envelope,
+            expires_ms=header.expires_ms,
+            route=route,
+        )
+
+    # --- custody in: from the application ------------------------------------------------
+
+    async def send(
+        self,
+        recipients: Sequence[str],
+        payload: bytes,
+        *,
+        kind: str = "data",
+        content_type: str = "application/octet-stream",
+        ttl: float | None = None,
+        receipt: bool = False,
+    ) -> Sent:
+        """Seal ``payload`` to ``recipients`` and take it into custody.
+
+        Returns once the envelope is durably stored here; the node then
+        delivers it however long the way takes, until it expires.  Raises
+        :class:`UsageError` for a recipient that is unknown or unroutable.
+        """
+        message = Message(
+            recipients=recipients,
+            payload=payload,
+            kind=kind,
+            content_type=content_type,
+            ttl=ttl,
+            receipt=receipt,
+        )
+        (result,) = await self.send_many([message])
+        return result
+
+    async def send_many(self, messages: Sequence[Message]) -> list[Sent]:
+        """Send several messages; one signature and one commit for all of them.
+
+        All succeed or the first error is raised (those before it are sent).
+        """
+        for message in messages:
+            if not isinstance(message, Message):
+                raise UsageError(f"send_many takes Message values, got {type(message).__name__}")
+        await self._wait_for_room(len(messages), sum(len(m.payload) for m in messages))
+        results = await self._sends.submit(list(messages))
+        sent: list[Sent] = []
+        for result in results:
+            if isinstance(result, ExchnodeError):
+                raise result
+            sent.append(result)
+        return sent
+
+    async def _wait_for_room(self, count: int, size: int) -> None:
+        while not self._has_room(count, size) and self._queued.count:
+            # Back-pressure reaches the application too: wait for the queues to drain.
+            self._space.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._space.wait(), 0.5)
+
+    def _prepare(self, message: Message) -> Outgoing:
+        recipients = tuple(dict.fromkeys(message.recipients))
+        if not recipients:
+            raise UsageError("a message needs at least one recipient")
+        route = self.router.route(recipients)
+        if route.unroutable:
+            raise UsageError(
+                f"{self.name} has no route to {', '.join(route.unroutable)}: "
+                "not in its scope and no parent or link leads there"
+            )
+        for recipient in recipients:
+            self.directory.recipient(recipient)  # unknown or expired: fail before sealing
+        return Outgoing(
+            recipients,
+            encode_app_message(message.payload, want_receipt=message.receipt),
+            kind=message.kind,
+            content_type=message.content_type,
+            ttl=message.ttl,
+        )
+
+    async def _seal_and_commit(self, messages: list[Message]) -> list[Sent | ExchnodeError]:
+        results: list[Sent | ExchnodeError | None] = [None] * len(messages)
+        ready: list[tuple[int, Outgoing]] = []
+        for index, message in enumerate(messages):
+            try:
+                ready.append((index, self._prepare(message)))
+            except ExchnodeError as exc:
+                results[index] = exc
+        sealed = self._seal_each([outgoing for _, outgoing in ready], results, ready)
+        items = [
+            AcceptItem.from_route(
+                sender=self.name,
+                message_id=envelope.message_id,
+                digest=envelope.digest,
+                data=envelope.data,
+                expires_ms=expires_ms,
+                route=self.router.route(recipients),
+            )
+            for _, envelope, recipients, expires_ms in sealed
+        ]
+        if items:
+            outcomes = await self._commits.submit(items)
+            for (index, envelope, recipients, expires_ms), outcome in zip(
+                sealed, outcomes, strict=True
+            ):
+                if outcome.acknowledge:
+                    results[index] = Sent(
+                        envelope.message_id, envelope.digest, recipients, expires_ms
+                    )
+                else:  # pragma: no cover - fresh ids do not collide or expire at once
+                    results[index] = UsageError(f"the store refused the message: {outcome.status}")
+        return [r if r is not None else UsageError("not sealed") for r in results]
+
+    def _seal_each(
+        self,
+        outgoing: list[Outgoing],
+        results: list[Sent | ExchnodeError | None],
+        ready: list[tuple[int, Outgoing]],
+    ) -> list[tuple[int, SealedEnvelope, tuple[str, ...], int]]:
+        """Seal as one batch; if the batch fails, one by one to find the culprits."""
+        now = self._clock()
+        if not outgoing:
+            return []
+        try:
+            envelopes = self._sealer.seal_batch(outgoing, now)
+            pairs = list(zip([index for index, _ in ready], envelopes, strict=True))
+        except ExchnodeError:
+            pairs = []
+            for index, item in ready:
+                try:
+                    pairs.append((index, self._sealer.seal(item, now)))
+                except ExchnodeError as exc:
+                    results[index] = exc
+        out = []
+        for index, envelope in pairs:
+            header = decode_envelope(envelope.data).header
+            out.append((index, envelope, header.recipient_names, header.expires_ms))
+        return out
+
+    # --- custody out: forwarding to neighbours ---------------------------------------------
+
+    async def _forward(self, hop: str) -> None:
+        client = self._clients[hop]
+        wake = self._wakes[hop]
+        credit = Credit(self.limits.transfer_items, self.limits.transfer_bytes)
+        pause = self.timers.deferred_pause
+        while True:
+            state = self._peer_states.get(hop, PeerState())
+            now_ms = self._now_ms()
+            if not due(state, now_ms):
+                await _wait(wake, (state.next_attempt_ms - now_ms) / 1000)
+                continue
+            wake.clear()
+            entries: list[OutboundEntry] = await self._db(
+                self.store.pending, hop, now_ms, max(credit.items, 1), max(credit.bytes, 1)
+            )
+            if not entries:
+                await wake.wait()
+                continue
+            request = TransferRequest(
+                self.name,
+                self._random(16),
+                tuple(Item(entry.data, entry.targets) for entry in entries),
+            )
+            try:
+                response = await client.transfer(request)
+            except (LinkError, ExchnodeError) as exc:
+                self.counters["link_failures"] += 1
+                new_state = failed(state, now_ms, self._random, self._backoff)
+                self._set_peer_state(hop, new_state)
+                self.log.warning(
+                    "link failed",
+                    neighbour=hop,
+                    error=str(exc),
+                    failures=new_state.failures,
+                    retry_in_ms=new_state.next_attempt_ms - now_ms,
+                )
+                continue
+            if state.failures or state.last_ok_ms is None:
+                if state.failures:
+                    self.log.info("link restored", neighbour=hop, after_failures=state.failures)
+                self._set_peer_state(hop, succeeded(state, now_ms))
+            await self._settle(hop, entries, response)
+            credit = response.credit
+            if not any(r.status is Status.TAKEN for r in response.results) and any(
+                r.status is Status.DEFERRED for r in response.results
+            ):
+                await _wait(wake, pause)  # the neighbour is full: slow down
+                pause = min(pause * 2, self.timers.deferred_pause_max)
+            else:
+                pause = self.timers.deferred_pause
+
+    async def _settle(
+        self, hop: str, entries: list[OutboundEntry], response: TransferResponse
+    ) -> None:
+        """Forget what the neighbour took; report what it refused for good."""
+        done: list[int] = []
+        refused: list[tuple[OutboundEntry, ItemResult]] = []
+        for entry, result in zip(entries, response.results, strict=True):
+            if result.status is Status.TAKEN:
+                done.append(entry.seq)
+            elif result.status is Status.REFUSED:
+                refused.append((entry, result))
+                done.append(entry.seq)
+        if refused:
+            self.log.warning(
+                "neighbour refused items",
+                neighbour=hop,
+                count=len(refused),
+                codes=sorted({r.code for _, r in refused}),
+            )
+            await self._report(
+                [
+                    (entry.sender, entry.message_id, entry.digest, entry.targets, entry.data)
+                    for entry, _ in refused
+                ],
+                [(result.code, f"{hop} refused it: {result.reason}") for _, result in refused],
+            )
+        if done:
+
+            def run() -> int:
+                removed = self.store.forwarded(hop, done)
+                self._refresh_totals()
+                return removed
+
+            self.counters["forwarded"] += await self._db(run)
+            self._space.set()
+
+    # --- non-delivery reports ----------------------------------------------------------
+
+    async def _report(
+        self,
+        lost: list[tuple[str, bytes, bytes, tuple[str, ...], bytes]],
+        reasons: list[tuple[str, str]],
+    ) -> None:
+        """Tell each lost envelope's sender; never report on a report or a receipt."""
+        now = self._clock()
+        outgoing: list[Outgoing] = []
+        for (sender, message_id, digest, targets, data), (code, reason) in zip(
+            lost, reasons, strict=True
+        ):
+            try:
+                kind = decode_envelope(data).header.kind
+            except RejectedError:  # pragma: no cover - it was verified on the way in
+                kind = NDR_KIND
+            if kind in RESERVED_KINDS:
+                continue
+            item = ndr_outgoing(
+                sender=sender,
+                message_id=message_id,
+                digest=digest,
+                targets=targets,
+                code=code,
+                reason=reason,
+                reporter=self.name,
+                now=now,
+            )
+            if sender == self.name:
+                await self._record_status(message_id, ndr=item.payload)
+                continue
+            try:
+                self.directory.recipient(sender)
+                route = self.router.route([sender])
+            except ExchnodeError as exc:
+                self.log.warning("report not sent", sender=sender, error=str(exc))
+                continue
+            if route.unroutable:
+                self.log.warning("report not sent", sender=sender, error="no route")
+                continue
+            outgoing.append(item)
+        if not outgoing:
+            return
+        envelopes = self._sealer.seal_batch(outgoing, now)
+        items = [
+            AcceptItem.from_route(
+                sender=self.name,
+                message_id=envelope.message_id,
+                digest=envelope.digest,
+                data=envelope.data,
+                expires_ms=int((now + NDR_TTL) * 1000),
+                route=self.router.route(item.recipients),
+            )
+            for envelope, item in zip(envelopes, outgoing, strict=True)
+        ]
+        await self._commits.submit(items)
+        self.counters["reports_sent"] += len(items)
+
+    async def _expire(self) -> None:
+        while True:
+            await asyncio.sleep(self.timers.expiry_interval)
+            now_ms = self._now_ms()
+
+            def run(now_ms: int = now_ms) -> list[ExpiredEntry]:
+                expired = self.store.take_expired(now_ms, 1000)
+                self.store.prune(now_ms)
+                self._refresh_totals()
+                return expired
+
+            expired = await self._db(run)
+            if not expired:
+                continue
+            self.log.info("expired", count=len(expired))
+            await self._report(
+                [(e.sender, e.message_id, e.digest, e.targets, e.data) for e in expired],
+                [
+                    (
+                        "expired-in-queue",
+                        f"expired at {self.name} waiting for "
+                        + (e.next_hop if e.next_hop else "the recipient's application"),
+                    )
+                    for e in expired
+                ],
+            )
+            self._space.set()
+
+    # --- delivery to the application ---------------------------------------------------
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        """Messages for this node's application, oldest first; acknowledge each with ``ack``.
+
+        One consumer at a time.  Ends when the node closes.
+        """
+        if self._consuming:
+            raise UsageError("deliveries() already has a consumer")
+        self._consuming = True
+        try:
+            while True:
+                delivery = await self._deliveries.get()
+                if delivery is None:
+                    return
+                yield delivery
+        finally:
+            self._consuming = False
+
+    async def ack(self, deliveries: Iterable[Delivery]) -> None:
+        """Acknowledge deliveries: they leave the inbox, and receipts go out where asked."""
+        batch = list(deliveries)
+        for delivery in batch:
+            if not isinstance(delivery, Delivery):
+                raise UsageError(f"ack takes Delivery values, got {type(delivery).__name__}")
+        await self._acks.submit(batch)
+
+    async def _ack_one(self, delivery: Delivery) -> None:
+        await self._acks.submit([delivery])
+
+    async def _acknowledge(self, batch: list[Delivery]) -> list[None]:
+        fresh = [d for d in batch if d.seq in self._handed]
+        now = self._clock()
+        wanting = [d for d in fresh if d.receipt_requested]
+        if wanting:
+            await self._send_receipts([d.opened for d in wanting], now)
+        seqs = [d.seq for d in fresh]
+        if seqs:
+
+            def run() -> int:
+                removed = self.store.delivered(seqs)
+                self._refresh_totals()
+                return removed
+
+            self.counters["delivered"] += await self._db(run)
+            self._handed.difference_update(seqs)
+            self._space.set()
+        return [None] * len(batch)
+
+    async def _send_receipts(self, opened: list[Opened], now: float) -> None:
+        signed = issue_receipts(self.identity, opened, now)
+        by_sender: dict[str, list[bytes]] = {}
+        for item, receipt in zip(opened, signed, strict=True):
+            by_sender.setdefault(item.header.sender, []).append(receipt)
+        outgoing = []
+        for sender, receipts in by_sender.items():
+            if sender == self.name:
+                for receipt in receipts:
+                    await self._take_receipt(receipt)
+                continue
+            outgoing.append(
+                Outgoing(
+                    [sender],
+                    encode_receipt_bundle(receipts),
+                    kind=RECEIPT_KIND,
+                    content_type=RECEIPT_CONTENT_TYPE,
+                    ttl=NDR_TTL,
+                )
+            )
+        if not outgoing:
+            return
+        envelopes = self._sealer.seal_batch(outgoing, now)
+        items = []
+        for envelope, bundle in zip(envelopes, outgoing, strict=True):
+            route = self.router.route(bundle.recipients)
+            if route.unroutable:
+                self.log.warning("receipt not sent", sender=bundle.recipients[0], error="no route")
+                continue
+            items.append(
+                AcceptItem.from_route(
+                    sender=self.name,
+                    message_id=envelope.message_id,
+                    digest=envelope.digest,
+                    data=envelope.data,
+                    expires_ms=int((now + NDR_TTL) * 1000),
+                    route=route,
+                )
+            )
+        if items:
+            await self._commits.submit(items)
+            self.counters["receipts_sent"] += len(items)
+
+    async def _pump_inbox(self) -> None:
+        """Open inbox entries; hand application messages over, consume the node's own."""
+        after = 0
+        last_scan = self._clock()
+        while True:
+            if self._clock() - last_scan >= self.timers.inbox_rescan:
+                after, last_scan = 0, self._clock()  # retry what could not be opened yet
+            self._inbox_wake.clear()
+            entries: list[InboundEntry] = await self._db(
+                self.store.inbox, self._now_ms(), 256, after=after
+            )
+            if not entries:
+                await _wait(self._inbox_wake, self.timers.inbox_rescan)
+                continue
+            consumed: list[int] = []
+            for entry in entries:
+                after = entry.seq
+                if entry.seq in self._handed:
+                    continue
+                done = await self._open_entry(entry)
+                if done:
+                    consumed.append(entry.seq)
+            if consumed:
+
+                def run(seqs: list[int] = consumed) -> None:
+                    self.store.delivered(seqs)
+                    self._refresh_totals()
+
+                await self._db(run)
+
+    async def _open_entry(self, entry: InboundEntry) -> bool:
+        """Handle one inbox entry; True if the node consumed it (remove it from the inbox)."""
+        now = self._clock()
+        try:
+            opened = self._opener.open(entry.data, now)
+        except (DecryptionError, MalformedError) as exc:
+            # It passed the signature check on the way in, so its sender sealed it wrongly:
+            # retrying cannot help.
+            self.log.error(
+                "undeliverable",
+                sender=entry.sender,
+                message_id=entry.message_id.hex(),
+                code=exc.code,
+                reason=str(exc),
+            )
+            return True
+        except ExchnodeError as exc:
+            self.log.warning(
+                "cannot open yet",
+                sender=entry.sender,
+                message_id=entry.message_id.hex(),
+                code=exc.code,
+                reason=str(exc),
+            )
+            return False
+        header = opened.header
+        if header.kind == NDR_KIND:
+            await self._take_report(opened)
+            return True
+        if header.kind == RECEIPT_KIND:
+            await self._take_receipts(opened)
+            return True
+        try:
+            message = decode_app_message(opened.plaintext)
+        except RejectedError as exc:
+            self.log.error("undeliverable", sender=header.sender, code=exc.code, reason=str(exc))
+            return True
+        self._handed.add(entry.seq)
+        await self._deliveries.put(
+            Delivery(
+                sender=header.sender,
+                message_id=header.message_id,
+                kind=header.kind,
+                content_type=header.content_type,
+                payload=message.payload,
+                created_ms=header.created_ms,
+                expires_ms=header.expires_ms,
+                receipt_requested=message.want_receipt,
+                seq=entry.seq,
+                opened=opened,
+                _ack=self._ack_one,
+            )
+        )
+        return False
+
+    # --- status of sent messages ----------------------------------------------------------
+
+    async def _take_report(self, opened: Opened) -> None:
+        try:
+            report = decode_ndr(opened.plaintext)
+        except RejectedError as exc:
+            self.log.warning("bad report", reporter=opened.header.sender, reason=str(exc))
+            return
+        if report.reporter != opened.header.sender:
+            self.log.warning("report names another reporter", signer=opened.header.sender)
+            return
+        self.log.warning(
+            "non-delivery",
+            message_id=report.message_id.hex(),
+            reporter=report.reporter,
+            code=report.code,
+            targets=list(report.targets),
+        )
+        await self._record_status(report.message_id, ndr=opened.plaintext)
+
+    async def _take_receipts(self, opened: Opened) -> None:
+        try:
+            receipts = decode_receipt_bundle(opened.plaintext)
+        except RejectedError as exc:
+            self.log.warning("bad receipts", sender=opened.header.sender, reason=str(exc))
+            return
+        for data in receipts:
+            await self._take_receipt(data, opened.header.sender)
+
+    async def _take_receipt(self, data: bytes, carrier: str | None = None) -> None:
+        try:
+            receipt = self._receipts.verify(data)
+        except RejectedError as exc:
+            self.log.warning("bad receipt", sender=carrier, code=exc.code, reason=str(exc))
+            return
+        if receipt.sender != self.name or (carrier is not None and receipt.recipient != carrier):
+            self.log.warning("receipt for someone else", recipient=receipt.recipient)
+            return
+        await self._record_status(receipt.message_id, receipt=data)
+
+    async def _record_status(
+        self, message_id: bytes, *, receipt: bytes | None = None, ndr: bytes | None = None
+    ) -> None:
+        key = _STATUS_PREFIX + message_id.hex()
+
+        def run() -> None:
+            receipts, reports = _decode_status(self.store.get_meta(key))
+            if receipt is not None and receipt not in receipts:
+                receipts.append(receipt)
+            if ndr is not None and ndr not in reports:
+                reports.append(ndr)
+            self.store.set_meta(key, pack([receipts, reports]))
+
+        await self._db(run)
+        for event in self._status_waiters.pop(message_id, []):
+            event.set()
+
+    async def status(self, message_id: bytes) -> DeliveryStatus:
+        """Receipts and non-delivery reports received so far for a message this node sent."""
+        raw = await self._db(self.store.get_meta, _STATUS_PREFIX + message_id.hex())
+        receipts, reports = _decode_status(raw)
+        return DeliveryStatus(
+            message_id,
+            tuple(self._receipts.verify(r) for r in receipts),
+            tuple(decode_ndr(r) for r in reports),
+        )
+
+    async def wait_status(
+        self,
+        message_id: bytes,
+        recipients: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> DeliveryStatus:
+        """Wait until every one of ``recipients`` (any one, if None) has a receipt or report."""
+
+        async def settled() -> DeliveryStatus:
+            while True:
+                event = asyncio.Event()
+                self._status_waiters.setdefault(message_id, []).append(event)
+                current = await self.status(message_id)
+                if current.settled(recipients):
+                    return current
+                await event.wait()
+
+        return await asyncio.wait_for(settled(), timeout)
+
+    async def stats(self) -> NodeStats:
+        def run() -> tuple[QueueDepth, QueueDepth, dict[str, QueueDepth]]:
+            store = self.store
+            return (
+                store.totals(),
+                store.inbox_depth(),
+                {hop: store.queue_depth(hop) for hop in store.next_hops()},
+            )
+
+        queued, inbox, outbound = await self._db(run)
+        return NodeStats(
+            self.name, queued, inbox, outbound, dict(self._peer_states), dict(self.counters)
+        )
+
+
+def _answer(outcome: AcceptOutcome) -> ItemResult:
+    if outcome.acknowledge:
+        return ItemResult(Status.TAKEN)
+    if outcome.status is AcceptStatus.EXPIRED:
+        return ItemResult(Status.REFUSED, "expired", "the envelope expired before it was taken")
+    return ItemResult(
+        Status.REFUSED, "replayed", "another envelope with this sender and id was taken first"
+    )
+
+
+def _decode_status(raw: bytes | None) -> tuple[list[bytes], list[bytes]]:
+    if raw is None:
+        return [], []
+    value = unpack(raw, what="status", max_size=len(raw), max_array=1 << 16)
+    receipts, reports = value
+    return list(receipts), list(reports)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``event`` is set, whichever comes first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), max(seconds, 0.0))

@@ -1,0 +1,133 @@
+"""A federation of in-process nodes on loopback, with real TLS files and SQLite stores.
+
+The topology follows the names: every node's parent is the hub of the
+division one level up (a department's parent is the hub of its own
+division), exactly as an operator would configure it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from exchnode.directory import StaticDirectory
+from exchnode.keyfiles import write_private_key
+from exchnode.names import NodeName, parent_division
+from exchnode.node import Node
+from exchnode.node_config import Peer
+from exchnode.pki_verify import TrustStore
+from exchnode.routing import Relation
+from exchnode.testing import IssuedCA, IssuedNode, SyntheticPKI
+from exchnode.tls import TlsFiles
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+CROSS_CITY = [
+    "520000",
+    "520100",
+    "520102",
+    "520102.gongan",
+    "522300",
+    "522301",
+    "522301.minzheng",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def parent_of(name: str) -> str | None:
+    parsed = NodeName.parse(name)
+    if not parsed.is_hub:
+        return parsed.division
+    return parent_division(parsed.division)
+
+
+class Federation:
+    """PKI, TLS files, ports and a shared directory for ``names``; builds ``Node`` objects."""
+
+    def __init__(self, directory: Path, names: Iterable[str] = CROSS_CITY) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.names = list(names)
+        self.pki = SyntheticPKI(epoch=NOW - timedelta(days=1))
+        self.root = self.pki.root("520000")
+        self.cas: dict[str, IssuedCA] = {"520000": self.root}
+        self.nodes: dict[str, IssuedNode] = {}
+        for name in self.names:
+            self.nodes[name] = self.pki.node(name, self._ca_for(name))
+        self.ports = {name: free_port() for name in self.names}
+        self.shared_directory = StaticDirectory(n.identity.peer for n in self.nodes.values())
+
+    def _ca_for(self, name: str) -> IssuedCA:
+        division = NodeName.parse(name).division
+        if division.endswith("0000"):
+            return self.root
+        city = division[:4] + "00"
+        if city not in self.cas:
+            self.cas[city] = self.pki.ca(city, self.root)
+        return self.cas[city]
+
+    @property
+    def ca_bundle(self) -> list[Any]:
+        return [ca.certificate for name, ca in self.cas.items() if name != "520000"]
+
+    def trust(self) -> TrustStore:
+        crls = [self.pki.crl(ca, this_update=NOW - timedelta(hours=1)) for ca in self.cas.values()]
+        return TrustStore([self.root.certificate], crls)
+
+    def tls_files(self, name: str) -> TlsFiles:
+        node = self.nodes[name]
+        chain = self.directory / f"{name}.chain.pem"
+        chain.write_bytes(
+            node.certificate.public_bytes(Encoding.PEM)
+            + b"".join(c.public_bytes(Encoding.PEM) for c in node.chain)
+        )
+        key = self.directory / f"{name}.key"
+        if not key.exists():
+            write_private_key(key, node.identity.signing_private_key)
+        verify = self.directory / f"{name}.verify.pem"
+        crls = [self.pki.crl(ca, this_update=NOW - timedelta(hours=1)) for ca in self.cas.values()]
+        verify.write_bytes(
+            self.root.certificate.public_bytes(Encoding.PEM)
+            + b"".join(crl.public_bytes(Encoding.PEM) for crl in crls)
+        )
+        return TlsFiles(chain, key, verify)
+
+    def peers(self, name: str) -> list[Peer]:
+        out = []
+        parent = parent_of(name)
+        for other in self.names:
+            if other == parent:
+                relation = Relation.PARENT
+            elif parent_of(other) == name:
+                relation = Relation.CHILD
+            else:
+                continue
+            out.append(Peer(name=other, relation=relation, url=self.url(other)))
+        return out
+
+    def url(self, name: str) -> str:
+        return f"https://127.0.0.1:{self.ports[name]}"
+
+    def node(self, name: str, **overrides: Any) -> Node:
+        options: dict[str, Any] = {
+            "identity": self.nodes[name].identity,
+            "directory": self.shared_directory,
+            "store": self.directory / f"{name}.sqlite",
+            "tls": self.tls_files(name),
+            "trust": self.trust(),
+            "ca_bundle": self.ca_bundle,
+            "peers": self.peers(name),
+            "listen": ("127.0.0.1", self.ports[name]),
+        }
+        options.update(overrides)
+        return Node(**options)

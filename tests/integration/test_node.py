@@ -1,0 +1,139 @@
+"""Nodes on loopback: the cross-city path, receipts, refusals, back-pressure, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from exchnode.delivery import Delivery
+from exchnode.errors import UsageError
+from exchnode.node import Node
+from exchnode.node_config import NodeLimits, NodeTimers
+from tests.integration.federation import CROSS_CITY, Federation
+
+GONGAN = "520102.gongan"
+MINZHENG = "522301.minzheng"
+
+
+@contextlib.asynccontextmanager
+async def running(federation: Federation, names: list[str], **overrides: object) -> AsyncIterator[dict[str, Node]]:
+    nodes = {name: federation.node(name, **overrides.get(name, {})) for name in names}  # type: ignore[arg-type]
+    async with contextlib.AsyncExitStack() as stack:
+        for node in nodes.values():
+            await stack.enter_async_context(node)
+        yield nodes
+
+
+async def collect(node: Node, count: int, *, ack: bool = True) -> list[Delivery]:
+    got: list[Delivery] = []
+    async for delivery in node.deliveries():
+        got.append(delivery)
+        if ack:
+            await delivery.ack()
+        if len(got) == count:
+            break
+    return got
+
+
+@pytest.mark.asyncio
+async def test_cross_city_both_ways(tmp_path: Path) -> None:
+    federation = Federation(tmp_path)
+    async with running(federation, CROSS_CITY) as nodes:
+        sent = await nodes[GONGAN].send([MINZHENG], b"hello minzheng", receipt=True)
+        (delivery,) = await asyncio.wait_for(collect(nodes[MINZHENG], 1), 20)
+        assert delivery.sender == GONGAN
+        assert delivery.payload == b"hello minzheng"
+        assert delivery.message_id == sent.message_id
+        status = await nodes[GONGAN].wait_status(sent.message_id, [MINZHENG], timeout=20)
+        assert status.delivered_to == {MINZHENG}
+        assert status.receipts[0].confirms(sent.digest)
+
+        back = await nodes[MINZHENG].send([GONGAN], b"and back")
+        (reply,) = await asyncio.wait_for(collect(nodes[GONGAN], 1), 20)
+        assert (reply.sender, reply.payload, reply.message_id) == (MINZHENG, b"and back", back.message_id)
+
+        # The hubs on the way held the envelope, never its payload: nothing reached their apps.
+        for hub in ("520102", "520100", "520000", "522300", "522301"):
+            stats = await nodes[hub].stats()
+            assert stats.counters["accepted"] >= 2
+            assert stats.inbox.count == 0
+
+
+@pytest.mark.asyncio
+async def test_many_messages_exactly_once_with_multi_recipient_split(tmp_path: Path) -> None:
+    names = [*CROSS_CITY, "520102.minzheng"]
+    federation = Federation(tmp_path, names)
+    async with running(federation, names) as nodes:
+        sender = nodes[MINZHENG]
+        messages = [f"m{i}".encode() for i in range(300)]
+        for start in range(0, len(messages), 50):
+            for payload in messages[start : start + 50]:
+                await sender.send([GONGAN, "520102.minzheng"], payload)
+        first = await asyncio.wait_for(collect(nodes[GONGAN], 300), 30)
+        second = await asyncio.wait_for(collect(nodes["520102.minzheng"], 300), 30)
+        assert sorted(d.payload for d in first) == sorted(messages)
+        assert sorted(d.payload for d in second) == sorted(messages)
+        # One copy per link: the province carried each envelope once, not once per recipient.
+        province = await nodes["520000"].stats()
+        assert province.counters["accepted"] == 300
+
+
+@pytest.mark.asyncio
+async def test_unknown_recipient_is_a_clear_error(tmp_path: Path) -> None:
+    federation = Federation(tmp_path, ["520100", "520102", "520102.gongan"])
+    async with running(federation, ["520102", "520102.gongan"]) as nodes:
+        with pytest.raises(UsageError, match="522301.nobody"):
+            await nodes[GONGAN].send(["522301.nobody"], b"x")
+
+
+@pytest.mark.asyncio
+async def test_unacknowledged_delivery_is_offered_again_after_restart(tmp_path: Path) -> None:
+    federation = Federation(tmp_path, ["520102", "520102.gongan", "520102.minzheng"])
+    names = ["520102", "520102.gongan", "520102.minzheng"]
+    async with running(federation, names) as nodes:
+        await nodes[GONGAN].send(["520102.minzheng"], b"keep me")
+        (unacked,) = await asyncio.wait_for(collect(nodes["520102.minzheng"], 1, ack=False), 20)
+    async with running(federation, ["520102.minzheng"]) as nodes:
+        (again,) = await asyncio.wait_for(collect(nodes["520102.minzheng"], 1), 20)
+        assert again.message_id == unacked.message_id
+    async with running(federation, ["520102.minzheng"]) as nodes:
+        stats = await nodes["520102.minzheng"].stats()
+        assert stats.inbox.count == 0
+
+
+@pytest.mark.asyncio
+async def test_expired_in_queue_yields_a_report_to_the_sender(tmp_path: Path) -> None:
+    names = ["520100", "520102", "520102.gongan", "520100.fagai"]
+    federation = Federation(tmp_path, names)
+    fast = {"timers": NodeTimers(expiry_interval=0.1)}
+    # 520100.fagai never runs: the city hub holds the envelope until it expires.
+    async with running(federation, ["520100", "520102", GONGAN], **{"520100": fast}) as nodes:
+        sent = await nodes[GONGAN].send(["520100.fagai"], b"too late", ttl=1.0)
+        status = await nodes[GONGAN].wait_status(sent.message_id, timeout=20)
+        (report,) = status.reports
+        assert report.code == "expired-in-queue"
+        assert report.reporter == "520100"
+        assert report.message_id == sent.message_id and report.digest == sent.digest
+        assert report.targets == ("520100.fagai",)
+
+
+@pytest.mark.asyncio
+async def test_full_node_pushes_back_without_loss(tmp_path: Path) -> None:
+    names = ["520102", "520102.gongan", "520102.minzheng"]
+    federation = Federation(tmp_path, names)
+    small = {"limits": NodeLimits(max_queued_items=20, transfer_items=8)}
+    async with running(federation, names, **{"520102": small, "520102.minzheng": small}) as nodes:
+        payloads = [f"p{i}".encode() for i in range(200)]
+        for payload in payloads:
+            await nodes[GONGAN].send(["520102.minzheng"], payload)
+        await asyncio.sleep(1.0)  # the consumer has not started: queues fill up
+        hub = await nodes["520102"].stats()
+        dept = await nodes["520102.minzheng"].stats()
+        assert dept.inbox.count <= 20 and hub.queued.count <= 20
+        assert hub.counters["deferred"] > 0
+        got = await asyncio.wait_for(collect(nodes["520102.minzheng"], 200), 30)
+        assert sorted(d.payload for d in got) == sorted(payloads)
