@@ -20,8 +20,10 @@ MINZHENG = "522301.minzheng"
 
 
 @contextlib.asynccontextmanager
-async def running(federation: Federation, names: list[str], **overrides: object) -> AsyncIterator[dict[str, Node]]:
-    nodes = {name: federation.node(name, **overrides.get(name, {})) for name in names}  # type: ignore[arg-type]
+async def running(
+    federation: Federation, names: list[str], **overrides: dict[str, object]
+) -> AsyncIterator[dict[str, Node]]:
+    nodes = {name: federation.node(name, **overrides.get(name, {})) for name in names}
     async with contextlib.AsyncExitStack() as stack:
         for node in nodes.values():
             await stack.enter_async_context(node)
@@ -54,7 +56,8 @@ async def test_cross_city_both_ways(tmp_path: Path) -> None:
 
         back = await nodes[MINZHENG].send([GONGAN], b"and back")
         (reply,) = await asyncio.wait_for(collect(nodes[GONGAN], 1), 20)
-        assert (reply.sender, reply.payload, reply.message_id) == (MINZHENG, b"and back", back.message_id)
+        assert (reply.sender, reply.payload) == (MINZHENG, b"and back")
+        assert reply.message_id == back.message_id
 
         # The hubs on the way held the envelope, never its payload: nothing reached their apps.
         for hub in ("520102", "520100", "520000", "522300", "522301"):
@@ -86,7 +89,7 @@ async def test_many_messages_exactly_once_with_multi_recipient_split(tmp_path: P
 async def test_unknown_recipient_is_a_clear_error(tmp_path: Path) -> None:
     federation = Federation(tmp_path, ["520100", "520102", "520102.gongan"])
     async with running(federation, ["520102", "520102.gongan"]) as nodes:
-        with pytest.raises(UsageError, match="522301.nobody"):
+        with pytest.raises(UsageError, match=r"522301\.nobody"):
             await nodes[GONGAN].send(["522301.nobody"], b"x")
 
 
@@ -117,7 +120,8 @@ async def test_expired_in_queue_yields_a_report_to_the_sender(tmp_path: Path) ->
         (report,) = status.reports
         assert report.code == "expired-in-queue"
         assert report.reporter == "520100"
-        assert report.message_id == sent.message_id and report.digest == sent.digest
+        assert report.message_id == sent.message_id
+        assert report.digest == sent.digest
         assert report.targets == ("520100.fagai",)
 
 
@@ -133,7 +137,8 @@ async def test_full_node_pushes_back_without_loss(tmp_path: Path) -> None:
         await asyncio.sleep(1.0)  # the consumer has not started: queues fill up
         hub = await nodes["520102"].stats()
         dept = await nodes["520102.minzheng"].stats()
-        assert dept.inbox.count <= 20 and hub.queued.count <= 20
+        assert dept.inbox.count <= 20
+        assert hub.queued.count <= 20
         assert hub.counters["deferred"] > 0
         got = await asyncio.wait_for(collect(nodes["520102.minzheng"], 200), 30)
         assert sorted(d.payload for d in got) == sorted(payloads)
