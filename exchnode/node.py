@@ -274,11 +274,13 @@ class Node:
                 host=self._listen[0],
                 port=self._listen[1],
                 max_transfer_bytes=self.limits.max_transfer_bytes,
+                on_hello=self._hello_from,
             )
             self.address = await self._server.start()
         loop = asyncio.get_running_loop()
         for name in self._peers:
             self._tasks.append(loop.create_task(self._forward(name), name=f"forward-{name}"))
+        self._tasks.append(loop.create_task(self._greet(), name="hello"))
         self._tasks.append(loop.create_task(self._pump_inbox(), name="inbox"))
         self._tasks.append(loop.create_task(self._expire(), name="expiry"))
         self.log.info("node started", url=self.url if self.address else None)
@@ -398,6 +400,28 @@ class Node:
         ):
             # Persist only transitions: a write per transfer would cost a flush each.
             asyncio.get_running_loop().create_task(self._db(self.store.set_peer_state, name, state))
+
+    def _hello_from(self, neighbour: str) -> None:
+        if neighbour in self._peers:
+            self.log.info("neighbour says hello", neighbour=neighbour)
+            self.poke(neighbour)
+
+    async def _greet(self) -> None:
+        """Tell every neighbour this node is up, so that each serves its queue for us now.
+
+        Without it a neighbour that backed off while we were down would wait
+        out its backoff (minutes) before catching up.
+        """
+
+        async def greet(name: str) -> None:
+            try:
+                await self._clients[name].hello()
+            except ExchnodeError as exc:
+                self.log.info("neighbour not reachable yet", neighbour=name, error=str(exc))
+                return
+            self.poke(name)
+
+        await asyncio.gather(*(greet(name) for name in self._clients))
 
     def poke(self, name: str) -> None:
         """Treat ``name`` as reachable now: try its queue at once (an operator's "retry now")."""

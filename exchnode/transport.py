@@ -25,13 +25,19 @@ HTTP status codes carry only what is not an item's business. 400 means the
 transfer itself is malformed, 403 that the peer may not transfer, 413 that it
 is too large, 503 that the node is not accepting now (the client backs off).
 A 200 answers every item.
+
+Besides transfers, neighbours use two small authenticated endpoints:
+``POST /exchnode/v1/hello`` (a node that starts, or that reaches a
+neighbour again after failures, says so, and the neighbour serves its queue
+at once instead of waiting out its backoff) and whatever the node mounts
+with ``routes`` (the signed node directory).
 """
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -50,9 +56,18 @@ from exchnode.link import (
 )
 from exchnode.tls import peer_certificate
 
-__all__ = ["TRANSFER_PATH", "Custodian", "LinkClient", "LinkError", "LinkServer"]
+__all__ = [
+    "HELLO_PATH",
+    "TRANSFER_PATH",
+    "Custodian",
+    "Handler",
+    "LinkClient",
+    "LinkError",
+    "LinkServer",
+]
 
 TRANSFER_PATH = "/exchnode/v1/transfer"
+HELLO_PATH = "/exchnode/v1/hello"
 CONTENT_TYPE = "application/vnd.exchnode.link+msgpack"
 
 Authenticate = Callable[[x509.Certificate], str]
@@ -62,6 +77,10 @@ class Custodian(Protocol):
     """What the node provides to the server: the decision on every received item."""
 
     def __call__(self, neighbour: str, request: TransferRequest) -> Awaitable[TransferResponse]: ...
+
+
+Handler = Callable[[str, web.Request], Awaitable[web.StreamResponse]]
+"""An authenticated endpoint: called with the peer's verified node name and the request."""
 
 
 class LinkError(ExchnodeError):
@@ -89,8 +108,12 @@ class LinkServer:
         host: str = "127.0.0.1",
         port: int = 0,
         max_transfer_bytes: int = MAX_TRANSFER_BYTES,
+        on_hello: Callable[[str], None] | None = None,
+        routes: dict[tuple[str, str], Handler] | None = None,
     ) -> None:
         self._custodian = custodian
+        self._on_hello = on_hello
+        self._routes = dict(routes or {})
         self._authenticate = authenticate
         self._ssl = ssl_context
         self._host, self._port = host, port
@@ -101,6 +124,9 @@ class LinkServer:
     async def start(self) -> tuple[str, int]:
         app = web.Application(client_max_size=self._max)
         app.router.add_post(TRANSFER_PATH, self._transfer)
+        app.router.add_post(HELLO_PATH, self._hello)
+        for (method, path), handler in self._routes.items():
+            app.router.add_route(method, path, self._authenticated(handler))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._ssl)
@@ -117,12 +143,34 @@ class LinkServer:
             await self._runner.cleanup()
             self._runner = None
 
+    def _peer(self, request: web.Request) -> str:
+        """The peer's node name from its verified certificate; RejectedError if none."""
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        return self._authenticate(peer_certificate(ssl_object))
+
+    def _authenticated(self, handler: Handler) -> Callable[[web.Request], Awaitable[Any]]:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            try:
+                neighbour = self._peer(request)
+            except RejectedError as exc:
+                return _refusal(403, f"peer not authenticated: {exc} [{exc.code}]")
+            return await handler(neighbour, request)
+
+        return serve
+
+    async def _hello(self, request: web.Request) -> web.Response:
+        try:
+            neighbour = self._peer(request)
+        except RejectedError as exc:
+            return _refusal(403, f"peer not authenticated: {exc} [{exc.code}]")
+        if self._on_hello is not None:
+            self._on_hello(neighbour)
+        return web.Response(status=204)
+
     async def _transfer(self, request: web.Request) -> web.Response:
         try:
-            transport = request.transport
-            ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-            certificate = peer_certificate(ssl_object)
-            neighbour = self._authenticate(certificate)
+            neighbour = self._peer(request)
         except RejectedError as exc:
             return _refusal(403, f"peer not authenticated: {exc} [{exc.code}]")
         if not self.accepting:
@@ -161,7 +209,8 @@ class LinkClient:
         timeout: float = 30.0,
     ) -> None:
         self.neighbour = neighbour
-        self._url = url.rstrip("/") + TRANSFER_PATH
+        self._base = url.rstrip("/")
+        self._url = self._base + TRANSFER_PATH
         self._authenticate = authenticate
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ssl_context, limit=4),
@@ -186,6 +235,26 @@ class LinkClient:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise LinkError(f"{self.neighbour} unreachable: {type(exc).__name__}: {exc}") from exc
         return decode_response(body, request)
+
+    async def hello(self) -> None:
+        """Tell the neighbour this node is up (it serves our queue at once)."""
+        await self.request("POST", HELLO_PATH)
+
+    async def request(self, method: str, path: str, data: bytes | None = None) -> bytes:
+        """Any authenticated endpoint of the neighbour; the body of a 2xx answer."""
+        try:
+            async with self._session.request(method, self._base + path, data=data) as response:
+                body = await response.read()
+                if not 200 <= response.status < 300:
+                    reason = body.decode("utf-8", "replace").strip()[:300]
+                    raise LinkError(
+                        f"{self.neighbour} refused {method} {path}: "
+                        f"HTTP {response.status} {reason}",
+                        response.status,
+                    )
+                return body
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise LinkError(f"{self.neighbour} unreachable: {type(exc).__name__}: {exc}") from exc
 
     def _check_peer(self, ssl_object: ssl.SSLObject | None) -> None:
         name = self._authenticate(peer_certificate(ssl_object))

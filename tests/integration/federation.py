@@ -54,17 +54,26 @@ def parent_of(name: str) -> str | None:
 class Federation:
     """PKI, TLS files, ports and a shared directory for ``names``; builds ``Node`` objects."""
 
-    def __init__(self, directory: Path, names: Iterable[str] = CROSS_CITY) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        names: Iterable[str] = CROSS_CITY,
+        *,
+        now: datetime = NOW,
+        ports: dict[str, int] | None = None,
+    ) -> None:
+        """``now`` and ``ports`` let another process rebuild the same federation (same certs)."""
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.names = list(names)
-        self.pki = SyntheticPKI(epoch=NOW - timedelta(days=1))
+        self.now = now
+        self.pki = SyntheticPKI(epoch=now - timedelta(days=1))
         self.root = self.pki.root("520000")
         self.cas: dict[str, IssuedCA] = {"520000": self.root}
         self.nodes: dict[str, IssuedNode] = {}
         for name in self.names:
             self.nodes[name] = self.pki.node(name, self._ca_for(name))
-        self.ports = {name: free_port() for name in self.names}
+        self.ports = dict(ports) if ports else {name: free_port() for name in self.names}
         self.shared_directory = StaticDirectory(n.identity.peer for n in self.nodes.values())
 
     def _ca_for(self, name: str) -> IssuedCA:
@@ -81,7 +90,9 @@ class Federation:
         return [ca.certificate for name, ca in self.cas.items() if name != "520000"]
 
     def trust(self) -> TrustStore:
-        crls = [self.pki.crl(ca, this_update=NOW - timedelta(hours=1)) for ca in self.cas.values()]
+        crls = [
+            self.pki.crl(ca, this_update=self.now - timedelta(hours=1)) for ca in self.cas.values()
+        ]
         return TrustStore([self.root.certificate], crls)
 
     def tls_files(self, name: str) -> TlsFiles:
@@ -95,7 +106,9 @@ class Federation:
         if not key.exists():
             write_private_key(key, node.identity.signing_private_key)
         verify = self.directory / f"{name}.verify.pem"
-        crls = [self.pki.crl(ca, this_update=NOW - timedelta(hours=1)) for ca in self.cas.values()]
+        crls = [
+            self.pki.crl(ca, this_update=self.now - timedelta(hours=1)) for ca in self.cas.values()
+        ]
         verify.write_bytes(
             self.root.certificate.public_bytes(Encoding.PEM)
             + b"".join(crl.public_bytes(Encoding.PEM) for crl in crls)
