@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchnode.directory import StaticDirectory
@@ -20,7 +21,7 @@ from exchnode.keyfiles import write_private_key
 from exchnode.names import NodeName, parent_division
 from exchnode.node import Node
 from exchnode.node_config import Peer
-from exchnode.pki_verify import TrustStore
+from exchnode.pki_verify import TrustStore, verify_node_certificate
 from exchnode.routing import Relation
 from exchnode.testing import IssuedCA, IssuedNode, SyntheticPKI
 from exchnode.tls import TlsFiles
@@ -127,6 +128,11 @@ class Federation:
                 continue
             out.append(Peer(name=other, relation=relation, url=self.url(other)))
         return out
+
+    def authenticate(self, certificate: x509.Certificate) -> str:
+        """The peer's name, verified as a node verifies it (chain, CRLs, name constraints)."""
+        peer = verify_node_certificate(certificate, self.ca_bundle, self.trust(), self.now)
+        return str(peer.name)
 
     def url(self, name: str) -> str:
         return f"https://127.0.0.1:{self.ports[name]}"
