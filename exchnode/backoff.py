@@ -40,7 +40,7 @@ class BackoffPolicy:
     """Delays in ms: the first retry waits up to ``base_ms``, none more than ``cap_ms``."""
 
     base_ms: int = 500
-    cap_ms: int = 300_000
+    cap_ms: int = 60_000
 
     def __post_init__(self) -> None:
         if not (isinstance(self.base_ms, int) and isinstance(self.cap_ms, int)):
