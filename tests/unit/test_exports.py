@@ -5,6 +5,22 @@ from __future__ import annotations
 import exchnode
 
 EXPECTED = {
+    "BackoffPolicy",
+    "Delivery",
+    "DeliveryStatus",
+    "Message",
+    "Sent",
+    "Node",
+    "NodeStats",
+    "NodeLimits",
+    "NodeTimers",
+    "Peer",
+    "NonDeliveryReport",
+    "Relation",
+    "Store",
+    "MemoryStore",
+    "SqliteStore",
+    "TlsFiles",
     "Directory",
     "Envelope",
     "EnvelopeVerifier",
