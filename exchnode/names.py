@@ -17,6 +17,7 @@ reduce to prefix tests on these scopes.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 
@@ -108,6 +109,13 @@ class NodeName:
     def parse(cls, text: str) -> NodeName:
         if not isinstance(text, str):
             raise InvalidNameError(f"node name must be a string, got {type(text).__name__}")
+        if cls is NodeName:
+            # Routing parses the same few names for every envelope: remember them.
+            return _parse_cached(text)
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> NodeName:
         if len(text) > MAX_NAME_LENGTH:
             raise InvalidNameError(f"node name longer than {MAX_NAME_LENGTH} characters")
         division, dot, department = text.partition(".")
@@ -131,3 +139,9 @@ class NodeName:
     def within(self, scope: str) -> bool:
         """True if this node lies in the subtree whose scope prefix is ``scope``."""
         return self.division.startswith(scope)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_cached(text: str) -> NodeName:
+    # Errors are not cached (lru_cache does not keep exceptions): bad names cost a parse each.
+    return NodeName._parse(text)

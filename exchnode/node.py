@@ -626,11 +626,7 @@ class Node:
                     pairs.append((index, self._sealer.seal(item, now)))
                 except ExchnodeError as exc:
                     results[index] = exc
-        out = []
-        for index, envelope in pairs:
-            header = decode_envelope(envelope.data).header
-            out.append((index, envelope, header.recipient_names, header.expires_ms))
-        return out
+        return [(index, env, env.recipients, env.expires_ms) for index, env in pairs]
 
     # --- custody out: forwarding to neighbours ---------------------------------------------
 

@@ -110,6 +110,8 @@ class SealedEnvelope(NamedTuple):
     message_id: bytes
     digest: bytes
     data: bytes
+    expires_ms: int = 0
+    recipients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +184,8 @@ class Sealer:
         sender, sender_key_id = self._sender, self.identity.peer.signing_key_id
         bodies: list[bytes] = []
         ids: list[bytes] = []
+        expiries: list[int] = []
+        addressed: list[tuple[str, ...]] = []
         for item in items:
             recipients = self._check(item)
             epoch = self._epoch(recipients, now)
@@ -210,11 +214,17 @@ class Sealer:
             )
             bodies.append(body)
             ids.append(message_id)
+            expiries.append(created + int(ttl * 1000))
+            addressed.append(recipients)
         leaves = [signed_leaf(TYPE_ENVELOPE, body) for body in bodies]
         seals = sign_leaves(self.identity.signing_private_key, _SUITE, leaves)
         return [
-            SealedEnvelope(message_id, leaf, encode_signed(TYPE_ENVELOPE, body, seal))
-            for message_id, leaf, body, seal in zip(ids, leaves, bodies, seals, strict=True)
+            SealedEnvelope(
+                message_id, leaf, encode_signed(TYPE_ENVELOPE, body, seal), expires, recipients
+            )
+            for message_id, leaf, body, seal, expires, recipients in zip(
+                ids, leaves, bodies, seals, expiries, addressed, strict=True
+            )
         ]
 
     def _check(self, item: Outgoing) -> tuple[str, ...]:
