@@ -1,0 +1,356 @@
+"""``python -m node <verb>`` (or ``exchnode node <verb>``, ``exchnode send``, ``exchnode receive``).
+
+Verbs: ``init``, ``run``, ``send``, ``receive``, ``status``, ``health``.  One
+error policy, as in ``exchnode.cli``: an exchnode error, a configuration
+error or an ``OSError`` is ONE line ``<prog>: error: <message>`` on stderr
+and exit status 1, never a traceback; argparse reports usage errors itself
+(status 2).  ``send --wait`` exits 3 when no answer came in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from exchnode.errors import ExchnodeError, RejectedError
+from exchnode.keyfiles import read_passphrase_file
+from node.client import OperatorClient, OperatorError, Received
+from node.config import DEFAULT_LISTEN, DEFAULT_OPERATOR, LEVELS, load_config
+from node.scaffold import InitOptions, init_node
+
+__all__ = ["build_parser", "main"]
+
+EXIT_TIMEOUT = 3
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _prog() -> str:
+    # The launcher (exchnode.cli.launcher) says how the user spelled the command.
+    return os.environ.get("EXCHNODE_PROG", "python -m node")
+
+
+def _peer_arg(relation: str) -> Any:
+    def parse(text: str) -> tuple[str, str, str]:
+        name, sep, url = text.partition("=")
+        if not sep or not name or not url:
+            raise argparse.ArgumentTypeError(f"expected NAME=URL, got {text!r}")
+        return relation, name, url
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    prog = _prog()
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="The exchnode reference daemon: one node per process, one TOML config "
+        "per node (node/README.md).",
+        formatter_class=_RAW,
+    )
+    verbs = parser.add_subparsers(title="verbs", metavar="VERB")
+    verbs.required = True
+
+    p = verbs.add_parser(
+        "init",
+        help="write a starter config, the operator token and (with --ca-dir) keys and certificate",
+        formatter_class=_RAW,
+        epilog=f"""Examples:
+  {prog} init --name 520102.gongan --level county --dir /srv/exchnode/gongan \\
+      --ca-dir /srv/exchnode-pki --parent 520102=https://10.1.0.2:7443
+  {prog} init --name 520100 --level city --dir ./520100   # certificate from your CA later
+
+Without --ca-dir the config points at DIR/identity and DIR/trust, and the
+next steps printed say what your CA operator provides.""",
+    )
+    p.add_argument("--name", required=True, help="node name: DIVISION or DIVISION.department")
+    p.add_argument("--level", required=True, choices=list(LEVELS), help="checked against --name")
+    p.add_argument("--dir", required=True, type=Path, help="the node's folder (created)")
+    p.add_argument("--ca-dir", type=Path, help="a CA store ('exchnode pki'): issue the node now")
+    p.add_argument("--issuer", help="the issuing CA's division (default: the nearest CA above)")
+    p.add_argument("--issuer-passphrase-file", type=Path, help="unlocks the issuing CA's key")
+    p.add_argument("--passphrase-file", type=Path, help="protect the node's keys with this")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, help="link address (default %(default)s)")
+    p.add_argument(
+        "--operator", default=DEFAULT_OPERATOR, help="operator API address (default %(default)s)"
+    )
+    p.add_argument("--parent", type=_peer_arg("parent"), metavar="NAME=URL", action="append")
+    p.add_argument("--child", type=_peer_arg("child"), metavar="NAME=URL", action="append")
+    p.add_argument("--link", type=_peer_arg("link"), metavar="NAME=URL", action="append")
+    p.add_argument("--trust", type=Path, help="use this shared trust folder instead of a copy")
+    p.add_argument("--peer-directory", type=Path, help="use this shared folder of peer chains")
+    p.set_defaults(handler=_init)
+
+    p = verbs.add_parser(
+        "run",
+        help="serve the node until SIGTERM (JSON logs on stderr)",
+        formatter_class=_RAW,
+        epilog=f"""Example:
+  {prog} run --config /srv/exchnode/gongan/node.toml
+
+SIGTERM or SIGINT drains (operator requests under way finish, the node stops
+taking transfers and commits what it took) and exits 0.""",
+    )
+    p.add_argument("--config", required=True, type=Path)
+    p.set_defaults(handler=_run)
+
+    p = verbs.add_parser(
+        "send",
+        help="send a file or stdin to one or more nodes through the local node",
+        formatter_class=_RAW,
+        epilog=f"""Examples:
+  {prog} send --config node.toml --to 522301.minzheng report.json
+  tar c data | {prog} send --config node.toml --to 520000.tongji --receipt --wait -
+
+Prints the message id.  --wait waits for a receipt (or a non-delivery report)
+from every recipient: exit 0 if all confirmed, 1 if any failed, {EXIT_TIMEOUT} on timeout.""",
+    )
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--to", required=True, action="append", help="recipient (repeatable)")
+    p.add_argument("--kind", default="data")
+    p.add_argument("--content-type", default="application/octet-stream")
+    p.add_argument("--ttl", type=float, help="seconds the network keeps trying")
+    p.add_argument("--receipt", action="store_true", help="ask every recipient for a receipt")
+    p.add_argument("--wait", action="store_true", help="wait for receipts (implies --receipt)")
+    p.add_argument("--timeout", type=float, default=60.0, help="for --wait (default %(default)s)")
+    p.add_argument("file", metavar="FILE", help="the payload, or - for stdin")
+    p.set_defaults(handler=_send)
+
+    p = verbs.add_parser(
+        "receive",
+        help="take messages from the local node into files or stdout",
+        formatter_class=_RAW,
+        epilog=f"""Examples:
+  {prog} receive --config node.toml --count 10 --out inbox/
+  {prog} receive --config node.toml > message.bin
+
+Each message is written (to DIR/<sender>.<message id>, atomically, fsynced)
+before it is acknowledged; if this command dies in between, the node offers
+the message again and the same file is rewritten: exactly-once in effect.""",
+    )
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--count", type=int, default=1, help="how many messages (default 1)")
+    p.add_argument("--out", default="-", help="a directory, or - for stdout (default)")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds")
+    p.set_defaults(handler=_receive)
+
+    p = verbs.add_parser("status", help="receipts and reports for a message this node sent")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("message_id", metavar="MESSAGE_ID", help="hex, as 'send' printed it")
+    p.add_argument("--wait", type=float, default=0.0, help="wait up to this many seconds")
+    p.set_defaults(handler=_status)
+
+    p = verbs.add_parser("health", help="the node's health (exit 0 only while serving)")
+    p.add_argument("--config", required=True, type=Path)
+    p.set_defaults(handler=_health)
+    return parser
+
+
+# --- init and run ----------------------------------------------------------------------
+
+
+def _init(args: argparse.Namespace) -> int:
+    issuer_passphrase = (
+        read_passphrase_file(args.issuer_passphrase_file) if args.issuer_passphrase_file else None
+    )
+    passphrase = read_passphrase_file(args.passphrase_file) if args.passphrase_file else None
+    peers = tuple((args.parent or []) + (args.child or []) + (args.link or []))
+    result = init_node(
+        InitOptions(
+            name=args.name,
+            level=args.level,
+            directory=args.dir,
+            now=datetime.now(UTC).replace(microsecond=0),
+            ca_dir=args.ca_dir,
+            issuer=args.issuer,
+            issuer_passphrase=issuer_passphrase,
+            passphrase=passphrase,
+            passphrase_file=args.passphrase_file,
+            listen=args.listen,
+            operator=args.operator,
+            peers=peers,
+            trust=args.trust,
+            peer_directory=args.peer_directory,
+        )
+    )
+    print(f"wrote {result.config}")
+    print(f"wrote {result.config.parent / 'operator.token'} (mode 0600)")
+    if result.issued_by is not None:
+        print(
+            f"issued the certificate of {args.name} by CA {result.issued_by} into "
+            f"{result.config.parent / 'identity'} (keys mode 0600)"
+        )
+    for number, step in enumerate(result.next_steps, 1):
+        print(f"next {number}: {step}")
+    print(f"then: {_prog()} run --config {result.config}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from node.daemon import serve
+    from node.logs import configure_logging
+
+    config = load_config(args.config)
+    configure_logging(config.log.level, config.log.format)
+    return asyncio.run(serve(config))
+
+
+# --- clients of the operator API -------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> OperatorClient:
+    return OperatorClient.for_config(load_config(args.config))
+
+
+def _send(args: argparse.Namespace) -> int:
+    payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    return asyncio.run(_send_async(args, payload))
+
+
+async def _send_async(args: argparse.Namespace, payload: bytes) -> int:
+    async with _client(args) as client:
+        sent = await client.send(
+            args.to,
+            payload,
+            kind=args.kind,
+            content_type=args.content_type,
+            ttl=args.ttl,
+            receipt=args.receipt or args.wait,
+        )
+        print(sent["message_id"], flush=True)
+        if not args.wait:
+            return 0
+        deadline = time.monotonic() + args.timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            wait = min(deadline - time.monotonic(), 30.0)
+            status = await client.status(sent["message_id"], sent["recipients"], wait=wait)
+            if status["settled"]:
+                break
+        for recipient in status.get("delivered_to", []):
+            print(f"delivered to {recipient}", file=sys.stderr)
+        for report in status.get("reports", []):
+            print(
+                f"not delivered to {', '.join(report['targets'])}: {report['code']} "
+                f"({report['reason']}, reported by {report['reporter']})",
+                file=sys.stderr,
+            )
+        if not status.get("settled"):
+            print(
+                f"{_prog()}: no answer from every recipient within {args.timeout:g} s; "
+                "the network still holds the message",
+                file=sys.stderr,
+            )
+            return EXIT_TIMEOUT
+        return 1 if status.get("failed_for") else 0
+
+
+def _receive(args: argparse.Namespace) -> int:
+    if args.count < 1:
+        raise OperatorError("--count must be at least 1")
+    out = None if args.out == "-" else Path(args.out)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_receive_async(args, out))
+
+
+def _store(out: Path, item: Received) -> Path:
+    """Write durably under a name fixed by (sender, message id): a redelivery rewrites it."""
+    target = out / f"{item.sender}.{item.message_id}"
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=out)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(item.payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+async def _receive_async(args: argparse.Namespace, out: Path | None) -> int:
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    got = 0
+    async with _client(args) as client:
+        while got < args.count:
+            wait = 30.0 if deadline is None else min(deadline - time.monotonic(), 30.0)
+            if wait <= 0:
+                print(
+                    f"{_prog()}: error: timed out after {args.timeout:g} s with "
+                    f"{got} of {args.count} messages",
+                    file=sys.stderr,
+                )
+                return 1
+            for item in await client.receive(args.count - got, wait):
+                meta = {
+                    "sender": item.sender,
+                    "message_id": item.message_id,
+                    "kind": item.kind,
+                    "content_type": item.content_type,
+                    "bytes": len(item.payload),
+                }
+                if out is None:
+                    sys.stdout.buffer.write(item.payload)
+                    sys.stdout.buffer.flush()
+                    print(json.dumps(meta), file=sys.stderr)
+                else:
+                    meta["file"] = str(_store(out, item))
+                    print(json.dumps(meta), flush=True)
+                await client.ack([item.id])
+                got += 1
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    async def run() -> dict[str, Any]:
+        async with _client(args) as client:
+            return await client.status(args.message_id, wait=args.wait)
+
+    print(json.dumps(asyncio.run(run()), indent=2))
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    async def run() -> tuple[int, dict[str, Any]]:
+        async with _client(args) as client:
+            return await client.health()
+
+    code, body = asyncio.run(run())
+    print(json.dumps(body, indent=2))
+    return 0 if code == 200 else 1
+
+
+# --- the error policy --------------------------------------------------------------------
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RejectedError):
+        text = f"{exc} [{exc.code}]"
+    elif isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        text = f"{exc.strerror or exc}{where}"
+    else:
+        text = str(exc)
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (ExchnodeError, OSError) as exc:
+        print(f"{_prog()}: error: {_describe(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{_prog()}: interrupted", file=sys.stderr)
+        return 130

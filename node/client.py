@@ -1,0 +1,195 @@
+"""A client of the operator API (``node.operator``): for ``send``, ``receive`` and the demo.
+
+Every failure is an :class:`OperatorError` with one readable line: the
+server's own message when it answered, else what went wrong on the way
+(``cannot reach the operator API at ...: is the node running?``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from exchnode.errors import ExchnodeError
+from exchnode.keyfiles import read_private_file
+from node.config import DaemonConfig
+
+__all__ = ["OperatorClient", "OperatorError", "Received"]
+
+
+class OperatorError(ExchnodeError):
+    """The operator API refused a request or could not be reached."""
+
+    code = "operator"
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.remote_code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One delivery as the operator API hands it out."""
+
+    id: str
+    sender: str
+    message_id: str
+    kind: str
+    content_type: str
+    created_ms: int
+    expires_ms: int
+    receipt_requested: bool
+    payload: bytes
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> Received:
+        return cls(
+            id=item["id"],
+            sender=item["sender"],
+            message_id=item["message_id"],
+            kind=item["kind"],
+            content_type=item["content_type"],
+            created_ms=item["created_ms"],
+            expires_ms=item["expires_ms"],
+            receipt_requested=item["receipt_requested"],
+            payload=base64.b64decode(item["payload"]),
+        )
+
+
+def read_token(path: Path) -> str:
+    return read_private_file(path).decode("utf-8", "replace").strip()
+
+
+class OperatorClient:
+    """``async with OperatorClient(url, token) as client: await client.send(...)``."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 330.0) -> None:
+        self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def for_config(cls, config: DaemonConfig, *, timeout: float = 330.0) -> OperatorClient:
+        return cls(config.operator.url, read_token(config.operator.token_file), timeout=timeout)
+
+    async def __aenter__(self) -> OperatorClient:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        data: bytes | None = None,
+        json_body: Any = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> tuple[int, Any]:
+        if self._session is None:
+            raise OperatorError("the client is not open (use 'async with')")
+        try:
+            async with self._session.request(
+                method,
+                self.url + path,
+                params=params,
+                data=data,
+                json=json_body,
+                headers=self._headers,
+            ) as response:
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+                if response.status not in ok:
+                    message = body.get("error") if isinstance(body, dict) else None
+                    code = body.get("code") if isinstance(body, dict) else None
+                    raise OperatorError(
+                        f"{message or response.reason} (HTTP {response.status})",
+                        response.status,
+                        code,
+                    )
+                return response.status, body
+        except aiohttp.ClientConnectionError as exc:
+            raise OperatorError(
+                f"cannot reach the operator API at {self.url}: {exc.__class__.__name__}; "
+                "is the node running?"
+            ) from None
+        except TimeoutError:
+            raise OperatorError(f"the operator API at {self.url} did not answer in time") from None
+
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body): 200 while serving, 503 while starting or draining."""
+        status, body = await self._call("GET", "/health", ok=(200, 503))
+        return status, body if isinstance(body, dict) else {}
+
+    async def send(
+        self,
+        recipients: Sequence[str],
+        payload: bytes,
+        *,
+        kind: str = "data",
+        content_type: str = "application/octet-stream",
+        ttl: float | None = None,
+        receipt: bool = False,
+    ) -> dict[str, Any]:
+        params = [("to", r) for r in recipients]
+        params += [("kind", kind), ("content_type", content_type)]
+        if ttl is not None:
+            params.append(("ttl", repr(float(ttl))))
+        if receipt:
+            params.append(("receipt", "1"))
+        _, body = await self._call("POST", "/v1/send", params=params, data=payload)
+        return dict(body)
+
+    async def send_many(self, messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each message: to (list), payload (bytes), and optionally kind, content_type, ttl,
+        receipt.  One signature and one commit on the node for all of them."""
+        encoded = []
+        for message in messages:
+            item = dict(message)
+            item["payload"] = base64.b64encode(item["payload"]).decode("ascii")
+            encoded.append(item)
+        _, body = await self._call("POST", "/v1/send-many", json_body={"messages": encoded})
+        return list(body["sent"])
+
+    async def receive(self, limit: int = 1, wait: float = 0.0, ack: bool = False) -> list[Received]:
+        params = [("max", str(limit)), ("wait", repr(float(wait)))]
+        if ack:
+            params.append(("ack", "1"))
+        _, body = await self._call("GET", "/v1/receive", params=params)
+        return [Received.from_json(item) for item in body["deliveries"]]
+
+    async def ack(self, ids: Iterable[str]) -> tuple[int, list[str]]:
+        _, body = await self._call("POST", "/v1/ack", json_body={"ids": list(ids)})
+        return int(body["acked"]), list(body["unknown"])
+
+    async def status(
+        self, message_id: str, recipients: Sequence[str] = (), wait: float = 0.0
+    ) -> dict[str, Any]:
+        params = [("recipient", r) for r in recipients]
+        if wait:
+            params.append(("wait", repr(float(wait))))
+        _, body = await self._call("GET", f"/v1/status/{message_id}", params=params)
+        return dict(body)

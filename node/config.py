@@ -1,0 +1,491 @@
+"""node.toml: one configuration file per node, validated on load.
+
+Theory of operation
+-------------------
+The file is read with ``tomllib`` and checked section by section against the
+schema below.  Every problem is a :class:`ConfigError` whose one-line message
+names the file and the key (``node.toml: peers[1].relation: ...``); unknown
+keys are errors too, so a misspelt setting fails loudly instead of silently
+taking its default.  Values that the library also checks (``Peer``,
+``NodeLimits``, ``NodeTimers``, the routing table) are built here, so their
+complaints come out with the key attached.
+
+Relative paths resolve against the directory holding the config file, never
+against the current directory, so a node's files can be moved as one folder.
+
+Loading does not touch the files it names: ``send`` and ``receive`` read the
+config only for the operator address and token.  ``run`` calls
+:meth:`DaemonConfig.check_files` before it starts.
+
+Sections (``node/README.md`` is the reference with every default)::
+
+    [node]       name, level, listen, state_dir
+    [identity]   chain, signing_key, encryption_key, passphrase_file | passphrase_env
+    [trust]      roots, cas, crls               (files, or directories of *.pem)
+    [directory]  mode = "static", certificates  (peer chains, files or directories)
+    [[peers]]    name, relation = parent|child|link, url
+    [limits]     the fields of exchnode.node_config.NodeLimits
+    [timers]     the fields of exchnode.node_config.NodeTimers, plus drain_timeout
+    [operator]   listen, token_file, allow_remote, lease_seconds, max_body_bytes
+    [log]        level, format
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from exchnode.errors import ExchnodeError, UsageError
+from exchnode.keyfiles import read_passphrase_file
+from exchnode.names import Level, NodeName
+from exchnode.node_config import NodeLimits, NodeTimers, Peer
+from exchnode.routing import Relation, Router
+
+__all__ = [
+    "DIRECTORY_MODES",
+    "ConfigError",
+    "DaemonConfig",
+    "DirectoryConfig",
+    "IdentityFiles",
+    "LogConfig",
+    "OperatorConfig",
+    "TrustFiles",
+    "load_config",
+    "parse_address",
+]
+
+T = TypeVar("T")
+
+#: How the node learns its peers' keys.  "static": a bundle of certificate chains
+#: verified at startup.  The signed, hub-synced directory will add a mode here.
+DIRECTORY_MODES = ("static",)
+LEVELS = {level.name.lower(): level for level in Level}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+DEFAULT_LISTEN = "127.0.0.1:7443"
+DEFAULT_OPERATOR = "127.0.0.1:7480"
+MAX_BODY_DEFAULT = 64 * 1024 * 1024
+
+
+class ConfigError(UsageError):
+    """A configuration problem: the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityFiles:
+    chain: Path
+    signing_key: Path
+    encryption_key: Path
+    passphrase_file: Path | None = None
+    passphrase_env: str | None = None
+
+    def passphrase(self, config_path: Path) -> bytes | None:
+        """The keys' passphrase, from its file or environment variable (never logged)."""
+        if self.passphrase_file is not None:
+            return read_passphrase_file(self.passphrase_file)
+        if self.passphrase_env is not None:
+            value = os.environ.get(self.passphrase_env)
+            if not value:
+                raise ConfigError(
+                    f"{config_path}: identity.passphrase_env: environment variable "
+                    f"{self.passphrase_env} is not set or empty"
+                )
+            return value.encode()
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TrustFiles:
+    """Roots, the federation's CA bundle (intermediates) and every CA's CRL."""
+
+    roots: tuple[Path, ...]
+    cas: tuple[Path, ...]
+    crls: tuple[Path, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryConfig:
+    mode: str
+    certificates: tuple[Path, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    host: str
+    port: int
+    token_file: Path
+    allow_remote: bool = False
+    lease_seconds: float = 60.0
+    max_body_bytes: int = MAX_BODY_DEFAULT
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    path: Path
+    name: str
+    level: Level
+    listen: tuple[str, int]
+    state_dir: Path
+    identity: IdentityFiles
+    trust: TrustFiles
+    directory: DirectoryConfig
+    peers: tuple[Peer, ...]
+    limits: NodeLimits
+    timers: NodeTimers
+    drain_timeout: float
+    operator: OperatorConfig
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def store_path(self) -> Path:
+        return self.state_dir / "store.sqlite"
+
+    @property
+    def verify_bundle_path(self) -> Path:
+        return self.state_dir / "verify.pem"
+
+    @property
+    def ready_path(self) -> Path:
+        return self.state_dir / "ready.json"
+
+    def check_files(self) -> None:
+        """Everything ``run`` reads must exist; the error names the key that points at it."""
+        required: list[tuple[str, Path]] = [
+            ("identity.chain", self.identity.chain),
+            ("identity.signing_key", self.identity.signing_key),
+            ("identity.encryption_key", self.identity.encryption_key),
+            ("operator.token_file", self.operator.token_file),
+        ]
+        if self.identity.passphrase_file is not None:
+            required.append(("identity.passphrase_file", self.identity.passphrase_file))
+        required += [("trust.roots", p) for p in self.trust.roots]
+        required += [("trust.cas", p) for p in self.trust.cas]
+        required += [("trust.crls", p) for p in self.trust.crls]
+        required += [("directory.certificates", p) for p in self.directory.certificates]
+        for key, path in required:
+            if not path.exists():
+                hint = ""
+                if key.startswith("identity."):
+                    hint = (
+                        f" (the CA issues it: 'exchnode pki issue-node {self.name} --issuer "
+                        f"<CA> --dir <pki> --out {path.parent}')"
+                    )
+                raise ConfigError(f"{self.path}: {key}: {path} does not exist{hint}")
+
+
+# --- reading values ------------------------------------------------------------------
+
+
+class _Section:
+    """One table of the file: typed getters that name the key, and an unknown-key check."""
+
+    def __init__(self, path: Path, prefix: str, table: object) -> None:
+        self.path = path
+        self.prefix = prefix
+        if not isinstance(table, dict):
+            raise self.error("", f"must be a table, got {type(table).__name__}")
+        self.table: dict[str, Any] = table
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if name else self.prefix
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.key(name)}: {problem}")
+
+    def get(self, name: str, kind: type[T], default: T | None = None) -> T:
+        self.seen.add(name)
+        if name not in self.table:
+            if default is None:
+                raise self.error(name, "is required")
+            return default
+        value = self.table[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(name, f"must be {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}")
+        return value
+
+    def optional(self, name: str, kind: type[T]) -> T | None:
+        if name not in self.table:
+            self.seen.add(name)
+            return None
+        return self.get(name, kind)
+
+    def choice(
+        self, name: str, choices: Mapping[str, T] | tuple[str, ...], default: str | None
+    ) -> str:
+        value = self.get(name, str, default)
+        if value not in choices:
+            raise self.error(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def path_value(self, name: str, default: str | None = None) -> Path:
+        return self.resolve(name, self.get(name, str, default))
+
+    def resolve(self, name: str, text: str) -> Path:
+        if not text:
+            raise self.error(name, "is an empty path")
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else self.path.parent / path
+
+    def paths(self, name: str, default: tuple[str, ...]) -> tuple[Path, ...]:
+        """A path or a list of paths."""
+        self.seen.add(name)
+        raw = self.table.get(name, list(default))
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+            raise self.error(name, f"must be a path or a list of paths, got {raw!r}")
+        return tuple(self.resolve(name, item) for item in raw)
+
+    def positive(self, name: str, kind: type[T], default: T) -> T:
+        value = self.get(name, kind, default)
+        if value <= 0:  # type: ignore[operator]
+            raise self.error(name, f"must be positive, got {value!r}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.seen)
+        if unknown:
+            raise self.error(unknown[0], "unknown setting (misspelt?)")
+
+
+_KIND_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+}
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` into (host, port); ValueError with the reason."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"must be host:port, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, [{host}]:{port_text}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    return host, port
+
+
+def _address(section: _Section, name: str, default: str) -> tuple[str, int]:
+    try:
+        return parse_address(section.get(name, str, default))
+    except ValueError as exc:
+        raise section.error(name, str(exc)) from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _build(section: _Section, name: str, make: Callable[[], T]) -> T:
+    try:
+        return make()
+    except ExchnodeError as exc:
+        raise section.error(name, str(exc)) from None
+
+
+# --- the sections ------------------------------------------------------------------------
+
+_TOP_LEVEL = {
+    "node",
+    "identity",
+    "trust",
+    "directory",
+    "peers",
+    "limits",
+    "timers",
+    "operator",
+    "log",
+}
+
+
+def load_config(path: Path | str) -> DaemonConfig:
+    """Read and validate ``path``; raise :class:`ConfigError` naming file and key."""
+    config_path = Path(path).resolve()
+    try:
+        with config_path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{config_path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{config_path}: is a directory, not a config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(document) - _TOP_LEVEL)
+    if unknown:
+        raise ConfigError(f"{config_path}: {unknown[0]}: unknown section (misspelt?)")
+    if "node" not in document:
+        raise ConfigError(f"{config_path}: node: the [node] section is required")
+
+    def section(name: str) -> _Section:
+        return _Section(config_path, name, document.get(name, {}))
+
+    node = section("node")
+    name = node.get("name", str)
+    parsed = _build(node, "name", lambda: NodeName.parse(name))
+    level_name = node.choice("level", LEVELS, None)
+    level = LEVELS[level_name]
+    if parsed.level is not level:
+        kind = "hub" if parsed.is_hub else "department"
+        raise node.error(
+            "level",
+            f"{level_name!r} does not match {name}, a {parsed.level.name.lower()} {kind}",
+        )
+    listen = _address(node, "listen", DEFAULT_LISTEN)
+    state_dir = node.path_value("state_dir", "state")
+    node.finish()
+
+    ident = section("identity")
+    passphrase_file = ident.optional("passphrase_file", str)
+    passphrase_env = ident.optional("passphrase_env", str)
+    if passphrase_file is not None and passphrase_env is not None:
+        raise ident.error("passphrase_env", "give passphrase_file or passphrase_env, not both")
+    identity = IdentityFiles(
+        chain=ident.path_value("chain", "identity/chain.pem"),
+        signing_key=ident.path_value("signing_key", "identity/signing.key"),
+        encryption_key=ident.path_value("encryption_key", "identity/encryption.key"),
+        passphrase_file=(
+            ident.resolve("passphrase_file", passphrase_file) if passphrase_file else None
+        ),
+        passphrase_env=passphrase_env or None,
+    )
+    ident.finish()
+
+    trust_section = section("trust")
+    trust = TrustFiles(
+        roots=trust_section.paths("roots", ("trust/roots.pem",)),
+        cas=trust_section.paths("cas", ("trust/cas.pem",)),
+        crls=trust_section.paths("crls", ("trust/crls",)),
+    )
+    if not trust.roots:
+        raise trust_section.error("roots", "needs at least one root certificate file")
+    trust_section.finish()
+
+    dir_section = section("directory")
+    mode = dir_section.choice("mode", DIRECTORY_MODES, "static")
+    directory = DirectoryConfig(mode, dir_section.paths("certificates", ("directory",)))
+    dir_section.finish()
+
+    peers = _peers(config_path, document.get("peers", []))
+    _build(
+        _Section(config_path, "peers", {}),
+        "",
+        lambda: Router(parsed, [peer.neighbour for peer in peers]),
+    )
+
+    limits_section = section("limits")
+    limits = _dataclass_section(limits_section, NodeLimits, int)
+    timers_section = section("timers")
+    drain_timeout = timers_section.positive("drain_timeout", float, 10.0)
+    timers = _dataclass_section(timers_section, NodeTimers, float)
+
+    op = section("operator")
+    host, port = _address(op, "listen", DEFAULT_OPERATOR)
+    allow_remote = op.get("allow_remote", bool, False)
+    if not allow_remote and not _is_loopback(host):
+        raise op.error(
+            "listen",
+            f"{host} is not a loopback address; the operator API can send as this node, "
+            "so it listens on loopback only unless allow_remote = true",
+        )
+    operator = OperatorConfig(
+        host=host,
+        port=port,
+        token_file=op.path_value("token_file", "operator.token"),
+        allow_remote=allow_remote,
+        lease_seconds=op.positive("lease_seconds", float, 60.0),
+        max_body_bytes=op.positive("max_body_bytes", int, MAX_BODY_DEFAULT),
+    )
+    op.finish()
+
+    log_section = section("log")
+    log = LogConfig(
+        level=log_section.choice("level", LOG_LEVELS, "info"),
+        format=log_section.choice("format", LOG_FORMATS, "json"),
+    )
+    log_section.finish()
+
+    return DaemonConfig(
+        path=config_path,
+        name=str(parsed),
+        level=level,
+        listen=listen,
+        state_dir=state_dir,
+        identity=identity,
+        trust=trust,
+        directory=directory,
+        peers=peers,
+        limits=limits,
+        timers=timers,
+        drain_timeout=drain_timeout,
+        operator=operator,
+        log=log,
+    )
+
+
+def _peers(path: Path, raw: object) -> tuple[Peer, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: peers: must be an array of tables ([[peers]])")
+    peers: list[Peer] = []
+    names: set[str] = set()
+    for index, table in enumerate(raw):
+        entry = _Section(path, f"peers[{index}]", table)
+        name = entry.get("name", str)
+        relation_text = entry.choice("relation", {r.value: r for r in Relation}, None)
+        url = entry.get("url", str)
+        entry.finish()
+        if name in names:
+            raise entry.error("name", f"{name} is listed twice")
+        names.add(name)
+        _build(entry, "name", partial(NodeName.parse, name))
+        relation = Relation(relation_text)
+        peer = _build(entry, "url", partial(Peer, name=name, relation=relation, url=url))
+        peers.append(peer)
+    return tuple(peers)
+
+
+def _dataclass_section(section: _Section, kind: type[T], number: type) -> T:
+    """The section's keys as keyword arguments of ``kind`` (NodeLimits or NodeTimers)."""
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(kind):  # type: ignore[arg-type]
+        if spec.name in section.table:
+            values[spec.name] = section.positive(spec.name, number, 1)
+    section.finish()
+    try:
+        return kind(**values)
+    except ExchnodeError as exc:
+        raise section.error("", str(exc)) from None

@@ -1,0 +1,263 @@
+"""``run``: one node, served until SIGTERM, then drained.
+
+Theory of operation
+-------------------
+Startup, in order, each step failing with a message that names what to fix:
+
+1. load the trust material (roots, the federation's CA bundle, CRLs) and this
+   node's identity, verifying its own chain exactly as peers will;
+2. write the TLS verify bundle (roots + CRLs) into the state directory, from
+   the same files, so TLS and ``pki_verify`` can never disagree;
+3. build the directory of peers (``[directory] mode = "static"``: every chain
+   in the bundle verified with ``pki_verify.verify_node_certificate``; a chain
+   that fails -- revoked, expired, foreign -- is left out and logged);
+4. start the operator API (``/health`` answers 503 "starting"), then the
+   ``Node``; then ``/health`` answers 200, ``ready.json`` appears in the state
+   directory, a ``ready`` log line gives the bound URLs, and the startup heap
+   is frozen (``gc.freeze``) so the collector stops rescanning it.
+
+SIGTERM or SIGINT starts the drain: the operator API refuses new requests
+(503) and waits, up to ``[timers] drain_timeout``, for those under way; then
+``Node.close`` stops taking transfers, finishes the commits under way and
+stops its tasks.  What is still queued stays in the store for the next start.
+Exit status 0 after a clean drain, 1 if the drain timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import signal
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from cryptography import x509
+
+from exchnode.directory import StaticDirectory
+from exchnode.errors import CertificateError, ExchnodeError
+from exchnode.identity import LocalIdentity
+from exchnode.keyfiles import load_local_identity, read_private_file
+from exchnode.node import Node
+from exchnode.pki_verify import (
+    TrustStore,
+    load_certificates_pem,
+    load_crls_pem,
+    verify_node_certificate,
+)
+from exchnode.tls import TlsFiles, write_verify_bundle
+from node.config import ConfigError, DaemonConfig
+from node.operator import OperatorApi
+
+__all__ = ["TrustMaterial", "build_directory", "expand", "load_trust", "serve"]
+
+
+class TrustMaterial:
+    def __init__(
+        self,
+        roots: list[x509.Certificate],
+        cas: list[x509.Certificate],
+        crls: list[x509.CertificateRevocationList],
+    ) -> None:
+        self.roots, self.cas, self.crls = roots, cas, crls
+        self.store = TrustStore(roots, crls)
+
+
+def expand(paths: Iterable[Path]) -> list[Path]:
+    """Files as given; directories as their ``*.pem`` files, sorted."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.glob("*.pem") if p.is_file()))
+        else:
+            out.append(path)
+    return out
+
+
+def load_trust(config: DaemonConfig) -> TrustMaterial:
+    def read(key: str, paths: tuple[Path, ...], crls: bool = False) -> list[Any]:
+        out: list[Any] = []
+        for path in expand(paths):
+            try:
+                data = path.read_bytes()
+                out.extend(load_crls_pem(data) if crls else load_certificates_pem(data))
+            except CertificateError as exc:
+                raise ConfigError(f"{config.path}: {key}: {path}: {exc}") from None
+            except OSError as exc:
+                raise ConfigError(f"{config.path}: {key}: {path}: {exc.strerror}") from None
+        return out
+
+    roots = read("trust.roots", config.trust.roots)
+    if not roots:
+        raise ConfigError(f"{config.path}: trust.roots: no root certificate found")
+    return TrustMaterial(
+        roots, read("trust.cas", config.trust.cas), read("trust.crls", config.trust.crls, True)
+    )
+
+
+def build_directory(
+    config: DaemonConfig,
+    trust: TrustMaterial,
+    identity: LocalIdentity,
+    now: datetime,
+    log: Any,
+) -> StaticDirectory:
+    """The static directory: this node, and every peer chain of the bundle that verifies."""
+    verified = []
+    for path in expand(config.directory.certificates):
+        try:
+            certificates = load_certificates_pem(path.read_bytes())
+            peer = verify_node_certificate(
+                certificates[0], [*certificates[1:], *trust.cas], trust.store, now
+            )
+        except CertificateError as exc:
+            log.warning(
+                "directory certificate left out", file=str(path), code=exc.code, reason=str(exc)
+            )
+            continue
+        except OSError as exc:
+            raise ConfigError(
+                f"{config.path}: directory.certificates: {path}: {exc.strerror}"
+            ) from None
+        if str(peer.name) != config.name:
+            verified.append(peer)
+    # Oldest first: for a name with a renewed certificate, the newest is sealed to.
+    verified.sort(key=lambda p: p.certificate.not_valid_before_utc if p.certificate else now)
+    directory = StaticDirectory([identity.peer, *verified])
+    log.info("directory loaded", mode=config.directory.mode, peers=len(directory.names()) - 1)
+    return directory
+
+
+def _check_crls(trust: TrustMaterial, log: Any) -> None:
+    for ca in [*trust.roots, *trust.cas]:
+        if not trust.store.crls_issued_by(ca.subject):
+            log.warning(
+                "no CRL for a CA: TLS to nodes under it will fail",
+                ca=ca.subject.rfc4514_string(),
+            )
+
+
+def _write_ready(path: Path, content: dict[str, Any]) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=".ready.", dir=path.parent)
+    with os.fdopen(handle, "w") as out:
+        json.dump(content, out)
+        out.write("\n")
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+
+
+async def serve(config: DaemonConfig) -> int:
+    """Run the node of ``config`` until SIGTERM/SIGINT; the exit status."""
+    log = structlog.get_logger("node.daemon").bind(node=config.name)
+    config.check_files()
+    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    trust = load_trust(config)
+    _check_crls(trust, log)
+    passphrase = config.identity.passphrase(config.path)
+    identity = load_local_identity(
+        config.identity.chain,
+        config.identity.signing_key,
+        config.identity.encryption_key,
+        passphrase,
+        trust=trust.store,
+        now=now,
+    )
+    verify = write_verify_bundle(config.verify_bundle_path, trust.roots, trust.crls)
+    directory = build_directory(config, trust, identity, now, log)
+    token = read_private_file(config.operator.token_file).decode("utf-8", "replace").strip()
+    if len(token) < 16:
+        raise ConfigError(
+            f"{config.path}: operator.token_file: {config.operator.token_file} holds no token "
+            "of at least 16 characters"
+        )
+    node = Node(
+        identity=identity,
+        directory=directory,
+        store=config.store_path,
+        tls=TlsFiles(config.identity.chain, config.identity.signing_key, verify, passphrase),
+        trust=trust.store,
+        ca_bundle=trust.cas,
+        peers=config.peers,
+        listen=config.listen,
+        limits=config.limits,
+        timers=config.timers,
+    )
+    api = OperatorApi(
+        node,
+        host=config.operator.host,
+        port=config.operator.port,
+        token=token,
+        lease_seconds=config.operator.lease_seconds,
+        max_body_bytes=config.operator.max_body_bytes,
+        capacity=config.limits.deliveries_buffered,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.info("already draining", signal=signal.Signals(signum).name)
+        else:
+            log.info("draining", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    node_started = False
+    try:
+        operator_address = await api.start()
+        await node.start()
+        node_started = True
+        api.serving()
+        operator_url = f"http://{_host(operator_address[0])}:{operator_address[1]}"
+        ready = {
+            "name": config.name,
+            "pid": os.getpid(),
+            "link_url": node.url,
+            "operator_url": operator_url,
+        }
+        _write_ready(config.ready_path, ready)
+        log.info("ready", link_url=node.url, operator_url=operator_url, peers=len(config.peers))
+        gc.collect()
+        gc.freeze()
+        await stop.wait()
+        return await _drain(config, node, api, log)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        with contextlib.suppress(FileNotFoundError):
+            config.ready_path.unlink()
+        if not node_started:
+            with contextlib.suppress(ExchnodeError, OSError):
+                await node.close()
+        await api.close()
+
+
+async def _drain(config: DaemonConfig, node: Node, api: OperatorApi, log: Any) -> int:
+    started = loop_time()
+    clean = await api.drain(config.drain_timeout)
+    if not clean:
+        log.warning("operator requests still running at the drain deadline")
+    remaining = max(config.drain_timeout - (loop_time() - started), 1.0)
+    try:
+        await asyncio.wait_for(node.close(), remaining)
+    except TimeoutError:
+        log.error("drain timed out; queued items stay in the store", timeout=config.drain_timeout)
+        return 1
+    log.info("stopped", seconds=round(loop_time() - started, 3))
+    return 0
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,393 @@
+"""The local operator API: how the department's systems and the shell talk to their node.
+
+Theory of operation
+-------------------
+Plain HTTP on a loopback address (``[operator] listen``), guarded by a bearer
+token: ``init`` writes a random token to a 0600 file, and every request but
+``/health`` must carry ``Authorization: Bearer <token>``.  Loopback keeps the
+API off the network; the token keeps other local users from sending as this
+department (on a shared host, loopback alone would not).  TLS is not used
+here: the bytes never leave the machine.
+
+Endpoints (JSON answers; errors are ``{"error": ..., "code": ...}``):
+
+* ``GET /health`` -- 200 with name, queue depths, peer states and counters
+  while serving; 503 with ``status`` "starting" or "draining" otherwise.
+* ``POST /v1/send?to=NAME&to=...&kind=&content_type=&ttl=&receipt=1`` --
+  the body is the payload; answers once the node holds the message durably.
+* ``POST /v1/send-many`` -- ``{"messages": [{"to": [...], "payload": base64,
+  "kind", "content_type", "ttl", "receipt"}]}``: one signature and one commit.
+* ``GET /v1/receive?max=N&wait=SECONDS&ack=0|1`` -- long poll; leases up to N
+  deliveries (``inbox``), payloads base64.  Acknowledge with
+  ``POST /v1/ack {"ids": [...]}`` after storing them, or pass ``ack=1`` to
+  acknowledge before answering (at-most-once).
+* ``GET /v1/status/<message id hex>?wait=SECONDS&recipient=NAME...`` --
+  receipts and non-delivery reports for a message this node sent; with
+  ``wait``, returns when every named recipient (any one, if none named) has
+  settled, or at the deadline.
+
+While the daemon drains, everything but ``/health`` answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from exchnode.delivery import Delivery, DeliveryStatus, Message
+from exchnode.errors import ExchnodeError, RejectedError, UsageError
+from exchnode.node import Node
+from node.inbox import Inbox, delivery_id
+
+__all__ = ["OperatorApi"]
+
+MAX_RECEIVE = 1024
+MAX_WAIT = 300.0
+_AUTH_FREE = {"/health"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, code: str = "usage") -> web.Response:
+    return web.json_response({"error": message, "code": code}, status=status)
+
+
+class _HTTPProblem(Exception):
+    def __init__(self, status: int, message: str, code: str = "usage") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise _HTTPProblem(400, f"{name} must be a number, got {text!r}") from None
+    if not low <= value <= high:
+        raise _HTTPProblem(400, f"{name} must be between {low:g} and {high:g}")
+    return value
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "0").lower()
+    if text in {"1", "true", "yes"}:
+        return True
+    if text in {"0", "false", "no", ""}:
+        return False
+    raise _HTTPProblem(400, f"{name} must be 0 or 1, got {text!r}")
+
+
+def _status_json(status: DeliveryStatus, recipients: list[str] | None) -> dict[str, Any]:
+    return {
+        "message_id": status.message_id.hex(),
+        "settled": status.settled(recipients),
+        "delivered_to": sorted(status.delivered_to),
+        "failed_for": sorted(status.failed_for),
+        "receipts": [
+            {
+                "recipient": r.recipient,
+                "envelope_digest": r.envelope_digest.hex(),
+                "opened_ms": r.opened_ms,
+            }
+            for r in status.receipts
+        ],
+        "reports": [
+            {
+                "targets": list(r.targets),
+                "code": r.code,
+                "reason": r.reason,
+                "reporter": r.reporter,
+                "at_ms": r.at_ms,
+            }
+            for r in status.reports
+        ],
+    }
+
+
+def _delivery_json(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery_id(delivery),
+        "sender": delivery.sender,
+        "message_id": delivery.message_id.hex(),
+        "kind": delivery.kind,
+        "content_type": delivery.content_type,
+        "created_ms": delivery.created_ms,
+        "expires_ms": delivery.expires_ms,
+        "receipt_requested": delivery.receipt_requested,
+        "payload": base64.b64encode(delivery.payload).decode("ascii"),
+    }
+
+
+def _sent_json(sent: Any) -> dict[str, Any]:
+    return {
+        "message_id": sent.message_id.hex(),
+        "digest": sent.digest.hex(),
+        "recipients": list(sent.recipients),
+        "expires_ms": sent.expires_ms,
+    }
+
+
+class OperatorApi:
+    """The aiohttp application around one node; the daemon drives its phases."""
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        host: str,
+        port: int,
+        token: str,
+        lease_seconds: float,
+        max_body_bytes: int,
+        capacity: int,
+    ) -> None:
+        self.node = node
+        self.host, self.port = host, port
+        self._token = token.encode()
+        self.inbox = Inbox(node, capacity=capacity, lease_seconds=lease_seconds)
+        self.phase = "starting"
+        self.started = time.monotonic()
+        self._max_body = max_body_bytes
+        self._runner: web.AppRunner | None = None
+        self._inbox_task: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.log = structlog.get_logger("node.operator")
+        self.address: tuple[str, int] | None = None
+
+    # --- phases --------------------------------------------------------------------
+
+    async def start(self) -> tuple[str, int]:
+        app = web.Application(client_max_size=self._max_body, middlewares=[self._guard])
+        app.router.add_get("/health", self._health)
+        app.router.add_post("/v1/send", self._send)
+        app.router.add_post("/v1/send-many", self._send_many)
+        app.router.add_get("/v1/receive", self._receive)
+        app.router.add_post("/v1/ack", self._ack)
+        app.router.add_get("/v1/status/{message_id}", self._status)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.address = (str(host), int(port))
+        return self.address
+
+    def serving(self) -> None:
+        """The node is up: start handing deliveries to clients."""
+        self._inbox_task = asyncio.get_running_loop().create_task(
+            self.inbox.run(), name="operator-inbox"
+        )
+        self.phase = "serving"
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new requests, wake long polls, wait for requests under way.
+
+        True if every request finished within ``timeout``.
+        """
+        self.phase = "draining"
+        await self.inbox.close()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            if self._inbox_task is not None:
+                self._inbox_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._inbox_task
+        return True
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- the guard: auth, phases, errors --------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in _AUTH_FREE:
+            return await handler(request)
+        supplied = request.headers.get("Authorization", "")
+        scheme, _, token = supplied.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._token):
+            return _error(401, "missing or wrong operator token", "unauthorized")
+        if self.phase != "serving":
+            return _error(503, f"node {self.node.name} is {self.phase}", "unavailable")
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        except _HTTPProblem as exc:
+            return _error(exc.status, str(exc), exc.code)
+        except RejectedError as exc:
+            return _error(422, str(exc), exc.code)
+        except UsageError as exc:
+            return _error(400, str(exc), "usage")
+        except ExchnodeError as exc:
+            self.log.error("operator request failed", path=request.path, error=str(exc))
+            return _error(500, str(exc), exc.code)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    # --- endpoints ---------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = {
+            "name": self.node.name,
+            "status": self.phase,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+        }
+        if self.phase != "serving":
+            return web.json_response(body, status=503)
+        stats = await self.node.stats()
+        now_ms = int(time.time() * 1000)
+        body.update(
+            {
+                "link_url": self.node.url if self.node.address else None,
+                "queued": {"count": stats.queued.count, "bytes": stats.queued.bytes},
+                "inbox": {"count": stats.inbox.count, "bytes": stats.inbox.bytes},
+                "outbound": {
+                    hop: {"count": depth.count, "bytes": depth.bytes}
+                    for hop, depth in sorted(stats.outbound.items())
+                },
+                "peers": {
+                    name: {
+                        "state": (
+                            "down"
+                            if state.failures
+                            else "up"
+                            if state.last_ok_ms is not None
+                            else "unknown"
+                        ),
+                        "failures": state.failures,
+                        "retry_in_ms": max(state.next_attempt_ms - now_ms, 0)
+                        if state.failures
+                        else 0,
+                        "last_ok_ms": state.last_ok_ms,
+                    }
+                    for name, state in sorted(stats.peers.items())
+                },
+                "counters": dict(stats.counters),
+                "operator": {"held": self.inbox.held, "leased": self.inbox.leased},
+            }
+        )
+        return web.json_response(body)
+
+    async def _send(self, request: web.Request) -> web.Response:
+        recipients = request.query.getall("to", [])
+        if not recipients:
+            raise _HTTPProblem(400, "name at least one recipient: ?to=NAME")
+        payload = await request.read()
+        ttl_text = request.query.get("ttl")
+        sent = await self.node.send(
+            recipients,
+            payload,
+            kind=request.query.get("kind", "data"),
+            content_type=request.query.get("content_type", "application/octet-stream"),
+            ttl=_number(request, "ttl", 0.0, 0.001, 1e9) if ttl_text else None,
+            receipt=_flag(request, "receipt"),
+        )
+        return web.json_response(_sent_json(sent))
+
+    async def _send_many(self, request: web.Request) -> web.Response:
+        document = await _json_body(request)
+        raw = document.get("messages")
+        if not isinstance(raw, list) or not raw:
+            raise _HTTPProblem(400, "'messages' must be a non-empty list")
+        messages = [_message(index, item) for index, item in enumerate(raw)]
+        sent = await self.node.send_many(messages)
+        return web.json_response({"sent": [_sent_json(s) for s in sent]})
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        limit = int(_number(request, "max", 1, 1, MAX_RECEIVE))
+        wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT)
+        deliveries = await self.inbox.take(limit, wait)
+        if _flag(request, "ack") and deliveries:
+            await self.inbox.ack(delivery_id(d) for d in deliveries)
+        return web.json_response({"deliveries": [_delivery_json(d) for d in deliveries]})
+
+    async def _ack(self, request: web.Request) -> web.Response:
+        document = await _json_body(request)
+        ids = document.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise _HTTPProblem(400, "'ids' must be a list of delivery ids")
+        acked, unknown = await self.inbox.ack(ids)
+        return web.json_response({"acked": acked, "unknown": unknown})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        text = request.match_info["message_id"]
+        try:
+            message_id = bytes.fromhex(text)
+        except ValueError:
+            raise _HTTPProblem(400, f"{text!r} is not a hex message id") from None
+        if not message_id or len(message_id) > 64:
+            raise _HTTPProblem(400, f"{text!r} is not a message id")
+        recipients = request.query.getall("recipient", []) or None
+        wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT)
+        if wait:
+            try:
+                status = await self.node.wait_status(message_id, recipients, timeout=wait)
+            except TimeoutError:
+                status = await self.node.status(message_id)
+        else:
+            status = await self.node.status(message_id)
+        return web.json_response(_status_json(status, recipients))
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        document = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _HTTPProblem(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise _HTTPProblem(400, "the body must be a JSON object")
+    return document
+
+
+def _message(index: int, item: object) -> Message:
+    where = f"messages[{index}]"
+    if not isinstance(item, dict):
+        raise _HTTPProblem(400, f"{where} must be an object")
+    recipients = item.get("to")
+    if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+        raise _HTTPProblem(400, f"{where}.to must be a list of node names")
+    try:
+        payload = base64.b64decode(item.get("payload", ""), validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise _HTTPProblem(400, f"{where}.payload must be base64") from None
+    ttl = item.get("ttl")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
+        raise _HTTPProblem(400, f"{where}.ttl must be a number of seconds")
+    kind = item.get("kind", "data")
+    content_type = item.get("content_type", "application/octet-stream")
+    if not isinstance(kind, str) or not isinstance(content_type, str):
+        raise _HTTPProblem(400, f"{where}.kind and content_type must be strings")
+    try:
+        return Message(
+            recipients=recipients,
+            payload=payload,
+            kind=kind,
+            content_type=content_type,
+            ttl=None if ttl is None else float(ttl),
+            receipt=bool(item.get("receipt", False)),
+        )
+    except ExchnodeError as exc:
+        raise _HTTPProblem(400, f"{where}: {exc}") from None
