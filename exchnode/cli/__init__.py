@@ -31,6 +31,7 @@ __all__ = ["COMMAND_GROUPS", "Subparsers", "build_parser", "main"]
 COMMAND_GROUPS: tuple[str, ...] = (
     "exchnode.cli.pki",
     "exchnode.cli.envelope",
+    "exchnode.cli.launcher",
 )
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
