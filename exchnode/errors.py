@@ -24,6 +24,7 @@ __all__ = [
     "CertificateRevokedError",
     "CertificateSignatureError",
     "DecryptionError",
+    "DirectoryExpiredError",
     "ExchnodeError",
     "ExpiredError",
     "InvalidNameError",
@@ -45,6 +46,7 @@ __all__ = [
     "UnsupportedVersionError",
     "UntrustedError",
     "UsageError",
+    "WrongIssuerError",
 ]
 
 
@@ -190,3 +192,30 @@ class NotACAError(CertificateError):
 
 class RevocationUnavailableError(CertificateError):
     code = "revocation-unavailable"
+
+
+# --- the node directory ---------------------------------------------------------
+
+
+class DirectoryExpiredError(RejectedError):
+    """Directory data -- a whole snapshot, or one node's entry -- is past its expiry (SPEC §14).
+
+    A rejection, not a usage error: the caller asked for nothing wrong, the data
+    from elsewhere has gone stale.  It is also temporary: a fresh pull from
+    ``source`` cures it, so a custodian should defer, not refuse for good.
+    ``source`` names the neighbour the data came from ("" when unknown) and
+    ``expired_ms`` when it expired, so the node knows which hub to pull again.
+    """
+
+    code = "directory-expired"
+
+    def __init__(self, message: str, *, source: str = "", expired_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+        self.expired_ms = expired_ms
+
+
+class WrongIssuerError(RejectedError):
+    """A directory snapshot fetched from one node is signed by another (SPEC §14)."""
+
+    code = "wrong-issuer"
