@@ -1,0 +1,181 @@
+"""Daemon processes on loopback for tests: a CA store, node folders from ``node init``, processes.
+
+The topology follows the names, as in ``federation.py``: a department's parent
+is the hub of its division, a hub's the hub one level up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from exchnode.ca_store import CAStore
+from exchnode.names import NodeName, parent_division
+from node.config import DaemonConfig, load_config
+from node.scaffold import InitOptions, export_trust, init_node
+
+REPO = Path(__file__).resolve().parents[2]
+LEVELS = {1: "province", 2: "city", 3: "county"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def parent_of(name: str) -> str | None:
+    node = NodeName.parse(name)
+    if not node.is_hub:
+        return node.division
+    parent = parent_division(node.division)
+    return None if parent == "000000" else parent
+
+
+def node_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONWARNINGS"] = "error"
+    return env
+
+
+def node_cli(*argv: str, stdin: bytes | None = None, timeout: float = 60) -> Any:
+    """``python -m node ARGV`` as a process; the CompletedProcess (bytes)."""
+    return subprocess.run(
+        [sys.executable, "-m", "node", *argv],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        cwd="/",  # paths in a config resolve against its own folder, never the cwd
+        env=node_env(),
+    )
+
+
+class DaemonFederation:
+    """A PKI under ``root/pki`` and one node folder per name, all issued by ``node init``."""
+
+    def __init__(self, root: Path, names: list[str]) -> None:
+        self.root = root
+        self.now = datetime.now(UTC).replace(microsecond=0)
+        self.store = CAStore(root / "pki")
+        year = timedelta(days=365)
+        cas = sorted({self._ca_of(name) for name in names})
+        self.store.init_root("520000", now=self.now, lifetime=10 * year)
+        for division in cas:
+            if division != "520000":
+                self.store.issue_ca(division, "520000", now=self.now, lifetime=year)
+        export_trust(self.store, root / "trust")
+        self.ports = {name: free_port() for name in names}
+        self.operator_ports = {name: free_port() for name in names}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        for name in names:
+            peers = []
+            parent = parent_of(name)
+            if parent in names:
+                peers.append(("parent", parent, self.url(parent)))
+            peers += [("child", c, self.url(c)) for c in names if parent_of(c) == name]
+            init_node(
+                InitOptions(
+                    name=name,
+                    level=LEVELS[NodeName.parse(name).level],
+                    directory=self.folder(name),
+                    now=self.now,
+                    ca_dir=root / "pki",
+                    listen=f"127.0.0.1:{self.ports[name]}",
+                    operator=f"127.0.0.1:{self.operator_ports[name]}",
+                    peers=tuple(peers),
+                    trust=root / "trust",
+                    peer_directory=root / "directory",
+                )
+            )
+
+    @staticmethod
+    def _ca_of(name: str) -> str:
+        division = NodeName.parse(name).division
+        return "520000" if division.endswith("0000") else division[:4] + "00"
+
+    def folder(self, name: str) -> Path:
+        return self.root / "nodes" / name
+
+    def config_path(self, name: str) -> Path:
+        return self.folder(name) / "node.toml"
+
+    def config(self, name: str) -> DaemonConfig:
+        return load_config(self.config_path(name))
+
+    def url(self, name: str) -> str:
+        return f"https://127.0.0.1:{self.ports[name]}"
+
+    def operator_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.operator_ports[name]}"
+
+    def log_path(self, name: str) -> Path:
+        return self.root / f"{name}.log"
+
+    # --- processes ---------------------------------------------------------------
+
+    def start(self, *names: str) -> None:
+        for name in names:
+            with self.log_path(name).open("ab") as log:
+                self.processes[name] = subprocess.Popen(
+                    [sys.executable, "-m", "node", "run", "--config", str(self.config_path(name))],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    cwd="/",
+                    env=node_env(),
+                )
+
+    def health(self, name: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(
+                self.operator_url(name) + "/health", timeout=5
+            ) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def wait_ready(self, *names: str, timeout: float = 40) -> None:
+        deadline = time.monotonic() + timeout
+        for name in names:
+            while True:
+                process = self.processes[name]
+                if process.poll() is not None:
+                    raise AssertionError(
+                        f"{name} exited {process.returncode}:\n{self.log_path(name).read_text()}"
+                    )
+                try:
+                    if self.health(name)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{name} not ready:\n{self.log_path(name).read_text()}")
+                time.sleep(0.05)
+
+    def stop(self, name: str, timeout: float = 20) -> int:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        return process.wait(timeout)
+
+    def kill_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        self.processes.clear()
+
+    def log_events(self, name: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_path(name).read_text().splitlines()]
