@@ -68,10 +68,12 @@ def main(argv: list[str]) -> None:
     ensure_environment()
     python = str(PY)
     if job == "demo":
-        run([python, "examples/demo.py", *rest])
+        run([python, "examples/federation.py", *rest])
     elif job == "test":
-        run([python, "-m", "ruff", "check", "exchnode", "tests", "benchmarks", "examples", "protocol"])
+        lint = ["exchnode", "node", "tests", "benchmarks", "examples", "protocol"]
+        run([python, "-m", "ruff", "check", *lint])
         run([python, "-m", "mypy"])
+        run([python, "-m", "mypy", "--strict", "node", "examples/federation.py"])
         run([python, "-m", "pytest", *rest])
     elif job == "bench":
         if not rest:

@@ -106,3 +106,43 @@ def test_seal_open_benchmark_quick_json() -> None:
     assert [(cells[0], int(cells[1])) for cells in body] == [
         (row["payload"], row["recipients"]) for row in rows
     ]
+
+
+def test_federation_demo_runs_daemons_and_loses_nothing() -> None:
+    messages = 3
+    completed = _run("examples/federation.py", "--json", "--messages", str(messages))
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    human, summary = _last_json(completed.stdout)
+
+    assert summary["nodes"] == summary["processes"] == 14
+    assert (summary["hubs"], summary["departments"]) == (7, 7)
+    pairs = 7 * 6
+    assert summary["sent"] == pairs * messages
+    assert summary["delivered"] == summary["sent"]
+    assert summary["lost"] == 0
+    assert summary["duplicated"] == 0
+    assert summary["corrupted"] == 0
+    assert summary["receipts_requested"] == summary["receipts_confirmed"] == pairs
+    assert summary["hub_app_deliveries"] == 0
+    assert summary["hub_custody_steps"] >= summary["sent"]  # a hub on every path
+    assert summary["revoked_refused"] is True
+    assert summary["spoof_refused"] is True
+    assert summary["clean_exits"] == 14
+    assert summary["seconds"] > 0
+    # Both directions across every level, each path kind delivered in full.
+    kinds = summary["by_category"]
+    for kind in (
+        "county → county, other city",
+        "county → province",
+        "province → county",
+        "city → county, same city",
+        "county → city, other city",
+    ):
+        assert kinds[kind][0] == kinds[kind][1] > 0, kind
+
+    rows = {line[:20].strip(): line[20:].strip() for line in human if line[:20].strip()}
+    assert rows["sent"] == str(summary["sent"])
+    assert rows["lost"] == "0"
+    assert rows["duplicated"] == "0"
+    assert rows["clean exits"].startswith("14 of 14")

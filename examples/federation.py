@@ -1,0 +1,618 @@
+#!/usr/bin/env python3
+"""A real federation on localhost: one daemon process per node, messages across every level.
+
+    python3 dev.py demo [--json] [--messages N] [--keep DIR]
+
+What happens, in a temporary directory (or --keep DIR):
+
+1. The PKI is generated with exchnode's CA store: a province root CA
+   (520000), two city CAs (Guiyang 520100, Zunyi 520300), four county CAs.
+   A department certificate (520102.tingyong) is issued and then revoked.
+2. ``node init`` (the daemon's own verb, called in-process) issues every
+   node's keys and certificate and writes its node.toml: 7 hubs (province,
+   2 cities, 4 counties) and 7 departments at every level.  Trust material
+   and the static directory of certificate chains are shared folders.
+3. Each node starts as its own process, ``python -m node run``; the demo
+   waits until every ``/health`` answers 200.
+4. Every department sends to every other one through its node's operator
+   API -- county to county in another city, county to province, city to
+   county, province to county, and back -- and the receivers take the
+   messages off their nodes' operator APIs.  Every message is counted at the
+   receiving side by (sender, message id) and compared byte for byte with
+   what was sent: lost and duplicated are counted, never inferred.  The first
+   message of each pair asks for a signed receipt, which must come back.
+5. A revoked node is refused in the TLS handshake, and a node claiming
+   another node's name is refused by the hub.
+6. Every daemon gets SIGTERM, must drain and exit 0; the folder is removed.
+
+``--json`` ends the output with one JSON object on the last line
+(nodes, sent, delivered, duplicated, lost, seconds, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # node/ is a package of the source tree, not installed
+
+from exchnode.ca_store import CAStore  # noqa: E402
+from exchnode.errors import ExchnodeError  # noqa: E402
+from exchnode.link import Item, TransferRequest  # noqa: E402
+from exchnode.names import NodeName, parent_division  # noqa: E402
+from exchnode.pki_verify import (  # noqa: E402
+    TrustStore,
+    load_certificates_pem,
+    load_crls_pem,
+    verify_node_certificate,
+)
+from exchnode.tls import TlsFiles, make_context, write_verify_bundle  # noqa: E402
+from exchnode.transport import LinkClient, LinkError  # noqa: E402
+from node.client import OperatorClient, OperatorError  # noqa: E402
+from node.scaffold import InitOptions, export_trust, init_node  # noqa: E402
+
+PROVINCE = "520000"
+CITIES = {"520100": ("520102", "520103"), "520300": ("520302", "520303")}
+DEPARTMENTS = [
+    "520000.tongji",  # province statistics bureau
+    "520100.fagai",  # Guiyang development and reform commission
+    "520300.jiaotong",  # Zunyi transport bureau
+    "520102.gongan",  # Nanming district public security
+    "520103.minzheng",  # Yunyan district civil affairs
+    "520302.shebao",  # Honghuagang district social security
+    "520303.weijian",  # Huichuan district health commission
+]
+REVOKED = "520102.tingyong"
+LEVEL_NAMES = {1: "province", 2: "city", 3: "county"}
+BATCH = 100  # messages per send-many call
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def parent_of(name: str) -> str | None:
+    node = NodeName.parse(name)
+    if not node.is_hub:
+        return node.division
+    parent = parent_division(node.division)
+    return None if parent == "000000" else parent
+
+
+def hubs_between(sender: str, recipient: str) -> list[str]:
+    """The hubs an envelope passes: up to the lowest common ancestor, then down."""
+
+    def ancestors(name: str) -> list[str]:
+        chain: list[str] = []
+        current = parent_of(name)
+        while current is not None:
+            chain.append(current)
+            current = parent_of(current)
+        return chain
+
+    up, down = ancestors(sender), ancestors(recipient)
+    common = next(h for h in up if h in down)
+    return up[: up.index(common) + 1] + list(reversed(down[: down.index(common)]))
+
+
+def category(sender: str, recipient: str) -> str:
+    a, b = NodeName.parse(sender), NodeName.parse(recipient)
+    text = f"{LEVEL_NAMES[a.level]} → {LEVEL_NAMES[b.level]}"
+    if a.level >= 2 and b.level >= 2:
+        text += ", same city" if a.division[:4] == b.division[:4] else ", other city"
+    return text
+
+
+# --- setting up ------------------------------------------------------------------------
+
+
+@dataclass
+class Daemon:
+    name: str
+    config: Path
+    log_path: Path
+    link_port: int
+    operator_url: str
+    process: subprocess.Popen[bytes] | None = None
+    exit_code: int | None = None
+
+
+def build(workdir: Path, now: datetime) -> dict[str, Daemon]:
+    """The PKI, the shared trust and directory folders, and one node folder per node."""
+    store = CAStore(workdir / "pki")
+    year = timedelta(days=365)
+    store.init_root(PROVINCE, now=now, lifetime=10 * year)
+    for city, counties in CITIES.items():
+        store.issue_ca(city, PROVINCE, now=now, lifetime=5 * year)
+        for county in counties:
+            store.issue_ca(county, city, now=now, lifetime=5 * year)
+    # A department that is certified and then revoked: it must be refused.
+    store.issue_node(REVOKED, "520102", workdir / "revoked", now=now, lifetime=year)
+    store.revoke("520102", REVOKED, reason="key-compromise", now=now)
+    export_trust(store, workdir / "trust")
+
+    hubs = [PROVINCE, *CITIES, *(c for counties in CITIES.values() for c in counties)]
+    names = hubs + DEPARTMENTS
+    ports = {name: free_port() for name in names}
+    operator_ports = {name: free_port() for name in names}
+    daemons: dict[str, Daemon] = {}
+    (workdir / "logs").mkdir()
+    for name in names:
+        peers: list[tuple[str, str, str]] = []
+        parent = parent_of(name)
+        if parent is not None:
+            peers.append(("parent", parent, f"https://127.0.0.1:{ports[parent]}"))
+        peers += [
+            ("child", child, f"https://127.0.0.1:{ports[child]}")
+            for child in names
+            if parent_of(child) == name
+        ]
+        node = NodeName.parse(name)
+        result = init_node(
+            InitOptions(
+                name=name,
+                level=LEVEL_NAMES[node.level],
+                directory=workdir / "nodes" / name,
+                now=now,
+                ca_dir=workdir / "pki",
+                listen=f"127.0.0.1:{ports[name]}",
+                operator=f"127.0.0.1:{operator_ports[name]}",
+                peers=tuple(peers),
+                trust=workdir / "trust",
+                peer_directory=workdir / "directory",
+            )
+        )
+        daemons[name] = Daemon(
+            name,
+            result.config,
+            workdir / "logs" / f"{name}.log",
+            link_port=ports[name],
+            operator_url=f"http://127.0.0.1:{operator_ports[name]}",
+        )
+    # The revoked department's chain sits in the shared directory too: every node
+    # must leave it out (its CRL entry), as a careless copy would not.
+    shutil.copyfile(workdir / "revoked" / "chain.pem", workdir / "directory" / f"{REVOKED}.pem")
+    return daemons
+
+
+def start(daemons: dict[str, Daemon]) -> None:
+    importlib.import_module("node.daemon")  # compile its bytecode once, not in 14 processes
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    for daemon in daemons.values():
+        with daemon.log_path.open("wb") as log_file:
+            daemon.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "node", "run", "--config", str(daemon.config)],
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
+
+
+def log_tail(daemon: Daemon, lines: int = 5) -> str:
+    try:
+        text = daemon.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(f"    {line}" for line in text[-lines:])
+
+
+async def wait_ready(daemons: dict[str, Daemon], clients: dict[str, OperatorClient]) -> None:
+    pending = set(daemons)
+    deadline = time.monotonic() + 40
+    while pending:
+        for name in sorted(pending):
+            daemon = daemons[name]
+            assert daemon.process is not None
+            if daemon.process.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with status {daemon.process.returncode} while starting:\n"
+                    + log_tail(daemon)
+                )
+            with contextlib.suppress(OperatorError):
+                status, _ = await clients[name].health()
+                if status == 200:
+                    pending.discard(name)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready after 40 s: {', '.join(sorted(pending))}")
+        if pending:
+            await asyncio.sleep(0.1)
+
+
+# --- traffic -----------------------------------------------------------------------------
+
+
+@dataclass
+class Ledger:
+    """What was sent, and what each receiver took, keyed by (sender, message id).
+
+    Arrivals are recorded as they come and judged only after the traffic, so a
+    message that overtakes its own send confirmation is not misjudged.
+    """
+
+    expected: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
+    digests: dict[tuple[str, str], str] = field(default_factory=dict)
+    receipts: list[tuple[str, str, str]] = field(default_factory=list)  # sender, id, recipient
+    arrivals: dict[tuple[str, str], list[tuple[str, bytes]]] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    by_category: Counter[str] = field(default_factory=Counter)
+    delivered_by_category: Counter[str] = field(default_factory=Counter)
+
+    def arrive(self, receiver: str, sender: str, message_id: str, payload: bytes) -> None:
+        seen = self.arrivals.setdefault((sender, message_id), [])
+        if not seen:
+            self.counts["arrived"] += 1
+            self.counts[f"arrived:{receiver}"] += 1
+        seen.append((receiver, payload))
+
+    def judge(self) -> None:
+        """delivered: first arrival is at the addressee with the bytes sent; every further
+        arrival is a duplicate; anything else is corrupted; lost: sent, never delivered."""
+        for key, seen in self.arrivals.items():
+            if self.expected.get(key) == seen[0]:
+                self.counts["delivered"] += 1
+                self.delivered_by_category[category(key[0], seen[0][0])] += 1
+            else:
+                self.counts["corrupted"] += 1
+            self.counts["duplicated"] += len(seen) - 1
+        self.counts["lost"] = sum(
+            1 for key, want in self.expected.items() if self.arrivals.get(key, [None])[0] != want
+        )
+
+
+def payload_for(sender: str, recipient: str, seq: int) -> bytes:
+    record = {"from": sender, "to": recipient, "seq": seq}
+    filler = hashlib.sha256(f"{sender}/{recipient}/{seq}".encode()).hexdigest() * 4
+    record["data"] = filler[: 64 + seq % 192]
+    return json.dumps(record, sort_keys=True).encode()
+
+
+async def send_all(client: OperatorClient, sender: str, per_pair: int, ledger: Ledger) -> None:
+    messages: list[dict[str, Any]] = []
+    recipients = [d for d in DEPARTMENTS if d != sender]
+    for seq in range(per_pair):
+        for recipient in recipients:
+            messages.append(
+                {
+                    "to": [recipient],
+                    "payload": payload_for(sender, recipient, seq),
+                    "content_type": "application/json",
+                    "receipt": seq == 0,
+                }
+            )
+    for start in range(0, len(messages), BATCH):
+        chunk = messages[start : start + BATCH]
+        sent = await client.send_many(chunk)
+        for message, record in zip(chunk, sent, strict=True):
+            key = (sender, record["message_id"])
+            recipient = message["to"][0]
+            ledger.expected[key] = (recipient, message["payload"])
+            ledger.digests[key] = record["digest"]
+            ledger.by_category[category(sender, recipient)] += 1
+            if message["receipt"]:
+                ledger.receipts.append((sender, record["message_id"], recipient))
+        ledger.counts["sent"] += len(sent)
+
+
+async def receive_all(
+    client: OperatorClient, name: str, want: int, ledger: Ledger, deadline: float
+) -> None:
+    """Take messages off ``name``'s node until ``want`` distinct ones came, then one more
+    quiet poll (a duplicate would show up there), or until the deadline."""
+    quiet_after_done = 0
+    while time.monotonic() < deadline:
+        done = ledger.counts[f"arrived:{name}"] >= want
+        if done and quiet_after_done:
+            return
+        batch = await client.receive(limit=512, wait=0.3 if done else 1.0)
+        if not batch:
+            quiet_after_done += done
+            continue
+        for item in batch:
+            ledger.arrive(name, item.sender, item.message_id, item.payload)
+        await client.ack(item.id for item in batch)
+
+
+async def progress(ledger: Ledger, total: int, stop: asyncio.Event) -> None:
+    if not sys.stderr.isatty():
+        await stop.wait()
+        return
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.2)
+        sys.stderr.write(
+            f"\r  sent {ledger.counts['sent']:>5}/{total}"
+            f"   received {ledger.counts['arrived']:>5}/{total}"
+        )
+        sys.stderr.flush()
+    sys.stderr.write("\n")
+
+
+async def check_receipts(clients: dict[str, OperatorClient], ledger: Ledger) -> int:
+    async def one(sender: str, message_id: str, recipient: str) -> bool:
+        status = await clients[sender].status(message_id, [recipient], wait=15)
+        digests = {r["envelope_digest"] for r in status["receipts"] if r["recipient"] == recipient}
+        return recipient in status["delivered_to"] and ledger.digests[(sender, message_id)] in (
+            digests
+        )
+
+    results = await asyncio.gather(*(one(*item) for item in ledger.receipts))
+    return sum(results)
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+
+async def refusals(workdir: Path, daemons: dict[str, Daemon], now: datetime) -> dict[str, str]:
+    """Attempt two transfers to county hub 520102 that must be refused; how each was refused."""
+    roots = load_certificates_pem((workdir / "trust" / "roots.pem").read_bytes())
+    cas = load_certificates_pem((workdir / "trust" / "cas.pem").read_bytes())
+    crls = [
+        crl
+        for path in sorted((workdir / "trust" / "crls").glob("*.pem"))
+        for crl in load_crls_pem(path.read_bytes())
+    ]
+    trust = TrustStore(roots, crls)
+    verify = write_verify_bundle(workdir / "refusals-verify.pem", roots, crls)
+    hub = "520102"
+    hub_url = f"https://127.0.0.1:{daemons[hub].link_port}"
+
+    def authenticate(certificate: Any) -> str:
+        return str(verify_node_certificate(certificate, cas, trust, now).name)
+
+    outcomes: dict[str, str] = {}
+    attempts = {
+        # The revoked department, with its own (valid-looking) keys: refused in the handshake.
+        "revoked": (workdir / "revoked", REVOKED),
+        # A valid department claiming another department's name: refused by the hub.
+        "spoof": (workdir / "nodes" / "520102.gongan" / "identity", "520103.minzheng"),
+    }
+    for label, (folder, claimed) in attempts.items():
+        files = TlsFiles(folder / "chain.pem", folder / "signing.key", verify)
+        client = LinkClient(hub, hub_url, make_context(files, server=False), authenticate)
+        request = TransferRequest(claimed, os.urandom(16), (Item(b"\x00", (hub,)),))
+        try:
+            await client.transfer(request)
+            outcomes[label] = "ACCEPTED"
+        except LinkError as exc:
+            outcomes[label] = f"HTTP {exc.status}" if exc.status else "TLS handshake failed"
+        except ExchnodeError as exc:
+            outcomes[label] = f"refused: {exc}"
+        finally:
+            await client.close()
+    return outcomes
+
+
+# --- stopping --------------------------------------------------------------------------------
+
+
+def stop_all(daemons: dict[str, Daemon], timeout: float = 20.0) -> None:
+    for daemon in daemons.values():
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for daemon in daemons.values():
+        if daemon.process is None:
+            continue
+        try:
+            daemon.exit_code = daemon.process.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            daemon.process.kill()
+            daemon.process.wait()
+            daemon.exit_code = None  # did not drain in time
+
+
+async def hub_stats(clients: dict[str, OperatorClient], hubs: list[str]) -> Counter[str]:
+    totals: Counter[str] = Counter()
+    for hub in hubs:
+        status, body = await clients[hub].health()
+        if status != 200:
+            totals["unhealthy"] += 1
+            continue
+        totals["accepted"] += body["counters"]["accepted"]
+        totals["delivered_to_hub_apps"] += body["counters"]["delivered"] + body["inbox"]["count"]
+    return totals
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+async def exercise(
+    workdir: Path, daemons: dict[str, Daemon], per_pair: int, now: datetime
+) -> dict[str, Any]:
+    token = {
+        name: (d.config.parent / "operator.token").read_text().strip()
+        for name, d in daemons.items()
+    }
+    clients = {name: OperatorClient(d.operator_url, token[name]) for name, d in daemons.items()}
+    async with contextlib.AsyncExitStack() as stack:
+        for client in clients.values():
+            await stack.enter_async_context(client)
+        started = time.perf_counter()
+        await wait_ready(daemons, clients)
+        ready_seconds = time.perf_counter() - started
+        log(f"{len(daemons)} daemons serving after {ready_seconds:.1f} s")
+
+        ledger = Ledger()
+        total = len(DEPARTMENTS) * (len(DEPARTMENTS) - 1) * per_pair
+        want = (len(DEPARTMENTS) - 1) * per_pair
+        log(
+            f"exchanging {total} messages: every department to every other, "
+            f"{per_pair} per ordered pair"
+        )
+        traffic_started = time.perf_counter()
+        stop = asyncio.Event()
+        shown = asyncio.get_running_loop().create_task(progress(ledger, total, stop))
+        deadline = time.monotonic() + 45
+        receivers = [
+            asyncio.create_task(receive_all(clients[d], d, want, ledger, deadline))
+            for d in DEPARTMENTS
+        ]
+        await asyncio.gather(*(send_all(clients[d], d, per_pair, ledger) for d in DEPARTMENTS))
+        await asyncio.gather(*receivers)
+        traffic_seconds = time.perf_counter() - traffic_started
+        stop.set()
+        await shown
+        receipts = await check_receipts(clients, ledger)
+        hubs = [name for name in daemons if NodeName.parse(name).is_hub]
+        totals = await hub_stats(clients, hubs)
+        refused = await refusals(workdir, daemons, now)
+
+    ledger.judge()
+    return {
+        "ledger": ledger,
+        "ready_seconds": ready_seconds,
+        "traffic_seconds": traffic_seconds,
+        "receipts": receipts,
+        "hub_totals": totals,
+        "refusals": refused,
+    }
+
+
+def run(workdir: Path, per_pair: int) -> dict[str, Any]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    log(f"building the PKI and {7 + len(DEPARTMENTS)} node folders under {workdir} ...")
+    daemons = build(workdir, now)
+    start(daemons)
+    try:
+        result = asyncio.run(exercise(workdir, daemons, per_pair, now))
+    finally:
+        stop_all(daemons)
+    clean = sum(1 for d in daemons.values() if d.exit_code == 0)
+    for daemon in daemons.values():
+        if daemon.exit_code != 0:
+            log(f"{daemon.name} exited with {daemon.exit_code} after SIGTERM:\n{log_tail(daemon)}")
+    ledger: Ledger = result["ledger"]
+    hubs = sum(1 for name in daemons if NodeName.parse(name).is_hub)
+    return {
+        "nodes": len(daemons),
+        "hubs": hubs,
+        "departments": len(daemons) - hubs,
+        "processes": len(daemons),
+        "sent": ledger.counts["sent"],
+        "delivered": ledger.counts["delivered"],
+        "duplicated": ledger.counts["duplicated"],
+        "lost": ledger.counts["lost"],
+        "corrupted": ledger.counts["corrupted"],
+        "receipts_requested": len(ledger.receipts),
+        "receipts_confirmed": result["receipts"],
+        "hub_custody_steps": result["hub_totals"]["accepted"],
+        "hub_app_deliveries": result["hub_totals"]["delivered_to_hub_apps"],
+        "revoked_refused": result["refusals"].get("revoked") == "TLS handshake failed",
+        "spoof_refused": result["refusals"].get("spoof") == "HTTP 403",
+        "clean_exits": clean,
+        "ready_seconds": round(result["ready_seconds"], 2),
+        "traffic_seconds": round(result["traffic_seconds"], 2),
+        "messages_per_second": round(ledger.counts["sent"] / result["traffic_seconds"], 1),
+        "by_category": {
+            name: [ledger.by_category[name], ledger.delivered_by_category[name]]
+            for name in sorted(ledger.by_category)
+        },
+        "refusals": result["refusals"],
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print()
+    print(f"{'path (sender → recipient)':<34} {'sent':>6} {'delivered':>10}")
+    print("-" * 52)
+    for name, (sent, delivered) in summary["by_category"].items():
+        print(f"{name:<34} {sent:>6} {delivered:>10}")
+    print()
+    rows = [
+        (
+            "nodes",
+            f"{summary['nodes']} ({summary['hubs']} hubs, {summary['departments']} departments; "
+            "one process each)",
+        ),
+        ("sent", summary["sent"]),
+        ("delivered", summary["delivered"]),
+        ("duplicated", summary["duplicated"]),
+        ("lost", summary["lost"]),
+        ("corrupted", summary["corrupted"]),
+        ("receipts", f"{summary['receipts_confirmed']} of {summary['receipts_requested']}"),
+        ("hub custody steps", summary["hub_custody_steps"]),
+        ("read by hubs", summary["hub_app_deliveries"]),
+        ("revoked node", summary["refusals"].get("revoked")),
+        ("spoofed name", summary["refusals"].get("spoof")),
+        ("clean exits", f"{summary['clean_exits']} of {summary['processes']} (SIGTERM, drained)"),
+        ("ready after", f"{summary['ready_seconds']} s"),
+        (
+            "traffic",
+            f"{summary['traffic_seconds']} s ({summary['messages_per_second']} messages/s)",
+        ),
+        ("seconds", summary["seconds"]),
+    ]
+    for label, value in rows:
+        print(f"{label:<20} {value}")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="end with a JSON summary line")
+    parser.add_argument("--messages", type=int, default=75, help="per ordered pair of departments")
+    parser.add_argument("--keep", help="work in this (new) directory and keep it")
+    args = parser.parse_args(argv)
+    if args.messages < 1:
+        parser.error("--messages must be at least 1")
+
+    started = time.perf_counter()
+    if args.keep:
+        workdir = Path(args.keep).resolve()
+        workdir.mkdir(parents=True, exist_ok=False)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="exchnode-federation-"))
+    try:
+        summary = run(workdir, args.messages)
+    except (RuntimeError, ExchnodeError, OSError) as exc:
+        log(f"federation demo failed: {exc}")
+        return 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    print_summary(summary)
+    if args.json:
+        print(json.dumps(summary))
+    ok = (
+        summary["lost"] == 0
+        and summary["duplicated"] == 0
+        and summary["corrupted"] == 0
+        and summary["delivered"] == summary["sent"]
+        and summary["receipts_confirmed"] == summary["receipts_requested"]
+        and summary["hub_app_deliveries"] == 0
+        and summary["revoked_refused"]
+        and summary["spoof_refused"]
+        and summary["clean_exits"] == summary["processes"]
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
