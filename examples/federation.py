@@ -241,6 +241,10 @@ async def wait_ready(daemons: dict[str, Daemon], clients: dict[str, OperatorClie
                     pending.discard(name)
         if time.monotonic() > deadline:
             raise RuntimeError(f"not ready after 40 s: {', '.join(sorted(pending))}")
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r  {len(daemons) - len(pending)}/{len(daemons)} daemons serving")
+            sys.stderr.write("\n" if not pending else "")
+            sys.stderr.flush()
         if pending:
             await asyncio.sleep(0.1)
 

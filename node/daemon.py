@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import json
 import os
 import signal
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ import structlog
 from cryptography import x509
 
 from exchnode.directory import StaticDirectory
-from exchnode.errors import CertificateError, ExchnodeError
+from exchnode.errors import CertificateError, ExchnodeError, UsageError
 from exchnode.identity import LocalIdentity
 from exchnode.keyfiles import load_local_identity, read_private_file
 from exchnode.node import Node
@@ -157,6 +158,31 @@ async def serve(config: DaemonConfig) -> int:
     log = structlog.get_logger("node.daemon").bind(node=config.name)
     config.check_files()
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _state_lock(config.state_dir):
+        return await _serve(config, log)
+
+
+@contextlib.contextmanager
+def _state_lock(state_dir: Path) -> Iterator[None]:
+    """One daemon per state directory: a second one stops before it touches anything."""
+    path = state_dir / "daemon.lock"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            raise UsageError(
+                f"{state_dir} is in use by another daemon (pid {holder}); stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+async def _serve(config: DaemonConfig, log: Any) -> int:
     now = datetime.now(UTC)
     trust = load_trust(config)
     _check_crls(trust, log)

@@ -257,7 +257,11 @@ class OperatorApi:
         }
         if self.phase != "serving":
             return web.json_response(body, status=503)
-        stats = await self.node.stats()
+        try:
+            stats = await self.node.stats()
+        except ExchnodeError:  # stopping between the phase check and the store call
+            body["status"] = "draining"
+            return web.json_response(body, status=503)
         now_ms = int(time.time() * 1000)
         body.update(
             {

@@ -516,9 +516,16 @@ def test_sigterm_drains_and_exits_0_even_with_a_long_poll_open(
     assert all("token" not in json.dumps(event).lower() for event in events)
 
 
-def test_sigint_also_drains(federation: DaemonFederation) -> None:
+def test_second_daemon_on_a_state_dir_is_refused_and_sigint_drains(
+    federation: DaemonFederation,
+) -> None:
     federation.start(HUB)
     federation.wait_ready(HUB)
+    second = node_cli("run", "--config", str(federation.config_path(HUB)))
+    assert second.returncode == 1
+    (line,) = second.stderr.decode().splitlines()
+    assert "is in use by another daemon (pid " in line
+    assert federation.health(HUB)[0] == 200  # the first one is untouched
     process = federation.processes.pop(HUB)
     process.send_signal(signal.SIGINT)
     assert process.wait(20) == 0
