@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,8 +63,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import structlog
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchnode.backoff import DEFAULT_BACKOFF, BackoffPolicy, came_back, due, failed, succeeded
 from exchnode.batcher import Batcher
@@ -73,10 +76,12 @@ from exchnode.encoding import pack, unpack
 from exchnode.envelope import decode_envelope
 from exchnode.errors import (
     DecryptionError,
+    DirectoryExpiredError,
     ExchnodeError,
     MalformedError,
     RejectedError,
     RoutingRefusedError,
+    UnknownSignerError,
     UsageError,
 )
 from exchnode.identity import LocalIdentity
@@ -91,6 +96,7 @@ from exchnode.messages import (
     encode_receipt_bundle,
 )
 from exchnode.node_config import NodeLimits, NodeTimers, Peer
+from exchnode.node_directory import NodeDirectory, verify_snapshot
 from exchnode.pki_verify import TrustStore, verify_node_certificate
 from exchnode.receipts import ReceiptVerifier, issue_receipts
 from exchnode.reports import NDR_KIND, NDR_TTL, decode_ndr, ndr_outgoing
@@ -118,7 +124,7 @@ from exchnode.store import (
 )
 from exchnode.store_sqlite import SqliteStore
 from exchnode.tls import TlsFiles, make_context
-from exchnode.transport import LinkClient, LinkError, LinkServer
+from exchnode.transport import Handler, LinkClient, LinkError, LinkServer
 
 __all__ = ["Node", "NodeStats"]
 
@@ -126,6 +132,13 @@ T = TypeVar("T")
 
 _AUTH_CACHE_SECONDS = 60.0
 _STATUS_PREFIX = "status:"
+_DIRECTORY_KEY = "directory"
+DIRECTORY_PATH = "/exchnode/v1/directory"
+DIRECTORY_CHANGED_PATH = "/exchnode/v1/directory/changed"
+DIRECTORY_CONTENT_TYPE = "application/vnd.exchnode.directory+msgpack"
+# Failures that time cures: the directory has not converged yet, or a cache is being refreshed.
+# A custodian defers these (the previous hop retries) instead of refusing them for good.
+_TEMPORARY = (UnknownSignerError, DirectoryExpiredError)
 _SHA256 = hashes.SHA256()
 
 
@@ -148,7 +161,6 @@ class Node:
         self,
         *,
         identity: LocalIdentity,
-        directory: Directory,
         store: Store | str | os.PathLike[str],
         tls: TlsFiles,
         trust: TrustStore,
@@ -162,10 +174,16 @@ class Node:
         open_policy: OpenPolicy | None = None,
         clock: Callable[[], float] = time.time,
         random: Callable[[int], bytes] = os.urandom,
+        directory: Directory | None = None,
+        advertise: str | None = None,
     ) -> None:
+        """``directory``: where keys come from.  None (the default) runs the federation's
+        signed node directory (``node_directory``), pulled from and served to every
+        neighbour; pass a ``StaticDirectory`` for a closed setup.  ``advertise``: the URL
+        this node publishes in the directory (default: from ``listen``).
+        """
         self.identity = identity
         self.name = str(identity.name)
-        self.directory = directory
         self._store_arg = store
         self._store: Store | None = None
         self._tls = tls
@@ -174,6 +192,18 @@ class Node:
         self._peers = {peer.name: peer for peer in peers}
         self.router = Router(identity.name, [peer.neighbour for peer in self._peers.values()])
         self._listen = listen
+        self.node_directory: NodeDirectory | None = None
+        if directory is None:
+            if advertise is None and listen is not None and listen[1]:
+                advertise = f"https://{listen[0]}:{listen[1]}"
+            self.node_directory = NodeDirectory(
+                identity,
+                clock=clock,
+                address=advertise or "",
+                neighbours=[peer.neighbour for peer in self._peers.values()],
+            )
+            directory = self.node_directory
+        self.directory: Directory = directory
         self.limits = limits or NodeLimits()
         self.timers = timers or NodeTimers()
         self._backoff = backoff
@@ -203,6 +233,13 @@ class Node:
         self._status_waiters: dict[bytes, list[asyncio.Event]] = {}
         self._consuming = False
         self._closing = False
+        self._contexts: list[Any] = []
+        self._crls_applied: set[bytes] = set()
+        self._directory_wake = asyncio.Event()
+        self._directory_changed_event = asyncio.Event()
+        self._pull_requests: set[str] = set()
+        self._signed: tuple[float, bytes] | None = None
+        self._rescan_inbox = False
         self.address: tuple[str, int] | None = None
         self.counters: dict[str, int] = {
             "accepted": 0,
@@ -255,7 +292,9 @@ class Node:
         self._queued = await self._db(self._store.totals)
         for name in self._peers:
             self._peer_states[name] = await self._db(self._store.peer_state, name)
+        await self._restore_directory()
         client_context = make_context(self._tls, server=False)
+        self._contexts.append(client_context)
         for peer in self._peers.values():
             self._clients[peer.name] = LinkClient(
                 peer.name,
@@ -267,20 +306,29 @@ class Node:
         for batcher in (self._commits, self._sends, self._acks):
             batcher.start()
         if self._listen is not None:
+            server_context = make_context(self._tls, server=True)
+            self._contexts.append(server_context)
+            routes: dict[tuple[str, str], Handler] = {}
+            if self.node_directory is not None:
+                routes[("GET", DIRECTORY_PATH)] = self._serve_directory
+                routes[("POST", DIRECTORY_CHANGED_PATH)] = self._directory_announced
             self._server = LinkServer(
                 self._custody,
                 self._authenticate,
-                make_context(self._tls, server=True),
+                server_context,
                 host=self._listen[0],
                 port=self._listen[1],
                 max_transfer_bytes=self.limits.max_transfer_bytes,
                 on_hello=self._hello_from,
+                routes=routes,
             )
             self.address = await self._server.start()
         loop = asyncio.get_running_loop()
         for name in self._peers:
             self._tasks.append(loop.create_task(self._forward(name), name=f"forward-{name}"))
         self._tasks.append(loop.create_task(self._greet(), name="hello"))
+        if self.node_directory is not None:
+            self._tasks.append(loop.create_task(self._sync_directory(), name="directory"))
         self._tasks.append(loop.create_task(self._pump_inbox(), name="inbox"))
         self._tasks.append(loop.create_task(self._expire(), name="expiry"))
         self.log.info("node started", url=self.url if self.address else None)
@@ -459,6 +507,10 @@ class Node:
                 continue  # DEFERRED: the sender keeps it and slows down
             try:
                 accept_item = self._check_item(neighbour, item, now)
+            except _TEMPORARY as exc:
+                self.counters["deferred"] += 1
+                self.log.info("item deferred", neighbour=neighbour, code=exc.code, reason=str(exc))
+                continue
             except RejectedError as exc:
                 results[position] = ItemResult(Status.REFUSED, exc.code, str(exc))
                 self.counters["refused"] += 1
@@ -901,8 +953,9 @@ class Node:
         after = 0
         last_scan = self._clock()
         while True:
-            if self._clock() - last_scan >= self.timers.inbox_rescan:
-                after, last_scan = 0, self._clock()  # retry what could not be opened yet
+            if self._rescan_inbox or self._clock() - last_scan >= self.timers.inbox_rescan:
+                # Retry what could not be opened yet (e.g. its signer was not known).
+                after, last_scan, self._rescan_inbox = 0, self._clock(), False
             self._inbox_wake.clear()
             entries: list[InboundEntry] = await self._db(
                 self.store.inbox, self._now_ms(), 256, after=after
@@ -980,6 +1033,178 @@ class Node:
             )
         )
         return False
+
+    # --- the node directory ----------------------------------------------------------------
+
+    async def _restore_directory(self) -> None:
+        """Work from the cached snapshots at once, before any neighbour answers."""
+        directory = self.node_directory
+        if directory is None:
+            return
+        cached = await self._db(self.store.get_meta, _DIRECTORY_KEY)
+        if cached is None:
+            return
+        for outcome in directory.restore(cached, self._trust, self._clock()):
+            if outcome.error is not None:
+                self.log.warning(
+                    "cached directory not used",
+                    source=outcome.source,
+                    code=outcome.error.code,
+                    reason=str(outcome.error),
+                )
+
+    async def _serve_directory(self, neighbour: str, request: web.Request) -> web.Response:
+        directory = self.node_directory
+        if directory is None or neighbour not in self._peers:
+            return web.Response(status=403, text=f"{neighbour} is not a neighbour of {self.name}")
+        now = self._clock()
+        if self._signed is None or now - self._signed[0] >= 1.0:
+            self._signed = (now, directory.sign(now, self.timers.directory_lifetime))
+        return web.Response(body=self._signed[1], content_type=DIRECTORY_CONTENT_TYPE)
+
+    async def _directory_announced(self, neighbour: str, request: web.Request) -> web.Response:
+        if neighbour not in self._peers:
+            return web.Response(status=403, text=f"{neighbour} is not a neighbour of {self.name}")
+        self._pull_requests.add(neighbour)
+        self._directory_wake.set()
+        return web.Response(status=204)
+
+    def _directory_view(self) -> tuple[frozenset[tuple[str, str]], frozenset[bytes]]:
+        directory = self.node_directory
+        assert directory is not None
+        now = self._clock()
+        entries = frozenset((e.name, e.address) for e in directory.snapshot_entries(now))
+        crls = frozenset(crl.fingerprint(_SHA256) for crl in directory.crls())
+        return entries, crls
+
+    async def _pull(self, name: str) -> None:
+        directory = self.node_directory
+        assert directory is not None
+        try:
+            data = await self._clients[name].request("GET", DIRECTORY_PATH)
+        except ExchnodeError as exc:
+            self.log.info("directory not pulled", neighbour=name, error=str(exc))
+            return
+        now = self._clock()
+        try:
+            verified = await asyncio.to_thread(
+                verify_snapshot,
+                data,
+                self._trust,
+                now,
+                name,
+                policy=directory.policy,
+                wanted=directory.accepts_from(name),
+            )
+            report = directory.update(name, verified, now)
+        except RejectedError as exc:
+            self.log.warning("directory refused", neighbour=name, code=exc.code, reason=str(exc))
+            return
+        for dropped in report.dropped:
+            self.log.warning(
+                "directory entry dropped",
+                neighbour=name,
+                entry=dropped.name,
+                code=dropped.code,
+                reason=dropped.reason,
+            )
+
+    async def _sync_directory(self) -> None:
+        """Pull every neighbour's snapshot now and then, and whoever announces a change at once."""
+        first = True
+        last_full = 0.0
+        while True:
+            now = self._clock()
+            if first or now - last_full >= self.timers.directory_refresh:
+                names, last_full = set(self._peers), now
+            else:
+                names = set(self._pull_requests)
+            self._pull_requests.clear()
+            self._directory_wake.clear()
+            before = self._directory_view()
+            await asyncio.gather(*(self._pull(name) for name in sorted(names)))
+            after = self._directory_view()
+            if first or after != before:
+                await self._directory_changed(before, after, announce=True)
+            first = False
+            await _wait(self._directory_wake, self.timers.directory_refresh)
+
+    async def _directory_changed(
+        self,
+        before: tuple[frozenset[tuple[str, str]], frozenset[bytes]],
+        after: tuple[frozenset[tuple[str, str]], frozenset[bytes]],
+        *,
+        announce: bool,
+    ) -> None:
+        directory = self.node_directory
+        assert directory is not None
+        self._signed = None
+        await self._db(self.store.set_meta, _DIRECTORY_KEY, directory.encode())
+        if after[1] != before[1]:
+            self._apply_crls(directory.crls())
+        added = sorted(name for name, _ in after[0] - before[0])
+        if added or after[1] != before[1]:
+            self.log.info("directory changed", known=len(after[0]), new=added[:20])
+        self._rescan_inbox = True
+        self._inbox_wake.set()
+        self._directory_changed_event.set()
+        self._directory_changed_event = asyncio.Event()
+        if announce:
+
+            async def tell(name: str) -> None:
+                with contextlib.suppress(ExchnodeError):
+                    await self._clients[name].request("POST", DIRECTORY_CHANGED_PATH)
+
+            await asyncio.gather(*(tell(name) for name in self._clients))
+
+    def _apply_crls(self, crls: Sequence[x509.CertificateRevocationList]) -> None:
+        """New revocations reach both layers of peer checks: TLS and ``pki_verify``."""
+        new = [crl for crl in crls if crl.fingerprint(_SHA256) not in self._crls_applied]
+        if not new:
+            return
+        self._trust = self._trust.with_crls((*self._trust.crls, *new))
+        self._auth_cache.clear()
+        pem = b"".join(crl.public_bytes(Encoding.PEM) for crl in new)
+        with tempfile.NamedTemporaryFile(suffix=".pem") as bundle:
+            bundle.write(pem)
+            bundle.flush()
+            for context in self._contexts:
+                # Adds to the live X509 store; OpenSSL prefers the newest CRL of an issuer.
+                context.load_verify_locations(cafile=bundle.name)
+        self._crls_applied.update(crl.fingerprint(_SHA256) for crl in new)
+        self.log.info("revocation lists applied", count=len(new))
+
+    async def add_crls(self, crls: Iterable[x509.CertificateRevocationList]) -> None:
+        """Take fresh CRLs from a CA (local configuration) and pass them on to every neighbour."""
+        given = list(crls)
+        directory = self.node_directory
+        if directory is None:
+            self._apply_crls(given)
+            return
+        before = self._directory_view()
+        dropped = directory.add_crls(given, self._trust, self._clock())
+        for item in dropped:
+            self.log.warning("crl not taken", field=item.field, code=item.code, reason=item.reason)
+        await self._directory_changed(before, self._directory_view(), announce=True)
+
+    async def wait_known(self, names: Iterable[str], *, timeout: float | None = None) -> None:
+        """Wait until this node can seal to every one of ``names`` (the directory has them)."""
+        wanted = list(names)
+
+        async def known() -> None:
+            while True:
+                event = self._directory_changed_event
+                missing = []
+                for name in wanted:
+                    try:
+                        self.directory.recipient(name)
+                    except ExchnodeError:
+                        missing.append(name)
+                if not missing:
+                    return
+                await _wait(event, 0.5)
+
+        await asyncio.wait_for(known(), timeout)
 
     # --- status of sent messages ----------------------------------------------------------
 

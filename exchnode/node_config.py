@@ -87,7 +87,10 @@ class NodeTimers:
     (doubles up to ``deferred_pause_max`` while it stays full).
     ``link_timeout``: one transfer, connect to answer.  ``inbox_rescan``: how
     often entries that could not be opened yet (e.g. an unknown signer) are
-    tried again.
+    tried again.  ``directory_refresh``: how often the node directory is pulled
+    from every neighbour (changes are also announced at once);
+    ``directory_lifetime``: how long the snapshot this node signs is valid --
+    how long its neighbours keep working from their cache if it goes away.
     """
 
     expiry_interval: float = 1.0
@@ -95,6 +98,8 @@ class NodeTimers:
     deferred_pause_max: float = 2.0
     link_timeout: float = 30.0
     inbox_rescan: float = 30.0
+    directory_refresh: float = 60.0
+    directory_lifetime: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
         _positive(
@@ -104,4 +109,6 @@ class NodeTimers:
             "deferred_pause_max",
             "link_timeout",
             "inbox_rescan",
+            "directory_refresh",
+            "directory_lifetime",
         )

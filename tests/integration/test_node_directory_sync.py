@@ -1,0 +1,96 @@
+"""The signed node directory between live nodes: keys found without manual exchange,
+revocations spreading, a cache that outlives a hub, and failing closed once it expires."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from exchnode.errors import DirectoryExpiredError, ExchnodeError
+from exchnode.node import Node
+from exchnode.node_config import NodeTimers
+from tests.integration.federation import CROSS_CITY, Federation
+
+GONGAN, MINZHENG = "520102.gongan", "522301.minzheng"
+
+
+@contextlib.asynccontextmanager
+async def running(
+    federation: Federation, names: list[str], **options: object
+) -> AsyncIterator[dict[str, Node]]:
+    nodes = {name: federation.node(name, directory=None, **options) for name in names}
+    async with contextlib.AsyncExitStack() as stack:
+        for node in nodes.values():
+            await stack.enter_async_context(node)
+        yield nodes
+
+
+async def one_delivery(node: Node) -> bytes:
+    async for delivery in node.deliveries():
+        await delivery.ack()
+        return delivery.payload
+    raise AssertionError("node closed")
+
+
+@pytest.mark.asyncio
+async def test_any_node_finds_any_other_nodes_keys_through_the_hubs(tmp_path: Path) -> None:
+    federation = Federation(tmp_path)
+    async with running(federation, CROSS_CITY) as nodes:
+        # Nobody was given anyone's certificate: each starts knowing only itself.
+        await nodes[GONGAN].wait_known([MINZHENG], timeout=20)
+        await nodes[MINZHENG].wait_known([GONGAN], timeout=20)
+        sent = await nodes[GONGAN].send([MINZHENG], b"found you", receipt=True)
+        assert await asyncio.wait_for(one_delivery(nodes[MINZHENG]), 20) == b"found you"
+        status = await nodes[GONGAN].wait_status(sent.message_id, [MINZHENG], timeout=20)
+        assert status.delivered_to == {MINZHENG}
+        # The province knows everyone, and so does a department in a county.
+        for name in ("520000", GONGAN):
+            directory = nodes[name].node_directory
+            assert directory is not None
+            assert set(directory.names(time.time())) == set(CROSS_CITY)
+
+
+@pytest.mark.asyncio
+async def test_a_revocation_entered_at_one_hub_reaches_every_node(tmp_path: Path) -> None:
+    federation = Federation(tmp_path)
+    async with running(federation, CROSS_CITY) as nodes:
+        await nodes[GONGAN].wait_known([MINZHENG], timeout=20)
+        ca = federation.cas["522300"]
+        federation.pki.revoke(
+            federation.nodes[MINZHENG].certificate, ca, when=federation.now - timedelta(minutes=5)
+        )
+        crl = federation.pki.crl(ca, this_update=federation.now - timedelta(minutes=1), number=2)
+        await nodes["522300"].add_crls([crl])
+        for _ in range(200):
+            try:
+                nodes[GONGAN].directory.recipient(MINZHENG)
+            except ExchnodeError:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the revocation did not reach 520102.gongan")
+        with pytest.raises(ExchnodeError):
+            await nodes[GONGAN].send([MINZHENG], b"to a revoked node")
+
+
+@pytest.mark.asyncio
+async def test_the_cache_outlives_the_hub_then_fails_closed_when_it_expires(
+    tmp_path: Path,
+) -> None:
+    names = ["520102", GONGAN, "520102.minzheng"]
+    federation = Federation(tmp_path, names)
+    short = {"timers": NodeTimers(directory_lifetime=3.0, directory_refresh=0.5)}
+    async with running(federation, names, **short) as nodes:
+        await nodes[GONGAN].wait_known(["520102.minzheng"], timeout=20)
+    # The hub is gone; the department restarts and works from its cache.
+    async with running(federation, [GONGAN, "520102.minzheng"], **short) as nodes:
+        await nodes[GONGAN].send(["520102.minzheng"], b"queued while the hub is away")
+        await asyncio.sleep(3.5)  # past the snapshot's expiry: fail closed
+        with pytest.raises(DirectoryExpiredError, match=r"520102\.minzheng"):
+            await nodes[GONGAN].send(["520102.minzheng"], b"refused")
