@@ -15,6 +15,6 @@ def test_every_test_named_in_the_threat_model_exists() -> None:
     missing = []
     for path, name in sorted(references):
         source = (ROOT / path).read_text("utf-8") if (ROOT / path).exists() else ""
-        if not re.search(rf"^(?:def|class) {name}\b|^{name} = ", source, re.MULTILINE):
+        if not re.search(rf"^(?:async def|def|class) {name}\b|^{name} = ", source, re.MULTILINE):
             missing.append(f"{path}::{name}")
     assert not missing, f"THREATS.md names tests that do not exist: {missing}"
