@@ -34,6 +34,7 @@ _VERBS: dict[str, tuple[str | None, str]] = {
     "receive": ("receive", "take messages from the local node (= exchnode node receive)"),
 }
 
+
 def source_tree() -> Path | None:
     """The directory holding ``node/`` next to the ``exchnode`` package, if there is one."""
     root = Path(exchnode.__file__).resolve().parent.parent

@@ -139,9 +139,7 @@ class DaemonFederation:
 
     def health(self, name: str) -> tuple[int, dict[str, Any]]:
         try:
-            with urllib.request.urlopen(
-                self.operator_url(name) + "/health", timeout=5
-            ) as response:
+            with urllib.request.urlopen(self.operator_url(name) + "/health", timeout=5) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
