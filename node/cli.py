@@ -24,7 +24,7 @@ from typing import Any
 from exchnode.errors import ExchnodeError, RejectedError
 from exchnode.keyfiles import read_passphrase_file
 from node.client import OperatorClient, OperatorError, Received
-from node.config import DEFAULT_LISTEN, DEFAULT_OPERATOR, LEVELS, load_config
+from node.config import DEFAULT_LISTEN, DEFAULT_OPERATOR, DIRECTORY_MODES, LEVELS, load_config
 from node.scaffold import InitOptions, init_node
 
 __all__ = ["build_parser", "main"]
@@ -87,6 +87,12 @@ next steps printed say what your CA operator provides.""",
     p.add_argument("--link", type=_peer_arg("link"), metavar="NAME=URL", action="append")
     p.add_argument("--trust", type=Path, help="use this shared trust folder instead of a copy")
     p.add_argument("--peer-directory", type=Path, help="use this shared folder of peer chains")
+    p.add_argument(
+        "--directory-mode",
+        choices=list(DIRECTORY_MODES),
+        default="static",
+        help="static: peers' chains in a folder; signed: the federation's signed directory",
+    )
     p.set_defaults(handler=_init)
 
     p = verbs.add_parser(
@@ -179,6 +185,7 @@ def _init(args: argparse.Namespace) -> int:
             peers=peers,
             trust=args.trust,
             peer_directory=args.peer_directory,
+            directory_mode=args.directory_mode,
         )
     )
     print(f"wrote {result.config}")

@@ -22,7 +22,7 @@ Sections (``node/README.md`` is the reference with every default)::
     [node]       name, level, listen, state_dir
     [identity]   chain, signing_key, encryption_key, passphrase_file | passphrase_env
     [trust]      roots, cas, crls               (files, or directories of *.pem)
-    [directory]  mode = "static", certificates  (peer chains, files or directories)
+    [directory]  mode = "static" | "signed", certificates (static), advertise (signed)
     [[peers]]    name, relation = parent|child|link, url
     [limits]     the fields of exchnode.node_config.NodeLimits
     [timers]     the fields of exchnode.node_config.NodeTimers, plus drain_timeout
@@ -64,8 +64,10 @@ __all__ = [
 T = TypeVar("T")
 
 #: How the node learns its peers' keys.  "static": a bundle of certificate chains
-#: verified at startup.  The signed, hub-synced directory will add a mode here.
-DIRECTORY_MODES = ("static",)
+#: verified at startup (a closed deployment).  "signed": the federation's signed node
+#: directory, pulled from and served to every neighbour (``exchnode.node_directory``).
+DIRECTORY_MODES = ("static", "signed")
+_WILDCARDS = {"0.0.0.0", "::", ""}  # noqa: S104 - recognised, not bound
 LEVELS = {level.name.lower(): level for level in Level}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
@@ -113,7 +115,8 @@ class TrustFiles:
 @dataclass(frozen=True, slots=True)
 class DirectoryConfig:
     mode: str
-    certificates: tuple[Path, ...]
+    certificates: tuple[Path, ...] = ()  # static mode
+    advertise: str | None = None  # signed mode: the URL published for this node
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,7 +400,29 @@ def load_config(path: Path | str) -> DaemonConfig:
 
     dir_section = section("directory")
     mode = dir_section.choice("mode", DIRECTORY_MODES, "static")
-    directory = DirectoryConfig(mode, dir_section.paths("certificates", ("directory",)))
+    if mode == "static":
+        if "advertise" in dir_section.table:
+            raise dir_section.error("advertise", 'only for mode = "signed"')
+        directory = DirectoryConfig(mode, dir_section.paths("certificates", ("directory",)))
+    else:
+        if "certificates" in dir_section.table:
+            raise dir_section.error(
+                "certificates", 'only for mode = "static"; the signed directory learns them'
+            )
+        advertise = dir_section.optional("advertise", str)
+        if advertise is None and listen[0] in _WILDCARDS:
+            raise dir_section.error(
+                "advertise",
+                f"is required when node.listen is the wildcard {listen[0] or '*'}: "
+                "the https://host:port peers reach this node at",
+            )
+        if advertise is not None:
+            _build(
+                dir_section,
+                "advertise",
+                partial(Peer, name=name, relation=Relation.LINK, url=advertise),
+            )
+        directory = DirectoryConfig(mode, advertise=advertise)
     dir_section.finish()
 
     peers = _peers(config_path, document.get("peers", []))

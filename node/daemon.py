@@ -8,9 +8,11 @@ Startup, in order, each step failing with a message that names what to fix:
    node's identity, verifying its own chain exactly as peers will;
 2. write the TLS verify bundle (roots + CRLs) into the state directory, from
    the same files, so TLS and ``pki_verify`` can never disagree;
-3. build the directory of peers (``[directory] mode = "static"``: every chain
-   in the bundle verified with ``pki_verify.verify_node_certificate``; a chain
-   that fails -- revoked, expired, foreign -- is left out and logged);
+3. build the directory of peers: ``[directory] mode = "static"``, every chain
+   in the bundle verified with ``pki_verify.verify_node_certificate`` (a chain
+   that fails -- revoked, expired, foreign -- is left out and logged); or
+   ``mode = "signed"``, the library's signed node directory, which the node
+   pulls from and serves to its neighbours;
 4. start the operator API (``/health`` answers 503 "starting"), then the
    ``Node``; then ``/health`` answers 200, ``ready.json`` appears in the state
    directory, a ``ready`` log line gives the bound URLs, and the startup heap
@@ -196,7 +198,9 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         now=now,
     )
     verify = write_verify_bundle(config.verify_bundle_path, trust.roots, trust.crls)
-    directory = build_directory(config, trust, identity, now, log)
+    directory: StaticDirectory | None = None  # None: the node runs the signed directory
+    if config.directory.mode == "static":
+        directory = build_directory(config, trust, identity, now, log)
     token = read_private_file(config.operator.token_file).decode("utf-8", "replace").strip()
     if len(token) < 16:
         raise ConfigError(
@@ -205,7 +209,6 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         )
     node = Node(
         identity=identity,
-        directory=directory,
         store=config.store_path,
         tls=TlsFiles(config.identity.chain, config.identity.signing_key, verify, passphrase),
         trust=trust.store,
@@ -214,6 +217,8 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         listen=config.listen,
         limits=config.limits,
         timers=config.timers,
+        directory=directory,
+        advertise=config.directory.advertise,
     )
     api = OperatorApi(
         node,

@@ -290,10 +290,18 @@ class OperatorApi:
                     for name, state in sorted(stats.peers.items())
                 },
                 "counters": dict(stats.counters),
+                "directory": self._directory_summary(),
                 "operator": {"held": self.inbox.held, "leased": self.inbox.leased},
             }
         )
         return web.json_response(body)
+
+    def _directory_summary(self) -> dict[str, Any]:
+        signed = self.node.node_directory
+        if signed is not None:
+            return {"mode": "signed", "known": len(signed.names(time.time()))}
+        names = getattr(self.node.directory, "names", None)
+        return {"mode": "static", "known": len(names()) if callable(names) else None}
 
     async def _send(self, request: web.Request) -> web.Response:
         recipients = request.query.getall("to", [])

@@ -43,7 +43,14 @@ from exchnode.keyfiles import write_private_file
 from exchnode.names import NodeName, parent_division
 from exchnode.node_config import NodeLimits, NodeTimers
 from exchnode.pki_profile import NODE_VALIDITY
-from node.config import DEFAULT_LISTEN, DEFAULT_OPERATOR, LEVELS, load_config, parse_address
+from node.config import (
+    DEFAULT_LISTEN,
+    DEFAULT_OPERATOR,
+    DIRECTORY_MODES,
+    LEVELS,
+    load_config,
+    parse_address,
+)
 
 __all__ = ["InitOptions", "InitResult", "export_trust", "init_node", "render_config"]
 
@@ -67,6 +74,7 @@ class InitOptions:
     peers: tuple[tuple[str, str, str], ...] = ()  # (relation, name, url)
     trust: Path | None = None
     peer_directory: Path | None = None
+    directory_mode: str = "static"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +171,24 @@ def render_config(
         f"crls = {_toml(trust_dir + '/crls')}  # a directory of *.pem, or a list of files",
         "",
         "[directory]",
-        '# mode "static": peers\' certificate chains (one node per *.pem file), each verified',
-        "# at startup to the roots above; one that fails (revoked, expired) is left out.",
-        'mode = "static"',
-        f"certificates = {_toml(peer_dir)}",
+        "# Where peers' keys come from.  static: their certificate chains (one node per *.pem",
+        "# file), each verified at startup to the roots above; one that fails (revoked,",
+        "# expired) is left out.  signed: the federation's signed node directory, pulled from",
+        "# and served to every neighbour; advertise is the https://host:port published for",
+        "# this node (default: node.listen).",
+    ]
+    if options.directory_mode == "signed":
+        lines += [
+            'mode = "signed"',
+            f"# advertise = {_toml('https://' + options.listen)}",
+            f"# static: certificates = {_toml(peer_dir)}",
+        ]
+    else:
+        lines += [
+            'mode = "static"',
+            f"certificates = {_toml(peer_dir)}",
+        ]
+    lines += [
         "",
         "# One [[peers]] table per neighbour: its parent hub, its children, its links.",
     ]
@@ -230,6 +252,11 @@ def _check_options(options: InitOptions) -> NodeName:
             parse_address(value)
         except ValueError as exc:
             raise UsageError(f"{flag}: {exc}") from None
+    if options.directory_mode not in DIRECTORY_MODES:
+        raise UsageError(
+            f"--directory-mode must be one of {', '.join(DIRECTORY_MODES)}, "
+            f"got {options.directory_mode!r}"
+        )
     if (options.directory / CONFIG_NAME).exists():
         raise UsageError(f"{options.directory / CONFIG_NAME} already exists; not overwriting it")
     return node
@@ -281,7 +308,7 @@ def init_node(options: InitOptions) -> InitResult:
     if store is not None:
         # Publish this node's chain where its peers (sharing the folder) will look.
         shutil.copyfile(out / "identity" / "chain.pem", directory / f"{node}.pem")
-    if options.peer_directory is None:
+    if options.peer_directory is None and options.directory_mode == "static":
         next_steps.append(
             f"put the chain.pem of every node this one exchanges with into {directory} "
             "(one <name>.pem per node)"

@@ -65,7 +65,7 @@ def node_cli(*argv: str, stdin: bytes | None = None, timeout: float = 60) -> Any
 class DaemonFederation:
     """A PKI under ``root/pki`` and one node folder per name, all issued by ``node init``."""
 
-    def __init__(self, root: Path, names: list[str]) -> None:
+    def __init__(self, root: Path, names: list[str], directory_mode: str = "static") -> None:
         self.root = root
         self.now = datetime.now(UTC).replace(microsecond=0)
         self.store = CAStore(root / "pki")
@@ -97,6 +97,7 @@ class DaemonFederation:
                     peers=tuple(peers),
                     trust=root / "trust",
                     peer_directory=root / "directory",
+                    directory_mode=directory_mode,
                 )
             )
 

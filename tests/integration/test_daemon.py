@@ -111,9 +111,9 @@ def test_minimal_config_loads_with_paths_relative_to_its_folder(
             "loopback",
         ),
         (
-            ("[[peers]]", '[directory]\nmode = "signed"\n[[peers]]'),
+            ("[[peers]]", '[directory]\nmode = "hub-synced"\n[[peers]]'),
             "directory.mode",
-            "one of static",
+            "one of static, signed",
         ),
         (
             ("[[peers]]", '[identity]\npassphrase_file = "p"\npassphrase_env = "P"\n[[peers]]'),
@@ -122,6 +122,29 @@ def test_minimal_config_loads_with_paths_relative_to_its_folder(
         ),
         (("[[peers]]", "[trust]\nroots = 5\n[[peers]]"), "trust.roots", "list of paths"),
         (("[[peers]]", "[nodes]\n[[peers]]"), "nodes", "unknown section"),
+        (
+            ("[[peers]]", '[directory]\nmode = "signed"\ncertificates = "d"\n[[peers]]'),
+            "directory.certificates",
+            "only for mode",
+        ),
+        (
+            ("[[peers]]", '[directory]\nadvertise = "https://a:1"\n[[peers]]'),
+            "directory.advertise",
+            "only for mode",
+        ),
+        (
+            (
+                'level = "county"',
+                'level = "county"\nlisten = "0.0.0.0:7443"\n[directory]\nmode = "signed"',
+            ),
+            "directory.advertise",
+            "required when node.listen is the wildcard",
+        ),
+        (
+            ("[[peers]]", '[directory]\nmode = "signed"\nadvertise = "tcp://x"\n[[peers]]'),
+            "directory.advertise",
+            "https://host:port",
+        ),
     ],
 )
 def test_config_errors_name_file_and_key(
@@ -554,6 +577,46 @@ def test_a_revoked_peer_is_left_out_of_the_directory(federation: DaemonFederatio
     assert sent.returncode == 1
     (line,) = sent.stderr.decode().splitlines()
     assert "not in the directory" in line
+
+
+def test_signed_directory_mode_finds_keys_through_the_hub(tmp_path: Path) -> None:
+    federation = DaemonFederation(tmp_path, [HUB, GONGAN, MINZHENG], directory_mode="signed")
+    try:
+        text = federation.config_path(GONGAN).read_text()
+        assert 'mode = "signed"' in text
+        federation.start(HUB, GONGAN, MINZHENG)
+        federation.wait_ready(HUB, GONGAN, MINZHENG)
+        deadline = time.monotonic() + 30
+        while True:  # the directories converge: each department learns the other via the hub
+            known = [federation.health(n)[1]["directory"] for n in (GONGAN, MINZHENG)]
+            if all(d["known"] >= 3 for d in known) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert known == [{"mode": "signed", "known": 3}] * 2
+        sent = node_cli(
+            "send",
+            "--config",
+            str(federation.config_path(GONGAN)),
+            "--to",
+            MINZHENG,
+            "--receipt",
+            "-",
+            stdin=b"signed",
+        )
+        assert sent.returncode == 0, sent.stderr
+        got = node_cli(
+            "receive", "--config", str(federation.config_path(MINZHENG)), "--timeout", "30"
+        )
+        assert (got.returncode, got.stdout) == (0, b"signed"), got.stderr
+        message_id = sent.stdout.decode().strip()
+        status = node_cli(
+            "status", "--config", str(federation.config_path(GONGAN)), message_id, "--wait", "20"
+        )
+        assert json.loads(status.stdout)["delivered_to"] == [MINZHENG]  # the receipt came back
+        for name in (HUB, GONGAN, MINZHENG):
+            assert federation.stop(name) == 0
+    finally:
+        federation.kill_all()
 
 
 def test_init_options_reject_bad_addresses(tmp_path: Path) -> None:
