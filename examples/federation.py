@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A real federation on localhost: one daemon process per node, messages across every level.
 
-    python3 dev.py demo [--json] [--messages N] [--keep DIR]
+    python3 dev.py demo [--json] [--messages N] [--directory static|signed] [--keep DIR]
 
 What happens, in a temporary directory (or --keep DIR):
 
@@ -11,7 +11,9 @@ What happens, in a temporary directory (or --keep DIR):
 2. ``node init`` (the daemon's own verb, called in-process) issues every
    node's keys and certificate and writes its node.toml: 7 hubs (province,
    2 cities, 4 counties) and 7 departments at every level.  Trust material
-   and the static directory of certificate chains are shared folders.
+   and the static directory of certificate chains are shared folders; with
+   ``--directory signed`` the nodes learn each other's keys through the
+   signed node directory instead, and the demo waits until it converged.
 3. Each node starts as its own process, ``python -m node run``; the demo
    waits until every ``/health`` answers 200.
 4. Every department sends to every other one through its node's operator
@@ -141,7 +143,7 @@ class Daemon:
     exit_code: int | None = None
 
 
-def build(workdir: Path, now: datetime) -> dict[str, Daemon]:
+def build(workdir: Path, now: datetime, directory_mode: str) -> dict[str, Daemon]:
     """The PKI, the shared trust and directory folders, and one node folder per node."""
     store = CAStore(workdir / "pki")
     year = timedelta(days=365)
@@ -184,6 +186,7 @@ def build(workdir: Path, now: datetime) -> dict[str, Daemon]:
                 peers=tuple(peers),
                 trust=workdir / "trust",
                 peer_directory=workdir / "directory",
+                directory_mode=directory_mode,
             )
         )
         daemons[name] = Daemon(
@@ -247,6 +250,25 @@ async def wait_ready(daemons: dict[str, Daemon], clients: dict[str, OperatorClie
             sys.stderr.flush()
         if pending:
             await asyncio.sleep(0.1)
+
+
+async def wait_directories(daemons: dict[str, Daemon], clients: dict[str, OperatorClient]) -> None:
+    """Until every department's node knows every node (signed mode converges over the links)."""
+    started = time.perf_counter()
+    deadline = time.monotonic() + 30
+    while True:
+        known = {d: (await clients[d].health())[1]["directory"] for d in DEPARTMENTS}
+        short = [d for d, info in known.items() if info["known"] < len(daemons)]
+        if not short:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"directories incomplete after 30 s at {', '.join(short)}")
+        await asyncio.sleep(0.1)
+    mode = next(iter(known.values()))["mode"]
+    log(
+        f"{mode} directory: every department knows all {len(daemons)} nodes "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
 
 
 # --- traffic -----------------------------------------------------------------------------
@@ -462,6 +484,7 @@ async def exercise(
         await wait_ready(daemons, clients)
         ready_seconds = time.perf_counter() - started
         log(f"{len(daemons)} daemons serving after {ready_seconds:.1f} s")
+        await wait_directories(daemons, clients)
 
         ledger = Ledger()
         total = len(DEPARTMENTS) * (len(DEPARTMENTS) - 1) * per_pair
@@ -499,10 +522,10 @@ async def exercise(
     }
 
 
-def run(workdir: Path, per_pair: int) -> dict[str, Any]:
+def run(workdir: Path, per_pair: int, directory_mode: str) -> dict[str, Any]:
     now = datetime.now(UTC).replace(microsecond=0)
     log(f"building the PKI and {7 + len(DEPARTMENTS)} node folders under {workdir} ...")
-    daemons = build(workdir, now)
+    daemons = build(workdir, now, directory_mode)
     start(daemons)
     try:
         result = asyncio.run(exercise(workdir, daemons, per_pair, now))
@@ -516,6 +539,7 @@ def run(workdir: Path, per_pair: int) -> dict[str, Any]:
     hubs = sum(1 for name in daemons if NodeName.parse(name).is_hub)
     return {
         "nodes": len(daemons),
+        "directory": directory_mode,
         "hubs": hubs,
         "departments": len(daemons) - hubs,
         "processes": len(daemons),
@@ -553,7 +577,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         (
             "nodes",
             f"{summary['nodes']} ({summary['hubs']} hubs, {summary['departments']} departments; "
-            "one process each)",
+            f"one process each; {summary['directory']} directory)",
         ),
         ("sent", summary["sent"]),
         ("delivered", summary["delivered"]),
@@ -581,6 +605,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="end with a JSON summary line")
     parser.add_argument("--messages", type=int, default=75, help="per ordered pair of departments")
+    parser.add_argument(
+        "--directory",
+        choices=["static", "signed"],
+        default="static",
+        help="how nodes learn keys: a shared folder of chains, or the signed node directory",
+    )
     parser.add_argument("--keep", help="work in this (new) directory and keep it")
     args = parser.parse_args(argv)
     if args.messages < 1:
@@ -593,7 +623,7 @@ def main(argv: list[str]) -> int:
     else:
         workdir = Path(tempfile.mkdtemp(prefix="exchnode-federation-"))
     try:
-        summary = run(workdir, args.messages)
+        summary = run(workdir, args.messages, args.directory)
     except (RuntimeError, ExchnodeError, OSError) as exc:
         log(f"federation demo failed: {exc}")
         return 1
