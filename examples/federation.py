@@ -608,7 +608,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--directory",
         choices=["static", "signed"],
-        default="static",
+        default="signed",
         help="how nodes learn keys: a shared folder of chains, or the signed node directory",
     )
     parser.add_argument("--keep", help="work in this (new) directory and keep it")

@@ -341,6 +341,7 @@ class Node:
         if self._closing:
             return
         self._closing = True
+        started = self._executor is not None
         if self._server is not None:
             self._server.accepting = False
         for task in self._tasks:
@@ -362,7 +363,8 @@ class Node:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-        self.log.info("node stopped")
+        if started:
+            self.log.info("node stopped")
 
     # --- the store thread -------------------------------------------------------------
 

@@ -131,11 +131,10 @@ class LinkServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._ssl)
         await site.start()
-        server = site._server  # aiohttp exposes the bound address only here
-        sockets = getattr(server, "sockets", None)
-        if not sockets:
+        addresses = self._runner.addresses
+        if not addresses:
             raise UsageError(f"transfer server did not bind {self._host}:{self._port}")
-        host, port = sockets[0].getsockname()[:2]
+        host, port = addresses[0][:2]
         return str(host), int(port)
 
     async def close(self) -> None:

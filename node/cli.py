@@ -90,8 +90,8 @@ next steps printed say what your CA operator provides.""",
     p.add_argument(
         "--directory-mode",
         choices=list(DIRECTORY_MODES),
-        default="static",
-        help="static: peers' chains in a folder; signed: the federation's signed directory",
+        default="signed",
+        help="signed (default): the federation's signed directory; static: peers' chains in a folder",
     )
     p.set_defaults(handler=_init)
 

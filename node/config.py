@@ -399,7 +399,7 @@ def load_config(path: Path | str) -> DaemonConfig:
     trust_section.finish()
 
     dir_section = section("directory")
-    mode = dir_section.choice("mode", DIRECTORY_MODES, "static")
+    mode = dir_section.choice("mode", DIRECTORY_MODES, "signed")
     if mode == "static":
         if "advertise" in dir_section.table:
             raise dir_section.error("advertise", 'only for mode = "signed"')

@@ -74,7 +74,7 @@ class InitOptions:
     peers: tuple[tuple[str, str, str], ...] = ()  # (relation, name, url)
     trust: Path | None = None
     peer_directory: Path | None = None
-    directory_mode: str = "static"
+    directory_mode: str = "signed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,7 +128,7 @@ def test_minimal_config_loads_with_paths_relative_to_its_folder(
             "only for mode",
         ),
         (
-            ("[[peers]]", '[directory]\nadvertise = "https://a:1"\n[[peers]]'),
+            ("[[peers]]", '[directory]\nmode = "static"\nadvertise = "https://a:1"\n[[peers]]'),
             "directory.advertise",
             "only for mode",
         ),

@@ -116,7 +116,7 @@ def test_federation_demo_runs_daemons_and_loses_nothing() -> None:
     human, summary = _last_json(completed.stdout)
 
     assert summary["nodes"] == summary["processes"] == 14
-    assert summary["directory"] == "static"
+    assert summary["directory"] == "signed"
     assert (summary["hubs"], summary["departments"]) == (7, 7)
     pairs = 7 * 6
     assert summary["sent"] == pairs * messages
@@ -149,11 +149,11 @@ def test_federation_demo_runs_daemons_and_loses_nothing() -> None:
     assert rows["clean exits"].startswith("14 of 14")
 
 
-def test_federation_demo_with_the_signed_directory() -> None:
-    completed = _run("examples/federation.py", "--json", "--messages", "1", "--directory", "signed")
+def test_federation_demo_with_a_static_directory() -> None:
+    completed = _run("examples/federation.py", "--json", "--messages", "1", "--directory", "static")
     assert completed.returncode == 0, completed.stderr
     _, summary = _last_json(completed.stdout)
-    assert summary["directory"] == "signed"
+    assert summary["directory"] == "static"
     assert summary["sent"] == summary["delivered"] == 42
     assert (summary["lost"], summary["duplicated"], summary["corrupted"]) == (0, 0, 0)
     assert summary["clean_exits"] == 14
