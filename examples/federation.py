@@ -59,7 +59,7 @@ sys.path.insert(0, str(REPO))  # node/ is a package of the source tree, not inst
 from exchnode.ca_store import CAStore  # noqa: E402
 from exchnode.errors import ExchnodeError  # noqa: E402
 from exchnode.link import Item, TransferRequest  # noqa: E402
-from exchnode.names import NodeName, parent_division  # noqa: E402
+from exchnode.names import NATIONAL_DIVISION, NodeName, parent_hub  # noqa: E402
 from exchnode.pki_verify import (  # noqa: E402
     TrustStore,
     load_certificates_pem,
@@ -98,11 +98,9 @@ def free_port() -> int:
 
 
 def parent_of(name: str) -> str | None:
-    node = NodeName.parse(name)
-    if not node.is_hub:
-        return node.division
-    parent = parent_division(node.division)
-    return None if parent == "000000" else parent
+    """The parent hub, or None at the top of this federation (the province)."""
+    parent = parent_hub(name)
+    return None if parent == NATIONAL_DIVISION else parent
 
 
 def hubs_between(sender: str, recipient: str) -> list[str]:

@@ -30,6 +30,7 @@ __all__ = [
     "division_level",
     "division_scope",
     "parent_division",
+    "parent_hub",
 ]
 
 NATIONAL_DIVISION = "000000"
@@ -145,3 +146,17 @@ class NodeName:
 def _parse_cached(text: str) -> NodeName:
     # Errors are not cached (lru_cache does not keep exceptions): bad names cost a parse each.
     return NodeName._parse(text)
+
+
+def parent_hub(name: str) -> str | None:
+    """The hub a node hangs under in the plain hierarchy, or None for the national hub.
+
+    A department's parent is the hub of its own division; a hub's, the hub of
+    the division one level up (a province's is the national hub ``000000``).
+    Deployments may configure otherwise (e.g. a directly administered county
+    under its province); this is the default an operator starts from.
+    """
+    node = NodeName.parse(name)
+    if not node.is_hub:
+        return node.division
+    return parent_division(node.division)

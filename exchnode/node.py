@@ -986,26 +986,19 @@ class Node:
         now = self._clock()
         try:
             opened = self._opener.open(entry.data, now)
-        except (DecryptionError, MalformedError) as exc:
-            # It passed the signature check on the way in, so its sender sealed it wrongly:
-            # retrying cannot help.
-            self.log.error(
-                "undeliverable",
-                sender=entry.sender,
-                message_id=entry.message_id.hex(),
-                code=exc.code,
-                reason=str(exc),
-            )
-            return True
         except ExchnodeError as exc:
-            self.log.warning(
-                "cannot open yet",
+            # Undecryptable or malformed after passing the signature check on the way in: the
+            # sender sealed it wrongly and retrying cannot help.  Anything else (an unknown
+            # signer, an expired directory) may heal: keep it for the next scan.
+            permanent = isinstance(exc, DecryptionError | MalformedError)
+            (self.log.error if permanent else self.log.warning)(
+                "undeliverable" if permanent else "cannot open yet",
                 sender=entry.sender,
                 message_id=entry.message_id.hex(),
                 code=exc.code,
                 reason=str(exc),
             )
-            return False
+            return permanent
         header = opened.header
         if header.kind == NDR_KIND:
             await self._take_report(opened)

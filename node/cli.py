@@ -91,7 +91,7 @@ next steps printed say what your CA operator provides.""",
         "--directory-mode",
         choices=list(DIRECTORY_MODES),
         default="signed",
-        help="signed (default): the federation's signed directory; static: peers' chains in a folder",
+        help="signed (default): the federation's signed directory; static: chains in a folder",
     )
     p.set_defaults(handler=_init)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from exchnode.ca_store import CAStore
-from exchnode.names import NodeName, parent_division
+from exchnode.names import NATIONAL_DIVISION, NodeName, parent_hub
 from node.config import DaemonConfig, load_config
 from node.scaffold import InitOptions, export_trust, init_node
 
@@ -35,11 +35,9 @@ def free_port() -> int:
 
 
 def parent_of(name: str) -> str | None:
-    node = NodeName.parse(name)
-    if not node.is_hub:
-        return node.division
-    parent = parent_division(node.division)
-    return None if parent == "000000" else parent
+    """The parent hub, or None at the top of this federation (the province)."""
+    parent = parent_hub(name)
+    return None if parent == NATIONAL_DIVISION else parent
 
 
 def node_env() -> dict[str, str]:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchnode.directory import StaticDirectory
 from exchnode.keyfiles import write_private_key
-from exchnode.names import NodeName, parent_division
+from exchnode.names import NodeName, parent_hub
 from exchnode.node import Node
 from exchnode.node_config import Peer
 from exchnode.pki_verify import TrustStore, verify_node_certificate
@@ -45,11 +45,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def parent_of(name: str) -> str | None:
-    parsed = NodeName.parse(name)
-    if not parsed.is_hub:
-        return parsed.division
-    return parent_division(parsed.division)
+parent_of = parent_hub
 
 
 class Federation:
