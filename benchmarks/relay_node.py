@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""One node of the relay benchmark, in its own process (driven by benchmarks/relay.py).
+
+    python benchmarks/relay_node.py SPEC.json
+
+Uses only the exchnode library API: it loads its identity and its peers'
+certificates from the files the driver wrote (verifying every chain as a
+node would), runs one :class:`~exchnode.node.Node` on an SQLite store, and
+plays the application role the spec names:
+
+* ``relay``: nothing more; the node only holds and forwards.
+* ``send``: on command, sends ``burst`` (as fast as the node takes them,
+  ``inflight`` concurrent ``send_many`` calls of ``batch`` messages) or
+  ``paced`` (open loop: message *i* is due at ``start + i / rate``; each is
+  its own ``send`` call, so the node's group commit batches what is due).
+* ``receive``: consumes ``deliveries()`` from the start, acknowledges in
+  batches, and records for each message its sequence number, the send time
+  stamped in its payload and the time the application got it.
+
+Payload: sequence number (8 bytes, big-endian) and a ``time.monotonic()``
+stamp (an IEEE double), then filler up to the payload size.  On Linux
+``time.monotonic()`` is ``CLOCK_MONOTONIC``, one clock for every process of
+the machine, so the receiver subtracts the sender's stamp directly.  In
+``paced`` mode the stamp is the *scheduled* time, so a late sender counts
+against latency (no coordinated omission).
+
+Protocol: one JSON object per line on stdin (commands) and stdout (events);
+logs go to stderr.  The first event is ``ready``.  ``kill -USR1 PID`` writes
+every asyncio task's stack to the log (a stalled run shows where it waits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import cProfile
+import gc
+import json
+import logging
+import math
+import os
+import resource
+import signal
+import struct
+import sys
+import time
+from array import array
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from exchnode.delivery import Delivery, Message
+from exchnode.directory import StaticDirectory
+from exchnode.keyfiles import load_local_identity
+from exchnode.node import Node
+from exchnode.node_config import NodeLimits, Peer
+from exchnode.pki_verify import (
+    TrustStore,
+    load_certificates_pem,
+    load_crls_pem,
+    verify_node_certificate,
+)
+from exchnode.routing import Relation
+from exchnode.tls import TlsFiles
+
+STAMP = struct.Struct(">Qd")
+
+
+def emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread: loop and store
+    return usage.ru_utime + usage.ru_stime
+
+
+def build_node(spec: dict[str, Any]) -> Node:
+    files = Path(spec["files"])
+    name = spec["name"]
+    now = datetime.now(UTC)
+    trust = TrustStore(
+        load_certificates_pem((files / "root.pem").read_bytes()),
+        load_crls_pem((files / "crls.pem").read_bytes()),
+    )
+    bundle = load_certificates_pem((files / "ca-bundle.pem").read_bytes())
+    identity = load_local_identity(
+        files / f"{name}.chain.pem",
+        files / f"{name}.signing.key",
+        files / f"{name}.encryption.key",
+        trust=trust,
+        now=now,
+    )
+    peers = []
+    for other in spec["names"]:  # the directory: every node of the path, chains verified
+        leaf, *intermediates = load_certificates_pem((files / f"{other}.chain.pem").read_bytes())
+        peers.append(verify_node_certificate(leaf, intermediates, trust, now))
+    limits = NodeLimits(**spec.get("limits", {}))
+    return Node(
+        identity=identity,
+        directory=StaticDirectory(peers),
+        store=Path(spec["store"]),
+        tls=TlsFiles(
+            files / f"{name}.chain.pem", files / f"{name}.signing.key", files / "verify.pem"
+        ),
+        trust=trust,
+        ca_bundle=bundle,
+        peers=[
+            Peer(name=p["name"], relation=Relation(p["relation"]), url=p["url"])
+            for p in spec["peers"]
+        ],
+        listen=("127.0.0.1", spec["port"]),
+        limits=limits,
+    )
+
+
+def dump_tasks() -> None:
+    """On SIGUSR1: every task's stack to the log, to see where a stalled node waits."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
+def payload(seq: int, stamp: float, filler: bytes) -> bytes:
+    return STAMP.pack(seq, stamp) + filler
+
+
+class Receiver:
+    """Records every delivery from the node's start; acknowledges in batches."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.seqs: array[int] = array("q")
+        self.sent: array[float] = array("d")
+        self.got: array[float] = array("d")
+        self.arrived = asyncio.Event()
+        self._unacked: list[Delivery] = []
+        self._ack_wake = asyncio.Event()
+        self.acked = 0
+
+    async def consume(self) -> None:
+        clock = time.monotonic
+        async for delivery in self.node.deliveries():
+            now = clock()
+            seq, stamp = STAMP.unpack_from(delivery.payload)
+            self.seqs.append(seq)
+            self.sent.append(stamp)
+            self.got.append(now)
+            self._unacked.append(delivery)
+            self._ack_wake.set()
+            self.arrived.set()
+
+    async def acknowledge(self) -> None:
+        while True:
+            await self._ack_wake.wait()
+            await asyncio.sleep(0.002)  # let a batch gather; latency is taken before the ack
+            self._ack_wake.clear()
+            batch, self._unacked = self._unacked, []
+            if batch:
+                await self.node.ack(batch)
+                self.acked += len(batch)
+
+    async def collect(self, first: int, count: int, timeout: float) -> dict[str, Any]:
+        """Wait for the ``count`` messages numbered from ``first``; their records, arrival order."""
+        deadline = time.monotonic() + timeout
+        end = first + count
+        have = scanned = 0
+        while True:
+            seqs = self.seqs
+            have += sum(1 for i in range(scanned, len(seqs)) if first <= seqs[i] < end)
+            scanned = len(seqs)
+            if have >= count or time.monotonic() > deadline:
+                break
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), max(0.0, deadline - time.monotonic()))
+        rows = [
+            (s, a, b)
+            for s, a, b in zip(self.seqs, self.sent, self.got, strict=True)
+            if first <= s < end
+        ]
+        return {
+            "received": len(rows),
+            "distinct": len({s for s, _, _ in rows}),
+            "sent": [a for _, a, _ in rows],
+            "got": [b for _, _, b in rows],
+        }
+
+
+async def burst(node: Node, command: dict[str, Any]) -> dict[str, Any]:
+    first, count, size = command["first"], command["count"], command["size"]
+    batch, inflight = command["batch"], command["inflight"]
+    filler = os.urandom(size - STAMP.size)
+    recipient = [command["recipient"]]
+    clock = time.monotonic
+    next_seq = first
+    end = first + count
+
+    async def worker() -> None:
+        nonlocal next_seq
+        while next_seq < end:
+            start = next_seq
+            n = min(batch, end - start)
+            next_seq += n
+            stamp = clock()
+            messages = [
+                Message(recipients=recipient, payload=payload(seq, stamp, filler))
+                for seq in range(start, start + n)
+            ]
+            await node.send_many(messages)
+
+    begun = clock()
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+    return {"count": count, "started": begun, "finished": clock()}
+
+
+async def paced(node: Node, command: dict[str, Any]) -> dict[str, Any]:
+    first, rate, duration, size = (
+        command["first"],
+        command["rate"],
+        command["duration"],
+        command["size"],
+    )
+    count = round(rate * duration)
+    filler = os.urandom(size - STAMP.size)
+    recipient = [command["recipient"]]
+    clock = time.monotonic
+    start = clock() + 0.01
+    tasks: set[asyncio.Task[Any]] = set()
+    sent = 0
+    worst_lag = 0.0
+    while sent < count:
+        now = clock()
+        due_until = min(count, math.floor((now - start) * rate) + 1)
+        while sent < due_until:
+            due = start + sent / rate
+            worst_lag = max(worst_lag, now - due)
+            task = asyncio.create_task(node.send(recipient, payload(first + sent, due, filler)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        if sent < count:
+            await asyncio.sleep(max(0.0, start + sent / rate - clock()))
+    await asyncio.gather(*tasks)
+    return {"count": count, "started": start, "finished": clock(), "worst_lag": worst_lag}
+
+
+async def serve(spec: dict[str, Any]) -> None:
+    node = build_node(spec)
+    role = spec["role"]
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
+    background: list[asyncio.Task[None]] = []
+    async with node:
+        receiver = None
+        if role == "receive":
+            receiver = Receiver(node)
+            background.append(loop.create_task(receiver.consume()))
+            background.append(loop.create_task(receiver.acknowledge()))
+        if spec.get("gc_freeze", True):
+            gc.collect()
+            gc.freeze()  # as seal_open: the startup heap is never garbage
+        emit("ready", name=node.name, pid=os.getpid(), url=node.url)
+        while True:
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if not line:
+                break
+            command = json.loads(line)
+            kind = command["cmd"]
+            if kind == "stop":
+                break
+            if kind == "cpu":
+                emit("cpu", seconds=cpu_seconds())
+            elif kind == "stats":
+                stats = await node.stats()
+                emit(
+                    "stats",
+                    counters=stats.counters,
+                    queued=stats.queued.count,
+                    inbox=stats.inbox.count,
+                    cpu=cpu_seconds(),
+                )
+            elif kind == "burst":
+                emit("sent", **await burst(node, command))
+            elif kind == "paced":
+                emit("sent", **await paced(node, command))
+            elif kind == "collect" and receiver is not None:
+                result = await receiver.collect(
+                    command["first"], command["count"], command["timeout"]
+                )
+                emit("collected", **result)
+            else:
+                emit("error", message=f"{node.name} ({role}) cannot {kind!r}")
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    )
+    profile_to = spec.get("profile")
+    profiler = cProfile.Profile() if profile_to else None
+    if profiler is not None:
+        profiler.enable()
+    try:
+        asyncio.run(serve(spec))
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
