@@ -3,7 +3,7 @@
 
     python3 dev.py demo [args...]   run the main job (see README)
     python3 dev.py test [args...]   lint, type-check and run the whole test suite
-    python3 dev.py bench NAME [...] run benchmarks/NAME.py
+    python3 dev.py bench NAME [...] run benchmarks/NAME.py (with the "bench" extra: plots)
     python3 dev.py shell            print the path of the environment's python
 
 A newcomer needs only Python >= 3.11 and git: the environment lives in .venv,
@@ -39,19 +39,24 @@ def setup_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def ensure_environment() -> None:
+def ensure_environment(extra: str | None = None) -> None:
+    """The test environment; with ``extra`` (e.g. "bench"), that optional extra as well."""
     if sys.version_info < (3, 11):
         fail(f"Python >= 3.11 is required, this is {sys.version.split()[0]}")
     wanted = setup_fingerprint()
+    stamp = STAMP if extra is None else VENV / f".exchnode-setup-{extra}"
     if STAMP.exists() and STAMP.read_text() == wanted and PY.exists():
-        return
+        if stamp.exists() and stamp.read_text() == wanted:
+            return
     if not PY.exists():
         print("dev.py: creating .venv", file=sys.stderr)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    print("dev.py: installing exchnode and its test tools into .venv", file=sys.stderr)
+    extras = "test" if extra is None else f"test,{extra}"
+    print(f"dev.py: installing exchnode[{extras}] into .venv", file=sys.stderr)
     pip = [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    run(pip + ["-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[test]"])
+    run(pip + ["-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[{extras}]"])
     STAMP.write_text(wanted)
+    stamp.write_text(wanted)
 
 
 def run(argv: list[str]) -> None:
@@ -65,7 +70,7 @@ def main(argv: list[str]) -> None:
         print(__doc__)
         return
     job, rest = argv[0], argv[1:]
-    ensure_environment()
+    ensure_environment("bench" if job == "bench" else None)
     python = str(PY)
     if job == "demo":
         run([python, "examples/federation.py", *rest])
