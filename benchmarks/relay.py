@@ -3,7 +3,8 @@
 
     python3 dev.py bench relay [--json] [--quick] [--out DIR] [--dir DIR] [--repeat N]
                                [--hops 1,3,5] [--sizes 1KiB,64KiB] [--modes throughput,latency]
-                               [--rate 1000] [--duration 10] [--profile DIR]
+                               [--rate 1000] [--rate-64kib 200] [--duration 10]
+                               [--profile DIR]
 
 Every node of a path runs in its own OS process (``benchmarks/relay_node.py``)
 with its own SQLite store (WAL, synchronous=FULL) on a real disk, and talks
@@ -27,8 +28,9 @@ warm-up (TLS sessions, content-key epoch, caches; not counted), then:
   limit pushes back); the receiver acknowledges in batches.  msgs/s is the
   steady-state delivery rate at the receiving application, from the 10th
   percentile of arrivals to the last; MB/s counts payload bytes.
-* **latency**: the sender sends open loop at ``--rate`` msgs/s for
-  ``--duration`` seconds, each message its own ``send`` call; latency is
+* **latency**: the sender sends open loop at ``--rate`` msgs/s (1 KiB;
+  64 KiB at ``--rate-64kib``, below what 5 hops carry) for ``--duration``
+  seconds, each message its own ``send`` call; latency is
   from the scheduled send time to the moment the receiving application gets
   the message (``time.monotonic()``, CLOCK_MONOTONIC: one clock for every
   process of the machine).
@@ -90,7 +92,7 @@ class Settings:
     batch: int
     inflight: int
     sender_queue: int
-    rate: float
+    rates: dict[str, float]  # latency run: offered msgs/s per size
     duration: float
     repeat: int
     profile: Path | None
@@ -295,8 +297,9 @@ async def drained_stats(children: dict[str, Child]) -> dict[str, dict[str, Any]]
         await asyncio.sleep(0.05)
 
 
-async def cpu_times(children: dict[str, Child]) -> dict[str, float]:
-    return {n: (await c.call({"cmd": "cpu"}, "cpu", 30))["seconds"] for n, c in children.items()}
+async def cpu_times(children: dict[str, Child]) -> dict[str, dict[str, float]]:
+    """CPU seconds (user, system) each node process has used so far, all its threads."""
+    return {n: await c.call({"cmd": "cpu"}, "cpu", 30) for n, c in children.items()}
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -344,11 +347,11 @@ async def run_once(
             }
             budget = 60 + count / 100
         else:
-            count = round(settings.rate * settings.duration)
+            count = round(settings.rates[size_label] * settings.duration)
             command = {
                 "cmd": "paced",
                 "first": warm,
-                "rate": settings.rate,
+                "rate": settings.rates[size_label],
                 "duration": settings.duration,
                 **common,
             }
@@ -387,7 +390,16 @@ async def run_once(
         "distinct": got["distinct"],
         "complete": received == count == got["distinct"],
         "wall_s": round(wall, 3),
-        "cpu_s": {n: round(cpu_after[n] - cpu_before[n], 3) for n in path},
+        # CPU seconds each node used during the measured phase (user + system, all threads).
+        "cpu_s": {n: round(cpu_after[n]["seconds"] - cpu_before[n]["seconds"], 3) for n in path},
+        "cpu_system_s": {
+            n: round(cpu_after[n]["system"] - cpu_before[n]["system"], 3) for n in path
+        },
+        "cores_busy": round(
+            sum(cpu_after[n]["seconds"] - cpu_before[n]["seconds"] for n in path) / wall, 2
+        )
+        if wall > 0
+        else None,
         "forwarded": {n: stats[n]["counters"]["forwarded"] for n in path},
         "accepted": {n: stats[n]["counters"]["accepted"] for n in path},
     }
@@ -414,8 +426,13 @@ async def run_once(
         row["end_to_end_per_s"] = round(end_to_end, 1)
         row["send_accepted_per_s"] = round(count / (sent["finished"] - started), 1)
     if mode == "latency":
-        row["offered_per_s"] = settings.rate
-        row["delivered_per_s"] = round(received / wall, 1) if wall > 0 else None
+        offered = settings.rates[size_label]
+        spread = max(arrivals) - min(arrivals) if received > 1 else 0.0
+        delivered = (received - 1) / spread if spread > 0 else 0.0  # arrivals' own pace
+        row["offered_per_s"] = offered
+        row["delivered_per_s"] = round(delivered, 1)
+        # Offered more than the path carries: the latencies are a growing queue, not a latency.
+        row["saturated"] = delivered < 0.97 * offered
         row["sender_worst_lag_ms"] = round(sent["worst_lag"] * 1000, 2)
     return row
 
@@ -443,6 +460,10 @@ def fmt(summary: dict[str, float] | None, digits: int = 0) -> str:
     return f"{m:,.{digits}f} [{lo:,.{digits}f}-{hi:,.{digits}f}]"
 
 
+def median(summary: dict[str, float] | None) -> str:
+    return "-" if summary is None else f"{summary['median']:.2f}"
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     print("paths (hops = links crossed; every node a separate process with its own store):")
     for hops, path in PATHS.items():
@@ -450,18 +471,19 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print()
     header = (
         f"{'mode':<10} {'size':>5} {'hops':>4} {'msgs/s':>24} {'MB/s':>18} "
-        f"{'p50 ms':>16} {'p99 ms':>18} {'max ms':>18} {'runs':>4}"
+        f"{'p50 ms':>16} {'p99 ms':>18} {'max ms':>18} {'cores':>5} {'runs':>4}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         throughput = row["mode"] == "throughput"
+        mark = "*" if any(run.get("saturated") for run in row["runs"]) else ""
         print(
             f"{row['mode']:<10} {row['size']:>5} {row['hops']:>4} "
-            f"{fmt(row['msgs_per_s'] if throughput else row['delivered_per_s']):>24} "
+            f"{fmt(row['msgs_per_s'] if throughput else row['delivered_per_s']) + mark:>24} "
             f"{fmt(row['MB_per_s'], 1) if throughput else '-':>18} "
             f"{fmt(row['p50_ms'], 1):>16} {fmt(row['p99_ms'], 1):>18} "
-            f"{fmt(row['max_ms'], 1):>18} {len(row['runs']):>4}"
+            f"{fmt(row['max_ms'], 1):>18} {median(row['cores_busy']):>5} {len(row['runs']):>4}"
         )
 
 
@@ -543,11 +565,12 @@ async def run_matrix(
                     "hops": hops,
                     "path": PATHS[hops],
                     "complete": all(r["complete"] for r in runs),
+                    "saturated": any(r.get("saturated", False) for r in runs),
                     "runs": runs,
                 }
                 for key in ("msgs_per_s", "MB_per_s", "delivered_per_s", "p50_ms", "p90_ms"):
                     row[key] = summarise(runs, key)
-                for key in ("p99_ms", "max_ms"):
+                for key in ("p99_ms", "max_ms", "cores_busy"):
                     row[key] = summarise(runs, key)
                 rows.append(row)
     return rows
@@ -596,7 +619,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--hops", default="1,3,5", help="which paths (1, 3, 5)")
     parser.add_argument("--sizes", default="1KiB,64KiB", help="payload sizes (1KiB, 64KiB)")
     parser.add_argument("--modes", default="throughput,latency", help="throughput, latency")
-    parser.add_argument("--rate", type=float, help="latency run: msgs/s (default 1000)")
+    parser.add_argument("--rate", type=float, help="latency run, 1 KiB: msgs/s (default 1000)")
+    parser.add_argument("--rate-64kib", type=float, help="latency run, 64 KiB (default 200)")
     parser.add_argument("--duration", type=float, help="latency run: seconds (default 10)")
     parser.add_argument("--count", type=int, help="throughput run: messages (default by size)")
     parser.add_argument("--profile", type=Path, help="cProfile each node process into DIR")
@@ -619,7 +643,10 @@ def main(argv: list[str]) -> int:
         batch=256,
         inflight=4,
         sender_queue=8192,
-        rate=args.rate or (200.0 if quick else 1000.0),
+        rates={
+            "1KiB": args.rate or (200.0 if quick else 1000.0),
+            "64KiB": args.rate_64kib or (100.0 if quick else 200.0),
+        },
         duration=args.duration or (0.5 if quick else 10.0),
         repeat=args.repeat or (1 if quick else 2),
         profile=args.profile,
@@ -635,14 +662,16 @@ def main(argv: list[str]) -> int:
     began = time.time()
     load_before = os.getloadavg()
     rows = asyncio.run(run_matrix(modes, hops_list, sizes, settings, base))
-    checks = targets(rows, settings.rate, quick)
+    checks = targets(rows, settings.rates[TARGET_SIZE], quick)
 
     print_table(rows)
+    rate_text = ", ".join(f"{size} at {rate:,.0f} msgs/s" for size, rate in settings.rates.items())
     print(
         f"\nmsgs/s: steady-state delivery rate at the receiving application (10th percentile of "
         f"arrivals to last; from the first send if too short, as with --quick) for throughput "
         f"runs, achieved delivery rate for latency runs "
-        f"(offered {settings.rate:,.0f} msgs/s open loop for {settings.duration:g} s).  "
+        f"(offered {rate_text} open loop for {settings.duration:g} s; * = saturated: "
+        f"delivered < 97% of offered, so its latency is a growing queue).  "
         f"Latency: scheduled send -> application gets it, CLOCK_MONOTONIC.  median [range] "
         f"of {settings.repeat} run(s), each on a fresh federation.  Stores: SQLite WAL, "
         f"synchronous=FULL, under {base} ({where['type']} on {where['device']})."
@@ -669,7 +698,7 @@ def main(argv: list[str]) -> int:
             "batch": settings.batch,
             "inflight": settings.inflight,
             "sender_max_queued_items": settings.sender_queue,
-            "rate": settings.rate,
+            "rates": settings.rates,
             "duration_s": settings.duration,
             "repeat": settings.repeat,
         },

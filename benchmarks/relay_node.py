@@ -273,7 +273,8 @@ async def serve(spec: dict[str, Any]) -> None:
             if kind == "stop":
                 break
             if kind == "cpu":
-                emit("cpu", seconds=cpu_seconds())
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                emit("cpu", seconds=cpu_seconds(), user=usage.ru_utime, system=usage.ru_stime)
             elif kind == "stats":
                 stats = await node.stats()
                 emit(
