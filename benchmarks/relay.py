@@ -487,7 +487,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def plot(rows: list[dict[str, Any]], target: Path, title: str) -> str | None:
+def plot(
+    rows: list[dict[str, Any]], target: Path, title: str, rates: dict[str, float]
+) -> str | None:
     """Write the PNG; None on success, else why not."""
     try:
         import matplotlib
@@ -527,7 +529,8 @@ def plot(rows: list[dict[str, Any]], target: Path, title: str) -> str | None:
     left.set(title="Throughput (sender as fast as accepted)", xlabel="hops", ylabel="msgs/s")
     left.set_yscale("log")
     right.axhline(TARGET_P99_MS, color="grey", linestyle="--", label="p99 target (1 KiB, 3 hops)")
-    right.set(title="Latency, open loop", xlabel="hops", ylabel="ms, send -> delivery")
+    offered = ", ".join(f"{size} at {rate:,.0f}/s" for size, rate in rates.items())
+    right.set(title=f"Latency, open loop: {offered}", xlabel="hops", ylabel="ms, send -> delivery")
     right.set_yscale("log")
     for axis in (left, right):
         axis.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
@@ -714,7 +717,7 @@ def main(argv: list[str]) -> int:
         f"exchnode relay, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{report['date']}{' (quick)' if quick else ''}"
     )
-    problem = plot(rows, args.out / "relay.png", title)
+    problem = plot(rows, args.out / "relay.png", title, settings.rates)
     report["plot"] = None if problem else str(args.out / "relay.png")
     if problem:
         report["plot_skipped"] = problem
