@@ -53,7 +53,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -325,13 +325,32 @@ class Node:
             self.address = await self._server.start()
         loop = asyncio.get_running_loop()
         for name in self._peers:
-            self._tasks.append(loop.create_task(self._forward(name), name=f"forward-{name}"))
+            self._run_task(partial(self._forward, name), f"forward-{name}")
         self._tasks.append(loop.create_task(self._greet(), name="hello"))
         if self.node_directory is not None:
-            self._tasks.append(loop.create_task(self._sync_directory(), name="directory"))
-        self._tasks.append(loop.create_task(self._pump_inbox(), name="inbox"))
-        self._tasks.append(loop.create_task(self._expire(), name="expiry"))
+            self._run_task(self._sync_directory, "directory")
+        self._run_task(self._pump_inbox, "inbox")
+        self._run_task(self._expire, "expiry")
         self.log.info("node started", url=self.url if self.address else None)
+
+    def _run_task(self, work: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run one of the node's loops for as long as the node runs, restarting it after a bug.
+
+        A loop that died silently would stop a queue for good (nothing forwarded to one
+        neighbour, nothing delivered): log the failure loudly and start the loop again.
+        Everything a loop does is durable or repeatable, so a restart loses nothing.
+        """
+
+        async def supervise() -> None:
+            while True:
+                try:
+                    await work()
+                    return
+                except Exception:  # any bug: log it, keep the node serving
+                    self.log.exception("node task failed; restarting it", task=name)
+                    await asyncio.sleep(1.0)
+
+        self._tasks.append(asyncio.get_running_loop().create_task(supervise(), name=name))
 
     async def close(self) -> None:
         """Drain and stop: refuse new transfers, finish the commits under way, stop the tasks.

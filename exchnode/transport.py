@@ -35,6 +35,7 @@ with ``routes`` (the signed node directory).
 
 from __future__ import annotations
 
+import io
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -222,7 +223,10 @@ class LinkClient:
         data = encode_request(request)
         try:
             async with self._session.post(
-                self._url, data=data, headers={"Content-Type": CONTENT_TYPE}
+                # A file-like body: aiohttp writes it in chunks (and warns on large raw bytes).
+                self._url,
+                data=io.BytesIO(data),
+                headers={"Content-Type": CONTENT_TYPE},
             ) as response:
                 body = await response.read()
                 if response.status != 200:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exchnode.delivery import Delivery
+from exchnode.delivery import Delivery, Message
 from exchnode.errors import UsageError
 from exchnode.node import Node
 from exchnode.node_config import NodeLimits, NodeTimers
@@ -142,3 +142,39 @@ async def test_full_node_pushes_back_without_loss(tmp_path: Path) -> None:
         assert hub.counters["deferred"] > 0
         got = await asyncio.wait_for(collect(nodes["520102.minzheng"], 200), 30)
         assert sorted(d.payload for d in got) == sorted(payloads)
+
+
+@pytest.mark.asyncio
+async def test_large_transfers_of_64_kib_envelopes(tmp_path: Path) -> None:
+    names = ["520102", GONGAN, "520102.minzheng"]
+    federation = Federation(tmp_path, names)
+    async with running(federation, names) as nodes:
+        payloads = [bytes([i]) * 65536 for i in range(40)]  # transfers well over 1 MiB
+        await nodes[GONGAN].send_many(
+            [Message(recipients=["520102.minzheng"], payload=p) for p in payloads]
+        )
+        got = await asyncio.wait_for(collect(nodes["520102.minzheng"], 40), 30)
+        assert sorted(d.payload for d in got) == sorted(payloads)
+
+
+@pytest.mark.asyncio
+async def test_a_failing_loop_is_logged_and_restarted(tmp_path: Path) -> None:
+    names = ["520102", GONGAN, "520102.minzheng"]
+    federation = Federation(tmp_path, names)
+    async with running(federation, names) as nodes:
+        hub = nodes["520102"]
+        store = hub.store
+        real_pending = store.pending
+        failures = []
+
+        def broken_once(*args: object, **kwargs: object) -> object:
+            if not failures:
+                failures.append(1)
+                raise RuntimeError("a bug in the forwarding path")
+            return real_pending(*args, **kwargs)  # type: ignore[arg-type]
+
+        store.pending = broken_once  # type: ignore[method-assign]
+        await nodes[GONGAN].send(["520102.minzheng"], b"still delivered")
+        (delivery,) = await asyncio.wait_for(collect(nodes["520102.minzheng"], 1), 20)
+        assert delivery.payload == b"still delivered"
+        assert failures == [1]
