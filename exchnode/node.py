@@ -100,7 +100,7 @@ from exchnode.node_directory import NodeDirectory, verify_snapshot
 from exchnode.pki_verify import TrustStore, verify_node_certificate
 from exchnode.receipts import ReceiptVerifier, issue_receipts
 from exchnode.reports import NDR_KIND, NDR_TTL, decode_ndr, ndr_outgoing
-from exchnode.routing import Router
+from exchnode.routing import Route, Router
 from exchnode.sealing import (
     EnvelopeVerifier,
     Opened,
@@ -646,6 +646,17 @@ class Node:
             ttl=message.ttl,
         )
 
+    def _own_item(self, envelope: SealedEnvelope, route: Route) -> AcceptItem:
+        """An envelope this node sealed, offered to its own store like any arrival."""
+        return AcceptItem.from_route(
+            sender=self.name,
+            message_id=envelope.message_id,
+            digest=envelope.digest,
+            data=envelope.data,
+            expires_ms=envelope.expires_ms,
+            route=route,
+        )
+
     async def _seal_and_commit(self, messages: list[Message]) -> list[Sent | ExchnodeError]:
         results: list[Sent | ExchnodeError | None] = [None] * len(messages)
         ready: list[tuple[int, Outgoing]] = []
@@ -656,15 +667,8 @@ class Node:
                 results[index] = exc
         sealed = self._seal_each([outgoing for _, outgoing in ready], results, ready)
         items = [
-            AcceptItem.from_route(
-                sender=self.name,
-                message_id=envelope.message_id,
-                digest=envelope.digest,
-                data=envelope.data,
-                expires_ms=expires_ms,
-                route=self.router.route(recipients),
-            )
-            for _, envelope, recipients, expires_ms in sealed
+            self._own_item(envelope, self.router.route(recipients))
+            for _, envelope, recipients, _ in sealed
         ]
         if items:
             outcomes = await self._commits.submit(items)
@@ -836,14 +840,7 @@ class Node:
             return
         envelopes = self._sealer.seal_batch(outgoing, now)
         items = [
-            AcceptItem.from_route(
-                sender=self.name,
-                message_id=envelope.message_id,
-                digest=envelope.digest,
-                data=envelope.data,
-                expires_ms=int((now + NDR_TTL) * 1000),
-                route=self.router.route(item.recipients),
-            )
+            self._own_item(envelope, self.router.route(item.recipients))
             for envelope, item in zip(envelopes, outgoing, strict=True)
         ]
         await self._commits.submit(items)
@@ -955,16 +952,7 @@ class Node:
             if route.unroutable:
                 self.log.warning("receipt not sent", sender=bundle.recipients[0], error="no route")
                 continue
-            items.append(
-                AcceptItem.from_route(
-                    sender=self.name,
-                    message_id=envelope.message_id,
-                    digest=envelope.digest,
-                    data=envelope.data,
-                    expires_ms=int((now + NDR_TTL) * 1000),
-                    route=route,
-                )
-            )
+            items.append(self._own_item(envelope, route))
         if items:
             await self._commits.submit(items)
             self.counters["receipts_sent"] += len(items)
