@@ -53,7 +53,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import sqlite3
 import statistics
 import sys
@@ -68,7 +67,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchnode.keyfiles import write_private_key
 from exchnode.names import NodeName, parent_division
-from exchnode.testing import IssuedCA, SyntheticPKI
+from exchnode.testing import IssuedCA, SyntheticPKI, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).resolve().with_name("relay_node.py")
@@ -117,12 +116,6 @@ def relation(me: str, other: str) -> str:
 
 def describe(path: list[str]) -> str:
     return " -> ".join(path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_pki(files: Path, names: list[str]) -> None:

@@ -42,7 +42,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,6 +65,7 @@ from exchnode.pki_verify import (  # noqa: E402
     load_crls_pem,
     verify_node_certificate,
 )
+from exchnode.testing import free_port  # noqa: E402
 from exchnode.tls import TlsFiles, make_context, write_verify_bundle  # noqa: E402
 from exchnode.transport import LinkClient, LinkError  # noqa: E402
 from node.client import OperatorClient, OperatorError  # noqa: E402
@@ -89,12 +89,6 @@ BATCH = 100  # messages per send-many call
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def parent_of(name: str) -> str | None:

@@ -27,10 +27,14 @@ exchnode's runtime imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import secrets
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -55,6 +59,7 @@ __all__ = [
     "IssuedNode",
     "SeededRandom",
     "SyntheticPKI",
+    "free_port",
     "seeded_directory",
     "seeded_identity",
     "synthetic_encryption_key",
@@ -294,3 +299,33 @@ def _sign_crl_unchecked(
             .build()
         )
     return builder.sign(ca.key, None)
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A loopback port to configure a test node on before it starts (its peers need the URL).
+
+    Chosen *below* the kernel's ephemeral range: a port that is free now but inside that
+    range can be taken by any outgoing connection (a node's own links, under load) before the
+    node binds it.  The one function in this module that touches the system; tests only.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(max(1024, low - 12_000), low))
+    secrets.SystemRandom().shuffle(candidates)
+    for port in candidates[:200]:
+        if port in _HANDED_OUT:
+            continue  # free, but already promised to another node of this process
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as sock:  # pragma: no cover - a crowded machine: any free port
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,12 @@ from typing import Any
 
 from exchnode.ca_store import CAStore
 from exchnode.names import NATIONAL_DIVISION, NodeName, parent_hub
+from exchnode.testing import free_port
 from node.config import DaemonConfig, load_config
 from node.scaffold import InitOptions, export_trust, init_node
 
 REPO = Path(__file__).resolve().parents[2]
 LEVELS = {1: "province", 2: "city", 3: "county"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def parent_of(name: str) -> str | None:

@@ -7,7 +7,6 @@ division), exactly as an operator would configure it.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +22,7 @@ from exchnode.node import Node
 from exchnode.node_config import Peer
 from exchnode.pki_verify import TrustStore, verify_node_certificate
 from exchnode.routing import Relation
-from exchnode.testing import IssuedCA, IssuedNode, SyntheticPKI
+from exchnode.testing import IssuedCA, IssuedNode, SyntheticPKI, free_port
 from exchnode.tls import TlsFiles
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -37,12 +36,6 @@ CROSS_CITY = [
     "522301",
     "522301.minzheng",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 parent_of = parent_hub
