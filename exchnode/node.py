@@ -626,7 +626,8 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._space.wait(), 0.5)
 
-    def _prepare(self, message: Message) -> Outgoing:
+    def _prepare(self, message: Message) -> tuple[Outgoing, Route]:
+        """Check a message before sealing it; its route is kept for the commit."""
         recipients = tuple(dict.fromkeys(message.recipients))
         if not recipients:
             raise UsageError("a message needs at least one recipient")
@@ -638,13 +639,14 @@ class Node:
             )
         for recipient in recipients:
             self.directory.recipient(recipient)  # unknown or expired: fail before sealing
-        return Outgoing(
+        outgoing = Outgoing(
             recipients,
             encode_app_message(message.payload, want_receipt=message.receipt),
             kind=message.kind,
             content_type=message.content_type,
             ttl=message.ttl,
         )
+        return outgoing, route
 
     def _own_item(self, envelope: SealedEnvelope, route: Route) -> AcceptItem:
         """An envelope this node sealed, offered to its own store like any arrival."""
@@ -659,25 +661,24 @@ class Node:
 
     async def _seal_and_commit(self, messages: list[Message]) -> list[Sent | ExchnodeError]:
         results: list[Sent | ExchnodeError | None] = [None] * len(messages)
-        ready: list[tuple[int, Outgoing]] = []
+        ready: list[tuple[int, Outgoing, Route]] = []
         for index, message in enumerate(messages):
             try:
-                ready.append((index, self._prepare(message)))
+                ready.append((index, *self._prepare(message)))
             except ExchnodeError as exc:
                 results[index] = exc
-        sealed = self._seal_each([outgoing for _, outgoing in ready], results, ready)
-        items = [
-            self._own_item(envelope, self.router.route(recipients))
-            for _, envelope, recipients, _ in sealed
-        ]
-        if items:
-            outcomes = await self._commits.submit(items)
-            for (index, envelope, recipients, expires_ms), outcome in zip(
-                sealed, outcomes, strict=True
-            ):
+        sealed = self._seal_each(ready, results)
+        if sealed:
+            outcomes = await self._commits.submit(
+                [self._own_item(envelope, route) for _, envelope, route in sealed]
+            )
+            for (index, envelope, _), outcome in zip(sealed, outcomes, strict=True):
                 if outcome.acknowledge:
                     results[index] = Sent(
-                        envelope.message_id, envelope.digest, recipients, expires_ms
+                        envelope.message_id,
+                        envelope.digest,
+                        envelope.recipients,
+                        envelope.expires_ms,
                     )
                 else:  # pragma: no cover - fresh ids do not collide or expire at once
                     results[index] = UsageError(f"the store refused the message: {outcome.status}")
@@ -685,25 +686,27 @@ class Node:
 
     def _seal_each(
         self,
-        outgoing: list[Outgoing],
+        ready: list[tuple[int, Outgoing, Route]],
         results: list[Sent | ExchnodeError | None],
-        ready: list[tuple[int, Outgoing]],
-    ) -> list[tuple[int, SealedEnvelope, tuple[str, ...], int]]:
+    ) -> list[tuple[int, SealedEnvelope, Route]]:
         """Seal as one batch; if the batch fails, one by one to find the culprits."""
-        now = self._clock()
-        if not outgoing:
+        if not ready:
             return []
+        now = self._clock()
         try:
-            envelopes = self._sealer.seal_batch(outgoing, now)
-            pairs = list(zip([index for index, _ in ready], envelopes, strict=True))
+            envelopes = self._sealer.seal_batch([outgoing for _, outgoing, _ in ready], now)
+            return [
+                (index, envelope, route)
+                for (index, _, route), envelope in zip(ready, envelopes, strict=True)
+            ]
         except ExchnodeError:
-            pairs = []
-            for index, item in ready:
+            sealed = []
+            for index, outgoing, route in ready:
                 try:
-                    pairs.append((index, self._sealer.seal(item, now)))
+                    sealed.append((index, self._sealer.seal(outgoing, now), route))
                 except ExchnodeError as exc:
                     results[index] = exc
-        return [(index, env, env.recipients, env.expires_ms) for index, env in pairs]
+            return sealed
 
     # --- custody out: forwarding to neighbours ---------------------------------------------
 
@@ -1055,10 +1058,13 @@ class Node:
                     reason=str(outcome.error),
                 )
 
+    def _not_a_neighbour(self, neighbour: str) -> web.Response:
+        return web.Response(status=403, text=f"{neighbour} is not a neighbour of {self.name}")
+
     async def _serve_directory(self, neighbour: str, request: web.Request) -> web.Response:
         directory = self.node_directory
         if directory is None or neighbour not in self._peers:
-            return web.Response(status=403, text=f"{neighbour} is not a neighbour of {self.name}")
+            return self._not_a_neighbour(neighbour)
         now = self._clock()
         if self._signed is None or now - self._signed[0] >= 1.0:
             self._signed = (now, directory.sign(now, self.timers.directory_lifetime))
@@ -1066,7 +1072,7 @@ class Node:
 
     async def _directory_announced(self, neighbour: str, request: web.Request) -> web.Response:
         if neighbour not in self._peers:
-            return web.Response(status=403, text=f"{neighbour} is not a neighbour of {self.name}")
+            return self._not_a_neighbour(neighbour)
         self._pull_requests.add(neighbour)
         self._directory_wake.set()
         return web.Response(status=204)
