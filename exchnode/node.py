@@ -53,6 +53,7 @@ import contextlib
 import os
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ from exchnode.batcher import Batcher
 from exchnode.delivery import Delivery, DeliveryStatus, Message, Sent
 from exchnode.directory import Directory
 from exchnode.encoding import pack, unpack
-from exchnode.envelope import decode_envelope
+from exchnode.envelope import Envelope, decode_envelope
 from exchnode.errors import (
     DecryptionError,
     DirectoryExpiredError,
@@ -84,7 +85,7 @@ from exchnode.errors import (
     UnknownSignerError,
     UsageError,
 )
-from exchnode.identity import LocalIdentity
+from exchnode.identity import LocalIdentity, PeerIdentity
 from exchnode.link import Credit, Item, ItemResult, Status, TransferRequest, TransferResponse
 from exchnode.messages import (
     RECEIPT_CONTENT_TYPE,
@@ -102,7 +103,6 @@ from exchnode.receipts import ReceiptVerifier, issue_receipts
 from exchnode.reports import NDR_KIND, NDR_TTL, decode_ndr, ndr_outgoing
 from exchnode.routing import Route, Router
 from exchnode.sealing import (
-    EnvelopeVerifier,
     Opened,
     Opener,
     OpenPolicy,
@@ -133,6 +133,7 @@ T = TypeVar("T")
 _AUTH_CACHE_SECONDS = 60.0
 _STATUS_PREFIX = "status:"
 _DIRECTORY_KEY = "directory"
+_VERIFIED_CACHE = 8192  # envelopes verified on arrival, awaiting the inbox pump
 DIRECTORY_PATH = "/exchnode/v1/directory"
 DIRECTORY_CHANGED_PATH = "/exchnode/v1/directory/changed"
 DIRECTORY_CONTENT_TYPE = "application/vnd.exchnode.directory+msgpack"
@@ -210,8 +211,13 @@ class Node:
         self._clock = clock
         self._random = random
         self._sealer = Sealer(identity, directory, seal_policy, random)
-        self._verifier = EnvelopeVerifier(directory, open_policy)
         self._opener = Opener(identity, directory, open_policy, replay=None)
+        # One verifier for custody and opening: one cache of authenticated batches.
+        self._verifier = self._opener.verifier
+        # Envelopes verified on arrival and waiting in the inbox: opened without a second parse.
+        self._verified: OrderedDict[tuple[str, bytes], tuple[Envelope, PeerIdentity]] = (
+            OrderedDict()
+        )
         self._receipts = ReceiptVerifier(directory)
         self.log = structlog.get_logger("exchnode.node").bind(node=self.name)
 
@@ -556,7 +562,7 @@ class Node:
         return TransferResponse(request.transfer_id, tuple(results), self._credit())
 
     def _check_item(self, neighbour: str, item: Item, now: float) -> AcceptItem:
-        envelope = self._verifier.verify(item.envelope, now)
+        envelope, signer = self._verifier.verify_sender(item.envelope, now)
         header = envelope.header
         relation = self.router.accept(
             neighbour, header.sender, header.recipient_names, item.targets
@@ -564,6 +570,8 @@ class Node:
         route = self.router.route(item.targets, came_from=relation)
         if route.unroutable:
             raise RoutingRefusedError(f"{self.name} has no route to {', '.join(route.unroutable)}")
+        if route.local:
+            self._remember_verified(envelope, signer)
         return AcceptItem.from_route(
             sender=header.sender,
             message_id=header.message_id,
@@ -991,11 +999,29 @@ class Node:
 
                 await self._db(run)
 
+    def _remember_verified(self, envelope: Envelope, signer: PeerIdentity) -> None:
+        verified = self._verified
+        verified[(envelope.header.sender, envelope.header.message_id)] = (envelope, signer)
+        if len(verified) > _VERIFIED_CACHE:
+            verified.popitem(last=False)
+
+    def _open(self, entry: InboundEntry, now: float) -> Opened:
+        """Open an inbox entry, reusing its verification on arrival when it is still at hand.
+
+        The cached envelope is used only for the very bytes stored (same
+        digest); after a restart, or once it has left the cache, the entry is
+        parsed and verified again from the store.
+        """
+        cached = self._verified.pop((entry.sender, entry.message_id), None)
+        if cached is not None and cached[0].digest == entry.digest:
+            return self._opener.open_verified(cached[0], cached[1], now)
+        return self._opener.open(entry.data, now)
+
     async def _open_entry(self, entry: InboundEntry) -> bool:
         """Handle one inbox entry; True if the node consumed it (remove it from the inbox)."""
         now = self._clock()
         try:
-            opened = self._opener.open(entry.data, now)
+            opened = self._open(entry, now)
         except ExchnodeError as exc:
             # Undecryptable or malformed after passing the signature check on the way in: the
             # sender sealed it wrongly and retrying cannot help.  Anything else (an unknown

@@ -393,7 +393,16 @@ class Opener:
 
     def open(self, data: bytes, now: float) -> Opened:
         envelope, sender = self.verifier.verify_sender(data, now, recipient=self._name)
+        return self.open_verified(envelope, sender, now)
+
+    def open_verified(self, envelope: Envelope, sender: PeerIdentity, now: float) -> Opened:
+        """Finish opening an envelope that ``self.verifier`` has verified (SPEC §8.1 from step 7).
+
+        A node verifies every envelope when it takes custody; the ones it then
+        delivers itself need not be parsed and verified a second time.
+        """
         header = envelope.header
+        find_recipient(header, self._name)
         replay = self.replay
         if replay is not None and (header.sender, header.message_id) in replay:
             raise ReplayError(

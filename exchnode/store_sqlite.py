@@ -161,7 +161,18 @@ _EXPIRED_INBOX = (
     " WHERE expires_ms <= ? ORDER BY expires_ms, seq LIMIT ?"
 )
 
+# One statement per acknowledgement batch: the seqs travel as a JSON array.
+_DELETE_OUTBOUND = (
+    "DELETE FROM outbound WHERE next_hop = ? AND seq IN (SELECT value FROM json_each(?))"
+    " RETURNING size"
+)
+_DELETE_INBOX = "DELETE FROM inbox WHERE seq IN (SELECT value FROM json_each(?)) RETURNING size"
+
 _Row = tuple[int, int, str, int]  # sort key of an expired entry: expiry, inbox 0 / outbound 1, ...
+
+
+def _json_list(seqs: Iterable[int]) -> str:
+    return "[" + ",".join(map(str, map(int, seqs))) + "]"
 
 
 def _targets(text: str) -> tuple[str, ...]:
@@ -466,16 +477,9 @@ class SqliteStore:
         wanted = check_seqs(seqs)
         if not wanted:
             return 0
-        removed: list[tuple[int, int]] = []
         with self._lock, self._transaction("forwarded") as conn:
-            for seq in wanted:
-                row = conn.execute(
-                    "SELECT size FROM outbound WHERE seq = ? AND next_hop = ?", (seq, next_hop)
-                ).fetchone()
-                if row is not None:
-                    removed.append((seq, row[0]))
-            conn.executemany("DELETE FROM outbound WHERE seq = ?", [(s,) for s, _ in removed])
-        for _, size in removed:
+            removed = conn.execute(_DELETE_OUTBOUND, (next_hop, _json_list(wanted))).fetchall()
+        for (size,) in removed:
             self._depths.remove_outbound(next_hop, size)
         return len(removed)
 
@@ -518,14 +522,9 @@ class SqliteStore:
         wanted = check_seqs(seqs)
         if not wanted:
             return 0
-        removed: list[tuple[int, int]] = []
         with self._lock, self._transaction("delivered") as conn:
-            for seq in wanted:
-                row = conn.execute("SELECT size FROM inbox WHERE seq = ?", (seq,)).fetchone()
-                if row is not None:
-                    removed.append((seq, row[0]))
-            conn.executemany("DELETE FROM inbox WHERE seq = ?", [(s,) for s, _ in removed])
-        for _, size in removed:
+            removed = conn.execute(_DELETE_INBOX, (_json_list(wanted),)).fetchall()
+        for (size,) in removed:
             self._depths.remove_inbound(size)
         return len(removed)
 

@@ -88,6 +88,16 @@ def test_every_recipient_opens_the_same_envelope(cast, directory) -> None:
         assert opener(cast, directory, name).open(data, NOW).plaintext == b"population record 42"
 
 
+def test_open_verified_finishes_what_a_verifier_started(cast, directory) -> None:
+    # The node verifies on arrival and opens later from that result (SPEC §8.1 from step 7).
+    data = seal_one(cast, directory, recipients=(RECIPIENT, OTHER))
+    envelope, signer = EnvelopeVerifier(directory).verify_sender(data, NOW)
+    opened = opener(cast, directory, OTHER).open_verified(envelope, signer, NOW)
+    assert opened.plaintext == b"population record 42"
+    with pytest.raises(errors.NotARecipientError):
+        opener(cast, directory, HUB).open_verified(envelope, signer, NOW)
+
+
 def test_recipients_are_sorted_on_the_wire(cast, directory) -> None:
     data = seal_one(cast, directory, recipients=(RECIPIENT, OTHER))
     assert decode_envelope(data).header.recipient_names == tuple(sorted((RECIPIENT, OTHER)))
