@@ -28,19 +28,26 @@ __all__ = [
     "ExchnodeError",
     "ExpiredError",
     "InvalidNameError",
+    "InvalidTransitionError",
     "LifetimeTooLongError",
     "MalformedCertificateError",
     "MalformedError",
+    "MaskingError",
     "NameConstraintError",
     "NotACAError",
     "NotARecipientError",
+    "NotAuthorisedError",
     "NotYetValidError",
     "RejectedError",
     "ReplayError",
+    "RequestConflictError",
     "RevocationUnavailableError",
     "RoutingRefusedError",
     "StoreError",
     "TooLargeError",
+    "UnexpectedMessageError",
+    "UnknownItemError",
+    "UnknownRequestError",
     "UnknownSignerError",
     "UnsupportedSuiteError",
     "UnsupportedVersionError",
@@ -219,3 +226,61 @@ class WrongIssuerError(RejectedError):
     """A directory snapshot fetched from one node is signed by another (SPEC §14)."""
 
     code = "wrong-issuer"
+
+
+# --- subscriptions and the sharing rules (issue 4) ------------------------------
+
+
+class InvalidTransitionError(UsageError):
+    """An operator asked for a subscription step its current state does not allow.
+
+    The message names the request, its state and the step; the transition table
+    in ``subscriptions`` is the whole list of what is allowed.
+    """
+
+    code = "invalid-transition"
+
+
+class MaskingError(UsageError):
+    """A masking rule that cannot be applied as configured; names the data item and the rule."""
+
+    code = "invalid-mask"
+
+    def __init__(self, item: str, rule: str, problem: str) -> None:
+        super().__init__(f"mask {rule!r} on data item {item!r}: {problem}")
+        self.item = item
+        self.rule = rule
+
+
+class UnknownItemError(RejectedError):
+    """A request names a data item its resource does not have, or a grant one never requested."""
+
+    code = "unknown-item"
+
+    def __init__(self, item: str, problem: str) -> None:
+        super().__init__(f"data item {item!r}: {problem}")
+        self.item = item
+
+
+class NotAuthorisedError(RejectedError):
+    """A subscription message from a node whose role does not allow it (SPEC-draft §19.6)."""
+
+    code = "not-authorised"
+
+
+class UnknownRequestError(RejectedError):
+    """A subscription message about a request id this node does not hold."""
+
+    code = "unknown-request"
+
+
+class RequestConflictError(RejectedError):
+    """A request id seen before, with different content."""
+
+    code = "request-conflict"
+
+
+class UnexpectedMessageError(RejectedError):
+    """A subscription message the request's current state does not accept."""
+
+    code = "unexpected-message"
