@@ -39,6 +39,7 @@ from exchnode.identity import KEY_ID_LENGTH
 from exchnode.names import NodeName
 
 __all__ = [
+    "CATALOG_LEAF_LABEL",
     "DEFAULT_LIMITS",
     "ENVELOPE_LEAF_LABEL",
     "FORMAT_VERSION",
@@ -48,6 +49,7 @@ __all__ = [
     "SUITE_X25519_AES256GCM_ED25519",
     "SUPPORTED_SUITES",
     "TAG_LENGTH",
+    "TYPE_CATALOG",
     "TYPE_ENVELOPE",
     "TYPE_RECEIPT",
     "Envelope",
@@ -64,6 +66,7 @@ __all__ = [
 FORMAT_VERSION = 1
 TYPE_ENVELOPE = 1
 TYPE_RECEIPT = 2
+TYPE_CATALOG = 3
 
 # Suite 1 (SPEC §7): Ed25519 signatures, SHA-256, HPKE(DHKEM-X25519,
 # HKDF-SHA256, AES-256-GCM) content-key wrap, AES-256-GCM payload.  A national
@@ -77,11 +80,13 @@ TAG_LENGTH = 16
 WRAPPED_KEY_LENGTH = 32 + 32 + TAG_LENGTH  # HPKE enc || AES-256-GCM(content key)
 ENVELOPE_LEAF_LABEL = b"exchnode/v1 envelope\x00"
 RECEIPT_LEAF_LABEL = b"exchnode/v1 receipt\x00"
+CATALOG_LEAF_LABEL = b"exchnode/v1 catalog\x00"
 # Distinct labels keep an envelope and a receipt from ever sharing a leaf,
 # so one batch signature may cover both (SPEC §6.1).
 _LEAF_PREFIX = {
     TYPE_ENVELOPE: b"\x00" + ENVELOPE_LEAF_LABEL,
     TYPE_RECEIPT: b"\x00" + RECEIPT_LEAF_LABEL,
+    TYPE_CATALOG: b"\x00" + CATALOG_LEAF_LABEL,
 }
 _BODY_FIELDS = 12
 _KIND = re.compile(r"[a-z][a-z0-9.-]{0,31}\Z")
@@ -180,6 +185,7 @@ def encode_signed(item_type: int, body: bytes, seal: Seal) -> bytes:
 _FRAME_HEAD = {
     TYPE_ENVELOPE: bytes([0x94, FORMAT_VERSION, TYPE_ENVELOPE]),
     TYPE_RECEIPT: bytes([0x94, FORMAT_VERSION, TYPE_RECEIPT]),
+    TYPE_CATALOG: bytes([0x94, FORMAT_VERSION, TYPE_CATALOG]),
 }
 
 
