@@ -98,10 +98,11 @@ from exchnode.messages import (
 )
 from exchnode.node_config import NodeLimits, NodeTimers, Peer
 from exchnode.node_directory import NodeDirectory, verify_snapshot
+from exchnode.node_service import NodeService, ServiceMessage
 from exchnode.pki_verify import TrustStore, verify_node_certificate
 from exchnode.receipts import ReceiptVerifier, issue_receipts
 from exchnode.reports import NDR_KIND, NDR_TTL, decode_ndr, ndr_outgoing
-from exchnode.routing import Route, Router
+from exchnode.routing import Relation, Route, Router
 from exchnode.sealing import (
     Opened,
     Opener,
@@ -177,11 +178,13 @@ class Node:
         random: Callable[[int], bytes] = os.urandom,
         directory: Directory | None = None,
         advertise: str | None = None,
+        services: Sequence[NodeService] = (),
     ) -> None:
         """``directory``: where keys come from.  None (the default) runs the federation's
         signed node directory (``node_directory``), pulled from and served to every
         neighbour; pass a ``StaticDirectory`` for a closed setup.  ``advertise``: the URL
-        this node publishes in the directory (default: from ``listen``).
+        this node publishes in the directory (default: from ``listen``).  ``services``:
+        capabilities attached to the node (``node_service``), such as the catalog.
         """
         self.identity = identity
         self.name = str(identity.name)
@@ -191,6 +194,13 @@ class Node:
         self._trust = trust
         self._ca_bundle = tuple(ca_bundle)
         self._peers = {peer.name: peer for peer in peers}
+        self._services = tuple(services)
+        self._service_for: dict[str, NodeService] = {}
+        for service in self._services:
+            for kind in service.kinds:
+                if kind in RESERVED_KINDS or kind in self._service_for:
+                    raise UsageError(f"message kind {kind!r} is already taken")
+                self._service_for[kind] = service
         self.router = Router(identity.name, [peer.neighbour for peer in self._peers.values()])
         self._listen = listen
         self.node_directory: NodeDirectory | None = None
@@ -299,6 +309,8 @@ class Node:
         for name in self._peers:
             self._peer_states[name] = await self._db(self._store.peer_state, name)
         await self._restore_directory()
+        for service in self._services:
+            await service.start(self)
         client_context = make_context(self._tls, server=False)
         self._contexts.append(client_context)
         for peer in self._peers.values():
@@ -318,6 +330,11 @@ class Node:
             if self.node_directory is not None:
                 routes[("GET", DIRECTORY_PATH)] = self._serve_directory
                 routes[("POST", DIRECTORY_CHANGED_PATH)] = self._directory_announced
+            for service in self._services:
+                for key, handler in service.routes().items():
+                    if key in routes:
+                        raise UsageError(f"endpoint {key[0]} {key[1]} is already served")
+                    routes[key] = handler
             self._server = LinkServer(
                 self._custody,
                 self._authenticate,
@@ -367,6 +384,14 @@ class Node:
             return
         self._closing = True
         started = self._executor is not None
+        if started:
+            for service in self._services:
+                try:
+                    await service.close()
+                except Exception:
+                    self.log.exception(
+                        "service did not close cleanly", service=type(service).__name__
+                    )
         if self._server is not None:
             self._server.accepting = False
         for task in self._tasks:
@@ -1036,6 +1061,9 @@ class Node:
             )
             return permanent
         header = opened.header
+        service = self._service_for.get(header.kind)
+        if service is not None:
+            return await self._to_service(service, opened)
         if header.kind == NDR_KIND:
             await self._take_report(opened)
             return True
@@ -1064,6 +1092,67 @@ class Node:
             )
         )
         return False
+
+    async def _to_service(self, service: NodeService, opened: Opened) -> bool:
+        header = opened.header
+        try:
+            message = decode_app_message(opened.plaintext)
+            await service.take(
+                ServiceMessage(
+                    sender=header.sender,
+                    message_id=header.message_id,
+                    kind=header.kind,
+                    content_type=header.content_type,
+                    payload=message.payload,
+                    created_ms=header.created_ms,
+                    expires_ms=header.expires_ms,
+                )
+            )
+        except RejectedError as exc:
+            # The message itself is wrong: offering it again cannot help.
+            self.log.error(
+                "service message refused", sender=header.sender, code=exc.code, reason=str(exc)
+            )
+            return True
+        except Exception:
+            self.log.exception(
+                "service message not taken; kept for the next scan",
+                sender=header.sender,
+                kind=header.kind,
+            )
+            return False
+        return True
+
+    # --- for services (``node_service``) ------------------------------------------------------
+
+    def neighbours(self) -> dict[str, Relation]:
+        """Each neighbour's name and how it stands to this node."""
+        return {name: peer.relation for name, peer in self._peers.items()}
+
+    async def request(
+        self, neighbour: str, method: str, path: str, data: bytes | None = None
+    ) -> bytes:
+        """Call a neighbour's authenticated endpoint (mutual TLS, its name checked)."""
+        client = self._clients.get(neighbour)
+        if client is None:
+            raise UsageError(f"{neighbour} is not a neighbour of {self.name}")
+        return await client.request(method, path, data)
+
+    async def get_meta(self, key: str) -> bytes | None:
+        """A value a service keeps in this node's store."""
+        return await self._db(self.store.get_meta, key)
+
+    async def set_meta(self, key: str, value: bytes) -> None:
+        """Durably keep ``value`` under ``key`` (returns once committed)."""
+        await self._db(self.store.set_meta, key, value)
+
+    def run_task(self, work: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run a service's loop for as long as the node runs, restarted after a bug."""
+        self._run_task(work, name)
+
+    def now(self) -> float:
+        """The node's clock, in seconds since 1970 (a test may pass its own)."""
+        return self._clock()
 
     # --- the node directory ----------------------------------------------------------------
 
