@@ -47,6 +47,7 @@ __all__ = [
     "TooLargeError",
     "UnexpectedMessageError",
     "UnknownItemError",
+    "UnknownResourceError",
     "UnknownRequestError",
     "UnknownSignerError",
     "UnsupportedSuiteError",
@@ -284,3 +285,9 @@ class UnexpectedMessageError(RejectedError):
     """A subscription message the request's current state does not accept."""
 
     code = "unexpected-message"
+
+
+class UnknownResourceError(RejectedError):
+    """A subscription request for a resource its provider does not list."""
+
+    code = "unknown-resource"
