@@ -25,8 +25,10 @@ __all__ = [
     "CertificateSignatureError",
     "DecryptionError",
     "DirectoryExpiredError",
+    "EquivocationError",
     "ExchnodeError",
     "ExpiredError",
+    "InvalidCatalogEntryError",
     "InvalidNameError",
     "InvalidTransitionError",
     "LifetimeTooLongError",
@@ -37,6 +39,7 @@ __all__ = [
     "NotACAError",
     "NotARecipientError",
     "NotAuthorisedError",
+    "NotTheProviderError",
     "NotYetValidError",
     "RejectedError",
     "ReplayError",
@@ -285,6 +288,57 @@ class UnexpectedMessageError(RejectedError):
     """A subscription message the request's current state does not accept."""
 
     code = "unexpected-message"
+
+
+# --- the resource catalog (SPEC §18) ---------------------------------------------
+
+
+class InvalidCatalogEntryError(UsageError):
+    """A catalog entry built locally breaks a rule of the catalog (SPEC §18.2).
+
+    A usage error, not a rejection: the provider's own application built it.
+    ``field`` and ``problem`` are those a decoder would report as ``malformed``
+    for the same value on the wire, so one rule reads the same either way.
+    """
+
+    code = "invalid-catalog-entry"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"invalid {field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NotTheProviderError(RejectedError):
+    """A catalog record validly signed by a node that is not its provider (SPEC §18.4).
+
+    One source per datum: only the provider publishes, changes or withdraws
+    its entries.  Distinct from ``bad-signature`` because the signature is
+    genuine: the record is proof that ``signer`` (typically a relaying hub)
+    signed another node's entry.
+    """
+
+    code = "not-the-provider"
+
+    def __init__(self, message: str, *, signer: str = "", provider: str = "") -> None:
+        super().__init__(message)
+        self.signer = signer
+        self.provider = provider
+
+
+class EquivocationError(RejectedError):
+    """A provider signed two different records with the same code and version (SPEC §18.5).
+
+    The first one held stays; ``held`` and ``offered`` are both signed items,
+    together the provider's proof of equivocation for oversight.
+    """
+
+    code = "equivocation"
+
+    def __init__(self, message: str, *, held: bytes = b"", offered: bytes = b"") -> None:
+        super().__init__(message)
+        self.held = held
+        self.offered = offered
 
 
 class UnknownResourceError(RejectedError):
