@@ -398,7 +398,7 @@ def _text(value: object, field: str, limit: int, *, required: bool, lines: bool 
     return value
 
 
-def _check_provider(value: object, field: str) -> str:
+def check_provider(value: object, field: str) -> str:
     if type(value) is not str:
         raise MalformedError(field, "must be a string")
     try:
@@ -412,14 +412,14 @@ def _check_provider(value: object, field: str) -> str:
     return value
 
 
-def _check_code(value: object, field: str) -> str:
+def check_code(value: object, field: str) -> str:
     if type(value) is not str or not _CODE.match(value):
         raise MalformedError(field, _CODE_RULE)
     Classification.parse(value.partition("/")[0], field)
     return value
 
 
-def _check_version(value: object, field: str) -> int:
+def check_version(value: object, field: str) -> int:
     if type(value) is not int or not 1 <= value <= MAX_VERSION:
         raise MalformedError(field, f"must be an integer in 1..{MAX_VERSION}")
     return value
@@ -427,8 +427,8 @@ def _check_version(value: object, field: str) -> int:
 
 def _check_entry(entry: CatalogEntry) -> None:
     """Every rule of an entry, in wire order, so the first failure is the same everywhere."""
-    _check_provider(entry.provider, "catalog.provider")
-    _check_code(entry.code, "catalog.code")
+    check_provider(entry.provider, "catalog.provider")
+    check_code(entry.code, "catalog.code")
     Classification.parse(entry.classification)
     if entry.code.partition("/")[0] != entry.classification:
         raise MalformedError("catalog.code", "must begin with the entry's classification code")
@@ -517,7 +517,7 @@ def _check_related(entry: CatalogEntry) -> None:
     if type(related) is not frozenset or len(related) > MAX_RELATED:
         raise MalformedError(field, f"must be a set of at most {MAX_RELATED} resource codes")
     for i, code in enumerate(sorted(related, key=str)):
-        _check_code(code, f"{field}[{i}]")
+        check_code(code, f"{field}[{i}]")
         if code == entry.code:
             raise MalformedError(field, "must not list the entry's own code")
 
@@ -561,11 +561,11 @@ def _body(identity: LocalIdentity, me: str, change: Publication | Withdrawal, at
                     f"{me} cannot sign {entry.provider}'s entry {entry.code}: "
                     "only the provider publishes its entries"
                 )
-            version = _check_version(change.version, "catalog.version")
+            version = check_version(change.version, "catalog.version")
             return pack([*head, entry.code, version, at, Status.PUBLISHED.value, entry.detail()])
-        _check_provider(me, "catalog.provider")
-        code = _check_code(change.code, "catalog.code")
-        version = _check_version(change.version, "catalog.version")
+        check_provider(me, "catalog.provider")
+        code = check_code(change.code, "catalog.code")
+        version = check_version(change.version, "catalog.version")
         reason = _text(change.reason, "catalog.reason", _REASON_CHARS, required=True, lines=True)
         return pack([*head, code, version, at, Status.WITHDRAWN.value, reason])
     except MalformedError as exc:
@@ -590,11 +590,11 @@ def _record(data: bytes, body: bytes) -> CatalogRecord:
         raise MalformedError("catalog.body", f"expected an array of {_BODY_FIELDS} elements")
     suite, signer, key_id, provider, code, version, issued, status, detail = fields
     suite = check_suite(suite, "catalog.suite")
-    _check_provider(signer, "catalog.signer")
+    check_provider(signer, "catalog.signer")
     check_bytes(key_id, "catalog.signer_key_id", KEY_ID_LENGTH)
-    _check_provider(provider, "catalog.provider")
-    _check_code(code, "catalog.code")
-    _check_version(version, "catalog.version")
+    check_provider(provider, "catalog.provider")
+    check_code(code, "catalog.code")
+    check_version(version, "catalog.version")
     check_time(issued, "catalog.issued")
     state = _status(status)
     entry, reason = None, ""
