@@ -1172,15 +1172,25 @@ class SubscriberView:
         return [Outgoing((escalation.authority, request.provider), escalation)]
 
     def expire_due(self, now_ms: int) -> list[bytes]:
-        """Count out the deadlines of unanswered requests; the ids now expired."""
-        expired = []
+        """Count out unanswered requests' deadlines and grants' expiries; the ids that changed.
+
+        Neither needs a message from the provider: both times were in its
+        signed statements already.
+        """
+        changed = []
         for request_id, held in sorted(self._held.items()):
             answer_by = held.answer_by_ms
+            expires = held.grant.expires_ms if held.grant is not None else None
             if held.state is _S.PENDING and answer_by is not None and now_ms >= answer_by:
-                held.state = _S.EXPIRED
-                self._emit(held, Action.EXPIRE.value, self.requester, now_ms)
-                expired.append(request_id)
-        return expired
+                action = Action.EXPIRE
+            elif held.state is _S.GRANTED and expires is not None and now_ms >= expires:
+                action = Action.LAPSE
+            else:
+                continue
+            held.state = _next_state(held.state, action, request_id, InvalidTransitionError)
+            self._emit(held, action.value, self.requester, now_ms)
+            changed.append(request_id)
+        return changed
 
     # -- the provider's and the authority's statements
 

@@ -363,6 +363,8 @@ def test_a_grant_ends_at_its_expiry(world: World) -> None:
     assert len(world.book.publish(CONDITIONAL.code, RECORD, until - 1)) == 1
     assert world.book.publish(CONDITIONAL.code, RECORD, until) == []  # before expire_due too
     assert world.view.held(until) == []
+    assert world.view.expire_due(until) == [rid]  # the requester knows the expiry too
+    assert world.view.state(rid) is RequestState.LAPSED
     with pytest.raises(errors.InvalidTransitionError, match="lapsed"):
         world.book.revoke(rid, operator="zhang", reason="r", now_ms=until)
     assert world.book.expire_due(until) == []  # the subscriber knows the expiry already
