@@ -705,6 +705,12 @@ def _unknown_items(wanted: Iterable[str], allowed: frozenset[str]) -> list[str]:
     return sorted(set(wanted) - allowed)
 
 
+def _check_reason(reason: str, what: str) -> None:
+    # Checked before the state changes, so a bad reason leaves nothing half done.
+    if type(reason) is not str or not 0 < len(reason) <= MAX_TEXT:
+        raise UsageError(f"{what} states its reason in 1..{MAX_TEXT} characters")
+
+
 class SubscriptionBook:
     """The provider's table of requests and grants for its resources.
 
@@ -868,8 +874,7 @@ class SubscriptionBook:
         self, request_id: bytes, *, operator: str, reason: str, now_ms: int
     ) -> list[Outgoing]:
         entry = self._local(request_id)
-        if not reason:
-            raise UsageError("a refusal states its reason")
+        _check_reason(reason, "a refusal")
         self._before_deadline(entry, now_ms)
         self._move(entry, Action.REFUSE, operator, now_ms)
         return [Outgoing((entry.request.requester,), self._decision(entry, now_ms, reason=reason))]
@@ -881,6 +886,7 @@ class SubscriptionBook:
         entry = self._local(request_id)
         if entry.grant is not None and not entry.grant.live(now_ms) and entry.state is _S.GRANTED:
             raise InvalidTransitionError(f"grant {request_id.hex()} has lapsed; run expire_due")
+        _check_reason(reason, "a revocation")
         self._move(entry, Action.REVOKE, operator, now_ms)
         entry.version += 1
         message = Revocation(
@@ -1154,8 +1160,7 @@ class SubscriberView:
         if grounds not in (_S.REFUSED, _S.EXPIRED):
             state = "unanswered" if grounds is None else grounds.value
             raise InvalidTransitionError(f"request {request_id.hex()} is {state}: cannot escalate")
-        held.state = _next_state(grounds, Action.ESCALATE, request_id, InvalidTransitionError)
-        held.round += 1
+        following = _next_state(grounds, Action.ESCALATE, request_id, InvalidTransitionError)
         request = held.request
         escalation = Escalation(
             request_id=request_id,
@@ -1163,11 +1168,12 @@ class SubscriberView:
             provider=request.provider,
             authority=sharing_authority(request.provider),
             resource_code=request.resource_code,
-            round=held.round,
+            round=held.round + 1,
             at_ms=now_ms,
             grounds=grounds,
             reason=reason,
         )
+        held.state, held.round = following, escalation.round
         self._emit(held, Action.ESCALATE.value, operator, now_ms)
         return [Outgoing((escalation.authority, request.provider), escalation)]
 
@@ -1349,7 +1355,7 @@ class AuthorityDesk:
         if case is None:
             raise UsageError(f"no escalation of request {request_id.hex()} at {self.authority}")
         action = Action.UPHOLD if outcome is ReviewOutcome.UPHOLD else Action.RE_REVIEW
-        case.state = _next_state(case.state, action, request_id, InvalidTransitionError)
+        following = _next_state(case.state, action, request_id, InvalidTransitionError)
         escalation = case.escalation
         review = Review(
             request_id=request_id,
@@ -1362,6 +1368,7 @@ class AuthorityDesk:
             outcome=outcome,
             reason=reason,
         )
+        case.state = following
         self._emit(case, action, operator, now_ms)
         return [Outgoing((escalation.provider, escalation.requester), review)]
 

@@ -494,6 +494,29 @@ def test_duplicates_conflicts_and_unknowns(world: World) -> None:
     assert world.book.state(rid) is RequestState.PENDING
 
 
+def test_a_bad_reason_changes_nothing(world: World) -> None:
+    rid = world.subscribe()
+    with pytest.raises(errors.UsageError, match="reason"):
+        world.book.refuse(rid, operator="zhang", reason="x" * 5000, now_ms=FRIDAY_3PM)
+    world.provider_does(
+        world.book.refuse(rid, operator="zhang", reason="no", now_ms=FRIDAY_3PM), FRIDAY_3PM
+    )
+    with pytest.raises(errors.UsageError, match="reason"):
+        world.view.escalate(rid, operator="li", reason="", now_ms=FRIDAY_3PM)
+    assert world.view.state(rid) is RequestState.REFUSED
+    world.carry(
+        world.view.escalate(rid, operator="li", reason="r", now_ms=FRIDAY_3PM), REQUESTER, 1
+    )
+    with pytest.raises(errors.UsageError, match="reason"):
+        world.desk.uphold(rid, operator="wang", reason="x" * 5000, now_ms=FRIDAY_3PM)
+    assert len(world.desk.open_cases()) == 1
+    assert world.actions() == [
+        ("request", "pending"),
+        ("refuse", "refused"),
+        ("escalate", "escalated"),
+    ]
+
+
 def test_audit_events_carry_no_contents(world: World) -> None:
     rid = world.subscribe(OPEN)
     world.book.publish(OPEN.code, RECORD, FRIDAY_3PM)
