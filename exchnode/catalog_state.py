@@ -103,8 +103,8 @@ def within_subtree(node: NodeName, provider: str) -> bool:
     return Neighbour(node, Relation.CHILD).covers(NodeName.parse(provider))
 
 
-def accepts_from(me: NodeName, neighbour: Neighbour, provider: str) -> bool:
-    """Whether ``me`` takes ``provider``'s records from ``neighbour``.
+def accepts_from(neighbour: Neighbour, provider: str) -> bool:
+    """Whether a node takes ``provider``'s records from its ``neighbour``.
 
     From the parent, everything: what is visible from above, and the echo of
     our own subtree, harmless under versions and a way back after a lost disk.
@@ -142,7 +142,7 @@ class CatalogState:
         Raises ``EquivocationError`` (after recording the evidence) when the
         provider signed other content under the version held.
         """
-        if source is not None and not accepts_from(self.me, source, record.provider):
+        if source is not None and not accepts_from(source, record.provider):
             return Outcome.OUT_OF_SCOPE
         codes = self._records.setdefault(record.provider, {})
         held = codes.get(record.code)
@@ -319,7 +319,7 @@ class CatalogState:
         return to is None or sends_to(self.me, to, provider)
 
     def _may_take(self, source: Neighbour | None, provider: str) -> bool:
-        return source is None or accepts_from(self.me, source, provider)
+        return source is None or accepts_from(source, provider)
 
     # --- persistence ------------------------------------------------------------------
 

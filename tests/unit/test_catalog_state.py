@@ -224,7 +224,7 @@ def test_what_a_node_accepts_from_each_neighbour(
     me: str, neighbour_name: str, relation: Relation, provider: str, accepted: bool
 ) -> None:
     peer = Neighbour(NodeName.parse(neighbour_name), relation)
-    assert accepts_from(NodeName.parse(me), peer, provider) is accepted
+    assert accepts_from(peer, provider) is accepted
 
 
 def test_what_a_node_sends_mirrors_what_the_other_side_accepts() -> None:
@@ -241,11 +241,11 @@ def test_what_a_node_sends_mirrors_what_the_other_side_accepts() -> None:
         for provider in providers:
             # lower → upper
             assert sends_to(down, Neighbour(up, back), provider) == accepts_from(
-                up, Neighbour(down, relation), provider
+                Neighbour(down, relation), provider
             )
             # upper → lower
             assert sends_to(up, Neighbour(down, relation), provider) == accepts_from(
-                down, Neighbour(up, back), provider
+                Neighbour(up, back), provider
             )
     assert within_subtree(NodeName.parse(GONGAN), GONGAN)
     assert not within_subtree(NodeName.parse(GONGAN), MINZHENG)
