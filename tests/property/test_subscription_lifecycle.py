@@ -48,7 +48,7 @@ REQUESTER = "520102.gongan"
 AUTHORITY = "520100"
 ITEMS = ("address", "birth_date", "id_number", "name")
 BASE = ResourceTerms(
-    code="101/1",
+    code="101001/1",
     provider=PROVIDER,
     share_type=ShareType.CONDITIONAL,
     conditions="social assistance only",
@@ -58,8 +58,8 @@ RESOURCES = {
     terms.code: terms
     for terms in (
         BASE,
-        replace(BASE, code="101/2", share_type=ShareType.UNCONDITIONAL),
-        replace(BASE, code="101/3", share_type=ShareType.NOT_SHARED, conditions="统计法 第九条"),
+        replace(BASE, code="101001/2", share_type=ShareType.UNCONDITIONAL),
+        replace(BASE, code="101001/3", share_type=ShareType.NOT_SHARED, conditions="统计法 第九条"),
     )
 }
 CALENDAR = WorkCalendar.of(holidays=["2026-11-25", "2026-11-26"])

@@ -44,15 +44,15 @@ AUTHORITY = "520100"
 ITEMS = frozenset({"name", "id_number", "birth_date", "address"})
 LEGAL_BASIS = "《中华人民共和国统计法》第九条: statistical microdata are not shared"
 CONDITIONAL = ResourceTerms(
-    code="101/000001",
+    code="101001/000001",
     provider=PROVIDER,
     share_type=ShareType.CONDITIONAL,
     conditions="for social assistance checks only",
     items=ITEMS,
 )
-OPEN = replace(CONDITIONAL, code="101/000002", share_type=ShareType.UNCONDITIONAL)
+OPEN = replace(CONDITIONAL, code="101001/000002", share_type=ShareType.UNCONDITIONAL)
 SECRET = replace(
-    CONDITIONAL, code="101/000003", share_type=ShareType.NOT_SHARED, conditions=LEGAL_BASIS
+    CONDITIONAL, code="101001/000003", share_type=ShareType.NOT_SHARED, conditions=LEGAL_BASIS
 )
 CATALOG = {terms.code: terms for terms in (CONDITIONAL, OPEN, SECRET)}
 RECORD = {
@@ -478,7 +478,7 @@ def test_duplicates_conflicts_and_unknowns(world: World) -> None:
         world.book.on_request(replace(request, purpose="other"), sender=REQUESTER, now_ms=1)
     with pytest.raises(errors.UnknownResourceError):
         world.book.on_request(
-            replace(request, request_id=b"u" * 16, resource_code="999/1"),
+            replace(request, request_id=b"u" * 16, resource_code="101001/999999"),
             sender=REQUESTER,
             now_ms=1,
         )
@@ -534,7 +534,7 @@ SAMPLES: list[Any] = [
         request_id=b"r" * 16,
         requester=REQUESTER,
         provider=PROVIDER,
-        resource_code="101/000001",
+        resource_code="101001/000001",
         purpose="p",
         scope="s",
         items=("name", "id_number"),
@@ -544,7 +544,7 @@ SAMPLES: list[Any] = [
         request_id=b"r" * 16,
         provider=PROVIDER,
         requester=REQUESTER,
-        resource_code="101/000001",
+        resource_code="101001/000001",
         version=2,
         at_ms=FRIDAY_3PM,
         status=RequestState.GRANTED,
@@ -557,7 +557,7 @@ SAMPLES: list[Any] = [
         request_id=b"r" * 16,
         provider=PROVIDER,
         requester=REQUESTER,
-        resource_code="101/000001",
+        resource_code="101001/000001",
         version=1,
         at_ms=FRIDAY_3PM,
         status=RequestState.PENDING,
@@ -567,7 +567,7 @@ SAMPLES: list[Any] = [
         request_id=b"r" * 16,
         provider=PROVIDER,
         subscriber=REQUESTER,
-        resource_code="101/000001",
+        resource_code="101001/000001",
         version=3,
         at_ms=FRIDAY_3PM,
         reason="done",
@@ -577,7 +577,7 @@ SAMPLES: list[Any] = [
         request_id=b"r" * 16,
         provider=PROVIDER,
         requester=REQUESTER,
-        resource_code="101/000001",
+        resource_code="101001/000001",
         version=2,
         at_ms=DEADLINE,
         deadline_ms=DEADLINE,
@@ -587,7 +587,7 @@ SAMPLES: list[Any] = [
         requester=REQUESTER,
         provider=PROVIDER,
         authority=AUTHORITY,
-        resource_code="101/000001",
+        resource_code="101001/000001",
         round=1,
         at_ms=DEADLINE,
         grounds=RequestState.EXPIRED,
@@ -598,7 +598,7 @@ SAMPLES: list[Any] = [
         authority=AUTHORITY,
         requester=REQUESTER,
         provider=PROVIDER,
-        resource_code="101/000001",
+        resource_code="101001/000001",
         round=1,
         at_ms=DEADLINE,
         outcome=ReviewOutcome.UPHOLD,
