@@ -154,6 +154,8 @@ class NodeStats:
     outbound: dict[str, QueueDepth]
     peers: dict[str, PeerState]
     counters: dict[str, int]
+    #: per neighbour: envelopes and envelope bytes it took into custody from this node
+    handed_over: dict[str, QueueDepth]
 
 
 class Node:
@@ -237,6 +239,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._wakes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self._peers}
         self._peer_states: dict[str, PeerState] = {}
+        self._handed_over: dict[str, QueueDepth] = {}
         self._inbox_wake = asyncio.Event()
         self._space = asyncio.Event()
         self._queued = QueueDepth()
@@ -800,9 +803,12 @@ class Node:
         """Forget what the neighbour took; report what it refused for good."""
         done: list[int] = []
         refused: list[tuple[OutboundEntry, ItemResult]] = []
+        taken, taken_bytes = 0, 0
         for entry, result in zip(entries, response.results, strict=True):
             if result.status is Status.TAKEN:
                 done.append(entry.seq)
+                taken += 1
+                taken_bytes += len(entry.data)
             elif result.status is Status.REFUSED:
                 refused.append((entry, result))
                 done.append(entry.seq)
@@ -820,6 +826,8 @@ class Node:
                 ],
                 [(result.code, f"{hop} refused it: {result.reason}") for _, result in refused],
             )
+        before = self._handed_over.get(hop, QueueDepth(0, 0))
+        self._handed_over[hop] = QueueDepth(before.count + taken, before.bytes + taken_bytes)
         if done:
 
             def run() -> int:
@@ -1427,7 +1435,13 @@ class Node:
 
         queued, inbox, outbound = await self._db(run)
         return NodeStats(
-            self.name, queued, inbox, outbound, dict(self._peer_states), dict(self.counters)
+            self.name,
+            queued,
+            inbox,
+            outbound,
+            dict(self._peer_states),
+            dict(self.counters),
+            dict(self._handed_over),
         )
 
 

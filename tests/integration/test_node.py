@@ -83,6 +83,11 @@ async def test_many_messages_exactly_once_with_multi_recipient_split(tmp_path: P
         # One copy per link: the province carried each envelope once, not once per recipient.
         province = await nodes["520000"].stats()
         assert province.counters["accepted"] == 300
+        assert province.handed_over["520100"].count == 300
+        # The county hub is where the paths part: one copy down each branch.
+        county = (await nodes["520102"].stats()).handed_over
+        assert county[GONGAN].count == county["520102.minzheng"].count == 300
+        assert county[GONGAN].bytes == province.handed_over["520100"].bytes
 
 
 @pytest.mark.asyncio
