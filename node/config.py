@@ -27,12 +27,15 @@ Sections (``node/README.md`` is the reference with every default)::
     [limits]     the fields of exchnode.node_config.NodeLimits
     [timers]     the fields of exchnode.node_config.NodeTimers, plus drain_timeout
     [operator]   listen, token_file, allow_remote, lease_seconds, max_body_bytes
+    [catalog]    refresh
+    [sharing]    answer_days, holidays, workdays, masking_secret
     [log]        level, format
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import ipaddress
 import os
 import tomllib
@@ -47,15 +50,19 @@ from exchnode.keyfiles import read_passphrase_file
 from exchnode.names import Level, NodeName
 from exchnode.node_config import NodeLimits, NodeTimers, Peer
 from exchnode.routing import Relation, Router
+from exchnode.workdays import DEFAULT_ANSWER_DAYS, MAX_ANSWER_DAYS, WorkCalendar
 
 __all__ = [
     "DIRECTORY_MODES",
+    "MASKING_SECRET_BYTES",
+    "CatalogConfig",
     "ConfigError",
     "DaemonConfig",
     "DirectoryConfig",
     "IdentityFiles",
     "LogConfig",
     "OperatorConfig",
+    "SharingConfig",
     "TrustFiles",
     "load_config",
     "parse_address",
@@ -74,6 +81,7 @@ LOG_FORMATS = ("json", "console")
 DEFAULT_LISTEN = "127.0.0.1:7443"
 DEFAULT_OPERATOR = "127.0.0.1:7480"
 MAX_BODY_DEFAULT = 64 * 1024 * 1024
+MASKING_SECRET_BYTES = 32
 
 
 class ConfigError(UsageError):
@@ -135,6 +143,18 @@ class OperatorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogConfig:
+    refresh: float = 60.0  # seconds between full anti-entropy pulls from every neighbour
+
+
+@dataclass(frozen=True, slots=True)
+class SharingConfig:
+    masking_secret: Path  # 32 random bytes, 0600: the provider's key for ``hash`` masks
+    answer_days: int = DEFAULT_ANSWER_DAYS
+    calendar: WorkCalendar = field(default_factory=WorkCalendar)
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"
@@ -155,6 +175,8 @@ class DaemonConfig:
     timers: NodeTimers
     drain_timeout: float
     operator: OperatorConfig
+    sharing: SharingConfig
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -176,6 +198,7 @@ class DaemonConfig:
             ("identity.signing_key", self.identity.signing_key),
             ("identity.encryption_key", self.identity.encryption_key),
             ("operator.token_file", self.operator.token_file),
+            ("sharing.masking_secret", self.sharing.masking_secret),
         ]
         if self.identity.passphrase_file is not None:
             required.append(("identity.passphrase_file", self.identity.passphrase_file))
@@ -190,6 +213,11 @@ class DaemonConfig:
                     hint = (
                         f" (the CA issues it: 'exchnode pki issue-node {self.name} --issuer "
                         f"<CA> --dir <pki> --out {path.parent}')"
+                    )
+                elif key == "sharing.masking_secret":
+                    hint = (
+                        f" ('init' writes one; or: head -c {MASKING_SECRET_BYTES} /dev/urandom "
+                        f"> {path} && chmod 600 {path})"
                     )
                 raise ConfigError(f"{self.path}: {key}: {path} does not exist{hint}")
 
@@ -332,6 +360,8 @@ _TOP_LEVEL = {
     "limits",
     "timers",
     "operator",
+    "catalog",
+    "sharing",
     "log",
 }
 
@@ -457,6 +487,11 @@ def load_config(path: Path | str) -> DaemonConfig:
     )
     op.finish()
 
+    catalog_section = section("catalog")
+    catalog = CatalogConfig(refresh=catalog_section.positive("refresh", float, 60.0))
+    catalog_section.finish()
+    sharing = _sharing(section("sharing"))
+
     log_section = section("log")
     log = LogConfig(
         level=log_section.choice("level", LOG_LEVELS, "info"),
@@ -478,8 +513,46 @@ def load_config(path: Path | str) -> DaemonConfig:
         timers=timers,
         drain_timeout=drain_timeout,
         operator=operator,
+        sharing=sharing,
+        catalog=catalog,
         log=log,
     )
+
+
+def _sharing(section: _Section) -> SharingConfig:
+    answer_days = section.positive("answer_days", int, DEFAULT_ANSWER_DAYS)
+    if answer_days > MAX_ANSWER_DAYS:
+        raise section.error("answer_days", f"must be at most {MAX_ANSWER_DAYS}, got {answer_days}")
+    holidays = _dates(section, "holidays")
+    workdays = _dates(section, "workdays")
+    calendar = _build(
+        section, "workdays", lambda: WorkCalendar.of(holidays=holidays, makeup_workdays=workdays)
+    )
+    secret = section.path_value("masking_secret", "masking.secret")
+    section.finish()
+    return SharingConfig(masking_secret=secret, answer_days=answer_days, calendar=calendar)
+
+
+def _dates(section: _Section, name: str) -> list[str]:
+    """A list of ISO dates (TOML dates or strings), each checked, as ISO strings."""
+    section.seen.add(name)
+    raw = section.table.get(name, [])
+    if not isinstance(raw, list):
+        raise section.error(name, f"must be a list of dates (YYYY-MM-DD), got {raw!r}")
+    out = []
+    for index, value in enumerate(raw):
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            out.append(value.isoformat())
+            continue
+        if not isinstance(value, str):
+            raise section.error(f"{name}[{index}]", f"must be a date (YYYY-MM-DD), got {value!r}")
+        try:
+            out.append(dt.date.fromisoformat(value).isoformat())
+        except ValueError:
+            raise section.error(
+                f"{name}[{index}]", f"{value!r} is not a date (YYYY-MM-DD)"
+            ) from None
+    return out
 
 
 def _peers(path: Path, raw: object) -> tuple[Peer, ...]:

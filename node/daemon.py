@@ -13,7 +13,12 @@ Startup, in order, each step failing with a message that names what to fix:
    that fails -- revoked, expired, foreign -- is left out and logged); or
    ``mode = "signed"``, the library's signed node directory, which the node
    pulls from and serves to its neighbours;
-4. start the operator API (``/health`` answers 503 "starting"), then the
+4. attach the services every daemon node runs: the resource catalog
+   (``CatalogService``, ``[catalog]``) and subscriptions (``SharingService``,
+   ``[sharing]``: the working-day calendar and the masking secret, read from
+   its 0600 file and never logged); their audit events become log lines
+   (``audit event``);
+5. start the operator API (``/health`` answers 503 "starting"), then the
    ``Node``; then ``/health`` answers 200, ``ready.json`` appears in the state
    directory, a ``ready`` log line gives the bound URLs, and the startup heap
    is frozen (``gc.freeze``) so the collector stops rescanning it.
@@ -43,8 +48,10 @@ from typing import Any
 import structlog
 from cryptography import x509
 
+from exchnode.catalog_service import CatalogService
 from exchnode.directory import StaticDirectory
 from exchnode.errors import CertificateError, ExchnodeError, UsageError
+from exchnode.events import AuditEvent
 from exchnode.identity import LocalIdentity
 from exchnode.keyfiles import load_local_identity, read_private_file
 from exchnode.node import Node
@@ -54,11 +61,69 @@ from exchnode.pki_verify import (
     load_crls_pem,
     verify_node_certificate,
 )
+from exchnode.sharing import SharingService
 from exchnode.tls import TlsFiles, write_verify_bundle
-from node.config import ConfigError, DaemonConfig
+from node.config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
 from node.operator import OperatorApi
 
-__all__ = ["TrustMaterial", "build_directory", "expand", "load_trust", "serve"]
+__all__ = [
+    "LogAuditSink",
+    "TrustMaterial",
+    "build_directory",
+    "build_services",
+    "expand",
+    "load_trust",
+    "serve",
+]
+
+
+class LogAuditSink:
+    """Audit events of the catalog and sharing services, one log line each (issue 5 will
+    append them to the audit tree).  Events carry no free text: reasons, purposes and
+    record contents stay in the signed messages."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+
+    def emit(self, event: AuditEvent) -> None:
+        self.log.info(
+            "audit event",
+            action=event.action,
+            actor=event.actor,
+            resource=event.resource_code,
+            request=event.request_id.hex(),
+            outcome=event.outcome,
+            counterpart=event.counterpart,
+            at_ms=event.at_ms,
+        )
+
+
+def read_masking_secret(config: DaemonConfig) -> bytes:
+    path = config.sharing.masking_secret
+    try:
+        secret = read_private_file(path)
+    except UsageError as exc:
+        raise ConfigError(f"{config.path}: sharing.masking_secret: {exc}") from None
+    if len(secret) != MASKING_SECRET_BYTES:
+        raise ConfigError(
+            f"{config.path}: sharing.masking_secret: {path} holds {len(secret)} bytes, not "
+            f"{MASKING_SECRET_BYTES} random bytes"
+        )
+    return secret
+
+
+def build_services(config: DaemonConfig, log: Any) -> tuple[CatalogService, SharingService]:
+    """The catalog and sharing services of a daemon node, from ``[catalog]`` and ``[sharing]``."""
+    sink = LogAuditSink(log)
+    catalog = CatalogService(refresh=config.catalog.refresh, events=sink)
+    sharing = SharingService(
+        catalog,
+        masking_secret=read_masking_secret(config),
+        calendar=config.sharing.calendar,
+        answer_days=config.sharing.answer_days,
+        events=sink,
+    )
+    return catalog, sharing
 
 
 class TrustMaterial:
@@ -207,6 +272,7 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
             f"{config.path}: operator.token_file: {config.operator.token_file} holds no token "
             "of at least 16 characters"
         )
+    catalog, sharing = build_services(config, log)
     node = Node(
         identity=identity,
         store=config.store_path,
@@ -219,6 +285,7 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         timers=config.timers,
         directory=directory,
         advertise=config.directory.advertise,
+        services=[catalog, sharing],
     )
     api = OperatorApi(
         node,
@@ -228,6 +295,8 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         lease_seconds=config.operator.lease_seconds,
         max_body_bytes=config.operator.max_body_bytes,
         capacity=config.limits.deliveries_buffered,
+        catalog=catalog,
+        sharing=sharing,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

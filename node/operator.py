@@ -26,7 +26,14 @@ Endpoints (JSON answers; errors are ``{"error": ..., "code": ...}``):
   ``wait``, returns when every named recipient (any one, if none named) has
   settled, or at the deadline.
 
-While the daemon drains, everything but ``/health`` answers 503.
+* ``/v1/catalog...`` and ``/v1/sub/...`` -- the resource catalog and
+  subscriptions (``node.operator_services``; node/README.md lists them).
+
+Errors: 400 for a bad request (the message names the field), 401 without
+the token, 404 for an unknown entry, request or case, 409 for a step the
+request's state does not allow, 422 for a rejection with its exchnode code,
+503 while starting or draining.  While the daemon drains, everything but
+``/health`` answers 503.
 """
 
 from __future__ import annotations
@@ -36,18 +43,27 @@ import base64
 import binascii
 import contextlib
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
+from exchnode.catalog_service import CatalogService
 from exchnode.delivery import Delivery, DeliveryStatus, Message
-from exchnode.errors import ExchnodeError, RejectedError, UsageError
+from exchnode.errors import ExchnodeError, InvalidTransitionError, RejectedError, UsageError
 from exchnode.node import Node
+from node.api import HTTPProblem as _HTTPProblem
+from node.api import error_response as _error
+from node.api import flag as _flag
+from node.api import json_body as _json_body
+from node.api import number as _number
 from node.inbox import Inbox, delivery_id
+from node.operator_services import ServicesApi
+
+if TYPE_CHECKING:
+    from exchnode.sharing import SharingService
 
 __all__ = ["OperatorApi"]
 
@@ -55,39 +71,6 @@ MAX_RECEIVE = 1024
 MAX_WAIT = 300.0
 _AUTH_FREE = {"/health"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _error(status: int, message: str, code: str = "usage") -> web.Response:
-    return web.json_response({"error": message, "code": code}, status=status)
-
-
-class _HTTPProblem(Exception):
-    def __init__(self, status: int, message: str, code: str = "usage") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
-    text = request.query.get(name)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise _HTTPProblem(400, f"{name} must be a number, got {text!r}") from None
-    if not low <= value <= high:
-        raise _HTTPProblem(400, f"{name} must be between {low:g} and {high:g}")
-    return value
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    text = request.query.get(name, "0").lower()
-    if text in {"1", "true", "yes"}:
-        return True
-    if text in {"0", "false", "no", ""}:
-        return False
-    raise _HTTPProblem(400, f"{name} must be 0 or 1, got {text!r}")
 
 
 def _status_json(status: DeliveryStatus, recipients: list[str] | None) -> dict[str, Any]:
@@ -153,8 +136,15 @@ class OperatorApi:
         lease_seconds: float,
         max_body_bytes: int,
         capacity: int,
+        catalog: CatalogService | None = None,
+        sharing: SharingService | None = None,
     ) -> None:
         self.node = node
+        self.services = (
+            ServicesApi(node, catalog, sharing)
+            if catalog is not None and sharing is not None
+            else None
+        )
         self.host, self.port = host, port
         self._token = token.encode()
         self.inbox = Inbox(node, capacity=capacity, lease_seconds=lease_seconds)
@@ -179,6 +169,9 @@ class OperatorApi:
         app.router.add_get("/v1/receive", self._receive)
         app.router.add_post("/v1/ack", self._ack)
         app.router.add_get("/v1/status/{message_id}", self._status)
+        if self.services is not None:
+            for method, path, handler in self.services.routes():
+                app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -237,8 +230,10 @@ class OperatorApi:
             return _error(exc.status, str(exc), exc.code)
         except RejectedError as exc:
             return _error(422, str(exc), exc.code)
+        except InvalidTransitionError as exc:
+            return _error(409, str(exc), exc.code)
         except UsageError as exc:
-            return _error(400, str(exc), "usage")
+            return _error(400, str(exc), exc.code)
         except ExchnodeError as exc:
             self.log.error("operator request failed", path=request.path, error=str(exc))
             return _error(500, str(exc), exc.code)
@@ -362,16 +357,6 @@ class OperatorApi:
         else:
             status = await self.node.status(message_id)
         return web.json_response(_status_json(status, recipients))
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        document = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _HTTPProblem(400, f"the body is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise _HTTPProblem(400, "the body must be a JSON object")
-    return document
 
 
 def _message(index: int, item: object) -> Message:

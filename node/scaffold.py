@@ -19,7 +19,8 @@ So ``init`` has two honest modes:
 With a CA, the node's chain is also copied into the directory folder
 (``DIR/directory/`` or the shared ``--peer-directory``), where peers sharing
 that folder find it.  Either way ``DIR/operator.token`` (0600, random)
-guards the operator API,
+guards the operator API, ``DIR/masking.secret`` (0600, 32 random bytes) keys
+the provider's ``hash`` masks (never logged, never sent),
 and the written config is loaded back with :func:`node.config.load_config`
 before ``init`` reports success: ``init`` never leaves a file ``run`` would
 reject for its shape.
@@ -43,11 +44,13 @@ from exchnode.keyfiles import write_private_file
 from exchnode.names import NodeName, parent_division
 from exchnode.node_config import NodeLimits, NodeTimers
 from exchnode.pki_profile import NODE_VALIDITY
+from exchnode.workdays import DEFAULT_ANSWER_DAYS
 from node.config import (
     DEFAULT_LISTEN,
     DEFAULT_OPERATOR,
     DIRECTORY_MODES,
     LEVELS,
+    MASKING_SECRET_BYTES,
     load_config,
     parse_address,
 )
@@ -56,6 +59,7 @@ __all__ = ["InitOptions", "InitResult", "export_trust", "init_node", "render_con
 
 CONFIG_NAME = "node.toml"
 TOKEN_NAME = "operator.token"  # noqa: S105 - a file name, not a secret
+SECRET_NAME = "masking.secret"  # noqa: S105 - a file name, not a secret
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,6 +230,21 @@ def render_config(
         "# lease_seconds = 60.0  # a received, unacknowledged message is offered again after",
         "# max_body_bytes = 67108864",
         "",
+        "[catalog]",
+        "# The resource catalog (政务信息资源目录): this node pulls what its neighbours hold",
+        "# at start, at once when one announces a change, and every refresh seconds.",
+        "# refresh = 60.0",
+        "",
+        "[sharing]",
+        "# Subscriptions under the sharing rules.  A conditional request not answered within",
+        "# answer_days working days (China Standard Time) expires.  holidays: public holidays",
+        "# on weekdays; workdays: make-up working days (调休) on weekends; ISO dates.",
+        f"# answer_days = {DEFAULT_ANSWER_DAYS}",
+        '# holidays = ["2026-10-01", "2026-10-02"]',
+        '# workdays = ["2026-09-27"]',
+        f"masking_secret = {_toml(SECRET_NAME)}  # {MASKING_SECRET_BYTES} random bytes, 0600: "
+        "keys 'hash' masks",
+        "",
         "[log]",
         'level = "info"  # debug, info, warning, error',
         'format = "json"  # json (one object per line on stderr) or console',
@@ -316,6 +335,7 @@ def init_node(options: InitOptions) -> InitResult:
     if not options.peers:
         next_steps.append(f"add a [[peers]] table for each neighbour to {out / CONFIG_NAME}")
     write_private_file(out / TOKEN_NAME, (secrets.token_urlsafe(32) + "\n").encode())
+    write_private_file(out / SECRET_NAME, secrets.token_bytes(MASKING_SECRET_BYTES))
     passphrase_file = (
         str(options.passphrase_file.resolve()) if options.passphrase_file is not None else None
     )

@@ -1,0 +1,372 @@
+"""The operator API's catalog and subscription endpoints (``/v1/catalog``, ``/v1/sub``).
+
+Theory of operation
+-------------------
+Thin handlers over the node's :class:`~exchnode.catalog_service.CatalogService`
+and :class:`~exchnode.sharing.SharingService`: JSON in, the library call,
+JSON out (``node.forms`` does every translation).  The guard of
+``node.operator`` has already checked the token and the phase, and turns
+the library's errors into 4xx answers.
+
+**Who decided.**  Every call that changes something -- publish, withdraw,
+subscribe, escalate, approve, refuse, revoke, re-review, uphold -- carries
+the person acting as the field ``"operator"`` of its JSON body (1..64
+characters, no control characters; 400 without it).  A body field rather
+than a header because operators' names are often Chinese, which HTTP
+headers do not carry.  The sharing service records it as the ``actor`` of the
+audit event of the step; the catalog service signs as the node, so the
+daemon logs the operator of a catalog change next to the record it signed.
+
+**Own requests.**  The sharing service answers ``state(request_id)`` but
+cannot list the requests this node sent, so the daemon keeps that list (id,
+provider, resource, purpose, scope, items, when, who) in the node's store
+(``meta`` key ``node.sub.sent``) and asks the service for each one's state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+from exchnode.catalog import ShareType
+from exchnode.catalog_service import CatalogService
+from exchnode.sharing import SharingService
+from exchnode.subscriptions import Grant, RequestState
+from node.api import HTTPProblem, json_body
+from node.forms import (
+    FormError,
+    entry_from_json,
+    escalation_json,
+    grant_json,
+    iso_ms,
+    level_named,
+    masks_from_json,
+    parse_request_id,
+    parse_time,
+    record_json,
+    request_json,
+    status_named,
+)
+
+if TYPE_CHECKING:
+    from exchnode.node import Node
+
+__all__ = ["MAX_OPERATOR_CHARS", "ServicesApi", "operator_of"]
+
+MAX_OPERATOR_CHARS = 64
+MAX_PUBLISH = 500  # entries per call: one signature for them all
+_SENT_KEY = "node.sub.sent"
+_STATES = {state.value: state for state in RequestState}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def operator_of(document: dict[str, Any]) -> str:
+    """The ``operator`` field of a decision's body: who acts, for the audit event."""
+    value = document.get("operator")
+    if value is None:
+        raise HTTPProblem(400, "name the person acting: the body needs an 'operator' field")
+    if not isinstance(value, str) or not 0 < len(value.strip()) <= MAX_OPERATOR_CHARS:
+        raise HTTPProblem(400, f"operator must be a text of 1..{MAX_OPERATOR_CHARS} characters")
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in value):
+        raise HTTPProblem(400, "operator must not contain control characters")
+    return value.strip()
+
+
+def _text(document: dict[str, Any], name: str, *, required: bool = True) -> str:
+    value = document.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise HTTPProblem(400, f"'{name}' must be a non-empty text")
+    return value
+
+
+def _names(document: dict[str, Any], name: str) -> list[str] | None:
+    value = document.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise HTTPProblem(400, f"'{name}' must be a list of data item names")
+    return value
+
+
+def _state_query(request: web.Request) -> RequestState | None:
+    text = request.query.get("state")
+    if text is None or text == "all":
+        return None
+    state = _STATES.get(text)
+    if state is None:
+        raise HTTPProblem(400, f"state must be one of {', '.join(_STATES)}, got {text!r}")
+    return state
+
+
+class ServicesApi:
+    """The catalog and sharing endpoints of one node's operator API."""
+
+    def __init__(self, node: Node, catalog: CatalogService, sharing: SharingService) -> None:
+        self.node = node
+        self.catalog = catalog
+        self.sharing = sharing
+        self.log: Any = structlog.get_logger("node.operator")
+        self._sent: dict[str, dict[str, Any]] | None = None  # request id hex -> what we sent
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return [
+            ("GET", "/v1/catalog", self._search),
+            ("POST", "/v1/catalog/publish", self._publish),
+            ("POST", "/v1/catalog/withdraw", self._withdraw),
+            ("GET", "/v1/catalog/{provider}/{code:.+}", self._show),
+            ("POST", "/v1/sub/requests", self._subscribe),
+            ("GET", "/v1/sub/requests", self._sent_list),
+            ("GET", "/v1/sub/requests/{request_id}", self._sent_one),
+            ("POST", "/v1/sub/requests/{request_id}/escalate", self._escalate),
+            ("GET", "/v1/sub/incoming", self._incoming),
+            ("POST", "/v1/sub/incoming/{request_id}/approve", self._approve),
+            ("POST", "/v1/sub/incoming/{request_id}/refuse", self._refuse),
+            ("POST", "/v1/sub/incoming/{request_id}/revoke", self._revoke),
+            ("GET", "/v1/sub/cases", self._cases),
+            ("POST", "/v1/sub/cases/{request_id}/re-review", self._re_review),
+            ("POST", "/v1/sub/cases/{request_id}/uphold", self._uphold),
+        ]
+
+    # --- the catalog ---------------------------------------------------------------------
+
+    async def _search(self, request: web.Request) -> web.Response:
+        query = request.query
+        criteria: dict[str, Any] = {}
+        for name in ("code", "provider", "classification", "keyword"):
+            if name in query:
+                criteria[name] = query[name]
+        if "share_type" in query:
+            try:
+                criteria["share_type"] = ShareType(query["share_type"])
+            except ValueError:
+                choices = ", ".join(t.value for t in ShareType)
+                raise FormError(
+                    "share_type", f"must be one of {choices}, got {query['share_type']!r}"
+                ) from None
+        if "level" in query:
+            criteria["level"] = level_named(query["level"])
+        criteria["status"] = status_named(query.get("status", "published"))
+        records = self.catalog.search(**criteria)
+        return web.json_response({"records": [record_json(r) for r in records]})
+
+    async def _show(self, request: web.Request) -> web.Response:
+        provider, code = request.match_info["provider"], request.match_info["code"]
+        record = self.catalog.get(provider, code)
+        if record is None:
+            raise HTTPProblem(
+                404, f"{self.node.name} holds no catalog entry {code} of {provider}", "not-found"
+            )
+        return web.json_response(record_json(record))
+
+    async def _publish(self, request: web.Request) -> web.Response:
+        document = await json_body(request)
+        operator = operator_of(document)
+        if "entry" in document and "entries" in document:
+            raise HTTPProblem(400, "give 'entry' or 'entries', not both")
+        if "entry" in document:
+            raw = [document["entry"]]
+        elif isinstance(document.get("entries"), list) and document["entries"]:
+            raw = document["entries"]
+        else:
+            raise HTTPProblem(400, "the body needs 'entry' (an object) or 'entries' (a list)")
+        if len(raw) > MAX_PUBLISH:
+            raise HTTPProblem(400, f"at most {MAX_PUBLISH} entries per call")
+        entries = []
+        for index, item in enumerate(raw):
+            try:
+                entries.append(entry_from_json(item, self.node.name))
+            except FormError as exc:
+                if len(raw) == 1:
+                    raise
+                raise FormError(f"entries[{index}].{exc.field}", str(exc)) from None
+        records = await self.catalog.publish(entries)
+        for record in records:
+            self.log.info(
+                "catalog entry published",
+                operator=operator,
+                code=record.code,
+                version=record.version,
+            )
+        return web.json_response({"records": [record_json(r) for r in records]})
+
+    async def _withdraw(self, request: web.Request) -> web.Response:
+        document = await json_body(request)
+        operator = operator_of(document)
+        code = _text(document, "code")
+        record = await self.catalog.withdraw(code, _text(document, "reason"))
+        self.log.info(
+            "catalog entry withdrawn", operator=operator, code=record.code, version=record.version
+        )
+        return web.json_response(record_json(record))
+
+    # --- the requester ---------------------------------------------------------------------
+
+    async def _ledger(self) -> dict[str, dict[str, Any]]:
+        if self._sent is None:
+            stored = await self.node.get_meta(_SENT_KEY)
+            self._sent = {}
+            if stored is not None:
+                try:
+                    self._sent = {item["request_id"]: item for item in json.loads(stored)}
+                except (ValueError, TypeError, KeyError):
+                    self.log.error("stored list of sent requests not used")
+        return self._sent
+
+    def _sent_json(self, item: dict[str, Any]) -> dict[str, Any]:
+        request_id = bytes.fromhex(item["request_id"])
+        state = self.sharing.state(request_id)
+        grant = self._held_grant(request_id) if state is RequestState.GRANTED else None
+        out = dict(item)
+        out["at"] = iso_ms(item["at_ms"])
+        out["state"] = state.value if state is not None else "sent"
+        out["reason"] = self.sharing.reason(request_id) if state is not None else ""
+        out["grant"] = None if grant is None else grant_json(grant)
+        return out
+
+    def _held_grant(self, request_id: bytes) -> Grant | None:
+        for grant in self.sharing.held():
+            if grant.request_id == request_id:
+                return grant
+        return None
+
+    async def _subscribe(self, request: web.Request) -> web.Response:
+        document = await json_body(request)
+        operator = operator_of(document)
+        provider, code = _text(document, "provider"), _text(document, "code")
+        purpose, scope = _text(document, "purpose"), _text(document, "scope")
+        items = _names(document, "items")
+        if not items:
+            raise HTTPProblem(400, "'items' must name at least one data item")
+        ledger = await self._ledger()
+        request_id = await self.sharing.subscribe(
+            provider, code, purpose=purpose, scope=scope, items=items, operator=operator
+        )
+        item: dict[str, Any] = {
+            "request_id": request_id.hex(),
+            "provider": provider,
+            "resource_code": code,
+            "purpose": purpose,
+            "scope": scope,
+            "items": sorted(set(items)),
+            "at_ms": int(time.time() * 1000),
+            "operator": operator,
+        }
+        ledger[item["request_id"]] = item
+        await self.node.set_meta(
+            _SENT_KEY, json.dumps(list(ledger.values()), ensure_ascii=False).encode()
+        )
+        return web.json_response(self._sent_json(item))
+
+    async def _sent_list(self, request: web.Request) -> web.Response:
+        wanted = _state_query(request)
+        ledger = await self._ledger()
+        items = [self._sent_json(item) for item in ledger.values()]
+        if wanted is not None:
+            items = [item for item in items if item["state"] == wanted.value]
+        items.sort(key=lambda item: (item["at_ms"], item["request_id"]))
+        return web.json_response({"requests": items})
+
+    async def _sent_item(self, request: web.Request) -> dict[str, Any]:
+        request_id = parse_request_id(request.match_info["request_id"])
+        item = (await self._ledger()).get(request_id.hex())
+        if item is None:
+            raise HTTPProblem(
+                404, f"{self.node.name} sent no request {request_id.hex()}", "not-found"
+            )
+        return item
+
+    async def _sent_one(self, request: web.Request) -> web.Response:
+        return web.json_response(self._sent_json(await self._sent_item(request)))
+
+    async def _escalate(self, request: web.Request) -> web.Response:
+        item = await self._sent_item(request)
+        document = await json_body(request)
+        operator = operator_of(document)
+        await self.sharing.escalate(
+            bytes.fromhex(item["request_id"]), operator=operator, reason=_text(document, "reason")
+        )
+        return web.json_response(self._sent_json(item))
+
+    # --- the provider ----------------------------------------------------------------------
+
+    def _incoming_json(self, request_id: bytes) -> dict[str, Any]:
+        for received in self.sharing.requests():
+            if received.request_id == request_id:
+                state = self.sharing.state(request_id)
+                return request_json(received, state)
+        raise HTTPProblem(
+            404, f"{self.node.name} received no request {request_id.hex()}", "not-found"
+        )
+
+    async def _incoming(self, request: web.Request) -> web.Response:
+        wanted = _state_query(request)
+        received = self.sharing.requests(state=wanted)
+        return web.json_response(
+            {"requests": [request_json(r, self.sharing.state(r.request_id)) for r in received]}
+        )
+
+    async def _decision(self, request: web.Request) -> tuple[bytes, dict[str, Any], str]:
+        request_id = parse_request_id(request.match_info["request_id"])
+        self._incoming_json(request_id)  # 404 unless this node received it
+        document = await json_body(request)
+        return request_id, document, operator_of(document)
+
+    async def _approve(self, request: web.Request) -> web.Response:
+        request_id, document, operator = await self._decision(request)
+        masks = masks_from_json(document["masks"]) if document.get("masks") else None
+        expires = document.get("expires")
+        grant = await self.sharing.approve(
+            request_id,
+            operator=operator,
+            items=_names(document, "items"),
+            masks=masks,
+            expires_ms=None if expires is None else parse_time(expires, "expires"),
+        )
+        answer = self._incoming_json(request_id)
+        answer["grant"] = grant_json(grant)
+        return web.json_response(answer)
+
+    async def _refuse(self, request: web.Request) -> web.Response:
+        request_id, document, operator = await self._decision(request)
+        await self.sharing.refuse(request_id, operator=operator, reason=_text(document, "reason"))
+        return web.json_response(self._incoming_json(request_id))
+
+    async def _revoke(self, request: web.Request) -> web.Response:
+        request_id, document, operator = await self._decision(request)
+        await self.sharing.revoke(request_id, operator=operator, reason=_text(document, "reason"))
+        return web.json_response(self._incoming_json(request_id))
+
+    # --- the sharing authority ---------------------------------------------------------------
+
+    async def _cases(self, request: web.Request) -> web.Response:
+        return web.json_response({"cases": [escalation_json(c) for c in self.sharing.cases()]})
+
+    async def _case(self, request: web.Request) -> tuple[bytes, dict[str, Any], str]:
+        request_id = parse_request_id(request.match_info["request_id"])
+        if all(case.request_id != request_id for case in self.sharing.cases()):
+            raise HTTPProblem(
+                404,
+                f"{self.node.name} has no open case for request {request_id.hex()}",
+                "not-found",
+            )
+        document = await json_body(request)
+        return request_id, document, operator_of(document)
+
+    async def _re_review(self, request: web.Request) -> web.Response:
+        request_id, document, operator = await self._case(request)
+        await self.sharing.re_review(
+            request_id, operator=operator, reason=_text(document, "reason")
+        )
+        return web.json_response({"request_id": request_id.hex(), "outcome": "re-review"})
+
+    async def _uphold(self, request: web.Request) -> web.Response:
+        request_id, document, operator = await self._case(request)
+        await self.sharing.uphold(request_id, operator=operator, reason=_text(document, "reason"))
+        return web.json_response({"request_id": request_id.hex(), "outcome": "uphold"})
