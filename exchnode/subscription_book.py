@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Self
 
+from exchnode.encoding import pack, require_canonical
 from exchnode.envelope import check_name
 from exchnode.errors import (
     ExchnodeError,
     InvalidTransitionError,
+    MalformedError,
     NotAuthorisedError,
     RequestConflictError,
     UnexpectedMessageError,
@@ -25,8 +28,15 @@ from exchnode.errors import (
     UsageError,
 )
 from exchnode.events import AuditEvent, EventSink
-from exchnode.masking import MaskSet, Projection, Record, grant_hash_key
-from exchnode.record_streams import RecordDelivery, RecordStream
+from exchnode.masking import MaskSet, Projection, Record, Value, grant_hash_key
+from exchnode.record_messages import RecordBatch, RecordGap, Resend
+from exchnode.record_streams import (
+    DEFAULT_WINDOW,
+    DEFAULT_WINDOW_BYTES,
+    RecordDelivery,
+    RecordStream,
+    group_deliveries,
+)
 from exchnode.subscription_codecs import MAX_TEXT, REQUEST_ID_LENGTH
 from exchnode.subscription_messages import (
     Decision,
@@ -37,6 +47,21 @@ from exchnode.subscription_messages import (
     Review,
     Revocation,
     SubscriptionRequest,
+)
+from exchnode.subscription_persistence import (
+    STATE_FORMAT,
+    check_array,
+    check_counter,
+    check_enum,
+    check_items,
+    check_list,
+    check_masks,
+    check_node,
+    check_terms,
+    check_time_ms,
+    open_state,
+    optional,
+    terms_to_wire,
 )
 from exchnode.subscription_states import (
     ARRIVAL,
@@ -49,7 +74,7 @@ from exchnode.subscription_states import (
 from exchnode.subscription_states import next_state as _next_state
 from exchnode.workdays import DEFAULT_ANSWER_DAYS, WorkCalendar
 
-__all__ = ["SubscriptionBook", "check_reason", "unknown_items"]
+__all__ = ["SubscriptionBook", "check_reason", "grant_from_wire", "grant_to_wire", "unknown_items"]
 
 _S = RequestState
 
@@ -92,6 +117,8 @@ class SubscriptionBook:
         masking_secret: bytes,
         calendar: WorkCalendar | None = None,
         answer_days: int = DEFAULT_ANSWER_DAYS,
+        window: int = DEFAULT_WINDOW,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
     ) -> None:
         self.provider = check_name(provider, "provider")
         self.authority = sharing_authority(provider)
@@ -103,7 +130,7 @@ class SubscriptionBook:
         self._secret = masking_secret
         grant_hash_key(masking_secret, bytes(REQUEST_ID_LENGTH))  # fail now on a short secret
         self._entries: dict[bytes, _Entry] = {}
-        self._stream = RecordStream()
+        self._stream = RecordStream(window=window, window_bytes=window_bytes)
 
     # -- queries
 
@@ -280,18 +307,165 @@ class SubscriptionBook:
     # -- records
 
     def publish(self, resource_code: str, record: Record, now_ms: int) -> list[RecordDelivery]:
-        """Number one record and project it for every grant live at ``now_ms``."""
+        """Number one record and project it for every grant live at ``now_ms``.
+
+        The raw record is kept in the resend window (``record_streams``);
+        :func:`~exchnode.record_streams.group_deliveries` makes the result wire bodies.
+        """
         seq = self._stream.assign(resource_code)
+        self._stream.keep(resource_code, seq, record, now_ms)
         return [
-            RecordDelivery(
-                subscriber=grant.subscriber,
-                request_id=grant.request_id,
-                resource_code=resource_code,
-                seq=seq,
-                fields=self._projection(grant).apply(record),
-            )
+            self._delivery(grant, seq, self._projection(grant).apply(record))
             for grant in self.live_grants(resource_code, now_ms)
         ]
+
+    def on_resend(self, resend: Resend, *, sender: str, now_ms: int) -> list[Outgoing]:
+        """Answer a subscriber's ``sub.resend`` from the window; ``sub.gap`` for the rest.
+
+        Only a live grant is served, and only numbers it covers (from its
+        ``first_seq`` to the last published); a number no longer in the window,
+        or whose record can no longer be masked, is reported as a gap.
+        """
+        entry = self._remote(resend.request_id)
+        request, grant = entry.request, entry.grant
+        if sender != request.requester or resend.subscriber != request.requester:
+            raise NotAuthorisedError(f"{sender} may not ask for request {request.request_id.hex()}")
+        if resend.provider != self.provider or resend.resource_code != entry.terms.code:
+            raise UnexpectedMessageError(
+                f"sub.resend does not match request {request.request_id.hex()}"
+            )
+        if entry.state is not _S.GRANTED or grant is None or not grant.live(now_ms):
+            raise UnexpectedMessageError(
+                f"request {request.request_id.hex()} holds no live grant to resend under"
+            )
+        code = entry.terms.code
+        first = max(resend.from_seq, grant.first_seq)
+        last = min(resend.to_seq, self._stream.last(code))
+        kept = {k.seq: k.record for k in self._stream.recent(code, first, last)}
+        projection = self._projection(grant)
+        found: list[RecordDelivery] = []
+        gaps: list[list[int]] = []
+        for seq in range(first, last + 1):
+            try:
+                fields = projection.apply(kept[seq]) if seq in kept else None
+            except UsageError:
+                fields = None
+            if fields is not None:
+                found.append(self._delivery(grant, seq, fields))
+            elif gaps and gaps[-1][1] == seq - 1:
+                gaps[-1][1] = seq
+            else:
+                gaps.append([seq, seq])
+        out = [
+            Outgoing((request.requester,), RecordBatch.decode(group.payload))
+            for group in group_deliveries(found)
+        ]
+        out += [
+            Outgoing(
+                (request.requester,),
+                RecordGap(
+                    request_id=request.request_id,
+                    provider=self.provider,
+                    subscriber=request.requester,
+                    resource_code=code,
+                    from_seq=low,
+                    to_seq=high,
+                ),
+            )
+            for low, high in gaps
+        ]
+        return out
+
+    # -- persistence (subscription_persistence)
+
+    def encode(self) -> bytes:
+        """Everything needed to continue after a restart, except the masking secret."""
+        entries = [
+            [
+                entry.request.to_wire(),
+                terms_to_wire(entry.terms),
+                entry.state.value,
+                entry.version,
+                entry.deadline_ms,
+                None if entry.grant is None else grant_to_wire(entry.grant),
+                entry.round,
+            ]
+            for entry in self._entries.values()
+        ]
+        return pack([STATE_FORMAT, self.provider, self._stream.to_wire(), entries])
+
+    @classmethod
+    def restore(
+        cls,
+        data: bytes,
+        resources: Callable[[str], ResourceTerms | None],
+        *,
+        sink: EventSink,
+        masking_secret: bytes,
+        calendar: WorkCalendar | None = None,
+        answer_days: int = DEFAULT_ANSWER_DAYS,
+        window: int = DEFAULT_WINDOW,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
+    ) -> Self:
+        """The book :meth:`encode` wrote; configuration and the secret as at construction.
+
+        No audit event is emitted: the steps that built this state emitted theirs.
+        """
+        what = "subscription-book"
+        value = open_state(data, what, 3)
+        provider = check_node(value[1], f"{what}.provider")
+        book = cls(
+            provider,
+            resources,
+            sink=sink,
+            masking_secret=masking_secret,
+            calendar=calendar,
+            answer_days=answer_days,
+            window=window,
+            window_bytes=window_bytes,
+        )
+        stream = check_array(value[2], f"{what}.stream", 2)
+        book._stream = RecordStream.from_wire(
+            stream, f"{what}.stream", window=window, window_bytes=window_bytes
+        )
+        for i, item in enumerate(check_list(value[3], f"{what}.entries", _entry_fields)):
+            entry = book._entry_from_wire(item, f"{what}.entries[{i}]")
+            if entry.request.request_id in book._entries:
+                raise MalformedError(f"{what}.entries[{i}]", "request id repeated")
+            book._entries[entry.request.request_id] = entry
+        require_canonical(value, data, what=what)
+        return book
+
+    def _entry_from_wire(self, item: list[Any], what: str) -> _Entry:
+        request = SubscriptionRequest.from_wire(item[0], f"{what}.request")
+        code, provider, share_type, conditions, items = check_terms(item[1], f"{what}.terms")
+        terms = ResourceTerms(
+            code=code, provider=provider, share_type=share_type, conditions=conditions, items=items
+        )
+        if (
+            request.provider != self.provider
+            or provider != self.provider
+            or (request.resource_code != code)
+        ):
+            raise MalformedError(what, "request and terms do not belong to this provider's entry")
+        entry = _Entry(request, terms, _STATE(item[2], f"{what}.state"))
+        entry.version = check_counter(item[3], f"{what}.version")
+        entry.deadline_ms = optional(check_time_ms)(item[4], f"{what}.deadline_ms")
+        if item[5] is not None:
+            entry.grant = grant_from_wire(item[5], f"{what}.grant", request, self.provider)
+        entry.round = check_counter(item[6], f"{what}.round")
+        return entry
+
+    def _delivery(self, grant: Grant, seq: int, fields: dict[str, Value]) -> RecordDelivery:
+        return RecordDelivery(
+            subscriber=grant.subscriber,
+            request_id=grant.request_id,
+            resource_code=grant.resource_code,
+            seq=seq,
+            fields=fields,
+            provider=self.provider,
+            terms=grant.fingerprint,
+        )
 
     # -- internals
 
@@ -422,3 +596,41 @@ class SubscriptionBook:
                 counterpart=entry.request.requester,
             )
         )
+
+
+_STATE = check_enum(RequestState)
+
+
+def _entry_fields(value: object, what: str) -> list[Any]:
+    return check_array(value, what, 7)
+
+
+def grant_to_wire(grant: Grant) -> list[Any]:
+    return [
+        grant.version,
+        list(grant.items),
+        grant.masks.to_wire(),
+        grant.granted_ms,
+        grant.expires_ms,
+        grant.first_seq,
+    ]
+
+
+def grant_from_wire(value: object, what: str, request: SubscriptionRequest, provider: str) -> Grant:
+    """A grant as :func:`grant_to_wire` wrote it; its parties come from the request."""
+    version, items, masks, granted_ms, expires_ms, first_seq = check_array(value, what, 6)
+    try:
+        return Grant(
+            request_id=request.request_id,
+            resource_code=request.resource_code,
+            provider=provider,
+            subscriber=request.requester,
+            version=check_counter(version, f"{what}.version"),
+            items=check_items(items, f"{what}.items"),
+            masks=check_masks(masks, f"{what}.masks"),
+            granted_ms=check_time_ms(granted_ms, f"{what}.granted_ms"),
+            expires_ms=optional(check_time_ms)(expires_ms, f"{what}.expires_ms"),
+            first_seq=check_counter(first_seq, f"{what}.first_seq"),
+        )
+    except UsageError as exc:
+        raise MalformedError(what, str(exc)) from None

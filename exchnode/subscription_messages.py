@@ -4,7 +4,9 @@ The six life-cycle messages (:class:`SubscriptionRequest`, :class:`Decision`,
 :class:`Revocation`, :class:`Expiry`, :class:`Escalation`, :class:`Review`)
 are frozen values with one canonical encoding each (protocol draft §19.3).
 They travel as node messages of kinds ``sub.*`` inside signed, end-to-end
-encrypted envelopes.
+encrypted envelopes.  :func:`decode_message` also decodes the record,
+resend and correction messages (``record_messages``, ``correction_messages``),
+so a node dispatches every ``sub.*`` kind through one function.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from exchnode.correction_messages import Correction, CorrectionAnswer
 from exchnode.errors import UsageError
 from exchnode.masking import MaskSet
+from exchnode.record_messages import RecordBatch, RecordGap, Resend, terms_fingerprint
 from exchnode.subscription_codecs import (
     CODE,
     COUNTER,
@@ -276,7 +280,7 @@ set_codecs(
 
 
 LifecycleMessage = SubscriptionRequest | Decision | Revocation | Expiry | Escalation | Review
-SubMessage = LifecycleMessage
+SubMessage = LifecycleMessage | RecordBatch | Resend | RecordGap | Correction | CorrectionAnswer
 _LIFECYCLE: tuple[type[LifecycleMessage], ...] = (
     SubscriptionRequest,
     Decision,
@@ -285,7 +289,10 @@ _LIFECYCLE: tuple[type[LifecycleMessage], ...] = (
     Escalation,
     Review,
 )
-_BY_KIND: Mapping[str, type[SubMessage]] = {cls.KIND: cls for cls in _LIFECYCLE}
+_BY_KIND: Mapping[str, type[SubMessage]] = {
+    cls.KIND: cls
+    for cls in (*_LIFECYCLE, RecordBatch, Resend, RecordGap, Correction, CorrectionAnswer)
+}
 LIFECYCLE_KINDS = frozenset(cls.KIND for cls in _LIFECYCLE)
 KINDS = frozenset(_BY_KIND)
 
@@ -330,3 +337,8 @@ class Grant:
 
     def live(self, now_ms: int) -> bool:
         return self.expires_ms is None or now_ms < self.expires_ms
+
+    @property
+    def fingerprint(self) -> bytes:
+        """The grant's terms (items and masks) as ``sub.records`` names them: no party in it."""
+        return terms_fingerprint(self.items, self.masks)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from exchnode.encoding import pack, require_canonical
 from exchnode.envelope import check_name
 from exchnode.errors import (
     InvalidTransitionError,
+    MalformedError,
     NotAuthorisedError,
     UnexpectedMessageError,
     UnknownItemError,
@@ -21,6 +24,8 @@ from exchnode.errors import (
     UsageError,
 )
 from exchnode.events import AuditEvent, EventSink
+from exchnode.record_messages import RecordBatch, RecordGap, Resend
+from exchnode.subscription_book import grant_from_wire, grant_to_wire
 from exchnode.subscription_book import unknown_items as _unknown_items
 from exchnode.subscription_codecs import REQUEST_ID_LENGTH
 from exchnode.subscription_messages import (
@@ -32,6 +37,18 @@ from exchnode.subscription_messages import (
     Review,
     Revocation,
     SubscriptionRequest,
+)
+from exchnode.subscription_persistence import (
+    STATE_FORMAT,
+    check_array,
+    check_counter,
+    check_enum,
+    check_list,
+    check_node,
+    check_text,
+    check_time_ms,
+    open_state,
+    optional,
 )
 from exchnode.subscription_states import (
     Action,
@@ -237,6 +254,91 @@ class SubscriberView:
         self._emit(held, review.KIND, sender, now_ms)
         return True
 
+    # -- records
+
+    def grants_for(self, batch: RecordBatch, *, sender: str, now_ms: int) -> list[Grant]:
+        """The grants held at ``now_ms`` that a ``sub.records`` body is for.
+
+        The body names no request (it may be shared with other subscribers), so it
+        is matched by provider (the authenticated sender), resource code and the
+        grant terms' fingerprint.  Each record's ``seq`` is then checked with
+        :meth:`covers` per grant, and its items against the grant's.
+        """
+        if sender != batch.provider:
+            raise NotAuthorisedError(f"{sender} sent records in the name of {batch.provider}")
+        return [
+            grant
+            for grant in self.held(now_ms)
+            if grant.provider == sender
+            and grant.resource_code == batch.resource_code
+            and grant.fingerprint == batch.terms
+        ]
+
+    def resend(self, request_id: bytes, from_seq: int, to_seq: int) -> list[Outgoing]:
+        """Ask the provider for records ``from_seq..to_seq`` again (a gap the tracker found)."""
+        held = self._local(request_id)
+        request = held.request
+        message = Resend(
+            request_id=request_id,
+            subscriber=self.requester,
+            provider=request.provider,
+            resource_code=request.resource_code,
+            from_seq=from_seq,
+            to_seq=to_seq,
+        )
+        return [Outgoing((request.provider,), message)]
+
+    def on_gap(self, gap: RecordGap, *, sender: str) -> tuple[int, int]:
+        """Check a ``sub.gap``; the range the caller gives up on (``GapTracker.give_up``)."""
+        self._from_provider(gap.request_id, sender, gap)
+        return gap.from_seq, gap.to_seq
+
+    # -- persistence (subscription_persistence)
+
+    def encode(self) -> bytes:
+        held = [
+            [
+                item.request.to_wire(),
+                None if item.state is None else item.state.value,
+                item.version,
+                item.answer_by_ms,
+                None if item.grant is None else grant_to_wire(item.grant),
+                item.last_seq,
+                item.round,
+                item.reason,
+                [state.value for state in item.history],
+            ]
+            for item in self._held.values()
+        ]
+        return pack([STATE_FORMAT, self.requester, held])
+
+    @classmethod
+    def restore(
+        cls, data: bytes, *, sink: EventSink, random: Callable[[int], bytes]
+    ) -> SubscriberView:
+        """The view :meth:`encode` wrote; no audit event is emitted."""
+        what = "subscriber-view"
+        value = open_state(data, what, 2)
+        view = cls(check_node(value[1], f"{what}.requester"), sink=sink, random=random)
+        for i, item in enumerate(check_list(value[2], f"{what}.held", _held_fields)):
+            at = f"{what}.held[{i}]"
+            request = SubscriptionRequest.from_wire(item[0], f"{at}.request")
+            if request.requester != view.requester or request.request_id in view._held:
+                raise MalformedError(at, "not this requester's, or a request id repeated")
+            held = _Held(request)
+            held.state = optional(_STATE)(item[1], f"{at}.state")
+            held.version = check_counter(item[2], f"{at}.version")
+            held.answer_by_ms = optional(check_time_ms)(item[3], f"{at}.answer_by_ms")
+            if item[4] is not None:
+                held.grant = grant_from_wire(item[4], f"{at}.grant", request, request.provider)
+            held.last_seq = optional(check_counter)(item[5], f"{at}.last_seq")
+            held.round = check_counter(item[6], f"{at}.round")
+            held.reason = check_text(item[7], f"{at}.reason")
+            held.history = check_list(item[8], f"{at}.history", _STATE)
+            view._held[request.request_id] = held
+        require_canonical(value, data, what=what)
+        return view
+
     # -- internals
 
     def _local(self, request_id: bytes) -> _Held:
@@ -252,11 +354,13 @@ class SubscriberView:
         return held
 
     def _from_provider(
-        self, request_id: bytes, sender: str, message: Decision | Expiry | Revocation
+        self, request_id: bytes, sender: str, message: Decision | Expiry | Revocation | RecordGap
     ) -> _Held:
         held = self._remote(request_id)
         request = held.request
-        addressee = message.subscriber if isinstance(message, Revocation) else message.requester
+        addressee = (
+            message.subscriber if isinstance(message, Revocation | RecordGap) else message.requester
+        )
         if sender != request.provider or message.provider != request.provider:
             raise NotAuthorisedError(f"{sender} is not the provider of request {request_id.hex()}")
         if addressee != self.requester or message.resource_code != request.resource_code:
@@ -369,3 +473,38 @@ class AuthorityDesk:
                 counterpart=escalation.requester,
             )
         )
+
+    # -- persistence (subscription_persistence)
+
+    def encode(self) -> bytes:
+        cases = [[case.escalation.to_wire(), case.state.value] for case in self._cases.values()]
+        return pack([STATE_FORMAT, self.authority, cases])
+
+    @classmethod
+    def restore(cls, data: bytes, *, sink: EventSink) -> AuthorityDesk:
+        """The desk :meth:`encode` wrote; no audit event is emitted."""
+        what = "authority-desk"
+        value = open_state(data, what, 2)
+        desk = cls(check_node(value[1], f"{what}.authority"), sink=sink)
+        for i, item in enumerate(check_list(value[2], f"{what}.cases", _case_fields)):
+            at = f"{what}.cases[{i}]"
+            escalation = Escalation.from_wire(item[0], f"{at}.escalation")
+            if escalation.authority != desk.authority or escalation.request_id in desk._cases:
+                raise MalformedError(at, "not this authority's case, or a request id repeated")
+            state = _STATE(item[1], f"{at}.state")
+            if state not in (_S.ESCALATED, _S.PENDING, _S.CLOSED):
+                raise MalformedError(f"{at}.state", "a case is escalated, pending or closed")
+            desk._cases[escalation.request_id] = _Case(escalation, state)
+        require_canonical(value, data, what=what)
+        return desk
+
+
+_STATE = check_enum(RequestState)
+
+
+def _held_fields(value: object, what: str) -> list[Any]:
+    return check_array(value, what, 9)
+
+
+def _case_fields(value: object, what: str) -> list[Any]:
+    return check_array(value, what, 2)

@@ -54,17 +54,32 @@ subscription layer is importable from here.
 * ``subscription_book``: the provider's :class:`SubscriptionBook`;
 * ``subscription_views``: the requester's :class:`SubscriberView` and the
   authority's :class:`AuthorityDesk`;
-* ``record_streams``: record numbering (:class:`RecordStream`) and gap
-  tracking (:class:`GapTracker`).
+* ``record_messages``: ``sub.records``, ``sub.resend``, ``sub.gap``;
+* ``record_streams``: record numbering and the resend window
+  (:class:`RecordStream`), gap tracking (:class:`GapTracker`),
+  :func:`group_deliveries` (one body for subscribers who may share it);
+* ``correction_messages``: ``sub.correction``, ``sub.correction-answer``;
+* ``subscription_persistence``: the shared pieces of every machine's
+  ``encode()`` and ``restore()``: what survives a restart, and what not.
 """
 
 from __future__ import annotations
 
-from exchnode.record_streams import GapTracker, RecordDelivery, RecordStream, Seen
+from exchnode.correction_messages import Correction, CorrectionAnswer, CorrectionOutcome
+from exchnode.record_messages import RecordBatch, RecordGap, Resend, terms_fingerprint
+from exchnode.record_streams import (
+    GapTracker,
+    RecordDelivery,
+    RecordGroup,
+    RecordStream,
+    Seen,
+    group_deliveries,
+)
 from exchnode.subscription_book import SubscriptionBook
 from exchnode.subscription_codecs import CONTENT_TYPE
 from exchnode.subscription_messages import (
     KINDS,
+    LIFECYCLE_KINDS,
     Decision,
     Escalation,
     Expiry,
@@ -90,18 +105,26 @@ from exchnode.subscription_views import AuthorityDesk, SubscriberView
 __all__ = [
     "CONTENT_TYPE",
     "KINDS",
+    "LIFECYCLE_KINDS",
     "TRANSITIONS",
     "Action",
     "AuthorityDesk",
+    "Correction",
+    "CorrectionAnswer",
+    "CorrectionOutcome",
     "Decision",
     "Escalation",
     "Expiry",
     "GapTracker",
     "Grant",
     "Outgoing",
+    "RecordBatch",
     "RecordDelivery",
+    "RecordGap",
+    "RecordGroup",
     "RecordStream",
     "RequestState",
+    "Resend",
     "ResourceTerms",
     "Review",
     "ReviewOutcome",
@@ -113,5 +136,7 @@ __all__ = [
     "SubscriptionBook",
     "SubscriptionRequest",
     "decode_message",
+    "group_deliveries",
     "sharing_authority",
+    "terms_fingerprint",
 ]
