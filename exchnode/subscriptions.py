@@ -59,6 +59,8 @@ subscription layer is importable from here.
   (:class:`RecordStream`), gap tracking (:class:`GapTracker`),
   :func:`group_deliveries` (one body for subscribers who may share it);
 * ``correction_messages``: ``sub.correction``, ``sub.correction-answer``;
+* ``corrections``: the provider's :class:`CorrectionDesk` and the
+  subscriber's :class:`CorrectionTracker` (校核);
 * ``subscription_persistence``: the shared pieces of every machine's
   ``encode()`` and ``restore()``: what survives a restart, and what not.
 """
@@ -66,6 +68,7 @@ subscription layer is importable from here.
 from __future__ import annotations
 
 from exchnode.correction_messages import Correction, CorrectionAnswer, CorrectionOutcome
+from exchnode.corrections import CorrectionDesk, CorrectionState, CorrectionTracker
 from exchnode.record_messages import RecordBatch, RecordGap, Resend, terms_fingerprint
 from exchnode.record_streams import (
     GapTracker,
@@ -111,7 +114,10 @@ __all__ = [
     "AuthorityDesk",
     "Correction",
     "CorrectionAnswer",
+    "CorrectionDesk",
     "CorrectionOutcome",
+    "CorrectionState",
+    "CorrectionTracker",
     "Decision",
     "Escalation",
     "Expiry",
