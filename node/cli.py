@@ -1,6 +1,7 @@
 """``python -m node <verb>`` (or ``exchnode node <verb>``, ``exchnode send``, ``exchnode receive``).
 
-Verbs: ``init``, ``run``, ``send``, ``receive``, ``status``, ``health``.  One
+Verbs: ``init``, ``run``, ``send``, ``receive``, ``status``, ``health``, and
+``catalog ...`` and ``sub ...`` (``node.cli_services``).  One
 error policy, as in ``exchnode.cli``: an exchnode error, a configuration
 error or an ``OSError`` is ONE line ``<prog>: error: <message>`` on stderr
 and exit status 1, never a traceback; argparse reports usage errors itself
@@ -23,6 +24,7 @@ from typing import Any
 
 from exchnode.errors import ExchnodeError, RejectedError
 from exchnode.keyfiles import read_passphrase_file
+from node.cli_services import register as register_services
 from node.client import OperatorClient, OperatorError, Received
 from node.config import DEFAULT_LISTEN, DEFAULT_OPERATOR, DIRECTORY_MODES, LEVELS, load_config
 from node.scaffold import InitOptions, init_node
@@ -157,6 +159,8 @@ the message again and the same file is rewritten: exactly-once in effect.""",
     p = verbs.add_parser("health", help="the node's health (exit 0 only while serving)")
     p.add_argument("--config", required=True, type=Path)
     p.set_defaults(handler=_health)
+
+    register_services(verbs, prog)
     return parser
 
 
@@ -190,6 +194,7 @@ def _init(args: argparse.Namespace) -> int:
     )
     print(f"wrote {result.config}")
     print(f"wrote {result.config.parent / 'operator.token'} (mode 0600)")
+    print(f"wrote {result.config.parent / 'masking.secret'} (mode 0600)")
     if result.issued_by is not None:
         print(
             f"issued the certificate of {args.name} by CA {result.issued_by} into "

@@ -8,11 +8,12 @@ server's own message when it answered, else what went wrong on the way
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -193,3 +194,77 @@ class OperatorClient:
             params.append(("wait", repr(float(wait))))
         _, body = await self._call("GET", f"/v1/status/{message_id}", params=params)
         return dict(body)
+
+    # --- the catalog ---------------------------------------------------------------------
+
+    async def catalog_publish(
+        self, entries: Sequence[Mapping[str, Any]], operator: str
+    ) -> list[dict[str, Any]]:
+        """Publish entries (their JSON form, ``node.forms``) as this node; the signed records."""
+        body = {"operator": operator, "entries": list(entries)}
+        _, answer = await self._call("POST", "/v1/catalog/publish", json_body=body)
+        return list(answer["records"])
+
+    async def catalog_withdraw(self, code: str, reason: str, operator: str) -> dict[str, Any]:
+        body = {"operator": operator, "code": code, "reason": reason}
+        _, answer = await self._call("POST", "/v1/catalog/withdraw", json_body=body)
+        return dict(answer)
+
+    async def catalog_search(self, **criteria: str | None) -> list[dict[str, Any]]:
+        """Records this node holds: code, provider, classification, share_type, keyword,
+        level, status (published, withdrawn or all)."""
+        params = [(k, v) for k, v in criteria.items() if v is not None]
+        _, answer = await self._call("GET", "/v1/catalog", params=params)
+        return list(answer["records"])
+
+    async def catalog_show(self, provider: str, code: str) -> dict[str, Any]:
+        path = f"/v1/catalog/{quote(provider, safe='')}/{quote(code, safe='/')}"
+        _, answer = await self._call("GET", path)
+        return dict(answer)
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    async def sub_request(
+        self,
+        provider: str,
+        code: str,
+        *,
+        purpose: str,
+        scope: str,
+        items: Sequence[str],
+        operator: str,
+    ) -> dict[str, Any]:
+        body = {
+            "operator": operator,
+            "provider": provider,
+            "code": code,
+            "purpose": purpose,
+            "scope": scope,
+            "items": list(items),
+        }
+        _, answer = await self._call("POST", "/v1/sub/requests", json_body=body)
+        return dict(answer)
+
+    async def sub_list(self, *, incoming: bool = False, state: str | None = None) -> list[Any]:
+        """This node's requests (sent, or with ``incoming`` received as provider)."""
+        params = [("state", state)] if state else []
+        path = "/v1/sub/incoming" if incoming else "/v1/sub/requests"
+        _, answer = await self._call("GET", path, params=params)
+        return list(answer["requests"])
+
+    async def sub_show(self, request_id: str) -> dict[str, Any]:
+        _, answer = await self._call("GET", f"/v1/sub/requests/{quote(request_id, safe='')}")
+        return dict(answer)
+
+    async def sub_decide(
+        self, where: str, request_id: str, step: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """One decision: ``where`` is requests (escalate), incoming (approve, refuse, revoke)
+        or cases (re-review, uphold); ``body`` carries ``operator`` and the step's fields."""
+        path = f"/v1/sub/{where}/{quote(request_id, safe='')}/{step}"
+        _, answer = await self._call("POST", path, json_body=dict(body))
+        return dict(answer)
+
+    async def sub_cases(self) -> list[dict[str, Any]]:
+        _, answer = await self._call("GET", "/v1/sub/cases")
+        return list(answer["cases"])

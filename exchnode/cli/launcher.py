@@ -1,4 +1,4 @@
-"""``exchnode node <verb>``, ``exchnode send``, ``exchnode receive``: launch the reference daemon.
+"""``exchnode node <verb>``, ``exchnode send|receive|catalog|sub``: launch the reference daemon.
 
 The daemon is not part of the installed library: it lives in ``node/`` of the
 exchnode source tree, next to the ``exchnode`` package (an editable install,
@@ -32,6 +32,8 @@ _VERBS: dict[str, tuple[str | None, str]] = {
     "node": (None, "the reference daemon: init, run, send, receive, status, health (node/)"),
     "send": ("send", "send a file or stdin through the local node (= exchnode node send)"),
     "receive": ("receive", "take messages from the local node (= exchnode node receive)"),
+    "catalog": ("catalog", "the resource catalog through the local node (= exchnode node catalog)"),
+    "sub": ("sub", "subscriptions through the local node (= exchnode node sub)"),
 }
 
 

@@ -1,0 +1,493 @@
+"""``catalog`` and ``sub`` verbs: the resource catalog and subscriptions from the shell.
+
+Each verb is one call of the operator API (``node.client``) of the node named
+by ``--config`` (default ``$EXCHNODE_CONFIG``, else ``./node.toml``).  Output
+is a readable table by default and the API's JSON with ``--json``.  Decisions
+name the person acting with ``--operator`` (default ``$EXCHNODE_OPERATOR``,
+else the login name); it becomes the actor of the step's audit event.
+Errors follow ``node.cli``'s policy: one line, exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+import unicodedata
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from exchnode.errors import UsageError
+from node.client import OperatorClient
+from node.config import load_config
+
+__all__ = ["parse_mask", "register", "render_table"]
+
+_RAW = argparse.RawDescriptionHelpFormatter
+_STATES: tuple[str, ...] = ("pending", "granted", "refused", "not_shared", "expired")
+_STATES += ("escalated", "closed", "revoked", "lapsed", "sent")
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _width(text: str) -> int:
+    """Display width in a terminal: CJK characters take two columns."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if _width(text) <= limit:
+        return text
+    out = ""
+    for char in text:
+        if _width(out + char) > limit - 1:
+            break
+        out += char
+    return out + "…"
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [_width(h) for h in headers]
+    for row in rows:
+        widths = [max(w, _width(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [cell + " " * (w - _width(cell)) for cell, w in zip(cells, widths, strict=True)]
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(headers), *(line(row) for row in rows)])
+
+
+def _emit(args: argparse.Namespace, data: Any, table: Callable[[Any], str]) -> None:
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        print(table(data))
+
+
+def _date(iso: str | None) -> str:
+    return "" if not iso else iso[:16].replace("T", " ")
+
+
+# --- parsing helpers ---------------------------------------------------------------------
+
+
+def parse_mask(text: str) -> tuple[str, dict[str, Any]]:
+    """``ITEM=keep:6:4[:C]``, ``ITEM=redact[:TEXT]``, ``ITEM=hash``, ``ITEM=year_only``."""
+    item, sep, spec = text.rpartition("=")
+    if not sep or not item or not spec:
+        raise argparse.ArgumentTypeError(f"expected ITEM=RULE, got {text!r}")
+    name, _, params = spec.partition(":")
+    if name == "keep":
+        parts = params.split(":") if params else []
+        if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:2]):
+            raise argparse.ArgumentTypeError(f"keep is keep:FIRST:LAST[:CHAR], got {spec!r}")
+        rule: dict[str, Any] = {"rule": "keep", "first": int(parts[0]), "last": int(parts[1])}
+        if len(parts) == 3:
+            rule["char"] = parts[2]
+        return item, rule
+    if name == "redact":
+        return item, {"rule": "redact", "replacement": params if params else "***"}
+    if name in ("hash", "year_only") and not params:
+        return item, {"rule": name}
+    raise argparse.ArgumentTypeError(
+        f"unknown mask rule {spec!r}: keep:FIRST:LAST, redact[:TEXT], hash or year_only"
+    )
+
+
+def _items(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("name at least one data item: --items a,b")
+    return items
+
+
+def _resolve_operator(args: argparse.Namespace) -> None:
+    """``--operator``, else ``$EXCHNODE_OPERATOR``, else the login name."""
+    if getattr(args, "operator", "unused") is not None:
+        return
+    name = os.environ.get("EXCHNODE_OPERATOR")
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):  # no login name in this environment
+            name = None
+    if not name:
+        raise UsageError("name the person acting: --operator NAME (or set EXCHNODE_OPERATOR)")
+    args.operator = name
+
+
+def _run(args: argparse.Namespace, call: Callable[[OperatorClient], Awaitable[Any]]) -> Any:
+    _resolve_operator(args)
+    config = load_config(args.config)
+
+    async def go() -> Any:
+        async with OperatorClient.for_config(config, timeout=60.0) as client:
+            return await call(client)
+
+    return asyncio.run(go())
+
+
+# --- catalog -----------------------------------------------------------------------------
+
+
+def _records_table(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return "(no catalog entries)"
+    rows = []
+    for record in records:
+        entry = record["entry"] or {}
+        rows.append(
+            [
+                record["provider"],
+                record["code"],
+                str(record["version"]),
+                record["status"],
+                entry.get("share_type", ""),
+                entry.get("update_cycle", ""),
+                _clip(entry.get("name", record["reason"]), 40),
+            ]
+        )
+    return render_table(["PROVIDER", "CODE", "V", "STATUS", "SHARE", "UPDATE", "NAME"], rows)
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    lines = [
+        f"provider       {record['provider']}",
+        f"code           {record['code']}",
+        f"version        {record['version']} ({record['status']}, "
+        f"signed {_date(record['issued'])})",
+    ]
+    entry = record["entry"]
+    if entry is None:
+        lines.append(f"reason         {record['reason']}")
+        return "\n".join(lines)
+    lines += [
+        f"name           {entry['name']}",
+        f"classification {entry['classification']}",
+        f"provider code  {entry['provider_code']}",
+        f"summary        {_clip(entry['summary'], 200)}",
+        f"format         {entry['format']}",
+        f"share type     {entry['share_type']}",
+    ]
+    if entry["share_conditions"]:
+        lines.append(f"conditions     {_clip(entry['share_conditions'], 200)}")
+    lines += [
+        f"share methods  {', '.join(entry['share_methods']) or '-'}",
+        f"openness       {entry['openness']}"
+        + (f" ({entry['open_conditions']})" if entry["open_conditions"] else ""),
+        f"update cycle   {entry['update_cycle']}",
+        f"published      {entry['publish_date']}",
+    ]
+    if entry["related"]:
+        lines.append(f"related        {', '.join(entry['related'])}")
+    items = [[i["name"], i["type"], _clip(i["description"], 50)] for i in entry["data_items"]]
+    if items:
+        lines += ["", render_table(["DATA ITEM", "TYPE", "DESCRIPTION"], items)]
+    return "\n".join(lines)
+
+
+def _read_json(source: str) -> Any:
+    where = "stdin" if source == "-" else source
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{where} is not JSON: {exc}") from None
+
+
+def _catalog_publish(args: argparse.Namespace) -> int:
+    document = _read_json(args.file)
+    if isinstance(document, dict) and "entries" in document:
+        document = document["entries"]
+    entries = document if isinstance(document, list) else [document]
+    records = _run(args, lambda c: c.catalog_publish(entries, args.operator))
+    _emit(args, records, _records_table)
+    return 0
+
+
+def _catalog_withdraw(args: argparse.Namespace) -> int:
+    record = _run(args, lambda c: c.catalog_withdraw(args.code, args.reason, args.operator))
+    _emit(args, record, _record_text)
+    return 0
+
+
+def _catalog_list(args: argparse.Namespace) -> int:
+    criteria = {
+        "provider": args.provider,
+        "code": args.code,
+        "classification": args.classification,
+        "share_type": args.share_type,
+        "keyword": args.keyword,
+        "level": args.level,
+        "status": args.status,
+    }
+    records = _run(args, lambda c: c.catalog_search(**criteria))
+    _emit(args, records, _records_table)
+    return 0
+
+
+def _catalog_show(args: argparse.Namespace) -> int:
+    record = _run(args, lambda c: c.catalog_show(args.provider, args.code))
+    _emit(args, record, _record_text)
+    return 0
+
+
+# --- subscriptions -----------------------------------------------------------------------
+
+
+def _sent_table(requests: list[dict[str, Any]]) -> str:
+    if not requests:
+        return "(no requests)"
+    rows = [
+        [
+            r["request_id"],
+            r["state"],
+            r["provider"],
+            r["resource_code"],
+            ",".join(r["grant"]["items"] if r.get("grant") else r["items"]),
+            _date(r["at"]),
+            _clip(r.get("reason", ""), 30),
+        ]
+        for r in requests
+    ]
+    return render_table(["REQUEST", "STATE", "PROVIDER", "CODE", "ITEMS", "SENT", "REASON"], rows)
+
+
+def _incoming_table(requests: list[dict[str, Any]]) -> str:
+    if not requests:
+        return "(no requests)"
+    rows = [
+        [
+            r["request_id"],
+            r["state"],
+            r["requester"],
+            r["resource_code"],
+            ",".join(r["items"]),
+            _date(r["at"]),
+            _clip(r["purpose"], 30),
+        ]
+        for r in requests
+    ]
+    return render_table(
+        ["REQUEST", "STATE", "REQUESTER", "CODE", "ITEMS", "RECEIVED", "PURPOSE"], rows
+    )
+
+
+def _one_request(request: dict[str, Any]) -> str:
+    incoming = "requester" in request
+    text = (_incoming_table if incoming else _sent_table)([request])
+    grant = request.get("grant")
+    if grant:
+        masks = ", ".join(f"{item}={_mask_text(rule)}" for item, rule in grant["masks"].items())
+        text += f"\ngranted items {', '.join(grant['items'])}"
+        text += f"; masks {masks or 'none'}; expires {_date(grant['expires']) or 'never'}"
+    return text
+
+
+def _mask_text(rule: dict[str, Any]) -> str:
+    if rule["rule"] == "keep":
+        return f"keep:{rule['first']}:{rule['last']}"
+    if rule["rule"] == "redact":
+        return f"redact:{rule['replacement']}"
+    return str(rule["rule"])
+
+
+def _cases_table(cases: list[dict[str, Any]]) -> str:
+    if not cases:
+        return "(no open cases)"
+    rows = [
+        [
+            c["request_id"],
+            c["requester"],
+            c["provider"],
+            c["resource_code"],
+            c["grounds"],
+            str(c["round"]),
+            _date(c["at"]),
+            _clip(c["reason"], 30),
+        ]
+        for c in cases
+    ]
+    return render_table(
+        ["REQUEST", "REQUESTER", "PROVIDER", "CODE", "GROUNDS", "ROUND", "ESCALATED", "REASON"],
+        rows,
+    )
+
+
+def _sub_request(args: argparse.Namespace) -> int:
+    answer = _run(
+        args,
+        lambda c: c.sub_request(
+            args.provider,
+            args.code,
+            purpose=args.purpose,
+            scope=args.scope,
+            items=args.items,
+            operator=args.operator,
+        ),
+    )
+    _emit(args, answer, _one_request)
+    return 0
+
+
+def _sub_list(args: argparse.Namespace) -> int:
+    requests = _run(args, lambda c: c.sub_list(incoming=args.incoming, state=args.state))
+    _emit(args, requests, _incoming_table if args.incoming else _sent_table)
+    return 0
+
+
+def _sub_show(args: argparse.Namespace) -> int:
+    _emit(args, _run(args, lambda c: c.sub_show(args.request_id)), _one_request)
+    return 0
+
+
+def _decide(where: str, step: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        _resolve_operator(args)
+        body: dict[str, Any] = {"operator": args.operator}
+        if step == "approve":
+            if args.items is not None:
+                body["items"] = args.items
+            if args.mask:
+                masks = dict(args.mask)
+                if len(masks) != len(args.mask):
+                    raise UsageError("--mask names a data item twice")
+                body["masks"] = masks
+            if args.expires is not None:
+                body["expires"] = args.expires
+        else:
+            body["reason"] = args.reason
+        answer = _run(args, lambda c: c.sub_decide(where, args.request_id, step, body))
+        if where == "cases":
+            _emit(args, answer, lambda a: f"{a['request_id']}: {a['outcome']}")
+        else:
+            _emit(args, answer, _one_request)
+        return 0
+
+    return handler
+
+
+def _sub_cases(args: argparse.Namespace) -> int:
+    _emit(args, _run(args, lambda c: c.sub_cases()), _cases_table)
+    return 0
+
+
+# --- the parsers -------------------------------------------------------------------------
+
+
+def _common(operator: bool) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("EXCHNODE_CONFIG", "node.toml")),
+        help="the node's node.toml (default: $EXCHNODE_CONFIG, else ./node.toml)",
+    )
+    common.add_argument("--json", action="store_true", help="print the API's JSON")
+    if operator:
+        common.add_argument(
+            "--operator",
+            help="who is acting, for the audit trail (default: $EXCHNODE_OPERATOR, else the "
+            "login name)",
+        )
+    return common
+
+
+def register(verbs: Any, prog: str) -> None:
+    reads, acts = _common(False), _common(True)
+
+    catalog = verbs.add_parser(
+        "catalog",
+        help="the resource catalog: publish, withdraw, list, show",
+        formatter_class=_RAW,
+        epilog=f"""Examples:
+  {prog} catalog publish --config node.toml entry.json
+  {prog} catalog list --provider 522301.minzheng --share-type conditional --keyword 人口
+  {prog} catalog show 522301.minzheng 101001/000001
+  {prog} catalog withdraw 101001/000001 --reason "superseded by 101001/000002"
+
+An entry file holds one entry object, a list of them, or {{"entries": [...]}}
+(node/README.md describes the fields).""",
+    )
+    group = catalog.add_subparsers(title="catalog verbs", metavar="VERB")
+    group.required = True
+    p = group.add_parser("publish", parents=[acts], help="publish entries of this node")
+    p.add_argument("file", metavar="FILE", help="entries as JSON, or - for stdin")
+    p.set_defaults(handler=_catalog_publish)
+    p = group.add_parser("withdraw", parents=[acts], help="withdraw an entry of this node")
+    p.add_argument("code", metavar="CODE")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(handler=_catalog_withdraw)
+    p = group.add_parser("list", parents=[reads], help="search the catalog this node holds")
+    p.add_argument("--provider")
+    p.add_argument("--code")
+    p.add_argument("--classification", help="a prefix: 1 base, 2 theme, 3 department, 101...")
+    p.add_argument("--share-type", choices=["unconditional", "conditional", "not_shared"])
+    p.add_argument("--keyword", help="in the name, summary or data item names")
+    p.add_argument("--level", choices=["national", "province", "city", "county"])
+    p.add_argument("--status", choices=["published", "withdrawn", "all"], default="published")
+    p.set_defaults(handler=_catalog_list)
+    p = group.add_parser("show", parents=[reads], help="one entry in full")
+    p.add_argument("provider", metavar="PROVIDER")
+    p.add_argument("code", metavar="CODE")
+    p.set_defaults(handler=_catalog_show)
+
+    sub = verbs.add_parser(
+        "sub",
+        help="subscriptions: request, list, approve, refuse, revoke, escalate, cases",
+        formatter_class=_RAW,
+        epilog=f"""Examples:
+  {prog} sub request 522301.minzheng 101001/000001 --purpose "低保核验" \\
+      --scope "本县申请人" --items 身份证号,姓名
+  {prog} sub list                       # requests this node sent, with their states
+  {prog} sub list --incoming --state pending
+  {prog} sub approve 5f0c... --items 身份证号,姓名 --mask 身份证号=keep:6:4 --expires 2026-12-31
+  {prog} sub refuse 5f0c... --reason "purpose not covered by the conditions"
+  {prog} sub escalate 5f0c... --reason "no answer within the deadline"
+  {prog} sub cases                      # at the provider's division hub
+  {prog} sub re-review 5f0c... --reason "..."   |   {prog} sub uphold 5f0c... --reason "..."
+
+Masks: ITEM=keep:FIRST:LAST[:CHAR], ITEM=redact[:TEXT], ITEM=hash, ITEM=year_only.""",
+    )
+    group = sub.add_subparsers(title="sub verbs", metavar="VERB")
+    group.required = True
+    p = group.add_parser("request", parents=[acts], help="ask a provider for a resource")
+    p.add_argument("provider", metavar="PROVIDER")
+    p.add_argument("code", metavar="CODE")
+    p.add_argument("--purpose", required=True, help="what the data is for")
+    p.add_argument("--scope", required=True, help="whom or what it covers")
+    p.add_argument("--items", required=True, type=_items, help="data items, comma-separated")
+    p.set_defaults(handler=_sub_request)
+    p = group.add_parser("list", parents=[reads], help="requests sent (or --incoming received)")
+    p.add_argument("--incoming", action="store_true", help="requests received as provider")
+    p.add_argument("--state", choices=_STATES)
+    p.set_defaults(handler=_sub_list)
+    p = group.add_parser("show", parents=[reads], help="one request this node sent")
+    p.add_argument("request_id", metavar="REQUEST_ID")
+    p.set_defaults(handler=_sub_show)
+    p = group.add_parser("approve", parents=[acts], help="grant a pending request")
+    p.add_argument("request_id", metavar="REQUEST_ID")
+    p.add_argument("--items", type=_items, help="grant only these (default: all requested)")
+    p.add_argument("--mask", type=parse_mask, action="append", metavar="ITEM=RULE")
+    p.add_argument("--expires", help="ISO date or date-time (a date: the end of that day, CST)")
+    p.set_defaults(handler=_decide("incoming", "approve"))
+    for step, where, text in (
+        ("refuse", "incoming", "refuse a pending request, with the reason"),
+        ("revoke", "incoming", "end a grant (from the next record on)"),
+        ("escalate", "requests", "take a refused or expired request to the sharing authority"),
+        ("re-review", "cases", "direct the provider to look again (at the hub)"),
+        ("uphold", "cases", "uphold the provider's answer (at the hub)"),
+    ):
+        p = group.add_parser(step, parents=[acts], help=text)
+        p.add_argument("request_id", metavar="REQUEST_ID")
+        p.add_argument("--reason", required=True)
+        p.set_defaults(handler=_decide(where, step))
+    p = group.add_parser("cases", parents=[reads], help="open escalations (at a hub)")
+    p.set_defaults(handler=_sub_cases)
