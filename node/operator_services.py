@@ -112,7 +112,7 @@ class ServicesApi:
         self.node = node
         self.catalog = catalog
         self.sharing = sharing
-        self.log: Any = structlog.get_logger("node.operator")
+        self.log: Any = structlog.get_logger("node.operator").bind(node=node.name)
         self._sent: dict[str, dict[str, Any]] | None = None  # request id hex -> what we sent
 
     def routes(self) -> list[tuple[str, str, Handler]]:

@@ -1,4 +1,4 @@
-"""``exchnode node|send|receive``: the launcher hands everything to ``python -m node``."""
+"""``exchnode node|send|receive|catalog|sub``: the launcher hands everything to ``python -m node``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def test_source_tree_is_the_checkout() -> None:
         (["node", "--help"], ["--help"]),
         (["send", "--to", "520100", "-"], ["send", "--to", "520100", "-"]),
         (["receive", "-h"], ["receive", "-h"]),
+        (["catalog", "list", "--json"], ["catalog", "list", "--json"]),
+        (
+            ["sub", "approve", "ab" * 16, "--mask", "x=hash"],
+            ["sub", "approve", "ab" * 16, "--mask", "x=hash"],
+        ),
     ],
 )
 def test_arguments_pass_through_unread(

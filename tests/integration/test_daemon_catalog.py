@@ -1,0 +1,464 @@
+"""The catalog and subscriptions through the daemon: real processes, the operator API, the CLI.
+
+Five daemons on loopback, two cities under one province: a department of
+Guiyang (520100) finds and subscribes to a resource of a department of
+Qiannan (522300), whose hub is the sharing authority.  Every step goes
+through ``python -m node catalog|sub ...`` processes, as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.cli_services import parse_mask, render_table
+from node.config import ConfigError, load_config
+from node.forms import FormError, entry_from_json, entry_json, masks_from_json, parse_time
+from tests.integration.daemons import DaemonFederation, node_cli
+
+pytestmark = pytest.mark.timeout(180)
+
+PROVINCE = "520000"
+GUIYANG = "520100"
+REQUESTER = "520100.gongan"
+QIANNAN = "522300"  # the provider's division hub: its sharing authority
+PROVIDER = "522300.minzheng"
+NAMES = [PROVINCE, GUIYANG, REQUESTER, QIANNAN, PROVIDER]
+WAIT = 40.0
+
+
+def entry(sequence: int, share_type: str = "conditional", **changes: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "code": f"101001/{sequence:06d}",
+        "name": "人口基本信息",
+        "provider_code": "11522300MB0000001X",
+        "summary": "户籍人口的基本信息 Population register",
+        "format": "database",
+        "data_items": [
+            {"name": "身份证号", "type": "C", "description": "公民身份号码"},
+            {"name": "姓名", "type": "C"},
+            {"name": "出生日期", "type": "D"},
+        ],
+        "share_type": share_type,
+        "share_conditions": "仅限政务部门依法履职使用" if share_type != "unconditional" else "",
+        "share_methods": ["subscription_push"] if share_type != "not_shared" else [],
+        "update_cycle": "daily",
+        "publish_date": "2026-01-05",
+    }
+    document.update(changes)
+    return document
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
+    federation = DaemonFederation(tmp_path_factory.mktemp("daemons"), NAMES)
+    try:
+        federation.start(*NAMES)
+        federation.wait_ready(*NAMES)
+        yield federation
+    finally:
+        federation.kill_all()
+
+
+def cli(fed: DaemonFederation, name: str, *argv: str, stdin: bytes | None = None) -> Any:
+    """``python -m node ARGV --config <name's config>``."""
+    verb, step, *rest = argv
+    return node_cli(verb, step, "--config", str(fed.config_path(name)), *rest, stdin=stdin)
+
+
+def ok_json(result: Any) -> Any:
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def one_line_error(result: Any) -> str:
+    """An error as the CLI must print it: status 1, one line on stderr, no traceback."""
+    err = result.stderr.decode()
+    assert result.returncode == 1, (result.returncode, err)
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert err.startswith("python -m node: error: ")
+    return err
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def publish(fed: DaemonFederation, tmp_path: Path, document: dict[str, Any]) -> str:
+    path = tmp_path / f"entry-{document['code'].replace('/', '-')}.json"
+    path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    (record,) = ok_json(cli(fed, PROVIDER, "catalog", "publish", str(path), "--json"))
+    assert record["provider"] == PROVIDER
+    code: str = record["code"]
+    listed = until(
+        lambda: ok_json(
+            cli(fed, REQUESTER, "catalog", "list", "--code", code, "--provider", PROVIDER, "--json")
+        ),
+        f"{code} at {REQUESTER}",
+    )
+    assert [r["version"] for r in listed] == [record["version"]]
+    return code
+
+
+def request(fed: DaemonFederation, code: str, items: str = "身份证号,姓名,出生日期") -> str:
+    answer = ok_json(
+        cli(
+            fed,
+            REQUESTER,
+            "sub",
+            "request",
+            PROVIDER,
+            code,
+            "--purpose",
+            "核验户籍 household checks for benefits",
+            "--scope",
+            "本县低保申请人",
+            "--items",
+            items,
+            "--operator",
+            "clerk-li",
+            "--json",
+        )
+    )
+    request_id: str = answer["request_id"]
+    assert len(request_id) == 32
+    assert int(request_id, 16) >= 0
+    return request_id
+
+
+def sent_state(fed: DaemonFederation, request_id: str) -> dict[str, Any]:
+    (item,) = [
+        r
+        for r in ok_json(cli(fed, REQUESTER, "sub", "list", "--json"))
+        if r["request_id"] == request_id
+    ]
+    return dict(item)
+
+
+def wait_sent_state(fed: DaemonFederation, request_id: str, state: str) -> dict[str, Any]:
+    return dict(
+        until(
+            lambda: (item := sent_state(fed, request_id))["state"] == state and item,
+            f"{request_id} {state} at {REQUESTER}",
+        )
+    )
+
+
+def wait_incoming(fed: DaemonFederation, request_id: str, state: str) -> dict[str, Any]:
+    def check() -> Any:
+        found = ok_json(cli(fed, PROVIDER, "sub", "list", "--incoming", "--state", state, "--json"))
+        return next((r for r in found if r["request_id"] == request_id), None)
+
+    return dict(until(check, f"{request_id} {state} at {PROVIDER}"))
+
+
+def audit(fed: DaemonFederation, name: str) -> list[dict[str, Any]]:
+    return [e for e in fed.log_events(name) if e.get("event") == "audit event"]
+
+
+# --- across two cities ----------------------------------------------------------------------
+
+
+def test_published_in_one_city_listed_and_shown_by_cli_in_another(
+    fed: DaemonFederation, tmp_path: Path
+) -> None:
+    code = publish(fed, tmp_path, entry(1, "unconditional", name="婚姻登记信息"))
+
+    table = cli(fed, REQUESTER, "catalog", "list", "--keyword", "婚姻", "--level", "city")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.decode().splitlines()
+    assert header.split() == ["PROVIDER", "CODE", "V", "STATUS", "SHARE", "UPDATE", "NAME"]
+    assert [row.split() for row in rows] == [
+        [PROVIDER, code, "1", "published", "unconditional", "daily", "婚姻登记信息"]
+    ]
+    shown = cli(fed, REQUESTER, "catalog", "show", PROVIDER, code)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout.decode()
+    assert "公民身份号码" in text
+    assert "subscription_push" in text
+
+    # Filters that exclude it, and the JSON form round-trips the entry.
+    for flags in (
+        ["--share-type", "conditional"],
+        ["--level", "county"],
+        ["--classification", "2"],
+    ):
+        found = ok_json(cli(fed, REQUESTER, "catalog", "list", "--code", code, *flags, "--json"))
+        assert found == [], flags
+    record = ok_json(cli(fed, REQUESTER, "catalog", "show", PROVIDER, code, "--json"))
+    assert record["entry"]["data_items"][0] == {
+        "name": "身份证号",
+        "type": "C",
+        "description": "公民身份号码",
+    }
+
+    # Withdrawn at the provider: a tombstone that reaches the other city too.
+    withdrawn = ok_json(
+        cli(fed, PROVIDER, "catalog", "withdraw", code, "--reason", "合并到新目录", "--json")
+    )
+    assert (withdrawn["status"], withdrawn["version"]) == ("withdrawn", 2)
+    until(
+        lambda: ok_json(
+            cli(
+                fed, REQUESTER, "catalog", "list", "--code", code, "--status", "withdrawn", "--json"
+            )
+        ),
+        "the tombstone",
+    )
+    assert ok_json(cli(fed, REQUESTER, "catalog", "list", "--code", code, "--json")) == []
+
+
+def test_conditional_request_approved_with_a_mask_by_cli(
+    fed: DaemonFederation, tmp_path: Path
+) -> None:
+    code = publish(fed, tmp_path, entry(2))
+    request_id = request(fed, code)
+    incoming = wait_incoming(fed, request_id, "pending")
+    assert incoming["requester"] == REQUESTER
+    assert incoming["purpose"] == "核验户籍 household checks for benefits"
+    listed = cli(fed, PROVIDER, "sub", "list", "--incoming")
+    assert request_id in listed.stdout.decode()
+    assert wait_sent_state(fed, request_id, "pending")["provider"] == PROVIDER
+
+    approved = ok_json(
+        cli(
+            fed,
+            PROVIDER,
+            "sub",
+            "approve",
+            request_id,
+            "--items",
+            "身份证号,姓名",
+            "--mask",
+            "身份证号=keep:6:4",
+            "--expires",
+            "2030-12-31",
+            "--operator",
+            "director-wang",
+            "--json",
+        )
+    )
+    assert approved["state"] == "granted"
+    assert approved["grant"]["expires"] == "2031-01-01T00:00:00+08:00"
+
+    granted = wait_sent_state(fed, request_id, "granted")
+    grant = granted["grant"]
+    assert sorted(grant["items"]) == ["姓名", "身份证号"]
+    assert grant["masks"] == {"身份证号": {"rule": "keep", "first": 6, "last": 4, "char": "*"}}
+    assert grant["expires_ms"] == parse_time("2030-12-31", "expires")
+    table = cli(fed, REQUESTER, "sub", "list", "--state", "granted").stdout.decode()
+    assert request_id in table
+    assert "身份证号" in table
+
+    # Who decided is in the audit trail of each side.
+    until(
+        lambda: any(
+            e["action"] == "grant" and e["actor"] == "director-wang" for e in audit(fed, PROVIDER)
+        ),
+        "the provider's grant event",
+    )
+    assert any(e["action"] == "request" and e["actor"] == "clerk-li" for e in audit(fed, REQUESTER))
+
+    # A granted request cannot be refused; it can be revoked.
+    late = cli(
+        fed, PROVIDER, "sub", "refuse", request_id, "--reason", "too late", "--operator", "x"
+    )
+    assert "cannot refuse" in one_line_error(late)
+    assert "HTTP 409" in late.stderr.decode()
+    revoked = cli(
+        fed, PROVIDER, "sub", "revoke", request_id, "--reason", "用途已结束", "--operator", "wang"
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    wait_sent_state(fed, request_id, "revoked")
+
+
+def test_refused_then_escalated_and_upheld_at_the_hub(
+    fed: DaemonFederation, tmp_path: Path
+) -> None:
+    code = publish(fed, tmp_path, entry(3))
+    request_id = request(fed, code, "姓名")
+    wait_incoming(fed, request_id, "pending")
+    refused = cli(
+        fed,
+        PROVIDER,
+        "sub",
+        "refuse",
+        request_id,
+        "--reason",
+        "用途不在共享条件之内",
+        "--operator",
+        "director-wang",
+    )
+    assert refused.returncode == 0, refused.stderr
+    assert "refused" in refused.stdout.decode()
+    item = wait_sent_state(fed, request_id, "refused")
+    assert item["reason"] == "用途不在共享条件之内"
+
+    escalated = cli(
+        fed, REQUESTER, "sub", "escalate", request_id, "--reason", "用途合规", "--operator", "li"
+    )
+    assert escalated.returncode == 0, escalated.stderr
+
+    def case() -> Any:
+        cases = ok_json(cli(fed, QIANNAN, "sub", "cases", "--json"))
+        return next((c for c in cases if c["request_id"] == request_id), None)
+
+    found = until(case, "the case at the sharing authority")
+    assert (found["requester"], found["provider"], found["grounds"]) == (
+        REQUESTER,
+        PROVIDER,
+        "refused",
+    )
+    assert request_id in cli(fed, QIANNAN, "sub", "cases").stdout.decode()
+    upheld = cli(
+        fed, QIANNAN, "sub", "uphold", request_id, "--reason", "维持原决定", "--operator", "zhao"
+    )
+    assert upheld.returncode == 0, upheld.stderr
+    wait_sent_state(fed, request_id, "closed")
+    assert ok_json(cli(fed, QIANNAN, "sub", "cases", "--json")) == []
+
+
+def test_errors_are_one_readable_line(fed: DaemonFederation, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(entry(9, format="scroll"), ensure_ascii=False), encoding="utf-8")
+    err = one_line_error(cli(fed, PROVIDER, "catalog", "publish", str(bad), "--operator", "w"))
+    assert "catalog.format" in err
+    assert "database" in err
+    assert "HTTP 400" in err
+
+    # A rule of the library, named by its field: conditional sharing needs its conditions.
+    bad.write_text(json.dumps(entry(9, share_conditions=""), ensure_ascii=False), encoding="utf-8")
+    err = one_line_error(cli(fed, PROVIDER, "catalog", "publish", str(bad), "--operator", "w"))
+    assert "catalog.share_conditions" in err
+
+    bad.write_text("{not json", encoding="utf-8")
+    assert "is not JSON" in one_line_error(cli(fed, PROVIDER, "catalog", "publish", str(bad)))
+
+    err = one_line_error(cli(fed, REQUESTER, "catalog", "show", PROVIDER, "101001/999999"))
+    assert "holds no catalog entry" in err
+    assert "HTTP 404" in err
+    err = one_line_error(
+        cli(fed, REQUESTER, "catalog", "withdraw", "101001/000001", "--reason", "x")
+    )
+    assert "no published entry" in err
+
+    err = one_line_error(
+        cli(fed, REQUESTER, "sub", "request", PROVIDER, "101001/999999", "--purpose", "p",
+            "--scope", "s", "--items", "姓名")
+    )  # fmt: skip
+    assert "not in" in err
+    assert "catalog" in err
+    err = one_line_error(cli(fed, PROVIDER, "sub", "approve", "00" * 16, "--operator", "w"))
+    assert "received no request" in err
+    assert "HTTP 404" in err
+    assert "not hex" in one_line_error(cli(fed, PROVIDER, "sub", "approve", "xyz"))
+    assert "is a department" in one_line_error(cli(fed, PROVIDER, "sub", "cases"))
+    assert "is a hub" in one_line_error(cli(fed, QIANNAN, "sub", "list", "--incoming"))
+
+    usage = cli(fed, PROVIDER, "sub", "approve", "00" * 16, "--mask", "姓名=blur")
+    assert usage.returncode == 2
+    assert b"unknown mask rule" in usage.stderr
+
+    # The API itself: the person acting is required, and the token.
+    config = fed.config(PROVIDER)
+    token = config.operator.token_file.read_text().strip()
+    url = fed.operator_url(PROVIDER) + "/v1/catalog/withdraw"
+    body = json.dumps({"code": "101001/000002", "reason": "x"}).encode()
+    for headers, status, text in (
+        ({"Authorization": f"Bearer {token}"}, 400, "operator"),
+        ({}, 401, "token"),
+    ):
+        call = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(call, timeout=10)
+        assert caught.value.code == status
+        assert text in json.loads(caught.value.read())["error"]
+
+
+# --- pieces without daemons -----------------------------------------------------------------
+
+
+def test_entry_json_round_trips_and_names_fields() -> None:
+    document = entry(4, related=["101001/000001"], openness="conditional", open_conditions="申请")
+    built = entry_from_json(document, PROVIDER)
+    again = entry_json(built)
+    assert again["provider"] == PROVIDER
+    assert again["classification"] == "101001"
+    assert {k: v for k, v in again.items() if k in document} == {
+        **document,
+        "data_items": [{"description": "", **item} for item in document["data_items"]],
+    }
+    for change, field in (
+        ({"colour": "red"}, "catalog.colour"),
+        ({"data_items": [{"name": "x", "type": "Q"}]}, "catalog.data_items[0].type"),
+        ({"share_methods": ["pigeon"]}, "catalog.share_methods[0]"),
+        ({"publish_date": "05/01/2026"}, "catalog.publish_date"),
+        ({"name": 7}, "catalog.name"),
+    ):
+        with pytest.raises(FormError, match=field.replace("[", r"\[").replace("]", r"\]")):
+            entry_from_json({**document, **change}, PROVIDER)
+
+
+def test_masks_from_cli_and_json() -> None:
+    assert parse_mask("身份证号=keep:6:4") == ("身份证号", {"rule": "keep", "first": 6, "last": 4})
+    assert parse_mask("a=redact") == ("a", {"rule": "redact", "replacement": "***"})
+    assert parse_mask("a=year_only") == ("a", {"rule": "year_only"})
+    masks = masks_from_json({"b": {"rule": "hash"}, "a": {"rule": "keep", "first": 3, "last": 0}})
+    assert [item for item, _ in masks.rules] == ["a", "b"]
+    with pytest.raises(FormError, match=r"masks\.a\.rule"):
+        masks_from_json({"a": {"rule": "blur"}})
+    with pytest.raises(FormError, match=r"masks\.a\.size"):
+        masks_from_json({"a": {"rule": "hash", "size": 3}})
+    assert render_table(["A", "NAME"], [["1", "人口"]]).splitlines() == ["A  NAME", "1  人口"]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("[sharing]\nanswer_days = 0", "sharing.answer_days", "positive"),
+        ("[sharing]\nanswer_days = 400", "sharing.answer_days", "at most"),
+        ('[sharing]\nholidays = ["2026-13-01"]', "sharing.holidays[0]", "not a date"),
+        ("[sharing]\nworkdays = [2026-10-08]", "sharing.workdays", "not a weekend"),
+        ('[sharing]\nsecret = "x"', "sharing.secret", "unknown"),
+        ("[catalog]\nrefresh = -1", "catalog.refresh", "positive"),
+    ],
+)
+def test_catalog_and_sharing_config_errors_name_the_key(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text('[node]\nname = "520102.gongan"\nlevel = "county"\n' + text + "\n")
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_config(path)
+    assert f"{path}: {key}:" in str(caught.value)
+
+
+def test_sharing_config_defaults_and_calendar(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        '[node]\nname = "520102.gongan"\nlevel = "county"\n'
+        '[sharing]\nanswer_days = 5\nholidays = [2026-10-01, "2026-10-02"]\n'
+        'workdays = ["2026-09-27"]\n'
+    )
+    config = load_config(path)
+    assert config.sharing.answer_days == 5
+    assert config.sharing.masking_secret == tmp_path / "masking.secret"
+    assert config.catalog.refresh == 60.0
+    calendar = config.sharing.calendar
+    assert len(calendar.holidays) == 2
+    assert len(calendar.makeup_workdays) == 1
