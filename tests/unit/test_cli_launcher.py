@@ -1,4 +1,4 @@
-"""``exchnode node|send|receive|catalog|sub``: the launcher hands everything to ``python -m node``."""
+"""``exchnode node|send|receive|catalog|sub``: handed to ``python -m node`` unread."""
 
 from __future__ import annotations
 
