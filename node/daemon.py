@@ -112,13 +112,15 @@ def read_masking_secret(config: DaemonConfig) -> bytes:
     return secret
 
 
-def build_services(config: DaemonConfig, log: Any) -> tuple[CatalogService, SharingService]:
+def build_services(
+    config: DaemonConfig, masking_secret: bytes, log: Any
+) -> tuple[CatalogService, SharingService]:
     """The catalog and sharing services of a daemon node, from ``[catalog]`` and ``[sharing]``."""
     sink = LogAuditSink(log)
     catalog = CatalogService(refresh=config.catalog.refresh, events=sink)
     sharing = SharingService(
         catalog,
-        masking_secret=read_masking_secret(config),
+        masking_secret=masking_secret,
         calendar=config.sharing.calendar,
         answer_days=config.sharing.answer_days,
         events=sink,
@@ -251,6 +253,7 @@ def _state_lock(state_dir: Path) -> Iterator[None]:
 
 async def _serve(config: DaemonConfig, log: Any) -> int:
     now = datetime.now(UTC)
+    masking_secret = read_masking_secret(config)  # before anything logs: a config problem
     trust = load_trust(config)
     _check_crls(trust, log)
     passphrase = config.identity.passphrase(config.path)
@@ -272,7 +275,7 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
             f"{config.path}: operator.token_file: {config.operator.token_file} holds no token "
             "of at least 16 characters"
         )
-    catalog, sharing = build_services(config, log)
+    catalog, sharing = build_services(config, masking_secret, log)
     node = Node(
         identity=identity,
         store=config.store_path,

@@ -462,3 +462,23 @@ def test_sharing_config_defaults_and_calendar(tmp_path: Path) -> None:
     calendar = config.sharing.calendar
     assert len(calendar.holidays) == 2
     assert len(calendar.makeup_workdays) == 1
+
+
+def test_init_writes_the_masking_secret_and_run_checks_it(tmp_path: Path) -> None:
+    federation = DaemonFederation(tmp_path, [QIANNAN])
+    secret = federation.folder(QIANNAN) / "masking.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert len(secret.read_bytes()) == 32
+    config = federation.config_path(QIANNAN)
+    assert 'masking_secret = "masking.secret"' in config.read_text()
+    assert "# answer_days = 10" in config.read_text()
+
+    secret.write_bytes(b"short")
+    err = node_cli("run", "--config", str(config)).stderr.decode()
+    assert err.count("\n") == 1
+    assert f"{config}: sharing.masking_secret:" in err
+    assert "not 32 random bytes" in err
+    secret.unlink()
+    err = node_cli("run", "--config", str(config)).stderr.decode()
+    assert "sharing.masking_secret" in err
+    assert "head -c 32 /dev/urandom" in err
