@@ -69,6 +69,7 @@ from exchnode.names import NodeName
 from exchnode.node_service import ServiceMessage
 from exchnode.routing import Neighbour
 from exchnode.transport import Handler
+from exchnode.waiting import wait_event
 
 if TYPE_CHECKING:
     from exchnode.node import Node
@@ -239,8 +240,7 @@ class CatalogService:
             if changed:
                 await self._after_change(persist=True)
             first = False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _RETRY_SOON if retry else self.refresh)
+            await wait_event(self._wake, _RETRY_SOON if retry else self.refresh)
 
     async def _pull(self, name: str) -> tuple[bool, bool]:
         """One exchange with ``name``: (whether the state changed, whether to retry soon)."""

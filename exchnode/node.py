@@ -126,6 +126,7 @@ from exchnode.store import (
 from exchnode.store_sqlite import SqliteStore
 from exchnode.tls import TlsFiles, make_context
 from exchnode.transport import Handler, LinkClient, LinkError, LinkServer
+from exchnode.waiting import wait_event
 
 __all__ = ["Node", "NodeStats"]
 
@@ -239,6 +240,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._wakes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self._peers}
         self._peer_states: dict[str, PeerState] = {}
+        self._ready = asyncio.Event()
         self._handed_over: dict[str, QueueDepth] = {}
         self._inbox_wake = asyncio.Event()
         self._space = asyncio.Event()
@@ -357,6 +359,7 @@ class Node:
             self._run_task(self._sync_directory, "directory")
         self._run_task(self._pump_inbox, "inbox")
         self._run_task(self._expire, "expiry")
+        self._ready.set()
         self.log.info("node started", url=self.url if self.address else None)
 
     def _run_task(self, work: Callable[[], Awaitable[None]], name: str) -> None:
@@ -659,8 +662,7 @@ class Node:
         while not self._has_room(count, size) and self._queued.count:
             # Back-pressure reaches the application too: wait for the queues to drain.
             self._space.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._space.wait(), 0.5)
+            await wait_event(self._space, 0.5)
 
     def _prepare(self, message: Message) -> tuple[Outgoing, Route]:
         """Check a message before sealing it; its route is kept for the commit."""
@@ -1158,6 +1160,10 @@ class Node:
         """Run a service's loop for as long as the node runs, restarted after a bug."""
         self._run_task(work, name)
 
+    async def ready(self) -> None:
+        """Return once the node is serving (a service's loop may start before that)."""
+        await self._ready.wait()
+
     def now(self) -> float:
         """The node's clock, in seconds since 1970 (a test may pass its own)."""
         return self._clock()
@@ -1465,5 +1471,4 @@ def _decode_status(raw: bytes | None) -> tuple[list[bytes], list[bytes]]:
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
     """Sleep ``seconds`` or until ``event`` is set, whichever comes first."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), max(seconds, 0.0))
+    await wait_event(event, seconds)

@@ -306,6 +306,10 @@ class SubscriptionBook:
 
     # -- records
 
+    def last_seq(self, resource_code: str) -> int:
+        """The number of the last record published of ``resource_code`` (0: none yet)."""
+        return self._stream.last(resource_code)
+
     def publish(self, resource_code: str, record: Record, now_ms: int) -> list[RecordDelivery]:
         """Number one record and project it for every grant live at ``now_ms``.
 

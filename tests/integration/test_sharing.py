@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +13,12 @@ import pytest
 
 from exchnode.catalog import ShareType
 from exchnode.catalog_service import CatalogService
+from exchnode.corrections import CorrectionState
 from exchnode.errors import UsageError
 from exchnode.events import ListSink
 from exchnode.masking import Keep, MaskSet
 from exchnode.node import Node
-from exchnode.sharing import SharingService
+from exchnode.sharing import RECORDS_KIND, ReceivedRecords, SharingService
 from exchnode.subscriptions import RequestState
 from exchnode.workdays import WorkCalendar
 from tests.integration.federation import CROSS_CITY, Federation
@@ -42,37 +43,46 @@ class Clock:
 
 @dataclass
 class Sharing:
+    """A federation whose nodes all run a catalog and a sharing service; any can restart."""
+
+    federation: Federation
+    answer_days: int = 10
     nodes: dict[str, Node] = field(default_factory=dict)
     catalogs: dict[str, CatalogService] = field(default_factory=dict)
     sharing: dict[str, SharingService] = field(default_factory=dict)
     events: dict[str, ListSink] = field(default_factory=dict)
     clock: Clock = field(default_factory=Clock)
 
+    async def start(self, name: str) -> None:
+        catalog = CatalogService(refresh=30.0)
+        events = self.events.setdefault(name, ListSink())
+        sharing = SharingService(
+            catalog,
+            masking_secret=name.encode().ljust(32, b"k"),
+            calendar=WorkCalendar(),
+            answer_days=self.answer_days,
+            events=events,
+        )
+        node = self.federation.node(name, services=[catalog, sharing], clock=self.clock)
+        await node.start()
+        self.nodes[name], self.catalogs[name], self.sharing[name] = node, catalog, sharing
+
+    async def stop(self, name: str) -> None:
+        await self.nodes.pop(name).close()
+
 
 @contextlib.asynccontextmanager
-async def federation(tmp_path: Path, *, answer_days: int = 10) -> AsyncIterator[Sharing]:
-    federation = Federation(tmp_path, CROSS_CITY)
-    world = Sharing()
-    calendar = WorkCalendar()
+async def federation(
+    tmp_path: Path, *, answer_days: int = 10, names: Sequence[str] = CROSS_CITY
+) -> AsyncIterator[Sharing]:
+    world = Sharing(Federation(tmp_path, names), answer_days)
     try:
-        for name in CROSS_CITY:
-            catalog = CatalogService(refresh=30.0)
-            events = ListSink()
-            sharing = SharingService(
-                catalog,
-                masking_secret=name.encode().ljust(32, b"k"),
-                calendar=calendar,
-                answer_days=answer_days,
-                events=events,
-            )
-            node = federation.node(name, services=[catalog, sharing], clock=world.clock)
-            await node.start()
-            world.nodes[name] = node
-            world.catalogs[name], world.sharing[name], world.events[name] = catalog, sharing, events
+        for name in names:
+            await world.start(name)
         yield world
     finally:
-        for node in world.nodes.values():
-            await node.close()
+        for name in list(world.nodes):
+            await world.stop(name)
 
 
 async def publish(
@@ -209,3 +219,188 @@ async def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> No
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+PEOPLE = [
+    {
+        "身份证号": "110101199003071234",
+        "姓名": "张三",
+        "出生日期": "1990-03-07",
+        "Household_Size": 3,
+    },
+    {
+        "身份证号": "520102198511112222",
+        "姓名": "李四",
+        "出生日期": "1985-11-11",
+        "Household_Size": 1,
+    },
+    {
+        "身份证号": "522301200001013333",
+        "姓名": "王五",
+        "出生日期": "2000-01-01",
+        "Household_Size": 5,
+    },
+]
+
+
+async def next_records(node: Node, sharing: SharingService) -> ReceivedRecords:
+    """The next sub.records delivery, read and acknowledged (other deliveries are a failure)."""
+
+    async def take() -> ReceivedRecords:
+        async for delivery in node.deliveries():
+            assert delivery.kind == RECORDS_KIND, delivery.kind
+            received = await sharing.read_records(delivery)
+            await delivery.ack()
+            return received
+        raise AssertionError("the node closed")
+
+    return await asyncio.wait_for(take(), WAIT)
+
+
+@pytest.mark.asyncio
+async def test_records_arrive_projected_and_masked_and_stop_at_revocation(tmp_path: Path) -> None:
+    async with federation(tmp_path) as world:
+        code = await publish(world, ShareType.CONDITIONAL)
+        request_id = await request(world, code, ["身份证号", "姓名", "出生日期"])
+        provider, requester = world.sharing[PROVIDER], world.sharing[REQUESTER]
+        await provider.wait_state(request_id, S.PENDING, timeout=WAIT)
+
+        # Published before any grant: nobody receives it.
+        before = await provider.publish_records(code, PEOPLE[:1])
+        assert (before.first_seq, before.subscribers, before.envelopes) == (1, 0, 0)
+
+        await provider.approve(
+            request_id,
+            operator="director-wang",
+            items=["身份证号", "姓名"],
+            masks=MaskSet.of({"身份证号": Keep(6, 4)}),
+        )
+        await requester.wait_state(request_id, S.GRANTED, timeout=WAIT)
+        sent = await provider.publish_records(code, PEOPLE[1:])
+        assert (sent.first_seq, sent.last_seq, sent.subscribers, sent.envelopes) == (2, 3, 1, 1)
+
+        received = await next_records(world.nodes[REQUESTER], requester)
+        assert (received.provider, received.resource_code) == (PROVIDER, code)
+        assert received.records == (
+            (2, {"身份证号": "520102********2222", "姓名": "李四"}),
+            (3, {"身份证号": "522301********3333", "姓名": "王五"}),
+        )
+        assert received.missing == ()
+        assert received.refused == received.repeated == ()
+
+        await provider.revoke(request_id, operator="director-wang", reason="用途已结束")
+        await requester.wait_state(request_id, S.REVOKED, timeout=WAIT)
+        after = await provider.publish_records(code, PEOPLE[:1])
+        assert (after.first_seq, after.subscribers, after.envelopes) == (4, 0, 0)
+        assert requester.held() == []
+        # Every step is on the provider's record, publication included nowhere as content.
+        actions = [e.action for e in world.events[PROVIDER].events]
+        assert actions.count("grant") == 1
+        assert "revoke" in actions
+
+
+@pytest.mark.asyncio
+async def test_subscribers_on_one_path_share_one_copy(tmp_path: Path) -> None:
+    names = [*CROSS_CITY, "520102.minzheng"]
+    async with federation(tmp_path, names=names) as world:
+        code = await publish(world, ShareType.UNCONDITIONAL, share_conditions="")
+        await world.catalogs["520102.minzheng"].wait_for(PROVIDER, code, timeout=WAIT)
+        ids = {}
+        for subscriber in (REQUESTER, "520102.minzheng"):
+            ids[subscriber] = await world.sharing[subscriber].subscribe(
+                PROVIDER, code, purpose="统计", scope="本区", items=["姓名"], operator="clerk"
+            )
+        for subscriber, request_id in ids.items():
+            await world.sharing[subscriber].wait_state(request_id, S.GRANTED, timeout=WAIT)
+
+        province_before = (await world.nodes["520000"].stats()).handed_over.get("520100")
+        sent = await world.sharing[PROVIDER].publish_records(code, PEOPLE)
+        assert (sent.subscribers, sent.envelopes) == (2, 1)
+        for subscriber in ids:
+            received = await next_records(world.nodes[subscriber], world.sharing[subscriber])
+            assert [fields for _, fields in received.records] == [
+                {"姓名": p["姓名"]} for p in PEOPLE
+            ]
+        province = (await world.nodes["520000"].stats()).handed_over["520100"]
+        assert province.count - (province_before.count if province_before else 0) == 1
+
+
+@pytest.mark.asyncio
+async def test_state_survives_restarts_and_gaps_are_filled(tmp_path: Path) -> None:
+    async with federation(tmp_path) as world:
+        code = await publish(world, ShareType.CONDITIONAL)
+        request_id = await request(world, code, ["姓名"])
+        await world.sharing[PROVIDER].wait_state(request_id, S.PENDING, timeout=WAIT)
+
+        # The provider restarts with the request pending: it is still there to approve.
+        await world.stop(PROVIDER)
+        await world.start(PROVIDER)
+        provider = world.sharing[PROVIDER]
+        assert provider.state(request_id) is S.PENDING
+        await provider.approve(request_id, operator="director-wang")
+        await world.sharing[REQUESTER].wait_state(request_id, S.GRANTED, timeout=WAIT)
+
+        # The requester restarts: it still holds the grant.
+        await world.stop(REQUESTER)
+        await world.start(REQUESTER)
+        requester = world.sharing[REQUESTER]
+        assert [g.request_id for g in requester.held()] == [request_id]
+
+        # Record 1 is acknowledged without being read (lost to the application): a gap.
+        await provider.publish_records(code, PEOPLE[:1])
+        async for delivery in world.nodes[REQUESTER].deliveries():
+            await delivery.ack()
+            break
+        await provider.publish_records(code, PEOPLE[1:2])
+        received = await next_records(world.nodes[REQUESTER], requester)
+        assert [seq for seq, _ in received.records] == [2]
+        assert received.missing == ((1, 1),)
+
+        assert await requester.fill_gaps(PROVIDER, code) == [(1, 1)]
+        resent = await next_records(world.nodes[REQUESTER], requester)
+        assert resent.records == ((1, {"姓名": "张三"}),)
+        assert resent.missing == ()
+        # The provider's numbering went on across its restart.
+        more = await provider.publish_records(code, PEOPLE[2:])
+        assert more.first_seq == 3
+
+
+@pytest.mark.asyncio
+async def test_a_subscriber_reports_a_wrong_record_and_the_provider_answers(
+    tmp_path: Path,
+) -> None:
+    async with federation(tmp_path) as world:
+        code = await publish(world, ShareType.UNCONDITIONAL, share_conditions="")
+        request_id = await request(world, code, ["姓名", "出生日期"])
+        requester, provider = world.sharing[REQUESTER], world.sharing[PROVIDER]
+        await requester.wait_state(request_id, S.GRANTED, timeout=WAIT)
+        await provider.publish_records(code, PEOPLE[:1])
+        received = await next_records(world.nodes[REQUESTER], requester)
+        ((seq, _),) = received.records
+
+        correction = await requester.report_correction(
+            PROVIDER,
+            code,
+            seq,
+            items=["出生日期"],
+            text="户籍卡记载为1990-03-08",
+            operator="clerk-li",
+        )
+        await eventually(lambda: bool(provider.corrections()))
+        (reported,) = provider.corrections()
+        assert (reported.correction_id, reported.seq, reported.items) == (
+            correction,
+            1,
+            ("出生日期",),
+        )
+        await provider.answer_correction(
+            correction, accepted=True, text="已更正，将推送新记录", operator="director-wang"
+        )
+        state = await requester.wait_correction(
+            correction, CorrectionState.ACCEPTED, CorrectionState.REJECTED, timeout=WAIT
+        )
+        assert state is CorrectionState.ACCEPTED
+        answer = requester.correction_answer(correction)
+        assert answer is not None
+        assert answer.text == "已更正，将推送新记录"
+        assert provider.corrections() == []
