@@ -142,7 +142,9 @@ from every recipient: exit 0 if all confirmed, 1 if any failed, {EXIT_TIMEOUT} o
 
 Each message is written (to DIR/<sender>.<message id>, atomically, fsynced)
 before it is acknowledged; if this command dies in between, the node offers
-the message again and the same file is rewritten: exactly-once in effect.""",
+the message again and the same file is rewritten: exactly-once in effect.
+Records of a subscription (kind sub.records) are written decoded, one JSON
+object {{"seq", "fields"}} per line (DIR/<sender>.<message id>.jsonl).""",
     )
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--count", type=int, default=1, help="how many messages (default 1)")
@@ -274,13 +276,30 @@ def _receive(args: argparse.Namespace) -> int:
     return asyncio.run(_receive_async(args, out))
 
 
+def _records_lines(item: Received) -> bytes:
+    """A ``sub.records`` delivery's new records, one JSON object per line: {"seq", "fields"}."""
+    assert item.records is not None
+    return b"".join(
+        json.dumps(record, ensure_ascii=False).encode() + b"\n"
+        for record in item.records["records"]
+    )
+
+
+def _content(item: Received) -> tuple[bytes, str]:
+    """What 'receive' writes of a delivery, and the file suffix: decoded records or the payload."""
+    if item.records is not None:
+        return _records_lines(item), ".jsonl"
+    return item.payload, ""
+
+
 def _store(out: Path, item: Received) -> Path:
     """Write durably under a name fixed by (sender, message id): a redelivery rewrites it."""
-    target = out / f"{item.sender}.{item.message_id}"
+    content, suffix = _content(item)
+    target = out / f"{item.sender}.{item.message_id}{suffix}"
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=out)
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(item.payload)
+            stream.write(content)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, target)
@@ -311,8 +330,19 @@ async def _receive_async(args: argparse.Namespace, out: Path | None) -> int:
                     "content_type": item.content_type,
                     "bytes": len(item.payload),
                 }
+                if item.records is not None:
+                    meta.update(
+                        provider=item.records["provider"],
+                        resource_code=item.records["resource_code"],
+                        records=len(item.records["records"]),
+                        repeated=item.records["repeated"],
+                        refused=item.records["refused"],
+                        missing=item.records["missing"],
+                    )
+                elif item.records_error is not None:
+                    meta["records_error"] = item.records_error
                 if out is None:
-                    sys.stdout.buffer.write(item.payload)
+                    sys.stdout.buffer.write(_content(item)[0])
                     sys.stdout.buffer.flush()
                     print(json.dumps(meta), file=sys.stderr)
                 else:

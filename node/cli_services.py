@@ -374,6 +374,36 @@ def _decide(where: str, step: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def _read_jsonl(source: str) -> list[Any]:
+    where = "stdin" if source == "-" else source
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as exc:
+            raise UsageError(f"{where}, line {number}: not JSON: {exc}") from None
+    if not records:
+        raise UsageError(f"{where} holds no records (one JSON object per line)")
+    return records
+
+
+def _sub_publish(args: argparse.Namespace) -> int:
+    records = _read_jsonl(args.file)
+    answer = _run(args, lambda c: c.sub_publish(args.code, records, args.operator))
+    _emit(
+        args,
+        answer,
+        lambda a: (
+            f"{a['code']}: records {a['first_seq']}..{a['last_seq']} sent to "
+            f"{a['subscribers']} subscriber(s) in {a['envelopes']} envelope(s)"
+        ),
+    )
+    return 0
+
+
 def _sub_cases(args: argparse.Namespace) -> int:
     _emit(args, _run(args, lambda c: c.sub_cases()), _cases_table)
     return 0
@@ -441,7 +471,7 @@ An entry file holds one entry object, a list of them, or {{"entries": [...]}}
 
     sub = verbs.add_parser(
         "sub",
-        help="subscriptions: request, list, approve, refuse, revoke, escalate, cases",
+        help="subscriptions: request, list, approve, refuse, revoke, escalate, cases, publish",
         formatter_class=_RAW,
         epilog=f"""Examples:
   {prog} sub request 522301.minzheng 101001/000001 --purpose "低保核验" \\
@@ -451,10 +481,13 @@ An entry file holds one entry object, a list of them, or {{"entries": [...]}}
   {prog} sub approve 5f0c... --items 身份证号,姓名 --mask 身份证号=keep:6:4 --expires 2026-12-31
   {prog} sub refuse 5f0c... --reason "purpose not covered by the conditions"
   {prog} sub escalate 5f0c... --reason "no answer within the deadline"
+  {prog} sub publish 101001/000001 records.jsonl   # as provider: to every live grant
   {prog} sub cases                      # at the provider's division hub
   {prog} sub re-review 5f0c... --reason "..."   |   {prog} sub uphold 5f0c... --reason "..."
 
-Masks: ITEM=keep:FIRST:LAST[:CHAR], ITEM=redact[:TEXT], ITEM=hash, ITEM=year_only.""",
+Masks: ITEM=keep:FIRST:LAST[:CHAR], ITEM=redact[:TEXT], ITEM=hash, ITEM=year_only.
+Records: one JSON object per line, data item -> value (bytes as {{"base64": "..."}});
+subscribers take them with 'receive', which shows them decoded.""",
     )
     group = sub.add_subparsers(title="sub verbs", metavar="VERB")
     group.required = True
@@ -489,5 +522,11 @@ Masks: ITEM=keep:FIRST:LAST[:CHAR], ITEM=redact[:TEXT], ITEM=hash, ITEM=year_onl
         p.add_argument("request_id", metavar="REQUEST_ID")
         p.add_argument("--reason", required=True)
         p.set_defaults(handler=_decide(where, step))
+    p = group.add_parser(
+        "publish", parents=[acts], help="push records of a resource to its live grants"
+    )
+    p.add_argument("code", metavar="CODE")
+    p.add_argument("file", metavar="FILE", help="one JSON record per line (.jsonl), or - for stdin")
+    p.set_defaults(handler=_sub_publish)
     p = group.add_parser("cases", parents=[reads], help="open escalations (at a hub)")
     p.set_defaults(handler=_sub_cases)

@@ -48,6 +48,8 @@ class Received:
     expires_ms: int
     receipt_requested: bool
     payload: bytes
+    records: dict[str, Any] | None = None  # sub.records: as the node's sharing service read them
+    records_error: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, item: dict[str, Any]) -> Received:
@@ -61,6 +63,8 @@ class Received:
             expires_ms=item["expires_ms"],
             receipt_requested=item["receipt_requested"],
             payload=base64.b64decode(item["payload"]),
+            records=item.get("records"),
+            records_error=item.get("records_error"),
         )
 
 
@@ -263,6 +267,14 @@ class OperatorClient:
         or cases (re-review, uphold); ``body`` carries ``operator`` and the step's fields."""
         path = f"/v1/sub/{where}/{quote(request_id, safe='')}/{step}"
         _, answer = await self._call("POST", path, json_body=dict(body))
+        return dict(answer)
+
+    async def sub_publish(
+        self, code: str, records: Sequence[Mapping[str, Any]], operator: str
+    ) -> dict[str, Any]:
+        """Publish records (data item -> value) of one of this node's resources to its grants."""
+        body = {"operator": operator, "code": code, "records": list(records)}
+        _, answer = await self._call("POST", "/v1/sub/publish", json_body=body)
         return dict(answer)
 
     async def sub_cases(self) -> list[dict[str, Any]]:

@@ -26,6 +26,8 @@ enums.  This module is the one translation between them, both ways:
   ``{"身份证号": {"rule": "keep", "first": 6, "last": 4}}``, with the rules
   ``keep`` (``first``, ``last``, ``char``), ``redact`` (``replacement``, a
   text or null), ``hash`` and ``year_only``;
+* a **record** (one row of a resource) is an object of data item → value:
+  text, number, true/false, null, or ``{"base64": "..."}`` for bytes;
 * request ids are lowercase hex everywhere; times are ms since 1970 next to
   an ISO 8601 text in China Standard Time, the domain's clock.
 
@@ -35,6 +37,8 @@ sent it) naming the field.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import enum
 from collections.abc import Mapping
@@ -71,9 +75,13 @@ __all__ = [
     "masks_json",
     "parse_request_id",
     "parse_time",
+    "received_records_json",
+    "record_from_json",
     "record_json",
     "request_json",
     "status_named",
+    "value_from_json",
+    "value_json",
 ]
 
 E = TypeVar("E", bound=enum.Enum)
@@ -420,4 +428,47 @@ def escalation_json(case: Escalation) -> dict[str, Any]:
         "reason": case.reason,
         "at_ms": case.at_ms,
         "at": iso_ms(case.at_ms),
+    }
+
+
+# --- records -----------------------------------------------------------------------------
+
+
+def value_from_json(value: object, field: str) -> Any:
+    """A record value: text, integer, number, true/false, null, or ``{"base64": "..."}``."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, dict) and set(value) == {"base64"} and isinstance(value["base64"], str):
+        try:
+            return base64.b64decode(value["base64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise FormError(field, "is not valid base64") from None
+    raise FormError(field, 'must be a text, number, true/false, null or {"base64": "..."}')
+
+
+def value_json(value: object) -> Any:
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def record_from_json(document: object, where: str) -> dict[str, Any]:
+    """One record (data item -> value) from its JSON object."""
+    if not isinstance(document, dict) or not document:
+        raise FormError(where, "a record is a non-empty JSON object of data item -> value")
+    return {item: value_from_json(value, f"{where}.{item}") for item, value in document.items()}
+
+
+def received_records_json(received: Any) -> dict[str, Any]:
+    """A ``sub.records`` delivery as ``SharingService.read_records`` checked it."""
+    return {
+        "provider": received.provider,
+        "resource_code": received.resource_code,
+        "records": [
+            {"seq": seq, "fields": {item: value_json(v) for item, v in fields.items()}}
+            for seq, fields in received.records
+        ],
+        "repeated": list(received.repeated),
+        "refused": list(received.refused),
+        "missing": [list(gap) for gap in received.missing],
     }

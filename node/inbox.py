@@ -25,6 +25,11 @@ response loses the message for that client.
 
 After a restart the node offers every unacknowledged entry again, leases or
 not: leases live in memory only.
+
+An optional ``annotate`` hook reads each delivery once as it enters the book
+(the operator API decodes ``sub.records`` with ``SharingService.read_records``
+there); what it returns travels with every lease of that delivery, so a
+lease offered again shows the same reading.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from exchnode.delivery import Delivery
 from exchnode.node import Node
@@ -49,6 +55,10 @@ def delivery_id(delivery: Delivery) -> str:
 class _Held:
     delivery: Delivery
     leased_until: float = 0.0  # 0: available
+    annotation: dict[str, Any] | None = None
+
+
+Annotate = Callable[[Delivery], Awaitable[dict[str, Any] | None]]
 
 
 class Inbox:
@@ -59,8 +69,10 @@ class Inbox:
         capacity: int,
         lease_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        annotate: Annotate | None = None,
     ) -> None:
         self._node = node
+        self._annotate = annotate
         self._capacity = capacity
         self._lease = lease_seconds
         self._clock = clock
@@ -83,8 +95,11 @@ class Inbox:
         """Move deliveries from the node into the book while there is room."""
         async for delivery in self._node.deliveries():
             key = delivery_id(delivery)
+            annotation = None
+            if self._annotate is not None and key not in self._held:
+                annotation = await self._annotate(delivery)
             async with self._arrived:
-                self._held.setdefault(key, _Held(delivery))
+                self._held.setdefault(key, _Held(delivery, annotation=annotation))
                 self._arrived.notify_all()
             if len(self._held) >= self._capacity:
                 self._room.clear()
@@ -130,6 +145,11 @@ class Inbox:
             for _, held in available:
                 held.leased_until = until
             return [held.delivery for _, held in available]
+
+    def annotation(self, delivery: Delivery) -> dict[str, Any] | None:
+        """What ``annotate`` said of a delivery still in the book."""
+        held = self._held.get(delivery_id(delivery))
+        return None if held is None else held.annotation
 
     async def ack(self, keys: Iterable[str]) -> tuple[int, list[str]]:
         """Acknowledge deliveries by id: (how many were acknowledged, the ids not held)."""

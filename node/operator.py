@@ -18,7 +18,8 @@ Endpoints (JSON answers; errors are ``{"error": ..., "code": ...}``):
 * ``POST /v1/send-many`` -- ``{"messages": [{"to": [...], "payload": base64,
   "kind", "content_type", "ttl", "receipt"}]}``: one signature and one commit.
 * ``GET /v1/receive?max=N&wait=SECONDS&ack=0|1`` -- long poll; leases up to N
-  deliveries (``inbox``), payloads base64.  Acknowledge with
+  deliveries (``inbox``), payloads base64; a ``sub.records`` delivery also
+  carries ``records``, its records as checked against the grants held.  Acknowledge with
   ``POST /v1/ack {"ids": [...]}`` after storing them, or pass ``ack=1`` to
   acknowledge before answering (at-most-once).
 * ``GET /v1/status/<message id hex>?wait=SECONDS&recipient=NAME...`` --
@@ -147,7 +148,12 @@ class OperatorApi:
         )
         self.host, self.port = host, port
         self._token = token.encode()
-        self.inbox = Inbox(node, capacity=capacity, lease_seconds=lease_seconds)
+        self.inbox = Inbox(
+            node,
+            capacity=capacity,
+            lease_seconds=lease_seconds,
+            annotate=self.services.annotate if self.services is not None else None,
+        )
         self.phase = "starting"
         self.started = time.monotonic()
         self._max_body = max_body_bytes
@@ -327,9 +333,10 @@ class OperatorApi:
         limit = int(_number(request, "max", 1, 1, MAX_RECEIVE))
         wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT)
         deliveries = await self.inbox.take(limit, wait)
+        answer = [_delivery_json(d) | (self.inbox.annotation(d) or {}) for d in deliveries]
         if _flag(request, "ack") and deliveries:
             await self.inbox.ack(delivery_id(d) for d in deliveries)
-        return web.json_response({"deliveries": [_delivery_json(d) for d in deliveries]})
+        return web.json_response({"deliveries": answer})
 
     async def _ack(self, request: web.Request) -> web.Response:
         document = await _json_body(request)

@@ -17,6 +17,12 @@ headers do not carry.  The sharing service records it as the ``actor`` of the
 audit event of the step; the catalog service signs as the node, so the
 daemon logs the operator of a catalog change next to the record it signed.
 
+**Records.**  ``POST /v1/sub/publish`` hands a provider's records to
+``SharingService.publish_records`` (numbered, projected and masked per live
+grant, pushed at once); at the subscriber, :meth:`ServicesApi.annotate`
+reads each ``sub.records`` delivery once with ``read_records`` as it enters
+the operator inbox, and every lease of it carries the result.
+
 **Own requests.**  The sharing service answers ``state(request_id)`` but
 cannot list the requests this node sent, so the daemon keeps that list (id,
 provider, resource, purpose, scope, items, when, who) in the node's store
@@ -35,6 +41,9 @@ from aiohttp import web
 
 from exchnode.catalog import ShareType
 from exchnode.catalog_service import CatalogService
+from exchnode.delivery import Delivery
+from exchnode.errors import ExchnodeError
+from exchnode.record_messages import RecordBatch
 from exchnode.sharing import SharingService
 from exchnode.subscriptions import Grant, RequestState
 from node.api import HTTPProblem, json_body
@@ -48,6 +57,8 @@ from node.forms import (
     masks_from_json,
     parse_request_id,
     parse_time,
+    received_records_json,
+    record_from_json,
     record_json,
     request_json,
     status_named,
@@ -60,6 +71,7 @@ __all__ = ["MAX_OPERATOR_CHARS", "ServicesApi", "operator_of"]
 
 MAX_OPERATOR_CHARS = 64
 MAX_PUBLISH = 500  # entries per call: one signature for them all
+MAX_RECORDS = 100_000  # records per publish call
 _SENT_KEY = "node.sub.sent"
 _STATES = {state.value: state for state in RequestState}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -132,7 +144,21 @@ class ServicesApi:
             ("GET", "/v1/sub/cases", self._cases),
             ("POST", "/v1/sub/cases/{request_id}/re-review", self._re_review),
             ("POST", "/v1/sub/cases/{request_id}/uphold", self._uphold),
+            ("POST", "/v1/sub/publish", self._publish_records),
         ]
+
+    async def annotate(self, delivery: Delivery) -> dict[str, Any] | None:
+        """For the inbox: a ``sub.records`` delivery read once, as the sharing service checks it."""
+        if delivery.kind != RecordBatch.KIND:
+            return None
+        try:
+            received = await self.sharing.read_records(delivery)
+        except ExchnodeError as exc:
+            self.log.warning(
+                "records not readable", sender=delivery.sender, code=exc.code, reason=str(exc)
+            )
+            return {"records_error": {"error": str(exc), "code": exc.code}}
+        return {"records": received_records_json(received)}
 
     # --- the catalog ---------------------------------------------------------------------
 
@@ -370,3 +396,34 @@ class ServicesApi:
         request_id, document, operator = await self._case(request)
         await self.sharing.uphold(request_id, operator=operator, reason=_text(document, "reason"))
         return web.json_response({"request_id": request_id.hex(), "outcome": "uphold"})
+
+    # --- records -------------------------------------------------------------------------------
+
+    async def _publish_records(self, request: web.Request) -> web.Response:
+        document = await json_body(request)
+        operator = operator_of(document)
+        code = _text(document, "code")
+        raw = document.get("records")
+        if not isinstance(raw, list) or not raw:
+            raise HTTPProblem(400, "'records' must be a non-empty list of objects")
+        if len(raw) > MAX_RECORDS:
+            raise HTTPProblem(400, f"at most {MAX_RECORDS} records per call")
+        records = [record_from_json(item, f"records[{i}]") for i, item in enumerate(raw)]
+        published = await self.sharing.publish_records(code, records)
+        self.log.info(
+            "records published",
+            operator=operator,
+            code=code,
+            first_seq=published.first_seq,
+            last_seq=published.last_seq,
+            subscribers=published.subscribers,
+        )
+        return web.json_response(
+            {
+                "code": code,
+                "first_seq": published.first_seq,
+                "last_seq": published.last_seq,
+                "subscribers": published.subscribers,
+                "envelopes": published.envelopes,
+            }
+        )

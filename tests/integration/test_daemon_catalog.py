@@ -274,6 +274,33 @@ def test_conditional_request_approved_with_a_mask_by_cli(
     )
     assert any(e["action"] == "request" and e["actor"] == "clerk-li" for e in audit(fed, REQUESTER))
 
+    # Records pushed by the provider arrive projected and masked, decoded by 'receive'.
+    records = [
+        {"身份证号": "110101199003071234", "姓名": "张三", "出生日期": "1990-03-07"},
+        {"身份证号": "52230119851201002X", "姓名": "李四", "出生日期": None},
+    ]
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    pushed = ok_json(
+        cli(fed, PROVIDER, "sub", "publish", code, "-", "--operator", "wang", "--json", stdin=lines)
+    )
+    assert (pushed["first_seq"], pushed["last_seq"], pushed["subscribers"]) == (1, 2, 1)
+    inbox = tmp_path / "inbox"
+    got = node_cli(
+        "receive", "--config", str(fed.config_path(REQUESTER)), "--out", str(inbox),
+        "--timeout", "30",
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr.decode()
+    (meta,) = [json.loads(line) for line in got.stdout.decode().splitlines()]
+    assert meta["kind"] == "sub.records"
+    assert (meta["provider"], meta["resource_code"], meta["records"]) == (PROVIDER, code, 2)
+    assert meta["refused"] == []
+    assert Path(meta["file"]).suffix == ".jsonl"
+    received = [json.loads(line) for line in Path(meta["file"]).read_text().splitlines()]
+    assert received == [
+        {"seq": 1, "fields": {"姓名": "张三", "身份证号": "110101********1234"}},
+        {"seq": 2, "fields": {"姓名": "李四", "身份证号": "522301********002X"}},
+    ]
+
     # A granted request cannot be refused; it can be revoked.
     late = cli(
         fed, PROVIDER, "sub", "refuse", request_id, "--reason", "too late", "--operator", "x"
@@ -285,6 +312,10 @@ def test_conditional_request_approved_with_a_mask_by_cli(
     )
     assert revoked.returncode == 0, revoked.stderr
     wait_sent_state(fed, request_id, "revoked")
+    after = ok_json(
+        cli(fed, PROVIDER, "sub", "publish", code, "-", "--operator", "wang", "--json", stdin=lines)
+    )
+    assert after["subscribers"] == 0
 
 
 def test_refused_then_escalated_and_upheld_at_the_hub(
@@ -369,6 +400,18 @@ def test_errors_are_one_readable_line(fed: DaemonFederation, tmp_path: Path) -> 
     assert "not hex" in one_line_error(cli(fed, PROVIDER, "sub", "approve", "xyz"))
     assert "is a department" in one_line_error(cli(fed, PROVIDER, "sub", "cases"))
     assert "is a hub" in one_line_error(cli(fed, QIANNAN, "sub", "list", "--incoming"))
+
+    bad.write_text('{"姓名": "张三"}\n{"姓名": [1]}\n', encoding="utf-8")
+    err = one_line_error(cli(fed, PROVIDER, "sub", "publish", "101001/000002", str(bad)))
+    assert "records[1].姓名" in err
+    bad.write_text('{"姓名": "张三"}\nnope\n', encoding="utf-8")
+    assert "line 2: not JSON" in one_line_error(
+        cli(fed, PROVIDER, "sub", "publish", "101001/000002", str(bad))
+    )
+    err = one_line_error(
+        cli(fed, PROVIDER, "sub", "publish", "101001/999999", "-", stdin=b'{"a": 1}\n')
+    )
+    assert "101001/999999" in err
 
     usage = cli(fed, PROVIDER, "sub", "approve", "00" * 16, "--mask", "姓名=blur")
     assert usage.returncode == 2
