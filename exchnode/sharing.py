@@ -64,7 +64,7 @@ from exchnode.correction_messages import Correction, CorrectionAnswer
 from exchnode.corrections import CorrectionDesk, CorrectionState, CorrectionTracker
 from exchnode.delivery import Delivery, Message
 from exchnode.encoding import pack, unpack
-from exchnode.errors import MalformedError, UsageError
+from exchnode.errors import MalformedError, RejectedError, UnexpectedMessageError, UsageError
 from exchnode.events import AuditEvent, EventSink
 from exchnode.masking import MaskSet, Record, Value
 from exchnode.names import NodeName
@@ -203,7 +203,27 @@ class SharingService:
     async def take(self, message: ServiceMessage) -> None:
         statement = decode_message(message.kind, message.payload)
         async with self._lock:
-            sends = self._apply(statement, message.sender, self._now_ms())
+            now_ms = self._now_ms()
+            try:
+                try:
+                    sends = self._apply(statement, message.sender, now_ms)
+                except UsageError as exc:  # e.g. a requester's statement sent to a hub
+                    raise UnexpectedMessageError(str(exc)) from None
+            except RejectedError as exc:
+                # A statement its sender may not make (a hub forging a grant, a
+                # requester speaking for another): refused, and on the record.
+                self.events.emit(
+                    AuditEvent(
+                        at_ms=now_ms,
+                        actor=message.sender,
+                        action=f"refused {message.kind}",
+                        resource_code=str(getattr(statement, "resource_code", "")),
+                        request_id=bytes(getattr(statement, "request_id", b"")),
+                        outcome=exc.code,
+                        counterpart=self._me(),
+                    )
+                )
+                raise
             await self._commit(sends)
 
     async def close(self) -> None:

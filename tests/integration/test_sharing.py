@@ -19,7 +19,7 @@ from exchnode.events import ListSink
 from exchnode.masking import Keep, MaskSet
 from exchnode.node import Node
 from exchnode.sharing import RECORDS_KIND, ReceivedRecords, SharingService
-from exchnode.subscriptions import RequestState
+from exchnode.subscriptions import CONTENT_TYPE, Decision, RequestState
 from exchnode.workdays import WorkCalendar
 from tests.integration.federation import CROSS_CITY, Federation
 from tests.unit.test_catalog import make_entry
@@ -404,3 +404,35 @@ async def test_a_subscriber_reports_a_wrong_record_and_the_provider_answers(
         assert answer is not None
         assert answer.text == "已更正，将推送新记录"
         assert provider.corrections() == []
+
+
+@pytest.mark.asyncio
+async def test_a_hub_forging_a_grant_is_refused_and_recorded(tmp_path: Path) -> None:
+    async with federation(tmp_path) as world:
+        code = await publish(world, ShareType.CONDITIONAL)
+        request_id = await request(world, code, ["身份证号", "姓名"])
+        requester = world.sharing[REQUESTER]
+        await requester.wait_state(request_id, S.PENDING, timeout=WAIT)
+
+        # The provider's own county hub, on the path, writes a grant in the provider's name.
+        # It can only sign as itself: the requester sees who really sent it.
+        forged = Decision(
+            request_id=request_id,
+            provider=PROVIDER,
+            requester=REQUESTER,
+            resource_code=code,
+            version=99,
+            at_ms=int(world.clock() * 1000),
+            status=S.GRANTED,
+            items=("身份证号", "姓名"),
+            first_seq=1,
+        )
+        await world.nodes[AUTHORITY].send(
+            [REQUESTER], forged.encode(), kind=forged.KIND, content_type=CONTENT_TYPE
+        )
+        events = world.events[REQUESTER].events
+        await eventually(lambda: any(e.action == "refused sub.decision" for e in events))
+        (refusal,) = [e for e in events if e.action == "refused sub.decision"]
+        assert (refusal.actor, refusal.outcome) == (AUTHORITY, "not-authorised")
+        assert requester.state(request_id) is S.PENDING
+        assert requester.held() == []
