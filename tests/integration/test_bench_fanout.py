@@ -1,0 +1,40 @@
+"""benchmarks/fanout.py runs a real federation and reports what it measured (never how fast)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_fanout_benchmark_quick_json(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "benchmarks/fanout.py", "--quick", "--json", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    *table, last = completed.stdout.rstrip("\n").splitlines()
+    report = json.loads(last)
+    assert report == json.loads((tmp_path / "fanout.json").read_text())
+    assert "max copies/link" in table[0]
+
+    one, three = report["rows"]
+    assert (one["subscribers"], three["subscribers"]) == (1, 3)
+    for row in (one, three):
+        assert row["records"] == 50
+        assert row["envelopes_published"] == 1  # 50 records, one body, every subscriber
+        assert row["max_copies_per_link"] == 1.0
+        assert row["uplink_envelopes"] == 1
+    # More subscribers use more links, but the provider's uplink carries the body once.
+    assert three["links_used"] > one["links_used"]
+    assert three["total_link_bytes"] > one["total_link_bytes"]
