@@ -42,6 +42,7 @@ from exchnode.catalog import (
     CatalogVerifier,
     Publication,
     Withdrawal,
+    decode_record,
     sign_records,
 )
 from exchnode.catalog_state import CatalogState, Outcome
@@ -281,11 +282,14 @@ class CatalogService:
                 continue
             except EquivocationError as exc:
                 self.log.warning("catalog equivocation", neighbour=name, reason=str(exc))
+                self._emit_refusal(name, exc, data)
                 continue
             except RejectedError as exc:
+                # Altered on the way, or signed by someone else than its provider.
                 self.log.warning(
                     "catalog record refused", neighbour=name, code=exc.code, reason=str(exc)
                 )
+                self._emit_refusal(name, exc, data)
                 continue
             if outcome in (Outcome.NEW, Outcome.UPDATED):
                 changed = True
@@ -351,6 +355,22 @@ class CatalogService:
             raise UsageError("the catalog service is not attached to a running node")
         return self._node, self._state
 
+    def _emit_refusal(self, neighbour: str, exc: RejectedError, data: bytes) -> None:
+        if self.events is None:
+            return
+        node, _ = self._running()
+        self.events.emit(
+            AuditEvent(
+                at_ms=int(node.now() * 1000),
+                actor=neighbour,
+                action="catalog.refused",
+                resource_code=_code_of(data),
+                request_id=b"",
+                outcome=exc.code,
+                counterpart=node.name,
+            )
+        )
+
     def _emit(self, action: str, record: CatalogRecord, *, counterpart: str = "") -> None:
         if self.events is None:
             return
@@ -366,6 +386,14 @@ class CatalogService:
                 counterpart=counterpart or record.provider,
             )
         )
+
+
+def _code_of(data: bytes) -> str:
+    """The resource code a refused record claims, if it can be read at all."""
+    try:
+        return decode_record(data).code
+    except RejectedError:
+        return ""
 
 
 def _answer(body: bytes) -> web.Response:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgpack
 import pytest
 
-from exchnode.catalog import ShareType
+from exchnode.catalog import ShareType, decode_record
 from exchnode.catalog_service import CatalogService
+from exchnode.encoding import pack
+from exchnode.envelope import TYPE_CATALOG, decode_signed, encode_signed
 from exchnode.errors import UsageError
+from exchnode.events import ListSink
 from exchnode.names import Level, NodeName
 from exchnode.node import Node
 from exchnode.routing import Neighbour, Relation
@@ -29,9 +34,10 @@ class Running:
         self.federation = federation
         self.nodes: dict[str, Node] = {}
         self.catalogs: dict[str, CatalogService] = {}
+        self.events: dict[str, ListSink] = {}
 
     async def start(self, name: str, **overrides: object) -> CatalogService:
-        catalog = CatalogService(refresh=30.0)
+        catalog = CatalogService(refresh=30.0, events=self.events.setdefault(name, ListSink()))
         node = self.federation.node(name, services=[catalog], **overrides)
         await node.start()
         self.nodes[name], self.catalogs[name] = node, catalog
@@ -143,3 +149,40 @@ async def test_a_neighbour_sees_only_what_its_place_allows(tmp_path: Path) -> No
         down = county.summary(to=Neighbour(NodeName.parse(MINZHENG), Relation.CHILD))
         assert GONGAN not in up.providers
         assert GONGAN in down.providers
+
+
+def forged_newer(data: bytes) -> bytes:
+    """What a hub would make of a record it relays: a "newer version", under the old seal."""
+    body, seal = decode_signed(data, TYPE_CATALOG, "catalog", 1 << 20)
+    fields = msgpack.unpackb(body)
+    fields[5] += 1  # the version (SPEC §18.3)
+    return encode_signed(TYPE_CATALOG, pack(fields), seal)
+
+
+@pytest.mark.asyncio
+async def test_a_hub_altering_an_entry_is_detected(tmp_path: Path) -> None:
+    async with federation_with_catalogs(tmp_path) as running:
+        (record,) = await running.catalogs[GONGAN].publish([make_entry(GONGAN)])
+        await running.catalogs[MINZHENG].wait_for(GONGAN, record.code, timeout=WAIT)
+
+        # The far county's hub holds an altered copy (as a compromised hub would) ...
+        running.catalogs["522301"].state.apply(decode_record(forged_newer(record.data)))
+        # ... and its department pulls from it (at start, as after any restart).
+        await running.stop(MINZHENG)
+        await running.start(MINZHENG)
+        events = running.events[MINZHENG].events
+
+        async def refused() -> None:
+            while not any(e.action == "catalog.refused" for e in events):
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(refused(), WAIT)
+        (event,) = [e for e in events if e.action == "catalog.refused"]
+        assert (event.actor, event.outcome, event.resource_code) == (
+            "522301",
+            "bad-signature",
+            record.code,
+        )
+        held = running.catalogs[MINZHENG].get(GONGAN, record.code)
+        assert held is not None
+        assert held.data == record.data  # still the provider's version 1
