@@ -356,34 +356,25 @@ class CatalogService:
         return self._node, self._state
 
     def _emit_refusal(self, neighbour: str, exc: RejectedError, data: bytes) -> None:
-        if self.events is None:
-            return
-        node, _ = self._running()
-        self.events.emit(
-            AuditEvent(
-                at_ms=int(node.now() * 1000),
-                actor=neighbour,
-                action="catalog.refused",
-                resource_code=_code_of(data),
-                request_id=b"",
-                outcome=exc.code,
-                counterpart=node.name,
-            )
-        )
+        self._event("catalog.refused", neighbour, _code_of(data), exc.code, self._running()[0].name)
 
     def _emit(self, action: str, record: CatalogRecord, *, counterpart: str = "") -> None:
+        outcome = "withdrawn" if record.withdrawn else f"v{record.version}"
+        actor = self._running()[0].name
+        self._event(action, actor, record.code, outcome, counterpart or record.provider)
+
+    def _event(self, action: str, actor: str, code: str, outcome: str, counterpart: str) -> None:
         if self.events is None:
             return
-        node, _ = self._running()
         self.events.emit(
             AuditEvent(
-                at_ms=int(node.now() * 1000),
-                actor=node.name,
+                at_ms=int(self._running()[0].now() * 1000),
+                actor=actor,
                 action=action,
-                resource_code=record.code,
+                resource_code=code,
                 request_id=b"",
-                outcome="withdrawn" if record.withdrawn else f"v{record.version}",
-                counterpart=counterpart or record.provider,
+                outcome=outcome,
+                counterpart=counterpart,
             )
         )
 
