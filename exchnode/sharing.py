@@ -65,7 +65,7 @@ from exchnode.corrections import CorrectionDesk, CorrectionState, CorrectionTrac
 from exchnode.delivery import Delivery, Message
 from exchnode.encoding import pack, unpack
 from exchnode.errors import MalformedError, RejectedError, UnexpectedMessageError, UsageError
-from exchnode.events import AuditEvent, EventSink
+from exchnode.events import AuditEvent, EventSink, LogSink
 from exchnode.masking import MaskSet, Record, Value
 from exchnode.names import NodeName
 from exchnode.node_service import ServiceMessage
@@ -96,31 +96,12 @@ from exchnode.workdays import DEFAULT_ANSWER_DAYS, WorkCalendar
 if TYPE_CHECKING:
     from exchnode.node import Node
 
-__all__ = ["RECORDS_KIND", "LogSink", "Published", "ReceivedRecords", "SharingService"]
+__all__ = ["RECORDS_KIND", "Published", "ReceivedRecords", "SharingService"]
 
 RECORDS_KIND = RecordBatch.KIND
 _STATE_KEY = "sharing"
 _STATE_FORMAT = 1
 _TIMER_INTERVAL = 1.0  # seconds between deadline checks at most
-
-
-class LogSink:
-    """The default event sink: every sharing event as one structured log line."""
-
-    def __init__(self) -> None:
-        self.log: Any = structlog.get_logger("exchnode.sharing.audit")
-
-    def emit(self, event: AuditEvent) -> None:
-        self.log.info(
-            "sharing event",
-            action=event.action,
-            actor=event.actor,
-            resource=event.resource_code,
-            request=event.request_id.hex(),
-            outcome=event.outcome,
-            counterpart=event.counterpart,
-            at_ms=event.at_ms,
-        )
 
 
 class Published(NamedTuple):

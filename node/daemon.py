@@ -51,7 +51,7 @@ from cryptography import x509
 from exchnode.catalog_service import CatalogService
 from exchnode.directory import StaticDirectory
 from exchnode.errors import CertificateError, ExchnodeError, UsageError
-from exchnode.events import AuditEvent
+from exchnode.events import LogSink
 from exchnode.identity import LocalIdentity
 from exchnode.keyfiles import load_local_identity, read_private_file
 from exchnode.node import Node
@@ -67,7 +67,6 @@ from node.config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
 from node.operator import OperatorApi
 
 __all__ = [
-    "LogAuditSink",
     "TrustMaterial",
     "build_directory",
     "build_services",
@@ -75,27 +74,6 @@ __all__ = [
     "load_trust",
     "serve",
 ]
-
-
-class LogAuditSink:
-    """Audit events of the catalog and sharing services, one log line each (issue 5 will
-    append them to the audit tree).  Events carry no free text: reasons, purposes and
-    record contents stay in the signed messages."""
-
-    def __init__(self, log: Any) -> None:
-        self.log = log
-
-    def emit(self, event: AuditEvent) -> None:
-        self.log.info(
-            "audit event",
-            action=event.action,
-            actor=event.actor,
-            resource=event.resource_code,
-            request=event.request_id.hex(),
-            outcome=event.outcome,
-            counterpart=event.counterpart,
-            at_ms=event.at_ms,
-        )
 
 
 def read_masking_secret(config: DaemonConfig) -> bytes:
@@ -116,7 +94,7 @@ def build_services(
     config: DaemonConfig, masking_secret: bytes, log: Any
 ) -> tuple[CatalogService, SharingService]:
     """The catalog and sharing services of a daemon node, from ``[catalog]`` and ``[sharing]``."""
-    sink = LogAuditSink(log)
+    sink = LogSink(log)  # issue 5 will append the events to the audit tree
     catalog = CatalogService(refresh=config.catalog.refresh, events=sink)
     sharing = SharingService(
         catalog,
