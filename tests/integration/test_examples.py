@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,9 +109,45 @@ def test_seal_open_benchmark_quick_json() -> None:
     ]
 
 
+def _assert_sharing(summary: dict[str, Any], records: int) -> None:
+    """The catalog and subscription part of the federation demo."""
+    assert summary["catalog_entries"] == 4
+    assert summary["catalog_levels"] == {"province": 1, "city": 1, "county": 2}
+    assert summary["catalog_converged_s"] > 0
+    sub = summary["subscription"]
+    assert (sub["requested"], sub["granted"], sub["refused"]) == (3, 2, 1)
+    assert sub["states"] == {
+        "conditional": "granted",
+        "not_shared": "not_shared",
+        "unconditional": "granted",
+    }
+    assert sub["items_asked"] == ["身份证号", "姓名", "出生日期"]
+    assert sub["items_granted"] == ["身份证号", "姓名"]  # fewer than asked
+    assert sub["masks"] == {"身份证号": {"rule": "keep", "first": 6, "last": 4, "char": "*"}}
+    assert "第九十二条" in sub["refusal_reason"]  # the catalog's legal basis
+    assert sub["revoked"] is True
+    assert summary["records_subscribers"] == 1
+    assert summary["records_sent"] == summary["records_delivered"] == records
+    assert summary["records_lost"] == 0
+    assert summary["records_duplicated"] == 0
+    assert summary["records_corrupted"] == 0
+    assert summary["records_unmasked"] == 0
+    assert summary["records_ungranted_items"] == 0
+    assert summary["records_refused"] == 0
+    sample = summary["records_sample"]
+    assert set(sample) == {"身份证号", "姓名"}
+    assert re.fullmatch(r"520102\*{8}\d{3}[\dX]", sample["身份证号"]), sample
+    assert summary["records_after_revocation_sent"] == 20
+    assert summary["records_after_revocation_subscribers"] == 0
+    assert summary["records_after_revocation"] == 0
+    assert summary["after_revocation_settled"] is True
+
+
 def test_federation_demo_runs_daemons_and_loses_nothing() -> None:
-    messages = 3
-    completed = _run("examples/federation.py", "--json", "--messages", str(messages))
+    messages, records = 3, 60
+    completed = _run(
+        "examples/federation.py", "--json", "--messages", str(messages), "--records", str(records)
+    )
     assert completed.returncode == 0, completed.stderr
     assert "Traceback" not in completed.stderr
     human, summary = _last_json(completed.stdout)
@@ -142,11 +179,18 @@ def test_federation_demo_runs_daemons_and_loses_nothing() -> None:
     ):
         assert kinds[kind][0] == kinds[kind][1] > 0, kind
 
+    _assert_sharing(summary, records)
+
     rows = {line[:20].strip(): line[20:].strip() for line in human if line[:20].strip()}
     assert rows["sent"] == str(summary["sent"])
     assert rows["lost"] == "0"
     assert rows["duplicated"] == "0"
     assert rows["clean exits"].startswith("14 of 14")
+    assert rows["catalog entries"].startswith("4 ")
+    assert rows["records sent"] == rows["records delivered"] == str(records)
+    assert rows["records lost"] == rows["records duplicated"] == rows["records unmasked"] == "0"
+    assert rows["after revocation"] == "0 of 20 arrived"
+    assert rows["conditional"].startswith("520302.shebao → 520102.gongan 人口基本信息: granted")
 
 
 def test_federation_demo_with_a_static_directory() -> None:
@@ -157,3 +201,4 @@ def test_federation_demo_with_a_static_directory() -> None:
     assert summary["sent"] == summary["delivered"] == 42
     assert (summary["lost"], summary["duplicated"], summary["corrupted"]) == (0, 0, 0)
     assert summary["clean_exits"] == 14
+    _assert_sharing(summary, 200)  # the default number of records
