@@ -64,12 +64,24 @@ from exchnode.correction_messages import Correction, CorrectionAnswer
 from exchnode.corrections import CorrectionDesk, CorrectionState, CorrectionTracker
 from exchnode.delivery import Delivery, Message
 from exchnode.encoding import pack, unpack
-from exchnode.errors import MalformedError, RejectedError, UnexpectedMessageError, UsageError
+from exchnode.errors import (
+    ExchnodeError,
+    MalformedError,
+    RejectedError,
+    UnexpectedMessageError,
+    UsageError,
+)
 from exchnode.events import AuditEvent, EventSink, LogSink
 from exchnode.masking import MaskSet, Record, Value
 from exchnode.names import NodeName
 from exchnode.node_service import ServiceMessage
-from exchnode.record_messages import RecordBatch, RecordGap, Resend
+from exchnode.record_messages import (
+    RecordBatch,
+    RecordGap,
+    Resend,
+    check_fields,
+    fields_to_wire,
+)
 from exchnode.record_streams import GapTracker, Seen, group_deliveries
 from exchnode.subscriptions import (
     CONTENT_TYPE,
@@ -359,6 +371,19 @@ class SharingService:
                     fresh.append((seq, dict(fields)))
                 else:
                     repeated.append(seq)
+            for grant in grants:
+                numbers = [seq for seq, _ in fresh if view.covers(grant.request_id, seq)]
+                if numbers:
+                    self._record_event(
+                        now_ms,
+                        self._me(),
+                        "records.receive",
+                        batch.resource_code,
+                        grant.request_id,
+                        numbers[0],
+                        numbers[-1],
+                        batch.provider,
+                    )
             await self._commit([])
         if refused:
             self.log.warning(
@@ -502,27 +527,77 @@ class SharingService:
             lambda now_ms: book.revoke(request_id, operator=operator, reason=reason, now_ms=now_ms)
         )
 
-    async def publish_records(self, resource_code: str, records: Sequence[Record]) -> Published:
-        """Publish records of one of this node's resources to every live grant, at once."""
+    async def publish_records(
+        self, resource_code: str, records: Sequence[Record], *, operator: str | None = None
+    ) -> Published:
+        """Publish records of one of this node's resources to every live grant, at once.
+
+        All or nothing: a record that cannot be sent (a value of no wire type, a
+        mask that does not apply to it) fails the call before anything is numbered.
+        """
         book = self._provider_book()
         held = self.catalog.get(self._me(), resource_code)
         if held is None or held.withdrawn:
             raise UsageError(f"{self._me()} publishes no resource {resource_code}")
         if not records:
             raise UsageError("publish_records needs at least one record")
+        for index, record in enumerate(records):
+            _check_record(record, f"records[{index}]")
         async with self._lock:
             now_ms = self._now_ms()
-            deliveries = [
-                d for record in records for d in book.publish(resource_code, record, now_ms)
-            ]
+            before = book.encode()
+            try:
+                deliveries = [
+                    d for record in records for d in book.publish(resource_code, record, now_ms)
+                ]
+            except ExchnodeError:
+                self._book = self._restore_book(before)
+                raise
             last = book.last_seq(resource_code)
+            first = last - len(records) + 1
             groups = group_deliveries(deliveries)
+            actor = operator or self._me()
+            self._record_event(
+                now_ms, actor, "records.publish", resource_code, b"", first, last, ""
+            )
+            for request_id, subscriber in sorted(
+                {(d.request_id, d.subscriber) for d in deliveries}
+            ):
+                self._record_event(
+                    now_ms,
+                    actor,
+                    "records.send",
+                    resource_code,
+                    request_id,
+                    first,
+                    last,
+                    subscriber,
+                )
             await self._commit([_Send(g.recipients, g.kind, g.payload) for g in groups])
-        return Published(
-            last - len(records) + 1,
-            last,
-            len({d.subscriber for d in deliveries}),
-            len(groups),
+        return Published(first, last, len({d.subscriber for d in deliveries}), len(groups))
+
+    def _record_event(
+        self,
+        now_ms: int,
+        actor: str,
+        action: str,
+        code: str,
+        request_id: bytes,
+        first: int,
+        last: int,
+        counterpart: str,
+    ) -> None:
+        """Who provided or received which records: numbers only, never contents."""
+        self.events.emit(
+            AuditEvent(
+                at_ms=now_ms,
+                actor=actor,
+                action=action,
+                resource_code=code,
+                request_id=request_id,
+                outcome=f"seq {first}-{last}",
+                counterpart=counterpart,
+            )
         )
 
     def corrections(self) -> list[Correction]:
@@ -624,6 +699,16 @@ class SharingService:
 
     # --- persistence ---------------------------------------------------------------------
 
+    def _restore_book(self, data: bytes) -> SubscriptionBook:
+        return SubscriptionBook.restore(
+            data,
+            self._terms,
+            sink=self.events,
+            masking_secret=self._masking_secret,
+            calendar=self._calendar,
+            answer_days=self._answer_days,
+        )
+
     def _fresh(self) -> None:
         me = self._me()
         if NodeName.parse(me).is_hub:
@@ -667,14 +752,7 @@ class SharingService:
         _, book, view, desk, c_in, c_out, requests, trackers, outbox = value
         events, me = self.events, self._me()
         if book is not None:
-            self._book = SubscriptionBook.restore(
-                book,
-                self._terms,
-                sink=events,
-                masking_secret=self._masking_secret,
-                calendar=self._calendar,
-                answer_days=self._answer_days,
-            )
+            self._book = self._restore_book(book)
         if view is not None:
             self._view = SubscriberView.restore(view, sink=events, random=self._random)
         if desk is not None:
@@ -747,3 +825,13 @@ def _terms_of(entry: Any) -> ResourceTerms:
         conditions=entry.share_conditions,
         items=frozenset(item.name for item in entry.data_items),
     )
+
+
+def _check_record(record: object, what: str) -> None:
+    """A record as the wire carries it: data item names to values of the wire's types."""
+    if not isinstance(record, Mapping) or not all(type(item) is str for item in record):
+        raise UsageError(f"{what}: a record maps data item names (text) to values")
+    try:
+        check_fields(fields_to_wire(record), what)
+    except MalformedError as exc:
+        raise UsageError(str(exc)) from None

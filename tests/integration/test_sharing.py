@@ -279,6 +279,10 @@ async def test_records_arrive_projected_and_masked_and_stop_at_revocation(tmp_pa
         sent = await provider.publish_records(code, PEOPLE[1:])
         assert (sent.first_seq, sent.last_seq, sent.subscribers, sent.envelopes) == (2, 3, 1, 1)
 
+        # A record that cannot go on the wire fails the call, and nothing is numbered.
+        with pytest.raises(UsageError, match=r"records\[1\]"):
+            await provider.publish_records(code, [PEOPLE[0], {"姓名": {"not", "a value"}}])
+
         received = await next_records(world.nodes[REQUESTER], requester)
         assert (received.provider, received.resource_code) == (PROVIDER, code)
         assert received.records == (
@@ -293,6 +297,14 @@ async def test_records_arrive_projected_and_masked_and_stop_at_revocation(tmp_pa
         after = await provider.publish_records(code, PEOPLE[:1])
         assert (after.first_seq, after.subscribers, after.envelopes) == (4, 0, 0)
         assert requester.held() == []
+
+        # Who provided and who received which records is on both sides' record.
+        sent = [(e.action, e.outcome, e.counterpart) for e in world.events[PROVIDER].events]
+        assert ("records.send", "seq 2-3", REQUESTER) in sent
+        assert ("records.publish", "seq 4-4", "") in sent
+        assert not any(e[0] == "records.send" and e[1] == "seq 4-4" for e in sent)
+        got = [(e.action, e.outcome, e.counterpart) for e in world.events[REQUESTER].events]
+        assert ("records.receive", "seq 2-3", PROVIDER) in got
         # Every step is on the provider's record, publication included nowhere as content.
         actions = [e.action for e in world.events[PROVIDER].events]
         assert actions.count("grant") == 1
