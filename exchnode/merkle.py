@@ -18,12 +18,18 @@ import hashlib
 from collections.abc import Sequence
 
 __all__ = [
+    "EMPTY_ROOT",
     "HASH_LENGTH",
     "MerkleBatch",
+    "MerkleLog",
+    "frontier_length",
     "inclusion_path_length",
     "leaf_hash",
     "node_hash",
+    "root_from_frontier",
     "root_from_inclusion",
+    "verify_consistency",
+    "verify_inclusion",
 ]
 
 HASH_LENGTH = 32
@@ -128,3 +134,251 @@ def root_from_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes
         fn >>= 1
         sn >>= 1
     return r
+
+
+# --- the append-only log: inclusion and consistency proofs (RFC 9162 §2.1.3-§2.1.4) ---
+#
+# ``MerkleLog`` keeps, per level k, the hashes of the complete, aligned subtrees
+# of 2**k leaves: level 0 holds the leaves, level k entry j covers leaves
+# [j * 2**k, (j+1) * 2**k).  An append adds one leaf and completes at most
+# log2(n) subtrees, so it costs O(log n) hashes (O(1) amortised).  Any
+# subtree hash the RFC's recursive definitions need is a complete subtree
+# (one lookup) or splits into O(log n) of them, so a root at any size costs
+# O(log n) and a proof O(log^2 n) hash operations.
+#
+# Pruning (retention): a log restored from a *frontier* -- the complete
+# subtrees of the binary decomposition of its size n, at most log2(n)+1
+# hashes -- knows nothing below n but those subtrees.  That is enough for
+# every root of a size >= n, every consistency proof from a size >= n, and
+# the inclusion proof of every leaf >= n (the compact-range property: each
+# node these need either lies wholly within one frontier subtree, and is
+# then that subtree, or is built from frontier subtrees and later leaves).
+# Anything else raises ``LookupError``.
+
+EMPTY_ROOT = _sha256(b"").digest()  # RFC 9162 §2.1.1: MTH({}) = HASH()
+
+
+def _largest_power_below(n: int) -> int:
+    """The largest power of two strictly less than ``n`` (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+class MerkleLog:
+    """An append-only RFC 9162 tree of leaf hashes with proofs at any past size."""
+
+    __slots__ = ("_base", "_levels", "_pruned", "_size")
+
+    def __init__(self) -> None:
+        self._levels: list[list[bytes]] = [[]]
+        self._base: list[int] = [0]  # index, within its level, of each level's first hash
+        self._size = 0
+        self._pruned = 0
+
+    @classmethod
+    def from_frontier(cls, size: int, frontier: Sequence[bytes]) -> MerkleLog:
+        """A log of ``size`` leaves of which only the frontier is known (see above)."""
+        if size < 0:
+            raise ValueError("a tree size is not negative")
+        expected = frontier_length(size)
+        if len(frontier) != expected or any(len(h) != HASH_LENGTH for h in frontier):
+            raise ValueError(f"a tree of {size} needs a frontier of {expected} 32-byte hashes")
+        log = cls()
+        height = size.bit_length()
+        log._levels = [[] for _ in range(max(height, 1))]
+        log._base = [size >> k for k in range(max(height, 1))]
+        hashes = iter(frontier)
+        for k in reversed(range(height)):
+            if size >> k & 1:
+                log._base[k] = (size >> k) - 1
+                log._levels[k].append(next(hashes))
+        log._size = log._pruned = size
+        return log
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def pruned_below(self) -> int:
+        """The size below which only the frontier is known (0 unless pruned)."""
+        return self._pruned
+
+    def append(self, leaf: bytes) -> int:
+        """Add one leaf hash; returns its index.  O(log n) hashes at worst."""
+        if len(leaf) != HASH_LENGTH:
+            raise ValueError("a leaf hash is 32 bytes")
+        index = self._size
+        node, k, j = leaf, 0, index
+        while True:
+            if k == len(self._levels):
+                self._levels.append([])
+                self._base.append(j)
+            self._levels[k].append(node)
+            if not j & 1:
+                break
+            node = node_hash(self._node(k, j - 1), node)
+            k += 1
+            j >>= 1
+        self._size = index + 1
+        return index
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        for leaf in leaves:
+            self.append(leaf)
+
+    def _node(self, k: int, j: int) -> bytes:
+        if k < len(self._levels):
+            offset = j - self._base[k]
+            level = self._levels[k]
+            if 0 <= offset < len(level):
+                return level[offset]
+        raise LookupError(f"subtree of {1 << k} leaves at {j << k} is pruned or incomplete")
+
+    def _subtree(self, start: int, end: int) -> bytes:
+        """MTH(D[start:end]) for a subtree the RFC's recursion reaches (start aligned)."""
+        width = end - start
+        if width & (width - 1) == 0 and start % width == 0:
+            return self._node(width.bit_length() - 1, start // width)
+        k = _largest_power_below(width)
+        return node_hash(self._subtree(start, start + k), self._subtree(start + k, end))
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= self._size:
+            raise ValueError(f"size {size} outside a log of {self._size}")
+
+    def root(self, size: int | None = None) -> bytes:
+        """MTH of the first ``size`` leaves (default: all of them)."""
+        n = self._size if size is None else size
+        self._check_size(n)
+        return EMPTY_ROOT if n == 0 else self._subtree(0, n)
+
+    def frontier(self, size: int | None = None) -> list[bytes]:
+        """The complete subtrees of the binary decomposition of ``size``, largest first."""
+        n = self._size if size is None else size
+        self._check_size(n)
+        hashes, start = [], 0
+        for k in reversed(range(n.bit_length())):
+            if n >> k & 1:
+                hashes.append(self._node(k, start >> k))
+                start += 1 << k
+        return hashes
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """PATH(index, D[size]) of RFC 9162 §2.1.3.1, bottom-up."""
+        n = self._size if size is None else size
+        self._check_size(n)
+        if not 0 <= index < n:
+            raise IndexError(f"leaf {index} outside a tree of {n}")
+        path: list[bytes] = []
+        start, end = 0, n
+        while end - start > 1:  # top-down, so the path comes out reversed
+            k = _largest_power_below(end - start)
+            if index < start + k:
+                path.append(self._subtree(start + k, end))
+                end = start + k
+            else:
+                path.append(self._subtree(start, start + k))
+                start += k
+        path.reverse()
+        return path
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """PROOF(old_size, D[new_size]) of RFC 9162 §2.1.4.1 (empty if old_size is 0 or equal)."""
+        n = self._size if new_size is None else new_size
+        self._check_size(n)
+        if not 0 <= old_size <= n:
+            raise ValueError(f"old size {old_size} is not within 0..{n}")
+        if old_size in (0, n):
+            return []
+        proof: list[bytes] = []
+        m, start, end, complete = old_size, 0, n, True
+        # SUBPROOF(m, D[start:end], complete), unrolled; appended top-down, reversed at the end.
+        while m != end - start:
+            k = _largest_power_below(end - start)
+            if m <= k:
+                proof.append(self._subtree(start + k, end))
+                end = start + k
+            else:
+                proof.append(self._subtree(start, start + k))
+                start, m, complete = start + k, m - k, False
+        if not complete:
+            proof.append(self._subtree(start, end))
+        proof.reverse()
+        return proof
+
+    def forget_before(self, size: int) -> None:
+        """Drop every hash not needed once leaves below ``size`` are pruned (keeps the frontier)."""
+        self._check_size(size)
+        for k, level in enumerate(self._levels):
+            keep_from = (size >> k) - 1 if size >> k & 1 else size >> k
+            drop = keep_from - self._base[k]
+            if drop > 0:
+                del level[:drop]
+                self._base[k] = keep_from
+        self._pruned = max(self._pruned, size)
+
+
+def frontier_length(size: int) -> int:
+    """How many hashes the frontier of a tree of ``size`` leaves holds: its number of 1 bits."""
+    return bin(size).count("1")
+
+
+def root_from_frontier(size: int, frontier: Sequence[bytes]) -> bytes | None:
+    """The root a frontier (largest subtree first) stands for, or ``None`` if malformed."""
+    if len(frontier) != frontier_length(size) or any(len(h) != HASH_LENGTH for h in frontier):
+        return None
+    if not frontier:
+        return EMPTY_ROOT
+    root = frontier[-1]
+    for h in reversed(frontier[:-1]):
+        root = node_hash(h, root)
+    return root
+
+
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> bool:
+    """RFC 9162 §2.1.3.2: does ``proof`` put ``leaf`` at ``index`` under ``root`` of ``size``?"""
+    if any(len(h) != HASH_LENGTH for h in proof):
+        return False
+    return root_from_inclusion(leaf, index, size, proof) == root
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """RFC 9162 §2.1.4.2: is the tree (new_size, new_root) an extension of (old_size, old_root)?
+
+    Size 0 is the empty tree, which every tree extends (with an empty proof).
+    """
+    if not 0 <= old_size <= new_size or any(len(h) != HASH_LENGTH for h in proof):
+        return False
+    if old_size == 0:
+        return not proof and (new_size > 0 or new_root == old_root == EMPTY_ROOT)
+    if old_size == new_size:
+        return not proof and old_root == new_root
+    if not proof:
+        return False
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # step 2: a power of two
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:  # step 4
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return fr == old_root and sr == new_root and sn == 0
