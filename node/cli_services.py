@@ -409,6 +409,142 @@ def _sub_cases(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- corrections (校核) and gaps -----------------------------------------------------------
+
+
+def _seq(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a record number is an integer from 1, got {text!r}")
+    return int(text)
+
+
+def _answer_text(correction: dict[str, Any]) -> str:
+    answer = correction.get("answer")
+    if not answer:
+        return ""
+    return f"{answer['outcome']}: {answer['text']}"
+
+
+def _incoming_corrections_table(corrections: list[dict[str, Any]]) -> str:
+    if not corrections:
+        return "(no open corrections)"
+    rows = [
+        [
+            c["correction_id"],
+            c["state"],
+            c["subscriber"],
+            c["resource_code"],
+            str(c["seq"]),
+            ",".join(c["items"]),
+            _date(c["at"]),
+            _clip(c["text"], 30),
+        ]
+        for c in corrections
+    ]
+    return render_table(
+        ["CORRECTION", "STATE", "SUBSCRIBER", "CODE", "SEQ", "ITEMS", "RECEIVED", "TEXT"], rows
+    )
+
+
+def _reported_corrections_table(corrections: list[dict[str, Any]]) -> str:
+    if not corrections:
+        return "(no corrections reported)"
+    rows = [
+        [
+            c["correction_id"],
+            c["state"],
+            c["provider"],
+            c["resource_code"],
+            str(c["seq"]),
+            ",".join(c["items"]),
+            _date(c["at"]),
+            _clip(_answer_text(c), 30),
+        ]
+        for c in corrections
+    ]
+    return render_table(
+        ["CORRECTION", "STATE", "PROVIDER", "CODE", "SEQ", "ITEMS", "SENT", "ANSWER"], rows
+    )
+
+
+def _correction_text(c: dict[str, Any]) -> str:
+    lines = [f"correction  {c['correction_id']}", f"state       {c['state']}"]
+    if "provider" in c:  # else listed no more: the node knows its state and answer only
+        lines += [
+            f"subscriber  {c['subscriber']}",
+            f"provider    {c['provider']}",
+            f"record      {c['resource_code']} #{c['seq']}",
+            f"items       {', '.join(c['items'])}",
+            f"text        {_clip(c['text'], 200)}",
+            f"reported    {_date(c['at'])}" + (f" by {c['operator']}" if c.get("operator") else ""),
+        ]
+    answer = c.get("answer")
+    if answer:
+        when = f" ({_date(answer['at'])})" if answer.get("at") else ""
+        lines.append(f"answer      {answer['outcome']}{when}: {_clip(answer['text'], 200)}")
+    else:
+        lines.append("answer      (none yet)")
+    return "\n".join(lines)
+
+
+def _sub_correct(args: argparse.Namespace) -> int:
+    answer = _run(
+        args,
+        lambda c: c.sub_correct(
+            args.provider,
+            args.code,
+            args.seq,
+            items=args.items,
+            text=args.text,
+            operator=args.operator,
+        ),
+    )
+    _emit(args, answer, _correction_text)
+    return 0
+
+
+def _sub_corrections(args: argparse.Namespace) -> int:
+    if args.state is not None and not args.reported:
+        raise UsageError("--state filters the corrections this node reported: add --reported")
+    found = _run(args, lambda c: c.sub_corrections(reported=args.reported, state=args.state))
+    _emit(
+        args,
+        found,
+        _reported_corrections_table if args.reported else _incoming_corrections_table,
+    )
+    return 0
+
+
+def _sub_correction(args: argparse.Namespace) -> int:
+    _emit(args, _run(args, lambda c: c.sub_correction(args.correction_id)), _correction_text)
+    return 0
+
+
+def _sub_answer(args: argparse.Namespace) -> int:
+    answer = _run(
+        args,
+        lambda c: c.sub_answer(
+            args.correction_id, accepted=args.accepted, text=args.text, operator=args.operator
+        ),
+    )
+    _emit(args, answer, _correction_text)
+    return 0
+
+
+def _gaps_text(answer: dict[str, Any]) -> str:
+    where = f"{answer['resource_code']} of {answer['provider']}"
+    if not answer["asked"]:
+        return f"{where}: nothing to ask (no gap, or no live grant)"
+    ranges = ", ".join(f"{low}..{high}" for low, high in answer["asked"])
+    return f"{where}: asked again for records {ranges}"
+
+
+def _sub_fill_gaps(args: argparse.Namespace) -> int:
+    answer = _run(args, lambda c: c.sub_fill_gaps(args.provider, args.code, args.operator))
+    _emit(args, answer, _gaps_text)
+    return 0
+
+
 # --- the parsers -------------------------------------------------------------------------
 
 
@@ -471,7 +607,8 @@ An entry file holds one entry object, a list of them, or {{"entries": [...]}}
 
     sub = verbs.add_parser(
         "sub",
-        help="subscriptions: request, list, approve, refuse, revoke, escalate, cases, publish",
+        help="subscriptions: request, list, approve, refuse, revoke, escalate, cases, publish, "
+        "fill-gaps, correct, corrections, answer, correction",
         formatter_class=_RAW,
         epilog=f"""Examples:
   {prog} sub request 522301.minzheng 101001/000001 --purpose "低保核验" \\
@@ -484,6 +621,11 @@ An entry file holds one entry object, a list of them, or {{"entries": [...]}}
   {prog} sub publish 101001/000001 records.jsonl   # as provider: to every live grant
   {prog} sub cases                      # at the provider's division hub
   {prog} sub re-review 5f0c... --reason "..."   |   {prog} sub uphold 5f0c... --reason "..."
+  {prog} sub fill-gaps 522301.minzheng 101001/000001   # ask again for missing records
+  {prog} sub correct 522301.minzheng 101001/000001 17 --items 姓名 --text "姓名与户籍不符"
+  {prog} sub corrections                # open corrections received, as provider
+  {prog} sub answer 9a41... --accept --text "已更正，将重新推送"
+  {prog} sub correction 9a41...         # its state and the provider's answer
 
 Masks: ITEM=keep:FIRST:LAST[:CHAR], ITEM=redact[:TEXT], ITEM=hash, ITEM=year_only.
 Records: one JSON object per line, data item -> value (bytes as {{"base64": "..."}});
@@ -530,3 +672,40 @@ subscribers take them with 'receive', which shows them decoded.""",
     p.set_defaults(handler=_sub_publish)
     p = group.add_parser("cases", parents=[reads], help="open escalations (at a hub)")
     p.set_defaults(handler=_sub_cases)
+    p = group.add_parser(
+        "fill-gaps", parents=[acts], help="ask the provider again for records this node misses"
+    )
+    p.add_argument("provider", metavar="PROVIDER")
+    p.add_argument("code", metavar="CODE")
+    p.set_defaults(handler=_sub_fill_gaps)
+    p = group.add_parser("correct", parents=[acts], help="report a record as wrong (校核)")
+    p.add_argument("provider", metavar="PROVIDER")
+    p.add_argument("code", metavar="CODE")
+    p.add_argument("seq", metavar="SEQ", type=_seq, help="the record's number")
+    p.add_argument("--items", required=True, type=_items, help="data items in doubt, a,b")
+    p.add_argument("--text", required=True, help="what looks wrong")
+    p.set_defaults(handler=_sub_correct)
+    p = group.add_parser(
+        "corrections",
+        parents=[reads],
+        help="open corrections received as provider (or --reported: those this node sent)",
+    )
+    p.add_argument("--reported", action="store_true", help="corrections this node reported")
+    p.add_argument("--state", choices=["open", "accepted", "rejected", "sent"])
+    p.set_defaults(handler=_sub_corrections)
+    p = group.add_parser("answer", parents=[acts], help="answer a correction, as provider")
+    p.add_argument("correction_id", metavar="CORRECTION_ID")
+    decision = p.add_mutually_exclusive_group(required=True)
+    decision.add_argument(
+        "--accept", dest="accepted", action="store_const", const=True, help="the record is wrong"
+    )
+    decision.add_argument(
+        "--reject", dest="accepted", action="store_const", const=False, help="the record stands"
+    )
+    p.add_argument("--text", required=True, help="the answer, for the subscriber")
+    p.set_defaults(handler=_sub_answer)
+    p = group.add_parser(
+        "correction", parents=[reads], help="one correction this node reported, with its answer"
+    )
+    p.add_argument("correction_id", metavar="CORRECTION_ID")
+    p.set_defaults(handler=_sub_correction)

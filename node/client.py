@@ -280,3 +280,59 @@ class OperatorClient:
     async def sub_cases(self) -> list[dict[str, Any]]:
         _, answer = await self._call("GET", "/v1/sub/cases")
         return list(answer["cases"])
+
+    async def sub_fill_gaps(self, provider: str, code: str, operator: str) -> dict[str, Any]:
+        """Ask ``provider`` to resend what this node misses of ``code``: the ranges asked."""
+        body = {"operator": operator, "provider": provider, "code": code}
+        _, answer = await self._call("POST", "/v1/sub/fill-gaps", json_body=body)
+        return dict(answer)
+
+    # --- corrections (校核) ------------------------------------------------------------------
+
+    async def sub_correct(
+        self,
+        provider: str,
+        code: str,
+        seq: int,
+        *,
+        items: Sequence[str],
+        text: str,
+        operator: str,
+    ) -> dict[str, Any]:
+        """Report record ``seq`` of ``code`` as wrong to ``provider``; the correction (its id)."""
+        body = {
+            "operator": operator,
+            "provider": provider,
+            "code": code,
+            "seq": seq,
+            "items": list(items),
+            "text": text,
+        }
+        _, answer = await self._call("POST", "/v1/sub/corrections", json_body=body)
+        return dict(answer)
+
+    async def sub_corrections(
+        self, *, reported: bool = False, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Open corrections received as provider, or (``reported``) those this node sent."""
+        if not reported:
+            _, answer = await self._call("GET", "/v1/sub/incoming-corrections")
+        else:
+            params = [("state", state)] if state else []
+            _, answer = await self._call("GET", "/v1/sub/corrections", params=params)
+        return list(answer["corrections"])
+
+    async def sub_correction(self, correction_id: str) -> dict[str, Any]:
+        """One correction this node reported: its state and the provider's answer."""
+        path = f"/v1/sub/corrections/{quote(correction_id, safe='')}"
+        _, answer = await self._call("GET", path)
+        return dict(answer)
+
+    async def sub_answer(
+        self, correction_id: str, *, accepted: bool, text: str, operator: str
+    ) -> dict[str, Any]:
+        """Answer a correction received as provider, once: accepted or rejected, with a text."""
+        path = f"/v1/sub/incoming-corrections/{quote(correction_id, safe='')}/answer"
+        body = {"operator": operator, "accepted": accepted, "text": text}
+        _, answer = await self._call("POST", path, json_body=body)
+        return dict(answer)

@@ -28,8 +28,12 @@ enums.  This module is the one translation between them, both ways:
   text or null), ``hash`` and ``year_only``;
 * a **record** (one row of a resource) is an object of data item → value:
   text, number, true/false, null, or ``{"base64": "..."}`` for bytes;
-* request ids are lowercase hex everywhere; times are ms since 1970 next to
-  an ISO 8601 text in China Standard Time, the domain's clock.
+* a **correction** (校核) is a subscriber's report that a record looks wrong:
+  ``{"correction_id", "subscriber", "provider", "resource_code", "seq",
+  "items", "text", "at_ms", "at", "state", "answer"}``, the answer (null while
+  ``open``) being ``{"outcome": "accepted"|"rejected", "text", "at_ms", "at"}``;
+* request and correction ids are lowercase hex everywhere; times are ms since
+  1970 next to an ISO 8601 text in China Standard Time, the domain's clock.
 
 Every parsing problem raises :class:`FormError` (a usage error: the caller
 sent it) naming the field.
@@ -59,12 +63,22 @@ from exchnode.catalog import (
 from exchnode.errors import UsageError
 from exchnode.masking import Hash, Keep, MaskRule, MaskSet, Redact, YearOnly
 from exchnode.names import Level
-from exchnode.subscriptions import Escalation, Grant, RequestState, SubscriptionRequest
+from exchnode.subscriptions import (
+    Correction,
+    CorrectionAnswer,
+    CorrectionState,
+    Escalation,
+    Grant,
+    RequestState,
+    SubscriptionRequest,
+)
 from exchnode.workdays import CHINA_STANDARD_TIME
 
 __all__ = [
     "ENTRY_FIELDS",
     "FormError",
+    "correction_answer_json",
+    "correction_json",
     "entry_from_json",
     "entry_json",
     "escalation_json",
@@ -160,13 +174,15 @@ def parse_time(text: object, field: str) -> int:
     return int(when.timestamp() * 1000)
 
 
-def parse_request_id(text: str) -> bytes:
+def parse_request_id(text: str, field: str = "request_id") -> bytes:
+    """A request id (or, with ``field="correction_id"``, a correction id): 32 hex digits."""
     try:
         value = bytes.fromhex(text)
     except ValueError:
-        raise FormError("request_id", f"{text!r} is not hex") from None
+        raise FormError(field, f"{text!r} is not hex") from None
     if len(value) != 16:
-        raise FormError("request_id", f"{text!r} is not a request id (32 hex digits)")
+        kind = field.removesuffix("_id")
+        raise FormError(field, f"{text!r} is not a {kind} id (32 hex digits)")
     return value
 
 
@@ -428,6 +444,36 @@ def escalation_json(case: Escalation) -> dict[str, Any]:
         "reason": case.reason,
         "at_ms": case.at_ms,
         "at": iso_ms(case.at_ms),
+    }
+
+
+def correction_answer_json(answer: CorrectionAnswer | None) -> dict[str, Any] | None:
+    if answer is None:
+        return None
+    return {
+        "outcome": answer.outcome.value,
+        "text": answer.text,
+        "at_ms": answer.at_ms,
+        "at": iso_ms(answer.at_ms),
+    }
+
+
+def correction_json(
+    correction: Correction, state: CorrectionState | None, answer: CorrectionAnswer | None = None
+) -> dict[str, Any]:
+    """A correction report (校核), with its state on this node and the answer once given."""
+    return {
+        "correction_id": correction.correction_id.hex(),
+        "subscriber": correction.subscriber,
+        "provider": correction.provider,
+        "resource_code": correction.resource_code,
+        "seq": correction.seq,
+        "items": list(correction.items),
+        "text": correction.text,
+        "at_ms": correction.at_ms,
+        "at": iso_ms(correction.at_ms),
+        "state": state.value if state is not None else "sent",
+        "answer": correction_answer_json(answer),
     }
 
 

@@ -9,7 +9,8 @@ JSON out (``node.forms`` does every translation).  The guard of
 the library's errors into 4xx answers.
 
 **Who decided.**  Every call that changes something -- publish, withdraw,
-subscribe, escalate, approve, refuse, revoke, re-review, uphold -- carries
+subscribe, escalate, approve, refuse, revoke, re-review, uphold, report or
+answer a correction, fill gaps -- carries
 the person acting as the field ``"operator"`` of its JSON body (1..64
 characters, no control characters; 400 without it).  A body field rather
 than a header because operators' names are often Chinese, which HTTP
@@ -27,6 +28,19 @@ the operator inbox, and every lease of it carries the result.
 cannot list the requests this node sent, so the daemon keeps that list (id,
 provider, resource, purpose, scope, items, when, who) in the node's store
 (``meta`` key ``node.sub.sent``) and asks the service for each one's state.
+
+**Corrections** (校核).  A subscriber reports a record it believes wrong
+(``report_correction``); the provider lists the open reports
+(``corrections``) and answers each once (``answer_correction``).  As for
+requests, the service keeps each correction's state and answer but cannot
+list those this node reported, so the daemon keeps that list in the store
+(``meta`` key ``node.sub.corrections``), bounded to the newest
+:data:`MAX_REPORTED` (answered ones go first); an id that fell off the list is
+still shown, from the service, by state and answer alone.
+
+**Gaps.**  ``POST /v1/sub/fill-gaps`` asks a provider to resend what the
+subscriber's gap tracker misses of a resource (``fill_gaps``); every lease of
+a ``sub.records`` delivery already names the gaps still open (``missing``).
 """
 
 from __future__ import annotations
@@ -42,13 +56,15 @@ from aiohttp import web
 from exchnode.catalog import ShareType
 from exchnode.catalog_service import CatalogService
 from exchnode.delivery import Delivery
-from exchnode.errors import ExchnodeError
+from exchnode.errors import ExchnodeError, UsageError
 from exchnode.record_messages import RecordBatch
 from exchnode.sharing import SharingService
-from exchnode.subscriptions import Grant, RequestState
+from exchnode.subscriptions import Correction, CorrectionState, Grant, RequestState
 from node.api import HTTPProblem, json_body
 from node.forms import (
     FormError,
+    correction_answer_json,
+    correction_json,
     entry_from_json,
     escalation_json,
     grant_json,
@@ -67,13 +83,17 @@ from node.forms import (
 if TYPE_CHECKING:
     from exchnode.node import Node
 
-__all__ = ["MAX_OPERATOR_CHARS", "ServicesApi", "operator_of"]
+__all__ = ["MAX_OPERATOR_CHARS", "MAX_REPORTED", "ServicesApi", "operator_of"]
 
 MAX_OPERATOR_CHARS = 64
 MAX_PUBLISH = 500  # entries per call: one signature for them all
 MAX_RECORDS = 100_000  # records per publish call
+MAX_REPORTED = 1000  # corrections this node reported, kept in its list
+MAX_CORRECTION_TEXT = 2048  # characters, the wire's limit
 _SENT_KEY = "node.sub.sent"
+_REPORTED_KEY = "node.sub.corrections"
 _STATES = {state.value: state for state in RequestState}
+_CORRECTION_STATES = (*(state.value for state in CorrectionState), "sent")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -126,6 +146,7 @@ class ServicesApi:
         self.sharing = sharing
         self.log: Any = structlog.get_logger("node.operator").bind(node=node.name)
         self._sent: dict[str, dict[str, Any]] | None = None  # request id hex -> what we sent
+        self._reported: dict[str, dict[str, Any]] | None = None  # correction id hex -> report
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
@@ -145,6 +166,12 @@ class ServicesApi:
             ("POST", "/v1/sub/cases/{request_id}/re-review", self._re_review),
             ("POST", "/v1/sub/cases/{request_id}/uphold", self._uphold),
             ("POST", "/v1/sub/publish", self._publish_records),
+            ("POST", "/v1/sub/fill-gaps", self._fill_gaps),
+            ("POST", "/v1/sub/corrections", self._report_correction),
+            ("GET", "/v1/sub/corrections", self._reported_list),
+            ("GET", "/v1/sub/corrections/{correction_id}", self._reported_one),
+            ("GET", "/v1/sub/incoming-corrections", self._incoming_corrections),
+            ("POST", "/v1/sub/incoming-corrections/{correction_id}/answer", self._answer),
         ]
 
     async def annotate(self, delivery: Delivery) -> dict[str, Any] | None:
@@ -236,14 +263,22 @@ class ServicesApi:
 
     async def _ledger(self) -> dict[str, dict[str, Any]]:
         if self._sent is None:
-            stored = await self.node.get_meta(_SENT_KEY)
-            self._sent = {}
-            if stored is not None:
-                try:
-                    self._sent = {item["request_id"]: item for item in json.loads(stored)}
-                except (ValueError, TypeError, KeyError):
-                    self.log.error("stored list of sent requests not used")
+            self._sent = await self._load_list(_SENT_KEY, "request_id", "sent requests")
         return self._sent
+
+    async def _load_list(self, key: str, id_field: str, what: str) -> dict[str, dict[str, Any]]:
+        """One of the daemon's own lists in the store's meta: id hex -> item."""
+        stored = await self.node.get_meta(key)
+        if stored is None:
+            return {}
+        try:
+            return {item[id_field]: item for item in json.loads(stored)}
+        except (ValueError, TypeError, KeyError):
+            self.log.error(f"stored list of {what} not used")
+            return {}
+
+    async def _store_list(self, key: str, items: dict[str, dict[str, Any]]) -> None:
+        await self.node.set_meta(key, json.dumps(list(items.values()), ensure_ascii=False).encode())
 
     def _sent_json(self, item: dict[str, Any]) -> dict[str, Any]:
         request_id = bytes.fromhex(item["request_id"])
@@ -285,9 +320,7 @@ class ServicesApi:
             "operator": operator,
         }
         ledger[item["request_id"]] = item
-        await self.node.set_meta(
-            _SENT_KEY, json.dumps(list(ledger.values()), ensure_ascii=False).encode()
-        )
+        await self._store_list(_SENT_KEY, ledger)
         return web.json_response(self._sent_json(item))
 
     async def _sent_list(self, request: web.Request) -> web.Response:
@@ -427,3 +460,171 @@ class ServicesApi:
                 "envelopes": published.envelopes,
             }
         )
+
+    async def _fill_gaps(self, request: web.Request) -> web.Response:
+        document = await json_body(request)
+        operator = operator_of(document)
+        provider, code = _text(document, "provider"), _text(document, "code")
+        asked = await self.sharing.fill_gaps(provider, code)
+        self.log.info(
+            "records asked again", operator=operator, provider=provider, code=code, ranges=asked
+        )
+        return web.json_response(
+            {"provider": provider, "resource_code": code, "asked": [list(gap) for gap in asked]}
+        )
+
+    # --- corrections (校核): the subscriber ---------------------------------------------------
+
+    async def _reported_ledger(self) -> dict[str, dict[str, Any]]:
+        if self._reported is None:
+            self._reported = await self._load_list(
+                _REPORTED_KEY, "correction_id", "reported corrections"
+            )
+        return self._reported
+
+    def _correction_now(self, correction_id: bytes) -> tuple[str, dict[str, Any] | None] | None:
+        """(state, answer) of a correction this node reported, from the service; None if unknown."""
+        try:
+            answer = self.sharing.correction_answer(correction_id)  # the tracker's, or UsageError
+            state = self.sharing.correction_state(correction_id)
+        except UsageError:
+            return None
+        return state.value, correction_answer_json(answer)
+
+    def _reported_json(self, item: dict[str, Any]) -> dict[str, Any]:
+        out = dict(item)
+        out["at"] = iso_ms(item["at_ms"])
+        now = self._correction_now(bytes.fromhex(item["correction_id"]))
+        out["state"], out["answer"] = now if now is not None else ("sent", None)
+        return out
+
+    def _keep_bounded(self, ledger: dict[str, dict[str, Any]]) -> None:
+        """At most :data:`MAX_REPORTED`: the oldest answered go first, then the oldest."""
+        excess = len(ledger) - MAX_REPORTED
+        if excess <= 0:
+            return
+        oldest = sorted(ledger.values(), key=lambda item: (item["at_ms"], item["correction_id"]))
+        ids = [item["correction_id"] for item in oldest]
+        answered = [
+            cid for cid, item in zip(ids, oldest, strict=True)
+            if self._reported_json(item)["state"] in ("accepted", "rejected")
+        ]  # fmt: skip
+        rest = [cid for cid in ids if cid not in set(answered)]
+        for cid in [*answered, *rest][:excess]:
+            del ledger[cid]
+
+    async def _report_correction(self, request: web.Request) -> web.Response:
+        document = await json_body(request)
+        operator = operator_of(document)
+        provider, code = _text(document, "provider"), _text(document, "code")
+        seq = document.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise HTTPProblem(400, "'seq' must be the record's number (an integer from 1)")
+        items = _names(document, "items")
+        if not items:
+            raise HTTPProblem(400, "'items' must name at least one data item in doubt")
+        text = _text(document, "text")
+        if len(text) > MAX_CORRECTION_TEXT:
+            raise HTTPProblem(400, f"'text' must be at most {MAX_CORRECTION_TEXT} characters")
+        record = self.catalog.get(provider, code)
+        if record is None or record.entry is None:
+            raise HTTPProblem(
+                404,
+                f"{code} of {provider} is not in {self.node.name}'s catalog "
+                "(withdrawn, or not synchronised yet)",
+                "not-found",
+            )
+        known = {item.name for item in record.entry.data_items}
+        unknown = sorted(set(items) - known)
+        if unknown:
+            raise FormError("items", f"{code} has no data item {', '.join(unknown)}")
+        ledger = await self._reported_ledger()
+        correction_id = await self.sharing.report_correction(
+            provider, code, seq, items=items, text=text, operator=operator
+        )
+        item: dict[str, Any] = {
+            "correction_id": correction_id.hex(),
+            "subscriber": self.node.name,
+            "provider": provider,
+            "resource_code": code,
+            "seq": seq,
+            "items": sorted(set(items)),
+            "text": text,
+            "at_ms": int(time.time() * 1000),
+            "operator": operator,
+        }
+        ledger[item["correction_id"]] = item
+        self._keep_bounded(ledger)
+        await self._store_list(_REPORTED_KEY, ledger)
+        return web.json_response(self._reported_json(item))
+
+    async def _reported_list(self, request: web.Request) -> web.Response:
+        wanted = request.query.get("state", "all")
+        if wanted != "all" and wanted not in _CORRECTION_STATES:
+            choices = ", ".join(_CORRECTION_STATES)
+            raise HTTPProblem(400, f"state must be one of {choices} or all, got {wanted!r}")
+        items = [self._reported_json(item) for item in (await self._reported_ledger()).values()]
+        if wanted != "all":
+            items = [item for item in items if item["state"] == wanted]
+        items.sort(key=lambda item: (item["at_ms"], item["correction_id"]))
+        return web.json_response({"corrections": items})
+
+    async def _reported_one(self, request: web.Request) -> web.Response:
+        correction_id = parse_request_id(request.match_info["correction_id"], "correction_id")
+        item = (await self._reported_ledger()).get(correction_id.hex())
+        if item is not None:
+            return web.json_response(self._reported_json(item))
+        now = self._correction_now(correction_id)  # no longer listed: what the service knows
+        if now is None:
+            raise HTTPProblem(
+                404,
+                f"{self.node.name} reported no correction {correction_id.hex()}",
+                "not-found",
+            )
+        state, answer = now
+        return web.json_response(
+            {"correction_id": correction_id.hex(), "state": state, "answer": answer}
+        )
+
+    # --- corrections (校核): the provider -----------------------------------------------------
+
+    def _open_corrections(self) -> list[Correction]:
+        return sorted(self.sharing.corrections(), key=lambda c: (c.at_ms, c.correction_id))
+
+    async def _incoming_corrections(self, request: web.Request) -> web.Response:
+        found = self._open_corrections()
+        return web.json_response(
+            {"corrections": [correction_json(c, CorrectionState.OPEN) for c in found]}
+        )
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        correction_id = parse_request_id(request.match_info["correction_id"], "correction_id")
+        held = next((c for c in self._open_corrections() if c.correction_id == correction_id), None)
+        if held is None:
+            try:
+                state = self.sharing.correction_state(correction_id)
+            except UsageError:
+                raise HTTPProblem(
+                    404,
+                    f"{self.node.name} received no correction {correction_id.hex()}",
+                    "not-found",
+                ) from None
+            raise HTTPProblem(
+                409,
+                f"correction {correction_id.hex()} is {state.value}: cannot answer",
+                "invalid-transition",
+            )
+        document = await json_body(request)
+        operator = operator_of(document)
+        accepted = document.get("accepted")
+        if not isinstance(accepted, bool):
+            raise HTTPProblem(400, "'accepted' must be true (accept) or false (reject)")
+        text = _text(document, "text")
+        if len(text) > MAX_CORRECTION_TEXT:
+            raise HTTPProblem(400, f"'text' must be at most {MAX_CORRECTION_TEXT} characters")
+        await self.sharing.answer_correction(
+            correction_id, accepted=accepted, text=text, operator=operator
+        )
+        answer = correction_json(held, self.sharing.correction_state(correction_id))
+        answer["answer"] = {"outcome": answer["state"], "text": text}
+        return web.json_response(answer)

@@ -3,7 +3,8 @@
 Five daemons on loopback, two cities under one province: a department of
 Guiyang (520100) finds and subscribes to a resource of a department of
 Qiannan (522300), whose hub is the sharing authority.  Every step goes
-through ``python -m node catalog|sub ...`` processes, as an operator would.
+through ``python -m node catalog|sub ...`` processes, as an operator would:
+requests and decisions, records, corrections (校核) and gap repair.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from exchnode.subscriptions import CorrectionState
+from node import operator_services
 from node.cli_services import parse_mask, render_table
 from node.config import ConfigError, load_config
 from node.forms import FormError, entry_from_json, entry_json, masks_from_json, parse_time
@@ -80,7 +83,7 @@ def ok_json(result: Any) -> Any:
 
 def one_line_error(result: Any) -> str:
     """An error as the CLI must print it: status 1, one line on stderr, no traceback."""
-    err = result.stderr.decode()
+    err: str = result.stderr.decode()
     assert result.returncode == 1, (result.returncode, err)
     assert err.count("\n") == 1, err
     assert "Traceback" not in err
@@ -364,6 +367,173 @@ def test_refused_then_escalated_and_upheld_at_the_hub(
     assert ok_json(cli(fed, QIANNAN, "sub", "cases", "--json")) == []
 
 
+def approve(fed: DaemonFederation, request_id: str, items: str) -> None:
+    wait_incoming(fed, request_id, "pending")
+    approved = cli(
+        fed, PROVIDER, "sub", "approve", request_id, "--items", items, "--operator", "wang"
+    )
+    assert approved.returncode == 0, approved.stderr.decode()
+    wait_sent_state(fed, request_id, "granted")
+
+
+def push(fed: DaemonFederation, code: str, *records: dict[str, Any]) -> dict[str, Any]:
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    return dict(
+        ok_json(
+            cli(fed, PROVIDER, "sub", "publish", code, "-", "--operator", "wang", "--json",
+                stdin=lines)
+        )
+    )  # fmt: skip
+
+
+def receive_one(fed: DaemonFederation, inbox: Path) -> dict[str, Any]:
+    got = node_cli(
+        "receive", "--config", str(fed.config_path(REQUESTER)), "--out", str(inbox),
+        "--timeout", "30",
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr.decode()
+    (meta,) = [json.loads(line) for line in got.stdout.decode().splitlines()]
+    return dict(meta)
+
+
+def test_correction_reported_listed_answered_and_seen_by_cli(
+    fed: DaemonFederation, tmp_path: Path
+) -> None:
+    code = publish(fed, tmp_path, entry(5))
+    request_id = request(fed, code, "身份证号,姓名")
+    approve(fed, request_id, "身份证号,姓名")
+    pushed = push(fed, code, {"身份证号": "110101199003071234", "姓名": "张叁"})
+    assert (pushed["first_seq"], pushed["subscribers"]) == (1, 1)
+    meta = receive_one(fed, tmp_path / "inbox")
+    assert (meta["records"], meta["missing"]) == (1, [])
+
+    # The subscriber flags record 1: its name looks wrong.
+    reported = ok_json(
+        cli(fed, REQUESTER, "sub", "correct", PROVIDER, code, "1", "--items", "姓名",
+            "--text", "姓名与户籍登记不符 name misspelt", "--operator", "clerk-li", "--json")
+    )  # fmt: skip
+    correction_id = reported["correction_id"]
+    assert len(correction_id) == 32
+    assert (reported["state"], reported["answer"], reported["seq"]) == ("open", None, 1)
+    assert (reported["provider"], reported["items"]) == (PROVIDER, ["姓名"])
+
+    # The provider sees it among the open corrections, and answers it once.
+    def received() -> Any:
+        found = ok_json(cli(fed, PROVIDER, "sub", "corrections", "--json"))
+        return next((c for c in found if c["correction_id"] == correction_id), None)
+
+    incoming = until(received, f"correction {correction_id} at {PROVIDER}")
+    assert (incoming["subscriber"], incoming["resource_code"], incoming["seq"]) == (
+        REQUESTER,
+        code,
+        1,
+    )
+    assert incoming["text"] == "姓名与户籍登记不符 name misspelt"
+    table = cli(fed, PROVIDER, "sub", "corrections").stdout.decode()
+    assert table.splitlines()[0].split()[:3] == ["CORRECTION", "STATE", "SUBSCRIBER"]
+    assert correction_id in table
+    answered = ok_json(
+        cli(fed, PROVIDER, "sub", "answer", correction_id, "--accept", "--text",
+            "已更正，将重新推送", "--operator", "director-wang", "--json")
+    )  # fmt: skip
+    assert answered["state"] == "accepted"
+    assert answered["answer"] == {"outcome": "accepted", "text": "已更正，将重新推送"}
+    assert ok_json(cli(fed, PROVIDER, "sub", "corrections", "--json")) == []
+    again = cli(fed, PROVIDER, "sub", "answer", correction_id, "--reject", "--text", "x")
+    assert "cannot answer" in one_line_error(again)
+    assert "HTTP 409" in again.stderr.decode()
+    unknown = cli(fed, PROVIDER, "sub", "answer", "00" * 16, "--accept", "--text", "x")
+    assert "received no correction" in one_line_error(unknown)
+    assert "HTTP 404" in unknown.stderr.decode()
+
+    # The subscriber sees the answer, by id and in its list of reported corrections.
+    def answered_here() -> Any:
+        shown = ok_json(cli(fed, REQUESTER, "sub", "correction", correction_id, "--json"))
+        return shown if shown["state"] == "accepted" else None
+
+    seen = until(answered_here, f"the answer to {correction_id} at {REQUESTER}")
+    assert seen["answer"]["outcome"] == "accepted"
+    assert seen["answer"]["text"] == "已更正，将重新推送"
+    assert seen["operator"] == "clerk-li"
+    text = cli(fed, REQUESTER, "sub", "correction", correction_id).stdout.decode()
+    assert "answer      accepted" in text
+    assert "已更正，将重新推送" in text
+    (listed,) = [
+        c
+        for c in ok_json(
+            cli(fed, REQUESTER, "sub", "corrections", "--reported", "--state", "accepted", "--json")
+        )
+        if c["correction_id"] == correction_id
+    ]
+    assert listed["answer"] == seen["answer"]
+    assert any(
+        e["action"] == "sub.correction" and e["actor"] == "clerk-li" for e in audit(fed, REQUESTER)
+    )
+    until(
+        lambda: any(
+            e["action"] == "answer" and e["actor"] == "director-wang" for e in audit(fed, PROVIDER)
+        ),
+        "the provider's answer event",
+    )
+
+    # Refused before anything is sent: an item the resource lacks, a bad number, no such id.
+    err = one_line_error(
+        cli(fed, REQUESTER, "sub", "correct", PROVIDER, code, "1", "--items", "住址",
+            "--text", "t", "--operator", "li")
+    )  # fmt: skip
+    assert "no data item 住址" in err
+    assert "HTTP 400" in err
+    err = one_line_error(
+        cli(fed, REQUESTER, "sub", "correct", PROVIDER, "101001/999999", "1", "--items", "姓名",
+            "--text", "t", "--operator", "li")
+    )  # fmt: skip
+    assert "HTTP 404" in err
+    bad_seq = cli(fed, REQUESTER, "sub", "correct", PROVIDER, code, "0", "--items", "a",
+                  "--text", "t")  # fmt: skip
+    assert bad_seq.returncode == 2
+    assert b"record number" in bad_seq.stderr
+    err = one_line_error(cli(fed, REQUESTER, "sub", "correction", "ab" * 16))
+    assert "reported no correction" in err
+    assert "HTTP 404" in err
+
+
+def test_gap_seen_in_the_inbox_and_asked_again_by_cli(
+    fed: DaemonFederation, tmp_path: Path
+) -> None:
+    code = publish(fed, tmp_path, entry(6))
+    first = request(fed, code, "姓名")
+    approve(fed, first, "姓名")
+    inbox = tmp_path / "inbox"
+    assert push(fed, code, {"姓名": "甲"})["last_seq"] == 1
+    assert (receive_one(fed, inbox)["missing"], cli_gaps(fed, code)["asked"]) == ([], [])
+
+    # Record 2 is published while the subscriber holds no grant; record 3 under a new one.
+    revoked = cli(fed, PROVIDER, "sub", "revoke", first, "--reason", "暂停", "--operator", "w")
+    assert revoked.returncode == 0, revoked.stderr.decode()
+    wait_sent_state(fed, first, "revoked")
+    assert push(fed, code, {"姓名": "乙"})["subscribers"] == 0
+    second = request(fed, code, "姓名")
+    approve(fed, second, "姓名")
+    assert push(fed, code, {"姓名": "丙"})["first_seq"] == 3
+    meta = receive_one(fed, inbox)
+    assert (meta["records"], meta["missing"]) == (1, [[2, 2]])
+
+    asked = cli_gaps(fed, code)
+    assert (asked["provider"], asked["resource_code"], asked["asked"]) == (PROVIDER, code, [[2, 2]])
+    shown = cli(fed, REQUESTER, "sub", "fill-gaps", PROVIDER, code, "--operator", "li")
+    assert shown.returncode == 0, shown.stderr.decode()
+    assert "asked again for records 2..2" in shown.stdout.decode()
+    assert "is a hub" in one_line_error(cli(fed, QIANNAN, "sub", "fill-gaps", PROVIDER, code))
+
+
+def cli_gaps(fed: DaemonFederation, code: str) -> dict[str, Any]:
+    return dict(
+        ok_json(
+            cli(fed, REQUESTER, "sub", "fill-gaps", PROVIDER, code, "--operator", "li", "--json")
+        )
+    )
+
+
 def test_errors_are_one_readable_line(fed: DaemonFederation, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(entry(9, format="scroll"), ensure_ascii=False), encoding="utf-8")
@@ -468,6 +638,29 @@ def test_masks_from_cli_and_json() -> None:
     with pytest.raises(FormError, match=r"masks\.a\.size"):
         masks_from_json({"a": {"rule": "hash", "size": 3}})
     assert render_table(["A", "NAME"], [["1", "人口"]]).splitlines() == ["A  NAME", "1  人口"]
+
+
+def test_reported_corrections_are_kept_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's list of reported corrections drops the oldest answered ones first."""
+    states = {f"{i:032x}": CorrectionState.OPEN for i in range(5)}
+    states[f"{1:032x}"] = states[f"{3:032x}"] = CorrectionState.ACCEPTED
+
+    class Sharing:
+        def correction_answer(self, correction_id: bytes) -> None:
+            return None
+
+        def correction_state(self, correction_id: bytes) -> CorrectionState:
+            return states[correction_id.hex()]
+
+    api = operator_services.ServicesApi.__new__(operator_services.ServicesApi)
+    api.sharing = Sharing()  # type: ignore[assignment]
+    monkeypatch.setattr(operator_services, "MAX_REPORTED", 3)
+    ledger = {cid: {"correction_id": cid, "at_ms": i} for i, cid in enumerate(states)}
+    api._keep_bounded(ledger)
+    assert list(ledger) == [f"{i:032x}" for i in (0, 2, 4)]
+    monkeypatch.setattr(operator_services, "MAX_REPORTED", 1)
+    api._keep_bounded(ledger)
+    assert list(ledger) == [f"{4:032x}"]
 
 
 @pytest.mark.parametrize(
