@@ -49,9 +49,11 @@ __all__ = [
     "SUITE_X25519_AES256GCM_ED25519",
     "SUPPORTED_SUITES",
     "TAG_LENGTH",
+    "TREE_HEAD_LEAF_LABEL",
     "TYPE_CATALOG",
     "TYPE_ENVELOPE",
     "TYPE_RECEIPT",
+    "TYPE_TREE_HEAD",
     "Envelope",
     "Header",
     "Limits",
@@ -67,6 +69,7 @@ FORMAT_VERSION = 1
 TYPE_ENVELOPE = 1
 TYPE_RECEIPT = 2
 TYPE_CATALOG = 3
+TYPE_TREE_HEAD = 4
 
 # Suite 1 (SPEC §7): Ed25519 signatures, SHA-256, HPKE(DHKEM-X25519,
 # HKDF-SHA256, AES-256-GCM) content-key wrap, AES-256-GCM payload.  A national
@@ -81,12 +84,14 @@ WRAPPED_KEY_LENGTH = 32 + 32 + TAG_LENGTH  # HPKE enc || AES-256-GCM(content key
 ENVELOPE_LEAF_LABEL = b"exchnode/v1 envelope\x00"
 RECEIPT_LEAF_LABEL = b"exchnode/v1 receipt\x00"
 CATALOG_LEAF_LABEL = b"exchnode/v1 catalog\x00"
+TREE_HEAD_LEAF_LABEL = b"exchnode/v1 tree head\x00"
 # Distinct labels keep an envelope and a receipt from ever sharing a leaf,
 # so one batch signature may cover both (SPEC §6.1).
 _LEAF_PREFIX = {
     TYPE_ENVELOPE: b"\x00" + ENVELOPE_LEAF_LABEL,
     TYPE_RECEIPT: b"\x00" + RECEIPT_LEAF_LABEL,
     TYPE_CATALOG: b"\x00" + CATALOG_LEAF_LABEL,
+    TYPE_TREE_HEAD: b"\x00" + TREE_HEAD_LEAF_LABEL,
 }
 _BODY_FIELDS = 12
 _KIND = re.compile(r"[a-z][a-z0-9.-]{0,31}\Z")
@@ -186,6 +191,7 @@ _FRAME_HEAD = {
     TYPE_ENVELOPE: bytes([0x94, FORMAT_VERSION, TYPE_ENVELOPE]),
     TYPE_RECEIPT: bytes([0x94, FORMAT_VERSION, TYPE_RECEIPT]),
     TYPE_CATALOG: bytes([0x94, FORMAT_VERSION, TYPE_CATALOG]),
+    TYPE_TREE_HEAD: bytes([0x94, FORMAT_VERSION, TYPE_TREE_HEAD]),
 }
 
 

@@ -28,6 +28,8 @@ __all__ = [
     "EquivocationError",
     "ExchnodeError",
     "ExpiredError",
+    "InconsistentLogError",
+    "InvalidAuditRecordError",
     "InvalidCatalogEntryError",
     "InvalidNameError",
     "InvalidTransitionError",
@@ -345,3 +347,34 @@ class UnknownResourceError(RejectedError):
     """A subscription request for a resource its provider does not list."""
 
     code = "unknown-resource"
+
+
+# --- the tamper-evident audit log (issue 5) ----------------------------------------
+
+
+class InvalidAuditRecordError(UsageError):
+    """An audit record built locally breaks the record schema (audit draft §20.2).
+
+    A usage error: the node's own code built it.  ``field`` and ``problem`` are
+    those a decoder reports as ``malformed`` for the same value on the wire,
+    so free text, payload bytes or a key outside the detail schema is refused
+    the same way wherever it comes from.
+    """
+
+    code = "invalid-audit-record"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"invalid {field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class InconsistentLogError(RejectedError):
+    """Audit records or tree heads that contradict a signed tree head (audit draft §20.9).
+
+    Raised where a check has one answer (restoring a log from its stored
+    records, a checkpoint whose frontier is not its head's); the full list of
+    findings of a log is ``audit_verify.verify_log``'s report.
+    """
+
+    code = "inconsistent-log"
