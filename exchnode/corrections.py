@@ -216,6 +216,10 @@ class CorrectionTracker:
     def open(self) -> list[Correction]:
         return [c.correction for c in self._cases.values() if c.state is CorrectionState.OPEN]
 
+    def reported(self) -> list[Correction]:
+        """Every correction this subscriber reported, answered or not, in reporting order."""
+        return [c.correction for c in self._cases.values()]
+
     def report(
         self,
         *,

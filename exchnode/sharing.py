@@ -356,9 +356,14 @@ class SharingService:
             grants = view.grants_for(batch, sender=delivery.sender, now_ms=now_ms)
             key = (batch.provider, batch.resource_code)
             tracker = self._trackers.get(key)
-            if tracker is None and grants:
-                tracker = GapTracker(min(g.first_seq for g in grants) - 1)
-                self._trackers[key] = tracker
+            if grants:
+                # Numbers before the grants held were never this node's to receive (a grant
+                # revoked and given again starts later): they are not gaps.
+                before = min(g.first_seq for g in grants) - 1
+                if tracker is None:
+                    tracker = self._trackers[key] = GapTracker(before)
+                else:
+                    tracker.give_up(before)
             fresh: list[tuple[int, dict[str, Value]]] = []
             repeated: list[int] = []
             refused: list[int] = []
@@ -603,6 +608,14 @@ class SharingService:
     def corrections(self) -> list[Correction]:
         """Open correction reports about this node's records, as provider."""
         return self._correction_desk().open()
+
+    def answered_corrections(self) -> list[CorrectionAnswer]:
+        """This node's answers to corrections, as provider."""
+        return self._correction_desk().answered()
+
+    def reported_corrections(self) -> list[Correction]:
+        """The corrections this node reported, as subscriber (see ``correction_state``)."""
+        return self._correction_tracker().reported()
 
     async def answer_correction(
         self, correction_id: bytes, *, accepted: bool, text: str, operator: str
