@@ -234,6 +234,12 @@ class MerkleLog:
                 return level[offset]
         raise LookupError(f"subtree of {1 << k} leaves at {j << k} is pruned or incomplete")
 
+    def leaf(self, index: int) -> bytes:
+        """The hash of leaf ``index``; ``LookupError`` if it was pruned."""
+        if not 0 <= index < self._size:
+            raise IndexError(f"leaf {index} outside a tree of {self._size}")
+        return self._node(0, index)
+
     def _subtree(self, start: int, end: int) -> bytes:
         """MTH(D[start:end]) for a subtree the RFC's recursion reaches (start aligned)."""
         width = end - start
