@@ -197,7 +197,8 @@ def test_witnessing_accepts_extensions_and_names_rewrites() -> None:
     proof = log.consistency_proof(10, 16)
     assert check_witness(None, old, []).reason is WitnessReason.FIRST
     good = check_witness(old, new, proof)
-    assert good.ok and good.reason is WitnessReason.CONSISTENT
+    assert good.ok
+    assert good.reason is WitnessReason.CONSISTENT
     assert check_witness(old, old, []).ok
 
     # Truncate to 7 and regrow: the node signs a new head over another history.
@@ -206,7 +207,8 @@ def test_witnessing_accepts_extensions_and_names_rewrites() -> None:
     rewritten.append(entries(9, 50))
     forged = rewritten.sign_head(T0 + 6)
     bad = check_witness(old, forged, rewritten.consistency_proof(10, 16))
-    assert not bad.ok and bad.reason is WitnessReason.INCONSISTENT
+    assert not bad.ok
+    assert bad.reason is WitnessReason.INCONSISTENT
     assert check_witness(new, old, []).reason is WitnessReason.SHRUNK
     same_size = AuditLogState(NODE)
     same_size.append(entries(16, 200))
@@ -219,6 +221,7 @@ def test_witnessing_accepts_extensions_and_names_rewrites() -> None:
     assert record.subject == Subject(SubjectKind.NODE, "520102.gongan")
     assert record.outcome.status is Status.REFUSED
     assert record.outcome.code == "inconsistent"
-    assert record.get("tree_size") == 16 and record.get("previous_size") == 10
+    assert record.get("tree_size") == 16
+    assert record.get("previous_size") == 10
     hub = AuditLogState(HUB)
     assert hub.append([record, witness_entry("520100", good, T0 + 8)])[1].seq == 1

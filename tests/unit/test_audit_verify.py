@@ -162,7 +162,8 @@ def test_truncate_and_regrow_is_a_fork() -> None:
     rows = stored(records[:15] + more)
     report = run(rows, [*heads, new_head])
     forks = report.of(Tamper.FORK)
-    assert forks and forks[0].head == "heads[2]" and forks[0].end == 20
+    assert forks
+    assert (forks[0].head, forks[0].end) == ("heads[2]", 20)
     assert Tamper.HEAD_CHAIN in report.kinds()  # the new head does not follow heads[4]
     # Had it also removed the old heads, its own store would look clean ...
     assert run(rows, [*heads[:2], new_head]).ok
