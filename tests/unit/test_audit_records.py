@@ -222,3 +222,27 @@ def test_an_event_cannot_smuggle_text_into_the_log() -> None:
             )
         )
     assert caught.value.field == "audit.outcome.code"
+
+
+def test_the_draft_spec_example_byte_for_byte() -> None:
+    """protocol/drafts/20-audit.md §20.2: the example record and its leaf."""
+    example = AuditRecord(
+        seq=0,
+        node=NODE,
+        prev=GENESIS_PREV,
+        entry=AuditEntry(
+            time_ms=T0,
+            category=Category.ENVELOPE,
+            action="envelope.relay",
+            actor=Actor.node(NODE),
+            subject=Subject(SubjectKind.MESSAGE, MESSAGE),
+            detail=details(peer="520100", targets=2),
+        ),
+    )
+    data = encode_record(example)
+    assert len(data) == 160
+    assert data[0x54:0x56] == bytes.fromhex("92a4")
+    assert data[0x83:0x88] == bytes.fromhex("92a26f6ba0")
+    assert record_leaf(data).hex() == (
+        "796fd6e30e849fd2e306c29729071ba581636f3a5452b651a93417f371faf371"
+    )
