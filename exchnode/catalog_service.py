@@ -148,8 +148,13 @@ class CatalogService:
 
     # --- publishing ------------------------------------------------------------------
 
-    async def publish(self, entries: Sequence[CatalogEntry]) -> list[CatalogRecord]:
-        """Sign and publish this node's ``entries`` (new ones, or new versions), one signature."""
+    async def publish(
+        self, entries: Sequence[CatalogEntry], *, operator: str | None = None
+    ) -> list[CatalogRecord]:
+        """Sign and publish this node's ``entries`` (new ones, or new versions), one signature.
+
+        ``operator``: who published, for the audit trail (the node signs either way).
+        """
         node, state = self._running()
         for entry in entries:
             if not isinstance(entry, CatalogEntry):
@@ -160,19 +165,24 @@ class CatalogService:
                     "(one source per datum)"
                 )
         return await self._sign_and_apply(
-            [Publication(entry, state.next_version(entry.code)) for entry in entries]
+            [Publication(entry, state.next_version(entry.code)) for entry in entries], operator
         )
 
-    async def withdraw(self, code: str, reason: str) -> CatalogRecord:
+    async def withdraw(
+        self, code: str, reason: str, *, operator: str | None = None
+    ) -> CatalogRecord:
         """Withdraw one of this node's entries: a signed tombstone that travels like an entry."""
         node, state = self._running()
         held = state.get(node.name, code)
         if held is None or held.withdrawn:
             raise UsageError(f"{node.name} has no published entry {code} to withdraw")
-        (record,) = await self._sign_and_apply([Withdrawal(code, state.next_version(code), reason)])
+        change = Withdrawal(code, state.next_version(code), reason)
+        (record,) = await self._sign_and_apply([change], operator)
         return record
 
-    async def _sign_and_apply(self, changes: list[Publication | Withdrawal]) -> list[CatalogRecord]:
+    async def _sign_and_apply(
+        self, changes: list[Publication | Withdrawal], operator: str | None
+    ) -> list[CatalogRecord]:
         node, state = self._running()
         if not changes:
             return []
@@ -182,7 +192,8 @@ class CatalogService:
                 state.apply(record)
             await node.set_meta(_META_KEY, state.encode())
         for record in records:
-            self._emit("catalog.withdraw" if record.withdrawn else "catalog.publish", record)
+            action = "catalog.withdraw" if record.withdrawn else "catalog.publish"
+            self._emit(action, record, actor=operator)
             self.log.info(
                 "catalog entry signed",
                 code=record.code,
@@ -358,9 +369,16 @@ class CatalogService:
     def _emit_refusal(self, neighbour: str, exc: RejectedError, data: bytes) -> None:
         self._event("catalog.refused", neighbour, _code_of(data), exc.code, self._running()[0].name)
 
-    def _emit(self, action: str, record: CatalogRecord, *, counterpart: str = "") -> None:
+    def _emit(
+        self,
+        action: str,
+        record: CatalogRecord,
+        *,
+        counterpart: str = "",
+        actor: str | None = None,
+    ) -> None:
         outcome = "withdrawn" if record.withdrawn else f"v{record.version}"
-        actor = self._running()[0].name
+        actor = actor or self._running()[0].name
         self._event(action, actor, record.code, outcome, counterpart or record.provider)
 
     def _event(self, action: str, actor: str, code: str, outcome: str, counterpart: str) -> None:

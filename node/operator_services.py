@@ -14,9 +14,9 @@ answer a correction, fill gaps -- carries
 the person acting as the field ``"operator"`` of its JSON body (1..64
 characters, no control characters; 400 without it).  A body field rather
 than a header because operators' names are often Chinese, which HTTP
-headers do not carry.  The sharing service records it as the ``actor`` of the
-audit event of the step; the catalog service signs as the node, so the
-daemon logs the operator of a catalog change next to the record it signed.
+headers do not carry.  The catalog and sharing services record it as the
+``actor`` of the step's audit event (a catalog record is still signed by the
+node: the operator acts for it).
 
 **Records.**  ``POST /v1/sub/publish`` hands a provider's records to
 ``SharingService.publish_records`` (numbered, projected and masked per live
@@ -239,24 +239,14 @@ class ServicesApi:
                 if len(raw) == 1:
                     raise
                 raise FormError(f"entries[{index}].{exc.field}", str(exc)) from None
-        records = await self.catalog.publish(entries)
-        for record in records:
-            self.log.info(
-                "catalog entry published",
-                operator=operator,
-                code=record.code,
-                version=record.version,
-            )
+        records = await self.catalog.publish(entries, operator=operator)
         return web.json_response({"records": [record_json(r) for r in records]})
 
     async def _withdraw(self, request: web.Request) -> web.Response:
         document = await json_body(request)
         operator = operator_of(document)
         code = _text(document, "code")
-        record = await self.catalog.withdraw(code, _text(document, "reason"))
-        self.log.info(
-            "catalog entry withdrawn", operator=operator, code=record.code, version=record.version
-        )
+        record = await self.catalog.withdraw(code, _text(document, "reason"), operator=operator)
         return web.json_response(record_json(record))
 
     # --- the requester ---------------------------------------------------------------------
@@ -442,7 +432,7 @@ class ServicesApi:
         if len(raw) > MAX_RECORDS:
             raise HTTPProblem(400, f"at most {MAX_RECORDS} records per call")
         records = [record_from_json(item, f"records[{i}]") for i, item in enumerate(raw)]
-        published = await self.sharing.publish_records(code, records)
+        published = await self.sharing.publish_records(code, records, operator=operator)
         self.log.info(
             "records published",
             operator=operator,
