@@ -652,12 +652,10 @@ class SharingService:
         """Send what a crash left in the outbox, then expire and lapse on time, on both sides."""
         node = self._running()
         await node.ready()
-        if self._outbox:
-            async with self._lock:
-                await self._send(self._outbox)
         while True:
             now_ms = self._now_ms()
             async with self._lock:
+                await self._send_outbox()  # left by a crash, or by a failed send
                 outgoing: list[Outgoing] = []
                 changed = False
                 if self._book is not None:
@@ -688,26 +686,38 @@ class SharingService:
         Called with ``_lock`` held, after a change of the in-memory state.
         """
         node = self._running()
-        self._outbox = list(sends)
+        self._outbox.extend(sends)  # with anything an earlier change could not send yet
         await node.set_meta(_STATE_KEY, self._encode())
-        if sends:
-            await self._send(sends)
+        await self._send_outbox()
         self._changed.set()
         self._changed = asyncio.Event()
         self._timer_wake.set()
 
-    async def _send(self, sends: Sequence[_Send]) -> None:
-        await self._running().send_many(
-            [
-                Message(
-                    recipients=list(send.recipients),
-                    payload=send.payload,
-                    kind=send.kind,
-                    content_type=CONTENT_TYPE,
-                )
-                for send in sends
-            ]
-        )
+    async def _send_outbox(self) -> None:
+        """Hand the outbox to the node; what it cannot take now is tried again by the timers.
+
+        The change that produced it is stored already, outbox included: failing
+        here must not undo it, nor lose the messages.
+        """
+        if not self._outbox:
+            return
+        try:
+            await self._running().send_many(
+                [
+                    Message(
+                        recipients=list(send.recipients),
+                        payload=send.payload,
+                        kind=send.kind,
+                        content_type=CONTENT_TYPE,
+                    )
+                    for send in self._outbox
+                ]
+            )
+        except ExchnodeError as exc:
+            self.log.warning(
+                "sharing messages not sent yet", count=len(self._outbox), error=str(exc)
+            )
+            return
         self._outbox = []
 
     # --- persistence ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from exchnode.catalog import ShareType
 from exchnode.catalog_service import CatalogService
 from exchnode.corrections import CorrectionState
+from exchnode.delivery import Message
 from exchnode.errors import UsageError
 from exchnode.events import ListSink
 from exchnode.masking import Keep, MaskSet
@@ -448,3 +449,29 @@ async def test_a_hub_forging_a_grant_is_refused_and_recorded(tmp_path: Path) -> 
         assert (refusal.actor, refusal.outcome) == (AUTHORITY, "not-authorised")
         assert requester.state(request_id) is S.PENDING
         assert requester.held() == []
+
+
+@pytest.mark.asyncio
+async def test_a_decision_the_node_could_not_send_is_sent_later(tmp_path: Path) -> None:
+    async with federation(tmp_path) as world:
+        code = await publish(world, ShareType.CONDITIONAL)
+        request_id = await request(world, code, ["姓名"])
+        provider, requester = world.sharing[PROVIDER], world.sharing[REQUESTER]
+        await provider.wait_state(request_id, S.PENDING, timeout=WAIT)
+
+        node = world.nodes[PROVIDER]
+        real = node.send_many
+        failures = []
+
+        async def refuse_once(messages: list[Message]) -> object:
+            if not failures:
+                failures.append(len(messages))
+                raise UsageError("simulated: the node cannot take it now")
+            return await real(messages)
+
+        node.send_many = refuse_once  # type: ignore[method-assign]
+        await provider.approve(request_id, operator="director-wang")  # stored, not yet sent
+        assert failures == [1]
+        assert provider.state(request_id) is S.GRANTED
+        # The sharing timers try the outbox again within a second.
+        await requester.wait_state(request_id, S.GRANTED, timeout=WAIT)
