@@ -477,7 +477,7 @@ def entry_from_event(event: AuditEvent) -> AuditEntry:
     action, _, kind = event.action.partition(" ")
     if action.startswith("catalog."):
         category = Category.CATALOG
-    elif event.action in _RECORD_ACTIONS:
+    elif event.action in _RECORD_ACTIONS or action.startswith("records."):
         category = Category.RECORD
     else:
         category = Category.SUBSCRIPTION

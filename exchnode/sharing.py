@@ -600,7 +600,7 @@ class SharingService:
                 action=action,
                 resource_code=code,
                 request_id=request_id,
-                outcome=f"seq {first}-{last}",
+                outcome=f"seq:{first}-{last}",
                 counterpart=counterpart,
             )
         )

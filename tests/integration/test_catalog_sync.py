@@ -10,6 +10,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from exchnode.audit_records import entry_from_event
 from exchnode.catalog import ShareType, decode_record
 from exchnode.catalog_service import CatalogService
 from exchnode.encoding import pack
@@ -61,6 +62,10 @@ async def federation_with_catalogs(tmp_path: Path) -> AsyncIterator[Running]:
         yield running
     finally:
         await running.close()
+    # Every event the catalog emitted fits the audit log's schema.
+    for sink in running.events.values():
+        for event in sink.events:
+            entry_from_event(event)
 
 
 @pytest.mark.asyncio

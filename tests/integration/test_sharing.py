@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from exchnode.audit_records import entry_from_event
 from exchnode.catalog import ShareType
 from exchnode.catalog_service import CatalogService
 from exchnode.corrections import CorrectionState
@@ -84,6 +85,10 @@ async def federation(
     finally:
         for name in list(world.nodes):
             await world.stop(name)
+    # Every event the services emitted fits the audit log's schema (no free text, no payload).
+    for sink in world.events.values():
+        for event in sink.events:
+            entry_from_event(event)
 
 
 async def publish(
@@ -301,11 +306,11 @@ async def test_records_arrive_projected_and_masked_and_stop_at_revocation(tmp_pa
 
         # Who provided and who received which records is on both sides' record.
         sent = [(e.action, e.outcome, e.counterpart) for e in world.events[PROVIDER].events]
-        assert ("records.send", "seq 2-3", REQUESTER) in sent
-        assert ("records.publish", "seq 4-4", "") in sent
-        assert not any(e[0] == "records.send" and e[1] == "seq 4-4" for e in sent)
+        assert ("records.send", "seq:2-3", REQUESTER) in sent
+        assert ("records.publish", "seq:4-4", "") in sent
+        assert not any(e[0] == "records.send" and e[1] == "seq:4-4" for e in sent)
         got = [(e.action, e.outcome, e.counterpart) for e in world.events[REQUESTER].events]
-        assert ("records.receive", "seq 2-3", PROVIDER) in got
+        assert ("records.receive", "seq:2-3", PROVIDER) in got
         # Every step is on the provider's record, publication included nowhere as content.
         actions = [e.action for e in world.events[PROVIDER].events]
         assert actions.count("grant") == 1
