@@ -79,6 +79,35 @@ the node crashes after ``take_expired`` returns and before the report is
 accepted for sending, that report is lost (the envelope is not: it had
 expired).
 
+**The audit log** (issue 5, SPEC §20.6).  The store keeps the node's audit
+records, the tree heads it signs (in order) and its checkpoint; the log
+itself (``audit_log.AuditLogState``) is pure and numbers, chains and encodes
+the records.  ``accept(items, now_ms, audit=…)`` calls ``audit(outcomes)``
+*inside* the custody transaction, once the outcomes are known, and stores
+the encoded records it returns in that same transaction: an accepted
+envelope and its audit record are durable together, under one flush, or
+neither is; if the callback raises, the whole batch rolls back.
+``append_audit`` stores records of events outside custody, in a
+transaction of their own.
+
+A record is given as its encoded bytes; the store reads its ``seq`` from
+the record itself (the first fields of SPEC §20.2, :func:`audit_record_seq`,
+well under a microsecond -- a full decode costs ~20 µs and is the log's
+job, not the store's), so the seq a record is stored under is always the
+one it says.  Each batch must continue the stored log exactly: the first
+record's seq is :meth:`Store.audit_size` and each next one is one more.  A
+gap or a repeat is refused with :class:`UsageError` and nothing of the
+call is stored, so a bug (e.g. a log state that advanced in a transaction
+that then rolled back) stops the node instead of silently forking its log;
+the caller rebuilds its state from the store (``AuditLogState.resume``).
+
+The log is append-only by construction: no method updates or deletes a
+record, a head or a checkpoint, except ``prune_audit``, which deletes the
+oldest records below the checkpoint's size and nothing else (the SQLite
+store also refuses any other change with triggers).  A checkpoint only
+moves forward and never past the records stored; a head never covers
+records not stored, nor fewer than the head before it.
+
 **Threads.**  The API is synchronous; a node runs it in a worker thread
 (``asyncio.to_thread`` or, better, one dedicated thread so that calls queue
 in order).  Every implementation serialises calls with an internal lock, so
@@ -101,20 +130,27 @@ rule.  No I/O.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeAlias, TypeVar, runtime_checkable
 
-from exchnode.errors import UsageError
+import msgpack
+
+from exchnode.audit_log import MAX_PROOF, decode_tree_head
+from exchnode.audit_records import MAX_RECORD_BYTES, RECORD_FORMAT
+from exchnode.encoding import unpack
+from exchnode.errors import RejectedError, UsageError
 from exchnode.routing import Route
 
 __all__ = [
     "DIGEST_LENGTH",
+    "MAX_CHECKPOINT_BYTES",
     "MESSAGE_ID_LENGTH",
     "AcceptItem",
     "AcceptOutcome",
     "AcceptStatus",
+    "AuditHook",
     "ExpiredEntry",
     "InboundEntry",
     "OutboundEntry",
@@ -123,11 +159,16 @@ __all__ = [
     "QueueDepths",
     "SeenRecord",
     "Store",
+    "audit_record_seq",
+    "check_audit_records",
+    "check_checkpoint_update",
     "check_items",
     "check_limit",
     "check_page",
+    "check_prune_audit",
     "check_seqs",
     "check_time",
+    "check_tree_head",
     "classify",
     "take_within",
 ]
@@ -475,6 +516,131 @@ def check_items(items: Iterable[AcceptItem]) -> list[AcceptItem]:
     return out
 
 
+# --- the audit log's checks, shared by the implementations ----------------------
+
+AuditHook: TypeAlias = Callable[[list["AcceptOutcome"]], Sequence[bytes]]
+"""``accept``'s audit callback: the batch's outcomes → the encoded records to store with it.
+
+It runs inside the store's transaction and under its lock: it must not call
+the store.  Whatever it raises rolls the whole batch back and propagates.
+"""
+
+MAX_CHECKPOINT_BYTES = 16 * 1024  # what audit_log.decode_checkpoint accepts
+_RECORD_FIELDS = 11  # SPEC §20.2: [format, seq, time, node, prev, …]
+
+
+def audit_record_seq(data: object) -> int:
+    """The ``seq`` an encoded audit record says it has, read from its first fields only.
+
+    Cheap (the record's other fields are not parsed, nor checked: producing
+    a valid record is ``audit_log``'s job).  Raises :class:`UsageError` on
+    anything that does not start like a record of SPEC §20.2.
+    """
+    if not isinstance(data, bytes) or not 0 < len(data) <= MAX_RECORD_BYTES:
+        raise UsageError(f"an audit record is 1..{MAX_RECORD_BYTES} bytes, got {_describe(data)}")
+    unpacker = msgpack.Unpacker(max_buffer_size=MAX_RECORD_BYTES)
+    unpacker.feed(data)
+    try:
+        fields = unpacker.read_array_header()
+        fmt = unpacker.unpack()
+        seq = unpacker.unpack()
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise UsageError(f"not an encoded audit record ({type(exc).__name__})") from None
+    if fields != _RECORD_FIELDS or type(fmt) is not int or fmt != RECORD_FORMAT:
+        raise UsageError("not an encoded audit record (SPEC §20.2: format 1, 11 fields)")
+    if type(seq) is not int or seq < 0:
+        raise UsageError(f"an audit record's seq must be a non-negative integer, got {seq!r}")
+    return seq
+
+
+def _describe(value: object) -> str:
+    return f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+
+
+def check_audit_records(records: Iterable[bytes], next_seq: int) -> list[tuple[int, bytes]]:
+    """``(seq, record)`` for records that continue a log whose next seq is ``next_seq``.
+
+    Raises :class:`UsageError` at the first record that does not: a gap
+    (records missing) or a repeat (the log would fork).  Nothing is stored
+    by the caller in that case.
+    """
+    if isinstance(records, bytes | str):
+        raise UsageError("audit records are a sequence of encoded records, not one record")
+    out: list[tuple[int, bytes]] = []
+    expected = next_seq
+    for data in records:
+        seq = audit_record_seq(data)
+        if seq != expected:
+            problem = "repeats a stored seq" if seq < expected else "leaves a gap"
+            raise UsageError(
+                f"audit record {seq} does not continue the stored log, whose next seq is "
+                f"{expected}: it {problem}; nothing of this batch was stored (rebuild the "
+                f"log state from the store)"
+            )
+        out.append((seq, data))
+        expected += 1
+    return out
+
+
+def _tree_head_size(data: object) -> int:
+    try:
+        if not isinstance(data, bytes):
+            raise UsageError(f"a tree head is bytes, got {type(data).__name__}")
+        return decode_tree_head(data)[0].tree_size
+    except RejectedError as exc:
+        raise UsageError(f"not a signed tree head: {exc}") from None
+
+
+def check_tree_head(data: object, audit_size: int, last_head_size: int) -> int:
+    """The tree size of a head that may be stored after one of ``last_head_size``; else raise.
+
+    Shape only (the caller signed it): a head over records not stored, or
+    smaller than the head before it, is a bug, and storing it would leave a
+    log that does not verify.
+    """
+    size = _tree_head_size(data)
+    if size > audit_size:
+        raise UsageError(f"a tree head of size {size} covers records not stored ({audit_size})")
+    if size < last_head_size:
+        raise UsageError(f"a tree head of size {size} is smaller than the last ({last_head_size})")
+    return size
+
+
+def check_checkpoint_update(data: object, audit_size: int, current_size: int) -> int:
+    """The size of a checkpoint that may replace one of ``current_size`` (0: none); else raise."""
+    if not isinstance(data, bytes) or len(data) > MAX_CHECKPOINT_BYTES:
+        raise UsageError(f"a checkpoint is at most {MAX_CHECKPOINT_BYTES} bytes")
+    try:
+        fields = unpack(data, what="checkpoint", max_size=MAX_CHECKPOINT_BYTES, max_array=MAX_PROOF)
+    except RejectedError as exc:
+        raise UsageError(f"not a checkpoint: {exc}") from None
+    if type(fields) is not list or len(fields) < 2:
+        raise UsageError("not a checkpoint (SPEC §20.9: [format, head, …])")
+    size = _tree_head_size(fields[1])
+    if size == 0:
+        raise UsageError("a checkpoint of an empty log prunes nothing")
+    if size > audit_size:
+        raise UsageError(f"a checkpoint of size {size} covers records not stored ({audit_size})")
+    if size < current_size:
+        raise UsageError(
+            f"a checkpoint of size {size} would move the checkpoint back from {current_size}"
+        )
+    return size
+
+
+def check_prune_audit(below_seq: object, max_count: object, checkpoint_size: int) -> int:
+    """Check ``prune_audit``'s arguments against the stored checkpoint's size; return below_seq."""
+    below = check_time(below_seq, "below_seq")
+    check_limit(max_count, "max_count")
+    if below > checkpoint_size:
+        have = f"the checkpoint covers {checkpoint_size}" if checkpoint_size else "no checkpoint"
+        raise UsageError(
+            f"refusing to prune audit records below {below}: {have} (SPEC §20.9 deletes "
+            f"only records a checkpoint covers)"
+        )
+    return below
+
+
 # --- the interface --------------------------------------------------------------
 
 
@@ -488,8 +654,17 @@ class Store(Protocol):
     """
 
     # custody in
-    def accept(self, items: Iterable[AcceptItem], now_ms: int) -> list[AcceptOutcome]:
-        """Take a batch into custody in one transaction; one outcome per item, in order."""
+    def accept(
+        self, items: Iterable[AcceptItem], now_ms: int, *, audit: AuditHook | None = None
+    ) -> list[AcceptOutcome]:
+        """Take a batch into custody in one transaction; one outcome per item, in order.
+
+        ``audit``, if given, is called once, inside that transaction, with the
+        outcomes (not for an empty batch); the records it returns must
+        continue the log (see the module docstring) and are stored in the
+        same transaction.  If it raises, or its records do not continue the
+        log, nothing of the batch is stored and the error propagates.
+        """
         ...
 
     def seen(self, sender: str, message_id: bytes) -> SeenRecord | None:
@@ -545,6 +720,46 @@ class Store(Protocol):
 
     def prune(self, now_ms: int, max_count: int = 10_000) -> int:
         """Forget up to ``max_count`` dedup records of expired envelopes; how many were."""
+        ...
+
+    # the audit log (SPEC §20.6, §20.9)
+    def append_audit(self, records: Sequence[bytes]) -> None:
+        """Store encoded records that continue the log, in one transaction of their own."""
+        ...
+
+    def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` stored records ``(seq, record)`` with ``seq >= from_seq``, in seq order.
+
+        Page with ``from_seq`` = the last seq + 1.  Records pruned below the
+        checkpoint are gone; what is returned is what ``AuditLogState.resume``
+        and ``audit_verify.verify_log`` read.
+        """
+        ...
+
+    def audit_size(self) -> int:
+        """The number of records ever appended: the seq the next record must have."""
+        ...
+
+    def add_tree_head(self, data: bytes) -> None:
+        """Store a signed tree head after those stored (it must not cover records not stored)."""
+        ...
+
+    def tree_heads(self, limit: int | None = None) -> list[bytes]:
+        """The stored heads in the order stored: all, or the last ``limit`` of them."""
+        ...
+
+    def set_audit_checkpoint(self, data: bytes) -> None:
+        """Store the checkpoint (SPEC §20.9), replacing the previous one; sizes only grow."""
+        ...
+
+    def audit_checkpoint(self) -> bytes | None: ...
+
+    def prune_audit(self, below_seq: int, max_count: int = 10_000) -> int:
+        """Delete up to ``max_count`` of the oldest records with ``seq < below_seq``; how many were.
+
+        Refuses (:class:`UsageError`) unless the stored checkpoint covers
+        ``below_seq`` (its size >= ``below_seq``).  Call until it returns 0.
+        """
         ...
 
     # small persistent state

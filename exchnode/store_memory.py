@@ -8,14 +8,19 @@ without a disk; never where custody matters.
 Layout: one insertion-ordered dict per queue (sequence numbers only grow,
 so insertion order is FIFO order), the dedup records in a dict, and two
 heaps ordered by expiry, cleaned lazily: a heap item whose entry or record
-is gone (or was replaced) is skipped when popped.
+is gone (or was replaced) is skipped when popped.  The audit log is a dict
+by seq (insertion order is seq order) and a list of heads.
+
+``accept`` is all-or-nothing like a transaction: it classifies the whole
+batch against a staged overlay of the dedup records, calls the audit
+callback and checks its records, and only then changes anything.
 """
 
 from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 
 from exchnode.errors import UsageError
@@ -23,6 +28,7 @@ from exchnode.store import (
     AcceptItem,
     AcceptOutcome,
     AcceptStatus,
+    AuditHook,
     ExpiredEntry,
     InboundEntry,
     OutboundEntry,
@@ -30,11 +36,15 @@ from exchnode.store import (
     QueueDepth,
     QueueDepths,
     SeenRecord,
+    check_audit_records,
+    check_checkpoint_update,
     check_items,
     check_limit,
     check_page,
+    check_prune_audit,
     check_seqs,
     check_time,
+    check_tree_head,
     classify,
     take_within,
 )
@@ -59,6 +69,11 @@ class MemoryStore:
         self._peers: dict[str, PeerState] = {}
         self._meta: dict[str, bytes] = {}
         self._depths = QueueDepths()
+        self._audit: dict[int, bytes] = {}  # seqs _audit_first .. _audit_next - 1
+        self._audit_first = 0
+        self._audit_next = 0
+        self._heads: list[tuple[int, bytes]] = []  # (tree size, head)
+        self._checkpoint: tuple[int, bytes] | None = None  # (size, checkpoint)
 
     def __repr__(self) -> str:
         return f"MemoryStore({'closed' if self._closed else 'open'})"
@@ -69,15 +84,22 @@ class MemoryStore:
 
     # --- custody in ---------------------------------------------------------------
 
-    def accept(self, items: Iterable[AcceptItem], now_ms: int) -> list[AcceptOutcome]:
+    def accept(
+        self, items: Iterable[AcceptItem], now_ms: int, *, audit: AuditHook | None = None
+    ) -> list[AcceptOutcome]:
         batch = check_items(items)
         check_time(now_ms)
+        if not batch:
+            return []
         outcomes: list[AcceptOutcome] = []
+        staged: dict[tuple[str, bytes], SeenRecord] = {}
+        taken: list[tuple[AcceptItem, AcceptOutcome]] = []
         with self._lock:
             self._check_open()
+            # Stage first, change nothing: the audit callback may still refuse the batch.
             for item in batch:
                 key = (item.sender, item.message_id)
-                seen = self._seen.get(key)
+                seen = staged[key] if key in staged else self._seen.get(key)
                 outcome = classify(item, seen, now_ms)
                 outcomes.append(outcome)
                 if outcome.status is not AcceptStatus.ACCEPTED:
@@ -86,16 +108,34 @@ class MemoryStore:
                 live = seen is not None and seen.expires_ms > now_ms
                 held = seen.targets if seen is not None and live else frozenset()
                 new_targets = frozenset(outcome.local).union(*outcome.forward.values())
-                if seen is None or seen.expires_ms != item.expires_ms:
-                    heapq.heappush(self._seen_heap, (item.expires_ms, *key))
-                self._seen[key] = SeenRecord(
+                staged[key] = SeenRecord(
                     digest=item.digest, expires_ms=item.expires_ms, targets=held | new_targets
                 )
+                taken.append((item, outcome))
+            records = (
+                check_audit_records(audit(list(outcomes)), self._audit_next)
+                if audit is not None
+                else []
+            )
+            # Commit.
+            for key, record in staged.items():
+                before = self._seen.get(key)
+                if before is None or before.expires_ms != record.expires_ms:
+                    heapq.heappush(self._seen_heap, (record.expires_ms, *key))
+                self._seen[key] = record
+            for item, outcome in taken:
                 if outcome.local:
                     self._add_inbound(item, outcome.local)
                 for hop, targets in outcome.forward.items():
                     self._add_outbound(item, hop, targets)
+            self._store_audit(records)
         return outcomes
+
+    def _store_audit(self, records: list[tuple[int, bytes]]) -> None:
+        for seq, data in records:
+            self._audit[seq] = data
+        if records:
+            self._audit_next = records[-1][0] + 1
 
     def _add_inbound(self, item: AcceptItem, targets: tuple[str, ...]) -> None:
         seq = self._last_seq["inbox"] = self._last_seq["inbox"] + 1
@@ -258,6 +298,66 @@ class MemoryStore:
                     del self._seen[(sender, message_id)]
                     dropped += 1
         return dropped
+
+    # --- the audit log ------------------------------------------------------------
+
+    def append_audit(self, records: Sequence[bytes]) -> None:
+        with self._lock:
+            self._check_open()
+            self._store_audit(check_audit_records(records, self._audit_next))
+
+    def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[tuple[int, bytes]]:
+        check_time(from_seq, "from_seq")
+        check_limit(limit, "limit")
+        with self._lock:
+            self._check_open()
+            first = max(from_seq, self._audit_first)
+            end = min(self._audit_next, first + limit)
+            return [(seq, self._audit[seq]) for seq in range(first, end)]
+
+    def audit_size(self) -> int:
+        with self._lock:
+            self._check_open()
+            return self._audit_next
+
+    def add_tree_head(self, data: bytes) -> None:
+        with self._lock:
+            self._check_open()
+            last = self._heads[-1][0] if self._heads else 0
+            size = check_tree_head(data, self._audit_next, last)
+            self._heads.append((size, data))
+
+    def tree_heads(self, limit: int | None = None) -> list[bytes]:
+        if limit is not None:
+            check_limit(limit, "limit")
+        with self._lock:
+            self._check_open()
+            heads = self._heads if limit is None else self._heads[-limit:]
+            return [data for _, data in heads]
+
+    def set_audit_checkpoint(self, data: bytes) -> None:
+        with self._lock:
+            self._check_open()
+            current = self._checkpoint[0] if self._checkpoint is not None else 0
+            size = check_checkpoint_update(data, self._audit_next, current)
+            self._checkpoint = (size, data)
+
+    def audit_checkpoint(self) -> bytes | None:
+        with self._lock:
+            self._check_open()
+            return self._checkpoint[1] if self._checkpoint is not None else None
+
+    def prune_audit(self, below_seq: int, max_count: int = 10_000) -> int:
+        with self._lock:
+            self._check_open()
+            covered = self._checkpoint[0] if self._checkpoint is not None else 0
+            below = check_prune_audit(below_seq, max_count, covered)
+            first = self._audit_first
+            end = max(first, min(below, first + max_count))
+            for seq in range(first, end):
+                del self._audit[seq]
+            self._audit_first = end
+            return end - first
 
     # --- small persistent state ----------------------------------------------------
 

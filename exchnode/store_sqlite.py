@@ -31,13 +31,27 @@ Queue depths are counted in memory (loaded at open, updated after each
 commit): back-pressure asks for them on every batch, and the exclusive lock
 guarantees nobody else changes the file.
 
-Schema (version 1; ``store_info.schema_version``, ``PRAGMA application_id``
-'EXND').  Envelope bytes are BLOBs, stored last in their row so that scans
+Schema (version 2; ``store_info.schema_version``, ``PRAGMA application_id``
+'EXND').  A new file is created at version 1 and brought up by the same
+``_MIGRATIONS`` steps an old file takes, inside the opening transaction, so
+there is one path to the current schema; version 2 added the audit log.
+Envelope bytes are BLOBs, stored last in their row so that scans
 on the other columns skip them; a copy per next hop (the same bytes for
 each: simple, and the fan-out is small).  Indexes: outbound by (next_hop,
 seq) for the FIFO scan, and by expiry for ``take_expired``; dedup by its
 key and by expiry for ``prune``.  Expiry times mostly grow, so the expiry
 indexes are appended to at their right edge.
+
+The audit log (version 2): ``audit_records`` keyed by seq (an INTEGER
+PRIMARY KEY is the rowid itself: appends go to the right edge of one
+b-tree, and a plain INSERT of a seq already stored fails), ``audit_heads``
+in the order stored, and one ``audit_checkpoint`` row.  ``accept`` with an
+audit callback inserts the batch's records in its own transaction, so the
+one flush of the group commit covers custody and audit alike.  Triggers make
+the tables append-only below the store's own checks: no UPDATE of a record
+or head, no DELETE of a head, no DELETE of a record at or above the
+checkpoint's size, no checkpoint moving back.  (They stop a bug, not an
+owner with the sqlite3 shell: that is what signed heads and witnesses are for.)
 
 Opening a file that is not a store, a corrupt one, or one with a newer
 schema raises :class:`StoreError` naming the file; a newer schema is never
@@ -49,7 +63,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +73,7 @@ from exchnode.store import (
     AcceptItem,
     AcceptOutcome,
     AcceptStatus,
+    AuditHook,
     ExpiredEntry,
     InboundEntry,
     OutboundEntry,
@@ -66,18 +81,22 @@ from exchnode.store import (
     QueueDepth,
     QueueDepths,
     SeenRecord,
+    check_audit_records,
+    check_checkpoint_update,
     check_items,
     check_limit,
     check_page,
+    check_prune_audit,
     check_seqs,
     check_time,
+    check_tree_head,
     classify,
     take_within,
 )
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SqliteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x45584E44  # "EXND", so that `file` and a wrong open can tell
 
 _SCHEMA_V1 = (
@@ -125,8 +144,39 @@ _SCHEMA_V1 = (
     """CREATE INDEX inbox_by_expiry ON inbox (expires_ms)""",
 )
 
+# Version 2: the audit log (SPEC §20.6, §20.9), append-only.
+_AUDIT_V2 = (
+    """CREATE TABLE audit_records (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)""",
+    """CREATE TABLE audit_heads (
+        position INTEGER PRIMARY KEY,
+        tree_size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE TABLE audit_checkpoint (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
+    """CREATE TRIGGER audit_records_prune_below_checkpoint BEFORE DELETE ON audit_records
+        WHEN old.seq >= coalesce((SELECT size FROM audit_checkpoint), 0)
+        BEGIN SELECT RAISE(ABORT, 'audit records are deleted only below the checkpoint'); END""",
+    """CREATE TRIGGER audit_heads_no_update BEFORE UPDATE ON audit_heads
+        BEGIN SELECT RAISE(ABORT, 'tree heads are append-only'); END""",
+    """CREATE TRIGGER audit_heads_no_delete BEFORE DELETE ON audit_heads
+        BEGIN SELECT RAISE(ABORT, 'tree heads are append-only'); END""",
+    """CREATE TRIGGER audit_checkpoint_forward BEFORE UPDATE ON audit_checkpoint
+        WHEN new.size < old.size
+        BEGIN SELECT RAISE(ABORT, 'the audit checkpoint only moves forward'); END""",
+    """CREATE TRIGGER audit_checkpoint_no_delete BEFORE DELETE ON audit_checkpoint
+        BEGIN SELECT RAISE(ABORT, 'the audit checkpoint is replaced, never deleted'); END""",
+)
+
 # Steps from version n to n + 1, applied in order inside the opening transaction.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _AUDIT_V2}
+
+_INSERT_AUDIT = "INSERT INTO audit_records (seq, data) VALUES (?, ?)"
 
 _SELECT_SEEN = "SELECT digest, expires_ms, targets FROM dedup WHERE sender = ? AND message_id = ?"
 _INSERT_SEEN = (
@@ -197,10 +247,14 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._broken: str | None = None
         self._depths = QueueDepths()
+        self._audit_next = 0  # the audit log's next seq, heads' last size, checkpoint's size
+        self._last_head_size = 0
+        self._checkpoint_size = 0
         conn = self._connect(busy_timeout_ms)
         try:
             self._prepare(conn, busy_timeout_ms)
             self._load_depths(conn)
+            self._load_audit(conn)
         except BaseException:
             conn.close()
             raise
@@ -252,14 +306,13 @@ class SqliteStore:
         (app_id,) = conn.execute("PRAGMA application_id").fetchone()
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         if not tables and app_id == 0:
+            # A new store: version 1, then the migrations below, as an old file takes them.
             for statement in _SCHEMA_V1:
                 conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute(
-                "INSERT INTO store_info (key, value) VALUES ('schema_version', ?)",
-                (SCHEMA_VERSION,),
-            )
-            return
+            conn.execute("INSERT INTO store_info (key, value) VALUES ('schema_version', 1)")
+            tables = {"store_info"}
+            app_id = APPLICATION_ID
         if app_id != APPLICATION_ID or "store_info" not in tables:
             raise StoreError(f"{self.path} is an SQLite database but not an exchnode store")
         row = conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
@@ -291,6 +344,20 @@ class SqliteStore:
                 "SELECT count(*), coalesce(sum(size), 0) FROM inbox"
             ).fetchone()
             self._depths = QueueDepths(hops, (count, size))
+        except sqlite3.Error as exc:
+            raise self._error("cannot open", exc) from exc
+
+    def _load_audit(self, conn: sqlite3.Connection) -> None:
+        try:
+            (last,) = conn.execute("SELECT max(seq) FROM audit_records").fetchone()
+            row = conn.execute("SELECT size FROM audit_checkpoint").fetchone()
+            self._checkpoint_size = 0 if row is None else row[0]
+            # No records left but a checkpoint: every record was pruned up to its size.
+            self._audit_next = last + 1 if last is not None else self._checkpoint_size
+            row = conn.execute(
+                "SELECT tree_size FROM audit_heads ORDER BY position DESC LIMIT 1"
+            ).fetchone()
+            self._last_head_size = 0 if row is None else row[0]
         except sqlite3.Error as exc:
             raise self._error("cannot open", exc) from exc
 
@@ -352,7 +419,9 @@ class SqliteStore:
 
     # --- custody in -----------------------------------------------------------------
 
-    def accept(self, items: Iterable[AcceptItem], now_ms: int) -> list[AcceptOutcome]:
+    def accept(
+        self, items: Iterable[AcceptItem], now_ms: int, *, audit: AuditHook | None = None
+    ) -> list[AcceptOutcome]:
         batch = check_items(items)
         check_time(now_ms)
         if not batch:
@@ -433,7 +502,15 @@ class SqliteStore:
             )
             conn.executemany(_INSERT_INBOX, inbox_rows)
             conn.executemany(_INSERT_OUTBOUND, outbound_rows)
+            if audit is not None:
+                # Inside the transaction: a raise here rolls back the custody above too.
+                audit_rows = check_audit_records(audit(list(outcomes)), self._audit_next)
+                conn.executemany(_INSERT_AUDIT, audit_rows)
+            else:
+                audit_rows = []
         # Committed: now, and only now, the counters.
+        if audit_rows:
+            self._audit_next = audit_rows[-1][0] + 1
         for row in inbox_rows:
             self._depths.add_inbound(row[5])
         for out in outbound_rows:
@@ -610,6 +687,83 @@ class SqliteStore:
             ).fetchall()
             conn.executemany("DELETE FROM dedup WHERE sender = ? AND message_id = ?", keys)
         return len(keys)
+
+    # --- the audit log ------------------------------------------------------------
+
+    def append_audit(self, records: Sequence[bytes]) -> None:
+        with self._lock:
+            self._open_conn()
+            rows = check_audit_records(records, self._audit_next)
+            if not rows:
+                return
+            with self._transaction("append_audit") as conn:
+                conn.executemany(_INSERT_AUDIT, rows)
+            self._audit_next = rows[-1][0] + 1
+
+    def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[tuple[int, bytes]]:
+        check_time(from_seq, "from_seq")
+        check_limit(limit, "limit")
+        with self._lock, self._reading("audit_records") as conn:
+            rows = conn.execute(
+                "SELECT seq, data FROM audit_records WHERE seq >= ? ORDER BY seq LIMIT ?",
+                (from_seq, limit),
+            ).fetchall()
+        return [(seq, bytes(data)) for seq, data in rows]
+
+    def audit_size(self) -> int:
+        with self._lock:
+            self._open_conn()
+            return self._audit_next
+
+    def add_tree_head(self, data: bytes) -> None:
+        with self._lock:
+            self._open_conn()
+            size = check_tree_head(data, self._audit_next, self._last_head_size)
+            with self._transaction("add_tree_head") as conn:
+                conn.execute(
+                    "INSERT INTO audit_heads (tree_size, data) VALUES (?, ?)", (size, data)
+                )
+            self._last_head_size = size
+
+    def tree_heads(self, limit: int | None = None) -> list[bytes]:
+        if limit is not None:
+            check_limit(limit, "limit")
+        with self._lock, self._reading("tree_heads") as conn:
+            rows = conn.execute(
+                "SELECT data FROM (SELECT position, data FROM audit_heads"
+                " ORDER BY position DESC LIMIT ?) ORDER BY position",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+        return [bytes(data) for (data,) in rows]
+
+    def set_audit_checkpoint(self, data: bytes) -> None:
+        with self._lock:
+            self._open_conn()
+            size = check_checkpoint_update(data, self._audit_next, self._checkpoint_size)
+            with self._transaction("set_audit_checkpoint") as conn:
+                conn.execute(
+                    "INSERT INTO audit_checkpoint (id, size, data) VALUES (1, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET size = excluded.size, data = excluded.data",
+                    (size, data),
+                )
+            self._checkpoint_size = size
+
+    def audit_checkpoint(self) -> bytes | None:
+        with self._lock, self._reading("audit_checkpoint") as conn:
+            row = conn.execute("SELECT data FROM audit_checkpoint").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def prune_audit(self, below_seq: int, max_count: int = 10_000) -> int:
+        with self._lock:
+            self._open_conn()
+            below = check_prune_audit(below_seq, max_count, self._checkpoint_size)
+            with self._transaction("prune_audit") as conn:
+                (first,) = conn.execute("SELECT min(seq) FROM audit_records").fetchone()
+                if first is None or first >= below:
+                    return 0
+                # The kept records are contiguous: the oldest max_count are one range.
+                end = min(below, first + max_count)
+                return conn.execute("DELETE FROM audit_records WHERE seq < ?", (end,)).rowcount
 
     # --- small persistent state ------------------------------------------------------
 
