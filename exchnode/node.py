@@ -1156,6 +1156,10 @@ class Node:
         """Durably keep ``value`` under ``key`` (returns once committed)."""
         await self._db(self.store.set_meta, key, value)
 
+    async def run_in_store(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store call in the node's store thread, in order with the node's own."""
+        return await self._db(fn, *args)
+
     def run_task(self, work: Callable[[], Awaitable[None]], name: str) -> None:
         """Run a service's loop for as long as the node runs, restarted after a bug."""
         self._run_task(work, name)

@@ -1,0 +1,135 @@
+"""The audit log on real nodes: sharing events stored with signed heads, tampering found."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from exchnode.audit_records import Category, decode_record
+from exchnode.audit_service import AuditService
+from exchnode.audit_verify import Tamper, verify_log
+from exchnode.catalog import ShareType
+from exchnode.catalog_service import CatalogService
+from exchnode.errors import InconsistentLogError
+from exchnode.node import Node
+from exchnode.sharing import SharingService
+from exchnode.store_sqlite import SqliteStore
+from exchnode.subscriptions import RequestState
+from tests.integration.federation import Federation
+from tests.unit.test_catalog import make_entry
+
+NAMES = ["520102", "520102.gongan", "520102.minzheng"]
+PROVIDER, REQUESTER = "520102.gongan", "520102.minzheng"
+WAIT = 20.0
+
+
+class World:
+    def __init__(self, tmp_path: Path) -> None:
+        self.federation = Federation(tmp_path, NAMES)
+        self.nodes: dict[str, Node] = {}
+        self.audit: dict[str, AuditService] = {}
+        self.catalogs: dict[str, CatalogService] = {}
+        self.sharing: dict[str, SharingService] = {}
+
+    def store_path(self, name: str) -> Path:
+        return self.federation.directory / f"{name}.sqlite"
+
+    async def start(self, name: str) -> None:
+        audit = AuditService(flush=0.05, head_interval=0.2)
+        catalog = CatalogService(events=audit)
+        sharing = SharingService(catalog, masking_secret=b"k" * 32, events=audit)
+        node = self.federation.node(name, services=[audit, catalog, sharing])
+        await node.start()
+        self.nodes[name], self.audit[name] = node, audit
+        self.catalogs[name], self.sharing[name] = catalog, sharing
+
+    async def stop(self, name: str) -> None:
+        await self.nodes.pop(name).close()
+
+    async def close(self) -> None:
+        for name in list(self.nodes):
+            await self.stop(name)
+
+
+async def a_subscription(world: World) -> bytes:
+    (record,) = await world.catalogs[PROVIDER].publish(
+        [make_entry(PROVIDER, share_type=ShareType.UNCONDITIONAL, share_conditions="")],
+        operator="王主任",
+    )
+    await world.catalogs[REQUESTER].wait_for(PROVIDER, record.code, timeout=WAIT)
+    request_id = await world.sharing[REQUESTER].subscribe(
+        PROVIDER, record.code, purpose="核验", scope="本区", items=["姓名"], operator="李"
+    )
+    await world.sharing[REQUESTER].wait_state(request_id, RequestState.GRANTED, timeout=WAIT)
+    await world.sharing[PROVIDER].publish_records(record.code, [{"姓名": "张三"}], operator="王")
+    return request_id
+
+
+@pytest.mark.asyncio
+async def test_sharing_events_are_logged_signed_and_verifiable(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    try:
+        for name in NAMES:
+            await world.start(name)
+        request_id = await a_subscription(world)
+        provider = world.audit[PROVIDER]
+        await provider.sync()
+        report = await provider.verify()
+        assert report.ok, report.to_json()
+
+        store = world.nodes[PROVIDER].store
+        records = [decode_record(data) for _, data in store.audit_records(0, 1000)]
+        actions = {(r.entry.category, r.entry.action, r.entry.actor.name) for r in records}
+        assert (Category.CATALOG, "catalog.publish", "王主任") in actions
+        assert (Category.SUBSCRIPTION, "request", REQUESTER) in actions
+        assert (Category.RECORD, "records.send", "王") in actions
+        assert any(r.entry.subject.value == request_id for r in records)
+        assert store.tree_heads()  # signed heads are stored after the records they cover
+    finally:
+        await world.close()
+
+
+@pytest.mark.asyncio
+async def test_a_record_changed_while_the_node_was_down_is_found(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    try:
+        for name in NAMES:
+            await world.start(name)
+        await a_subscription(world)
+        await world.audit[PROVIDER].sync()
+        await world.stop(PROVIDER)  # signs a last head over everything
+
+        # Someone with the database file rewrites who published the entry (the triggers
+        # must be dropped first: the store refuses an UPDATE of an audit record).
+        path = world.store_path(PROVIDER)
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
+                db.execute(f"DROP TRIGGER {trigger}")
+            seq, data = next(
+                (seq, data)
+                for seq, data in db.execute("SELECT seq, data FROM audit_records ORDER BY seq")
+                if "王主任".encode() in data
+            )
+            forged = data.replace("王主任".encode(), "李主任".encode())
+            db.execute("UPDATE audit_records SET data = ? WHERE seq = ?", (forged, seq))
+
+        # Verification names the record; the node refuses to sign over the changed log.
+        store = SqliteStore(path)
+        try:
+            report = verify_log(
+                PROVIDER,
+                store.audit_records(0, 1000),
+                store.tree_heads(),
+                world.federation.shared_directory,
+            )
+        finally:
+            store.close()
+        assert not report.ok
+        assert [f.seq for f in report.of(Tamper.CHANGED)] == [seq]
+        with pytest.raises(InconsistentLogError):
+            await world.start(PROVIDER)
+    finally:
+        await world.close()
