@@ -303,6 +303,14 @@ class Node:
         return f"https://{host}:{port}"
 
     async def start(self) -> None:
+        """Open the store, restore state, start the services, serve; on failure, undo it all."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"store-{self.name}")
         store = self._store_arg
         if isinstance(store, str | os.PathLike):

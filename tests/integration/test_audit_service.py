@@ -131,5 +131,7 @@ async def test_a_record_changed_while_the_node_was_down_is_found(tmp_path: Path)
         assert [f.seq for f in report.of(Tamper.CHANGED)] == [seq]
         with pytest.raises(InconsistentLogError):
             await world.start(PROVIDER)
+        # The failed start let go of everything: the store can be opened again at once.
+        SqliteStore(path).close()
     finally:
         await world.close()
