@@ -13,8 +13,12 @@ Modules:
 * ``scaffold`` ``init``: a starter config, the operator token, and (given a CA) keys and certificate
 * ``daemon``   ``run``: build the Node, serve, ready file, signals, graceful drain
 * ``operator`` the local operator HTTP API (health, send, receive, ack, status)
+* ``operator_services``, ``forms``, ``api``  the API's catalog and subscription endpoints
+* ``operator_audit`` the API's audit endpoints (verify, records) and the audit log's JSON forms
+* ``audit_offline``  the audit log read from a stopped node's store (``audit ... --offline``)
 * ``inbox``    leases between the node's deliveries and operator clients
 * ``client``   the operator API client used by ``send``/``receive`` and the demo
 * ``logs``     structlog configuration (JSON lines on stderr)
-* ``cli``      the verbs and their one-line error policy
+* ``cli``      the verbs and their one-line error policy; ``cli_services`` (``catalog``,
+  ``sub``) and ``cli_audit`` (``audit``)
 """

@@ -1,7 +1,8 @@
 """``python -m node <verb>`` (or ``exchnode node <verb>``, ``exchnode send``, ``exchnode receive``).
 
-Verbs: ``init``, ``run``, ``send``, ``receive``, ``status``, ``health``, and
-``catalog ...`` and ``sub ...`` (``node.cli_services``).  One
+Verbs: ``init``, ``run``, ``send``, ``receive``, ``status``, ``health``,
+``catalog ...`` and ``sub ...`` (``node.cli_services``), and ``audit ...``
+(``node.cli_audit``).  One
 error policy, as in ``exchnode.cli``: an exchnode error, a configuration
 error or an ``OSError`` is ONE line ``<prog>: error: <message>`` on stderr
 and exit status 1, never a traceback; argparse reports usage errors itself
@@ -24,6 +25,7 @@ from typing import Any
 
 from exchnode.errors import ExchnodeError, RejectedError
 from exchnode.keyfiles import read_passphrase_file
+from node.cli_audit import register as register_audit
 from node.cli_services import register as register_services
 from node.client import OperatorClient, OperatorError, Received
 from node.config import DEFAULT_LISTEN, DEFAULT_OPERATOR, DIRECTORY_MODES, LEVELS, load_config
@@ -163,6 +165,7 @@ object {{"seq", "fields"}} per line (DIR/<sender>.<message id>.jsonl).""",
     p.set_defaults(handler=_health)
 
     register_services(verbs, prog)
+    register_audit(verbs, prog)
     return parser
 
 

@@ -336,3 +336,17 @@ class OperatorClient:
         body = {"operator": operator, "accepted": accepted, "text": text}
         _, answer = await self._call("POST", path, json_body=body)
         return dict(answer)
+
+    # --- the audit log -------------------------------------------------------------------
+
+    async def audit_verify(self) -> dict[str, Any]:
+        """The node's audit log checked end to end (after storing and signing what is pending):
+        ``ok``, ``size``, ``records``, ``heads``, ``last_head``, ``findings``."""
+        _, answer = await self._call("GET", "/v1/audit/verify")
+        return dict(answer)
+
+    async def audit_records(self, first: int = 0, limit: int = 100) -> dict[str, Any]:
+        """A page of the node's audit records, decoded: ``size``, ``records``, ``next``."""
+        params = [("from", str(first)), ("limit", str(limit))]
+        _, answer = await self._call("GET", "/v1/audit/records", params=params)
+        return dict(answer)

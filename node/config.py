@@ -29,6 +29,7 @@ Sections (``node/README.md`` is the reference with every default)::
     [operator]   listen, token_file, allow_remote, lease_seconds, max_body_bytes
     [catalog]    refresh
     [sharing]    answer_days, holidays, workdays, masking_secret
+    [audit]      flush, head_interval
     [log]        level, format
 """
 
@@ -55,6 +56,7 @@ from exchnode.workdays import DEFAULT_ANSWER_DAYS, MAX_ANSWER_DAYS, WorkCalendar
 __all__ = [
     "DIRECTORY_MODES",
     "MASKING_SECRET_BYTES",
+    "AuditConfig",
     "CatalogConfig",
     "ConfigError",
     "DaemonConfig",
@@ -82,6 +84,10 @@ DEFAULT_LISTEN = "127.0.0.1:7443"
 DEFAULT_OPERATOR = "127.0.0.1:7480"
 MAX_BODY_DEFAULT = 64 * 1024 * 1024
 MASKING_SECRET_BYTES = 32
+DEFAULT_AUDIT_FLUSH = 0.2
+DEFAULT_HEAD_INTERVAL = 10.0
+MAX_AUDIT_FLUSH = 60.0
+MAX_HEAD_INTERVAL = 86400.0
 
 
 class ConfigError(UsageError):
@@ -148,6 +154,12 @@ class CatalogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    flush: float = DEFAULT_AUDIT_FLUSH  # s: events reach the store's audit log within this
+    head_interval: float = DEFAULT_HEAD_INTERVAL  # s: a signed tree head, if the log grew
+
+
+@dataclass(frozen=True, slots=True)
 class SharingConfig:
     masking_secret: Path  # 32 random bytes, 0600: the provider's key for ``hash`` masks
     answer_days: int = DEFAULT_ANSWER_DAYS
@@ -177,6 +189,7 @@ class DaemonConfig:
     operator: OperatorConfig
     sharing: SharingConfig
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -362,6 +375,7 @@ _TOP_LEVEL = {
     "operator",
     "catalog",
     "sharing",
+    "audit",
     "log",
 }
 
@@ -491,6 +505,7 @@ def load_config(path: Path | str) -> DaemonConfig:
     catalog = CatalogConfig(refresh=catalog_section.positive("refresh", float, 60.0))
     catalog_section.finish()
     sharing = _sharing(section("sharing"))
+    audit = _audit(section("audit"))
 
     log_section = section("log")
     log = LogConfig(
@@ -515,8 +530,24 @@ def load_config(path: Path | str) -> DaemonConfig:
         operator=operator,
         sharing=sharing,
         catalog=catalog,
+        audit=audit,
         log=log,
     )
+
+
+def _audit(section: _Section) -> AuditConfig:
+    """``[audit]``: bounded, since events wait in memory for ``flush`` (lost in a crash)."""
+    values: dict[str, float] = {}
+    for name, default, high in (
+        ("flush", DEFAULT_AUDIT_FLUSH, MAX_AUDIT_FLUSH),
+        ("head_interval", DEFAULT_HEAD_INTERVAL, MAX_HEAD_INTERVAL),
+    ):
+        value = section.positive(name, float, default)
+        if not value <= high:
+            raise section.error(name, f"must be at most {high:g} seconds, got {value!r}")
+        values[name] = value
+    section.finish()
+    return AuditConfig(**values)
 
 
 def _sharing(section: _Section) -> SharingConfig:

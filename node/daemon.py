@@ -13,15 +13,20 @@ Startup, in order, each step failing with a message that names what to fix:
    that fails -- revoked, expired, foreign -- is left out and logged); or
    ``mode = "signed"``, the library's signed node directory, which the node
    pulls from and serves to its neighbours;
-4. attach the services every daemon node runs: the resource catalog
-   (``CatalogService``, ``[catalog]``) and subscriptions (``SharingService``,
-   ``[sharing]``: the working-day calendar and the masking secret, read from
-   its 0600 file and never logged); their audit events become log lines
-   (``audit event``);
+4. attach the services every daemon node runs, in this order: the audit log
+   (``AuditService``, ``[audit]``), the resource catalog (``CatalogService``,
+   ``[catalog]``) and subscriptions (``SharingService``, ``[sharing]``: the
+   working-day calendar and the masking secret, read from its 0600 file and
+   never logged).  The catalog's and subscriptions' audit events go to the
+   audit service, which is the record (signed tree heads over it), and each
+   also becomes a log line (``audit event``) for the operators;
 5. start the operator API (``/health`` answers 503 "starting"), then the
-   ``Node``; then ``/health`` answers 200, ``ready.json`` appears in the state
-   directory, a ``ready`` log line gives the bound URLs, and the startup heap
-   is frozen (``gc.freeze``) so the collector stops rescanning it.
+   ``Node``; the audit service rebuilds the log from the store and checks it
+   against the last signed head, so a log changed while the daemon was down
+   stops the start (one line: the audit log is inconsistent); then ``/health``
+   answers 200, ``ready.json`` appears in the state directory, a ``ready``
+   log line gives the bound URLs, and the startup heap is frozen
+   (``gc.freeze``) so the collector stops rescanning it.
 
 SIGTERM or SIGINT starts the drain: the operator API refuses new requests
 (503) and waits, up to ``[timers] drain_timeout``, for those under way; then
@@ -43,16 +48,17 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from cryptography import x509
 
+from exchnode.audit_service import AuditService
 from exchnode.catalog_service import CatalogService
 from exchnode.directory import StaticDirectory
-from exchnode.errors import CertificateError, ExchnodeError, UsageError
-from exchnode.events import LogSink
-from exchnode.identity import LocalIdentity
+from exchnode.errors import CertificateError, ExchnodeError, InconsistentLogError, UsageError
+from exchnode.events import AuditEvent, LogSink
+from exchnode.identity import PeerIdentity
 from exchnode.keyfiles import load_local_identity, read_private_file
 from exchnode.node import Node
 from exchnode.pki_verify import (
@@ -67,12 +73,16 @@ from node.config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
 from node.operator import OperatorApi
 
 __all__ = [
+    "AuditAndLogSink",
+    "Services",
     "TrustMaterial",
     "build_directory",
     "build_services",
     "expand",
+    "load_own_peer",
     "load_trust",
     "serve",
+    "state_lock",
 ]
 
 
@@ -90,11 +100,30 @@ def read_masking_secret(config: DaemonConfig) -> bytes:
     return secret
 
 
-def build_services(
-    config: DaemonConfig, masking_secret: bytes, log: Any
-) -> tuple[CatalogService, SharingService]:
-    """The catalog and sharing services of a daemon node, from ``[catalog]`` and ``[sharing]``."""
-    sink = LogSink(log)  # issue 5 will append the events to the audit tree
+class AuditAndLogSink:
+    """The services' event sink: the audit log (the record), then a log line (for operators)."""
+
+    def __init__(self, audit: AuditService, log: Any) -> None:
+        self.audit = audit
+        self.lines = LogSink(log)
+
+    def emit(self, event: AuditEvent) -> None:
+        self.audit.emit(event)  # raises on an event that breaks the record schema: a bug
+        self.lines.emit(event)
+
+
+class Services(NamedTuple):
+    """What every daemon node runs on top of the ``Node``, in the order it is attached."""
+
+    audit: AuditService
+    catalog: CatalogService
+    sharing: SharingService
+
+
+def build_services(config: DaemonConfig, masking_secret: bytes, log: Any) -> Services:
+    """The audit, catalog and sharing services, from ``[audit]``, ``[catalog]``, ``[sharing]``."""
+    audit = AuditService(flush=config.audit.flush, head_interval=config.audit.head_interval)
+    sink = AuditAndLogSink(audit, log)
     catalog = CatalogService(refresh=config.catalog.refresh, events=sink)
     sharing = SharingService(
         catalog,
@@ -103,7 +132,7 @@ def build_services(
         answer_days=config.sharing.answer_days,
         events=sink,
     )
-    return catalog, sharing
+    return Services(audit, catalog, sharing)
 
 
 class TrustMaterial:
@@ -149,14 +178,37 @@ def load_trust(config: DaemonConfig) -> TrustMaterial:
     )
 
 
+def load_own_peer(config: DaemonConfig, trust: TrustMaterial, now: datetime) -> PeerIdentity:
+    """This node's public identity, its chain verified as peers verify it (no private key).
+
+    For readers of the node's files while the daemon is stopped (``audit verify
+    --offline``); ``run`` gets the same from ``load_local_identity`` with the keys.
+    """
+    path = config.identity.chain
+    try:
+        certificates = load_certificates_pem(path.read_bytes())
+        peer = verify_node_certificate(
+            certificates[0], [*certificates[1:], *trust.cas], trust.store, now
+        )
+    except CertificateError as exc:
+        raise ConfigError(f"{config.path}: identity.chain: {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{config.path}: identity.chain: {path}: {exc.strerror}") from None
+    if str(peer.name) != config.name:
+        raise ConfigError(
+            f"{config.path}: identity.chain: {path} certifies {peer.name}, not {config.name}"
+        )
+    return peer
+
+
 def build_directory(
     config: DaemonConfig,
     trust: TrustMaterial,
-    identity: LocalIdentity,
+    own: PeerIdentity,
     now: datetime,
     log: Any,
 ) -> StaticDirectory:
-    """The static directory: this node, and every peer chain of the bundle that verifies."""
+    """The static directory: this node (``own``), and every peer chain that verifies."""
     verified = []
     for path in expand(config.directory.certificates):
         try:
@@ -177,7 +229,7 @@ def build_directory(
             verified.append(peer)
     # Oldest first: for a name with a renewed certificate, the newest is sealed to.
     verified.sort(key=lambda p: p.certificate.not_valid_before_utc if p.certificate else now)
-    directory = StaticDirectory([identity.peer, *verified])
+    directory = StaticDirectory([own, *verified])
     log.info("directory loaded", mode=config.directory.mode, peers=len(directory.names()) - 1)
     return directory
 
@@ -205,12 +257,12 @@ async def serve(config: DaemonConfig) -> int:
     log = structlog.get_logger("node.daemon").bind(node=config.name)
     config.check_files()
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with _state_lock(config.state_dir):
+    with state_lock(config.state_dir):
         return await _serve(config, log)
 
 
 @contextlib.contextmanager
-def _state_lock(state_dir: Path) -> Iterator[None]:
+def state_lock(state_dir: Path) -> Iterator[None]:
     """One daemon per state directory: a second one stops before it touches anything."""
     path = state_dir / "daemon.lock"
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
@@ -246,14 +298,14 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
     verify = write_verify_bundle(config.verify_bundle_path, trust.roots, trust.crls)
     directory: StaticDirectory | None = None  # None: the node runs the signed directory
     if config.directory.mode == "static":
-        directory = build_directory(config, trust, identity, now, log)
+        directory = build_directory(config, trust, identity.peer, now, log)
     token = read_private_file(config.operator.token_file).decode("utf-8", "replace").strip()
     if len(token) < 16:
         raise ConfigError(
             f"{config.path}: operator.token_file: {config.operator.token_file} holds no token "
             "of at least 16 characters"
         )
-    catalog, sharing = build_services(config, masking_secret, log)
+    audit, catalog, sharing = build_services(config, masking_secret, log)
     node = Node(
         identity=identity,
         store=config.store_path,
@@ -266,7 +318,7 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         timers=config.timers,
         directory=directory,
         advertise=config.directory.advertise,
-        services=[catalog, sharing],
+        services=[audit, catalog, sharing],
     )
     api = OperatorApi(
         node,
@@ -278,6 +330,7 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         capacity=config.limits.deliveries_buffered,
         catalog=catalog,
         sharing=sharing,
+        audit=audit,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -294,7 +347,14 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
     node_started = False
     try:
         operator_address = await api.start()
-        await node.start()
+        try:
+            await node.start()
+        except InconsistentLogError as exc:
+            raise InconsistentLogError(
+                f"the audit log in {config.store_path} is inconsistent ({exc}); the node will "
+                "not sign over a log changed while it was down: see what changed with "
+                f"'exchnode audit verify --offline --config {config.path}'"
+            ) from None
         node_started = True
         api.serving()
         operator_url = f"http://{_host(operator_address[0])}:{operator_address[1]}"

@@ -29,6 +29,9 @@ Endpoints (JSON answers; errors are ``{"error": ..., "code": ...}``):
 
 * ``/v1/catalog...`` and ``/v1/sub/...`` -- the resource catalog and
   subscriptions (``node.operator_services``; node/README.md lists them).
+* ``GET /v1/audit/verify`` and ``GET /v1/audit/records?from=&limit=`` -- the
+  node's audit log checked end to end, and its records decoded
+  (``node.operator_audit``); the same token for now.
 
 Errors: 400 for a bad request (the message names the field), 401 without
 the token, 404 for an unknown entry, request or case, 409 for a step the
@@ -61,9 +64,11 @@ from node.api import flag as _flag
 from node.api import json_body as _json_body
 from node.api import number as _number
 from node.inbox import Inbox, delivery_id
+from node.operator_audit import AuditApi
 from node.operator_services import ServicesApi
 
 if TYPE_CHECKING:
+    from exchnode.audit_service import AuditService
     from exchnode.sharing import SharingService
 
 __all__ = ["OperatorApi"]
@@ -139,8 +144,10 @@ class OperatorApi:
         capacity: int,
         catalog: CatalogService | None = None,
         sharing: SharingService | None = None,
+        audit: AuditService | None = None,
     ) -> None:
         self.node = node
+        self.audit = AuditApi(node, audit) if audit is not None else None
         self.services = (
             ServicesApi(node, catalog, sharing)
             if catalog is not None and sharing is not None
@@ -175,9 +182,10 @@ class OperatorApi:
         app.router.add_get("/v1/receive", self._receive)
         app.router.add_post("/v1/ack", self._ack)
         app.router.add_get("/v1/status/{message_id}", self._status)
-        if self.services is not None:
-            for method, path, handler in self.services.routes():
-                app.router.add_route(method, path, handler)
+        for group in (self.services, self.audit):
+            if group is not None:
+                for method, path, handler in group.routes():
+                    app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -245,6 +245,12 @@ def render_config(
         f"masking_secret = {_toml(SECRET_NAME)}  # {MASKING_SECRET_BYTES} random bytes, 0600: "
         "keys 'hash' masks",
         "",
+        "[audit]",
+        "# The tamper-evident audit log (in the store): events reach it within flush seconds,",
+        "# and the node signs a tree head over it every head_interval seconds if it grew.",
+        "# flush = 0.2",
+        "# head_interval = 10.0",
+        "",
         "[log]",
         'level = "info"  # debug, info, warning, error',
         'format = "json"  # json (one object per line on stderr) or console',

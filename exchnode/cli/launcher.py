@@ -1,4 +1,4 @@
-"""``exchnode node <verb>``, ``exchnode send|receive|catalog|sub``: launch the reference daemon.
+"""``exchnode node <verb>``, ``exchnode send|receive|catalog|sub|audit``: launch the daemon.
 
 The daemon is not part of the installed library: it lives in ``node/`` of the
 exchnode source tree, next to the ``exchnode`` package (an editable install,
@@ -34,6 +34,7 @@ _VERBS: dict[str, tuple[str | None, str]] = {
     "receive": ("receive", "take messages from the local node (= exchnode node receive)"),
     "catalog": ("catalog", "the resource catalog through the local node (= exchnode node catalog)"),
     "sub": ("sub", "subscriptions through the local node (= exchnode node sub)"),
+    "audit": ("audit", "the node's audit log: verify, records (= exchnode node audit)"),
 }
 
 

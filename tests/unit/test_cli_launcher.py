@@ -1,4 +1,4 @@
-"""``exchnode node|send|receive|catalog|sub``: handed to ``python -m node`` unread."""
+"""``exchnode node|send|receive|catalog|sub|audit``: handed to ``python -m node`` unread."""
 
 from __future__ import annotations
 
@@ -28,6 +28,14 @@ def test_source_tree_is_the_checkout() -> None:
         (
             ["sub", "approve", "ab" * 16, "--mask", "x=hash"],
             ["sub", "approve", "ab" * 16, "--mask", "x=hash"],
+        ),
+        (
+            ["audit", "verify", "--offline", "--config", "n.toml"],
+            ["audit", "verify", "--offline", "--config", "n.toml"],
+        ),
+        (
+            ["audit", "records", "--from", "5", "--json"],
+            ["audit", "records", "--from", "5", "--json"],
         ),
     ],
 )

@@ -1,0 +1,113 @@
+"""A node's audit log read from its store while the daemon is stopped (``audit ... --offline``).
+
+Theory of operation
+-------------------
+An auditor may need to check a node that is down, or one that refuses to
+start because its log is inconsistent.  This reads what the daemon would: the
+config, the trust material and the node's own chain (``node.daemon``'s
+loaders, nothing duplicated), then the store file.
+
+* **The lock.**  The daemon's state-directory lock is taken first
+  (``daemon.state_lock``), so a running daemon is named rather than waited
+  for, and the daemon cannot start while the store is being read.
+* **The store** is opened with ``SqliteStore`` as the daemon opens it (which
+  takes its exclusive lock, and would bring an older schema to the current
+  one); only read calls are made.  A missing store file is an error, never
+  created.
+* **The directory.**  Verification needs the key that signed the node's tree
+  heads: the node's own.  ``load_own_peer`` verifies the node's chain against
+  ``[trust]`` as peers do, without the private keys.  In static mode the
+  directory is the daemon's own (``build_directory``: this node and every
+  peer chain that verifies); in signed mode the node's own entry is all its
+  signed directory could contribute here (the cached snapshots in the store
+  hold other nodes), so it is a directory of this node alone.
+* **The checkpoint**, if retention stored one, is decoded and verified through
+  that directory and handed to ``verify_log``; one that fails is reported as
+  a ``bad-checkpoint`` finding and the log is checked from seq 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from exchnode.audit_log import Checkpoint, TreeHeadVerifier, decode_checkpoint
+from exchnode.audit_verify import Finding, Tamper, verify_log
+from exchnode.directory import Directory, StaticDirectory
+from exchnode.errors import RejectedError, UsageError
+from exchnode.store_sqlite import SqliteStore
+from node.config import ConfigError, DaemonConfig
+from node.daemon import build_directory, load_own_peer, load_trust, state_lock
+from node.operator_audit import record_json, report_json
+
+__all__ = ["read_records_offline", "verify_offline"]
+
+
+class _Quiet:
+    """A logger that says nothing: the verbs print their own output."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def _directory(config: DaemonConfig, now: datetime) -> Directory:
+    trust = load_trust(config)
+    own = load_own_peer(config, trust, now)
+    if config.directory.mode == "static":
+        return build_directory(config, trust, own, now, _Quiet())
+    return StaticDirectory([own])
+
+
+@contextlib.contextmanager
+def _stopped_store(config: DaemonConfig) -> Iterator[SqliteStore]:
+    """The node's store, with the daemon's lock held; an error if the daemon runs."""
+    path = config.store_path
+    if not path.is_file():
+        raise ConfigError(
+            f"{config.path}: node.state_dir: {path} does not exist (has this node ever run?)"
+        )
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(state_lock(config.state_dir))
+        except UsageError as exc:
+            raise UsageError(f"{exc}, or leave out --offline to ask the running node") from None
+        store = SqliteStore(path)
+        stack.callback(store.close)
+        yield store
+
+
+def verify_offline(config: DaemonConfig, now: datetime | None = None) -> dict[str, Any]:
+    """Check the stopped node's stored audit log end to end; the report as the API gives it."""
+    directory = _directory(config, now or datetime.now(UTC))
+    with _stopped_store(config) as store:
+        size = store.audit_size()
+        records = store.audit_records(0, size + 1)
+        heads = store.tree_heads()
+        stored_checkpoint = store.audit_checkpoint()
+    checkpoint: Checkpoint | None = None
+    problem: Finding | None = None
+    if stored_checkpoint is not None:
+        try:
+            checkpoint = decode_checkpoint(stored_checkpoint, TreeHeadVerifier(directory))
+        except RejectedError as exc:
+            problem = Finding(Tamper.BAD_CHECKPOINT, f"the stored checkpoint is refused: {exc}")
+    report = verify_log(config.name, records, heads, directory, checkpoint=checkpoint)
+    if problem is not None:
+        report = dataclasses.replace(report, findings=(problem, *report.findings))
+    return report_json(report, size, heads[-1] if heads else None)
+
+
+def read_records_offline(config: DaemonConfig, first: int, limit: int) -> dict[str, Any]:
+    """A page of the stopped node's audit records, decoded, as the API gives it."""
+    with _stopped_store(config) as store:
+        size = store.audit_size()
+        rows = store.audit_records(first, limit)
+    following = rows[-1][0] + 1 if rows else None
+    return {
+        "size": size,
+        "records": [record_json(seq, data) for seq, data in rows],
+        "next": following if following is not None and following < size else None,
+    }

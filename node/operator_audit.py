@@ -1,0 +1,161 @@
+"""The operator API's audit endpoints (``/v1/audit``), and the JSON forms of the audit log.
+
+Theory of operation
+-------------------
+The node's :class:`~exchnode.audit_service.AuditService` keeps the audit log
+in the node's store: the catalog's and subscriptions' events as records, with
+a signed tree head every ``[audit] head_interval`` seconds.  Two reads:
+
+* ``GET /v1/audit/verify`` stores what is pending and signs a head over it
+  (``AuditService.sync``: the auditor's "now"), then checks the stored log end
+  to end (``AuditService.verify``, i.e. ``audit_verify.verify_log``).  The
+  answer is the report: ``ok``, the counts, the last head, and each finding
+  with its ``kind``, ``seq`` and ``range`` (``[first, end)``) and ``head``.
+  A log with findings is still a 200: the check worked, the log did not.
+* ``GET /v1/audit/records?from=SEQ&limit=N`` pages through the stored
+  records, decoded: ``seq``, ``time``, ``category``, ``action``, ``actor``
+  (role and name), ``subject`` (kind and value; ids as hex), ``outcome``
+  (status and code) and ``detail`` (bytes as hex).  Records reach the store
+  within ``[audit] flush`` seconds of their event.  A stored record that no
+  longer decodes is listed with its ``error`` rather than failing the page.
+
+The token is the operator's for now; the auditor's own credential (three-role
+separation, GB/T 39477) is a later step of issue 5.
+
+:func:`report_json` and :func:`record_json` are also what ``exchnode audit``
+prints for a log read from the store while the daemon is stopped
+(``node.audit_offline``), so both ways answer alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from exchnode.audit_log import decode_tree_head
+from exchnode.audit_records import decode_record
+from exchnode.audit_service import AuditService
+from exchnode.audit_verify import VerificationReport
+from exchnode.errors import RejectedError
+from node.api import HTTPProblem
+
+if TYPE_CHECKING:
+    from exchnode.node import Node
+
+__all__ = ["DEFAULT_RECORDS", "MAX_RECORDS", "AuditApi", "record_json", "report_json"]
+
+DEFAULT_RECORDS = 100
+MAX_RECORDS = 10_000
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _value(value: str | int | bytes) -> str | int:
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def record_json(seq: int, data: bytes) -> dict[str, Any]:
+    """One stored record, decoded for auditors; one that fails to decode says why."""
+    try:
+        record = decode_record(data)
+    except RejectedError as exc:
+        return {"seq": seq, "error": str(exc), "code": exc.code}
+    entry = record.entry
+    return {
+        "seq": record.seq,
+        "time_ms": entry.time_ms,
+        "time": _iso(entry.time_ms),
+        "node": record.node,
+        "category": entry.category.value,
+        "action": entry.action,
+        "actor": {"role": entry.actor.role.value, "name": entry.actor.name},
+        "subject": {"kind": entry.subject.kind.value, "value": _value(entry.subject.value)},
+        "outcome": {"status": entry.outcome.status.value, "code": entry.outcome.code},
+        "detail": {key: _value(value) for key, value in entry.detail},
+    }
+
+
+def report_json(report: VerificationReport, size: int, last_head: bytes | None) -> dict[str, Any]:
+    """The verification report, plus the log's ``size`` and its last stored head."""
+    out = report.to_json()
+    out["size"] = size
+    for finding in out["findings"]:
+        if "seq" in finding:
+            finding["range"] = [finding["seq"], finding.get("end", finding["seq"] + 1)]
+    head: dict[str, Any] | None = None
+    if last_head is not None:
+        try:
+            decoded = decode_tree_head(last_head)[0]
+            head = {
+                "tree_size": decoded.tree_size,
+                "root": decoded.root.hex(),
+                "time_ms": decoded.timestamp_ms,
+                "time": _iso(decoded.timestamp_ms),
+            }
+        except RejectedError as exc:
+            head = {"error": str(exc), "code": exc.code}
+    out["last_head"] = head
+    return out
+
+
+def _integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise HTTPProblem(400, f"{name} must be an integer, got {text!r}") from None
+    if not low <= value <= high:
+        raise HTTPProblem(400, f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+class AuditApi:
+    """The audit endpoints of one node's operator API."""
+
+    def __init__(self, node: Node, audit: AuditService) -> None:
+        self.node = node
+        self.audit = audit
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return [
+            ("GET", "/v1/audit/verify", self._verify),
+            ("GET", "/v1/audit/records", self._records),
+        ]
+
+    async def _verify(self, request: web.Request) -> web.Response:
+        await self.audit.sync()
+        report = await self.audit.verify()
+        store = self.node.store
+
+        def facts() -> tuple[int, list[bytes]]:
+            return store.audit_size(), store.tree_heads(1)
+
+        size, heads = await self.node.run_in_store(facts)
+        return web.json_response(report_json(report, size, heads[-1] if heads else None))
+
+    async def _records(self, request: web.Request) -> web.Response:
+        first = _integer(request, "from", 0, 0, 2**62)
+        limit = _integer(request, "limit", DEFAULT_RECORDS, 1, MAX_RECORDS)
+        store = self.node.store
+
+        def page() -> tuple[int, list[tuple[int, bytes]]]:
+            return store.audit_size(), store.audit_records(first, limit)
+
+        size, rows = await self.node.run_in_store(page)
+        records = [record_json(seq, data) for seq, data in rows]
+        following = rows[-1][0] + 1 if rows else None
+        return web.json_response(
+            {
+                "size": size,
+                "records": records,
+                "next": following if following is not None and following < size else None,
+            }
+        )
