@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from exchnode.audit_log import AuditLogState, LoggedRecord, decode_tree_head
+from exchnode.audit_log import (
+    AuditLogState,
+    Checkpoint,
+    LoggedRecord,
+    TreeHeadVerifier,
+    decode_checkpoint,
+    decode_tree_head,
+)
 from exchnode.audit_records import AuditEntry, entry_from_event
 from exchnode.audit_verify import VerificationReport, verify_log
 from exchnode.errors import UsageError
@@ -84,14 +91,11 @@ class AuditService:
     async def start(self, node: Node) -> None:
         self._node = node
         self.log = self.log.bind(node=node.name)
-        store = node.store
-
-        def load() -> tuple[list[tuple[int, bytes]], list[bytes]]:
-            return store.audit_records(0, store.audit_size() + 1), store.tree_heads(1)
-
-        records, heads = await node.run_in_store(load)
+        records, heads, checkpoint = await self._load(all_heads=False)
         last_head = decode_tree_head(heads[-1])[0] if heads else None
-        self._state = AuditLogState.resume(node.identity, records, last_head=last_head)
+        self._state = AuditLogState.resume(
+            node.identity, records, last_head=last_head, checkpoint=checkpoint
+        )
         self._stored_size = self._head_size = self._state.size
         if last_head is not None:
             self._head_size = last_head.tree_size
@@ -155,15 +159,26 @@ class AuditService:
         await self._sign_head()
 
     async def verify(self) -> VerificationReport:
-        """Check this node's stored log against its signed heads, end to end."""
+        """Check this node's stored log (from its checkpoint on) against its signed heads."""
+        records, heads, checkpoint = await self._load(all_heads=True)
+        name, directory = self._running().name, self._running().directory
+        return verify_log(name, records, heads, directory, checkpoint=checkpoint)
+
+    async def _load(
+        self, *, all_heads: bool
+    ) -> tuple[list[tuple[int, bytes]], list[bytes], Checkpoint | None]:
+        """The stored log from its checkpoint on: records, heads (all, or the last), checkpoint."""
         node = self._running()
-        store = node.store
+        store, verifier = node.store, TreeHeadVerifier(node.directory)
 
-        def load() -> tuple[list[tuple[int, bytes]], list[bytes]]:
-            return store.audit_records(0, store.audit_size() + 1), store.tree_heads()
+        def load() -> tuple[list[tuple[int, bytes]], list[bytes], Checkpoint | None]:
+            stored = store.audit_checkpoint()
+            checkpoint = None if stored is None else decode_checkpoint(stored, verifier)
+            start = 0 if checkpoint is None else checkpoint.size
+            heads = store.tree_heads() if all_heads else store.tree_heads(1)
+            return store.audit_records(start, store.audit_size() + 1), heads, checkpoint
 
-        records, heads = await node.run_in_store(load)
-        return verify_log(node.name, records, heads, node.directory)
+        return await node.run_in_store(load)
 
     def _running(self) -> Node:
         if self._node is None:

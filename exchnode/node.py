@@ -399,7 +399,9 @@ class Node:
         self._closing = True
         started = self._executor is not None
         if started:
-            for service in self._services:
+            # Last attached, first closed: a service listed first (the audit log) still
+            # takes what the others emit while they close.
+            for service in reversed(self._services):
                 try:
                     await service.close()
                 except Exception:

@@ -131,3 +131,29 @@ def test_a_service_cannot_claim_a_node_kind(tmp_path: Path) -> None:
     greedy.kinds = frozenset({"receipt"})  # type: ignore[misc]
     with pytest.raises(UsageError, match="receipt"):
         federation.node("520100.fagai", services=[greedy])
+
+
+@pytest.mark.asyncio
+async def test_services_close_in_reverse_order(tmp_path: Path) -> None:
+    # The first listed (the audit log, in the daemon) must outlive those that emit into it.
+    closed: list[str] = []
+
+    class Named(Counter):
+        def __init__(self, name: str, kind: str) -> None:
+            super().__init__()
+            self.name = name
+            self.kinds = frozenset({kind})  # type: ignore[misc]
+
+        def routes(self) -> Mapping[tuple[str, str], Handler]:
+            return {}
+
+        async def close(self) -> None:
+            closed.append(self.name)
+
+    federation = Federation(tmp_path, NAMES)
+    node = federation.node(
+        "520100.fagai", services=[Named("audit", "a.x"), Named("catalog", "b.x")]
+    )
+    async with node:
+        pass
+    assert closed == ["catalog", "audit"]
