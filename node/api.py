@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["HTTPProblem", "error_response", "flag", "json_body", "number"]
+__all__ = ["HTTPProblem", "error_response", "flag", "integer", "json_body", "number"]
 
 
 class HTTPProblem(Exception):
@@ -34,8 +34,23 @@ def number(request: web.Request, name: str, default: float, low: float, high: fl
         value = float(text)
     except ValueError:
         raise HTTPProblem(400, f"{name} must be a number, got {text!r}") from None
+    return _within(name, value, low, high)
+
+
+def integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise HTTPProblem(400, f"{name} must be an integer, got {text!r}") from None
+    return int(_within(name, value, low, high))
+
+
+def _within(name: str, value: float, low: float, high: float) -> float:
     if not low <= value <= high:
-        raise HTTPProblem(400, f"{name} must be between {low:g} and {high:g}")
+        raise HTTPProblem(400, f"{name} must be between {low:g} and {high:g}, got {value:g}")
     return value
 
 

@@ -40,7 +40,7 @@ from exchnode.audit_records import decode_record
 from exchnode.audit_service import AuditService
 from exchnode.audit_verify import VerificationReport
 from exchnode.errors import RejectedError
-from node.api import HTTPProblem
+from node.api import integer
 
 if TYPE_CHECKING:
     from exchnode.node import Node
@@ -104,19 +104,6 @@ def report_json(report: VerificationReport, size: int, last_head: bytes | None) 
     return out
 
 
-def _integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise HTTPProblem(400, f"{name} must be an integer, got {text!r}") from None
-    if not low <= value <= high:
-        raise HTTPProblem(400, f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
 class AuditApi:
     """The audit endpoints of one node's operator API."""
 
@@ -142,8 +129,8 @@ class AuditApi:
         return web.json_response(report_json(report, size, heads[-1] if heads else None))
 
     async def _records(self, request: web.Request) -> web.Response:
-        first = _integer(request, "from", 0, 0, 2**62)
-        limit = _integer(request, "limit", DEFAULT_RECORDS, 1, MAX_RECORDS)
+        first = integer(request, "from", 0, 0, 2**62)
+        limit = integer(request, "limit", DEFAULT_RECORDS, 1, MAX_RECORDS)
         store = self.node.store
 
         def page() -> tuple[int, list[tuple[int, bytes]]]:
