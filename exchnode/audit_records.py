@@ -203,9 +203,9 @@ def _check_value(kind: ValueType, value: object, where: str) -> DetailValue:
 
 def _enum(kind: type[_E], value: object, where: str) -> _E:
     if type(value) is str:
-        for member in kind:
-            if member.value == value:
-                return member
+        member = kind._value2member_map_.get(value)
+        if member is not None:
+            return cast(_E, member)
     raise MalformedError(where, "must be one of " + ", ".join(str(m.value) for m in kind))
 
 
@@ -330,10 +330,16 @@ class Outcome:
         return cls(Status.REFUSED, code)
 
 
+class _CheckedDetail(tuple[tuple[str, DetailValue], ...]):
+    """A detail that passed ``_check_detail`` (immutable): not checked a second time."""
+
+    __slots__ = ()
+
+
 def details(**values: DetailValue) -> tuple[tuple[str, DetailValue], ...]:
     """A detail from keyword arguments: checked against the schema, sorted by key."""
     pairs = [(key, values[key]) for key in sorted(values)]
-    return _local(lambda: _check_detail(pairs, "audit.detail"))
+    return _CheckedDetail(_local(lambda: _check_detail(pairs, "audit.detail")))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -353,9 +359,9 @@ class AuditEntry:
         if not isinstance(self.category, Category):
             raise InvalidAuditRecordError("audit.category", "must be a Category")
         _local(lambda: _check_action(self.action, "audit.action"))
-        object.__setattr__(
-            self, "detail", _local(lambda: _check_detail(self.detail, "audit.detail"))
-        )
+        if type(self.detail) is not _CheckedDetail:  # details() checked it already
+            checked = _local(lambda: _check_detail(self.detail, "audit.detail"))
+            object.__setattr__(self, "detail", _CheckedDetail(checked))
 
     def get(self, key: str) -> DetailValue | None:
         for k, v in self.detail:
