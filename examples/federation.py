@@ -45,7 +45,9 @@ What happens, in a temporary directory (or --keep DIR):
    may have arrived.
 6. A revoked node is refused in the TLS handshake, and a node claiming
    another node's name is refused by the hub.
-7. Every daemon gets SIGTERM, must drain and exit 0; the folder is removed.
+7. Every node verifies its own audit log end to end (``GET /v1/audit/verify``:
+   records, chain and signed tree heads); all must pass.
+8. Every daemon gets SIGTERM, must drain and exit 0; the folder is removed.
 
 The steps live here, except step 5 (``federation_sharing.py``); the
 federation's shape and the log and progress lines are in
@@ -510,6 +512,7 @@ async def exercise(
         records = await serve_records(clients, record_count, subscription["conditional_id"], ledger)
         sharing_seconds = time.perf_counter() - sharing_started
         refused = await refusals(workdir, daemons, now)
+        audit = await verify_audit_logs(clients)
 
     ledger.judge()
     return {
@@ -523,7 +526,19 @@ async def exercise(
         "subscription": subscription,
         "records": records,
         "sharing_seconds": sharing_seconds,
+        "audit": audit,
     }
+
+
+async def verify_audit_logs(clients: dict[str, OperatorClient]) -> dict[str, dict[str, Any]]:
+    """Every node checks its own audit log end to end: records, signed heads, chain."""
+    log("verifying every node's audit log")
+
+    async def one(name: str) -> tuple[str, dict[str, Any]]:
+        report = await clients[name].audit_verify()
+        return name, {"ok": report["ok"], "records": report["records"], "heads": report["heads"]}
+
+    return dict(await asyncio.gather(*(one(name) for name in sorted(clients))))
 
 
 def run(workdir: Path, per_pair: int, record_count: int, directory_mode: str) -> dict[str, Any]:
@@ -599,6 +614,9 @@ def run(workdir: Path, per_pair: int, record_count: int, directory_mode: str) ->
         "records_after_revocation": records.counts["after_revocation"],
         "after_revocation_settled": records.settled,
         "sharing_seconds": round(result["sharing_seconds"], 2),
+        "audit_logs_verified": sum(1 for a in result["audit"].values() if a["ok"]),
+        "audit_records": sum(a["records"] for a in result["audit"].values()),
+        "audit_heads": sum(a["heads"] for a in result["audit"].values()),
     }
 
 
@@ -625,6 +643,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("read by hubs", summary["hub_app_deliveries"]),
         ("revoked node", summary["refusals"].get("revoked")),
         ("spoofed name", summary["refusals"].get("spoof")),
+        (
+            "audit logs",
+            f"{summary['audit_logs_verified']} of {summary['nodes']} verified end to end "
+            f"({summary['audit_records']} records under {summary['audit_heads']} signed heads)",
+        ),
         ("clean exits", f"{summary['clean_exits']} of {summary['processes']} (SIGTERM, drained)"),
         ("ready after", f"{summary['ready_seconds']} s"),
         (
@@ -698,6 +721,7 @@ def main(argv: list[str]) -> int:
         and summary["records_ungranted_items"] == 0
         and summary["records_after_revocation"] == 0
         and summary["after_revocation_settled"]
+        and summary["audit_logs_verified"] == summary["nodes"]
     )
     return 0 if ok else 1
 

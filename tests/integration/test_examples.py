@@ -167,6 +167,8 @@ def test_federation_demo_runs_daemons_and_loses_nothing() -> None:
     assert summary["revoked_refused"] is True
     assert summary["spoof_refused"] is True
     assert summary["clean_exits"] == 14
+    assert summary["audit_logs_verified"] == 14
+    assert summary["audit_records"] > 0
     assert summary["seconds"] > 0
     # Both directions across every level, each path kind delivered in full.
     kinds = summary["by_category"]
@@ -201,4 +203,6 @@ def test_federation_demo_with_a_static_directory() -> None:
     assert summary["sent"] == summary["delivered"] == 42
     assert (summary["lost"], summary["duplicated"], summary["corrupted"]) == (0, 0, 0)
     assert summary["clean_exits"] == 14
+    assert summary["audit_logs_verified"] == 14
+    assert summary["audit_records"] > 0
     _assert_sharing(summary, 200)  # the default number of records
