@@ -130,10 +130,13 @@ class RecordStream:
 
     def keep(self, resource_code: str, seq: int, record: Record, published_ms: int) -> None:
         """Hold record ``seq`` (raw, before projection) for resends, within the window."""
-        try:
-            fields = check_fields(fields_to_wire(record), f"record {seq} of {resource_code}")
-        except MalformedError as exc:
-            raise UsageError(str(exc)) from None
+        fields = check_record(record, f"record {seq} of {resource_code}")
+        self.keep_checked(resource_code, seq, fields, published_ms)
+
+    def keep_checked(
+        self, resource_code: str, seq: int, fields: dict[str, Value], published_ms: int
+    ) -> None:
+        """``keep`` for fields ``check_record`` has already passed."""
         size = len(pack(fields_to_wire(fields)))
         kept = self._kept.setdefault(resource_code, [])
         if kept and seq <= kept[-1].seq:
@@ -202,7 +205,7 @@ class RecordStream:
                 kept_before = stream._kept.get(code)
                 if seq > stream.last(code) or (kept_before and seq <= kept_before[-1].seq):
                     raise MalformedError(f"{at}.seq", "must increase and not pass the last number")
-                stream.keep(code, seq, fields, published)
+                stream.keep_checked(code, seq, fields, published)
         return stream
 
 
@@ -212,6 +215,17 @@ def _pair(value: object, what: str) -> list[Any]:
 
 def _triple(value: object, what: str) -> list[Any]:
     return check_array(value, what, 3)
+
+
+def check_record(record: object, what: str) -> dict[str, Value]:
+    """A record as the wire carries it (data item names to values of its types), or a usage
+    error naming ``what`` and the item."""
+    if not isinstance(record, Mapping) or not all(type(item) is str for item in record):
+        raise UsageError(f"{what}: a record maps data item names (text) to values")
+    try:
+        return check_fields(fields_to_wire(record), what)
+    except MalformedError as exc:
+        raise UsageError(str(exc)) from None
 
 
 class Seen(enum.Enum):

@@ -79,8 +79,6 @@ from exchnode.record_messages import (
     RecordBatch,
     RecordGap,
     Resend,
-    check_fields,
-    fields_to_wire,
 )
 from exchnode.record_streams import GapTracker, Seen, group_deliveries
 from exchnode.subscriptions import (
@@ -546,18 +544,9 @@ class SharingService:
             raise UsageError(f"{self._me()} publishes no resource {resource_code}")
         if not records:
             raise UsageError("publish_records needs at least one record")
-        for index, record in enumerate(records):
-            _check_record(record, f"records[{index}]")
         async with self._lock:
             now_ms = self._now_ms()
-            before = book.encode()
-            try:
-                deliveries = [
-                    d for record in records for d in book.publish(resource_code, record, now_ms)
-                ]
-            except ExchnodeError:
-                self._book = self._restore_book(before)
-                raise
+            deliveries = book.publish_many(resource_code, records, now_ms)
             last = book.last_seq(resource_code)
             first = last - len(records) + 1
             groups = group_deliveries(deliveries)
@@ -722,16 +711,6 @@ class SharingService:
 
     # --- persistence ---------------------------------------------------------------------
 
-    def _restore_book(self, data: bytes) -> SubscriptionBook:
-        return SubscriptionBook.restore(
-            data,
-            self._terms,
-            sink=self.events,
-            masking_secret=self._masking_secret,
-            calendar=self._calendar,
-            answer_days=self._answer_days,
-        )
-
     def _fresh(self) -> None:
         me = self._me()
         if NodeName.parse(me).is_hub:
@@ -775,7 +754,14 @@ class SharingService:
         _, book, view, desk, c_in, c_out, requests, trackers, outbox = value
         events, me = self.events, self._me()
         if book is not None:
-            self._book = self._restore_book(book)
+            self._book = SubscriptionBook.restore(
+                book,
+                self._terms,
+                sink=events,
+                masking_secret=self._masking_secret,
+                calendar=self._calendar,
+                answer_days=self._answer_days,
+            )
         if view is not None:
             self._view = SubscriberView.restore(view, sink=events, random=self._random)
         if desk is not None:
@@ -848,13 +834,3 @@ def _terms_of(entry: Any) -> ResourceTerms:
         conditions=entry.share_conditions,
         items=frozenset(item.name for item in entry.data_items),
     )
-
-
-def _check_record(record: object, what: str) -> None:
-    """A record as the wire carries it: data item names to values of the wire's types."""
-    if not isinstance(record, Mapping) or not all(type(item) is str for item in record):
-        raise UsageError(f"{what}: a record maps data item names (text) to values")
-    try:
-        check_fields(fields_to_wire(record), what)
-    except MalformedError as exc:
-        raise UsageError(str(exc)) from None

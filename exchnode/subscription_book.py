@@ -9,7 +9,7 @@ it publishes for the grants live at that moment.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -35,6 +35,7 @@ from exchnode.record_streams import (
     DEFAULT_WINDOW_BYTES,
     RecordDelivery,
     RecordStream,
+    check_record,
     group_deliveries,
 )
 from exchnode.subscription_codecs import MAX_TEXT, REQUEST_ID_LENGTH
@@ -311,17 +312,35 @@ class SubscriptionBook:
         return self._stream.last(resource_code)
 
     def publish(self, resource_code: str, record: Record, now_ms: int) -> list[RecordDelivery]:
-        """Number one record and project it for every grant live at ``now_ms``.
+        """Number one record and project it for every grant live at ``now_ms``."""
+        return self.publish_many(resource_code, [record], now_ms)
 
-        The raw record is kept in the resend window (``record_streams``);
-        :func:`~exchnode.record_streams.group_deliveries` makes the result wire bodies.
+    def publish_many(
+        self, resource_code: str, records: Sequence[Record], now_ms: int
+    ) -> list[RecordDelivery]:
+        """Number records and project each for every grant live at ``now_ms``; all or nothing.
+
+        Every record is checked and projected under every grant before the
+        first is numbered, so a record that cannot be sent (a value of no wire
+        type, a mask that does not apply to it) leaves no number behind.  Each
+        grant's projection (with its derived hash key) is made once per call.
+        The raw records are kept in the resend window (``record_streams``);
+        :func:`~exchnode.record_streams.group_deliveries` makes the wire bodies.
         """
-        seq = self._stream.assign(resource_code)
-        self._stream.keep(resource_code, seq, record, now_ms)
-        return [
-            self._delivery(grant, seq, self._projection(grant).apply(record))
-            for grant in self.live_grants(resource_code, now_ms)
+        checked = [check_record(record, f"records[{i}]") for i, record in enumerate(records)]
+        projections = [
+            (grant, self._projection(grant)) for grant in self.live_grants(resource_code, now_ms)
         ]
+        projected = [
+            [(grant, projection.apply(fields)) for grant, projection in projections]
+            for fields in checked
+        ]
+        deliveries = []
+        for fields, per_grant in zip(checked, projected, strict=True):
+            seq = self._stream.assign(resource_code)
+            self._stream.keep_checked(resource_code, seq, fields, now_ms)
+            deliveries += [self._delivery(grant, seq, out) for grant, out in per_grant]
+        return deliveries
 
     def on_resend(self, resend: Resend, *, sender: str, now_ms: int) -> list[Outgoing]:
         """Answer a subscriber's ``sub.resend`` from the window; ``sub.gap`` for the rest.
