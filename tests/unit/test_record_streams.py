@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import replace
 
@@ -38,8 +39,13 @@ def book(**kwargs: object) -> SubscriptionBook:
 
 
 def subscribe(provider: SubscriptionBook, who: str, items: tuple[str, ...]) -> SubscriberView:
-    counter = itertools.count(hash(who) % 1000 + 1)
-    view = SubscriberView(who, sink=ListSink(), random=lambda n: next(counter).to_bytes(n, "big"))
+    # Request ids distinct per subscriber whatever PYTHONHASHSEED is (hash() of a str is not).
+    counter = itertools.count()
+    view = SubscriberView(
+        who,
+        sink=ListSink(),
+        random=lambda n: hashlib.sha256(f"{who} {next(counter)}".encode()).digest()[:n],
+    )
     [out] = view.request(OPEN, purpose="p", scope="s", items=items, operator="o", now_ms=1)
     [answer] = provider.on_request(out.message, sender=who, now_ms=1)  # type: ignore[arg-type]
     view.on_decision(answer.message, sender=PROVIDER, now_ms=1)  # type: ignore[arg-type]
