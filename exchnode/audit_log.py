@@ -75,6 +75,7 @@ __all__ = [
     "MAX_TREE_SIZE",
     "AuditLogState",
     "Checkpoint",
+    "LogMark",
     "LoggedRecord",
     "TreeHead",
     "TreeHeadVerifier",
@@ -300,6 +301,15 @@ class LoggedRecord:
     leaf: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class LogMark:
+    """A point of an ``AuditLogState`` to roll back to (see ``AuditLogState.mark``)."""
+
+    size: int
+    last_leaf: bytes
+    last_head: TreeHead | None
+
+
 class AuditLogState:
     """One node's audit log, as hashes: appends, heads, proofs, checkpoints (see the module doc)."""
 
@@ -346,6 +356,23 @@ class AuditLogState:
 
     def root(self, size: int | None = None) -> bytes:
         return self._tree.root(size)
+
+    def mark(self) -> LogMark:
+        """Where the log is now: ``rollback`` returns to it if what follows is not stored."""
+        return LogMark(self._tree.size, self._last_leaf, self._last_head)
+
+    def rollback(self, mark: LogMark) -> None:
+        """Forget appends (and a head) made since ``mark``: the store did not keep them.
+
+        A store transaction that fails after ``append`` numbered its records
+        would otherwise leave the state ahead of the store, and every later
+        record with a seq the store refuses.
+        """
+        if mark.size > self._tree.size:
+            raise UsageError(f"cannot roll back to {mark.size}: the log holds {self._tree.size}")
+        self._tree.truncate(mark.size)
+        self._last_leaf = mark.last_leaf
+        self._last_head = mark.last_head
 
     def sign_head(self, now_ms: int) -> TreeHead:
         """Sign a head over every record appended so far.

@@ -54,6 +54,7 @@ __all__ = [
     "DETAIL_SCHEMA",
     "GENESIS_PREV",
     "MAX_DETAIL",
+    "MAX_MESSAGES",
     "MAX_OPERATOR_CHARS",
     "MAX_RECORD_BYTES",
     "NO_SUBJECT",
@@ -78,6 +79,7 @@ __all__ = [
 RECORD_FORMAT = 1
 MAX_RECORD_BYTES = 2048
 MAX_DETAIL = 16
+MAX_MESSAGES = 64  # message ids in one record's "messages": custody is logged per batch
 MAX_OPERATOR_CHARS = 64
 MAX_UINT = (1 << 63) - 1
 MAX_SERIAL = 20  # RFC 5280 §4.1.2.2: certificate serials are at most 20 octets
@@ -136,9 +138,10 @@ class ValueType(enum.Enum):
     HASH = "hash"  # bin(32)
     SERIAL = "serial"  # bin(1..20)
     UINT = "uint"  # 0 .. 2^63-1
+    IDS = "ids"  # 1..MAX_MESSAGES of bin(16): the messages of one custody batch
 
 
-DetailValue = str | int | bytes
+DetailValue = str | int | bytes | tuple[bytes, ...]
 
 # The only keys a detail may hold, and the type of each (audit draft §20.2).
 DETAIL_SCHEMA: Final[Mapping[str, ValueType]] = {
@@ -148,6 +151,7 @@ DETAIL_SCHEMA: Final[Mapping[str, ValueType]] = {
     "key_id": ValueType.ID,
     "kind": ValueType.TOKEN,
     "message": ValueType.ID,
+    "messages": ValueType.IDS,
     "peer": ValueType.NAME,
     "previous_size": ValueType.UINT,
     "reason": ValueType.TOKEN,
@@ -180,6 +184,13 @@ _SUBJECT_TYPE: Final[Mapping[SubjectKind, ValueType | None]] = {
 
 
 def _check_value(kind: ValueType, value: object, where: str) -> DetailValue:
+    if kind is ValueType.IDS:
+        if not isinstance(value, list | tuple) or not 1 <= len(value) <= MAX_MESSAGES:
+            raise MalformedError(where, f"must be an array of 1..{MAX_MESSAGES} message ids")
+        for i, item in enumerate(value):
+            if type(item) is not bytes or len(item) != 16:
+                check_bytes(item, f"{where}[{i}]", 16)
+        return tuple(value)
     if kind is ValueType.UINT:
         if type(value) is not int or not 0 <= value <= MAX_UINT:
             raise MalformedError(where, f"must be an integer in 0..{MAX_UINT}")
@@ -419,7 +430,9 @@ def decode_record(data: bytes) -> AuditRecord:
     Raises only ``RejectedError`` subclasses (``malformed``, ``too-large``,
     ``unsupported-version``), whatever the bytes.
     """
-    fields = unpack(data, what="audit", max_size=MAX_RECORD_BYTES, max_array=MAX_DETAIL)
+    fields = unpack(
+        data, what="audit", max_size=MAX_RECORD_BYTES, max_array=max(MAX_DETAIL, MAX_MESSAGES)
+    )
     if type(fields) is not list or len(fields) != _FIELDS:
         raise MalformedError("audit", f"expected an array of {_FIELDS} elements")
     fmt, seq, time_ms, node, prev, category, action, actor, subject, outcome, detail = fields

@@ -312,6 +312,21 @@ class MerkleLog:
         proof.reverse()
         return proof
 
+    def truncate(self, size: int) -> None:
+        """Drop every leaf from ``size`` on: undo appends a failed transaction did not store.
+
+        Only complete subtrees are kept, so the log is exactly what ``size``
+        appends would have built; ``size`` may not go below what was pruned.
+        """
+        self._check_size(size)
+        if size < self._pruned:
+            raise ValueError(f"cannot truncate to {size}: leaves below {self._pruned} are pruned")
+        for k, level in enumerate(self._levels):
+            keep = (size >> k) - self._base[k]
+            if keep < len(level):
+                del level[max(keep, 0) :]
+        self._size = size
+
     def forget_before(self, size: int) -> None:
         """Drop every hash not needed once leaves below ``size`` are pruned (keeps the frontier)."""
         self._check_size(size)

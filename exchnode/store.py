@@ -152,6 +152,7 @@ __all__ = [
     "AcceptStatus",
     "AuditHook",
     "ExpiredEntry",
+    "ExpiryAuditHook",
     "InboundEntry",
     "OutboundEntry",
     "PeerState",
@@ -193,6 +194,8 @@ class AcceptItem:
     ``local``: targets this node delivers to its own application (the inbox).
     ``forward``: next hop → the targets the copy for that hop carries; the
     same ``data`` goes to every hop.  A target appears at most once overall.
+    ``came_from``: the neighbour that handed it over ("" for this node's
+    own); the store keeps nothing of it, the audit log names it.
     The caller has verified the envelope and routed it; the store checks
     only shapes and raises :class:`UsageError` on a malformed item.
     """
@@ -204,6 +207,7 @@ class AcceptItem:
     expires_ms: int
     local: tuple[str, ...] = ()
     forward: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    came_from: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.sender, str) or not self.sender:
@@ -240,6 +244,7 @@ class AcceptItem:
         data: bytes,
         expires_ms: int,
         route: Route,
+        came_from: str = "",
     ) -> AcceptItem:
         """The item for ``route``'s local and forwarded targets.
 
@@ -254,6 +259,7 @@ class AcceptItem:
             expires_ms=expires_ms,
             local=route.local,
             forward=route.forward,
+            came_from=came_from,
         )
 
     @property
@@ -525,6 +531,12 @@ It runs inside the store's transaction and under its lock: it must not call
 the store.  Whatever it raises rolls the whole batch back and propagates.
 """
 
+ExpiryAuditHook: TypeAlias = Callable[[list["ExpiredEntry"]], Sequence[bytes]]
+"""``take_expired``'s audit callback: the entries taken → the records to store with them.
+
+Called only when something expired, inside the transaction, like ``AuditHook``.
+"""
+
 MAX_CHECKPOINT_BYTES = 16 * 1024  # what audit_log.decode_checkpoint accepts
 _RECORD_FIELDS = 11  # SPEC §20.2: [format, seq, time, node, prev, …]
 
@@ -683,8 +695,12 @@ class Store(Protocol):
         """
         ...
 
-    def forwarded(self, next_hop: str, seqs: Iterable[int]) -> int:
-        """``next_hop`` took custody: remove those entries (one transaction); how many were."""
+    def forwarded(self, next_hop: str, seqs: Iterable[int], *, audit: Sequence[bytes] = ()) -> int:
+        """``next_hop`` took custody: remove those entries (one transaction); how many were.
+
+        ``audit``: encoded records that continue the log, stored in the same
+        transaction (the relay's own record of the handover).
+        """
         ...
 
     def next_hops(self) -> list[str]:
@@ -703,8 +719,11 @@ class Store(Protocol):
         """
         ...
 
-    def delivered(self, seqs: Iterable[int]) -> int:
-        """The application acknowledged: remove those entries; how many were."""
+    def delivered(self, seqs: Iterable[int], *, audit: Sequence[bytes] = ()) -> int:
+        """The application acknowledged: remove those entries; how many were.
+
+        ``audit`` as in ``forwarded``.
+        """
         ...
 
     def inbox_depth(self) -> QueueDepth: ...
@@ -714,8 +733,14 @@ class Store(Protocol):
         ...
 
     # expiry
-    def take_expired(self, now_ms: int, max_count: int) -> list[ExpiredEntry]:
-        """Remove up to ``max_count`` expired entries, earliest expiry first, and return them."""
+    def take_expired(
+        self, now_ms: int, max_count: int, *, audit: ExpiryAuditHook | None = None
+    ) -> list[ExpiredEntry]:
+        """Remove up to ``max_count`` expired entries, earliest expiry first, and return them.
+
+        ``audit``, if given, is called inside the transaction with the entries
+        taken (not when none expired), as ``accept``'s is with its outcomes.
+        """
         ...
 
     def prune(self, now_ms: int, max_count: int = 10_000) -> int:

@@ -30,6 +30,7 @@ from exchnode.store import (
     AcceptStatus,
     AuditHook,
     ExpiredEntry,
+    ExpiryAuditHook,
     InboundEntry,
     OutboundEntry,
     PeerState,
@@ -183,10 +184,12 @@ class MemoryStore:
             live = (e for s, e in queue.items() if s > after and e.expires_ms > now_ms)
             return take_within(live, max_count, max_bytes)
 
-    def forwarded(self, next_hop: str, seqs: Iterable[int]) -> int:
+    def forwarded(self, next_hop: str, seqs: Iterable[int], *, audit: Sequence[bytes] = ()) -> int:
         wanted = check_seqs(seqs)
         with self._lock:
             self._check_open()
+            records = check_audit_records(audit, self._audit_next)
+            self._store_audit(records)
             queue = self._outbound.get(next_hop)
             if not queue:
                 return 0
@@ -223,10 +226,11 @@ class MemoryStore:
             live = (e for s, e in self._inbox.items() if s > after and e.expires_ms > now_ms)
             return take_within(live, max_count, limit)
 
-    def delivered(self, seqs: Iterable[int]) -> int:
+    def delivered(self, seqs: Iterable[int], *, audit: Sequence[bytes] = ()) -> int:
         wanted = check_seqs(seqs)
         with self._lock:
             self._check_open()
+            self._store_audit(check_audit_records(audit, self._audit_next))
             removed = 0
             for seq in wanted:
                 entry = self._inbox.pop(seq, None)
@@ -247,28 +251,30 @@ class MemoryStore:
 
     # --- expiry -------------------------------------------------------------------
 
-    def take_expired(self, now_ms: int, max_count: int) -> list[ExpiredEntry]:
+    def take_expired(
+        self, now_ms: int, max_count: int, *, audit: ExpiryAuditHook | None = None
+    ) -> list[ExpiredEntry]:
         check_time(now_ms)
         check_limit(max_count, "max_count")
         out: list[ExpiredEntry] = []
+        popped: list[tuple[int, int, str, int]] = []
         with self._lock:
             self._check_open()
             heap = self._entry_heap
+            # Find first, change nothing: the audit callback may still refuse.
             while heap and heap[0][0] <= now_ms and len(out) < max_count:
-                _, _, queue, seq = heapq.heappop(heap)
+                item = heapq.heappop(heap)
+                _, _, queue, seq = item
                 entry: InboundEntry | OutboundEntry | None
                 if queue == _INBOX:
-                    entry = self._inbox.pop(seq, None)
-                    if entry is None:
-                        continue
-                    self._depths.remove_inbound(len(entry.data))
+                    entry = self._inbox.get(seq)
                     hop = None
                 else:
-                    entry = self._outbound.get(queue, {}).pop(seq, None)
-                    if entry is None:
-                        continue
-                    self._forget_outbound(entry)
+                    entry = self._outbound.get(queue, {}).get(seq)
                     hop = queue
+                if entry is None:
+                    continue  # gone already: its heap item is stale
+                popped.append(item)
                 out.append(
                     ExpiredEntry(
                         seq=seq,
@@ -281,6 +287,23 @@ class MemoryStore:
                         data=entry.data,
                     )
                 )
+            try:
+                records = (
+                    check_audit_records(audit(list(out)), self._audit_next)
+                    if audit is not None and out
+                    else []
+                )
+            except BaseException:
+                for item in popped:
+                    heapq.heappush(heap, item)
+                raise
+            for expired in out:
+                if expired.next_hop is None:
+                    inbound = self._inbox.pop(expired.seq)
+                    self._depths.remove_inbound(len(inbound.data))
+                else:
+                    self._forget_outbound(self._outbound[expired.next_hop].pop(expired.seq))
+            self._store_audit(records)
         return out
 
     def prune(self, now_ms: int, max_count: int = 10_000) -> int:

@@ -75,6 +75,7 @@ from exchnode.store import (
     AcceptStatus,
     AuditHook,
     ExpiredEntry,
+    ExpiryAuditHook,
     InboundEntry,
     OutboundEntry,
     PeerState,
@@ -509,8 +510,7 @@ class SqliteStore:
             else:
                 audit_rows = []
         # Committed: now, and only now, the counters.
-        if audit_rows:
-            self._audit_next = audit_rows[-1][0] + 1
+        self._appended(audit_rows)
         for row in inbox_rows:
             self._depths.add_inbound(row[5])
         for out in outbound_rows:
@@ -550,12 +550,17 @@ class SqliteStore:
             finally:
                 cursor.close()  # ends the read at once, even when we stopped early
 
-    def forwarded(self, next_hop: str, seqs: Iterable[int]) -> int:
+    def forwarded(self, next_hop: str, seqs: Iterable[int], *, audit: Sequence[bytes] = ()) -> int:
         wanted = check_seqs(seqs)
-        if not wanted:
+        if not wanted and not audit:
             return 0
-        with self._lock, self._transaction("forwarded") as conn:
-            removed = conn.execute(_DELETE_OUTBOUND, (next_hop, _json_list(wanted))).fetchall()
+        with self._lock:
+            self._open_conn()
+            audit_rows = check_audit_records(audit, self._audit_next)
+            with self._transaction("forwarded") as conn:
+                removed = conn.execute(_DELETE_OUTBOUND, (next_hop, _json_list(wanted))).fetchall()
+                conn.executemany(_INSERT_AUDIT, audit_rows)
+            self._appended(audit_rows)
         for (size,) in removed:
             self._depths.remove_outbound(next_hop, size)
         return len(removed)
@@ -595,12 +600,17 @@ class SqliteStore:
             finally:
                 cursor.close()
 
-    def delivered(self, seqs: Iterable[int]) -> int:
+    def delivered(self, seqs: Iterable[int], *, audit: Sequence[bytes] = ()) -> int:
         wanted = check_seqs(seqs)
-        if not wanted:
+        if not wanted and not audit:
             return 0
-        with self._lock, self._transaction("delivered") as conn:
-            removed = conn.execute(_DELETE_INBOX, (_json_list(wanted),)).fetchall()
+        with self._lock:
+            self._open_conn()
+            audit_rows = check_audit_records(audit, self._audit_next)
+            with self._transaction("delivered") as conn:
+                removed = conn.execute(_DELETE_INBOX, (_json_list(wanted),)).fetchall()
+                conn.executemany(_INSERT_AUDIT, audit_rows)
+            self._appended(audit_rows)
         for (size,) in removed:
             self._depths.remove_inbound(size)
         return len(removed)
@@ -617,10 +627,13 @@ class SqliteStore:
 
     # --- expiry ---------------------------------------------------------------------
 
-    def take_expired(self, now_ms: int, max_count: int) -> list[ExpiredEntry]:
+    def take_expired(
+        self, now_ms: int, max_count: int, *, audit: ExpiryAuditHook | None = None
+    ) -> list[ExpiredEntry]:
         check_time(now_ms)
         check_limit(max_count, "max_count")
         found: list[tuple[_Row, ExpiredEntry, int]] = []
+        audit_rows: list[tuple[int, bytes]] = []
         with self._lock, self._transaction("take_expired") as conn:
             for (
                 seq,
@@ -669,6 +682,12 @@ class SqliteStore:
                 "DELETE FROM inbox WHERE seq = ?",
                 [(e.seq,) for _, e, _ in found if e.next_hop is None],
             )
+            if audit is not None and found:
+                # Inside the transaction: a raise here keeps the entries queued.
+                records = audit([entry for _, entry, _ in found])
+                audit_rows = check_audit_records(records, self._audit_next)
+                conn.executemany(_INSERT_AUDIT, audit_rows)
+        self._appended(audit_rows)
         for _, entry, size in found:
             if entry.next_hop is None:
                 self._depths.remove_inbound(size)
@@ -698,6 +717,11 @@ class SqliteStore:
                 return
             with self._transaction("append_audit") as conn:
                 conn.executemany(_INSERT_AUDIT, rows)
+            self._appended(rows)
+
+    def _appended(self, rows: list[tuple[int, bytes]]) -> None:
+        """Audit records committed: the next one continues after them."""
+        if rows:
             self._audit_next = rows[-1][0] + 1
 
     def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[tuple[int, bytes]]:

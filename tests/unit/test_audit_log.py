@@ -225,3 +225,23 @@ def test_witnessing_accepts_extensions_and_names_rewrites() -> None:
     assert record.get("previous_size") == 10
     hub = AuditLogState(HUB)
     assert hub.append([record, witness_entry("520100", good, T0 + 8)])[1].seq == 1
+
+
+def test_rollback_forgets_what_the_store_did_not_keep() -> None:
+    log = AuditLogState(NODE)
+    kept = log.append(entries(5))
+    head = log.sign_head(T0)
+    mark = log.mark()
+    log.append(entries(3, 5))  # numbered for a transaction that then failed
+    log.sign_head(T0 + 1)
+    log.rollback(mark)
+    assert (log.size, log.last_head) == (5, head)
+    again = log.append(entries(2, 100))
+    assert [r.seq for r in again] == [5, 6]
+    assert decode_record(again[0].data).prev == kept[-1].leaf
+    reference = AuditLogState(NODE)
+    reference.append(entries(5))
+    reference.append(entries(2, 100))
+    assert log.root() == reference.root()
+    with pytest.raises(UsageError, match="cannot roll back"):
+        log.rollback(AuditLogState(NODE).mark().__class__(99, bytes(32), None))

@@ -237,3 +237,32 @@ def test_forget_before_keeps_what_a_frontier_restore_keeps() -> None:
         assert full.root(m) == reference.root(m)
         assert full.consistency_proof(21, m) == reference.consistency_proof(21, m)
     assert full.inclusion_proof(30, 50) == reference.inclusion_proof(30, 50)
+
+
+def test_truncate_gives_the_log_those_appends_would_have_built() -> None:
+    leaves = [leaf_hash(i.to_bytes(2, "big")) for i in range(45)]
+    other = [leaf_hash(b"x" + i.to_bytes(2, "big")) for i in range(45)]
+    for pruned_at in (0, 7, 16):
+        for keep in range(pruned_at, 41):
+            log = MerkleLog.from_frontier(pruned_at, _frontier(leaves, pruned_at))
+            log.extend(leaves[pruned_at:40])
+            log.truncate(keep)
+            assert log.size == keep
+            log.extend(other[keep:45])  # a different continuation after the cut
+            reference = MerkleLog()
+            reference.extend(leaves[:keep] + other[keep:45])
+            for m in range(max(pruned_at, 1), 46):
+                assert log.root(m) == reference.root(m)
+                assert log.consistency_proof(pruned_at, m) == reference.consistency_proof(
+                    pruned_at, m
+                )
+            assert log.inclusion_proof(44, 45) == reference.inclusion_proof(44, 45)
+    log = MerkleLog.from_frontier(16, _frontier(leaves, 16))
+    with pytest.raises(ValueError, match="pruned"):
+        log.truncate(15)
+
+
+def _frontier(leaves: list[bytes], size: int) -> list[bytes]:
+    log = MerkleLog()
+    log.extend(leaves[:size])
+    return log.frontier()

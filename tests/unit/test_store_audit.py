@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from exchnode.audit_custody import CustodyRecorder
 from exchnode.audit_log import AuditLogState, TreeHeadVerifier, decode_checkpoint, encode_checkpoint
 from exchnode.audit_records import (
     Actor,
@@ -26,7 +27,14 @@ from exchnode.audit_records import (
     details,
 )
 from exchnode.errors import StoreError, UsageError
-from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus, Store, audit_record_seq
+from exchnode.store import (
+    AcceptItem,
+    AcceptOutcome,
+    AcceptStatus,
+    ExpiredEntry,
+    Store,
+    audit_record_seq,
+)
 from exchnode.store_memory import MemoryStore
 from exchnode.store_sqlite import _SCHEMA_V1, APPLICATION_ID, SCHEMA_VERSION, SqliteStore
 from exchnode.testing import seeded_directory, seeded_identity
@@ -465,3 +473,72 @@ def test_sqlite_a_new_store_has_the_migrated_schema(tmp_path: Path) -> None:
         return rows
 
     assert schema(tmp_path / "new.db") == schema(tmp_path / "old.db")
+
+
+# --- custody records outside accept: relay, delivery, expiry -------------------------------
+
+
+def test_forwarded_and_delivered_store_their_records_with_the_removal(store: Store) -> None:
+    log = AuditLogState(NODE)
+    recorder = CustodyRecorder(ME)
+    items = [make(1), make(2), make(3, local=(ME,))]
+    store.accept(
+        items, NOW, audit=lambda outcomes: encoded(log, recorder.accepted(NOW, items, outcomes))
+    )
+    queued = store.pending(CHILD, NOW, 10, 1 << 20)
+    relay = encoded(log, recorder.relayed(NOW, CHILD, [e.message_id for e in queued]))
+    assert store.forwarded(CHILD, [e.seq for e in queued], audit=relay) == 2
+    (inbound,) = store.inbox(NOW, 10)
+    deliver = encoded(log, recorder.delivered(NOW, [inbound.message_id], consumed=False))
+    assert store.delivered([inbound.seq], audit=deliver) == 1
+    stored = [decode_record(data) for _, data in store.audit_records(0, 10)]
+    assert [(r.entry.action, r.entry.outcome.code) for r in stored] == [
+        ("accept", "accepted"),
+        ("relay", "taken"),
+        ("deliver", "delivered"),
+    ]
+    assert stored[1].entry.get("messages") == (items[0].message_id, items[1].message_id)
+    assert AuditLogState.resume(NODE, store.audit_records(0, 10)).root() == log.root()
+    # A record that does not continue the log refuses the removal with it.
+    store.accept([make(4)], NOW)
+    (entry4,) = store.pending(CHILD, NOW, 10, 1 << 20)
+    stale = AuditLogState(NODE)
+    with pytest.raises(UsageError):
+        store.forwarded(
+            CHILD, [entry4.seq], audit=encoded(stale, recorder.relayed(NOW, CHILD, [b"x" * 16]))
+        )
+    assert store.queue_depth(CHILD).count == 1
+
+
+def test_take_expired_stores_its_records_or_keeps_the_entries(store: Store) -> None:
+    log = AuditLogState(NODE)
+    recorder = CustodyRecorder(ME)
+    store.accept([make(1, expires_ms=NOW + 10), make(2, local=(ME,), expires_ms=NOW + 10)], NOW)
+
+    def fail(expired: list[ExpiredEntry]) -> list[bytes]:
+        raise RuntimeError("audit refused")
+
+    with pytest.raises(RuntimeError, match="audit refused"):
+        store.take_expired(NOW + 20, 10, audit=fail)
+    assert store.totals().count == 2
+    assert store.audit_size() == 0
+    calls: list[list[ExpiredEntry]] = []
+
+    def audit(expired: list[ExpiredEntry]) -> list[bytes]:
+        calls.append(expired)
+        return encoded(log, recorder.expired(NOW + 20, expired))
+
+    assert store.take_expired(NOW + 5, 10, audit=audit) == []
+    assert calls == []  # nothing expired: not called
+    taken = store.take_expired(NOW + 20, 10, audit=audit)
+    assert len(taken) == 2
+    assert store.totals().count == 0
+    stored = [decode_record(data).entry for _, data in store.audit_records(0, 10)]
+    assert {(e.action, e.subject.value, e.outcome.code) for e in stored} == {
+        ("expire", CHILD, "expired-in-queue"),
+        ("expire", "", "expired-in-queue"),
+    }
+
+
+def encoded(log: AuditLogState, entries: list[AuditEntry]) -> list[bytes]:
+    return [r.data for r in log.append(entries)]
