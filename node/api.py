@@ -12,7 +12,20 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["HTTPProblem", "error_response", "flag", "integer", "json_body", "number"]
+from exchnode.audit_records import Actor, Role
+from exchnode.errors import InvalidAuditRecordError
+from exchnode.store import PeerState
+
+__all__ = [
+    "HTTPProblem",
+    "error_response",
+    "flag",
+    "integer",
+    "json_body",
+    "number",
+    "peer_state_json",
+    "person",
+]
 
 
 class HTTPProblem(Exception):
@@ -71,3 +84,31 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise HTTPProblem(400, "the body must be a JSON object")
     return document
+
+
+def person(document: dict[str, Any], role: Role) -> str:
+    """The person acting, from the body field named after their role (``"administrator"``).
+
+    1..64 characters, no control characters or surrounding spaces: what an audit
+    record's actor may hold.  400 naming the field otherwise.
+    """
+    field = role.value
+    value = document.get(field)
+    if value is None:
+        raise HTTPProblem(400, f"name the person acting: the body needs an {field!r} field")
+    if not isinstance(value, str):
+        raise HTTPProblem(400, f"{field} must be a text of 1..64 characters")
+    try:
+        return Actor(role, value).name
+    except InvalidAuditRecordError as exc:
+        raise HTTPProblem(400, f"{field}: {exc.problem}") from None
+
+
+def peer_state_json(state: PeerState, now_ms: int) -> dict[str, Any]:
+    """A link's state as health and the administrator see it: up, down or unknown."""
+    return {
+        "state": "down" if state.failures else "up" if state.last_ok_ms is not None else "unknown",
+        "failures": state.failures,
+        "retry_in_ms": max(state.next_attempt_ms - now_ms, 0) if state.failures else 0,
+        "last_ok_ms": state.last_ok_ms,
+    }

@@ -1,8 +1,9 @@
 """``python -m node <verb>`` (or ``exchnode node <verb>``, ``exchnode send``, ``exchnode receive``).
 
 Verbs: ``init``, ``run``, ``send``, ``receive``, ``status``, ``health``,
-``catalog ...`` and ``sub ...`` (``node.cli_services``), and ``audit ...``
-(``node.cli_audit``).  One
+``catalog ...`` and ``sub ...`` (``node.cli_services``), ``audit ...``
+(``node.cli_audit``) and ``admin ...`` (``node.cli_admin``).  Each call to the
+API presents the token of the role it needs (``node.client``).  One
 error policy, as in ``exchnode.cli``: an exchnode error, a configuration
 error or an ``OSError`` is ONE line ``<prog>: error: <message>`` on stderr
 and exit status 1, never a traceback; argparse reports usage errors itself
@@ -25,11 +26,12 @@ from typing import Any
 
 from exchnode.errors import ExchnodeError, RejectedError
 from exchnode.keyfiles import read_passphrase_file
+from node.cli_admin import register as register_admin
 from node.cli_audit import register as register_audit
 from node.cli_services import register as register_services
 from node.client import OperatorClient, OperatorError, Received
 from node.config import DEFAULT_LISTEN, DEFAULT_OPERATOR, DIRECTORY_MODES, LEVELS, load_config
-from node.scaffold import InitOptions, init_node
+from node.scaffold import TOKEN_NAMES, InitOptions, init_node
 
 __all__ = ["build_parser", "main"]
 
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser(
         "init",
-        help="write a starter config, the operator token and (with --ca-dir) keys and certificate",
+        help="write a starter config, the role tokens and (with --ca-dir) keys and certificate",
         formatter_class=_RAW,
         epilog=f"""Examples:
   {prog} init --name 520102.gongan --level county --dir /srv/exchnode/gongan \\
@@ -166,6 +168,7 @@ object {{"seq", "fields"}} per line (DIR/<sender>.<message id>.jsonl).""",
 
     register_services(verbs, prog)
     register_audit(verbs, prog)
+    register_admin(verbs, prog)
     return parser
 
 
@@ -198,7 +201,8 @@ def _init(args: argparse.Namespace) -> int:
         )
     )
     print(f"wrote {result.config}")
-    print(f"wrote {result.config.parent / 'operator.token'} (mode 0600)")
+    for role, token_name in TOKEN_NAMES.items():
+        print(f"wrote {result.config.parent / token_name} (mode 0600): the {role.value}'s token")
     print(f"wrote {result.config.parent / 'masking.secret'} (mode 0600)")
     if result.issued_by is not None:
         print(

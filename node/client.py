@@ -1,4 +1,12 @@
-"""A client of the operator API (``node.operator``): for ``send``, ``receive`` and the demo.
+"""A client of the operator API (``node.operator``): for the verbs, ``send``, ``receive``, the demo.
+
+Each call presents the credential of the role its path needs (``node.roles``:
+``/v1/audit`` the auditor's, ``/v1/admin`` the administrator's, the rest the
+operator's), so callers never choose a token.  :meth:`OperatorClient.for_config`
+holds every token file a node's config names and reads each on first use (a
+person who may read only their own role's file is not stopped by the others);
+``OperatorClient(url, token)`` presents one token for every call, whatever
+role it is.
 
 Every failure is an :class:`OperatorError` with one readable line: the
 server's own message when it answered, else what went wrong on the way
@@ -17,9 +25,11 @@ from urllib.parse import quote
 
 import aiohttp
 
+from exchnode.audit_records import Role
 from exchnode.errors import ExchnodeError
 from exchnode.keyfiles import read_private_file
 from node.config import DaemonConfig
+from node.roles import area_of, token_key
 
 __all__ = ["OperatorClient", "OperatorError", "Received"]
 
@@ -73,17 +83,60 @@ def read_token(path: Path) -> str:
 
 
 class OperatorClient:
-    """``async with OperatorClient(url, token) as client: await client.send(...)``."""
+    """``async with OperatorClient.for_config(config) as client: await client.send(...)``.
 
-    def __init__(self, url: str, token: str, *, timeout: float = 330.0) -> None:
+    ``token`` is presented on every call whose role has no entry in
+    ``credentials`` (a role's token, or the file holding it).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        credentials: Mapping[Role, str | Path] | None = None,
+        timeout: float = 330.0,
+        config_path: Path | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._token = token
+        self._credentials: dict[Role, str | Path] = dict(credentials or {})
+        self._config_path = config_path
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def for_config(cls, config: DaemonConfig, *, timeout: float = 330.0) -> OperatorClient:
-        return cls(config.operator.url, read_token(config.operator.token_file), timeout=timeout)
+        """A client with every role's token file the config names (read on first use)."""
+        return cls(
+            config.operator.url,
+            credentials=dict(config.operator.token_files()),
+            timeout=timeout,
+            config_path=config.path,
+        )
+
+    def _headers(self, method: str, path: str) -> dict[str, str]:
+        area = area_of(path)
+        if area is None or area.role is None:  # /health needs none; an unknown path: 401/404
+            token = self._token
+        else:
+            token = self._token_for(area.role, method, path)
+        return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+    def _token_for(self, role: Role, method: str, path: str) -> str:
+        held = self._credentials.get(role)
+        if isinstance(held, Path):
+            held = self._credentials[role] = read_token(held)
+        if held is not None:
+            return held
+        if self._token is not None:
+            return self._token
+        where = (
+            f"{self._config_path} names no {role.value} token file ([operator] {token_key(role)})"
+            if self._config_path is not None
+            else f"this client holds no {role.value} credential"
+        )
+        raise OperatorError(f"{method} {path} needs the {role.value} role, and {where}")
 
     async def __aenter__(self) -> OperatorClient:
         self._session = aiohttp.ClientSession(timeout=self._timeout)
@@ -121,7 +174,7 @@ class OperatorClient:
                 params=params,
                 data=data,
                 json=json_body,
-                headers=self._headers,
+                headers=self._headers(method, path),
             ) as response:
                 try:
                     body = await response.json(content_type=None)
@@ -350,3 +403,32 @@ class OperatorClient:
         params = [("from", str(first)), ("limit", str(limit))]
         _, answer = await self._call("GET", "/v1/audit/records", params=params)
         return dict(answer)
+
+    # --- administration (the administrator's credential) --------------------------------
+
+    async def admin_config(self) -> dict[str, Any]:
+        """The configuration the node runs with (no secrets), its digest and whether it changed."""
+        _, answer = await self._call("GET", "/v1/admin/config")
+        return dict(answer)
+
+    async def admin_identity(self) -> dict[str, Any]:
+        """The node's certificate (serial, issuer, validity, days left), chain and key ids."""
+        _, answer = await self._call("GET", "/v1/admin/identity")
+        return dict(answer)
+
+    async def admin_peers(self) -> list[dict[str, Any]]:
+        """Every configured link: relation, url, state, failures, retry time, queue."""
+        _, answer = await self._call("GET", "/v1/admin/peers")
+        return list(answer["peers"])
+
+    async def admin_retry(self, peer: str, administrator: str) -> dict[str, Any]:
+        """Try the link to ``peer`` now (its backoff reset); on the record with the person."""
+        path = f"/v1/admin/peers/{quote(peer, safe='')}/retry"
+        _, answer = await self._call("POST", path, json_body={"administrator": administrator})
+        return dict(answer)
+
+    async def admin_reload_credentials(self, administrator: str) -> dict[str, str]:
+        """Re-read every role's token file: each role's state (unchanged, changed, new)."""
+        body = {"administrator": administrator}
+        _, answer = await self._call("POST", "/v1/admin/credentials/reload", json_body=body)
+        return dict(answer["roles"])

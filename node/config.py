@@ -26,7 +26,8 @@ Sections (``node/README.md`` is the reference with every default)::
     [[peers]]    name, relation = parent|child|link, url
     [limits]     the fields of exchnode.node_config.NodeLimits
     [timers]     the fields of exchnode.node_config.NodeTimers, plus drain_timeout
-    [operator]   listen, token_file, allow_remote, lease_seconds, max_body_bytes
+    [operator]   listen, token_file, administrator_token_file, auditor_token_file,
+                 allow_remote, lease_seconds, max_body_bytes
     [catalog]    refresh
     [sharing]    answer_days, holidays, workdays, masking_secret
     [audit]      flush, head_interval
@@ -46,12 +47,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from exchnode.audit_records import Role
 from exchnode.errors import ExchnodeError, UsageError
 from exchnode.keyfiles import read_passphrase_file
 from exchnode.names import Level, NodeName
 from exchnode.node_config import NodeLimits, NodeTimers, Peer
 from exchnode.routing import Relation, Router
 from exchnode.workdays import DEFAULT_ANSWER_DAYS, MAX_ANSWER_DAYS, WorkCalendar
+from node.roles import token_key
 
 __all__ = [
     "DIRECTORY_MODES",
@@ -135,17 +138,36 @@ class DirectoryConfig:
 
 @dataclass(frozen=True, slots=True)
 class OperatorConfig:
+    """The local API (``node.operator``) and the credential of each role (``node.roles``).
+
+    ``token_file`` is the operator's.  A config written before the roles were
+    separated names no administrator or auditor file: those roles then have no
+    credential, and their parts of the API refuse everyone (the daemon says so
+    at start).
+    """
+
     host: str
     port: int
     token_file: Path
     allow_remote: bool = False
     lease_seconds: float = 60.0
     max_body_bytes: int = MAX_BODY_DEFAULT
+    administrator_token_file: Path | None = None
+    auditor_token_file: Path | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    def token_files(self) -> dict[Role, Path]:
+        """Each role's token file, for the roles that have one."""
+        files = {
+            Role.ADMINISTRATOR: self.administrator_token_file,
+            Role.OPERATOR: self.token_file,
+            Role.AUDITOR: self.auditor_token_file,
+        }
+        return {role: path for role, path in files.items() if path is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +232,10 @@ class DaemonConfig:
             ("identity.chain", self.identity.chain),
             ("identity.signing_key", self.identity.signing_key),
             ("identity.encryption_key", self.identity.encryption_key),
-            ("operator.token_file", self.operator.token_file),
+            *(
+                (f"operator.{token_key(role)}", path)
+                for role, path in self.operator.token_files().items()
+            ),
             ("sharing.masking_secret", self.sharing.masking_secret),
         ]
         if self.identity.passphrase_file is not None:
@@ -498,7 +523,10 @@ def load_config(path: Path | str) -> DaemonConfig:
         allow_remote=allow_remote,
         lease_seconds=op.positive("lease_seconds", float, 60.0),
         max_body_bytes=op.positive("max_body_bytes", int, MAX_BODY_DEFAULT),
+        administrator_token_file=_optional_path(op, "administrator_token_file"),
+        auditor_token_file=_optional_path(op, "auditor_token_file"),
     )
+    _distinct_token_files(op, operator)
     op.finish()
 
     catalog_section = section("catalog")
@@ -533,6 +561,25 @@ def load_config(path: Path | str) -> DaemonConfig:
         audit=audit,
         log=log,
     )
+
+
+def _optional_path(section: _Section, name: str) -> Path | None:
+    text = section.optional(name, str)
+    return None if text is None else section.resolve(name, text)
+
+
+def _distinct_token_files(section: _Section, operator: OperatorConfig) -> None:
+    """One file per role: a file shared by two roles would be one credential for both."""
+    seen: dict[Path, Role] = {}
+    for role, path in operator.token_files().items():
+        other = seen.get(path)
+        if other is not None:
+            raise section.error(
+                token_key(role),
+                f"{path} is also the {other.value}'s token file: each role needs its own "
+                "credential",
+            )
+        seen[path] = role
 
 
 def _audit(section: _Section) -> AuditConfig:

@@ -20,13 +20,19 @@ Startup, in order, each step failing with a message that names what to fix:
    never logged).  The catalog's and subscriptions' audit events go to the
    audit service, which is the record (signed tree heads over it), and each
    also becomes a log line (``audit event``) for the operators;
-5. start the operator API (``/health`` answers 503 "starting"), then the
+5. read each role's token (``[operator]``: administrator, operator, auditor;
+   ``node.roles``); a role the config gives no token file is logged as
+   ``role without a credential`` -- its part of the API refuses everyone;
+6. start the operator API (``/health`` answers 503 "starting"), then the
    ``Node``; the audit service rebuilds the log from the store and checks it
    against the last signed head, so a log changed while the daemon was down
-   stops the start (one line: the audit log is inconsistent); then ``/health``
-   answers 200, ``ready.json`` appears in the state directory, a ``ready``
-   log line gives the bound URLs, and the startup heap is frozen
-   (``gc.freeze``) so the collector stops rescanning it.
+   stops the start (one line: the audit log is inconsistent); then the start
+   goes on the record (``node.admin.note_start``: the config's digest and
+   whether it changed since the last start, the certificate, each role's
+   credential that changed); then ``/health`` answers 200, ``ready.json``
+   appears in the state directory, a ``ready`` log line gives the bound URLs,
+   and the startup heap is frozen (``gc.freeze``) so the collector stops
+   rescanning it.
 
 SIGTERM or SIGINT starts the drain: the operator API refuses new requests
 (503) and waits, up to ``[timers] drain_timeout``, for those under way; then
@@ -69,8 +75,10 @@ from exchnode.pki_verify import (
 )
 from exchnode.sharing import SharingService
 from exchnode.tls import TlsFiles, write_verify_bundle
+from node.admin import AdminApi, StartFacts, note_start, read_credentials
 from node.config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
 from node.operator import OperatorApi
+from node.roles import PEOPLE, Credentials, token_key
 
 __all__ = [
     "AuditAndLogSink",
@@ -299,12 +307,16 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
     directory: StaticDirectory | None = None  # None: the node runs the signed directory
     if config.directory.mode == "static":
         directory = build_directory(config, trust, identity.peer, now, log)
-    token = read_private_file(config.operator.token_file).decode("utf-8", "replace").strip()
-    if len(token) < 16:
-        raise ConfigError(
-            f"{config.path}: operator.token_file: {config.operator.token_file} holds no token "
-            "of at least 16 characters"
-        )
+    credentials = Credentials(read_credentials(config))
+    for role in PEOPLE:
+        if role not in credentials.roles:
+            log.warning(
+                "role without a credential",
+                role=role.value,
+                key=f"operator.{token_key(role)}",
+                effect=f"nobody can use the {role.value}'s part of the API; name a 0600 token "
+                "file there and restart",
+            )
     audit, catalog, sharing = build_services(config, masking_secret, log)
     node = Node(
         identity=identity,
@@ -320,17 +332,19 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         advertise=config.directory.advertise,
         services=[audit, catalog, sharing],
     )
+    facts: list[StartFacts] = []
     api = OperatorApi(
         node,
         host=config.operator.host,
         port=config.operator.port,
-        token=token,
+        credentials=credentials,
         lease_seconds=config.operator.lease_seconds,
         max_body_bytes=config.operator.max_body_bytes,
         capacity=config.limits.deliveries_buffered,
         catalog=catalog,
         sharing=sharing,
         audit=audit,
+        admin=AdminApi(node, config, credentials, audit, lambda: facts[-1] if facts else None),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -356,6 +370,7 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
                 f"'exchnode audit verify --offline --config {config.path}'"
             ) from None
         node_started = True
+        facts.append(await note_start(node, audit, config, credentials, log))
         api.serving()
         operator_url = f"http://{_host(operator_address[0])}:{operator_address[1]}"
         ready = {

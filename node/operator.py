@@ -1,13 +1,22 @@
-"""The local operator API: how the department's systems and the shell talk to their node.
+"""The local operator API: how a department's systems, its people and the shell talk to the node.
 
 Theory of operation
 -------------------
-Plain HTTP on a loopback address (``[operator] listen``), guarded by a bearer
-token: ``init`` writes a random token to a 0600 file, and every request but
-``/health`` must carry ``Authorization: Bearer <token>``.  Loopback keeps the
-API off the network; the token keeps other local users from sending as this
-department (on a shared host, loopback alone would not).  TLS is not used
-here: the bytes never leave the machine.
+Plain HTTP on a loopback address (``[operator] listen``), guarded by bearer
+tokens: every request but ``/health`` must carry ``Authorization: Bearer
+<token>``, and the token says which of the three roles calls (``node.roles``:
+administrator, operator, auditor; ``init`` writes one random 0600 token file
+per role).  Loopback keeps the API off the network; the tokens keep other
+local users from acting as this department, and keep each role to its own
+part of the API.  TLS is not used here: the bytes never leave the machine.
+
+The guard decides in this order: no token or an unknown one, 401; not
+serving, 503; a role the path's area (``node.roles.AREAS``, the one table)
+does not admit, 403 ``{"error": "POST /v1/sub/... needs the operator role;
+this credential is the auditor's", "code": "forbidden"}``, and that refusal
+is itself an audit record (``administration``, ``api.forbidden``, the role
+that tried and the person the body named).  Every route is checked against
+the table when the API starts: a route in no area is a bug, refused there.
 
 Endpoints (JSON answers; errors are ``{"error": ..., "code": ...}``):
 
@@ -31,12 +40,15 @@ Endpoints (JSON answers; errors are ``{"error": ..., "code": ...}``):
   subscriptions (``node.operator_services``; node/README.md lists them).
 * ``GET /v1/audit/verify`` and ``GET /v1/audit/records?from=&limit=`` -- the
   node's audit log checked end to end, and its records decoded
-  (``node.operator_audit``); the same token for now.
+  (``node.operator_audit``); the auditor's.
+* ``/v1/admin/...`` -- the administrator's: the effective configuration, the
+  node's certificate and keys, link states, "retry this link now", reloading
+  the role tokens (``node.admin``).
 
-Errors: 400 for a bad request (the message names the field), 401 without
-the token, 404 for an unknown entry, request or case, 409 for a step the
-request's state does not allow, 422 for a rejection with its exchnode code,
-503 while starting or draining.  While the daemon drains, everything but
+Errors: 400 for a bad request (the message names the field), 401 without a
+known token, 403 for the wrong role, 404 for an unknown entry, request or
+case, 409 for a step the request's state does not allow, 422 for a rejection
+with its exchnode code, 503 while starting or draining.  While the daemon drains, everything but
 ``/health`` answers 503.
 """
 
@@ -46,37 +58,58 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hmac
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from aiohttp import web
 
+from exchnode.audit_records import (
+    Actor,
+    AuditEntry,
+    Category,
+    Outcome,
+    Role,
+    details,
+)
 from exchnode.catalog_service import CatalogService
 from exchnode.delivery import Delivery, DeliveryStatus, Message
-from exchnode.errors import ExchnodeError, InvalidTransitionError, RejectedError, UsageError
+from exchnode.errors import (
+    ExchnodeError,
+    InvalidAuditRecordError,
+    InvalidTransitionError,
+    RejectedError,
+    UsageError,
+)
 from exchnode.node import Node
 from node.api import HTTPProblem as _HTTPProblem
 from node.api import error_response as _error
 from node.api import flag as _flag
 from node.api import json_body as _json_body
 from node.api import number as _number
+from node.api import peer_state_json as _peer_state_json
 from node.inbox import Inbox, delivery_id
 from node.operator_audit import AuditApi
 from node.operator_services import ServicesApi
+from node.roles import PEOPLE, Area, Credentials, area_of
 
 if TYPE_CHECKING:
     from exchnode.audit_service import AuditService
     from exchnode.sharing import SharingService
 
-__all__ = ["OperatorApi"]
+__all__ = ["OperatorApi", "RouteGroup"]
 
 MAX_RECEIVE = 1024
 MAX_WAIT = 300.0
-_AUTH_FREE = {"/health"}
+MAX_NAMED_BODY = 64 * 1024  # a refused request's body is read for the person's name up to this
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RouteGroup(Protocol):
+    """A set of endpoints the API serves (catalog and sharing, audit, administration)."""
+
+    def routes(self) -> list[tuple[str, str, Handler]]: ...
 
 
 def _status_json(status: DeliveryStatus, recipients: list[str] | None) -> dict[str, Any]:
@@ -138,23 +171,32 @@ class OperatorApi:
         *,
         host: str,
         port: int,
-        token: str,
         lease_seconds: float,
         max_body_bytes: int,
         capacity: int,
+        token: str | None = None,
+        credentials: Credentials | None = None,
         catalog: CatalogService | None = None,
         sharing: SharingService | None = None,
         audit: AuditService | None = None,
+        admin: RouteGroup | None = None,
     ) -> None:
+        """``credentials``: each role's token; ``token`` alone is the operator's (tests)."""
         self.node = node
+        self.audit_log = audit
         self.audit = AuditApi(node, audit) if audit is not None else None
+        self.admin = admin
         self.services = (
             ServicesApi(node, catalog, sharing)
             if catalog is not None and sharing is not None
             else None
         )
         self.host, self.port = host, port
-        self._token = token.encode()
+        if credentials is None:
+            if token is None:
+                raise UsageError("the operator API needs credentials (or an operator token)")
+            credentials = Credentials({Role.OPERATOR: token})
+        self.credentials = credentials
         self.inbox = Inbox(
             node,
             capacity=capacity,
@@ -182,10 +224,14 @@ class OperatorApi:
         app.router.add_get("/v1/receive", self._receive)
         app.router.add_post("/v1/ack", self._ack)
         app.router.add_get("/v1/status/{message_id}", self._status)
-        for group in (self.services, self.audit):
+        groups: tuple[RouteGroup | None, ...] = (self.services, self.audit, self.admin)
+        for group in groups:
             if group is not None:
                 for method, path, handler in group.routes():
                     app.router.add_route(method, path, handler)
+        for resource in app.router.resources():
+            if area_of(resource.canonical) is None:  # fail closed: every route has its role
+                raise UsageError(f"route {resource.canonical} is in no area of node.roles.AREAS")
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -228,14 +274,19 @@ class OperatorApi:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in _AUTH_FREE:
+        area = area_of(request.path)
+        if area is not None and area.role is None:
             return await handler(request)
         supplied = request.headers.get("Authorization", "")
         scheme, _, token = supplied.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._token):
-            return _error(401, "missing or wrong operator token", "unauthorized")
+        role = self.credentials.role_of(token) if scheme.lower() == "bearer" else None
+        if role is None:
+            self.log.warning("unauthorized", method=request.method, path=request.path)
+            return _error(401, "missing or unknown token", "unauthorized")
         if self.phase != "serving":
             return _error(503, f"node {self.node.name} is {self.phase}", "unavailable")
+        if area is not None and area.role is not role:
+            return await self._forbidden(request, area, role)
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -255,6 +306,37 @@ class OperatorApi:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+
+    async def _forbidden(self, request: web.Request, area: Area, role: Role) -> web.Response:
+        """403 naming the role needed; on the record with the role and person that tried."""
+        assert area.role is not None
+        needed = area.role.value
+        person = await _person_named(request, role)
+        self.log.warning(
+            "forbidden",
+            method=request.method,
+            path=request.path,
+            role=role.value,
+            person=person,
+            needs=needed,
+        )
+        if self.audit_log is not None:
+            self.audit_log.append_entry(
+                AuditEntry(
+                    time_ms=int(time.time() * 1000),
+                    category=Category.ADMINISTRATION,
+                    action="api.forbidden",
+                    actor=Actor(role, person),
+                    outcome=Outcome.refused("forbidden"),
+                    detail=details(kind=area.name, reason=f"needs-{needed}"),
+                )
+            )
+        return _error(
+            403,
+            f"{request.method} {request.path} needs the {needed} role; this credential is "
+            f"the {role.value}'s",
+            "forbidden",
+        )
 
     # --- endpoints ---------------------------------------------------------------------
 
@@ -282,20 +364,7 @@ class OperatorApi:
                     for hop, depth in sorted(stats.outbound.items())
                 },
                 "peers": {
-                    name: {
-                        "state": (
-                            "down"
-                            if state.failures
-                            else "up"
-                            if state.last_ok_ms is not None
-                            else "unknown"
-                        ),
-                        "failures": state.failures,
-                        "retry_in_ms": max(state.next_attempt_ms - now_ms, 0)
-                        if state.failures
-                        else 0,
-                        "last_ok_ms": state.last_ok_ms,
-                    }
+                    name: _peer_state_json(state, now_ms)
                     for name, state in sorted(stats.peers.items())
                 },
                 "counters": dict(stats.counters),
@@ -372,6 +441,22 @@ class OperatorApi:
         else:
             status = await self.node.status(message_id)
         return web.json_response(_status_json(status, recipients))
+
+
+async def _person_named(request: web.Request, role: Role) -> str:
+    """The person a refused request's JSON body names (its role's field first), else the role."""
+    length = request.content_length
+    if request.content_type == "application/json" and length and length <= MAX_NAMED_BODY:
+        with contextlib.suppress(_HTTPProblem):
+            document = await _json_body(request)
+            for key in (role.value, *(r.value for r in PEOPLE if r is not role)):
+                value = document.get(key)
+                if isinstance(value, str):
+                    try:
+                        return Actor(role, value).name
+                    except InvalidAuditRecordError:
+                        break
+    return role.value
 
 
 def _message(index: int, item: object) -> Message:

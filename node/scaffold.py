@@ -1,4 +1,4 @@
-"""``init``: a node's folder -- starter config, operator token, and its identity if a CA is at hand.
+"""``init``: a node's folder -- starter config, role tokens, and its identity if a CA is at hand.
 
 Theory of operation
 -------------------
@@ -18,9 +18,11 @@ So ``init`` has two honest modes:
 
 With a CA, the node's chain is also copied into the directory folder
 (``DIR/directory/`` or the shared ``--peer-directory``), where peers sharing
-that folder find it.  Either way ``DIR/operator.token`` (0600, random)
-guards the operator API, ``DIR/masking.secret`` (0600, 32 random bytes) keys
-the provider's ``hash`` masks (never logged, never sent),
+that folder find it.  Either way three random tokens, one per role
+(``DIR/administrator.token``, ``DIR/operator.token``, ``DIR/auditor.token``,
+each 0600 and different: ``node.roles``) guard the local API,
+``DIR/masking.secret`` (0600, 32 random bytes) keys the provider's ``hash``
+masks (never logged, never sent),
 and the written config is loaded back with :func:`node.config.load_config`
 before ``init`` reports success: ``init`` never leaves a file ``run`` would
 reject for its shape.
@@ -38,6 +40,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from exchnode.audit_records import Role
 from exchnode.ca_store import CAStore
 from exchnode.errors import ExchnodeError, UsageError
 from exchnode.keyfiles import write_private_file
@@ -55,10 +58,23 @@ from node.config import (
     parse_address,
 )
 
-__all__ = ["InitOptions", "InitResult", "export_trust", "init_node", "render_config"]
+__all__ = [
+    "TOKEN_NAMES",
+    "InitOptions",
+    "InitResult",
+    "export_trust",
+    "init_node",
+    "render_config",
+]
 
 CONFIG_NAME = "node.toml"
 TOKEN_NAME = "operator.token"  # noqa: S105 - a file name, not a secret
+#: Each role's token file in a new node's folder (node.roles).
+TOKEN_NAMES: dict[Role, str] = {
+    Role.ADMINISTRATOR: "administrator.token",
+    Role.OPERATOR: TOKEN_NAME,
+    Role.AUDITOR: "auditor.token",
+}
 SECRET_NAME = "masking.secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -223,10 +239,16 @@ def render_config(
         "# drain_timeout = 10.0  # SIGTERM: how long requests under way may take",
         "",
         "[operator]",
-        "# The local API for this department's systems and for 'exchnode send/receive'.",
-        "# Loopback only unless allow_remote = true; every call but /health needs the token.",
+        "# The local API for this department's systems, 'exchnode send/receive' and the",
+        "# node's administration.  Loopback only unless allow_remote = true.  Every call but",
+        "# /health needs a token, and each of the three roles has its own (GB/T 39477):",
         f"listen = {_toml(options.operator)}",
-        f"token_file = {_toml(TOKEN_NAME)}",
+        f"token_file = {_toml(TOKEN_NAMES[Role.OPERATOR])}  # operator: send, receive, "
+        "catalog, subscriptions",
+        f"administrator_token_file = {_toml(TOKEN_NAMES[Role.ADMINISTRATOR])}  # "
+        "configuration, keys, links (/v1/admin)",
+        f"auditor_token_file = {_toml(TOKEN_NAMES[Role.AUDITOR])}  # the audit log, "
+        "read only (/v1/audit)",
         "# lease_seconds = 60.0  # a received, unacknowledged message is offered again after",
         "# max_body_bytes = 67108864",
         "",
@@ -340,7 +362,8 @@ def init_node(options: InitOptions) -> InitResult:
         )
     if not options.peers:
         next_steps.append(f"add a [[peers]] table for each neighbour to {out / CONFIG_NAME}")
-    write_private_file(out / TOKEN_NAME, (secrets.token_urlsafe(32) + "\n").encode())
+    for token_name in TOKEN_NAMES.values():  # three independent draws: never equal
+        write_private_file(out / token_name, (secrets.token_urlsafe(32) + "\n").encode())
     write_private_file(out / SECRET_NAME, secrets.token_bytes(MASKING_SECRET_BYTES))
     passphrase_file = (
         str(options.passphrase_file.resolve()) if options.passphrase_file is not None else None

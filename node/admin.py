@@ -1,0 +1,438 @@
+"""The administrator's part of the local API (``/v1/admin``), and what the daemon puts on record.
+
+Theory of operation
+-------------------
+The administrator runs the node -- configuration, keys and credentials, links
+-- but neither exchanges data nor reads the audit log (``node.roles``).  The
+endpoints use only the public ``Node`` API:
+
+* ``GET /v1/admin/config`` -- the configuration the daemon runs with (paths,
+  addresses, peers, limits, timers; never a secret or a token: files are named,
+  not read), its SHA-256 at start and whether it changed since the previous
+  start, and whether ``node.toml`` on disk still has that digest (a restart
+  applies an edit; nothing is reloaded behind the administrator's back);
+* ``GET /v1/admin/identity`` -- the node's certificate (serial, issuer,
+  validity, days left), chain and key ids;
+* ``GET /v1/admin/peers`` -- every configured link: relation, URL, state
+  (``up``, ``down``, ``unknown``), failures, retry time, queue towards it;
+* ``POST /v1/admin/peers/<name>/retry`` -- "retry this link now"
+  (``Node.poke``: the backoff is reset and the queue tried at once);
+* ``POST /v1/admin/credentials/reload`` -- re-read every role's token file
+  (rotation without a restart; refused whole if any file is missing, short or
+  equal to another role's, and the old tokens stay).
+
+A changing call names the administrator acting in its body, ``{"administrator":
+"..."}`` (a body field, like the operator's ``"operator"``, because names are
+often Chinese).  Each is an audit record with ``Actor(administrator, name)``,
+its outcome ``ok`` or ``refused`` with the code the API answered.
+
+What the daemon notes at every start, with the node as the actor
+(:func:`note_start`): the configuration's digest (``configuration``,
+``config.loaded``, state ``new``, ``changed`` or ``unchanged``), the
+certificate and signing key it runs with (``key``, ``certificate.loaded``,
+same states), and each role's credential that appeared, changed or went away
+since the last start (``key``, ``credential.changed``; a keyed one-way
+fingerprint of each token is kept in the store's meta to notice it, never the
+token).  The previous values live in the node's store meta (``daemon.*``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from cryptography.x509.oid import NameOID
+
+from exchnode.audit_records import (
+    NO_SUBJECT,
+    Actor,
+    AuditEntry,
+    Category,
+    Outcome,
+    Role,
+    Subject,
+    SubjectKind,
+    details,
+)
+from exchnode.errors import ExchnodeError, UsageError
+from exchnode.keyfiles import read_private_file
+from exchnode.store import PeerState
+from node.api import HTTPProblem, json_body, peer_state_json, person
+from node.config import DaemonConfig
+from node.roles import PEOPLE, Credentials, token_key
+
+if TYPE_CHECKING:
+    from exchnode.audit_service import AuditService
+    from exchnode.node import Node
+
+__all__ = [
+    "AdminApi",
+    "StartFacts",
+    "config_digest",
+    "config_json",
+    "note_start",
+    "read_credentials",
+]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_META = "daemon."  # the daemon's own keys in the store's meta
+
+
+def config_digest(path: Path) -> bytes:
+    """SHA-256 of the configuration file's bytes."""
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+def read_credentials(config: DaemonConfig) -> dict[Role, str]:
+    """Each configured role's token, read from its 0600 file; errors name the key and file."""
+    tokens: dict[Role, str] = {}
+    for role, path in config.operator.token_files().items():
+        try:
+            tokens[role] = read_private_file(path).decode("utf-8", "replace").strip()
+        except UsageError as exc:
+            raise UsageError(f"{config.path}: operator.{token_key(role)}: {exc}") from None
+    try:
+        Credentials.check(tokens)
+    except UsageError as exc:
+        raise UsageError(f"{config.path}: [operator] token files: {exc}") from None
+    return tokens
+
+
+def _serial_bytes(serial: int) -> bytes:
+    return serial.to_bytes(max((serial.bit_length() + 7) // 8, 1), "big")
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _paths(paths: tuple[Path, ...]) -> list[str]:
+    return [str(p) for p in paths]
+
+
+def config_json(config: DaemonConfig) -> dict[str, Any]:
+    """The effective configuration, as the daemon runs it: paths named, no secret read."""
+    identity, operator, sharing = config.identity, config.operator, config.sharing
+    return {
+        "path": str(config.path),
+        "node": {
+            "name": config.name,
+            "level": config.level.name.lower(),
+            "listen": f"{config.listen[0]}:{config.listen[1]}",
+            "state_dir": str(config.state_dir),
+        },
+        "identity": {
+            "chain": str(identity.chain),
+            "signing_key": str(identity.signing_key),
+            "encryption_key": str(identity.encryption_key),
+            "passphrase": (
+                "file"
+                if identity.passphrase_file is not None
+                else "env"
+                if identity.passphrase_env is not None
+                else None
+            ),
+        },
+        "trust": {
+            "roots": _paths(config.trust.roots),
+            "cas": _paths(config.trust.cas),
+            "crls": _paths(config.trust.crls),
+        },
+        "directory": {
+            "mode": config.directory.mode,
+            "certificates": _paths(config.directory.certificates),
+            "advertise": config.directory.advertise,
+        },
+        "peers": [
+            {"name": p.name, "relation": p.relation.value, "url": p.url} for p in config.peers
+        ],
+        "limits": dataclasses.asdict(config.limits),
+        "timers": dataclasses.asdict(config.timers) | {"drain_timeout": config.drain_timeout},
+        "operator": {
+            "listen": operator.url,
+            "allow_remote": operator.allow_remote,
+            "lease_seconds": operator.lease_seconds,
+            "max_body_bytes": operator.max_body_bytes,
+            "roles": {
+                role.value: {
+                    "key": token_key(role),
+                    "token_file": (
+                        str(operator.token_files()[role])
+                        if role in operator.token_files()
+                        else None
+                    ),
+                }
+                for role in PEOPLE
+            },
+        },
+        "catalog": {"refresh": config.catalog.refresh},
+        "sharing": {
+            "answer_days": sharing.answer_days,
+            "holidays": sorted(d.isoformat() for d in sharing.calendar.holidays),
+            "workdays": sorted(d.isoformat() for d in sharing.calendar.makeup_workdays),
+            "masking_secret": str(sharing.masking_secret),
+        },
+        "audit": {"flush": config.audit.flush, "head_interval": config.audit.head_interval},
+        "log": {"level": config.log.level, "format": config.log.format},
+    }
+
+
+# --- on the record at start ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StartFacts:
+    """What the daemon noted at start, for ``GET /v1/admin/config``."""
+
+    config_digest: bytes
+    config_state: str  # new, changed, unchanged: against the previous start
+
+
+async def _compare(node: Node, key: str, value: bytes | None) -> str | None:
+    """new, changed, unchanged or removed against the value kept at the previous start; kept."""
+    previous = await node.get_meta(_META + key)
+    stored = None if previous in (None, b"") else previous
+    if value is None:
+        if stored is None:
+            return None
+        await node.set_meta(_META + key, b"")
+        return "removed"
+    if stored == value:
+        return "unchanged"
+    await node.set_meta(_META + key, value)
+    return "new" if stored is None else "changed"
+
+
+async def note_credentials(
+    node: Node, audit: AuditService, credentials: Credentials, actor: Actor
+) -> dict[str, str]:
+    """A ``credential.changed`` record per role whose token appeared, changed or went away."""
+    fingerprints = credentials.fingerprints()
+    states: dict[str, str] = {}
+    for role in PEOPLE:
+        state = await _compare(node, f"credential.{role.value}", fingerprints.get(role))
+        if state is None:
+            continue
+        states[role.value] = state
+        if state != "unchanged":
+            audit.append_entry(
+                AuditEntry(
+                    time_ms=int(node.now() * 1000),
+                    category=Category.KEY,
+                    action="credential.changed",
+                    actor=actor,
+                    subject=Subject(SubjectKind.SETTING, f"operator.{token_key(role)}"),
+                    outcome=Outcome.ok(state),
+                    detail=details(kind=role.value),
+                )
+            )
+    return states
+
+
+async def note_start(
+    node: Node, audit: AuditService, config: DaemonConfig, credentials: Credentials, log: Any
+) -> StartFacts:
+    """The configuration, certificate and credentials the node starts with, on the record."""
+    actor = Actor.node(node.name)
+    now_ms = int(node.now() * 1000)
+    digest = config_digest(config.path)
+    config_state = await _compare(node, "config-digest", digest) or "new"
+    audit.append_entry(
+        AuditEntry(
+            time_ms=now_ms,
+            category=Category.CONFIGURATION,
+            action="config.loaded",
+            actor=actor,
+            outcome=Outcome.ok(config_state),
+            detail=details(digest=digest),
+        )
+    )
+    peer = node.identity.peer
+    certificate = peer.certificate
+    if certificate is not None:
+        serial = _serial_bytes(certificate.serial_number)
+        state = await _compare(node, "certificate", serial + peer.signing_key_id) or "new"
+        audit.append_entry(
+            AuditEntry(
+                time_ms=now_ms,
+                category=Category.KEY,
+                action="certificate.loaded",
+                actor=actor,
+                subject=Subject(SubjectKind.CERTIFICATE, serial),
+                outcome=Outcome.ok(state),
+                detail=details(key_id=peer.signing_key_id),
+            )
+        )
+    roles = await note_credentials(node, audit, credentials, actor)
+    log.info("configuration on record", digest=digest.hex(), state=config_state, roles=roles)
+    return StartFacts(digest, config_state)
+
+
+# --- the endpoints --------------------------------------------------------------------------
+
+
+class AdminApi:
+    """The administrator's endpoints of one node's operator API."""
+
+    def __init__(
+        self,
+        node: Node,
+        config: DaemonConfig,
+        credentials: Credentials,
+        audit: AuditService,
+        facts: Callable[[], StartFacts | None],
+    ) -> None:
+        self.node = node
+        self.config = config
+        self.credentials = credentials
+        self.audit = audit
+        self._facts = facts
+        self.log: Any = structlog.get_logger("node.admin").bind(node=node.name)
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return [
+            ("GET", "/v1/admin/config", self._config),
+            ("GET", "/v1/admin/identity", self._identity),
+            ("GET", "/v1/admin/peers", self._peers),
+            ("POST", "/v1/admin/peers/{name}/retry", self._retry),
+            ("POST", "/v1/admin/credentials/reload", self._reload),
+        ]
+
+    def _record(
+        self,
+        action: str,
+        who: str,
+        outcome: Outcome,
+        *,
+        category: Category = Category.ADMINISTRATION,
+        subject: Subject = NO_SUBJECT,
+        **detail: str | int | bytes,
+    ) -> None:
+        self.audit.append_entry(
+            AuditEntry(
+                time_ms=int(self.node.now() * 1000),
+                category=category,
+                action=action,
+                actor=Actor(Role.ADMINISTRATOR, who),
+                subject=subject,
+                outcome=outcome,
+                detail=details(**detail),
+            )
+        )
+        self.log.info(
+            "administration",
+            action=action,
+            administrator=who,
+            outcome=outcome.status.value,
+            code=outcome.code,
+        )
+
+    async def _config(self, request: web.Request) -> web.Response:
+        facts = self._facts()
+        try:
+            on_disk: str | None = config_digest(self.config.path).hex()
+        except OSError:
+            on_disk = None
+        running = facts.config_digest.hex() if facts is not None else None
+        body = config_json(self.config) | {
+            "digest": running,
+            "state_at_start": facts.config_state if facts is not None else None,
+            "file_digest": on_disk,
+            "file_changed": on_disk != running,
+            "credentials": [role.value for role in self.credentials.roles],
+        }
+        return web.json_response(body)
+
+    async def _identity(self, request: web.Request) -> web.Response:
+        identity = self.node.identity
+        peer = identity.peer
+        certificate = peer.certificate
+        body: dict[str, Any] = {
+            "name": self.node.name,
+            "signing_key_id": peer.signing_key_id.hex(),
+            "encryption_key_id": peer.encryption_key_id.hex(),
+            "certificate": None,
+            "chain": [c.subject.rfc4514_string() for c in identity.chain],
+        }
+        if certificate is not None:
+            now = time.time()
+            not_after = certificate.not_valid_after_utc
+            issuer = certificate.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+            body["certificate"] = {
+                "serial": _serial_bytes(certificate.serial_number).hex(),
+                "subject": certificate.subject.rfc4514_string(),
+                "issuer": certificate.issuer.rfc4514_string(),
+                "issuer_name": str(issuer[0].value) if issuer else None,
+                "not_before": certificate.not_valid_before_utc.isoformat(),
+                "not_after": not_after.isoformat(),
+                "days_left": round((not_after.timestamp() - now) / 86400, 1),
+            }
+        return web.json_response(body)
+
+    async def _peers(self, request: web.Request) -> web.Response:
+        try:
+            stats = await self.node.stats()
+        except ExchnodeError as exc:  # stopping between the guard and the store call
+            raise HTTPProblem(503, str(exc), "unavailable") from None
+        now_ms = int(time.time() * 1000)
+        peers = []
+        for peer in self.config.peers:
+            queued = stats.outbound.get(peer.name)
+            handed = stats.handed_over.get(peer.name)
+            peers.append(
+                {
+                    "name": peer.name,
+                    "relation": peer.relation.value,
+                    "url": peer.url,
+                    **peer_state_json(stats.peers.get(peer.name, PeerState()), now_ms),
+                    "queued": {
+                        "count": queued.count if queued else 0,
+                        "bytes": queued.bytes if queued else 0,
+                    },
+                    "handed_over": {
+                        "count": handed.count if handed else 0,
+                        "bytes": handed.bytes if handed else 0,
+                    },
+                }
+            )
+        return web.json_response({"name": self.node.name, "peers": peers})
+
+    async def _retry(self, request: web.Request) -> web.Response:
+        who = person(await json_body(request), Role.ADMINISTRATOR)
+        name = request.match_info["name"]
+        try:
+            subject = Subject(SubjectKind.NODE, name)
+        except ExchnodeError:
+            subject = NO_SUBJECT
+        try:
+            self.node.poke(name)
+        except UsageError:
+            self._record("peer.retry", who, Outcome.refused("unknown-peer"), subject=subject)
+            problem = f"{name} is not a neighbour of {self.node.name}"
+            raise HTTPProblem(404, problem, "unknown-peer") from None
+        self._record("peer.retry", who, Outcome.ok(), subject=subject)
+        return web.json_response({"peer": name, "retrying": True})
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        who = person(await json_body(request), Role.ADMINISTRATOR)
+        try:
+            tokens = read_credentials(self.config)
+        except UsageError as exc:
+            refused = Outcome.refused("invalid-credentials")
+            self._record("credentials.reload", who, refused, category=Category.KEY)
+            problem = f"{exc}; the tokens in use stay"
+            raise HTTPProblem(409, problem, "invalid-credentials") from None
+        self.credentials.replace(tokens)
+        states = await note_credentials(
+            self.node, self.audit, self.credentials, Actor(Role.ADMINISTRATOR, who)
+        )
+        changed = sum(1 for state in states.values() if state != "unchanged")
+        self._record("credentials.reload", who, Outcome.ok(), category=Category.KEY, count=changed)
+        return web.json_response({"roles": states})

@@ -1,0 +1,198 @@
+"""``admin`` verbs: the administrator's view and levers of a running node (``/v1/admin``).
+
+``admin config`` shows the configuration the node runs with (never a secret)
+and whether ``node.toml`` changed since; ``admin identity`` its certificate
+and keys; ``admin peers`` its links; ``admin retry PEER`` tries a link now;
+``admin reload-credentials`` re-reads the role tokens (rotation without a
+restart).  They present the administrator's token (``[operator]
+administrator_token_file`` of the node named by ``--config``, default
+``$EXCHNODE_CONFIG``, else ``./node.toml``).  Changing verbs name the person
+acting with ``--administrator`` (default ``$EXCHNODE_ADMINISTRATOR``, else the
+login name), the actor of the audit record.  Output is a readable table or,
+with ``--json``, the API's JSON.  Errors follow ``node.cli``'s policy: one
+line, exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from exchnode.errors import UsageError
+from node.cli_services import render_table
+from node.client import OperatorClient
+from node.config import load_config
+
+__all__ = ["register"]
+
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _administrator(args: argparse.Namespace) -> str:
+    """``--administrator``, else ``$EXCHNODE_ADMINISTRATOR``, else the login name."""
+    name: str | None = args.administrator or os.environ.get("EXCHNODE_ADMINISTRATOR")
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):  # no login name in this environment
+            name = None
+    if not name:
+        raise UsageError(
+            "name the person acting: --administrator NAME (or set EXCHNODE_ADMINISTRATOR)"
+        )
+    return name
+
+
+def _ask(args: argparse.Namespace, call: Callable[[OperatorClient], Awaitable[Any]]) -> Any:
+    config = load_config(args.config)
+
+    async def go() -> Any:
+        async with OperatorClient.for_config(config, timeout=60.0) as client:
+            return await call(client)
+
+    return asyncio.run(go())
+
+
+def _print(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> int:
+    print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else text(data))
+    return 0
+
+
+def _config_text(body: dict[str, Any]) -> str:
+    node, operator = body["node"], body["operator"]
+    roles = ", ".join(
+        f"{role} ({'yes' if role in body['credentials'] else 'NO credential'})"
+        for role in operator["roles"]
+    )
+    lines = [
+        f"{node['name']} ({node['level']}) from {body['path']}",
+        f"digest {body['digest']} ({body['state_at_start']} at start)",
+        "node.toml changed on disk since start: restart to apply it"
+        if body["file_changed"]
+        else "node.toml on disk is what runs",
+        f"link {node['listen']}, operator API {operator['listen']}, "
+        f"directory {body['directory']['mode']}",
+        f"roles: {roles}",
+        f"peers: {', '.join(p['name'] + ' (' + p['relation'] + ')' for p in body['peers'])}"
+        if body["peers"]
+        else "peers: none",
+    ]
+    return "\n".join(lines)
+
+
+def _identity_text(body: dict[str, Any]) -> str:
+    certificate = body["certificate"]
+    lines = [f"{body['name']}: signing key {body['signing_key_id']}"]
+    lines.append(f"encryption key {body['encryption_key_id']}")
+    if certificate is not None:
+        lines += [
+            f"certificate {certificate['serial']} from {certificate['issuer']}",
+            f"valid {certificate['not_before']} .. {certificate['not_after']} "
+            f"({certificate['days_left']} days left)",
+        ]
+    return "\n".join(lines)
+
+
+def _peers_text(peers: list[dict[str, Any]]) -> str:
+    if not peers:
+        return "no peers configured"
+    rows = [
+        [
+            p["name"],
+            p["relation"],
+            p["state"],
+            str(p["failures"]),
+            f"{p['retry_in_ms'] / 1000:.1f}s" if p["retry_in_ms"] else "",
+            str(p["queued"]["count"]),
+            p["url"],
+        ]
+        for p in peers
+    ]
+    headers = ["PEER", "RELATION", "STATE", "FAILURES", "RETRY IN", "QUEUED", "URL"]
+    return render_table(headers, rows)
+
+
+def _config(args: argparse.Namespace) -> int:
+    return _print(args, _ask(args, lambda c: c.admin_config()), _config_text)
+
+
+def _identity(args: argparse.Namespace) -> int:
+    return _print(args, _ask(args, lambda c: c.admin_identity()), _identity_text)
+
+
+def _peers(args: argparse.Namespace) -> int:
+    return _print(args, _ask(args, lambda c: c.admin_peers()), _peers_text)
+
+
+def _retry(args: argparse.Namespace) -> int:
+    who = _administrator(args)
+    answer = _ask(args, lambda c: c.admin_retry(args.peer, who))
+    return _print(args, answer, lambda a: f"retrying the link to {a['peer']} now")
+
+
+def _reload(args: argparse.Namespace) -> int:
+    who = _administrator(args)
+    answer = _ask(args, lambda c: c.admin_reload_credentials(who))
+    return _print(
+        args, answer, lambda roles: "\n".join(f"{r}: {s}" for r, s in sorted(roles.items()))
+    )
+
+
+def _common(changing: bool) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("EXCHNODE_CONFIG", "node.toml")),
+        help="the node's node.toml (default: $EXCHNODE_CONFIG, else ./node.toml)",
+    )
+    common.add_argument("--json", action="store_true", help="print the API's JSON")
+    if changing:
+        common.add_argument(
+            "--administrator",
+            help="who is acting, for the audit log (default: $EXCHNODE_ADMINISTRATOR, else "
+            "the login name)",
+        )
+    return common
+
+
+def register(verbs: Any, prog: str) -> None:
+    reading, changing = _common(False), _common(True)
+    admin = verbs.add_parser(
+        "admin",
+        help="the administrator's: configuration, identity, links, credentials",
+        formatter_class=_RAW,
+        epilog=f"""Examples:
+  {prog} admin config --config node.toml      # what runs, and whether node.toml changed since
+  {prog} admin peers                          # every link: state, failures, queue
+  {prog} admin retry 520100 --administrator 张工   # try that link now
+  {prog} admin reload-credentials             # after writing a new token into a role's file
+
+These need the administrator's token ([operator] administrator_token_file);
+retry and reload-credentials are audit records naming --administrator.""",
+    )
+    group = admin.add_subparsers(title="admin verbs", metavar="VERB")
+    group.required = True
+    p = group.add_parser(
+        "config", parents=[reading], help="the configuration the node runs with, no secrets"
+    )
+    p.set_defaults(handler=_config)
+    p = group.add_parser("identity", parents=[reading], help="the node's certificate and keys")
+    p.set_defaults(handler=_identity)
+    p = group.add_parser("peers", parents=[reading], help="every link and its state")
+    p.set_defaults(handler=_peers)
+    p = group.add_parser("retry", parents=[changing], help="try the link to PEER now")
+    p.add_argument("peer", metavar="PEER", help="a neighbour's node name")
+    p.set_defaults(handler=_retry)
+    p = group.add_parser(
+        "reload-credentials",
+        parents=[changing],
+        help="re-read every role's token file (rotation without a restart)",
+    )
+    p.set_defaults(handler=_reload)
