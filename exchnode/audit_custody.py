@@ -20,7 +20,7 @@ The records (category ``envelope``, the node itself as actor):
 * ``accept``: subject the neighbour that handed the envelopes over (this node
   for its own messages, receipts and reports); outcome ``ok accepted``,
   ``ok duplicate`` (custody was already held: answered TAKEN again), or
-  ``refused`` with the code (``conflict``, ``expired``, or any code of a
+  ``refused`` with the code (``replayed``, ``expired``, or any code of a
   check that failed before the commit, such as ``bad-signature``);
 * ``relay``: subject the next hop; ``ok taken``, or ``refused`` with the code
   the next hop gave (the sender then gets a non-delivery report);
@@ -61,7 +61,7 @@ __all__ = ["CustodyRecorder"]
 _ACCEPT_OUTCOMES = {
     AcceptStatus.ACCEPTED: Outcome.ok("accepted"),
     AcceptStatus.DUPLICATE: Outcome.ok("duplicate"),
-    AcceptStatus.CONFLICT: Outcome.refused("conflict"),
+    AcceptStatus.CONFLICT: Outcome.refused("replayed"),  # the code the sender is answered
     AcceptStatus.EXPIRED: Outcome.refused("expired"),
 }
 _TAKEN = Outcome.ok("taken")

@@ -18,24 +18,29 @@ rather than being signed over.  ``verify`` checks the node's own stored log end
 to end (``audit_verify.verify_log``) and names what was changed, deleted,
 inserted or reordered.
 
-*Not yet:* custody and link events (envelopes accepted, relayed, delivered,
-refused; connections) are to be appended inside the store's group commit
-(``Store.accept(..., audit=...)``); events emitted but not yet flushed when the
-process dies (at most ``flush`` seconds of them) are lost.
+It is also the node's :class:`~exchnode.node_service.CustodyLog`: the node
+builds one record per custody batch (``audit_custody``) and hands it over
+*inside* the store transaction that takes, relays, delivers or expires the
+envelopes, so custody and its record are durable together (one flush of the
+group commit).  The pure log state is touched only in the node's store
+thread, in order with those transactions; a transaction that fails after
+its records were numbered rolls the state back.  Events emitted but not yet
+flushed when the process dies (at most ``flush`` seconds of catalog,
+subscription and link events) are lost; custody records never are.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from exchnode.audit_log import (
     AuditLogState,
     Checkpoint,
-    LoggedRecord,
+    LogMark,
     TreeHeadVerifier,
     decode_checkpoint,
     decode_tree_head,
@@ -54,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["AuditService"]
 
 _BATCH = 512  # entries that trigger a flush before the interval is up
+_T = TypeVar("_T")
 
 
 class AuditService:
@@ -70,9 +76,6 @@ class AuditService:
         self._state: AuditLogState | None = None
         self._pending: list[AuditEntry] = []
         self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._stored_size = 0
-        self._head_size = 0
         self.log: Any = structlog.get_logger("exchnode.audit")
 
     # --- EventSink ---------------------------------------------------------------------
@@ -96,9 +99,7 @@ class AuditService:
         self._state = AuditLogState.resume(
             node.identity, records, last_head=last_head, checkpoint=checkpoint
         )
-        self._stored_size = self._head_size = self._state.size
-        if last_head is not None:
-            self._head_size = last_head.tree_size
+        node.attach_custody_log(self)
         node.run_task(self._run, "audit")
 
     def routes(self) -> Mapping[tuple[str, str], Handler]:
@@ -108,7 +109,25 @@ class AuditService:
         raise UsageError("the audit service takes no messages")  # kinds is empty
 
     async def close(self) -> None:
-        """Store what is pending and sign a last head, while the store is still open."""
+        """Store what the other services emitted; the node calls ``drained`` when it is quiet."""
+        if self._node is not None and self._state is not None:
+            await self._flush()
+
+    # --- CustodyLog: the node's store thread -------------------------------------------
+
+    def mark(self) -> LogMark:
+        return self._ready_state().mark()
+
+    def encode(self, entries: Sequence[AuditEntry]) -> list[bytes]:
+        return [record.data for record in self._ready_state().append(entries)]
+
+    def rollback(self, mark: object) -> None:
+        if not isinstance(mark, LogMark):
+            raise UsageError("rollback takes a mark from this log")
+        self._ready_state().rollback(mark)
+
+    async def drained(self) -> None:
+        """Store everything and sign a last head over it (the node is no longer moving mail)."""
         if self._node is not None and self._state is not None:
             await self._flush()
             await self._sign_head()
@@ -128,23 +147,41 @@ class AuditService:
                 last_head = node.now()
 
     async def _flush(self) -> None:
-        node, state = self._running(), self._ready_state()
-        async with self._lock:
-            if not self._pending:
-                return
-            entries, self._pending = self._pending, []
-            records: list[LoggedRecord] = state.append(entries)
-            await node.run_in_store(node.store.append_audit, [r.data for r in records])
-            self._stored_size = records[-1].seq + 1
+        if not self._pending:
+            return
+        entries, self._pending = self._pending, []
+        store = self._running().store
+        try:
+            await self._in_store(lambda: store.append_audit(self.encode(entries)))
+        except BaseException:
+            self._pending[:0] = entries  # not stored: try again with the next flush
+            raise
 
     async def _sign_head(self) -> None:
         node, state = self._running(), self._ready_state()
-        async with self._lock:
-            if self._stored_size == self._head_size:
-                return
-            head = state.sign_head(int(node.now() * 1000))
-            await node.run_in_store(node.store.add_tree_head, head.data)
-            self._head_size = head.tree_size
+        now_ms = int(node.now() * 1000)
+
+        def sign() -> None:
+            last = state.last_head
+            if state.size == (last.tree_size if last is not None else 0):
+                return  # nothing new to sign over
+            node.store.add_tree_head(state.sign_head(now_ms).data)
+
+        await self._in_store(sign)
+
+    async def _in_store(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` in the store thread; roll the log back if its store call fails."""
+        state = self._ready_state()
+
+        def run() -> _T:
+            mark = state.mark()
+            try:
+                return work()
+            except BaseException:
+                state.rollback(mark)
+                raise
+
+        return await self._running().run_in_store(run)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -157,6 +194,35 @@ class AuditService:
         """Store everything emitted so far and sign a head over it (an auditor's "now")."""
         await self._flush()
         await self._sign_head()
+
+    async def latest_head(self) -> bytes | None:
+        """The newest signed tree head stored (encoded), or None before the first."""
+        store = self._running().store
+        heads = await self._running().run_in_store(store.tree_heads, 1)
+        return heads[-1] if heads else None
+
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 proof that the log of ``new_size`` records extends that of ``old_size``.
+
+        Raises ``UsageError`` if a size is outside the log, or if ``old_size``
+        lies below the retention checkpoint (those hashes are gone: a witness
+        starts again from the checkpoint's head).
+        """
+        state = self._ready_state()
+
+        def prove() -> list[bytes]:
+            if not 0 <= old_size <= new_size <= state.size:
+                raise UsageError(
+                    f"no consistency proof from {old_size} to {new_size}: the log has {state.size}"
+                )
+            checkpoint = state.checkpoint
+            if checkpoint is not None and 0 < old_size < checkpoint.size:
+                raise UsageError(
+                    f"records below {checkpoint.size} are pruned: no proof from {old_size}"
+                )
+            return state.consistency_proof(old_size, new_size)
+
+        return await self._running().run_in_store(prove)
 
     async def verify(self) -> VerificationReport:
         """Check this node's stored log (from its checkpoint on) against its signed heads."""

@@ -69,6 +69,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from exchnode.audit_custody import CustodyRecorder
+from exchnode.audit_records import AuditEntry
 from exchnode.backoff import DEFAULT_BACKOFF, BackoffPolicy, came_back, due, failed, succeeded
 from exchnode.batcher import Batcher
 from exchnode.delivery import Delivery, DeliveryStatus, Message, Sent
@@ -98,7 +100,7 @@ from exchnode.messages import (
 )
 from exchnode.node_config import NodeLimits, NodeTimers, Peer
 from exchnode.node_directory import NodeDirectory, verify_snapshot
-from exchnode.node_service import NodeService, ServiceMessage
+from exchnode.node_service import CustodyLog, NodeService, ServiceMessage
 from exchnode.pki_verify import TrustStore, verify_node_certificate
 from exchnode.receipts import ReceiptVerifier, issue_receipts
 from exchnode.reports import NDR_KIND, NDR_TTL, decode_ndr, ndr_outgoing
@@ -232,6 +234,8 @@ class Node:
             OrderedDict()
         )
         self._receipts = ReceiptVerifier(directory)
+        self._custody_log: CustodyLog | None = None
+        self._recorder = CustodyRecorder(self.name)
         self.log = structlog.get_logger("exchnode.node").bind(node=self.name)
 
         self._executor: ThreadPoolExecutor | None = None
@@ -418,6 +422,11 @@ class Node:
         self._tasks.clear()
         for batcher in (self._sends, self._acks, self._commits):
             await batcher.close()
+        if self._custody_log is not None and started:
+            try:
+                await self._custody_log.drained()  # nothing moves now: a last signed head
+            except Exception:
+                self.log.exception("audit log not drained cleanly")
         if self._server is not None:
             await self._server.close()
         for client in self._clients.values():
@@ -473,12 +482,19 @@ class Node:
         """One transaction for everything that arrived since the last one (group commit)."""
         now_ms = self._now_ms()
 
-        def run() -> list[AcceptOutcome]:
-            outcomes = self.store.accept(items, now_ms)
+        def run(log: CustodyLog | None) -> list[AcceptOutcome]:
+            if log is None:
+                outcomes = self.store.accept(items, now_ms)
+            else:
+                outcomes = self.store.accept(
+                    items,
+                    now_ms,
+                    audit=lambda found: log.encode(self._recorder.accepted(now_ms, items, found)),
+                )
             self._refresh_totals()
             return outcomes
 
-        outcomes = await self._db(run)
+        outcomes: list[AcceptOutcome] = await self._db(self._audited, run)
         for outcome in outcomes:
             if outcome.status is AcceptStatus.ACCEPTED:
                 self.counters["accepted"] += 1
@@ -489,6 +505,37 @@ class Node:
             elif outcome.status is AcceptStatus.DUPLICATE:
                 self.counters["duplicates"] += 1
         return outcomes
+
+    # --- the audit log's custody records ---------------------------------------------
+
+    def attach_custody_log(self, log: CustodyLog) -> None:
+        """Record every custody change in ``log``, inside the store transaction that makes it.
+
+        The audit service calls this from its ``start``, before the node takes
+        or moves anything; one log per node.
+        """
+        if self._custody_log is not None and self._custody_log is not log:
+            raise UsageError(f"{self.name} already has a custody log")
+        self._custody_log = log
+
+    def _audited(self, call: Callable[[CustodyLog | None], T]) -> T:
+        """Run a store call that may log custody (store thread); undo the log's part on failure."""
+        log = self._custody_log
+        if log is None:
+            return call(None)
+        mark = log.mark()
+        try:
+            return call(log)
+        except BaseException:
+            log.rollback(mark)
+            raise
+
+    def _log_entries(self, entries: list[AuditEntry]) -> None:
+        """Records of no custody change (refusals, links): buffered by the audit log."""
+        log = self._custody_log
+        if log is not None:
+            for entry in entries:
+                log.append_entry(entry)
 
     # --- peers ----------------------------------------------------------------------
 
@@ -557,6 +604,13 @@ class Node:
                 Status.REFUSED, "routing-refused", f"{neighbour} is not a neighbour of {self.name}"
             )
             self.counters["refused"] += len(request.items)
+            self._log_entries(
+                self._recorder.refused(
+                    self._now_ms(),
+                    neighbour,
+                    [("routing-refused", _peek_id(item.envelope)) for item in request.items],
+                )
+            )
             return TransferResponse(
                 request.transfer_id, tuple(refusal for _ in request.items), Credit(0, 0)
             )
@@ -568,6 +622,7 @@ class Node:
         results: list[ItemResult] = [ItemResult(Status.DEFERRED)] * len(request.items)
         items: list[AcceptItem] = []
         positions: list[int] = []
+        refusals: list[tuple[str, bytes | None]] = []
         count, size = 0, 0
         for position, item in enumerate(request.items):
             if not self._has_room(count + 1, size + len(item.envelope)):
@@ -581,6 +636,7 @@ class Node:
                 continue
             except RejectedError as exc:
                 results[position] = ItemResult(Status.REFUSED, exc.code, str(exc))
+                refusals.append((exc.code, _peek_id(item.envelope)))
                 self.counters["refused"] += 1
                 self.log.warning(
                     "item refused", neighbour=neighbour, code=exc.code, reason=str(exc)
@@ -590,6 +646,8 @@ class Node:
             positions.append(position)
             count += 1
             size += len(item.envelope)
+        if refusals:
+            self._log_entries(self._recorder.refused(self._now_ms(), neighbour, refusals))
         if items:
             self._uncommitted[0] += count
             self._uncommitted[1] += size
@@ -620,6 +678,7 @@ class Node:
             data=item.envelope,
             expires_ms=header.expires_ms,
             route=route,
+            came_from=neighbour,
         )
 
     # --- custody in: from the application ------------------------------------------------
@@ -786,6 +845,8 @@ class Node:
             except (LinkError, ExchnodeError) as exc:
                 self.counters["link_failures"] += 1
                 new_state = failed(state, now_ms, self._random, self._backoff)
+                if not state.failures:  # it worked (or was never tried): now it is down
+                    self._log_entries([self._recorder.link(now_ms, hop, up=False, failures=1)])
                 self._set_peer_state(hop, new_state)
                 self.log.warning(
                     "link failed",
@@ -798,6 +859,9 @@ class Node:
             if state.failures or state.last_ok_ms is None:
                 if state.failures:
                     self.log.info("link restored", neighbour=hop, after_failures=state.failures)
+                self._log_entries(
+                    [self._recorder.link(now_ms, hop, up=True, failures=state.failures)]
+                )
                 self._set_peer_state(hop, succeeded(state, now_ms))
             await self._settle(hop, entries, response)
             credit = response.credit
@@ -841,13 +905,25 @@ class Node:
         before = self._handed_over.get(hop, QueueDepth(0, 0))
         self._handed_over[hop] = QueueDepth(before.count + taken, before.bytes + taken_bytes)
         if done:
+            now_ms = self._now_ms()
+            taken_ids = [
+                entry.message_id
+                for entry, result in zip(entries, response.results, strict=True)
+                if result.status is Status.TAKEN
+            ]
+            refused_ids = [(result.code, entry.message_id) for entry, result in refused]
 
-            def run() -> int:
-                removed = self.store.forwarded(hop, done)
+            def run(log: CustodyLog | None) -> int:
+                records: list[bytes] = []
+                if log is not None:
+                    records = log.encode(
+                        self._recorder.relayed(now_ms, hop, taken_ids, refused_ids)
+                    )
+                removed = self.store.forwarded(hop, done, audit=records)
                 self._refresh_totals()
                 return removed
 
-            self.counters["forwarded"] += await self._db(run)
+            self.counters["forwarded"] += await self._db(self._audited, run)
             self._space.set()
 
     # --- non-delivery reports ----------------------------------------------------------
@@ -907,13 +983,19 @@ class Node:
             await asyncio.sleep(self.timers.expiry_interval)
             now_ms = self._now_ms()
 
-            def run(now_ms: int = now_ms) -> list[ExpiredEntry]:
-                expired = self.store.take_expired(now_ms, 1000)
+            def run(log: CustodyLog | None, now_ms: int = now_ms) -> list[ExpiredEntry]:
+                expired = self.store.take_expired(
+                    now_ms,
+                    1000,
+                    audit=None
+                    if log is None
+                    else lambda found: log.encode(self._recorder.expired(now_ms, found)),
+                )
                 self.store.prune(now_ms)
                 self._refresh_totals()
                 return expired
 
-            expired = await self._db(run)
+            expired = await self._db(self._audited, run)
             if not expired:
                 continue
             self.log.info("expired", count=len(expired))
@@ -968,16 +1050,33 @@ class Node:
             await self._send_receipts([d.opened for d in wanting], now)
         seqs = [d.seq for d in fresh]
         if seqs:
-
-            def run() -> int:
-                removed = self.store.delivered(seqs)
-                self._refresh_totals()
-                return removed
-
-            self.counters["delivered"] += await self._db(run)
+            now_ms = self._now_ms()
+            ids = [d.message_id for d in fresh]
+            remove = partial(
+                self._remove_delivered, seqs=seqs, ids=ids, now_ms=now_ms, consumed=False
+            )
+            self.counters["delivered"] += await self._db(self._audited, remove)
             self._handed.difference_update(seqs)
             self._space.set()
         return [None] * len(batch)
+
+    def _remove_delivered(
+        self,
+        log: CustodyLog | None,
+        seqs: list[int],
+        ids: list[bytes],
+        now_ms: int,
+        consumed: bool,
+    ) -> int:
+        """Inbox entries done with (store thread), with their record in the same transaction."""
+        records = (
+            []
+            if log is None
+            else log.encode(self._recorder.delivered(now_ms, ids, consumed=consumed))
+        )
+        removed = self.store.delivered(seqs, audit=records)
+        self._refresh_totals()
+        return removed
 
     async def _send_receipts(self, opened: list[Opened], now: float) -> None:
         signed = issue_receipts(self.identity, opened, now)
@@ -1029,6 +1128,7 @@ class Node:
                 await _wait(self._inbox_wake, self.timers.inbox_rescan)
                 continue
             consumed: list[int] = []
+            consumed_set: set[int] = set()
             for entry in entries:
                 after = entry.seq
                 if entry.seq in self._handed:
@@ -1036,13 +1136,17 @@ class Node:
                 done = await self._open_entry(entry)
                 if done:
                     consumed.append(entry.seq)
+                    consumed_set.add(entry.seq)
             if consumed:
-
-                def run(seqs: list[int] = consumed) -> None:
-                    self.store.delivered(seqs)
-                    self._refresh_totals()
-
-                await self._db(run)
+                ids = [e.message_id for e in entries if e.seq in consumed_set]
+                remove = partial(
+                    self._remove_delivered,
+                    seqs=consumed,
+                    ids=ids,
+                    now_ms=self._now_ms(),
+                    consumed=True,
+                )
+                await self._db(self._audited, remove)
 
     def _remember_verified(self, envelope: Envelope, signer: PeerIdentity) -> None:
         verified = self._verified
@@ -1463,6 +1567,14 @@ class Node:
             dict(self.counters),
             dict(self._handed_over),
         )
+
+
+def _peek_id(data: bytes) -> bytes | None:
+    """The message id of a refused envelope, for the audit record, if it can be read at all."""
+    try:
+        return decode_envelope(data).header.message_id
+    except RejectedError:
+        return None
 
 
 def _answer(outcome: AcceptOutcome) -> ItemResult:

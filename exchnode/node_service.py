@@ -21,19 +21,25 @@ growing a branch for each: it
 Services send through the node's ordinary ``send`` / ``send_many``: their
 messages are end-to-end signed and encrypted like any other, which is what
 stops a hub from forging or altering them.
+
+One service may also be the node's :class:`CustodyLog` (the audit log,
+``Node.attach_custody_log``): the node then hands it the records of every
+custody change *inside* the store transaction that makes the change, so
+the envelope's custody and its audit record are durable together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from exchnode.audit_records import AuditEntry
 from exchnode.transport import Handler
 
 if TYPE_CHECKING:
     from exchnode.node import Node
 
-__all__ = ["NodeService", "ServiceMessage"]
+__all__ = ["CustodyLog", "NodeService", "ServiceMessage"]
 
 
 class ServiceMessage(NamedTuple):
@@ -70,4 +76,34 @@ class NodeService(Protocol):
 
     async def close(self) -> None:
         """Called first when the node closes, while its store is still open."""
+        ...
+
+
+class CustodyLog(Protocol):
+    """An audit log that takes custody records inside the node's store transactions.
+
+    ``mark``, ``encode`` and ``rollback`` run in the node's store thread,
+    in order with every store call: ``encode`` numbers and chains entries
+    for the transaction under way, and if that transaction fails, the node
+    rolls the log back to the mark it took before.
+    """
+
+    def mark(self) -> object:
+        """Where the log is now (store thread)."""
+        ...
+
+    def encode(self, entries: Sequence[AuditEntry]) -> list[bytes]:
+        """Number, chain and encode entries for the store transaction under way (store thread)."""
+        ...
+
+    def rollback(self, mark: object) -> None:
+        """The transaction failed: forget what ``encode`` numbered since ``mark`` (store thread)."""
+        ...
+
+    def append_entry(self, entry: AuditEntry) -> None:
+        """A record of no custody change (a link going down), stored within the flush interval."""
+        ...
+
+    async def drained(self) -> None:
+        """The node has stopped taking and moving envelopes: store everything, sign a last head."""
         ...
