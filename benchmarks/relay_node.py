@@ -51,6 +51,7 @@ from typing import Any
 
 import structlog
 
+from exchnode.audit_service import AuditService
 from exchnode.delivery import Delivery, Message
 from exchnode.directory import StaticDirectory
 from exchnode.keyfiles import load_local_identity
@@ -114,6 +115,8 @@ def build_node(spec: dict[str, Any]) -> Node:
         ],
         listen=("127.0.0.1", spec["port"]),
         limits=limits,
+        # As a daemon runs it: custody records in every group commit, heads every 10 s.
+        services=[AuditService()] if spec.get("audit", True) else [],
     )
 
 

@@ -57,6 +57,7 @@ def test_relay_benchmark_quick_json(tmp_path: Path) -> None:
     ]
     for row in rows:
         assert row["path"] == PATHS[str(row["hops"])]
+        assert row["audit"] is True  # nodes keep their audit log by default, as daemons do
         assert row["complete"] is True
         for run in row["runs"]:
             # Every message arrived exactly once, through every node of the path.
