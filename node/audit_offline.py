@@ -41,9 +41,9 @@ from exchnode.errors import RejectedError, UsageError
 from exchnode.store_sqlite import SqliteStore
 from node.config import ConfigError, DaemonConfig
 from node.daemon import build_directory, load_own_peer, load_trust, state_lock
-from node.operator_audit import record_json, report_json
+from node.operator_audit import CATALOG_META, catalog_json, record_json, report_json
 
-__all__ = ["read_records_offline", "verify_offline"]
+__all__ = ["export_offline", "read_records_offline", "verify_offline"]
 
 
 class _Quiet:
@@ -79,14 +79,17 @@ def _stopped_store(config: DaemonConfig) -> Iterator[SqliteStore]:
         yield store
 
 
-def verify_offline(config: DaemonConfig, now: datetime | None = None) -> dict[str, Any]:
-    """Check the stopped node's stored audit log end to end; the report as the API gives it."""
+def _verified(
+    config: DaemonConfig, now: datetime | None
+) -> tuple[dict[str, Any], list[tuple[int, bytes]], bytes | None]:
+    """The stopped node's log checked end to end (the API's report), its records, its catalog."""
     directory = _directory(config, now or datetime.now(UTC))
     with _stopped_store(config) as store:
         size = store.audit_size()
         records = store.audit_records(0, size + 1)
         heads = store.tree_heads()
         stored_checkpoint = store.audit_checkpoint()
+        catalog = store.get_meta(CATALOG_META)
     checkpoint: Checkpoint | None = None
     problem: Finding | None = None
     if stored_checkpoint is not None:
@@ -97,7 +100,21 @@ def verify_offline(config: DaemonConfig, now: datetime | None = None) -> dict[st
     report = verify_log(config.name, records, heads, directory, checkpoint=checkpoint)
     if problem is not None:
         report = dataclasses.replace(report, findings=(problem, *report.findings))
-    return report_json(report, size, heads[-1] if heads else None)
+    return report_json(report, size, heads[-1] if heads else None), records, catalog
+
+
+def verify_offline(config: DaemonConfig, now: datetime | None = None) -> dict[str, Any]:
+    """Check the stopped node's stored audit log end to end; the report as the API gives it."""
+    return _verified(config, now)[0]
+
+
+def export_offline(
+    config: DaemonConfig, now: datetime | None = None
+) -> tuple[dict[str, Any], list[tuple[int, bytes]], dict[str, Any]]:
+    """For ``audit report --offline``: what ``/v1/audit/verify``, ``/export`` and ``/catalog``
+    would answer, read once from the stopped node's store."""
+    report, records, catalog = _verified(config, now)
+    return report, records, catalog_json(catalog, config.name)
 
 
 def read_records_offline(config: DaemonConfig, first: int, limit: int) -> dict[str, Any]:

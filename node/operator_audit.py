@@ -19,8 +19,19 @@ a signed tree head every ``[audit] head_interval`` seconds.  Two reads:
   within ``[audit] flush`` seconds of their event.  A stored record that no
   longer decodes is listed with its ``error`` rather than failing the page.
 
-The token is the operator's for now; the auditor's own credential (three-role
-separation, GB/T 39477) is a later step of issue 5.
+Two more for ``exchnode audit report`` (``node.audit_report``), which counts
+from the records themselves and must not depend on a JSON rendering of them:
+
+* ``GET /v1/audit/export?from=SEQ&limit=N``: the same pages, each record as
+  it is stored (``[seq, base64 of the canonical encoding]``), to be decoded
+  with ``audit_records.decode_record``.  The report reads the records below
+  the ``verified_size`` that ``/v1/audit/verify`` answered: those under a
+  signed head whose root they reproduce.
+* ``GET /v1/audit/catalog``: the catalog this node holds, tombstones
+  included, as ``/v1/catalog?status=all`` gives it (``forms.record_json``), so
+  the auditor's credential suffices for a report.  It is read from the
+  catalog service's stored snapshot (written before every change is
+  announced), the same bytes a stopped node's store holds.
 
 :func:`report_json` and :func:`record_json` are also what ``exchnode audit``
 prints for a log read from the store while the daemon is stopped
@@ -29,6 +40,7 @@ prints for a log read from the store while the daemon is stopped
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -36,19 +48,31 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from exchnode.audit_log import decode_tree_head
-from exchnode.audit_records import decode_record
+from exchnode.audit_records import DetailValue, decode_record
 from exchnode.audit_service import AuditService
 from exchnode.audit_verify import VerificationReport
+from exchnode.catalog_state import CatalogState
 from exchnode.errors import RejectedError
 from node.api import integer
+from node.forms import record_json as catalog_record_json
 
 if TYPE_CHECKING:
     from exchnode.node import Node
 
-__all__ = ["DEFAULT_RECORDS", "MAX_RECORDS", "AuditApi", "record_json", "report_json"]
+__all__ = [
+    "CATALOG_META",
+    "DEFAULT_RECORDS",
+    "MAX_RECORDS",
+    "AuditApi",
+    "catalog_json",
+    "export_json",
+    "record_json",
+    "report_json",
+]
 
 DEFAULT_RECORDS = 100
 MAX_RECORDS = 10_000
+CATALOG_META = "catalog"  # where exchnode.catalog_service keeps its state in the store's meta
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -56,7 +80,9 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def _value(value: str | int | bytes) -> str | int:
+def _value(value: DetailValue) -> str | int | list[str]:
+    if isinstance(value, tuple):  # message ids of a custody batch
+        return [item.hex() for item in value]
     return value.hex() if isinstance(value, bytes) else value
 
 
@@ -104,6 +130,24 @@ def report_json(report: VerificationReport, size: int, last_head: bytes | None) 
     return out
 
 
+def export_json(size: int, rows: list[tuple[int, bytes]]) -> dict[str, Any]:
+    """A page of stored records as they are: ``[seq, base64]`` each, and the next seq."""
+    following = rows[-1][0] + 1 if rows else None
+    return {
+        "size": size,
+        "records": [[seq, base64.b64encode(data).decode("ascii")] for seq, data in rows],
+        "next": following if following is not None and following < size else None,
+    }
+
+
+def catalog_json(stored: bytes | None, node: str) -> dict[str, Any]:
+    """The catalog a node stored (``CATALOG_META``), every record, tombstones included."""
+    if stored is None:
+        return {"records": []}
+    state = CatalogState.restore(stored, node)
+    return {"records": [catalog_record_json(r) for r in state.records()]}
+
+
 class AuditApi:
     """The audit endpoints of one node's operator API."""
 
@@ -115,6 +159,8 @@ class AuditApi:
         return [
             ("GET", "/v1/audit/verify", self._verify),
             ("GET", "/v1/audit/records", self._records),
+            ("GET", "/v1/audit/export", self._export),
+            ("GET", "/v1/audit/catalog", self._catalog),
         ]
 
     async def _verify(self, request: web.Request) -> web.Response:
@@ -146,3 +192,18 @@ class AuditApi:
                 "next": following if following is not None and following < size else None,
             }
         )
+
+    async def _export(self, request: web.Request) -> web.Response:
+        first = integer(request, "from", 0, 0, 2**62)
+        limit = integer(request, "limit", MAX_RECORDS, 1, MAX_RECORDS)
+        store = self.node.store
+
+        def page() -> tuple[int, list[tuple[int, bytes]]]:
+            return store.audit_size(), store.audit_records(first, limit)
+
+        size, rows = await self.node.run_in_store(page)
+        return web.json_response(export_json(size, rows))
+
+    async def _catalog(self, request: web.Request) -> web.Response:
+        stored = await self.node.get_meta(CATALOG_META)
+        return web.json_response(catalog_json(stored, self.node.name))
