@@ -437,6 +437,7 @@ class WitnessService:
         self._status: dict[str, WitnessStatus] = {}
         self._lock = asyncio.Lock()  # one round (or reset) at a time
         self._wake = asyncio.Event()
+        self._closing = False
         self.log: Any = structlog.get_logger("exchnode.witness")
 
     # --- the service seam ------------------------------------------------------------
@@ -466,7 +467,12 @@ class WitnessService:
         raise UsageError("the witness service takes no messages")  # kinds is empty
 
     async def close(self) -> None:
-        pass
+        """Stop judging: the audit log closes after this service.
+
+        A verdict reached from now on is dropped, neither recorded nor applied,
+        and the next start judges that head again.
+        """
+        self._closing = True
 
     # --- reading ---------------------------------------------------------------------
 
@@ -522,6 +528,8 @@ class WitnessService:
             now_ms=now_ms,
             retention_ms=int(self.retention * 1000),
         )
+        if self._closing:
+            return
         if isinstance(outcome, NoVerdict):
             self._no_verdict(child, outcome, now_ms)
             return
