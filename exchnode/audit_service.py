@@ -12,6 +12,13 @@ record schema is a bug, raised where it was emitted), numbers and chains them
 fills.  Every ``head_interval`` seconds, if the log grew, it signs a tree head
 over what the store holds and stores the head after the records it covers.
 
+Retention (SPEC §20.9): every ``prune_every`` seconds, records older than
+``retention`` (default 183 days: the six months China's protection-level
+rules ask for, and a little more) are deleted below a **checkpoint**, the
+newest signed head that covers only such records, stored with its tree's
+frontier.  The rest of the log stays verifiable from that checkpoint, and
+the pruning itself is a record (``audit.prune``).
+
 At start the state is rebuilt from the store (``AuditLogState.resume``): a log
 changed while the node was down fails the start with ``inconsistent-log``
 rather than being signed over.  ``verify`` checks the node's own stored log end
@@ -44,8 +51,17 @@ from exchnode.audit_log import (
     TreeHeadVerifier,
     decode_checkpoint,
     decode_tree_head,
+    encode_checkpoint,
 )
-from exchnode.audit_records import AuditEntry, entry_from_event
+from exchnode.audit_records import (
+    Actor,
+    AuditEntry,
+    Category,
+    Outcome,
+    decode_record,
+    details,
+    entry_from_event,
+)
 from exchnode.audit_verify import VerificationReport, verify_log
 from exchnode.errors import UsageError
 from exchnode.events import AuditEvent
@@ -59,6 +75,8 @@ if TYPE_CHECKING:
 __all__ = ["AuditService"]
 
 _BATCH = 512  # entries that trigger a flush before the interval is up
+RETENTION = 183 * 86_400.0  # seconds: at least six months (GB/T 22239 asks for 6)
+_PRUNE_CHUNK = 10_000  # records deleted per transaction
 _T = TypeVar("_T")
 
 
@@ -67,11 +85,22 @@ class AuditService:
 
     kinds: frozenset[str] = frozenset()
 
-    def __init__(self, *, flush: float = 0.2, head_interval: float = 10.0) -> None:
-        if flush <= 0 or head_interval <= 0:
-            raise UsageError("flush and head_interval are positive seconds")
+    def __init__(
+        self,
+        *,
+        flush: float = 0.2,
+        head_interval: float = 10.0,
+        retention: float = RETENTION,
+        prune_every: float = 3600.0,
+    ) -> None:
+        if flush <= 0 or head_interval <= 0 or prune_every <= 0:
+            raise UsageError("flush, head_interval and prune_every are positive seconds")
+        if retention < 86_400:
+            raise UsageError(f"retention is at least a day (86400 s), got {retention!r}")
         self.flush = flush
         self.head_interval = head_interval
+        self.retention = retention
+        self.prune_every = prune_every
         self._node: Node | None = None
         self._state: AuditLogState | None = None
         self._pending: list[AuditEntry] = []
@@ -138,6 +167,7 @@ class AuditService:
         node = self._running()
         await node.ready()
         last_head = node.now()
+        last_prune = last_head - self.prune_every + min(self.prune_every, 60.0)  # soon after start
         while True:
             await wait_event(self._wake, self.flush)
             self._wake.clear()
@@ -145,6 +175,9 @@ class AuditService:
             if node.now() - last_head >= self.head_interval:
                 await self._sign_head()
                 last_head = node.now()
+            if node.now() - last_prune >= self.prune_every:
+                last_prune = node.now()
+                await self.prune()
 
     async def _flush(self) -> None:
         if not self._pending:
@@ -183,6 +216,57 @@ class AuditService:
 
         return await self._running().run_in_store(run)
 
+    # --- retention -----------------------------------------------------------------
+
+    async def prune(self) -> int:
+        """Delete the records older than ``retention`` below a new checkpoint; how many were.
+
+        Nothing happens until a signed head covers only records that old:
+        the checkpoint must be a head, so the log stays verifiable from it.
+        """
+        node, state = self._running(), self._ready_state()
+        store = node.store
+        cutoff_ms = int((node.now() - self.retention) * 1000)
+
+        def checkpoint_at() -> int:
+            first = state.checkpoint.size if state.checkpoint is not None else 0
+            low, high = first, state.size  # bisect: the first record young enough to keep
+            while low < high:
+                middle = (low + high) // 2
+                ((_, data),) = store.audit_records(middle, 1)
+                if decode_record(data).entry.time_ms < cutoff_ms:
+                    low = middle + 1
+                else:
+                    high = middle
+            stored = store.tree_head_at_most(low)
+            if stored is None:
+                return first
+            head = decode_tree_head(stored)[0]  # our own, stored after its records
+            if head.tree_size <= first:
+                return first
+            checkpoint = state.make_checkpoint(head)
+            store.set_audit_checkpoint(encode_checkpoint(checkpoint))
+            state.prune(checkpoint)
+            return head.tree_size
+
+        size = await node.run_in_store(checkpoint_at)
+        deleted = 0
+        while removed := await node.run_in_store(store.prune_audit, size, _PRUNE_CHUNK):
+            deleted += removed
+        if deleted:
+            self.append_entry(
+                AuditEntry(
+                    time_ms=int(node.now() * 1000),
+                    category=Category.ADMINISTRATION,
+                    action="audit.prune",
+                    actor=Actor.node(node.name),
+                    outcome=Outcome.ok("pruned"),
+                    detail=details(count=deleted, tree_size=size),
+                )
+            )
+            self.log.info("audit records pruned", count=deleted, checkpoint=size)
+        return deleted
+
     # --- reading ---------------------------------------------------------------------
 
     @property
@@ -200,6 +284,25 @@ class AuditService:
         store = self._running().store
         heads = await self._running().run_in_store(store.tree_heads, 1)
         return heads[-1] if heads else None
+
+    async def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
+        """RFC 9162 proof that record ``seq`` is in the log of ``size`` records (a head's size).
+
+        Raises ``UsageError`` if ``seq`` is not below ``size``, ``size`` is
+        beyond the log, or the record was pruned.
+        """
+        state = self._ready_state()
+
+        def prove() -> list[bytes]:
+            first = state.checkpoint.size if state.checkpoint is not None else 0
+            if not first <= seq < size <= state.size:
+                raise UsageError(
+                    f"no inclusion proof of record {seq} in {size}: the log holds "
+                    f"{first}..{state.size - 1}"
+                )
+            return state.inclusion_proof(seq, size)
+
+        return await self._running().run_in_store(prove)
 
     async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """RFC 9162 proof that the log of ``new_size`` records extends that of ``old_size``.

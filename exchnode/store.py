@@ -163,6 +163,7 @@ __all__ = [
     "audit_record_seq",
     "check_audit_records",
     "check_checkpoint_update",
+    "check_count",
     "check_items",
     "check_limit",
     "check_page",
@@ -494,6 +495,13 @@ def check_limit(value: object, what: str) -> int:
     return value
 
 
+def check_count(value: object, what: str) -> int:
+    """A count that may be 0 (a log's size, a seq): a non-negative integer."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise UsageError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
 NO_LIMIT = 1 << 62
 
 
@@ -771,6 +779,14 @@ class Store(Protocol):
 
     def tree_heads(self, limit: int | None = None) -> list[bytes]:
         """The stored heads in the order stored: all, or the last ``limit`` of them."""
+        ...
+
+    def tree_head_at_most(self, size: int) -> bytes | None:
+        """The last stored head covering at most ``size`` records (retention's checkpoint).
+
+        Heads are stored in order of size, so this is a search, not a scan:
+        a node signs a head every few seconds for months.
+        """
         ...
 
     def set_audit_checkpoint(self, data: bytes) -> None:

@@ -18,6 +18,7 @@ callback and checks its records, and only then changes anything.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import threading
 from collections.abc import Iterable, Sequence
@@ -39,6 +40,7 @@ from exchnode.store import (
     SeenRecord,
     check_audit_records,
     check_checkpoint_update,
+    check_count,
     check_items,
     check_limit,
     check_page,
@@ -357,6 +359,13 @@ class MemoryStore:
             self._check_open()
             heads = self._heads if limit is None else self._heads[-limit:]
             return [data for _, data in heads]
+
+    def tree_head_at_most(self, size: int) -> bytes | None:
+        check_count(size, "size")
+        with self._lock:
+            self._check_open()
+            index = bisect.bisect_right(self._heads, size, key=lambda head: head[0])
+            return self._heads[index - 1][1] if index else None
 
     def set_audit_checkpoint(self, data: bytes) -> None:
         with self._lock:

@@ -84,6 +84,7 @@ from exchnode.store import (
     SeenRecord,
     check_audit_records,
     check_checkpoint_update,
+    check_count,
     check_items,
     check_limit,
     check_page,
@@ -759,6 +760,30 @@ class SqliteStore:
                 (-1 if limit is None else limit,),
             ).fetchall()
         return [bytes(data) for (data,) in rows]
+
+    def tree_head_at_most(self, size: int) -> bytes | None:
+        check_count(size, "size")
+        with self._lock, self._reading("tree_head_at_most") as conn:
+            (low, high) = conn.execute(
+                "SELECT min(position), max(position) FROM audit_heads"
+            ).fetchone()
+            if low is None:
+                return None
+            found: bytes | None = None
+            while low <= high:  # positions ascend with tree sizes: bisect them
+                middle = (low + high) // 2
+                row = conn.execute(
+                    "SELECT position, tree_size, data FROM audit_heads WHERE position >= ?"
+                    " ORDER BY position LIMIT 1",
+                    (middle,),
+                ).fetchone()
+                if row is None or row[0] > high:
+                    high = middle - 1
+                elif row[1] <= size:
+                    found, low = bytes(row[2]), row[0] + 1
+                else:
+                    high = middle - 1
+            return found
 
     def set_audit_checkpoint(self, data: bytes) -> None:
         with self._lock:

@@ -1,0 +1,104 @@
+"""Retention: records older than six months go, below a signed checkpoint; the rest verifies.
+
+One node on a test clock.  Records are kept at least ``retention``: a prune
+before then deletes nothing.  After it, the records below the newest head
+that covers only old records are deleted, the log verifies from that
+checkpoint, proofs for what remains still work, a restart resumes from the
+checkpoint, and the pruning is itself on the record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exchnode.audit_log import decode_tree_head
+from exchnode.audit_records import Actor, AuditEntry, Category, decode_record
+from exchnode.audit_service import RETENTION, AuditService
+from exchnode.errors import UsageError
+from exchnode.merkle import leaf_hash, verify_inclusion
+from exchnode.node import Node
+from exchnode.store_sqlite import SqliteStore
+from tests.integration.federation import Federation
+
+NAME = "520102.gongan"
+DAY = 86_400.0
+T0 = 1_790_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def entries(count: int, at: float) -> list[AuditEntry]:
+    return [
+        AuditEntry(
+            time_ms=int(at * 1000) + i,
+            category=Category.CONFIGURATION,
+            action="config.loaded",
+            actor=Actor.node(NAME),
+        )
+        for i in range(count)
+    ]
+
+
+async def started(federation: Federation, clock: Clock) -> tuple[Node, AuditService]:
+    audit = AuditService(flush=0.05, head_interval=3600, prune_every=10 * DAY)
+    node = federation.node(NAME, clock=clock, services=[audit])
+    await node.start()
+    return node, audit
+
+
+async def log_at(audit: AuditService, clock: Clock, count: int) -> None:
+    for entry in entries(count, clock.now):
+        audit.append_entry(entry)
+    await audit.sync()  # stored, and a signed head over them
+
+
+@pytest.mark.asyncio
+async def test_pruning_keeps_six_months_and_the_log_verifiable(tmp_path: Path) -> None:
+    federation = Federation(tmp_path, [NAME])
+    clock = Clock()
+    node, audit = await started(federation, clock)
+    try:
+        await log_at(audit, clock, 100)  # head at 100
+        clock.now = T0 + 100 * DAY
+        await log_at(audit, clock, 50)  # head at 150
+        assert await audit.prune() == 0  # nothing is six months old yet
+        clock.now = T0 + 190 * DAY
+        assert await audit.prune() == 100  # below the head at 100: all older than the cutoff
+        report = await audit.verify()
+        assert report.ok, report.findings
+        assert report.first_seq == 100
+        with pytest.raises(UsageError, match="pruned"):
+            await audit.consistency_proof(50, 150)
+        assert await audit.consistency_proof(100, 150)  # from the checkpoint on, as before
+    finally:
+        await node.close()
+
+    node, audit = await started(federation, clock)  # resumes from the checkpoint
+    try:
+        await audit.sync()
+        report = await audit.verify()
+        assert report.ok, report.findings
+        head = decode_tree_head(await audit.latest_head() or b"")[0]
+        store = node.store
+        records = await node.run_in_store(store.audit_records, 0, 1000)
+        assert records[0][0] == 100
+        prune = [decode_record(d).entry for _, d in records if b"audit.prune" in d]
+        assert [(e.get("count"), e.get("tree_size")) for e in prune] == [(100, 100)]
+        for seq, data in records:  # the proofs an auditor asks for still work
+            proof = await audit.inclusion_proof(seq, head.tree_size)
+            assert verify_inclusion(leaf_hash(data), seq, head.tree_size, proof, head.root)
+        with pytest.raises(UsageError, match="no inclusion proof"):
+            await audit.inclusion_proof(99, head.tree_size)
+    finally:
+        await node.close()
+    with SqliteStore(federation.directory / f"{NAME}.sqlite") as store:
+        assert store.audit_records(0, 10)[0][0] == 100
+    assert RETENTION >= 183 * DAY
