@@ -1,7 +1,9 @@
 """``audit`` verbs: the node's tamper-evident audit log from the shell.
 
 ``audit verify`` checks the log end to end and exits 1 on any finding;
-``audit records`` lists its records decoded.  Both ask the running node's
+``audit records`` lists its records decoded; ``audit report`` is the
+oversight report of one or more nodes (``node.audit_report``,
+``exchnode.oversight``).  They ask the running node's
 operator API (``/v1/audit``) of the node named by ``--config`` (default
 ``$EXCHNODE_CONFIG``, else ``./node.toml``); with ``--offline`` they read the
 node's store while the daemon is stopped (``node.audit_offline``), which is
@@ -14,17 +16,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
+import re
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from exchnode.errors import UsageError
+from exchnode.oversight import DEFAULT_ZOMBIE_AFTER_S, OversightBuilder, OversightReport
+from exchnode.workdays import CHINA_STANDARD_TIME, DEFAULT_ANSWER_DAYS
 from node.audit_offline import read_records_offline, verify_offline
+from node.audit_report import collect_configs, collect_offline
 from node.cli_services import render_table
 from node.client import OperatorClient
-from node.config import load_config
+from node.config import DaemonConfig, load_config
 from node.operator_audit import DEFAULT_RECORDS, MAX_RECORDS
 
 __all__ = ["register"]
@@ -124,6 +133,100 @@ def _records(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- audit report -------------------------------------------------------------------------
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)\Z")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _duration(text: str) -> int:
+    """``30d``, ``12h``, ``90m``, ``3600s`` or plain seconds → seconds."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected a duration like 30d, 12h or 90m, got {text!r}")
+    seconds = int(float(match[1]) * _UNIT[match[2]])
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 s, got {text!r}")
+    return seconds
+
+
+def _since(text: str) -> int:
+    """A date (YYYY-MM-DD, from 00:00 CST) → ms since 1970."""
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=CHINA_STANDARD_TIME)
+    return int(start.timestamp()) * 1000
+
+
+def _node_config(path: Path) -> DaemonConfig:
+    """``--node`` names a node folder (holding node.toml) or a node.toml itself."""
+    return load_config(path / "node.toml" if path.is_dir() else path)
+
+
+class _Progress:
+    """Progress on stderr: one line per node, the page counts rewritten on a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def __call__(self, line: str) -> None:
+        partial = " of " in line and line.endswith(" records")
+        if partial and not self.tty:
+            return
+        end = "\r" if partial else "\n"
+        clear = "\x1b[K" if self.tty else ""
+        sys.stderr.write(f"{clear}  {line}{end}")
+        sys.stderr.flush()
+
+
+def write_csv(report: OversightReport, target: Path) -> list[Path]:
+    """``*.csv``: the long form, one file; otherwise a folder of one CSV per section.
+
+    UTF-8 with a BOM, so that spreadsheets read the Chinese names.
+    """
+    if target.suffix.lower() == ".csv":
+        target.write_text(report.csv_long(), encoding="utf-8-sig", newline="")
+        return [target]
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in report.csv_tables().items():
+        path = target / name
+        path.write_text(text, encoding="utf-8-sig", newline="")
+        written.append(path)
+    return written
+
+
+def _report(args: argparse.Namespace) -> int:
+    if args.json and args.csv is not None:
+        raise UsageError("give --json or --csv, not both")
+    configs = [_node_config(path) for path in args.nodes] or [load_config(args.config)]
+    builder = OversightBuilder(
+        calendar=configs[0].sharing.calendar,
+        answer_days=args.answer_days,
+        zombie_after_s=args.zombie_after,
+        since_ms=args.since,
+    )
+    progress = _Progress()
+    where = "stores" if args.offline else "operator APIs"
+    print(f"reading {len(configs)} node(s) through their {where} ...", file=sys.stderr)
+    if args.offline:
+        collect_offline(builder, configs, progress)
+    else:
+        asyncio.run(collect_configs(builder, configs, progress))
+    report = builder.build(int(time.time() * 1000))
+    if args.csv is not None:
+        written = write_csv(report, args.csv)
+        print("\n".join(str(path) for path in written))
+    elif args.json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        print(report.table())
+    return 1 if report.unread else 0
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -162,10 +265,14 @@ def register(verbs: Any, prog: str) -> None:
   {prog} audit verify --offline --config node.toml  # the daemon stopped: read its store
   {prog} audit records --from 0 --limit 50
   {prog} audit records --json | jq '.records[] | select(.category == "subscription")'
+  {prog} audit report --node nodes/520102.gongan --node nodes/520302.shebao
+  {prog} audit report --node nodes/* --since 2026-11-01 --csv report-2026-11/
 
 'audit verify' exits 0 when the log matches every signed tree head, 1 on any
 finding (changed-record, deleted-record, inserted-record, reordered-record,
-truncated, fork, root-mismatch, bad-head, head-chain, ...), each with its seq.""",
+truncated, fork, root-mismatch, bad-head, head-chain, ...), each with its seq.
+'audit report' exits 1 when a node's log failed verification or could not be
+read (the report still names it), 0 otherwise.""",
     )
     group = audit.add_subparsers(title="audit verbs", metavar="VERB")
     group.required = True
@@ -181,3 +288,48 @@ truncated, fork, root-mismatch, bad-head, head-chain, ...), each with its seq.""
         "--limit", type=int, default=DEFAULT_RECORDS, help="at most (default %(default)s)"
     )
     p.set_defaults(handler=_records)
+    p = group.add_parser(
+        "report",
+        parents=[common],
+        help="the oversight report of one or more nodes: departments, levels, stale, zombies",
+        description="Per department and level: resources catalogued by share type, requests "
+        "granted/refused/expired/pending with answer times against the working-day rule, "
+        "records provided and used; stale resources and zombie nodes. Counted from each "
+        "node's verified audit log and its catalog (node/README.md §8).",
+    )
+    p.add_argument(
+        "--node",
+        dest="nodes",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="a node folder (or its node.toml); repeat for every node (default: --config)",
+    )
+    p.add_argument(
+        "--csv",
+        type=Path,
+        metavar="FILE_OR_DIR",
+        help="write CSV: a folder of one table per section, or FILE.csv in long form",
+    )
+    p.add_argument(
+        "--zombie-after",
+        type=_duration,
+        default=DEFAULT_ZOMBIE_AFTER_S,
+        metavar="TIME",
+        help="a node with no traffic for this long is a zombie (default 30d)",
+    )
+    p.add_argument(
+        "--since",
+        type=_since,
+        metavar="DATE",
+        help="count requests and records from this date (CST) on, e.g. a month's report",
+    )
+    p.add_argument(
+        "--answer-days",
+        type=int,
+        default=DEFAULT_ANSWER_DAYS,
+        metavar="N",
+        help="the answer rule in working days (default %(default)s)",
+    )
+    p.set_defaults(handler=_report)
