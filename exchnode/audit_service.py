@@ -179,6 +179,10 @@ class AuditService:
                 last_prune = node.now()
                 await self.prune()
 
+    async def flush_now(self) -> None:
+        """Store every record appended so far, now (not waiting for the flush interval)."""
+        await self._flush()
+
     async def _flush(self) -> None:
         if not self._pending:
             return

@@ -408,6 +408,10 @@ class AuditHeads(Protocol):
         """Log one record (stored within the audit log's flush interval)."""
         ...
 
+    async def flush_now(self) -> None:
+        """Store the records appended so far, now."""
+        ...
+
 
 class WitnessService:
     """Witnessing on a node: see the module docstring."""
@@ -503,6 +507,9 @@ class WitnessService:
             await asyncio.gather(*(self._witness(child) for child in self.children))
             after = encode_witness_state(self._status)
             if after != before:
+                await (
+                    self.audit.flush_now()
+                )  # the verdicts are on the record before the baseline moves
                 await node.set_meta(_META_KEY, after)
         return self.witnessed()
 
@@ -586,6 +593,7 @@ class WitnessService:
                 )
             )
             self._status[child] = WitnessStatus(child)
+            await self.audit.flush_now()
             await node.set_meta(_META_KEY, encode_witness_state(self._status))
 
     # --- the child's side ------------------------------------------------------------

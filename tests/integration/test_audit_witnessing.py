@@ -105,6 +105,9 @@ class RewrittenLog:
     def append_entry(self, entry: AuditEntry) -> None:
         raise AssertionError("a leaf node has no children to witness")
 
+    async def flush_now(self) -> None:
+        raise AssertionError("a leaf node has no children to witness")
+
 
 class World:
     def __init__(self, tmp_path: Path) -> None:
