@@ -46,7 +46,12 @@ What happens, in a temporary directory (or --keep DIR):
 6. A revoked node is refused in the TLS handshake, and a node claiming
    another node's name is refused by the hub.
 7. Every node verifies its own audit log end to end (``GET /v1/audit/verify``:
-   records, chain and signed tree heads); all must pass.
+   records, chain and signed tree heads); all must pass.  Then the oversight
+   report is built from those verified logs and every node's catalog, the
+   way ``exchnode audit report`` builds it (``node.audit_report.collect``),
+   and printed last: per department and level, resources by share type,
+   requests and their answers, records provided and used, stale resources,
+   zombie nodes.
 8. Every daemon gets SIGTERM, must drain and exit 0; the folder is removed.
 
 The steps live here, except step 5 (``federation_sharing.py``); the
@@ -56,7 +61,8 @@ federation's shape and the log and progress lines are in
 ``--json`` ends the output with one JSON object on the last line
 (nodes, sent, delivered, duplicated, lost, catalog_entries,
 catalog_converged_s, subscription, records_sent, records_delivered,
-records_lost, records_duplicated, records_after_revocation, seconds, ...).
+records_lost, records_duplicated, records_after_revocation, oversight (the
+report's totals, levels, stale and zombie counts), seconds, ...).
 """
 
 from __future__ import annotations
@@ -108,6 +114,7 @@ from exchnode.ca_store import CAStore  # noqa: E402
 from exchnode.errors import ExchnodeError  # noqa: E402
 from exchnode.link import Item, TransferRequest  # noqa: E402
 from exchnode.names import NodeName  # noqa: E402
+from exchnode.oversight import LogStatus, OversightBuilder, OversightReport  # noqa: E402
 from exchnode.pki_verify import (  # noqa: E402
     TrustStore,
     load_certificates_pem,
@@ -117,7 +124,9 @@ from exchnode.pki_verify import (  # noqa: E402
 from exchnode.testing import free_port  # noqa: E402
 from exchnode.tls import TlsFiles, make_context, write_verify_bundle  # noqa: E402
 from exchnode.transport import LinkClient, LinkError  # noqa: E402
+from node.audit_report import collect as collect_audit  # noqa: E402
 from node.client import OperatorClient, OperatorError  # noqa: E402
+from node.config import DaemonConfig, load_config  # noqa: E402
 from node.scaffold import InitOptions, export_trust, init_node  # noqa: E402
 
 BATCH = 100  # messages per send-many call
@@ -459,11 +468,11 @@ async def hub_stats(clients: dict[str, OperatorClient], hubs: list[str]) -> Coun
 async def exercise(
     workdir: Path, daemons: dict[str, Daemon], per_pair: int, record_count: int, now: datetime
 ) -> dict[str, Any]:
-    token = {
-        name: (d.config.parent / "operator.token").read_text().strip()
-        for name, d in daemons.items()
+    # Each client holds every role's token its node's config names (administrator,
+    # operator, auditor) and presents the one each path needs.
+    clients = {
+        name: OperatorClient.for_config(load_config(d.config)) for name, d in daemons.items()
     }
-    clients = {name: OperatorClient(d.operator_url, token[name]) for name, d in daemons.items()}
     async with contextlib.AsyncExitStack() as stack:
         for client in clients.values():
             await stack.enter_async_context(client)
@@ -513,6 +522,7 @@ async def exercise(
         sharing_seconds = time.perf_counter() - sharing_started
         refused = await refusals(workdir, daemons, now)
         audit = await verify_audit_logs(clients)
+        oversight = await oversight_report(clients, load_config(daemons[PROVINCE].config))
 
     ledger.judge()
     return {
@@ -527,6 +537,7 @@ async def exercise(
         "records": records,
         "sharing_seconds": sharing_seconds,
         "audit": audit,
+        "oversight": oversight,
     }
 
 
@@ -539,6 +550,35 @@ async def verify_audit_logs(clients: dict[str, OperatorClient]) -> dict[str, dic
         return name, {"ok": report["ok"], "records": report["records"], "heads": report["heads"]}
 
     return dict(await asyncio.gather(*(one(name) for name in sorted(clients))))
+
+
+async def oversight_report(
+    clients: dict[str, OperatorClient], config: DaemonConfig
+) -> OversightReport:
+    """The oversight report of every node, as ``exchnode audit report`` builds it."""
+    log("building the oversight report from every node's verified log and catalog")
+    builder = OversightBuilder(calendar=config.sharing.calendar)
+    await collect_audit(builder, clients)
+    return builder.build(int(time.time() * 1000))
+
+
+def oversight_summary(report: OversightReport) -> dict[str, Any]:
+    """The report's key figures for the JSON summary."""
+    totals = report.to_json()["totals"]
+    keys = (
+        "departments", "resources", "unconditional", "conditional", "not_shared", "shared_ratio",
+        "requested", "granted", "refused", "expired", "pending", "conditional_answers",
+        "answers_within_rule", "answers_over_rule", "records_published", "records_sent",
+        "records_used",
+    )  # fmt: skip
+    return {
+        **{key: totals[key] for key in keys},
+        "levels": {row.label: row.figures.resources for row in report.levels},
+        "stale_resources": len(report.stale),
+        "zombie_nodes": len(report.zombies),
+        "logs_read": sum(1 for n in report.nodes if n.log is LogStatus.VERIFIED),
+        "logs_not_verified": [n.node for n in report.unread],
+    }
 
 
 def run(workdir: Path, per_pair: int, record_count: int, directory_mode: str) -> dict[str, Any]:
@@ -617,6 +657,8 @@ def run(workdir: Path, per_pair: int, record_count: int, directory_mode: str) ->
         "audit_logs_verified": sum(1 for a in result["audit"].values() if a["ok"]),
         "audit_records": sum(a["records"] for a in result["audit"].values()),
         "audit_heads": sum(a["heads"] for a in result["audit"].values()),
+        "oversight": oversight_summary(result["oversight"]),
+        "oversight_table": result["oversight"].table(),
     }
 
 
@@ -660,6 +702,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     print_sharing(summary)
     print()
     print(f"{'seconds':<20} {summary['seconds']}")
+    print()
+    print(summary["oversight_table"])
 
 
 def main(argv: list[str]) -> int:
@@ -699,7 +743,7 @@ def main(argv: list[str]) -> int:
     summary["seconds"] = round(time.perf_counter() - started, 2)
     print_summary(summary)
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps({k: v for k, v in summary.items() if k != "oversight_table"}))
     ok = (
         summary["lost"] == 0
         and summary["duplicated"] == 0
@@ -722,6 +766,8 @@ def main(argv: list[str]) -> int:
         and summary["records_after_revocation"] == 0
         and summary["after_revocation_settled"]
         and summary["audit_logs_verified"] == summary["nodes"]
+        and summary["oversight"]["logs_read"] == summary["nodes"]
+        and summary["oversight"]["requested"] == summary["subscription"]["requested"]
     )
     return 0 if ok else 1
 

@@ -456,7 +456,14 @@ class OversightBuilder:
         tallies = {name: _Tally() for name in self._tally}
         for name, tally in self._tally.items():
             tallies[name].add(tally)
+        # Departments: every department node read, and any node (a hub too) that
+        # provides, was asked, or used records; a quiet hub is in the node list only.
+        for node in self._status:
+            if not NodeName.parse(node).is_hub:
+                tallies.setdefault(node, _Tally())
         for node, cases in self._cases.items():
+            if not cases:
+                continue
             tally = tallies.setdefault(node, _Tally())
             for case in cases.values():
                 if not case.counted:

@@ -141,6 +141,27 @@ def _assert_sharing(summary: dict[str, Any], records: int) -> None:
     assert summary["records_after_revocation_subscribers"] == 0
     assert summary["records_after_revocation"] == 0
     assert summary["after_revocation_settled"] is True
+    _assert_oversight(summary, records)
+
+
+def _assert_oversight(summary: dict[str, Any], records: int) -> None:
+    """The oversight report at the end: the same figures, counted from the verified logs."""
+    ov = summary["oversight"]
+    assert ov["logs_read"] == 14
+    assert ov["logs_not_verified"] == []
+    assert ov["departments"] == 7  # the quiet hubs are nodes, not departments
+    assert ov["resources"] == summary["catalog_entries"] == 4
+    assert (ov["unconditional"], ov["conditional"], ov["not_shared"]) == (2, 1, 1)
+    assert ov["shared_ratio"] == 0.75
+    assert ov["levels"] == summary["catalog_levels"]
+    assert (ov["requested"], ov["granted"], ov["refused"]) == (3, 2, 1)
+    assert (ov["expired"], ov["pending"]) == (0, 0)
+    assert ov["conditional_answers"] == ov["answers_within_rule"] == 1
+    assert ov["answers_over_rule"] == 0
+    assert ov["records_published"] == records + summary["records_after_revocation_sent"]
+    assert ov["records_sent"] == ov["records_used"] == summary["records_delivered"] == records
+    assert ov["stale_resources"] == 0
+    assert ov["zombie_nodes"] == 0
 
 
 def test_federation_demo_runs_daemons_and_loses_nothing() -> None:
@@ -193,6 +214,14 @@ def test_federation_demo_runs_daemons_and_loses_nothing() -> None:
     assert rows["records lost"] == rows["records duplicated"] == rows["records unmasked"] == "0"
     assert rows["after revocation"] == "0 of 20 arrived"
     assert rows["conditional"].startswith("520302.shebao → 520102.gongan 人口基本信息: granted")
+    # The demo ends with the oversight report's table.
+    start = next(i for i, line in enumerate(human) if line.startswith("oversight report at "))
+    assert human[start].endswith("14 node logs (14 verified, 0 failed, 0 unreachable)")
+    report = human[start:]
+    provider = next(line for line in report if line.startswith("520102.gongan "))
+    assert provider.split()[1:6] == ["county", "1", "0/1/0", "100%", "1"]
+    assert provider.split()[-3:] == [str(records + 20), str(records), "verified"]
+    assert report[-1].startswith("zombie nodes (no traffic for 30 d): 0;")
 
 
 def test_federation_demo_with_a_static_directory() -> None:

@@ -588,3 +588,11 @@ def test_builder_settings_are_checked() -> None:
         OversightBuilder(zombie_after_s=0)
     with pytest.raises(UsageError, match="catalog"):
         OversightBuilder().set_status(PROVIDER, LogStatus.NOT_READ)
+
+
+def test_a_quiet_hub_is_a_node_not_a_department() -> None:
+    logs = {HUB: logged(HUB, [custody(HUB, NOW - HOUR, "accept")]), PROVIDER: a_provider_log()}
+    r = build_report(logs, [], now_ms=NOW)
+    assert [d.name for d in r.departments] == [PROVIDER]
+    assert [n.node for n in r.nodes] == [HUB, PROVIDER]
+    assert r.totals.departments == 1
