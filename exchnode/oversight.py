@@ -54,9 +54,10 @@ What is counted, and from whose log (so nothing is counted twice):
   hub's periodic witnessing, are logged too, and must not keep an idle node
   looking alive.
 
-Flows (subscriptions, records) count records at or after ``since_ms`` (a
-month or a year, for the monthly and yearly reports); the catalog, stale
-resources and zombie nodes are as of ``now``.
+A period (``since_ms``: a month or a year, for the monthly and yearly
+reports) counts the requests that arrived in it, with their decisions
+whenever made, and the records published, sent and received in it; the
+catalog, stale resources and zombie nodes are as of ``now``.
 
 The result is an ``oversight_report.OversightReport`` (re-exported here):
 JSON, a fixed-width table, and CSV for auditors.
