@@ -212,6 +212,7 @@ class OperatorApi:
         self._idle = asyncio.Event()
         self._idle.set()
         self.log = structlog.get_logger("node.operator")
+        self._endpoints: list[tuple[str, str]] = []
         self.address: tuple[str, int] | None = None
 
     # --- phases --------------------------------------------------------------------
@@ -232,6 +233,11 @@ class OperatorApi:
         for resource in app.router.resources():
             if area_of(resource.canonical) is None:  # fail closed: every route has its role
                 raise UsageError(f"route {resource.canonical} is in no area of node.roles.AREAS")
+        self._endpoints = sorted(
+            (route.method, route.resource.canonical)
+            for route in app.router.routes()
+            if route.resource is not None
+        )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -239,6 +245,10 @@ class OperatorApi:
         host, port = self._runner.addresses[0][:2]
         self.address = (str(host), int(port))
         return self.address
+
+    def endpoints(self) -> list[tuple[str, str]]:
+        """(method, path) of every route, once started: what the role table is checked against."""
+        return list(self._endpoints)
 
     def serving(self) -> None:
         """The node is up: start handing deliveries to clients."""
