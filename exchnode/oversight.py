@@ -49,10 +49,12 @@ What is counted, and from whose log (so nothing is counted twice):
   its last ``records.publish`` in the provider's log and its catalog
   record's issue time.  ``irregular`` resources are never stale.
 * **Zombie nodes**: a node whose last record of *traffic* is older than
-  ``zombie_after_s`` (or that has none).  Traffic is every category but
-  ``administration`` and ``witness``: an auditor's reading of the log, and a
-  hub's periodic witnessing, are logged too, and must not keep an idle node
-  looking alive.
+  ``zombie_after_s`` (or that has none).  Traffic is connections, envelopes
+  (custody), the catalog, subscriptions and records; not the node's own
+  housekeeping: every start logs its configuration and certificate, an
+  auditor's reading and pruning are ``administration``, a hub's periodic
+  witnessing is ``witness``, and none of them may keep an idle node, or one
+  restarted by a timer, looking alive.
 
 A period (``since_ms``: a month or a year, for the monthly and yearly
 reports) counts the requests that arrived in it, with their decisions
@@ -121,8 +123,16 @@ CYCLE_SECONDS: Final[Mapping[UpdateCycle, int | None]] = {
     UpdateCycle.YEARLY: 366 * DAY_S,
     UpdateCycle.IRREGULAR: None,
 }
-# Every category but the auditor's own reads and the hubs' periodic witnessing.
-TRAFFIC: Final = frozenset(Category) - {Category.ADMINISTRATION, Category.WITNESS}
+# What counts as traffic for zombie detection: not the node's housekeeping (see the module doc).
+TRAFFIC: Final = frozenset(
+    {
+        Category.CONNECTION,
+        Category.ENVELOPE,
+        Category.CATALOG,
+        Category.SUBSCRIPTION,
+        Category.RECORD,
+    }
+)
 _ARRIVAL = {"granted": "unconditional", "pending": "conditional", "not_shared": "not_shared"}
 _SEQ_RANGE = re.compile(r"seq:([0-9]{1,19})-([0-9]{1,19})\Z")
 _MS_PER_HOUR = 3_600_000

@@ -405,14 +405,27 @@ def auditor_read(node: str, at_ms: int) -> AuditEntry:
     )
 
 
+def restart(node: str, at_ms: int) -> AuditEntry:
+    """What the daemon logs at every start (node/admin.py note_start)."""
+    return AuditEntry(
+        time_ms=at_ms,
+        category=Category.CONFIGURATION,
+        action="config.loaded",
+        actor=Actor.node(node),
+        outcome=Outcome.ok("unchanged"),
+        detail=details(digest=bytes(32)),
+    )
+
+
 def test_zombie_nodes_and_the_unreachable_are_named() -> None:
     logs: dict[str, NodeLog | Sequence[AuditRecord]] = {
         HUB: logged(HUB, [custody(HUB, NOW - 2 * DAY, "accept")]),
-        # Idle for 40 days; the auditor's reading of its log yesterday is not traffic.
+        # Idle for 40 days: a restart an hour ago and the auditor's reading are not traffic.
         "520102.minzheng": logged(
             "520102.minzheng",
             [
                 custody("520102.minzheng", NOW - 40 * DAY),
+                restart("520102.minzheng", NOW - HOUR),
                 auditor_read("520102.minzheng", NOW - DAY),
             ],
         ),
@@ -430,7 +443,7 @@ def test_zombie_nodes_and_the_unreachable_are_named() -> None:
     assert set(nodes) == set(logs)
     assert [n.node for n in r.zombies] == ["520102.jiaoyu", "520102.minzheng"]
     assert nodes["520102.minzheng"]["last_traffic_ms"] == NOW - 40 * DAY
-    assert nodes["520102.minzheng"]["records"] == 2
+    assert nodes["520102.minzheng"]["records"] == 3
     assert nodes["520102.jiaoyu"]["last_traffic"] == ""
     assert nodes["520103"]["zombie"] is None
     assert nodes["520103"]["log"] == "unreachable"
