@@ -512,6 +512,8 @@ def entry_from_event(event: AuditEvent) -> AuditEntry:
         extra["kind"] = kind
     if event.counterpart:
         extra["counterpart"] = event.counterpart
+    if event.count:
+        extra["count"] = event.count
     if event.request_id:
         subject = Subject(SubjectKind.REQUEST, event.request_id)
         if event.resource_code:

@@ -88,7 +88,7 @@ CATALOG_VERSIONS_PATH = "/exchnode/v1/catalog/versions"
 CATALOG_RECORDS_PATH = "/exchnode/v1/catalog/records"
 CATALOG_CHANGED_PATH = "/exchnode/v1/catalog/changed"
 _CONTENT_TYPE = "application/vnd.exchnode.catalog+msgpack"
-_META_KEY = "catalog"
+STATE_KEY = "catalog"  # the store meta key of a node's catalog state (auditors read it)
 _RETRY_SOON = 1.0  # seconds: a pull that skipped records for an unknown signer
 
 
@@ -122,7 +122,7 @@ class CatalogService:
             name: Neighbour(NodeName.parse(name), relation)
             for name, relation in node.neighbours().items()
         }
-        stored = await node.get_meta(_META_KEY)
+        stored = await node.get_meta(STATE_KEY)
         self._state = CatalogState(node.name)
         if stored is not None:
             try:
@@ -190,7 +190,7 @@ class CatalogService:
             records = sign_records(node.identity, changes, node.now())
             for record in records:
                 state.apply(record)
-            await node.set_meta(_META_KEY, state.encode())
+            await node.set_meta(STATE_KEY, state.encode())
         for record in records:
             action = "catalog.withdraw" if record.withdrawn else "catalog.publish"
             self._emit(action, record, actor=operator)
@@ -311,7 +311,7 @@ class CatalogService:
         node, state = self._running()
         if persist:
             async with self._lock:
-                await node.set_meta(_META_KEY, state.encode())
+                await node.set_meta(STATE_KEY, state.encode())
         async with self._changed:
             self._changed.notify_all()
 

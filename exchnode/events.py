@@ -30,6 +30,7 @@ class AuditEvent:
     request_id: bytes
     outcome: str  # the state the request is in after the action
     counterpart: str  # the other party: the requester for a provider, and so on
+    count: int = 0  # how many records (records.*): numbers may have gaps, so not from outcome
 
 
 class EventSink(Protocol):

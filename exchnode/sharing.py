@@ -386,6 +386,7 @@ class SharingService:
                         numbers[0],
                         numbers[-1],
                         batch.provider,
+                        count=len(numbers),
                     )
             await self._commit([])
         if refused:
@@ -552,7 +553,15 @@ class SharingService:
             groups = group_deliveries(deliveries)
             actor = operator or self._me()
             self._record_event(
-                now_ms, actor, "records.publish", resource_code, b"", first, last, ""
+                now_ms,
+                actor,
+                "records.publish",
+                resource_code,
+                b"",
+                first,
+                last,
+                "",
+                count=last - first + 1,
             )
             for request_id, subscriber in sorted(
                 {(d.request_id, d.subscriber) for d in deliveries}
@@ -566,6 +575,7 @@ class SharingService:
                     first,
                     last,
                     subscriber,
+                    count=last - first + 1,
                 )
             await self._commit([_Send(g.recipients, g.kind, g.payload) for g in groups])
         return Published(first, last, len({d.subscriber for d in deliveries}), len(groups))
@@ -580,6 +590,8 @@ class SharingService:
         first: int,
         last: int,
         counterpart: str,
+        *,
+        count: int,
     ) -> None:
         """Who provided or received which records: numbers only, never contents."""
         self.events.emit(
@@ -591,6 +603,7 @@ class SharingService:
                 request_id=request_id,
                 outcome=f"seq:{first}-{last}",
                 counterpart=counterpart,
+                count=count,
             )
         )
 

@@ -51,6 +51,7 @@ from exchnode.audit_log import decode_tree_head
 from exchnode.audit_records import DetailValue, decode_record
 from exchnode.audit_service import AuditService
 from exchnode.audit_verify import VerificationReport
+from exchnode.catalog_service import STATE_KEY
 from exchnode.catalog_state import CatalogState
 from exchnode.errors import RejectedError
 from node.api import integer
@@ -72,7 +73,7 @@ __all__ = [
 
 DEFAULT_RECORDS = 100
 MAX_RECORDS = 10_000
-CATALOG_META = "catalog"  # where exchnode.catalog_service keeps its state in the store's meta
+CATALOG_META = STATE_KEY  # where exchnode.catalog_service keeps its state in the store's meta
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
