@@ -195,29 +195,48 @@ class StartFacts:
     config_state: str  # new, changed, unchanged: against the previous start
 
 
-async def _compare(node: Node, key: str, value: bytes | None) -> str | None:
-    """new, changed, unchanged or removed against the value kept at the previous start; kept."""
-    previous = await node.get_meta(_META + key)
-    stored = None if previous in (None, b"") else previous
-    if value is None:
-        if stored is None:
-            return None
-        await node.set_meta(_META + key, b"")
-        return "removed"
-    if stored == value:
-        return "unchanged"
-    await node.set_meta(_META + key, value)
-    return "new" if stored is None else "changed"
+class _Remembered:
+    """Values kept in the store's meta between starts, compared now, written once on record.
+
+    The new values are written only after the records that mention them are in
+    the store (``AuditService.sync``), so a crash in between makes the next
+    start report the change again rather than never.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._writes: list[tuple[str, bytes]] = []
+
+    async def compare(self, key: str, value: bytes | None) -> str | None:
+        """new, changed, unchanged or removed (None: absent then and now)."""
+        previous = await self.node.get_meta(_META + key)
+        stored = None if previous in (None, b"") else previous
+        if value is None:
+            if stored is None:
+                return None
+            self._writes.append((_META + key, b""))
+            return "removed"
+        if stored == value:
+            return "unchanged"
+        self._writes.append((_META + key, value))
+        return "new" if stored is None else "changed"
+
+    async def commit(self, audit: AuditService) -> None:
+        if self._writes:
+            await audit.sync()
+            for key, value in self._writes:
+                await self.node.set_meta(key, value)
+            self._writes.clear()
 
 
-async def note_credentials(
-    node: Node, audit: AuditService, credentials: Credentials, actor: Actor
+async def _note_credentials(
+    remembered: _Remembered, audit: AuditService, credentials: Credentials, actor: Actor
 ) -> dict[str, str]:
-    """A ``credential.changed`` record per role whose token appeared, changed or went away."""
+    node = remembered.node
     fingerprints = credentials.fingerprints()
     states: dict[str, str] = {}
     for role in PEOPLE:
-        state = await _compare(node, f"credential.{role.value}", fingerprints.get(role))
+        state = await remembered.compare(f"credential.{role.value}", fingerprints.get(role))
         if state is None:
             continue
         states[role.value] = state
@@ -236,14 +255,25 @@ async def note_credentials(
     return states
 
 
+async def note_credentials(
+    node: Node, audit: AuditService, credentials: Credentials, actor: Actor
+) -> dict[str, str]:
+    """A ``credential.changed`` record per role whose token appeared, changed or went away."""
+    remembered = _Remembered(node)
+    states = await _note_credentials(remembered, audit, credentials, actor)
+    await remembered.commit(audit)
+    return states
+
+
 async def note_start(
     node: Node, audit: AuditService, config: DaemonConfig, credentials: Credentials, log: Any
 ) -> StartFacts:
     """The configuration, certificate and credentials the node starts with, on the record."""
     actor = Actor.node(node.name)
     now_ms = int(node.now() * 1000)
+    remembered = _Remembered(node)
     digest = config_digest(config.path)
-    config_state = await _compare(node, "config-digest", digest) or "new"
+    config_state = await remembered.compare("config-digest", digest) or "new"
     audit.append_entry(
         AuditEntry(
             time_ms=now_ms,
@@ -258,7 +288,7 @@ async def note_start(
     certificate = peer.certificate
     if certificate is not None:
         serial = _serial_bytes(certificate.serial_number)
-        state = await _compare(node, "certificate", serial + peer.signing_key_id) or "new"
+        state = await remembered.compare("certificate", serial + peer.signing_key_id) or "new"
         audit.append_entry(
             AuditEntry(
                 time_ms=now_ms,
@@ -270,7 +300,8 @@ async def note_start(
                 detail=details(key_id=peer.signing_key_id),
             )
         )
-    roles = await note_credentials(node, audit, credentials, actor)
+    roles = await _note_credentials(remembered, audit, credentials, actor)
+    await remembered.commit(audit)
     log.info("configuration on record", digest=digest.hex(), state=config_state, roles=roles)
     return StartFacts(digest, config_state)
 
