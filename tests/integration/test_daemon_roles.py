@@ -366,6 +366,12 @@ def test_configuration_without_secrets_and_on_the_record(fed: DaemonFederation) 
         assert token(fed, role) not in text
     secret = (fed.folder(NODE) / "masking.secret").read_bytes()
     assert secret.hex() not in text
+    shown = node_cli("admin", "config", "--config", str(fed.config_path(NODE)))
+    assert shown.returncode == 0, shown.stderr.decode()
+    text_lines = shown.stdout.decode().splitlines()
+    assert f"digest {digest} (new at start)" in text_lines
+    assert "node.toml on disk is what runs" in text_lines
+    assert "roles: administrator (yes), operator (yes), auditor (yes)" in text_lines
     status, identity = call(fed, Role.ADMINISTRATOR, "GET", "/v1/admin/identity")
     assert status == 200
     assert identity["certificate"]["days_left"] > 300
