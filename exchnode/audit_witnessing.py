@@ -566,7 +566,7 @@ class WitnessService:
         )
         self._status[child] = replace(status, error=outcome.reason, failures=status.failures + 1)
 
-    async def reset(self, child: str, *, operator: str) -> None:
+    async def reset(self, child: str, *, operator: str, role: Role = Role.OPERATOR) -> None:
         """Drop the head kept for ``child``: the next round takes its head as a first head.
 
         For an operator who has dealt with a flagged child (or with one that was
@@ -583,7 +583,7 @@ class WitnessService:
                     time_ms=int(node.now() * 1000),
                     category=Category.WITNESS,
                     action="witness.reset",
-                    actor=Actor(Role.OPERATOR, operator),
+                    actor=Actor(role, operator),
                     subject=Subject(SubjectKind.NODE, child),
                     outcome=Outcome.ok(),
                     detail=details(

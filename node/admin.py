@@ -17,6 +17,9 @@ endpoints use only the public ``Node`` API:
   (``up``, ``down``, ``unknown``), failures, retry time, queue towards it;
 * ``POST /v1/admin/peers/<name>/retry`` -- "retry this link now"
   (``Node.poke``: the backoff is reset and the queue tried at once);
+* ``POST /v1/admin/witnessed/<child>/reset`` -- a hub forgets the head it
+  keeps for a child (after dealing with a flagged or re-installed one): the
+  child's next head is taken as a first head; audited with the person;
 * ``POST /v1/admin/credentials/reload`` -- re-read every role's token file
   (rotation without a restart; refused whole if any file is missing, short or
   equal to another role's, and the old tokens stay).
@@ -61,6 +64,7 @@ from exchnode.audit_records import (
     SubjectKind,
     details,
 )
+from exchnode.audit_witnessing import WitnessService
 from exchnode.errors import ExchnodeError, UsageError
 from exchnode.keyfiles import read_private_file
 from exchnode.store import PeerState
@@ -319,8 +323,10 @@ class AdminApi:
         credentials: Credentials,
         audit: AuditService,
         facts: Callable[[], StartFacts | None],
+        witness: WitnessService | None = None,
     ) -> None:
         self.node = node
+        self.witness = witness
         self.config = config
         self.credentials = credentials
         self.audit = audit
@@ -334,6 +340,7 @@ class AdminApi:
             ("GET", "/v1/admin/peers", self._peers),
             ("POST", "/v1/admin/peers/{name}/retry", self._retry),
             ("POST", "/v1/admin/credentials/reload", self._reload),
+            ("POST", "/v1/admin/witnessed/{child}/reset", self._witness_reset),
         ]
 
     def _record(
@@ -450,6 +457,23 @@ class AdminApi:
             raise HTTPProblem(404, problem, "unknown-peer") from None
         self._record("peer.retry", who, Outcome.ok(), subject=subject)
         return web.json_response({"peer": name, "retrying": True})
+
+    async def _witness_reset(self, request: web.Request) -> web.Response:
+        """Forget the head kept for a child (after dealing with a flagged or re-installed one)."""
+        who = person(await json_body(request), Role.ADMINISTRATOR)
+        child = request.match_info["child"]
+        try:
+            if self.witness is None:
+                raise UsageError(f"{self.node.name} witnesses no children")
+            await self.witness.reset(child, operator=who, role=Role.ADMINISTRATOR)
+        except UsageError as exc:
+            try:
+                subject = Subject(SubjectKind.NODE, child)
+            except ExchnodeError:
+                subject = NO_SUBJECT
+            self._record("witness.reset", who, Outcome.refused("unknown-child"), subject=subject)
+            raise HTTPProblem(404, str(exc), "unknown-child") from None
+        return web.json_response({"child": child, "reset": True})
 
     async def _reload(self, request: web.Request) -> web.Response:
         who = person(await json_body(request), Role.ADMINISTRATOR)

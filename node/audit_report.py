@@ -134,8 +134,7 @@ async def _collect_one(
     seq = first
     try:
         while seq < end:
-            params = [("from", str(seq)), ("limit", str(min(PAGE, end - seq)))]
-            _, page = await client._call("GET", "/v1/audit/export", params=params)
+            page = await client.audit_export(seq, min(PAGE, end - seq))
             rows = [row for row in page["records"] if row[0] < end]
             if not rows:
                 raise UsageError(f"the log ends at seq {seq}, before its verified size {end}")
@@ -143,7 +142,7 @@ async def _collect_one(
             seq = int(rows[-1][0]) + 1
             if seq < end:
                 progress(f"{name}: {seq - first} of {end - first} records")
-        _, catalog = await client._call("GET", "/v1/audit/catalog")
+        catalog = await client.audit_catalog()
         builder.add_resources(resource_from_json(r) for r in catalog["records"])
     except (ExchnodeError, KeyError, TypeError, ValueError, IndexError) as exc:
         problem = f"reading stopped at seq {seq}: {_one_line(exc)}"

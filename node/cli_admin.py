@@ -136,6 +136,14 @@ def _retry(args: argparse.Namespace) -> int:
     return _print(args, answer, lambda a: f"retrying the link to {a['peer']} now")
 
 
+def _witness_reset(args: argparse.Namespace) -> int:
+    who = _administrator(args)
+    answer = _ask(args, lambda c: c.admin_witness_reset(args.child, who))
+    return _print(
+        args, answer, lambda a: f"{a['child']}: kept head dropped; its next head is a first head"
+    )
+
+
 def _reload(args: argparse.Namespace) -> int:
     who = _administrator(args)
     answer = _ask(args, lambda c: c.admin_reload_credentials(who))
@@ -190,6 +198,13 @@ retry and reload-credentials are audit records naming --administrator.""",
     p = group.add_parser("retry", parents=[changing], help="try the link to PEER now")
     p.add_argument("peer", metavar="PEER", help="a neighbour's node name")
     p.set_defaults(handler=_retry)
+    p = group.add_parser(
+        "witness-reset",
+        parents=[changing],
+        help="a hub forgets the head it keeps for CHILD (after a flagged rewrite was dealt with)",
+    )
+    p.add_argument("child", metavar="CHILD", help="a child's node name")
+    p.set_defaults(handler=_witness_reset)
     p = group.add_parser(
         "reload-credentials",
         parents=[changing],

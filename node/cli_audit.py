@@ -122,6 +122,28 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def _witnessed_text(children: list[dict[str, Any]]) -> str:
+    if not children:
+        return "no children witnessed (this node is not a hub)"
+    lines = [f"{'CHILD':<22} {'KEPT':>8}  {'VERDICT':<14} {'CHECKED':<25} PROBLEM"]
+    for c in children:
+        verdict = c["verdict"] or "-"
+        if c["verdict_ok"] is False:
+            verdict += " !"
+        problem = f"{c['error']} ({c['failures']} in a row)" if c["error"] else ""
+        lines.append(
+            f"{c['child']:<22} {c['kept_size']:>8}  {verdict:<14} {c['checked'] or '-':<25} "
+            f"{problem}"
+        )
+    return "\n".join(lines)
+
+
+def _witnessed(args: argparse.Namespace) -> int:
+    children = _ask(args, lambda client: client.audit_witnessed())
+    _print(args, children, _witnessed_text)
+    return 1 if any(c["verdict_ok"] is False for c in children) else 0
+
+
 def _records(args: argparse.Namespace) -> int:
     if args.limit < 1 or args.limit > MAX_RECORDS:
         raise UsageError(f"--limit must be 1..{MAX_RECORDS}, got {args.limit}")
@@ -282,6 +304,13 @@ read (the report still names it), 0 otherwise.""",
         help="check the log end to end against its signed heads (exit 1 on any finding)",
     )
     p.set_defaults(handler=_verify)
+    p = group.add_parser(
+        "witnessed",
+        parents=[common],
+        help="a hub's check of its children's logs: kept head, last verdict (exit 1 if any "
+        "child's history was rewritten)",
+    )
+    p.set_defaults(handler=_witnessed)
     p = group.add_parser("records", parents=[common], help="list the log's records, decoded")
     p.add_argument("--from", dest="first", type=_non_negative, default=0, metavar="SEQ")
     p.add_argument(

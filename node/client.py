@@ -404,6 +404,22 @@ class OperatorClient:
         _, answer = await self._call("GET", "/v1/audit/records", params=params)
         return dict(answer)
 
+    async def audit_export(self, first: int = 0, limit: int = 10_000) -> dict[str, Any]:
+        """A page of stored records as they are (base64), for the oversight report."""
+        params = [("from", str(first)), ("limit", str(limit))]
+        _, answer = await self._call("GET", "/v1/audit/export", params=params)
+        return dict(answer)
+
+    async def audit_catalog(self) -> dict[str, Any]:
+        """The catalog the node holds, tombstones included (the auditor's view of it)."""
+        _, answer = await self._call("GET", "/v1/audit/catalog")
+        return dict(answer)
+
+    async def audit_witnessed(self) -> list[dict[str, Any]]:
+        """A hub's view of its children's logs: kept head, last verdict, last problem."""
+        _, answer = await self._call("GET", "/v1/audit/witnessed")
+        return list(answer["children"])
+
     # --- administration (the administrator's credential) --------------------------------
 
     async def admin_config(self) -> dict[str, Any]:
@@ -424,6 +440,12 @@ class OperatorClient:
     async def admin_retry(self, peer: str, administrator: str) -> dict[str, Any]:
         """Try the link to ``peer`` now (its backoff reset); on the record with the person."""
         path = f"/v1/admin/peers/{quote(peer, safe='')}/retry"
+        _, answer = await self._call("POST", path, json_body={"administrator": administrator})
+        return dict(answer)
+
+    async def admin_witness_reset(self, child: str, administrator: str) -> dict[str, Any]:
+        """Forget the head kept for ``child``: its next head is a first head (audited)."""
+        path = f"/v1/admin/witnessed/{quote(child, safe='')}/reset"
         _, answer = await self._call("POST", path, json_body={"administrator": administrator})
         return dict(answer)
 

@@ -30,7 +30,7 @@ Sections (``node/README.md`` is the reference with every default)::
                  allow_remote, lease_seconds, max_body_bytes
     [catalog]    refresh
     [sharing]    answer_days, holidays, workdays, masking_secret
-    [audit]      flush, head_interval
+    [audit]      flush, head_interval, retention_days, witness_interval, witness_retention_days
     [log]        level, format
 """
 
@@ -91,6 +91,10 @@ DEFAULT_AUDIT_FLUSH = 0.2
 DEFAULT_HEAD_INTERVAL = 10.0
 MAX_AUDIT_FLUSH = 60.0
 MAX_HEAD_INTERVAL = 86400.0
+DEFAULT_RETENTION_DAYS = 183  # GB/T 22239 asks for at least six months
+MAX_RETENTION_DAYS = 3650
+DEFAULT_WITNESS_INTERVAL = 60.0
+DEFAULT_WITNESS_RETENTION_DAYS = 180  # what a hub expects of its children, a little under theirs
 
 
 class ConfigError(UsageError):
@@ -179,6 +183,9 @@ class CatalogConfig:
 class AuditConfig:
     flush: float = DEFAULT_AUDIT_FLUSH  # s: events reach the store's audit log within this
     head_interval: float = DEFAULT_HEAD_INTERVAL  # s: a signed tree head, if the log grew
+    retention_days: int = DEFAULT_RETENTION_DAYS  # records older than this are pruned
+    witness_interval: float = DEFAULT_WITNESS_INTERVAL  # s: a hub checks its children's heads
+    witness_retention_days: int = DEFAULT_WITNESS_RETENTION_DAYS  # pruning expected of children
 
 
 @dataclass(frozen=True, slots=True)
@@ -588,13 +595,31 @@ def _audit(section: _Section) -> AuditConfig:
     for name, default, high in (
         ("flush", DEFAULT_AUDIT_FLUSH, MAX_AUDIT_FLUSH),
         ("head_interval", DEFAULT_HEAD_INTERVAL, MAX_HEAD_INTERVAL),
+        ("witness_interval", DEFAULT_WITNESS_INTERVAL, MAX_HEAD_INTERVAL),
     ):
         value = section.positive(name, float, default)
         if not value <= high:
             raise section.error(name, f"must be at most {high:g} seconds, got {value!r}")
         values[name] = value
+    days: dict[str, int] = {}
+    for name, default_days in (
+        ("retention_days", DEFAULT_RETENTION_DAYS),
+        ("witness_retention_days", DEFAULT_WITNESS_RETENTION_DAYS),
+    ):
+        value_days = section.positive(name, int, default_days)
+        if value_days > MAX_RETENTION_DAYS:
+            raise section.error(
+                name, f"must be at most {MAX_RETENTION_DAYS} days, got {value_days}"
+            )
+        days[name] = value_days
     section.finish()
-    return AuditConfig(**values)
+    return AuditConfig(
+        flush=values["flush"],
+        head_interval=values["head_interval"],
+        witness_interval=values["witness_interval"],
+        retention_days=days["retention_days"],
+        witness_retention_days=days["witness_retention_days"],
+    )
 
 
 def _sharing(section: _Section) -> SharingConfig:

@@ -60,6 +60,7 @@ import structlog
 from cryptography import x509
 
 from exchnode.audit_service import AuditService
+from exchnode.audit_witnessing import WitnessService
 from exchnode.catalog_service import CatalogService
 from exchnode.directory import StaticDirectory
 from exchnode.errors import CertificateError, ExchnodeError, InconsistentLogError, UsageError
@@ -124,13 +125,23 @@ class Services(NamedTuple):
     """What every daemon node runs on top of the ``Node``, in the order it is attached."""
 
     audit: AuditService
+    witness: WitnessService
     catalog: CatalogService
     sharing: SharingService
 
 
 def build_services(config: DaemonConfig, masking_secret: bytes, log: Any) -> Services:
     """The audit, catalog and sharing services, from ``[audit]``, ``[catalog]``, ``[sharing]``."""
-    audit = AuditService(flush=config.audit.flush, head_interval=config.audit.head_interval)
+    audit = AuditService(
+        flush=config.audit.flush,
+        head_interval=config.audit.head_interval,
+        retention=config.audit.retention_days * 86_400.0,
+    )
+    witness = WitnessService(
+        audit,
+        interval=config.audit.witness_interval,
+        retention=config.audit.witness_retention_days * 86_400.0,
+    )
     sink = AuditAndLogSink(audit, log)
     catalog = CatalogService(refresh=config.catalog.refresh, events=sink)
     sharing = SharingService(
@@ -140,7 +151,7 @@ def build_services(config: DaemonConfig, masking_secret: bytes, log: Any) -> Ser
         answer_days=config.sharing.answer_days,
         events=sink,
     )
-    return Services(audit, catalog, sharing)
+    return Services(audit, witness, catalog, sharing)
 
 
 class TrustMaterial:
@@ -317,7 +328,7 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
                 effect=f"nobody can use the {role.value}'s part of the API; name a 0600 token "
                 "file there and restart",
             )
-    audit, catalog, sharing = build_services(config, masking_secret, log)
+    audit, witness, catalog, sharing = build_services(config, masking_secret, log)
     node = Node(
         identity=identity,
         store=config.store_path,
@@ -330,7 +341,7 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         timers=config.timers,
         directory=directory,
         advertise=config.directory.advertise,
-        services=[audit, catalog, sharing],
+        services=[audit, witness, catalog, sharing],
     )
     facts: list[StartFacts] = []
     api = OperatorApi(
@@ -344,7 +355,10 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         catalog=catalog,
         sharing=sharing,
         audit=audit,
-        admin=AdminApi(node, config, credentials, audit, lambda: facts[-1] if facts else None),
+        witness=witness,
+        admin=AdminApi(
+            node, config, credentials, audit, lambda: facts[-1] if facts else None, witness
+        ),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -96,6 +96,7 @@ from node.roles import PEOPLE, Area, Credentials, area_of
 
 if TYPE_CHECKING:
     from exchnode.audit_service import AuditService
+    from exchnode.audit_witnessing import WitnessService
     from exchnode.sharing import SharingService
 
 __all__ = ["OperatorApi", "RouteGroup"]
@@ -179,12 +180,13 @@ class OperatorApi:
         catalog: CatalogService | None = None,
         sharing: SharingService | None = None,
         audit: AuditService | None = None,
+        witness: WitnessService | None = None,
         admin: RouteGroup | None = None,
     ) -> None:
         """``credentials``: each role's token; ``token`` alone is the operator's (tests)."""
         self.node = node
         self.audit_log = audit
-        self.audit = AuditApi(node, audit) if audit is not None else None
+        self.audit = AuditApi(node, audit, witness) if audit is not None else None
         self.admin = admin
         self.services = (
             ServicesApi(node, catalog, sharing)

@@ -51,6 +51,7 @@ from exchnode.audit_log import decode_tree_head
 from exchnode.audit_records import DetailValue, decode_record
 from exchnode.audit_service import AuditService
 from exchnode.audit_verify import VerificationReport
+from exchnode.audit_witnessing import WitnessService, WitnessStatus
 from exchnode.catalog_service import STATE_KEY
 from exchnode.catalog_state import CatalogState
 from exchnode.errors import RejectedError
@@ -85,6 +86,28 @@ def _value(value: DetailValue) -> str | int | list[str]:
     if isinstance(value, tuple):  # message ids of a custody batch
         return [item.hex() for item in value]
     return value.hex() if isinstance(value, bytes) else value
+
+
+def witness_json(status: WitnessStatus) -> dict[str, Any]:
+    """What a hub knows of one child's log: the head it keeps, its last verdict and problem."""
+    head = status.head
+
+    def when(ms: int | None) -> str | None:
+        return _iso(ms) if ms else None
+
+    return {
+        "child": status.child,
+        "kept_size": status.size,
+        "kept_root": head.root.hex() if head is not None else None,
+        "kept_time": when(head.timestamp_ms) if head is not None else None,
+        "accepted": when(status.accepted_ms),
+        "verdict": status.verdict,
+        "verdict_ok": status.verdict_ok,
+        "verdict_time": when(status.verdict_ms),
+        "checked": when(status.checked_ms),
+        "error": status.error,
+        "failures": status.failures,
+    }
 
 
 def record_json(seq: int, data: bytes) -> dict[str, Any]:
@@ -152,9 +175,10 @@ def catalog_json(stored: bytes | None, node: str) -> dict[str, Any]:
 class AuditApi:
     """The audit endpoints of one node's operator API."""
 
-    def __init__(self, node: Node, audit: AuditService) -> None:
+    def __init__(self, node: Node, audit: AuditService, witness: WitnessService | None) -> None:
         self.node = node
         self.audit = audit
+        self.witness = witness
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
@@ -162,6 +186,7 @@ class AuditApi:
             ("GET", "/v1/audit/records", self._records),
             ("GET", "/v1/audit/export", self._export),
             ("GET", "/v1/audit/catalog", self._catalog),
+            ("GET", "/v1/audit/witnessed", self._witnessed),
         ]
 
     async def _verify(self, request: web.Request) -> web.Response:
@@ -204,6 +229,12 @@ class AuditApi:
 
         size, rows = await self.node.run_in_store(page)
         return web.json_response(export_json(size, rows))
+
+    async def _witnessed(self, request: web.Request) -> web.Response:
+        statuses = self.witness.witnessed() if self.witness is not None else {}
+        return web.json_response(
+            {"children": [witness_json(status) for _, status in sorted(statuses.items())]}
+        )
 
     async def _catalog(self, request: web.Request) -> web.Response:
         stored = await self.node.get_meta(CATALOG_META)
