@@ -16,51 +16,17 @@ line, exit status 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
-import json
-import os
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from exchnode.errors import UsageError
+from node.cli_common import RAW, ask, common_options, person, show
 from node.cli_services import render_table
-from node.client import OperatorClient
-from node.config import load_config
 
 __all__ = ["register"]
 
-_RAW = argparse.RawDescriptionHelpFormatter
-
-
-def _administrator(args: argparse.Namespace) -> str:
-    """``--administrator``, else ``$EXCHNODE_ADMINISTRATOR``, else the login name."""
-    name: str | None = args.administrator or os.environ.get("EXCHNODE_ADMINISTRATOR")
-    if not name:
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):  # no login name in this environment
-            name = None
-    if not name:
-        raise UsageError(
-            "name the person acting: --administrator NAME (or set EXCHNODE_ADMINISTRATOR)"
-        )
-    return name
-
-
-def _ask(args: argparse.Namespace, call: Callable[[OperatorClient], Awaitable[Any]]) -> Any:
-    config = load_config(args.config)
-
-    async def go() -> Any:
-        async with OperatorClient.for_config(config, timeout=60.0) as client:
-            return await call(client)
-
-    return asyncio.run(go())
-
 
 def _print(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> int:
-    print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else text(data))
+    show(args, data, text)
     return 0
 
 
@@ -119,63 +85,45 @@ def _peers_text(peers: list[dict[str, Any]]) -> str:
 
 
 def _config(args: argparse.Namespace) -> int:
-    return _print(args, _ask(args, lambda c: c.admin_config()), _config_text)
+    return _print(args, ask(args, lambda c: c.admin_config()), _config_text)
 
 
 def _identity(args: argparse.Namespace) -> int:
-    return _print(args, _ask(args, lambda c: c.admin_identity()), _identity_text)
+    return _print(args, ask(args, lambda c: c.admin_identity()), _identity_text)
 
 
 def _peers(args: argparse.Namespace) -> int:
-    return _print(args, _ask(args, lambda c: c.admin_peers()), _peers_text)
+    return _print(args, ask(args, lambda c: c.admin_peers()), _peers_text)
 
 
 def _retry(args: argparse.Namespace) -> int:
-    who = _administrator(args)
-    answer = _ask(args, lambda c: c.admin_retry(args.peer, who))
+    who = person(args, "administrator")
+    answer = ask(args, lambda c: c.admin_retry(args.peer, who))
     return _print(args, answer, lambda a: f"retrying the link to {a['peer']} now")
 
 
 def _witness_reset(args: argparse.Namespace) -> int:
-    who = _administrator(args)
-    answer = _ask(args, lambda c: c.admin_witness_reset(args.child, who))
+    who = person(args, "administrator")
+    answer = ask(args, lambda c: c.admin_witness_reset(args.child, who))
     return _print(
         args, answer, lambda a: f"{a['child']}: kept head dropped; its next head is a first head"
     )
 
 
 def _reload(args: argparse.Namespace) -> int:
-    who = _administrator(args)
-    answer = _ask(args, lambda c: c.admin_reload_credentials(who))
+    who = person(args, "administrator")
+    answer = ask(args, lambda c: c.admin_reload_credentials(who))
     return _print(
         args, answer, lambda roles: "\n".join(f"{r}: {s}" for r, s in sorted(roles.items()))
     )
 
 
-def _common(changing: bool) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        default=Path(os.environ.get("EXCHNODE_CONFIG", "node.toml")),
-        help="the node's node.toml (default: $EXCHNODE_CONFIG, else ./node.toml)",
-    )
-    common.add_argument("--json", action="store_true", help="print the API's JSON")
-    if changing:
-        common.add_argument(
-            "--administrator",
-            help="who is acting, for the audit log (default: $EXCHNODE_ADMINISTRATOR, else "
-            "the login name)",
-        )
-    return common
-
-
 def register(verbs: Any, prog: str) -> None:
-    reading, changing = _common(False), _common(True)
+    reading, changing = common_options(), common_options("administrator")
     admin = verbs.add_parser(
         "admin",
         help="the administrator's: configuration, identity, links, credentials",
-        formatter_class=_RAW,
+        formatter_class=RAW,
         epilog=f"""Examples:
   {prog} admin config --config node.toml      # what runs, and whether node.toml changed since
   {prog} admin peers                          # every link: state, failures, queue

@@ -18,11 +18,9 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,31 +29,12 @@ from exchnode.oversight import DEFAULT_ZOMBIE_AFTER_S, OversightBuilder, Oversig
 from exchnode.workdays import CHINA_STANDARD_TIME, DEFAULT_ANSWER_DAYS
 from node.audit_offline import read_records_offline, verify_offline
 from node.audit_report import collect_configs, collect_offline
+from node.cli_common import RAW, ask, common_options, show
 from node.cli_services import render_table
-from node.client import OperatorClient
 from node.config import DaemonConfig, load_config
 from node.operator_audit import DEFAULT_RECORDS, MAX_RECORDS
 
 __all__ = ["register"]
-
-_RAW = argparse.RawDescriptionHelpFormatter
-
-
-def _ask(args: argparse.Namespace, call: Callable[[OperatorClient], Awaitable[Any]]) -> Any:
-    config = load_config(args.config)
-
-    async def go() -> Any:
-        async with OperatorClient.for_config(config, timeout=120.0) as client:
-            return await call(client)
-
-    return asyncio.run(go())
-
-
-def _print(args: argparse.Namespace, data: Any, table: Callable[[Any], str]) -> None:
-    if args.json:
-        print(json.dumps(data, ensure_ascii=False, indent=2))
-    else:
-        print(table(data))
 
 
 def _seqs(finding: dict[str, Any]) -> str:
@@ -117,8 +96,8 @@ def _verify(args: argparse.Namespace) -> int:
     if args.offline:
         report = verify_offline(load_config(args.config))
     else:
-        report = _ask(args, lambda client: client.audit_verify())
-    _print(args, report, _report_text)
+        report = ask(args, lambda client: client.audit_verify(), timeout=120.0)
+    show(args, report, _report_text)
     return 0 if report["ok"] else 1
 
 
@@ -139,8 +118,8 @@ def _witnessed_text(children: list[dict[str, Any]]) -> str:
 
 
 def _witnessed(args: argparse.Namespace) -> int:
-    children = _ask(args, lambda client: client.audit_witnessed())
-    _print(args, children, _witnessed_text)
+    children = ask(args, lambda client: client.audit_witnessed(), timeout=120.0)
+    show(args, children, _witnessed_text)
     return 1 if any(c["verdict_ok"] is False for c in children) else 0
 
 
@@ -150,8 +129,8 @@ def _records(args: argparse.Namespace) -> int:
     if args.offline:
         page = read_records_offline(load_config(args.config), args.first, args.limit)
     else:
-        page = _ask(args, lambda client: client.audit_records(args.first, args.limit))
-    _print(args, page, _records_text)
+        page = ask(args, lambda client: client.audit_records(args.first, args.limit), timeout=120.0)
+    show(args, page, _records_text)
     return 0
 
 
@@ -250,14 +229,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        default=Path(os.environ.get("EXCHNODE_CONFIG", "node.toml")),
-        help="the node's node.toml (default: $EXCHNODE_CONFIG, else ./node.toml)",
-    )
-    common.add_argument("--json", action="store_true", help="print the JSON the API answers")
+    common = common_options()
     common.add_argument(
         "--offline",
         action="store_true",
@@ -281,7 +253,7 @@ def register(verbs: Any, prog: str) -> None:
     audit = verbs.add_parser(
         "audit",
         help="the node's tamper-evident audit log: verify, records",
-        formatter_class=_RAW,
+        formatter_class=RAW,
         epilog=f"""Examples:
   {prog} audit verify --config node.toml            # the running node checks its log
   {prog} audit verify --offline --config node.toml  # the daemon stopped: read its store

@@ -11,10 +11,7 @@ Errors follow ``node.cli``'s policy: one line, exit status 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
 import json
-import os
 import sys
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from exchnode.errors import UsageError
+from node.cli_common import RAW, ask, common_options, person, show
 from node.client import OperatorClient
-from node.config import load_config
 
 __all__ = ["parse_mask", "register", "render_table"]
 
-_RAW = argparse.RawDescriptionHelpFormatter
 _STATES: tuple[str, ...] = ("pending", "granted", "refused", "not_shared", "expired")
 _STATES += ("escalated", "closed", "revoked", "lapsed", "sent")
 
@@ -62,13 +58,6 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         return "  ".join(padded).rstrip()
 
     return "\n".join([line(headers), *(line(row) for row in rows)])
-
-
-def _emit(args: argparse.Namespace, data: Any, table: Callable[[Any], str]) -> None:
-    if args.json:
-        print(json.dumps(data, ensure_ascii=False, indent=2))
-    else:
-        print(table(data))
 
 
 def _date(iso: str | None) -> str:
@@ -108,30 +97,10 @@ def _items(text: str) -> list[str]:
     return items
 
 
-def _resolve_operator(args: argparse.Namespace) -> None:
-    """``--operator``, else ``$EXCHNODE_OPERATOR``, else the login name."""
-    if getattr(args, "operator", "unused") is not None:
-        return
-    name = os.environ.get("EXCHNODE_OPERATOR")
-    if not name:
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):  # no login name in this environment
-            name = None
-    if not name:
-        raise UsageError("name the person acting: --operator NAME (or set EXCHNODE_OPERATOR)")
-    args.operator = name
-
-
 def _run(args: argparse.Namespace, call: Callable[[OperatorClient], Awaitable[Any]]) -> Any:
-    _resolve_operator(args)
-    config = load_config(args.config)
-
-    async def go() -> Any:
-        async with OperatorClient.for_config(config, timeout=60.0) as client:
-            return await call(client)
-
-    return asyncio.run(go())
+    if hasattr(args, "operator"):  # a verb that changes something names the person acting
+        args.operator = person(args, "operator")
+    return ask(args, call)
 
 
 # --- catalog -----------------------------------------------------------------------------
@@ -208,13 +177,13 @@ def _catalog_publish(args: argparse.Namespace) -> int:
         document = document["entries"]
     entries = document if isinstance(document, list) else [document]
     records = _run(args, lambda c: c.catalog_publish(entries, args.operator))
-    _emit(args, records, _records_table)
+    show(args, records, _records_table)
     return 0
 
 
 def _catalog_withdraw(args: argparse.Namespace) -> int:
     record = _run(args, lambda c: c.catalog_withdraw(args.code, args.reason, args.operator))
-    _emit(args, record, _record_text)
+    show(args, record, _record_text)
     return 0
 
 
@@ -229,13 +198,13 @@ def _catalog_list(args: argparse.Namespace) -> int:
         "status": args.status,
     }
     records = _run(args, lambda c: c.catalog_search(**criteria))
-    _emit(args, records, _records_table)
+    show(args, records, _records_table)
     return 0
 
 
 def _catalog_show(args: argparse.Namespace) -> int:
     record = _run(args, lambda c: c.catalog_show(args.provider, args.code))
-    _emit(args, record, _record_text)
+    show(args, record, _record_text)
     return 0
 
 
@@ -333,24 +302,24 @@ def _sub_request(args: argparse.Namespace) -> int:
             operator=args.operator,
         ),
     )
-    _emit(args, answer, _one_request)
+    show(args, answer, _one_request)
     return 0
 
 
 def _sub_list(args: argparse.Namespace) -> int:
     requests = _run(args, lambda c: c.sub_list(incoming=args.incoming, state=args.state))
-    _emit(args, requests, _incoming_table if args.incoming else _sent_table)
+    show(args, requests, _incoming_table if args.incoming else _sent_table)
     return 0
 
 
 def _sub_show(args: argparse.Namespace) -> int:
-    _emit(args, _run(args, lambda c: c.sub_show(args.request_id)), _one_request)
+    show(args, _run(args, lambda c: c.sub_show(args.request_id)), _one_request)
     return 0
 
 
 def _decide(where: str, step: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        _resolve_operator(args)
+        args.operator = person(args, "operator")
         body: dict[str, Any] = {"operator": args.operator}
         if step == "approve":
             if args.items is not None:
@@ -366,9 +335,9 @@ def _decide(where: str, step: str) -> Callable[[argparse.Namespace], int]:
             body["reason"] = args.reason
         answer = _run(args, lambda c: c.sub_decide(where, args.request_id, step, body))
         if where == "cases":
-            _emit(args, answer, lambda a: f"{a['request_id']}: {a['outcome']}")
+            show(args, answer, lambda a: f"{a['request_id']}: {a['outcome']}")
         else:
-            _emit(args, answer, _one_request)
+            show(args, answer, _one_request)
         return 0
 
     return handler
@@ -393,7 +362,7 @@ def _read_jsonl(source: str) -> list[Any]:
 def _sub_publish(args: argparse.Namespace) -> int:
     records = _read_jsonl(args.file)
     answer = _run(args, lambda c: c.sub_publish(args.code, records, args.operator))
-    _emit(
+    show(
         args,
         answer,
         lambda a: (
@@ -405,7 +374,7 @@ def _sub_publish(args: argparse.Namespace) -> int:
 
 
 def _sub_cases(args: argparse.Namespace) -> int:
-    _emit(args, _run(args, lambda c: c.sub_cases()), _cases_table)
+    show(args, _run(args, lambda c: c.sub_cases()), _cases_table)
     return 0
 
 
@@ -499,7 +468,7 @@ def _sub_correct(args: argparse.Namespace) -> int:
             operator=args.operator,
         ),
     )
-    _emit(args, answer, _correction_text)
+    show(args, answer, _correction_text)
     return 0
 
 
@@ -507,7 +476,7 @@ def _sub_corrections(args: argparse.Namespace) -> int:
     if args.state is not None and not args.reported:
         raise UsageError("--state filters the corrections this node reported: add --reported")
     found = _run(args, lambda c: c.sub_corrections(reported=args.reported, state=args.state))
-    _emit(
+    show(
         args,
         found,
         _reported_corrections_table if args.reported else _incoming_corrections_table,
@@ -516,7 +485,7 @@ def _sub_corrections(args: argparse.Namespace) -> int:
 
 
 def _sub_correction(args: argparse.Namespace) -> int:
-    _emit(args, _run(args, lambda c: c.sub_correction(args.correction_id)), _correction_text)
+    show(args, _run(args, lambda c: c.sub_correction(args.correction_id)), _correction_text)
     return 0
 
 
@@ -527,7 +496,7 @@ def _sub_answer(args: argparse.Namespace) -> int:
             args.correction_id, accepted=args.accepted, text=args.text, operator=args.operator
         ),
     )
-    _emit(args, answer, _correction_text)
+    show(args, answer, _correction_text)
     return 0
 
 
@@ -541,38 +510,20 @@ def _gaps_text(answer: dict[str, Any]) -> str:
 
 def _sub_fill_gaps(args: argparse.Namespace) -> int:
     answer = _run(args, lambda c: c.sub_fill_gaps(args.provider, args.code, args.operator))
-    _emit(args, answer, _gaps_text)
+    show(args, answer, _gaps_text)
     return 0
 
 
 # --- the parsers -------------------------------------------------------------------------
 
 
-def _common(operator: bool) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        default=Path(os.environ.get("EXCHNODE_CONFIG", "node.toml")),
-        help="the node's node.toml (default: $EXCHNODE_CONFIG, else ./node.toml)",
-    )
-    common.add_argument("--json", action="store_true", help="print the API's JSON")
-    if operator:
-        common.add_argument(
-            "--operator",
-            help="who is acting, for the audit trail (default: $EXCHNODE_OPERATOR, else the "
-            "login name)",
-        )
-    return common
-
-
 def register(verbs: Any, prog: str) -> None:
-    reads, acts = _common(False), _common(True)
+    reads, acts = common_options(), common_options("operator")
 
     catalog = verbs.add_parser(
         "catalog",
         help="the resource catalog: publish, withdraw, list, show",
-        formatter_class=_RAW,
+        formatter_class=RAW,
         epilog=f"""Examples:
   {prog} catalog publish --config node.toml entry.json
   {prog} catalog list --provider 522301.minzheng --share-type conditional --keyword 人口
@@ -609,7 +560,7 @@ An entry file holds one entry object, a list of them, or {{"entries": [...]}}
         "sub",
         help="subscriptions: request, list, approve, refuse, revoke, escalate, cases, publish, "
         "fill-gaps, correct, corrections, answer, correction",
-        formatter_class=_RAW,
+        formatter_class=RAW,
         epilog=f"""Examples:
   {prog} sub request 522301.minzheng 101001/000001 --purpose "低保核验" \\
       --scope "本县申请人" --items 身份证号,姓名

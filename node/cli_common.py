@@ -1,0 +1,81 @@
+"""What every verb that talks to a running node shares: its options, the call, the output.
+
+The ``catalog``, ``sub``, ``audit`` and ``admin`` verbs all take ``--config``
+and ``--json``; the ones that change something name the person acting
+(``--operator`` or ``--administrator``, for the audit log); they all reach
+the node through ``OperatorClient.for_config``, which presents the role's
+credential the path needs; and they print a table or the API's JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from exchnode.errors import UsageError
+from node.client import OperatorClient
+from node.config import load_config
+
+__all__ = ["RAW", "ask", "common_options", "person", "show"]
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+def common_options(acting: str | None = None) -> argparse.ArgumentParser:
+    """``--config``, ``--json``, and for one who acts (``"operator"``) ``--<acting>``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("EXCHNODE_CONFIG", "node.toml")),
+        help="the node's node.toml (default: $EXCHNODE_CONFIG, else ./node.toml)",
+    )
+    common.add_argument("--json", action="store_true", help="print the JSON the API answers")
+    if acting is not None:
+        common.add_argument(
+            f"--{acting}",
+            help=f"who is acting, for the audit log (default: $EXCHNODE_{acting.upper()}, "
+            "else the login name)",
+        )
+    return common
+
+
+def person(args: argparse.Namespace, acting: str) -> str:
+    """``--<acting>``, else ``$EXCHNODE_<ACTING>``, else the login name: who the record names."""
+    variable = f"EXCHNODE_{acting.upper()}"
+    name: str | None = getattr(args, acting, None) or os.environ.get(variable)
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):  # no login name in this environment
+            name = None
+    if not name:
+        raise UsageError(f"name the person acting: --{acting} NAME (or set {variable})")
+    return name
+
+
+def ask(
+    args: argparse.Namespace,
+    call: Callable[[OperatorClient], Awaitable[Any]],
+    *,
+    timeout: float = 60.0,
+) -> Any:
+    """One conversation with the running node that ``--config`` names."""
+    config = load_config(args.config)
+
+    async def go() -> Any:
+        async with OperatorClient.for_config(config, timeout=timeout) as client:
+            return await call(client)
+
+    return asyncio.run(go())
+
+
+def show(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> None:
+    """The API's JSON with ``--json``, else the readable form."""
+    print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else text(data))
