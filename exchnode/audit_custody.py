@@ -31,7 +31,12 @@ The records (category ``envelope``, the node itself as actor):
   ``refused expired-in-queue``.
 
 and (category ``connection``) ``link.up`` / ``link.down``, subject the
-neighbour, ``count`` the failures so far.
+neighbour, ``count`` the failures so far; (category ``key``) what changes whom
+the node trusts: ``crl.applied`` (``digest`` the CRL's SHA-256 fingerprint,
+``count`` its revoked serials), ``directory.changed`` (``count`` node keys
+learned), ``directory.refused`` (a neighbour's snapshot, with the code) and
+``directory.dropped`` (one entry of it, subject that node, ``peer`` the
+neighbour).
 
 The recorder only builds :class:`~exchnode.audit_records.AuditEntry` values;
 the node hands them to its audit log inside the store transaction that makes
@@ -49,6 +54,7 @@ from exchnode.audit_records import (
     Actor,
     AuditEntry,
     Category,
+    DetailValue,
     Outcome,
     Subject,
     SubjectKind,
@@ -146,6 +152,26 @@ class CustodyRecorder:
             subject=self._node(neighbour),
             outcome=Outcome.ok() if up else Outcome.refused("link-failed"),
             detail=details(count=failures),
+        )
+
+    def key(
+        self,
+        now_ms: int,
+        action: str,
+        *,
+        subject: str | None = None,
+        refused: str | None = None,
+        **detail: DetailValue,
+    ) -> AuditEntry:
+        """A change of whom the node trusts: a CRL, the directory (see the module docstring)."""
+        return AuditEntry(
+            time_ms=now_ms,
+            category=Category.KEY,
+            action=action,
+            actor=self._actor,
+            subject=NO_SUBJECT if subject is None else self._node(subject),
+            outcome=Outcome.ok() if refused is None else Outcome.refused(refused),
+            detail=details(**detail),
         )
 
     # --- building -------------------------------------------------------------------

@@ -1354,8 +1354,26 @@ class Node:
             report = directory.update(name, verified, now)
         except RejectedError as exc:
             self.log.warning("directory refused", neighbour=name, code=exc.code, reason=str(exc))
+            self._log_entries(
+                [
+                    self._recorder.key(
+                        self._now_ms(), "directory.refused", subject=name, refused=exc.code
+                    )
+                ]
+            )
             return
         for dropped in report.dropped:
+            self._log_entries(
+                [
+                    self._recorder.key(
+                        self._now_ms(),
+                        "directory.dropped",
+                        subject=dropped.name,
+                        refused=dropped.code,
+                        peer=name,
+                    )
+                ]
+            )
             self.log.warning(
                 "directory entry dropped",
                 neighbour=name,
@@ -1400,6 +1418,9 @@ class Node:
         added = sorted(name for name, _ in after[0] - before[0])
         if added or after[1] != before[1]:
             self.log.info("directory changed", known=len(after[0]), new=added[:20])
+            self._log_entries(
+                [self._recorder.key(self._now_ms(), "directory.changed", count=len(added))]
+            )
         self._rescan_inbox = True
         self._inbox_wake.set()
         self._directory_changed_event.set()
@@ -1428,6 +1449,18 @@ class Node:
                 context.load_verify_locations(cafile=bundle.name)
         self._crls_applied.update(crl.fingerprint(_SHA256) for crl in new)
         self.log.info("revocation lists applied", count=len(new))
+        now_ms = self._now_ms()
+        self._log_entries(
+            [
+                self._recorder.key(
+                    now_ms,
+                    "crl.applied",
+                    digest=crl.fingerprint(_SHA256),
+                    count=len(list(crl)),
+                )
+                for crl in new
+            ]
+        )
 
     async def add_crls(self, crls: Iterable[x509.CertificateRevocationList]) -> None:
         """Take fresh CRLs from a CA (local configuration) and pass them on to every neighbour."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 
 from exchnode.audit_records import Category, decode_record
 from exchnode.audit_service import AuditService
@@ -100,3 +102,35 @@ async def test_a_link_going_down_and_coming_back_is_on_the_record(tmp_path: Path
     assert links[:2] == [("link.down", HUB), ("link.up", HUB)]
     relayed = [e for e in entries if e.action == "relay"]
     assert relayed[0].get("messages") == (message.message_id,)
+
+
+@pytest.mark.asyncio
+async def test_a_revocation_and_new_keys_are_on_the_record(tmp_path: Path) -> None:
+    """Key events: the signed directory learning keys, and a CRL applied, with its fingerprint."""
+    federation = Federation(tmp_path, NAMES)
+    nodes = {
+        name: federation.node(
+            name, directory=None, services=[AuditService(flush=0.05, head_interval=0.2)]
+        )
+        for name in NAMES
+    }
+    for node in nodes.values():
+        await node.start()
+    try:
+        await nodes[SENDER].wait_known([RECIPIENT], timeout=20)
+        ca = federation.cas["520100"]  # the city CA issues its counties' nodes
+        federation.pki.revoke(
+            federation.nodes[RECIPIENT].certificate, ca, when=federation.now - timedelta(minutes=5)
+        )
+        crl = federation.pki.crl(ca, this_update=federation.now - timedelta(minutes=1), number=2)
+        await nodes[HUB].add_crls([crl])
+    finally:
+        for node in nodes.values():
+            await node.close()
+    with SqliteStore(federation.directory / f"{HUB}.sqlite") as store:
+        entries = [decode_record(data).entry for _, data in store.audit_records(0, 10_000)]
+    keys = [e for e in entries if e.category is Category.KEY]
+    applied = [e for e in keys if e.action == "crl.applied"]
+    assert [e.get("digest") for e in applied] == [crl.fingerprint(hashes.SHA256())]
+    assert applied[0].get("count") == 1  # one revoked serial
+    assert any(e.action == "directory.changed" and (e.get("count") or 0) > 0 for e in keys)
