@@ -257,6 +257,8 @@ class AuditService:
         deleted = 0
         while removed := await node.run_in_store(store.prune_audit, size, _PRUNE_CHUNK):
             deleted += removed
+        while await node.run_in_store(store.prune_heads, size, _PRUNE_CHUNK):
+            pass  # the heads below the checkpoint: superseded by its own
         if deleted:
             self.append_entry(
                 AuditEntry(

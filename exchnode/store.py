@@ -803,6 +803,14 @@ class Store(Protocol):
         """
         ...
 
+    def prune_heads(self, below_size: int, max_count: int = 10_000) -> int:
+        """Delete up to ``max_count`` of the oldest heads of size < ``below_size``; how many were.
+
+        The checkpoint must cover ``below_size``, as for ``prune_audit``: a
+        verifier ignores heads below the checkpoint, whose own head it keeps.
+        """
+        ...
+
     # small persistent state
     def peer_state(self, name: str) -> PeerState: ...
 

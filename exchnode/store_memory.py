@@ -391,6 +391,19 @@ class MemoryStore:
             self._audit_first = end
             return end - first
 
+    def prune_heads(self, below_size: int, max_count: int = 10_000) -> int:
+        with self._lock:
+            self._check_open()
+            covered = self._checkpoint[0] if self._checkpoint is not None else 0
+            below = check_prune_audit(below_size, max_count, covered)
+            count = 0
+            while count < len(self._heads) and count < max_count:
+                if self._heads[count][0] >= below:
+                    break
+                count += 1
+            del self._heads[:count]
+            return count
+
     # --- small persistent state ----------------------------------------------------
 
     def peer_state(self, name: str) -> PeerState:

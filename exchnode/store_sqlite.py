@@ -31,10 +31,11 @@ Queue depths are counted in memory (loaded at open, updated after each
 commit): back-pressure asks for them on every batch, and the exclusive lock
 guarantees nobody else changes the file.
 
-Schema (version 2; ``store_info.schema_version``, ``PRAGMA application_id``
+Schema (version 3; ``store_info.schema_version``, ``PRAGMA application_id``
 'EXND').  A new file is created at version 1 and brought up by the same
 ``_MIGRATIONS`` steps an old file takes, inside the opening transaction, so
-there is one path to the current schema; version 2 added the audit log.
+there is one path to the current schema; version 2 added the audit log,
+version 3 lets heads below the checkpoint be pruned.
 Envelope bytes are BLOBs, stored last in their row so that scans
 on the other columns skip them; a copy per next hop (the same bytes for
 each: simple, and the fan-out is small).  Indexes: outbound by (next_hop,
@@ -49,8 +50,8 @@ in the order stored, and one ``audit_checkpoint`` row.  ``accept`` with an
 audit callback inserts the batch's records in its own transaction, so the
 one flush of the group commit covers custody and audit alike.  Triggers make
 the tables append-only below the store's own checks: no UPDATE of a record
-or head, no DELETE of a head, no DELETE of a record at or above the
-checkpoint's size, no checkpoint moving back.  (They stop a bug, not an
+or head, no DELETE of a record at or above the checkpoint's size nor of a
+head of that size or more, no checkpoint moving back.  (They stop a bug, not an
 owner with the sqlite3 shell: that is what signed heads and witnesses are for.)
 
 Opening a file that is not a store, a corrupt one, or one with a newer
@@ -98,7 +99,7 @@ from exchnode.store import (
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SqliteStore"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x45584E44  # "EXND", so that `file` and a wrong open can tell
 
 _SCHEMA_V1 = (
@@ -175,8 +176,17 @@ _AUDIT_V2 = (
         BEGIN SELECT RAISE(ABORT, 'the audit checkpoint is replaced, never deleted'); END""",
 )
 
+# Version 3: heads below the checkpoint may go too (a node signs one every few seconds for
+# months; the checkpoint's own head is kept in the checkpoint).
+_HEADS_V3 = (
+    "DROP TRIGGER audit_heads_no_delete",
+    """CREATE TRIGGER audit_heads_prune_below_checkpoint BEFORE DELETE ON audit_heads
+        WHEN old.tree_size >= coalesce((SELECT size FROM audit_checkpoint), 0)
+        BEGIN SELECT RAISE(ABORT, 'tree heads are deleted only below the checkpoint'); END""",
+)
+
 # Steps from version n to n + 1, applied in order inside the opening transaction.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _AUDIT_V2}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _AUDIT_V2, 2: _HEADS_V3}
 
 _INSERT_AUDIT = "INSERT INTO audit_records (seq, data) VALUES (?, ?)"
 
@@ -813,6 +823,17 @@ class SqliteStore:
                 # The kept records are contiguous: the oldest max_count are one range.
                 end = min(below, first + max_count)
                 return conn.execute("DELETE FROM audit_records WHERE seq < ?", (end,)).rowcount
+
+    def prune_heads(self, below_size: int, max_count: int = 10_000) -> int:
+        with self._lock:
+            self._open_conn()
+            below = check_prune_audit(below_size, max_count, self._checkpoint_size)
+            with self._transaction("prune_heads") as conn:
+                return conn.execute(
+                    "DELETE FROM audit_heads WHERE position IN (SELECT position FROM audit_heads"
+                    " WHERE tree_size < ? ORDER BY position LIMIT ?)",
+                    (below, max_count),
+                ).rowcount
 
     # --- small persistent state ------------------------------------------------------
 

@@ -66,12 +66,16 @@ async def test_pruning_keeps_six_months_and_the_log_verifiable(tmp_path: Path) -
     clock = Clock()
     node, audit = await started(federation, clock)
     try:
-        await log_at(audit, clock, 100)  # head at 100
+        await log_at(audit, clock, 60)  # head at 60
+        await log_at(audit, clock, 40)  # head at 100
         clock.now = T0 + 100 * DAY
         await log_at(audit, clock, 50)  # head at 150
         assert await audit.prune() == 0  # nothing is six months old yet
         clock.now = T0 + 190 * DAY
         assert await audit.prune() == 100  # below the head at 100: all older than the cutoff
+        stored = await node.run_in_store(node.store.tree_heads)
+        sizes = [decode_tree_head(h)[0].tree_size for h in stored]
+        assert sizes == [100, 150]  # the head at 60 went with its records
         report = await audit.verify()
         assert report.ok, report.findings
         assert report.first_seq == 100

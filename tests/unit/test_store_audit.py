@@ -455,7 +455,7 @@ def test_sqlite_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     ((version,),) = conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'")
     names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
     assert {"audit_records", "audit_heads", "audit_checkpoint"} <= names
     with SqliteStore(path) as store:
         assert subjects(store) == [8]
@@ -542,3 +542,43 @@ def test_take_expired_stores_its_records_or_keeps_the_entries(store: Store) -> N
 
 def encoded(log: AuditLogState, entries: list[AuditEntry]) -> list[bytes]:
     return [r.data for r in log.append(entries)]
+
+
+def test_heads_below_the_checkpoint_go_and_the_search_still_finds_the_rest(store: Store) -> None:
+    log = AuditLogState(NODE)
+    heads = []
+    for n in range(4):  # heads at sizes 2, 4, 6, 8
+        store.append_audit(records(log, 2, 2 * n))
+        heads.append(log.sign_head(NOW + n))
+        store.add_tree_head(heads[-1].data)
+    assert store.tree_head_at_most(1) is None
+    assert store.tree_head_at_most(5) == heads[1].data
+    assert store.tree_head_at_most(100) == heads[3].data
+    with pytest.raises(UsageError, match="no checkpoint"):
+        store.prune_heads(3)
+    store.set_audit_checkpoint(encode_checkpoint(log.make_checkpoint(heads[2])))  # at 6
+    with pytest.raises(UsageError, match="covers 6"):
+        store.prune_heads(7)
+    assert store.prune_heads(6, max_count=1) == 1
+    assert store.prune_heads(6) == 1
+    assert store.prune_heads(6) == 0  # the checkpoint's own head (size 6) stays
+    assert store.tree_heads() == [heads[2].data, heads[3].data]
+    assert store.tree_head_at_most(5) is None
+    assert store.tree_head_at_most(7) == heads[2].data
+    assert store.tree_head_at_most(8) == heads[3].data
+
+
+def test_sqlite_a_head_at_or_above_the_checkpoint_cannot_be_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    log = AuditLogState(NODE)
+    with SqliteStore(path) as store:
+        for n in range(2):
+            store.append_audit(records(log, 2, 2 * n))
+            store.add_tree_head(log.sign_head(NOW + n).data)
+        store.set_audit_checkpoint(encode_checkpoint(log.make_checkpoint()))  # at 4
+    conn = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError, match="below the checkpoint"):
+        conn.execute("DELETE FROM audit_heads WHERE tree_size = 4")
+    conn.execute("DELETE FROM audit_heads WHERE tree_size = 2")
+    conn.commit()
+    conn.close()
