@@ -879,11 +879,12 @@ class Node:
         """Forget what the neighbour took; report what it refused for good."""
         done: list[int] = []
         refused: list[tuple[OutboundEntry, ItemResult]] = []
-        taken, taken_bytes = 0, 0
+        taken_ids: list[bytes] = []  # for the relay's audit record
+        taken_bytes = 0
         for entry, result in zip(entries, response.results, strict=True):
             if result.status is Status.TAKEN:
                 done.append(entry.seq)
-                taken += 1
+                taken_ids.append(entry.message_id)
                 taken_bytes += len(entry.data)
             elif result.status is Status.REFUSED:
                 refused.append((entry, result))
@@ -903,14 +904,11 @@ class Node:
                 [(result.code, f"{hop} refused it: {result.reason}") for _, result in refused],
             )
         before = self._handed_over.get(hop, QueueDepth(0, 0))
-        self._handed_over[hop] = QueueDepth(before.count + taken, before.bytes + taken_bytes)
+        self._handed_over[hop] = QueueDepth(
+            before.count + len(taken_ids), before.bytes + taken_bytes
+        )
         if done:
             now_ms = self._now_ms()
-            taken_ids = [
-                entry.message_id
-                for entry, result in zip(entries, response.results, strict=True)
-                if result.status is Status.TAKEN
-            ]
             refused_ids = [(result.code, entry.message_id) for entry, result in refused]
 
             def run(log: CustodyLog | None) -> int:
@@ -1128,7 +1126,7 @@ class Node:
                 await _wait(self._inbox_wake, self.timers.inbox_rescan)
                 continue
             consumed: list[int] = []
-            consumed_set: set[int] = set()
+            ids: list[bytes] = []
             for entry in entries:
                 after = entry.seq
                 if entry.seq in self._handed:
@@ -1136,9 +1134,8 @@ class Node:
                 done = await self._open_entry(entry)
                 if done:
                     consumed.append(entry.seq)
-                    consumed_set.add(entry.seq)
+                    ids.append(entry.message_id)
             if consumed:
-                ids = [e.message_id for e in entries if e.seq in consumed_set]
                 remove = partial(
                     self._remove_delivered,
                     seqs=consumed,
