@@ -49,6 +49,7 @@ import structlog
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the in-process federation builder of the test suite
 
+from exchnode.aio import RECORDS_KIND, CatalogService, Node, SharingService  # noqa: E402
 from exchnode.catalog import (  # noqa: E402
     CatalogEntry,
     DataItem,
@@ -58,11 +59,8 @@ from exchnode.catalog import (  # noqa: E402
     ShareType,
     UpdateCycle,
 )
-from exchnode.catalog_service import CatalogService  # noqa: E402
-from exchnode.node import Node  # noqa: E402
-from exchnode.sharing import RECORDS_KIND, SharingService  # noqa: E402
+from exchnode.sharing import RequestState  # noqa: E402
 from exchnode.store import QueueDepth  # noqa: E402
-from exchnode.subscriptions import RequestState  # noqa: E402
 from tests.integration.federation import Federation  # noqa: E402
 
 PROVIDER = "520102.gongan"

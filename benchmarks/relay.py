@@ -71,8 +71,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exchnode.keyfiles import write_private_key
-from exchnode.names import NodeName, parent_division
+from exchnode.core import NodeName, parent_division
+from exchnode.pki import write_private_key
 from exchnode.testing import IssuedCA, SyntheticPKI, free_port
 
 REPO = Path(__file__).resolve().parents[1]

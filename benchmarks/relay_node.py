@@ -5,7 +5,7 @@
 
 Uses only the exchnode library API: it loads its identity and its peers'
 certificates from the files the driver wrote (verifying every chain as a
-node would), runs one :class:`~exchnode.node.Node` on an SQLite store, and
+node would), runs one :class:`~exchnode.aio.Node` on an SQLite store, and
 plays the application role the spec names:
 
 * ``relay``: nothing more; the node only holds and forwards.
@@ -51,20 +51,16 @@ from typing import Any
 
 import structlog
 
-from exchnode.audit_service import AuditService
-from exchnode.delivery import Delivery, Message
-from exchnode.directory import StaticDirectory
-from exchnode.keyfiles import load_local_identity
-from exchnode.node import Node
-from exchnode.node_config import NodeLimits, Peer
-from exchnode.pki_verify import (
+from exchnode.aio import AuditService, Delivery, Message, Node, NodeLimits, Peer, TlsFiles
+from exchnode.core import StaticDirectory
+from exchnode.federation import Relation
+from exchnode.pki import (
     TrustStore,
     load_certificates_pem,
     load_crls_pem,
+    load_local_identity,
     verify_node_certificate,
 )
-from exchnode.routing import Relation
-from exchnode.tls import TlsFiles
 
 STAMP = struct.Struct(">Qd")
 

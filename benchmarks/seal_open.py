@@ -42,7 +42,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from exchnode.sealing import Opener, Outgoing, Sealer, SealPolicy
+from exchnode.core import Opener, Outgoing, Sealer, SealPolicy
 from exchnode.testing import seeded_directory, seeded_identity
 
 SIZES = {"1KiB": 1024, "64KiB": 64 * 1024, "1MiB": 1024 * 1024}

@@ -36,8 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from exchnode.store import AcceptItem
-from exchnode.store_sqlite import SqliteStore
+from exchnode.store import AcceptItem, SqliteStore
 
 NOW = 1_795_000_000_000
 EXPIRES = NOW + 86_400_000

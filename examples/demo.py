@@ -48,9 +48,8 @@ from exchnode import (
     load_local_identity,
     verify_node_certificate,
 )
-from exchnode.ca_store import CAStore
-from exchnode.names import NodeName, parent_division
-from exchnode.pki_verify import load_certificates_pem
+from exchnode.core import NodeName, parent_division
+from exchnode.pki import CAStore, load_certificates_pem
 
 CITIES = {"520100": ("520102", "520103"), "520300": ("520302", "520303")}
 DEPARTMENTS = [

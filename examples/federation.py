@@ -15,7 +15,7 @@ What happens, in a temporary directory (or --keep DIR):
    and the static directory of certificate chains are shared folders; with
    ``--directory signed`` the nodes learn each other's keys through the
    signed node directory instead, and the demo waits until it converged.
-3. Each node starts as its own process, ``python -m node run``; the demo
+3. Each node starts as its own process, ``python -m exchnode.node run``; the demo
    waits until every ``/health`` answers 200.
 4. Every department sends to every other one through its node's operator
    API -- county to county in another city, county to province, city to
@@ -86,12 +86,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # node/ is a package of the source tree, not installed
 # The demo's other parts, federation_support and federation_sharing, sit beside this
 # script: run as a script, its own folder is on sys.path, so they import by bare name.
-
-from federation_sharing import (  # noqa: E402
+from federation_sharing import (
     RECORD_BATCHES,
     RecordLedger,
     print_sharing,
@@ -99,7 +96,7 @@ from federation_sharing import (  # noqa: E402
     serve_records,
     subscribe,
 )
-from federation_support import (  # noqa: E402
+from federation_support import (
     CITIES,
     DEPARTMENTS,
     LEVEL_NAMES,
@@ -110,24 +107,25 @@ from federation_support import (  # noqa: E402
     progress,
 )
 
-from exchnode.ca_store import CAStore  # noqa: E402
-from exchnode.errors import ExchnodeError  # noqa: E402
-from exchnode.link import Item, TransferRequest  # noqa: E402
-from exchnode.names import NodeName  # noqa: E402
-from exchnode.oversight import LogStatus, OversightBuilder, OversightReport  # noqa: E402
-from exchnode.pki_verify import (  # noqa: E402
+from exchnode.aio import LinkClient, LinkError, TlsFiles, make_context, write_verify_bundle
+from exchnode.audit import LogStatus, OversightBuilder, OversightReport
+from exchnode.core import NodeName
+from exchnode.errors import ExchnodeError
+from exchnode.federation import Item, TransferRequest
+from exchnode.node.audit_report import collect as collect_audit
+from exchnode.node.client import OperatorClient, OperatorError
+from exchnode.node.config import DaemonConfig, load_config
+from exchnode.node.scaffold import InitOptions, export_trust, init_node
+from exchnode.pki import (
+    CAStore,
     TrustStore,
     load_certificates_pem,
     load_crls_pem,
     verify_node_certificate,
 )
-from exchnode.testing import free_port  # noqa: E402
-from exchnode.tls import TlsFiles, make_context, write_verify_bundle  # noqa: E402
-from exchnode.transport import LinkClient, LinkError  # noqa: E402
-from node.audit_report import collect as collect_audit  # noqa: E402
-from node.client import OperatorClient, OperatorError  # noqa: E402
-from node.config import DaemonConfig, load_config  # noqa: E402
-from node.scaffold import InitOptions, export_trust, init_node  # noqa: E402
+from exchnode.testing import free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 BATCH = 100  # messages per send-many call
 
@@ -214,13 +212,13 @@ def build(workdir: Path, now: datetime, directory_mode: str) -> dict[str, Daemon
 
 
 def start(daemons: dict[str, Daemon]) -> None:
-    importlib.import_module("node.daemon")  # compile its bytecode once, not in 14 processes
+    # compile its bytecode once, not in 14 processes
+    importlib.import_module("exchnode.node.daemon")
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     for daemon in daemons.values():
         with daemon.log_path.open("wb") as log_file:
             daemon.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "node", "run", "--config", str(daemon.config)],
+                [sys.executable, "-m", "exchnode.node", "run", "--config", str(daemon.config)],
                 cwd=REPO,
                 env=env,
                 stdin=subprocess.DEVNULL,

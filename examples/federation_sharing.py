@@ -26,7 +26,7 @@ and why each part is there:
   more; once every node on the path has handed over what it held, none of them
   may have arrived.
 
-Imported by ``federation.py``, which puts the repository on ``sys.path`` first
+Imported by ``federation.py``, which runs with its own folder on ``sys.path``
 (``node/`` is a package of the source tree, not installed).
 """
 
@@ -44,8 +44,8 @@ from typing import Any, Protocol
 
 from federation_support import DEPARTMENTS, LEVEL_NAMES, hubs_between, log, progress
 
-from exchnode.names import NodeName
-from node.client import OperatorClient
+from exchnode.core import NodeName
+from exchnode.node.client import OperatorClient
 
 POPULATION = ("520102.gongan", "101001/000001")  # a county's public security: conditional
 ENTERPRISES = ("520100.fagai", "102001/000001")  # a city's legal-person library: unconditional
@@ -395,7 +395,7 @@ async def serve_records(
     size = -(-count // RECORD_BATCHES)
 
     async def publish(batch: list[dict[str, Any]], *, granted: bool = True) -> dict[str, Any]:
-        answer = await clients[provider].sub_publish(code, batch, operator="王建国")
+        answer: dict[str, Any] = await clients[provider].sub_publish(code, batch, operator="王建国")
         numbers = range(answer["first_seq"], answer["last_seq"] + 1)
         for seq, record in zip(numbers, batch, strict=True):
             records.raw[seq] = record

@@ -16,7 +16,7 @@ import contextlib
 import sys
 from collections.abc import Callable
 
-from exchnode.names import NATIONAL_DIVISION, parent_hub
+from exchnode.core import NATIONAL_DIVISION, parent_hub
 
 PROVINCE = "520000"
 CITIES = {"520100": ("520102", "520103"), "520300": ("520302", "520303")}

@@ -11,56 +11,163 @@ description of what it does.
 On top of the node, as services attached to it: the resource catalog
 (:class:`CatalogService`, entries :class:`CatalogEntry`) and subscriptions
 under the sharing rules (:class:`SharingService`, masks :class:`MaskSet`).
+
+The packages, bottom to top (ARCHITECTURE.md says what each holds and what
+each may import): :mod:`exchnode.core`, :mod:`exchnode.pki`,
+:mod:`exchnode.federation`, :mod:`exchnode.catalog`, :mod:`exchnode.sharing`,
+:mod:`exchnode.audit`, :mod:`exchnode.store`, :mod:`exchnode.aio`.  The names
+below are a convenience: they are imported from their package on first use,
+so ``import exchnode`` costs nothing and ``import exchnode.core`` loads no
+network, database or logging library.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from exchnode import errors
-from exchnode.backoff import BackoffPolicy
-from exchnode.catalog import (
-    CatalogEntry,
-    CatalogRecord,
-    DataItem,
-    DataType,
-    Openness,
-    ResourceFormat,
-    ShareMethod,
-    ShareType,
-    UpdateCycle,
-)
-from exchnode.catalog_service import CatalogService
-from exchnode.catalog_state import CatalogState
-from exchnode.delivery import Delivery, DeliveryStatus, Message, Sent
-from exchnode.directory import Directory, StaticDirectory
-from exchnode.envelope import Envelope, Header, Limits, RecipientEntry, decode_envelope
-from exchnode.events import AuditEvent, EventSink
-from exchnode.identity import LocalIdentity, PeerIdentity, key_id
-from exchnode.keyfiles import load_local_identity
-from exchnode.masking import Hash, Keep, MaskSet, Redact, YearOnly
-from exchnode.names import Level, NodeName
-from exchnode.node import Node, NodeStats
-from exchnode.node_config import NodeLimits, NodeTimers, Peer
-from exchnode.node_service import NodeService, ServiceMessage
-from exchnode.pki_verify import TrustStore, verify_ca_certificate, verify_node_certificate
-from exchnode.receipts import Receipt, ReceiptVerifier, issue_receipts
-from exchnode.replay import FreshnessPolicy, ReplayWindow
-from exchnode.reports import NonDeliveryReport
-from exchnode.routing import Relation
-from exchnode.sealing import (
-    EnvelopeVerifier,
-    Opened,
-    Opener,
-    OpenPolicy,
-    Outgoing,
-    SealedEnvelope,
-    Sealer,
-    SealPolicy,
-)
-from exchnode.sharing import SharingService
-from exchnode.store import Store
-from exchnode.store_memory import MemoryStore
-from exchnode.store_sqlite import SqliteStore
-from exchnode.subscriptions import RequestState
-from exchnode.tls import TlsFiles
-from exchnode.workdays import WorkCalendar
+
+if TYPE_CHECKING:
+    from exchnode.aio import (
+        CatalogService,
+        Delivery,
+        DeliveryStatus,
+        Message,
+        Node,
+        NodeLimits,
+        NodeService,
+        NodeStats,
+        NodeTimers,
+        Peer,
+        Sent,
+        ServiceMessage,
+        SharingService,
+        TlsFiles,
+    )
+    from exchnode.catalog import (
+        CatalogEntry,
+        CatalogRecord,
+        CatalogState,
+        DataItem,
+        DataType,
+        Openness,
+        ResourceFormat,
+        ShareMethod,
+        ShareType,
+        UpdateCycle,
+    )
+    from exchnode.core import (
+        AuditEvent,
+        Directory,
+        Envelope,
+        EnvelopeVerifier,
+        EventSink,
+        FreshnessPolicy,
+        Header,
+        Level,
+        Limits,
+        LocalIdentity,
+        NodeName,
+        NonDeliveryReport,
+        Opened,
+        Opener,
+        OpenPolicy,
+        Outgoing,
+        PeerIdentity,
+        Receipt,
+        ReceiptVerifier,
+        RecipientEntry,
+        ReplayWindow,
+        SealedEnvelope,
+        Sealer,
+        SealPolicy,
+        StaticDirectory,
+        decode_envelope,
+        issue_receipts,
+        key_id,
+    )
+    from exchnode.federation import BackoffPolicy, Relation
+    from exchnode.pki import (
+        TrustStore,
+        load_local_identity,
+        verify_ca_certificate,
+        verify_node_certificate,
+    )
+    from exchnode.sharing import Hash, Keep, MaskSet, Redact, RequestState, WorkCalendar, YearOnly
+    from exchnode.store import MemoryStore, SqliteStore, Store
+
+#: each public name -> the package that holds it
+_HOME: dict[str, str] = {
+    "AuditEvent": "exchnode.core",
+    "BackoffPolicy": "exchnode.federation",
+    "CatalogEntry": "exchnode.catalog",
+    "CatalogRecord": "exchnode.catalog",
+    "CatalogService": "exchnode.aio",
+    "CatalogState": "exchnode.catalog",
+    "DataItem": "exchnode.catalog",
+    "DataType": "exchnode.catalog",
+    "Delivery": "exchnode.aio",
+    "DeliveryStatus": "exchnode.aio",
+    "Directory": "exchnode.core",
+    "Envelope": "exchnode.core",
+    "EnvelopeVerifier": "exchnode.core",
+    "EventSink": "exchnode.core",
+    "FreshnessPolicy": "exchnode.core",
+    "Hash": "exchnode.sharing",
+    "Header": "exchnode.core",
+    "Keep": "exchnode.sharing",
+    "Level": "exchnode.core",
+    "Limits": "exchnode.core",
+    "LocalIdentity": "exchnode.core",
+    "MaskSet": "exchnode.sharing",
+    "MemoryStore": "exchnode.store",
+    "Message": "exchnode.aio",
+    "Node": "exchnode.aio",
+    "NodeLimits": "exchnode.aio",
+    "NodeName": "exchnode.core",
+    "NodeService": "exchnode.aio",
+    "NodeStats": "exchnode.aio",
+    "NodeTimers": "exchnode.aio",
+    "NonDeliveryReport": "exchnode.core",
+    "OpenPolicy": "exchnode.core",
+    "Opened": "exchnode.core",
+    "Opener": "exchnode.core",
+    "Openness": "exchnode.catalog",
+    "Outgoing": "exchnode.core",
+    "Peer": "exchnode.aio",
+    "PeerIdentity": "exchnode.core",
+    "Receipt": "exchnode.core",
+    "ReceiptVerifier": "exchnode.core",
+    "RecipientEntry": "exchnode.core",
+    "Redact": "exchnode.sharing",
+    "Relation": "exchnode.federation",
+    "ReplayWindow": "exchnode.core",
+    "RequestState": "exchnode.sharing",
+    "ResourceFormat": "exchnode.catalog",
+    "SealPolicy": "exchnode.core",
+    "SealedEnvelope": "exchnode.core",
+    "Sealer": "exchnode.core",
+    "Sent": "exchnode.aio",
+    "ServiceMessage": "exchnode.aio",
+    "ShareMethod": "exchnode.catalog",
+    "ShareType": "exchnode.catalog",
+    "SharingService": "exchnode.aio",
+    "SqliteStore": "exchnode.store",
+    "StaticDirectory": "exchnode.core",
+    "Store": "exchnode.store",
+    "TlsFiles": "exchnode.aio",
+    "TrustStore": "exchnode.pki",
+    "UpdateCycle": "exchnode.catalog",
+    "WorkCalendar": "exchnode.sharing",
+    "YearOnly": "exchnode.sharing",
+    "decode_envelope": "exchnode.core",
+    "issue_receipts": "exchnode.core",
+    "key_id": "exchnode.core",
+    "load_local_identity": "exchnode.pki",
+    "verify_ca_certificate": "exchnode.pki",
+    "verify_node_certificate": "exchnode.pki",
+}
 
 __all__ = [
     "AuditEvent",
@@ -133,3 +240,16 @@ __all__ = [
     "verify_ca_certificate",
     "verify_node_certificate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

@@ -40,18 +40,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from exchnode.directory import StaticDirectory
-from exchnode.identity import LocalIdentity
-from exchnode.names import NodeName
-from exchnode.pki_issue import (
+from exchnode.core import LocalIdentity, NodeName, StaticDirectory
+from exchnode.pki import (
+    CA_VALIDITY,
+    CRL_VALIDITY,
+    NODE_VALIDITY,
+    ROOT_VALIDITY,
     Revocation,
+    TrustStore,
     build_crl,
     build_intermediate_ca,
     build_node_certificate,
     build_root_ca,
 )
-from exchnode.pki_profile import CA_VALIDITY, CRL_VALIDITY, NODE_VALIDITY, ROOT_VALIDITY
-from exchnode.pki_verify import TrustStore
 
 __all__ = [
     "DEFAULT_EPOCH",

@@ -1,11 +1,14 @@
 """The reference daemon: one exchnode ``Node`` per process, configured by one TOML file.
 
-This package lives in the source tree next to ``exchnode`` and is deliberately
-not installed: ``exchnode`` is the one importable package, and this is one
-program built on its public API (nothing here imports a private name, and
-nothing in ``exchnode`` imports from here).  Run it from the repository root
-as ``python -m node <verb>``, or through the installed launcher
-``exchnode node <verb>`` / ``exchnode send`` / ``exchnode receive``.
+Its source is the repository's top-level ``node/`` folder; it is installed
+with the library as ``exchnode.node`` (``pyproject.toml`` maps the one onto
+the other), so one ``pip install`` gives an operator both, and no file in a
+working directory can stand in for it.  It is one program built on the
+library's public API: it imports only the packages' public names (and its
+own modules, relatively), and nothing in the library imports it (both are
+checked by ``tests/unit/test_layers.py``).  Run it as ``python -m
+exchnode.node <verb>`` or through ``exchnode node <verb>`` / ``exchnode send``
+/ ``exchnode receive``.
 
 Modules:
 

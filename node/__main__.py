@@ -1,5 +1,5 @@
-"""``python -m node``: the reference daemon's command line."""
+"""``python -m exchnode.node``: the reference daemon's command line."""
 
-from node.cli import main
+from .cli import main
 
 raise SystemExit(main())

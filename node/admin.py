@@ -53,7 +53,8 @@ import structlog
 from aiohttp import web
 from cryptography.x509.oid import NameOID
 
-from exchnode.audit_records import (
+from exchnode.aio import WitnessService
+from exchnode.audit import (
     NO_SUBJECT,
     Actor,
     AuditEntry,
@@ -64,17 +65,16 @@ from exchnode.audit_records import (
     SubjectKind,
     details,
 )
-from exchnode.audit_witnessing import WitnessService
 from exchnode.errors import ExchnodeError, UsageError
-from exchnode.keyfiles import read_private_file
+from exchnode.pki import read_private_file
 from exchnode.store import PeerState
-from node.api import HTTPProblem, json_body, peer_state_json, person
-from node.config import DaemonConfig
-from node.roles import PEOPLE, Credentials, token_key
+
+from .api import HTTPProblem, json_body, peer_state_json, person
+from .config import DaemonConfig
+from .roles import PEOPLE, Credentials, token_key
 
 if TYPE_CHECKING:
-    from exchnode.audit_service import AuditService
-    from exchnode.node import Node
+    from exchnode.aio import AuditService, Node
 
 __all__ = [
     "AdminApi",

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exchnode.audit_records import Actor, Role
+from exchnode.audit import Actor, Role
 from exchnode.errors import InvalidAuditRecordError
 from exchnode.store import PeerState
 

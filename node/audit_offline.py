@@ -30,18 +30,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from exchnode.audit_log import Checkpoint, TreeHeadVerifier, decode_checkpoint
-from exchnode.audit_verify import Finding, Tamper, verify_log
-from exchnode.directory import Directory, StaticDirectory
+from exchnode.audit import (
+    Checkpoint,
+    Finding,
+    Tamper,
+    TreeHeadVerifier,
+    decode_checkpoint,
+    verify_log,
+)
+from exchnode.core import Directory, StaticDirectory
 from exchnode.errors import RejectedError, UsageError
-from exchnode.store_sqlite import SqliteStore
-from node.config import ConfigError, DaemonConfig
-from node.daemon import build_directory, load_own_peer, load_trust, state_lock
-from node.operator_audit import CATALOG_META, catalog_json, record_json, report_json
+from exchnode.store import SqliteStore
+
+from .config import ConfigError, DaemonConfig
+from .daemon import build_directory, load_own_peer, load_trust, state_lock
+from .operator_audit import CATALOG_META, catalog_json, record_json, report_json
 
 __all__ = ["export_offline", "read_records_offline", "verify_offline"]
 
@@ -81,7 +88,7 @@ def _stopped_store(config: DaemonConfig) -> Iterator[SqliteStore]:
 
 def _verified(
     config: DaemonConfig, now: datetime | None
-) -> tuple[dict[str, Any], list[tuple[int, bytes]], bytes | None]:
+) -> tuple[dict[str, Any], Sequence[tuple[int, bytes]], bytes | None]:
     """The stopped node's log checked end to end (the API's report), its records, its catalog."""
     directory = _directory(config, now or datetime.now(UTC))
     with _stopped_store(config) as store:
@@ -110,7 +117,7 @@ def verify_offline(config: DaemonConfig, now: datetime | None = None) -> dict[st
 
 def export_offline(
     config: DaemonConfig, now: datetime | None = None
-) -> tuple[dict[str, Any], list[tuple[int, bytes]], dict[str, Any]]:
+) -> tuple[dict[str, Any], Sequence[tuple[int, bytes]], dict[str, Any]]:
     """For ``audit report --offline``: what ``/v1/audit/verify``, ``/export`` and ``/catalog``
     would answer, read once from the stopped node's store."""
     report, records, catalog = _verified(config, now)

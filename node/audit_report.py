@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 ``exchnode audit report`` (``node.cli_audit``) and the federation demo both
-call :func:`collect`; the counting is ``exchnode.oversight``'s.  Per node,
+call :func:`collect`; the counting is ``exchnode.audit``'s.  Per node,
 through its local API with the auditor's credential (every path is under
 ``/v1/audit``):
 
@@ -38,14 +38,14 @@ import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from exchnode.audit_records import AuditRecord, decode_record
+from exchnode.audit import AuditRecord, LogStatus, OversightBuilder, Resource, decode_record
 from exchnode.catalog import ShareType, UpdateCycle
 from exchnode.errors import ExchnodeError, RejectedError, UsageError
-from exchnode.oversight import LogStatus, OversightBuilder, Resource
-from node.audit_offline import export_offline
-from node.client import OperatorClient
-from node.config import DaemonConfig
-from node.operator_audit import MAX_RECORDS
+
+from .audit_offline import export_offline
+from .client import OperatorClient
+from .config import DaemonConfig
+from .operator_audit import MAX_RECORDS
 
 __all__ = [
     "PAGE",

@@ -1,4 +1,4 @@
-"""``python -m node <verb>`` (or ``exchnode node <verb>``, ``exchnode send``, ``exchnode receive``).
+"""``python -m exchnode.node <verb>`` (or ``exchnode node <verb>``, ``exchnode send``, ...).
 
 Verbs: ``init``, ``run``, ``send``, ``receive``, ``status``, ``health``,
 ``catalog ...`` and ``sub ...`` (``node.cli_services``), ``audit ...``
@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from exchnode.errors import ExchnodeError, RejectedError
-from exchnode.keyfiles import read_passphrase_file
-from node.cli_admin import register as register_admin
-from node.cli_audit import register as register_audit
-from node.cli_services import register as register_services
-from node.client import OperatorClient, OperatorError, Received
-from node.config import DEFAULT_LISTEN, DEFAULT_OPERATOR, DIRECTORY_MODES, LEVELS, load_config
-from node.scaffold import TOKEN_NAMES, InitOptions, init_node
+from exchnode.pki import read_passphrase_file
+
+from .cli_admin import register as register_admin
+from .cli_audit import register as register_audit
+from .cli_services import register as register_services
+from .client import OperatorClient, OperatorError, Received
+from .config import DEFAULT_LISTEN, DEFAULT_OPERATOR, DIRECTORY_MODES, LEVELS, load_config
+from .scaffold import TOKEN_NAMES, InitOptions, init_node
 
 __all__ = ["build_parser", "main"]
 
@@ -41,7 +42,7 @@ _RAW = argparse.RawDescriptionHelpFormatter
 
 def _prog() -> str:
     # The launcher (exchnode.cli.launcher) says how the user spelled the command.
-    return os.environ.get("EXCHNODE_PROG", "python -m node")
+    return os.environ.get("EXCHNODE_PROG", "python -m exchnode.node")
 
 
 def _peer_arg(relation: str) -> Any:
@@ -216,8 +217,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from node.daemon import serve
-    from node.logs import configure_logging
+    from .daemon import serve
+    from .logs import configure_logging
 
     config = load_config(args.config)
     configure_logging(config.log.level, config.log.format)

@@ -19,8 +19,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from node.cli_common import RAW, ask, common_options, person, show
-from node.cli_services import render_table
+from .cli_common import RAW, ask, common_options, person, show
+from .cli_services import render_table
 
 __all__ = ["register"]
 

@@ -3,7 +3,7 @@
 ``audit verify`` checks the log end to end and exits 1 on any finding;
 ``audit records`` lists its records decoded; ``audit report`` is the
 oversight report of one or more nodes (``node.audit_report``,
-``exchnode.oversight``).  They ask the running node's
+``exchnode.audit``).  They ask the running node's
 operator API (``/v1/audit``) of the node named by ``--config`` (default
 ``$EXCHNODE_CONFIG``, else ``./node.toml``); with ``--offline`` they read the
 node's store while the daemon is stopped (``node.audit_offline``), which is
@@ -24,15 +24,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from exchnode.audit import DEFAULT_ZOMBIE_AFTER_S, OversightBuilder, OversightReport
 from exchnode.errors import UsageError
-from exchnode.oversight import DEFAULT_ZOMBIE_AFTER_S, OversightBuilder, OversightReport
-from exchnode.workdays import CHINA_STANDARD_TIME, DEFAULT_ANSWER_DAYS
-from node.audit_offline import read_records_offline, verify_offline
-from node.audit_report import collect_configs, collect_offline
-from node.cli_common import RAW, ask, common_options, show
-from node.cli_services import render_table
-from node.config import DaemonConfig, load_config
-from node.operator_audit import DEFAULT_RECORDS, MAX_RECORDS
+from exchnode.sharing import CHINA_STANDARD_TIME, DEFAULT_ANSWER_DAYS
+
+from .audit_offline import read_records_offline, verify_offline
+from .audit_report import collect_configs, collect_offline
+from .cli_common import RAW, ask, common_options, show
+from .cli_services import render_table
+from .config import DaemonConfig, load_config
+from .operator_audit import DEFAULT_RECORDS, MAX_RECORDS
 
 __all__ = ["register"]
 

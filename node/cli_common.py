@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from exchnode.errors import UsageError
-from node.client import OperatorClient
-from node.config import load_config
+
+from .client import OperatorClient
+from .config import load_config
 
 __all__ = ["RAW", "ask", "common_options", "person", "show"]
 

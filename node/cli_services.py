@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from exchnode.errors import UsageError
-from node.cli_common import RAW, ask, common_options, person, show
-from node.client import OperatorClient
+
+from .cli_common import RAW, ask, common_options, person, show
+from .client import OperatorClient
 
 __all__ = ["parse_mask", "register", "render_table"]
 

@@ -25,11 +25,12 @@ from urllib.parse import quote
 
 import aiohttp
 
-from exchnode.audit_records import Role
+from exchnode.audit import Role
 from exchnode.errors import ExchnodeError
-from exchnode.keyfiles import read_private_file
-from node.config import DaemonConfig
-from node.roles import area_of, token_key
+from exchnode.pki import read_private_file
+
+from .config import DaemonConfig
+from .roles import area_of, token_key
 
 __all__ = ["OperatorClient", "OperatorError", "Received"]
 

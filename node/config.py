@@ -24,8 +24,8 @@ Sections (``node/README.md`` is the reference with every default)::
     [trust]      roots, cas, crls               (files, or directories of *.pem)
     [directory]  mode = "static" | "signed", certificates (static), advertise (signed)
     [[peers]]    name, relation = parent|child|link, url
-    [limits]     the fields of exchnode.node_config.NodeLimits
-    [timers]     the fields of exchnode.node_config.NodeTimers, plus drain_timeout
+    [limits]     the fields of exchnode.aio.NodeLimits
+    [timers]     the fields of exchnode.aio.NodeTimers, plus drain_timeout
     [operator]   listen, token_file, administrator_token_file, auditor_token_file,
                  allow_remote, lease_seconds, max_body_bytes
     [catalog]    refresh
@@ -47,14 +47,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exchnode.audit_records import Role
+from exchnode.aio import NodeLimits, NodeTimers, Peer
+from exchnode.audit import Role
+from exchnode.core import Level, NodeName
 from exchnode.errors import ExchnodeError, UsageError
-from exchnode.keyfiles import read_passphrase_file
-from exchnode.names import Level, NodeName
-from exchnode.node_config import NodeLimits, NodeTimers, Peer
-from exchnode.routing import Relation, Router
-from exchnode.workdays import DEFAULT_ANSWER_DAYS, MAX_ANSWER_DAYS, WorkCalendar
-from node.roles import token_key
+from exchnode.federation import Relation, Router
+from exchnode.pki import read_passphrase_file
+from exchnode.sharing import DEFAULT_ANSWER_DAYS, MAX_ANSWER_DAYS, WorkCalendar
+
+from .roles import token_key
 
 __all__ = [
     "DIRECTORY_MODES",
@@ -77,7 +78,7 @@ T = TypeVar("T")
 
 #: How the node learns its peers' keys.  "static": a bundle of certificate chains
 #: verified at startup (a closed deployment).  "signed": the federation's signed node
-#: directory, pulled from and served to every neighbour (``exchnode.node_directory``).
+#: directory, pulled from and served to every neighbour (``exchnode.federation``).
 DIRECTORY_MODES = ("static", "signed")
 _WILDCARDS = {"0.0.0.0", "::", ""}  # noqa: S104 - recognised, not bound
 LEVELS = {level.name.lower(): level for level in Level}

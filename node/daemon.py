@@ -59,27 +59,30 @@ from typing import Any, NamedTuple
 import structlog
 from cryptography import x509
 
-from exchnode.audit_service import AuditService
-from exchnode.audit_witnessing import WitnessService
-from exchnode.catalog_service import CatalogService
-from exchnode.directory import StaticDirectory
+from exchnode.aio import (
+    AuditService,
+    CatalogService,
+    Node,
+    SharingService,
+    TlsFiles,
+    WitnessService,
+    write_verify_bundle,
+)
+from exchnode.core import AuditEvent, LogSink, PeerIdentity, StaticDirectory
 from exchnode.errors import CertificateError, ExchnodeError, InconsistentLogError, UsageError
-from exchnode.events import AuditEvent, LogSink
-from exchnode.identity import PeerIdentity
-from exchnode.keyfiles import load_local_identity, read_private_file
-from exchnode.node import Node
-from exchnode.pki_verify import (
+from exchnode.pki import (
     TrustStore,
     load_certificates_pem,
     load_crls_pem,
+    load_local_identity,
+    read_private_file,
     verify_node_certificate,
 )
-from exchnode.sharing import SharingService
-from exchnode.tls import TlsFiles, write_verify_bundle
-from node.admin import AdminApi, StartFacts, note_start, read_credentials
-from node.config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
-from node.operator import OperatorApi
-from node.roles import PEOPLE, Credentials, token_key
+
+from .admin import AdminApi, StartFacts, note_start, read_credentials
+from .config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
+from .operator import OperatorApi
+from .roles import PEOPLE, Credentials, token_key
 
 __all__ = [
     "AuditAndLogSink",

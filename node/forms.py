@@ -60,19 +60,24 @@ from exchnode.catalog import (
     Status,
     UpdateCycle,
 )
+from exchnode.core import Level
 from exchnode.errors import UsageError
-from exchnode.masking import Hash, Keep, MaskRule, MaskSet, Redact, YearOnly
-from exchnode.names import Level
-from exchnode.subscriptions import (
+from exchnode.sharing import (
+    CHINA_STANDARD_TIME,
     Correction,
     CorrectionAnswer,
     CorrectionState,
     Escalation,
     Grant,
+    Hash,
+    Keep,
+    MaskRule,
+    MaskSet,
+    Redact,
     RequestState,
     SubscriptionRequest,
+    YearOnly,
 )
-from exchnode.workdays import CHINA_STANDARD_TIME
 
 __all__ = [
     "ENTRY_FIELDS",

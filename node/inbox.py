@@ -41,8 +41,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from exchnode.delivery import Delivery
-from exchnode.node import Node
+from exchnode.aio import Delivery, Node
 
 __all__ = ["Inbox", "delivery_id"]
 

@@ -65,16 +65,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 from aiohttp import web
 
-from exchnode.audit_records import (
-    Actor,
-    AuditEntry,
-    Category,
-    Outcome,
-    Role,
-    details,
-)
-from exchnode.catalog_service import CatalogService
-from exchnode.delivery import Delivery, DeliveryStatus, Message
+from exchnode.aio import CatalogService, Delivery, DeliveryStatus, Message, Node
+from exchnode.audit import Actor, AuditEntry, Category, Outcome, Role, details
 from exchnode.errors import (
     ExchnodeError,
     InvalidAuditRecordError,
@@ -82,22 +74,20 @@ from exchnode.errors import (
     RejectedError,
     UsageError,
 )
-from exchnode.node import Node
-from node.api import HTTPProblem as _HTTPProblem
-from node.api import error_response as _error
-from node.api import flag as _flag
-from node.api import json_body as _json_body
-from node.api import number as _number
-from node.api import peer_state_json as _peer_state_json
-from node.inbox import Inbox, delivery_id
-from node.operator_audit import AuditApi
-from node.operator_services import ServicesApi
-from node.roles import PEOPLE, Area, Credentials, area_of
+
+from .api import HTTPProblem as _HTTPProblem
+from .api import error_response as _error
+from .api import flag as _flag
+from .api import json_body as _json_body
+from .api import number as _number
+from .api import peer_state_json as _peer_state_json
+from .inbox import Inbox, delivery_id
+from .operator_audit import AuditApi
+from .operator_services import ServicesApi
+from .roles import PEOPLE, Area, Credentials, area_of
 
 if TYPE_CHECKING:
-    from exchnode.audit_service import AuditService
-    from exchnode.audit_witnessing import WitnessService
-    from exchnode.sharing import SharingService
+    from exchnode.aio import AuditService, SharingService, WitnessService
 
 __all__ = ["OperatorApi", "RouteGroup"]
 

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The node's :class:`~exchnode.audit_service.AuditService` keeps the audit log
+The node's :class:`~exchnode.aio.AuditService` keeps the audit log
 in the node's store: the catalog's and subscriptions' events as records, with
 a signed tree head every ``[audit] head_interval`` seconds.  Two reads:
 
@@ -41,25 +41,22 @@ prints for a log read from the store while the daemon is stopped
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from exchnode.audit_log import decode_tree_head
-from exchnode.audit_records import DetailValue, decode_record
-from exchnode.audit_service import AuditService
-from exchnode.audit_verify import VerificationReport
-from exchnode.audit_witnessing import WitnessService, WitnessStatus
-from exchnode.catalog_service import STATE_KEY
-from exchnode.catalog_state import CatalogState
+from exchnode.aio import STATE_KEY, AuditService, WitnessService, WitnessStatus
+from exchnode.audit import DetailValue, VerificationReport, decode_record, decode_tree_head
+from exchnode.catalog import CatalogState
 from exchnode.errors import RejectedError
-from node.api import integer
-from node.forms import record_json as catalog_record_json
+
+from .api import integer
+from .forms import record_json as catalog_record_json
 
 if TYPE_CHECKING:
-    from exchnode.node import Node
+    from exchnode.aio import Node
 
 __all__ = [
     "CATALOG_META",
@@ -74,7 +71,7 @@ __all__ = [
 
 DEFAULT_RECORDS = 100
 MAX_RECORDS = 10_000
-CATALOG_META = STATE_KEY  # where exchnode.catalog_service keeps its state in the store's meta
+CATALOG_META = STATE_KEY  # where exchnode.aio keeps its state in the store's meta
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -154,7 +151,7 @@ def report_json(report: VerificationReport, size: int, last_head: bytes | None) 
     return out
 
 
-def export_json(size: int, rows: list[tuple[int, bytes]]) -> dict[str, Any]:
+def export_json(size: int, rows: Sequence[tuple[int, bytes]]) -> dict[str, Any]:
     """A page of stored records as they are: ``[seq, base64]`` each, and the next seq."""
     following = rows[-1][0] + 1 if rows else None
     return {
@@ -205,7 +202,7 @@ class AuditApi:
         limit = integer(request, "limit", DEFAULT_RECORDS, 1, MAX_RECORDS)
         store = self.node.store
 
-        def page() -> tuple[int, list[tuple[int, bytes]]]:
+        def page() -> tuple[int, Sequence[tuple[int, bytes]]]:
             return store.audit_size(), store.audit_records(first, limit)
 
         size, rows = await self.node.run_in_store(page)
@@ -224,7 +221,7 @@ class AuditApi:
         limit = integer(request, "limit", MAX_RECORDS, 1, MAX_RECORDS)
         store = self.node.store
 
-        def page() -> tuple[int, list[tuple[int, bytes]]]:
+        def page() -> tuple[int, Sequence[tuple[int, bytes]]]:
             return store.audit_size(), store.audit_records(first, limit)
 
         size, rows = await self.node.run_in_store(page)

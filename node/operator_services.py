@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-Thin handlers over the node's :class:`~exchnode.catalog_service.CatalogService`
-and :class:`~exchnode.sharing.SharingService`: JSON in, the library call,
+Thin handlers over the node's :class:`~exchnode.aio.CatalogService`
+and :class:`~exchnode.aio.SharingService`: JSON in, the library call,
 JSON out (``node.forms`` does every translation).  The guard of
 ``node.operator`` has already checked the token and the phase, and turns
 the library's errors into 4xx answers.
@@ -53,15 +53,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from exchnode.aio import CatalogService, Delivery, SharingService
 from exchnode.catalog import ShareType
-from exchnode.catalog_service import CatalogService
-from exchnode.delivery import Delivery
 from exchnode.errors import ExchnodeError, UsageError
-from exchnode.record_messages import RecordBatch
-from exchnode.sharing import SharingService
-from exchnode.subscriptions import Correction, CorrectionState, Grant, RequestState
-from node.api import HTTPProblem, json_body
-from node.forms import (
+from exchnode.sharing import Correction, CorrectionState, Grant, RecordBatch, RequestState
+
+from .api import HTTPProblem, json_body
+from .forms import (
     FormError,
     correction_answer_json,
     correction_json,
@@ -81,7 +79,7 @@ from node.forms import (
 )
 
 if TYPE_CHECKING:
-    from exchnode.node import Node
+    from exchnode.aio import Node
 
 __all__ = ["MAX_OPERATOR_CHARS", "MAX_REPORTED", "ServicesApi", "operator_of"]
 

@@ -35,7 +35,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from exchnode.audit_records import Role
+from exchnode.audit import Role
 from exchnode.errors import UsageError
 
 __all__ = [

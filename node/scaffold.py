@@ -40,15 +40,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exchnode.audit_records import Role
-from exchnode.ca_store import CAStore
+from exchnode.aio import NodeLimits, NodeTimers
+from exchnode.audit import Role
+from exchnode.core import NodeName, parent_division
 from exchnode.errors import ExchnodeError, UsageError
-from exchnode.keyfiles import write_private_file
-from exchnode.names import NodeName, parent_division
-from exchnode.node_config import NodeLimits, NodeTimers
-from exchnode.pki_profile import NODE_VALIDITY
-from exchnode.workdays import DEFAULT_ANSWER_DAYS
-from node.config import (
+from exchnode.pki import NODE_VALIDITY, CAStore, write_private_file
+from exchnode.sharing import DEFAULT_ANSWER_DAYS
+
+from .config import (
     DEFAULT_LISTEN,
     DEFAULT_OPERATOR,
     DIRECTORY_MODES,

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from exchnode.directory import StaticDirectory
-from exchnode.identity import LocalIdentity
+from exchnode.core import LocalIdentity, StaticDirectory
 from exchnode.testing import seeded_directory, seeded_identity
 from tests.cast import HUB, OTHER, RECIPIENT, SENDER
 

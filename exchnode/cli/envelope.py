@@ -24,19 +24,29 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from exchnode.cli import Subparsers
-from exchnode.directory import StaticDirectory
-from exchnode.envelope import TYPE_ENVELOPE, TYPE_RECEIPT, decode_envelope
+from exchnode.core import (
+    TYPE_ENVELOPE,
+    TYPE_RECEIPT,
+    EnvelopeVerifier,
+    LocalIdentity,
+    Opener,
+    Outgoing,
+    ReceiptVerifier,
+    Sealer,
+    StaticDirectory,
+    decode_envelope,
+    decode_receipt,
+    issue_receipts,
+)
 from exchnode.errors import UsageError
-from exchnode.identity import LocalIdentity
-from exchnode.keyfiles import load_local_identity, read_passphrase_file
-from exchnode.pki_verify import (
+from exchnode.pki import (
     TrustStore,
     load_certificates_pem,
     load_crls_pem,
+    load_local_identity,
+    read_passphrase_file,
     verify_node_certificate,
 )
-from exchnode.receipts import ReceiptVerifier, decode_receipt, issue_receipts
-from exchnode.sealing import EnvelopeVerifier, Opener, Outgoing, Sealer
 
 __all__ = ["register"]
 

@@ -1,35 +1,34 @@
 """``exchnode node <verb>``, ``exchnode send|receive|catalog|sub|audit``: launch the daemon.
 
-The daemon is not part of the installed library: it lives in ``node/`` of the
-exchnode source tree, next to the ``exchnode`` package (an editable install,
-as ``dev.py`` makes, keeps them side by side).  These verbs do not import it.
-They find that directory and replace this process with
-``python -m node <verb> <args...>``, the source tree first on ``PYTHONPATH``.
-Every argument, ``--help`` included, goes to the daemon's own command line.
+The reference daemon is installed with the library as ``exchnode.node`` (its
+source is the top-level ``node/`` folder of the repository).  The library never
+imports it, and these verbs do not either: they replace this process with
+``python -P -m exchnode.node <verb> <args...>``.  ``-P`` keeps the current
+directory off ``sys.path``, so no ``node.py`` or ``exchnode/`` lying there can
+stand in for the daemon.  Every argument, ``--help`` included, goes to the
+daemon's own command line.
 
-Without a ``node/`` beside the package (a wheel installed from an index),
-they exit 2 with one line saying where the daemon lives.
+An installation without the daemon (the library vendored on its own) exits 2
+with one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-import exchnode
 
 if TYPE_CHECKING:
     from exchnode.cli import Subparsers
 
-__all__ = ["daemon_command", "register", "source_tree"]
+__all__ = ["DAEMON", "daemon_command", "daemon_installed", "register"]
 
 #: exchnode verb -> (daemon verb or None for "the next argument", help)
 _VERBS: dict[str, tuple[str | None, str]] = {
-    "node": (None, "the reference daemon: init, run, send, receive, status, health (node/)"),
+    "node": (None, "the reference daemon: init, run, send, receive, status, health"),
     "send": ("send", "send a file or stdin through the local node (= exchnode node send)"),
     "receive": ("receive", "take messages from the local node (= exchnode node receive)"),
     "catalog": ("catalog", "the resource catalog through the local node (= exchnode node catalog)"),
@@ -38,24 +37,26 @@ _VERBS: dict[str, tuple[str | None, str]] = {
 }
 
 
-def source_tree() -> Path | None:
-    """The directory holding ``node/`` next to the ``exchnode`` package, if there is one."""
-    root = Path(exchnode.__file__).resolve().parent.parent
-    if (root / "node" / "__main__.py").is_file():
-        return root
-    return None
+DAEMON = "exchnode.node"
+
+
+def daemon_installed() -> bool:
+    """Whether the reference daemon is importable beside this library."""
+    try:
+        return importlib.util.find_spec(DAEMON) is not None
+    except ImportError:
+        return False
 
 
 def daemon_command(
-    verb: str | None, rest: Sequence[str], root: Path, environ: dict[str, str]
+    verb: str | None, rest: Sequence[str], environ: dict[str, str]
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that run the daemon's ``verb`` with ``rest``."""
-    argv = [sys.executable, "-m", "node"]
+    argv = [sys.executable, "-P", "-m", DAEMON]
     if verb is not None:
         argv.append(verb)
     argv.extend(rest)
     env = dict(environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), environ.get("PYTHONPATH")]))
     env["EXCHNODE_PROG"] = "exchnode node" if verb is None else "exchnode"
     return argv, env
 
@@ -68,18 +69,16 @@ def _execve(path: str, argv: list[str], env: dict[str, str]) -> None:  # pragma:
 
 def _launcher(exchnode_verb: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        root = source_tree()
-        if root is None:
+        if not daemon_installed():
             print(
-                f"exchnode: error: 'exchnode {exchnode_verb}' runs the reference daemon, which "
-                "lives in node/ of the exchnode source tree (a git clone, installed with "
-                "'python3 dev.py'); this installation has no node/ next to "
-                f"{Path(exchnode.__file__).resolve().parent}",
+                f"exchnode: error: 'exchnode {exchnode_verb}' runs the reference daemon "
+                f"({DAEMON}), which this installation does not have; install the exchnode "
+                "distribution whole (pip install exchnode, or python3 dev.py in a clone)",
                 file=sys.stderr,
             )
             return 2
         verb = _VERBS[exchnode_verb][0]
-        argv, env = daemon_command(verb, args.rest, root, dict(os.environ))
+        argv, env = daemon_command(verb, args.rest, dict(os.environ))
         _execve(sys.executable, argv, env)
         return 0  # not reached: the daemon's exit status is the process's
 

@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 A thin shell: each verb parses its arguments, reads the clock once, gets
-passphrases from a file or a prompt, and calls :class:`exchnode.ca_store.CAStore`
-(which calls the pure builders) or :mod:`exchnode.pki_verify`.  All policy
+passphrases from a file or a prompt, and calls :class:`exchnode.pki.CAStore`
+(which calls the pure builders) or :mod:`exchnode.pki`.  All policy
 -- who may certify whom, what verification checks -- lives in those modules
 and SPEC §3, not here.  Errors propagate to :func:`exchnode.cli.main`, which
 prints them as one line.
@@ -27,22 +27,23 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from exchnode.ca_store import REASONS, CAStore, CertificateAuthority, IssuedCertificate
+from exchnode.core import division_level
 from exchnode.errors import InvalidNameError, UsageError
-from exchnode.keyfiles import read_passphrase_file
-from exchnode.names import division_level
-from exchnode.pki_profile import (
+from exchnode.pki import (
     CA_VALIDITY,
     CRL_VALIDITY,
     NODE_VALIDITY,
+    REASONS,
     ROOT_VALIDITY,
+    CAStore,
+    CertificateAuthority,
     CertKind,
-    parse_subject,
-)
-from exchnode.pki_verify import (
+    IssuedCertificate,
     TrustStore,
     load_certificates_pem,
     load_crls_pem,
+    parse_subject,
+    read_passphrase_file,
     verify_ca_certificate,
     verify_chain,
     verify_node_certificate,

@@ -32,15 +32,25 @@ from typing import Any
 import msgpack
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from exchnode.batch import sign_leaves
-from exchnode.directory import StaticDirectory
-from exchnode.encoding import pack
-from exchnode.envelope import TYPE_ENVELOPE, decode_signed, encode_signed, signed_leaf
-from exchnode.hpke import hpke_open, hpke_seal
-from exchnode.identity import LocalIdentity
-from exchnode.pki_verify import verify_node_certificate
-from exchnode.receipts import issue_receipts
-from exchnode.sealing import Opener, Outgoing, Sealer, SealPolicy, wrap_info
+from exchnode.core import (
+    TYPE_ENVELOPE,
+    LocalIdentity,
+    Opener,
+    Outgoing,
+    Sealer,
+    SealPolicy,
+    StaticDirectory,
+    decode_signed,
+    encode_signed,
+    hpke_open,
+    hpke_seal,
+    issue_receipts,
+    pack,
+    sign_leaves,
+    signed_leaf,
+    wrap_info,
+)
+from exchnode.pki import verify_node_certificate
 from exchnode.testing import IssuedNode, SeededRandom, SyntheticPKI
 
 HERE = Path(__file__).resolve().parent
@@ -77,7 +87,7 @@ def raw_private(key: Any) -> str:
 
 
 def verified_directory(nodes: dict[str, IssuedNode], cas: list[Any], crls: list[Any]) -> Any:
-    from exchnode.pki_verify import TrustStore
+    from exchnode.pki import TrustStore
 
     trust = TrustStore([cas[0].certificate], crls)
     moment = datetime.fromtimestamp(SEALED_AT, UTC)

@@ -18,13 +18,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from exchnode.ca_store import CAStore
-from exchnode.names import NATIONAL_DIVISION, NodeName, parent_hub
+from exchnode.core import NATIONAL_DIVISION, NodeName, parent_hub
+from exchnode.node.config import DaemonConfig, load_config
+from exchnode.node.scaffold import InitOptions, export_trust, init_node
+from exchnode.pki import CAStore
 from exchnode.testing import free_port
-from node.config import DaemonConfig, load_config
-from node.scaffold import InitOptions, export_trust, init_node
 
 REPO = Path(__file__).resolve().parents[2]
+#: the installed daemon, as the launcher runs it
+NODE = (sys.executable, "-P", "-m", "exchnode.node")
 LEVELS = {1: "province", 2: "city", 3: "county"}
 
 
@@ -36,15 +38,14 @@ def parent_of(name: str) -> str | None:
 
 def node_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PYTHONWARNINGS"] = "error"
     return env
 
 
 def node_cli(*argv: str, stdin: bytes | None = None, timeout: float = 60) -> Any:
-    """``python -m node ARGV`` as a process; the CompletedProcess (bytes)."""
+    """``python -m exchnode.node ARGV`` as a process; the CompletedProcess (bytes)."""
     return subprocess.run(
-        [sys.executable, "-m", "node", *argv],
+        [*NODE, *argv],
         input=stdin,
         capture_output=True,
         timeout=timeout,
@@ -122,7 +123,7 @@ class DaemonFederation:
         for name in names:
             with self.log_path(name).open("ab") as log:
                 self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "node", "run", "--config", str(self.config_path(name))],
+                    [*NODE, "run", "--config", str(self.config_path(name))],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=log,

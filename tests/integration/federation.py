@@ -15,15 +15,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exchnode.directory import StaticDirectory
-from exchnode.keyfiles import write_private_key
-from exchnode.names import NodeName, parent_hub
-from exchnode.node import Node
-from exchnode.node_config import Peer
-from exchnode.pki_verify import TrustStore, verify_node_certificate
-from exchnode.routing import Relation
+from exchnode.aio import Node, Peer, TlsFiles
+from exchnode.core import NodeName, StaticDirectory, parent_hub
+from exchnode.federation import Relation
+from exchnode.pki import TrustStore, verify_node_certificate, write_private_key
 from exchnode.testing import IssuedCA, IssuedNode, SyntheticPKI, free_port
-from exchnode.tls import TlsFiles
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

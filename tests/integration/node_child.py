@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 import structlog  # noqa: E402
 
-from exchnode.backoff import BackoffPolicy  # noqa: E402
+from exchnode.federation import BackoffPolicy  # noqa: E402
 from tests.integration.federation import Federation  # noqa: E402
 
 

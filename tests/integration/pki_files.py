@@ -7,10 +7,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exchnode.keyfiles import write_private_key
-from exchnode.pki_verify import TrustStore, verify_node_certificate
+from exchnode.aio import TlsFiles
+from exchnode.pki import TrustStore, verify_node_certificate, write_private_key
 from exchnode.testing import IssuedCA, IssuedNode, SyntheticPKI
-from exchnode.tls import TlsFiles
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 import struct
 import sys
 
-from exchnode.store import AcceptItem
-from exchnode.store_sqlite import SqliteStore
+from exchnode.store import AcceptItem, SqliteStore
 
 NOW = 1_795_000_000_000
 EXPIRES = NOW + 86_400_000

@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from exchnode.audit_records import Category, decode_record
-from exchnode.audit_service import AuditService
-from exchnode.audit_verify import verify_log
-from exchnode.node import Node
-from exchnode.store_sqlite import SqliteStore
+from exchnode.aio import AuditService, Node
+from exchnode.audit import Category, decode_record, verify_log
+from exchnode.store import SqliteStore
 from tests.integration.federation import Federation
 from tests.integration.test_node import collect
 

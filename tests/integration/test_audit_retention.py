@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from exchnode.audit_log import decode_tree_head
-from exchnode.audit_records import Actor, AuditEntry, Category, decode_record
-from exchnode.audit_service import RETENTION, AuditService
+from exchnode.aio import AuditService, Node
+from exchnode.aio._audit_service import RETENTION
+from exchnode.audit import Actor, AuditEntry, Category, decode_record, decode_tree_head
+from exchnode.core import leaf_hash, verify_inclusion
 from exchnode.errors import UsageError
-from exchnode.merkle import leaf_hash, verify_inclusion
-from exchnode.node import Node
-from exchnode.store_sqlite import SqliteStore
+from exchnode.store import SqliteStore
 from tests.integration.federation import Federation
 
 NAME = "520102.gongan"

@@ -8,18 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from exchnode.audit_records import Category, decode_record
-from exchnode.audit_service import AuditService
-from exchnode.audit_verify import Tamper, verify_log
+from exchnode.aio import AuditService, CatalogService, Node, SharingService
+from exchnode.audit import Category, Tamper, decode_record, verify_log
 from exchnode.catalog import ShareType
-from exchnode.catalog_service import CatalogService
 from exchnode.errors import InconsistentLogError
-from exchnode.node import Node
-from exchnode.sharing import SharingService
-from exchnode.store_sqlite import SqliteStore
-from exchnode.subscriptions import RequestState
+from exchnode.sharing import RequestState
+from exchnode.store import SqliteStore
 from tests.integration.federation import Federation
-from tests.unit.test_catalog import make_entry
+from tests.unit.catalog.test_entry import make_entry
 
 NAMES = ["520102", "520102.gongan", "520102.minzheng"]
 PROVIDER, REQUESTER = "520102.gongan", "520102.minzheng"

@@ -25,27 +25,26 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from exchnode.audit_log import AuditLogState, TreeHead, decode_tree_head
-from exchnode.audit_records import (
+from exchnode.aio import AuditService, LinkError, Node, NodeService, WitnessService, WitnessStatus
+from exchnode.aio._witness_service import AUDIT_HEAD_PATH
+from exchnode.audit import (
     Actor,
     AuditEntry,
+    AuditLogState,
     AuditRecord,
     Category,
     Outcome,
     Role,
-    Status,
     Subject,
     SubjectKind,
+    TreeHead,
     decode_record,
+    decode_tree_head,
     details,
+    verify_log,
 )
-from exchnode.audit_service import AuditService
-from exchnode.audit_verify import verify_log
-from exchnode.audit_witnessing import AUDIT_HEAD_PATH, WitnessService, WitnessStatus
-from exchnode.identity import LocalIdentity
-from exchnode.node import Node
-from exchnode.node_service import NodeService
-from exchnode.transport import LinkError
+from exchnode.audit._records import Status
+from exchnode.core import LocalIdentity
 from tests.integration.federation import Federation
 
 HUB, CHILD, SIBLING = "520102", "520102.gongan", "520102.minzheng"

@@ -10,18 +10,15 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from exchnode.audit_records import entry_from_event
+from exchnode.aio import CatalogService, Node
+from exchnode.audit import entry_from_event
 from exchnode.catalog import ShareType, decode_record
-from exchnode.catalog_service import CatalogService
-from exchnode.encoding import pack
-from exchnode.envelope import TYPE_CATALOG, decode_signed, encode_signed
+from exchnode.core import TYPE_CATALOG, Level, NodeName, decode_signed, encode_signed, pack
+from exchnode.core._events import ListSink
 from exchnode.errors import UsageError
-from exchnode.events import ListSink
-from exchnode.names import Level, NodeName
-from exchnode.node import Node
-from exchnode.routing import Neighbour, Relation
+from exchnode.federation import Neighbour, Relation
 from tests.integration.federation import CROSS_CITY, Federation
-from tests.unit.test_catalog import make_entry
+from tests.unit.catalog.test_entry import make_entry
 
 GONGAN = "520102.gongan"
 MINZHENG = "522301.minzheng"

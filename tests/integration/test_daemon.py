@@ -1,6 +1,6 @@
 """The reference daemon (node/): config validation, init, real processes on loopback.
 
-Every daemon here is a separate ``python -m node run`` process with its own
+Every daemon here is a separate ``python -m exchnode.node run`` process with its own
 SQLite store and mutual TLS; the shell verbs run as processes too.
 """
 
@@ -22,14 +22,13 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from exchnode.delivery import Delivery
+from exchnode.aio import Delivery, Node
 from exchnode.errors import UsageError
-from exchnode.node import Node
-from node.config import ConfigError, load_config
-from node.inbox import Inbox
-from node.operator import OperatorApi
-from node.scaffold import InitOptions, export_trust, init_node
-from tests.integration.daemons import DaemonFederation, node_cli, node_env
+from exchnode.node.config import ConfigError, load_config
+from exchnode.node.inbox import Inbox
+from exchnode.node.operator import OperatorApi
+from exchnode.node.scaffold import InitOptions, export_trust, init_node
+from tests.integration.daemons import NODE, DaemonFederation, node_cli, node_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -181,7 +180,7 @@ def test_run_with_a_bad_config_is_one_line_and_status_1(tmp_path: Path) -> None:
     assert completed.returncode == 1
     lines = completed.stderr.decode().splitlines()
     assert lines == [
-        f"python -m node: error: {path}: node.level: 'province' does not match "
+        f"python -m exchnode.node: error: {path}: node.level: 'province' does not match "
         "520102.gongan, a county department"
     ]
 
@@ -291,7 +290,8 @@ def test_init_refuses_a_level_that_does_not_match(tmp_path: Path) -> None:
     )
     assert completed.returncode == 1
     assert completed.stderr.decode().splitlines() == [
-        "python -m node: error: --level city does not match 520102.gongan, a county department"
+        "python -m exchnode.node: error: --level city does not match 520102.gongan, "
+        "a county department"
     ]
     assert not (tmp_path / "x").exists()
 
@@ -411,9 +411,7 @@ def test_three_daemons_exchange_a_file_with_send_and_receive(
     (tmp_path / "report.bin").write_bytes(payload)
     receiver = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "node",
+            *NODE,
             "receive",
             "--config",
             str(federation.config_path(MINZHENG)),
@@ -518,7 +516,7 @@ def test_sigterm_drains_and_exits_0_even_with_a_long_poll_open(
     ready = federation.config(GONGAN).ready_path
     assert json.loads(ready.read_text())["name"] == GONGAN
     poll = subprocess.Popen(
-        [sys.executable, "-m", "node", "receive", "--config", str(federation.config_path(GONGAN))],
+        [*NODE, "receive", "--config", str(federation.config_path(GONGAN))],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd="/",
@@ -531,7 +529,7 @@ def test_sigterm_drains_and_exits_0_even_with_a_long_poll_open(
     _, err = poll.communicate(timeout=30)
     assert poll.returncode == 1
     (line,) = err.decode().splitlines()  # one line, no traceback
-    assert line.startswith("python -m node: error: ")
+    assert line.startswith("python -m exchnode.node: error: ")
     assert not ready.exists()
     events = federation.log_events(GONGAN)  # every line of the log is JSON
     names = [event["event"] for event in events]

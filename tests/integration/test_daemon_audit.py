@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from node.config import ConfigError, load_config
+from exchnode.node.config import ConfigError, load_config
 from tests.integration.daemons import DaemonFederation, node_cli
 from tests.integration.test_daemon_catalog import entry, ok_json, one_line_error, until
 
@@ -173,7 +173,7 @@ def test_verified_listed_tampered_found_offline_and_the_start_refused(tmp_path: 
         status = fed.processes[PROVIDER].wait(40)
         assert status == 1
         last = fed.log_path(PROVIDER).read_text().splitlines()[-1]
-        assert last.startswith("python -m node: error: the audit log in "), last
+        assert last.startswith("python -m exchnode.node: error: the audit log in "), last
         assert "is inconsistent" in last
         assert "audit verify --offline" in last
         assert "Traceback" not in fed.log_path(PROVIDER).read_text()

@@ -3,7 +3,7 @@
 Five daemons on loopback, two cities under one province: a department of
 Guiyang (520100) finds and subscribes to a resource of a department of
 Qiannan (522300), whose hub is the sharing authority.  Every step goes
-through ``python -m node catalog|sub ...`` processes, as an operator would:
+through ``python -m exchnode.node catalog|sub ...`` processes, as an operator would:
 requests and decisions, records, corrections (校核) and gap repair.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from exchnode.subscriptions import CorrectionState
-from node import operator_services
-from node.cli_services import parse_mask, render_table
-from node.config import ConfigError, load_config
-from node.forms import FormError, entry_from_json, entry_json, masks_from_json, parse_time
+from exchnode.node import operator_services
+from exchnode.node.cli_services import parse_mask, render_table
+from exchnode.node.config import ConfigError, load_config
+from exchnode.node.forms import FormError, entry_from_json, entry_json, masks_from_json, parse_time
+from exchnode.sharing import CorrectionState
 from tests.integration.daemons import DaemonFederation, node_cli
 
 pytestmark = pytest.mark.timeout(180)
@@ -71,7 +71,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
 
 
 def cli(fed: DaemonFederation, name: str, *argv: str, stdin: bytes | None = None) -> Any:
-    """``python -m node ARGV --config <name's config>``."""
+    """``python -m exchnode.node ARGV --config <name's config>``."""
     verb, step, *rest = argv
     return node_cli(verb, step, "--config", str(fed.config_path(name)), *rest, stdin=stdin)
 
@@ -87,7 +87,7 @@ def one_line_error(result: Any) -> str:
     assert result.returncode == 1, (result.returncode, err)
     assert err.count("\n") == 1, err
     assert "Traceback" not in err
-    assert err.startswith("python -m node: error: ")
+    assert err.startswith("python -m exchnode.node: error: ")
     return err
 
 

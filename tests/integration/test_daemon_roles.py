@@ -24,16 +24,15 @@ from typing import Any, cast
 
 import pytest
 
-from exchnode.audit_records import Role
-from exchnode.audit_service import AuditService
+from exchnode.aio import AuditService, Node
+from exchnode.audit import Role
 from exchnode.errors import UsageError
-from exchnode.keyfiles import write_private_file
-from exchnode.node import Node
-from node.admin import AdminApi
-from node.client import OperatorClient, OperatorError
-from node.config import ConfigError, DaemonConfig, load_config
-from node.operator import OperatorApi
-from node.roles import AREAS, PEOPLE, Credentials, area_of
+from exchnode.node.admin import AdminApi
+from exchnode.node.client import OperatorClient, OperatorError
+from exchnode.node.config import ConfigError, DaemonConfig, load_config
+from exchnode.node.operator import OperatorApi
+from exchnode.node.roles import AREAS, PEOPLE, Credentials, area_of
+from exchnode.pki import write_private_file
 from tests.integration.daemons import DaemonFederation, node_cli
 from tests.integration.test_daemon_catalog import ok_json, one_line_error
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from exchnode.audit_records import Role
+from exchnode.audit import Role
 from tests.integration.daemons import DaemonFederation, node_cli
 from tests.integration.test_daemon_catalog import ok_json, one_line_error
 from tests.integration.test_daemon_roles import audit_records, call, find

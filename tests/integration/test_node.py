@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from exchnode.delivery import Delivery, Message
+from exchnode.aio import Delivery, Message, Node, NodeLimits, NodeTimers
 from exchnode.errors import UsageError
-from exchnode.node import Node
-from exchnode.node_config import NodeLimits, NodeTimers
 from tests.integration.federation import CROSS_CITY, Federation
 
 GONGAN = "520102.gongan"

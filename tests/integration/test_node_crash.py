@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from exchnode.backoff import BackoffPolicy
-from exchnode.delivery import Message
+from exchnode.aio import Message
+from exchnode.federation import BackoffPolicy
 from tests.integration.federation import Federation
 
 CHILD = Path(__file__).with_name("node_child.py")

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from exchnode.aio import Node, NodeTimers
 from exchnode.errors import DirectoryExpiredError, ExchnodeError
-from exchnode.node import Node
-from exchnode.node_config import NodeTimers
 from tests.integration.federation import CROSS_CITY, Federation
 
 GONGAN, MINZHENG = "520102.gongan", "522301.minzheng"

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from exchnode.backoff import BackoffPolicy
-from exchnode.delivery import Message
-from exchnode.node import Node
+from exchnode.aio import Message, Node
+from exchnode.federation import BackoffPolicy
 from tests.integration.federation import CROSS_CITY, Federation
 from tests.integration.tcp_proxy import Proxy
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from exchnode.link import Item, Status, TransferRequest
-from exchnode.sealing import Outgoing, Sealer
-from exchnode.tls import make_context
-from exchnode.transport import LinkClient, LinkError
+from exchnode.aio import LinkClient, LinkError, make_context
+from exchnode.core import Outgoing, Sealer
+from exchnode.federation import Item, Status, TransferRequest
 from tests.integration.federation import Federation
 
 CITY, COUNTY, GONGAN = "520100", "520102", "520102.gongan"

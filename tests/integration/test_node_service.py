@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from exchnode.delivery import Message
+from exchnode.aio import Message, Node, ServiceMessage
+from exchnode.aio._transport import Handler
 from exchnode.errors import MalformedError, UsageError
-from exchnode.node import Node
-from exchnode.node_service import ServiceMessage
-from exchnode.transport import Handler
 from tests.integration.federation import Federation
 
 NAMES = ["520000", "520100", "520102", "520102.gongan", "520100.fagai"]
@@ -114,7 +112,7 @@ async def test_service_takes_its_kinds_and_the_application_the_rest(tmp_path: Pa
 def federation_timers(**values: float):  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from exchnode.node_config import NodeTimers
+    from exchnode.aio import NodeTimers
 
     return replace(NodeTimers(), **values)
 

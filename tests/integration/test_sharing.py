@@ -11,20 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from exchnode.audit_records import entry_from_event
+from exchnode.aio import RECORDS_KIND, CatalogService, Message, Node, SharingService
+from exchnode.aio._sharing_service import ReceivedRecords
+from exchnode.audit import entry_from_event
 from exchnode.catalog import ShareType
-from exchnode.catalog_service import CatalogService
-from exchnode.corrections import CorrectionState
-from exchnode.delivery import Message
+from exchnode.core._events import ListSink
 from exchnode.errors import UsageError
-from exchnode.events import ListSink
-from exchnode.masking import Keep, MaskSet
-from exchnode.node import Node
-from exchnode.sharing import RECORDS_KIND, ReceivedRecords, SharingService
-from exchnode.subscriptions import CONTENT_TYPE, Decision, RequestState
-from exchnode.workdays import WorkCalendar
+from exchnode.sharing import (
+    CONTENT_TYPE,
+    CorrectionState,
+    Decision,
+    Keep,
+    MaskSet,
+    RequestState,
+    WorkCalendar,
+)
 from tests.integration.federation import CROSS_CITY, Federation
-from tests.unit.test_catalog import make_entry
+from tests.unit.catalog.test_entry import make_entry
 
 REQUESTER = "520102.gongan"  # a county department in one city
 PROVIDER = "522301.minzheng"  # a county department in another

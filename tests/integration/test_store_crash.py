@@ -38,8 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exchnode.store import AcceptStatus
-from exchnode.store_sqlite import SqliteStore
+from exchnode.store import AcceptStatus, SqliteStore
 from tests.integration.store_crash_child import (
     BATCH,
     HOP_A,

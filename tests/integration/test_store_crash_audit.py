@@ -33,10 +33,10 @@ from pathlib import Path
 if __name__ == "__main__":  # the child, run from the repository's root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from exchnode.audit_log import AuditLogState
-from exchnode.audit_records import (
+from exchnode.audit import (
     Actor,
     AuditEntry,
+    AuditLogState,
     Category,
     Outcome,
     Subject,
@@ -44,8 +44,7 @@ from exchnode.audit_records import (
     decode_record,
     details,
 )
-from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus
-from exchnode.store_sqlite import SqliteStore
+from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus, AuditRow, SqliteStore
 from exchnode.testing import seeded_identity
 from tests.integration.store_crash_child import BATCH, ME, NOW, SENDER, batch_items, message_id
 
@@ -66,8 +65,8 @@ def resume(store: SqliteStore) -> AuditLogState:
 
 def auditor(
     log: AuditLogState, items: list[AcceptItem]
-) -> Callable[[list[AcceptOutcome]], list[bytes]]:
-    def audit(outcomes: list[AcceptOutcome]) -> list[bytes]:
+) -> Callable[[list[AcceptOutcome]], list[AuditRow]]:
+    def audit(outcomes: list[AcceptOutcome]) -> list[AuditRow]:
         entries = [
             AuditEntry(
                 time_ms=NOW,
@@ -81,7 +80,7 @@ def auditor(
             for item, outcome in zip(items, outcomes, strict=True)
             if outcome.status is AcceptStatus.ACCEPTED
         ]
-        return [record.data for record in log.append(entries)]
+        return [AuditRow(record.seq, record.data) for record in log.append(entries)]
 
     return audit
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from exchnode.aio import TlsFiles, make_context
+from exchnode.aio._tls import ALPN_PROTOCOL, peer_certificate
 from exchnode.errors import UsageError
-from exchnode.pki_verify import TrustStore, verify_node_certificate
-from exchnode.tls import ALPN_PROTOCOL, TlsFiles, make_context, peer_certificate
+from exchnode.pki import TrustStore, verify_node_certificate
 from tests.integration.pki_files import NOW, Federation
 
 

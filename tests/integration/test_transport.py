@@ -9,17 +9,10 @@ from typing import Any
 
 import pytest
 
+from exchnode.aio import LinkClient, LinkError, make_context
+from exchnode.aio._transport import LinkServer
 from exchnode.errors import UntrustedError
-from exchnode.link import (
-    Credit,
-    Item,
-    ItemResult,
-    Status,
-    TransferRequest,
-    TransferResponse,
-)
-from exchnode.tls import make_context
-from exchnode.transport import LinkClient, LinkError, LinkServer
+from exchnode.federation import Credit, Item, ItemResult, Status, TransferRequest, TransferResponse
 from tests.integration.pki_files import Federation
 
 REQUEST = TransferRequest(

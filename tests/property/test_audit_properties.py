@@ -7,11 +7,10 @@ import contextlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchnode.audit_log import AuditLogState
-from exchnode.audit_records import decode_record, encode_record
-from exchnode.audit_verify import Tamper, verify_log
+from exchnode.audit import AuditLogState, Tamper, decode_record, verify_log
+from exchnode.audit._records import encode_record
 from exchnode.errors import RejectedError
-from tests.unit.test_audit_verify import DIRECTORY, NAME, NODE, T0, edited, entries
+from tests.unit.audit.test_verify import DIRECTORY, NAME, NODE, T0, edited, entries
 
 common = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -11,18 +11,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchnode import errors
-from exchnode.catalog import CatalogRecord, CatalogVerifier, decode_record
-from exchnode.catalog_state import CatalogState
-from exchnode.catalog_sync import (
+from exchnode.catalog import (
+    CatalogRecord,
+    CatalogState,
+    CatalogVerifier,
     Summary,
     decode_providers,
+    decode_record,
     decode_records,
     decode_versions,
     decode_wanted,
 )
-from exchnode.routing import Relation
-from tests.unit.test_catalog import DIRECTORY, body_of, make_entry, publish, sign_body
-from tests.unit.test_catalog_state import _histories, pull
+from exchnode.federation import Relation
+from tests.unit.catalog.test_entry import DIRECTORY, body_of, make_entry, publish, sign_body
+from tests.unit.catalog.test_state import _histories, pull
 
 common = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 slow = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

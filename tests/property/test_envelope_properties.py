@@ -10,18 +10,24 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from exchnode import errors
-from exchnode.directory import StaticDirectory
-from exchnode.encoding import pack
-from exchnode.envelope import (
+from exchnode.core import (
     TYPE_ENVELOPE,
+    EnvelopeVerifier,
+    FreshnessPolicy,
+    Opener,
+    Outgoing,
+    ReplayWindow,
+    Sealer,
+    StaticDirectory,
     decode_envelope,
+    decode_receipt,
     decode_signed,
     encode_signed,
+    hpke_open,
+    hpke_seal,
+    pack,
+    wrap_info,
 )
-from exchnode.hpke import hpke_open, hpke_seal
-from exchnode.receipts import decode_receipt
-from exchnode.replay import FreshnessPolicy, ReplayWindow
-from exchnode.sealing import EnvelopeVerifier, Opener, Outgoing, Sealer, wrap_info
 from exchnode.testing import SeededRandom, seeded_directory, seeded_identity
 from tests.cast import HUB, NOW, OTHER, RECIPIENT, SENDER
 

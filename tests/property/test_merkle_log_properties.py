@@ -5,14 +5,14 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchnode.merkle import (
+from exchnode.core import (
     MerkleLog,
     leaf_hash,
-    node_hash,
     root_from_frontier,
     verify_consistency,
     verify_inclusion,
 )
+from exchnode.core._merkle import node_hash
 
 common = settings(max_examples=120, deadline=None)
 

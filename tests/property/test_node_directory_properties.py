@@ -9,14 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchnode import errors
-from exchnode.encoding import pack
-from exchnode.node_directory import (
+from exchnode.core import pack
+from exchnode.federation import verify_snapshot
+from exchnode.federation._directory import (
     DirectoryEntry,
     DirectorySnapshot,
     decode_cache,
     decode_snapshot,
     sign_snapshot,
-    verify_snapshot,
 )
 from exchnode.testing import SyntheticPKI
 

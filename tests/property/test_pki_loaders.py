@@ -17,13 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchnode.errors import CertificateError
-from exchnode.pki_verify import (
-    TrustStore,
-    load_certificates_pem,
-    load_crl_pem,
-    load_crls_pem,
-    verify_node_certificate,
-)
+from exchnode.pki import TrustStore, load_certificates_pem, load_crls_pem, verify_node_certificate
+from exchnode.pki._verify import load_crl_pem
 from exchnode.testing import SyntheticPKI
 
 _PKI = SyntheticPKI()

@@ -22,25 +22,26 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from exchnode import errors
-from exchnode.events import ListSink
-from exchnode.masking import Keep, MaskSet
-from exchnode.subscriptions import (
+from exchnode.core._events import ListSink
+from exchnode.sharing import (
     AuthorityDesk,
     Decision,
     Escalation,
     Expiry,
+    Keep,
+    MaskSet,
     Outgoing,
     RequestState,
     ResourceTerms,
     Review,
     Revocation,
-    ShareType,
     SubscriberView,
     SubscriptionBook,
     SubscriptionRequest,
+    WorkCalendar,
     decode_message,
 )
-from exchnode.workdays import WorkCalendar
+from exchnode.sharing._states import ShareType
 
 S = RequestState
 PROVIDER = "520100.fagai"

@@ -7,10 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchnode import errors
-from exchnode.encoding import pack
-from exchnode.masking import MaskSet
-from exchnode.subscriptions import KINDS, decode_message
-from tests.unit.test_subscriptions import SAMPLES
+from exchnode.core import pack
+from exchnode.sharing import KINDS, MaskSet, decode_message
+from tests.unit.sharing.test_subscriptions import SAMPLES
 
 common = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 wire_values = st.recursive(

@@ -17,8 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import invariant, rule
 
-from exchnode.events import ListSink
-from exchnode.subscriptions import AuthorityDesk, SubscriberView, SubscriptionBook
+from exchnode.core._events import ListSink
+from exchnode.sharing import AuthorityDesk, SubscriberView, SubscriptionBook
 from tests.property.test_subscription_lifecycle import (
     ANSWER_DAYS,
     CALENDAR,

@@ -18,18 +18,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from exchnode.directory import StaticDirectory
+from exchnode.core import LocalIdentity, Opener, ReceiptVerifier, ReplayWindow, StaticDirectory
 from exchnode.errors import RejectedError
-from exchnode.identity import LocalIdentity
-from exchnode.pki_verify import (
-    TrustStore,
-    load_certificates_pem,
-    load_crl_pem,
-    verify_node_certificate,
-)
-from exchnode.receipts import ReceiptVerifier
-from exchnode.replay import ReplayWindow
-from exchnode.sealing import Opener
+from exchnode.pki import TrustStore, load_certificates_pem, verify_node_certificate
+from exchnode.pki._verify import load_crl_pem
 
 VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 

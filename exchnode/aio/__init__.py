@@ -1,0 +1,43 @@
+"""The asyncio edge: the :class:`Node` (custody, routing, forwarding, delivery),
+its links over mutual TLS, and the services that attach to it (directory,
+catalog, sharing, audit, witnessing).
+"""
+
+from __future__ import annotations
+
+from exchnode.aio._audit_service import AuditService
+from exchnode.aio._catalog_service import STATE_KEY, CatalogService
+from exchnode.aio._config import NodeLimits, NodeTimers, Peer
+from exchnode.aio._delivery import Delivery, DeliveryStatus, Message, Sent
+from exchnode.aio._node import Node, NodeStats
+from exchnode.aio._service import NodeService, ServiceMessage
+from exchnode.aio._sharing_service import RECORDS_KIND, SharingService
+from exchnode.aio._tls import TlsFiles, make_context, write_verify_bundle
+from exchnode.aio._transport import LinkClient, LinkError
+from exchnode.aio._witness_service import WitnessService, WitnessStatus
+
+__all__ = [
+    "RECORDS_KIND",
+    "STATE_KEY",
+    "AuditService",
+    "CatalogService",
+    "Delivery",
+    "DeliveryStatus",
+    "LinkClient",
+    "LinkError",
+    "Message",
+    "Node",
+    "NodeLimits",
+    "NodeService",
+    "NodeStats",
+    "NodeTimers",
+    "Peer",
+    "Sent",
+    "ServiceMessage",
+    "SharingService",
+    "TlsFiles",
+    "WitnessService",
+    "WitnessStatus",
+    "make_context",
+    "write_verify_bundle",
+]

@@ -1,0 +1,367 @@
+"""The audit log on a running node: events in, durable records, signed tree heads (I/O edge).
+
+Theory of operation
+-------------------
+:class:`AuditService` is the node's :class:`~exchnode.core.EventSink` and a
+:class:`~exchnode.aio.NodeService`.  The catalog and sharing services
+emit their events into it (pass it as their ``events``); it turns each into an
+:class:`~exchnode.audit.AuditEntry` at once (an event that breaks the
+record schema is a bug, raised where it was emitted), numbers and chains them
+(``audit_log.AuditLogState``), and appends them to the node's store
+(``Store.append_audit``): every ``flush`` seconds, or at once when a batch
+fills.  Every ``head_interval`` seconds, if the log grew, it signs a tree head
+over what the store holds and stores the head after the records it covers.
+
+Retention (SPEC §20.9): every ``prune_every`` seconds, records older than
+``retention`` (default 183 days: the six months China's protection-level
+rules ask for, and a little more) are deleted below a **checkpoint**, the
+newest signed head that covers only such records, stored with its tree's
+frontier.  The rest of the log stays verifiable from that checkpoint, and
+the pruning itself is a record (``audit.prune``).
+
+At start the state is rebuilt from the store (``AuditLogState.resume``): a log
+changed while the node was down fails the start with ``inconsistent-log``
+rather than being signed over.  ``verify`` checks the node's own stored log end
+to end (``audit_verify.verify_log``) and names what was changed, deleted,
+inserted or reordered.
+
+It is also the node's :class:`~exchnode.aio.CustodyLog`: the node
+builds one record per custody batch (``audit_custody``) and hands it over
+*inside* the store transaction that takes, relays, delivers or expires the
+envelopes, so custody and its record are durable together (one flush of the
+group commit).  The pure log state is touched only in the node's store
+thread, in order with those transactions; a transaction that fails after
+its records were numbered rolls the state back.  Events emitted but not yet
+flushed when the process dies (at most ``flush`` seconds of catalog,
+subscription and link events) are lost; custody records never are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+
+from exchnode.aio._service import ServiceMessage
+from exchnode.aio._transport import Handler
+from exchnode.aio._waiting import wait_event
+from exchnode.audit import (
+    Actor,
+    AuditEntry,
+    AuditLogState,
+    Category,
+    Checkpoint,
+    LogMark,
+    Outcome,
+    TreeHeadVerifier,
+    VerificationReport,
+    decode_checkpoint,
+    decode_record,
+    decode_tree_head,
+    details,
+    encode_checkpoint,
+    entry_from_event,
+    verify_log,
+)
+from exchnode.core import AuditEvent
+from exchnode.errors import UsageError
+from exchnode.store import AuditRow
+
+if TYPE_CHECKING:
+    from exchnode.aio._node import Node
+
+__all__ = ["AuditService"]
+
+_BATCH = 512  # entries that trigger a flush before the interval is up
+RETENTION = 183 * 86_400.0  # seconds: at least six months (GB/T 22239 asks for 6)
+_PRUNE_CHUNK = 10_000  # records deleted per transaction
+_T = TypeVar("_T")
+
+
+class AuditService:
+    """A node's audit log: see the module docstring."""
+
+    kinds: frozenset[str] = frozenset()
+
+    def __init__(
+        self,
+        *,
+        flush: float = 0.2,
+        head_interval: float = 10.0,
+        retention: float = RETENTION,
+        prune_every: float = 3600.0,
+    ) -> None:
+        if flush <= 0 or head_interval <= 0 or prune_every <= 0:
+            raise UsageError("flush, head_interval and prune_every are positive seconds")
+        if retention < 86_400:
+            raise UsageError(f"retention is at least a day (86400 s), got {retention!r}")
+        self.flush = flush
+        self.head_interval = head_interval
+        self.retention = retention
+        self.prune_every = prune_every
+        self._node: Node | None = None
+        self._state: AuditLogState | None = None
+        self._pending: list[AuditEntry] = []
+        self._wake = asyncio.Event()
+        self.log: Any = structlog.get_logger("exchnode.audit")
+
+    # --- EventSink ---------------------------------------------------------------------
+
+    def emit(self, event: AuditEvent) -> None:
+        """Take one event; it reaches the store within ``flush`` seconds."""
+        self.append_entry(entry_from_event(event))
+
+    def append_entry(self, entry: AuditEntry) -> None:
+        self._pending.append(entry)
+        if len(self._pending) >= _BATCH:
+            self._wake.set()
+
+    # --- the service seam ------------------------------------------------------------
+
+    async def start(self, node: Node) -> None:
+        self._node = node
+        self.log = self.log.bind(node=node.name)
+        records, heads, checkpoint = await self._load(all_heads=False)
+        last_head = decode_tree_head(heads[-1])[0] if heads else None
+        self._state = AuditLogState.resume(
+            node.identity, records, last_head=last_head, checkpoint=checkpoint
+        )
+        node.attach_custody_log(self)
+        node.run_task(self._run, "audit")
+
+    def routes(self) -> Mapping[tuple[str, str], Handler]:
+        return {}
+
+    async def take(self, message: ServiceMessage) -> None:
+        raise UsageError("the audit service takes no messages")  # kinds is empty
+
+    async def close(self) -> None:
+        """Store what the other services emitted; the node calls ``drained`` when it is quiet."""
+        if self._node is not None and self._state is not None:
+            await self._flush()
+
+    # --- CustodyLog: the node's store thread -------------------------------------------
+
+    def mark(self) -> LogMark:
+        return self._ready_state().mark()
+
+    def encode(self, entries: Sequence[AuditEntry]) -> list[AuditRow]:
+        return [AuditRow(record.seq, record.data) for record in self._ready_state().append(entries)]
+
+    def rollback(self, mark: object) -> None:
+        if not isinstance(mark, LogMark):
+            raise UsageError("rollback takes a mark from this log")
+        self._ready_state().rollback(mark)
+
+    async def drained(self) -> None:
+        """Store everything and sign a last head over it (the node is no longer moving mail)."""
+        if self._node is not None and self._state is not None:
+            await self._flush()
+            await self._sign_head()
+
+    # --- the loop --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        node = self._running()
+        await node.ready()
+        last_head = node.now()
+        last_prune = last_head - self.prune_every + min(self.prune_every, 60.0)  # soon after start
+        while True:
+            await wait_event(self._wake, self.flush)
+            self._wake.clear()
+            await self._flush()
+            if node.now() - last_head >= self.head_interval:
+                await self._sign_head()
+                last_head = node.now()
+            if node.now() - last_prune >= self.prune_every:
+                last_prune = node.now()
+                await self.prune()
+
+    async def flush_now(self) -> None:
+        """Store every record appended so far, now (not waiting for the flush interval)."""
+        await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        entries, self._pending = self._pending, []
+        store = self._running().store
+        try:
+            await self._in_store(lambda: store.append_audit(self.encode(entries)))
+        except BaseException:
+            self._pending[:0] = entries  # not stored: try again with the next flush
+            raise
+
+    async def _sign_head(self) -> None:
+        node, state = self._running(), self._ready_state()
+        now_ms = int(node.now() * 1000)
+
+        def sign() -> None:
+            last = state.last_head
+            if state.size == (last.tree_size if last is not None else 0):
+                return  # nothing new to sign over
+            head = state.sign_head(now_ms)
+            node.store.add_tree_head(head.tree_size, head.data)
+
+        await self._in_store(sign)
+
+    async def _in_store(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` in the store thread; roll the log back if its store call fails."""
+        state = self._ready_state()
+
+        def run() -> _T:
+            mark = state.mark()
+            try:
+                return work()
+            except BaseException:
+                state.rollback(mark)
+                raise
+
+        return await self._running().run_in_store(run)
+
+    # --- retention -----------------------------------------------------------------
+
+    async def prune(self) -> int:
+        """Delete the records older than ``retention`` below a new checkpoint; how many were.
+
+        Nothing happens until a signed head covers only records that old:
+        the checkpoint must be a head, so the log stays verifiable from it.
+        """
+        node, state = self._running(), self._ready_state()
+        store = node.store
+        cutoff_ms = int((node.now() - self.retention) * 1000)
+
+        def checkpoint_at() -> int:
+            first = state.checkpoint.size if state.checkpoint is not None else 0
+            low, high = first, state.size  # bisect: the first record young enough to keep
+            while low < high:
+                middle = (low + high) // 2
+                ((_, data),) = store.audit_records(middle, 1)
+                if decode_record(data).entry.time_ms < cutoff_ms:
+                    low = middle + 1
+                else:
+                    high = middle
+            stored = store.tree_head_at_most(low)
+            if stored is None:
+                return first
+            head = decode_tree_head(stored)[0]  # our own, stored after its records
+            if head.tree_size <= first:
+                return first
+            checkpoint = state.make_checkpoint(head)
+            store.set_audit_checkpoint(checkpoint.size, encode_checkpoint(checkpoint))
+            state.prune(checkpoint)
+            return head.tree_size
+
+        size = await node.run_in_store(checkpoint_at)
+        deleted = 0
+        while removed := await node.run_in_store(store.prune_audit, size, _PRUNE_CHUNK):
+            deleted += removed
+        while await node.run_in_store(store.prune_heads, size, _PRUNE_CHUNK):
+            pass  # the heads below the checkpoint: superseded by its own
+        if deleted:
+            self.append_entry(
+                AuditEntry(
+                    time_ms=int(node.now() * 1000),
+                    category=Category.ADMINISTRATION,
+                    action="audit.prune",
+                    actor=Actor.node(node.name),
+                    outcome=Outcome.ok("pruned"),
+                    detail=details(count=deleted, tree_size=size),
+                )
+            )
+            self.log.info("audit records pruned", count=deleted, checkpoint=size)
+        return deleted
+
+    # --- reading ---------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Records in the log, pending ones included."""
+        return self._ready_state().size + len(self._pending)
+
+    async def sync(self) -> None:
+        """Store everything emitted so far and sign a head over it (an auditor's "now")."""
+        await self._flush()
+        await self._sign_head()
+
+    async def latest_head(self) -> bytes | None:
+        """The newest signed tree head stored (encoded), or None before the first."""
+        store = self._running().store
+        heads = await self._running().run_in_store(store.tree_heads, 1)
+        return heads[-1] if heads else None
+
+    async def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
+        """RFC 9162 proof that record ``seq`` is in the log of ``size`` records (a head's size).
+
+        Raises ``UsageError`` if ``seq`` is not below ``size``, ``size`` is
+        beyond the log, or the record was pruned.
+        """
+        state = self._ready_state()
+
+        def prove() -> list[bytes]:
+            first = state.checkpoint.size if state.checkpoint is not None else 0
+            if not first <= seq < size <= state.size:
+                raise UsageError(
+                    f"no inclusion proof of record {seq} in {size}: the log holds "
+                    f"{first}..{state.size - 1}"
+                )
+            return state.inclusion_proof(seq, size)
+
+        return await self._running().run_in_store(prove)
+
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 proof that the log of ``new_size`` records extends that of ``old_size``.
+
+        Raises ``UsageError`` if a size is outside the log, or if ``old_size``
+        lies below the retention checkpoint (those hashes are gone: a witness
+        starts again from the checkpoint's head).
+        """
+        state = self._ready_state()
+
+        def prove() -> list[bytes]:
+            if not 0 <= old_size <= new_size <= state.size:
+                raise UsageError(
+                    f"no consistency proof from {old_size} to {new_size}: the log has {state.size}"
+                )
+            checkpoint = state.checkpoint
+            if checkpoint is not None and 0 < old_size < checkpoint.size:
+                raise UsageError(
+                    f"records below {checkpoint.size} are pruned: no proof from {old_size}"
+                )
+            return state.consistency_proof(old_size, new_size)
+
+        return await self._running().run_in_store(prove)
+
+    async def verify(self) -> VerificationReport:
+        """Check this node's stored log (from its checkpoint on) against its signed heads."""
+        records, heads, checkpoint = await self._load(all_heads=True)
+        name, directory = self._running().name, self._running().directory
+        return verify_log(name, records, heads, directory, checkpoint=checkpoint)
+
+    async def _load(
+        self, *, all_heads: bool
+    ) -> tuple[list[AuditRow], list[bytes], Checkpoint | None]:
+        """The stored log from its checkpoint on: records, heads (all, or the last), checkpoint."""
+        node = self._running()
+        store, verifier = node.store, TreeHeadVerifier(node.directory)
+
+        def load() -> tuple[list[AuditRow], list[bytes], Checkpoint | None]:
+            stored = store.audit_checkpoint()
+            checkpoint = None if stored is None else decode_checkpoint(stored, verifier)
+            start = 0 if checkpoint is None else checkpoint.size
+            heads = store.tree_heads() if all_heads else store.tree_heads(1)
+            return store.audit_records(start, store.audit_size() + 1), heads, checkpoint
+
+        return await node.run_in_store(load)
+
+    def _running(self) -> Node:
+        if self._node is None:
+            raise UsageError("the audit service is not attached to a running node")
+        return self._node
+
+    def _ready_state(self) -> AuditLogState:
+        if self._state is None:
+            raise UsageError("the audit service has not started")
+        return self._state

@@ -1,0 +1,853 @@
+"""Subscriptions on a running node: the sharing rules between departments, across levels (I/O edge).
+
+Theory of operation
+-------------------
+:class:`SharingService` attaches the pure subscription life cycle
+(``subscriptions``) to a :class:`~exchnode.aio.Node`.  One service plays
+every part the node's place allows:
+
+* **requester** (any department): ``subscribe`` looks the resource up in the
+  node's catalog (``catalog_service``), sends a ``sub.request`` to the
+  provider, and follows what comes back (``SubscriberView``);
+* **provider** (the department that catalogued the resource): requests are
+  answered by the catalog's share type -- unconditional at once, not shared
+  at once with the legal basis, conditional when the operator calls
+  ``approve`` or ``refuse`` or, failing that, at the working-day deadline
+  (``SubscriptionBook``); ``revoke`` ends a grant for the next record;
+* **sharing authority** (the hub of the provider's division): hears
+  escalations and directs a re-review or upholds (``AuthorityDesk``).
+
+Every protocol message is a node message of a ``sub.*`` kind: sealed to its
+recipients and signed by its sender, so a hub on the way can neither read
+nor alter a request, a grant or a revocation, and each ``on_*`` step is told
+the envelope's authenticated sender.
+
+**Durability.**  The service's state -- the provider's book, the
+requester's view, the authority's desk, the correction desks, the gap
+trackers -- is one value in the node's store, kept together with an *outbox*
+of the messages the last change produced: a change is stored with its outbox
+before anything is sent, the outbox is then sent, and the next store empties
+it.  A crash in between sends the outbox again at start; every statement
+carries a version, round or id, so a repeat is a no-op for its recipient.
+An incoming message leaves the inbox only once its effect is stored
+(``node_service``).
+
+**Records.**  ``publish_records`` numbers each record per resource, projects
+and masks it under every live grant, and sends one ``sub.records`` envelope
+per distinct body to all the subscribers it fits (``group_deliveries``), so a
+link shared by their paths carries it once.  Records are not service
+messages: they reach the subscribing application through
+``Node.deliveries`` with its explicit acknowledgement, and ``read_records``
+checks one such delivery against the grants held (numbers covered, items
+granted), tells new records from repeats, and tracks gaps; ``fill_gaps`` asks
+the provider to resend what is missing, and the provider answers from its
+window of recent records or says the range is gone (``sub.gap``).
+
+**Corrections** (校核): a subscriber reports a record it believes wrong to its
+provider (``report_correction``), whose operator answers it
+(``answer_correction``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import structlog
+
+from exchnode.aio._catalog_service import CatalogService
+from exchnode.aio._delivery import Delivery, Message
+from exchnode.aio._service import ServiceMessage
+from exchnode.aio._transport import Handler
+from exchnode.aio._waiting import wait_event
+from exchnode.core import AuditEvent, EventSink, LogSink, NodeName, pack, unpack
+from exchnode.errors import (
+    ExchnodeError,
+    MalformedError,
+    RejectedError,
+    UnexpectedMessageError,
+    UsageError,
+)
+from exchnode.sharing import (
+    CONTENT_TYPE,
+    DEFAULT_ANSWER_DAYS,
+    KINDS,
+    AuthorityDesk,
+    Correction,
+    CorrectionAnswer,
+    CorrectionDesk,
+    CorrectionState,
+    CorrectionTracker,
+    Decision,
+    Escalation,
+    Expiry,
+    GapTracker,
+    Grant,
+    MaskSet,
+    Outgoing,
+    Record,
+    RecordBatch,
+    RecordGap,
+    RequestState,
+    Resend,
+    ResourceTerms,
+    Review,
+    Revocation,
+    Seen,
+    SubscriberView,
+    SubscriptionBook,
+    SubscriptionRequest,
+    Value,
+    WorkCalendar,
+    decode_message,
+    group_deliveries,
+)
+
+if TYPE_CHECKING:
+    from exchnode.aio._node import Node
+
+__all__ = ["RECORDS_KIND", "Published", "ReceivedRecords", "SharingService"]
+
+RECORDS_KIND = RecordBatch.KIND
+_STATE_KEY = "sharing"
+_STATE_FORMAT = 1
+_TIMER_INTERVAL = 1.0  # seconds between deadline checks at most
+
+
+class Published(NamedTuple):
+    """What one ``publish_records`` call did."""
+
+    first_seq: int
+    last_seq: int
+    subscribers: int  # distinct subscribers sent at least one record
+    envelopes: int  # sub.records envelopes sent (one per distinct body)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRecords:
+    """A ``sub.records`` delivery, checked against the grants this node holds."""
+
+    provider: str
+    resource_code: str
+    records: tuple[tuple[int, dict[str, Value]], ...]  # new, in number order
+    repeated: tuple[int, ...]  # numbers seen before (a resend, or a redelivery after a crash)
+    refused: tuple[int, ...]  # numbers no live grant covers (sent before a revocation landed)
+    missing: tuple[tuple[int, int], ...]  # gaps still open below the highest number seen
+
+
+class _Send(NamedTuple):
+    recipients: tuple[str, ...]
+    kind: str
+    payload: bytes
+
+
+class SharingService:
+    """Subscriptions for one node: see the module docstring."""
+
+    kinds: frozenset[str] = frozenset(KINDS - {RECORDS_KIND})
+
+    def __init__(
+        self,
+        catalog: CatalogService,
+        *,
+        masking_secret: bytes,
+        calendar: WorkCalendar | None = None,
+        answer_days: int = DEFAULT_ANSWER_DAYS,
+        events: EventSink | None = None,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.catalog = catalog
+        self.events: EventSink = events if events is not None else LogSink()
+        self._masking_secret = masking_secret
+        self._calendar = calendar or WorkCalendar()
+        self._answer_days = answer_days
+        self._random = random
+        self._node: Node | None = None
+        self._book: SubscriptionBook | None = None
+        self._view: SubscriberView | None = None
+        self._desk: AuthorityDesk | None = None
+        self._corrections_in: CorrectionDesk | None = None
+        self._corrections_out: CorrectionTracker | None = None
+        self._requests: dict[bytes, SubscriptionRequest] = {}  # received, as provider
+        self._trackers: dict[tuple[str, str], GapTracker] = {}  # (provider, code), as subscriber
+        self._outbox: list[_Send] = []
+        self._changed = asyncio.Event()  # replaced after each stored change
+        self._lock = asyncio.Lock()
+        self._timer_wake = asyncio.Event()
+        self.log: Any = structlog.get_logger("exchnode.aio")
+
+    # --- the service seam ------------------------------------------------------------
+
+    async def start(self, node: Node) -> None:
+        self._node = node
+        self.log = self.log.bind(node=node.name)
+        stored = await node.get_meta(_STATE_KEY)
+        if stored is not None:
+            self._restore(stored)
+        else:
+            self._fresh()
+        node.run_task(self._timers, "sharing-timers")
+
+    def routes(self) -> Mapping[tuple[str, str], Handler]:
+        return {}
+
+    async def take(self, message: ServiceMessage) -> None:
+        statement = decode_message(message.kind, message.payload)
+        async with self._lock:
+            now_ms = self._now_ms()
+            try:
+                try:
+                    sends = self._apply(statement, message.sender, now_ms)
+                except UsageError as exc:  # e.g. a requester's statement sent to a hub
+                    raise UnexpectedMessageError(str(exc)) from None
+            except RejectedError as exc:
+                # A statement its sender may not make (a hub forging a grant, a
+                # requester speaking for another): refused, and on the record.
+                self.events.emit(
+                    AuditEvent(
+                        at_ms=now_ms,
+                        actor=message.sender,
+                        action=f"refused {message.kind}",
+                        resource_code=str(getattr(statement, "resource_code", "")),
+                        request_id=bytes(getattr(statement, "request_id", b"")),
+                        outcome=exc.code,
+                        counterpart=self._me(),
+                    )
+                )
+                raise
+            await self._commit(sends)
+
+    async def close(self) -> None:
+        pass
+
+    def _apply(self, statement: object, sender: str, now_ms: int) -> list[_Send]:
+        """Hand one authenticated statement to the part of this node it concerns."""
+        me = self._me()
+        out: list[Outgoing] = []
+        if isinstance(statement, SubscriptionRequest):
+            out = self._provider_book().on_request(statement, sender=sender, now_ms=now_ms)
+            self._requests.setdefault(statement.request_id, statement)
+        elif isinstance(statement, Decision):
+            self._requester_view().on_decision(statement, sender=sender, now_ms=now_ms)
+        elif isinstance(statement, Expiry):
+            self._requester_view().on_expiry(statement, sender=sender, now_ms=now_ms)
+        elif isinstance(statement, Revocation):
+            self._requester_view().on_revocation(statement, sender=sender, now_ms=now_ms)
+        elif isinstance(statement, Escalation):
+            if statement.authority == me:
+                out = self._authority_desk().on_escalation(statement, sender=sender, now_ms=now_ms)
+            else:
+                out = self._provider_book().on_escalation(statement, sender=sender, now_ms=now_ms)
+        elif isinstance(statement, Review):
+            if statement.provider == me:
+                out = self._provider_book().on_review(statement, sender=sender, now_ms=now_ms)
+            else:
+                self._requester_view().on_review(statement, sender=sender, now_ms=now_ms)
+        elif isinstance(statement, Resend):
+            out = self._provider_book().on_resend(statement, sender=sender, now_ms=now_ms)
+        elif isinstance(statement, RecordGap):
+            low, high = self._requester_view().on_gap(statement, sender=sender)
+            tracker = self._trackers.get((statement.provider, statement.resource_code))
+            if tracker is not None:
+                tracker.give_up(high)
+            self.log.warning(
+                "records gone at the provider",
+                provider=sender,
+                resource=statement.resource_code,
+                first=low,
+                last=high,
+            )
+        elif isinstance(statement, Correction):
+            out = self._correction_desk().on_correction(statement, sender=sender, now_ms=now_ms)
+        elif isinstance(statement, CorrectionAnswer):
+            self._correction_tracker().on_answer(statement, sender=sender, now_ms=now_ms)
+        else:
+            raise UsageError(f"no handler for {type(statement).__name__}")
+        return [_Send(o.recipients, o.kind, o.payload()) for o in out]
+
+    # --- the requester ----------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        provider: str,
+        resource_code: str,
+        *,
+        purpose: str,
+        scope: str,
+        items: Iterable[str],
+        operator: str,
+    ) -> bytes:
+        """Ask ``provider`` for ``resource_code``; returns the request id to follow it by."""
+        record = self.catalog.get(provider, resource_code)
+        if record is None or record.entry is None:
+            raise UsageError(
+                f"{resource_code} of {provider} is not in {self._me()}'s catalog "
+                "(withdrawn, or not synchronised yet)"
+            )
+        view = self._requester_view()
+        async with self._lock:
+            outgoing = view.request(
+                _terms_of(record.entry),
+                purpose=purpose,
+                scope=scope,
+                items=items,
+                operator=operator,
+                now_ms=self._now_ms(),
+            )
+            await self._commit([_Send(o.recipients, o.kind, o.payload()) for o in outgoing])
+        request = outgoing[0].message
+        assert isinstance(request, SubscriptionRequest)
+        return request.request_id
+
+    async def escalate(self, request_id: bytes, *, operator: str, reason: str) -> None:
+        """Take a refused or expired request to the provider's sharing authority."""
+        view = self._requester_view()
+        await self._change(
+            lambda now_ms: view.escalate(
+                request_id, operator=operator, reason=reason, now_ms=now_ms
+            )
+        )
+
+    def state(self, request_id: bytes) -> RequestState | None:
+        """The request's state as this node knows it (requester's or provider's view)."""
+        if self._view is not None:
+            with contextlib.suppress(UsageError):
+                state = self._view.state(request_id)
+                if state is not None:
+                    return state
+        if self._book is not None and request_id in self._requests:
+            return self._book.state(request_id)
+        return None
+
+    def reason(self, request_id: bytes) -> str:
+        return self._requester_view().reason(request_id)
+
+    def held(self) -> list[Grant]:
+        """The grants this node holds now, as a subscriber."""
+        return self._requester_view().held(self._now_ms())
+
+    async def wait_state(
+        self, request_id: bytes, *states: RequestState, timeout: float | None = None
+    ) -> RequestState:
+        """Wait until the request reaches one of ``states``."""
+
+        async def reached() -> RequestState:
+            while True:
+                changed = self._changed
+                async with self._lock:  # between changes: only what is stored
+                    state = self.state(request_id)
+                if state in states:
+                    assert state is not None
+                    return state
+                await changed.wait()
+
+        return await asyncio.wait_for(reached(), timeout)
+
+    async def read_records(self, delivery: Delivery) -> ReceivedRecords:
+        """Check a ``sub.records`` delivery against the grants held; acknowledge it after use."""
+        if delivery.kind != RECORDS_KIND:
+            raise UsageError(f"read_records takes {RECORDS_KIND} deliveries, got {delivery.kind}")
+        batch = RecordBatch.decode(delivery.payload)
+        view = self._requester_view()
+        async with self._lock:
+            now_ms = self._now_ms()
+            grants = view.grants_for(batch, sender=delivery.sender, now_ms=now_ms)
+            key = (batch.provider, batch.resource_code)
+            tracker = self._trackers.get(key)
+            if grants:
+                # Numbers before the grants held were never this node's to receive (a grant
+                # revoked and given again starts later): they are not gaps.
+                before = min(g.first_seq for g in grants) - 1
+                if tracker is None:
+                    tracker = self._trackers[key] = GapTracker(before)
+                else:
+                    tracker.give_up(before)
+            fresh: list[tuple[int, dict[str, Value]]] = []
+            repeated: list[int] = []
+            refused: list[int] = []
+            for seq, fields in batch.records:
+                if tracker is None or not any(
+                    view.covers(g.request_id, seq) and set(fields) <= set(g.items) for g in grants
+                ):
+                    refused.append(seq)
+                elif tracker.observe(seq) is Seen.NEW:
+                    fresh.append((seq, dict(fields)))
+                else:
+                    repeated.append(seq)
+            for grant in grants:
+                numbers = [seq for seq, _ in fresh if view.covers(grant.request_id, seq)]
+                if numbers:
+                    self._record_event(
+                        now_ms,
+                        self._me(),
+                        "records.receive",
+                        batch.resource_code,
+                        grant.request_id,
+                        numbers[0],
+                        numbers[-1],
+                        batch.provider,
+                        count=len(numbers),
+                    )
+            await self._commit([])
+        if refused:
+            self.log.warning(
+                "records outside any live grant",
+                provider=batch.provider,
+                resource=batch.resource_code,
+                count=len(refused),
+            )
+        return ReceivedRecords(
+            batch.provider,
+            batch.resource_code,
+            tuple(fresh),
+            tuple(repeated),
+            tuple(refused),
+            tuple(tracker.missing()) if tracker is not None else (),
+        )
+
+    async def fill_gaps(self, provider: str, resource_code: str) -> list[tuple[int, int]]:
+        """Ask ``provider`` to resend what is missing of ``resource_code``; the ranges asked."""
+        view = self._requester_view()
+        tracker = self._trackers.get((provider, resource_code))
+        gaps = tracker.missing() if tracker is not None else []
+        grant = next(
+            (
+                g
+                for g in view.held(self._now_ms())
+                if g.provider == provider and g.resource_code == resource_code
+            ),
+            None,
+        )
+        if not gaps or grant is None:
+            return []
+        async with self._lock:
+            sends = [
+                _Send(o.recipients, o.kind, o.payload())
+                for low, high in gaps
+                for o in view.resend(grant.request_id, low, high)
+            ]
+            await self._commit(sends)
+        return gaps
+
+    async def report_correction(
+        self,
+        provider: str,
+        resource_code: str,
+        seq: int,
+        *,
+        items: Iterable[str],
+        text: str,
+        operator: str,
+    ) -> bytes:
+        """Tell ``provider`` that record ``seq`` looks wrong (校核); returns the correction id."""
+        tracker = self._correction_tracker()
+        async with self._lock:
+            outgoing = tracker.report(
+                provider=provider,
+                resource_code=resource_code,
+                seq=seq,
+                items=items,
+                text=text,
+                operator=operator,
+                now_ms=self._now_ms(),
+            )
+            await self._commit([_Send(o.recipients, o.kind, o.payload()) for o in outgoing])
+        correction = outgoing[0].message
+        assert isinstance(correction, Correction)
+        return correction.correction_id
+
+    def correction_state(self, correction_id: bytes) -> CorrectionState:
+        """A correction's state, as its reporter or as the provider it went to."""
+        if self._corrections_out is not None:
+            with contextlib.suppress(UsageError):
+                return self._corrections_out.state(correction_id)
+        return self._correction_desk().state(correction_id)
+
+    def correction_answer(self, correction_id: bytes) -> CorrectionAnswer | None:
+        return self._correction_tracker().answer(correction_id)
+
+    async def wait_correction(
+        self, correction_id: bytes, *states: CorrectionState, timeout: float | None = None
+    ) -> CorrectionState:
+        async def reached() -> CorrectionState:
+            while True:
+                changed = self._changed
+                async with self._lock:
+                    try:
+                        state: CorrectionState | None = self.correction_state(correction_id)
+                    except UsageError:
+                        state = None
+                if state in states:
+                    assert state is not None
+                    return state
+                await changed.wait()
+
+        return await asyncio.wait_for(reached(), timeout)
+
+    # --- the provider -------------------------------------------------------------------
+
+    def requests(self, *, state: RequestState | None = None) -> list[SubscriptionRequest]:
+        """Requests this node received as provider, oldest first (optionally in one state)."""
+        book = self._provider_book()
+        found = [
+            r for r in self._requests.values() if state is None or book.state(r.request_id) is state
+        ]
+        return sorted(found, key=lambda r: (r.at_ms, r.request_id))
+
+    async def approve(
+        self,
+        request_id: bytes,
+        *,
+        operator: str,
+        items: Iterable[str] | None = None,
+        masks: MaskSet | None = None,
+        expires_ms: int | None = None,
+    ) -> Grant:
+        book = self._provider_book()
+        await self._change(
+            lambda now_ms: book.approve(
+                request_id,
+                operator=operator,
+                now_ms=now_ms,
+                items=items,
+                masks=masks,
+                expires_ms=expires_ms,
+            )
+        )
+        grant = book.grant(request_id)
+        assert grant is not None
+        return grant
+
+    async def refuse(self, request_id: bytes, *, operator: str, reason: str) -> None:
+        book = self._provider_book()
+        await self._change(
+            lambda now_ms: book.refuse(request_id, operator=operator, reason=reason, now_ms=now_ms)
+        )
+
+    async def revoke(self, request_id: bytes, *, operator: str, reason: str) -> None:
+        """End a grant: the next record published is no longer sent under it."""
+        book = self._provider_book()
+        await self._change(
+            lambda now_ms: book.revoke(request_id, operator=operator, reason=reason, now_ms=now_ms)
+        )
+
+    async def publish_records(
+        self, resource_code: str, records: Sequence[Record], *, operator: str | None = None
+    ) -> Published:
+        """Publish records of one of this node's resources to every live grant, at once.
+
+        All or nothing: a record that cannot be sent (a value of no wire type, a
+        mask that does not apply to it) fails the call before anything is numbered.
+        """
+        book = self._provider_book()
+        held = self.catalog.get(self._me(), resource_code)
+        if held is None or held.withdrawn:
+            raise UsageError(f"{self._me()} publishes no resource {resource_code}")
+        if not records:
+            raise UsageError("publish_records needs at least one record")
+        async with self._lock:
+            now_ms = self._now_ms()
+            deliveries = book.publish_many(resource_code, records, now_ms)
+            last = book.last_seq(resource_code)
+            first = last - len(records) + 1
+            groups = group_deliveries(deliveries)
+            actor = operator or self._me()
+            self._record_event(
+                now_ms,
+                actor,
+                "records.publish",
+                resource_code,
+                b"",
+                first,
+                last,
+                "",
+                count=last - first + 1,
+            )
+            for request_id, subscriber in sorted(
+                {(d.request_id, d.subscriber) for d in deliveries}
+            ):
+                self._record_event(
+                    now_ms,
+                    actor,
+                    "records.send",
+                    resource_code,
+                    request_id,
+                    first,
+                    last,
+                    subscriber,
+                    count=last - first + 1,
+                )
+            await self._commit([_Send(g.recipients, g.kind, g.payload) for g in groups])
+        return Published(first, last, len({d.subscriber for d in deliveries}), len(groups))
+
+    def _record_event(
+        self,
+        now_ms: int,
+        actor: str,
+        action: str,
+        code: str,
+        request_id: bytes,
+        first: int,
+        last: int,
+        counterpart: str,
+        *,
+        count: int,
+    ) -> None:
+        """Who provided or received which records: numbers only, never contents."""
+        self.events.emit(
+            AuditEvent(
+                at_ms=now_ms,
+                actor=actor,
+                action=action,
+                resource_code=code,
+                request_id=request_id,
+                outcome=f"seq:{first}-{last}",
+                counterpart=counterpart,
+                count=count,
+            )
+        )
+
+    def corrections(self) -> list[Correction]:
+        """Open correction reports about this node's records, as provider."""
+        return self._correction_desk().open()
+
+    def answered_corrections(self) -> list[CorrectionAnswer]:
+        """This node's answers to corrections, as provider."""
+        return self._correction_desk().answered()
+
+    def reported_corrections(self) -> list[Correction]:
+        """The corrections this node reported, as subscriber (see ``correction_state``)."""
+        return self._correction_tracker().reported()
+
+    async def answer_correction(
+        self, correction_id: bytes, *, accepted: bool, text: str, operator: str
+    ) -> None:
+        desk = self._correction_desk()
+        await self._change(
+            lambda now_ms: desk.answer(
+                correction_id, operator=operator, accepted=accepted, text=text, now_ms=now_ms
+            )
+        )
+
+    # --- the sharing authority ------------------------------------------------------------
+
+    def cases(self) -> list[Escalation]:
+        return self._authority_desk().open_cases()
+
+    async def re_review(self, request_id: bytes, *, operator: str, reason: str) -> None:
+        desk = self._authority_desk()
+        await self._change(
+            lambda now_ms: desk.re_review(
+                request_id, operator=operator, reason=reason, now_ms=now_ms
+            )
+        )
+
+    async def uphold(self, request_id: bytes, *, operator: str, reason: str) -> None:
+        desk = self._authority_desk()
+        await self._change(
+            lambda now_ms: desk.uphold(request_id, operator=operator, reason=reason, now_ms=now_ms)
+        )
+
+    # --- deadlines -------------------------------------------------------------------------
+
+    async def _timers(self) -> None:
+        """Send what a crash left in the outbox, then expire and lapse on time, on both sides."""
+        node = self._running()
+        await node.ready()
+        while True:
+            now_ms = self._now_ms()
+            async with self._lock:
+                await self._send_outbox()  # left by a crash, or by a failed send
+                outgoing: list[Outgoing] = []
+                changed = False
+                if self._book is not None:
+                    outgoing = self._book.expire_due(now_ms)
+                if self._view is not None:
+                    changed = bool(self._view.expire_due(now_ms))
+                if outgoing or changed:
+                    await self._commit([_Send(o.recipients, o.kind, o.payload()) for o in outgoing])
+            self._timer_wake.clear()
+            await wait_event(self._timer_wake, self._next_check(now_ms))
+
+    def _next_check(self, now_ms: int) -> float:
+        due = self._book.next_timer() if self._book is not None else None
+        if due is None:
+            return _TIMER_INTERVAL
+        return min(_TIMER_INTERVAL, max(0.0, (due - now_ms) / 1000))
+
+    # --- committing a change -----------------------------------------------------------------
+
+    async def _change(self, step: Callable[[int], list[Outgoing]]) -> None:
+        async with self._lock:
+            outgoing = step(self._now_ms())
+            await self._commit([_Send(o.recipients, o.kind, o.payload()) for o in outgoing])
+
+    async def _commit(self, sends: Sequence[_Send]) -> None:
+        """Store the state with what it must send, send it, then tell waiters.
+
+        Called with ``_lock`` held, after a change of the in-memory state.
+        """
+        node = self._running()
+        self._outbox.extend(sends)  # with anything an earlier change could not send yet
+        await node.set_meta(_STATE_KEY, self._encode())
+        await self._send_outbox()
+        self._changed.set()
+        self._changed = asyncio.Event()
+        self._timer_wake.set()
+
+    async def _send_outbox(self) -> None:
+        """Hand the outbox to the node; what it cannot take now is tried again by the timers.
+
+        The change that produced it is stored already, outbox included: failing
+        here must not undo it, nor lose the messages.
+        """
+        if not self._outbox:
+            return
+        try:
+            await self._running().send_many(
+                [
+                    Message(
+                        recipients=list(send.recipients),
+                        payload=send.payload,
+                        kind=send.kind,
+                        content_type=CONTENT_TYPE,
+                    )
+                    for send in self._outbox
+                ]
+            )
+        except ExchnodeError as exc:
+            self.log.warning(
+                "sharing messages not sent yet", count=len(self._outbox), error=str(exc)
+            )
+            return
+        self._outbox = []
+
+    # --- persistence ---------------------------------------------------------------------
+
+    def _fresh(self) -> None:
+        me = self._me()
+        if NodeName.parse(me).is_hub:
+            self._desk = AuthorityDesk(me, sink=self.events)
+            return
+        self._book = SubscriptionBook(
+            me,
+            self._terms,
+            sink=self.events,
+            masking_secret=self._masking_secret,
+            calendar=self._calendar,
+            answer_days=self._answer_days,
+        )
+        self._view = SubscriberView(me, sink=self.events, random=self._random)
+        self._corrections_in = CorrectionDesk(me, sink=self.events)
+        self._corrections_out = CorrectionTracker(me, sink=self.events, random=self._random)
+
+    def _encode(self) -> bytes:
+        def part(value: Any) -> bytes | None:
+            return None if value is None else bytes(value.encode())
+
+        return pack(
+            [
+                _STATE_FORMAT,
+                part(self._book),
+                part(self._view),
+                part(self._desk),
+                part(self._corrections_in),
+                part(self._corrections_out),
+                [r.encode() for r in self._requests.values()],
+                [[p, c, t.encode()] for (p, c), t in sorted(self._trackers.items())],
+                [[list(s.recipients), s.kind, s.payload] for s in self._outbox],
+            ]
+        )
+
+    def _restore(self, data: bytes) -> None:
+        what = "sharing-state"
+        value = unpack(data, what=what, max_size=len(data), max_array=max(len(data), 64))
+        if type(value) is not list or len(value) != 9 or value[0] != _STATE_FORMAT:
+            raise MalformedError(what, f"expected format {_STATE_FORMAT} with 9 fields")
+        _, book, view, desk, c_in, c_out, requests, trackers, outbox = value
+        events, me = self.events, self._me()
+        if book is not None:
+            self._book = SubscriptionBook.restore(
+                book,
+                self._terms,
+                sink=events,
+                masking_secret=self._masking_secret,
+                calendar=self._calendar,
+                answer_days=self._answer_days,
+            )
+        if view is not None:
+            self._view = SubscriberView.restore(view, sink=events, random=self._random)
+        if desk is not None:
+            self._desk = AuthorityDesk.restore(desk, sink=events)
+        if c_in is not None:
+            self._corrections_in = CorrectionDesk.restore(c_in, sink=events)
+        if c_out is not None:
+            self._corrections_out = CorrectionTracker.restore(
+                c_out, sink=events, random=self._random
+            )
+        for item in requests:
+            request = SubscriptionRequest.decode(item)
+            self._requests[request.request_id] = request
+        for provider, code, tracker in trackers:
+            self._trackers[(provider, code)] = GapTracker.restore(tracker)
+        self._outbox = [_Send(tuple(r), kind, payload) for r, kind, payload in outbox]
+        self.log.info("sharing state restored", node=me, outbox=len(self._outbox))
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _terms(self, resource_code: str) -> ResourceTerms | None:
+        record = self.catalog.get(self._me(), resource_code)
+        if record is None or record.entry is None:
+            return None
+        return _terms_of(record.entry)
+
+    def _running(self) -> Node:
+        if self._node is None:
+            raise UsageError("the sharing service is not attached to a running node")
+        return self._node
+
+    def _me(self) -> str:
+        return self._running().name
+
+    def _now_ms(self) -> int:
+        return int(self._running().now() * 1000)
+
+    def _provider_book(self) -> SubscriptionBook:
+        if self._book is None:
+            raise UsageError(f"{self._me()} is a hub: it provides no resources")
+        return self._book
+
+    def _requester_view(self) -> SubscriberView:
+        if self._view is None:
+            raise UsageError(f"{self._me()} is a hub: it subscribes to nothing")
+        return self._view
+
+    def _authority_desk(self) -> AuthorityDesk:
+        if self._desk is None:
+            raise UsageError(f"{self._me()} is a department: it is no sharing authority")
+        return self._desk
+
+    def _correction_desk(self) -> CorrectionDesk:
+        if self._corrections_in is None:
+            raise UsageError(f"{self._me()} is a hub: it provides no records")
+        return self._corrections_in
+
+    def _correction_tracker(self) -> CorrectionTracker:
+        if self._corrections_out is None:
+            raise UsageError(f"{self._me()} is a hub: it receives no records")
+        return self._corrections_out
+
+
+def _terms_of(entry: Any) -> ResourceTerms:
+    """What the sharing rules need of a catalog entry."""
+    return ResourceTerms(
+        code=entry.code,
+        provider=entry.provider,
+        share_type=entry.share_type,
+        conditions=entry.share_conditions,
+        items=frozenset(item.name for item in entry.data_items),
+    )

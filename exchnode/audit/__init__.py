@@ -1,0 +1,89 @@
+"""The tamper-evident audit log: what a record may say, the Merkle log with
+signed tree heads, verification naming each kind of tampering, witnessing of
+a child's heads, custody records and the oversight reports (pure).
+"""
+
+from __future__ import annotations
+
+from exchnode.audit._custody import CustodyRecorder
+from exchnode.audit._log import (
+    MAX_PROOF,
+    MAX_TREE_HEAD_BYTES,
+    MAX_TREE_SIZE,
+    AuditLogState,
+    Checkpoint,
+    LogMark,
+    TreeHead,
+    TreeHeadVerifier,
+    decode_checkpoint,
+    decode_tree_head,
+    encode_checkpoint,
+)
+from exchnode.audit._oversight import (
+    DEFAULT_ZOMBIE_AFTER_S,
+    LogStatus,
+    OversightBuilder,
+    OversightReport,
+    Resource,
+)
+from exchnode.audit._records import (
+    MAX_RECORD_BYTES,
+    NO_SUBJECT,
+    RECORD_FORMAT,
+    Actor,
+    AuditEntry,
+    AuditRecord,
+    Category,
+    DetailValue,
+    Outcome,
+    Role,
+    Subject,
+    SubjectKind,
+    decode_record,
+    details,
+    entry_from_event,
+)
+from exchnode.audit._verify import Finding, Tamper, VerificationReport, verify_log
+from exchnode.audit._witness import WitnessResult, check_witness, witness_entry
+
+__all__ = [
+    "DEFAULT_ZOMBIE_AFTER_S",
+    "MAX_PROOF",
+    "MAX_RECORD_BYTES",
+    "MAX_TREE_HEAD_BYTES",
+    "MAX_TREE_SIZE",
+    "NO_SUBJECT",
+    "RECORD_FORMAT",
+    "Actor",
+    "AuditEntry",
+    "AuditLogState",
+    "AuditRecord",
+    "Category",
+    "Checkpoint",
+    "CustodyRecorder",
+    "DetailValue",
+    "Finding",
+    "LogMark",
+    "LogStatus",
+    "Outcome",
+    "OversightBuilder",
+    "OversightReport",
+    "Resource",
+    "Role",
+    "Subject",
+    "SubjectKind",
+    "Tamper",
+    "TreeHead",
+    "TreeHeadVerifier",
+    "VerificationReport",
+    "WitnessResult",
+    "check_witness",
+    "decode_checkpoint",
+    "decode_record",
+    "decode_tree_head",
+    "details",
+    "encode_checkpoint",
+    "entry_from_event",
+    "verify_log",
+    "witness_entry",
+]

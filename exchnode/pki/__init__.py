@@ -1,0 +1,73 @@
+"""The certificate hierarchy: the profile, issuance of CAs, node certificates
+and CRLs, chain verification with name constraints and revocation (pure), and
+at the edge the CAs' working directories and private key files.
+"""
+
+from __future__ import annotations
+
+from exchnode.pki._ca_store import REASONS, CAStore, CertificateAuthority, IssuedCertificate
+from exchnode.pki._issue import (
+    Revocation,
+    build_crl,
+    build_intermediate_ca,
+    build_node_certificate,
+    build_root_ca,
+)
+from exchnode.pki._keyfiles import (
+    load_local_identity,
+    read_passphrase_file,
+    read_private_file,
+    write_private_file,
+    write_private_key,
+)
+from exchnode.pki._profile import (
+    CA_VALIDITY,
+    CRL_VALIDITY,
+    MAX_CHAIN_LENGTH,
+    NODE_VALIDITY,
+    ROOT_VALIDITY,
+    CertKind,
+    parse_subject,
+)
+from exchnode.pki._verify import (
+    TrustStore,
+    VerifiedCA,
+    load_certificates_pem,
+    load_crls_pem,
+    read_node_certificate,
+    verify_ca_certificate,
+    verify_chain,
+    verify_node_certificate,
+)
+
+__all__ = [
+    "CA_VALIDITY",
+    "CRL_VALIDITY",
+    "MAX_CHAIN_LENGTH",
+    "NODE_VALIDITY",
+    "REASONS",
+    "ROOT_VALIDITY",
+    "CAStore",
+    "CertKind",
+    "CertificateAuthority",
+    "IssuedCertificate",
+    "Revocation",
+    "TrustStore",
+    "VerifiedCA",
+    "build_crl",
+    "build_intermediate_ca",
+    "build_node_certificate",
+    "build_root_ca",
+    "load_certificates_pem",
+    "load_crls_pem",
+    "load_local_identity",
+    "parse_subject",
+    "read_node_certificate",
+    "read_passphrase_file",
+    "read_private_file",
+    "verify_ca_certificate",
+    "verify_chain",
+    "verify_node_certificate",
+    "write_private_file",
+    "write_private_key",
+]

@@ -1,0 +1,131 @@
+"""Persisted state of the subscription machines: the shared pieces of encode and restore (pure).
+
+Every machine (``SubscriptionBook``, ``SubscriberView``, ``AuthorityDesk``,
+``CorrectionDesk``, ``RecordStream``, ``GapTracker``) writes what it needs to
+continue after a restart as one canonical msgpack array (SPEC §4):
+``[format, field, ...]``, format 1 for all of them today.  Containers keep the
+machine's own order (insertion order of its tables), so restoring and
+encoding again gives the same bytes, and the restored machine answers every
+later call as the original would.
+
+What is *not* stored is what the owner passes in at construction: the event
+sink, the random source, the catalog lookup, the calendar, answer days,
+window sizes, and above all the provider's masking secret (a grant's hash
+key is derived from it, so storing it beside the table would put key
+material in every backup of the table).
+
+Restoring emits no audit events: the events of the steps that built the
+state were emitted when they happened.  A damaged or foreign encoding
+raises ``MalformedError`` (or ``UnsupportedVersionError`` for another
+format) naming the field by path, e.g. ``subscription-book.entries[3].grant``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from exchnode.catalog import ShareType
+from exchnode.core import check_name, check_time, unpack
+from exchnode.errors import MalformedError, UnsupportedVersionError
+from exchnode.sharing._codecs import CODE, MAX_TEXT, counter, items_codec, text_codec
+from exchnode.sharing._masking import MaskSet, check_item_name
+
+__all__ = [
+    "STATE_FORMAT",
+    "check_enum",
+    "check_list",
+    "check_terms",
+    "open_state",
+    "optional",
+    "terms_to_wire",
+]
+
+STATE_FORMAT = 1
+MAX_STATE_BYTES = 1 << 30
+MAX_STATE_ARRAY = 1 << 24
+
+_E = TypeVar("_E", bound=enum.Enum)
+_T = TypeVar("_T")
+
+
+def open_state(data: bytes, what: str, count: int) -> list[Any]:
+    """The fields after the format of a state encoding of ``count`` fields."""
+    value = unpack(data, what=what, max_size=MAX_STATE_BYTES, max_array=MAX_STATE_ARRAY)
+    if type(value) is not list or len(value) != count + 1:
+        raise MalformedError(what, f"expected an array of {count + 1} elements")
+    if type(value[0]) is not int:
+        raise MalformedError(f"{what}.format", "must be an integer")
+    if value[0] != STATE_FORMAT:
+        raise UnsupportedVersionError(f"{what} format {value[0]} is not supported (only 1)")
+    return value
+
+
+def check_list(value: object, what: str, each: Callable[[Any, str], _T]) -> list[_T]:
+    if type(value) is not list:
+        raise MalformedError(what, "must be an array")
+    return [each(item, f"{what}[{i}]") for i, item in enumerate(value)]
+
+
+def check_array(value: object, what: str, count: int) -> list[Any]:
+    if type(value) is not list or len(value) != count:
+        raise MalformedError(what, f"expected an array of {count} elements")
+    return value
+
+
+def optional(check: Callable[[Any, str], _T]) -> Callable[[Any, str], _T | None]:
+    def inner(value: object, what: str) -> _T | None:
+        return None if value is None else check(value, what)
+
+    return inner
+
+
+def check_enum(kind: type[_E]) -> Callable[[Any, str], _E]:
+    values = {member.value: member for member in kind}
+
+    def inner(value: object, what: str) -> _E:
+        if type(value) is not str or value not in values:
+            raise MalformedError(what, f"must be one of {sorted(values)}")
+        return values[value]
+
+    return inner
+
+
+def check_bool(value: object, what: str) -> bool:
+    if type(value) is not bool:
+        raise MalformedError(what, "must be a boolean")
+    return value
+
+
+check_counter = counter
+check_time_ms = check_time
+check_node = check_name
+check_code = CODE.check
+check_masks = MaskSet.from_wire
+check_items = items_codec(empty=True).check
+check_text = text_codec(MAX_TEXT, empty=True).check
+check_item = check_item_name
+_SHARE_TYPE = check_enum(ShareType)
+_CONDITIONS = text_codec(1 << 16, empty=True).check
+
+
+def terms_to_wire(terms: Any) -> list[Any]:
+    return [
+        terms.code,
+        terms.provider,
+        terms.share_type.value,
+        terms.conditions,
+        sorted(terms.items),
+    ]
+
+
+def check_terms(value: object, what: str) -> tuple[str, str, ShareType, str, frozenset[str]]:
+    code, provider, share_type, conditions, items = check_array(value, what, 5)
+    return (
+        check_code(code, f"{what}.code"),
+        check_name(provider, f"{what}.provider"),
+        _SHARE_TYPE(share_type, f"{what}.share_type"),
+        _CONDITIONS(conditions, f"{what}.conditions"),
+        frozenset(check_items(items, f"{what}.items")),
+    )

@@ -1,0 +1,405 @@
+"""Record numbering and its window, gap tracking, and grouping deliveries for the wire (pure).
+
+Theory of operation
+-------------------
+The provider numbers the records of each resource 1, 2, 3, ... (one number
+per publication, the same for every subscriber, draft §19.6):
+:class:`RecordStream`.  It also keeps a **window** of the most recent raw
+records of each resource (before projection), to answer ``sub.resend``:
+at most ``window`` records *and* at most ``window_bytes`` bytes of encoded
+records per resource, oldest dropped first (defaults 1024 records, 4 MiB).
+A resend reaching below the window is told ``sub.gap`` (gap-unrecoverable).
+Raw records, so that a resend is projected and masked under the grant as it
+is at the time of the resend, exactly as the original push was.
+
+A subscriber tracks per grant which numbers arrived (:class:`GapTracker`):
+``high_water`` is the last number up to which nothing is missing, what
+arrived beyond it is held until the gap closes, ``missing()`` is what to ask
+for again, and ``give_up(to_seq)`` closes a gap the provider can no longer
+fill.
+
+:func:`group_deliveries` turns ``SubscriptionBook.publish`` results into
+``sub.records`` bodies, one per distinct body: subscribers whose projected
+records (and grant terms) are identical share one body, so a node can send
+it in ONE multi-recipient envelope (one copy per link).  The body holds only
+what every one of its recipients may see (``record_messages``): no
+subscriber, request id, grant version or expiry.  Records masked with
+``hash`` never group across grants, since each grant has its own hash key.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from exchnode.core import pack, require_canonical
+from exchnode.errors import MalformedError, UsageError
+from exchnode.sharing._codecs import MAX_CODE, text_codec
+from exchnode.sharing._masking import Record, Value
+from exchnode.sharing._persistence import (
+    check_array,
+    check_counter,
+    check_list,
+    check_time_ms,
+    open_state,
+)
+from exchnode.sharing._record_messages import (
+    FINGERPRINT_LENGTH,
+    MAX_RECORDS,
+    MAX_RECORDS_BODY,
+    RecordBatch,
+    check_fields,
+    fields_to_wire,
+)
+
+__all__ = [
+    "DEFAULT_WINDOW",
+    "DEFAULT_WINDOW_BYTES",
+    "GapTracker",
+    "KeptRecord",
+    "RecordDelivery",
+    "RecordGroup",
+    "RecordStream",
+    "Seen",
+    "group_deliveries",
+]
+
+# Any text: a stream counts whatever its owner names; the book names catalog codes.
+_CODE = text_codec(MAX_CODE, empty=False).check
+DEFAULT_WINDOW = 1024
+DEFAULT_WINDOW_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordDelivery:
+    """One record for one subscriber, projected and masked under its grant.
+
+    ``provider`` and ``terms`` (the grant's terms fingerprint) are what
+    :func:`group_deliveries` needs to build the wire form; ``publish`` sets them.
+    """
+
+    subscriber: str
+    request_id: bytes
+    resource_code: str
+    seq: int
+    fields: Mapping[str, Value]
+    provider: str = ""
+    terms: bytes = b""
+
+
+class KeptRecord(NamedTuple):
+    seq: int
+    published_ms: int
+    record: dict[str, Value]
+    size: int
+
+
+class RecordStream:
+    """Provider side: record sequence numbers per resource, 1, 2, 3, ..., and the resend window.
+
+    Per resource rather than per subscriber, so one publication is one number
+    for everyone and a grant can say which record it starts with.
+    """
+
+    __slots__ = ("_bytes", "_kept", "_last", "window", "window_bytes")
+
+    def __init__(
+        self,
+        last: Mapping[str, int] | None = None,
+        *,
+        window: int = DEFAULT_WINDOW,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
+    ) -> None:
+        if type(window) is not int or window < 0 or type(window_bytes) is not int:
+            raise UsageError("a resend window is a non-negative number of records and bytes")
+        self._last = dict(last or {})
+        self.window = window
+        self.window_bytes = window_bytes
+        self._kept: dict[str, list[KeptRecord]] = {}
+        self._bytes: dict[str, int] = {}
+
+    def last(self, resource_code: str) -> int:
+        return self._last.get(resource_code, 0)
+
+    def assign(self, resource_code: str) -> int:
+        seq = self.last(resource_code) + 1
+        self._last[resource_code] = seq
+        return seq
+
+    def keep(self, resource_code: str, seq: int, record: Record, published_ms: int) -> None:
+        """Hold record ``seq`` (raw, before projection) for resends, within the window."""
+        fields = check_record(record, f"record {seq} of {resource_code}")
+        self.keep_checked(resource_code, seq, fields, published_ms)
+
+    def keep_checked(
+        self, resource_code: str, seq: int, fields: dict[str, Value], published_ms: int
+    ) -> None:
+        """``keep`` for fields ``check_record`` has already passed."""
+        size = len(pack(fields_to_wire(fields)))
+        kept = self._kept.setdefault(resource_code, [])
+        if kept and seq <= kept[-1].seq:
+            raise UsageError(f"record {seq} of {resource_code} is not after {kept[-1].seq}")
+        kept.append(KeptRecord(seq, published_ms, fields, size))
+        self._bytes[resource_code] = self._bytes.get(resource_code, 0) + size
+        self._trim(resource_code)
+
+    def oldest(self, resource_code: str) -> int:
+        """The lowest number still in the window; ``last + 1`` if the window is empty."""
+        kept = self._kept.get(resource_code)
+        return kept[0].seq if kept else self.last(resource_code) + 1
+
+    def recent(self, resource_code: str, from_seq: int, to_seq: int) -> list[KeptRecord]:
+        return [k for k in self._kept.get(resource_code, ()) if from_seq <= k.seq <= to_seq]
+
+    def _trim(self, resource_code: str) -> None:
+        kept = self._kept[resource_code]
+        while kept and (len(kept) > self.window or self._bytes[resource_code] > self.window_bytes):
+            self._bytes[resource_code] -= kept.pop(0).size
+
+    # -- persistence
+
+    def to_wire(self) -> list[Any]:
+        return [
+            [[code, last] for code, last in self._last.items()],
+            [
+                [code, [[k.seq, k.published_ms, fields_to_wire(k.record)] for k in kept]]
+                for code, kept in self._kept.items()
+            ],
+        ]
+
+    def encode(self) -> bytes:
+        return pack([1, *self.to_wire()])
+
+    @classmethod
+    def restore(
+        cls,
+        data: bytes,
+        *,
+        window: int = DEFAULT_WINDOW,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
+    ) -> RecordStream:
+        what = "record-stream"
+        value = open_state(data, what, 2)
+        stream = cls.from_wire(value[1:], what, window=window, window_bytes=window_bytes)
+        require_canonical(value, data, what=what)
+        return stream
+
+    @classmethod
+    def from_wire(
+        cls, value: list[Any], what: str, *, window: int, window_bytes: int
+    ) -> RecordStream:
+        counters, windows = value
+        stream = cls(window=window, window_bytes=window_bytes)
+        for i, (code, last) in enumerate(check_list(counters, f"{what}.last", _pair)):
+            code = _CODE(code, f"{what}.last[{i}].code")
+            stream._last[code] = check_counter(last, f"{what}.last[{i}].seq")
+        for i, entry in enumerate(check_list(windows, f"{what}.window", _pair)):
+            code = _CODE(entry[0], f"{what}.window[{i}].code")
+            for j, kept in enumerate(check_list(entry[1], f"{what}.window[{i}]", _triple)):
+                at = f"{what}.window[{i}][{j}]"
+                seq = check_counter(kept[0], f"{at}.seq")
+                published = check_time_ms(kept[1], f"{at}.published_ms")
+                fields = check_fields(kept[2], f"{at}.record")
+                kept_before = stream._kept.get(code)
+                if seq > stream.last(code) or (kept_before and seq <= kept_before[-1].seq):
+                    raise MalformedError(f"{at}.seq", "must increase and not pass the last number")
+                stream.keep_checked(code, seq, fields, published)
+        return stream
+
+
+def _pair(value: object, what: str) -> list[Any]:
+    return check_array(value, what, 2)
+
+
+def _triple(value: object, what: str) -> list[Any]:
+    return check_array(value, what, 3)
+
+
+def check_record(record: object, what: str) -> dict[str, Value]:
+    """A record as the wire carries it (data item names to values of its types), or a usage
+    error naming ``what`` and the item."""
+    if not isinstance(record, Mapping) or not all(type(item) is str for item in record):
+        raise UsageError(f"{what}: a record maps data item names (text) to values")
+    try:
+        return check_fields(fields_to_wire(record), what)
+    except MalformedError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class Seen(enum.Enum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+
+
+class GapTracker:
+    """Subscriber side: which sequence numbers of one stream have arrived.
+
+    ``high_water`` is the last number up to which nothing is missing; what
+    arrived beyond it is held until the gap closes, so memory grows with
+    records received out of order, not with the size of a gap.  After
+    downtime, ``missing()`` is what to ask the provider to resend.
+    """
+
+    __slots__ = ("_ahead", "high_water")
+
+    def __init__(self, after: int = 0) -> None:
+        if type(after) is not int or after < 0:
+            raise UsageError(f"a stream starts after a non-negative number, got {after!r}")
+        self.high_water = after
+        self._ahead: set[int] = set()
+
+    def observe(self, seq: int) -> Seen:
+        if type(seq) is not int or seq < 1:
+            raise UsageError(f"sequence numbers start at 1, got {seq!r}")
+        if seq <= self.high_water or seq in self._ahead:
+            return Seen.DUPLICATE
+        self._ahead.add(seq)
+        self._advance()
+        return Seen.NEW
+
+    def missing(self) -> list[tuple[int, int]]:
+        """Inclusive ranges not yet seen, below the highest number seen."""
+        gaps = []
+        expected = self.high_water + 1
+        for seq in sorted(self._ahead):
+            if seq > expected:
+                gaps.append((expected, seq - 1))
+            expected = seq + 1
+        return gaps
+
+    def give_up(self, to_seq: int) -> None:
+        """Stop waiting for anything up to ``to_seq`` (the provider said ``sub.gap``)."""
+        if type(to_seq) is not int or to_seq < 0:
+            raise UsageError(f"sequence numbers are non-negative, got {to_seq!r}")
+        if to_seq <= self.high_water:
+            return
+        self.high_water = to_seq
+        self._ahead = {seq for seq in self._ahead if seq > to_seq}
+        self._advance()
+
+    def _advance(self) -> None:
+        while self.high_water + 1 in self._ahead:
+            self.high_water += 1
+            self._ahead.remove(self.high_water)
+
+    # -- persistence
+
+    def to_wire(self) -> list[Any]:
+        return [self.high_water, sorted(self._ahead)]
+
+    def encode(self) -> bytes:
+        return pack([1, *self.to_wire()])
+
+    @classmethod
+    def restore(cls, data: bytes) -> GapTracker:
+        what = "gap-tracker"
+        value = open_state(data, what, 2)
+        tracker = cls.from_wire(value[1:], what)
+        require_canonical(value, data, what=what)
+        return tracker
+
+    @classmethod
+    def from_wire(cls, value: list[Any], what: str) -> GapTracker:
+        tracker = cls(check_counter(value[0], f"{what}.high_water"))
+        ahead = check_list(value[1], f"{what}.ahead", check_counter)
+        if ahead != sorted(set(ahead)) or (ahead and ahead[0] <= tracker.high_water + 1):
+            raise MalformedError(f"{what}.ahead", "must be sorted, unique, above high_water + 1")
+        tracker._ahead = set(ahead)
+        return tracker
+
+
+class RecordGroup(NamedTuple):
+    """One ``sub.records`` body and everyone it goes to, in one envelope."""
+
+    recipients: tuple[str, ...]  # sorted, each once
+    request_ids: tuple[bytes, ...]  # the grants it is sent under, for the sender's own books
+    payload: bytes
+
+    @property
+    def kind(self) -> str:
+        return RecordBatch.KIND
+
+
+def group_deliveries(
+    deliveries: Iterable[RecordDelivery], *, max_body: int = MAX_RECORDS_BODY
+) -> list[RecordGroup]:
+    """``sub.records`` bodies for ``deliveries``, one per distinct body, with their recipients.
+
+    Per grant, its records are sorted by number and cut into bodies of at
+    most :data:`MAX_RECORDS` records and ``max_body`` bytes, by one rule, so
+    that grants whose records are identical produce identical bodies; those
+    are then sent once, to all their subscribers.  The body depends only on
+    provider, resource, grant terms and the projected records, never on who
+    receives it.  The order of the result follows the first delivery of each.
+    """
+    if not 0 < max_body <= MAX_RECORDS_BODY:
+        raise UsageError(f"a sub.records body is at most {MAX_RECORDS_BODY} bytes")
+    per_grant: dict[bytes, list[RecordDelivery]] = {}
+    for delivery in deliveries:
+        if not delivery.provider or len(delivery.terms) != FINGERPRINT_LENGTH:
+            raise UsageError("a delivery names its provider and grant terms (from publish)")
+        per_grant.setdefault(delivery.request_id, []).append(delivery)
+    groups: dict[bytes, tuple[list[str], list[bytes]]] = {}
+    for request_id, items in per_grant.items():
+        first = items[0]
+        for other in items:
+            if (other.subscriber, other.provider, other.resource_code, other.terms) != (
+                first.subscriber,
+                first.provider,
+                first.resource_code,
+                first.terms,
+            ):
+                raise UsageError(f"deliveries under grant {request_id.hex()} disagree")
+        records = sorted(((d.seq, d.fields) for d in items), key=lambda pair: pair[0])
+        for payload in _bodies(first, records, max_body):
+            recipients, request_ids = groups.setdefault(payload, ([], []))
+            if first.subscriber not in recipients:
+                recipients.append(first.subscriber)
+            request_ids.append(request_id)
+    return [
+        RecordGroup(tuple(sorted(recipients)), tuple(request_ids), payload)
+        for payload, (recipients, request_ids) in groups.items()
+    ]
+
+
+def _bodies(
+    first: RecordDelivery, records: list[tuple[int, Mapping[str, Value]]], max_body: int
+) -> list[bytes]:
+    # Sizes are summed rather than re-encoded per record: a msgpack array is its
+    # header (1 byte below 16 elements, 3 below 65536) followed by its elements.
+    empty = RecordBatch.__new__(RecordBatch)
+    for name, value in (
+        ("provider", first.provider),
+        ("resource_code", first.resource_code),
+        ("terms", first.terms),
+        ("records", ()),
+    ):
+        object.__setattr__(empty, name, value)
+    head = len(pack(empty.to_wire())) - 1  # without the empty records array's 1-byte header
+    chunks: list[list[tuple[int, Mapping[str, Value]]]] = [[]]
+    size = 0
+    for seq, fields in records:
+        entry = len(pack([seq, fields_to_wire(fields)]))
+        if head + 3 + entry > max_body:
+            raise UsageError(f"record {seq} alone exceeds the body limit of {max_body} bytes")
+        chunk = chunks[-1]
+        if chunk and seq == chunk[-1][0]:
+            raise UsageError(f"record {seq} delivered twice under one grant")
+        if chunk and (len(chunk) >= MAX_RECORDS or head + 3 + size + entry > max_body):
+            chunk = []
+            chunks.append(chunk)
+            size = 0
+        chunk.append((seq, fields))
+        size += entry
+    return [
+        RecordBatch(
+            provider=first.provider,
+            resource_code=first.resource_code,
+            terms=first.terms,
+            records=tuple(chunk),
+        ).encode()
+        for chunk in chunks
+        if chunk
+    ]

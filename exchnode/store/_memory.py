@@ -1,0 +1,454 @@
+"""MemoryStore: the store's in-memory twin, for tests and whole-federation simulations.
+
+Same semantics as :class:`~exchnode.store.SqliteStore` -- the same
+test suite runs against both -- except durability: nothing survives the
+process.  Use it where a test or a simulated federation needs a store
+without a disk; never where custody matters.
+
+Layout: one insertion-ordered dict per queue (sequence numbers only grow,
+so insertion order is FIFO order), the dedup records in a dict, and two
+heaps ordered by expiry, cleaned lazily: a heap item whose entry or record
+is gone (or was replaced) is skipped when popped.  The audit log is a dict
+by seq (insertion order is seq order) and a list of heads.
+
+``accept`` is all-or-nothing like a transaction: it classifies the whole
+batch against a staged overlay of the dedup records, calls the audit
+callback and checks its records, and only then changes anything.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import threading
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+
+from exchnode.errors import UsageError
+from exchnode.store._interface import (
+    AcceptItem,
+    AcceptOutcome,
+    AcceptStatus,
+    AuditHook,
+    AuditRow,
+    ExpiredEntry,
+    ExpiryAuditHook,
+    InboundEntry,
+    OutboundEntry,
+    PeerState,
+    QueueDepth,
+    QueueDepths,
+    SeenRecord,
+    check_audit_rows,
+    check_checkpoint_update,
+    check_count,
+    check_items,
+    check_limit,
+    check_page,
+    check_prune_audit,
+    check_seqs,
+    check_time,
+    check_tree_head,
+    classify,
+    take_within,
+)
+
+__all__ = ["MemoryStore"]
+
+_INBOX = ""  # the expiry heap's queue name for the inbox (next hops are never empty)
+
+
+class MemoryStore:
+    """A :class:`~exchnode.store.Store` held in memory; not durable."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self._seen: dict[tuple[str, bytes], SeenRecord] = {}
+        self._seen_heap: list[tuple[int, str, bytes]] = []
+        self._outbound: dict[str, dict[int, OutboundEntry]] = {}
+        self._inbox: dict[int, InboundEntry] = {}
+        self._entry_heap: list[tuple[int, int, str, int]] = []  # expires, inbox?0:1, queue, seq
+        self._last_seq = {"outbound": 0, "inbox": 0}
+        self._peers: dict[str, PeerState] = {}
+        self._meta: dict[str, bytes] = {}
+        self._depths = QueueDepths()
+        self._audit: dict[int, bytes] = {}  # seqs _audit_first .. _audit_next - 1
+        self._audit_first = 0
+        self._audit_next = 0
+        self._heads: list[tuple[int, bytes]] = []  # (tree size, head)
+        self._checkpoint: tuple[int, bytes] | None = None  # (size, checkpoint)
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({'closed' if self._closed else 'open'})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("the memory store is closed")
+
+    # --- custody in ---------------------------------------------------------------
+
+    def accept(
+        self, items: Iterable[AcceptItem], now_ms: int, *, audit: AuditHook | None = None
+    ) -> list[AcceptOutcome]:
+        batch = check_items(items)
+        check_time(now_ms)
+        if not batch:
+            return []
+        outcomes: list[AcceptOutcome] = []
+        staged: dict[tuple[str, bytes], SeenRecord] = {}
+        taken: list[tuple[AcceptItem, AcceptOutcome]] = []
+        with self._lock:
+            self._check_open()
+            # Stage first, change nothing: the audit callback may still refuse the batch.
+            for item in batch:
+                key = (item.sender, item.message_id)
+                seen = staged[key] if key in staged else self._seen.get(key)
+                outcome = classify(item, seen, now_ms)
+                outcomes.append(outcome)
+                if outcome.status is not AcceptStatus.ACCEPTED:
+                    continue
+                # ACCEPTED means: no live record, or a live one with the same digest.
+                live = seen is not None and seen.expires_ms > now_ms
+                held = seen.targets if seen is not None and live else frozenset()
+                new_targets = frozenset(outcome.local).union(*outcome.forward.values())
+                staged[key] = SeenRecord(
+                    digest=item.digest, expires_ms=item.expires_ms, targets=held | new_targets
+                )
+                taken.append((item, outcome))
+            records = (
+                check_audit_rows(audit(list(outcomes)), self._audit_next)
+                if audit is not None
+                else []
+            )
+            # Commit.
+            for key, record in staged.items():
+                before = self._seen.get(key)
+                if before is None or before.expires_ms != record.expires_ms:
+                    heapq.heappush(self._seen_heap, (record.expires_ms, *key))
+                self._seen[key] = record
+            for item, outcome in taken:
+                if outcome.local:
+                    self._add_inbound(item, outcome.local)
+                for hop, targets in outcome.forward.items():
+                    self._add_outbound(item, hop, targets)
+            self._store_audit(records)
+        return outcomes
+
+    def _store_audit(self, records: list[AuditRow]) -> None:
+        for seq, data in records:
+            self._audit[seq] = data
+        if records:
+            self._audit_next = records[-1][0] + 1
+
+    def _add_inbound(self, item: AcceptItem, targets: tuple[str, ...]) -> None:
+        seq = self._last_seq["inbox"] = self._last_seq["inbox"] + 1
+        self._inbox[seq] = InboundEntry(
+            seq=seq,
+            sender=item.sender,
+            message_id=item.message_id,
+            digest=item.digest,
+            targets=targets,
+            expires_ms=item.expires_ms,
+            data=item.data,
+        )
+        self._depths.add_inbound(len(item.data))
+        heapq.heappush(self._entry_heap, (item.expires_ms, 0, _INBOX, seq))
+
+    def _add_outbound(self, item: AcceptItem, hop: str, targets: tuple[str, ...]) -> None:
+        seq = self._last_seq["outbound"] = self._last_seq["outbound"] + 1
+        self._outbound.setdefault(hop, {})[seq] = OutboundEntry(
+            seq=seq,
+            next_hop=hop,
+            sender=item.sender,
+            message_id=item.message_id,
+            digest=item.digest,
+            targets=targets,
+            expires_ms=item.expires_ms,
+            data=item.data,
+        )
+        self._depths.add_outbound(hop, len(item.data))
+        heapq.heappush(self._entry_heap, (item.expires_ms, 1, hop, seq))
+
+    def seen(self, sender: str, message_id: bytes) -> SeenRecord | None:
+        with self._lock:
+            self._check_open()
+            return self._seen.get((sender, message_id))
+
+    # --- outbound -----------------------------------------------------------------
+
+    def pending(
+        self, next_hop: str, now_ms: int, max_count: int, max_bytes: int, *, after: int = 0
+    ) -> list[OutboundEntry]:
+        check_page(now_ms, max_count, max_bytes, after)
+        with self._lock:
+            self._check_open()
+            queue = self._outbound.get(next_hop, {})
+            live = (e for s, e in queue.items() if s > after and e.expires_ms > now_ms)
+            return take_within(live, max_count, max_bytes)
+
+    def forwarded(
+        self, next_hop: str, seqs: Iterable[int], *, audit: Sequence[AuditRow] = ()
+    ) -> int:
+        wanted = check_seqs(seqs)
+        with self._lock:
+            self._check_open()
+            records = check_audit_rows(audit, self._audit_next)
+            self._store_audit(records)
+            queue = self._outbound.get(next_hop)
+            if not queue:
+                return 0
+            removed = 0
+            for seq in wanted:
+                entry = queue.pop(seq, None)
+                if entry is not None:
+                    removed += 1
+                    self._forget_outbound(entry)
+            return removed
+
+    def _forget_outbound(self, entry: OutboundEntry) -> None:
+        if self._depths.remove_outbound(entry.next_hop, len(entry.data)):
+            del self._outbound[entry.next_hop]
+
+    def next_hops(self) -> list[str]:
+        with self._lock:
+            self._check_open()
+            return self._depths.next_hops()
+
+    def queue_depth(self, next_hop: str) -> QueueDepth:
+        with self._lock:
+            self._check_open()
+            return self._depths.outbound(next_hop)
+
+    # --- inbox --------------------------------------------------------------------
+
+    def inbox(
+        self, now_ms: int, max_count: int, *, max_bytes: int | None = None, after: int = 0
+    ) -> list[InboundEntry]:
+        limit = check_page(now_ms, max_count, max_bytes, after)
+        with self._lock:
+            self._check_open()
+            live = (e for s, e in self._inbox.items() if s > after and e.expires_ms > now_ms)
+            return take_within(live, max_count, limit)
+
+    def delivered(self, seqs: Iterable[int], *, audit: Sequence[AuditRow] = ()) -> int:
+        wanted = check_seqs(seqs)
+        with self._lock:
+            self._check_open()
+            self._store_audit(check_audit_rows(audit, self._audit_next))
+            removed = 0
+            for seq in wanted:
+                entry = self._inbox.pop(seq, None)
+                if entry is not None:
+                    removed += 1
+                    self._depths.remove_inbound(len(entry.data))
+            return removed
+
+    def inbox_depth(self) -> QueueDepth:
+        with self._lock:
+            self._check_open()
+            return self._depths.inbox()
+
+    def totals(self) -> QueueDepth:
+        with self._lock:
+            self._check_open()
+            return self._depths.totals()
+
+    # --- expiry -------------------------------------------------------------------
+
+    def take_expired(
+        self, now_ms: int, max_count: int, *, audit: ExpiryAuditHook | None = None
+    ) -> list[ExpiredEntry]:
+        check_time(now_ms)
+        check_limit(max_count, "max_count")
+        out: list[ExpiredEntry] = []
+        popped: list[tuple[int, int, str, int]] = []
+        with self._lock:
+            self._check_open()
+            heap = self._entry_heap
+            # Find first, change nothing: the audit callback may still refuse.
+            while heap and heap[0][0] <= now_ms and len(out) < max_count:
+                item = heapq.heappop(heap)
+                _, _, queue, seq = item
+                entry: InboundEntry | OutboundEntry | None
+                if queue == _INBOX:
+                    entry = self._inbox.get(seq)
+                    hop = None
+                else:
+                    entry = self._outbound.get(queue, {}).get(seq)
+                    hop = queue
+                if entry is None:
+                    continue  # gone already: its heap item is stale
+                popped.append(item)
+                out.append(
+                    ExpiredEntry(
+                        seq=seq,
+                        next_hop=hop,
+                        sender=entry.sender,
+                        message_id=entry.message_id,
+                        digest=entry.digest,
+                        targets=entry.targets,
+                        expires_ms=entry.expires_ms,
+                        data=entry.data,
+                    )
+                )
+            try:
+                records = (
+                    check_audit_rows(audit(list(out)), self._audit_next)
+                    if audit is not None and out
+                    else []
+                )
+            except BaseException:
+                for item in popped:
+                    heapq.heappush(heap, item)
+                raise
+            for expired in out:
+                if expired.next_hop is None:
+                    inbound = self._inbox.pop(expired.seq)
+                    self._depths.remove_inbound(len(inbound.data))
+                else:
+                    self._forget_outbound(self._outbound[expired.next_hop].pop(expired.seq))
+            self._store_audit(records)
+        return out
+
+    def prune(self, now_ms: int, max_count: int = 10_000) -> int:
+        check_time(now_ms)
+        check_limit(max_count, "max_count")
+        dropped = 0
+        with self._lock:
+            self._check_open()
+            heap = self._seen_heap
+            while heap and heap[0][0] <= now_ms and dropped < max_count:
+                expires_ms, sender, message_id = heapq.heappop(heap)
+                record = self._seen.get((sender, message_id))
+                # A record replaced by a later envelope (same id, new expiry) stays.
+                if record is not None and record.expires_ms == expires_ms:
+                    del self._seen[(sender, message_id)]
+                    dropped += 1
+        return dropped
+
+    # --- the audit log ------------------------------------------------------------
+
+    def append_audit(self, records: Sequence[AuditRow]) -> None:
+        with self._lock:
+            self._check_open()
+            self._store_audit(check_audit_rows(records, self._audit_next))
+
+    def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[AuditRow]:
+        check_time(from_seq, "from_seq")
+        check_limit(limit, "limit")
+        with self._lock:
+            self._check_open()
+            first = max(from_seq, self._audit_first)
+            end = min(self._audit_next, first + limit)
+            return [AuditRow(seq, self._audit[seq]) for seq in range(first, end)]
+
+    def audit_size(self) -> int:
+        with self._lock:
+            self._check_open()
+            return self._audit_next
+
+    def add_tree_head(self, size: int, data: bytes) -> None:
+        with self._lock:
+            self._check_open()
+            last = self._heads[-1][0] if self._heads else 0
+            size = check_tree_head(size, data, self._audit_next, last)
+            self._heads.append((size, data))
+
+    def tree_heads(self, limit: int | None = None) -> list[bytes]:
+        if limit is not None:
+            check_limit(limit, "limit")
+        with self._lock:
+            self._check_open()
+            heads = self._heads if limit is None else self._heads[-limit:]
+            return [data for _, data in heads]
+
+    def tree_head_at_most(self, size: int) -> bytes | None:
+        check_count(size, "size")
+        with self._lock:
+            self._check_open()
+            index = bisect.bisect_right(self._heads, size, key=lambda head: head[0])
+            return self._heads[index - 1][1] if index else None
+
+    def set_audit_checkpoint(self, size: int, data: bytes) -> None:
+        with self._lock:
+            self._check_open()
+            current = self._checkpoint[0] if self._checkpoint is not None else 0
+            size = check_checkpoint_update(size, data, self._audit_next, current)
+            self._checkpoint = (size, data)
+
+    def audit_checkpoint(self) -> bytes | None:
+        with self._lock:
+            self._check_open()
+            return self._checkpoint[1] if self._checkpoint is not None else None
+
+    def prune_audit(self, below_seq: int, max_count: int = 10_000) -> int:
+        with self._lock:
+            self._check_open()
+            covered = self._checkpoint[0] if self._checkpoint is not None else 0
+            below = check_prune_audit(below_seq, max_count, covered)
+            first = self._audit_first
+            end = max(first, min(below, first + max_count))
+            for seq in range(first, end):
+                del self._audit[seq]
+            self._audit_first = end
+            return end - first
+
+    def prune_heads(self, below_size: int, max_count: int = 10_000) -> int:
+        with self._lock:
+            self._check_open()
+            covered = self._checkpoint[0] if self._checkpoint is not None else 0
+            below = check_prune_audit(below_size, max_count, covered)
+            count = 0
+            while count < len(self._heads) and count < max_count:
+                if self._heads[count][0] >= below:
+                    break
+                count += 1
+            del self._heads[:count]
+            return count
+
+    # --- small persistent state ----------------------------------------------------
+
+    def peer_state(self, name: str) -> PeerState:
+        with self._lock:
+            self._check_open()
+            return self._peers.get(name, PeerState())
+
+    def set_peer_state(self, name: str, state: PeerState) -> None:
+        if not isinstance(state, PeerState):
+            raise UsageError(f"set_peer_state() takes a PeerState, got {type(state).__name__}")
+        with self._lock:
+            self._check_open()
+            self._peers[name] = state
+
+    def get_meta(self, key: str) -> bytes | None:
+        with self._lock:
+            self._check_open()
+            return self._meta.get(key)
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        if not isinstance(key, str) or not isinstance(value, bytes):
+            raise UsageError("set_meta() takes a str key and a bytes value")
+        with self._lock:
+            self._check_open()
+            self._meta[key] = value
+
+    def delete_meta(self, key: str) -> None:
+        with self._lock:
+            self._check_open()
+            self._meta.pop(key, None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

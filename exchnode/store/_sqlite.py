@@ -1,0 +1,896 @@
+"""SqliteStore: the durable store in one SQLite file (WAL, synchronous=FULL).  I/O edge.
+
+Theory of operation
+-------------------
+Custody (``store`` explains the contract) rests on three SQLite settings:
+
+* ``journal_mode=WAL``: a commit appends the transaction's pages to the
+  log and flushes that once; readers never block the writer.
+* ``synchronous=FULL``: the log is flushed to stable storage at *every*
+  commit, so a committed batch survives power loss, not just a crash of
+  the process.  ``NORMAL`` would be faster and lose the last commits on
+  power loss -- after their envelopes were acknowledged.  Custody forbids it.
+* ``locking_mode=EXCLUSIVE``: the store's one connection holds the file's
+  lock from opening to closing.  A second process (a second daemon started
+  on the same store by mistake) fails at once with a clear error instead
+  of interleaving with the first and sending everything twice, and the
+  "database is locked" errors of shared SQLite queues cannot arise.  It
+  also means no shared-memory index beside the log (no ``-shm`` file).
+
+Every change runs in one explicit ``BEGIN IMMEDIATE`` … ``COMMIT``; on any
+error the transaction is rolled back and a :class:`StoreError` naming the
+file is raised.  ``accept`` of a batch is one transaction (group commit): a
+thousand envelopes cost one flush.
+
+Sequence numbers are ``AUTOINCREMENT`` rowids: they only grow and are never
+reused, even after the newest entry is removed.  A plain rowid could hand a
+removed entry's number to a new one, and a late ``forwarded()`` for the old
+entry would then delete the new one -- a lost envelope.
+
+Queue depths are counted in memory (loaded at open, updated after each
+commit): back-pressure asks for them on every batch, and the exclusive lock
+guarantees nobody else changes the file.
+
+Schema (version 3; ``store_info.schema_version``, ``PRAGMA application_id``
+'EXND').  A new file is created at version 1 and brought up by the same
+``_MIGRATIONS`` steps an old file takes, inside the opening transaction, so
+there is one path to the current schema; version 2 added the audit log,
+version 3 lets heads below the checkpoint be pruned.
+Envelope bytes are BLOBs, stored last in their row so that scans
+on the other columns skip them; a copy per next hop (the same bytes for
+each: simple, and the fan-out is small).  Indexes: outbound by (next_hop,
+seq) for the FIFO scan, and by expiry for ``take_expired``; dedup by its
+key and by expiry for ``prune``.  Expiry times mostly grow, so the expiry
+indexes are appended to at their right edge.
+
+The audit log (version 2): ``audit_records`` keyed by seq (an INTEGER
+PRIMARY KEY is the rowid itself: appends go to the right edge of one
+b-tree, and a plain INSERT of a seq already stored fails), ``audit_heads``
+in the order stored, and one ``audit_checkpoint`` row.  ``accept`` with an
+audit callback inserts the batch's records in its own transaction, so the
+one flush of the group commit covers custody and audit alike.  Triggers make
+the tables append-only below the store's own checks: no UPDATE of a record
+or head, no DELETE of a record at or above the checkpoint's size nor of a
+head of that size or more, no checkpoint moving back.  (They stop a bug, not an
+owner with the sqlite3 shell: that is what signed heads and witnesses are for.)
+
+Opening a file that is not a store, a corrupt one, or one with a newer
+schema raises :class:`StoreError` naming the file; a newer schema is never
+touched.  Needs SQLite ≥ 3.8.3 (WITHOUT ROWID, WAL); Python's own is newer.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+from exchnode.errors import StoreError, UsageError
+from exchnode.store._interface import (
+    AcceptItem,
+    AcceptOutcome,
+    AcceptStatus,
+    AuditHook,
+    AuditRow,
+    ExpiredEntry,
+    ExpiryAuditHook,
+    InboundEntry,
+    OutboundEntry,
+    PeerState,
+    QueueDepth,
+    QueueDepths,
+    SeenRecord,
+    check_audit_rows,
+    check_checkpoint_update,
+    check_count,
+    check_items,
+    check_limit,
+    check_page,
+    check_prune_audit,
+    check_seqs,
+    check_time,
+    check_tree_head,
+    classify,
+    take_within,
+)
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SqliteStore"]
+
+SCHEMA_VERSION = 3
+APPLICATION_ID = 0x45584E44  # "EXND", so that `file` and a wrong open can tell
+
+_SCHEMA_V1 = (
+    """CREATE TABLE store_info (key TEXT PRIMARY KEY, value) WITHOUT ROWID""",
+    """CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID""",
+    """CREATE TABLE peers (
+        name TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        next_attempt_ms INTEGER NOT NULL,
+        last_ok_ms INTEGER
+    ) WITHOUT ROWID""",
+    # targets: the names taken in custody so far, sorted, space-separated.
+    """CREATE TABLE dedup (
+        sender TEXT NOT NULL,
+        message_id BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        targets TEXT NOT NULL,
+        PRIMARY KEY (sender, message_id)
+    ) WITHOUT ROWID""",
+    """CREATE INDEX dedup_by_expiry ON dedup (expires_ms)""",
+    """CREATE TABLE outbound (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        next_hop TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        message_id BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        targets TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE INDEX outbound_by_hop ON outbound (next_hop, seq)""",
+    """CREATE INDEX outbound_by_expiry ON outbound (expires_ms)""",
+    """CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender TEXT NOT NULL,
+        message_id BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        targets TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE INDEX inbox_by_expiry ON inbox (expires_ms)""",
+)
+
+# Version 2: the audit log (SPEC §20.6, §20.9), append-only.
+_AUDIT_V2 = (
+    """CREATE TABLE audit_records (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)""",
+    """CREATE TABLE audit_heads (
+        position INTEGER PRIMARY KEY,
+        tree_size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE TABLE audit_checkpoint (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
+    """CREATE TRIGGER audit_records_prune_below_checkpoint BEFORE DELETE ON audit_records
+        WHEN old.seq >= coalesce((SELECT size FROM audit_checkpoint), 0)
+        BEGIN SELECT RAISE(ABORT, 'audit records are deleted only below the checkpoint'); END""",
+    """CREATE TRIGGER audit_heads_no_update BEFORE UPDATE ON audit_heads
+        BEGIN SELECT RAISE(ABORT, 'tree heads are append-only'); END""",
+    """CREATE TRIGGER audit_heads_no_delete BEFORE DELETE ON audit_heads
+        BEGIN SELECT RAISE(ABORT, 'tree heads are append-only'); END""",
+    """CREATE TRIGGER audit_checkpoint_forward BEFORE UPDATE ON audit_checkpoint
+        WHEN new.size < old.size
+        BEGIN SELECT RAISE(ABORT, 'the audit checkpoint only moves forward'); END""",
+    """CREATE TRIGGER audit_checkpoint_no_delete BEFORE DELETE ON audit_checkpoint
+        BEGIN SELECT RAISE(ABORT, 'the audit checkpoint is replaced, never deleted'); END""",
+)
+
+# Version 3: heads below the checkpoint may go too (a node signs one every few seconds for
+# months; the checkpoint's own head is kept in the checkpoint).
+_HEADS_V3 = (
+    "DROP TRIGGER audit_heads_no_delete",
+    """CREATE TRIGGER audit_heads_prune_below_checkpoint BEFORE DELETE ON audit_heads
+        WHEN old.tree_size >= coalesce((SELECT size FROM audit_checkpoint), 0)
+        BEGIN SELECT RAISE(ABORT, 'tree heads are deleted only below the checkpoint'); END""",
+)
+
+# Steps from version n to n + 1, applied in order inside the opening transaction.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _AUDIT_V2, 2: _HEADS_V3}
+
+_INSERT_AUDIT = "INSERT INTO audit_records (seq, data) VALUES (?, ?)"
+
+_SELECT_SEEN = "SELECT digest, expires_ms, targets FROM dedup WHERE sender = ? AND message_id = ?"
+_INSERT_SEEN = (
+    "INSERT INTO dedup (sender, message_id, digest, expires_ms, targets) VALUES (?, ?, ?, ?, ?)"
+)
+_UPDATE_SEEN = (
+    "UPDATE dedup SET digest = ?, expires_ms = ?, targets = ? WHERE sender = ? AND message_id = ?"
+)
+_INSERT_OUTBOUND = (
+    "INSERT INTO outbound (next_hop, sender, message_id, digest, targets, expires_ms, size, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_INBOX = (
+    "INSERT INTO inbox (sender, message_id, digest, targets, expires_ms, size, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_PENDING = (
+    "SELECT seq, sender, message_id, digest, targets, expires_ms, data FROM outbound"
+    " WHERE next_hop = ? AND seq > ? AND expires_ms > ? ORDER BY seq LIMIT ?"
+)
+_INBOX = (
+    "SELECT seq, sender, message_id, digest, targets, expires_ms, data FROM inbox"
+    " WHERE seq > ? AND expires_ms > ? ORDER BY seq LIMIT ?"
+)
+_EXPIRED_OUTBOUND = (
+    "SELECT seq, next_hop, sender, message_id, digest, targets, expires_ms, size, data"
+    " FROM outbound"
+    " WHERE expires_ms <= ? ORDER BY expires_ms, next_hop, seq LIMIT ?"
+)
+_EXPIRED_INBOX = (
+    "SELECT seq, sender, message_id, digest, targets, expires_ms, size, data FROM inbox"
+    " WHERE expires_ms <= ? ORDER BY expires_ms, seq LIMIT ?"
+)
+
+# One statement per acknowledgement batch: the seqs travel as a JSON array.
+_DELETE_OUTBOUND = (
+    "DELETE FROM outbound WHERE next_hop = ? AND seq IN (SELECT value FROM json_each(?))"
+    " RETURNING size"
+)
+_DELETE_INBOX = "DELETE FROM inbox WHERE seq IN (SELECT value FROM json_each(?)) RETURNING size"
+
+_Row = tuple[int, int, str, int]  # sort key of an expired entry: expiry, inbox 0 / outbound 1, ...
+
+
+def _json_list(seqs: Iterable[int]) -> str:
+    return "[" + ",".join(map(str, map(int, seqs))) + "]"
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    return tuple(text.split(" "))
+
+
+class SqliteStore:
+    """A :class:`~exchnode.store.Store` in one SQLite file; see the module docstring.
+
+    Synchronous: run it in a worker thread.  One connection, owned by the
+    store and serialised by a lock, so any thread may call it, one call at a
+    time.  ``busy_timeout_ms`` is how long opening waits for another
+    process that still holds the file (e.g. a previous daemon shutting down).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
+        if str(path) == ":memory:" or str(path).startswith("file:"):
+            raise UsageError("SqliteStore needs a file path; use MemoryStore for a store in memory")
+        check_time(busy_timeout_ms, "busy_timeout_ms")
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._broken: str | None = None
+        self._depths = QueueDepths()
+        self._audit_next = 0  # the audit log's next seq, heads' last size, checkpoint's size
+        self._last_head_size = 0
+        self._checkpoint_size = 0
+        conn = self._connect(busy_timeout_ms)
+        try:
+            self._prepare(conn, busy_timeout_ms)
+            self._load_depths(conn)
+            self._load_audit(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r}{', closed' if self._conn is None else ''})"
+
+    # --- opening --------------------------------------------------------------------
+
+    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        try:
+            # Create it owner-only; SQLite gives its log file the same mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            return sqlite3.connect(
+                self.path,
+                timeout=busy_timeout_ms / 1000,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # our lock serialises use instead
+                cached_statements=64,
+            )
+        except OSError as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc.strerror}") from exc
+        except sqlite3.Error as exc:
+            raise self._error("cannot open", exc) from exc
+
+    def _prepare(self, conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode != "wal":
+                raise StoreError(f"store {self.path}: cannot use write-ahead logging ({mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the log after big batches
+            conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: the dedup lookups' pages
+            conn.execute("BEGIN IMMEDIATE")  # takes, and keeps, the exclusive lock
+            try:
+                self._check_schema(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._error("cannot open", exc) from exc
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if not tables and app_id == 0:
+            # A new store: version 1, then the migrations below, as an old file takes them.
+            for statement in _SCHEMA_V1:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("INSERT INTO store_info (key, value) VALUES ('schema_version', 1)")
+            tables = {"store_info"}
+            app_id = APPLICATION_ID
+        if app_id != APPLICATION_ID or "store_info" not in tables:
+            raise StoreError(f"{self.path} is an SQLite database but not an exchnode store")
+        row = conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
+        version = row[0] if row is not None else None
+        if not isinstance(version, int) or version < 1:
+            raise StoreError(f"store {self.path} is damaged: no valid schema_version")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than the "
+                f"{SCHEMA_VERSION} this exchnode knows; upgrade exchnode to open it "
+                f"(the file was not changed)"
+            )
+        while version < SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
+            conn.execute("UPDATE store_info SET value = ? WHERE key = 'schema_version'", (version,))
+
+    def _load_depths(self, conn: sqlite3.Connection) -> None:
+        try:
+            hops = {
+                hop: (count, size)
+                for hop, count, size in conn.execute(
+                    "SELECT next_hop, count(*), coalesce(sum(size), 0) FROM outbound"
+                    " GROUP BY next_hop"
+                )
+            }
+            count, size = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM inbox"
+            ).fetchone()
+            self._depths = QueueDepths(hops, (count, size))
+        except sqlite3.Error as exc:
+            raise self._error("cannot open", exc) from exc
+
+    def _load_audit(self, conn: sqlite3.Connection) -> None:
+        try:
+            (last,) = conn.execute("SELECT max(seq) FROM audit_records").fetchone()
+            row = conn.execute("SELECT size FROM audit_checkpoint").fetchone()
+            self._checkpoint_size = 0 if row is None else row[0]
+            # No records left but a checkpoint: every record was pruned up to its size.
+            self._audit_next = last + 1 if last is not None else self._checkpoint_size
+            row = conn.execute(
+                "SELECT tree_size FROM audit_heads ORDER BY position DESC LIMIT 1"
+            ).fetchone()
+            self._last_head_size = 0 if row is None else row[0]
+        except sqlite3.Error as exc:
+            raise self._error("cannot open", exc) from exc
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
+        name = getattr(exc, "sqlite_errorname", "")
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            detail = "in use by another process (database is locked)"
+        elif name == "SQLITE_NOTADB":
+            detail = "not an SQLite database"
+        elif name.startswith("SQLITE_CORRUPT"):
+            detail = f"the database is corrupt ({exc})"
+        elif name == "SQLITE_FULL":
+            detail = "the disk is full"
+        else:
+            detail = str(exc)
+        return StoreError(f"store {self.path}: {what}: {detail}")
+
+    def _open_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self._broken is not None:
+                raise StoreError(self._broken)
+            raise UsageError(f"store {self.path} is closed")
+        return self._conn
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT; on any error, roll back and raise (StoreError for SQLite's)."""
+        conn = self._open_conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(what, exc) from exc
+            raise
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            # The connection's state is unknown: refuse further use rather than guess.
+            self._broken = f"store {self.path}: unusable after a failed rollback ({exc}); reopen it"
+            self._conn = None
+            conn.close()
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        conn = self._open_conn()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise self._error(what, exc) from exc
+
+    # --- custody in -----------------------------------------------------------------
+
+    def accept(
+        self, items: Iterable[AcceptItem], now_ms: int, *, audit: AuditHook | None = None
+    ) -> list[AcceptOutcome]:
+        batch = check_items(items)
+        check_time(now_ms)
+        if not batch:
+            return []
+        outcomes: list[AcceptOutcome] = []
+        # (sender, id) → (record to write, whether a row exists): one write per key.
+        records: dict[tuple[str, bytes], tuple[SeenRecord, bool]] = {}
+        inbox_rows: list[tuple[str, bytes, bytes, str, int, int, bytes]] = []
+        outbound_rows: list[tuple[str, str, bytes, bytes, str, int, int, bytes]] = []
+        with self._lock, self._transaction("accept") as conn:
+            for item in batch:
+                key = (item.sender, item.message_id)
+                if key in records:
+                    seen: SeenRecord | None = records[key][0]
+                    exists = records[key][1]
+                else:
+                    row = conn.execute(_SELECT_SEEN, key).fetchone()
+                    exists = row is not None
+                    seen = (
+                        None
+                        if row is None
+                        else SeenRecord(
+                            digest=row[0], expires_ms=row[1], targets=frozenset(_targets(row[2]))
+                        )
+                    )
+                outcome = classify(item, seen, now_ms)
+                outcomes.append(outcome)
+                if outcome.status is not AcceptStatus.ACCEPTED:
+                    continue
+                live = seen is not None and seen.expires_ms > now_ms
+                held = seen.targets if seen is not None and live else frozenset()
+                new = frozenset(outcome.local).union(*outcome.forward.values())
+                record = SeenRecord(
+                    digest=item.digest, expires_ms=item.expires_ms, targets=held | new
+                )
+                records[key] = (record, exists)
+                size = len(item.data)
+                if outcome.local:
+                    inbox_rows.append(
+                        (
+                            item.sender,
+                            item.message_id,
+                            item.digest,
+                            " ".join(outcome.local),
+                            item.expires_ms,
+                            size,
+                            item.data,
+                        )
+                    )
+                for hop, targets in outcome.forward.items():
+                    outbound_rows.append(
+                        (
+                            hop,
+                            item.sender,
+                            item.message_id,
+                            item.digest,
+                            " ".join(targets),
+                            item.expires_ms,
+                            size,
+                            item.data,
+                        )
+                    )
+            conn.executemany(
+                _INSERT_SEEN,
+                [
+                    (*key, r.digest, r.expires_ms, " ".join(sorted(r.targets)))
+                    for key, (r, exists) in records.items()
+                    if not exists
+                ],
+            )
+            conn.executemany(
+                _UPDATE_SEEN,
+                [
+                    (r.digest, r.expires_ms, " ".join(sorted(r.targets)), *key)
+                    for key, (r, exists) in records.items()
+                    if exists
+                ],
+            )
+            conn.executemany(_INSERT_INBOX, inbox_rows)
+            conn.executemany(_INSERT_OUTBOUND, outbound_rows)
+            if audit is not None:
+                # Inside the transaction: a raise here rolls back the custody above too.
+                audit_rows = check_audit_rows(audit(list(outcomes)), self._audit_next)
+                conn.executemany(_INSERT_AUDIT, audit_rows)
+            else:
+                audit_rows = []
+        # Committed: now, and only now, the counters.
+        self._appended(audit_rows)
+        for row in inbox_rows:
+            self._depths.add_inbound(row[5])
+        for out in outbound_rows:
+            self._depths.add_outbound(out[0], out[6])
+        return outcomes
+
+    def seen(self, sender: str, message_id: bytes) -> SeenRecord | None:
+        with self._lock, self._reading("seen") as conn:
+            row = conn.execute(_SELECT_SEEN, (sender, message_id)).fetchone()
+        if row is None:
+            return None
+        return SeenRecord(digest=row[0], expires_ms=row[1], targets=frozenset(_targets(row[2])))
+
+    # --- outbound -------------------------------------------------------------------
+
+    def pending(
+        self, next_hop: str, now_ms: int, max_count: int, max_bytes: int, *, after: int = 0
+    ) -> list[OutboundEntry]:
+        check_page(now_ms, max_count, max_bytes, after)
+        with self._lock, self._reading("pending") as conn:
+            cursor = conn.execute(_PENDING, (next_hop, after, now_ms, max_count))
+            try:
+                rows = (
+                    OutboundEntry(
+                        seq=seq,
+                        next_hop=next_hop,
+                        sender=sender,
+                        message_id=message_id,
+                        digest=digest,
+                        targets=_targets(targets),
+                        expires_ms=expires_ms,
+                        data=data,
+                    )
+                    for seq, sender, message_id, digest, targets, expires_ms, data in cursor
+                )
+                return take_within(rows, max_count, max_bytes)
+            finally:
+                cursor.close()  # ends the read at once, even when we stopped early
+
+    def forwarded(
+        self, next_hop: str, seqs: Iterable[int], *, audit: Sequence[AuditRow] = ()
+    ) -> int:
+        wanted = check_seqs(seqs)
+        if not wanted and not audit:
+            return 0
+        with self._lock:
+            self._open_conn()
+            audit_rows = check_audit_rows(audit, self._audit_next)
+            with self._transaction("forwarded") as conn:
+                removed = conn.execute(_DELETE_OUTBOUND, (next_hop, _json_list(wanted))).fetchall()
+                conn.executemany(_INSERT_AUDIT, audit_rows)
+            self._appended(audit_rows)
+        for (size,) in removed:
+            self._depths.remove_outbound(next_hop, size)
+        return len(removed)
+
+    def next_hops(self) -> list[str]:
+        with self._lock:
+            self._open_conn()
+            return self._depths.next_hops()
+
+    def queue_depth(self, next_hop: str) -> QueueDepth:
+        with self._lock:
+            self._open_conn()
+            return self._depths.outbound(next_hop)
+
+    # --- inbox ----------------------------------------------------------------------
+
+    def inbox(
+        self, now_ms: int, max_count: int, *, max_bytes: int | None = None, after: int = 0
+    ) -> list[InboundEntry]:
+        limit = check_page(now_ms, max_count, max_bytes, after)
+        with self._lock, self._reading("inbox") as conn:
+            cursor = conn.execute(_INBOX, (after, now_ms, max_count))
+            try:
+                rows = (
+                    InboundEntry(
+                        seq=seq,
+                        sender=sender,
+                        message_id=message_id,
+                        digest=digest,
+                        targets=_targets(targets),
+                        expires_ms=expires_ms,
+                        data=data,
+                    )
+                    for seq, sender, message_id, digest, targets, expires_ms, data in cursor
+                )
+                return take_within(rows, max_count, limit)
+            finally:
+                cursor.close()
+
+    def delivered(self, seqs: Iterable[int], *, audit: Sequence[AuditRow] = ()) -> int:
+        wanted = check_seqs(seqs)
+        if not wanted and not audit:
+            return 0
+        with self._lock:
+            self._open_conn()
+            audit_rows = check_audit_rows(audit, self._audit_next)
+            with self._transaction("delivered") as conn:
+                removed = conn.execute(_DELETE_INBOX, (_json_list(wanted),)).fetchall()
+                conn.executemany(_INSERT_AUDIT, audit_rows)
+            self._appended(audit_rows)
+        for (size,) in removed:
+            self._depths.remove_inbound(size)
+        return len(removed)
+
+    def inbox_depth(self) -> QueueDepth:
+        with self._lock:
+            self._open_conn()
+            return self._depths.inbox()
+
+    def totals(self) -> QueueDepth:
+        with self._lock:
+            self._open_conn()
+            return self._depths.totals()
+
+    # --- expiry ---------------------------------------------------------------------
+
+    def take_expired(
+        self, now_ms: int, max_count: int, *, audit: ExpiryAuditHook | None = None
+    ) -> list[ExpiredEntry]:
+        check_time(now_ms)
+        check_limit(max_count, "max_count")
+        found: list[tuple[_Row, ExpiredEntry, int]] = []
+        audit_rows: list[AuditRow] = []
+        with self._lock, self._transaction("take_expired") as conn:
+            for (
+                seq,
+                hop,
+                sender,
+                message_id,
+                digest,
+                targets,
+                expires_ms,
+                size,
+                data,
+            ) in conn.execute(_EXPIRED_OUTBOUND, (now_ms, max_count)):
+                entry = ExpiredEntry(
+                    seq=seq,
+                    next_hop=hop,
+                    sender=sender,
+                    message_id=message_id,
+                    digest=digest,
+                    targets=_targets(targets),
+                    expires_ms=expires_ms,
+                    data=data,
+                )
+                found.append(((expires_ms, 1, hop, seq), entry, size))
+            for seq, sender, message_id, digest, targets, expires_ms, size, data in conn.execute(
+                _EXPIRED_INBOX, (now_ms, max_count)
+            ):
+                entry = ExpiredEntry(
+                    seq=seq,
+                    next_hop=None,
+                    sender=sender,
+                    message_id=message_id,
+                    digest=digest,
+                    targets=_targets(targets),
+                    expires_ms=expires_ms,
+                    data=data,
+                )
+                found.append(((expires_ms, 0, "", seq), entry, size))
+            # Earliest expiry first across both queues, as MemoryStore orders them.
+            found.sort(key=lambda f: f[0])
+            del found[max_count:]
+            conn.executemany(
+                "DELETE FROM outbound WHERE seq = ?",
+                [(e.seq,) for _, e, _ in found if e.next_hop is not None],
+            )
+            conn.executemany(
+                "DELETE FROM inbox WHERE seq = ?",
+                [(e.seq,) for _, e, _ in found if e.next_hop is None],
+            )
+            if audit is not None and found:
+                # Inside the transaction: a raise here keeps the entries queued.
+                records = audit([entry for _, entry, _ in found])
+                audit_rows = check_audit_rows(records, self._audit_next)
+                conn.executemany(_INSERT_AUDIT, audit_rows)
+        self._appended(audit_rows)
+        for _, entry, size in found:
+            if entry.next_hop is None:
+                self._depths.remove_inbound(size)
+            else:
+                self._depths.remove_outbound(entry.next_hop, size)
+        return [entry for _, entry, _ in found]
+
+    def prune(self, now_ms: int, max_count: int = 10_000) -> int:
+        check_time(now_ms)
+        check_limit(max_count, "max_count")
+        with self._lock, self._transaction("prune") as conn:
+            keys = conn.execute(
+                "SELECT sender, message_id FROM dedup WHERE expires_ms <= ?"
+                " ORDER BY expires_ms LIMIT ?",
+                (now_ms, max_count),
+            ).fetchall()
+            conn.executemany("DELETE FROM dedup WHERE sender = ? AND message_id = ?", keys)
+        return len(keys)
+
+    # --- the audit log ------------------------------------------------------------
+
+    def append_audit(self, records: Sequence[AuditRow]) -> None:
+        with self._lock:
+            self._open_conn()
+            rows = check_audit_rows(records, self._audit_next)
+            if not rows:
+                return
+            with self._transaction("append_audit") as conn:
+                conn.executemany(_INSERT_AUDIT, rows)
+            self._appended(rows)
+
+    def _appended(self, rows: list[AuditRow]) -> None:
+        """Audit records committed: the next one continues after them."""
+        if rows:
+            self._audit_next = rows[-1][0] + 1
+
+    def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[AuditRow]:
+        check_time(from_seq, "from_seq")
+        check_limit(limit, "limit")
+        with self._lock, self._reading("audit_records") as conn:
+            rows = conn.execute(
+                "SELECT seq, data FROM audit_records WHERE seq >= ? ORDER BY seq LIMIT ?",
+                (from_seq, limit),
+            ).fetchall()
+        return [AuditRow(seq, bytes(data)) for seq, data in rows]
+
+    def audit_size(self) -> int:
+        with self._lock:
+            self._open_conn()
+            return self._audit_next
+
+    def add_tree_head(self, size: int, data: bytes) -> None:
+        with self._lock:
+            self._open_conn()
+            size = check_tree_head(size, data, self._audit_next, self._last_head_size)
+            with self._transaction("add_tree_head") as conn:
+                conn.execute(
+                    "INSERT INTO audit_heads (tree_size, data) VALUES (?, ?)", (size, data)
+                )
+            self._last_head_size = size
+
+    def tree_heads(self, limit: int | None = None) -> list[bytes]:
+        if limit is not None:
+            check_limit(limit, "limit")
+        with self._lock, self._reading("tree_heads") as conn:
+            rows = conn.execute(
+                "SELECT data FROM (SELECT position, data FROM audit_heads"
+                " ORDER BY position DESC LIMIT ?) ORDER BY position",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+        return [bytes(data) for (data,) in rows]
+
+    def tree_head_at_most(self, size: int) -> bytes | None:
+        check_count(size, "size")
+        with self._lock, self._reading("tree_head_at_most") as conn:
+            (low, high) = conn.execute(
+                "SELECT min(position), max(position) FROM audit_heads"
+            ).fetchone()
+            if low is None:
+                return None
+            found: bytes | None = None
+            while low <= high:  # positions ascend with tree sizes: bisect them
+                middle = (low + high) // 2
+                row = conn.execute(
+                    "SELECT position, tree_size, data FROM audit_heads WHERE position >= ?"
+                    " ORDER BY position LIMIT 1",
+                    (middle,),
+                ).fetchone()
+                if row is None or row[0] > high:
+                    high = middle - 1
+                elif row[1] <= size:
+                    found, low = bytes(row[2]), row[0] + 1
+                else:
+                    high = middle - 1
+            return found
+
+    def set_audit_checkpoint(self, size: int, data: bytes) -> None:
+        with self._lock:
+            self._open_conn()
+            size = check_checkpoint_update(size, data, self._audit_next, self._checkpoint_size)
+            with self._transaction("set_audit_checkpoint") as conn:
+                conn.execute(
+                    "INSERT INTO audit_checkpoint (id, size, data) VALUES (1, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET size = excluded.size, data = excluded.data",
+                    (size, data),
+                )
+            self._checkpoint_size = size
+
+    def audit_checkpoint(self) -> bytes | None:
+        with self._lock, self._reading("audit_checkpoint") as conn:
+            row = conn.execute("SELECT data FROM audit_checkpoint").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def prune_audit(self, below_seq: int, max_count: int = 10_000) -> int:
+        with self._lock:
+            self._open_conn()
+            below = check_prune_audit(below_seq, max_count, self._checkpoint_size)
+            with self._transaction("prune_audit") as conn:
+                (first,) = conn.execute("SELECT min(seq) FROM audit_records").fetchone()
+                if first is None or first >= below:
+                    return 0
+                # The kept records are contiguous: the oldest max_count are one range.
+                end = min(below, first + max_count)
+                return conn.execute("DELETE FROM audit_records WHERE seq < ?", (end,)).rowcount
+
+    def prune_heads(self, below_size: int, max_count: int = 10_000) -> int:
+        with self._lock:
+            self._open_conn()
+            below = check_prune_audit(below_size, max_count, self._checkpoint_size)
+            with self._transaction("prune_heads") as conn:
+                return conn.execute(
+                    "DELETE FROM audit_heads WHERE position IN (SELECT position FROM audit_heads"
+                    " WHERE tree_size < ? ORDER BY position LIMIT ?)",
+                    (below, max_count),
+                ).rowcount
+
+    # --- small persistent state ------------------------------------------------------
+
+    def peer_state(self, name: str) -> PeerState:
+        with self._lock, self._reading("peer_state") as conn:
+            row = conn.execute(
+                "SELECT failures, next_attempt_ms, last_ok_ms FROM peers WHERE name = ?", (name,)
+            ).fetchone()
+        if row is None:
+            return PeerState()
+        return PeerState(failures=row[0], next_attempt_ms=row[1], last_ok_ms=row[2])
+
+    def set_peer_state(self, name: str, state: PeerState) -> None:
+        if not isinstance(state, PeerState):
+            raise UsageError(f"set_peer_state() takes a PeerState, got {type(state).__name__}")
+        with self._lock, self._transaction("set_peer_state") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO peers (name, failures, next_attempt_ms, last_ok_ms)"
+                " VALUES (?, ?, ?, ?)",
+                (name, state.failures, state.next_attempt_ms, state.last_ok_ms),
+            )
+
+    def get_meta(self, key: str) -> bytes | None:
+        with self._lock, self._reading("get_meta") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        if not isinstance(key, str) or not isinstance(value, bytes):
+            raise UsageError("set_meta() takes a str key and a bytes value")
+        with self._lock, self._transaction("set_meta") as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def delete_meta(self, key: str) -> None:
+        with self._lock, self._transaction("delete_meta") as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                conn.close()  # checkpoints the log into the database file and removes it
+            except sqlite3.Error as exc:
+                raise self._error("close", exc) from exc
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
