@@ -51,7 +51,16 @@ from typing import Any
 
 import structlog
 
-from exchnode.aio import AuditService, Delivery, Message, Node, NodeLimits, Peer, TlsFiles
+from exchnode.aio import (
+    AuditService,
+    Delivery,
+    Message,
+    Node,
+    NodeConfig,
+    NodeLimits,
+    Peer,
+    TlsFiles,
+)
 from exchnode.core import StaticDirectory
 from exchnode.federation import Relation
 from exchnode.pki import (
@@ -105,12 +114,14 @@ def build_node(spec: dict[str, Any]) -> Node:
         ),
         trust=trust,
         ca_bundle=bundle,
-        peers=[
-            Peer(name=p["name"], relation=Relation(p["relation"]), url=p["url"])
-            for p in spec["peers"]
-        ],
-        listen=("127.0.0.1", spec["port"]),
-        limits=limits,
+        config=NodeConfig(
+            peers=[
+                Peer(name=p["name"], relation=Relation(p["relation"]), url=p["url"])
+                for p in spec["peers"]
+            ],
+            listen=("127.0.0.1", spec["port"]),
+            limits=limits,
+        ),
         # As a daemon runs it: custody records in every group commit, heads every 10 s.
         services=[AuditService()] if spec.get("audit", True) else [],
     )

@@ -8,7 +8,8 @@ names the file and the key (``node.toml: peers[1].relation: ...``); unknown
 keys are errors too, so a misspelt setting fails loudly instead of silently
 taking its default.  Values that the library also checks (``Peer``,
 ``NodeLimits``, ``NodeTimers``, the routing table) are built here, so their
-complaints come out with the key attached.
+complaints come out with the key attached; :attr:`DaemonConfig.node_config`
+gathers them into the Node's ``NodeConfig``.
 
 Relative paths resolve against the directory holding the config file, never
 against the current directory, so a node's files can be moved as one folder.
@@ -47,7 +48,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exchnode.aio import NodeLimits, NodeTimers, Peer
+from exchnode.aio import NodeConfig, NodeLimits, NodeTimers, Peer
 from exchnode.audit import Role
 from exchnode.core import Level, NodeName
 from exchnode.errors import ExchnodeError, UsageError
@@ -221,6 +222,20 @@ class DaemonConfig:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def node_config(self) -> NodeConfig:
+        """The Node's settings, one to one: ``[[peers]]``, ``[node] listen``,
+        ``[directory] advertise``, ``[limits]``, ``[timers]`` (less ``drain_timeout``,
+        the daemon's own); backoff and the seal and open policies are the library's.
+        """
+        return NodeConfig(
+            peers=self.peers,
+            listen=self.listen,
+            advertise=self.directory.advertise,
+            limits=self.limits,
+            timers=self.timers,
+        )
 
     @property
     def store_path(self) -> Path:

@@ -62,13 +62,14 @@ from cryptography import x509
 from exchnode.aio import (
     AuditService,
     CatalogService,
+    LogSink,
     Node,
     SharingService,
     TlsFiles,
     WitnessService,
     write_verify_bundle,
 )
-from exchnode.core import AuditEvent, LogSink, PeerIdentity, StaticDirectory
+from exchnode.core import AuditEvent, PeerIdentity, StaticDirectory
 from exchnode.errors import CertificateError, ExchnodeError, InconsistentLogError, UsageError
 from exchnode.pki import (
     TrustStore,
@@ -338,12 +339,8 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         tls=TlsFiles(config.identity.chain, config.identity.signing_key, verify, passphrase),
         trust=trust.store,
         ca_bundle=trust.cas,
-        peers=config.peers,
-        listen=config.listen,
-        limits=config.limits,
-        timers=config.timers,
+        config=config.node_config,
         directory=directory,
-        advertise=config.directory.advertise,
         services=[audit, witness, catalog, sharing],
     )
     facts: list[StartFacts] = []

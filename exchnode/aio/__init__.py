@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from exchnode.aio._audit_service import AuditService
 from exchnode.aio._catalog_service import STATE_KEY, CatalogService
-from exchnode.aio._config import NodeLimits, NodeTimers, Peer
+from exchnode.aio._config import NodeConfig, NodeLimits, NodeTimers, Peer
 from exchnode.aio._delivery import Delivery, DeliveryStatus, Message, Sent
+from exchnode.aio._directory_service import DirectoryService
+from exchnode.aio._log_sink import LogSink
 from exchnode.aio._node import Node, NodeStats
 from exchnode.aio._service import NodeService, ServiceMessage
 from exchnode.aio._sharing_service import RECORDS_KIND, SharingService
@@ -23,10 +25,13 @@ __all__ = [
     "CatalogService",
     "Delivery",
     "DeliveryStatus",
+    "DirectoryService",
     "LinkClient",
     "LinkError",
+    "LogSink",
     "Message",
     "Node",
+    "NodeConfig",
     "NodeLimits",
     "NodeService",
     "NodeStats",

@@ -67,7 +67,7 @@ from exchnode.audit import (
 )
 from exchnode.core import AuditEvent
 from exchnode.errors import UsageError
-from exchnode.store import AuditRow
+from exchnode.store import AuditRow, AuditStore
 
 if TYPE_CHECKING:
     from exchnode.aio._node import Node
@@ -187,7 +187,7 @@ class AuditService:
         if not self._pending:
             return
         entries, self._pending = self._pending, []
-        store = self._running().store
+        store: AuditStore = self._running().store
         try:
             await self._in_store(lambda: store.append_audit(self.encode(entries)))
         except BaseException:
@@ -230,7 +230,7 @@ class AuditService:
         the checkpoint must be a head, so the log stays verifiable from it.
         """
         node, state = self._running(), self._ready_state()
-        store = node.store
+        store: AuditStore = node.store
         cutoff_ms = int((node.now() - self.retention) * 1000)
 
         def checkpoint_at() -> int:
@@ -288,7 +288,7 @@ class AuditService:
 
     async def latest_head(self) -> bytes | None:
         """The newest signed tree head stored (encoded), or None before the first."""
-        store = self._running().store
+        store: AuditStore = self._running().store
         heads = await self._running().run_in_store(store.tree_heads, 1)
         return heads[-1] if heads else None
 
@@ -345,7 +345,8 @@ class AuditService:
     ) -> tuple[list[AuditRow], list[bytes], Checkpoint | None]:
         """The stored log from its checkpoint on: records, heads (all, or the last), checkpoint."""
         node = self._running()
-        store, verifier = node.store, TreeHeadVerifier(node.directory)
+        store: AuditStore = node.store
+        verifier = TreeHeadVerifier(node.directory)
 
         def load() -> tuple[list[AuditRow], list[bytes], Checkpoint | None]:
             stored = store.audit_checkpoint()

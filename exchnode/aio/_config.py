@@ -1,21 +1,22 @@
-"""How a node is set up: its neighbours, its limits and its timers (pure values).
+"""How a node is set up: its neighbours, where it listens, its limits and its timers (pure values).
 
-The daemon reads these from TOML (``node/``); an integrator builds them in
-code.  Each value checks itself on construction, so a bad configuration
-fails at startup with a message naming the setting, not at the first
-message.
+:class:`NodeConfig` gathers them for the :class:`~exchnode.aio.Node`.  The
+daemon reads them from TOML (``node/``); an integrator builds them in code.
+Each value checks itself on construction, so a bad configuration fails at
+startup with a message naming the setting, not at the first message.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from exchnode.core import NodeName
+from exchnode.core import NodeName, OpenPolicy, SealPolicy
 from exchnode.errors import UsageError
-from exchnode.federation import Neighbour, Relation
+from exchnode.federation import DEFAULT_BACKOFF, BackoffPolicy, Neighbour, Relation
 
-__all__ = ["NodeLimits", "NodeTimers", "Peer"]
+__all__ = ["NodeConfig", "NodeLimits", "NodeTimers", "Peer"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,13 +31,17 @@ class Peer:
         NodeName.parse(self.name)
         if not isinstance(self.relation, Relation):
             raise UsageError(f"relation of {self.name} must be a Relation, got {self.relation!r}")
-        parts = urlsplit(self.url)
-        if parts.scheme != "https" or not parts.hostname or parts.port is None:
-            raise UsageError(f"url of {self.name} must be https://host:port, got {self.url!r}")
+        _check_url(f"url of {self.name}", self.url)
 
     @property
     def neighbour(self) -> Neighbour:
         return Neighbour(NodeName.parse(self.name), self.relation)
+
+
+def _check_url(what: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.port is None:
+        raise UsageError(f"{what} must be https://host:port, got {url!r}")
 
 
 def _positive(owner: object, *names: str) -> None:
@@ -112,3 +117,82 @@ class NodeTimers:
             "directory_refresh",
             "directory_lifetime",
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    """How a node is set up, apart from who it is and whom it trusts (``Node(config=...)``).
+
+    Everything here is a plain value that can be written down (and compared):
+    the daemon's ``node.toml`` maps onto it one to one -- ``[[peers]]`` →
+    ``peers``, ``[node] listen`` → ``listen``, ``[directory] advertise`` →
+    ``advertise``, ``[limits]`` → ``limits``, ``[timers]`` → ``timers``
+    (``DaemonConfig.node_config``) -- and the daemon leaves ``backoff`` and
+    the policies at their defaults.  What the node *is* and *believes* (its
+    identity and TLS files, the trust store and CA bundle, a static
+    directory), where it keeps its state (the store), what is attached to it
+    (services), and its clock and randomness are the Node's own arguments.
+
+    * ``peers``: the neighbours (names distinct);
+    * ``listen``: ``(host, port)`` the node serves its neighbours on (port 0:
+      any free port); None serves nothing (a node that only calls out);
+    * ``advertise``: the ``https://host:port`` this node publishes in the
+      signed node directory (default: built from ``listen``); unused with a
+      static directory;
+    * ``limits``, ``timers``: see :class:`NodeLimits` and :class:`NodeTimers`;
+    * ``backoff``: how long an unreachable neighbour is left before the next try;
+    * ``seal_policy``, ``open_policy``: the protocol core's rules for sealing
+      and for what it accepts (``exchnode.core``).
+    """
+
+    peers: Sequence[Peer] = ()
+    listen: tuple[str, int] | None = ("127.0.0.1", 0)
+    advertise: str | None = None
+    limits: NodeLimits = field(default_factory=NodeLimits)
+    timers: NodeTimers = field(default_factory=NodeTimers)
+    backoff: BackoffPolicy = DEFAULT_BACKOFF
+    seal_policy: SealPolicy = field(default_factory=SealPolicy)
+    open_policy: OpenPolicy = field(default_factory=OpenPolicy)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.peers, Peer):
+            raise UsageError("peers is a list of Peer values, not one Peer")
+        peers = tuple(self.peers)
+        names: set[str] = set()
+        for peer in peers:
+            if not isinstance(peer, Peer):
+                raise UsageError(f"peers must be Peer values, got {type(peer).__name__}")
+            if peer.name in names:
+                raise UsageError(f"peer {peer.name} is listed twice")
+            names.add(peer.name)
+        object.__setattr__(self, "peers", peers)
+        listen = self.listen
+        if listen is not None and not (
+            isinstance(listen, tuple)
+            and len(listen) == 2
+            and isinstance(listen[0], str)
+            and isinstance(listen[1], int)
+            and 0 <= listen[1] <= 65535
+        ):
+            raise UsageError(f"listen must be (host, port), got {listen!r}")
+        if self.advertise is not None:
+            _check_url("advertise", self.advertise)
+        for name, kind in (
+            ("limits", NodeLimits),
+            ("timers", NodeTimers),
+            ("backoff", BackoffPolicy),
+            ("seal_policy", SealPolicy),
+            ("open_policy", OpenPolicy),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise UsageError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+
+    @property
+    def advertised_url(self) -> str:
+        """The URL the signed directory publishes: ``advertise``, else from ``listen``, else ''."""
+        if self.advertise is not None:
+            return self.advertise
+        if self.listen is not None and self.listen[1]:
+            return f"https://{self.listen[0]}:{self.listen[1]}"
+        return ""

@@ -24,13 +24,13 @@ the envelope's authenticated sender.
 
 **Durability.**  The service's state -- the provider's book, the
 requester's view, the authority's desk, the correction desks, the gap
-trackers -- is one value in the node's store, kept together with an *outbox*
-of the messages the last change produced: a change is stored with its outbox
-before anything is sent, the outbox is then sent, and the next store empties
-it.  A crash in between sends the outbox again at start; every statement
-carries a version, round or id, so a repeat is a no-op for its recipient.
-An incoming message leaves the inbox only once its effect is stored
-(``node_service``).
+trackers: ``SharingState`` (``_sharing_state``) -- is one value in the
+node's store, kept together with an *outbox* of the messages the last change
+produced: a change is stored with its outbox before anything is sent, the
+outbox is then sent, and the next store empties it.  A crash in between
+sends the outbox again at start; every statement carries a version, round or
+id, so a repeat is a no-op for its recipient.  An incoming message leaves the
+inbox only once its effect is stored (``node_service``).
 
 **Records.**  ``publish_records`` numbers each record per resource, projects
 and masks it under every live grant, and sends one ``sub.records`` envelope
@@ -61,13 +61,14 @@ import structlog
 
 from exchnode.aio._catalog_service import CatalogService
 from exchnode.aio._delivery import Delivery, Message
+from exchnode.aio._log_sink import LogSink
 from exchnode.aio._service import ServiceMessage
+from exchnode.aio._sharing_state import Send, SharingState, StateContext, terms_of
 from exchnode.aio._transport import Handler
 from exchnode.aio._waiting import wait_event
-from exchnode.core import AuditEvent, EventSink, LogSink, NodeName, pack, unpack
+from exchnode.core import AuditEvent, EventSink
 from exchnode.errors import (
     ExchnodeError,
-    MalformedError,
     RejectedError,
     UnexpectedMessageError,
     UsageError,
@@ -114,7 +115,6 @@ __all__ = ["RECORDS_KIND", "Published", "ReceivedRecords", "SharingService"]
 
 RECORDS_KIND = RecordBatch.KIND
 _STATE_KEY = "sharing"
-_STATE_FORMAT = 1
 _TIMER_INTERVAL = 1.0  # seconds between deadline checks at most
 
 
@@ -139,12 +139,6 @@ class ReceivedRecords:
     missing: tuple[tuple[int, int], ...]  # gaps still open below the highest number seen
 
 
-class _Send(NamedTuple):
-    recipients: tuple[str, ...]
-    kind: str
-    payload: bytes
-
-
 class SharingService:
     """Subscriptions for one node: see the module docstring."""
 
@@ -167,18 +161,11 @@ class SharingService:
         self._answer_days = answer_days
         self._random = random
         self._node: Node | None = None
-        self._book: SubscriptionBook | None = None
-        self._view: SubscriberView | None = None
-        self._desk: AuthorityDesk | None = None
-        self._corrections_in: CorrectionDesk | None = None
-        self._corrections_out: CorrectionTracker | None = None
-        self._requests: dict[bytes, SubscriptionRequest] = {}  # received, as provider
-        self._trackers: dict[tuple[str, str], GapTracker] = {}  # (provider, code), as subscriber
-        self._outbox: list[_Send] = []
+        self._state = SharingState()  # what start() restores or creates
         self._changed = asyncio.Event()  # replaced after each stored change
         self._lock = asyncio.Lock()
         self._timer_wake = asyncio.Event()
-        self.log: Any = structlog.get_logger("exchnode.aio")
+        self.log: Any = structlog.get_logger("exchnode.sharing")
 
     # --- the service seam ------------------------------------------------------------
 
@@ -187,9 +174,10 @@ class SharingService:
         self.log = self.log.bind(node=node.name)
         stored = await node.get_meta(_STATE_KEY)
         if stored is not None:
-            self._restore(stored)
+            self._state = SharingState.restore(stored, self._context())
+            self.log.info("sharing state restored", node=node.name, outbox=len(self._state.outbox))
         else:
-            self._fresh()
+            self._state = SharingState.fresh(node.name, self._context())
         node.run_task(self._timers, "sharing-timers")
 
     def routes(self) -> Mapping[tuple[str, str], Handler]:
@@ -224,13 +212,13 @@ class SharingService:
     async def close(self) -> None:
         pass
 
-    def _apply(self, statement: object, sender: str, now_ms: int) -> list[_Send]:
+    def _apply(self, statement: object, sender: str, now_ms: int) -> list[Send]:
         """Hand one authenticated statement to the part of this node it concerns."""
         me = self._me()
         out: list[Outgoing] = []
         if isinstance(statement, SubscriptionRequest):
             out = self._provider_book().on_request(statement, sender=sender, now_ms=now_ms)
-            self._requests.setdefault(statement.request_id, statement)
+            self._state.requests.setdefault(statement.request_id, statement)
         elif isinstance(statement, Decision):
             self._requester_view().on_decision(statement, sender=sender, now_ms=now_ms)
         elif isinstance(statement, Expiry):
@@ -251,7 +239,7 @@ class SharingService:
             out = self._provider_book().on_resend(statement, sender=sender, now_ms=now_ms)
         elif isinstance(statement, RecordGap):
             low, high = self._requester_view().on_gap(statement, sender=sender)
-            tracker = self._trackers.get((statement.provider, statement.resource_code))
+            tracker = self._state.trackers.get((statement.provider, statement.resource_code))
             if tracker is not None:
                 tracker.give_up(high)
             self.log.warning(
@@ -267,7 +255,7 @@ class SharingService:
             self._correction_tracker().on_answer(statement, sender=sender, now_ms=now_ms)
         else:
             raise UsageError(f"no handler for {type(statement).__name__}")
-        return [_Send(o.recipients, o.kind, o.payload()) for o in out]
+        return [Send(o.recipients, o.kind, o.payload()) for o in out]
 
     # --- the requester ----------------------------------------------------------------
 
@@ -291,14 +279,14 @@ class SharingService:
         view = self._requester_view()
         async with self._lock:
             outgoing = view.request(
-                _terms_of(record.entry),
+                terms_of(record.entry),
                 purpose=purpose,
                 scope=scope,
                 items=items,
                 operator=operator,
                 now_ms=self._now_ms(),
             )
-            await self._commit([_Send(o.recipients, o.kind, o.payload()) for o in outgoing])
+            await self._commit([Send(o.recipients, o.kind, o.payload()) for o in outgoing])
         request = outgoing[0].message
         assert isinstance(request, SubscriptionRequest)
         return request.request_id
@@ -314,13 +302,13 @@ class SharingService:
 
     def state(self, request_id: bytes) -> RequestState | None:
         """The request's state as this node knows it (requester's or provider's view)."""
-        if self._view is not None:
+        if self._state.view is not None:
             with contextlib.suppress(UsageError):
-                state = self._view.state(request_id)
+                state = self._state.view.state(request_id)
                 if state is not None:
                     return state
-        if self._book is not None and request_id in self._requests:
-            return self._book.state(request_id)
+        if self._state.book is not None and request_id in self._state.requests:
+            return self._state.book.state(request_id)
         return None
 
     def reason(self, request_id: bytes) -> str:
@@ -357,13 +345,13 @@ class SharingService:
             now_ms = self._now_ms()
             grants = view.grants_for(batch, sender=delivery.sender, now_ms=now_ms)
             key = (batch.provider, batch.resource_code)
-            tracker = self._trackers.get(key)
+            tracker = self._state.trackers.get(key)
             if grants:
                 # Numbers before the grants held were never this node's to receive (a grant
                 # revoked and given again starts later): they are not gaps.
                 before = min(g.first_seq for g in grants) - 1
                 if tracker is None:
-                    tracker = self._trackers[key] = GapTracker(before)
+                    tracker = self._state.trackers[key] = GapTracker(before)
                 else:
                     tracker.give_up(before)
             fresh: list[tuple[int, dict[str, Value]]] = []
@@ -412,7 +400,7 @@ class SharingService:
     async def fill_gaps(self, provider: str, resource_code: str) -> list[tuple[int, int]]:
         """Ask ``provider`` to resend what is missing of ``resource_code``; the ranges asked."""
         view = self._requester_view()
-        tracker = self._trackers.get((provider, resource_code))
+        tracker = self._state.trackers.get((provider, resource_code))
         gaps = tracker.missing() if tracker is not None else []
         grant = next(
             (
@@ -426,7 +414,7 @@ class SharingService:
             return []
         async with self._lock:
             sends = [
-                _Send(o.recipients, o.kind, o.payload())
+                Send(o.recipients, o.kind, o.payload())
                 for low, high in gaps
                 for o in view.resend(grant.request_id, low, high)
             ]
@@ -455,16 +443,16 @@ class SharingService:
                 operator=operator,
                 now_ms=self._now_ms(),
             )
-            await self._commit([_Send(o.recipients, o.kind, o.payload()) for o in outgoing])
+            await self._commit([Send(o.recipients, o.kind, o.payload()) for o in outgoing])
         correction = outgoing[0].message
         assert isinstance(correction, Correction)
         return correction.correction_id
 
     def correction_state(self, correction_id: bytes) -> CorrectionState:
         """A correction's state, as its reporter or as the provider it went to."""
-        if self._corrections_out is not None:
+        if self._state.corrections_out is not None:
             with contextlib.suppress(UsageError):
-                return self._corrections_out.state(correction_id)
+                return self._state.corrections_out.state(correction_id)
         return self._correction_desk().state(correction_id)
 
     def correction_answer(self, correction_id: bytes) -> CorrectionAnswer | None:
@@ -494,7 +482,9 @@ class SharingService:
         """Requests this node received as provider, oldest first (optionally in one state)."""
         book = self._provider_book()
         found = [
-            r for r in self._requests.values() if state is None or book.state(r.request_id) is state
+            r
+            for r in self._state.requests.values()
+            if state is None or book.state(r.request_id) is state
         ]
         return sorted(found, key=lambda r: (r.at_ms, r.request_id))
 
@@ -581,7 +571,7 @@ class SharingService:
                     subscriber,
                     count=last - first + 1,
                 )
-            await self._commit([_Send(g.recipients, g.kind, g.payload) for g in groups])
+            await self._commit([Send(g.recipients, g.kind, g.payload) for g in groups])
         return Published(first, last, len({d.subscriber for d in deliveries}), len(groups))
 
     def _record_event(
@@ -664,17 +654,17 @@ class SharingService:
                 await self._send_outbox()  # left by a crash, or by a failed send
                 outgoing: list[Outgoing] = []
                 changed = False
-                if self._book is not None:
-                    outgoing = self._book.expire_due(now_ms)
-                if self._view is not None:
-                    changed = bool(self._view.expire_due(now_ms))
+                if self._state.book is not None:
+                    outgoing = self._state.book.expire_due(now_ms)
+                if self._state.view is not None:
+                    changed = bool(self._state.view.expire_due(now_ms))
                 if outgoing or changed:
-                    await self._commit([_Send(o.recipients, o.kind, o.payload()) for o in outgoing])
+                    await self._commit([Send(o.recipients, o.kind, o.payload()) for o in outgoing])
             self._timer_wake.clear()
             await wait_event(self._timer_wake, self._next_check(now_ms))
 
     def _next_check(self, now_ms: int) -> float:
-        due = self._book.next_timer() if self._book is not None else None
+        due = self._state.book.next_timer() if self._state.book is not None else None
         if due is None:
             return _TIMER_INTERVAL
         return min(_TIMER_INTERVAL, max(0.0, (due - now_ms) / 1000))
@@ -684,16 +674,16 @@ class SharingService:
     async def _change(self, step: Callable[[int], list[Outgoing]]) -> None:
         async with self._lock:
             outgoing = step(self._now_ms())
-            await self._commit([_Send(o.recipients, o.kind, o.payload()) for o in outgoing])
+            await self._commit([Send(o.recipients, o.kind, o.payload()) for o in outgoing])
 
-    async def _commit(self, sends: Sequence[_Send]) -> None:
+    async def _commit(self, sends: Sequence[Send]) -> None:
         """Store the state with what it must send, send it, then tell waiters.
 
         Called with ``_lock`` held, after a change of the in-memory state.
         """
         node = self._running()
-        self._outbox.extend(sends)  # with anything an earlier change could not send yet
-        await node.set_meta(_STATE_KEY, self._encode())
+        self._state.outbox.extend(sends)  # with anything an earlier change could not send yet
+        await node.set_meta(_STATE_KEY, self._state.encode())
         await self._send_outbox()
         self._changed.set()
         self._changed = asyncio.Event()
@@ -705,7 +695,7 @@ class SharingService:
         The change that produced it is stored already, outbox included: failing
         here must not undo it, nor lose the messages.
         """
-        if not self._outbox:
+        if not self._state.outbox:
             return
         try:
             await self._running().send_many(
@@ -716,94 +706,33 @@ class SharingService:
                         kind=send.kind,
                         content_type=CONTENT_TYPE,
                     )
-                    for send in self._outbox
+                    for send in self._state.outbox
                 ]
             )
         except ExchnodeError as exc:
             self.log.warning(
-                "sharing messages not sent yet", count=len(self._outbox), error=str(exc)
+                "sharing messages not sent yet", count=len(self._state.outbox), error=str(exc)
             )
             return
-        self._outbox = []
+        self._state.outbox = []
 
-    # --- persistence ---------------------------------------------------------------------
+    # --- helpers ---------------------------------------------------------------------
 
-    def _fresh(self) -> None:
-        me = self._me()
-        if NodeName.parse(me).is_hub:
-            self._desk = AuthorityDesk(me, sink=self.events)
-            return
-        self._book = SubscriptionBook(
-            me,
-            self._terms,
+    def _context(self) -> StateContext:
+        return StateContext(
+            terms=self._terms,
             sink=self.events,
             masking_secret=self._masking_secret,
             calendar=self._calendar,
             answer_days=self._answer_days,
+            random=self._random,
         )
-        self._view = SubscriberView(me, sink=self.events, random=self._random)
-        self._corrections_in = CorrectionDesk(me, sink=self.events)
-        self._corrections_out = CorrectionTracker(me, sink=self.events, random=self._random)
-
-    def _encode(self) -> bytes:
-        def part(value: Any) -> bytes | None:
-            return None if value is None else bytes(value.encode())
-
-        return pack(
-            [
-                _STATE_FORMAT,
-                part(self._book),
-                part(self._view),
-                part(self._desk),
-                part(self._corrections_in),
-                part(self._corrections_out),
-                [r.encode() for r in self._requests.values()],
-                [[p, c, t.encode()] for (p, c), t in sorted(self._trackers.items())],
-                [[list(s.recipients), s.kind, s.payload] for s in self._outbox],
-            ]
-        )
-
-    def _restore(self, data: bytes) -> None:
-        what = "sharing-state"
-        value = unpack(data, what=what, max_size=len(data), max_array=max(len(data), 64))
-        if type(value) is not list or len(value) != 9 or value[0] != _STATE_FORMAT:
-            raise MalformedError(what, f"expected format {_STATE_FORMAT} with 9 fields")
-        _, book, view, desk, c_in, c_out, requests, trackers, outbox = value
-        events, me = self.events, self._me()
-        if book is not None:
-            self._book = SubscriptionBook.restore(
-                book,
-                self._terms,
-                sink=events,
-                masking_secret=self._masking_secret,
-                calendar=self._calendar,
-                answer_days=self._answer_days,
-            )
-        if view is not None:
-            self._view = SubscriberView.restore(view, sink=events, random=self._random)
-        if desk is not None:
-            self._desk = AuthorityDesk.restore(desk, sink=events)
-        if c_in is not None:
-            self._corrections_in = CorrectionDesk.restore(c_in, sink=events)
-        if c_out is not None:
-            self._corrections_out = CorrectionTracker.restore(
-                c_out, sink=events, random=self._random
-            )
-        for item in requests:
-            request = SubscriptionRequest.decode(item)
-            self._requests[request.request_id] = request
-        for provider, code, tracker in trackers:
-            self._trackers[(provider, code)] = GapTracker.restore(tracker)
-        self._outbox = [_Send(tuple(r), kind, payload) for r, kind, payload in outbox]
-        self.log.info("sharing state restored", node=me, outbox=len(self._outbox))
-
-    # --- helpers ---------------------------------------------------------------------
 
     def _terms(self, resource_code: str) -> ResourceTerms | None:
         record = self.catalog.get(self._me(), resource_code)
         if record is None or record.entry is None:
             return None
-        return _terms_of(record.entry)
+        return terms_of(record.entry)
 
     def _running(self) -> Node:
         if self._node is None:
@@ -817,37 +746,26 @@ class SharingService:
         return int(self._running().now() * 1000)
 
     def _provider_book(self) -> SubscriptionBook:
-        if self._book is None:
+        if self._state.book is None:
             raise UsageError(f"{self._me()} is a hub: it provides no resources")
-        return self._book
+        return self._state.book
 
     def _requester_view(self) -> SubscriberView:
-        if self._view is None:
+        if self._state.view is None:
             raise UsageError(f"{self._me()} is a hub: it subscribes to nothing")
-        return self._view
+        return self._state.view
 
     def _authority_desk(self) -> AuthorityDesk:
-        if self._desk is None:
+        if self._state.desk is None:
             raise UsageError(f"{self._me()} is a department: it is no sharing authority")
-        return self._desk
+        return self._state.desk
 
     def _correction_desk(self) -> CorrectionDesk:
-        if self._corrections_in is None:
+        if self._state.corrections_in is None:
             raise UsageError(f"{self._me()} is a hub: it provides no records")
-        return self._corrections_in
+        return self._state.corrections_in
 
     def _correction_tracker(self) -> CorrectionTracker:
-        if self._corrections_out is None:
+        if self._state.corrections_out is None:
             raise UsageError(f"{self._me()} is a hub: it receives no records")
-        return self._corrections_out
-
-
-def _terms_of(entry: Any) -> ResourceTerms:
-    """What the sharing rules need of a catalog entry."""
-    return ResourceTerms(
-        code=entry.code,
-        provider=entry.provider,
-        share_type=entry.share_type,
-        conditions=entry.share_conditions,
-        items=frozenset(item.name for item in entry.data_items),
-    )
+        return self._state.corrections_out

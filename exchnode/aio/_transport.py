@@ -69,7 +69,7 @@ __all__ = [
 
 TRANSFER_PATH = "/exchnode/v1/transfer"
 HELLO_PATH = "/exchnode/v1/hello"
-CONTENT_TYPE = "application/vnd.exchnode.federation+msgpack"
+CONTENT_TYPE = "application/vnd.exchnode.link+msgpack"
 
 Authenticate = Callable[[x509.Certificate], str]
 

@@ -33,7 +33,7 @@ from exchnode.core._envelope import (
     encode_signed,
     signed_leaf,
 )
-from exchnode.core._events import AuditEvent, EventSink, LogSink
+from exchnode.core._events import AuditEvent, EventSink
 from exchnode.core._hpke import hpke_open, hpke_seal
 from exchnode.core._identity import KEY_ID_LENGTH, LocalIdentity, PeerIdentity, key_id
 from exchnode.core._merkle import (
@@ -103,7 +103,6 @@ __all__ = [
     "Level",
     "Limits",
     "LocalIdentity",
-    "LogSink",
     "MerkleLog",
     "NodeName",
     "NonDeliveryReport",

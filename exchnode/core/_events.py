@@ -14,11 +14,9 @@ request id is enough to find the signed messages that hold the rest.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-import structlog
-
-__all__ = ["AuditEvent", "EventSink", "ListSink", "LogSink"]
+__all__ = ["AuditEvent", "EventSink", "ListSink"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,22 +43,3 @@ class ListSink:
 
     def emit(self, event: AuditEvent) -> None:
         self.events.append(event)
-
-
-class LogSink:
-    """Every event as one structured log line: the sink until the audit log (issue 5) takes over."""
-
-    def __init__(self, log: Any = None) -> None:
-        self.log: Any = log if log is not None else structlog.get_logger("exchnode.audit")
-
-    def emit(self, event: AuditEvent) -> None:
-        self.log.info(
-            "audit event",
-            action=event.action,
-            actor=event.actor,
-            resource=event.resource_code,
-            request=event.request_id.hex(),
-            outcome=event.outcome,
-            counterpart=event.counterpart,
-            at_ms=event.at_ms,
-        )

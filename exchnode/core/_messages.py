@@ -41,7 +41,7 @@ __all__ = [
 
 MESSAGE_VERSION = 1
 RECEIPT_KIND = "receipt"
-RECEIPT_CONTENT_TYPE = "application/vnd.exchnode.core+msgpack"
+RECEIPT_CONTENT_TYPE = "application/vnd.exchnode.receipts+msgpack"
 RESERVED_KINDS = frozenset({NDR_KIND, RECEIPT_KIND, "directory"})
 FLAG_RECEIPT = 1
 _KNOWN_FLAGS = FLAG_RECEIPT

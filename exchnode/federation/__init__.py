@@ -14,7 +14,8 @@ from exchnode.federation._backoff import (
     failed,
     succeeded,
 )
-from exchnode.federation._directory import NodeDirectory, verify_snapshot
+from exchnode.federation._directory import NodeDirectory
+from exchnode.federation._directory_verify import verify_snapshot
 from exchnode.federation._link import (
     MAX_TRANSFER_BYTES,
     Credit,

@@ -1,11 +1,14 @@
 """The certificate hierarchy: the profile, issuance of CAs, node certificates
-and CRLs, chain verification with name constraints and revocation (pure), and
-at the edge the CAs' working directories and private key files.
+and CRLs, chain verification with name constraints and revocation, the one
+rule for which CRLs count (pure), and at the edge the CAs' working directories
+and private key files.
 """
 
 from __future__ import annotations
 
 from exchnode.pki._ca_store import REASONS, CAStore, CertificateAuthority, IssuedCertificate
+from exchnode.pki._crl import CrlProblem, CrlSet, crl_problem
+from exchnode.pki._crl_acceptance import CrlCheck, RefusedCrl, check_crls
 from exchnode.pki._issue import (
     Revocation,
     build_crl,
@@ -29,10 +32,11 @@ from exchnode.pki._profile import (
     CertKind,
     parse_subject,
 )
+from exchnode.pki._trust import TrustStore, VerifiedCA
 from exchnode.pki._verify import (
-    TrustStore,
-    VerifiedCA,
+    load_certificate_der,
     load_certificates_pem,
+    load_crl_der,
     load_crls_pem,
     read_node_certificate,
     verify_ca_certificate,
@@ -50,7 +54,11 @@ __all__ = [
     "CAStore",
     "CertKind",
     "CertificateAuthority",
+    "CrlCheck",
+    "CrlProblem",
+    "CrlSet",
     "IssuedCertificate",
+    "RefusedCrl",
     "Revocation",
     "TrustStore",
     "VerifiedCA",
@@ -58,7 +66,11 @@ __all__ = [
     "build_intermediate_ca",
     "build_node_certificate",
     "build_root_ca",
+    "check_crls",
+    "crl_problem",
+    "load_certificate_der",
     "load_certificates_pem",
+    "load_crl_der",
     "load_crls_pem",
     "load_local_identity",
     "parse_subject",

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from exchnode.core import LocalIdentity, PeerIdentity
 from exchnode.errors import CertificateError, UsageError
+from exchnode.pki._trust import TrustStore
 from exchnode.pki._verify import (
-    TrustStore,
     load_certificates_pem,
     read_node_certificate,
     verify_node_certificate,

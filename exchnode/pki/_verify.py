@@ -19,24 +19,24 @@ says *which* check failed:
 4. check every signature, the root's own included (``CertificateSignatureError``);
 5. check every subject lies in its issuer's scope (``NameConstraintError``);
 6. check revocation against the CRLs of the trust store
-   (``CertificateRevokedError``, ``RevocationUnavailableError``);
+   (``CertificateRevokedError``, ``RevocationUnavailableError``); which CRLs
+   count is the one rule of ``_crl``, the directory's too;
 7. check the leaf is the kind of certificate the caller asked for.
 
 Steps 2-6 walk the path from the root down, so a revoked or expired CA is
 reported before the certificates beneath it.
 
-Nothing here reads a clock: ``now`` is an argument, as in aioquic.  The PEM
+Nothing here reads a clock: ``now`` is an argument, as in aioquic.  The
 loaders at the bottom are the only functions that take raw bytes; they raise
-``MalformedCertificateError`` on anything that is not PEM-armoured DER.
+``MalformedCertificateError`` on anything that is not a PEM bundle or DER.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple, TypeVar
 
@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
-from exchnode.core import Level, NodeName, PeerIdentity, division_level, division_scope
+from exchnode.core import NodeName, PeerIdentity
 from exchnode.errors import (
     CertificateExpiredError,
     CertificateNotYetValidError,
@@ -61,6 +61,8 @@ from exchnode.errors import (
     UntrustedError,
     UsageError,
 )
+from exchnode.pki._crl import crl_problem, decode_crl
+from exchnode.pki._hostile import DECODE_ERRORS, hostile_input, utc_text
 from exchnode.pki._profile import (
     ENCRYPTION_KEY_OID,
     MAX_CHAIN_LENGTH,
@@ -69,12 +71,13 @@ from exchnode.pki._profile import (
     node_issuance_problem,
     parse_subject,
 )
+from exchnode.pki._trust import TrustStore, VerifiedCA
 
 __all__ = [
     "NodeCertificateContents",
-    "TrustStore",
-    "VerifiedCA",
+    "load_certificate_der",
     "load_certificates_pem",
+    "load_crl_der",
     "load_crl_pem",
     "load_crls_pem",
     "read_node_certificate",
@@ -83,113 +86,11 @@ __all__ = [
     "verify_node_certificate",
 ]
 
-# Exceptions `cryptography` raises while lazily decoding attacker-supplied
-# certificates and CRLs; each becomes a CertificateError subclass (SPEC §3.7 step 0).
-_DECODE_ERRORS = (
-    Warning,  # only raised where warnings are errors; see _hostile_input()
-    ValueError,
-    TypeError,
-    UnsupportedAlgorithm,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-    x509.InvalidVersion,
-)
-
 # RFC 5280 §4.2: a certificate with a critical extension we do not process is rejected.
 _KNOWN_CRITICAL = frozenset({ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE})
-# RFC 5280 §5.2: likewise a CRL is not used if it carries an unknown critical extension.
-_KNOWN_CRL_EXTENSIONS = frozenset({ExtensionOID.CRL_NUMBER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER})
 
 
 _E = TypeVar("_E", bound=x509.ExtensionType)
-
-
-@contextlib.contextmanager
-def _hostile_input() -> Iterator[None]:
-    """Keep warnings about hostile input from escaping as foreign exceptions.
-
-    ``cryptography`` only *warns* about some malformations it still accepts (a
-    zero or negative serial, a countryName of the wrong length).  The profile
-    rejects those by its own checks (positive serial, exact DN shape), so the
-    outcome does not depend on the warning filters.  Where warnings are errors
-    (``-W error``, our test suite) the warning arrives as an exception: the
-    decoders catch it as one of ``_DECODE_ERRORS``, and this block turns any
-    that slips past them into MalformedCertificateError.  The global warning
-    filters are deliberately left alone: changing them is not thread-safe.
-    """
-    try:
-        yield
-    except Warning as exc:
-        raise MalformedCertificateError(f"certificate data rejected: {exc}") from None
-
-
-def _time(moment: datetime) -> str:
-    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
-
-
-# --- the trust store ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class TrustStore:
-    """The trusted roots and the CRLs known at verification time.
-
-    Built from any iterables (stored as tuples).  CRLs are indexed by issuer
-    DN; several CRLs of one issuer may coexist (an old one and its refresh),
-    SPEC §3.7 step 6 says how they combine.
-    """
-
-    roots: Sequence[x509.Certificate]
-    crls: Sequence[x509.CertificateRevocationList] = ()
-    _crls_by_issuer: Mapping[x509.Name, tuple[x509.CertificateRevocationList, ...]] = field(
-        init=False, repr=False
-    )
-
-    def __post_init__(self) -> None:
-        roots = tuple(self.roots)
-        crls = tuple(self.crls)
-        if not all(isinstance(root, x509.Certificate) for root in roots):
-            raise UsageError("TrustStore roots must be x509.Certificate objects")
-        index: dict[x509.Name, list[x509.CertificateRevocationList]] = {}
-        for crl in crls:
-            if not isinstance(crl, x509.CertificateRevocationList):
-                raise UsageError("TrustStore crls must be x509.CertificateRevocationList objects")
-            try:
-                with _hostile_input():
-                    issuer = crl.issuer
-            except _DECODE_ERRORS as exc:
-                raise MalformedCertificateError(f"CRL issuer name does not decode: {exc}") from None
-            index.setdefault(issuer, []).append(crl)
-        object.__setattr__(self, "roots", roots)
-        object.__setattr__(self, "crls", crls)
-        object.__setattr__(
-            self, "_crls_by_issuer", {issuer: tuple(group) for issuer, group in index.items()}
-        )
-
-    def crls_issued_by(self, issuer: x509.Name) -> tuple[x509.CertificateRevocationList, ...]:
-        return self._crls_by_issuer.get(issuer, ())
-
-    def with_crls(self, crls: Iterable[x509.CertificateRevocationList]) -> TrustStore:
-        """The same roots with a new set of CRLs (the periodic refresh)."""
-        return TrustStore(self.roots, tuple(crls))
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class VerifiedCA:
-    """A CA certificate whose chain verified (:func:`verify_ca_certificate`)."""
-
-    division: str
-    public_key: Ed25519PublicKey
-    certificate: x509.Certificate
-    path: tuple[x509.Certificate, ...]
-
-    @property
-    def level(self) -> Level:
-        return division_level(self.division)
-
-    @property
-    def scope(self) -> str:
-        return division_scope(self.division)
 
 
 # --- step 0: decoding ---------------------------------------------------------------
@@ -280,7 +181,7 @@ def _decode(cert: x509.Certificate, role: str) -> _Cert:
             if isinstance(encryption, x509.UnrecognizedExtension)
             else None,
         )
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise MalformedCertificateError(f"{role} does not decode: {exc}") from None
 
 
@@ -299,7 +200,7 @@ def _is_self_signed(cert: _Cert) -> bool:
         return False
     try:
         cert.cert.verify_directly_issued_by(cert.cert)
-    except (InvalidSignature, *_DECODE_ERRORS):
+    except (InvalidSignature, *DECODE_ERRORS):
         return False
     return True
 
@@ -371,11 +272,11 @@ def _check_validity(cert: _Cert, now: datetime) -> None:
     not_before, not_after = cert.cert.not_valid_before_utc, cert.cert.not_valid_after_utc
     if now < not_before:
         raise CertificateNotYetValidError(
-            f"{cert.label} is not valid before {_time(not_before)} (now {_time(now)})"
+            f"{cert.label} is not valid before {utc_text(not_before)} (now {utc_text(now)})"
         )
     if now > not_after:
         raise CertificateExpiredError(
-            f"{cert.label} expired at {_time(not_after)} (now {_time(now)})"
+            f"{cert.label} expired at {utc_text(not_after)} (now {utc_text(now)})"
         )
 
 
@@ -392,7 +293,7 @@ def _check_signature(cert: _Cert, issuer: _Cert) -> None:
     # SPEC §3.7 step 4.
     try:
         cert.cert.verify_directly_issued_by(issuer.cert)
-    except (InvalidSignature, *_DECODE_ERRORS) as exc:
+    except (InvalidSignature, *DECODE_ERRORS) as exc:
         detail = f": {exc}" if str(exc) else ""
         raise CertificateSignatureError(
             f"signature on {cert.label} does not verify with the key of {issuer.label}{detail}"
@@ -409,80 +310,55 @@ def _check_name_constraints(cert: _Cert, issuer: _Cert) -> None:
         raise NameConstraintError(problem)
 
 
-def _crl_label(crl: x509.CertificateRevocationList) -> str:
-    try:
-        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    except (x509.ExtensionNotFound, *_DECODE_ERRORS):
-        return "CRL without a number"
-    return f"CRL number {number}"
-
-
 def _reason(entry: x509.RevokedCertificate) -> str:
     try:
         reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
-    except (x509.ExtensionNotFound, *_DECODE_ERRORS):
+    except (x509.ExtensionNotFound, *DECODE_ERRORS):
         return "unspecified"
     return reason.name.replace("_", "-")
 
 
-def _crl_problem(
-    crl: x509.CertificateRevocationList, cert: _Cert, issuer: _Cert, now: datetime
-) -> str | None:
-    """Why ``crl`` cannot vouch for ``cert`` now, or None; raises if it lists ``cert``.
-
-    A serial listed by a CRL whose signature verifies is revoked even when that
-    CRL is stale: the profile has no certificateHold, revocation is final.
-    """
-    label = _crl_label(crl)
-    if not crl.is_signature_valid(issuer.public_key):
-        return f"{label} is not signed by the key of CA {issuer.name}"
-    for extension in crl.extensions:
-        if extension.critical and extension.oid not in _KNOWN_CRL_EXTENSIONS:
-            return f"{label} has an unrecognised critical extension {extension.oid.dotted_string}"
+def _check_not_listed(crl: x509.CertificateRevocationList, cert: _Cert, ca: VerifiedCA) -> None:
+    """Raise if ``crl`` lists ``cert``; ``crl`` is genuine, current or not (revocation is final)."""
     entry = crl.get_revoked_certificate_by_serial_number(cert.cert.serial_number)
-    if entry is not None:
-        raise CertificateRevokedError(
-            f"{cert.label} (serial {cert.cert.serial_number}) was revoked by CA {issuer.name} "
-            f"on {_time(entry.revocation_date_utc)}, reason {_reason(entry)}"
-        )
-    last_update, next_update = crl.last_update_utc, crl.next_update_utc
-    if next_update is None:
-        return f"{label} has no nextUpdate"
-    if now < last_update:
-        return f"{label} is not valid before {_time(last_update)}"
-    if now >= next_update:
-        return f"{label} is stale: its next update was due {_time(next_update)}"
-    return None
+    if entry is None:
+        return
+    try:
+        when = f"on {utc_text(entry.revocation_date_utc)}"
+    except DECODE_ERRORS:
+        when = "on a date that does not decode"
+    raise CertificateRevokedError(
+        f"{cert.label} (serial {cert.cert.serial_number}) was revoked by CA {ca.division} "
+        f"{when}, reason {_reason(entry)}"
+    )
 
 
 def _check_revocation(
-    cert: _Cert, issuer: _Cert, trust: TrustStore, now: datetime, require: bool
+    cert: _Cert, ca: VerifiedCA, trust: TrustStore, now: datetime, require: bool
 ) -> None:
-    # SPEC §3.7 step 6.
-    crls = trust.crls_issued_by(issuer.subject)
-    if issuer.key_usage is None or not issuer.key_usage.crl_sign:
-        problems = [f"{issuer.label} may not sign CRLs (KeyUsage lacks cRLSign)"]
-        crls = ()
-    else:
-        problems = []
+    # SPEC §3.7 step 6: which CRLs count is the one rule of _crl, as for the directory.
+    problems: dict[str, None] = {}  # in order, each once
     fresh = False
-    for crl in crls:
-        try:
-            problem = _crl_problem(crl, cert, issuer, now)
-        except _DECODE_ERRORS as exc:
-            problem = f"a CRL does not decode: {exc}"
-        if problem is None:
+    for crl in trust.crls_issued_by(ca.certificate.subject):
+        problem = crl_problem(crl, ca, now)
+        reason = None if problem is None else problem.reason
+        if problem is None or problem.genuine:
+            try:
+                _check_not_listed(crl, cert, ca)
+            except DECODE_ERRORS as exc:
+                reason = f"a CRL does not decode: {exc}"
+        if reason is None:
             fresh = True
         else:
-            problems.append(problem)
+            problems[reason] = None
     if not require or fresh:
         return
     if not problems:
         raise RevocationUnavailableError(
-            f"no CRL from CA {issuer.name} in the trust store to check {cert.label}"
+            f"no CRL from CA {ca.division} in the trust store to check {cert.label}"
         )
     raise RevocationUnavailableError(
-        f"no usable CRL from CA {issuer.name} to check {cert.label}: " + "; ".join(problems)
+        f"no usable CRL from CA {ca.division} to check {cert.label}: " + "; ".join(problems)
     )
 
 
@@ -519,8 +395,13 @@ def _verify_path(
         _check_signature(cert, issuer)
     for cert, issuer in reversed(links):
         _check_name_constraints(cert, issuer)
-    for cert, issuer in reversed(links):
-        _check_revocation(cert, issuer, trust, now, require_revocation)
+    for index in reversed(range(len(links))):
+        # Root first, so every issuer is a verified CA, its own revocation checked, by now.
+        cert, issuer = links[index]
+        ca = VerifiedCA(
+            issuer.name, issuer.public_key, issuer.cert, tuple(c.cert for c in path[index + 1 :])
+        )
+        _check_revocation(cert, ca, trust, now, require_revocation)
     return path
 
 
@@ -540,7 +421,7 @@ def verify_chain(
     Says nothing about what the leaf *is*: callers want
     :func:`verify_node_certificate` or :func:`verify_ca_certificate`.
     """
-    with _hostile_input():
+    with hostile_input():
         path = _verify_path(leaf, intermediates, trust, now, require_revocation)
     return tuple(cert.cert for cert in path)
 
@@ -596,7 +477,7 @@ def read_node_certificate(cert: x509.Certificate) -> NodeCertificateContents:
     For a node's *own* certificate (matching it to its key files) and for
     display; a peer's certificate goes through :func:`verify_node_certificate`.
     """
-    with _hostile_input():
+    with hostile_input():
         return _node_contents(_decode(cert, "certificate"))
 
 
@@ -615,7 +496,7 @@ def verify_node_certificate(
     timezone-aware datetime.  Raises a :class:`~exchnode.errors.CertificateError`
     subclass naming the failed check.
     """
-    with _hostile_input():
+    with hostile_input():
         path = _verify_path(leaf, intermediates, trust, now, require_revocation)
         contents = _node_contents(path[0])
     return PeerIdentity(
@@ -639,7 +520,7 @@ def verify_ca_certificate(
     A trusted root verifies as itself.  A certificate that is not a CA raises
     :class:`~exchnode.errors.NotACAError`.
     """
-    with _hostile_input():
+    with hostile_input():
         path = _verify_path(cert, intermediates, trust, now, require_revocation)
     leaf = path[0]
     if not leaf.is_ca:
@@ -652,43 +533,62 @@ def verify_ca_certificate(
     )
 
 
-# --- PEM loaders -------------------------------------------------------------------------
+# --- loaders ------------------------------------------------------------------------------
 
 _CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
 
+def _check_bytes(data: object, what: str) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise UsageError(f"{what} data must be bytes")
+    return bytes(data)
+
+
 def load_certificates_pem(data: bytes) -> list[x509.Certificate]:
     """Every certificate of a PEM bundle, in order; MalformedCertificateError if none parse."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise UsageError("PEM data must be bytes")
+    pem = _check_bytes(data, "PEM")
     try:
-        with _hostile_input():
-            certificates = x509.load_pem_x509_certificates(bytes(data))
-    except _DECODE_ERRORS as exc:
+        with hostile_input():
+            certificates = x509.load_pem_x509_certificates(pem)
+    except DECODE_ERRORS as exc:
         raise MalformedCertificateError(f"not a PEM certificate bundle: {exc}") from None
     if not certificates:  # pragma: no cover - cryptography raises instead
         raise MalformedCertificateError("no certificate in the PEM data")
     return certificates
 
 
+def load_certificate_der(data: bytes) -> x509.Certificate:
+    """One DER certificate, its subject and key read now; MalformedCertificateError if not.
+
+    For certificates received as bytes (a directory snapshot's chains); whether
+    it fits the profile is the verifiers' business.
+    """
+    der = _check_bytes(data, "DER")
+    try:
+        with hostile_input():
+            certificate = x509.load_der_x509_certificate(der)
+            _ = (certificate.subject, certificate.public_key())
+    except DECODE_ERRORS as exc:
+        raise MalformedCertificateError(f"not a DER certificate: {exc}") from None
+    return certificate
+
+
 def load_crls_pem(data: bytes) -> list[x509.CertificateRevocationList]:
-    """Every CRL of a PEM bundle, in order.
+    """Every CRL of a PEM bundle, in order, each read in full now.
 
     ``load_pem_x509_crl`` silently reads only the first block of a bundle, and
     a dropped CRL would be a dropped revocation; so each block is loaded on its own.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise UsageError("PEM data must be bytes")
-    blocks = _CRL_BLOCK.findall(bytes(data))
+    blocks = _CRL_BLOCK.findall(_check_bytes(data, "PEM"))
     if not blocks:
         raise MalformedCertificateError("no PEM 'X509 CRL' block in the data")
     crls = []
     for index, block in enumerate(blocks):
         try:
-            with _hostile_input():
+            with hostile_input():
                 crl = x509.load_pem_x509_crl(block)
-                crl.issuer  # noqa: B018 - decode now, not in the middle of a verification
-        except _DECODE_ERRORS as exc:
+                decode_crl(crl)  # now, not in the middle of a verification
+        except DECODE_ERRORS as exc:
             raise MalformedCertificateError(f"CRL #{index} is malformed: {exc}") from None
         crls.append(crl)
     return crls
@@ -700,3 +600,15 @@ def load_crl_pem(data: bytes) -> x509.CertificateRevocationList:
     if len(crls) != 1:
         raise MalformedCertificateError(f"expected one CRL, found {len(crls)}")
     return crls[0]
+
+
+def load_crl_der(data: bytes) -> x509.CertificateRevocationList:
+    """One DER CRL, read in full now; MalformedCertificateError if it does not decode."""
+    der = _check_bytes(data, "DER")
+    try:
+        with hostile_input():
+            crl = x509.load_der_x509_crl(der)
+            decode_crl(crl)
+    except DECODE_ERRORS as exc:
+        raise MalformedCertificateError(f"CRL does not decode: {exc}") from None
+    return crl

@@ -2,15 +2,21 @@
 rely on, the records they exchange, the dedup rule, and two implementations
 (in memory, and SQLite).
 
-Returned means durable.  The backends are imported on first use, so code that
-needs only the records (the audit layer, say) does not load ``sqlite3``.
+:class:`Store` is what a backend implements and a node takes; it is made of
+:class:`CustodyStore` (custody, the queues, expiry, dedup), :class:`AuditStore`
+(the audit log's records, heads and checkpoint) and :class:`MetaStore`
+(small persistent state), plus its life cycle.  Returned means durable.  The
+backends are imported on first use, so code that needs only the records or
+the protocols (the audit layer, say) does not load ``sqlite3``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from exchnode.store._interface import (
+from exchnode.federation import PeerState
+from exchnode.store._interface import AuditStore, CustodyStore, MetaStore, Store
+from exchnode.store._records import (
     AcceptItem,
     AcceptOutcome,
     AcceptStatus,
@@ -18,9 +24,7 @@ from exchnode.store._interface import (
     ExpiredEntry,
     InboundEntry,
     OutboundEntry,
-    PeerState,
     QueueDepth,
-    Store,
 )
 
 if TYPE_CHECKING:
@@ -32,9 +36,12 @@ __all__ = [
     "AcceptOutcome",
     "AcceptStatus",
     "AuditRow",
+    "AuditStore",
+    "CustodyStore",
     "ExpiredEntry",
     "InboundEntry",
     "MemoryStore",
+    "MetaStore",
     "OutboundEntry",
     "PeerState",
     "QueueDepth",

@@ -1,11 +1,11 @@
-"""The node's durable store: the interface, its records, and the dedup rule (federation layer).
+"""The node's durable store: its interfaces and what they promise (federation layer).
 
 Theory of operation
 -------------------
 The store is what makes *custody transfer* possible.  A node acknowledges an
 envelope to the previous hop only once the store has durably recorded it;
 from that instant the envelope is this node's responsibility and the
-previous hop may forget it.  So the contract of :meth:`Store.accept` is:
+previous hop may forget it.  So the contract of :meth:`CustodyStore.accept` is:
 
 * **returned ⇒ durable.**  When ``accept`` returns, every item whose outcome
   is ``ACCEPTED`` or ``DUPLICATE`` survives a crash or power loss, and may be
@@ -36,7 +36,7 @@ without removing them.
 **Dedup** (SPEC §8.3).  The store remembers, per (sender, message id), the
 envelope's digest and the set of *targets* it has taken custody for, until
 the envelope expires.  A multi-recipient envelope travels once per link with
-the targets that copy carries (``routing.Route``), so a node can legitimately
+the targets that copy carries (:class:`exchnode.federation.Route`), so a node can legitimately
 receive the same envelope twice for different targets (a configured link and
 the hierarchy).  A copy is classified (:func:`classify`):
 
@@ -81,7 +81,7 @@ expired).
 
 **The audit log** (issue 5, SPEC §20.6).  The store keeps the node's audit
 records, the tree heads it signs (in order) and its checkpoint; the log
-itself (``audit_log.AuditLogState``) is pure and numbers, chains and encodes
+itself (:class:`exchnode.audit.AuditLogState`) is pure and numbers, chains and encodes
 the records.  ``accept(items, now_ms, audit=…)`` calls ``audit(outcomes)``
 *inside* the custody transaction, once the outcomes are known, and stores
 the encoded records it returns in that same transaction: an accepted
@@ -95,7 +95,7 @@ bytes, both from the log (``AuditLogState.append``).  The store never parses
 a record, a head or a checkpoint: what they mean is the audit layer's, and a
 row stored under a seq other than the one its record says is a finding of
 ``audit verify`` like any other change.  Each batch must continue the stored
-log exactly: the first row's seq is :meth:`Store.audit_size` and each next
+log exactly: the first row's seq is :meth:`AuditStore.audit_size` and each next
 one is one more.  A gap or a repeat is refused with :class:`UsageError` and
 nothing of the call is stored, so a bug (e.g. a log state that advanced in a
 transaction that then rolled back) stops the node instead of silently
@@ -125,511 +125,56 @@ sequence order is commit order -- true with one writer per store, as here;
 a store with concurrent writers must keep it so (allocate sequence numbers
 under the commit's lock) or a pager could skip an entry committed late.
 
-This module is pure: records, the protocol, argument checks and the dedup
-rule.  No I/O.
+**The interfaces, by responsibility.**  :class:`CustodyStore` is custody:
+``accept`` and ``seen``, the outbound queues and the inbox, expiry and the
+dedup records.  :class:`AuditStore` is the audit log: records, heads, the
+checkpoint and retention.  :class:`MetaStore` is small persistent state: a
+peer's backoff and the services' state by key (``meta``).  :class:`Store` is
+all three plus the life cycle (``close``, a context manager): what a backend
+implements and what a :class:`~exchnode.aio.Node` takes.  The parts are not
+separate stores -- custody's ``audit=`` arguments continue the very log that
+:class:`AuditStore` reads, in the same transaction -- but a component that
+needs only one of them says so by its annotation (the audit service uses an
+:class:`AuditStore`), so what depends on what stays visible.
+
+This module holds the protocols; the records and the dedup rule are in
+``_records``, the argument checks every implementation shares in
+``_checks``.  Pure: no I/O.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import NamedTuple, Protocol, TypeAlias, TypeVar, runtime_checkable
-
-from exchnode.errors import UsageError
-from exchnode.federation import PeerState, Route
-
-__all__ = [
-    "DIGEST_LENGTH",
-    "MAX_CHECKPOINT_BYTES",
-    "MESSAGE_ID_LENGTH",
-    "AcceptItem",
-    "AcceptOutcome",
-    "AcceptStatus",
-    "AuditHook",
-    "AuditRow",
-    "ExpiredEntry",
-    "ExpiryAuditHook",
-    "InboundEntry",
-    "OutboundEntry",
-    "PeerState",
-    "QueueDepth",
-    "QueueDepths",
-    "SeenRecord",
-    "Store",
-    "check_audit_rows",
-    "check_checkpoint_update",
-    "check_count",
-    "check_items",
-    "check_limit",
-    "check_page",
-    "check_prune_audit",
-    "check_seqs",
-    "check_time",
-    "check_tree_head",
-    "classify",
-    "take_within",
-]
-
-MESSAGE_ID_LENGTH = 16
-DIGEST_LENGTH = 32
-_MAX_INT64 = (1 << 63) - 1
-
-
-def _check_target(value: object, what: str) -> str:
-    # Targets are node names (SPEC §2: digits, lower-case letters, '.', '-').
-    # The store only insists on what its encodings need: non-empty, no spaces.
-    if not isinstance(value, str) or not value or " " in value:
-        raise UsageError(f"{what} must be a non-empty name without spaces, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AcceptItem:
-    """One verified envelope offered for custody, with the routing decision for its targets.
-
-    ``local``: targets this node delivers to its own application (the inbox).
-    ``forward``: next hop → the targets the copy for that hop carries; the
-    same ``data`` goes to every hop.  A target appears at most once overall.
-    ``came_from``: the neighbour that handed it over ("" for this node's
-    own); the store keeps nothing of it, the audit log names it.
-    The caller has verified the envelope and routed it; the store checks
-    only shapes and raises :class:`UsageError` on a malformed item.
-    """
-
-    sender: str
-    message_id: bytes
-    digest: bytes
-    data: bytes
-    expires_ms: int
-    local: tuple[str, ...] = ()
-    forward: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    came_from: str = ""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.sender, str) or not self.sender:
-            raise UsageError(f"sender must be a non-empty string, got {self.sender!r}")
-        if not isinstance(self.message_id, bytes) or len(self.message_id) != MESSAGE_ID_LENGTH:
-            raise UsageError(f"message_id must be {MESSAGE_ID_LENGTH} bytes")
-        if not isinstance(self.digest, bytes) or len(self.digest) != DIGEST_LENGTH:
-            raise UsageError(f"digest must be {DIGEST_LENGTH} bytes")
-        if not isinstance(self.data, bytes) or not self.data:
-            raise UsageError("data must be non-empty bytes")
-        check_time(self.expires_ms, "expires_ms")
-        local = tuple(_check_target(t, "a local target") for t in self.local)
-        forward: dict[str, tuple[str, ...]] = {}
-        for hop, targets in self.forward.items():
-            _check_target(hop, "a next hop")
-            forward[hop] = tuple(_check_target(t, f"a target via {hop}") for t in targets)
-            if not forward[hop]:
-                raise UsageError(f"next hop {hop} is given no targets")
-        everything = [*local, *(t for ts in forward.values() for t in ts)]
-        if not everything:
-            raise UsageError("an envelope offered for custody needs at least one target")
-        if len(set(everything)) != len(everything):
-            raise UsageError(f"a target is routed twice: {sorted(everything)}")
-        object.__setattr__(self, "local", local)
-        object.__setattr__(self, "forward", forward)
-
-    @classmethod
-    def from_route(
-        cls,
-        *,
-        sender: str,
-        message_id: bytes,
-        digest: bytes,
-        data: bytes,
-        expires_ms: int,
-        route: Route,
-        came_from: str = "",
-    ) -> AcceptItem:
-        """The item for ``route``'s local and forwarded targets.
-
-        ``route.unroutable`` targets are not taken into custody: the caller
-        refuses or reports them before offering the rest.
-        """
-        return cls(
-            sender=sender,
-            message_id=message_id,
-            digest=digest,
-            data=data,
-            expires_ms=expires_ms,
-            local=route.local,
-            forward=route.forward,
-            came_from=came_from,
-        )
-
-    @property
-    def targets(self) -> frozenset[str]:
-        return frozenset(self.local).union(*self.forward.values())
-
-
-class AcceptStatus(enum.Enum):
-    """What became of one offered copy; see the module docstring."""
-
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"
-    CONFLICT = "conflict"
-    EXPIRED = "expired"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AcceptOutcome:
-    """The outcome for one item; ``local`` and ``forward`` are the targets newly taken."""
-
-    status: AcceptStatus
-    local: tuple[str, ...] = ()
-    forward: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-    @property
-    def acknowledge(self) -> bool:
-        """True if the previous hop may be told "in custody" (once ``accept`` has returned)."""
-        return self.status in (AcceptStatus.ACCEPTED, AcceptStatus.DUPLICATE)
-
-
-_DUPLICATE = AcceptOutcome(status=AcceptStatus.DUPLICATE)
-_CONFLICT = AcceptOutcome(status=AcceptStatus.CONFLICT)
-_EXPIRED = AcceptOutcome(status=AcceptStatus.EXPIRED)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SeenRecord:
-    """The dedup record of one (sender, message id): kept until ``expires_ms``."""
-
-    digest: bytes
-    expires_ms: int
-    targets: frozenset[str]
-
-
-def classify(item: AcceptItem, seen: SeenRecord | None, now_ms: int) -> AcceptOutcome:
-    """The dedup rule, shared by every store: what of ``item`` is new given ``seen``.
-
-    A record whose envelope has expired no longer counts (SPEC §8.3 keeps
-    ids only until expiry); an item that is itself expired is refused.
-    """
-    if item.expires_ms <= now_ms:
-        return _EXPIRED
-    if seen is None or seen.expires_ms <= now_ms:
-        return AcceptOutcome(status=AcceptStatus.ACCEPTED, local=item.local, forward=item.forward)
-    if seen.digest != item.digest:
-        return _CONFLICT
-    held = seen.targets
-    local = tuple(t for t in item.local if t not in held)
-    forward: dict[str, tuple[str, ...]] = {}
-    for hop, targets in item.forward.items():
-        new = tuple(t for t in targets if t not in held)
-        if new:
-            forward[hop] = new
-    if not local and not forward:
-        return _DUPLICATE
-    return AcceptOutcome(status=AcceptStatus.ACCEPTED, local=local, forward=forward)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InboundEntry:
-    """An envelope waiting in the inbox for the local application's acknowledgement."""
-
-    seq: int
-    sender: str
-    message_id: bytes
-    digest: bytes
-    targets: tuple[str, ...]
-    expires_ms: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutboundEntry:
-    """A copy waiting for ``next_hop`` to take custody of it, for ``targets``."""
-
-    seq: int
-    next_hop: str
-    sender: str
-    message_id: bytes
-    digest: bytes
-    targets: tuple[str, ...]
-    expires_ms: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExpiredEntry:
-    """An entry removed because it expired: what a non-delivery report needs.
-
-    ``next_hop`` is where it was waiting; None means the local inbox.
-    ``data`` is the envelope: the reporter reads its kind from it, so that it
-    never reports on a report.
-    """
-
-    seq: int
-    next_hop: str | None
-    sender: str
-    message_id: bytes
-    digest: bytes
-    targets: tuple[str, ...]
-    expires_ms: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class QueueDepth:
-    """Entries stored (expired ones included until taken) and their envelope bytes."""
-
-    count: int = 0
-    bytes: int = 0
-
-
-class QueueDepths:
-    """Count and bytes of every outbound queue and of the inbox, kept in memory.
-
-    Both stores keep one, and update it only after their change has taken
-    effect (committed, for SQLite), so it never counts what a rolled-back
-    transaction wrote. Back-pressure decisions read it without touching the
-    database.
-    """
-
-    __slots__ = ("_hops", "_inbox")
-
-    def __init__(
-        self,
-        hops: Mapping[str, tuple[int, int]] | None = None,
-        inbox: tuple[int, int] = (0, 0),
-    ) -> None:
-        self._hops: dict[str, tuple[int, int]] = dict(hops or {})
-        self._inbox = inbox
-
-    def add_outbound(self, hop: str, size: int) -> None:
-        count, total = self._hops.get(hop, (0, 0))
-        self._hops[hop] = (count + 1, total + size)
-
-    def remove_outbound(self, hop: str, size: int) -> bool:
-        """Count one entry of ``hop`` gone; True when that queue is now empty."""
-        count, total = self._hops[hop]
-        if count == 1:
-            del self._hops[hop]
-            return True
-        self._hops[hop] = (count - 1, total - size)
-        return False
-
-    def add_inbound(self, size: int) -> None:
-        count, total = self._inbox
-        self._inbox = (count + 1, total + size)
-
-    def remove_inbound(self, size: int) -> None:
-        count, total = self._inbox
-        self._inbox = (count - 1, total - size)
-
-    def next_hops(self) -> list[str]:
-        return sorted(self._hops)
-
-    def outbound(self, hop: str) -> QueueDepth:
-        return QueueDepth(*self._hops.get(hop, (0, 0)))
-
-    def inbox(self) -> QueueDepth:
-        return QueueDepth(*self._inbox)
-
-    def totals(self) -> QueueDepth:
-        count, total = self._inbox
-        for hop_count, hop_total in self._hops.values():
-            count += hop_count
-            total += hop_total
-        return QueueDepth(count, total)
-
-
-_Entry = TypeVar("_Entry", "OutboundEntry", "InboundEntry")
-
-
-def take_within(entries: Iterable[_Entry], max_count: int, max_bytes: int) -> list[_Entry]:
-    """Entries in order while count and bytes fit; at least one if any is offered.
-
-    The one-entry floor keeps a single envelope larger than ``max_bytes``
-    from wedging its queue.
-    """
-    out: list[_Entry] = []
-    total = 0
-    for entry in entries:
-        total += len(entry.data)
-        if out and total > max_bytes:
-            break
-        out.append(entry)
-        if len(out) >= max_count:
-            break
-    return out
-
-
-# --- argument checks shared by the implementations ------------------------------
-
-
-def check_time(value: object, what: str = "now_ms") -> int:
-    """A non-negative 64-bit integer (milliseconds since 1970, or a count)."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT64:
-        raise UsageError(f"{what} must be a non-negative 64-bit integer, got {value!r}")
-    return value
-
-
-def check_limit(value: object, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UsageError(f"{what} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_count(value: object, what: str) -> int:
-    """A count that may be 0 (a log's size, a seq): a non-negative integer."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise UsageError(f"{what} must be a non-negative integer, got {value!r}")
-    return value
-
-
-NO_LIMIT = 1 << 62
-
-
-def check_page(now_ms: int, max_count: int, max_bytes: int | None, after: int) -> int:
-    """Check the arguments of a queue read (``pending``, ``inbox``); return the byte limit."""
-    check_time(now_ms)
-    check_limit(max_count, "max_count")
-    check_time(after, "after")
-    return NO_LIMIT if max_bytes is None else check_limit(max_bytes, "max_bytes")
-
-
-def check_seqs(seqs: Iterable[int]) -> list[int]:
-    """Distinct sequence numbers, as a list (unknown ones are the caller's to ignore)."""
-    out = list(dict.fromkeys(seqs))
-    for seq in out:
-        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq <= _MAX_INT64:
-            raise UsageError(f"sequence numbers are positive integers, got {seq!r}")
-    return out
-
-
-def check_items(items: Iterable[AcceptItem]) -> list[AcceptItem]:
-    out = list(items)
-    for item in out:
-        if not isinstance(item, AcceptItem):
-            raise UsageError(f"accept() takes AcceptItem values, got {type(item).__name__}")
-    return out
-
-
-# --- the audit log's checks, shared by the implementations ----------------------
-
-AuditHook: TypeAlias = Callable[[list["AcceptOutcome"]], Sequence["AuditRow"]]
-"""``accept``'s audit callback: the batch's outcomes → the encoded records to store with it.
-
-It runs inside the store's transaction and under its lock: it must not call
-the store.  Whatever it raises rolls the whole batch back and propagates.
-"""
-
-ExpiryAuditHook: TypeAlias = Callable[[list["ExpiredEntry"]], Sequence["AuditRow"]]
-"""``take_expired``'s audit callback: the entries taken → the records to store with them.
-
-Called only when something expired, inside the transaction, like ``AuditHook``.
-"""
-
-MAX_AUDIT_RECORD_BYTES = 2048  # SPEC §20.2's bound on an encoded record
-MAX_TREE_HEAD_BYTES = 1024  # SPEC §20.4's bound on a signed head
-MAX_CHECKPOINT_BYTES = 16 * 1024  # SPEC §20.9's bound on a checkpoint
-
-
-class AuditRow(NamedTuple):
-    """One audit record as the store keeps it: the seq the log gave it and its encoding."""
-
-    seq: int
-    data: bytes
-
-
-def _describe(value: object) -> str:
-    return f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
-
-
-def check_audit_rows(rows: Iterable[AuditRow], next_seq: int) -> list[AuditRow]:
-    """Rows that continue a log whose next seq is ``next_seq``; else raise :class:`UsageError`.
-
-    Refused at the first row that does not: a gap (records missing) or a
-    repeat (the log would fork).  Nothing is stored by the caller in that case.
-    """
-    if isinstance(rows, bytes | str):
-        raise UsageError("audit records are a sequence of AuditRow values, not one record")
-    out: list[AuditRow] = []
-    expected = next_seq
-    for row in rows:
-        if not isinstance(row, tuple) or len(row) != 2:
-            raise UsageError(f"an audit record is an AuditRow (seq, data), got {_describe(row)}")
-        seq, data = row
-        if not isinstance(data, bytes) or not 0 < len(data) <= MAX_AUDIT_RECORD_BYTES:
-            raise UsageError(
-                f"an audit record is 1..{MAX_AUDIT_RECORD_BYTES} bytes, got {_describe(data)}"
-            )
-        if type(seq) is not int or seq != expected:
-            problem = (
-                "is not an integer" if type(seq) is not int
-                else "repeats a stored seq" if seq < expected else "leaves a gap"
-            )
-            raise UsageError(
-                f"audit record {seq!r} does not continue the stored log, whose next seq is "
-                f"{expected}: it {problem}; nothing of this batch was stored (rebuild the "
-                f"log state from the store)"
-            )
-        out.append(AuditRow(seq, data))
-        expected += 1
-    return out
-
-
-def check_tree_head(size: object, data: object, audit_size: int, last_head_size: int) -> int:
-    """The tree size of a head that may be stored after one of ``last_head_size``; else raise.
-
-    A head over records not stored, or smaller than the head before it, is a
-    bug, and storing it would leave a log that does not verify.
-    """
-    if not isinstance(data, bytes) or not 0 < len(data) <= MAX_TREE_HEAD_BYTES:
-        raise UsageError(f"a tree head is 1..{MAX_TREE_HEAD_BYTES} bytes, got {_describe(data)}")
-    check_count(size, "a tree head's size")
-    assert isinstance(size, int)
-    if size > audit_size:
-        raise UsageError(f"a tree head of size {size} covers records not stored ({audit_size})")
-    if size < last_head_size:
-        raise UsageError(f"a tree head of size {size} is smaller than the last ({last_head_size})")
-    return size
-
-
-def check_checkpoint_update(size: object, data: object, audit_size: int, current_size: int) -> int:
-    """The size of a checkpoint that may replace one of ``current_size`` (0: none); else raise."""
-    if not isinstance(data, bytes) or not 0 < len(data) <= MAX_CHECKPOINT_BYTES:
-        raise UsageError(f"a checkpoint is 1..{MAX_CHECKPOINT_BYTES} bytes, got {_describe(data)}")
-    check_count(size, "a checkpoint's size")
-    assert isinstance(size, int)
-    if size == 0:
-        raise UsageError("a checkpoint of an empty log prunes nothing")
-    if size > audit_size:
-        raise UsageError(f"a checkpoint of size {size} covers records not stored ({audit_size})")
-    if size < current_size:
-        raise UsageError(
-            f"a checkpoint of size {size} would move the checkpoint back from {current_size}"
-        )
-    return size
-
-
-def check_prune_audit(below_seq: object, max_count: object, checkpoint_size: int) -> int:
-    """Check ``prune_audit``'s arguments against the stored checkpoint's size; return below_seq."""
-    below = check_time(below_seq, "below_seq")
-    check_limit(max_count, "max_count")
-    if below > checkpoint_size:
-        have = f"the checkpoint covers {checkpoint_size}" if checkpoint_size else "no checkpoint"
-        raise UsageError(
-            f"refusing to prune audit records below {below}: {have} (SPEC §20.9 deletes "
-            f"only records a checkpoint covers)"
-        )
-    return below
-
-
-# --- the interface --------------------------------------------------------------
+from typing import Protocol, runtime_checkable
+
+from exchnode.federation import PeerState
+from exchnode.store._records import (
+    AcceptItem,
+    AcceptOutcome,
+    AuditHook,
+    AuditRow,
+    ExpiredEntry,
+    ExpiryAuditHook,
+    InboundEntry,
+    OutboundEntry,
+    QueueDepth,
+    SeenRecord,
+)
+
+__all__ = ["AuditStore", "CustodyStore", "MetaStore", "Store"]
 
 
 @runtime_checkable
-class Store(Protocol):
-    """What the node needs from durable storage.  See the module docstring for the semantics.
+class CustodyStore(Protocol):
+    """Custody: envelopes taken, queued per next hop or for the application, expired.
 
-    Every method is synchronous and atomic: it happens entirely or not at
-    all.  Misuse raises :class:`UsageError`; a failure of the storage itself
-    raises :class:`~exchnode.errors.StoreError`.
+    See the module docstring for the semantics.  Every method is synchronous
+    and atomic: it happens entirely or not at all.  Misuse raises
+    :class:`UsageError`; a failure of the storage itself raises
+    :class:`~exchnode.errors.StoreError`.  The ``audit`` arguments store
+    records that continue the log of :class:`AuditStore`, in the custody
+    transaction.
     """
 
     # custody in
@@ -716,7 +261,16 @@ class Store(Protocol):
         """Forget up to ``max_count`` dedup records of expired envelopes; how many were."""
         ...
 
-    # the audit log (SPEC §20.6, §20.9)
+
+@runtime_checkable
+class AuditStore(Protocol):
+    """The audit log's storage (SPEC §20.6, §20.9): records, signed heads, the checkpoint.
+
+    Append-only but for retention below the checkpoint; the store never
+    parses what it keeps (see the module docstring).  Atomic, and with the
+    same errors, as :class:`CustodyStore`.
+    """
+
     def append_audit(self, records: Sequence[AuditRow]) -> None:
         """Store records that continue the log, in one transaction of their own."""
         ...
@@ -726,7 +280,7 @@ class Store(Protocol):
 
         Page with ``from_seq`` = the last seq + 1.  Records pruned below the
         checkpoint are gone; what is returned is what ``AuditLogState.resume``
-        and ``audit_verify.verify_log`` read.
+        and :func:`exchnode.audit.verify_log` read.
         """
         ...
 
@@ -772,7 +326,15 @@ class Store(Protocol):
         """
         ...
 
-    # small persistent state
+
+@runtime_checkable
+class MetaStore(Protocol):
+    """Small persistent state: a peer's backoff, and the services' state by key.
+
+    Each call is its own transaction.  The keys of ``meta`` are the
+    services' (e.g. ``catalog``, ``witness``); the values are opaque bytes.
+    """
+
     def peer_state(self, name: str) -> PeerState: ...
 
     def set_peer_state(self, name: str, state: PeerState) -> None: ...
@@ -782,6 +344,16 @@ class Store(Protocol):
     def set_meta(self, key: str, value: bytes) -> None: ...
 
     def delete_meta(self, key: str) -> None: ...
+
+
+@runtime_checkable
+class Store(CustodyStore, AuditStore, MetaStore, Protocol):
+    """What the node needs from durable storage: custody, the audit log, small state.
+
+    What a backend implements and what a :class:`~exchnode.aio.Node` takes;
+    one instance holds the three parts, which share its transactions and its
+    lock.  See the module docstring for the semantics.
+    """
 
     def close(self) -> None:
         """Release the storage; further calls raise UsageError.  Idempotent."""

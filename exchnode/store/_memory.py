@@ -23,9 +23,23 @@ import heapq
 import threading
 from collections.abc import Iterable, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from exchnode.errors import UsageError
-from exchnode.store._interface import (
+from exchnode.federation import PeerState
+from exchnode.store._checks import (
+    check_checkpoint_update,
+    check_count,
+    check_limit,
+    check_meta,
+    check_page,
+    check_peer_state,
+    check_prune_audit,
+    check_seqs,
+    check_time,
+    check_tree_head,
+)
+from exchnode.store._records import (
     AcceptItem,
     AcceptOutcome,
     AcceptStatus,
@@ -35,23 +49,17 @@ from exchnode.store._interface import (
     ExpiryAuditHook,
     InboundEntry,
     OutboundEntry,
-    PeerState,
     QueueDepth,
     QueueDepths,
     SeenRecord,
     check_audit_rows,
-    check_checkpoint_update,
-    check_count,
     check_items,
-    check_limit,
-    check_page,
-    check_prune_audit,
-    check_seqs,
-    check_time,
-    check_tree_head,
     classify,
     take_within,
 )
+
+if TYPE_CHECKING:
+    from exchnode.store._interface import Store
 
 __all__ = ["MemoryStore"]
 
@@ -415,8 +423,7 @@ class MemoryStore:
             return self._peers.get(name, PeerState())
 
     def set_peer_state(self, name: str, state: PeerState) -> None:
-        if not isinstance(state, PeerState):
-            raise UsageError(f"set_peer_state() takes a PeerState, got {type(state).__name__}")
+        check_peer_state(state)
         with self._lock:
             self._check_open()
             self._peers[name] = state
@@ -427,8 +434,7 @@ class MemoryStore:
             return self._meta.get(key)
 
     def set_meta(self, key: str, value: bytes) -> None:
-        if not isinstance(key, str) or not isinstance(value, bytes):
-            raise UsageError("set_meta() takes a str key and a bytes value")
+        check_meta(key, value)
         with self._lock:
             self._check_open()
             self._meta[key] = value
@@ -452,3 +458,9 @@ class MemoryStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+if TYPE_CHECKING:
+
+    def _is_a_store(store: MemoryStore) -> Store:
+        return store  # mypy checks that MemoryStore implements every part of Store

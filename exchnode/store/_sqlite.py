@@ -2,20 +2,13 @@
 
 Theory of operation
 -------------------
-Custody (``store`` explains the contract) rests on three SQLite settings:
-
-* ``journal_mode=WAL``: a commit appends the transaction's pages to the
-  log and flushes that once; readers never block the writer.
-* ``synchronous=FULL``: the log is flushed to stable storage at *every*
-  commit, so a committed batch survives power loss, not just a crash of
-  the process.  ``NORMAL`` would be faster and lose the last commits on
-  power loss -- after their envelopes were acknowledged.  Custody forbids it.
-* ``locking_mode=EXCLUSIVE``: the store's one connection holds the file's
-  lock from opening to closing.  A second process (a second daemon started
-  on the same store by mistake) fails at once with a clear error instead
-  of interleaving with the first and sending everything twice, and the
-  "database is locked" errors of shared SQLite queues cannot arise.  It
-  also means no shared-memory index beside the log (no ``-shm`` file).
+Custody (``exchnode.store.Store`` explains the contract) rests on the file's
+settings, made on opening by ``_sqlite_schema``, which explains them: the
+log is flushed to stable storage at every commit (``synchronous=FULL``), so
+a committed batch survives power loss, and the store's one connection holds
+the file's lock from opening to closing, so a second daemon on the same
+file fails at once.  That module also keeps the versioned schema, its
+triggers and migrations.
 
 Every change runs in one explicit ``BEGIN IMMEDIATE`` … ``COMMIT``; on any
 error the transaction is rolled back and a :class:`StoreError` naming the
@@ -31,32 +24,12 @@ Queue depths are counted in memory (loaded at open, updated after each
 commit): back-pressure asks for them on every batch, and the exclusive lock
 guarantees nobody else changes the file.
 
-Schema (version 3; ``store_info.schema_version``, ``PRAGMA application_id``
-'EXND').  A new file is created at version 1 and brought up by the same
-``_MIGRATIONS`` steps an old file takes, inside the opening transaction, so
-there is one path to the current schema; version 2 added the audit log,
-version 3 lets heads below the checkpoint be pruned.
-Envelope bytes are BLOBs, stored last in their row so that scans
-on the other columns skip them; a copy per next hop (the same bytes for
-each: simple, and the fan-out is small).  Indexes: outbound by (next_hop,
-seq) for the FIFO scan, and by expiry for ``take_expired``; dedup by its
-key and by expiry for ``prune``.  Expiry times mostly grow, so the expiry
-indexes are appended to at their right edge.
-
-The audit log (version 2): ``audit_records`` keyed by seq (an INTEGER
-PRIMARY KEY is the rowid itself: appends go to the right edge of one
-b-tree, and a plain INSERT of a seq already stored fails), ``audit_heads``
-in the order stored, and one ``audit_checkpoint`` row.  ``accept`` with an
-audit callback inserts the batch's records in its own transaction, so the
-one flush of the group commit covers custody and audit alike.  Triggers make
-the tables append-only below the store's own checks: no UPDATE of a record
-or head, no DELETE of a record at or above the checkpoint's size nor of a
-head of that size or more, no checkpoint moving back.  (They stop a bug, not an
-owner with the sqlite3 shell: that is what signed heads and witnesses are for.)
-
-Opening a file that is not a store, a corrupt one, or one with a newer
-schema raises :class:`StoreError` naming the file; a newer schema is never
-touched.  Needs SQLite ≥ 3.8.3 (WITHOUT ROWID, WAL); Python's own is newer.
+The audit log: ``accept`` with an audit callback inserts the batch's records
+in its own transaction, so the one flush of the group commit covers custody
+and audit alike; ``forwarded``, ``delivered`` and ``take_expired`` do the
+same with theirs.  The log's next seq, the last head's size and the
+checkpoint's size are kept in memory (loaded at open, updated after each
+commit) for the checks that keep the log append-only.
 """
 
 from __future__ import annotations
@@ -68,9 +41,23 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from exchnode.errors import StoreError, UsageError
-from exchnode.store._interface import (
+from exchnode.federation import PeerState
+from exchnode.store._checks import (
+    check_checkpoint_update,
+    check_count,
+    check_limit,
+    check_meta,
+    check_page,
+    check_peer_state,
+    check_prune_audit,
+    check_seqs,
+    check_time,
+    check_tree_head,
+)
+from exchnode.store._records import (
     AcceptItem,
     AcceptOutcome,
     AcceptStatus,
@@ -80,114 +67,20 @@ from exchnode.store._interface import (
     ExpiryAuditHook,
     InboundEntry,
     OutboundEntry,
-    PeerState,
     QueueDepth,
     QueueDepths,
     SeenRecord,
     check_audit_rows,
-    check_checkpoint_update,
-    check_count,
     check_items,
-    check_limit,
-    check_page,
-    check_prune_audit,
-    check_seqs,
-    check_time,
-    check_tree_head,
     classify,
     take_within,
 )
+from exchnode.store._sqlite_schema import connect, prepare, store_error
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SqliteStore"]
+if TYPE_CHECKING:
+    from exchnode.store._interface import Store
 
-SCHEMA_VERSION = 3
-APPLICATION_ID = 0x45584E44  # "EXND", so that `file` and a wrong open can tell
-
-_SCHEMA_V1 = (
-    """CREATE TABLE store_info (key TEXT PRIMARY KEY, value) WITHOUT ROWID""",
-    """CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID""",
-    """CREATE TABLE peers (
-        name TEXT PRIMARY KEY,
-        failures INTEGER NOT NULL,
-        next_attempt_ms INTEGER NOT NULL,
-        last_ok_ms INTEGER
-    ) WITHOUT ROWID""",
-    # targets: the names taken in custody so far, sorted, space-separated.
-    """CREATE TABLE dedup (
-        sender TEXT NOT NULL,
-        message_id BLOB NOT NULL,
-        digest BLOB NOT NULL,
-        expires_ms INTEGER NOT NULL,
-        targets TEXT NOT NULL,
-        PRIMARY KEY (sender, message_id)
-    ) WITHOUT ROWID""",
-    """CREATE INDEX dedup_by_expiry ON dedup (expires_ms)""",
-    """CREATE TABLE outbound (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        next_hop TEXT NOT NULL,
-        sender TEXT NOT NULL,
-        message_id BLOB NOT NULL,
-        digest BLOB NOT NULL,
-        targets TEXT NOT NULL,
-        expires_ms INTEGER NOT NULL,
-        size INTEGER NOT NULL,
-        data BLOB NOT NULL
-    )""",
-    """CREATE INDEX outbound_by_hop ON outbound (next_hop, seq)""",
-    """CREATE INDEX outbound_by_expiry ON outbound (expires_ms)""",
-    """CREATE TABLE inbox (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        sender TEXT NOT NULL,
-        message_id BLOB NOT NULL,
-        digest BLOB NOT NULL,
-        targets TEXT NOT NULL,
-        expires_ms INTEGER NOT NULL,
-        size INTEGER NOT NULL,
-        data BLOB NOT NULL
-    )""",
-    """CREATE INDEX inbox_by_expiry ON inbox (expires_ms)""",
-)
-
-# Version 2: the audit log (SPEC §20.6, §20.9), append-only.
-_AUDIT_V2 = (
-    """CREATE TABLE audit_records (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)""",
-    """CREATE TABLE audit_heads (
-        position INTEGER PRIMARY KEY,
-        tree_size INTEGER NOT NULL,
-        data BLOB NOT NULL
-    )""",
-    """CREATE TABLE audit_checkpoint (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        size INTEGER NOT NULL,
-        data BLOB NOT NULL
-    )""",
-    """CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
-        BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
-    """CREATE TRIGGER audit_records_prune_below_checkpoint BEFORE DELETE ON audit_records
-        WHEN old.seq >= coalesce((SELECT size FROM audit_checkpoint), 0)
-        BEGIN SELECT RAISE(ABORT, 'audit records are deleted only below the checkpoint'); END""",
-    """CREATE TRIGGER audit_heads_no_update BEFORE UPDATE ON audit_heads
-        BEGIN SELECT RAISE(ABORT, 'tree heads are append-only'); END""",
-    """CREATE TRIGGER audit_heads_no_delete BEFORE DELETE ON audit_heads
-        BEGIN SELECT RAISE(ABORT, 'tree heads are append-only'); END""",
-    """CREATE TRIGGER audit_checkpoint_forward BEFORE UPDATE ON audit_checkpoint
-        WHEN new.size < old.size
-        BEGIN SELECT RAISE(ABORT, 'the audit checkpoint only moves forward'); END""",
-    """CREATE TRIGGER audit_checkpoint_no_delete BEFORE DELETE ON audit_checkpoint
-        BEGIN SELECT RAISE(ABORT, 'the audit checkpoint is replaced, never deleted'); END""",
-)
-
-# Version 3: heads below the checkpoint may go too (a node signs one every few seconds for
-# months; the checkpoint's own head is kept in the checkpoint).
-_HEADS_V3 = (
-    "DROP TRIGGER audit_heads_no_delete",
-    """CREATE TRIGGER audit_heads_prune_below_checkpoint BEFORE DELETE ON audit_heads
-        WHEN old.tree_size >= coalesce((SELECT size FROM audit_checkpoint), 0)
-        BEGIN SELECT RAISE(ABORT, 'tree heads are deleted only below the checkpoint'); END""",
-)
-
-# Steps from version n to n + 1, applied in order inside the opening transaction.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _AUDIT_V2, 2: _HEADS_V3}
+__all__ = ["SqliteStore"]
 
 _INSERT_AUDIT = "INSERT INTO audit_records (seq, data) VALUES (?, ?)"
 
@@ -263,9 +156,9 @@ class SqliteStore:
         self._audit_next = 0  # the audit log's next seq, heads' last size, checkpoint's size
         self._last_head_size = 0
         self._checkpoint_size = 0
-        conn = self._connect(busy_timeout_ms)
+        conn = connect(self.path, busy_timeout_ms)
         try:
-            self._prepare(conn, busy_timeout_ms)
+            prepare(conn, self.path, busy_timeout_ms)
             self._load_depths(conn)
             self._load_audit(conn)
         except BaseException:
@@ -276,73 +169,7 @@ class SqliteStore:
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r}{', closed' if self._conn is None else ''})"
 
-    # --- opening --------------------------------------------------------------------
-
-    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
-        try:
-            # Create it owner-only; SQLite gives its log file the same mode.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            return sqlite3.connect(
-                self.path,
-                timeout=busy_timeout_ms / 1000,
-                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                check_same_thread=False,  # our lock serialises use instead
-                cached_statements=64,
-            )
-        except OSError as exc:
-            raise StoreError(f"cannot open store {self.path}: {exc.strerror}") from exc
-        except sqlite3.Error as exc:
-            raise self._error("cannot open", exc) from exc
-
-    def _prepare(self, conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode != "wal":
-                raise StoreError(f"store {self.path}: cannot use write-ahead logging ({mode})")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the log after big batches
-            conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: the dedup lookups' pages
-            conn.execute("BEGIN IMMEDIATE")  # takes, and keeps, the exclusive lock
-            try:
-                self._check_schema(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise self._error("cannot open", exc) from exc
-
-    def _check_schema(self, conn: sqlite3.Connection) -> None:
-        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-        if not tables and app_id == 0:
-            # A new store: version 1, then the migrations below, as an old file takes them.
-            for statement in _SCHEMA_V1:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute("INSERT INTO store_info (key, value) VALUES ('schema_version', 1)")
-            tables = {"store_info"}
-            app_id = APPLICATION_ID
-        if app_id != APPLICATION_ID or "store_info" not in tables:
-            raise StoreError(f"{self.path} is an SQLite database but not an exchnode store")
-        row = conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
-        version = row[0] if row is not None else None
-        if not isinstance(version, int) or version < 1:
-            raise StoreError(f"store {self.path} is damaged: no valid schema_version")
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {self.path} has schema version {version}, newer than the "
-                f"{SCHEMA_VERSION} this exchnode knows; upgrade exchnode to open it "
-                f"(the file was not changed)"
-            )
-        while version < SCHEMA_VERSION:
-            for statement in _MIGRATIONS[version]:
-                conn.execute(statement)
-            version += 1
-            conn.execute("UPDATE store_info SET value = ? WHERE key = 'schema_version'", (version,))
+    # --- opening: the counters kept in memory ---------------------------------------
 
     def _load_depths(self, conn: sqlite3.Connection) -> None:
         try:
@@ -377,18 +204,7 @@ class SqliteStore:
     # --- plumbing -------------------------------------------------------------------
 
     def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
-        name = getattr(exc, "sqlite_errorname", "")
-        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-            detail = "in use by another process (database is locked)"
-        elif name == "SQLITE_NOTADB":
-            detail = "not an SQLite database"
-        elif name.startswith("SQLITE_CORRUPT"):
-            detail = f"the database is corrupt ({exc})"
-        elif name == "SQLITE_FULL":
-            detail = "the disk is full"
-        else:
-            detail = str(exc)
-        return StoreError(f"store {self.path}: {what}: {detail}")
+        return store_error(self.path, what, exc)
 
     def _open_conn(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -850,8 +666,7 @@ class SqliteStore:
         return PeerState(failures=row[0], next_attempt_ms=row[1], last_ok_ms=row[2])
 
     def set_peer_state(self, name: str, state: PeerState) -> None:
-        if not isinstance(state, PeerState):
-            raise UsageError(f"set_peer_state() takes a PeerState, got {type(state).__name__}")
+        check_peer_state(state)
         with self._lock, self._transaction("set_peer_state") as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO peers (name, failures, next_attempt_ms, last_ok_ms)"
@@ -865,8 +680,7 @@ class SqliteStore:
         return None if row is None else bytes(row[0])
 
     def set_meta(self, key: str, value: bytes) -> None:
-        if not isinstance(key, str) or not isinstance(value, bytes):
-            raise UsageError("set_meta() takes a str key and a bytes value")
+        check_meta(key, value)
         with self._lock, self._transaction("set_meta") as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
@@ -894,3 +708,9 @@ class SqliteStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+if TYPE_CHECKING:
+
+    def _is_a_store(store: SqliteStore) -> Store:
+        return store  # mypy checks that SqliteStore implements every part of Store

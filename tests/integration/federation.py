@@ -7,6 +7,7 @@ division), exactly as an operator would configure it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exchnode.aio import Node, Peer, TlsFiles
+from exchnode.aio import Node, NodeConfig, Peer, TlsFiles
 from exchnode.core import NodeName, StaticDirectory, parent_hub
 from exchnode.federation import Relation
 from exchnode.pki import TrustStore, verify_node_certificate, write_private_key
@@ -35,6 +36,8 @@ CROSS_CITY = [
 
 
 parent_of = parent_hub
+
+_CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(NodeConfig))
 
 
 class Federation:
@@ -122,7 +125,22 @@ class Federation:
     def url(self, name: str) -> str:
         return f"https://127.0.0.1:{self.ports[name]}"
 
+    def config(self, name: str, **settings: Any) -> NodeConfig:
+        """``name``'s NodeConfig: its neighbours, its port, and ``settings`` (NodeConfig fields)."""
+        values: dict[str, Any] = {
+            "peers": self.peers(name),
+            "listen": ("127.0.0.1", self.ports[name]),
+        }
+        values.update(settings)
+        return NodeConfig(**values)
+
     def node(self, name: str, **overrides: Any) -> Node:
+        """A Node for ``name``; ``overrides`` are Node arguments or NodeConfig fields.
+
+        A NodeConfig field (``timers``, ``backoff``, ``limits``, ...) goes into
+        the node's ``config`` (see :meth:`config`), anything else to ``Node``.
+        """
+        settings = {key: overrides.pop(key) for key in list(overrides) if key in _CONFIG_FIELDS}
         options: dict[str, Any] = {
             "identity": self.nodes[name].identity,
             "directory": self.shared_directory,
@@ -130,8 +148,7 @@ class Federation:
             "tls": self.tls_files(name),
             "trust": self.trust(),
             "ca_bundle": self.ca_bundle,
-            "peers": self.peers(name),
-            "listen": ("127.0.0.1", self.ports[name]),
+            "config": self.config(name, **settings),
         }
         options.update(overrides)
         return Node(**options)

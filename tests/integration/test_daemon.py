@@ -22,7 +22,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from exchnode.aio import Delivery, Node
+from exchnode.aio import Delivery, Node, NodeConfig
 from exchnode.errors import UsageError
 from exchnode.node.config import ConfigError, load_config
 from exchnode.node.inbox import Inbox
@@ -68,6 +68,30 @@ def test_minimal_config_loads_with_paths_relative_to_its_folder(
     assert config.store_path == tmp_path / "state" / "store.sqlite"
     assert config.operator.url == "http://127.0.0.1:7480"
     assert [(p.name, p.relation.value) for p in config.peers] == [(HUB, "parent")]
+
+
+def test_the_node_settings_map_onto_node_config_one_to_one(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'level = "county"',
+        'level = "county"\nlisten = "127.0.0.1:7444"\n'
+        '[directory]\nmode = "signed"\nadvertise = "https://10.0.0.9:7444"\n'
+        "[limits]\ntransfer_items = 7\n[timers]\ninbox_rescan = 3\ndrain_timeout = 5",
+        1,
+    )
+    config = load_config(write_config(tmp_path, text))
+    node = config.node_config
+    assert node.peers == config.peers
+    assert node.listen == ("127.0.0.1", 7444)
+    assert node.advertise == "https://10.0.0.9:7444"
+    assert node.limits.transfer_items == 7
+    assert node.timers == config.timers
+    assert node.timers.inbox_rescan == 3.0
+    default = NodeConfig()  # what node.toml does not set is the library's
+    assert (node.backoff, node.seal_policy, node.open_policy) == (
+        default.backoff,
+        default.seal_policy,
+        default.open_policy,
+    )
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from exchnode import errors
 from exchnode.core import pack
 from exchnode.federation import verify_snapshot
-from exchnode.federation._directory import (
+from exchnode.federation._directory import decode_cache
+from exchnode.federation._directory_wire import (
     DirectoryEntry,
     DirectorySnapshot,
-    decode_cache,
     decode_snapshot,
     sign_snapshot,
 )

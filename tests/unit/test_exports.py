@@ -34,6 +34,7 @@ EXPECTED = {
     "Message",
     "Sent",
     "Node",
+    "NodeConfig",
     "NodeStats",
     "NodeLimits",
     "NodeTimers",

@@ -38,12 +38,12 @@ from exchnode.errors import (
     WrongIssuerError,
 )
 from exchnode.federation import Neighbour, NodeDirectory, Relation, verify_snapshot
-from exchnode.federation._directory import (
+from exchnode.federation._directory import decode_cache
+from exchnode.federation._directory_verify import VerifiedSnapshot
+from exchnode.federation._directory_wire import (
     DIRECTORY_LABEL,
     DirectoryEntry,
     DirectoryPolicy,
-    VerifiedSnapshot,
-    decode_cache,
     decode_snapshot,
     sign_snapshot,
 )
@@ -637,6 +637,56 @@ def test_local_crls_are_verified_before_they_revoke_or_travel(fed: Federation) -
     with pytest.raises(UsageError):
         city.recipient("520102.gongan")
     assert any(c.issuer == fed.county.certificate.subject for c in city.crls())
+
+
+def test_a_stale_crl_is_neither_kept_nor_served_but_what_it_lists_is_revoked(
+    fed: Federation,
+) -> None:
+    # The chain verifier's rule (SPEC §3.7 step 6): a genuine CRL that is not current
+    # vouches for nothing, yet revocation is final.
+    clock = Clock(fed.t0)
+    city = fed.directory(fed.C, clock, "520000", "520102")
+    city.update(
+        "520102", verify_snapshot(fed.sign(fed.K, fed.D), fed.trust(), fed.t0, "520102"), fed.t0
+    )
+    fed.pki.revoke(fed.D.certificate, fed.county)
+    stale = fed.pki.crl(fed.county, number=2, this_update=fed.pki.epoch - timedelta(days=7))
+    data = fed.sign(fed.P, fed.K, fed.D, crls=[stale])
+    verified = verify_snapshot(data, fed.trust(), fed.t0, "520000")
+    assert verified.crls == ()
+    assert [c.public_bytes(Encoding.DER) for c in verified.revoking] == [
+        stale.public_bytes(Encoding.DER)
+    ]
+    assert [(d.field, d.code) for d in verified.dropped if d.name == ""] == [
+        ("directory.body.crls[0]", "revocation-unavailable")
+    ]
+    assert "stale" in verified.dropped[0].reason
+    assert ("520102.gongan", "revoked") in {(d.name, d.code) for d in verified.dropped}
+    city.update("520000", verified, fed.t0)
+    with pytest.raises(UsageError, match="not in the directory"):
+        city.recipient("520102.gongan")
+    assert stale.public_bytes(Encoding.DER) not in {
+        c.public_bytes(Encoding.DER) for c in city.crls()
+    }
+
+
+def test_a_crl_not_yet_valid_does_not_displace_the_current_one(fed: Federation) -> None:
+    city = fed.directory(fed.C, Clock(fed.t0), None, "520102")
+    city.update(
+        "520102", verify_snapshot(fed.sign(fed.K, fed.D), fed.trust(), fed.t0, "520102"), fed.t0
+    )
+    current = fed.pki.crl(fed.county, number=2)
+    early = fed.pki.crl(fed.county, number=3, this_update=fed.pki.epoch + timedelta(days=2))
+    assert city.add_crls([current], fed.trust(), fed.t0) == ()
+    (dropped,) = city.add_crls([early], fed.trust(), fed.t0)
+    assert (dropped.field, dropped.code) == ("crls[0]", "revocation-unavailable")
+    assert "not valid before" in dropped.reason
+    (county_crl,) = [c for c in city.crls() if c.issuer == fed.county.certificate.subject]
+    assert county_crl.public_bytes(Encoding.DER) == current.public_bytes(Encoding.DER)
+    # An older CRL than the one held is not taken either.
+    assert city.add_crls([fed.pki.crl(fed.county, number=1)], fed.trust(), fed.t0) == ()
+    (county_crl,) = [c for c in city.crls() if c.issuer == fed.county.certificate.subject]
+    assert county_crl.public_bytes(Encoding.DER) == current.public_bytes(Encoding.DER)
 
 
 # --- key rotation ---------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 Each test in the first part runs against MemoryStore and SqliteStore alike
 (the ``store`` fixture), so the twin cannot drift from the durable store.
+A test names the part of the interface it exercises (``CustodyStore``,
+``MetaStore``; the ``AuditStore`` is in test_store_audit.py), and the parts
+together are pinned to be exactly ``Store``.
 Crash behaviour with real processes is in tests/integration/test_store_crash.py.
 """
 
@@ -20,16 +23,19 @@ from exchnode.federation import Route
 from exchnode.store import (
     AcceptItem,
     AcceptStatus,
+    AuditStore,
+    CustodyStore,
     ExpiredEntry,
     InboundEntry,
     MemoryStore,
+    MetaStore,
     OutboundEntry,
     PeerState,
     QueueDepth,
     SqliteStore,
     Store,
 )
-from exchnode.store._sqlite import SCHEMA_VERSION
+from exchnode.store._sqlite_schema import SCHEMA_VERSION
 
 NOW = 1_795_000_000_000
 HOUR = 3_600_000
@@ -81,11 +87,55 @@ def ids(entries: Sequence[InboundEntry | OutboundEntry | ExpiredEntry]) -> list[
 # --- custody in, queues out -----------------------------------------------------
 
 
-def test_implements_the_protocol(store: Store) -> None:
-    assert isinstance(store, Store)
+def test_implements_the_protocol_and_each_of_its_parts(store: Store) -> None:
+    for protocol in (Store, CustodyStore, AuditStore, MetaStore):
+        assert isinstance(store, protocol)
 
 
-def test_accept_fills_the_inbox_and_the_queue_of_each_next_hop(store: Store) -> None:
+CUSTODY = {
+    "accept",
+    "seen",
+    "pending",
+    "forwarded",
+    "next_hops",
+    "queue_depth",
+    "inbox",
+    "delivered",
+    "inbox_depth",
+    "totals",
+    "take_expired",
+    "prune",
+}
+AUDIT = {
+    "append_audit",
+    "audit_records",
+    "audit_size",
+    "add_tree_head",
+    "tree_heads",
+    "tree_head_at_most",
+    "set_audit_checkpoint",
+    "audit_checkpoint",
+    "prune_audit",
+    "prune_heads",
+}
+META = {"peer_state", "set_peer_state", "get_meta", "set_meta", "delete_meta"}
+
+
+def _methods(protocol: type) -> set[str]:
+    return {name for name in dir(protocol) if not name.startswith("_")}
+
+
+def test_store_is_exactly_its_three_parts_and_its_life_cycle() -> None:
+    assert _methods(CustodyStore) == CUSTODY
+    assert _methods(AuditStore) == AUDIT
+    assert _methods(MetaStore) == META
+    assert _methods(Store) == CUSTODY | AUDIT | META | {"close"}
+    assert {"__enter__", "__exit__"} <= set(vars(Store))
+    for part in (CustodyStore, AuditStore, MetaStore):
+        assert issubclass(Store, part)
+
+
+def test_accept_fills_the_inbox_and_the_queue_of_each_next_hop(store: CustodyStore) -> None:
     item = make(
         1,
         local=(ME,),
@@ -142,12 +192,12 @@ def test_from_route_takes_local_and_forwarded_targets() -> None:
     assert item.targets == {ME, f"{CHILD}.a"}
 
 
-def test_empty_batch_changes_nothing(store: Store) -> None:
+def test_empty_batch_changes_nothing(store: CustodyStore) -> None:
     assert store.accept([], NOW) == []
     assert store.totals() == QueueDepth(0, 0)
 
 
-def test_pending_is_fifo_across_batches(store: Store) -> None:
+def test_pending_is_fifo_across_batches(store: CustodyStore) -> None:
     store.accept([make(n) for n in (5, 3, 9)], NOW)
     store.accept([make(n) for n in (1, 7)], NOW)
     entries = store.pending(CHILD, NOW, 100, 1 << 20)
@@ -157,7 +207,7 @@ def test_pending_is_fifo_across_batches(store: Store) -> None:
     assert len(set(seqs)) == 5
 
 
-def test_reading_removes_nothing(store: Store) -> None:
+def test_reading_removes_nothing(store: CustodyStore) -> None:
     """Never delete on dequeue: a crash between reading and acknowledging must lose nothing."""
     store.accept([make(1), make(2, local=(ME,))], NOW)
     assert store.pending(CHILD, NOW, 10, 1 << 20) == store.pending(CHILD, NOW, 10, 1 << 20)
@@ -166,7 +216,7 @@ def test_reading_removes_nothing(store: Store) -> None:
     assert store.inbox_depth().count == 1
 
 
-def test_pending_respects_count_and_byte_limits(store: Store) -> None:
+def test_pending_respects_count_and_byte_limits(store: CustodyStore) -> None:
     store.accept([make(n, size=100) for n in range(1, 11)], NOW)
     assert ids(store.pending(CHILD, NOW, 3, 1 << 20)) == [1, 2, 3]
     assert ids(store.pending(CHILD, NOW, 100, 250)) == [1, 2]
@@ -175,7 +225,7 @@ def test_pending_respects_count_and_byte_limits(store: Store) -> None:
     assert ids(store.pending(CHILD, NOW, 100, 10)) == [1]
 
 
-def test_pending_pages_past_entries_in_flight(store: Store) -> None:
+def test_pending_pages_past_entries_in_flight(store: CustodyStore) -> None:
     store.accept([make(n) for n in range(1, 7)], NOW)
     first = store.pending(CHILD, NOW, 2, 1 << 20)
     second = store.pending(CHILD, NOW, 2, 1 << 20, after=first[-1].seq)
@@ -184,7 +234,7 @@ def test_pending_pages_past_entries_in_flight(store: Store) -> None:
     assert store.pending(CHILD, NOW, 10, 1 << 20, after=third[-1].seq) == []
 
 
-def test_forwarded_removes_exactly_those_entries(store: Store) -> None:
+def test_forwarded_removes_exactly_those_entries(store: CustodyStore) -> None:
     store.accept([make(n) for n in range(1, 6)], NOW)
     store.accept([make(9, forward={LINK: (f"{LINK}.fagai",)})], NOW)
     entries = store.pending(CHILD, NOW, 10, 1 << 20)
@@ -203,7 +253,7 @@ def test_forwarded_removes_exactly_those_entries(store: Store) -> None:
     assert store.next_hops() == [CHILD]
 
 
-def test_delivered_removes_from_the_inbox(store: Store) -> None:
+def test_delivered_removes_from_the_inbox(store: CustodyStore) -> None:
     store.accept([make(n, local=(ME,)) for n in range(1, 5)], NOW)
     entries = store.inbox(NOW, 10)
     assert ids(entries) == [1, 2, 3, 4]
@@ -217,7 +267,7 @@ def test_delivered_removes_from_the_inbox(store: Store) -> None:
     assert store.inbox_depth() == QueueDepth(2, 200)
 
 
-def test_sequence_numbers_are_never_reused(store: Store) -> None:
+def test_sequence_numbers_are_never_reused(store: CustodyStore) -> None:
     """A reused number would let a late forwarded() delete a newer entry."""
     store.accept([make(1), make(2, local=(ME,))], NOW)
     (out,) = store.pending(CHILD, NOW, 10, 1 << 20)
@@ -232,7 +282,7 @@ def test_sequence_numbers_are_never_reused(store: Store) -> None:
 # --- dedup ----------------------------------------------------------------------
 
 
-def test_a_repeated_copy_is_a_duplicate_and_stored_once(store: Store) -> None:
+def test_a_repeated_copy_is_a_duplicate_and_stored_once(store: CustodyStore) -> None:
     item = make(1, local=(ME,), forward={CHILD: (f"{CHILD}.a",)})
     assert store.accept([item], NOW)[0].status is ACCEPTED
     (again,) = store.accept([item], NOW + 1000)
@@ -244,14 +294,14 @@ def test_a_repeated_copy_is_a_duplicate_and_stored_once(store: Store) -> None:
     assert store.totals() == QueueDepth(2, 2 * len(item.data))
 
 
-def test_a_copy_repeated_within_one_batch_is_a_duplicate(store: Store) -> None:
+def test_a_copy_repeated_within_one_batch_is_a_duplicate(store: CustodyStore) -> None:
     item = make(1)
     outcomes = store.accept([item, make(2), item], NOW)
     assert [o.status for o in outcomes] == [ACCEPTED, ACCEPTED, DUPLICATE]
     assert ids(store.pending(CHILD, NOW, 10, 1 << 20)) == [1, 2]
 
 
-def test_a_later_copy_is_taken_only_for_its_new_targets(store: Store) -> None:
+def test_a_later_copy_is_taken_only_for_its_new_targets(store: CustodyStore) -> None:
     """The same envelope via the hierarchy and via a link, each copy for some targets."""
     first = make(1, forward={CHILD: (f"{CHILD}.a",)})
     second = make(
@@ -275,7 +325,7 @@ def test_a_later_copy_is_taken_only_for_its_new_targets(store: Store) -> None:
     assert store.accept([second], NOW)[0].status is DUPLICATE
 
 
-def test_partial_copy_within_one_batch(store: Store) -> None:
+def test_partial_copy_within_one_batch(store: CustodyStore) -> None:
     a = make(1, forward={CHILD: (f"{CHILD}.a",)})
     b = make(1, forward={CHILD: (f"{CHILD}.a", f"{CHILD}.b")})
     first, second = store.accept([a, b], NOW)
@@ -288,7 +338,7 @@ def test_partial_copy_within_one_batch(store: Store) -> None:
     ]
 
 
-def test_dedup_outlives_forwarding_and_delivery(store: Store) -> None:
+def test_dedup_outlives_forwarding_and_delivery(store: CustodyStore) -> None:
     """A copy re-sent after its first one left the queues is still a duplicate."""
     item = make(1, local=(ME,), forward={CHILD: (f"{CHILD}.a",)})
     store.accept([item], NOW)
@@ -298,7 +348,7 @@ def test_dedup_outlives_forwarding_and_delivery(store: Store) -> None:
     assert store.totals() == QueueDepth(0, 0)
 
 
-def test_a_reused_id_with_other_content_is_a_conflict(store: Store) -> None:
+def test_a_reused_id_with_other_content_is_a_conflict(store: CustodyStore) -> None:
     original = make(1)
     store.accept([original], NOW)
     (outcome,) = store.accept([make(1, variant=1, local=(ME,))], NOW)
@@ -310,13 +360,13 @@ def test_a_reused_id_with_other_content_is_a_conflict(store: Store) -> None:
     assert seen.digest == original.digest
 
 
-def test_the_dedup_key_includes_the_sender(store: Store) -> None:
+def test_the_dedup_key_includes_the_sender(store: CustodyStore) -> None:
     """A hub that saw an id in transit cannot block the genuine message by using it first."""
     store.accept([make(1, sender="520103.rogue")], NOW)
     assert store.accept([make(1)], NOW)[0].status is ACCEPTED
 
 
-def test_an_expired_envelope_is_refused_on_arrival(store: Store) -> None:
+def test_an_expired_envelope_is_refused_on_arrival(store: CustodyStore) -> None:
     item = make(1, expires_ms=NOW)  # expiry is exclusive (SPEC §8.2)
     (outcome,) = store.accept([item], NOW)
     assert outcome.status is AcceptStatus.EXPIRED
@@ -328,7 +378,7 @@ def test_an_expired_envelope_is_refused_on_arrival(store: Store) -> None:
 # --- expiry ---------------------------------------------------------------------
 
 
-def test_expired_entries_are_skipped_then_taken_once(store: Store) -> None:
+def test_expired_entries_are_skipped_then_taken_once(store: CustodyStore) -> None:
     soon = make(1, local=(ME,), forward={CHILD: (f"{CHILD}.a",)}, expires_ms=NOW + 10)
     later = make(2, local=(ME,), forward={CHILD: (f"{CHILD}.a",)})
     store.accept([soon, later], NOW)
@@ -352,7 +402,7 @@ def test_expired_entries_are_skipped_then_taken_once(store: Store) -> None:
     assert store.next_hops() == [CHILD]
 
 
-def test_take_expired_takes_the_earliest_first_up_to_max_count(store: Store) -> None:
+def test_take_expired_takes_the_earliest_first_up_to_max_count(store: CustodyStore) -> None:
     store.accept(
         [
             make(1, expires_ms=NOW + 30),
@@ -369,7 +419,7 @@ def test_take_expired_takes_the_earliest_first_up_to_max_count(store: Store) -> 
     assert store.next_hops() == [CHILD]
 
 
-def test_prune_forgets_dedup_records_only_after_expiry(store: Store) -> None:
+def test_prune_forgets_dedup_records_only_after_expiry(store: CustodyStore) -> None:
     short = make(1, expires_ms=NOW + 10)
     long = make(2)
     store.accept([short, long], NOW)
@@ -384,7 +434,7 @@ def test_prune_forgets_dedup_records_only_after_expiry(store: Store) -> None:
     assert store.seen(SENDER, short.message_id) is None
 
 
-def test_prune_is_bounded_by_max_count(store: Store) -> None:
+def test_prune_is_bounded_by_max_count(store: CustodyStore) -> None:
     store.accept([make(n, expires_ms=NOW + n) for n in range(1, 8)], NOW)
     assert store.prune(NOW + 100, 3) == 3
     assert store.seen(SENDER, (1).to_bytes(16, "big")) is None  # earliest first
@@ -393,7 +443,7 @@ def test_prune_is_bounded_by_max_count(store: Store) -> None:
     assert store.prune(NOW + 100, 3) == 0
 
 
-def test_an_expired_record_no_longer_blocks_its_id(store: Store) -> None:
+def test_an_expired_record_no_longer_blocks_its_id(store: CustodyStore) -> None:
     """SPEC §8.3 remembers an id until its envelope expires, not longer (pruned or not)."""
     store.accept([make(1, expires_ms=NOW + 10)], NOW)
     reuse = make(1, variant=1, local=(ME,), expires_ms=NOW + HOUR)
@@ -412,7 +462,7 @@ def test_an_expired_record_no_longer_blocks_its_id(store: Store) -> None:
 # --- small state, depths, misuse --------------------------------------------------
 
 
-def test_peer_state_round_trips(store: Store) -> None:
+def test_peer_state_round_trips(store: MetaStore) -> None:
     assert store.peer_state(CHILD) == PeerState()
     state = PeerState(failures=3, next_attempt_ms=NOW + 4000, last_ok_ms=NOW - HOUR)
     store.set_peer_state(CHILD, state)
@@ -422,7 +472,7 @@ def test_peer_state_round_trips(store: Store) -> None:
     assert store.peer_state(CHILD) == PeerState(failures=0, next_attempt_ms=0, last_ok_ms=NOW)
 
 
-def test_meta_round_trips(store: Store) -> None:
+def test_meta_round_trips(store: MetaStore) -> None:
     assert store.get_meta("directory") is None
     store.set_meta("directory", b"\x00\xff" * 100)
     store.set_meta("replay", b"")
@@ -435,7 +485,7 @@ def test_meta_round_trips(store: Store) -> None:
     assert store.get_meta("directory") is None
 
 
-def test_queue_depths_count_entries_and_bytes(store: Store) -> None:
+def test_queue_depths_count_entries_and_bytes(store: CustodyStore) -> None:
     store.accept(
         [
             make(1, size=100),
@@ -451,7 +501,7 @@ def test_queue_depths_count_entries_and_bytes(store: Store) -> None:
     assert store.totals() == QueueDepth(4, 550)
 
 
-def test_usable_from_another_thread(store: Store) -> None:
+def test_usable_from_another_thread(store: CustodyStore) -> None:
     """The node runs the store in a worker thread; calls are serialised by the store."""
     errors: list[BaseException] = []
 

@@ -1,5 +1,8 @@
 """The store's half of the audit log (issue 5, SPEC §20.6, §20.9), against both stores.
 
+A test that uses only the log takes an ``AuditStore``; one that commits
+custody with its records takes the whole ``Store``.
+
 Custody and its audit records commit together or not at all; the stored log
 can only grow by records that continue it; heads and the checkpoint round-trip;
 pruning deletes only below a checkpoint.  Then what only SQLite promises:
@@ -37,12 +40,13 @@ from exchnode.store import (
     AcceptOutcome,
     AcceptStatus,
     AuditRow,
+    AuditStore,
     ExpiredEntry,
     MemoryStore,
     SqliteStore,
     Store,
 )
-from exchnode.store._sqlite import _SCHEMA_V1, APPLICATION_ID, SCHEMA_VERSION
+from exchnode.store._sqlite_schema import APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION
 from exchnode.testing import seeded_directory, seeded_identity
 from tests.unit.store.test_store import CHILD, ME, NOW, SENDER, make
 
@@ -102,7 +106,7 @@ class Auditor:
         return [AuditRow(r.seq, r.data) for r in self.log.append(taken)]
 
 
-def subjects(store: Store) -> list[int]:
+def subjects(store: AuditStore) -> list[int]:
     """The message numbers the stored records are about, in seq order."""
     out = []
     for _, data in store.audit_records(0, 10_000):
@@ -226,7 +230,7 @@ def test_records_that_do_not_continue_the_log_are_refused(
     assert store.seen(SENDER, items[0].message_id) is None
 
 
-def test_a_stored_seq_is_never_stored_again(store: Store) -> None:
+def test_a_stored_seq_is_never_stored_again(store: AuditStore) -> None:
     first = records(AuditLogState(NODE), 2)
     store.append_audit(first)
     fork = AuditLogState(NODE)  # another history from seq 0
@@ -239,7 +243,7 @@ def test_a_stored_seq_is_never_stored_again(store: Store) -> None:
     "bad",
     [b"", (0, b""), (0, "text"), (0, b"x" * 3000), ("0", b"x"), (True, b"x"), (0, b"x", 1)],
 )
-def test_rows_that_are_not_records_are_refused(store: Store, bad: object) -> None:
+def test_rows_that_are_not_records_are_refused(store: AuditStore, bad: object) -> None:
     with pytest.raises(UsageError):
         store.append_audit([bad])  # type: ignore[list-item]
     assert store.audit_size() == 0
@@ -257,7 +261,7 @@ def test_a_record_is_stored_under_the_seq_the_log_gave_it() -> None:
         MemoryStore().append_audit(batch[0].data)  # type: ignore[arg-type]
 
 
-def test_misuse_of_the_audit_calls_is_a_usage_error(store: Store) -> None:
+def test_misuse_of_the_audit_calls_is_a_usage_error(store: AuditStore) -> None:
     with pytest.raises(UsageError):
         store.audit_records(-1, 10)
     with pytest.raises(UsageError):
@@ -279,7 +283,7 @@ def test_misuse_of_the_audit_calls_is_a_usage_error(store: Store) -> None:
 # --- heads, checkpoint, pruning -------------------------------------------------------
 
 
-def test_tree_heads_round_trip_in_stored_order(store: Store) -> None:
+def test_tree_heads_round_trip_in_stored_order(store: AuditStore) -> None:
     log = AuditLogState(NODE)
     assert store.tree_heads() == []
     heads: list[bytes] = []
@@ -293,7 +297,7 @@ def test_tree_heads_round_trip_in_stored_order(store: Store) -> None:
     assert store.tree_heads(10) == heads
 
 
-def test_a_head_over_records_not_stored_or_going_back_is_refused(store: Store) -> None:
+def test_a_head_over_records_not_stored_or_going_back_is_refused(store: AuditStore) -> None:
     log = AuditLogState(NODE)
     store.append_audit(records(log, 2))
     early = log.sign_head(NOW)
@@ -308,7 +312,7 @@ def test_a_head_over_records_not_stored_or_going_back_is_refused(store: Store) -
     assert store.tree_heads() == [late.data]
 
 
-def test_checkpoint_round_trips_and_only_moves_forward(store: Store) -> None:
+def test_checkpoint_round_trips_and_only_moves_forward(store: AuditStore) -> None:
     log = AuditLogState(NODE)
     assert store.audit_checkpoint() is None
     store.append_audit(records(log, 5))
@@ -327,7 +331,7 @@ def test_checkpoint_round_trips_and_only_moves_forward(store: Store) -> None:
     assert store.audit_checkpoint() == first
 
 
-def test_prune_deletes_only_below_a_checkpoint_oldest_first(store: Store) -> None:
+def test_prune_deletes_only_below_a_checkpoint_oldest_first(store: AuditStore) -> None:
     log = AuditLogState(NODE)
     batch = records(log, 10)
     store.append_audit(batch)
@@ -446,7 +450,7 @@ def test_sqlite_triggers_keep_the_log_append_only(tmp_path: Path) -> None:
 def _v1_store(path: Path) -> None:
     """A store as version 1 created it, with an envelope in custody."""
     conn = sqlite3.connect(path, isolation_level=None)
-    for statement in _SCHEMA_V1:
+    for statement in SCHEMA_V1:
         conn.execute(statement)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute("INSERT INTO store_info (key, value) VALUES ('schema_version', 1)")
@@ -572,7 +576,9 @@ def encoded(log: AuditLogState, entries: list[AuditEntry]) -> list[AuditRow]:
     return [AuditRow(r.seq, r.data) for r in log.append(entries)]
 
 
-def test_heads_below_the_checkpoint_go_and_the_search_still_finds_the_rest(store: Store) -> None:
+def test_heads_below_the_checkpoint_go_and_the_search_still_finds_the_rest(
+    store: AuditStore,
+) -> None:
     log = AuditLogState(NODE)
     heads = []
     for n in range(4):  # heads at sizes 2, 4, 6, 8

@@ -1,0 +1,201 @@
+"""Custody out: one forwarder per neighbour moves that neighbour's queue (I/O edge).
+
+A forwarder takes the oldest entries of its neighbour's queue (within the
+credit the neighbour last granted), transfers them, and removes exactly
+those answered TAKEN (``store.forwarded``, with the relay's audit record in
+the same transaction).  A refusal ends the item with a non-delivery report
+to its sender; a failure to connect backs off (persisted, jittered) until
+the neighbour is due again -- or until it reaches *us*, which proves it is
+back and makes it due at once (:meth:`Forwarder.poke`).  A forwarder sleeps
+on an event set when its queue gains entries, so a partition heals without
+waiting for new traffic; a neighbour that defers everything (it is full) is
+left a pause that doubles while it stays full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from exchnode.aio._config import NodeLimits, NodeTimers
+from exchnode.aio._context import NodeContext
+from exchnode.aio._outbox import Lost
+from exchnode.aio._service import CustodyLog
+from exchnode.aio._transport import LinkClient, LinkError
+from exchnode.aio._waiting import wait_event
+from exchnode.errors import ExchnodeError
+from exchnode.federation import (
+    BackoffPolicy,
+    Credit,
+    Item,
+    ItemResult,
+    PeerState,
+    Status,
+    TransferRequest,
+    TransferResponse,
+    came_back,
+    due,
+    failed,
+    succeeded,
+)
+from exchnode.store import AuditRow, OutboundEntry, QueueDepth
+
+__all__ = ["Forwarder"]
+
+Report = Callable[[list[Lost], list[tuple[str, str]]], Awaitable[None]]
+
+
+class Forwarder:
+    """Custody out to one neighbour: its queue, its link state and its backoff.
+
+    Why one per neighbour: each queue moves on its own task, so a neighbour
+    that is slow or down holds up only its own traffic; and the state that
+    decides when to try it again (failures, next attempt; persisted) changes
+    only here -- on a transfer, or when the neighbour shows it is up.
+    """
+
+    def __init__(
+        self,
+        context: NodeContext,
+        client: LinkClient,
+        state: PeerState,
+        *,
+        limits: NodeLimits,
+        timers: NodeTimers,
+        backoff: BackoffPolicy,
+        random: Callable[[int], bytes],
+        report: Report,
+    ) -> None:
+        self.hop = client.neighbour
+        self._context = context
+        self._client = client
+        self._limits = limits
+        self._timers = timers
+        self._backoff = backoff
+        self._random = random
+        self._report = report
+        self.state = state
+        #: envelopes and bytes the neighbour took into custody (None: no transfer yet)
+        self.handed_over: QueueDepth | None = None
+        self.wake = asyncio.Event()  # set when the queue gains entries or the neighbour is back
+
+    def set_state(self, state: PeerState) -> None:
+        previous = self.state
+        self.state = state
+        if (previous.failures, previous.next_attempt_ms) != (
+            state.failures,
+            state.next_attempt_ms,
+        ):
+            # Persist only transitions: a write per transfer would cost a flush each.
+            context = self._context
+            asyncio.get_running_loop().create_task(
+                context.run(context.store.set_peer_state, self.hop, state)
+            )
+
+    def poke(self) -> None:
+        """Treat the neighbour as reachable now: try its queue at once."""
+        self.set_state(came_back(self.state, self._context.now_ms()))
+        self.wake.set()
+
+    async def run(self) -> None:
+        context, hop, wake = self._context, self.hop, self.wake
+        credit = Credit(self._limits.transfer_items, self._limits.transfer_bytes)
+        pause = self._timers.deferred_pause
+        while True:
+            state = self.state
+            now_ms = context.now_ms()
+            if not due(state, now_ms):
+                await wait_event(wake, (state.next_attempt_ms - now_ms) / 1000)
+                continue
+            wake.clear()
+            entries: list[OutboundEntry] = await context.run(
+                context.store.pending, hop, now_ms, max(credit.items, 1), max(credit.bytes, 1)
+            )
+            if not entries:
+                await wake.wait()
+                continue
+            request = TransferRequest(
+                context.name,
+                self._random(16),
+                tuple(Item(entry.data, entry.targets) for entry in entries),
+            )
+            try:
+                response = await self._client.transfer(request)
+            except (LinkError, ExchnodeError) as exc:
+                context.counters["link_failures"] += 1
+                new_state = failed(state, now_ms, self._random, self._backoff)
+                if not state.failures:  # it worked (or was never tried): now it is down
+                    context.log_entries([context.recorder.link(now_ms, hop, up=False, failures=1)])
+                self.set_state(new_state)
+                context.log.warning(
+                    "link failed",
+                    neighbour=hop,
+                    error=str(exc),
+                    failures=new_state.failures,
+                    retry_in_ms=new_state.next_attempt_ms - now_ms,
+                )
+                continue
+            if state.failures or state.last_ok_ms is None:
+                if state.failures:
+                    context.log.info("link restored", neighbour=hop, after_failures=state.failures)
+                context.log_entries(
+                    [context.recorder.link(now_ms, hop, up=True, failures=state.failures)]
+                )
+                self.set_state(succeeded(state, now_ms))
+            await self._settle(entries, response)
+            credit = response.credit
+            if not any(r.status is Status.TAKEN for r in response.results) and any(
+                r.status is Status.DEFERRED for r in response.results
+            ):
+                await wait_event(wake, pause)  # the neighbour is full: slow down
+                pause = min(pause * 2, self._timers.deferred_pause_max)
+            else:
+                pause = self._timers.deferred_pause
+
+    async def _settle(self, entries: list[OutboundEntry], response: TransferResponse) -> None:
+        """Forget what the neighbour took; report what it refused for good."""
+        context, hop = self._context, self.hop
+        done: list[int] = []
+        refused: list[tuple[OutboundEntry, ItemResult]] = []
+        taken_ids: list[bytes] = []  # for the relay's audit record
+        taken_bytes = 0
+        for entry, result in zip(entries, response.results, strict=True):
+            if result.status is Status.TAKEN:
+                done.append(entry.seq)
+                taken_ids.append(entry.message_id)
+                taken_bytes += len(entry.data)
+            elif result.status is Status.REFUSED:
+                refused.append((entry, result))
+                done.append(entry.seq)
+        if refused:
+            context.log.warning(
+                "neighbour refused items",
+                neighbour=hop,
+                count=len(refused),
+                codes=sorted({r.code for _, r in refused}),
+            )
+            await self._report(
+                [
+                    (entry.sender, entry.message_id, entry.digest, entry.targets, entry.data)
+                    for entry, _ in refused
+                ],
+                [(result.code, f"{hop} refused it: {result.reason}") for _, result in refused],
+            )
+        before = self.handed_over or QueueDepth(0, 0)
+        self.handed_over = QueueDepth(before.count + len(taken_ids), before.bytes + taken_bytes)
+        if done:
+            now_ms = context.now_ms()
+            refused_ids = [(result.code, entry.message_id) for entry, result in refused]
+
+            def run(log: CustodyLog | None) -> int:
+                records: list[AuditRow] = []
+                if log is not None:
+                    records = log.encode(
+                        context.recorder.relayed(now_ms, hop, taken_ids, refused_ids)
+                    )
+                removed = context.store.forwarded(hop, done, audit=records)
+                context.refresh_totals()
+                return removed
+
+            context.counters["forwarded"] += await context.run(context.audited, run)
+            context.space.set()

@@ -1,0 +1,244 @@
+"""Custody in: what neighbours hand over, admitted and committed in one transaction (I/O edge).
+
+Items arrive from neighbours (``LinkServer`` calls :meth:`Intake.custody`)
+and from the node itself (its outbox: the application's messages, receipts,
+reports).  Each received item is verified as a hub verifies (signature,
+freshness; never a payload), checked against the neighbour's place
+(``Router.accept``) and routed.  All items that arrived while the previous
+commit ran go to the store in *one* transaction (``Batcher``: group
+commit), with the audit log's record of them.  Only when that transaction
+has returned is an item answered TAKEN.  A full node answers DEFERRED and
+grants no credit: back-pressure, nothing dropped.  A failure that time cures
+(a signer not known yet, a directory being refreshed) is deferred too: the
+previous hop keeps the item and tries again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from exchnode.aio._batcher import Batcher
+from exchnode.aio._config import NodeLimits
+from exchnode.aio._context import NodeContext
+from exchnode.aio._forwarder import Forwarder
+from exchnode.aio._inbox import Inbox
+from exchnode.aio._service import CustodyLog
+from exchnode.core import EnvelopeVerifier, decode_envelope
+from exchnode.errors import (
+    DirectoryExpiredError,
+    RejectedError,
+    RoutingRefusedError,
+    UnknownSignerError,
+)
+from exchnode.federation import (
+    Credit,
+    Item,
+    ItemResult,
+    Router,
+    Status,
+    TransferRequest,
+    TransferResponse,
+)
+from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus
+
+__all__ = ["Intake"]
+
+# Failures that time cures: the directory has not converged yet, or a cache is being refreshed.
+# A custodian defers these (the previous hop retries) instead of refusing them for good.
+_TEMPORARY = (UnknownSignerError, DirectoryExpiredError)
+
+
+class Intake:
+    """Custody in: admission (room, verification, the neighbour's place) and the group commit.
+
+    Why a class of its own: it is the one place that decides what this node
+    takes custody of and answers for it, and it owns the state of that
+    decision -- the commit batcher and the bytes admitted but not yet
+    committed, which count against the node's room.  A commit wakes the
+    forwarders and the inbox that gained entries.
+    """
+
+    def __init__(
+        self,
+        context: NodeContext,
+        router: Router,
+        verifier: EnvelopeVerifier,
+        inbox: Inbox,
+        forwarders: Mapping[str, Forwarder],
+        limits: NodeLimits,
+    ) -> None:
+        """``forwarders``: the node's, by neighbour (filled at start, before anything arrives)."""
+        self._context = context
+        self._router = router
+        self._verifier = verifier
+        self._inbox = inbox
+        self._forwarders = forwarders
+        self._limits = limits
+        self._uncommitted = [0, 0]  # items and bytes admitted, their commit under way
+        self._commits: Batcher[AcceptItem, AcceptOutcome] = Batcher(
+            self._commit, max_items=4 * limits.transfer_items
+        )
+
+    def start(self) -> None:
+        self._commits.start()
+
+    async def close(self) -> None:
+        """Finish the commits under way; take nothing more."""
+        await self._commits.close()
+
+    async def commit(self, items: list[AcceptItem]) -> list[AcceptOutcome]:
+        """Commit ``items`` with everything else that arrived meanwhile (one transaction)."""
+        return await self._commits.submit(items)
+
+    def has_room(self, count: int, size: int) -> bool:
+        limits, queued = self._limits, self._context.queued
+        return (
+            queued.count + self._uncommitted[0] + count <= limits.max_queued_items
+            and queued.bytes + self._uncommitted[1] + size <= limits.max_queued_bytes
+        )
+
+    def credit(self) -> Credit:
+        """What a neighbour may send next: the room left, within one transfer."""
+        limits, queued = self._limits, self._context.queued
+        items = limits.max_queued_items - queued.count - self._uncommitted[0]
+        size = limits.max_queued_bytes - queued.bytes - self._uncommitted[1]
+        return Credit(
+            max(0, min(items, limits.transfer_items)), max(0, min(size, limits.transfer_bytes))
+        )
+
+    async def _commit(self, items: list[AcceptItem]) -> list[AcceptOutcome]:
+        """One transaction for everything that arrived since the last one (group commit)."""
+        context = self._context
+        now_ms = context.now_ms()
+        store, recorder = context.store, context.recorder
+
+        def run(log: CustodyLog | None) -> list[AcceptOutcome]:
+            if log is None:
+                outcomes = store.accept(items, now_ms)
+            else:
+                outcomes = store.accept(
+                    items,
+                    now_ms,
+                    audit=lambda found: log.encode(recorder.accepted(now_ms, items, found)),
+                )
+            context.refresh_totals()
+            return outcomes
+
+        outcomes: list[AcceptOutcome] = await context.run(context.audited, run)
+        counters = context.counters
+        for outcome in outcomes:
+            if outcome.status is AcceptStatus.ACCEPTED:
+                counters["accepted"] += 1
+                for hop in outcome.forward:
+                    self._forwarders[hop].wake.set()
+                if outcome.local:
+                    self._inbox.wake.set()
+            elif outcome.status is AcceptStatus.DUPLICATE:
+                counters["duplicates"] += 1
+        return outcomes
+
+    async def custody(self, neighbour: str, request: TransferRequest) -> TransferResponse:
+        """Decide every item of a transfer; TAKEN only once the store holds it."""
+        context = self._context
+        counters, log = context.counters, context.log
+        forwarder = self._forwarders.get(neighbour)
+        if forwarder is None:
+            log.warning("transfer refused", neighbour=neighbour, code="routing-refused")
+            refusal = ItemResult(
+                Status.REFUSED,
+                "routing-refused",
+                f"{neighbour} is not a neighbour of {context.name}",
+            )
+            counters["refused"] += len(request.items)
+            context.log_entries(
+                context.recorder.refused(
+                    context.now_ms(),
+                    neighbour,
+                    [("routing-refused", _peek_id(item.envelope)) for item in request.items],
+                )
+            )
+            return TransferResponse(
+                request.transfer_id, tuple(refusal for _ in request.items), Credit(0, 0)
+            )
+        if forwarder.state.failures:
+            # It reached us, so it is up: serve its queue now, not after the backoff.
+            forwarder.poke()
+        now = context.clock()
+        results: list[ItemResult] = [ItemResult(Status.DEFERRED)] * len(request.items)
+        items: list[AcceptItem] = []
+        positions: list[int] = []
+        refusals: list[tuple[str, bytes | None]] = []
+        count, size = 0, 0
+        for position, item in enumerate(request.items):
+            if not self.has_room(count + 1, size + len(item.envelope)):
+                counters["deferred"] += 1
+                continue  # DEFERRED: the sender keeps it and slows down
+            try:
+                accept_item = self._check_item(neighbour, item, now)
+            except _TEMPORARY as exc:
+                counters["deferred"] += 1
+                log.info("item deferred", neighbour=neighbour, code=exc.code, reason=str(exc))
+                continue
+            except RejectedError as exc:
+                results[position] = ItemResult(Status.REFUSED, exc.code, str(exc))
+                refusals.append((exc.code, _peek_id(item.envelope)))
+                counters["refused"] += 1
+                log.warning("item refused", neighbour=neighbour, code=exc.code, reason=str(exc))
+                continue
+            items.append(accept_item)
+            positions.append(position)
+            count += 1
+            size += len(item.envelope)
+        if refusals:
+            context.log_entries(context.recorder.refused(context.now_ms(), neighbour, refusals))
+        if items:
+            self._uncommitted[0] += count
+            self._uncommitted[1] += size
+            try:
+                outcomes = await self._commits.submit(items)
+            finally:
+                self._uncommitted[0] -= count
+                self._uncommitted[1] -= size
+            for position, outcome in zip(positions, outcomes, strict=True):
+                results[position] = _answer(outcome)
+        return TransferResponse(request.transfer_id, tuple(results), self.credit())
+
+    def _check_item(self, neighbour: str, item: Item, now: float) -> AcceptItem:
+        envelope, signer = self._verifier.verify_sender(item.envelope, now)
+        header = envelope.header
+        router = self._router
+        relation = router.accept(neighbour, header.sender, header.recipient_names, item.targets)
+        route = router.route(item.targets, came_from=relation)
+        if route.unroutable:
+            raise RoutingRefusedError(
+                f"{self._context.name} has no route to {', '.join(route.unroutable)}"
+            )
+        if route.local:
+            self._inbox.remember_verified(envelope, signer)
+        return AcceptItem.from_route(
+            sender=header.sender,
+            message_id=header.message_id,
+            digest=envelope.digest,
+            data=item.envelope,
+            expires_ms=header.expires_ms,
+            route=route,
+            came_from=neighbour,
+        )
+
+
+def _peek_id(data: bytes) -> bytes | None:
+    """The message id of a refused envelope, for the audit record, if it can be read at all."""
+    try:
+        return decode_envelope(data).header.message_id
+    except RejectedError:
+        return None
+
+
+def _answer(outcome: AcceptOutcome) -> ItemResult:
+    if outcome.acknowledge:
+        return ItemResult(Status.TAKEN)
+    if outcome.status is AcceptStatus.EXPIRED:
+        return ItemResult(Status.REFUSED, "expired", "the envelope expired before it was taken")
+    return ItemResult(
+        Status.REFUSED, "replayed", "another envelope with this sender and id was taken first"
+    )

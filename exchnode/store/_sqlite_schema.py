@@ -1,0 +1,247 @@
+"""The SQLite store's file: its settings, its versioned schema, and opening it.  I/O edge.
+
+Theory of operation
+-------------------
+Custody (``exchnode.store.Store`` explains the contract) rests on three
+SQLite settings, made here on opening:
+
+* ``journal_mode=WAL``: a commit appends the transaction's pages to the
+  log and flushes that once; readers never block the writer.
+* ``synchronous=FULL``: the log is flushed to stable storage at *every*
+  commit, so a committed batch survives power loss, not just a crash of
+  the process.  ``NORMAL`` would be faster and lose the last commits on
+  power loss -- after their envelopes were acknowledged.  Custody forbids it.
+* ``locking_mode=EXCLUSIVE``: the store's one connection holds the file's
+  lock from opening to closing.  A second process (a second daemon started
+  on the same store by mistake) fails at once with a clear error instead
+  of interleaving with the first and sending everything twice, and the
+  "database is locked" errors of shared SQLite queues cannot arise.  It
+  also means no shared-memory index beside the log (no ``-shm`` file).
+
+Opening takes the lock with ``BEGIN IMMEDIATE`` and, in that transaction,
+checks the schema, creates it or migrates it; the store (``_sqlite``) then
+loads its counters and runs every change in a transaction of its own.
+
+Schema (version 3; ``store_info.schema_version``, ``PRAGMA application_id``
+'EXND').  A new file is created at version 1 and brought up by the same
+``MIGRATIONS`` steps an old file takes, inside the opening transaction, so
+there is one path to the current schema; version 2 added the audit log,
+version 3 lets heads below the checkpoint be pruned.
+Envelope bytes are BLOBs, stored last in their row so that scans
+on the other columns skip them; a copy per next hop (the same bytes for
+each: simple, and the fan-out is small).  Indexes: outbound by (next_hop,
+seq) for the FIFO scan, and by expiry for ``take_expired``; dedup by its
+key and by expiry for ``prune``.  Expiry times mostly grow, so the expiry
+indexes are appended to at their right edge.
+
+The audit log (version 2): ``audit_records`` keyed by seq (an INTEGER
+PRIMARY KEY is the rowid itself: appends go to the right edge of one
+b-tree, and a plain INSERT of a seq already stored fails), ``audit_heads``
+in the order stored, and one ``audit_checkpoint`` row.  Triggers make
+the tables append-only below the store's own checks: no UPDATE of a record
+or head, no DELETE of a record at or above the checkpoint's size nor of a
+head of that size or more, no checkpoint moving back.  (They stop a bug, not an
+owner with the sqlite3 shell: that is what signed heads and witnesses are for.)
+
+Opening a file that is not a store, a corrupt one, or one with a newer
+schema raises :class:`StoreError` naming the file; a newer schema is never
+touched.  Needs SQLite ≥ 3.8.3 (WITHOUT ROWID, WAL); Python's own is newer.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from exchnode.errors import StoreError
+
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "SCHEMA_V1",
+    "SCHEMA_VERSION",
+    "connect",
+    "prepare",
+    "store_error",
+]
+
+SCHEMA_VERSION = 3
+APPLICATION_ID = 0x45584E44  # "EXND", so that `file` and a wrong open can tell
+
+SCHEMA_V1 = (
+    """CREATE TABLE store_info (key TEXT PRIMARY KEY, value) WITHOUT ROWID""",
+    """CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID""",
+    """CREATE TABLE peers (
+        name TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        next_attempt_ms INTEGER NOT NULL,
+        last_ok_ms INTEGER
+    ) WITHOUT ROWID""",
+    # targets: the names taken in custody so far, sorted, space-separated.
+    """CREATE TABLE dedup (
+        sender TEXT NOT NULL,
+        message_id BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        targets TEXT NOT NULL,
+        PRIMARY KEY (sender, message_id)
+    ) WITHOUT ROWID""",
+    """CREATE INDEX dedup_by_expiry ON dedup (expires_ms)""",
+    """CREATE TABLE outbound (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        next_hop TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        message_id BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        targets TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE INDEX outbound_by_hop ON outbound (next_hop, seq)""",
+    """CREATE INDEX outbound_by_expiry ON outbound (expires_ms)""",
+    """CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender TEXT NOT NULL,
+        message_id BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        targets TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE INDEX inbox_by_expiry ON inbox (expires_ms)""",
+)
+
+# Version 2: the audit log (SPEC §20.6, §20.9), append-only.
+_AUDIT_V2 = (
+    """CREATE TABLE audit_records (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)""",
+    """CREATE TABLE audit_heads (
+        position INTEGER PRIMARY KEY,
+        tree_size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE TABLE audit_checkpoint (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
+    """CREATE TRIGGER audit_records_prune_below_checkpoint BEFORE DELETE ON audit_records
+        WHEN old.seq >= coalesce((SELECT size FROM audit_checkpoint), 0)
+        BEGIN SELECT RAISE(ABORT, 'audit records are deleted only below the checkpoint'); END""",
+    """CREATE TRIGGER audit_heads_no_update BEFORE UPDATE ON audit_heads
+        BEGIN SELECT RAISE(ABORT, 'tree heads are append-only'); END""",
+    """CREATE TRIGGER audit_heads_no_delete BEFORE DELETE ON audit_heads
+        BEGIN SELECT RAISE(ABORT, 'tree heads are append-only'); END""",
+    """CREATE TRIGGER audit_checkpoint_forward BEFORE UPDATE ON audit_checkpoint
+        WHEN new.size < old.size
+        BEGIN SELECT RAISE(ABORT, 'the audit checkpoint only moves forward'); END""",
+    """CREATE TRIGGER audit_checkpoint_no_delete BEFORE DELETE ON audit_checkpoint
+        BEGIN SELECT RAISE(ABORT, 'the audit checkpoint is replaced, never deleted'); END""",
+)
+
+# Version 3: heads below the checkpoint may go too (a node signs one every few seconds for
+# months; the checkpoint's own head is kept in the checkpoint).
+_HEADS_V3 = (
+    "DROP TRIGGER audit_heads_no_delete",
+    """CREATE TRIGGER audit_heads_prune_below_checkpoint BEFORE DELETE ON audit_heads
+        WHEN old.tree_size >= coalesce((SELECT size FROM audit_checkpoint), 0)
+        BEGIN SELECT RAISE(ABORT, 'tree heads are deleted only below the checkpoint'); END""",
+)
+
+# Steps from version n to n + 1, applied in order inside the opening transaction.
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _AUDIT_V2, 2: _HEADS_V3}
+
+
+def store_error(path: Path, what: str, exc: sqlite3.Error) -> StoreError:
+    """SQLite's error as a :class:`StoreError` naming the file and saying what failed."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        detail = "in use by another process (database is locked)"
+    elif name == "SQLITE_NOTADB":
+        detail = "not an SQLite database"
+    elif name.startswith("SQLITE_CORRUPT"):
+        detail = f"the database is corrupt ({exc})"
+    elif name == "SQLITE_FULL":
+        detail = "the disk is full"
+    else:
+        detail = str(exc)
+    return StoreError(f"store {path}: {what}: {detail}")
+
+
+def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A connection to the store file, created owner-only if missing; nothing read yet."""
+    try:
+        # Create it owner-only; SQLite gives its log file the same mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        return sqlite3.connect(
+            path,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # our lock serialises use instead
+            cached_statements=64,
+        )
+    except OSError as exc:
+        raise StoreError(f"cannot open store {path}: {exc.strerror}") from exc
+    except sqlite3.Error as exc:
+        raise store_error(path, "cannot open", exc) from exc
+
+
+def prepare(conn: sqlite3.Connection, path: Path, busy_timeout_ms: int) -> None:
+    """Set the file's settings, take its lock, and bring its schema to ``SCHEMA_VERSION``.
+
+    Raises :class:`StoreError` for a file that is not a store, a damaged one,
+    or one with a newer schema (which is not changed).
+    """
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode != "wal":
+            raise StoreError(f"store {path}: cannot use write-ahead logging ({mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the log after big batches
+        conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: the dedup lookups' pages
+        conn.execute("BEGIN IMMEDIATE")  # takes, and keeps, the exclusive lock
+        try:
+            _check_schema(conn, path)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise store_error(path, "cannot open", exc) from exc
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    if not tables and app_id == 0:
+        # A new store: version 1, then the migrations below, as an old file takes them.
+        for statement in SCHEMA_V1:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("INSERT INTO store_info (key, value) VALUES ('schema_version', 1)")
+        tables = {"store_info"}
+        app_id = APPLICATION_ID
+    if app_id != APPLICATION_ID or "store_info" not in tables:
+        raise StoreError(f"{path} is an SQLite database but not an exchnode store")
+    row = conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
+    version = row[0] if row is not None else None
+    if not isinstance(version, int) or version < 1:
+        raise StoreError(f"store {path} is damaged: no valid schema_version")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {path} has schema version {version}, newer than the "
+            f"{SCHEMA_VERSION} this exchnode knows; upgrade exchnode to open it "
+            f"(the file was not changed)"
+        )
+    while version < SCHEMA_VERSION:
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+        version += 1
+        conn.execute("UPDATE store_info SET value = ? WHERE key = 'schema_version'", (version,))
