@@ -77,6 +77,7 @@ from exchnode.sharing import (
     CONTENT_TYPE,
     DEFAULT_ANSWER_DAYS,
     KINDS,
+    AtRestCipher,
     AuthorityDesk,
     Correction,
     CorrectionAnswer,
@@ -157,6 +158,7 @@ class SharingService:
         self.catalog = catalog
         self.events: EventSink = events if events is not None else LogSink()
         self._masking_secret = masking_secret
+        self._cipher = AtRestCipher(masking_secret)  # fails now on a short secret
         self._calendar = calendar or WorkCalendar()
         self._answer_days = answer_days
         self._random = random
@@ -683,7 +685,7 @@ class SharingService:
         """
         node = self._running()
         self._state.outbox.extend(sends)  # with anything an earlier change could not send yet
-        await node.set_meta(_STATE_KEY, self._state.encode())
+        await node.set_meta(_STATE_KEY, self._state.encode(self._cipher))
         await self._send_outbox()
         self._changed.set()
         self._changed = asyncio.Event()

@@ -6,7 +6,10 @@ requester's view, the authority's desk, the two correction machines, the
 requests received as provider, the gap trackers of the resources subscribed
 to, and the *outbox* of messages the last change produced and that were not
 yet handed to the node.  The service stores it whole after every change,
-before it sends anything (see the service's "Durability").
+before it sends anything (see the service's "Durability").  An outbox
+message's payload (records, among others) is stored sealed under a key from
+the masking secret (:class:`~exchnode.sharing.AtRestCipher`), as the resend
+window is, so the store file holds no record in clear.
 
 :meth:`SharingState.fresh` is a new node's: a hub is only a sharing
 authority, a department is requester, provider and both ends of
@@ -23,6 +26,7 @@ from typing import Any, NamedTuple
 from exchnode.core import EventSink, NodeName, pack, unpack
 from exchnode.errors import MalformedError
 from exchnode.sharing import (
+    AtRestCipher,
     AuthorityDesk,
     CorrectionDesk,
     CorrectionTracker,
@@ -36,7 +40,9 @@ from exchnode.sharing import (
 
 __all__ = ["STATE_FORMAT", "Send", "SharingState", "StateContext", "terms_of"]
 
-STATE_FORMAT = 1
+#: 2: the outbox's payloads sealed at rest (1, an older node's, held them in clear; still read)
+STATE_FORMAT = 2
+_OUTBOX = b"sharing-outbox"
 
 
 class Send(NamedTuple):
@@ -92,7 +98,7 @@ class SharingState:
             corrections_out=CorrectionTracker(me, sink=events, random=random),
         )
 
-    def encode(self) -> bytes:
+    def encode(self, cipher: AtRestCipher) -> bytes:
         def part(value: Any) -> bytes | None:
             return None if value is None else bytes(value.encode())
 
@@ -106,7 +112,10 @@ class SharingState:
                 part(self.corrections_out),
                 [r.encode() for r in self.requests.values()],
                 [[p, c, t.encode()] for (p, c), t in sorted(self.trackers.items())],
-                [[list(s.recipients), s.kind, s.payload] for s in self.outbox],
+                [
+                    [list(s.recipients), s.kind, cipher.seal(_OUTBOX, s.payload, *_place(s))]
+                    for s in self.outbox
+                ],
             ]
         )
 
@@ -114,9 +123,9 @@ class SharingState:
     def restore(cls, data: bytes, context: StateContext) -> SharingState:
         what = "sharing-state"
         value = unpack(data, what=what, max_size=len(data), max_array=max(len(data), 64))
-        if type(value) is not list or len(value) != 9 or value[0] != STATE_FORMAT:
-            raise MalformedError(what, f"expected format {STATE_FORMAT} with 9 fields")
-        _, book, view, desk, c_in, c_out, requests, trackers, outbox = value
+        if type(value) is not list or len(value) != 9 or value[0] not in (1, STATE_FORMAT):
+            raise MalformedError(what, f"expected format 1 or {STATE_FORMAT} with 9 fields")
+        fmt, book, view, desk, c_in, c_out, requests, trackers, outbox = value
         events, random = context.sink, context.random
         state = cls()
         if book is not None:
@@ -141,8 +150,20 @@ class SharingState:
             state.requests[request.request_id] = request
         for provider, code, tracker in trackers:
             state.trackers[(provider, code)] = GapTracker.restore(tracker)
-        state.outbox = [Send(tuple(r), kind, payload) for r, kind, payload in outbox]
+        cipher = AtRestCipher(context.masking_secret)
+        for recipients, kind, sealed in outbox:
+            send = Send(tuple(recipients), kind, b"")
+            payload = sealed if fmt == 1 else cipher.open(_OUTBOX, sealed, *_place(send))
+            if payload is None:
+                raise MalformedError(
+                    f"{what}.outbox", "was sealed under another masking secret: restore the secret"
+                )
+            state.outbox.append(send._replace(payload=payload))
         return state
+
+
+def _place(send: Send) -> tuple[bytes, ...]:
+    return (send.kind.encode("utf-8"), *(r.encode("utf-8") for r in send.recipients))
 
 
 def terms_of(entry: Any) -> ResourceTerms:

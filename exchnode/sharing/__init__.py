@@ -88,6 +88,7 @@ from exchnode.sharing._messages import (
 )
 from exchnode.sharing._record_messages import RecordBatch, RecordGap, Resend, terms_fingerprint
 from exchnode.sharing._record_streams import (
+    AtRestCipher,
     GapTracker,
     RecordDelivery,
     RecordGroup,
@@ -122,6 +123,7 @@ __all__ = [
     "MAX_ANSWER_DAYS",
     "TRANSITIONS",
     "Action",
+    "AtRestCipher",
     "AuthorityDesk",
     "Correction",
     "CorrectionAnswer",

@@ -57,6 +57,7 @@ from exchnode.sharing._record_messages import RecordBatch, RecordGap, Resend
 from exchnode.sharing._record_streams import (
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_BYTES,
+    AtRestCipher,
     RecordDelivery,
     RecordStream,
     check_record,
@@ -129,7 +130,8 @@ class SubscriptionBook:
         self._secret = masking_secret
         grant_hash_key(masking_secret, bytes(REQUEST_ID_LENGTH))  # fail now on a short secret
         self._entries: dict[bytes, _Entry] = {}
-        self._stream = RecordStream(window=window, window_bytes=window_bytes)
+        self._cipher = AtRestCipher(masking_secret)
+        self._stream = RecordStream(window=window, window_bytes=window_bytes, cipher=self._cipher)
 
     # -- queries
 
@@ -322,13 +324,16 @@ class SubscriptionBook:
         first is numbered, so a record that cannot be sent (a value of no wire
         type, a mask that does not apply to it) leaves no number behind.  Each
         grant's projection (with its derived hash key) is made once per call.
-        The raw records are kept in the resend window (``record_streams``);
-        :func:`~exchnode.sharing.group_deliveries` makes the wire bodies.
+        Each record is kept in the resend window (``record_streams``) with the
+        items some live grant allows, and nothing when no grant is live: a grant
+        is asked to resend only numbers from its ``first_seq`` on, so no later
+        grant needs more.  :func:`~exchnode.sharing.group_deliveries` makes the
+        wire bodies.
         """
         checked = [check_record(record, f"records[{i}]") for i, record in enumerate(records)]
-        projections = [
-            (grant, self._projection(grant)) for grant in self.live_grants(resource_code, now_ms)
-        ]
+        live = self.live_grants(resource_code, now_ms)
+        projections = [(grant, self._projection(grant)) for grant in live]
+        needed = frozenset(item for grant in live for item in grant.items)
         projected = [
             [(grant, projection.apply(fields)) for grant, projection in projections]
             for fields in checked
@@ -336,7 +341,9 @@ class SubscriptionBook:
         deliveries = []
         for fields, per_grant in zip(checked, projected, strict=True):
             seq = self._stream.assign(resource_code)
-            self._stream.keep_checked(resource_code, seq, fields, now_ms)
+            kept = {item: value for item, value in fields.items() if item in needed}
+            if kept:
+                self._stream.keep_checked(resource_code, seq, kept, now_ms)
             deliveries += [self._delivery(grant, seq, out) for grant, out in per_grant]
         return deliveries
 
@@ -447,7 +454,11 @@ class SubscriptionBook:
         )
         stream = check_array(value[2], f"{what}.stream", 2)
         book._stream = RecordStream.from_wire(
-            stream, f"{what}.stream", window=window, window_bytes=window_bytes
+            stream,
+            f"{what}.stream",
+            window=window,
+            window_bytes=window_bytes,
+            cipher=book._cipher,
         )
         for i, item in enumerate(check_list(value[3], f"{what}.entries", _entry_fields)):
             entry = book._entry_from_wire(item, f"{what}.entries[{i}]")

@@ -9,8 +9,15 @@ records of each resource (before projection), to answer ``sub.resend``:
 at most ``window`` records *and* at most ``window_bytes`` bytes of encoded
 records per resource, oldest dropped first (defaults 1024 records, 4 MiB).
 A resend reaching below the window is told ``sub.gap`` (gap-unrecoverable).
-Raw records, so that a resend is projected and masked under the grant as it
-is at the time of the resend, exactly as the original push was.
+Records before projection, so that a resend is projected and masked under
+the grant exactly as the original push was -- but only the items some grant
+live at publication allows (``SubscriptionBook.publish_many`` narrows them):
+a grant is only ever asked to resend numbers from its ``first_seq`` on, so no
+later grant can need an item that no grant had when the record was published,
+and the provider keeps no item it has no reason to send.  In the stored state
+each kept record is encrypted (AES-SIV under a key
+derived from the masking secret, which is configuration, never state:
+:class:`AtRestCipher`), so a copy of the store file does not hold them in clear.
 
 A subscriber tracks per grant which numbers arrived (:class:`GapTracker`):
 ``high_water`` is the last number up to which nothing is missing, what
@@ -34,9 +41,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from exchnode.core import pack, require_canonical
-from exchnode.errors import MalformedError, UsageError
-from exchnode.sharing._codecs import MAX_CODE, text_codec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from exchnode.core import pack, require_canonical, unpack
+from exchnode.errors import MalformedError, RejectedError, UsageError
+from exchnode.sharing._codecs import MAX_CODE, MAX_ITEMS, text_codec
 from exchnode.sharing._masking import Record, Value
 from exchnode.sharing._persistence import (
     check_array,
@@ -57,6 +69,7 @@ from exchnode.sharing._record_messages import (
 __all__ = [
     "DEFAULT_WINDOW",
     "DEFAULT_WINDOW_BYTES",
+    "AtRestCipher",
     "GapTracker",
     "KeptRecord",
     "RecordDelivery",
@@ -89,6 +102,46 @@ class RecordDelivery:
     terms: bytes = b""
 
 
+class AtRestCipher:
+    """Encryption at rest of what a node keeps of records: AES-SIV (RFC 5297), key from the secret.
+
+    The resend window's records and the sharing service's outbox are stored
+    with it, under a key derived from the masking secret (configuration,
+    never state), so a copy of the store file does not hold them in clear.
+    Deterministic, so a state's encoding stays canonical (the same state
+    encodes to the same bytes) with no randomness passed in; what the value
+    is (its purpose, and e.g. the resource code and number) is associated
+    data, so a stored value cannot be moved to another place.  AES-SIV
+    reveals only that two values sealed for the same place are equal.
+    """
+
+    __slots__ = ("_aead",)
+    _INFO = b"exchnode/sharing/at-rest/v1"
+
+    def __init__(self, secret: bytes) -> None:
+        if type(secret) is not bytes or len(secret) < 16:
+            raise UsageError("the key at rest comes from a secret of at least 16 bytes")
+        key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=self._INFO).derive(secret)
+        self._aead = AESSIV(key)
+
+    def seal(self, purpose: bytes, plaintext: bytes, *place: bytes) -> bytes:
+        return self._aead.encrypt(plaintext, [purpose, *place])
+
+    def open(self, purpose: bytes, sealed: bytes, *place: bytes) -> bytes | None:
+        """The plaintext, or None if it was not sealed here under this key (changed secret)."""
+        try:
+            return self._aead.decrypt(sealed, [purpose, *place])
+        except InvalidTag:
+            return None
+
+
+def _window_place(resource_code: str, seq: int) -> tuple[bytes, bytes]:
+    return resource_code.encode("utf-8"), seq.to_bytes(8, "big")
+
+
+_WINDOW = b"resend-window"
+
+
 class KeptRecord(NamedTuple):
     seq: int
     published_ms: int
@@ -103,7 +156,7 @@ class RecordStream:
     for everyone and a grant can say which record it starts with.
     """
 
-    __slots__ = ("_bytes", "_kept", "_last", "window", "window_bytes")
+    __slots__ = ("_bytes", "_cipher", "_kept", "_last", "dropped", "window", "window_bytes")
 
     def __init__(
         self,
@@ -111,9 +164,16 @@ class RecordStream:
         *,
         window: int = DEFAULT_WINDOW,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
+        cipher: AtRestCipher | None = None,
     ) -> None:
+        """``cipher``: how kept records are encrypted in :meth:`to_wire` (None: in clear,
+        for tests of the pure machine only; a node always passes one)."""
         if type(window) is not int or window < 0 or type(window_bytes) is not int:
             raise UsageError("a resend window is a non-negative number of records and bytes")
+        self._cipher = cipher
+        #: kept records a restore could not decrypt (the secret changed): dropped, so a
+        #: resend of them is answered with ``sub.gap``
+        self.dropped = 0
         self._last = dict(last or {})
         self.window = window
         self.window_bytes = window_bytes
@@ -164,10 +224,32 @@ class RecordStream:
         return [
             [[code, last] for code, last in self._last.items()],
             [
-                [code, [[k.seq, k.published_ms, fields_to_wire(k.record)] for k in kept]]
+                [code, [[k.seq, k.published_ms, self._at_rest(code, k)] for k in kept]]
                 for code, kept in self._kept.items()
             ],
         ]
+
+    def _at_rest(self, code: str, kept: KeptRecord) -> Any:
+        fields = fields_to_wire(kept.record)
+        if self._cipher is None:
+            return fields
+        return self._cipher.seal(_WINDOW, pack(fields), *_window_place(code, kept.seq))
+
+    def _from_rest(self, code: str, seq: int, value: object, what: str) -> dict[str, Value] | None:
+        """A kept record as stored: sealed bytes (any node), or in clear (an older state, or a
+        stream without a cipher).  None if it cannot be opened under this secret."""
+        if type(value) is not bytes:
+            return check_fields(value, what)
+        if self._cipher is None:
+            raise MalformedError(what, "is encrypted, and this stream has no key")
+        plaintext = self._cipher.open(_WINDOW, value, *_window_place(code, seq))
+        if plaintext is None:
+            return None
+        try:
+            raw = unpack(plaintext, what=what, max_size=MAX_RECORDS_BODY, max_array=MAX_ITEMS)
+            return check_fields(raw, what)
+        except RejectedError:
+            return None
 
     def encode(self) -> bytes:
         return pack([1, *self.to_wire()])
@@ -179,19 +261,28 @@ class RecordStream:
         *,
         window: int = DEFAULT_WINDOW,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
+        cipher: AtRestCipher | None = None,
     ) -> RecordStream:
         what = "record-stream"
         value = open_state(data, what, 2)
-        stream = cls.from_wire(value[1:], what, window=window, window_bytes=window_bytes)
+        stream = cls.from_wire(
+            value[1:], what, window=window, window_bytes=window_bytes, cipher=cipher
+        )
         require_canonical(value, data, what=what)
         return stream
 
     @classmethod
     def from_wire(
-        cls, value: list[Any], what: str, *, window: int, window_bytes: int
+        cls,
+        value: list[Any],
+        what: str,
+        *,
+        window: int,
+        window_bytes: int,
+        cipher: AtRestCipher | None = None,
     ) -> RecordStream:
         counters, windows = value
-        stream = cls(window=window, window_bytes=window_bytes)
+        stream = cls(window=window, window_bytes=window_bytes, cipher=cipher)
         for i, (code, last) in enumerate(check_list(counters, f"{what}.last", _pair)):
             code = _CODE(code, f"{what}.last[{i}].code")
             stream._last[code] = check_counter(last, f"{what}.last[{i}].seq")
@@ -201,10 +292,13 @@ class RecordStream:
                 at = f"{what}.window[{i}][{j}]"
                 seq = check_counter(kept[0], f"{at}.seq")
                 published = check_time_ms(kept[1], f"{at}.published_ms")
-                fields = check_fields(kept[2], f"{at}.record")
                 kept_before = stream._kept.get(code)
                 if seq > stream.last(code) or (kept_before and seq <= kept_before[-1].seq):
                     raise MalformedError(f"{at}.seq", "must increase and not pass the last number")
+                fields = stream._from_rest(code, seq, kept[2], f"{at}.record")
+                if fields is None:
+                    stream.dropped += 1
+                    continue
                 stream.keep_checked(code, seq, fields, published)
         return stream
 

@@ -483,3 +483,36 @@ async def test_a_decision_the_node_could_not_send_is_sent_later(tmp_path: Path) 
         assert provider.state(request_id) is S.GRANTED
         # The sharing timers try the outbox again within a second.
         await requester.wait_state(request_id, S.GRANTED, timeout=WAIT)
+
+
+def _stored_bytes(world: Sharing, name: str) -> bytes:
+    """Everything of a node's store on disk: the database, its WAL and its shared memory."""
+    base = world.federation.directory / f"{name}.sqlite"
+    return b"".join(p.read_bytes() for p in base.parent.glob(base.name + "*") if p.is_file())
+
+
+@pytest.mark.asyncio
+async def test_the_provider_stores_no_record_in_clear(tmp_path: Path) -> None:
+    """Issue 12, item 11: the resend window and the outbox hold only sealed records."""
+    granted = "核验标记甲-granted-7f3a"
+    withheld = "核验标记乙-withheld-7f3a"
+    async with federation(tmp_path) as world:
+        code = await publish(world, ShareType.CONDITIONAL)
+        request_id = await request(world, code, ["身份证号", "姓名"])
+        provider, requester = world.sharing[PROVIDER], world.sharing[REQUESTER]
+        await provider.wait_state(request_id, S.PENDING, timeout=WAIT)
+        await provider.approve(request_id, operator="director-wang", items=["姓名"])
+        await requester.wait_state(request_id, S.GRANTED, timeout=WAIT)
+        records = [{**person, "姓名": granted, "出生日期": withheld} for person in PEOPLE]
+        await provider.publish_records(code, records)
+        received = await next_records(world.nodes[REQUESTER], requester)
+        assert [fields for _, fields in received.records] == [{"姓名": granted}] * len(PEOPLE)
+        # The resend window still answers from what it keeps (sealed, granted items only).
+        book = provider._state.book
+        assert book is not None
+        kept = book._stream.recent(code, 1, len(PEOPLE))
+        assert [set(k.record) for k in kept] == [{"姓名"}] * len(PEOPLE)
+        stored = _stored_bytes(world, PROVIDER)
+    assert stored
+    for marker in (granted, withheld, PEOPLE[0]["身份证号"]):
+        assert str(marker).encode("utf-8") not in stored, marker

@@ -26,7 +26,7 @@ from exchnode.sharing import (
     group_deliveries,
 )
 from exchnode.sharing._record_messages import terms_fingerprint
-from exchnode.sharing._record_streams import RecordStream
+from exchnode.sharing._record_streams import AtRestCipher, RecordStream
 from exchnode.sharing._states import ShareType
 from tests.unit.sharing.test_subscriptions import OPEN, PROVIDER, RECORD
 
@@ -195,3 +195,81 @@ def test_keep_mask_projection_is_what_the_subscriber_receives_on_resend() -> Non
     del view
     assert OPEN.share_type is ShareType.UNCONDITIONAL
     assert Keep().apply("id", "110101199003071234", None) == "110101********1234"
+
+
+# --- the resend window at rest (issue 12, item 11) ------------------------------------
+
+
+def _published_state(provider: SubscriptionBook) -> bytes:
+    for _ in range(3):
+        provider.publish(OPEN.code, RECORD, 2)
+    return provider.encode()
+
+
+def test_the_window_keeps_only_granted_items_and_none_of_them_in_clear() -> None:
+    provider = book()
+    view = subscribe(provider, OTHERS[0], ("name",))
+    state = _published_state(provider)
+    for value in RECORD.values():  # granted or not, no value of the record is stored in clear
+        assert value.encode("utf-8") not in state, value
+    # What is kept is what a resend needs: the granted item, and it comes back whole.
+    kept = provider._stream.recent(OPEN.code, 1, 3)
+    assert [set(k.record) for k in kept] == [{"name"}] * 3
+    [grant] = view.held(2)
+    [ask] = view.resend(grant.request_id, 1, 3)
+    [out] = provider.on_resend(ask.message, sender=OTHERS[0], now_ms=3)  # type: ignore[arg-type]
+    batch = decode_message(out.kind, out.payload())
+    assert isinstance(batch, RecordBatch)
+    assert [dict(fields) for _, fields in batch.records] == [{"name": "张三"}] * 3
+
+
+def test_a_restored_window_still_answers_resends() -> None:
+    provider = book()
+    view = subscribe(provider, OTHERS[0], ("id_number", "name"))
+    state = _published_state(provider)
+    again = SubscriptionBook.restore(
+        state, {OPEN.code: OPEN}.get, sink=ListSink(), masking_secret=SECRET
+    )
+    assert again.encode() == state
+    [grant] = view.held(2)
+    [ask] = view.resend(grant.request_id, 2, 3)
+    [out] = again.on_resend(ask.message, sender=OTHERS[0], now_ms=3)  # type: ignore[arg-type]
+    batch = decode_message(out.kind, out.payload())
+    assert isinstance(batch, RecordBatch)
+    assert [seq for seq, _ in batch.records] == [2, 3]
+
+
+def test_with_no_live_grant_nothing_is_kept() -> None:
+    provider = book()
+    provider.publish(OPEN.code, RECORD, 2)
+    assert provider._stream.recent(OPEN.code, 1, 1) == []
+    assert provider._stream.last(OPEN.code) == 1
+
+
+def test_under_another_secret_the_window_is_dropped_and_resends_become_gaps() -> None:
+    provider = book()
+    view = subscribe(provider, OTHERS[0], ("name",))
+    state = _published_state(provider)
+    other = SubscriptionBook.restore(
+        state, {OPEN.code: OPEN}.get, sink=ListSink(), masking_secret=b"n" * 32
+    )
+    assert other._stream.dropped == 3
+    [grant] = view.held(2)
+    [ask] = view.resend(grant.request_id, 1, 3)
+    [out] = other.on_resend(ask.message, sender=OTHERS[0], now_ms=3)  # type: ignore[arg-type]
+    gap = decode_message(out.kind, out.payload())
+    assert isinstance(gap, RecordGap)
+    assert (gap.from_seq, gap.to_seq) == (1, 3)
+
+
+def test_a_window_stored_in_clear_by_an_older_node_is_read_and_then_stored_sealed() -> None:
+    plain = RecordStream()
+    seq = plain.assign(OPEN.code)
+    plain.keep(OPEN.code, seq, {"name": "张三"}, 7)
+    data = plain.encode()
+    assert "张三".encode() in data
+    sealed = RecordStream.restore(data, cipher=AtRestCipher(SECRET))
+    assert [k.record for k in sealed.recent(OPEN.code, 1, 1)] == [{"name": "张三"}]
+    assert "张三".encode() not in sealed.encode()
+    with pytest.raises(errors.MalformedError, match="no key"):
+        RecordStream.restore(sealed.encode())
