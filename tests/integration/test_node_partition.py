@@ -82,7 +82,16 @@ async def test_partition_between_city_and_province_heals_with_full_catch_up(
         to_city.cut()
         await send(GONGAN, MINZHENG, "during-", 300)
         await send(MINZHENG, GONGAN, "during-", 300)
-        await asyncio.sleep(3.0)  # several failed attempts each way: both sides back off
+        # Several failed attempts each way: both sides back off (waited for, not slept).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:
+            city = await nodes[CITY].stats()
+            province = await nodes[PROVINCE].stats()
+            if city.peers[PROVINCE].failures >= 2 and province.peers[CITY].failures >= 2:
+                break
+            assert loop.time() < deadline, "the cut links were never seen to fail twice"
+            await asyncio.sleep(0.1)
         assert len(east) == 100
         assert west == []
         city = await nodes[CITY].stats()
