@@ -52,6 +52,7 @@ __all__ = [
     "TooLargeError",
     "UnexpectedMessageError",
     "UnknownItemError",
+    "UnknownMessageError",
     "UnknownRequestError",
     "UnknownResourceError",
     "UnknownSignerError",
@@ -59,6 +60,8 @@ __all__ = [
     "UnsupportedVersionError",
     "UntrustedError",
     "UsageError",
+    "WrongCarrierError",
+    "WrongDigestError",
     "WrongIssuerError",
 ]
 
@@ -160,6 +163,27 @@ class RoutingRefusedError(RejectedError):
     """A neighbour offered an envelope its place in the hierarchy does not allow."""
 
     code = "routing-refused"
+
+
+# --- receipts at the sender (SPEC §10.4) ---------------------------------------
+
+
+class UnknownMessageError(RejectedError):
+    """A receipt about a message this node did not send, or no longer holds (it expired)."""
+
+    code = "unknown-message"
+
+
+class WrongDigestError(RejectedError):
+    """A receipt naming another envelope digest than the one sent under its message id."""
+
+    code = "wrong-digest"
+
+
+class WrongCarrierError(RejectedError):
+    """A receipt brought by another node than the recipient that signed it (SPEC §17.2)."""
+
+    code = "wrong-carrier"
 
 
 # --- certificates and revocation ---------------------------------------------

@@ -14,7 +14,8 @@ endpoints use only the public ``Node`` API:
 * ``GET /v1/admin/identity`` -- the node's certificate (serial, issuer,
   validity, days left), chain and key ids;
 * ``GET /v1/admin/peers`` -- every configured link: relation, URL, state
-  (``up``, ``down``, ``unknown``), failures, retry time, queue towards it;
+  (``up``, ``down``, ``unknown``, or ``refused`` with the refusal: who
+  refused whom and why), failures, retry time, queue towards it;
 * ``POST /v1/admin/peers/<name>/retry`` -- "retry this link now"
   (``Node.poke``: the backoff is reset and the queue tried at once);
 * ``POST /v1/admin/witnessed/<child>/reset`` -- a hub forgets the head it
@@ -22,7 +23,17 @@ endpoints use only the public ``Node`` API:
   child's next head is taken as a first head; audited with the person;
 * ``POST /v1/admin/credentials/reload`` -- re-read every role's token file
   (rotation without a restart; refused whole if any file is missing, short or
-  equal to another role's, and the old tokens stay).
+  equal to another role's, and the old tokens stay);
+* ``GET /v1/admin/crls`` -- the CRLs the node checks peers against (newest
+  per CA: issuer, number, dates, state) and what needs attention;
+* ``POST /v1/admin/crls`` -- ``{"administrator": ..., "pem": "-----BEGIN X509
+  CRL-----..."}``: CRLs for the running node (``node.trust``).  Checked by the
+  one CRL check first, all or nothing (422 with the code and reason of each
+  refused one, nothing taken); then kept in ``state_dir/crls`` and given to
+  the node, which passes them on to every node (signed directory).  Audited
+  (``key``, ``crl.add``, one record per CRL with its fingerprint);
+* ``POST /v1/admin/crls/reload`` -- read ``[trust] crls`` (and the kept ones)
+  again, as SIGHUP does; audited (``crl.reload``).
 
 A changing call names the administrator acting in its body, ``{"administrator":
 "..."}`` (a body field, like the operator's ``"operator"``, because names are
@@ -51,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from exchnode.aio import WitnessService
@@ -65,13 +77,15 @@ from exchnode.audit import (
     SubjectKind,
     details,
 )
-from exchnode.errors import ExchnodeError, UsageError
-from exchnode.pki import read_private_file
+from exchnode.errors import CertificateError, ExchnodeError, UsageError
+from exchnode.pki import load_crls_pem, read_private_file
 from exchnode.store import PeerState
 
 from .api import HTTPProblem, json_body, peer_state_json, person
 from .config import DaemonConfig
+from .peer_health import refusals_by_peer, with_refusal
 from .roles import PEOPLE, Credentials, token_key
+from .trust import crl_health, crl_json, keep_added_crl, refused_json, reload_crls
 
 if TYPE_CHECKING:
     from exchnode.aio import AuditService, Node
@@ -87,6 +101,8 @@ __all__ = [
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _META = "daemon."  # the daemon's own keys in the store's meta
+_SHA256 = hashes.SHA256()
+MAX_CRLS_ADDED = 64  # CRLs in one ``crl add``: one per CA is what a federation has
 
 
 def config_digest(path: Path) -> bytes:
@@ -341,6 +357,9 @@ class AdminApi:
             ("POST", "/v1/admin/peers/{name}/retry", self._retry),
             ("POST", "/v1/admin/credentials/reload", self._reload),
             ("POST", "/v1/admin/witnessed/{child}/reset", self._witness_reset),
+            ("GET", "/v1/admin/crls", self._crls),
+            ("POST", "/v1/admin/crls", self._crl_add),
+            ("POST", "/v1/admin/crls/reload", self._crl_reload),
         ]
 
     def _record(
@@ -420,6 +439,7 @@ class AdminApi:
         except ExchnodeError as exc:  # stopping between the guard and the store call
             raise HTTPProblem(503, str(exc), "unavailable") from None
         now_ms = int(time.time() * 1000)
+        refused = refusals_by_peer(stats.refusals)
         peers = []
         for peer in self.config.peers:
             queued = stats.outbound.get(peer.name)
@@ -429,7 +449,10 @@ class AdminApi:
                     "name": peer.name,
                     "relation": peer.relation.value,
                     "url": peer.url,
-                    **peer_state_json(stats.peers.get(peer.name, PeerState()), now_ms),
+                    **with_refusal(
+                        peer_state_json(stats.peers.get(peer.name, PeerState()), now_ms),
+                        refused.get(peer.name),
+                    ),
                     "queued": {
                         "count": queued.count if queued else 0,
                         "bytes": queued.bytes if queued else 0,
@@ -491,3 +514,78 @@ class AdminApi:
         changed = sum(1 for state in states.values() if state != "unchanged")
         self._record("credentials.reload", who, Outcome.ok(), category=Category.KEY, count=changed)
         return web.json_response({"roles": states})
+
+    # --- revocation (node.trust) ------------------------------------------------------------
+
+    async def _crls(self, request: web.Request) -> web.Response:
+        return web.json_response(crl_health(self.node, self.config.trust.crl_warning_hours))
+
+    async def _crl_add(self, request: web.Request) -> web.Response:
+        """CRLs for the running node: checked (all or nothing), kept, then taken and passed on."""
+        document = await json_body(request)
+        who = person(document, Role.ADMINISTRATOR)
+        pem = document.get("pem")
+        if not isinstance(pem, str) or "-----BEGIN X509 CRL-----" not in pem:
+            raise HTTPProblem(400, "pem: give the CRL as PEM text (-----BEGIN X509 CRL-----)")
+        try:
+            crls = load_crls_pem(pem.encode("utf-8"))
+        except (CertificateError, UnicodeEncodeError) as exc:
+            self._record(
+                "crl.add", who, Outcome.refused("malformed-certificate"), category=Category.KEY
+            )
+            raise HTTPProblem(400, f"pem: {exc}", "malformed-certificate") from None
+        if not 1 <= len(crls) <= MAX_CRLS_ADDED:
+            raise HTTPProblem(400, f"pem: give 1 to {MAX_CRLS_ADDED} CRLs, got {len(crls)}")
+        checked = self.node.check_crls(crls)
+        if checked.refused:
+            for refused in checked.refused:
+                self._record(
+                    "crl.add",
+                    who,
+                    Outcome.refused(refused.code),
+                    category=Category.KEY,
+                    digest=crls[refused.position].fingerprint(_SHA256),
+                )
+            first = checked.refused[0]
+            problem = "; ".join(
+                f"crls[{r.position}]: {r.reason} [{r.code}]" for r in checked.refused
+            )
+            raise HTTPProblem(422, f"{problem}; nothing was taken", first.code)
+        for crl in crls:  # durable before the node takes it: a restart keeps it
+            keep_added_crl(self.config, crl)
+        await self.node.add_crls(crls)
+        now = datetime.now(UTC)
+        warning_s = self.config.trust.crl_warning_hours * 3600.0
+        for crl in crls:
+            self._record(
+                "crl.add",
+                who,
+                Outcome.ok(),
+                category=Category.KEY,
+                digest=crl.fingerprint(_SHA256),
+                count=len(list(crl)),
+            )
+        return web.json_response({"taken": [crl_json(crl, now, warning_s) for crl in crls]})
+
+    async def _crl_reload(self, request: web.Request) -> web.Response:
+        """``[trust] crls`` and the kept CRLs read again (as on SIGHUP)."""
+        who = person(await json_body(request), Role.ADMINISTRATOR)
+        try:
+            checked = await reload_crls(self.node, self.config, self.log)
+        except UsageError as exc:
+            refused = Outcome.refused("invalid-configuration")
+            self._record("crl.reload", who, refused, category=Category.KEY)
+            raise HTTPProblem(
+                409, f"{exc}; the CRLs in use stay", "invalid-configuration"
+            ) from None
+        self._record(
+            "crl.reload", who, Outcome.ok(), category=Category.KEY, count=len(checked.current.crls)
+        )
+        now = datetime.now(UTC)
+        warning_s = self.config.trust.crl_warning_hours * 3600.0
+        return web.json_response(
+            {
+                "current": [crl_json(crl, now, warning_s) for crl in checked.current.crls],
+                "refused": refused_json(checked),
+            }
+        )

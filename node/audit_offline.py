@@ -10,10 +10,9 @@ loaders, nothing duplicated), then the store file.
 * **The lock.**  The daemon's state-directory lock is taken first
   (``daemon.state_lock``), so a running daemon is named rather than waited
   for, and the daemon cannot start while the store is being read.
-* **The store** is opened with ``SqliteStore`` as the daemon opens it (which
-  takes its exclusive lock, and would bring an older schema to the current
-  one); only read calls are made.  A missing store file is an error, never
-  created.
+* **The store** is opened read-only (``SqliteStore(read_only=True)``): never
+  created, migrated or written.  A missing or empty file, or one that is not
+  an exchnode store, is an error naming it; an empty file stays empty.
 * **The directory.**  Verification needs the key that signed the node's tree
   heads: the node's own.  ``load_own_peer`` verifies the node's chain against
   ``[trust]`` as peers do, without the private keys.  In static mode the
@@ -21,29 +20,24 @@ loaders, nothing duplicated), then the store file.
   peer chain that verifies); in signed mode the node's own entry is all its
   signed directory could contribute here (the cached snapshots in the store
   hold other nodes), so it is a directory of this node alone.
-* **The checkpoint**, if retention stored one, is decoded and verified through
-  that directory and handed to ``verify_log``; one that fails is reported as
-  a ``bad-checkpoint`` finding and the log is checked from seq 0.
+* **The log** is handed to ``verify_log`` as stored: records, heads, the
+  seal, the checkpoint (decoded and verified there: one that fails is a
+  ``bad-checkpoint`` finding) and the seq from which record times are
+  checked -- what the daemon checks at its start, so a log this says is ok
+  is one the daemon starts on.  ``witnessed``: heads of this node its parent
+  keeps (``audit verify --witnessed``), checked like the node's own.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from exchnode.audit import (
-    Checkpoint,
-    Finding,
-    Tamper,
-    TreeHeadVerifier,
-    decode_checkpoint,
-    verify_log,
-)
+from exchnode.audit import verify_log
 from exchnode.core import Directory, StaticDirectory
-from exchnode.errors import RejectedError, UsageError
+from exchnode.errors import StoreError, UsageError
 from exchnode.store import SqliteStore
 
 from .config import ConfigError, DaemonConfig
@@ -70,9 +64,9 @@ def _directory(config: DaemonConfig, now: datetime) -> Directory:
 
 @contextlib.contextmanager
 def _stopped_store(config: DaemonConfig) -> Iterator[SqliteStore]:
-    """The node's store, with the daemon's lock held; an error if the daemon runs."""
+    """The node's store, read-only, with the daemon's lock held; an error if the daemon runs."""
     path = config.store_path
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(
             f"{config.path}: node.state_dir: {path} does not exist (has this node ever run?)"
         )
@@ -81,13 +75,16 @@ def _stopped_store(config: DaemonConfig) -> Iterator[SqliteStore]:
             stack.enter_context(state_lock(config.state_dir))
         except UsageError as exc:
             raise UsageError(f"{exc}, or leave out --offline to ask the running node") from None
-        store = SqliteStore(path)
+        try:
+            store = SqliteStore(path, read_only=True)
+        except StoreError as exc:
+            raise UsageError(f"{config.path}: node.state_dir: {exc}") from None
         stack.callback(store.close)
         yield store
 
 
 def _verified(
-    config: DaemonConfig, now: datetime | None
+    config: DaemonConfig, now: datetime | None, witnessed: Sequence[bytes] = ()
 ) -> tuple[dict[str, Any], Sequence[tuple[int, bytes]], bytes | None]:
     """The stopped node's log checked end to end (the API's report), its records, its catalog."""
     directory = _directory(config, now or datetime.now(UTC))
@@ -95,24 +92,31 @@ def _verified(
         size = store.audit_size()
         records = store.audit_records(0, size + 1)
         heads = store.tree_heads()
-        stored_checkpoint = store.audit_checkpoint()
+        checkpoint = store.audit_checkpoint()
+        seal = store.audit_seal()
+        ordered_from = store.audit_ordered_from()
         catalog = store.get_meta(CATALOG_META)
-    checkpoint: Checkpoint | None = None
-    problem: Finding | None = None
-    if stored_checkpoint is not None:
-        try:
-            checkpoint = decode_checkpoint(stored_checkpoint, TreeHeadVerifier(directory))
-        except RejectedError as exc:
-            problem = Finding(Tamper.BAD_CHECKPOINT, f"the stored checkpoint is refused: {exc}")
-    report = verify_log(config.name, records, heads, directory, checkpoint=checkpoint)
-    if problem is not None:
-        report = dataclasses.replace(report, findings=(problem, *report.findings))
+    report = verify_log(
+        config.name,
+        records,
+        heads,
+        directory,
+        checkpoint=checkpoint,
+        seal=seal,
+        ordered_from=ordered_from,
+        witnessed=witnessed,
+    )
     return report_json(report, size, heads[-1] if heads else None), records, catalog
 
 
-def verify_offline(config: DaemonConfig, now: datetime | None = None) -> dict[str, Any]:
-    """Check the stopped node's stored audit log end to end; the report as the API gives it."""
-    return _verified(config, now)[0]
+def verify_offline(
+    config: DaemonConfig, now: datetime | None = None, witnessed: Sequence[bytes] = ()
+) -> dict[str, Any]:
+    """Check the stopped node's stored audit log end to end; the report as the API gives it.
+
+    ``witnessed``: heads of this node its parent keeps, checked like its own.
+    """
+    return _verified(config, now, witnessed)[0]
 
 
 def export_offline(

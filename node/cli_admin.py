@@ -4,7 +4,10 @@
 and whether ``node.toml`` changed since; ``admin identity`` its certificate
 and keys; ``admin peers`` its links; ``admin retry PEER`` tries a link now;
 ``admin reload-credentials`` re-reads the role tokens (rotation without a
-restart).  They present the administrator's token (``[operator]
+restart); ``admin crl list`` shows the CRLs the node checks peers against and
+what needs attention, ``admin crl add FILE`` gives the running node a CA's
+fresh CRL (checked, kept, and passed on to every node), ``admin crl reload``
+re-reads ``[trust] crls`` (as SIGHUP does).  They present the administrator's token (``[operator]
 administrator_token_file`` of the node named by ``--config``, default
 ``$EXCHNODE_CONFIG``, else ``./node.toml``).  Changing verbs name the person
 acting with ``--administrator`` (default ``$EXCHNODE_ADMINISTRATOR``, else the
@@ -17,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from exchnode.errors import UsageError
 
 from .cli_common import RAW, ask, common_options, person, show
 from .cli_services import render_table
@@ -118,6 +124,45 @@ def _reload(args: argparse.Namespace) -> int:
     )
 
 
+def _crls_text(body: dict[str, Any]) -> str:
+    rows = [
+        [
+            c["issuer"],
+            str(c["number"]),
+            c["next_update"] or "",
+            c["state"],
+            str(c["revoked"]),
+        ]
+        for c in body.get("crls", body.get("current", body.get("taken", [])))
+    ]
+    lines = [render_table(["ISSUER", "NUMBER", "NEXT UPDATE", "STATE", "REVOKED"], rows)]
+    for warning in body.get("warnings", []):
+        lines.append(f"WARNING {warning['issuer']}: {warning['problem']}")
+    for r in body.get("refused", []):
+        lines.append(f"refused crls[{r['position']}]: {r['reason']} [{r['code']}]")
+    return "\n".join(lines)
+
+
+def _crl_list(args: argparse.Namespace) -> int:
+    return _print(args, ask(args, lambda c: c.admin_crls()), _crls_text)
+
+
+def _crl_add(args: argparse.Namespace) -> int:
+    who = person(args, "administrator")
+    path: Path = args.file
+    try:
+        pem = path.read_text("ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read a PEM CRL: {exc}") from None
+    answer = ask(args, lambda c: c.admin_crl_add(pem, who))
+    return _print(args, answer, _crls_text)
+
+
+def _crl_reload(args: argparse.Namespace) -> int:
+    who = person(args, "administrator")
+    return _print(args, ask(args, lambda c: c.admin_crl_reload(who)), _crls_text)
+
+
 def register(verbs: Any, prog: str) -> None:
     reading, changing = common_options(), common_options("administrator")
     admin = verbs.add_parser(
@@ -129,9 +174,12 @@ def register(verbs: Any, prog: str) -> None:
   {prog} admin peers                          # every link: state, failures, queue
   {prog} admin retry 520100 --administrator 张工   # try that link now
   {prog} admin reload-credentials             # after writing a new token into a role's file
+  {prog} admin crl add 520100.crl.pem          # a CA's fresh CRL: to this node, then every node
+  {prog} admin crl list                       # the CRLs in use: next update, warnings
 
 These need the administrator's token ([operator] administrator_token_file);
-retry and reload-credentials are audit records naming --administrator.""",
+retry, reload-credentials, crl add and crl reload are audit records naming
+--administrator.""",
     )
     group = admin.add_subparsers(title="admin verbs", metavar="VERB")
     group.required = True
@@ -159,3 +207,24 @@ retry and reload-credentials are audit records naming --administrator.""",
         help="re-read every role's token file (rotation without a restart)",
     )
     p.set_defaults(handler=_reload)
+    crl = group.add_parser(
+        "crl",
+        help="revocation lists: list, add a CA's fresh CRL, reload [trust] crls",
+    )
+    crl_verbs = crl.add_subparsers(title="crl verbs", metavar="VERB")
+    crl_verbs.required = True
+    p = crl_verbs.add_parser(
+        "list", parents=[reading], help="the CRLs the node checks peers against, and warnings"
+    )
+    p.set_defaults(handler=_crl_list)
+    p = crl_verbs.add_parser(
+        "add",
+        parents=[changing],
+        help="give the running node CRLs (PEM); checked, kept, passed on to every node",
+    )
+    p.add_argument("file", metavar="FILE", type=Path, help="a PEM file of one or more CRLs")
+    p.set_defaults(handler=_crl_add)
+    p = crl_verbs.add_parser(
+        "reload", parents=[changing], help="read [trust] crls again (as SIGHUP does)"
+    )
+    p.set_defaults(handler=_crl_reload)

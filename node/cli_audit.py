@@ -1,6 +1,9 @@
 """``audit`` verbs: the node's tamper-evident audit log from the shell.
 
-``audit verify`` checks the log end to end and exits 1 on any finding;
+``audit verify`` checks the log end to end and exits 1 on any finding (with
+``--parent`` or ``--witnessed``, also against the heads of it the parent keeps);
+``audit witnessed`` shows a hub's verdicts on its children and exits 1 if one
+is flagged (a rewritten history, or a child silent for too many rounds);
 ``audit records`` lists its records decoded; ``audit report`` is the
 oversight report of one or more nodes (``node.audit_report``,
 ``exchnode.audit``).  They ask the running node's
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime as dt
 import json
 import re
@@ -32,8 +36,9 @@ from .audit_offline import read_records_offline, verify_offline
 from .audit_report import collect_configs, collect_offline
 from .cli_common import RAW, ask, common_options, show
 from .cli_services import render_table
+from .client import OperatorClient
 from .config import DaemonConfig, load_config
-from .operator_audit import DEFAULT_RECORDS, MAX_RECORDS
+from .operator_audit import DEFAULT_RECORDS, MAX_RECORDS, witnessed_heads
 
 __all__ = ["register"]
 
@@ -93,11 +98,46 @@ def _records_text(page: dict[str, Any]) -> str:
     return table + more
 
 
-def _verify(args: argparse.Namespace) -> int:
-    if args.offline:
-        report = verify_offline(load_config(args.config))
+def _parent_heads(args: argparse.Namespace, config: DaemonConfig) -> list[bytes] | None:
+    """The heads of this node its parent keeps: ``--witnessed FILE`` or ``--parent CONFIG``."""
+    if args.witnessed is not None and args.parent is not None:
+        raise UsageError("give --witnessed or --parent, not both")
+    if args.witnessed is not None:
+        where = "standard input" if str(args.witnessed) == "-" else str(args.witnessed)
+        try:
+            text = sys.stdin.read() if str(args.witnessed) == "-" else args.witnessed.read_text()
+            document = json.loads(text)
+        except OSError as exc:
+            raise UsageError(f"--witnessed: cannot read {where}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"--witnessed: {where} is not JSON: {exc}") from None
+    elif args.parent is not None:
+        parent = _node_config(args.parent)
+
+        async def ask_parent() -> Any:
+            async with OperatorClient.for_config(parent, timeout=120.0) as client:
+                return await client.audit_witnessed()
+
+        document = asyncio.run(ask_parent())
+        where = f"the parent {parent.name}"
     else:
-        report = ask(args, lambda client: client.audit_verify(), timeout=120.0)
+        return None
+    heads = witnessed_heads(document, config.name)
+    if not heads:
+        raise UsageError(f"{where} keeps no witnessed head of {config.name}")
+    return heads
+
+
+def _verify(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    witnessed = _parent_heads(args, config)
+    if args.offline:
+        report = verify_offline(config, witnessed=witnessed or ())
+    else:
+        given = None
+        if witnessed is not None:
+            given = [base64.urlsafe_b64encode(head).decode("ascii") for head in witnessed]
+        report = ask(args, lambda client: client.audit_verify(given), timeout=120.0)
     show(args, report, _report_text)
     return 0 if report["ok"] else 1
 
@@ -111,6 +151,8 @@ def _witnessed_text(children: list[dict[str, Any]]) -> str:
         if c["verdict_ok"] is False:
             verdict += " !"
         problem = f"{c['error']} ({c['failures']} in a row)" if c["error"] else ""
+        if c.get("verdict") == "silent":
+            problem = f"no answer for {c.get('unanswered', 0)} rounds: {c['error'] or '-'}"
         lines.append(
             f"{c['child']:<22} {c['kept_size']:>8}  {verdict:<14} {c['checked'] or '-':<25} "
             f"{problem}"
@@ -258,6 +300,9 @@ def register(verbs: Any, prog: str) -> None:
         epilog=f"""Examples:
   {prog} audit verify --config node.toml            # the running node checks its log
   {prog} audit verify --offline --config node.toml  # the daemon stopped: read its store
+  {prog} audit verify --parent ../520102/node.toml   # also against what the parent witnessed
+  {prog} audit witnessed --json > witnessed.json    # at the parent: the heads it keeps
+  {prog} audit verify --witnessed witnessed.json    # at the child, with the parent's file
   {prog} audit records --from 0 --limit 50
   {prog} audit records --json | jq '.records[] | select(.category == "subscription")'
   {prog} audit report --node nodes/520102.gongan --node nodes/520302.shebao
@@ -265,7 +310,10 @@ def register(verbs: Any, prog: str) -> None:
 
 'audit verify' exits 0 when the log matches every signed tree head, 1 on any
 finding (changed-record, deleted-record, inserted-record, reordered-record,
-truncated, fork, root-mismatch, bad-head, head-chain, ...), each with its seq.
+unsigned-records, unsigned-checkpoint, time-went-back, truncated, fork,
+root-mismatch, bad-head, head-chain, ...), each with its seq.
+'audit witnessed' exits 1 when a child's verdict is not ok: a rewritten
+history, or 'silent' (no answer for [audit] witness_silent_rounds rounds).
 'audit report' exits 1 when a node's log failed verification or could not be
 read (the report still names it), 0 otherwise.""",
     )
@@ -276,12 +324,26 @@ read (the report still names it), 0 otherwise.""",
         parents=[common],
         help="check the log end to end against its signed heads (exit 1 on any finding)",
     )
+    p.add_argument(
+        "--witnessed",
+        type=Path,
+        metavar="FILE",
+        help="also check against the heads of this node its parent keeps: the JSON of "
+        "'audit witnessed --json' at the parent ('-': standard input)",
+    )
+    p.add_argument(
+        "--parent",
+        type=Path,
+        metavar="DIR",
+        help="also check against the heads its parent keeps, asked of the parent's API "
+        "(its folder or node.toml: its auditor token)",
+    )
     p.set_defaults(handler=_verify)
     p = group.add_parser(
         "witnessed",
         parents=[common],
         help="a hub's check of its children's logs: kept head, last verdict (exit 1 if any "
-        "child's history was rewritten)",
+        "child's history was rewritten or it is silent)",
     )
     p.set_defaults(handler=_witnessed)
     p = group.add_parser("records", parents=[common], help="list the log's records, decoded")

@@ -393,10 +393,12 @@ class OperatorClient:
 
     # --- the audit log -------------------------------------------------------------------
 
-    async def audit_verify(self) -> dict[str, Any]:
+    async def audit_verify(self, witnessed: list[str] | None = None) -> dict[str, Any]:
         """The node's audit log checked end to end (after storing and signing what is pending):
-        ``ok``, ``size``, ``records``, ``heads``, ``last_head``, ``findings``."""
-        _, answer = await self._call("GET", "/v1/audit/verify")
+        ``ok``, ``size``, ``records``, ``heads``, ``last_head``, ``findings``.  ``witnessed``:
+        heads of this node its parent keeps (base64url), checked like its own."""
+        params = [("witnessed", head) for head in witnessed or ()]
+        _, answer = await self._call("GET", "/v1/audit/verify", params=params)
         return dict(answer)
 
     async def audit_records(self, first: int = 0, limit: int = 100) -> dict[str, Any]:
@@ -455,3 +457,20 @@ class OperatorClient:
         body = {"administrator": administrator}
         _, answer = await self._call("POST", "/v1/admin/credentials/reload", json_body=body)
         return dict(answer["roles"])
+
+    async def admin_crls(self) -> dict[str, Any]:
+        """The CRLs the node checks peers against, newest per CA, and their warnings."""
+        _, answer = await self._call("GET", "/v1/admin/crls")
+        return dict(answer)
+
+    async def admin_crl_add(self, pem: str, administrator: str) -> dict[str, Any]:
+        """Give the running node CRLs (PEM): checked, kept, passed on to every node."""
+        body = {"administrator": administrator, "pem": pem}
+        _, answer = await self._call("POST", "/v1/admin/crls", json_body=body)
+        return dict(answer)
+
+    async def admin_crl_reload(self, administrator: str) -> dict[str, Any]:
+        """Read ``[trust] crls`` again (as SIGHUP does): what is current, what was refused."""
+        body = {"administrator": administrator}
+        _, answer = await self._call("POST", "/v1/admin/crls/reload", json_body=body)
+        return dict(answer)

@@ -22,7 +22,7 @@ Sections (``node/README.md`` is the reference with every default)::
 
     [node]       name, level, listen, state_dir
     [identity]   chain, signing_key, encryption_key, passphrase_file | passphrase_env
-    [trust]      roots, cas, crls               (files, or directories of *.pem)
+    [trust]      roots, cas, crls (files, or directories of *.pem), crl_warning_hours
     [directory]  mode = "static" | "signed", certificates (static), advertise (signed)
     [[peers]]    name, relation = parent|child|link, url
     [limits]     the fields of exchnode.aio.NodeLimits
@@ -31,7 +31,8 @@ Sections (``node/README.md`` is the reference with every default)::
                  allow_remote, lease_seconds, max_body_bytes
     [catalog]    refresh
     [sharing]    answer_days, holidays, workdays, masking_secret
-    [audit]      flush, head_interval, retention_days, witness_interval, witness_retention_days
+    [audit]      flush, head_interval, retention_days, allow_short_retention,
+                 witness_interval, witness_retention_days, witness_silent_rounds
     [log]        level, format
 """
 
@@ -97,6 +98,13 @@ DEFAULT_RETENTION_DAYS = 183  # GB/T 22239 asks for at least six months
 MAX_RETENTION_DAYS = 3650
 DEFAULT_WITNESS_INTERVAL = 60.0
 DEFAULT_WITNESS_RETENTION_DAYS = 180  # what a hub expects of its children, a little under theirs
+MIN_RETENTION_DAYS = 183  # 等级保护 (GB/T 22239): audit records kept six months; less is forced
+DEFAULT_WITNESS_SILENT_ROUNDS = 5  # rounds a child may not answer before it is judged silent
+MAX_WITNESS_SILENT_ROUNDS = 10_000
+#: Health warns of a CRL this many hours before its nextUpdate (a CA re-signs its 7-day CRL
+#: daily, so a CRL this close to its end means the CA stopped; past it, TLS fails closed).
+DEFAULT_CRL_WARNING_HOURS = 48.0
+MAX_CRL_WARNING_HOURS = 24.0 * 365
 
 
 class ConfigError(UsageError):
@@ -128,11 +136,16 @@ class IdentityFiles:
 
 @dataclass(frozen=True, slots=True)
 class TrustFiles:
-    """Roots, the federation's CA bundle (intermediates) and every CA's CRL."""
+    """Roots, the federation's CA bundle (intermediates) and every CA's CRL.
+
+    ``crl_warning_hours``: health and the log warn of a CRL that many hours
+    before its nextUpdate, when nodes start to fail closed on it.
+    """
 
     roots: tuple[Path, ...]
     cas: tuple[Path, ...]
     crls: tuple[Path, ...]
+    crl_warning_hours: float = DEFAULT_CRL_WARNING_HOURS
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +201,8 @@ class AuditConfig:
     retention_days: int = DEFAULT_RETENTION_DAYS  # records older than this are pruned
     witness_interval: float = DEFAULT_WITNESS_INTERVAL  # s: a hub checks its children's heads
     witness_retention_days: int = DEFAULT_WITNESS_RETENTION_DAYS  # pruning expected of children
+    witness_silent_rounds: int = DEFAULT_WITNESS_SILENT_ROUNDS  # then a child is ``silent``
+    allow_short_retention: bool = False  # retention_days under 183, forced by the operator
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +259,11 @@ class DaemonConfig:
     @property
     def verify_bundle_path(self) -> Path:
         return self.state_dir / "verify.pem"
+
+    @property
+    def added_crls_dir(self) -> Path:
+        """CRLs added while the node ran (``admin crl add``), kept for the next start."""
+        return self.state_dir / "crls"
 
     @property
     def ready_path(self) -> Path:
@@ -481,10 +501,16 @@ def load_config(path: Path | str) -> DaemonConfig:
     ident.finish()
 
     trust_section = section("trust")
+    crl_warning = trust_section.positive("crl_warning_hours", float, DEFAULT_CRL_WARNING_HOURS)
+    if crl_warning > MAX_CRL_WARNING_HOURS:
+        raise trust_section.error(
+            "crl_warning_hours", f"must be at most {MAX_CRL_WARNING_HOURS:g}, got {crl_warning!r}"
+        )
     trust = TrustFiles(
         roots=trust_section.paths("roots", ("trust/roots.pem",)),
         cas=trust_section.paths("cas", ("trust/cas.pem",)),
         crls=trust_section.paths("crls", ("trust/crls",)),
+        crl_warning_hours=crl_warning,
     )
     if not trust.roots:
         raise trust_section.error("roots", "needs at least one root certificate file")
@@ -628,6 +654,20 @@ def _audit(section: _Section) -> AuditConfig:
                 name, f"must be at most {MAX_RETENTION_DAYS} days, got {value_days}"
             )
         days[name] = value_days
+    forced = section.get("allow_short_retention", bool, False)
+    if days["retention_days"] < MIN_RETENTION_DAYS and not forced:
+        raise section.error(
+            "retention_days",
+            f"{days['retention_days']} days is under the {MIN_RETENTION_DAYS} days (six "
+            "months) the protection-level rules (等级保护) ask audit records be kept; set "
+            "audit.allow_short_retention = true to force it",
+        )
+    silent_rounds = section.positive("witness_silent_rounds", int, DEFAULT_WITNESS_SILENT_ROUNDS)
+    if silent_rounds > MAX_WITNESS_SILENT_ROUNDS:
+        raise section.error(
+            "witness_silent_rounds",
+            f"must be at most {MAX_WITNESS_SILENT_ROUNDS}, got {silent_rounds}",
+        )
     section.finish()
     return AuditConfig(
         flush=values["flush"],
@@ -635,6 +675,8 @@ def _audit(section: _Section) -> AuditConfig:
         witness_interval=values["witness_interval"],
         retention_days=days["retention_days"],
         witness_retention_days=days["witness_retention_days"],
+        witness_silent_rounds=silent_rounds,
+        allow_short_retention=forced,
     )
 
 

@@ -34,6 +34,13 @@ Startup, in order, each step failing with a message that names what to fix:
    and the startup heap is frozen (``gc.freeze``) so the collector stops
    rescanning it.
 
+Revocation (``node.trust``): right after the node starts, every CRL of
+``[trust] crls`` and ``state_dir/crls`` goes to ``Node.add_crls`` -- with the
+signed directory into the snapshots this node serves, so a CRL given to any
+one node reaches every node within a directory refresh.  SIGHUP reads the
+CRL files again (as ``exchnode node admin crl reload`` does); a task logs any
+CRL that is near or past its nextUpdate, or missing, every hour.
+
 SIGTERM or SIGINT starts the drain: the operator API refuses new requests
 (503) and waits, up to ``[timers] drain_timeout``, for those under way; then
 ``Node.close`` stops taking transfers, finishes the commits under way and
@@ -51,7 +58,7 @@ import json
 import os
 import signal
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -74,7 +81,6 @@ from exchnode.errors import CertificateError, ExchnodeError, InconsistentLogErro
 from exchnode.pki import (
     TrustStore,
     load_certificates_pem,
-    load_crls_pem,
     load_local_identity,
     read_private_file,
     verify_node_certificate,
@@ -84,6 +90,7 @@ from .admin import AdminApi, StartFacts, note_start, read_credentials
 from .config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
 from .operator import OperatorApi
 from .roles import PEOPLE, Credentials, token_key
+from .trust import crl_health, expand, read_crls, reload_crls, watch_crls
 
 __all__ = [
     "AuditAndLogSink",
@@ -145,6 +152,7 @@ def build_services(config: DaemonConfig, masking_secret: bytes, log: Any) -> Ser
         audit,
         interval=config.audit.witness_interval,
         retention=config.audit.witness_retention_days * 86_400.0,
+        silent_rounds=config.audit.witness_silent_rounds,
     )
     sink = AuditAndLogSink(audit, log)
     catalog = CatalogService(refresh=config.catalog.refresh, events=sink)
@@ -169,24 +177,13 @@ class TrustMaterial:
         self.store = TrustStore(roots, crls)
 
 
-def expand(paths: Iterable[Path]) -> list[Path]:
-    """Files as given; directories as their ``*.pem`` files, sorted."""
-    out: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            out.extend(sorted(p for p in path.glob("*.pem") if p.is_file()))
-        else:
-            out.append(path)
-    return out
-
-
 def load_trust(config: DaemonConfig) -> TrustMaterial:
-    def read(key: str, paths: tuple[Path, ...], crls: bool = False) -> list[Any]:
+    def read(key: str, paths: tuple[Path, ...]) -> list[Any]:
         out: list[Any] = []
         for path in expand(paths):
             try:
                 data = path.read_bytes()
-                out.extend(load_crls_pem(data) if crls else load_certificates_pem(data))
+                out.extend(load_certificates_pem(data))
             except CertificateError as exc:
                 raise ConfigError(f"{config.path}: {key}: {path}: {exc}") from None
             except OSError as exc:
@@ -196,9 +193,8 @@ def load_trust(config: DaemonConfig) -> TrustMaterial:
     roots = read("trust.roots", config.trust.roots)
     if not roots:
         raise ConfigError(f"{config.path}: trust.roots: no root certificate found")
-    return TrustMaterial(
-        roots, read("trust.cas", config.trust.cas), read("trust.crls", config.trust.crls, True)
-    )
+    # [trust] crls, and the CRLs the administrator added while it ran (node.trust)
+    return TrustMaterial(roots, read("trust.cas", config.trust.cas), read_crls(config))
 
 
 def load_own_peer(config: DaemonConfig, trust: TrustMaterial, now: datetime) -> PeerIdentity:
@@ -346,6 +342,7 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
     facts: list[StartFacts] = []
     api = OperatorApi(
         node,
+        trust_health=lambda: crl_health(node, config.trust.crl_warning_hours),
         host=config.operator.host,
         port=config.operator.port,
         credentials=credentials,
@@ -372,6 +369,24 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            await reload_crls(node, config, log)
+        except (ExchnodeError, OSError) as exc:
+            log.error("crls not reloaded; the ones in use stay", error=str(exc))
+
+    def on_hangup() -> None:
+        if not node_started:
+            log.info("SIGHUP ignored: the node is not serving yet; its start reads the CRLs")
+            return
+        log.info("reloading crls", signal="SIGHUP")
+        task = loop.create_task(reload(), name="crl-reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     node_started = False
     try:
         operator_address = await api.start()
@@ -385,6 +400,9 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
             ) from None
         node_started = True
         facts.append(await note_start(node, audit, config, credentials, log))
+        # Into the signed directory: from here they travel to every node (node.trust).
+        await node.add_crls(trust.crls)
+        node.run_task(lambda: watch_crls(node, config.trust.crl_warning_hours, log), "crl-watch")
         api.serving()
         operator_url = f"http://{_host(operator_address[0])}:{operator_address[1]}"
         ready = {
@@ -400,7 +418,7 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
         await stop.wait()
         return await _drain(config, node, api, log)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         with contextlib.suppress(FileNotFoundError):
             config.ready_path.unlink()

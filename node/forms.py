@@ -36,7 +36,10 @@ enums.  This module is the one translation between them, both ways:
   1970 next to an ISO 8601 text in China Standard Time, the domain's clock.
 
 Every parsing problem raises :class:`FormError` (a usage error: the caller
-sent it) naming the field.
+sent it) naming the field, whatever JSON value came (a list where a text was
+due, an object where a rule name was): never another exception.  A message
+quotes back at most a short identifier the caller gave (``node.api.shown``),
+never a record value or a long text.
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ from exchnode.catalog import (
     Status,
     UpdateCycle,
 )
-from exchnode.core import Level
-from exchnode.errors import UsageError
+from exchnode.core import Level, NodeName
+from exchnode.errors import InvalidNameError, UsageError
 from exchnode.sharing import (
     CHINA_STANDARD_TIME,
     Correction,
@@ -79,6 +82,8 @@ from exchnode.sharing import (
     YearOnly,
 )
 
+from .api import shown
+
 __all__ = [
     "ENTRY_FIELDS",
     "FormError",
@@ -87,11 +92,13 @@ __all__ = [
     "entry_from_json",
     "entry_json",
     "escalation_json",
+    "field_key",
     "grant_json",
     "iso_ms",
     "level_named",
     "masks_from_json",
     "masks_json",
+    "node_name",
     "parse_request_id",
     "parse_time",
     "received_records_json",
@@ -175,7 +182,7 @@ def parse_time(text: object, field: str) -> int:
             if when.tzinfo is None:
                 when = when.replace(tzinfo=CHINA_STANDARD_TIME)
     except ValueError:
-        raise FormError(field, f"{text!r} is not an ISO date or date-time") from None
+        raise FormError(field, f"{shown(text)} is not an ISO date or date-time") from None
     return int(when.timestamp() * 1000)
 
 
@@ -184,18 +191,29 @@ def parse_request_id(text: str, field: str = "request_id") -> bytes:
     try:
         value = bytes.fromhex(text)
     except ValueError:
-        raise FormError(field, f"{text!r} is not hex") from None
+        raise FormError(field, f"{shown(text)} is not hex") from None
     if len(value) != 16:
         kind = field.removesuffix("_id")
-        raise FormError(field, f"{text!r} is not a {kind} id (32 hex digits)")
+        raise FormError(field, f"{shown(text)} is not a {kind} id (32 hex digits)")
     return value
 
 
 def level_named(text: str) -> Level:
     level = LEVELS.get(text)
     if level is None:
-        raise FormError("level", f"must be one of {', '.join(LEVELS)}, got {text!r}")
+        raise FormError("level", f"must be one of {', '.join(LEVELS)}, got {shown(text)}")
     return level
+
+
+def node_name(value: object, field: str) -> str:
+    """A node name the caller gave (a provider, a recipient): checked, else FormError."""
+    if not isinstance(value, str) or not value:
+        raise FormError(field, f"must be a node name, got {shown(value)}")
+    try:
+        NodeName.parse(value)
+    except InvalidNameError as exc:
+        raise FormError(field, f"is not a node name: {exc}") from None
+    return value
 
 
 # --- catalog entries -------------------------------------------------------------------
@@ -206,7 +224,7 @@ def _enum(kind: type[E], value: object, field: str) -> E:
         return kind(value)
     except (ValueError, TypeError):
         choices = ", ".join(str(member.value) for member in kind)
-        raise FormError(field, f"must be one of {choices}, got {value!r}") from None
+        raise FormError(field, f"must be one of {choices}, got {shown(value)}") from None
 
 
 def _string(document: Mapping[str, Any], name: str, field: str, default: str | None) -> str:
@@ -214,7 +232,7 @@ def _string(document: Mapping[str, Any], name: str, field: str, default: str | N
     if value is None:
         raise FormError(field, "is required")
     if not isinstance(value, str):
-        raise FormError(field, f"must be a string, got {value!r}")
+        raise FormError(field, f"must be a string, got {shown(value)}")
     return value
 
 
@@ -224,10 +242,15 @@ def _strings(value: object, field: str) -> list[str]:
     return value
 
 
+def field_key(key: str) -> str:
+    """A key of the caller's object in a field path: itself if short, else only its length."""
+    return key if len(key) <= 64 and key.isprintable() else f"<a key of {len(key)} characters>"
+
+
 def _check_keys(document: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
     for key in document:
         if key not in allowed:
-            raise FormError(f"{where}.{key}", "unknown field (misspelt?)")
+            raise FormError(f"{where}.{field_key(key)}", "unknown field (misspelt?)")
 
 
 def entry_from_json(document: object, provider: str) -> CatalogEntry:
@@ -262,7 +285,7 @@ def entry_from_json(document: object, provider: str) -> CatalogEntry:
         publish_date = dt.date.fromisoformat(published)
     except ValueError:
         raise FormError(
-            "catalog.publish_date", f"must be a date YYYY-MM-DD, got {published!r}"
+            "catalog.publish_date", f"must be a date YYYY-MM-DD, got {shown(published)}"
         ) from None
     return CatalogEntry(
         provider=_string(document, "provider", "catalog.provider", provider),
@@ -331,7 +354,7 @@ def status_named(text: str) -> Status | None:
     if text == "all":
         return None
     if text not in (Status.PUBLISHED.value, Status.WITHDRAWN.value):
-        raise FormError("status", f"must be published, withdrawn or all, got {text!r}")
+        raise FormError("status", f"must be published, withdrawn or all, got {shown(text)}")
     return Status(text)
 
 
@@ -348,7 +371,7 @@ _RULE_FIELDS: dict[str, tuple[str, ...]] = {
 def _integer(raw: Mapping[str, Any], name: str, field: str, default: int) -> int:
     value = raw.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise FormError(field, f"must be an integer, got {value!r}")
+        raise FormError(field, f"must be an integer, got {shown(value)}")
     return value
 
 
@@ -358,11 +381,11 @@ def masks_from_json(document: object) -> MaskSet:
         raise FormError("masks", "must be an object of data item -> {rule, ...}")
     rules: dict[str, MaskRule] = {}
     for item, raw in document.items():
-        where = f"masks.{item}"
+        where = f"masks.{field_key(item)}"
         if not isinstance(raw, dict):
             raise FormError(where, 'must be an object like {"rule": "keep", "first": 6}')
         name = raw.get("rule")
-        if name not in _RULE_FIELDS:
+        if not isinstance(name, str) or name not in _RULE_FIELDS:
             raise FormError(f"{where}.rule", f"must be one of {', '.join(_RULE_FIELDS)}")
         _check_keys(raw, _RULE_FIELDS[name], where)
         rule: MaskRule
@@ -507,7 +530,10 @@ def record_from_json(document: object, where: str) -> dict[str, Any]:
     """One record (data item -> value) from its JSON object."""
     if not isinstance(document, dict) or not document:
         raise FormError(where, "a record is a non-empty JSON object of data item -> value")
-    return {item: value_from_json(value, f"{where}.{item}") for item, value in document.items()}
+    return {
+        item: value_from_json(value, f"{where}.{field_key(item)}")
+        for item, value in document.items()
+    }
 
 
 def received_records_json(received: Any) -> dict[str, Any]:

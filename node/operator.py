@@ -45,11 +45,20 @@ Endpoints (JSON answers; errors are ``{"error": ..., "code": ...}``):
   node's certificate and keys, link states, "retry this link now", reloading
   the role tokens (``node.admin``).
 
-Errors: 400 for a bad request (the message names the field), 401 without a
-known token, 403 for the wrong role, 404 for an unknown entry, request or
-case, 409 for a step the request's state does not allow, 422 for a rejection
-with its exchnode code, 503 while starting or draining.  While the daemon drains, everything but
-``/health`` answers 503.
+Errors: 400 for a bad request (the message names the field; a body that is
+not a JSON object of sane depth, numbers and text is ``invalid-json``, a name
+that is no node name ``invalid-name``, a body that cannot be decoded
+``invalid-body``), 401 without a known token, 403 for
+the wrong role, 404 for an unknown entry, request or case, and for a path the
+API does not have (``not-found``), 405 for a method a path does not take
+(``method-not-allowed``, with ``Allow``), 409 for a step the request's state
+does not allow, 413 for a body over ``max_body_bytes`` (``too-large``), 422
+for a rejection with its exchnode code, 503 while starting or draining.
+While the daemon drains, everything but ``/health`` answers 503.  Anything
+unexpected answers 500 ``{"error": "internal error: ...", "code":
+"internal"}`` with nothing of the request in it, and logs the route, the
+exception's type and its frames, never their variables (``node.logs``).
+Every error is JSON: the guard answers for aiohttp too.
 """
 
 from __future__ import annotations
@@ -67,11 +76,14 @@ from aiohttp import web
 
 from exchnode.aio import CatalogService, Delivery, DeliveryStatus, Message, Node
 from exchnode.audit import Actor, AuditEntry, Category, Outcome, Role, details
+from exchnode.core import NodeName
 from exchnode.errors import (
     ExchnodeError,
     InvalidAuditRecordError,
+    InvalidNameError,
     InvalidTransitionError,
     RejectedError,
+    StoreError,
     UsageError,
 )
 
@@ -84,6 +96,7 @@ from .api import peer_state_json as _peer_state_json
 from .inbox import Inbox, delivery_id
 from .operator_audit import AuditApi
 from .operator_services import ServicesApi
+from .peer_health import refusal_json, refusals_by_peer, with_refusal
 from .roles import PEOPLE, Area, Credentials, area_of
 
 if TYPE_CHECKING:
@@ -172,9 +185,14 @@ class OperatorApi:
         audit: AuditService | None = None,
         witness: WitnessService | None = None,
         admin: RouteGroup | None = None,
+        trust_health: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
-        """``credentials``: each role's token; ``token`` alone is the operator's (tests)."""
+        """``credentials``: each role's token; ``token`` alone is the operator's (tests).
+
+        ``trust_health``: the CRLs the node holds and their warnings, for ``/health``.
+        """
         self.node = node
+        self.trust_health = trust_health
         self.audit_log = audit
         self.audit = AuditApi(node, audit, witness) if audit is not None else None
         self.admin = admin
@@ -276,12 +294,49 @@ class OperatorApi:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every answer of the API passes here: a JSON error for anything that went wrong.
+
+        Nothing escapes to aiohttp (which would answer in plain text and log the
+        exception its own way): refusals get their 4xx, unknown paths and
+        methods 404 and 405, and anything unexpected a generic 500 that says
+        nothing of the request, logged by type and frames only (``node.logs``).
+        """
+        try:
+            return await self._admit(request, handler)
+        except _HTTPProblem as exc:
+            return _error(exc.status, str(exc), exc.code)
+        except RejectedError as exc:
+            return _error(422, str(exc), exc.code)
+        except InvalidTransitionError as exc:
+            return _error(409, str(exc), exc.code)
+        except UsageError as exc:
+            return _error(400, str(exc), exc.code)
+        except InvalidNameError as exc:  # a recipient, provider or peer that is no node name
+            return _error(400, str(exc), exc.code)
+        except StoreError as exc:
+            self._failed(request, exc)
+            return _error(500, "the node's store failed; its log says how", exc.code)
+        except web.HTTPException as exc:  # aiohttp's own: no route, wrong method, too large
+            return self._http_error(request, exc)
+        except web.RequestPayloadError:  # a body whose chunking or content encoding is broken
+            problem = "the body could not be read: its transfer or content encoding is invalid"
+            return _error(400, problem, "invalid-body")
+        except Exception as exc:
+            self._failed(request, exc)
+            problem = "internal error: the request was not carried out; the node's log says where"
+            return _error(500, problem, "internal")
+
+    async def _admit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         area = area_of(request.path)
         if area is not None and area.role is None:
             return await handler(request)
         supplied = request.headers.get("Authorization", "")
         scheme, _, token = supplied.partition(" ")
-        role = self.credentials.role_of(token) if scheme.lower() == "bearer" else None
+        role = (
+            self.credentials.role_of(token)
+            if scheme.lower() == "bearer" and token.isascii()
+            else None
+        )
         if role is None:
             self.log.warning("unauthorized", method=request.method, path=request.path)
             return _error(401, "missing or unknown token", "unauthorized")
@@ -293,21 +348,43 @@ class OperatorApi:
         self._idle.clear()
         try:
             return await handler(request)
-        except _HTTPProblem as exc:
-            return _error(exc.status, str(exc), exc.code)
-        except RejectedError as exc:
-            return _error(422, str(exc), exc.code)
-        except InvalidTransitionError as exc:
-            return _error(409, str(exc), exc.code)
-        except UsageError as exc:
-            return _error(400, str(exc), exc.code)
-        except ExchnodeError as exc:
-            self.log.error("operator request failed", path=request.path, error=str(exc))
-            return _error(500, str(exc), exc.code)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+
+    def _http_error(self, request: web.Request, exc: web.HTTPException) -> web.Response:
+        """aiohttp's refusals in the API's JSON form, with their headers (``Allow``)."""
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            message = f"{request.method} is not allowed here; this path takes {allowed}"
+            code = "method-not-allowed"
+        elif isinstance(exc, web.HTTPNotFound):
+            message, code = f"no endpoint {request.method} {request.path}", "not-found"
+        elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+            message = (
+                f"the body is larger than the {self._max_body} bytes this API takes "
+                "([operator] max_body_bytes)"
+            )
+            code = "too-large"
+        else:
+            message, code = f"{exc.status} {exc.reason}", "http"
+        response = _error(exc.status, message, code)
+        for name in ("Allow", "Retry-After"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
+
+    def _failed(self, request: web.Request, exc: BaseException) -> None:
+        """An unexpected failure on the log: the route, the type and the frames; no request data."""
+        resource = request.match_info.route.resource
+        self.log.error(
+            "operator request failed",
+            method=request.method,
+            route=resource.canonical if resource is not None else None,
+            error_type=type(exc).__name__,
+            exc_info=exc,
+        )
 
     async def _forbidden(self, request: web.Request, area: Area, role: Role) -> web.Response:
         """403 naming the role needed; on the record with the role and person that tried."""
@@ -356,6 +433,7 @@ class OperatorApi:
             body["status"] = "draining"
             return web.json_response(body, status=503)
         now_ms = int(time.time() * 1000)
+        refused = refusals_by_peer(stats.refusals)
         body.update(
             {
                 "link_url": self.node.url if self.node.address else None,
@@ -366,14 +444,18 @@ class OperatorApi:
                     for hop, depth in sorted(stats.outbound.items())
                 },
                 "peers": {
-                    name: _peer_state_json(state, now_ms)
+                    name: with_refusal(_peer_state_json(state, now_ms), refused.get(name))
                     for name, state in sorted(stats.peers.items())
                 },
+                # every refusal between this node and a peer not ended since (strangers too)
+                "refusals": [refusal_json(r) for r in stats.refusals],
                 "counters": dict(stats.counters),
                 "directory": self._directory_summary(),
                 "operator": {"held": self.inbox.held, "leased": self.inbox.leased},
             }
         )
+        if self.trust_health is not None:
+            body["trust"] = self.trust_health()
         return web.json_response(body)
 
     def _directory_summary(self) -> dict[str, Any]:
@@ -387,6 +469,8 @@ class OperatorApi:
         recipients = request.query.getall("to", [])
         if not recipients:
             raise _HTTPProblem(400, "name at least one recipient: ?to=NAME")
+        for recipient in recipients:
+            _recipient(recipient, "to")
         payload = await request.read()
         ttl_text = request.query.get("ttl")
         sent = await self.node.send(
@@ -449,7 +533,7 @@ async def _person_named(request: web.Request, role: Role) -> str:
     """The person a refused request's JSON body names (its role's field first), else the role."""
     length = request.content_length
     if request.content_type == "application/json" and length and length <= MAX_NAMED_BODY:
-        with contextlib.suppress(_HTTPProblem):
+        with contextlib.suppress(_HTTPProblem, web.HTTPException):
             document = await _json_body(request)
             for key in (role.value, *(r.value for r in PEOPLE if r is not role)):
                 value = document.get(key)
@@ -461,6 +545,14 @@ async def _person_named(request: web.Request, role: Role) -> str:
     return role.value
 
 
+def _recipient(name: str, field: str) -> None:
+    """400 ``invalid-name`` naming the field for a recipient that is no node name."""
+    try:
+        NodeName.parse(name)
+    except InvalidNameError as exc:
+        raise _HTTPProblem(400, f"{field}: {exc}", exc.code) from None
+
+
 def _message(index: int, item: object) -> Message:
     where = f"messages[{index}]"
     if not isinstance(item, dict):
@@ -468,6 +560,8 @@ def _message(index: int, item: object) -> Message:
     recipients = item.get("to")
     if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
         raise _HTTPProblem(400, f"{where}.to must be a list of node names")
+    for number, recipient in enumerate(recipients):
+        _recipient(recipient, f"{where}.to[{number}]")
     try:
         payload = base64.b64decode(item.get("payload", ""), validate=True)
     except (binascii.Error, TypeError, ValueError):
@@ -479,6 +573,9 @@ def _message(index: int, item: object) -> Message:
     content_type = item.get("content_type", "application/octet-stream")
     if not isinstance(kind, str) or not isinstance(content_type, str):
         raise _HTTPProblem(400, f"{where}.kind and content_type must be strings")
+    receipt = item.get("receipt", False)
+    if not isinstance(receipt, bool):
+        raise _HTTPProblem(400, f"{where}.receipt must be true or false")
     try:
         return Message(
             recipients=recipients,
@@ -486,7 +583,7 @@ def _message(index: int, item: object) -> Message:
             kind=kind,
             content_type=content_type,
             ttl=None if ttl is None else float(ttl),
-            receipt=bool(item.get("receipt", False)),
+            receipt=receipt,
         )
     except ExchnodeError as exc:
         raise _HTTPProblem(400, f"{where}: {exc}") from None

@@ -12,6 +12,10 @@ a signed tree head every ``[audit] head_interval`` seconds.  Two reads:
   answer is the report: ``ok``, the counts, the last head, and each finding
   with its ``kind``, ``seq`` and ``range`` (``[first, end)``) and ``head``.
   A log with findings is still a 200: the check worked, the log did not.
+  ``GET /v1/audit/verify?witnessed=HEAD`` (repeatable, each a base64url head)
+  does the same against heads of this node its parent keeps (``kept_head`` of
+  the parent's ``/v1/audit/witnessed``): what the parent saw must be in the
+  log.  Still a GET: the auditor's area writes nothing.
 * ``GET /v1/audit/records?from=SEQ&limit=N`` pages through the stored
   records, decoded: ``seq``, ``time``, ``category``, ``action``, ``actor``
   (role and name), ``subject`` (kind and value; ids as hex), ``outcome``
@@ -41,6 +45,7 @@ prints for a log read from the store while the daemon is stopped
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -50,9 +55,9 @@ from aiohttp import web
 from exchnode.aio import STATE_KEY, AuditService, WitnessService, WitnessStatus
 from exchnode.audit import DetailValue, VerificationReport, decode_record, decode_tree_head
 from exchnode.catalog import CatalogState
-from exchnode.errors import RejectedError
+from exchnode.errors import RejectedError, UsageError
 
-from .api import integer
+from .api import HTTPProblem, integer
 from .forms import record_json as catalog_record_json
 
 if TYPE_CHECKING:
@@ -67,10 +72,12 @@ __all__ = [
     "export_json",
     "record_json",
     "report_json",
+    "witnessed_heads",
 ]
 
 DEFAULT_RECORDS = 100
 MAX_RECORDS = 10_000
+MAX_WITNESSED = 4  # heads of this node a verify may be given (a parent keeps one)
 CATALOG_META = STATE_KEY  # where exchnode.aio keeps its state in the store's meta
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -104,7 +111,30 @@ def witness_json(status: WitnessStatus) -> dict[str, Any]:
         "checked": when(status.checked_ms),
         "error": status.error,
         "failures": status.failures,
+        "unanswered": status.unanswered,
+        "kept_head": base64.b64encode(head.data).decode("ascii") if head is not None else None,
     }
+
+
+def witnessed_heads(document: Any, child: str) -> list[bytes]:
+    """The heads of ``child`` in a parent's ``/v1/audit/witnessed`` answer (or its ``children``).
+
+    Raises ``UsageError`` naming what is wrong with the document.
+    """
+    children = document.get("children") if isinstance(document, dict) else document
+    if not isinstance(children, list):
+        raise UsageError("witnessed heads: expected the JSON of 'audit witnessed --json'")
+    heads: list[bytes] = []
+    for i, item in enumerate(children):
+        if not isinstance(item, dict) or not isinstance(item.get("child"), str):
+            raise UsageError(f"witnessed heads: children[{i}] is not a child's entry")
+        if item["child"] != child or item.get("kept_head") is None:
+            continue
+        try:
+            heads.append(base64.b64decode(item["kept_head"], validate=True))
+        except (TypeError, ValueError, binascii.Error):
+            raise UsageError(f"witnessed heads: children[{i}].kept_head is not base64") from None
+    return heads
 
 
 def record_json(seq: int, data: bytes) -> dict[str, Any]:
@@ -187,8 +217,20 @@ class AuditApi:
         ]
 
     async def _verify(self, request: web.Request) -> web.Response:
+        given = request.query.getall("witnessed", [])
+        if len(given) > MAX_WITNESSED:
+            raise HTTPProblem(400, f"witnessed: at most {MAX_WITNESSED} heads")
+        heads = []
+        for i, item in enumerate(given):
+            try:
+                heads.append(base64.urlsafe_b64decode(item.encode("ascii")))
+            except (UnicodeEncodeError, ValueError, binascii.Error):
+                raise HTTPProblem(400, f"witnessed[{i}]: not a base64url tree head") from None
+        return await self._report(heads)
+
+    async def _report(self, witnessed: Sequence[bytes]) -> web.Response:
         await self.audit.sync()
-        report = await self.audit.verify()
+        report = await self.audit.verify(witnessed)
         store = self.node.store
 
         def facts() -> tuple[int, list[bytes]]:

@@ -54,8 +54,8 @@ import structlog
 from aiohttp import web
 
 from exchnode.aio import CatalogService, Delivery, SharingService
-from exchnode.catalog import ShareType
-from exchnode.errors import ExchnodeError, UsageError
+from exchnode.catalog import ShareType, check_code
+from exchnode.errors import ExchnodeError, MalformedError, UsageError
 from exchnode.sharing import Correction, CorrectionState, Grant, RecordBatch, RequestState
 
 from .api import HTTPProblem, json_body
@@ -69,6 +69,7 @@ from .forms import (
     iso_ms,
     level_named,
     masks_from_json,
+    node_name,
     parse_request_id,
     parse_time,
     received_records_json,
@@ -114,6 +115,21 @@ def _text(document: dict[str, Any], name: str, *, required: bool = True) -> str:
     if not isinstance(value, str) or (required and not value.strip()):
         raise HTTPProblem(400, f"'{name}' must be a non-empty text")
     return value
+
+
+def _code(document: dict[str, Any]) -> str:
+    """The ``code`` field: a resource code (``101001/000001``; 400 naming the rule otherwise)."""
+    value = _text(document, "code")
+    try:
+        return check_code(value, "code")
+    except MalformedError as exc:
+        raise FormError("code", exc.problem) from None
+
+
+def _provider(document: dict[str, Any]) -> str:
+    """The ``provider`` field: a node's name (400 naming the field otherwise)."""
+    _text(document, "provider")
+    return node_name(document["provider"], "provider")
 
 
 def _names(document: dict[str, Any], name: str) -> list[str] | None:
@@ -243,7 +259,7 @@ class ServicesApi:
     async def _withdraw(self, request: web.Request) -> web.Response:
         document = await json_body(request)
         operator = operator_of(document)
-        code = _text(document, "code")
+        code = _code(document)
         record = await self.catalog.withdraw(code, _text(document, "reason"), operator=operator)
         return web.json_response(record_json(record))
 
@@ -288,7 +304,7 @@ class ServicesApi:
     async def _subscribe(self, request: web.Request) -> web.Response:
         document = await json_body(request)
         operator = operator_of(document)
-        provider, code = _text(document, "provider"), _text(document, "code")
+        provider, code = _provider(document), _code(document)
         purpose, scope = _text(document, "purpose"), _text(document, "scope")
         items = _names(document, "items")
         if not items:
@@ -423,7 +439,7 @@ class ServicesApi:
     async def _publish_records(self, request: web.Request) -> web.Response:
         document = await json_body(request)
         operator = operator_of(document)
-        code = _text(document, "code")
+        code = _code(document)
         raw = document.get("records")
         if not isinstance(raw, list) or not raw:
             raise HTTPProblem(400, "'records' must be a non-empty list of objects")
@@ -452,7 +468,7 @@ class ServicesApi:
     async def _fill_gaps(self, request: web.Request) -> web.Response:
         document = await json_body(request)
         operator = operator_of(document)
-        provider, code = _text(document, "provider"), _text(document, "code")
+        provider, code = _provider(document), _code(document)
         asked = await self.sharing.fill_gaps(provider, code)
         self.log.info(
             "records asked again", operator=operator, provider=provider, code=code, ranges=asked
@@ -504,7 +520,7 @@ class ServicesApi:
     async def _report_correction(self, request: web.Request) -> web.Response:
         document = await json_body(request)
         operator = operator_of(document)
-        provider, code = _text(document, "provider"), _text(document, "code")
+        provider, code = _provider(document), _code(document)
         seq = document.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
             raise HTTPProblem(400, "'seq' must be the record's number (an integer from 1)")

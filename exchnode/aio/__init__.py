@@ -12,6 +12,7 @@ from exchnode.aio._delivery import Delivery, DeliveryStatus, Message, Sent
 from exchnode.aio._directory_service import DirectoryService
 from exchnode.aio._log_sink import LogSink
 from exchnode.aio._node import Node, NodeStats
+from exchnode.aio._refusals import Refusal
 from exchnode.aio._service import NodeService, ServiceMessage
 from exchnode.aio._sharing_service import RECORDS_KIND, SharingService
 from exchnode.aio._tls import TlsFiles, make_context, write_verify_bundle
@@ -37,6 +38,7 @@ __all__ = [
     "NodeStats",
     "NodeTimers",
     "Peer",
+    "Refusal",
     "Sent",
     "ServiceMessage",
     "SharingService",

@@ -11,19 +11,35 @@ record schema is a bug, raised where it was emitted), numbers and chains them
 (``Store.append_audit``): every ``flush`` seconds, or at once when a batch
 fills.  Every ``head_interval`` seconds, if the log grew, it signs a tree head
 over what the store holds and stores the head after the records it covers.
+Record times never go back (``AuditLogState.append``).
+
+**The seal** (SPEC §20.6).  Between two heads, records would lie under no
+signature: a crash would leave them so, and whoever can write the store file
+could forge or rewrite them, to be signed over at the next head.  So the
+service is the store's sealer (``AuditStore.set_audit_sealer``): every
+transaction that appends records, or moves the checkpoint, also stores a head
+signed over the whole log (``AuditLogState.sign_seal``).  The store keeps only
+the newest seal, so it costs one signature per commit and no space.
 
 Retention (SPEC §20.9): every ``prune_every`` seconds, records older than
 ``retention`` (default 183 days: the six months China's protection-level
 rules ask for, and a little more) are deleted below a **checkpoint**, the
-newest signed head that covers only such records, stored with its tree's
-frontier.  The rest of the log stays verifiable from that checkpoint, and
-the pruning itself is a record (``audit.prune``).
+newest signed head that covers only such records -- and, on a node with a
+parent, only records its parent has witnessed under a head (the ``since``
+of the parent's head requests, :meth:`note_witnessed`) -- stored with its
+tree's frontier.  The seal stored in that same transaction names the
+checkpoint: it is the node's signature on the pruning, without which a
+verifier does not accept the checkpoint (``unsigned-checkpoint``).  The rest
+of the log stays verifiable from that checkpoint, and the pruning itself is
+a record (``audit.prune``).
 
-At start the state is rebuilt from the store (``AuditLogState.resume``): a log
-changed while the node was down fails the start with ``inconsistent-log``
-rather than being signed over.  ``verify`` checks the node's own stored log end
-to end (``audit_verify.verify_log``) and names what was changed, deleted,
-inserted or reordered.
+At start the stored log is verified end to end (``audit_verify.verify_log``,
+its seal, its checkpoint): any finding fails the start with
+``inconsistent-log`` naming it, rather than the node signing over a log
+changed while it was down.  Then the state is rebuilt from the store
+(``AuditLogState.resume``).  ``verify`` checks the node's own stored log the
+same way, optionally against heads its parent witnessed, and names what was
+changed, deleted, inserted or reordered.
 
 It is also the node's :class:`~exchnode.aio.CustodyLog`: the node
 builds one record per custody batch (``audit_custody``) and hands it over
@@ -39,7 +55,9 @@ subscription and link events) are lost; custody records never are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -52,7 +70,6 @@ from exchnode.audit import (
     AuditEntry,
     AuditLogState,
     Category,
-    Checkpoint,
     LogMark,
     Outcome,
     TreeHeadVerifier,
@@ -65,19 +82,50 @@ from exchnode.audit import (
     entry_from_event,
     verify_log,
 )
-from exchnode.core import AuditEvent
-from exchnode.errors import UsageError
+from exchnode.core import AuditEvent, StaticDirectory
+from exchnode.errors import InconsistentLogError, UsageError
+from exchnode.federation import Relation
 from exchnode.store import AuditRow, AuditStore
 
 if TYPE_CHECKING:
     from exchnode.aio._node import Node
 
-__all__ = ["AuditService"]
+__all__ = ["AuditService", "StoredLog", "read_stored_log"]
 
 _BATCH = 512  # entries that trigger a flush before the interval is up
 RETENTION = 183 * 86_400.0  # seconds: at least six months (GB/T 22239 asks for 6)
+_WITNESSED_META = "audit.witnessed"  # the largest size the parent said it witnessed
 _PRUNE_CHUNK = 10_000  # records deleted per transaction
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLog:
+    """What a verifier reads of a store's audit log (``verify_log``'s inputs, as stored)."""
+
+    records: list[AuditRow]  # every stored record, in seq order
+    heads: list[bytes]
+    checkpoint: bytes | None
+    seal: bytes | None
+    ordered_from: int
+    size: int  # the store's audit size (the next seq)
+
+
+def read_stored_log(store: AuditStore) -> StoredLog:
+    """Read a store's whole audit log for verification (call it in the store's thread).
+
+    Every stored record: those below the checkpoint (a pruning under way)
+    are ignored by the verifier, and there are few.
+    """
+    size = store.audit_size()
+    return StoredLog(
+        store.audit_records(0, size + 1),
+        store.tree_heads(),
+        store.audit_checkpoint(),
+        store.audit_seal(),
+        store.audit_ordered_from(),
+        size,
+    )
 
 
 class AuditService:
@@ -105,6 +153,9 @@ class AuditService:
         self._state: AuditLogState | None = None
         self._pending: list[AuditEntry] = []
         self._wake = asyncio.Event()
+        self._witnessed = 0  # the largest head size the parent said it keeps for this node
+        self._witnessed_stored = 0
+        self._pruning = asyncio.Lock()
         self.log: Any = structlog.get_logger("exchnode.audit")
 
     # --- EventSink ---------------------------------------------------------------------
@@ -121,15 +172,59 @@ class AuditService:
     # --- the service seam ------------------------------------------------------------
 
     async def start(self, node: Node) -> None:
+        """Verify the stored log, rebuild the state from it, and become the store's sealer.
+
+        Raises ``InconsistentLogError`` naming the findings if the stored log
+        does not verify: the node must not sign over a log changed while it
+        was down (nor over records no head covers).
+        """
         self._node = node
         self.log = self.log.bind(node=node.name)
-        records, heads, checkpoint = await self._load(all_heads=False)
-        last_head = decode_tree_head(heads[-1])[0] if heads else None
-        self._state = AuditLogState.resume(
-            node.identity, records, last_head=last_head, checkpoint=checkpoint
+        stored = await self._load()
+        # The node's own key: the heads are its own, and the directory may not answer yet
+        # (a signed one that expired while the node was down fails closed).
+        own = StaticDirectory([node.identity.peer])
+        report = verify_log(
+            node.name,
+            stored.records,
+            stored.heads,
+            own,
+            checkpoint=stored.checkpoint,
+            seal=stored.seal,
+            ordered_from=stored.ordered_from,
         )
+        if not report.ok:
+            raise InconsistentLogError(
+                f"the stored audit log does not verify ({len(report.findings)} finding(s)): "
+                f"{report.summary()}"
+            )
+        checkpoint = (
+            None
+            if stored.checkpoint is None
+            else decode_checkpoint(stored.checkpoint, TreeHeadVerifier(own))
+        )
+        last_head = decode_tree_head(stored.heads[-1])[0] if stored.heads else None
+        first = checkpoint.size if checkpoint is not None else 0
+        self._state = AuditLogState.resume(
+            node.identity,
+            (row for row in stored.records if row.seq >= first),
+            last_head=last_head,
+            checkpoint=checkpoint,
+        )
+        witnessed = await node.get_meta(_WITNESSED_META)
+        if witnessed is not None and len(witnessed) == 8:
+            self._witnessed = self._witnessed_stored = int.from_bytes(witnessed, "big")
+        store: AuditStore = node.store
+        await node.run_in_store(store.set_audit_sealer, self._seal)
         node.attach_custody_log(self)
         node.run_task(self._run, "audit")
+
+    def _seal(self, size: int, checkpoint_size: int) -> bytes:
+        """The store's sealer (store thread): a head over the ``size`` records now stored."""
+        state, node = self._ready_state(), self._running()
+        if size != state.size:
+            raise UsageError(f"a seal over {size} records asked of a log of {state.size}")
+        return state.sign_seal(int(node.now() * 1000), checkpoint_size).data
 
     def routes(self) -> Mapping[tuple[str, str], Handler]:
         return {}
@@ -188,8 +283,19 @@ class AuditService:
             return
         entries, self._pending = self._pending, []
         store: AuditStore = self._running().store
+        call = asyncio.ensure_future(
+            self._in_store(lambda: store.append_audit(self.encode(entries)))
+        )
         try:
-            await self._in_store(lambda: store.append_audit(self.encode(entries)))
+            await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # The store call runs on in its thread: only if it did not store them are the
+            # entries kept for the next flush (else they would be stored twice).
+            with contextlib.suppress(BaseException):
+                await call
+            if not call.done() or call.cancelled() or call.exception() is not None:
+                self._pending[:0] = entries
+            raise
         except BaseException:
             self._pending[:0] = entries  # not stored: try again with the next flush
             raise
@@ -223,15 +329,35 @@ class AuditService:
 
     # --- retention -----------------------------------------------------------------
 
+    def note_witnessed(self, size: int) -> None:
+        """The parent asked for this node's head since ``size``: it keeps a head of that size.
+
+        Pruning never goes past it (SPEC §20.9): a node with a parent deletes
+        only records its parent has seen under a head.  Stored with the next
+        prune; a lower value (a parent that reset its kept head) changes nothing.
+        """
+        self._witnessed = max(self._witnessed, size)
+
     async def prune(self) -> int:
         """Delete the records older than ``retention`` below a new checkpoint; how many were.
 
-        Nothing happens until a signed head covers only records that old:
-        the checkpoint must be a head, so the log stays verifiable from it.
+        Nothing happens until a signed head covers only records that old (and,
+        on a node with a parent, that the parent has witnessed): the
+        checkpoint must be a head, so the log stays verifiable from it, and
+        the seal stored with it names it, so it counts.
         """
+        async with self._pruning:  # the loop's and an operator's, one after the other
+            return await self._prune()
+
+    async def _prune(self) -> int:
         node, state = self._running(), self._ready_state()
         store: AuditStore = node.store
         cutoff_ms = int((node.now() - self.retention) * 1000)
+        if self._witnessed != self._witnessed_stored:
+            await node.set_meta(_WITNESSED_META, self._witnessed.to_bytes(8, "big"))
+            self._witnessed_stored = self._witnessed
+        has_parent = Relation.PARENT in node.neighbours().values()
+        witnessed = self._witnessed if has_parent else None
 
         def checkpoint_at() -> int:
             first = state.checkpoint.size if state.checkpoint is not None else 0
@@ -243,13 +369,15 @@ class AuditService:
                     low = middle + 1
                 else:
                     high = middle
-            stored = store.tree_head_at_most(low)
+            limit = low if witnessed is None else min(low, witnessed)
+            stored = store.tree_head_at_most(limit)
             if stored is None:
                 return first
             head = decode_tree_head(stored)[0]  # our own, stored after its records
             if head.tree_size <= first:
                 return first
             checkpoint = state.make_checkpoint(head)
+            # The store seals this transaction: a head naming the checkpoint, signed now.
             store.set_audit_checkpoint(checkpoint.size, encode_checkpoint(checkpoint))
             state.prune(checkpoint)
             return head.tree_size
@@ -334,28 +462,29 @@ class AuditService:
 
         return await self._running().run_in_store(prove)
 
-    async def verify(self) -> VerificationReport:
-        """Check this node's stored log (from its checkpoint on) against its signed heads."""
-        records, heads, checkpoint = await self._load(all_heads=True)
-        name, directory = self._running().name, self._running().directory
-        return verify_log(name, records, heads, directory, checkpoint=checkpoint)
+    async def verify(self, witnessed: Sequence[bytes] = ()) -> VerificationReport:
+        """Check this node's stored log (from its checkpoint on) against its signed heads.
 
-    async def _load(
-        self, *, all_heads: bool
-    ) -> tuple[list[AuditRow], list[bytes], Checkpoint | None]:
-        """The stored log from its checkpoint on: records, heads (all, or the last), checkpoint."""
+        ``witnessed``: heads of this node its parent keeps (SPEC §20.7), each
+        verified and compared like the node's own.
+        """
+        stored = await self._load()
         node = self._running()
-        store: AuditStore = node.store
-        verifier = TreeHeadVerifier(node.directory)
+        return verify_log(
+            node.name,
+            stored.records,
+            stored.heads,
+            node.directory,
+            checkpoint=stored.checkpoint,
+            seal=stored.seal,
+            ordered_from=stored.ordered_from,
+            witnessed=witnessed,
+        )
 
-        def load() -> tuple[list[AuditRow], list[bytes], Checkpoint | None]:
-            stored = store.audit_checkpoint()
-            checkpoint = None if stored is None else decode_checkpoint(stored, verifier)
-            start = 0 if checkpoint is None else checkpoint.size
-            heads = store.tree_heads() if all_heads else store.tree_heads(1)
-            return store.audit_records(start, store.audit_size() + 1), heads, checkpoint
-
-        return await node.run_in_store(load)
+    async def _load(self) -> StoredLog:
+        """The stored log, read in one store call (a consistent view)."""
+        store: AuditStore = self._running().store
+        return await self._running().run_in_store(read_stored_log, store)
 
     def _running(self) -> Node:
         if self._node is None:

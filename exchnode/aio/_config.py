@@ -60,6 +60,22 @@ class NodeLimits:
     their items and slow down (back-pressure); nothing is dropped, and its
     own application's ``send`` waits.  ``transfer_*``: the most one transfer
     carries out, and the credit this node grants each neighbour.
+    ``max_transfer_bytes``: the largest request body a neighbour may send.
+
+    ``max_inflight_bytes_per_neighbour``, ``max_inflight_bytes``: the request
+    bodies from neighbours (transfers and the services' endpoints) this node
+    holds in memory at once, from one neighbour and from all of them.  Each
+    request's declared size is reserved before a byte of it is read; one that
+    does not fit is answered HTTP 429 unread (its items stay with the sender,
+    which retries after ``Retry-After``), and the credit a transfer's answer
+    grants never exceeds the room left.  What receiving costs in memory is a
+    multiple of the bytes in flight -- decoding and verifying copy an envelope
+    several times, the store's cache fills -- so budget about 8 x
+    ``max_inflight_bytes`` above the node's idle footprint, however many
+    transfers arrive at once (sixteen concurrent 16 MiB transfers from one
+    neighbour, bounded at 16 MiB per neighbour and 32 MiB in all, raised a
+    hub's peak by 150-175 MiB; unbounded, by 640 MiB).  A neighbour's bound
+    must hold the largest transfer (``max_transfer_bytes``).
     """
 
     max_queued_items: int = 1_000_000
@@ -67,6 +83,8 @@ class NodeLimits:
     transfer_items: int = 1024
     transfer_bytes: int = 16 * 1024**2
     max_transfer_bytes: int = 64 * 1024**2
+    max_inflight_bytes_per_neighbour: int = 64 * 1024**2
+    max_inflight_bytes: int = 128 * 1024**2
     deliveries_buffered: int = 256
 
     def __post_init__(self) -> None:
@@ -77,10 +95,23 @@ class NodeLimits:
             "transfer_items",
             "transfer_bytes",
             "max_transfer_bytes",
+            "max_inflight_bytes_per_neighbour",
+            "max_inflight_bytes",
             "deliveries_buffered",
         )
         if self.transfer_bytes > self.max_transfer_bytes:
             raise UsageError("transfer_bytes cannot exceed max_transfer_bytes")
+        if self.max_inflight_bytes_per_neighbour < self.max_transfer_bytes:
+            raise UsageError(
+                f"max_inflight_bytes_per_neighbour ({self.max_inflight_bytes_per_neighbour}) "
+                f"cannot be less than max_transfer_bytes ({self.max_transfer_bytes}): "
+                "a transfer of the largest size must fit"
+            )
+        if self.max_inflight_bytes < self.max_inflight_bytes_per_neighbour:
+            raise UsageError(
+                f"max_inflight_bytes ({self.max_inflight_bytes}) cannot be less than "
+                f"max_inflight_bytes_per_neighbour ({self.max_inflight_bytes_per_neighbour})"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +127,9 @@ class NodeTimers:
     from every neighbour (changes are also announced at once);
     ``directory_lifetime``: how long the snapshot this node signs is valid --
     how long its neighbours keep working from their cache if it goes away.
+    ``log_repeat_interval``: a condition that repeats (a neighbour down, items
+    deferred or refused for the same reason) is logged at most once per
+    interval per neighbour and reason, with the count of lines left out.
     """
 
     expiry_interval: float = 1.0
@@ -105,6 +139,7 @@ class NodeTimers:
     inbox_rescan: float = 30.0
     directory_refresh: float = 60.0
     directory_lifetime: float = 24 * 3600.0
+    log_repeat_interval: float = 60.0
 
     def __post_init__(self) -> None:
         _positive(
@@ -116,6 +151,7 @@ class NodeTimers:
             "inbox_rescan",
             "directory_refresh",
             "directory_lifetime",
+            "log_repeat_interval",
         )
 
 

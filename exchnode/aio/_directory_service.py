@@ -21,10 +21,15 @@ nothing else of it.  A node given no static directory runs one by default.
 * **Caching.**  The directory is kept in the node's store (``meta`` key
   ``directory``), written before a change is announced, and restored at
   start, so a node works from its cache before any neighbour answers.
-* **Revocations.**  CRLs travel in the snapshots (and enter from local
-  configuration through :meth:`DirectoryService.add_crls`); new ones reach
-  the node's TLS contexts and certificate checks through
-  :meth:`Node.apply_crls <exchnode.aio.Node.apply_crls>`.
+* **Revocations.**  CRLs travel in the snapshots, and enter from local
+  configuration through :meth:`DirectoryService.add_crls` (the daemon's
+  ``[trust] crls`` at start and on reload, and the administrator's ``crl
+  add``): each is judged by the one CRL check (``pki.check_crls``, with the
+  node's CA bundle and own chain as candidate CAs) before anything is
+  applied or served.  What the directory keeps reaches the node's TLS
+  contexts and certificate checks (:meth:`Node.apply_crls
+  <exchnode.aio.Node.apply_crls>`: new connections and open ones) after
+  every change, and again at start for what the cache brought back.
 
 Whenever the keys change the service tells the node (``Node.keys_changed``),
 which retries inbox entries it could not open yet and wakes ``wait_known``.
@@ -50,6 +55,7 @@ from exchnode.aio._waiting import wait_event
 from exchnode.core import LocalIdentity
 from exchnode.errors import ExchnodeError, RejectedError, UsageError
 from exchnode.federation import NodeDirectory, verify_snapshot
+from exchnode.pki import CrlCheck
 
 if TYPE_CHECKING:
     from exchnode.aio._node import Node
@@ -151,14 +157,25 @@ class DirectoryService:
 
     # --- revocations from local configuration ---------------------------------------------
 
-    async def add_crls(self, crls: Iterable[x509.CertificateRevocationList]) -> None:
-        """Take fresh CRLs from a CA (local configuration) and pass them on to every neighbour."""
+    async def add_crls(self, crls: Iterable[x509.CertificateRevocationList]) -> CrlCheck:
+        """Take fresh CRLs from a CA (local configuration) and pass them on to every neighbour.
+
+        Each is judged first by ``pki.check_crls`` (candidate CAs: the node's CA
+        bundle and own chain, the trusted roots); the check is returned --
+        ``current``: taken, served and applied; ``refused``: not, and why (a
+        genuine but stale one still revokes what it lists, SPEC §14.6).
+        """
         node = self._running()
+        given = list(crls)
+        checked = node.check_crls(given)  # pki.check_crls: the one CRL check
+        for refused in checked.refused:
+            self.log.warning("crl not taken", code=refused.code, reason=refused.reason)
         before = self._view()
-        dropped = self.directory.add_crls(list(crls), node.trust, node.now())
-        for item in dropped:
-            self.log.warning("crl not taken", field=item.field, code=item.code, reason=item.reason)
+        # The directory applies the same check with the same candidates: the same verdicts.
+        cas = (*node.ca_bundle, *node.identity.chain)
+        self.directory.add_crls(given, node.trust, node.now(), cas=cas)
         await self._changed(before, self._view(), announce=True)
+        return checked
 
     # --- the endpoints -------------------------------------------------------------------
 
@@ -236,8 +253,8 @@ class DirectoryService:
             node.record_key_change("directory.refused", subject=name, refused=exc.code)
             return
         for dropped in report.dropped:
-            node.record_key_change(
-                "directory.dropped", subject=dropped.name, refused=dropped.code, peer=name
+            node.record_key_change(  # a CRL has no name: no subject
+                "directory.dropped", subject=dropped.name or None, refused=dropped.code, peer=name
             )
             self.log.warning(
                 "directory entry dropped",
@@ -252,8 +269,9 @@ class DirectoryService:
         node = self._running()
         self._signed = None
         await node.set_meta(_DIRECTORY_KEY, self.directory.encode())
-        if after[1] != before[1]:
-            node.apply_crls(self.directory.crls())
+        # Every time, not only when they changed: the first pull after a start brings the
+        # cached CRLs back unchanged, and the node must apply them (each CRL only once).
+        node.apply_crls(self.directory.crls())
         added = sorted(name for name, _ in after[0] - before[0])
         if added or after[1] != before[1]:
             self.log.info("directory changed", known=len(after[0]), new=added[:20])

@@ -6,10 +6,27 @@ those answered TAKEN (``store.forwarded``, with the relay's audit record in
 the same transaction).  A refusal ends the item with a non-delivery report
 to its sender; a failure to connect backs off (persisted, jittered) until
 the neighbour is due again -- or until it reaches *us*, which proves it is
-back and makes it due at once (:meth:`Forwarder.poke`).  A forwarder sleeps
-on an event set when its queue gains entries, so a partition heals without
-waiting for new traffic; a neighbour that defers everything (it is full) is
-left a pause that doubles while it stays full.
+back and makes it due at once (:meth:`Forwarder.poke`).  A neighbour that
+defers everything (it is full), or pushes a transfer back unread (HTTP 429:
+too many bytes in flight there), is left a pause that doubles while it stays
+full.
+
+**What wakes it.**  Two events: ``wake`` (the queue gained entries) and the
+poke (the neighbour is back).  While the neighbour is due, the forwarder
+sleeps on ``wake`` when its queue is empty.  While it is *not* due -- in
+backoff, or in a pause after everything was deferred -- new entries change
+nothing, so it sleeps until the attempt is due or the neighbour is poked,
+and no arrival can turn that sleep into a busy loop (the review saw a hub
+spin 333,054 times in 4 s, answering nothing else, while its parent was in
+backoff and traffic for it kept arriving).  A partition still heals without
+new traffic: the attempt falls due, or the neighbour's hello pokes it.
+
+**Revoked senders.**  An envelope whose sender's certificate this node knows
+to be revoked (``NodeContext.revoked_keys``) can never verify again, anywhere:
+the forwarder ends its custody once, with a ``drop`` record (``refused
+revoked``) in the transaction that removes it, instead of offering it until it
+expires; a neighbour that refuses one as ``revoked`` is believed the same way.
+No non-delivery report goes to a revoked sender.
 """
 
 from __future__ import annotations
@@ -21,9 +38,10 @@ from exchnode.aio._config import NodeLimits, NodeTimers
 from exchnode.aio._context import NodeContext
 from exchnode.aio._outbox import Lost
 from exchnode.aio._service import CustodyLog
-from exchnode.aio._transport import LinkClient, LinkError
+from exchnode.aio._transport import LinkBusy, LinkClient, LinkError
 from exchnode.aio._waiting import wait_event
-from exchnode.errors import ExchnodeError
+from exchnode.core import decode_envelope
+from exchnode.errors import CertificateRevokedError, ExchnodeError, RejectedError
 from exchnode.federation import (
     BackoffPolicy,
     Credit,
@@ -43,6 +61,9 @@ from exchnode.store import AuditRow, OutboundEntry, QueueDepth
 __all__ = ["Forwarder"]
 
 Report = Callable[[list[Lost], list[tuple[str, str]]], Awaitable[None]]
+
+#: The code of an item whose sender is revoked (SPEC §3.8): custody ends without a report.
+REVOKED = CertificateRevokedError.code
 
 
 class Forwarder:
@@ -78,6 +99,7 @@ class Forwarder:
         #: envelopes and bytes the neighbour took into custody (None: no transfer yet)
         self.handed_over: QueueDepth | None = None
         self.wake = asyncio.Event()  # set when the queue gains entries or the neighbour is back
+        self._poked = asyncio.Event()  # set when the neighbour is back: ends a backoff or pause
 
     def set_state(self, state: PeerState) -> None:
         previous = self.state
@@ -95,7 +117,13 @@ class Forwarder:
     def poke(self) -> None:
         """Treat the neighbour as reachable now: try its queue at once."""
         self.set_state(came_back(self.state, self._context.now_ms()))
+        self._poked.set()
         self.wake.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless the neighbour is poked meanwhile; new entries do not count."""
+        self._poked.clear()
+        await wait_event(self._poked, seconds)
 
     async def run(self) -> None:
         context, hop, wake = self._context, self.hop, self.wake
@@ -105,7 +133,8 @@ class Forwarder:
             state = self.state
             now_ms = context.now_ms()
             if not due(state, now_ms):
-                await wait_event(wake, (state.next_attempt_ms - now_ms) / 1000)
+                # In backoff: sleep until the attempt is due or the neighbour is back.
+                await self._pause((state.next_attempt_ms - now_ms) / 1000)
                 continue
             wake.clear()
             entries: list[OutboundEntry] = await context.run(
@@ -114,6 +143,9 @@ class Forwarder:
             if not entries:
                 await wake.wait()
                 continue
+            entries = await self._drop_revoked(entries)
+            if not entries:
+                continue  # all of them were a revoked sender's: the next ones, now
             request = TransferRequest(
                 context.name,
                 self._random(16),
@@ -121,14 +153,29 @@ class Forwarder:
             )
             try:
                 response = await self._client.transfer(request)
+            except LinkBusy as exc:
+                # It answered, unread: too many bytes in flight there.  Back-pressure, not a
+                # failure: the items stay here, the link stays up, and we wait as if deferred.
+                context.log_repeated(
+                    "info",
+                    "neighbour pushed back",
+                    hop,
+                    neighbour=hop,
+                    retry_after=exc.retry_after,
+                )
+                await self._pause(min(max(pause, exc.retry_after), self._timers.deferred_pause_max))
+                pause = min(pause * 2, self._timers.deferred_pause_max)
+                continue
             except (LinkError, ExchnodeError) as exc:
                 context.counters["link_failures"] += 1
                 new_state = failed(state, now_ms, self._random, self._backoff)
                 if not state.failures:  # it worked (or was never tried): now it is down
                     context.log_entries([context.recorder.link(now_ms, hop, up=False, failures=1)])
                 self.set_state(new_state)
-                context.log.warning(
+                context.log_repeated(
+                    "warning",
                     "link failed",
+                    hop,
                     neighbour=hop,
                     error=str(exc),
                     failures=new_state.failures,
@@ -144,13 +191,65 @@ class Forwarder:
                 self.set_state(succeeded(state, now_ms))
             await self._settle(entries, response)
             credit = response.credit
-            if not any(r.status is Status.TAKEN for r in response.results) and any(
-                r.status is Status.DEFERRED for r in response.results
-            ):
-                await wait_event(wake, pause)  # the neighbour is full: slow down
+            deferred = [r for r in response.results if r.status is Status.DEFERRED]
+            if deferred:
+                codes = sorted({r.code or "full" for r in deferred})
+                context.log_repeated(
+                    "info",
+                    "neighbour deferred items",
+                    hop,
+                    *codes,
+                    neighbour=hop,
+                    count=len(deferred),
+                    codes=codes,
+                )
+            if deferred and not any(r.status is Status.TAKEN for r in response.results):
+                await self._pause(pause)  # the neighbour is full: slow down
                 pause = min(pause * 2, self._timers.deferred_pause_max)
             else:
                 pause = self._timers.deferred_pause
+
+    async def _drop_revoked(self, entries: list[OutboundEntry]) -> list[OutboundEntry]:
+        """End custody of the entries whose sender is revoked; the others, to transfer.
+
+        One transaction removes them with their ``drop`` record; no report.
+        """
+        context, hop = self._context, self.hop
+        revoked_keys = context.revoked_keys
+        keep: list[OutboundEntry] = []
+        dropped: list[OutboundEntry] = []
+        for entry in entries:
+            keys = revoked_keys(entry.sender)
+            if keys and _signer_key(entry.data) in keys:
+                dropped.append(entry)
+            else:
+                keep.append(entry)
+        if not dropped:
+            return entries
+        now_ms = context.now_ms()
+        seqs = [entry.seq for entry in dropped]
+        ids = [entry.message_id for entry in dropped]
+
+        def run(log: CustodyLog | None) -> int:
+            records: list[AuditRow] = []
+            if log is not None:
+                records = log.encode(context.recorder.dropped(now_ms, hop, REVOKED, ids))
+            removed = context.store.forwarded(hop, seqs, audit=records)
+            context.refresh_totals()
+            return removed
+
+        removed = await context.run(context.audited, run)
+        context.counters["revoked"] += removed
+        context.log_repeated(
+            "warning",
+            "custody ended: sender revoked",
+            hop,
+            neighbour=hop,
+            count=removed,
+            senders=sorted({entry.sender for entry in dropped}),
+        )
+        context.space.set()
+        return keep
 
     async def _settle(self, entries: list[OutboundEntry], response: TransferResponse) -> None:
         """Forget what the neighbour took; report what it refused for good."""
@@ -168,19 +267,28 @@ class Forwarder:
                 refused.append((entry, result))
                 done.append(entry.seq)
         if refused:
-            context.log.warning(
+            codes = sorted({r.code for _, r in refused})
+            context.log_repeated(
+                "warning",
                 "neighbour refused items",
+                hop,
+                *codes,
                 neighbour=hop,
                 count=len(refused),
-                codes=sorted({r.code for _, r in refused}),
+                codes=codes,
             )
-            await self._report(
-                [
-                    (entry.sender, entry.message_id, entry.digest, entry.targets, entry.data)
-                    for entry, _ in refused
-                ],
-                [(result.code, f"{hop} refused it: {result.reason}") for _, result in refused],
-            )
+            # A revoked sender gets no report: it may not be sealed to, and it is no longer
+            # a member of the federation (the refusal is on the relay's record).
+            reported = [(entry, result) for entry, result in refused if result.code != REVOKED]
+            context.counters["revoked"] += len(refused) - len(reported)
+            if reported:
+                await self._report(
+                    [
+                        (entry.sender, entry.message_id, entry.digest, entry.targets, entry.data)
+                        for entry, _ in reported
+                    ],
+                    [(result.code, f"{hop} refused it: {result.reason}") for _, result in reported],
+                )
         before = self.handed_over or QueueDepth(0, 0)
         self.handed_over = QueueDepth(before.count + len(taken_ids), before.bytes + taken_bytes)
         if done:
@@ -199,3 +307,11 @@ class Forwarder:
 
             context.counters["forwarded"] += await context.run(context.audited, run)
             context.space.set()
+
+
+def _signer_key(data: bytes) -> bytes | None:
+    """The signing key id an envelope names (None if it cannot be read: it was verified once)."""
+    try:
+        return decode_envelope(data).header.sender_key_id
+    except RejectedError:
+        return None

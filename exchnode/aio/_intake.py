@@ -9,22 +9,30 @@ commit ran go to the store in *one* transaction (``Batcher``: group
 commit), with the audit log's record of them.  Only when that transaction
 has returned is an item answered TAKEN.  A full node answers DEFERRED and
 grants no credit: back-pressure, nothing dropped.  A failure that time cures
-(a signer not known yet, a directory being refreshed) is deferred too: the
-previous hop keeps the item and tries again.
+(a signer not known yet, a directory being refreshed) is deferred too, with
+its code: the previous hop keeps the item and tries again.  A signer this
+node knows to be *revoked* is not such a failure: nothing cures it, so the
+item is refused (``revoked``) and the previous hop ends its custody.
+
+The credit a transfer's answer grants is the room left: in the store
+(``max_queued_*``) and for request bytes in flight (``in_flight``, which the
+link server reserves each request's size from before reading it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from exchnode.aio._batcher import Batcher
 from exchnode.aio._config import NodeLimits
 from exchnode.aio._context import NodeContext
 from exchnode.aio._forwarder import Forwarder
 from exchnode.aio._inbox import Inbox
+from exchnode.aio._inflight import InFlight
 from exchnode.aio._service import CustodyLog
 from exchnode.core import EnvelopeVerifier, decode_envelope
 from exchnode.errors import (
+    CertificateRevokedError,
     DirectoryExpiredError,
     RejectedError,
     RoutingRefusedError,
@@ -66,14 +74,26 @@ class Intake:
         inbox: Inbox,
         forwarders: Mapping[str, Forwarder],
         limits: NodeLimits,
+        deferred: Callable[[str, str], None] | None = None,
     ) -> None:
-        """``forwarders``: the node's, by neighbour (filled at start, before anything arrives)."""
+        """``forwarders``: the node's, by neighbour (filled at start, before anything arrives).
+
+        ``deferred(neighbour, code)`` hears of each item deferred because it cannot be verified
+        yet (the node's refusals: on the record, aggregated).
+        """
+        self._deferred = deferred
         self._context = context
         self._router = router
         self._verifier = verifier
         self._inbox = inbox
         self._forwarders = forwarders
         self._limits = limits
+        #: request bytes held in memory, per neighbour and in all (reserved by the link server)
+        self.in_flight = InFlight(
+            limits.max_inflight_bytes_per_neighbour,
+            limits.max_inflight_bytes,
+            on_refused=self._pushed_back,
+        )
         self._uncommitted = [0, 0]  # items and bytes admitted, their commit under way
         self._commits: Batcher[AcceptItem, AcceptOutcome] = Batcher(
             self._commit, max_items=4 * limits.transfer_items
@@ -81,6 +101,9 @@ class Intake:
 
     def start(self) -> None:
         self._commits.start()
+
+    def _pushed_back(self) -> None:
+        self._context.counters["pushed_back"] += 1
 
     async def close(self) -> None:
         """Finish the commits under way; take nothing more."""
@@ -97,14 +120,20 @@ class Intake:
             and queued.bytes + self._uncommitted[1] + size <= limits.max_queued_bytes
         )
 
-    def credit(self) -> Credit:
-        """What a neighbour may send next: the room left, within one transfer."""
+    def credit(self, neighbour: str | None = None, answering: int = 0) -> Credit:
+        """What a neighbour may send next: the room left, within one transfer.
+
+        With ``neighbour``: also within the bytes in flight it may add once the
+        transfer being answered (``answering`` bytes) is done.
+        """
         limits, queued = self._limits, self._context.queued
         items = limits.max_queued_items - queued.count - self._uncommitted[0]
-        size = limits.max_queued_bytes - queued.bytes - self._uncommitted[1]
-        return Credit(
-            max(0, min(items, limits.transfer_items)), max(0, min(size, limits.transfer_bytes))
+        size = min(
+            limits.max_queued_bytes - queued.bytes - self._uncommitted[1], limits.transfer_bytes
         )
+        if neighbour is not None:
+            size = min(size, self.in_flight.room(neighbour, answering))
+        return Credit(max(0, min(items, limits.transfer_items)), max(0, size))
 
     async def _commit(self, items: list[AcceptItem]) -> list[AcceptOutcome]:
         """One transaction for everything that arrived since the last one (group commit)."""
@@ -140,10 +169,16 @@ class Intake:
     async def custody(self, neighbour: str, request: TransferRequest) -> TransferResponse:
         """Decide every item of a transfer; TAKEN only once the store holds it."""
         context = self._context
-        counters, log = context.counters, context.log
+        counters, log_repeated = context.counters, context.log_repeated
         forwarder = self._forwarders.get(neighbour)
         if forwarder is None:
-            log.warning("transfer refused", neighbour=neighbour, code="routing-refused")
+            log_repeated(
+                "warning",
+                "transfer refused",
+                neighbour,
+                neighbour=neighbour,
+                code="routing-refused",
+            )
             refusal = ItemResult(
                 Status.REFUSED,
                 "routing-refused",
@@ -168,22 +203,45 @@ class Intake:
         items: list[AcceptItem] = []
         positions: list[int] = []
         refusals: list[tuple[str, bytes | None]] = []
-        count, size = 0, 0
+        count, size, received = 0, 0, 0
         for position, item in enumerate(request.items):
+            received += len(item.envelope)
             if not self.has_room(count + 1, size + len(item.envelope)):
                 counters["deferred"] += 1
                 continue  # DEFERRED: the sender keeps it and slows down
             try:
-                accept_item = self._check_item(neighbour, item, now)
+                try:
+                    accept_item = self._check_item(neighbour, item, now)
+                except UnknownSignerError as exc:
+                    raise _revoked_or(exc, item.envelope, context.revoked_keys) from None
             except _TEMPORARY as exc:
                 counters["deferred"] += 1
-                log.info("item deferred", neighbour=neighbour, code=exc.code, reason=str(exc))
+                if self._deferred is not None:
+                    self._deferred(neighbour, exc.code)
+                results[position] = ItemResult(Status.DEFERRED, exc.code, str(exc))
+                log_repeated(
+                    "info",
+                    "item deferred",
+                    neighbour,
+                    exc.code,
+                    neighbour=neighbour,
+                    code=exc.code,
+                    reason=str(exc),
+                )
                 continue
             except RejectedError as exc:
                 results[position] = ItemResult(Status.REFUSED, exc.code, str(exc))
                 refusals.append((exc.code, _peek_id(item.envelope)))
                 counters["refused"] += 1
-                log.warning("item refused", neighbour=neighbour, code=exc.code, reason=str(exc))
+                log_repeated(
+                    "warning",
+                    "item refused",
+                    neighbour,
+                    exc.code,
+                    neighbour=neighbour,
+                    code=exc.code,
+                    reason=str(exc),
+                )
                 continue
             items.append(accept_item)
             positions.append(position)
@@ -201,7 +259,8 @@ class Intake:
                 self._uncommitted[1] -= size
             for position, outcome in zip(positions, outcomes, strict=True):
                 results[position] = _answer(outcome)
-        return TransferResponse(request.transfer_id, tuple(results), self.credit())
+        credit = self.credit(neighbour, answering=min(received, self.in_flight.held(neighbour)))
+        return TransferResponse(request.transfer_id, tuple(results), credit)
 
     def _check_item(self, neighbour: str, item: Item, now: float) -> AcceptItem:
         envelope, signer = self._verifier.verify_sender(item.envelope, now)
@@ -224,6 +283,25 @@ class Intake:
             route=route,
             came_from=neighbour,
         )
+
+
+def _revoked_or(
+    exc: UnknownSignerError, data: bytes, revoked_keys: Callable[[str], Collection[bytes]]
+) -> RejectedError:
+    """``revoked`` if this node knows the unknown signer to be revoked, else ``exc`` (temporary).
+
+    An unknown signer may become known (the directory converges), so it is
+    deferred; a revoked one never will, so the item is refused for good.
+    """
+    try:
+        header = decode_envelope(data).header
+    except RejectedError:
+        return exc
+    if header.sender_key_id in revoked_keys(header.sender):
+        return CertificateRevokedError(
+            f"the certificate of {header.sender} that signed it is revoked; it cannot verify"
+        )
+    return exc
 
 
 def _peek_id(data: bytes) -> bytes | None:

@@ -65,6 +65,7 @@ from exchnode.aio._forwarder import Forwarder
 from exchnode.aio._inbox import Inbox
 from exchnode.aio._intake import Intake
 from exchnode.aio._outbox import Outbox
+from exchnode.aio._refusals import Refusal, Refusals
 from exchnode.aio._service import CustodyLog, NodeService
 from exchnode.aio._status_book import StatusBook
 from exchnode.aio._tls import TlsFiles, make_context
@@ -72,9 +73,9 @@ from exchnode.aio._transport import Handler, LinkClient, LinkServer
 from exchnode.aio._waiting import wait_event
 from exchnode.audit import DetailValue
 from exchnode.core import RESERVED_KINDS, Directory, LocalIdentity, Opener, ReceiptVerifier, Sealer
-from exchnode.errors import ExchnodeError, UsageError
+from exchnode.errors import ExchnodeError, RejectedError, UsageError
 from exchnode.federation import NodeDirectory, PeerState, Relation, Router
-from exchnode.pki import TrustStore, verify_node_certificate
+from exchnode.pki import CrlCheck, TrustStore, check_crls, verify_node_certificate
 from exchnode.store import AcceptItem, AcceptOutcome, ExpiredEntry, QueueDepth, Store
 
 __all__ = ["Node", "NodeStats"]
@@ -97,6 +98,8 @@ class NodeStats:
     counters: dict[str, int]
     #: per neighbour: envelopes and envelope bytes it took into custody from this node
     handed_over: dict[str, QueueDepth]
+    #: the last refusal per peer and direction that has not ended since (newest first)
+    refusals: tuple[Refusal, ...] = ()
 
 
 class Node:
@@ -165,12 +168,19 @@ class Node:
         self.router = Router(identity.name, [peer.neighbour for peer in self._peers.values()])
         self._clock = clock
         self._random = random
-        self._context = context = NodeContext(self.name, clock)
+        self._context = context = NodeContext(
+            self.name, clock, log_repeat_interval=config.timers.log_repeat_interval
+        )
+        if isinstance(keys, NodeDirectory):  # what it knows of revoked signers
+            context.revoked_keys = keys.revoked_keys
         self.log = context.log
         self.counters = context.counters
+        self._refusals = Refusals(context, interval=config.timers.log_repeat_interval)
         sealer = Sealer(identity, keys, config.seal_policy, random)
         self._opener = Opener(identity, keys, config.open_policy, replay=None)
-        self._status = StatusBook(context, ReceiptVerifier(keys))
+        policy = config.open_policy
+        receipts = ReceiptVerifier(keys, freshness=policy.freshness, suites=policy.suites)
+        self._status = StatusBook(context, receipts)
         self._outbox = Outbox(
             context, identity, sealer, self.router, keys, self._commit_own, self._status
         )
@@ -191,6 +201,7 @@ class Node:
             self._inbox,
             self._forwarders,
             config.limits,
+            deferred=self._refusals.deferred,
         )
         self._server: LinkServer | None = None
         self._clients: dict[str, LinkClient] = {}
@@ -199,7 +210,8 @@ class Node:
         self._auth_cache: dict[bytes, tuple[str, float]] = {}
         self._closing = False
         self._contexts: list[Any] = []
-        self._crls_applied: set[bytes] = set()
+        # The CRLs the node starts with are in its trust store and its TLS files already.
+        self._crls_applied: set[bytes] = {crl.fingerprint(_SHA256) for crl in trust.crls}
         self._keys_event = asyncio.Event()
         self.address: tuple[str, int] | None = None
 
@@ -255,6 +267,7 @@ class Node:
                 client_context,
                 self._authenticate,
                 timeout=self.timers.link_timeout,
+                refusals=self._refusals,
             )
             self._clients[peer.name] = client
             self._forwarders[peer.name] = Forwarder(
@@ -289,6 +302,9 @@ class Node:
                 max_transfer_bytes=self.limits.max_transfer_bytes,
                 on_hello=self._hello_from,
                 routes=routes,
+                neighbours=self._peers,
+                refusals=self._refusals,
+                in_flight=self._intake.in_flight,
             )
             self.address = await self._server.start()
         loop = asyncio.get_running_loop()
@@ -297,6 +313,7 @@ class Node:
         self._tasks.append(loop.create_task(self._greet(), name="hello"))
         self._run_task(self._inbox.pump, "inbox")
         self._run_task(self._expire, "expiry")
+        self._run_task(self._refusals.run, "refusals")
         self._ready.set()
         self.log.info("node started", url=self.url if self.address else None)
 
@@ -330,6 +347,7 @@ class Node:
         context = self._context
         started = context.running
         if started:
+            self._refusals.flush()  # the counts held go on the record while it still takes them
             # Last attached, first closed: a service listed first (the audit log) still
             # takes what the others emit while they close.
             for service in reversed(self._services):
@@ -397,6 +415,14 @@ class Node:
             self._auth_cache.clear()
         self._auth_cache[fingerprint] = (name, now)
         return name
+
+    def _refused_now(self, certificate: x509.Certificate) -> bool:
+        """Whether a peer certificate seen earlier fails now (revoked since: cut its link)."""
+        try:
+            self._authenticate(certificate)
+        except RejectedError:
+            return True
+        return False
 
     def _hello_from(self, neighbour: str) -> None:
         if neighbour in self._peers:
@@ -594,6 +620,11 @@ class Node:
         return self._trust
 
     @property
+    def ca_bundle(self) -> tuple[x509.Certificate, ...]:
+        """The federation's intermediate CAs peers' chains are completed from."""
+        return self._ca_bundle
+
+    @property
     def node_directory(self) -> NodeDirectory | None:
         """The signed node directory this node runs (None: it was given a static one)."""
         service = self._directory_service
@@ -618,7 +649,8 @@ class Node:
                 # Adds to the live X509 store; OpenSSL prefers the newest CRL of an issuer.
                 context.load_verify_locations(cafile=bundle.name)
         self._crls_applied.update(crl.fingerprint(_SHA256) for crl in new)
-        self.log.info("revocation lists applied", count=len(new))
+        cut = self._server.close_connections(self._refused_now) if self._server else 0
+        self.log.info("revocation lists applied", count=len(new), connections_cut=cut)
         now_ms = self._context.now_ms()
         self._context.log_entries(
             [
@@ -657,15 +689,37 @@ class Node:
         self._keys_event.set()
         self._keys_event = asyncio.Event()
 
-    async def add_crls(self, crls: Iterable[x509.CertificateRevocationList]) -> None:
+    async def add_crls(self, crls: Iterable[x509.CertificateRevocationList]) -> CrlCheck:
         """Take fresh CRLs from a CA (local configuration) and pass them on to every neighbour.
 
-        With a static directory they are applied here only.
+        Each is judged by the one CRL check (``pki.check_crls``; candidate CAs:
+        the CA bundle, this node's chain, the roots) before anything is applied
+        or served; the check is returned (``current``: taken; ``refused``: not,
+        with the code and why).  With a static directory they are applied here
+        only; with the signed one they travel to every node in its snapshots.
         """
-        if self._directory_service is None:
-            self.apply_crls(list(crls))
-            return
-        await self._directory_service.add_crls(crls)
+        given = list(crls)
+        if self._directory_service is not None:
+            return await self._directory_service.add_crls(given)
+        checked = self.check_crls(given)
+        self.apply_crls(checked.current.crls)
+        return checked
+
+    def check_crls(self, crls: Sequence[x509.CertificateRevocationList]) -> CrlCheck:
+        """The one CRL check (``pki.check_crls``) of CRLs given to this node, now.
+
+        Candidate CAs: the CA bundle, this node's own chain and the trusted
+        roots; the CAs are verified under the trust store with ``crls`` added.
+        Nothing is applied.
+        """
+        given = list(crls)
+        trust = self._trust
+        return check_crls(
+            given,
+            (*self._ca_bundle, *self.identity.chain),
+            trust.with_crls((*trust.crls, *given)),
+            datetime.fromtimestamp(self._clock(), UTC),
+        )
 
     async def wait_known(self, names: Iterable[str], *, timeout: float | None = None) -> None:
         """Wait until this node can seal to every one of ``names`` (the directory has them)."""
@@ -706,6 +760,7 @@ class Node:
             {f.hop: f.state for f in forwarders},
             dict(self.counters),
             {f.hop: f.handed_over for f in forwarders if f.handed_over is not None},
+            self._refusals.current(),
         )
 
 

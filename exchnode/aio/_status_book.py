@@ -3,10 +3,20 @@
 Receipts (signed by the recipient once its application acknowledged) and
 non-delivery reports (from whichever node gave up) come back to the sender
 as ordinary envelopes of the node's reserved kinds.  The inbox hands them
-here; each is checked (a receipt verifies under the directory and must be
-for a message this node sent, a report must come from the node it names)
-and kept in the store under ``status:<message id>``, so the
-:class:`~exchnode.aio.DeliveryStatus` of a message survives restarts.
+here; each is checked and kept in the store under ``status:<message id>``,
+so the :class:`~exchnode.aio.DeliveryStatus` of a message survives restarts.
+
+A report must come from the node it names.  A receipt counts as delivery
+only if it passes the sender's check of SPEC §10.4
+(``ReceiptVerifier.verify_decoded``): about a message this node sent and
+still holds, signed by one of that message's recipients, naming its digest,
+carried by its signer, the first from that recipient.  What the sender
+keeps of each message for that check is the dedup record of its own
+envelope in its own store (digest, targets = the recipients, expiry): kept
+until the message expires and pruned with it, so the check costs no storage
+of its own.  A refused receipt changes no status; it is logged, counted
+(``receipts_refused``) and put on the audit record (category ``envelope``,
+action ``receipt``, outcome ``refused`` with the code).
 """
 
 from __future__ import annotations
@@ -16,8 +26,19 @@ from collections.abc import Sequence
 
 from exchnode.aio._context import NodeContext
 from exchnode.aio._delivery import DeliveryStatus
-from exchnode.core import Opened, ReceiptVerifier, decode_ndr, decode_receipt_bundle, pack, unpack
-from exchnode.errors import RejectedError
+from exchnode.audit import Actor, AuditEntry, Category, Outcome, Subject, SubjectKind, details
+from exchnode.core import (
+    Opened,
+    Receipt,
+    ReceiptVerifier,
+    SentMessage,
+    decode_ndr,
+    decode_receipt,
+    decode_receipt_bundle,
+    pack,
+    unpack,
+)
+from exchnode.errors import RejectedError, ReplayError
 
 __all__ = ["StatusBook"]
 
@@ -60,53 +81,133 @@ class StatusBook:
 
     async def take_receipts(self, opened: Opened) -> None:
         """A bundle of receipts, carried by the recipient that signed them."""
+        carrier = opened.header.sender
         try:
             receipts = decode_receipt_bundle(opened.plaintext)
         except RejectedError as exc:
-            self._context.log.warning("bad receipts", sender=opened.header.sender, reason=str(exc))
+            self._refused(exc, carrier, None)
             return
         for data in receipts:
-            await self.take_receipt(data, opened.header.sender)
+            await self.take_receipt(data, carrier)
 
-    async def take_receipt(self, data: bytes, carrier: str | None = None) -> None:
-        """One receipt; ``carrier`` is the node whose envelope brought it (None: this node)."""
-        log = self._context.log
+    async def take_receipt(self, data: bytes, carrier: str | None = None) -> bool:
+        """One receipt; ``carrier`` is the node whose envelope brought it (None: this node).
+
+        True if it was accepted and recorded; a refused one is logged,
+        counted and audited (see the module docstring), and changes nothing.
+        """
+        context = self._context
         try:
-            receipt = self._receipts.verify(data)
+            receipt, seal = decode_receipt(data)
         except RejectedError as exc:
-            log.warning("bad receipt", sender=carrier, code=exc.code, reason=str(exc))
-            return
-        if receipt.sender != self._context.name or (
-            carrier is not None and receipt.recipient != carrier
-        ):
-            log.warning("receipt for someone else", recipient=receipt.recipient)
-            return
-        await self.record(receipt.message_id, receipt=data)
+            self._refused(exc, carrier, None)
+            return False
+        sent = await context.run(self._sent_record, receipt)
+        try:
+            self._receipts.verify_decoded(
+                receipt, seal, sent, me=context.name, now=context.clock(), carrier=carrier
+            )
+        except RejectedError as exc:
+            self._refused(exc, carrier, receipt)
+            return False
+        if not await self.record(receipt.message_id, receipt=data, recipient=receipt.recipient):
+            replay = ReplayError(
+                f"receipt for message {receipt.message_id.hex()} from {receipt.recipient}: "
+                "a receipt from this recipient was already accepted"
+            )
+            self._refused(replay, carrier, receipt)
+            return False
+        return True
+
+    def _sent_record(self, receipt: Receipt) -> SentMessage | None:
+        """What this node holds of the message ``receipt`` names (store thread; SPEC §10.4)."""
+        store = self._context.store
+        if receipt.sender != self._context.name:
+            return None
+        seen = store.seen(receipt.sender, receipt.message_id)
+        if seen is None:
+            return None
+        _, _, signers = _decode_status(store.get_meta(_STATUS_PREFIX + receipt.message_id.hex()))
+        return SentMessage(
+            receipt.message_id, seen.digest, seen.targets, seen.expires_ms, frozenset(signers)
+        )
+
+    def _refused(self, exc: RejectedError, carrier: str | None, receipt: Receipt | None) -> None:
+        """A receipt that does not count: log line, counter, audit record (never its bytes)."""
+        context = self._context
+        context.counters["receipts_refused"] += 1
+        context.log.warning(
+            "receipt refused",
+            carrier=carrier,
+            signer=None if receipt is None else receipt.recipient,
+            message_id=None if receipt is None else receipt.message_id.hex(),
+            code=exc.code,
+            reason=str(exc),
+        )
+        about = (
+            details(count=1)
+            if receipt is None
+            else details(
+                count=1,
+                messages=(receipt.message_id,),
+                peer=receipt.recipient,
+                sender=receipt.sender,
+            )
+        )
+        context.log_entries(
+            [
+                AuditEntry(
+                    time_ms=context.now_ms(),
+                    category=Category.ENVELOPE,
+                    action="receipt",
+                    actor=Actor.node(context.name),
+                    subject=Subject(SubjectKind.NODE, carrier or context.name),
+                    outcome=Outcome.refused(exc.code),
+                    detail=about,
+                )
+            ]
+        )
 
     async def record(
-        self, message_id: bytes, *, receipt: bytes | None = None, ndr: bytes | None = None
-    ) -> None:
-        """Keep a verified receipt or report for ``message_id`` and wake its waiters."""
+        self,
+        message_id: bytes,
+        *,
+        receipt: bytes | None = None,
+        ndr: bytes | None = None,
+        recipient: str | None = None,
+    ) -> bool:
+        """Keep a verified receipt or report for ``message_id`` and wake its waiters.
+
+        With ``recipient`` (the receipt's signer), a receipt is kept only if
+        none from that recipient is held yet, checked in the same store call
+        that writes it; False if one was (SPEC §10.4 step 12, ``replayed``).
+        """
         key = _STATUS_PREFIX + message_id.hex()
         store = self._context.store
 
-        def run() -> None:
-            receipts, reports = _decode_status(store.get_meta(key))
-            if receipt is not None and receipt not in receipts:
-                receipts.append(receipt)
+        def run() -> bool:
+            receipts, reports, signers = _decode_status(store.get_meta(key))
+            if receipt is not None:
+                if recipient is not None and recipient in signers:
+                    return False
+                if receipt not in receipts:
+                    receipts.append(receipt)
+                    signers.append(recipient or decode_receipt(receipt)[0].recipient)
             if ndr is not None and ndr not in reports:
                 reports.append(ndr)
-            store.set_meta(key, pack([receipts, reports]))
+            store.set_meta(key, pack([receipts, reports, signers]))
+            return True
 
-        await self._context.run(run)
+        kept = await self._context.run(run)
         for event in self._waiters.pop(message_id, []):
             event.set()
+        return kept
 
     async def status(self, message_id: bytes) -> DeliveryStatus:
         """Receipts and non-delivery reports received so far for ``message_id``."""
         store = self._context.store
         raw = await self._context.run(store.get_meta, _STATUS_PREFIX + message_id.hex())
-        receipts, reports = _decode_status(raw)
+        receipts, reports, _ = _decode_status(raw)
         return DeliveryStatus(
             message_id,
             tuple(self._receipts.verify(r) for r in receipts),
@@ -130,9 +231,16 @@ class StatusBook:
         return await asyncio.wait_for(settled(), timeout)
 
 
-def _decode_status(raw: bytes | None) -> tuple[list[bytes], list[bytes]]:
+def _decode_status(raw: bytes | None) -> tuple[list[bytes], list[bytes], list[str]]:
+    """Receipts, reports and the recipients who signed the receipts, in order.
+
+    The signers are kept beside the receipts so that checking a receipt does
+    not decode every one held before it; a value written before they were
+    (two elements) has them recomputed from its receipts.
+    """
     if raw is None:
-        return [], []
+        return [], [], []
     value = unpack(raw, what="status", max_size=len(raw), max_array=1 << 16)
-    receipts, reports = value
-    return list(receipts), list(reports)
+    receipts, reports, *rest = value
+    signers = rest[0] if rest else [decode_receipt(r)[0].recipient for r in receipts]
+    return list(receipts), list(reports), list(signers)

@@ -29,23 +29,48 @@ the CRLs.
 The verify bundle (roots and CRLs in one PEM file) changes whenever a CRL is
 refreshed. Contexts are cheap to rebuild, and new connections pick up the new
 bundle.
+
+**Refused handshakes leave a trace.**  An asyncio server given an SSL context
+drops a failed handshake silently.  :class:`TlsAcceptor` accepts plain TCP
+and runs the handshake itself (``loop.start_tls``), so a handshake OpenSSL
+refuses is reported with the address it came from and the reason as an
+error code (:func:`refusal_code`: ``revoked``, ``untrusted``,
+``revocation-unavailable``...); a good one is handed to the application's
+protocol.  It also keeps each open connection's peer certificate, so that a
+certificate revoked while its connection is open can be cut
+(:meth:`TlsAcceptor.close_where`): revocation reaches open links too, not
+only new ones.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
 import os
+import re
 import ssl
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchnode.errors import MalformedCertificateError, UsageError
 
-__all__ = ["ALPN_PROTOCOL", "TlsFiles", "make_context", "peer_certificate", "write_verify_bundle"]
+__all__ = [
+    "ALPN_PROTOCOL",
+    "TlsAcceptor",
+    "TlsFiles",
+    "address_token",
+    "make_context",
+    "peer_certificate",
+    "refusal_code",
+    "write_verify_bundle",
+]
 
 ALPN_PROTOCOL = "exchnode/1"
 
@@ -124,3 +149,208 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.C
         return x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise MalformedCertificateError(f"the peer's certificate does not parse: {exc}") from None
+
+
+# --- refused handshakes --------------------------------------------------------------------
+
+# OpenSSL's X509_V_ERR_* verify results, as the error codes of SPEC §3.8 and §12.
+_VERIFY_CODES = {
+    2: "untrusted",  # unable to get issuer certificate
+    3: "revocation-unavailable",  # unable to get CRL
+    4: "bad-certificate-signature",
+    6: "untrusted",  # unable to decode issuer public key
+    7: "bad-certificate-signature",
+    8: "revocation-unavailable",  # CRL signature failure
+    9: "certificate-not-yet-valid",
+    10: "certificate-expired",
+    11: "revocation-unavailable",  # CRL not yet valid
+    12: "revocation-unavailable",  # CRL has expired
+    13: "malformed-certificate",
+    14: "malformed-certificate",
+    18: "untrusted",  # self-signed leaf
+    19: "untrusted",  # self-signed certificate in chain
+    20: "untrusted",  # unable to get local issuer certificate
+    21: "untrusted",  # unable to verify the first certificate
+    23: "revoked",
+    24: "not-a-ca",
+    25: "untrusted",  # path length exceeded
+    26: "malformed-certificate",  # unsuitable purpose
+    32: "not-a-ca",  # key usage does not include certificate signing
+    35: "revocation-unavailable",  # key usage does not include CRL signing
+    47: "name-constraint",  # permitted subtree violation
+    48: "name-constraint",  # excluded subtree violation
+}
+
+
+def refusal_code(exc: BaseException) -> str | None:
+    """The error code of a handshake refused over the peer's certificate or the protocol.
+
+    None for what is no refusal: the peer went away (EOF, reset) or was too slow.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _VERIFY_CODES.get(exc.verify_code, "certificate")
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError):
+        return None
+    if isinstance(exc, ssl.SSLError):
+        if exc.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+            return "no-certificate"
+        if exc.reason in {"UNEXPECTED_EOF_WHILE_READING", "UNEXPECTED_EOF"}:
+            return None
+        return "tls-handshake"
+    return None
+
+
+_TOKEN = re.compile(r"[a-z0-9][a-z0-9._:-]{0,63}\Z")
+
+
+def address_token(host: object) -> str | None:
+    """A peer's IP address as the audit log writes it (IPv6 in full, no zone), or None."""
+    if not isinstance(host, str):
+        return None
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    text = address.exploded if address.version == 6 else str(address)
+    return text if _TOKEN.match(text) else None
+
+
+OnRefused = Callable[[str | None, str], None]
+"""Called with the address a refused handshake came from (if known) and the error code."""
+
+
+class TlsAcceptor:
+    """Server-side TLS with a report of each refused handshake (see the module docstring).
+
+    ``protocol(factory)`` is the protocol factory to give ``loop.create_server``
+    (with no ``ssl``): each connection is handshaken with ``context``, then
+    handed to a protocol from ``factory``.  ``on_refused(address, code)`` hears
+    of every handshake refused.
+    """
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        on_refused: OnRefused | None = None,
+        *,
+        handshake_timeout: float = 30.0,
+    ) -> None:
+        self.context = context
+        self._on_refused = on_refused
+        self._timeout = handshake_timeout
+        self._pending: set[asyncio.Task[None]] = set()
+        #: open connections and their peer's certificate, swept as connections close
+        self._open: dict[asyncio.BaseTransport, x509.Certificate] = {}
+
+    def protocol(self, factory: Callable[[], asyncio.BaseProtocol]) -> Callable[[], Any]:
+        return lambda: _Handshake(self, factory)
+
+    def open_connections(self) -> int:
+        self._sweep()
+        return len(self._open)
+
+    def close_where(self, refused: Callable[[x509.Certificate], bool]) -> int:
+        """Close every open connection whose peer certificate ``refused`` refuses now."""
+        self._sweep()
+        closing = [t for t, certificate in self._open.items() if refused(certificate)]
+        for transport in closing:
+            del self._open[transport]
+            transport.close()
+        return len(closing)
+
+    async def close(self) -> None:
+        """Abandon the handshakes under way (the server is closing)."""
+        for task in list(self._pending):
+            task.cancel()
+        for task in list(self._pending):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _sweep(self) -> None:
+        for transport in [t for t in self._open if t.is_closing()]:
+            del self._open[transport]
+
+    async def _handshake(
+        self,
+        connection: _Handshake,
+        transport: asyncio.Transport,
+        factory: Callable[[], asyncio.BaseProtocol],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        peer = transport.get_extra_info("peername")
+        address = address_token(peer[0]) if isinstance(peer, tuple) and peer else None
+        try:
+            tls = await loop.start_tls(
+                transport,
+                connection,
+                self.context,
+                server_side=True,
+                ssl_handshake_timeout=self._timeout,
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            transport.abort()
+            code = refusal_code(exc)
+            if code is not None and self._on_refused is not None:
+                self._on_refused(address, code)
+            return
+        if tls is None or tls.is_closing() or connection.lost:
+            if tls is not None:
+                tls.abort()
+            return
+        ssl_object = tls.get_extra_info("ssl_object")
+        with contextlib.suppress(ValueError, MalformedCertificateError):
+            self._sweep()
+            self._open[tls] = peer_certificate(ssl_object)
+        connection.hand_over(tls, factory())
+
+
+class _Handshake(asyncio.Protocol):
+    """One incoming connection until its handshake is done; then the application's protocol's.
+
+    What arrives between the handshake's end and the hand-over (a request sent
+    right after the client's Finished) is kept and passed on.
+    """
+
+    def __init__(self, acceptor: TlsAcceptor, factory: Callable[[], asyncio.BaseProtocol]) -> None:
+        self._acceptor = acceptor
+        self._factory = factory
+        self._held: list[bytes] = []
+        self._eof = False
+        self._app: asyncio.BaseProtocol | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # start_tls resumes it, reading for the handshake
+        task = asyncio.get_running_loop().create_task(
+            self._acceptor._handshake(self, transport, self._factory), name="tls-handshake"
+        )
+        pending = self._acceptor._pending
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    def hand_over(self, transport: asyncio.BaseTransport, app: asyncio.BaseProtocol) -> None:
+        transport.set_protocol(app)
+        self._app = app
+        app.connection_made(transport)
+        held, self._held = self._held, []
+        if isinstance(app, asyncio.Protocol):
+            for data in held:
+                app.data_received(data)
+            if self._eof and not app.eof_received():
+                transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if isinstance(self._app, asyncio.Protocol):
+            self._app.data_received(data)
+        else:
+            self._held.append(data)
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        return True  # keep the transport open until the application's protocol decides
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self._app is not None:
+            self._app.connection_lost(exc)

@@ -23,8 +23,12 @@ httpcore: bytes in, decisions elsewhere.
 
 HTTP status codes carry only what is not an item's business. 400 means the
 transfer itself is malformed, 403 that the peer may not transfer, 413 that it
-is too large, 503 that the node is not accepting now (the client backs off).
-A 200 answers every item.
+is too large, 503 that the node is not accepting now (the client backs off),
+429 that too many bytes from this peer, or from all peers, are in flight
+(``_inflight``: the size is reserved before a byte of the body is read, and a
+request that does not fit is answered unread; the client raises
+:class:`LinkBusy`, and its items wait as if DEFERRED). A 200 answers every
+item.
 
 Besides transfers, neighbours use two small authenticated endpoints:
 ``POST /exchnode/v1/hello`` (a node that starts, or that reaches a
@@ -35,9 +39,13 @@ with ``routes`` (the signed node directory).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
+import math
+import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
 import aiohttp
@@ -45,7 +53,8 @@ from aiohttp import web
 from aiohttp.connector import Connection
 from cryptography import x509
 
-from exchnode.aio._tls import peer_certificate
+from exchnode.aio._inflight import InFlight, Reservation
+from exchnode.aio._tls import TlsAcceptor, address_token, peer_certificate, refusal_code
 from exchnode.errors import ExchnodeError, RejectedError, UntrustedError, UsageError
 from exchnode.federation import (
     MAX_TRANSFER_BYTES,
@@ -56,15 +65,19 @@ from exchnode.federation import (
     encode_request,
     encode_response,
 )
+from exchnode.pki import read_node_certificate
 
 __all__ = [
     "HELLO_PATH",
     "TRANSFER_PATH",
     "Custodian",
     "Handler",
+    "LinkBusy",
     "LinkClient",
     "LinkError",
     "LinkServer",
+    "RefusalSink",
+    "reason_code",
 ]
 
 TRANSFER_PATH = "/exchnode/v1/transfer"
@@ -84,6 +97,39 @@ Handler = Callable[[str, web.Request], Awaitable[web.StreamResponse]]
 """An authenticated endpoint: called with the peer's verified node name and the request."""
 
 
+class RefusalSink(Protocol):
+    """Where the link's refusals go (the node's ``Refusals``): recorded, warned, shown."""
+
+    def refused(
+        self,
+        *,
+        reason: str,
+        kind: str,
+        peer: str | None = None,
+        address: str | None = None,
+        by_peer: bool = False,
+    ) -> None: ...
+
+    def admitted(self, peer: str, *, outbound: bool = False) -> None: ...
+
+
+_BRACKETED = re.compile(r"\[([a-z0-9][a-z0-9._:-]{0,63})\]\s*\Z")
+
+
+def reason_code(text: str) -> str | None:
+    """The error code a refusal's text ends with in brackets (``... [revoked]``), if any."""
+    found = _BRACKETED.search(text)
+    return None if found is None else found.group(1)
+
+
+def _claimed_name(certificate: x509.Certificate) -> str | None:
+    """The node name a certificate claims, read without trusting it (None if it has none)."""
+    try:
+        return str(read_node_certificate(certificate).name)
+    except (ExchnodeError, ValueError):
+        return None
+
+
 class LinkError(ExchnodeError):
     """A transfer did not complete (connection, timeout, HTTP refusal): retry later.
 
@@ -92,9 +138,27 @@ class LinkError(ExchnodeError):
 
     code = "link"
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, *, refused: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        #: the error code of a refusal (the peer's 403, or this node's of the peer's certificate)
+        self.refused = refused
+
+
+class LinkBusy(LinkError):
+    """The peer answered 429: too many bytes in flight there now; try again after ``retry_after``.
+
+    Not a failure of the link (it answered): back-pressure, like a transfer
+    answered all DEFERRED.
+    """
+
+    code = "link-busy"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, 429)
+        self.retry_after = retry_after
 
 
 class LinkServer:
@@ -111,8 +175,21 @@ class LinkServer:
         max_transfer_bytes: int = MAX_TRANSFER_BYTES,
         on_hello: Callable[[str], None] | None = None,
         routes: dict[tuple[str, str], Handler] | None = None,
+        in_flight: InFlight | None = None,
+        neighbours: Collection[str] | None = None,
+        refusals: RefusalSink | None = None,
     ) -> None:
+        """``in_flight``: the bounds on request bytes held at once (None: no bound but the size).
+
+        ``neighbours``: who may call the ``routes`` (None: whoever authenticates); a transfer
+        or hello of anyone else is left to the custodian and ``on_hello``, and noted.
+        ``refusals``: where every refusal goes, the handshakes OpenSSL refuses included.
+        """
         self._custodian = custodian
+        self._neighbours = None if neighbours is None else frozenset(neighbours)
+        self._refusals = refusals
+        self._acceptor = TlsAcceptor(ssl_context, self._handshake_refused)
+        self._in_flight = in_flight
         self._on_hello = on_hello
         self._routes = dict(routes or {})
         self._authenticate = authenticate
@@ -130,7 +207,7 @@ class LinkServer:
             app.router.add_route(method, path, self._authenticated(handler))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._ssl)
+        site = _TlsSite(self._runner, self._host, self._port, self._acceptor)
         await site.start()
         addresses = self._runner.addresses
         if not addresses:
@@ -139,9 +216,57 @@ class LinkServer:
         return str(host), int(port)
 
     async def close(self) -> None:
+        await self._acceptor.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def close_connections(self, refused: Callable[[x509.Certificate], bool]) -> int:
+        """Cut the open connections whose peer certificate ``refused`` refuses (revoked since)."""
+        return self._acceptor.close_where(refused)
+
+    # --- refusals: each on the record (``refusals``) and answered 403 ending in [code] -------
+
+    def _handshake_refused(self, address: str | None, code: str) -> None:
+        if self._refusals is not None:
+            self._refusals.refused(reason=code, kind="handshake", address=address)
+
+    def _forbidden(
+        self,
+        request: web.Request,
+        text: str,
+        code: str,
+        kind: str,
+        peer: str | None,
+        *,
+        cut: bool = False,
+    ) -> web.Response:
+        if self._refusals is not None:
+            self._refusals.refused(
+                reason=code, kind=kind, peer=peer, address=address_token(request.remote)
+            )
+        response = _refusal(403, f"{text} [{code}]")
+        if cut:
+            response.force_close()  # a peer that failed its certificate reconnects, if it can
+        return response
+
+    def _not_authenticated(self, request: web.Request, exc: RejectedError) -> web.Response:
+        transport = request.transport
+        claimed = None
+        if transport is not None:
+            with contextlib.suppress(RejectedError):
+                claimed = _claimed_name(peer_certificate(transport.get_extra_info("ssl_object")))
+        return self._forbidden(
+            request, f"peer not authenticated: {exc}", exc.code, "certificate", claimed, cut=True
+        )
+
+    def _stranger(self, neighbour: str) -> bool:
+        """Whether ``neighbour`` is not configured here (and so may not call the routes)."""
+        return self._neighbours is not None and neighbour not in self._neighbours
+
+    def _admitted(self, neighbour: str) -> None:
+        if self._refusals is not None:
+            self._refusals.admitted(neighbour)
 
     def _peer(self, request: web.Request) -> str:
         """The peer's node name from its verified certificate; RejectedError if none."""
@@ -154,16 +279,68 @@ class LinkServer:
             try:
                 neighbour = self._peer(request)
             except RejectedError as exc:
-                return _refusal(403, f"peer not authenticated: {exc} [{exc.code}]")
-            return await handler(neighbour, request)
+                return self._not_authenticated(request, exc)
+            if self._stranger(neighbour):
+                return self._forbidden(
+                    request,
+                    f"{neighbour} is not a neighbour",
+                    "not-a-neighbour",
+                    "neighbour",
+                    neighbour,
+                )
+            self._admitted(neighbour)
+            admitted = self._admit(neighbour, request)
+            if isinstance(admitted, web.Response):
+                return admitted
+            with admitted:
+                return await handler(neighbour, request)
 
         return serve
+
+    def _admit(self, neighbour: str, request: web.Request) -> Reservation | web.Response:
+        """Reserve the request's body before reading it, or the answer that refuses it unread."""
+        if not request.body_exists:
+            size = 0
+        elif request.content_length is None:  # chunked: it may grow to the most we read
+            size = self._max
+        else:
+            size = request.content_length
+            if size > self._max:
+                return _refusal(413, f"a request may carry at most {self._max} bytes")
+        budget = self._in_flight
+        if budget is None:
+            return Reservation(None, neighbour, size)
+        if not budget.fits_ever(size):
+            return _refusal(
+                413, f"a request from one neighbour may carry at most {budget.per_neighbour} bytes"
+            )
+        reservation = budget.reserve(neighbour, size)
+        if reservation is None:
+            # Unread: aiohttp discards the body as it arrives, nothing of it is buffered.
+            return _refusal(
+                429,
+                f"too many bytes in flight: {budget.held(neighbour)} from {neighbour} "
+                f"(at most {budget.per_neighbour}), {budget.held()} in all "
+                f"(at most {budget.total}); retry later",
+                retry_after=1,
+            )
+        return reservation
 
     async def _hello(self, request: web.Request) -> web.Response:
         try:
             neighbour = self._peer(request)
         except RejectedError as exc:
-            return _refusal(403, f"peer not authenticated: {exc} [{exc.code}]")
+            return self._not_authenticated(request, exc)
+        if self._stranger(neighbour):
+            if self._refusals is not None:  # answered as SPEC §15.2 says, and ignored
+                self._refusals.refused(
+                    reason="not-a-neighbour",
+                    kind="neighbour",
+                    peer=neighbour,
+                    address=address_token(request.remote),
+                )
+        else:
+            self._admitted(neighbour)
         if self._on_hello is not None:
             self._on_hello(neighbour)
         return web.Response(status=204)
@@ -172,23 +349,73 @@ class LinkServer:
         try:
             neighbour = self._peer(request)
         except RejectedError as exc:
-            return _refusal(403, f"peer not authenticated: {exc} [{exc.code}]")
+            return self._not_authenticated(request, exc)
         if not self.accepting:
             return _refusal(503, "not accepting transfers now", retry_after=1)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _refusal(413, f"a transfer may carry at most {self._max} bytes")
-        try:
-            transfer = decode_request(body, self._max)
-        except RejectedError as exc:
-            return _refusal(400, f"{exc} [{exc.code}]")
-        if transfer.sender != neighbour:
-            return _refusal(
-                403, f"transfer claims sender {transfer.sender}, the certificate says {neighbour}"
-            )
-        response = await self._custodian(neighbour, transfer)
+        admitted = self._admit(neighbour, request)
+        if isinstance(admitted, web.Response):
+            return admitted
+        with admitted:
+            body = await _read_body(request, self._max)
+            if body is None:
+                return _refusal(413, f"a transfer may carry at most {self._max} bytes")
+            try:
+                transfer = decode_request(body, self._max)
+            except RejectedError as exc:
+                return _refusal(400, f"{exc} [{exc.code}]")
+            del body  # the items hold their envelopes; the body's bytes are not needed again
+            if transfer.sender != neighbour:
+                return self._forbidden(
+                    request,
+                    f"transfer claims sender {transfer.sender}, the certificate says {neighbour}",
+                    "sender-mismatch",
+                    "sender",
+                    neighbour,
+                )
+            if self._stranger(neighbour):
+                # The custodian refuses its items (routing-refused); the link is noted here.
+                if self._refusals is not None:
+                    self._refusals.refused(
+                        reason="not-a-neighbour",
+                        kind="neighbour",
+                        peer=neighbour,
+                        address=address_token(request.remote),
+                    )
+            else:
+                self._admitted(neighbour)
+            response = await self._custodian(neighbour, transfer)
         return web.Response(body=encode_response(response), content_type=CONTENT_TYPE)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The request's body, or None if it is larger than ``limit``.
+
+    Read chunk by chunk into one buffer of the declared size, and not kept by
+    the request: ``request.read()`` keeps its copy for the request's lifetime,
+    which would add a body's worth to every transfer while its items are
+    decided.  A body that ends before its declared size comes back short (it
+    then fails to decode).
+    """
+    size = request.content_length
+    content = request.content
+    if size is None:  # chunked
+        grown = bytearray()
+        while chunk := await content.readany():
+            if len(grown) + len(chunk) > limit:
+                return None
+            grown += chunk
+        return bytes(grown)
+    if size > limit:
+        return None
+    buffer = bytearray(size)
+    filled = 0
+    with memoryview(buffer) as view:
+        while filled < size and (chunk := await content.readany()):
+            end = min(filled + len(chunk), size)
+            view[filled:end] = chunk[: end - filled]
+            filled = end
+    del buffer[filled:]
+    return bytes(buffer)
 
 
 def _refusal(status: int, reason: str, retry_after: int | None = None) -> web.Response:
@@ -207,8 +434,12 @@ class LinkClient:
         authenticate: Authenticate,
         *,
         timeout: float = 30.0,
+        refusals: RefusalSink | None = None,
     ) -> None:
+        """``refusals``: where refusals go, the peer's of this node (its 403) and this node's
+        of the peer's certificate; an answer from the peer ends them."""
         self.neighbour = neighbour
+        self._refusals = refusals
         self._base = url.rstrip("/")
         self._url = self._base + TRANSFER_PATH
         self._authenticate = authenticate
@@ -230,13 +461,17 @@ class LinkClient:
             ) as response:
                 body = await response.read()
                 if response.status != 200:
-                    reason = body.decode("utf-8", "replace").strip()[:300]
+                    text = body.decode("utf-8", "replace").strip()
+                    reason = text[:300]
+                    _raise_if_busy(self.neighbour, "the transfer", response, reason)
                     raise LinkError(
                         f"{self.neighbour} refused the transfer: HTTP {response.status} {reason}",
                         response.status,
+                        refused=self._refused_by_peer(response.status, text),
                     )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise LinkError(f"{self.neighbour} unreachable: {type(exc).__name__}: {exc}") from exc
+            raise self._unreachable(exc) from exc
+        self._answered()
         return decode_response(body, request)
 
     async def hello(self) -> None:
@@ -249,23 +484,92 @@ class LinkClient:
             async with self._session.request(method, self._base + path, data=data) as response:
                 body = await response.read()
                 if not 200 <= response.status < 300:
-                    reason = body.decode("utf-8", "replace").strip()[:300]
+                    text = body.decode("utf-8", "replace").strip()
+                    reason = text[:300]
+                    _raise_if_busy(self.neighbour, f"{method} {path}", response, reason)
                     raise LinkError(
                         f"{self.neighbour} refused {method} {path}: "
                         f"HTTP {response.status} {reason}",
                         response.status,
+                        refused=self._refused_by_peer(response.status, text),
                     )
+                self._answered()
                 return body
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise LinkError(f"{self.neighbour} unreachable: {type(exc).__name__}: {exc}") from exc
+            raise self._unreachable(exc) from exc
+
+    def _answered(self) -> None:
+        if self._refusals is not None:
+            self._refusals.admitted(self.neighbour, outbound=True)
+
+    def _refused_by_peer(self, status: int, text: str) -> str | None:
+        """A 403's reason code (the peer refuses this node), noted; None for any other status."""
+        if status != 403:
+            return None
+        code = reason_code(text) or "forbidden"
+        if self._refusals is not None:
+            self._refusals.refused(reason=code, kind="link", peer=self.neighbour, by_peer=True)
+        return code
+
+    def _unreachable(self, exc: BaseException) -> LinkError:
+        """The LinkError for a failed connection; a certificate OpenSSL refused is noted."""
+        code = None
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            code = refusal_code(exc.certificate_error)
+            if code is not None and self._refusals is not None:
+                self._refusals.refused(reason=code, kind="handshake", peer=self.neighbour)
+        return LinkError(f"{self.neighbour} unreachable: {type(exc).__name__}: {exc}", refused=code)
 
     def _check_peer(self, ssl_object: ssl.SSLObject | None) -> None:
-        name = self._authenticate(peer_certificate(ssl_object))
-        if name != self.neighbour:
-            raise UntrustedError(f"connected to {name} at {self._url}, expected {self.neighbour}")
+        try:
+            name = self._authenticate(peer_certificate(ssl_object))
+            if name != self.neighbour:
+                raise UntrustedError(
+                    f"connected to {name} at {self._url}, expected {self.neighbour}"
+                )
+        except RejectedError as exc:
+            if self._refusals is not None:
+                self._refusals.refused(reason=exc.code, kind="certificate", peer=self.neighbour)
+            raise
 
     async def close(self) -> None:
         await self._session.close()
+
+
+def _raise_if_busy(
+    neighbour: str, what: str, response: aiohttp.ClientResponse, reason: str
+) -> None:
+    """A 429 becomes :class:`LinkBusy`, with the peer's ``Retry-After`` (seconds; default 1)."""
+    if response.status != 429:
+        return
+    try:
+        retry_after = float(response.headers.get("Retry-After", "1"))
+    except ValueError:
+        retry_after = 1.0
+    if not math.isfinite(retry_after):
+        retry_after = 1.0
+    retry_after = min(max(retry_after, 0.0), 3600.0)
+    raise LinkBusy(f"{neighbour} pushed back {what}: HTTP 429 {reason}", retry_after)
+
+
+class _TlsSite(web.BaseSite):
+    """A TCP site whose TLS handshakes a :class:`TlsAcceptor` runs (refusals reported)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, acceptor: TlsAcceptor) -> None:
+        super().__init__(runner)
+        self._host, self._port, self._acceptor = host, port, acceptor
+
+    @property
+    def name(self) -> str:
+        return f"https://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self._acceptor.protocol(server), self._host, self._port, backlog=self._backlog
+        )
 
 
 def _checked_request(

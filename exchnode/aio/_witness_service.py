@@ -24,7 +24,12 @@ its :class:`~exchnode.aio.AuditService`:
   A good head becomes the kept head; after a bad one the last *good* head
   stays the baseline, so a rewritten history is flagged at every round
   until an operator acts (:meth:`WitnessService.reset`).  A child that
-  cannot be reached, or whose answer says nothing new, gives no verdict.
+  cannot be reached, or whose answer says nothing new, gives no verdict --
+  but a child that gives no answer (unreachable, an HTTP error, an answer
+  that does not decode) for ``silent_rounds`` rounds in a row gets one:
+  ``silent`` (refused), recorded once, shown to operators until it answers
+  again.  A child that stopped answering is a child whose log nobody checks:
+  it may be down, or refusing to start over a changed log, or hiding one.
 
 **Pruned history.**  Consistency from a kept size below the child's
 checkpoint cannot be proven: the hashes are gone.  An honest child prunes
@@ -104,6 +109,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUDIT_HEAD_PATH",
     "DEFAULT_RETENTION",
+    "DEFAULT_SILENT_ROUNDS",
     "WITNESS_FORMAT",
     "AuditHeads",
     "HeadAnswer",
@@ -123,6 +129,8 @@ __all__ = [
 AUDIT_HEAD_PATH = "/exchnode/v1/audit/head"
 WITNESS_FORMAT = 1
 DEFAULT_RETENTION = 180 * 86400.0  # seconds: a little below the default 6 months (§20.9)
+DEFAULT_SILENT_ROUNDS = 5  # rounds without an answer before a child is judged silent
+SILENT = "silent"
 MAX_ANSWER_BYTES = 4096  # a head (≤ 1024) and 64 hashes, with room to spare
 MAX_STATE_BYTES = 4 << 20
 MAX_CHILDREN = 4096
@@ -338,6 +346,7 @@ class WitnessStatus:
     checked_ms: int | None = None  # the last answer judged (a verdict, or the kept head again)
     error: str | None = None  # why the last attempt gave no verdict; None once one works
     failures: int = 0  # attempts in a row without an answer that could be judged
+    unanswered: int = 0  # rounds in a row the child gave no answer at all (``silent`` after N)
 
     @property
     def verdict_ok(self) -> bool | None:
@@ -418,6 +427,10 @@ class AuditHeads(Protocol):
         """Store the records appended so far, now."""
         ...
 
+    def note_witnessed(self, size: int) -> None:
+        """The parent asked since ``size``: it keeps a head of that size (pruning stays below)."""
+        ...
+
 
 class WitnessService:
     """Witnessing on a node: see the module docstring."""
@@ -430,17 +443,23 @@ class WitnessService:
         *,
         interval: float = 60.0,
         retention: float = DEFAULT_RETENTION,
+        silent_rounds: int = DEFAULT_SILENT_ROUNDS,
     ) -> None:
         """``audit``: this node's audit log (an ``AuditService``), which the verdicts go to.
 
         ``interval``: seconds between rounds.  ``retention``: the shortest retention
         (seconds) the hub expects of its children, below which it refuses a ``pruned``.
+        ``silent_rounds``: rounds in a row without an answer after which a child is
+        judged ``silent``.
         """
         if interval <= 0 or retention <= 0:
             raise UsageError("interval and retention are positive seconds")
+        if type(silent_rounds) is not int or silent_rounds < 1:
+            raise UsageError(f"silent_rounds is a number of rounds, 1 or more: {silent_rounds!r}")
         self.audit = audit
         self.interval = interval
         self.retention = retention
+        self.silent_rounds = silent_rounds
         self._node: Node | None = None
         self._verifier: TreeHeadVerifier | None = None
         self._relations: dict[str, Relation] = {}
@@ -527,10 +546,12 @@ class WitnessService:
             answer = decode_head_answer(await node.request(child, "GET", path))
         except RejectedError as exc:
             self._no_verdict(child, NoVerdict(f"answer refused: {exc}", problem=True))
+            self._unanswered(child)
             return
         except ExchnodeError as exc:  # unreachable, or it refused to answer: not a verdict
             self.log.info("child not witnessed", child=child, error=str(exc))
             self._status[child] = replace(status, error=str(exc), failures=status.failures + 1)
+            self._unanswered(child)
             return
         now_ms = int(node.now() * 1000)
         outcome = judge(
@@ -543,8 +564,19 @@ class WitnessService:
         )
         if self._closing:
             return
+        if (
+            isinstance(outcome, NoVerdict)
+            and outcome.reason == "unchanged"
+            and status.verdict == SILENT
+            and status.head is not None
+        ):
+            # Back, with the head kept: the silent verdict is over, on the record.
+            outcome = _from_result(
+                check_witness(status.head, status.head, ()), status.head, status.head
+            )
         if isinstance(outcome, NoVerdict):
             self._no_verdict(child, outcome, now_ms)
+            self._status[child] = replace(self._status[child], unanswered=0)
             return
         self.audit.append_entry(outcome.entry(node.name, now_ms))
         accepted = status.accepted_ms
@@ -560,6 +592,30 @@ class WitnessService:
             verdict=outcome.code,
             previous_size=outcome.previous_size,
             tree_size=outcome.tree_size,
+        )
+
+    def _unanswered(self, child: str) -> None:
+        """One more round without an answer; at ``silent_rounds``, the verdict ``silent``."""
+        if self._closing:
+            return
+        status = self._status[child]
+        unanswered = status.unanswered + 1
+        self._status[child] = status = replace(status, unanswered=unanswered)
+        if unanswered != self.silent_rounds:
+            return  # not yet, or already judged silent (recorded once)
+        node = self._running()
+        now_ms = int(node.now() * 1000)
+        verdict = Verdict(child, SILENT, False, status.size, None, None, status.head)
+        self.audit.append_entry(verdict.entry(node.name, now_ms))
+        self._status[child] = replace(
+            status, verdict=SILENT, verdict_ms=now_ms, checked_ms=status.checked_ms
+        )
+        self.log.warning(
+            "child witnessed",
+            child=child,
+            verdict=SILENT,
+            rounds=unanswered,
+            previous_size=status.size,
         )
 
     def _no_verdict(self, child: str, outcome: NoVerdict, now_ms: int | None = None) -> None:
@@ -611,6 +667,7 @@ class WitnessService:
             since = parse_since(request.query.get("since"))
         except RejectedError as exc:
             return web.Response(status=400, text=str(exc))
+        self.audit.note_witnessed(since)  # the parent keeps a head of that size
         try:
             answer = await self._answer(since)
         except ExchnodeError as exc:  # a checkpoint made meanwhile, or our store: ask again

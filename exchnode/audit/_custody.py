@@ -28,7 +28,11 @@ The records (category ``envelope``, the node itself as actor):
   consumed`` (the node or one of its services took it: receipts, reports,
   ``sub.*``);
 * ``expire``: subject the next hop it waited for (none: the inbox);
-  ``refused expired-in-queue``.
+  ``refused expired-in-queue``;
+* ``drop``: custody ended here for a reason of this node's own, subject the
+  next hop it waited for; ``refused`` with the code (``revoked``: its
+  sender's certificate is revoked, so it can never verify again; no report
+  goes to a revoked sender).
 
 and (category ``connection``) ``link.up`` / ``link.down``, subject the
 neighbour, ``count`` the failures so far; (category ``key``) what changes whom
@@ -141,6 +145,12 @@ class CustodyRecorder:
                 ids,
             )
         ]
+
+    def dropped(self, now_ms: int, hop: str, code: str, ids: Sequence[bytes]) -> list[AuditEntry]:
+        """Entries this node took out of ``hop``'s queue for good, for the reason ``code``."""
+        if not ids:
+            return []
+        return self._entries(now_ms, "drop", self._node(hop), Outcome.refused(code), ids)
 
     def link(self, now_ms: int, neighbour: str, *, up: bool, failures: int) -> AuditEntry:
         """A link to ``neighbour`` came back (``up``) or failed after working."""

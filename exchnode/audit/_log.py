@@ -32,7 +32,7 @@ names the checkpoint it builds on (``checkpoint_size``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from exchnode.audit._records import (
     GENESIS_PREV,
@@ -311,6 +311,7 @@ class LogMark:
     size: int
     last_leaf: bytes
     last_head: TreeHead | None
+    last_time_ms: int = 0
 
 
 class AuditLogState:
@@ -323,6 +324,8 @@ class AuditLogState:
         self._last_leaf = GENESIS_PREV
         self._last_head: TreeHead | None = None
         self._checkpoint: Checkpoint | None = None
+        self._last_time_ms = 0  # the last record's time: the next one's is never earlier
+        self._last_signed_ms = 0  # the latest timestamp signed, in a head or a seal
 
     @property
     def node(self) -> str:
@@ -342,10 +345,18 @@ class AuditLogState:
         return self._checkpoint
 
     def append(self, entries: Sequence[AuditEntry]) -> list[LoggedRecord]:
-        """Number, chain and encode a batch of entries; the caller stores the result durably."""
+        """Number, chain and encode a batch of entries; the caller stores the result durably.
+
+        Record times never go back (SPEC §20.2): an entry stamped before the
+        record before it (an event that waited for the flush while a custody
+        record was written, or a clock stepped back) gets that record's time.
+        """
         out = []
         for entry in entries:
             seq = self._tree.size
+            if entry.time_ms < self._last_time_ms:
+                entry = replace(entry, time_ms=self._last_time_ms)
+            self._last_time_ms = entry.time_ms
             record = AuditRecord(seq=seq, node=self._node, prev=self._last_leaf, entry=entry)
             data = encode_record(record)
             leaf = record_leaf(data)
@@ -362,7 +373,7 @@ class AuditLogState:
 
     def mark(self) -> LogMark:
         """Where the log is now: ``rollback`` returns to it if what follows is not stored."""
-        return LogMark(self._tree.size, self._last_leaf, self._last_head)
+        return LogMark(self._tree.size, self._last_leaf, self._last_head, self._last_time_ms)
 
     def rollback(self, mark: LogMark) -> None:
         """Forget appends (and a head) made since ``mark``: the store did not keep them.
@@ -376,6 +387,7 @@ class AuditLogState:
         self._tree.truncate(mark.size)
         self._last_leaf = mark.last_leaf
         self._last_head = mark.last_head
+        self._last_time_ms = mark.last_time_ms
 
     def sign_head(self, now_ms: int) -> TreeHead:
         """Sign a head over every record appended so far.
@@ -383,18 +395,37 @@ class AuditLogState:
         The timestamp never goes back: a clock stepped backwards yields the
         previous head's time, so heads stay ordered by time and size.
         """
+        head = self._sign(now_ms, self._checkpoint.size if self._checkpoint is not None else 0)
+        self._last_head = head
+        return head
+
+    def sign_seal(self, now_ms: int, checkpoint_size: int | None = None) -> TreeHead:
+        """Sign the **seal** (SPEC §20.6): a head over every record appended so far.
+
+        Like ``sign_head``, it follows the last head signed (``previous_size``
+        and ``previous_root`` are that head's), but it does not become the
+        last head: the store keeps only the newest seal, replaced in every
+        transaction that appends records, so no stored record is ever under
+        no signature.  ``checkpoint_size``: the checkpoint the seal names
+        (default the log's own); the seal written with a new checkpoint
+        names it, and is the head that makes the checkpoint count (§20.9).
+        """
+        covered = self._checkpoint.size if self._checkpoint is not None else 0
+        return self._sign(now_ms, covered if checkpoint_size is None else checkpoint_size)
+
+    def _sign(self, now_ms: int, checkpoint_size: int) -> TreeHead:
         last = self._last_head
         previous = (last.tree_size, last.root) if last is not None else (0, EMPTY_ROOT)
-        timestamp = max(now_ms, last.timestamp_ms) if last is not None else now_ms
+        timestamp = max(now_ms, self._last_signed_ms, last.timestamp_ms if last else 0)
         head = sign_tree_head(
             self._identity,
             self._tree.size,
             self._tree.root(),
             timestamp,
             previous,
-            self._checkpoint.size if self._checkpoint is not None else 0,
+            checkpoint_size,
         )
-        self._last_head = head
+        self._last_signed_ms = timestamp
         return head
 
     def inclusion_proof(self, seq: int, size: int | None = None) -> list[bytes]:
@@ -466,10 +497,12 @@ class AuditLogState:
             leaf = record_leaf(data)
             state._tree.append(leaf)
             state._last_leaf = leaf
+            state._last_time_ms = max(state._last_time_ms, record.entry.time_ms)
         if last_head is not None:
             if last_head.node != state._node or last_head.tree_size > state._tree.size:
                 raise InconsistentLogError(f"{last_head.describe()} covers records not stored")
             if state._tree.root(last_head.tree_size) != last_head.root:
                 raise InconsistentLogError(f"stored records do not match {last_head.describe()}")
             state._last_head = last_head
+            state._last_signed_ms = last_head.timestamp_ms
         return state

@@ -152,6 +152,7 @@ DetailValue = str | int | bytes | tuple[bytes, ...]
 
 # The only keys a detail may hold, and the type of each (audit draft §20.2).
 DETAIL_SCHEMA: Final[Mapping[str, ValueType]] = {
+    "address": ValueType.TOKEN,  # a peer's IP address (IPv6 written out in full), no port
     "count": ValueType.UINT,
     "counterpart": ValueType.NAME,
     "digest": ValueType.HASH,

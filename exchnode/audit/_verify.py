@@ -2,48 +2,77 @@
 
 Theory of operation (audit draft §20.7).  The input is what an auditor can
 read from a node's store: its records as ``(seq, bytes)`` in seq order, the
-tree heads it signed in the order it stored them, the checkpoint the
-records start after (if any), and, optionally, heads of the same node held
-elsewhere (its parent's witnessed heads).  The verifier trusts none of it
-but the signatures:
+tree heads it signed in the order it stored them, its seal (the head over
+the whole log it signs in every transaction that appends, §20.6), the
+checkpoint the records start after (if any), and, optionally, heads of the
+same node held elsewhere (its parent's witnessed heads).  The verifier
+trusts none of it but the signatures:
 
-1. **Heads.**  Each head is verified through the ``Directory``; a head that
-   fails is ``bad-head`` and is used no further.  Consecutive heads must
-   chain: each names the size and root of the one before it, so a head
-   removed from or slipped into the store is ``head-chain``.
-2. **Records, one by one.**  Seqs must run on from the checkpoint without
-   gaps (``deleted-record``) or repeats (``inserted-record``); each record
-   must decode (``malformed-record``), say the seq it is stored under
-   (``reordered-record``: it was moved) and name the node.  Each record
-   carries the leaf of the one before it (``prev``), so a record edited in
-   place no longer hashes to what its successor says: ``changed-record``
-   names its seq.
-3. **Roots.**  The tree of the records *as stored* is built once
+1. **Heads.**  Each head (and the seal) is verified through the
+   ``Directory``; a head that fails is ``bad-head`` and is used no further.
+   Consecutive heads must chain: each names the size and root of the one
+   before it, so a head removed from or slipped into the store is
+   ``head-chain``.
+2. **The checkpoint** must lead to its head's root (``bad-checkpoint``), and
+   it counts only as far as a head the node signed names it: the node signs
+   its seal in the very transaction that stores a checkpoint, and every
+   later head names it too (``checkpoint_size``).  A checkpoint no verified
+   head names was not made by the node's pruning -- anyone who can write
+   the file can compute one from the stored records and a stored head --
+   and is ``unsigned-checkpoint``.  Given witnessed heads, the largest must
+   reach the checkpoint (``unwitnessed-checkpoint``: records were pruned
+   that the parent never saw under a head).
+3. **Records.**  Each record says its own seq and carries the leaf of the
+   one before it (``prev``).  The records are laid out by the seq they say,
+   and for each seq one record is *the* record: the one the next record's
+   ``prev`` names.  From that layout each tampering is named once: a record
+   that is no seq's record was ``inserted-record`` (one finding per run of
+   them, and the records after it, stored one seq later than they say, are
+   not findings of their own); seqs that no record says are
+   ``deleted-record`` (one finding per run: a gap, or records renumbered to
+   close it); a record stored under another seq than its neighbours'
+   layout gives is ``reordered-record``; one that does not decode is
+   ``malformed-record``; and a record whose successor's ``prev`` is not its
+   leaf was ``changed-record``.  From ``ordered_from`` on (the store's
+   record of when this software began writing the log), a record whose
+   time is before its predecessor's is ``time-went-back``.
+4. **Roots.**  The tree of the records *as stored* is built once
    (``MerkleLog``), and each head's root is compared with the tree's root
-   at the head's size.  A head covering more records than are stored is
-   ``truncated``.  A head whose root differs is ``root-mismatch`` and
-   bounds the damage to the records after the last head that matched.  If
-   an earlier head differs but a later, larger head matches, the stored
-   records are an honest log of the *later* history, and the node signed
-   two histories: ``fork`` (truncate-and-regrow).
+   at the head's size.  Heads covering more records than are stored are
+   ``truncated`` (once, naming the largest).  A head whose root differs is
+   ``root-mismatch`` -- unless a finding of step 3 lies in the records it
+   adds, which then names the edit already.  If an earlier head differs but
+   a later, larger head matches, the stored records are an honest log of
+   the *later* history, and the node signed two histories: ``fork``.
+5. **Coverage.**  Records beyond every signed head (seal and witnessed heads
+   included) are ``unsigned-records``: nothing vouches for them, and a node
+   that signed over them would make a forgery its own.
 
 The heads are the security: SHA-256 and Ed25519 make every edit below a
-signed size visible as a root mismatch.  The ``prev`` chain and the seqs are
-the precision: they name the record when the editor did not also rewrite
-every record after it.  When it did, the report still bounds the edit by
-the heads around it, and says so.
+signed size visible as a root mismatch, and the seal leaves no record
+outside a signed size.  The ``prev`` chain and the seqs are the precision:
+they name the record when the editor did not also rewrite every record
+after it.  When it did, the report still bounds the edit by the heads
+around it, and says so.
 """
 
 from __future__ import annotations
 
 import enum
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from exchnode.audit._log import Checkpoint, TreeHead, TreeHeadVerifier, check_checkpoint
-from exchnode.audit._records import GENESIS_PREV, decode_record, record_leaf
+from exchnode.audit._log import (
+    Checkpoint,
+    TreeHead,
+    TreeHeadVerifier,
+    check_checkpoint,
+    decode_checkpoint,
+)
+from exchnode.audit._records import GENESIS_PREV, AuditRecord, decode_record, record_leaf
 from exchnode.core import Directory, MerkleLog
 from exchnode.errors import InconsistentLogError, RejectedError
 
@@ -56,12 +85,30 @@ class Tamper(enum.Enum):
     INSERTED = "inserted-record"
     REORDERED = "reordered-record"
     MALFORMED = "malformed-record"
+    TIME_WENT_BACK = "time-went-back"
+    UNSIGNED_RECORDS = "unsigned-records"
     ROOT_MISMATCH = "root-mismatch"
     TRUNCATED = "truncated"
     FORK = "fork"
     BAD_HEAD = "bad-head"
     HEAD_CHAIN = "head-chain"
     BAD_CHECKPOINT = "bad-checkpoint"
+    UNSIGNED_CHECKPOINT = "unsigned-checkpoint"
+    UNWITNESSED_CHECKPOINT = "unwitnessed-checkpoint"
+
+
+# Findings about records that locate an edit: a head whose root differs over them needs no
+# root-mismatch of its own.
+_RECORD_KINDS = frozenset(
+    {
+        Tamper.CHANGED,
+        Tamper.DELETED,
+        Tamper.INSERTED,
+        Tamper.REORDERED,
+        Tamper.MALFORMED,
+        Tamper.TIME_WENT_BACK,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +119,7 @@ class Finding:
     message: str
     seq: int | None = None
     end: int | None = None
-    head: str | None = None  # "heads[i]" or "witnessed[i]"
+    head: str | None = None  # "heads[i]", "seal" or "witnessed[i]"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind.value, "message": self.message}
@@ -84,13 +131,20 @@ class Finding:
             out["head"] = self.head
         return out
 
+    @property
+    def last(self) -> int | None:
+        """The end of the seqs it names (exclusive), if it names any."""
+        if self.seq is None:
+            return None
+        return self.end if self.end is not None else self.seq + 1
+
 
 @dataclass(frozen=True, slots=True)
 class VerificationReport:
     node: str
     first_seq: int  # the checkpoint's size, or 0
     records: int  # records read (from first_seq on)
-    heads: int  # heads whose signature verified
+    heads: int  # heads whose signature verified (the seal and witnessed heads included)
     verified_size: int  # the largest head size whose root the records reproduce
     findings: tuple[Finding, ...] = field(default=())
 
@@ -104,6 +158,14 @@ class VerificationReport:
     def of(self, kind: Tamper) -> list[Finding]:
         return [f for f in self.findings if f.kind is kind]
 
+    def summary(self, limit: int = 3) -> str:
+        """One line naming the findings (the first ``limit`` and how many more)."""
+        if self.ok:
+            return "no findings"
+        named = "; ".join(f"{f.kind.value}: {f.message}" for f in self.findings[:limit])
+        more = len(self.findings) - limit
+        return named + (f"; and {more} more" if more > 0 else "")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "node": self.node,
@@ -116,16 +178,17 @@ class VerificationReport:
         }
 
 
+# --- 1. heads ------------------------------------------------------------------------------
+
+
 def _verify_heads(
     node: str,
-    heads: Sequence[bytes],
-    label: str,
+    heads: Sequence[tuple[str, bytes]],
     verifier: TreeHeadVerifier,
     findings: list[Finding],
 ) -> list[tuple[str, TreeHead]]:
     good = []
-    for i, data in enumerate(heads):
-        name = f"{label}[{i}]"
+    for name, data in heads:
         try:
             head = verifier.verify(data)
         except RejectedError as exc:
@@ -173,56 +236,332 @@ def _check_chain(heads: list[tuple[str, TreeHead]], findings: list[Finding]) -> 
         )
 
 
-def verify_log(
+# --- 2. the checkpoint ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Start:
+    """Where the records start: the checkpoint's size, its last leaf and frontier (if usable)."""
+
+    base: int = 0
+    last_leaf: bytes | None = GENESIS_PREV  # None: unknown (the checkpoint is unusable)
+    tree: MerkleLog | None = field(default_factory=MerkleLog)  # None: roots cannot be checked
+
+
+def _start(
     node: str,
-    records: Sequence[tuple[int, bytes]],
-    heads: Sequence[bytes],
-    directory: Directory,
-    *,
-    checkpoint: Checkpoint | None = None,
-    witnessed: Sequence[bytes] = (),
-) -> VerificationReport:
-    """Check ``node``'s stored records against its signed heads; see the module doc."""
-    findings: list[Finding] = []
-    verifier = TreeHeadVerifier(directory)
-    own = _verify_heads(node, heads, "heads", verifier, findings)
-    others = _verify_heads(node, witnessed, "witnessed", verifier, findings)
-    _check_chain(own, findings)
+    checkpoint: Checkpoint | bytes | None,
+    verifier: TreeHeadVerifier,
+    first_key: int | None,
+    findings: list[Finding],
+) -> tuple[_Start, Checkpoint | None]:
+    if checkpoint is None:
+        return _Start(), None
+    try:
+        if isinstance(checkpoint, bytes):
+            checkpoint = decode_checkpoint(checkpoint, verifier)
+        if checkpoint.head.node != node:
+            raise InconsistentLogError(f"the checkpoint is a head of {checkpoint.head.node}")
+        check_checkpoint(checkpoint)
+    except RejectedError as exc:  # inconsistent-log, or a head or encoding refused
+        code = exc.code
+        findings.append(Finding(Tamper.BAD_CHECKPOINT, f"the stored checkpoint ({code}): {exc}"))
+        base = first_key if first_key is not None else 0
+        if isinstance(checkpoint, Checkpoint):
+            base = checkpoint.size
+        return _Start(base, None, None), None
+    tree = MerkleLog.from_frontier(checkpoint.size, checkpoint.frontier)
+    return _Start(checkpoint.size, checkpoint.last_leaf, tree), checkpoint
 
-    base, last_leaf, tree = 0, GENESIS_PREV, MerkleLog()
-    if checkpoint is not None:
-        try:
-            if checkpoint.head.node != node:
-                raise InconsistentLogError(f"the checkpoint is a head of {checkpoint.head.node}")
-            check_checkpoint(checkpoint)
-            base, last_leaf = checkpoint.size, checkpoint.last_leaf
-            tree = MerkleLog.from_frontier(base, checkpoint.frontier)
-        except InconsistentLogError as exc:
-            findings.append(Finding(Tamper.BAD_CHECKPOINT, str(exc)))
 
-    read = _check_records(node, records, base, last_leaf, tree, findings)
+def _check_checkpoint_signed(
+    checkpoint: Checkpoint | None,
+    signed: list[tuple[str, TreeHead]],
+    witnessed: list[tuple[str, TreeHead]],
+    start: _Start,
+    findings: list[Finding],
+) -> None:
+    """Step 2 of the module doc: a checkpoint counts only as far as the node's heads name it.
 
-    # 3. Roots, in size order (stable, so stored order breaks ties).
-    all_heads = sorted(own + others, key=lambda item: item[1].tree_size)
-    matched: list[tuple[str, TreeHead]] = []
-    mismatched: list[tuple[str, TreeHead]] = []
-    for name, head in all_heads:
-        if head.tree_size < base:
-            continue  # below the checkpoint: its records are gone by design
-        if head.tree_size > tree.size:
+    ``checkpoint`` is None if none is stored, or if the stored one is unusable
+    (``start.tree`` is None then: already a ``bad-checkpoint``).
+    """
+    if checkpoint is None and start.tree is None:
+        return
+    size = checkpoint.size if checkpoint is not None else 0
+    named = [(n, h) for n, h in signed if h.checkpoint_size > size]
+    if named:
+        name, head = max(named, key=lambda item: item[1].checkpoint_size)
+        have = f"the store's is at {size}" if checkpoint is not None else "the store holds none"
+        findings.append(
+            Finding(
+                Tamper.BAD_CHECKPOINT,
+                f"{name} names a checkpoint at {head.checkpoint_size}, but {have}: the "
+                "node's checkpoint was replaced or removed",
+                head=name,
+            )
+        )
+        if checkpoint is None:  # records below it were pruned: start there, roots unknown
+            start.base, start.last_leaf, start.tree = head.checkpoint_size, None, None
+    if checkpoint is None:
+        return
+    if not any(h.checkpoint_size == size for _, h in signed):
+        findings.append(
+            Finding(
+                Tamper.UNSIGNED_CHECKPOINT,
+                f"no head the node signed names the checkpoint at {size}: the node did not "
+                f"make it when pruning, and the records below {size} were deleted without it",
+                seq=0,
+                end=size,
+            )
+        )
+    if witnessed:
+        reach = max(h.tree_size for _, h in witnessed)
+        if reach < size:
             findings.append(
                 Finding(
-                    Tamper.TRUNCATED,
-                    f"{name} covers {head.tree_size} records but the log holds {tree.size}: "
-                    f"records from {tree.size} were removed",
-                    seq=tree.size,
-                    end=head.tree_size,
-                    head=name,
+                    Tamper.UNWITNESSED_CHECKPOINT,
+                    f"the checkpoint at {size} is beyond every witnessed head (largest "
+                    f"{reach}): records {reach}..{size - 1} were pruned before the parent "
+                    "saw them under a head",
+                    seq=reach,
+                    end=size,
                 )
             )
+
+
+# --- 3. records ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Row:
+    key: int  # the seq it is stored under
+    leaf: bytes
+    record: AuditRecord | None  # None: malformed, or another node's (a placeholder)
+
+
+def _read_rows(
+    node: str, records: Sequence[tuple[int, bytes]], base: int, findings: list[Finding]
+) -> tuple[list[_Row], MerkleLog]:
+    rows: list[_Row] = []
+    leaves = MerkleLog()
+    for key, data in records:
+        if key < base:
+            continue  # kept past the checkpoint: harmless
+        leaf = record_leaf(data)
+        leaves.append(leaf)
+        try:
+            record: AuditRecord | None = decode_record(data)
+        except RejectedError as exc:
+            findings.append(Finding(Tamper.MALFORMED, f"record {key}: {exc}", seq=key))
+            record = None
+        if record is not None and record.node != node:
+            findings.append(
+                Finding(Tamper.CHANGED, f"record {key} names node {record.node}", seq=key)
+            )
+            record = None
+        rows.append(_Row(key, leaf, record))
+    return rows, leaves
+
+
+def _choose(
+    rows: list[_Row], by_seq: dict[int, list[int]], referenced: set[bytes]
+) -> dict[int, int]:
+    """For each seq the records say, *the* record: the one the next record's ``prev`` names."""
+    chosen: dict[int, int] = {}
+    for seq, candidates in by_seq.items():
+        if len(candidates) == 1:
+            chosen[seq] = candidates[0]
             continue
+        named = [i for i in candidates if rows[i].leaf in referenced]
+        chosen[seq] = (named or candidates)[0]
+    return chosen
+
+
+def _runs(keys: list[int]) -> list[tuple[int, int]]:
+    """Sorted keys as runs of consecutive ones: ``[(first, end), ...]``."""
+    out: list[tuple[int, int]] = []
+    for key in keys:
+        if out and out[-1][1] == key:
+            out[-1] = (out[-1][0], key + 1)
+        else:
+            out.append((key, key + 1))
+    return out
+
+
+def _count(keys: list[int], low: int, high: int) -> int:
+    """How many of the sorted ``keys`` lie strictly between ``low`` and ``high``."""
+    return max(0, bisect_left(keys, high) - bisect_right(keys, low))
+
+
+def _check_records(
+    rows: list[_Row], start: _Start, ordered_from: int, findings: list[Finding]
+) -> int:
+    """Step 3 of the module doc; the log's length as its records say (its next seq)."""
+    by_seq: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        if row.record is not None:
+            by_seq.setdefault(row.record.seq, []).append(i)
+    referenced = {row.record.prev for row in rows if row.record is not None}
+    chosen = _choose(rows, by_seq, referenced)
+    placeholders = sorted(row.key for row in rows if row.record is None)
+
+    # The log in seq order: after the record for seq s, the next is the record of the
+    # smallest seq above s stored after it -- or of s + 1 wherever it is (a move).  A record
+    # claiming a seq whose place has passed (stored before the log reached it) is no seq's.
+    order: list[int] = []
+    last_key, last_seq = start.base - 1, start.base - 1
+    for seq in sorted(s for s in chosen if s >= start.base):
+        index = chosen[seq]
+        if rows[index].key > last_key or seq == last_seq + 1:
+            order.append(index)
+            last_seq, last_key = seq, max(last_key, rows[index].key)
+    used = set(order)
+
+    inserted = sorted(row.key for i, row in enumerate(rows) if row.record and i not in used)
+    for first, end in _runs(inserted):
+        what = f"record {first} is" if end == first + 1 else f"records {first}..{end - 1} are"
+        findings.append(
+            Finding(
+                Tamper.INSERTED,
+                f"{what} no seq's record in the log: inserted (the records after them "
+                "may be stored later than they say; that is not a finding of its own)",
+                seq=first,
+                end=end,
+            )
+        )
+
+    previous: _Row | None = None
+    previous_seq = start.base - 1
+    shift = 0  # stored seq minus the seq a record says, since the last insertion or loss
+    for index in order:
+        row = rows[index]
+        record = row.record
+        assert record is not None
+        low = previous.key if previous is not None else start.base - 1
+        holes = _count(placeholders, low, row.key)
+        missing = record.seq - previous_seq - 1  # seqs between that no record says
+        explained = _count(inserted, low, row.key) > 0
+        if missing > holes:
+            first = previous_seq + 1 + holes
+            findings.append(
+                Finding(
+                    Tamper.DELETED,
+                    f"records {first}..{record.seq - 1} are missing"
+                    if record.seq - first > 1
+                    else f"record {first} is missing",
+                    seq=first,
+                    end=record.seq,
+                )
+            )
+            explained = True
+        if explained:
+            shift = row.key - record.seq
+        elif row.key - record.seq != shift:
+            findings.append(
+                Finding(
+                    Tamper.REORDERED,
+                    f"the record stored as seq {row.key} says it is seq {record.seq}",
+                    seq=row.key,
+                )
+            )
+        if missing == 0:  # its predecessor is the record before: whose leaf is its ``prev``
+            expected = previous.leaf if previous is not None else start.last_leaf
+            if expected is not None and record.prev != expected:
+                if previous is None:
+                    message = (
+                        f"record {row.key} does not follow the checkpoint"
+                        if start.base
+                        else f"record {row.key} does not start the log"
+                    )
+                    findings.append(Finding(Tamper.CHANGED, message, seq=row.key))
+                else:
+                    findings.append(
+                        Finding(
+                            Tamper.CHANGED,
+                            f"record {previous.key} no longer hashes to the leaf record "
+                            f"{row.key} names: changed",
+                            seq=previous.key,
+                        )
+                    )
+        before = previous.record if previous is not None else None
+        if (
+            before is not None
+            and row.key >= ordered_from
+            and record.entry.time_ms < before.entry.time_ms
+        ):
+            assert previous is not None
+            back = before.entry.time_ms - record.entry.time_ms
+            findings.append(
+                Finding(
+                    Tamper.TIME_WENT_BACK,
+                    f"record {row.key} is timed {back} ms before record {previous.key}: a "
+                    "node never writes a record older than the one before it",
+                    seq=row.key,
+                )
+            )
+        previous, previous_seq = row, record.seq
+    # Malformed records after the last readable one still hold seqs of the log.
+    return previous_seq + 1 + _count(placeholders, last_key, 1 << 62)
+
+
+# --- 4. roots, 5. coverage -----------------------------------------------------------------
+
+
+def _explained(findings: list[Finding], first: int, end: int) -> bool:
+    """Does a finding about records name one in ``first .. end - 1``?"""
+    return any(
+        f.kind in _RECORD_KINDS
+        and f.seq is not None
+        and f.last is not None
+        and f.seq < end
+        and f.last > first
+        for f in findings
+    )
+
+
+def _check_roots(
+    heads: list[tuple[str, TreeHead]],
+    start: _Start,
+    leaves: MerkleLog,
+    log_end: int,
+    findings: list[Finding],
+) -> int:
+    """Step 4 of the module doc; the verified size."""
+    record_findings = list(findings)
+    base, tree = start.base, start.tree
+    if tree is None:
+        return base  # no usable checkpoint: the roots cannot be computed
+    for i in range(leaves.size):
+        tree.append(leaves.leaf(i))
+    ordered = sorted(heads, key=lambda item: item[1].tree_size)  # stable: stored order ties
+    beyond = [(n, h) for n, h in ordered if h.tree_size > log_end]
+    if beyond:
+        name, head = beyond[-1]
+        findings.append(
+            Finding(
+                Tamper.TRUNCATED,
+                f"{name} covers {head.tree_size} records but the log holds {log_end}: "
+                f"records from {log_end} were removed",
+                seq=log_end,
+                end=head.tree_size,
+                head=name,
+            )
+        )
+    matched: list[tuple[str, TreeHead]] = []
+    mismatched: list[tuple[str, TreeHead]] = []
+    for name, head in ordered:
+        if head.tree_size < base or head.tree_size > log_end:
+            continue  # below the checkpoint (gone by design), or truncated (above)
+        if head.tree_size > tree.size:
+            continue  # records are missing below it (a deleted-record finding): unknowable
         (matched if tree.root(head.tree_size) == head.root else mismatched).append((name, head))
-    verified = max((h.tree_size for _, h in matched), default=base)
+    sizes = sorted({h.tree_size for _, h in matched})
+
+    def matched_below(size: int) -> int:
+        position = bisect_left(sizes, size)
+        return sizes[position - 1] if position else base
+
     for name, head in mismatched:
         later = [(n, h) for n, h in matched if h.tree_size >= head.tree_size]
         if later:
@@ -233,111 +572,87 @@ def verify_log(
                     f"{other} (size {regrown.tree_size}) matches the records but is not an "
                     f"extension of {name} (size {head.tree_size}): the log was truncated and "
                     "regrown, and the node signed both histories",
-                    seq=max(
-                        (h.tree_size for _, h in matched if h.tree_size < head.tree_size),
-                        default=base,
-                    ),
+                    seq=matched_below(head.tree_size),
                     end=head.tree_size,
                     head=name,
                 )
             )
     plain = [
-        (n, h) for n, h in mismatched if not any(h2.tree_size >= h.tree_size for _, h2 in matched)
+        (n, h)
+        for n, h in mismatched
+        if not any(h2.tree_size >= h.tree_size for _, h2 in matched)
+        and not _explained(record_findings, matched_below(h.tree_size), h.tree_size)
     ]
     if plain:
         name, head = plain[0]
-        start = max((h.tree_size for _, h in matched if h.tree_size < head.tree_size), default=base)
+        first = matched_below(head.tree_size)
         more = f"; {len(plain) - 1} later heads differ too" if len(plain) > 1 else ""
         findings.append(
             Finding(
                 Tamper.ROOT_MISMATCH,
                 f"{name} (size {head.tree_size}) does not match the stored records: a record in "
-                f"seq {start}..{head.tree_size - 1} was changed, deleted, inserted or moved{more}",
-                seq=start,
+                f"seq {first}..{head.tree_size - 1} was changed, deleted, inserted or moved{more}",
+                seq=first,
                 end=head.tree_size,
                 head=name,
             )
         )
-    return VerificationReport(node, base, read, len(own) + len(others), verified, tuple(findings))
+    return max(sizes, default=base)
 
 
-def _check_records(
+def _check_coverage(
+    heads: list[tuple[str, TreeHead]], base: int, log_end: int, findings: list[Finding]
+) -> None:
+    """Step 5 of the module doc: every stored record lies under a head the node signed."""
+    signed = max((h.tree_size for _, h in heads), default=0)
+    first = max(signed, base)
+    if log_end <= first:
+        return
+    what = f"record {first}" if log_end == first + 1 else f"records {first}..{log_end - 1}"
+    findings.append(
+        Finding(
+            Tamper.UNSIGNED_RECORDS,
+            f"{what} lie beyond every head the node signed (largest: {signed}): nothing "
+            "vouches for them (written without the node's key, or its seal was replaced)",
+            seq=first,
+            end=log_end,
+        )
+    )
+
+
+def verify_log(
     node: str,
     records: Sequence[tuple[int, bytes]],
-    base: int,
-    last_leaf: bytes,
-    tree: MerkleLog,
-    findings: list[Finding],
-) -> int:
-    """Step 2 of the module doc; appends every stored record's leaf to ``tree``, as stored."""
-    expected = base
-    previous_key: int | None = None
-    suspect: set[int] = set()  # records already explained by a finding
-    breaks: list[int] = []  # keys whose prev is not the leaf stored before them
-    read = 0
-    for key, data in records:
-        if key < base:
-            continue  # kept past the checkpoint: harmless
-        read += 1
-        if previous_key is not None and key <= previous_key:
-            findings.append(
-                Finding(Tamper.INSERTED, f"a second record is stored as seq {key}", seq=key)
-            )
-            suspect.update((key, key + 1))
-        elif key > expected:
-            findings.append(
-                Finding(
-                    Tamper.DELETED,
-                    f"records {expected}..{key - 1} are missing"
-                    if key - expected > 1
-                    else f"record {expected} is missing",
-                    seq=expected,
-                    end=key,
-                )
-            )
-            suspect.add(key)
-        previous_key = key
-        expected = max(expected, key + 1)
-        leaf = record_leaf(data)
-        tree.append(leaf)
-        try:
-            record = decode_record(data)
-        except RejectedError as exc:
-            findings.append(Finding(Tamper.MALFORMED, f"record {key}: {exc}", seq=key))
-            suspect.update((key, key + 1))
-            last_leaf = leaf
-            continue
-        if record.seq != key:
-            findings.append(
-                Finding(
-                    Tamper.REORDERED,
-                    f"the record stored as seq {key} says it is seq {record.seq}",
-                    seq=key,
-                )
-            )
-            suspect.update((key, key + 1))
-        elif record.node != node:
-            findings.append(
-                Finding(Tamper.CHANGED, f"record {key} names node {record.node}", seq=key)
-            )
-            suspect.update((key, key + 1))
-        if record.prev != last_leaf:
-            breaks.append(key)
-        last_leaf = leaf
-    for key in breaks:
-        if key in suspect or key - 1 in suspect:
-            continue
-        if key == base:  # the first record after a checkpoint: the checkpoint names its prev
-            findings.append(
-                Finding(Tamper.CHANGED, f"record {key} does not follow the checkpoint", seq=key)
-            )
-            continue
-        findings.append(
-            Finding(
-                Tamper.CHANGED,
-                f"record {key - 1} no longer hashes to the leaf record {key} names: changed",
-                seq=key - 1,
-            )
-        )
-        suspect.add(key)
-    return read
+    heads: Sequence[bytes],
+    directory: Directory,
+    *,
+    checkpoint: Checkpoint | bytes | None = None,
+    witnessed: Sequence[bytes] = (),
+    seal: bytes | None = None,
+    ordered_from: int = 0,
+) -> VerificationReport:
+    """Check ``node``'s stored records against its signed heads; see the module doc.
+
+    ``checkpoint``: the stored checkpoint, decoded or as stored (then it is
+    decoded and verified here).  ``seal``: the stored seal (SPEC §20.6).
+    ``witnessed``: heads of this node its parent kept.  ``ordered_from``:
+    the seq from which record times are checked (``AuditStore.audit_ordered_from``).
+    """
+    findings: list[Finding] = []
+    verifier = TreeHeadVerifier(directory)
+    own = _verify_heads(node, [(f"heads[{i}]", h) for i, h in enumerate(heads)], verifier, findings)
+    sealed = _verify_heads(node, [("seal", seal)] if seal is not None else [], verifier, findings)
+    others = _verify_heads(
+        node, [(f"witnessed[{i}]", h) for i, h in enumerate(witnessed)], verifier, findings
+    )
+    _check_chain(own, findings)
+    first_key = next((key for key, _ in records), None)
+    start, usable = _start(node, checkpoint, verifier, first_key, findings)
+    signed = own + sealed + others
+    _check_checkpoint_signed(usable, signed, others, start, findings)
+
+    rows, leaves = _read_rows(node, records, start.base, findings)
+    end = _check_records(rows, start, ordered_from, findings)
+    verified = _check_roots(signed, start, leaves, end, findings)
+    _check_coverage(signed, start.base, end, findings)
+    return VerificationReport(node, start.base, len(rows), len(signed), verified, tuple(findings))

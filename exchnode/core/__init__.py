@@ -63,7 +63,13 @@ from exchnode.core._names import (
     parent_division,
     parent_hub,
 )
-from exchnode.core._receipts import Receipt, ReceiptVerifier, decode_receipt, issue_receipts
+from exchnode.core._receipts import (
+    Receipt,
+    ReceiptVerifier,
+    SentMessage,
+    decode_receipt,
+    issue_receipts,
+)
 from exchnode.core._replay import FreshnessPolicy, ReplayWindow
 from exchnode.core._reports import NDR_KIND, NDR_TTL, NonDeliveryReport, decode_ndr, ndr_outgoing
 from exchnode.core._sealing import (
@@ -120,6 +126,7 @@ __all__ = [
     "SealVerifier",
     "SealedEnvelope",
     "Sealer",
+    "SentMessage",
     "StaticDirectory",
     "check_bytes",
     "check_name",

@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from exchnode.core._merkle import HASH_LENGTH, MerkleBatch
-from exchnode.errors import BadSignatureError, MalformedError
+from exchnode.errors import BadSignatureError, MalformedError, TooLargeError
 
 __all__ = [
     "MAX_BATCH",
@@ -49,6 +49,29 @@ SIGNATURE_CONTEXT = b"exchnode/v1 batch root\x00"
 SIGNATURE_LENGTH = 64
 MAX_BATCH = 1 << 16
 MAX_PATH = 16  # log2(MAX_BATCH)
+
+
+def _weak_signing_keys() -> frozenset[bytes]:
+    """Ed25519 public keys no signature may be accepted under (SPEC §6.3).
+
+    OpenSSL (through ``cryptography``) verifies cofactorless and requires a
+    canonical S and R, but decodes the public key leniently: it accepts a key
+    of small order -- under the identity point, ``R`` = identity and ``S`` = 0
+    verify for every message -- and a key whose ``y`` is not reduced mod p.
+    Such a key gives no non-repudiation, so the seal check refuses it.  The
+    list is libsodium's: ``y`` of each point of order 1, 2, 4 and 8, and every
+    ``y`` >= p, each with either sign bit.
+    """
+    p = 2**255 - 19
+    order_8 = (
+        0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7,
+        0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826,
+    )
+    ys = (0, 1, p - 1, *order_8, *range(p, 2**255))
+    return frozenset((y | sign << 255).to_bytes(32, "little") for y in ys for sign in (0, 1))
+
+
+WEAK_SIGNING_KEYS = _weak_signing_keys()
 
 
 class Seal(NamedTuple):
@@ -72,11 +95,15 @@ class Seal(NamedTuple):
         if type(value) is not list or len(value) != 4:
             raise MalformedError(f"{item}.seal", "expected an array of 4 elements")
         index, count, path, signature = value
+        if type(count) is int and count > MAX_BATCH:  # a limit of SPEC §4.3: too-large
+            raise TooLargeError(f"{item}.seal.count", f"exceeds the limit of {MAX_BATCH}")
         if type(count) is not int or not 1 <= count <= MAX_BATCH:
             raise MalformedError(f"{item}.seal.count", f"must be an integer in 1..{MAX_BATCH}")
         if type(index) is not int or not 0 <= index < count:
             raise MalformedError(f"{item}.seal.index", "must be an integer in 0..count-1")
-        if type(path) is not bytes or len(path) % HASH_LENGTH or len(path) > MAX_PATH * 32:
+        if type(path) is bytes and len(path) > MAX_PATH * HASH_LENGTH:
+            raise TooLargeError(f"{item}.seal.path", f"exceeds the limit of {MAX_PATH} hashes")
+        if type(path) is not bytes or len(path) % HASH_LENGTH:
             raise MalformedError(
                 f"{item}.seal.path", f"must be at most {MAX_PATH} concatenated 32-byte hashes"
             )
@@ -162,6 +189,8 @@ class SealVerifier:
             raise BadSignatureError(f"{what()}: not covered by the batch signature it carries")
         if sn:
             raise BadSignatureError(f"{what()}: inclusion path shorter than the batch requires")
+        if signer_raw in WEAK_SIGNING_KEYS:
+            raise BadSignatureError(f"{what()}: the signing key is of small order or not canonical")
         try:
             signer.verify(signature, signature_input(suite, count, r))
         except InvalidSignature:

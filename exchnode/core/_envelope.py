@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from exchnode.core._batch import Seal
-from exchnode.core._encoding import pack, require_canonical, unpack
+from exchnode.core._encoding import array_head, pack, require_canonical, unpack
 from exchnode.core._identity import KEY_ID_LENGTH
 from exchnode.core._names import NodeName
 from exchnode.errors import (
     InvalidNameError,
     MalformedError,
     NotARecipientError,
+    TooLargeError,
     UnsupportedSuiteError,
     UnsupportedVersionError,
 )
@@ -216,12 +217,20 @@ def _uint(value: int) -> bytes:
 def decode_signed(data: bytes, item_type: int, what: str, max_size: int) -> tuple[bytes, Seal]:
     """Split a signed item into its body and seal (SPEC §5.1).
 
-    Canonical form (SPEC §4.2) is checked without copying the body: the
-    bytes must be exactly the canonical prefix, the body, and the canonical
-    encoding of the seal.
+    The size is checked first (``too-large``), then the format version, read
+    before anything else is parsed: a format this code does not know may
+    frame the rest differently, so it is ``unsupported-version`` whatever
+    follows (SPEC §5.1, §13).  Canonical form (SPEC §4.2) is checked
+    without copying the body: the bytes must be exactly the canonical
+    prefix, the body, and the canonical encoding of the seal.
     """
     if isinstance(data, bytearray | memoryview):
         data = bytes(data)
+    if type(data) is bytes and len(data) > max_size:
+        raise TooLargeError(what, f"{len(data)} bytes exceeds the limit of {max_size}")
+    first = array_head(data) if type(data) is bytes else None
+    if first is not None and type(first[1]) is int and first[1] != FORMAT_VERSION:
+        raise UnsupportedVersionError(f"{what} format {first[1]} is not supported (only 1)")
     outer = unpack(data, what=what, max_size=max_size, max_array=64)
     if type(outer) is not list or len(outer) != 4:
         raise MalformedError(what, "expected an array of 4 elements")
@@ -279,18 +288,41 @@ def check_suite(value: object, field: str) -> int:
     return value
 
 
+def check_suite_first(body: bytes, field: str) -> tuple[int, object] | None:
+    """Refuse a body whose suite (its first element) is unknown, before parsing the rest.
+
+    SPEC §5.2: a future suite may lay out the body differently -- another
+    number of fields, other limits -- so a body under a suite this code does
+    not know is ``unsupported-suite`` whatever the rest looks like.  A body
+    that does not start with an integer is left to the full decoder, which
+    names what is wrong (``malformed``).  Returns the body's array head
+    (:func:`~exchnode.core._encoding.array_head`).
+    """
+    head = array_head(body)
+    if head is not None and type(head[1]) is int and head[1] not in SUPPORTED_SUITES:
+        raise UnsupportedSuiteError(f"{field} {head[1]} is not supported")
+    return head
+
+
 def decode_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     """Parse and shape-check an envelope; raise a ``RejectedError`` naming the field.
 
     This runs for every envelope at every hop, so the checks are written
-    inline; each failure still names its field (SPEC §5.2).
+    inline; each failure still names its field (SPEC §5.2).  The suite is
+    read before the rest of the body is parsed (:func:`check_suite_first`);
+    more recipients than ``limits.max_recipients`` is ``too-large``, as is
+    any array in the body longer than that bound (SPEC §4.3).
     """
     body, seal = decode_signed(data, TYPE_ENVELOPE, "envelope", limits.max_envelope_bytes)
+    head = check_suite_first(body, "envelope.body.suite")
+    if head is None or head[0] != _BODY_FIELDS:  # a shape, at any length: never too-large
+        raise MalformedError("envelope.body", f"expected an array of {_BODY_FIELDS} elements")
     fields = unpack(
         body,
         what="envelope.body",
         max_size=len(body),
         max_array=max(_BODY_FIELDS, limits.max_recipients),
+        long_array=TooLargeError,
     )
     if type(fields) is not list or len(fields) != _BODY_FIELDS:
         raise MalformedError("envelope.body", f"expected an array of {_BODY_FIELDS} elements")
@@ -352,7 +384,9 @@ def decode_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
 
 def _check_recipients(value: object, limits: Limits) -> tuple[RecipientEntry, ...]:
     field = "envelope.body.recipients"
-    if type(value) is not list or not 1 <= len(value) <= limits.max_recipients:
+    if type(value) is list and len(value) > limits.max_recipients:
+        raise TooLargeError(field, f"more than the limit of {limits.max_recipients} recipients")
+    if type(value) is not list or not value:
         raise MalformedError(field, f"must be an array of 1..{limits.max_recipients} entries")
     entries = []
     previous = ""

@@ -31,7 +31,10 @@ Revocation is immediate: the CRLs kept (genuine and current, the newest per
 CA, from every source and from local configuration) are what the node serves
 and gives its TLS layer, and every entry whose chain holds a serial listed by
 any genuine CRL vanishes from the directory at once, whichever source it came
-from.
+from.  The directory remembers the signing keys of what vanished that way
+(:meth:`NodeDirectory.revoked_keys`), so that a custodian holding envelopes
+signed with one knows the signer is revoked, not merely unknown: they will
+never verify again, anywhere.
 
 Nothing here reads a clock: ``now`` (seconds since 1970) is an argument, and
 :class:`NodeDirectory` takes a ``clock`` callable only because the
@@ -99,6 +102,7 @@ _MAX_CACHED_SOURCES = 4096
 # --- the directory of one node -------------------------------------------------------
 
 _SELF = "self"
+_NO_KEYS: frozenset[bytes] = frozenset()
 _STATIC = "static"
 
 
@@ -240,6 +244,7 @@ class NodeDirectory:
         self._local_revoking = CrlSet()
         self._crls = CrlSet()
         self._index: dict[str, tuple[_Record, ...]] = {}
+        self._revoked: dict[str, frozenset[bytes]] = {}
         self._rebuild()
 
     # --- scope (SPEC §14.7) ---------------------------------------------------------
@@ -331,8 +336,12 @@ class NodeDirectory:
         crls: Iterable[x509.CertificateRevocationList],
         trust: TrustStore,
         now: float,
+        cas: Iterable[x509.Certificate] = (),
     ) -> tuple[Dropped, ...]:
         """CRLs from local configuration (a CA's fresh CRL): checked, then served onwards.
+
+        ``cas``: more candidate CA certificates (the federation's CA bundle), besides the
+        CAs of the chains held, so that a CRL is taken before any entry under its CA arrives.
 
         This is where revocations enter the directory; from here they travel
         in every snapshot this node signs.  They pass the same check as the
@@ -343,10 +352,13 @@ class NodeDirectory:
         """
         given = list(crls)
         cas = [
-            cert
-            for records in (self._own, *self._records.values())
-            for record in records
-            for cert in record.entry.certificates[1:]
+            *cas,
+            *(
+                cert
+                for records in (self._own, *self._records.values())
+                for record in records
+                for cert in record.entry.certificates[1:]
+            ),
         ]
         numbered = [(f"crls[{i}]", crl) for i, crl in enumerate(given)]
         checked, dropped = accept_crls(numbered, cas, trust_with(trust, given), instant(now))
@@ -363,9 +375,15 @@ class NodeDirectory:
         revoking = self._local_revoking.with_crls(crl for s in snapshots for crl in s.revoking)
         revoked = self._crls.revoked() | revoking.revoked()
         index: dict[str, list[_Record]] = {}
-        for records in (self._own, self._static, *self._records.values()):
+        # What was in the directory until now counts too: the snapshot that brings a CRL
+        # usually no longer carries the entry it revokes.
+        before = (record for records in self._index.values() for record in records)
+        for records in (before, self._own, self._static, *self._records.values()):
             for record in records:
-                if not any(serial in revoked for serial in record.serials):
+                if any(serial in revoked for serial in record.serials):
+                    name, key_id = record.entry.name, record.entry.identity.signing_key_id
+                    self._revoked[name] = self._revoked.get(name, _NO_KEYS) | {key_id}
+                elif records is not before:
                     index.setdefault(record.entry.name, []).append(record)
         self._index = {
             name: tuple(sorted(records, key=lambda r: r.rank, reverse=True))
@@ -466,6 +484,17 @@ class NodeDirectory:
         return sorted(
             name for name, records in self._index.items() if any(r.live(now_ms) for r in records)
         )
+
+    def revoked_keys(self, name: str) -> frozenset[bytes]:
+        """The signing key ids of ``name`` whose certificate this node has seen revoked.
+
+        Seen: an entry this node held (or holds) for ``name`` has a certificate
+        listed by a CRL it keeps (SPEC §14.6).  An envelope signed with one of
+        these keys can never verify again, so a custodian ends its custody
+        instead of waiting for the key to be known.  Kept in memory only: after
+        a restart, what the cached snapshots still show.
+        """
+        return self._revoked.get(name, _NO_KEYS)
 
     def sources(self) -> Mapping[str, VerifiedSnapshot]:
         """The snapshot in use from each source, by source name."""

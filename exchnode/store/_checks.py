@@ -31,6 +31,7 @@ __all__ = [
     "check_page",
     "check_peer_state",
     "check_prune_audit",
+    "check_seal",
     "check_seqs",
     "check_target",
     "check_time",
@@ -126,6 +127,15 @@ def check_tree_head(size: object, data: object, audit_size: int, last_head_size:
     if size < last_head_size:
         raise UsageError(f"a tree head of size {size} is smaller than the last ({last_head_size})")
     return size
+
+
+def check_seal(data: object) -> bytes:
+    """What a sealer returned: a signed head's bytes (the store does not parse it); else raise."""
+    if not isinstance(data, bytes) or not 0 < len(data) <= MAX_TREE_HEAD_BYTES:
+        raise UsageError(
+            f"a seal is a tree head of 1..{MAX_TREE_HEAD_BYTES} bytes, got {describe(data)}"
+        )
+    return data
 
 
 def check_checkpoint_update(size: object, data: object, audit_size: int, current_size: int) -> int:

@@ -103,10 +103,20 @@ forking its log; the caller rebuilds its state from the store
 (``AuditLogState.resume``).  Heads and the checkpoint are given with the
 tree size they cover, which the store checks against the records it holds.
 
+**The seal** (issue 12, SPEC §20.6).  Heads are signed every few seconds,
+so records stored since the last one would be under no signature -- a crash
+would leave them so, and anyone who can write the file could forge them.  So
+the audit log registers a sealer (:meth:`AuditStore.set_audit_sealer`), and
+every transaction that appends records or moves the checkpoint also replaces
+the one stored **seal**: a head the node signs over the whole log as it is
+in that transaction.  Records are never durable without a signed head over
+them, and the seal written with a new checkpoint is the head that names it.
+
 The log is append-only by construction: no method updates or deletes a
 record, a head or a checkpoint, except ``prune_audit``, which deletes the
 oldest records below the checkpoint's size and nothing else (the SQLite
-store also refuses any other change with triggers).  A checkpoint only
+store also refuses any other change with triggers, ``INSERT OR REPLACE``
+included).  A checkpoint only
 moves forward and never past the records stored; a head never covers
 records not stored, nor fewer than the head before it.
 
@@ -154,6 +164,7 @@ from exchnode.store._records import (
     AcceptOutcome,
     AuditHook,
     AuditRow,
+    AuditSealer,
     ExpiredEntry,
     ExpiryAuditHook,
     InboundEntry,
@@ -309,6 +320,23 @@ class AuditStore(Protocol):
         ...
 
     def audit_checkpoint(self) -> bytes | None: ...
+
+    def set_audit_sealer(self, sealer: AuditSealer | None) -> None:
+        """From now on, seal every transaction that appends records or moves the checkpoint.
+
+        The store calls ``sealer(size, checkpoint_size)`` inside that transaction
+        and keeps its result as the stored seal (:data:`~exchnode.store.AuditSealer`,
+        SPEC §20.6): a crash can never leave records without a signed head over them.
+        """
+        ...
+
+    def audit_seal(self) -> bytes | None:
+        """The newest seal (a signed head over every record stored), None before the first."""
+        ...
+
+    def audit_ordered_from(self) -> int:
+        """The seq from which record times never go back (records of older software: below)."""
+        ...
 
     def prune_audit(self, below_seq: int, max_count: int = 10_000) -> int:
         """Delete up to ``max_count`` of the oldest records with ``seq < below_seq``; how many were.

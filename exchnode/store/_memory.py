@@ -35,6 +35,7 @@ from exchnode.store._checks import (
     check_page,
     check_peer_state,
     check_prune_audit,
+    check_seal,
     check_seqs,
     check_time,
     check_tree_head,
@@ -45,6 +46,7 @@ from exchnode.store._records import (
     AcceptStatus,
     AuditHook,
     AuditRow,
+    AuditSealer,
     ExpiredEntry,
     ExpiryAuditHook,
     InboundEntry,
@@ -86,6 +88,8 @@ class MemoryStore:
         self._audit_next = 0
         self._heads: list[tuple[int, bytes]] = []  # (tree size, head)
         self._checkpoint: tuple[int, bytes] | None = None  # (size, checkpoint)
+        self._seal: tuple[int, bytes] | None = None  # (tree size, the sealer's head)
+        self._sealer: AuditSealer | None = None
 
     def __repr__(self) -> str:
         return f"MemoryStore({'closed' if self._closed else 'open'})"
@@ -129,6 +133,7 @@ class MemoryStore:
                 if audit is not None
                 else []
             )
+            seal = self._sealed(records)
             # Commit.
             for key, record in staged.items():
                 before = self._seen.get(key)
@@ -140,14 +145,24 @@ class MemoryStore:
                     self._add_inbound(item, outcome.local)
                 for hop, targets in outcome.forward.items():
                     self._add_outbound(item, hop, targets)
-            self._store_audit(records)
+            self._store_audit(records, seal)
         return outcomes
 
-    def _store_audit(self, records: list[AuditRow]) -> None:
+    def _sealed(self, records: list[AuditRow]) -> tuple[int, bytes] | None:
+        """The seal over ``records`` (computed before anything changes: the sealer may raise)."""
+        if not records or self._sealer is None:
+            return None
+        size = records[-1][0] + 1
+        covered = self._checkpoint[0] if self._checkpoint is not None else 0
+        return size, check_seal(self._sealer(size, covered))
+
+    def _store_audit(self, records: list[AuditRow], seal: tuple[int, bytes] | None = None) -> None:
         for seq, data in records:
             self._audit[seq] = data
         if records:
             self._audit_next = records[-1][0] + 1
+        if seal is not None:
+            self._seal = seal
 
     def _add_inbound(self, item: AcceptItem, targets: tuple[str, ...]) -> None:
         seq = self._last_seq["inbox"] = self._last_seq["inbox"] + 1
@@ -202,7 +217,7 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             records = check_audit_rows(audit, self._audit_next)
-            self._store_audit(records)
+            self._store_audit(records, self._sealed(records))
             queue = self._outbound.get(next_hop)
             if not queue:
                 return 0
@@ -243,7 +258,8 @@ class MemoryStore:
         wanted = check_seqs(seqs)
         with self._lock:
             self._check_open()
-            self._store_audit(check_audit_rows(audit, self._audit_next))
+            records = check_audit_rows(audit, self._audit_next)
+            self._store_audit(records, self._sealed(records))
             removed = 0
             for seq in wanted:
                 entry = self._inbox.pop(seq, None)
@@ -306,6 +322,7 @@ class MemoryStore:
                     if audit is not None and out
                     else []
                 )
+                seal = self._sealed(records)
             except BaseException:
                 for item in popped:
                     heapq.heappush(heap, item)
@@ -316,7 +333,7 @@ class MemoryStore:
                     self._depths.remove_inbound(len(inbound.data))
                 else:
                     self._forget_outbound(self._outbound[expired.next_hop].pop(expired.seq))
-            self._store_audit(records)
+            self._store_audit(records, seal)
         return out
 
     def prune(self, now_ms: int, max_count: int = 10_000) -> int:
@@ -340,7 +357,8 @@ class MemoryStore:
     def append_audit(self, records: Sequence[AuditRow]) -> None:
         with self._lock:
             self._check_open()
-            self._store_audit(check_audit_rows(records, self._audit_next))
+            rows = check_audit_rows(records, self._audit_next)
+            self._store_audit(rows, self._sealed(rows))
 
     def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[AuditRow]:
         check_time(from_seq, "from_seq")
@@ -383,7 +401,21 @@ class MemoryStore:
             self._check_open()
             current = self._checkpoint[0] if self._checkpoint is not None else 0
             size = check_checkpoint_update(size, data, self._audit_next, current)
+            if self._sealer is not None:  # the head that names the checkpoint, with it
+                self._seal = (self._audit_next, check_seal(self._sealer(self._audit_next, size)))
             self._checkpoint = (size, data)
+
+    def set_audit_sealer(self, sealer: AuditSealer | None) -> None:
+        with self._lock:
+            self._sealer = sealer
+
+    def audit_seal(self) -> bytes | None:
+        with self._lock:
+            self._check_open()
+            return self._seal[1] if self._seal is not None else None
+
+    def audit_ordered_from(self) -> int:
+        return 0  # a memory store holds only what this software wrote
 
     def audit_checkpoint(self) -> bytes | None:
         with self._lock:

@@ -37,6 +37,7 @@ __all__ = [
     "AcceptStatus",
     "AuditHook",
     "AuditRow",
+    "AuditSealer",
     "ExpiredEntry",
     "ExpiryAuditHook",
     "InboundEntry",
@@ -342,6 +343,18 @@ AuditHook: TypeAlias = Callable[[list[AcceptOutcome]], Sequence[AuditRow]]
 
 It runs inside the store's transaction and under its lock: it must not call
 the store.  Whatever it raises rolls the whole batch back and propagates.
+"""
+
+AuditSealer: TypeAlias = Callable[[int, int], bytes]
+"""The audit log's seal (SPEC §20.6): ``(tree size, checkpoint size)`` → a signed head's bytes.
+
+Given to :meth:`~exchnode.store.AuditStore.set_audit_sealer`.  The store calls
+it inside every transaction that appends audit records (with the log's size
+after them) or moves the checkpoint (with the new checkpoint's size), and
+keeps what it returns as the one stored seal, in that same transaction: no
+record is ever durable without a signed head over it.  Like the hooks, it
+runs under the store's lock and must not call the store; a raise rolls the
+transaction back.
 """
 
 ExpiryAuditHook: TypeAlias = Callable[[list[ExpiredEntry]], Sequence[AuditRow]]

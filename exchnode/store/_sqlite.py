@@ -29,11 +29,16 @@ in its own transaction, so the one flush of the group commit covers custody
 and audit alike; ``forwarded``, ``delivered`` and ``take_expired`` do the
 same with theirs.  The log's next seq, the last head's size and the
 checkpoint's size are kept in memory (loaded at open, updated after each
-commit) for the checks that keep the log append-only.
+commit) for the checks that keep the log append-only.  Every transaction that
+inserts audit rows (``_insert_audit``: every path that does must go through
+it) or moves the checkpoint also asks the registered sealer for the seal and
+stores it in that transaction.  ``read_only=True`` opens an existing store for
+auditors without ever writing to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -53,6 +58,7 @@ from exchnode.store._checks import (
     check_page,
     check_peer_state,
     check_prune_audit,
+    check_seal,
     check_seqs,
     check_time,
     check_tree_head,
@@ -63,6 +69,7 @@ from exchnode.store._records import (
     AcceptStatus,
     AuditHook,
     AuditRow,
+    AuditSealer,
     ExpiredEntry,
     ExpiryAuditHook,
     InboundEntry,
@@ -75,7 +82,7 @@ from exchnode.store._records import (
     classify,
     take_within,
 )
-from exchnode.store._sqlite_schema import connect, prepare, store_error
+from exchnode.store._sqlite_schema import connect, open_read_only, prepare, store_error
 
 if TYPE_CHECKING:
     from exchnode.store._interface import Store
@@ -142,13 +149,26 @@ class SqliteStore:
     store and serialised by a lock, so any thread may call it, one call at a
     time.  ``busy_timeout_ms`` is how long opening waits for another
     process that still holds the file (e.g. a previous daemon shutting down).
+
+    ``read_only=True`` is for auditors reading a stopped node's store: the
+    file must exist and be an exchnode store with the audit log (version 2
+    or later); it is opened read-only, never created, migrated or written,
+    and every changing call raises :class:`UsageError`.  Its callers hold the
+    daemon's state lock, so no daemon writes meanwhile.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_ms: int = 5000,
+        read_only: bool = False,
+    ) -> None:
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise UsageError("SqliteStore needs a file path; use MemoryStore for a store in memory")
         check_time(busy_timeout_ms, "busy_timeout_ms")
         self.path = Path(path)
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._broken: str | None = None
@@ -156,13 +176,22 @@ class SqliteStore:
         self._audit_next = 0  # the audit log's next seq, heads' last size, checkpoint's size
         self._last_head_size = 0
         self._checkpoint_size = 0
-        conn = connect(self.path, busy_timeout_ms)
+        self._ordered_from = 0  # record times are checked from this seq on
+        self._has_seal = True  # False for an older schema read read-only
+        self._sealer: AuditSealer | None = None
+        self._side_files: list[Path] = []  # what a read-only open created beside the file
+        if read_only:
+            conn, self._side_files = open_read_only(self.path, busy_timeout_ms)
+        else:
+            conn = connect(self.path, busy_timeout_ms)
         try:
-            prepare(conn, self.path, busy_timeout_ms)
+            if not read_only:
+                prepare(conn, self.path, busy_timeout_ms)
             self._load_depths(conn)
             self._load_audit(conn)
         except BaseException:
             conn.close()
+            self._remove_side_files()
             raise
         self._conn = conn
 
@@ -198,8 +227,28 @@ class SqliteStore:
                 "SELECT tree_size FROM audit_heads ORDER BY position DESC LIMIT 1"
             ).fetchone()
             self._last_head_size = 0 if row is None else row[0]
+            row = conn.execute(
+                "SELECT value FROM store_info WHERE key = 'audit_ordered_from'"
+            ).fetchone()
+            # Absent only in an older store read read-only: its records are not checked.
+            self._ordered_from = row[0] if row is not None else self._audit_next
+            if not isinstance(self._ordered_from, int) or self._ordered_from < 0:
+                raise StoreError(f"store {self.path} is damaged: audit_ordered_from is not a seq")
+            self._has_seal = (
+                conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_seal'"
+                ).fetchone()
+                is not None
+            )
         except sqlite3.Error as exc:
             raise self._error("cannot open", exc) from exc
+
+    def _remove_side_files(self) -> None:
+        for side in self._side_files:
+            with contextlib.suppress(OSError):
+                if side.name.endswith("-shm") or side.stat().st_size == 0:
+                    side.unlink()
+        self._side_files = []
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -217,6 +266,8 @@ class SqliteStore:
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT; on any error, roll back and raise (StoreError for SQLite's)."""
         conn = self._open_conn()
+        if self.read_only:
+            raise UsageError(f"store {self.path} is open read-only: {what} changes it")
         try:
             conn.execute("BEGIN IMMEDIATE")
             yield conn
@@ -334,7 +385,7 @@ class SqliteStore:
             if audit is not None:
                 # Inside the transaction: a raise here rolls back the custody above too.
                 audit_rows = check_audit_rows(audit(list(outcomes)), self._audit_next)
-                conn.executemany(_INSERT_AUDIT, audit_rows)
+                self._insert_audit(conn, audit_rows)
             else:
                 audit_rows = []
         # Committed: now, and only now, the counters.
@@ -389,7 +440,7 @@ class SqliteStore:
             audit_rows = check_audit_rows(audit, self._audit_next)
             with self._transaction("forwarded") as conn:
                 removed = conn.execute(_DELETE_OUTBOUND, (next_hop, _json_list(wanted))).fetchall()
-                conn.executemany(_INSERT_AUDIT, audit_rows)
+                self._insert_audit(conn, audit_rows)
             self._appended(audit_rows)
         for (size,) in removed:
             self._depths.remove_outbound(next_hop, size)
@@ -439,7 +490,7 @@ class SqliteStore:
             audit_rows = check_audit_rows(audit, self._audit_next)
             with self._transaction("delivered") as conn:
                 removed = conn.execute(_DELETE_INBOX, (_json_list(wanted),)).fetchall()
-                conn.executemany(_INSERT_AUDIT, audit_rows)
+                self._insert_audit(conn, audit_rows)
             self._appended(audit_rows)
         for (size,) in removed:
             self._depths.remove_inbound(size)
@@ -516,7 +567,7 @@ class SqliteStore:
                 # Inside the transaction: a raise here keeps the entries queued.
                 records = audit([entry for _, entry, _ in found])
                 audit_rows = check_audit_rows(records, self._audit_next)
-                conn.executemany(_INSERT_AUDIT, audit_rows)
+                self._insert_audit(conn, audit_rows)
         self._appended(audit_rows)
         for _, entry, size in found:
             if entry.next_hop is None:
@@ -546,8 +597,27 @@ class SqliteStore:
             if not rows:
                 return
             with self._transaction("append_audit") as conn:
-                conn.executemany(_INSERT_AUDIT, rows)
+                self._insert_audit(conn, rows)
             self._appended(rows)
+
+    def _insert_audit(self, conn: sqlite3.Connection, rows: list[AuditRow]) -> None:
+        """Insert the rows, and the seal over them, in the transaction under way."""
+        if not rows:
+            return
+        conn.executemany(_INSERT_AUDIT, rows)
+        self._seal(conn, rows[-1][0] + 1, self._checkpoint_size)
+
+    def _seal(self, conn: sqlite3.Connection, size: int, checkpoint_size: int) -> None:
+        """The sealer's head over ``size`` records, replacing the stored seal (same transaction)."""
+        if self._sealer is None:
+            return
+        data = check_seal(self._sealer(size, checkpoint_size))
+        if not conn.execute(
+            "UPDATE audit_seal SET tree_size = ?, data = ? WHERE id = 1", (size, data)
+        ).rowcount:
+            conn.execute(
+                "INSERT INTO audit_seal (id, tree_size, data) VALUES (1, ?, ?)", (size, data)
+            )
 
     def _appended(self, rows: list[AuditRow]) -> None:
         """Audit records committed: the next one continues after them."""
@@ -619,12 +689,32 @@ class SqliteStore:
             self._open_conn()
             size = check_checkpoint_update(size, data, self._audit_next, self._checkpoint_size)
             with self._transaction("set_audit_checkpoint") as conn:
-                conn.execute(
-                    "INSERT INTO audit_checkpoint (id, size, data) VALUES (1, ?, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET size = excluded.size, data = excluded.data",
-                    (size, data),
-                )
+                # Moved forward by UPDATE: the triggers refuse an INSERT over the stored one.
+                if not conn.execute(
+                    "UPDATE audit_checkpoint SET size = ?, data = ? WHERE id = 1", (size, data)
+                ).rowcount:
+                    conn.execute(
+                        "INSERT INTO audit_checkpoint (id, size, data) VALUES (1, ?, ?)",
+                        (size, data),
+                    )
+                self._seal(conn, self._audit_next, size)  # the head that names the checkpoint
             self._checkpoint_size = size
+
+    def set_audit_sealer(self, sealer: AuditSealer | None) -> None:
+        with self._lock:
+            self._sealer = sealer
+
+    def audit_seal(self) -> bytes | None:
+        with self._lock, self._reading("audit_seal") as conn:
+            if not self._has_seal:
+                return None
+            row = conn.execute("SELECT data FROM audit_seal").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def audit_ordered_from(self) -> int:
+        with self._lock:
+            self._open_conn()
+            return self._ordered_from
 
     def audit_checkpoint(self) -> bytes | None:
         with self._lock, self._reading("audit_checkpoint") as conn:
@@ -697,6 +787,8 @@ class SqliteStore:
                 conn.close()  # checkpoints the log into the database file and removes it
             except sqlite3.Error as exc:
                 raise self._error("close", exc) from exc
+            finally:
+                self._remove_side_files()
 
     def __enter__(self) -> SqliteStore:
         return self

@@ -22,11 +22,12 @@ Opening takes the lock with ``BEGIN IMMEDIATE`` and, in that transaction,
 checks the schema, creates it or migrates it; the store (``_sqlite``) then
 loads its counters and runs every change in a transaction of its own.
 
-Schema (version 3; ``store_info.schema_version``, ``PRAGMA application_id``
+Schema (version 4; ``store_info.schema_version``, ``PRAGMA application_id``
 'EXND').  A new file is created at version 1 and brought up by the same
 ``MIGRATIONS`` steps an old file takes, inside the opening transaction, so
 there is one path to the current schema; version 2 added the audit log,
-version 3 lets heads below the checkpoint be pruned.
+version 3 lets heads below the checkpoint be pruned, version 4 (issue 12)
+adds the seal and closes ``INSERT OR REPLACE``.
 Envelope bytes are BLOBs, stored last in their row so that scans
 on the other columns skip them; a copy per next hop (the same bytes for
 each: simple, and the fan-out is small).  Indexes: outbound by (next_hop,
@@ -37,11 +38,22 @@ indexes are appended to at their right edge.
 The audit log (version 2): ``audit_records`` keyed by seq (an INTEGER
 PRIMARY KEY is the rowid itself: appends go to the right edge of one
 b-tree, and a plain INSERT of a seq already stored fails), ``audit_heads``
-in the order stored, and one ``audit_checkpoint`` row.  Triggers make
-the tables append-only below the store's own checks: no UPDATE of a record
-or head, no DELETE of a record at or above the checkpoint's size nor of a
-head of that size or more, no checkpoint moving back.  (They stop a bug, not an
-owner with the sqlite3 shell: that is what signed heads and witnesses are for.)
+in the order stored, and one ``audit_checkpoint`` row; since version 4 one
+``audit_seal`` row (the node's signed head over the whole log, replaced in
+every transaction that appends records, SPEC §20.6) and ``store_info``'s
+``audit_ordered_from`` (the log's size at that migration: record times are
+checked from there on).  Triggers make the tables append-only below the
+store's own checks: no UPDATE of a record or head, no DELETE of a record at
+or above the checkpoint's size nor of a head of that size or more, no
+checkpoint or seal moving back, and (version 4) no INSERT over a stored
+row -- ``INSERT OR REPLACE`` deletes the row it replaces without firing a
+DELETE trigger -- nor a record anywhere but after the last, nor a head
+smaller than the last.  (They stop a bug, not an owner with the sqlite3
+shell: that is what signed heads, the seal and witnesses are for.)
+
+``open_read_only`` is for auditors (``audit verify --offline``): the file
+opened ``mode=ro``, never created, migrated or written; an empty file or
+one that is not a store is refused, naming it.
 
 Opening a file that is not a store, a corrupt one, or one with a newer
 schema raises :class:`StoreError` naming the file; a newer schema is never
@@ -62,11 +74,12 @@ __all__ = [
     "SCHEMA_V1",
     "SCHEMA_VERSION",
     "connect",
+    "open_read_only",
     "prepare",
     "store_error",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x45584E44  # "EXND", so that `file` and a wrong open can tell
 
 SCHEMA_V1 = (
@@ -152,8 +165,60 @@ _HEADS_V3 = (
         BEGIN SELECT RAISE(ABORT, 'tree heads are deleted only below the checkpoint'); END""",
 )
 
+# Version 4 (issue 12): no SQL write path changes a stored record, head, checkpoint or seal.
+# ``INSERT OR REPLACE`` deletes the row it replaces without firing DELETE triggers (unless
+# recursive_triggers is on), so every table of the log also refuses an INSERT at a key it
+# holds; records are appended at the right edge only and heads after the last one, never
+# smaller.  The seal (SPEC §20.6): one row, the node's signed head over the whole log, written
+# in every transaction that appends records or moves the checkpoint; it only grows.  And the
+# audit size at this migration, below which record times are not checked (older nodes did
+# not keep them in order): a ``store_info`` row that cannot be changed.
+_SEAL_V4 = (
+    """CREATE TRIGGER audit_records_append_only BEFORE INSERT ON audit_records
+        WHEN new.seq IS NOT coalesce(
+            (SELECT max(seq) FROM audit_records) + 1, (SELECT size FROM audit_checkpoint), 0)
+        BEGIN SELECT RAISE(ABORT, 'audit records are appended after the last one only'); END""",
+    """CREATE TRIGGER audit_heads_no_replace BEFORE INSERT ON audit_heads
+        WHEN EXISTS (SELECT 1 FROM audit_heads WHERE position = new.position)
+        BEGIN SELECT RAISE(ABORT, 'tree heads are append-only'); END""",
+    """CREATE TRIGGER audit_heads_append_only AFTER INSERT ON audit_heads
+        WHEN new.position < (SELECT max(position) FROM audit_heads)
+          OR new.tree_size < coalesce((SELECT tree_size FROM audit_heads
+                WHERE position < new.position ORDER BY position DESC LIMIT 1), 0)
+        BEGIN SELECT RAISE(ABORT, 'tree heads are appended after the last one only'); END""",
+    """CREATE TRIGGER audit_checkpoint_no_replace BEFORE INSERT ON audit_checkpoint
+        WHEN EXISTS (SELECT 1 FROM audit_checkpoint)
+        BEGIN SELECT RAISE(ABORT, 'the audit checkpoint only moves forward'); END""",
+    """CREATE TABLE audit_seal (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        tree_size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    """CREATE TRIGGER audit_seal_no_replace BEFORE INSERT ON audit_seal
+        WHEN EXISTS (SELECT 1 FROM audit_seal)
+        BEGIN SELECT RAISE(ABORT, 'the audit seal only moves forward'); END""",
+    """CREATE TRIGGER audit_seal_forward BEFORE UPDATE ON audit_seal
+        WHEN new.tree_size < old.tree_size OR new.id IS NOT old.id
+        BEGIN SELECT RAISE(ABORT, 'the audit seal only moves forward'); END""",
+    """CREATE TRIGGER audit_seal_no_delete BEFORE DELETE ON audit_seal
+        BEGIN SELECT RAISE(ABORT, 'the audit seal is replaced, never deleted'); END""",
+    """INSERT INTO store_info (key, value) SELECT 'audit_ordered_from',
+        coalesce((SELECT max(seq) FROM audit_records) + 1,
+                 (SELECT size FROM audit_checkpoint), 0)""",
+    """CREATE TRIGGER store_info_ordered_from_fixed BEFORE UPDATE ON store_info
+        WHEN old.key = 'audit_ordered_from' OR new.key = 'audit_ordered_from'
+        BEGIN SELECT RAISE(ABORT, 'audit_ordered_from is fixed'); END""",
+    """CREATE TRIGGER store_info_ordered_from_no_delete BEFORE DELETE ON store_info
+        WHEN old.key = 'audit_ordered_from'
+        BEGIN SELECT RAISE(ABORT, 'audit_ordered_from is fixed'); END""",
+    """CREATE TRIGGER store_info_ordered_from_no_replace BEFORE INSERT ON store_info
+        WHEN new.key = 'audit_ordered_from'
+          AND EXISTS (SELECT 1 FROM store_info WHERE key = 'audit_ordered_from')
+        BEGIN SELECT RAISE(ABORT, 'audit_ordered_from is fixed'); END""",
+)
+
 # Steps from version n to n + 1, applied in order inside the opening transaction.
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _AUDIT_V2, 2: _HEADS_V3}
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _AUDIT_V2, 2: _HEADS_V3, 3: _SEAL_V4}
 
 
 def store_error(path: Path, what: str, exc: sqlite3.Error) -> StoreError:
@@ -188,6 +253,63 @@ def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
         raise StoreError(f"cannot open store {path}: {exc.strerror}") from exc
     except sqlite3.Error as exc:
         raise store_error(path, "cannot open", exc) from exc
+
+
+def open_read_only(path: Path, busy_timeout_ms: int) -> tuple[sqlite3.Connection, list[Path]]:
+    """The store file opened read-only, checked: never created, migrated or written.
+
+    Returns the connection and the side files SQLite created to read a
+    write-ahead-logged file (``-wal``, ``-shm``), for the caller to remove
+    after closing.  Raises :class:`StoreError` for a missing or empty file,
+    one that is not an exchnode store, or one whose schema has no audit log
+    (version 1) or is newer than this exchnode's.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise StoreError(f"cannot open store {path}: {exc.strerror}") from exc
+    if not path.is_file():
+        raise StoreError(f"cannot open store {path}: not a file")
+    if size == 0:
+        raise StoreError(f"store {path} is empty: not an exchnode store (nothing was written)")
+    sides = [Path(f"{path}{suffix}") for suffix in ("-wal", "-shm")]
+    created = [side for side in sides if not side.exists()]
+    try:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        raise store_error(path, "cannot open read-only", exc) from exc
+    try:
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if app_id != APPLICATION_ID or "store_info" not in tables:
+            raise StoreError(f"{path} is not an exchnode store")
+        row = conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
+        version = row[0] if row is not None else None
+        if not isinstance(version, int) or version < 1:
+            raise StoreError(f"store {path} is damaged: no valid schema_version")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {path} has schema version {version}, newer than the {SCHEMA_VERSION} "
+                "this exchnode knows; upgrade exchnode to read it"
+            )
+        if version < 2 or "audit_records" not in tables:
+            raise StoreError(
+                f"store {path} has schema version {version}, from before the audit log: "
+                "it holds no audit records"
+            )
+    except sqlite3.Error as exc:
+        conn.close()
+        raise store_error(path, "cannot read", exc) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn, created
 
 
 def prepare(conn: sqlite3.Connection, path: Path, busy_timeout_ms: int) -> None:

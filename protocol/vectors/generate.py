@@ -14,8 +14,14 @@ The files hold only public data and test keys:
 
 * ``pki.json``       the certificate hierarchy, CRLs and the nodes' private keys
 * ``envelopes.json`` valid envelopes (single, multi-recipient, a batch) with plaintexts
-* ``receipts.json``  valid receipts for some of them
+* ``receipts.json``  valid receipts for some of them, with what their sender holds to check them
 * ``invalid.json``   envelopes that must be refused, each with the error code it must produce
+* ``invalid-receipts.json`` receipts their sender must refuse (SPEC §10.4), each with its code
+
+An invalid vector that fails two checks names both: ``error`` is the code
+of the first in the verification order, ``second_error`` the code it gives
+once the first failure is lifted by ``second_error_when`` (fields replacing
+the vector's own).  The test suite opens both, which pins the order.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from exchnode.core import (
     TYPE_ENVELOPE,
+    TYPE_RECEIPT,
     LocalIdentity,
     Opener,
     Outgoing,
@@ -111,6 +118,26 @@ def fields_of(envelope: bytes) -> list[Any]:
 
 def flip(data: bytes, offset: int) -> bytes:
     return data[:offset] + bytes([data[offset] ^ 0x01]) + data[offset + 1 :]
+
+
+# Ed25519 (RFC 8032): the group order and the field prime, for the signature-encoding vectors.
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+ED25519_P = 2**255 - 19
+
+
+def sign_with_identity_r(signer: LocalIdentity, message: bytes, r_encoding: bytes) -> bytes:
+    """An Ed25519 signature whose R is the identity point (nonce 0), R written as given.
+
+    S = k * a with k = SHA-512(R || A || M): the verification equation holds
+    for the identity whatever its encoding; a verifier that compares R by its
+    canonical encoding (SPEC §6.3) accepts the canonical one only.
+    """
+    seed = signer.signing_private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    h = hashlib.sha512(seed).digest()
+    a = (int.from_bytes(h[:32], "little") & ((1 << 254) - 8)) | (1 << 254)
+    public = signer.peer.signing_key_raw
+    k = int.from_bytes(hashlib.sha512(r_encoding + public + message).digest(), "little")
+    return r_encoding + (k * a % ED25519_L).to_bytes(32, "little")
 
 
 def generate() -> dict[str, str]:
@@ -202,10 +229,13 @@ def generate() -> dict[str, str]:
     opener = Opener(identities[RECIPIENT], directory)
     opened = [opener.open(bytes.fromhex(v["envelope"]), OPEN_AT) for v in valid[-5:]]
     receipts = issue_receipts(identities[RECIPIENT], opened, OPEN_AT)
+    records = [sent_record(item) for item in opened]
     files["receipts.json"] = {
         "description": "Receipts by 522301.minzheng for the batch-of-5 envelopes, signed "
         "as one batch. Each must verify against the recipient's signing key and name "
-        "the envelope's digest and the plaintext's SHA-256.",
+        "the envelope's digest and the plaintext's SHA-256; and the sender, holding 'sent' "
+        "(what it keeps of the message, SPEC §10.4), must accept it at check_at when "
+        "'carrier' brought it.",
         "vectors": [
             {
                 "name": f"receipt[{i}]",
@@ -213,9 +243,24 @@ def generate() -> dict[str, str]:
                 "envelope_digest": valid[-5 + i]["digest"],
                 "plaintext_sha256": hashlib.sha256(opened[i].plaintext).hexdigest(),
                 "receipt": receipt.hex(),
+                "check_as": SENDER,
+                "check_at": RECEIPT_CHECK_AT,
+                "carrier": RECIPIENT,
+                "sent": [records[i]],
             }
             for i, receipt in enumerate(receipts)
         ],
+    }
+    files["invalid-receipts.json"] = {
+        "description": "Receipts the sender must refuse. Check each as check_as at check_at, "
+        "holding the records in 'sent' (SPEC §10.4: message id, envelope digest, recipients, "
+        "expiry; 'receipted' are the recipients whose receipt it already accepted), brought "
+        "by 'carrier' (null: issued to itself), with the vectors' directory (minus any node "
+        "in 'directory_without'), through the verification order of SPEC §10.4; the first "
+        "failing check must raise the error whose code is given (SPEC §12). Receipts in "
+        "'check_first' are checked (and accepted) first by the same sender; 'check_times' > 1 "
+        "means the same bytes are checked repeatedly; only the last check fails.",
+        "vectors": invalid_receipts(identities, directory, sealer, opened, receipts, records),
     }
     files["invalid.json"] = {
         "description": "Envelopes that must be refused. Open each as open_as at open_at, "
@@ -229,6 +274,234 @@ def generate() -> dict[str, str]:
         name: json.dumps(value, indent=1, ensure_ascii=False) + "\n"
         for name, value in files.items()
     }
+
+
+RECEIPT_CHECK_AT = OPEN_AT + 60.0
+
+
+def sent_record(item: Any) -> dict[str, Any]:
+    """What the sender keeps of a message to check receipts for it (SPEC §10.4), as JSON."""
+    header = item.envelope.header
+    return {
+        "message_id": header.message_id.hex(),
+        "digest": item.envelope.digest.hex(),
+        "recipients": sorted(header.recipient_names),
+        "expires_ms": header.expires_ms,
+        "receipted": [],
+    }
+
+
+def sign_receipt(fields: list[Any], signer: LocalIdentity) -> bytes:
+    body = pack(fields)
+    suite = fields[0] if isinstance(fields[0], int) else 1
+    (seal,) = sign_leaves(signer.signing_private_key, suite, [signed_leaf(TYPE_RECEIPT, body)])
+    return encode_signed(TYPE_RECEIPT, body, seal)
+
+
+def invalid_receipts(
+    identities: dict[str, LocalIdentity],
+    directory: Any,
+    sealer: Callable[..., Sealer],
+    opened: list[Any],
+    receipts: list[bytes],
+    records: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    genuine, first, second = receipts[0], opened[0], opened[1]
+    record = records[0]
+    header = first.envelope.header
+    opened_ms = int(OPEN_AT * 1000)
+    plaintext_digest = hashlib.sha256(first.plaintext).digest()
+
+    def fields(signer: str, *, digest: bytes = first.envelope.digest, suite: int = 1) -> list[Any]:
+        return [
+            suite,
+            header.message_id,
+            digest,
+            SENDER,
+            signer,
+            identities[signer].peer.signing_key_id,
+            opened_ms,
+            plaintext_digest,
+        ]
+
+    by_hub = sign_receipt(fields(HUB), identities[HUB])
+    wrong_digest = sign_receipt(
+        fields(RECIPIENT, digest=second.envelope.digest), identities[RECIPIENT]
+    )
+    # Another sender's message that happens to use the same id as one of the sender's own.
+    theirs = Sealer(identities[OTHER], directory, random=SeededRandom("receipt-theirs"))
+    other_envelope = theirs.seal(
+        Outgoing([RECIPIENT], b"not yours", message_id=header.message_id), SEALED_AT
+    )
+    other_opened = Opener(identities[RECIPIENT], directory).open(other_envelope.data, OPEN_AT)
+    (about_theirs,) = issue_receipts(identities[RECIPIENT], [other_opened], OPEN_AT)
+    (from_the_future,) = issue_receipts(identities[RECIPIENT], [first], RECEIPT_CHECK_AT + 301)
+    long_suite_2 = sign_receipt([*fields(RECIPIENT, suite=2), 0], identities[RECIPIENT])
+    long_suite_1 = sign_receipt([*fields(RECIPIENT), 0], identities[RECIPIENT])
+    expiry = record["expires_ms"] / 1000
+    hub_is_recipient = {**record, "recipients": sorted([RECIPIENT, HUB])}
+    other_digest = {**record, "digest": second.envelope.digest.hex()}
+    cases: list[dict[str, Any]] = []
+
+    def case(name: str, description: str, data: bytes, code: str, **extra: Any) -> None:
+        vector: dict[str, Any] = {
+            "name": name,
+            "description": description,
+            "check_as": SENDER,
+            "check_at": extra.pop("check_at", RECEIPT_CHECK_AT),
+            "carrier": extra.pop("carrier", RECIPIENT),
+            "sent": extra.pop("sent", [record]),
+            "error": code,
+            "receipt": data.hex(),
+        }
+        vector.update(extra)
+        cases.append(vector)
+
+    case(
+        "too-large",
+        "4097 bytes, over the receipt limit of 4096 (and not a receipt at all).",
+        b"\x94\x01\x02\xc5\x0f\xfc" + b"\x00" * 4091,
+        "too-large",
+    )
+    case("truncated", "The last byte is missing.", genuine[:-1], "malformed")
+    case(
+        "format-2",
+        "Receipt format version 2.",
+        pack([2, *msgpack.unpackb(genuine)[1:]]),
+        "unsupported-version",
+    )
+    case(
+        "suite-2",
+        "Suite 2 (reserved for SM2/SM3/SM4), validly signed by the recipient.",
+        sign_receipt(fields(RECIPIENT, suite=2), identities[RECIPIENT]),
+        "unsupported-suite",
+    )
+    case(
+        "unsupported-suite-and-wrong-length",
+        "Suite 2 with a ninth element: the suite is read first (SPEC §5.2, §10.4).",
+        long_suite_2,
+        "unsupported-suite",
+        second_error="malformed",
+        second_error_when={"receipt": long_suite_1.hex()},
+    )
+    case(
+        "unknown-message",
+        "A genuine receipt for a message the sender holds no record of.",
+        genuine,
+        "unknown-message",
+        sent=[],
+    )
+    case(
+        "another-senders-message",
+        "A genuine receipt by the recipient about 520100.fagai's message, whose id the "
+        "sender also used for one of its own.",
+        about_theirs,
+        "unknown-message",
+    )
+    case(
+        "stale",
+        "Checked at the message's expiry: the sender no longer holds it (expiry is exclusive).",
+        genuine,
+        "expired",
+        check_at=expiry,
+    )
+    case(
+        "from-the-future",
+        "Opened 301 s after the check, beyond the 300 s clock skew.",
+        from_the_future,
+        "not-yet-valid",
+    )
+    case(
+        "not-a-recipient",
+        "The city hub on the path signs a receipt naming itself for an envelope it relayed, "
+        "and brings it: a valid signature, but not from a recipient.",
+        by_hub,
+        "not-a-recipient",
+        carrier=HUB,
+    )
+    case(
+        "wrong-digest",
+        "The recipient's receipt under the message's id names another envelope's digest.",
+        wrong_digest,
+        "wrong-digest",
+    )
+    case(
+        "wrong-carrier",
+        "A genuine receipt brought by the city hub instead of the recipient that signed it.",
+        genuine,
+        "wrong-carrier",
+        carrier=HUB,
+    )
+    case(
+        "unknown-signer",
+        "The recipient is not in the sender's directory.",
+        genuine,
+        "unknown-signer",
+        directory_without=[RECIPIENT],
+    )
+    case(
+        "wrong-signer",
+        "Names the recipient and its key id, signed by 520100.fagai.",
+        sign_receipt(fields(RECIPIENT), identities[OTHER]),
+        "bad-signature",
+    )
+    case(
+        "replayed",
+        "The same receipt checked twice: the recipient's delivery is counted once.",
+        genuine,
+        "replayed",
+        check_times=2,
+    )
+    case(
+        "stale-and-not-a-recipient",
+        "The hub's receipt, checked at the message's expiry.",
+        by_hub,
+        "expired",
+        carrier=HUB,
+        check_at=expiry,
+        second_error="not-a-recipient",
+        second_error_when={"check_at": RECEIPT_CHECK_AT},
+    )
+    case(
+        "not-a-recipient-and-bad-signature",
+        "The hub's receipt with one signature bit flipped: the recipients are checked "
+        "before any public-key operation.",
+        flip(by_hub, len(by_hub) - 1),
+        "not-a-recipient",
+        carrier=HUB,
+        second_error="bad-signature",
+        second_error_when={"sent": [hub_is_recipient]},
+    )
+    case(
+        "wrong-digest-and-wrong-carrier",
+        "The wrong-digest receipt, brought by the city hub.",
+        wrong_digest,
+        "wrong-digest",
+        carrier=HUB,
+        second_error="wrong-carrier",
+        second_error_when={"sent": [other_digest]},
+    )
+    case(
+        "wrong-carrier-and-unknown-signer",
+        "A genuine receipt brought by the city hub, its signer not in the directory.",
+        genuine,
+        "wrong-carrier",
+        carrier=HUB,
+        directory_without=[RECIPIENT],
+        second_error="unknown-signer",
+        second_error_when={"carrier": RECIPIENT},
+    )
+    case(
+        "bad-signature-and-replayed",
+        "After the genuine receipt, a copy with one signature bit flipped: the signature is "
+        "checked before the replay window.",
+        flip(genuine, len(genuine) - 1),
+        "bad-signature",
+        check_first=[genuine.hex()],
+        second_error="replayed",
+        second_error_when={"receipt": genuine.hex()},
+    )
+    return cases
 
 
 def invalid_vectors(
@@ -405,6 +678,175 @@ def invalid_vectors(
         "replayed",
         open_times=2,
     )
+    # --- limits of SPEC §4.3 and signature encodings of §6.3 (one check each) -----------
+    three = sealer("limit-recipients").seal(
+        Outgoing([RECIPIENT, OTHER, HUB], PAYLOAD, "data", "application/json", 86400.0),
+        SEALED_AT,
+    )
+    case(
+        "too-many-recipients",
+        "Three recipients against a limit of two (max_recipients in 'limits').",
+        three.data,
+        "too-large",
+        limits={"max_recipients": 2},
+    )
+    t_body, t_seal = decode_signed(batch[0].data, TYPE_ENVELOPE, "envelope", 1 << 26)
+    case(
+        "leaf-count-too-large",
+        "A seal claiming a batch of 65 537 items, one more than the limit.",
+        encode_signed(TYPE_ENVELOPE, t_body, t_seal._replace(leaf_count=65537)),
+        "too-large",
+    )
+    case(
+        "path-too-long",
+        "An inclusion path of 17 hashes, one more than the limit.",
+        encode_signed(TYPE_ENVELOPE, t_body, t_seal._replace(path=t_seal.path + b"\x00" * 480)),
+        "too-large",
+    )
+    signature = good[-64:]
+    s_value = int.from_bytes(signature[32:], "little")
+    case(
+        "signature-s-not-canonical",
+        "The signature's S replaced by S + L (same value mod L): S must be below the group "
+        "order L (SPEC §6.3).",
+        good[:-32] + (s_value + ED25519_L).to_bytes(32, "little"),
+        "bad-signature",
+    )
+    g_body, g_seal = decode_signed(good, TYPE_ENVELOPE, "envelope", 1 << 26)
+    # SPEC §6.2's signature input for a batch of one: the root is the leaf.
+    root = signed_leaf(TYPE_ENVELOPE, g_body)
+    signed_input = b"exchnode/v1 batch root\x00" + bytes([1]) + (1).to_bytes(4, "big") + root
+    identity_r = (1 + ED25519_P).to_bytes(32, "little")  # y = p + 1: the identity, not reduced
+    case(
+        "signature-r-not-canonical",
+        "A signature with R the identity point written with y = p + 1 instead of 1; the same "
+        "signature with R written canonically verifies (SPEC §6.3).",
+        encode_signed(
+            TYPE_ENVELOPE,
+            g_body,
+            g_seal._replace(signature=sign_with_identity_r(signer, signed_input, identity_r)),
+        ),
+        "bad-signature",
+    )
+    # --- two failures each: the first in the order of SPEC §8.1 wins ---------------------
+    flipped = flip(good, len(good) - 1)
+    expiry = SEALED_AT + 86400.0
+    case(
+        "too-large-and-unsupported-suite",
+        "The suite-2 envelope against a max_envelope_bytes one byte short of its size.",
+        resign([2, *fields[1:]], signer),
+        "too-large",
+        limits={"max_envelope_bytes": len(resign([2, *fields[1:]], signer)) - 1},
+        second=("unsupported-suite", {"limits": {}}),
+    )
+    case(
+        "unsupported-version-and-wrong-length",
+        "Format 2 with five elements: the format is read first (SPEC §5.1, §13).",
+        pack([2, 1, outer[2], outer[3], 0]),
+        "unsupported-version",
+        second=("malformed", {"envelope": pack([1, 1, outer[2], outer[3], 0]).hex()}),
+    )
+    case(
+        "unsupported-suite-and-wrong-length",
+        "Suite 2 with a thirteenth element, validly signed: the suite is read first (SPEC §5.2).",
+        resign([2, *fields[1:], 0], signer),
+        "unsupported-suite",
+        second=("malformed", {"envelope": resign([*fields, 0], signer).hex()}),
+    )
+    three_fields = fields_of(three.data)
+    case(
+        "unsupported-suite-and-too-many-recipients",
+        "Suite 2 with three recipients against a limit of two: the suite comes first.",
+        resign([2, *three_fields[1:]], signer),
+        "unsupported-suite",
+        limits={"max_recipients": 2},
+        second=("too-large", {"envelope": resign(three_fields, signer).hex()}),
+    )
+    wide_flipped = flip(wide, len(wide) - 1)
+    case(
+        "malformed-and-bad-signature",
+        "Non-canonical framing and a flipped signature bit: the framing comes first.",
+        wide_flipped,
+        "malformed",
+        second=("bad-signature", {"envelope": flipped.hex()}),
+    )
+    case(
+        "lifetime-too-long-and-expired",
+        "A 31-day lifetime, opened after its expiry: the lifetime comes first (SPEC §8.2).",
+        resign(long_lived, signer),
+        "lifetime-too-long",
+        open_at=long_lived[6] / 1000,
+        second=("expired", {"freshness": {"max_lifetime": 32 * 86400.0}}),
+    )
+    case(
+        "expired-and-not-a-recipient",
+        "Opened by the city hub after its expiry.",
+        good,
+        "expired",
+        open_as=HUB,
+        open_at=expiry,
+        second=("not-a-recipient", {"open_at": OPEN_AT}),
+    )
+    case(
+        "not-yet-valid-and-not-a-recipient",
+        "Opened by the city hub more than the clock skew before its creation.",
+        good,
+        "not-yet-valid",
+        open_as=HUB,
+        open_at=SEALED_AT - 301.0,
+        second=("not-a-recipient", {"open_at": OPEN_AT}),
+    )
+    case(
+        "expired-and-bad-signature",
+        "A flipped signature bit, opened after expiry: freshness comes before the signature.",
+        flipped,
+        "expired",
+        open_at=expiry,
+        second=("bad-signature", {"open_at": OPEN_AT}),
+    )
+    case(
+        "not-a-recipient-and-unknown-signer",
+        "Opened by the city hub, with the sender missing from its directory.",
+        good,
+        "not-a-recipient",
+        open_as=HUB,
+        directory_without=[SENDER],
+        second=("unknown-signer", {"open_as": RECIPIENT}),
+    )
+    case(
+        "not-a-recipient-and-decryption-failed",
+        "The wrapped-to-another-key envelope, opened by the city hub.",
+        resign(stale_key, signer),
+        "not-a-recipient",
+        open_as=HUB,
+        second=("decryption-failed", {"open_as": RECIPIENT}),
+    )
+    case(
+        "unknown-signer-and-bad-signature",
+        "A flipped signature bit, the sender missing from the directory.",
+        flipped,
+        "unknown-signer",
+        directory_without=[SENDER],
+        second=("bad-signature", {"directory_without": []}),
+    )
+    case(
+        "bad-signature-and-replayed",
+        "After the genuine envelope, a copy with a flipped signature bit: the signature comes "
+        "before the replay window.",
+        flipped,
+        "bad-signature",
+        open_first=[good.hex()],
+        second=("replayed", {"envelope": good.hex()}),
+    )
+    case(
+        "replayed-and-decryption-failed",
+        "After the genuine envelope, one validly signed under the same id whose ciphertext "
+        "was corrupted before signing: the replay window comes before decryption.",
+        resign(bad_ct, signer),
+        "replayed",
+        open_first=[good.hex()],
+        second=("decryption-failed", {"open_first": []}),
+    )
 
     vectors = []
     for name, description, data, code, extra in cases:
@@ -416,9 +858,11 @@ def invalid_vectors(
             "error": code,
             "envelope": data.hex(),
         }
-        for key in ("directory_without", "open_times"):
+        for key in ("directory_without", "open_times", "open_first", "limits"):
             if key in extra:
                 vector[key] = extra[key]
+        if "second" in extra:
+            vector["second_error"], vector["second_error_when"] = extra["second"]
         vectors.append(vector)
     return vectors
 

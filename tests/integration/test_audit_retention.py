@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from exchnode.aio import AuditService, Node
+from exchnode.aio import AuditService, Node, WitnessService
 from exchnode.aio._audit_service import RETENTION
 from exchnode.audit import Actor, AuditEntry, Category, decode_record, decode_tree_head
 from exchnode.core import leaf_hash, verify_inclusion
@@ -24,6 +24,7 @@ from tests.integration.federation import Federation
 NAME = "520102.gongan"
 DAY = 86_400.0
 T0 = 1_790_000_000.0
+QUIET = 100 * DAY  # loop intervals the tests never reach: they prune and witness themselves
 
 
 class Clock:
@@ -105,3 +106,53 @@ async def test_pruning_keeps_six_months_and_the_log_verifiable(tmp_path: Path) -
     with SqliteStore(federation.directory / f"{NAME}.sqlite") as store:
         assert store.audit_records(0, 10)[0][0] == 100
     assert RETENTION >= 183 * DAY
+
+
+@pytest.mark.asyncio
+async def test_a_child_prunes_only_what_its_parent_has_witnessed(tmp_path: Path) -> None:
+    """Issue 12: the checkpoint stays within the heads the parent keeps, so that a verifier
+    given the parent's witnessed heads finds every pruned record seen under one of them."""
+    hub, child = "520102", NAME
+    federation = Federation(tmp_path, [hub, child])
+    clock = Clock()
+    clock.now = start = federation.now.timestamp()  # the nodes link: their certificates are valid
+    nodes: list[Node] = []
+    try:
+        audits, witnesses = {}, {}
+        for name in (hub, child):
+            # A day's retention: the clock stays within the week the federation's CRLs last.
+            audit = AuditService(flush=0.05, head_interval=3600, retention=DAY, prune_every=QUIET)
+            witness = WitnessService(audit, interval=QUIET)
+            node = federation.node(name, clock=clock, services=[audit, witness])
+            await node.start()
+            nodes.append(node)
+            audits[name], witnesses[name] = audit, witness
+        await log_at(audits[child], clock, 20)  # head at 20
+        assert (await witnesses[hub].witness_now())[child].size == 20
+        await log_at(audits[child], clock, 20)  # head at 40
+        # The parent asks since the 20 it keeps (the child learns that), and keeps 40.
+        assert (await witnesses[hub].witness_now())[child].size == 40
+        clock.now = start + 2 * DAY
+        await log_at(audits[child], clock, 10)  # head at 50
+        store = nodes[1].store
+
+        async def pruned_to() -> int:
+            await audits[child].prune()  # (the node's own loop may be pruning too: one at a time)
+            first = await nodes[1].run_in_store(store.audit_records, 0, 1)
+            return int(first[0][0])
+
+        assert await pruned_to() == 20  # not 40: all it knows the parent keeps is 20
+        status = (await witnesses[hub].witness_now())[child]
+        assert (status.verdict, status.error) == ("consistent", None), status
+        kept = witnesses[hub].witnessed()[child].head
+        assert kept is not None
+        assert kept.tree_size >= 50
+        report = await audits[child].verify([kept.data])
+        assert report.ok, report.findings
+        assert await pruned_to() == 40  # now it has: the rest of the old records
+        report = await audits[child].verify([kept.data])
+        assert report.ok, report.findings
+        assert report.first_seq == 40
+    finally:
+        for node in reversed(nodes):
+            await node.close()

@@ -45,6 +45,7 @@ from exchnode.audit import (
 )
 from exchnode.audit._records import Status
 from exchnode.core import LocalIdentity
+from exchnode.errors import UsageError
 from tests.integration.federation import Federation
 
 HUB, CHILD, SIBLING = "520102", "520102.gongan", "520102.minzheng"
@@ -107,6 +108,9 @@ class RewrittenLog:
     async def flush_now(self) -> None:
         raise AssertionError("a leaf node has no children to witness")
 
+    def note_witnessed(self, size: int) -> None:
+        self.witnessed = size  # what the parent said it keeps
+
 
 class World:
     def __init__(self, tmp_path: Path) -> None:
@@ -115,9 +119,11 @@ class World:
         self.audit: dict[str, AuditService] = {}
         self.witness: dict[str, WitnessService] = {}
 
-    async def start(self, name: str, *, log: RewrittenLog | None = None) -> None:
+    async def start(
+        self, name: str, *, log: RewrittenLog | None = None, silent_rounds: int = 5
+    ) -> None:
         audit = AuditService(flush=0.05, head_interval=0.1)
-        witness = WitnessService(log or audit, interval=QUIET)
+        witness = WitnessService(log or audit, interval=QUIET, silent_rounds=silent_rounds)
         node = self.federation.node(name, services=[audit, witness])
         await node.start()
         self.nodes[name], self.audit[name], self.witness[name] = node, audit, witness
@@ -415,3 +421,58 @@ async def test_the_hub_witnesses_on_its_own_soon_after_start(tmp_path: Path) -> 
     finally:
         for node in nodes:
             await node.close()
+
+
+@pytest.mark.asyncio
+async def test_a_child_that_stops_answering_is_judged_silent_once_then_back(
+    world: World,
+) -> None:
+    """Issue 12, item 8: a child that never answers is not left ``consistent``.
+
+    (The sibling, never started, is judged silent too, from no head at all.)
+    """
+    await world.start(HUB, silent_rounds=3)
+    await world.start(CHILD)
+    await world.grow(CHILD, 3)
+    assert (await world.witness_child()).verdict == "first-head"
+    await world.stop(CHILD)
+    for round_ in (1, 2):
+        status = await world.witness_child()
+        assert (status.verdict, status.verdict_ok, status.unanswered) == (
+            "first-head",
+            True,
+            round_,
+        )
+        assert status.error  # why: unreachable
+    status = await world.witness_child()
+    assert (status.verdict, status.verdict_ok, status.unanswered) == ("silent", False, 3)
+    assert status.head is not None
+    assert status.size == 3  # the kept head stays: the next answer is checked against it
+    for _ in range(3):
+        assert (await world.witness_child()).verdict == "silent"
+    assert await world.verdicts() == ["first-head", "silent"]  # on the record once
+    silent = [
+        r.entry
+        for r in await world.records(HUB)
+        if r.entry.category is Category.WITNESS
+        and r.entry.outcome.code == "silent"
+        and r.entry.subject.value == CHILD
+    ]
+    assert [(e.outcome.status, dict(e.detail)) for e in silent] == [
+        (Status.REFUSED, {"previous_size": 3})
+    ]
+
+    await world.stop(HUB)  # the verdict is kept across the hub's restart
+    await world.start(HUB, silent_rounds=3)
+    assert world.witness[HUB].witnessed()[CHILD].verdict == "silent"
+    await world.start(CHILD)  # back, with the very head the hub keeps
+    status = await world.witness_child()
+    assert (status.verdict, status.verdict_ok, status.unanswered) == ("consistent", True, 0)
+    assert await world.verdicts() == ["first-head", "silent", "consistent"]
+
+
+def test_silent_rounds_is_a_positive_count() -> None:
+    audit = AuditService()
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(UsageError, match="silent_rounds"):
+            WitnessService(audit, silent_rounds=bad)  # type: ignore[arg-type]

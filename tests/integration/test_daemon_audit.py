@@ -224,3 +224,42 @@ def test_offline_in_signed_mode_and_before_the_first_run(tmp_path: Path) -> None
         assert listed["records"][0]["action"] == "config.loaded"
     finally:
         fed.kill_all()
+
+
+def test_a_retention_under_six_months_is_refused_unless_forced(tmp_path: Path) -> None:
+    """Issue 12: 等级保护 asks six months of audit records; less is the operator's choice."""
+    fed = DaemonFederation(tmp_path, [HUB])
+    path = fed.config_path(HUB)
+    written = path.read_text()
+    assert "# retention_days = 183" in written
+    assert "# allow_short_retention = false" in written
+    assert "# witness_silent_rounds = 5" in written
+    config = load_config(path).audit
+    assert (config.retention_days, config.allow_short_retention) == (183, False)
+    assert config.witness_silent_rounds == 5
+    short = written.replace("# retention_days = 183", "retention_days = 90")
+    path.write_text(short)
+    problem = r"audit\.retention_days: 90 days is under the 183"
+    with pytest.raises(ConfigError, match=problem) as err:
+        load_config(path)
+    assert "allow_short_retention = true" in str(err.value)
+    forced = short.replace("# allow_short_retention = false", "allow_short_retention = true")
+    path.write_text(forced)
+    config = load_config(path).audit
+    assert (config.retention_days, config.allow_short_retention) == (90, True)
+    path.write_text(written.replace("# retention_days = 183", "retention_days = 182"))
+    with pytest.raises(ConfigError, match="retention_days"):
+        load_config(path)
+    for setting, problem in (
+        ("witness_silent_rounds = 0", "audit.witness_silent_rounds: must be positive"),
+        ("witness_silent_rounds = 1e3", "audit.witness_silent_rounds: must be an integer"),
+        ("witness_silent_rounds = 100000", "audit.witness_silent_rounds: must be at most"),
+        ('allow_short_retention = "yes"', "audit.allow_short_retention: must be true or false"),
+    ):
+        path.write_text(written.replace("# witness_silent_rounds = 5", setting, 1))
+        if setting.startswith("allow"):
+            path.write_text(written.replace("# allow_short_retention = false", setting, 1))
+        with pytest.raises(ConfigError, match=problem):
+            load_config(path)
+    path.write_text(written.replace("# witness_silent_rounds = 5", "witness_silent_rounds = 2"))
+    assert load_config(path).audit.witness_silent_rounds == 2

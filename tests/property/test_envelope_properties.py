@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -12,11 +13,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from exchnode import errors
 from exchnode.core import (
     TYPE_ENVELOPE,
+    TYPE_RECEIPT,
     EnvelopeVerifier,
     FreshnessPolicy,
     Opener,
     Outgoing,
     ReplayWindow,
+    Seal,
     Sealer,
     StaticDirectory,
     decode_envelope,
@@ -150,6 +153,35 @@ def test_well_formed_msgpack_of_the_wrong_shape_raises_only_typed_errors(outer, 
     for blob in candidates:
         with contextlib.suppress(errors.RejectedError):
             decode_envelope(blob)
+
+
+unknown_numbers = st.integers(-(2**63), 2**64 - 1).filter(lambda n: n != 1)
+ANY_SEAL = Seal(0, 1, b"", b"\x00" * 64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(unknown_numbers, st.lists(msgpack_values, max_size=20))
+def test_an_unknown_suite_is_refused_as_such_whatever_the_body_holds(suite, rest) -> None:
+    """SPEC §5.2: the suite is read first; a body under an unknown suite is not parsed further."""
+    body = msgpack.packb([suite, *rest])
+    with pytest.raises(errors.UnsupportedSuiteError):
+        decode_envelope(encode_signed(TYPE_ENVELOPE, body, ANY_SEAL))
+    receipt = encode_signed(TYPE_RECEIPT, body, ANY_SEAL)
+    if len(receipt) <= 4096:  # beyond, the size is checked first: too-large
+        with pytest.raises(errors.UnsupportedSuiteError):
+            decode_receipt(receipt)
+
+
+@settings(max_examples=300, deadline=None)
+@given(unknown_numbers, st.lists(msgpack_values, max_size=6))
+def test_an_unknown_format_is_refused_as_such_whatever_follows_it(version, rest) -> None:
+    """SPEC §5.1, §13: the format is read first; an item of an unknown one is not parsed."""
+    blob = msgpack.packb([version, *rest])
+    with pytest.raises(errors.UnsupportedVersionError):
+        decode_envelope(blob)
+    if len(blob) <= 4096:
+        with pytest.raises(errors.UnsupportedVersionError):
+            decode_receipt(blob)
 
 
 @common

@@ -83,17 +83,15 @@ def test_a_changed_record_is_named_by_seq() -> None:
     rows = stored(records)
     rows[14] = (14, edited(rows[14][1], action="envelope.refuse"))
     report = run(rows, heads)
-    [changed] = report.of(Tamper.CHANGED)
-    assert changed.seq == 14
-    [mismatch] = report.of(Tamper.ROOT_MISMATCH)
-    assert (mismatch.seq, mismatch.end, mismatch.head) == (12, 20, "heads[2]")
+    [changed] = report.findings  # the heads over it differ too: that names nothing more
+    assert (changed.kind, changed.seq) == (Tamper.CHANGED, 14)
     assert report.verified_size == 12
 
 
 def test_a_changed_last_record_is_bounded_by_the_heads() -> None:
     _, records, heads = generated()
     rows = stored(records)
-    rows[39] = (39, edited(rows[39][1], time_ms=T0))
+    rows[39] = (39, edited(rows[39][1], action="envelope.other"))
     report = run(rows, heads)
     assert report.kinds() == {Tamper.ROOT_MISMATCH}
     [mismatch] = report.findings
@@ -103,13 +101,20 @@ def test_a_changed_last_record_is_bounded_by_the_heads() -> None:
 def test_a_deleted_record_is_a_gap() -> None:
     _, records, heads = generated()
     rows = stored(records)
-    del rows[14]
+    del rows[14:17]
     report = run(rows, heads)
-    [deleted] = report.of(Tamper.DELETED)
-    assert (deleted.seq, deleted.end) == (14, 15)
-    assert report.of(Tamper.CHANGED) == []
-    assert report.of(Tamper.ROOT_MISMATCH)[0].seq == 12
-    assert Tamper.TRUNCATED in report.kinds()  # the last head covers 40, 39 are left
+    [deleted] = report.findings  # no changed-record, root-mismatch or truncated besides
+    assert (deleted.kind, deleted.seq, deleted.end) == (Tamper.DELETED, 14, 17)
+    assert report.verified_size == 12
+
+
+def test_deleted_records_with_the_rest_renumbered_are_one_finding() -> None:
+    _, records, heads = generated()
+    rows = stored(records)
+    rows = rows[:14] + [(seq - 2, data) for seq, data in rows[16:]]  # no gap left in the seqs
+    report = run(rows, heads)
+    [deleted] = report.findings
+    assert (deleted.kind, deleted.seq, deleted.end) == (Tamper.DELETED, 14, 16)
 
 
 def test_deleting_the_tail_is_truncation() -> None:
@@ -124,11 +129,28 @@ def test_an_inserted_record_is_named() -> None:
     _, records, heads = generated()
     rows = stored(records)
     forged = edited(rows[14][1], action="envelope.forged")
-    rows.insert(15, (14, forged))
+    rows.insert(15, (14, forged))  # a second record stored as 14 (a store without keys)
     report = run(rows, heads)
-    [inserted] = report.of(Tamper.INSERTED)
-    assert inserted.seq == 14
-    assert report.of(Tamper.ROOT_MISMATCH)[0].seq == 12
+    [inserted] = report.findings
+    assert (inserted.kind, inserted.seq, inserted.end) == (Tamper.INSERTED, 14, 15)
+
+
+def test_an_inserted_record_moving_the_rest_up_is_one_finding() -> None:
+    """A record slipped in at 14, each later one stored one seq up (what REPLACE makes of it):
+    one inserted-record, not a reordered-record per later record, nor unsigned ones."""
+    _, records, heads = generated()
+    rows = stored(records)
+    forged = edited(rows[14][1], action="envelope.forged")
+    rows = [*rows[:14], (14, forged), *((seq + 1, data) for seq, data in rows[14:])]
+    report = run(rows, heads)
+    [inserted] = report.findings
+    assert (inserted.kind, inserted.seq, inserted.end) == (Tamper.INSERTED, 14, 15)
+    # Three records slipped in, claiming seqs of their own choosing: one finding.
+    other = [edited(rows[3][1], action=f"envelope.x{i}") for i in range(3)]
+    rows = [*stored(records)[:14], *((14 + i, d) for i, d in enumerate(other))]
+    rows += [(seq + 3, data) for seq, data in stored(records)[14:]]
+    [inserted] = run(rows, heads).findings
+    assert (inserted.kind, inserted.seq, inserted.end) == (Tamper.INSERTED, 14, 17)
 
 
 def test_an_insertion_with_every_later_record_rewritten_is_bounded_by_the_heads() -> None:
@@ -136,15 +158,16 @@ def test_an_insertion_with_every_later_record_rewritten_is_bounded_by_the_heads(
     rows = stored(records)[:14]
     prev = record_leaf(rows[-1][1])
     originals = [decode_record(data) for _, data in stored(records)[14:]]
-    extra = dataclasses.replace(originals[0], entry=entries(1, 999)[0])
+    extra = dataclasses.replace(originals[0], entry=entries(1, 14)[0])
     for seq, record in enumerate([extra, *originals], start=14):
         data = encode_record(AuditRecord(seq=seq, node=NAME, prev=prev, entry=record.entry))
         rows.append((seq, data))
         prev = record_leaf(data)
     report = run(rows, heads)
-    assert report.kinds() == {Tamper.ROOT_MISMATCH}
-    [mismatch] = report.findings
-    assert (mismatch.seq, mismatch.end, mismatch.head) == (12, 20, "heads[2]")
+    mismatch, unsigned = report.findings
+    assert (mismatch.kind, mismatch.seq, mismatch.end) == (Tamper.ROOT_MISMATCH, 12, 20)
+    assert mismatch.head == "heads[2]"
+    assert (unsigned.kind, unsigned.seq, unsigned.end) == (Tamper.UNSIGNED_RECORDS, 40, 41)
 
 
 def test_reordered_records_are_named() -> None:
@@ -218,8 +241,7 @@ def test_after_pruning_the_rest_verifies_and_tampering_is_still_found() -> None:
     assert (report.first_seq, report.records, report.verified_size) == (20, 25, 45)
     rows[3] = (23, edited(rows[3][1], action="envelope.other"))
     report = run(rows, all_heads, checkpoint=checkpoint)
-    assert [f.seq for f in report.of(Tamper.CHANGED)] == [23]
-    assert report.of(Tamper.ROOT_MISMATCH)[0].seq == 20
+    assert [(f.kind, f.seq) for f in report.findings] == [(Tamper.CHANGED, 23)]
     # The first record after the checkpoint is chained to the checkpoint's last leaf.
     rows = rest + stored(more)
     rows[0] = (20, edited(rows[0][1], action="envelope.other"))

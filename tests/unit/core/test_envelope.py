@@ -8,16 +8,20 @@ from typing import Any
 
 import msgpack
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from exchnode import errors
 from exchnode.core import (
     TYPE_ENVELOPE,
     EnvelopeVerifier,
     FreshnessPolicy,
+    Limits,
     LocalIdentity,
+    NodeName,
     Opener,
     OpenPolicy,
     Outgoing,
+    PeerIdentity,
     ReplayWindow,
     Seal,
     Sealer,
@@ -26,12 +30,14 @@ from exchnode.core import (
     decode_envelope,
     decode_signed,
     encode_signed,
+    hpke_open,
     hpke_seal,
     pack,
     sign_leaves,
     signed_leaf,
     wrap_info,
 )
+from exchnode.core._batch import signature_input
 from exchnode.testing import SeededRandom, seeded_identity
 from tests.cast import HUB, NOW, OTHER, RECIPIENT, SENDER
 
@@ -175,6 +181,47 @@ def test_a_hub_on_the_path_cannot_open(cast, directory) -> None:
     data = seal_one(cast, directory)
     with pytest.raises(errors.NotARecipientError):
         opener(cast, directory, HUB).open(data, NOW)
+
+
+def test_a_hub_cannot_unwrap_the_content_key_even_presenting_a_wrap_as_its_own(
+    cast, directory
+) -> None:
+    """THREATS T1 "read a payload": not only is the hub's name refused, its key opens nothing.
+
+    The hub tries every wrapped key of the envelope with its own encryption
+    key, under every HPKE ``info`` it could claim (the named recipient's, or
+    its own name and key id), and then has its own opener treat the first
+    wrap as addressed to it (name and key id rewritten, as if the recipient
+    check were skipped).  Every unwrap fails: the wraps are sealed to the
+    recipients' keys.
+    """
+    data = seal_one(cast, directory, recipients=(RECIPIENT, OTHER))
+    envelope, sender = EnvelopeVerifier(directory).verify_sender(data, NOW)
+    hub = cast[HUB]
+    own_key_id = hub.peer.encryption_key_id
+    for entry in envelope.header.recipients:
+        for name, key_id in ((entry.name, entry.key_id), (HUB, own_key_id), (HUB, entry.key_id)):
+            with pytest.raises(errors.DecryptionError, match="unwrap"):
+                hpke_open(
+                    hub.encryption_private_key,
+                    entry.wrapped_key,
+                    info=wrap_info(1, SENDER, name, key_id),
+                )
+    # The recipient's own key opens the same wrap: the attempt above was a real one.
+    first = envelope.header.recipients[0]
+    content_key = hpke_open(
+        cast[first.name].encryption_private_key,
+        first.wrapped_key,
+        info=wrap_info(1, SENDER, first.name, first.key_id),
+    )
+    assert len(content_key) == 32
+    as_if_addressed = envelope.header._replace(
+        recipients=(first._replace(name=HUB, key_id=own_key_id),)
+    )
+    with pytest.raises(errors.DecryptionError, match="unwrap"):
+        opener(cast, directory, HUB).open_verified(
+            envelope._replace(header=as_if_addressed), sender, NOW
+        )
 
 
 def test_a_hub_verifies_the_sender_without_any_content_key(cast, directory) -> None:
@@ -343,6 +390,28 @@ def test_a_failed_open_is_not_recorded_as_seen(cast, directory) -> None:
     assert len(window) == 0
 
 
+def test_an_envelope_that_fails_to_decrypt_is_not_recorded_as_seen(cast, directory) -> None:
+    """SPEC §8.1 step 12: the id is recorded only once the payload decrypted (steps 10-11).
+
+    The sender's envelope was corrupted before it signed it (validly signed,
+    undecryptable).  Were the id recorded before decryption, the sender's
+    corrected envelope under the same id would then be refused as replayed.
+    """
+    message_id = b"\x42" * 16
+    genuine = seal_one(cast, directory, message_id=message_id)
+    corrupted = body_fields(genuine)
+    corrupted[11] = bytes([corrupted[11][0] ^ 1]) + corrupted[11][1:]
+    window = ReplayWindow()
+    receiver = Opener(cast[RECIPIENT], directory, replay=window)
+    with pytest.raises(errors.DecryptionError):
+        receiver.open(resign(corrupted, cast[SENDER]), NOW)
+    assert (SENDER, message_id) not in window
+    assert receiver.open(genuine, NOW + 1).plaintext == b"population record 42"
+    assert (SENDER, message_id) in window
+    with pytest.raises(errors.ReplayError):  # and from now on it is a replay, even undecryptable
+        receiver.open(resign(corrupted, cast[SENDER]), NOW + 2)
+
+
 # --- malformed input names what is wrong (SPEC §5) ---------------------------
 
 
@@ -363,6 +432,76 @@ def test_unsupported_suite(cast, directory) -> None:
     fields[0] = 2
     with pytest.raises(errors.UnsupportedSuiteError):
         decode_envelope(resign(fields, cast[SENDER]))
+
+
+def test_the_format_is_read_before_the_framing_is_parsed(cast, directory) -> None:
+    """SPEC §5.1, §13: a format this node does not know may frame the rest differently."""
+    value = outer(seal_one(cast, directory))
+    for framing in ([2, *value[1:], 0], [2, 1], [2], [3, "anything", b"", [], 0]):
+        with pytest.raises(errors.UnsupportedVersionError):
+            decode_envelope(pack(framing))
+    with pytest.raises(errors.UnsupportedVersionError):
+        decode_envelope(pack([2, *value[1:]])[:-7])  # truncated as well
+    with pytest.raises(errors.MalformedError, match="4 elements"):
+        decode_envelope(pack([1, *value[1:], 0]))  # format 1 of the wrong length
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [2, *range(12)],  # 13 elements
+        [2],
+        [7, "a", b"b", [1, [2, [3]]]],
+        [0xFFFFFFFF, *range(40)],
+        [-1, b""],
+    ],
+)
+def test_the_suite_is_read_before_the_rest_of_the_body(cast, body) -> None:
+    """SPEC §5.2: a suite this node does not know may lay out the body differently."""
+    with pytest.raises(errors.UnsupportedSuiteError):
+        decode_envelope(resign(body, cast[SENDER]))
+
+
+def test_a_body_of_the_known_suite_and_the_wrong_length_is_malformed(cast, directory) -> None:
+    fields = body_fields(seal_one(cast, directory))
+    for body in ([*fields, 0], [1, *range(2000)]):  # a shape, however long: never too-large
+        with pytest.raises(errors.MalformedError, match="12 elements") as caught:
+            decode_envelope(resign(body, cast[SENDER]))
+        assert caught.value.code == "malformed"
+    wide_suite = b"\x9c\xcc\x02" + pack(fields)[2:]  # suite 2 written as uint8
+    (seal,) = sign_leaves(cast[SENDER].signing_private_key, 1, [signed_leaf(1, wide_suite)])
+    with pytest.raises(errors.UnsupportedSuiteError):  # read in any integer form
+        decode_envelope(encode_signed(TYPE_ENVELOPE, wide_suite, seal))
+
+
+def test_more_recipients_than_the_limit_is_too_large(cast, directory) -> None:
+    """SPEC §4.3: the recipients limit is `too-large`, whether the parser or the schema sees it."""
+    fields = body_fields(seal_one(cast, directory, recipients=(RECIPIENT, OTHER, HUB)))
+    three = resign(fields, cast[SENDER])
+    with pytest.raises(errors.TooLargeError) as caught:
+        decode_envelope(three, Limits(max_recipients=2))
+    assert (caught.value.code, caught.value.field) == ("too-large", "envelope.body.recipients")
+    entry = fields[4][0]
+    fields[4] = [[f"520102.d{i:04d}", entry[1], entry[2]] for i in range(1025)]
+    with pytest.raises(errors.TooLargeError) as caught:  # beyond the parser's bound of 1024
+        decode_envelope(resign(fields, cast[SENDER]))
+    assert caught.value.code == "too-large"
+    fields[4] = fields[4][:1024]
+    with pytest.raises(errors.BadSignatureError):  # 1024 is within the limit
+        EnvelopeVerifier(directory).verify(resign(fields, cast[OTHER]), NOW)
+
+
+def test_seal_limits_are_too_large_and_other_seal_faults_malformed(cast, directory) -> None:
+    body, seal = decode_signed(seal_one(cast, directory), TYPE_ENVELOPE, "envelope", 1 << 26)
+    for changed, code in [
+        (seal._replace(leaf_count=65537), "too-large"),
+        (seal._replace(path=b"\x00" * 32 * 17), "too-large"),
+        (seal._replace(leaf_count=0), "malformed"),
+        (seal._replace(path=b"\x00" * 33), "malformed"),
+    ]:
+        with pytest.raises(errors.MalformedError) as caught:
+            decode_envelope(encode_signed(TYPE_ENVELOPE, body, changed))
+        assert caught.value.code == code, changed
 
 
 def test_a_node_may_refuse_a_suite_it_otherwise_knows(cast, directory) -> None:
@@ -503,3 +642,36 @@ def test_caller_chosen_message_id_is_used(cast, directory) -> None:
     )
     assert sealed.message_id == b"\x07" * 16
     assert decode_envelope(sealed.data).header.message_id == b"\x07" * 16
+
+
+# --- Ed25519 strictness (SPEC §6.3) ---------------------------------------------------
+
+SMALL_ORDER_KEYS = [
+    "0100000000000000000000000000000000000000000000000000000000000000",  # the identity
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # order 2
+    "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # identity, y = p + 1
+]
+
+
+@pytest.mark.parametrize("raw", SMALL_ORDER_KEYS)
+def test_no_signature_is_accepted_under_a_weak_signing_key(cast, directory, raw) -> None:
+    """OpenSSL accepts (R = identity, S = 0) under a small-order key for any message; we do not.
+
+    A node with such a key in its certificate could sign anything and deny
+    it after: a receipt under it would prove nothing.  The seal check refuses
+    the key (``bad-signature``) whatever the signature.
+    """
+    key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(raw))
+    weak = PeerIdentity(NodeName.parse(SENDER), key, cast[SENDER].peer.encryption_key)
+    peers = StaticDirectory([cast[RECIPIENT].peer, weak])
+    fields = body_fields(seal_one(cast, directory))
+    fields[3] = weak.signing_key_id
+    body = pack(fields)
+    forged = b"\x01" + b"\x00" * 63  # R = identity, S = 0
+    if raw in (SMALL_ORDER_KEYS[0], SMALL_ORDER_KEYS[-1]):  # the library takes it: ours refuses
+        key.verify(forged, signature_input(1, 1, signed_leaf(TYPE_ENVELOPE, body)))
+    data = encode_signed(TYPE_ENVELOPE, body, Seal(0, 1, b"", forged))
+    with pytest.raises(errors.BadSignatureError, match="small order or not canonical"):
+        EnvelopeVerifier(peers).verify(data, NOW)

@@ -115,6 +115,9 @@ AUDIT = {
     "tree_head_at_most",
     "set_audit_checkpoint",
     "audit_checkpoint",
+    "set_audit_sealer",
+    "audit_seal",
+    "audit_ordered_from",
     "prune_audit",
     "prune_heads",
 }
@@ -686,7 +689,7 @@ def test_sqlite_refuses_a_damaged_schema_version(tmp_path: Path) -> None:
     SqliteStore(path).close()
     raw = sqlite3.connect(path)
     with raw:
-        raw.execute("DELETE FROM store_info")
+        raw.execute("DELETE FROM store_info WHERE key = 'schema_version'")
     raw.close()
     with pytest.raises(StoreError, match="damaged"):
         SqliteStore(path)

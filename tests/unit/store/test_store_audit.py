@@ -31,6 +31,7 @@ from exchnode.audit import (
     TreeHeadVerifier,
     decode_checkpoint,
     decode_record,
+    decode_tree_head,
     details,
     encode_checkpoint,
 )
@@ -46,7 +47,7 @@ from exchnode.store import (
     SqliteStore,
     Store,
 )
-from exchnode.store._sqlite_schema import APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION
+from exchnode.store._sqlite_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION
 from exchnode.testing import seeded_directory, seeded_identity
 from tests.unit.store.test_store import CHILD, ME, NOW, SENDER, make
 
@@ -440,11 +441,68 @@ def test_sqlite_triggers_keep_the_log_append_only(tmp_path: Path) -> None:
     ):
         with pytest.raises(sqlite3.IntegrityError):
             conn.execute(statement)
-    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+    with pytest.raises(sqlite3.IntegrityError, match="appended after the last one only"):
         conn.execute("INSERT INTO audit_records (seq, data) VALUES (2, x'00')")
     conn.execute("DELETE FROM audit_records WHERE seq < 4")  # below the checkpoint: allowed
     conn.commit()
     conn.close()
+
+
+def test_sqlite_insert_or_replace_changes_no_record_head_checkpoint_or_seal(
+    tmp_path: Path,
+) -> None:
+    """Issue 12: ``INSERT OR REPLACE`` deleted the row it replaced without a DELETE trigger.
+
+    With only write access to the file (sqlite3 on it, triggers in place), every way of
+    writing over a stored row of the log is refused, and nothing changes.
+    """
+    path = tmp_path / "s.db"
+    log = AuditLogState(NODE)
+    with SqliteStore(path) as store:
+        store.set_audit_sealer(lambda size, covered: log.sign_seal(NOW, covered).data)
+        store.append_audit(records(log, 4))
+        store.add_tree_head(*head_row(log.sign_head(NOW)))
+        store.set_audit_checkpoint(*checkpoint_row(log.make_checkpoint()))
+        store.append_audit(records(log, 2, 4))
+        store.add_tree_head(*head_row(log.sign_head(NOW)))
+    conn = sqlite3.connect(path)
+
+    def snapshot() -> list[object]:
+        return [
+            conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+            for table in ("audit_records", "audit_heads", "audit_checkpoint", "audit_seal")
+        ] + [conn.execute("SELECT * FROM store_info ORDER BY 1").fetchall()]
+
+    before = snapshot()
+    assert before[3], "the seal was stored"
+    for statement in (
+        "INSERT OR REPLACE INTO audit_records (seq, data) VALUES (5, x'00')",
+        "REPLACE INTO audit_records (seq, data) VALUES (1, x'00')",
+        "INSERT OR REPLACE INTO audit_records (seq, data) VALUES (3, x'00')",  # below: gone
+        "INSERT INTO audit_records (seq, data) VALUES (7, x'00')",  # a gap after the last
+        "INSERT OR REPLACE INTO audit_heads (position, tree_size, data) VALUES (1, 6, x'00')",
+        "INSERT OR REPLACE INTO audit_heads (position, tree_size, data)"
+        " SELECT max(position), tree_size, x'00' FROM audit_heads",
+        "INSERT INTO audit_heads (tree_size, data) VALUES (2, x'00')",  # smaller than the last
+        "INSERT OR REPLACE INTO audit_checkpoint (id, size, data) VALUES (1, 1, x'00')",
+        "INSERT OR REPLACE INTO audit_seal (id, tree_size, data) VALUES (1, 1, x'00')",
+        "UPDATE audit_seal SET tree_size = 1",
+        "DELETE FROM audit_seal",
+        "INSERT OR REPLACE INTO store_info (key, value) VALUES ('audit_ordered_from', 99)",
+        "UPDATE store_info SET value = 99 WHERE key = 'audit_ordered_from'",
+        "DELETE FROM store_info WHERE key = 'audit_ordered_from'",
+    ):
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(statement)
+    assert snapshot() == before
+    conn.close()
+    with SqliteStore(path) as store:  # and the store itself still moves them on
+        store.set_audit_sealer(lambda size, covered: log.sign_seal(NOW, covered).data)
+        store.append_audit(records(log, 1, 6))
+        store.set_audit_checkpoint(*checkpoint_row(log.make_checkpoint()))
+        assert decode_tree_head(store.audit_seal() or b"")[0].tree_size == 7
+        assert decode_tree_head(store.audit_seal() or b"")[0].checkpoint_size == 6
+        assert store.audit_ordered_from() == 0
 
 
 def _v1_store(path: Path) -> None:
@@ -487,8 +545,8 @@ def test_sqlite_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     ((version,),) = conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'")
     names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
-    assert version == SCHEMA_VERSION == 3
-    assert {"audit_records", "audit_heads", "audit_checkpoint"} <= names
+    assert version == SCHEMA_VERSION == 4
+    assert {"audit_records", "audit_heads", "audit_checkpoint", "audit_seal"} <= names
     with SqliteStore(path) as store:
         assert subjects(store) == [8]
 
@@ -616,3 +674,153 @@ def test_sqlite_a_head_at_or_above_the_checkpoint_cannot_be_deleted(tmp_path: Pa
     conn.execute("DELETE FROM audit_heads WHERE tree_size = 2")
     conn.commit()
     conn.close()
+
+
+# --- the seal (issue 12): a signed head over every record, in the same transaction ---------
+
+
+class Sealer:
+    """The audit log's sealer, counting calls; ``fail`` makes the next call raise."""
+
+    def __init__(self, log: AuditLogState) -> None:
+        self.log = log
+        self.calls: list[tuple[int, int]] = []
+        self.fail = False
+
+    def __call__(self, size: int, checkpoint_size: int) -> bytes:
+        self.calls.append((size, checkpoint_size))
+        if self.fail:
+            raise RuntimeError("sealer refused")
+        assert size == self.log.size
+        return self.log.sign_seal(NOW, checkpoint_size).data
+
+
+def sealed(store: AuditStore) -> tuple[int, int] | None:
+    data = store.audit_seal()
+    if data is None:
+        return None
+    head = decode_tree_head(data)[0]
+    return head.tree_size, head.checkpoint_size
+
+
+def test_every_transaction_that_appends_records_replaces_the_seal(store: Store) -> None:
+    log = AuditLogState(NODE)
+    recorder = CustodyRecorder(ME)
+    assert sealed(store) is None
+    store.append_audit(records(log, 2))
+    assert sealed(store) is None  # no sealer yet: nothing signs
+    sealer = Sealer(log)
+    store.set_audit_sealer(sealer)
+    items = [make(1), make(2, local=(ME,), expires_ms=NOW + 10)]
+    store.accept(items, NOW, audit=lambda o: encoded(log, recorder.accepted(NOW, items, o)))
+    assert sealed(store) == (3, 0)
+    (queued,) = store.pending(CHILD, NOW, 10, 1 << 20)
+    relay = encoded(log, recorder.relayed(NOW, CHILD, [queued.message_id]))
+    store.forwarded(CHILD, [queued.seq], audit=relay)
+    assert sealed(store) == (4, 0)
+    store.take_expired(NOW + 20, 10, audit=lambda e: encoded(log, recorder.expired(NOW, e)))
+    assert sealed(store) == (5, 0)
+    store.append_audit(records(log, 1, 10))
+    store.add_tree_head(*head_row(log.sign_head(NOW)))
+    store.delivered([], audit=encoded(log, [entry(20)]))
+    assert sealed(store) == (7, 0)
+    calls = len(sealer.calls)
+    store.accept([make(3)], NOW, audit=lambda o: [])  # no records: nothing to seal
+    store.add_tree_head(*head_row(log.sign_head(NOW)))  # a head: no seal either
+    assert len(sealer.calls) == calls
+    # The checkpoint's transaction stores the head that names it.
+    store.set_audit_checkpoint(*checkpoint_row(log.make_checkpoint()))
+    assert sealed(store) == (7, 7)
+    assert sealer.calls[-1] == (7, 7)
+
+
+def test_a_sealer_that_fails_stores_nothing_of_the_transaction(store: Store) -> None:
+    log = AuditLogState(NODE)
+    sealer = Sealer(log)
+    store.set_audit_sealer(sealer)
+    store.append_audit(records(log, 2))
+    sealer.fail = True
+    items = [make(1, local=(ME,))]
+    mark = log.mark()
+    with pytest.raises(RuntimeError, match="sealer refused"):
+        store.accept(items, NOW, audit=Auditor(log, items))
+    log.rollback(mark)
+    assert store.totals().count == 0
+    assert store.audit_size() == 2
+    with pytest.raises(RuntimeError, match="sealer refused"):
+        store.append_audit(records(log, 1, 5))
+    assert store.audit_size() == 2
+    assert sealed(store) == (2, 0)
+
+
+def _filled(path: Path) -> None:
+    log = AuditLogState(NODE)
+    with SqliteStore(path) as store:
+        store.set_audit_sealer(Sealer(log))
+        store.append_audit(records(log, 3))
+        store.add_tree_head(*head_row(log.sign_head(NOW)))
+
+
+def test_sqlite_read_only_reads_a_store_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    _filled(path)
+    before = path.read_bytes()
+    with SqliteStore(path, read_only=True) as store:
+        assert store.audit_size() == 3
+        assert len(store.tree_heads()) == 1
+        assert sealed(store) == (3, 0)
+        assert store.audit_ordered_from() == 0
+        with pytest.raises(UsageError, match="read-only"):
+            store.append_audit(records(AuditLogState.resume(NODE, store.audit_records()), 1, 3))
+        with pytest.raises(UsageError, match="read-only"):
+            store.set_meta("k", b"v")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]  # no -wal, -shm left
+
+
+def test_sqlite_read_only_refuses_a_missing_empty_or_foreign_file(tmp_path: Path) -> None:
+    """Issue 12: an offline reader opening an empty file wrote a schema into it."""
+    with pytest.raises(StoreError, match="No such file"):
+        SqliteStore(tmp_path / "none.db", read_only=True)
+    assert not (tmp_path / "none.db").exists()
+    (tmp_path / "empty.db").touch()
+    with pytest.raises(StoreError, match="is empty: not an exchnode store"):
+        SqliteStore(tmp_path / "empty.db", read_only=True)
+    assert (tmp_path / "empty.db").stat().st_size == 0
+    foreign = tmp_path / "foreign.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    before = foreign.read_bytes()
+    with pytest.raises(StoreError, match="is not an exchnode store"):
+        SqliteStore(foreign, read_only=True)
+    assert foreign.read_bytes() == before
+    (tmp_path / "text.db").write_text("not a database at all, just text\n" * 200)
+    with pytest.raises(StoreError, match="not an SQLite database"):
+        SqliteStore(tmp_path / "text.db", read_only=True)
+    v1 = tmp_path / "v1.db"
+    _v1_store(v1)
+    with pytest.raises(StoreError, match="from before the audit log"):
+        SqliteStore(v1, read_only=True)
+
+
+def test_sqlite_an_older_store_checks_record_times_from_its_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    _v1_store(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version in (1, 2):
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+    conn.execute("UPDATE store_info SET value = 3 WHERE key = 'schema_version'")
+    log = AuditLogState(NODE)
+    conn.executemany("INSERT INTO audit_records (seq, data) VALUES (?, ?)", records(log, 5))
+    conn.close()
+    with SqliteStore(path, read_only=True) as store:  # read as it is: not checked at all
+        assert store.audit_ordered_from() == 5
+        assert store.audit_seal() is None
+    with SqliteStore(path) as store:  # upgraded: from its size on
+        assert store.audit_ordered_from() == 5
+        store.append_audit(records(log, 1, 5))
+    with SqliteStore(path) as store:
+        assert store.audit_ordered_from() == 5
