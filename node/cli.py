@@ -122,9 +122,12 @@ taking transfers and commits what it took) and exits 0.""",
         epilog=f"""Examples:
   {prog} send --config node.toml --to 522301.minzheng report.json
   tar c data | {prog} send --config node.toml --to 520000.tongji --receipt --wait -
+  {prog} send --config node.toml --to 522301.minzheng --idempotency-key batch-2026-12-07 f.json
 
-Prints the message id.  --wait waits for a receipt (or a non-delivery report)
-from every recipient: exit 0 if all confirmed, 1 if any failed, {EXIT_TIMEOUT} on timeout.""",
+Prints the message id.  With --idempotency-key, running the same command again
+(after a timeout, say) prints the first message's id and sends nothing new.
+--wait waits for a receipt (or a non-delivery report) from every recipient:
+exit 0 if all confirmed, 1 if any failed, {EXIT_TIMEOUT} on timeout.""",
     )
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--to", required=True, action="append", help="recipient (repeatable)")
@@ -134,6 +137,11 @@ from every recipient: exit 0 if all confirmed, 1 if any failed, {EXIT_TIMEOUT} o
     p.add_argument("--receipt", action="store_true", help="ask every recipient for a receipt")
     p.add_argument("--wait", action="store_true", help="wait for receipts (implies --receipt)")
     p.add_argument("--timeout", type=float, default=60.0, help="for --wait (default %(default)s)")
+    p.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="your name for this send: a retry with the same key never sends twice",
+    )
     p.add_argument("file", metavar="FILE", help="the payload, or - for stdin")
     p.set_defaults(handler=_send)
 
@@ -246,6 +254,7 @@ async def _send_async(args: argparse.Namespace, payload: bytes) -> int:
             content_type=args.content_type,
             ttl=args.ttl,
             receipt=args.receipt or args.wait,
+            idempotency_key=args.idempotency_key,
         )
         print(sent["message_id"], flush=True)
         if not args.wait:

@@ -165,6 +165,7 @@ class OperatorClient:
         data: bytes | None = None,
         json_body: Any = None,
         ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         if self._session is None:
             raise OperatorError("the client is not open (use 'async with')")
@@ -175,7 +176,7 @@ class OperatorClient:
                 params=params,
                 data=data,
                 json=json_body,
-                headers=self._headers(method, path),
+                headers={**self._headers(method, path), **(headers or {})},
             ) as response:
                 try:
                     body = await response.json(content_type=None)
@@ -212,19 +213,25 @@ class OperatorClient:
         content_type: str = "application/octet-stream",
         ttl: float | None = None,
         receipt: bool = False,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
+        """One message; with ``idempotency_key`` a retry after a lost answer returns the first
+        message (``"repeated": true``) and never makes a second."""
         params = [("to", r) for r in recipients]
         params += [("kind", kind), ("content_type", content_type)]
         if ttl is not None:
             params.append(("ttl", repr(float(ttl))))
         if receipt:
             params.append(("receipt", "1"))
-        _, body = await self._call("POST", "/v1/send", params=params, data=payload)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+        _, body = await self._call(
+            "POST", "/v1/send", params=params, data=payload, headers=headers
+        )
         return dict(body)
 
     async def send_many(self, messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each message: to (list), payload (bytes), and optionally kind, content_type, ttl,
-        receipt.  One signature and one commit on the node for all of them."""
+        receipt, idempotency_key.  One signature and one commit on the node for all of them."""
         encoded = []
         for message in messages:
             item = dict(message)

@@ -163,6 +163,7 @@ def _sent_json(sent: Any) -> dict[str, Any]:
         "digest": sent.digest.hex(),
         "recipients": list(sent.recipients),
         "expires_ms": sent.expires_ms,
+        "repeated": sent.repeated,
     }
 
 
@@ -480,6 +481,7 @@ class OperatorApi:
             content_type=request.query.get("content_type", "application/octet-stream"),
             ttl=_number(request, "ttl", 0.0, 0.001, 1e9) if ttl_text else None,
             receipt=_flag(request, "receipt"),
+            idempotency_key=_idempotency_key(request.headers.get("Idempotency-Key")),
         )
         return web.json_response(_sent_json(sent))
 
@@ -576,6 +578,10 @@ def _message(index: int, item: object) -> Message:
     receipt = item.get("receipt", False)
     if not isinstance(receipt, bool):
         raise _HTTPProblem(400, f"{where}.receipt must be true or false")
+    key = item.get("idempotency_key")
+    if key is not None and not isinstance(key, str):
+        raise _HTTPProblem(400, f"{where}.idempotency_key must be a string")
+    key = _idempotency_key(key, f"{where}.idempotency_key")
     try:
         return Message(
             recipients=recipients,
@@ -584,6 +590,16 @@ def _message(index: int, item: object) -> Message:
             content_type=content_type,
             ttl=None if ttl is None else float(ttl),
             receipt=receipt,
+            idempotency_key=key,
         )
     except ExchnodeError as exc:
         raise _HTTPProblem(400, f"{where}: {exc}") from None
+
+
+def _idempotency_key(value: str | None, where: str = "Idempotency-Key") -> str | None:
+    """A client's idempotency key (RFC draft 'Idempotency-Key' header), checked; never echoed."""
+    if value is None:
+        return None
+    if not 0 < len(value) <= 255 or not all("!" <= c <= "~" for c in value):
+        raise _HTTPProblem(400, f"{where} must be 1 to 255 visible ASCII characters")
+    return value

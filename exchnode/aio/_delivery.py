@@ -25,6 +25,12 @@ class Message:
     ``receipt`` asks each recipient's node for a signed receipt once its
     application has acknowledged the message.  ``ttl`` (seconds) bounds how
     long the network keeps trying; None takes the node's default.
+
+    ``idempotency_key``: the client's name for this send (1 to 255 visible
+    ASCII characters, e.g. a UUID).  A client that got no answer sends again
+    with the same key: until the first message expires, the node answers
+    with the first message (``Sent.repeated``) and never makes a second; the
+    same key with a different message is refused.
     """
 
     recipients: Sequence[str]
@@ -33,6 +39,7 @@ class Message:
     content_type: str = "application/octet-stream"
     ttl: float | None = None
     receipt: bool = False
+    idempotency_key: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.recipients, str):
@@ -42,6 +49,11 @@ class Message:
         if self.kind in RESERVED_KINDS:
             raise UsageError(f"kind {self.kind!r} is reserved for the node itself")
         object.__setattr__(self, "recipients", tuple(self.recipients))
+        key = self.idempotency_key
+        if key is not None and not (
+            isinstance(key, str) and 0 < len(key) <= 255 and all("!" <= c <= "~" for c in key)
+        ):
+            raise UsageError("an idempotency key is 1 to 255 visible ASCII characters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,8 @@ class Sent:
     digest: bytes
     recipients: tuple[str, ...]
     expires_ms: int
+    #: the same send again under its idempotency key: this is the first message, not a new one
+    repeated: bool = False
 
 
 @dataclass(eq=False, slots=True, kw_only=True)

@@ -466,12 +466,16 @@ class Node:
         content_type: str = "application/octet-stream",
         ttl: float | None = None,
         receipt: bool = False,
+        idempotency_key: str | None = None,
     ) -> Sent:
         """Seal ``payload`` to ``recipients`` and take it into custody.
 
         Returns once the envelope is durably stored here; the node then
         delivers it however long the way takes, until it expires.  Raises
         :class:`UsageError` for a recipient that is unknown or unroutable.
+        With ``idempotency_key`` a retry of a send whose answer was lost
+        returns the first message (``Sent.repeated``) instead of a second one
+        (see :class:`Message`).
         """
         message = Message(
             recipients=recipients,
@@ -480,6 +484,7 @@ class Node:
             content_type=content_type,
             ttl=ttl,
             receipt=receipt,
+            idempotency_key=idempotency_key,
         )
         (result,) = await self.send_many([message])
         return result

@@ -10,6 +10,7 @@ sent concurrently share a signature and a commit.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 
 from exchnode.aio._batcher import Batcher
@@ -33,12 +34,41 @@ from exchnode.core import (
     encode_receipt_bundle,
     issue_receipts,
     ndr_outgoing,
+    pack,
 )
 from exchnode.errors import ExchnodeError, RejectedError, UsageError
 from exchnode.federation import Route, Router
-from exchnode.store import AcceptItem, AcceptOutcome
+from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus, SendKey
 
-__all__ = ["Lost", "Outbox"]
+__all__ = ["Lost", "Outbox", "send_key"]
+
+_KEY_LABEL = b"exchnode/send-key/v1\x00"
+_REQUEST_LABEL = b"exchnode/send-request/v1\x00"
+
+
+def send_key(message: Message) -> SendKey | None:
+    """What the store keeps of a message's idempotency key: never the key itself.
+
+    ``request`` digests what the message asks (recipients as a set, kind,
+    content type, receipt flag, payload), so a retry matches its first send
+    and the same key on another message does not; not the TTL, which a
+    client may compute anew on a retry.
+    """
+    if message.idempotency_key is None:
+        return None
+    asked = pack(
+        [
+            sorted(set(message.recipients)),
+            message.kind,
+            message.content_type,
+            message.receipt,
+            hashlib.sha256(message.payload).digest(),
+        ]
+    )
+    return SendKey(
+        key=hashlib.sha256(_KEY_LABEL + message.idempotency_key.encode("ascii")).digest(),
+        request=hashlib.sha256(_REQUEST_LABEL + asked).digest(),
+    )
 
 #: an envelope the node gave up on: (sender, message id, digest, targets, envelope bytes)
 Lost = tuple[str, bytes, bytes, tuple[str, ...], bytes]
@@ -109,7 +139,9 @@ class Outbox:
         )
         return outgoing, route
 
-    def own_item(self, envelope: SealedEnvelope, route: Route) -> AcceptItem:
+    def own_item(
+        self, envelope: SealedEnvelope, route: Route, send_key: SendKey | None = None
+    ) -> AcceptItem:
         """An envelope this node sealed, offered to its own store like any arrival."""
         return AcceptItem.from_route(
             sender=self._context.name,
@@ -118,6 +150,7 @@ class Outbox:
             data=envelope.data,
             expires_ms=envelope.expires_ms,
             route=route,
+            send_key=send_key,
         )
 
     async def _seal_and_commit(self, messages: list[Message]) -> list[Sent | ExchnodeError]:
@@ -131,10 +164,26 @@ class Outbox:
         sealed = self._seal_each(ready, results)
         if sealed:
             outcomes = await self._commit(
-                [self.own_item(envelope, route) for _, envelope, route in sealed]
+                [
+                    self.own_item(envelope, route, send_key(messages[index]))
+                    for index, envelope, route in sealed
+                ]
             )
             for (index, envelope, _), outcome in zip(sealed, outcomes, strict=True):
-                if outcome.acknowledge:
+                if outcome.original is not None:  # the same send again: the first message
+                    results[index] = Sent(
+                        outcome.original.message_id,
+                        outcome.original.digest,
+                        envelope.recipients,
+                        outcome.original.expires_ms,
+                        repeated=True,
+                    )
+                elif outcome.status is AcceptStatus.KEY_REUSED:
+                    results[index] = UsageError(
+                        "this idempotency key already names a different message (until that one "
+                        "expires): choose a new key for a new message"
+                    )
+                elif outcome.acknowledge:
                     results[index] = Sent(
                         envelope.message_id,
                         envelope.digest,

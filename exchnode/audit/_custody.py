@@ -73,6 +73,9 @@ _ACCEPT_OUTCOMES = {
     AcceptStatus.DUPLICATE: Outcome.ok("duplicate"),
     AcceptStatus.CONFLICT: Outcome.refused("replayed"),  # the code the sender is answered
     AcceptStatus.EXPIRED: Outcome.refused("expired"),
+    # a send repeated under its idempotency key: the first message, nothing new stored
+    AcceptStatus.REPEATED: Outcome.ok("repeated"),
+    AcceptStatus.KEY_REUSED: Outcome.refused("key-reused"),
 }
 _TAKEN = Outcome.ok("taken")
 _DELIVERED = Outcome.ok("delivered")
@@ -97,7 +100,9 @@ class CustodyRecorder:
         groups: dict[tuple[str, AcceptStatus], list[bytes]] = {}
         for item, outcome in zip(items, outcomes, strict=True):
             source = item.came_from or self._name
-            groups.setdefault((source, outcome.status), []).append(item.message_id)
+            # A repeated send is about the message its key named first (this id was never kept).
+            named = outcome.original.message_id if outcome.original else item.message_id
+            groups.setdefault((source, outcome.status), []).append(named)
         return [
             entry
             for (source, status), ids in groups.items()

@@ -26,6 +26,8 @@ from exchnode.store._records import (
     InboundEntry,
     OutboundEntry,
     QueueDepth,
+    SendKey,
+    SendRecord,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +49,8 @@ __all__ = [
     "OutboundEntry",
     "PeerState",
     "QueueDepth",
+    "SendKey",
+    "SendRecord",
     "SqliteStore",
     "Store",
 ]

@@ -54,9 +54,11 @@ from exchnode.store._records import (
     QueueDepth,
     QueueDepths,
     SeenRecord,
+    SendRecord,
     check_audit_rows,
     check_items,
     classify,
+    classify_send,
     take_within,
 )
 
@@ -76,6 +78,7 @@ class MemoryStore:
         self._closed = False
         self._seen: dict[tuple[str, bytes], SeenRecord] = {}
         self._seen_heap: list[tuple[int, str, bytes]] = []
+        self._sends: dict[bytes, SendRecord] = {}  # send key -> the first message
         self._outbound: dict[str, dict[int, OutboundEntry]] = {}
         self._inbox: dict[int, InboundEntry] = {}
         self._entry_heap: list[tuple[int, int, str, int]] = []  # expires, inbox?0:1, queue, seq
@@ -109,11 +112,19 @@ class MemoryStore:
             return []
         outcomes: list[AcceptOutcome] = []
         staged: dict[tuple[str, bytes], SeenRecord] = {}
+        staged_sends: dict[bytes, SendRecord] = {}
         taken: list[tuple[AcceptItem, AcceptOutcome]] = []
         with self._lock:
             self._check_open()
             # Stage first, change nothing: the audit callback may still refuse the batch.
             for item in batch:
+                if item.send_key is not None:
+                    send = item.send_key.key
+                    known = staged_sends.get(send) or self._sends.get(send)
+                    repeated = classify_send(item, known, now_ms)
+                    if repeated is not None:
+                        outcomes.append(repeated)
+                        continue
                 key = (item.sender, item.message_id)
                 seen = staged[key] if key in staged else self._seen.get(key)
                 outcome = classify(item, seen, now_ms)
@@ -128,6 +139,13 @@ class MemoryStore:
                     digest=item.digest, expires_ms=item.expires_ms, targets=held | new_targets
                 )
                 taken.append((item, outcome))
+                if item.send_key is not None:
+                    staged_sends[item.send_key.key] = SendRecord(
+                        request=item.send_key.request,
+                        message_id=item.message_id,
+                        digest=item.digest,
+                        expires_ms=item.expires_ms,
+                    )
             records = (
                 check_audit_rows(audit(list(outcomes)), self._audit_next)
                 if audit is not None
@@ -140,6 +158,7 @@ class MemoryStore:
                 if before is None or before.expires_ms != record.expires_ms:
                     heapq.heappush(self._seen_heap, (record.expires_ms, *key))
                 self._seen[key] = record
+            self._sends.update(staged_sends)
             for item, outcome in taken:
                 if outcome.local:
                     self._add_inbound(item, outcome.local)
@@ -350,6 +369,9 @@ class MemoryStore:
                 if record is not None and record.expires_ms == expires_ms:
                     del self._seen[(sender, message_id)]
                     dropped += 1
+            # Send keys live as long as their message (few: this node's own sends).
+            for send in [k for k, r in self._sends.items() if r.expires_ms <= now_ms][:max_count]:
+                del self._sends[send]
         return dropped
 
     # --- the audit log ------------------------------------------------------------

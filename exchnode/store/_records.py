@@ -45,9 +45,12 @@ __all__ = [
     "QueueDepth",
     "QueueDepths",
     "SeenRecord",
+    "SendKey",
+    "SendRecord",
     "check_audit_rows",
     "check_items",
     "classify",
+    "classify_send",
     "take_within",
 ]
 
@@ -76,6 +79,7 @@ class AcceptItem:
     local: tuple[str, ...] = ()
     forward: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     came_from: str = ""
+    send_key: SendKey | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.sender, str) or not self.sender:
@@ -101,6 +105,11 @@ class AcceptItem:
             raise UsageError(f"a target is routed twice: {sorted(everything)}")
         object.__setattr__(self, "local", local)
         object.__setattr__(self, "forward", forward)
+        if self.send_key is not None:
+            if not isinstance(self.send_key, SendKey):
+                raise UsageError("send_key must be a SendKey")
+            if self.came_from:
+                raise UsageError("only this node's own messages carry a send key")
 
     @classmethod
     def from_route(
@@ -113,6 +122,7 @@ class AcceptItem:
         expires_ms: int,
         route: Route,
         came_from: str = "",
+        send_key: SendKey | None = None,
     ) -> AcceptItem:
         """The item for ``route``'s local and forwarded targets.
 
@@ -128,6 +138,7 @@ class AcceptItem:
             local=route.local,
             forward=route.forward,
             came_from=came_from,
+            send_key=send_key,
         )
 
     @property
@@ -136,21 +147,63 @@ class AcceptItem:
 
 
 class AcceptStatus(enum.Enum):
-    """What became of one offered copy: the dedup rule's verdict (:func:`classify`)."""
+    """What became of one offered copy: the dedup rule's verdict (:func:`classify`).
+
+    ``REPEATED`` and ``KEY_REUSED`` are for this node's own messages sent with a
+    client's idempotency key (:class:`SendKey`, :func:`classify_send`): the
+    same send again (nothing stored; ``original`` is the first message), or
+    the key already naming a different message (refused).
+    """
 
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
     EXPIRED = "expired"
+    REPEATED = "repeated"
+    KEY_REUSED = "key-reused"
+
+
+@dataclass(frozen=True, slots=True)
+class SendKey:
+    """A client's idempotency key on a send, as the store keeps it (both SHA-256 digests).
+
+    ``key`` names the send (the client's key text, hashed: the store never
+    holds it), ``request`` what was asked (recipients, kind, content type,
+    receipt flag and payload), so a retry is told the first message's id and
+    a key reused for something else is refused, until the first expires.
+    """
+
+    key: bytes
+    request: bytes
+
+    def __post_init__(self) -> None:
+        for name in ("key", "request"):
+            value = getattr(self, name)
+            if not isinstance(value, bytes) or len(value) != DIGEST_LENGTH:
+                raise UsageError(f"a send key's {name} is {DIGEST_LENGTH} bytes")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendRecord:
+    """What a send key names until its message expires: the first message."""
+
+    request: bytes
+    message_id: bytes
+    digest: bytes
+    expires_ms: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AcceptOutcome:
-    """The outcome for one item; ``local`` and ``forward`` are the targets newly taken."""
+    """The outcome for one item; ``local`` and ``forward`` are the targets newly taken.
+
+    ``original``: for ``REPEATED``, the message the send key named first.
+    """
 
     status: AcceptStatus
     local: tuple[str, ...] = ()
     forward: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    original: SendRecord | None = None
 
     @property
     def acknowledge(self) -> bool:
@@ -170,6 +223,25 @@ class SeenRecord:
     digest: bytes
     expires_ms: int
     targets: frozenset[str]
+
+
+_KEY_REUSED = AcceptOutcome(status=AcceptStatus.KEY_REUSED)
+
+
+def classify_send(
+    item: AcceptItem, record: SendRecord | None, now_ms: int
+) -> AcceptOutcome | None:
+    """The idempotency rule: None if ``item`` is a new send (then :func:`classify` decides).
+
+    A live record for the item's send key makes it the same send again
+    (``REPEATED``, nothing stored) or, if it asked for something else,
+    ``KEY_REUSED``.  A record whose message has expired no longer counts.
+    """
+    if item.send_key is None or record is None or record.expires_ms <= now_ms:
+        return None
+    if record.request != item.send_key.request:
+        return _KEY_REUSED
+    return AcceptOutcome(status=AcceptStatus.REPEATED, original=record)
 
 
 def classify(item: AcceptItem, seen: SeenRecord | None, now_ms: int) -> AcceptOutcome:

@@ -34,6 +34,10 @@ inserts audit rows (``_insert_audit``: every path that does must go through
 it) or moves the checkpoint also asks the registered sealer for the seal and
 stores it in that transaction.  ``read_only=True`` opens an existing store for
 auditors without ever writing to it.
+
+The class spans three modules by responsibility: ``_sqlite_base`` (the
+connection, transactions, errors), ``_sqlite_audit`` (the audit log's
+storage) and this one (opening, custody, expiry, small persistent state).
 """
 
 from __future__ import annotations
@@ -42,26 +46,20 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from exchnode.errors import StoreError, UsageError
+from exchnode.errors import UsageError
 from exchnode.federation import PeerState
 from exchnode.store._checks import (
-    check_checkpoint_update,
-    check_count,
     check_limit,
     check_meta,
     check_page,
     check_peer_state,
-    check_prune_audit,
-    check_seal,
     check_seqs,
     check_time,
-    check_tree_head,
 )
 from exchnode.store._records import (
     AcceptItem,
@@ -77,21 +75,28 @@ from exchnode.store._records import (
     QueueDepth,
     QueueDepths,
     SeenRecord,
+    SendRecord,
     check_audit_rows,
     check_items,
     classify,
+    classify_send,
     take_within,
 )
-from exchnode.store._sqlite_schema import connect, open_read_only, prepare, store_error
+from exchnode.store._sqlite_audit import SqliteAuditLog
+from exchnode.store._sqlite_schema import connect, open_read_only, prepare
 
 if TYPE_CHECKING:
     from exchnode.store._interface import Store
 
 __all__ = ["SqliteStore"]
 
-_INSERT_AUDIT = "INSERT INTO audit_records (seq, data) VALUES (?, ?)"
 
 _SELECT_SEEN = "SELECT digest, expires_ms, targets FROM dedup WHERE sender = ? AND message_id = ?"
+_SELECT_SEND = "SELECT request, message_id, digest, expires_ms FROM send_keys WHERE key = ?"
+_UPSERT_SEND = (
+    "INSERT OR REPLACE INTO send_keys (key, request, message_id, digest, expires_ms)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
 _INSERT_SEEN = (
     "INSERT INTO dedup (sender, message_id, digest, expires_ms, targets) VALUES (?, ?, ?, ?, ?)"
 )
@@ -142,7 +147,7 @@ def _targets(text: str) -> tuple[str, ...]:
     return tuple(text.split(" "))
 
 
-class SqliteStore:
+class SqliteStore(SqliteAuditLog):
     """A :class:`~exchnode.store.Store` in one SQLite file; see the module docstring.
 
     Synchronous: run it in a worker thread.  One connection, owned by the
@@ -216,86 +221,12 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise self._error("cannot open", exc) from exc
 
-    def _load_audit(self, conn: sqlite3.Connection) -> None:
-        try:
-            (last,) = conn.execute("SELECT max(seq) FROM audit_records").fetchone()
-            row = conn.execute("SELECT size FROM audit_checkpoint").fetchone()
-            self._checkpoint_size = 0 if row is None else row[0]
-            # No records left but a checkpoint: every record was pruned up to its size.
-            self._audit_next = last + 1 if last is not None else self._checkpoint_size
-            row = conn.execute(
-                "SELECT tree_size FROM audit_heads ORDER BY position DESC LIMIT 1"
-            ).fetchone()
-            self._last_head_size = 0 if row is None else row[0]
-            row = conn.execute(
-                "SELECT value FROM store_info WHERE key = 'audit_ordered_from'"
-            ).fetchone()
-            # Absent only in an older store read read-only: its records are not checked.
-            self._ordered_from = row[0] if row is not None else self._audit_next
-            if not isinstance(self._ordered_from, int) or self._ordered_from < 0:
-                raise StoreError(f"store {self.path} is damaged: audit_ordered_from is not a seq")
-            self._has_seal = (
-                conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_seal'"
-                ).fetchone()
-                is not None
-            )
-        except sqlite3.Error as exc:
-            raise self._error("cannot open", exc) from exc
-
     def _remove_side_files(self) -> None:
         for side in self._side_files:
             with contextlib.suppress(OSError):
                 if side.name.endswith("-shm") or side.stat().st_size == 0:
                     side.unlink()
         self._side_files = []
-
-    # --- plumbing -------------------------------------------------------------------
-
-    def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
-        return store_error(self.path, what, exc)
-
-    def _open_conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            if self._broken is not None:
-                raise StoreError(self._broken)
-            raise UsageError(f"store {self.path} is closed")
-        return self._conn
-
-    @contextmanager
-    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT; on any error, roll back and raise (StoreError for SQLite's)."""
-        conn = self._open_conn()
-        if self.read_only:
-            raise UsageError(f"store {self.path} is open read-only: {what} changes it")
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            self._rollback(conn)
-            if isinstance(exc, sqlite3.Error):
-                raise self._error(what, exc) from exc
-            raise
-
-    def _rollback(self, conn: sqlite3.Connection) -> None:
-        if not conn.in_transaction:
-            return
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            # The connection's state is unknown: refuse further use rather than guess.
-            self._broken = f"store {self.path}: unusable after a failed rollback ({exc}); reopen it"
-            self._conn = None
-            conn.close()
-
-    @contextmanager
-    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
-        conn = self._open_conn()
-        try:
-            yield conn
-        except sqlite3.Error as exc:
-            raise self._error(what, exc) from exc
 
     # --- custody in -----------------------------------------------------------------
 
@@ -311,8 +242,21 @@ class SqliteStore:
         records: dict[tuple[str, bytes], tuple[SeenRecord, bool]] = {}
         inbox_rows: list[tuple[str, bytes, bytes, str, int, int, bytes]] = []
         outbound_rows: list[tuple[str, str, bytes, bytes, str, int, int, bytes]] = []
+        sends: dict[bytes, SendRecord | None] = {}  # send key -> its record, read or new
+        new_sends: dict[bytes, SendRecord] = {}
         with self._lock, self._transaction("accept") as conn:
             for item in batch:
+                if item.send_key is not None:
+                    send = item.send_key.key
+                    if send not in sends:
+                        row = conn.execute(_SELECT_SEND, (send,)).fetchone()
+                        sends[send] = None if row is None else SendRecord(
+                            request=row[0], message_id=row[1], digest=row[2], expires_ms=row[3]
+                        )
+                    repeated = classify_send(item, sends[send], now_ms)
+                    if repeated is not None:
+                        outcomes.append(repeated)
+                        continue
                 key = (item.sender, item.message_id)
                 if key in records:
                     seen: SeenRecord | None = records[key][0]
@@ -338,6 +282,13 @@ class SqliteStore:
                     digest=item.digest, expires_ms=item.expires_ms, targets=held | new
                 )
                 records[key] = (record, exists)
+                if item.send_key is not None:
+                    sends[item.send_key.key] = new_sends[item.send_key.key] = SendRecord(
+                        request=item.send_key.request,
+                        message_id=item.message_id,
+                        digest=item.digest,
+                        expires_ms=item.expires_ms,
+                    )
                 size = len(item.data)
                 if outcome.local:
                     inbox_rows.append(
@@ -364,6 +315,13 @@ class SqliteStore:
                             item.data,
                         )
                     )
+            conn.executemany(
+                _UPSERT_SEND,
+                [
+                    (send, r.request, r.message_id, r.digest, r.expires_ms)
+                    for send, r in new_sends.items()
+                ],
+            )
             conn.executemany(
                 _INSERT_SEEN,
                 [
@@ -586,163 +544,13 @@ class SqliteStore:
                 (now_ms, max_count),
             ).fetchall()
             conn.executemany("DELETE FROM dedup WHERE sender = ? AND message_id = ?", keys)
-        return len(keys)
-
-    # --- the audit log ------------------------------------------------------------
-
-    def append_audit(self, records: Sequence[AuditRow]) -> None:
-        with self._lock:
-            self._open_conn()
-            rows = check_audit_rows(records, self._audit_next)
-            if not rows:
-                return
-            with self._transaction("append_audit") as conn:
-                self._insert_audit(conn, rows)
-            self._appended(rows)
-
-    def _insert_audit(self, conn: sqlite3.Connection, rows: list[AuditRow]) -> None:
-        """Insert the rows, and the seal over them, in the transaction under way."""
-        if not rows:
-            return
-        conn.executemany(_INSERT_AUDIT, rows)
-        self._seal(conn, rows[-1][0] + 1, self._checkpoint_size)
-
-    def _seal(self, conn: sqlite3.Connection, size: int, checkpoint_size: int) -> None:
-        """The sealer's head over ``size`` records, replacing the stored seal (same transaction)."""
-        if self._sealer is None:
-            return
-        data = check_seal(self._sealer(size, checkpoint_size))
-        if not conn.execute(
-            "UPDATE audit_seal SET tree_size = ?, data = ? WHERE id = 1", (size, data)
-        ).rowcount:
+            # Send keys live as long as their message: the same bound, the same pass.
             conn.execute(
-                "INSERT INTO audit_seal (id, tree_size, data) VALUES (1, ?, ?)", (size, data)
+                "DELETE FROM send_keys WHERE key IN (SELECT key FROM send_keys"
+                " WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?)",
+                (now_ms, max_count),
             )
-
-    def _appended(self, rows: list[AuditRow]) -> None:
-        """Audit records committed: the next one continues after them."""
-        if rows:
-            self._audit_next = rows[-1][0] + 1
-
-    def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[AuditRow]:
-        check_time(from_seq, "from_seq")
-        check_limit(limit, "limit")
-        with self._lock, self._reading("audit_records") as conn:
-            rows = conn.execute(
-                "SELECT seq, data FROM audit_records WHERE seq >= ? ORDER BY seq LIMIT ?",
-                (from_seq, limit),
-            ).fetchall()
-        return [AuditRow(seq, bytes(data)) for seq, data in rows]
-
-    def audit_size(self) -> int:
-        with self._lock:
-            self._open_conn()
-            return self._audit_next
-
-    def add_tree_head(self, size: int, data: bytes) -> None:
-        with self._lock:
-            self._open_conn()
-            size = check_tree_head(size, data, self._audit_next, self._last_head_size)
-            with self._transaction("add_tree_head") as conn:
-                conn.execute(
-                    "INSERT INTO audit_heads (tree_size, data) VALUES (?, ?)", (size, data)
-                )
-            self._last_head_size = size
-
-    def tree_heads(self, limit: int | None = None) -> list[bytes]:
-        if limit is not None:
-            check_limit(limit, "limit")
-        with self._lock, self._reading("tree_heads") as conn:
-            rows = conn.execute(
-                "SELECT data FROM (SELECT position, data FROM audit_heads"
-                " ORDER BY position DESC LIMIT ?) ORDER BY position",
-                (-1 if limit is None else limit,),
-            ).fetchall()
-        return [bytes(data) for (data,) in rows]
-
-    def tree_head_at_most(self, size: int) -> bytes | None:
-        check_count(size, "size")
-        with self._lock, self._reading("tree_head_at_most") as conn:
-            (low, high) = conn.execute(
-                "SELECT min(position), max(position) FROM audit_heads"
-            ).fetchone()
-            if low is None:
-                return None
-            found: bytes | None = None
-            while low <= high:  # positions ascend with tree sizes: bisect them
-                middle = (low + high) // 2
-                row = conn.execute(
-                    "SELECT position, tree_size, data FROM audit_heads WHERE position >= ?"
-                    " ORDER BY position LIMIT 1",
-                    (middle,),
-                ).fetchone()
-                if row is None or row[0] > high:
-                    high = middle - 1
-                elif row[1] <= size:
-                    found, low = bytes(row[2]), row[0] + 1
-                else:
-                    high = middle - 1
-            return found
-
-    def set_audit_checkpoint(self, size: int, data: bytes) -> None:
-        with self._lock:
-            self._open_conn()
-            size = check_checkpoint_update(size, data, self._audit_next, self._checkpoint_size)
-            with self._transaction("set_audit_checkpoint") as conn:
-                # Moved forward by UPDATE: the triggers refuse an INSERT over the stored one.
-                if not conn.execute(
-                    "UPDATE audit_checkpoint SET size = ?, data = ? WHERE id = 1", (size, data)
-                ).rowcount:
-                    conn.execute(
-                        "INSERT INTO audit_checkpoint (id, size, data) VALUES (1, ?, ?)",
-                        (size, data),
-                    )
-                self._seal(conn, self._audit_next, size)  # the head that names the checkpoint
-            self._checkpoint_size = size
-
-    def set_audit_sealer(self, sealer: AuditSealer | None) -> None:
-        with self._lock:
-            self._sealer = sealer
-
-    def audit_seal(self) -> bytes | None:
-        with self._lock, self._reading("audit_seal") as conn:
-            if not self._has_seal:
-                return None
-            row = conn.execute("SELECT data FROM audit_seal").fetchone()
-        return None if row is None else bytes(row[0])
-
-    def audit_ordered_from(self) -> int:
-        with self._lock:
-            self._open_conn()
-            return self._ordered_from
-
-    def audit_checkpoint(self) -> bytes | None:
-        with self._lock, self._reading("audit_checkpoint") as conn:
-            row = conn.execute("SELECT data FROM audit_checkpoint").fetchone()
-        return None if row is None else bytes(row[0])
-
-    def prune_audit(self, below_seq: int, max_count: int = 10_000) -> int:
-        with self._lock:
-            self._open_conn()
-            below = check_prune_audit(below_seq, max_count, self._checkpoint_size)
-            with self._transaction("prune_audit") as conn:
-                (first,) = conn.execute("SELECT min(seq) FROM audit_records").fetchone()
-                if first is None or first >= below:
-                    return 0
-                # The kept records are contiguous: the oldest max_count are one range.
-                end = min(below, first + max_count)
-                return conn.execute("DELETE FROM audit_records WHERE seq < ?", (end,)).rowcount
-
-    def prune_heads(self, below_size: int, max_count: int = 10_000) -> int:
-        with self._lock:
-            self._open_conn()
-            below = check_prune_audit(below_size, max_count, self._checkpoint_size)
-            with self._transaction("prune_heads") as conn:
-                return conn.execute(
-                    "DELETE FROM audit_heads WHERE position IN (SELECT position FROM audit_heads"
-                    " WHERE tree_size < ? ORDER BY position LIMIT ?)",
-                    (below, max_count),
-                ).rowcount
+        return len(keys)
 
     # --- small persistent state ------------------------------------------------------
 

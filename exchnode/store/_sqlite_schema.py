@@ -79,7 +79,7 @@ __all__ = [
     "store_error",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x45584E44  # "EXND", so that `file` and a wrong open can tell
 
 SCHEMA_V1 = (
@@ -217,8 +217,25 @@ _SEAL_V4 = (
         BEGIN SELECT RAISE(ABORT, 'audit_ordered_from is fixed'); END""",
 )
 
+# v5: a client's idempotency key on a send (hashed) -> the first message, until it expires.
+_SEND_KEYS_V5 = (
+    """CREATE TABLE send_keys (
+        key BLOB PRIMARY KEY,
+        request BLOB NOT NULL,
+        message_id BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        expires_ms INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE INDEX send_keys_by_expiry ON send_keys (expires_ms)""",
+)
+
 # Steps from version n to n + 1, applied in order inside the opening transaction.
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _AUDIT_V2, 2: _HEADS_V3, 3: _SEAL_V4}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: _AUDIT_V2,
+    2: _HEADS_V3,
+    3: _SEAL_V4,
+    4: _SEND_KEYS_V5,
+}
 
 
 def store_error(path: Path, what: str, exc: sqlite3.Error) -> StoreError:

@@ -14,6 +14,7 @@ import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from exchnode.store import (
     OutboundEntry,
     PeerState,
     QueueDepth,
+    SendKey,
     SqliteStore,
     Store,
 )
@@ -744,3 +746,66 @@ def test_sqlite_needs_a_usable_path(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot open") as refused:
         SqliteStore(missing)
     assert str(missing) in str(refused.value)
+
+
+# --- idempotent sends (issue 12, item 10) ----------------------------------------------
+
+
+def keyed(n: int, key: int, *, request: int = 0, expires_ms: int = NOW + HOUR) -> AcceptItem:
+    """This node's own envelope ``n`` sent under the client's key ``key`` asking ``request``."""
+    send = SendKey(
+        key=hashlib.sha256(b"key %d" % key).digest(),
+        request=hashlib.sha256(b"request %d" % request).digest(),
+    )
+    return replace(make(n, expires_ms=expires_ms), send_key=send)
+
+
+def test_a_send_repeated_under_its_key_is_the_first_message(store: CustodyStore) -> None:
+    (first,) = store.accept([keyed(1, key=7)], NOW)
+    assert first.status is ACCEPTED
+    (again,) = store.accept([keyed(2, key=7)], NOW + 1)  # a retry: sealed anew, same key
+    assert again.status is AcceptStatus.REPEATED
+    assert again.original is not None
+    assert again.original.message_id == (1).to_bytes(16, "big")
+    assert again.original.expires_ms == NOW + HOUR
+    # Nothing of the retry was kept: one copy queued, no record of its id.
+    assert [e.message_id for e in store.pending(CHILD, NOW, 10, None)] == [(1).to_bytes(16, "big")]
+    assert store.seen(SENDER, (2).to_bytes(16, "big")) is None
+
+
+def test_repeats_within_one_batch_and_other_keys_are_told_apart(store: CustodyStore) -> None:
+    outcomes = store.accept([keyed(1, key=7), keyed(2, key=7), keyed(3, key=8)], NOW)
+    assert [o.status for o in outcomes] == [ACCEPTED, AcceptStatus.REPEATED, ACCEPTED]
+    assert outcomes[1].original is not None
+    assert outcomes[1].original.message_id == (1).to_bytes(16, "big")
+    assert store.queue_depth(CHILD).count == 2
+
+
+def test_a_key_reused_for_another_message_is_refused(store: CustodyStore) -> None:
+    store.accept([keyed(1, key=7)], NOW)
+    (reused,) = store.accept([keyed(2, key=7, request=1)], NOW)
+    assert reused.status is AcceptStatus.KEY_REUSED
+    assert not reused.acknowledge
+    assert store.queue_depth(CHILD).count == 1
+
+
+def test_a_key_lives_as_long_as_its_message(store: CustodyStore) -> None:
+    store.accept([keyed(1, key=7, expires_ms=NOW + 10)], NOW)
+    (later,) = store.accept([keyed(2, key=7, request=1)], NOW + 10)  # the first has expired
+    assert later.status is ACCEPTED
+    store.prune(NOW + HOUR + 1)
+    (fresh,) = store.accept([keyed(3, key=7, request=2, expires_ms=NOW + 2 * HOUR)], NOW + HOUR + 1)
+    assert fresh.status is ACCEPTED
+
+
+def test_only_a_nodes_own_messages_carry_a_send_key() -> None:
+    with pytest.raises(UsageError, match="own messages"):
+        replace(keyed(1, key=7), came_from=CHILD)
+
+
+def test_sqlite_a_send_key_survives_a_restart(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.accept([keyed(1, key=7)], NOW)
+    with SqliteStore(tmp_path / "s.db") as store:
+        (again,) = store.accept([keyed(2, key=7)], NOW + 1)
+    assert again.status is AcceptStatus.REPEATED
