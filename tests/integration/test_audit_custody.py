@@ -85,7 +85,11 @@ async def test_a_link_going_down_and_coming_back_is_on_the_record(tmp_path: Path
     try:
         message = await sender.send([RECIPIENT], b"waits for the hub")
         hub, recipient = start(federation, HUB), start(federation, RECIPIENT)
-        await asyncio.sleep(0.5)  # the first attempts fail: the hub is not up
+        # The first attempts fail, the hub not being up: wait until one has.
+        deadline = asyncio.get_running_loop().time() + 20
+        while (await sender.stats()).peers[HUB].failures == 0:
+            assert asyncio.get_running_loop().time() < deadline, "no attempt ever failed"
+            await asyncio.sleep(0.05)
         await hub.start()
         await recipient.start()
         sender.poke(HUB)

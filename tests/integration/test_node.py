@@ -137,12 +137,16 @@ async def test_full_node_pushes_back_without_loss(tmp_path: Path) -> None:
         payloads = [f"p{i}".encode() for i in range(200)]
         for payload in payloads:
             await nodes[GONGAN].send(["520102.minzheng"], payload)
-        await asyncio.sleep(1.0)  # the consumer has not started: queues fill up
+        # The consumer has not started: queues fill up until the hub is pushed back.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while (await nodes["520102"].stats()).counters["deferred"] == 0:
+            assert loop.time() < deadline, "the full department never pushed the hub back"
+            await asyncio.sleep(0.05)
         hub = await nodes["520102"].stats()
         dept = await nodes["520102.minzheng"].stats()
         assert dept.inbox.count <= 20
         assert hub.queued.count <= 20
-        assert hub.counters["deferred"] > 0
         got = await asyncio.wait_for(collect(nodes["520102.minzheng"], 200), 30)
         assert sorted(d.payload for d in got) == sorted(payloads)
 

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from exchnode.aio import LinkClient, LinkError, make_context
-from exchnode.core import Outgoing, Sealer
+from exchnode.aio import AuditService, LinkClient, LinkError, Node, make_context
+from exchnode.audit import Category, decode_record
+from exchnode.core import Outgoing, Sealer, decode_envelope
 from exchnode.federation import Item, Status, TransferRequest
+from exchnode.store import SqliteStore
 from tests.integration.federation import Federation
 
 CITY, COUNTY, GONGAN = "520100", "520102", "520102.gongan"
@@ -35,6 +37,33 @@ def sealed(federation: Federation, sender: str, recipients: list[str], now: floa
     return sealer.seal(Outgoing(recipients, b"payload"), now).data
 
 
+def audited(federation: Federation, name: str) -> Node:
+    """The node with its audit log, so that what it refused can be read back from its record."""
+    return federation.node(name, services=[AuditService(flush=0.05, head_interval=0.2)])
+
+
+def ident(envelope: bytes) -> bytes:
+    return decode_envelope(envelope).header.message_id
+
+
+def refused_on_record(federation: Federation, name: str) -> dict[bytes, str]:
+    """Message id -> the code the stopped node's audit log refused it with (custody)."""
+    out: dict[bytes, str] = {}
+    with SqliteStore(federation.directory / f"{name}.sqlite", read_only=True) as store:
+        for _, data in store.audit_records(0, 100_000):
+            entry = decode_record(data).entry
+            if entry.category is Category.ENVELOPE and entry.outcome.status.value == "refused":
+                for message_id in entry.get("messages") or ():  # type: ignore[union-attr]
+                    out[message_id] = entry.outcome.code  # type: ignore[index]
+    return out
+
+
+def held(federation: Federation, name: str, sender: str, message_id: bytes) -> bool:
+    """Whether the stopped node took the envelope into custody (its dedup record)."""
+    with SqliteStore(federation.directory / f"{name}.sqlite", read_only=True) as store:
+        return store.seen(sender, message_id) is not None
+
+
 async def transfer(client: LinkClient, me: str, items: list[Item]) -> list[tuple[Status, str]]:
     try:
         response = await client.transfer(TransferRequest(me, b"\x01" * 16, tuple(items)))
@@ -47,7 +76,7 @@ async def transfer(client: LinkClient, me: str, items: list[Item]) -> list[tuple
 async def test_a_county_hub_cannot_speak_for_a_sender_outside_its_subtree(tmp_path: Path) -> None:
     federation = Federation(tmp_path, NAMES)
     now = time.time()
-    async with federation.node(CITY):
+    async with audited(federation, CITY):
         # The county hub relays a genuine envelope from another city's department: refused.
         genuine_foreign = sealed(federation, OUTSIDER, ["520100.fagai"], now)
         # And an envelope it forged "from" its own department, with its own key: refused.
@@ -70,29 +99,39 @@ async def test_a_county_hub_cannot_speak_for_a_sender_outside_its_subtree(tmp_pa
         (Status.TAKEN, ""),
         (Status.REFUSED, "routing-refused"),
     ]
+    # Refused on the record, and nothing of a refused item kept; the genuine one is held.
+    record = refused_on_record(federation, CITY)
+    assert record[ident(genuine_foreign)] == "routing-refused"
+    assert record[ident(bytes(forged))] == "bad-signature"
+    assert not held(federation, CITY, OUTSIDER, ident(genuine_foreign))
+    assert held(federation, CITY, GONGAN, ident(own))
 
 
 @pytest.mark.asyncio
 async def test_a_parent_cannot_inject_outside_the_childs_subtree(tmp_path: Path) -> None:
     federation = Federation(tmp_path, NAMES)
-    async with federation.node(COUNTY):
+    async with audited(federation, COUNTY):
         envelope = sealed(federation, OUTSIDER, ["520100.fagai"], time.time())
         results = await transfer(
             client_as(federation, CITY, COUNTY), CITY, [Item(envelope, ("520100.fagai",))]
         )
     assert results == [(Status.REFUSED, "routing-refused")]
+    assert refused_on_record(federation, COUNTY) == {ident(envelope): "routing-refused"}
+    assert not held(federation, COUNTY, OUTSIDER, ident(envelope))
 
 
 @pytest.mark.asyncio
 async def test_a_stranger_that_is_not_a_neighbour_is_refused(tmp_path: Path) -> None:
     federation = Federation(tmp_path, NAMES)
-    async with federation.node(COUNTY):
+    async with audited(federation, COUNTY):
         # The province hub is a valid node but not this county hub's neighbour.
         envelope = sealed(federation, "520000", [GONGAN], time.time())
         results = await transfer(
             client_as(federation, "520000", COUNTY), "520000", [Item(envelope, (GONGAN,))]
         )
     assert results == [(Status.REFUSED, "routing-refused")]
+    assert refused_on_record(federation, COUNTY) == {ident(envelope): "routing-refused"}
+    assert not held(federation, COUNTY, "520000", ident(envelope))
 
 
 @pytest.mark.asyncio
