@@ -110,9 +110,20 @@ next steps printed say what your CA operator provides.""",
   {prog} run --config /srv/exchnode/gongan/node.toml
 
 SIGTERM or SIGINT drains (operator requests under way finish, the node stops
-taking transfers and commits what it took) and exits 0.""",
+taking transfers and commits what it took) and exits 0.
+
+A node whose stored audit log does not verify refuses to start.  After an
+upgrade from a version without the audit seal, records that version left under
+no head when it crashed are such a finding; if that is ALL the start reports,
+run once with --accept-unsigned-audit-tail: a head is signed over them and the
+acceptance is itself on the record.""",
     )
     p.add_argument("--config", required=True, type=Path)
+    p.add_argument(
+        "--accept-unsigned-audit-tail",
+        action="store_true",
+        help="this start only: accept audit records no head covers (see above)",
+    )
     p.set_defaults(handler=_run)
 
     p = verbs.add_parser(
@@ -230,7 +241,9 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     configure_logging(config.log.level, config.log.format)
-    return asyncio.run(serve(config))
+    return asyncio.run(
+        serve(config, accept_unsigned_tail=args.accept_unsigned_audit_tail)
+    )
 
 
 # --- clients of the operator API -------------------------------------------------------

@@ -141,12 +141,15 @@ class Services(NamedTuple):
     sharing: SharingService
 
 
-def build_services(config: DaemonConfig, masking_secret: bytes, log: Any) -> Services:
+def build_services(
+    config: DaemonConfig, masking_secret: bytes, log: Any, *, accept_unsigned_tail: bool = False
+) -> Services:
     """The audit, catalog and sharing services, from ``[audit]``, ``[catalog]``, ``[sharing]``."""
     audit = AuditService(
         flush=config.audit.flush,
         head_interval=config.audit.head_interval,
         retention=config.audit.retention_days * 86_400.0,
+        accept_unsigned_tail=accept_unsigned_tail,
     )
     witness = WitnessService(
         audit,
@@ -271,13 +274,16 @@ def _write_ready(path: Path, content: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-async def serve(config: DaemonConfig) -> int:
-    """Run the node of ``config`` until SIGTERM/SIGINT; the exit status."""
+async def serve(config: DaemonConfig, *, accept_unsigned_tail: bool = False) -> int:
+    """Run the node of ``config`` until SIGTERM/SIGINT; the exit status.
+
+    ``accept_unsigned_tail``: this start only (``run --accept-unsigned-audit-tail``), see
+    ``AuditService``."""
     log = structlog.get_logger("node.daemon").bind(node=config.name)
     config.check_files()
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with state_lock(config.state_dir):
-        return await _serve(config, log)
+        return await _serve(config, log, accept_unsigned_tail)
 
 
 @contextlib.contextmanager
@@ -300,7 +306,7 @@ def state_lock(state_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-async def _serve(config: DaemonConfig, log: Any) -> int:
+async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> int:
     now = datetime.now(UTC)
     masking_secret = read_masking_secret(config)  # before anything logs: a config problem
     trust = load_trust(config)
@@ -328,7 +334,9 @@ async def _serve(config: DaemonConfig, log: Any) -> int:
                 effect=f"nobody can use the {role.value}'s part of the API; name a 0600 token "
                 "file there and restart",
             )
-    audit, witness, catalog, sharing = build_services(config, masking_secret, log)
+    audit, witness, catalog, sharing = build_services(
+        config, masking_secret, log, accept_unsigned_tail=accept_unsigned_tail
+    )
     node = Node(
         identity=identity,
         store=config.store_path,

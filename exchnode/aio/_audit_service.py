@@ -72,6 +72,7 @@ from exchnode.audit import (
     Category,
     LogMark,
     Outcome,
+    Tamper,
     TreeHeadVerifier,
     VerificationReport,
     decode_checkpoint,
@@ -140,7 +141,13 @@ class AuditService:
         head_interval: float = 10.0,
         retention: float = RETENTION,
         prune_every: float = 3600.0,
+        accept_unsigned_tail: bool = False,
     ) -> None:
+        """``accept_unsigned_tail``: for one start, after an upgrade, take records that no head
+        covers -- left by a version without the seal that crashed between two heads -- when
+        that is ALL the stored log's verification finds; a head is signed over them at once
+        and the acceptance is an audit record naming how many.  The key holder could re-sign
+        any log anyway (THREATS T17); this makes doing so explicit and on the record."""
         if flush <= 0 or head_interval <= 0 or prune_every <= 0:
             raise UsageError("flush, head_interval and prune_every are positive seconds")
         if retention < 86_400:
@@ -156,6 +163,7 @@ class AuditService:
         self._witnessed = 0  # the largest head size the parent said it keeps for this node
         self._witnessed_stored = 0
         self._pruning = asyncio.Lock()
+        self.accept_unsigned_tail = accept_unsigned_tail
         self.log: Any = structlog.get_logger("exchnode.audit")
 
     # --- EventSink ---------------------------------------------------------------------
@@ -193,11 +201,22 @@ class AuditService:
             seal=stored.seal,
             ordered_from=stored.ordered_from,
         )
+        accepted = 0
         if not report.ok:
-            raise InconsistentLogError(
-                f"the stored audit log does not verify ({len(report.findings)} finding(s)): "
-                f"{report.summary()}"
-            )
+            unsigned = [f for f in report.findings if f.kind is Tamper.UNSIGNED_RECORDS]
+            if not (self.accept_unsigned_tail and unsigned == list(report.findings)):
+                hint = (
+                    "; if these are records an older version left under no head when it "
+                    "crashed, and nothing else, start once with --accept-unsigned-audit-tail"
+                    if unsigned
+                    else ""
+                )
+                raise InconsistentLogError(
+                    f"the stored audit log does not verify ({len(report.findings)} finding(s)): "
+                    f"{report.summary()}{hint}"
+                )
+            last = decode_tree_head(stored.heads[-1])[0].tree_size if stored.heads else 0
+            accepted = stored.size - last
         checkpoint = (
             None
             if stored.checkpoint is None
@@ -217,6 +236,20 @@ class AuditService:
         store: AuditStore = node.store
         await node.run_in_store(store.set_audit_sealer, self._seal)
         node.attach_custody_log(self)
+        if accepted:
+            self.append_entry(
+                AuditEntry(
+                    time_ms=int(node.now() * 1000),
+                    category=Category.ADMINISTRATION,
+                    action="audit.accept-unsigned",
+                    actor=Actor.node(node.name),
+                    outcome=Outcome.ok("accepted"),
+                    detail=details(count=accepted, size=stored.size),
+                )
+            )
+            await self.flush_now()
+            await self._sign_head()
+            self.log.warning("records under no head accepted", count=accepted, size=stored.size)
         node.run_task(self._run, "audit")
 
     def _seal(self, size: int, checkpoint_size: int) -> bytes:

@@ -484,3 +484,52 @@ async def test_an_inserted_record_and_a_gap_are_each_one_finding(world: World) -
     [deleted] = findings
     assert (deleted.kind, deleted.seq, deleted.end) == (Tamper.DELETED, 12, 15)
     assert size > 15
+
+
+# --- an unsigned tail left by a version without the seal ---------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_unsigned_tail_from_before_the_seal_is_accepted_only_when_asked_and_on_record(
+    world: World,
+) -> None:
+    """An older version that crashed between two heads left records under no head: the start
+    refuses them (they look like a forgery), naming the one-shot way out; taken with it, only
+    if they are all that verification finds, with a head signed over them at once and the
+    acceptance itself on the record."""
+    await world.start(CHILD)
+    await world.grow(CHILD, 4)
+    await world.stop(CHILD)
+    with edit(world.store_path(CHILD)) as db:  # as the old version wrote them: no seal
+        stored = rows(db)
+        tail = forged_after(stored, 3, decode_record(stored[-1][1]).entry.time_ms + 1)
+        db.executemany("INSERT INTO audit_records (seq, data) VALUES (?, ?)", tail)
+    with pytest.raises(InconsistentLogError, match="--accept-unsigned-audit-tail"):
+        await world.start(CHILD)
+    SqliteStore(world.store_path(CHILD)).close()
+
+    audit = AuditService(flush=0.05, head_interval=QUIET, accept_unsigned_tail=True)
+    node = world.federation.node(CHILD, services=[audit])
+    await node.start()
+    await node.close()
+    report = world.verify_stored(CHILD)
+    assert report.ok, report.findings
+    with SqliteStore(world.store_path(CHILD), read_only=True) as store:
+        entries = [decode_record(d).entry for _, d in store.audit_records(0, 1000)]
+    (accepted,) = [e for e in entries if e.action == "audit.accept-unsigned"]
+    assert (accepted.outcome.code, accepted.get("count")) == ("accepted", 3)
+    await world.start(CHILD)  # and an ordinary start after it
+
+
+@pytest.mark.asyncio
+async def test_the_unsigned_tail_is_not_accepted_with_any_other_finding(world: World) -> None:
+    await world.start(CHILD)
+    await world.grow(CHILD, 4)
+    await world.stop(CHILD)
+    with edit(world.store_path(CHILD)) as db:
+        stored = rows(db)
+        tail = forged_after(stored, 2, decode_record(stored[-1][1]).entry.time_ms - 60_000)
+        db.executemany("INSERT INTO audit_records (seq, data) VALUES (?, ?)", tail)
+    audit = AuditService(flush=0.05, head_interval=QUIET, accept_unsigned_tail=True)
+    with pytest.raises(InconsistentLogError, match="time-went-back"):
+        await world.federation.node(CHILD, services=[audit]).start()
