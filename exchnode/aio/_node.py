@@ -67,16 +67,25 @@ from exchnode.aio._intake import Intake
 from exchnode.aio._outbox import Outbox
 from exchnode.aio._refusals import Refusal, Refusals
 from exchnode.aio._service import CustodyLog, NodeService
+from exchnode.aio._static_revocation import revoke_static
 from exchnode.aio._status_book import StatusBook
 from exchnode.aio._tls import TlsFiles, make_context
 from exchnode.aio._transport import Handler, LinkClient, LinkServer
 from exchnode.aio._waiting import wait_event
 from exchnode.audit import DetailValue
-from exchnode.core import RESERVED_KINDS, Directory, LocalIdentity, Opener, ReceiptVerifier, Sealer
+from exchnode.core import (
+    RESERVED_KINDS,
+    Directory,
+    LocalIdentity,
+    Opener,
+    ReceiptVerifier,
+    Sealer,
+    StaticDirectory,
+)
 from exchnode.errors import ExchnodeError, RejectedError, UsageError
 from exchnode.federation import NodeDirectory, PeerState, Relation, Router
 from exchnode.pki import CrlCheck, TrustStore, check_crls, verify_node_certificate
-from exchnode.store import AcceptItem, AcceptOutcome, ExpiredEntry, QueueDepth, Store
+from exchnode.store import AcceptItem, AcceptOutcome, QueueDepth, Store
 
 __all__ = ["Node", "NodeStats"]
 
@@ -171,8 +180,11 @@ class Node:
         self._context = context = NodeContext(
             self.name, clock, log_repeat_interval=config.timers.log_repeat_interval
         )
+        self._static_revoked: dict[str, set[bytes]] = {}
         if isinstance(keys, NodeDirectory):  # what it knows of revoked signers
             context.revoked_keys = keys.revoked_keys
+        elif isinstance(keys, StaticDirectory):  # what apply_crls took out of it
+            context.revoked_keys = lambda name: self._static_revoked.get(name, set())
         self.log = context.log
         self.counters = context.counters
         self._refusals = Refusals(context, interval=config.timers.log_repeat_interval)
@@ -312,7 +324,7 @@ class Node:
             self._run_task(forwarder.run, f"forward-{name}")
         self._tasks.append(loop.create_task(self._greet(), name="hello"))
         self._run_task(self._inbox.pump, "inbox")
-        self._run_task(self._expire, "expiry")
+        self._run_task(lambda: self._outbox.expire(self.timers.expiry_interval), "expiry")
         self._run_task(self._refusals.run, "refusals")
         self._ready.set()
         self.log.info("node started", url=self.url if self.address else None)
@@ -515,42 +527,6 @@ class Node:
 
     # --- expiry --------------------------------------------------------------------------
 
-    async def _expire(self) -> None:
-        context = self._context
-        store, recorder = context.store, context.recorder
-        while True:
-            await asyncio.sleep(self.timers.expiry_interval)
-            now_ms = context.now_ms()
-
-            def run(log: CustodyLog | None, now_ms: int = now_ms) -> list[ExpiredEntry]:
-                expired = store.take_expired(
-                    now_ms,
-                    1000,
-                    audit=None
-                    if log is None
-                    else lambda found: log.encode(recorder.expired(now_ms, found)),
-                )
-                store.prune(now_ms)
-                context.refresh_totals()
-                return expired
-
-            expired = await context.run(context.audited, run)
-            if not expired:
-                continue
-            self.log.info("expired", count=len(expired))
-            await self._outbox.report(
-                [(e.sender, e.message_id, e.digest, e.targets, e.data) for e in expired],
-                [
-                    (
-                        "expired-in-queue",
-                        f"expired at {self.name} waiting for "
-                        + (e.next_hop if e.next_hop else "the recipient's application"),
-                    )
-                    for e in expired
-                ],
-            )
-            context.space.set()
-
     # --- delivery to the application, and the status of what it sent --------------------
 
     def deliveries(self) -> AsyncIterator[Delivery]:
@@ -654,6 +630,7 @@ class Node:
                 # Adds to the live X509 store; OpenSSL prefers the newest CRL of an issuer.
                 context.load_verify_locations(cafile=bundle.name)
         self._crls_applied.update(crl.fingerprint(_SHA256) for crl in new)
+        self._revoke_static()
         cut = self._server.close_connections(self._refused_now) if self._server else 0
         self.log.info("revocation lists applied", count=len(new), connections_cut=cut)
         now_ms = self._context.now_ms()
@@ -668,6 +645,19 @@ class Node:
                 for crl in new
             ]
         )
+
+    def _revoke_static(self) -> None:
+        """A static directory drops what the CRLs now revoke (see ``revoke_static``)."""
+        if not isinstance(self.directory, StaticDirectory):
+            return
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        dropped = revoke_static(self.directory, self._ca_bundle, self._trust, now)
+        for peer in dropped:
+            self._static_revoked.setdefault(str(peer.name), set()).add(peer.signing_key_id)
+            self.record_key_change("directory.dropped", subject=str(peer.name), refused="revoked")
+        if dropped:
+            self.log.warning("revoked identities left the directory", names=len(dropped))
+            self.keys_changed()
 
     def record_key_change(
         self,

@@ -10,12 +10,14 @@ sent concurrently share a signature and a commit.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 
 from exchnode.aio._batcher import Batcher
 from exchnode.aio._context import NodeContext
 from exchnode.aio._delivery import Message, Sent
+from exchnode.aio._service import CustodyLog
 from exchnode.aio._status_book import StatusBook
 from exchnode.core import (
     NDR_KIND,
@@ -38,7 +40,7 @@ from exchnode.core import (
 )
 from exchnode.errors import ExchnodeError, RejectedError, UsageError
 from exchnode.federation import Route, Router
-from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus, SendKey
+from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus, ExpiredEntry, SendKey
 
 __all__ = ["Lost", "Outbox", "send_key"]
 
@@ -217,6 +219,45 @@ class Outbox:
                 except ExchnodeError as exc:
                     results[index] = exc
             return sealed
+
+    # --- expiry ------------------------------------------------------------------------
+
+    async def expire(self, interval: float) -> None:
+        """Every ``interval`` s: take what expired in a queue and report it to its sender."""
+        context = self._context
+        store, recorder = context.store, context.recorder
+        while True:
+            await asyncio.sleep(interval)
+            now_ms = context.now_ms()
+
+            def run(log: CustodyLog | None, now_ms: int = now_ms) -> list[ExpiredEntry]:
+                expired = store.take_expired(
+                    now_ms,
+                    1000,
+                    audit=None
+                    if log is None
+                    else lambda found: log.encode(recorder.expired(now_ms, found)),
+                )
+                store.prune(now_ms)
+                context.refresh_totals()
+                return expired
+
+            expired = await context.run(context.audited, run)
+            if not expired:
+                continue
+            context.log.info("expired", count=len(expired))
+            await self.report(
+                [(e.sender, e.message_id, e.digest, e.targets, e.data) for e in expired],
+                [
+                    (
+                        "expired-in-queue",
+                        f"expired at {context.name} waiting for "
+                        + (e.next_hop if e.next_hop else "the recipient's application"),
+                    )
+                    for e in expired
+                ],
+            )
+            context.space.set()
 
     # --- non-delivery reports ----------------------------------------------------------
 

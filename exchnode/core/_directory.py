@@ -48,6 +48,19 @@ class StaticDirectory:
     def remove(self, name: str) -> None:
         self._by_name.pop(name, None)
 
+    def discard(self, peer: PeerIdentity) -> None:
+        """Forget one identity of a name (a revoked certificate), keeping its others."""
+        name = str(peer.name)
+        kept = [p for p in self._by_name.get(name, ()) if p is not peer]
+        if kept:
+            self._by_name[name] = kept
+        else:
+            self._by_name.pop(name, None)
+
+    def peers(self) -> list[PeerIdentity]:
+        """Every identity held, in name order."""
+        return [peer for name in self.names() for peer in self._by_name[name]]
+
     def __contains__(self, name: str) -> bool:
         return name in self._by_name
 
