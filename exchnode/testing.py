@@ -208,9 +208,12 @@ class SyntheticPKI:
         *,
         not_before: datetime | None = None,
         lifetime: timedelta = NODE_VALIDITY,
+        generation: int = 0,
     ) -> IssuedNode:
-        signing = synthetic_signing_key(f"node:{name}")
-        encryption = synthetic_encryption_key(f"node:{name}")
+        """A node certificate; ``generation`` > 0 gives the same name new keys (a rotation)."""
+        seed = f"node:{name}" if generation == 0 else f"node:{name}:{generation}"
+        signing = synthetic_signing_key(seed)
+        encryption = synthetic_encryption_key(seed)
         start = self.epoch if not_before is None else not_before
         cert = build_node_certificate(
             name,

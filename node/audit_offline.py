@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from exchnode.aio import OWN_CERTIFICATES, earlier_identities
 from exchnode.audit import verify_log
 from exchnode.core import Directory, StaticDirectory
 from exchnode.errors import StoreError, UsageError
@@ -54,12 +55,18 @@ class _Quiet:
         return lambda *args, **kwargs: None
 
 
-def _directory(config: DaemonConfig, now: datetime) -> Directory:
+def _directory(config: DaemonConfig, now: datetime, kept: bytes | None) -> Directory:
+    """The keys the node's heads are checked with: its own, and those it rotated out (``kept``,
+    the certificates its audit service keeps, each verified again here)."""
     trust = load_trust(config)
     own = load_own_peer(config, trust, now)
+    earlier = earlier_identities(kept, config.name, trust.cas, trust.store, now)
     if config.directory.mode == "static":
-        return build_directory(config, trust, own, now, _Quiet())
-    return StaticDirectory([own])
+        directory = build_directory(config, trust, own, now, _Quiet())
+        for peer in earlier:
+            directory.add(peer)
+        return directory
+    return StaticDirectory([*earlier, own])
 
 
 @contextlib.contextmanager
@@ -87,8 +94,9 @@ def _verified(
     config: DaemonConfig, now: datetime | None, witnessed: Sequence[bytes] = ()
 ) -> tuple[dict[str, Any], Sequence[tuple[int, bytes]], bytes | None]:
     """The stopped node's log checked end to end (the API's report), its records, its catalog."""
-    directory = _directory(config, now or datetime.now(UTC))
+    at = now or datetime.now(UTC)
     with _stopped_store(config) as store:
+        directory = _directory(config, at, store.get_meta(OWN_CERTIFICATES))
         size = store.audit_size()
         records = store.audit_records(0, size + 1)
         heads = store.tree_heads()

@@ -58,10 +58,12 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
+from exchnode.aio._own_keys import OWN_CERTIFICATES, earlier_identities, with_current
 from exchnode.aio._service import ServiceMessage
 from exchnode.aio._transport import Handler
 from exchnode.aio._waiting import wait_event
@@ -189,9 +191,11 @@ class AuditService:
         self._node = node
         self.log = self.log.bind(node=node.name)
         stored = await self._load()
-        # The node's own key: the heads are its own, and the directory may not answer yet
-        # (a signed one that expired while the node was down fails closed).
-        own = StaticDirectory([node.identity.peer])
+        # The node's own keys: the heads are its own (signed with its current key, or one it
+        # rotated out: ``_own_keys``), and the directory may not answer yet (a signed one that
+        # expired while the node was down fails closed).
+        kept = await node.get_meta(OWN_CERTIFICATES)
+        own = self._own_keys(node, kept)
         report = verify_log(
             node.name,
             stored.records,
@@ -233,6 +237,10 @@ class AuditService:
         witnessed = await node.get_meta(_WITNESSED_META)
         if witnessed is not None and len(witnessed) == 8:
             self._witnessed = self._witnessed_stored = int.from_bytes(witnessed, "big")
+        certificate = node.identity.peer.certificate
+        update = with_current(kept, certificate) if certificate is not None else None
+        if update is not None:  # a new key: remembered, so its heads verify after the next
+            await node.set_meta(OWN_CERTIFICATES, update)
         store: AuditStore = node.store
         await node.run_in_store(store.set_audit_sealer, self._seal)
         node.attach_custody_log(self)
@@ -251,6 +259,13 @@ class AuditService:
             await self._sign_head()
             self.log.warning("records under no head accepted", count=accepted, size=stored.size)
         node.run_task(self._run, "audit")
+
+    @staticmethod
+    def _own_keys(node: Node, kept: bytes | None) -> StaticDirectory:
+        """The node's identities its heads may be signed with: the current one and those kept."""
+        now = datetime.fromtimestamp(node.now(), UTC)
+        earlier = earlier_identities(kept, node.name, node.ca_bundle, node.trust, now)
+        return StaticDirectory([*earlier, node.identity.peer])
 
     def _seal(self, size: int, checkpoint_size: int) -> bytes:
         """The store's sealer (store thread): a head over the ``size`` records now stored."""
@@ -503,11 +518,12 @@ class AuditService:
         """
         stored = await self._load()
         node = self._running()
+        own = self._own_keys(node, await node.get_meta(OWN_CERTIFICATES))
         return verify_log(
             node.name,
             stored.records,
             stored.heads,
-            node.directory,
+            own,
             checkpoint=stored.checkpoint,
             seal=stored.seal,
             ordered_from=stored.ordered_from,
