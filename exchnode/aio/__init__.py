@@ -11,8 +11,8 @@ from exchnode.aio._config import NodeConfig, NodeLimits, NodeTimers, Peer
 from exchnode.aio._delivery import Delivery, DeliveryStatus, Message, Sent
 from exchnode.aio._directory_service import DirectoryService
 from exchnode.aio._log_sink import LogSink
-from exchnode.aio._own_keys import OWN_CERTIFICATES, earlier_identities
 from exchnode.aio._node import Node, NodeStats
+from exchnode.aio._own_keys import OWN_CERTIFICATES, earlier_identities
 from exchnode.aio._refusals import Refusal
 from exchnode.aio._service import NodeService, ServiceMessage
 from exchnode.aio._sharing_service import RECORDS_KIND, SharingService
@@ -22,7 +22,6 @@ from exchnode.aio._witness_service import WitnessService, WitnessStatus
 
 __all__ = [
     "OWN_CERTIFICATES",
-    "earlier_identities",
     "RECORDS_KIND",
     "STATE_KEY",
     "AuditService",
@@ -48,6 +47,7 @@ __all__ = [
     "TlsFiles",
     "WitnessService",
     "WitnessStatus",
+    "earlier_identities",
     "make_context",
     "write_verify_bundle",
 ]
