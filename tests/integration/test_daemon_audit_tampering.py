@@ -27,14 +27,13 @@ import pytest
 
 from exchnode.audit import (
     AuditRecord,
-    Checkpoint,
     decode_record,
     decode_tree_head,
-    encode_checkpoint,
 )
 from exchnode.audit._records import encode_record
-from exchnode.core import MerkleLog, leaf_hash
+from exchnode.core import leaf_hash
 from tests.integration.daemons import DaemonFederation, node_cli
+from tests.integration.test_audit_tampering import checkpoint_from_records
 from tests.integration.test_daemon_catalog import ok_json, one_line_error
 
 pytestmark = pytest.mark.timeout(240)
@@ -170,20 +169,11 @@ def test_erased_or_forged_history_is_found_refused_and_flagged_by_the_parent(
             (head_data,) = db.execute(
                 "SELECT data FROM audit_heads ORDER BY position DESC LIMIT 1"
             ).fetchone()
-            head = decode_tree_head(head_data)[0]
-            tree = MerkleLog()
-            for _, data in records[: head.tree_size]:
-                tree.append(leaf_hash(data))
-            size = head.tree_size
-            checkpoint = Checkpoint(
-                head,
-                tuple(tree.frontier(size)),
-                tree.leaf(size - 1),
-                tuple(tree.inclusion_proof(size - 1, size)),
-            )
+            size = decode_tree_head(head_data)[0].tree_size
+            checkpoint = checkpoint_from_records([(q, bytes(d)) for q, d in records], head_data)
             db.execute(
                 "INSERT INTO audit_checkpoint (id, size, data) VALUES (1, ?, ?)",
-                (size, encode_checkpoint(checkpoint)),
+                (size, checkpoint),
             )
             db.execute("DELETE FROM audit_records WHERE seq < ?", (size,))
             db.execute("DELETE FROM audit_heads WHERE tree_size < ?", (size,))
