@@ -245,20 +245,26 @@ class AuditService:
         await node.run_in_store(store.set_audit_sealer, self._seal)
         node.attach_custody_log(self)
         if accepted:
-            self.append_entry(
-                AuditEntry(
-                    time_ms=int(node.now() * 1000),
-                    category=Category.ADMINISTRATION,
-                    action="audit.accept-unsigned",
-                    actor=Actor.node(node.name),
-                    outcome=Outcome.ok("accepted"),
-                    detail=details(count=accepted, size=stored.size),
-                )
+            self._administration(
+                node, "audit.accept-unsigned", "accepted", count=accepted, size=stored.size
             )
             await self.flush_now()
             await self._sign_head()
             self.log.warning("records under no head accepted", count=accepted, size=stored.size)
         node.run_task(self._run, "audit")
+
+    def _administration(self, node: Node, action: str, outcome: str, **detail: int) -> None:
+        """One record of what the log did to itself (pruning, an accepted tail), by the node."""
+        self.append_entry(
+            AuditEntry(
+                time_ms=int(node.now() * 1000),
+                category=Category.ADMINISTRATION,
+                action=action,
+                actor=Actor.node(node.name),
+                outcome=Outcome.ok(outcome),
+                detail=details(**detail),
+            )
+        )
 
     @staticmethod
     def _own_keys(node: Node, kept: bytes | None) -> StaticDirectory:
@@ -437,16 +443,7 @@ class AuditService:
         while await node.run_in_store(store.prune_heads, size, _PRUNE_CHUNK):
             pass  # the heads below the checkpoint: superseded by its own
         if deleted:
-            self.append_entry(
-                AuditEntry(
-                    time_ms=int(node.now() * 1000),
-                    category=Category.ADMINISTRATION,
-                    action="audit.prune",
-                    actor=Actor.node(node.name),
-                    outcome=Outcome.ok("pruned"),
-                    detail=details(count=deleted, tree_size=size),
-                )
-            )
+            self._administration(node, "audit.prune", "pruned", count=deleted, tree_size=size)
             self.log.info("audit records pruned", count=deleted, checkpoint=size)
         return deleted
 

@@ -268,6 +268,18 @@ class LinkServer:
         if self._refusals is not None:
             self._refusals.admitted(neighbour)
 
+    def _note_peer(self, neighbour: str, request: web.Request) -> None:
+        """A configured neighbour is admitted; a stranger's call goes on the record as refused."""
+        if not self._stranger(neighbour):
+            self._admitted(neighbour)
+        elif self._refusals is not None:
+            self._refusals.refused(
+                reason="not-a-neighbour",
+                kind="neighbour",
+                peer=neighbour,
+                address=address_token(request.remote),
+            )
+
     def _peer(self, request: web.Request) -> str:
         """The peer's node name from its verified certificate; RejectedError if none."""
         transport = request.transport
@@ -331,16 +343,7 @@ class LinkServer:
             neighbour = self._peer(request)
         except RejectedError as exc:
             return self._not_authenticated(request, exc)
-        if self._stranger(neighbour):
-            if self._refusals is not None:  # answered as SPEC §15.2 says, and ignored
-                self._refusals.refused(
-                    reason="not-a-neighbour",
-                    kind="neighbour",
-                    peer=neighbour,
-                    address=address_token(request.remote),
-                )
-        else:
-            self._admitted(neighbour)
+        self._note_peer(neighbour, request)  # a stranger's hello is answered (SPEC §15.2), ignored
         if self._on_hello is not None:
             self._on_hello(neighbour)
         return web.Response(status=204)
@@ -372,17 +375,8 @@ class LinkServer:
                     "sender",
                     neighbour,
                 )
-            if self._stranger(neighbour):
-                # The custodian refuses its items (routing-refused); the link is noted here.
-                if self._refusals is not None:
-                    self._refusals.refused(
-                        reason="not-a-neighbour",
-                        kind="neighbour",
-                        peer=neighbour,
-                        address=address_token(request.remote),
-                    )
-            else:
-                self._admitted(neighbour)
+            # A stranger's items are refused by the custodian (routing-refused); noted here.
+            self._note_peer(neighbour, request)
             response = await self._custodian(neighbour, transfer)
         return web.Response(body=encode_response(response), content_type=CONTENT_TYPE)
 
