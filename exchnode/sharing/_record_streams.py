@@ -81,6 +81,8 @@ __all__ = [
 
 # Any text: a stream counts whatever its owner names; the book names catalog codes.
 _CODE = text_codec(MAX_CODE, empty=False).check
+#: recipients of one envelope (the default ``core.Limits.max_recipients``, SPEC §4.3)
+MAX_GROUP_RECIPIENTS = 1024
 DEFAULT_WINDOW = 1024
 DEFAULT_WINDOW_BYTES = 4 << 20
 
@@ -417,25 +419,32 @@ class RecordGroup(NamedTuple):
 
 
 def group_deliveries(
-    deliveries: Iterable[RecordDelivery], *, max_body: int = MAX_RECORDS_BODY
+    deliveries: Iterable[RecordDelivery],
+    *,
+    max_body: int = MAX_RECORDS_BODY,
+    max_recipients: int = MAX_GROUP_RECIPIENTS,
 ) -> list[RecordGroup]:
     """``sub.records`` bodies for ``deliveries``, one per distinct body, with their recipients.
 
     Per grant, its records are sorted by number and cut into bodies of at
     most :data:`MAX_RECORDS` records and ``max_body`` bytes, by one rule, so
     that grants whose records are identical produce identical bodies; those
-    are then sent once, to all their subscribers.  The body depends only on
+    are then sent once, to all their subscribers -- in groups of at most
+    ``max_recipients`` (an envelope's limit, SPEC §4.3), so that any number
+    of subscribers with the same terms all receive.  The body depends only on
     provider, resource, grant terms and the projected records, never on who
     receives it.  The order of the result follows the first delivery of each.
     """
     if not 0 < max_body <= MAX_RECORDS_BODY:
         raise UsageError(f"a sub.records body is at most {MAX_RECORDS_BODY} bytes")
+    if not 0 < max_recipients <= MAX_GROUP_RECIPIENTS:
+        raise UsageError(f"an envelope has 1..{MAX_GROUP_RECIPIENTS} recipients")
     per_grant: dict[bytes, list[RecordDelivery]] = {}
     for delivery in deliveries:
         if not delivery.provider or len(delivery.terms) != FINGERPRINT_LENGTH:
             raise UsageError("a delivery names its provider and grant terms (from publish)")
         per_grant.setdefault(delivery.request_id, []).append(delivery)
-    groups: dict[bytes, tuple[list[str], list[bytes]]] = {}
+    groups: dict[bytes, dict[str, list[bytes]]] = {}  # body -> subscriber -> its grants
     for request_id, items in per_grant.items():
         first = items[0]
         for other in items:
@@ -448,14 +457,15 @@ def group_deliveries(
                 raise UsageError(f"deliveries under grant {request_id.hex()} disagree")
         records = sorted(((d.seq, d.fields) for d in items), key=lambda pair: pair[0])
         for payload in _bodies(first, records, max_body):
-            recipients, request_ids = groups.setdefault(payload, ([], []))
-            if first.subscriber not in recipients:
-                recipients.append(first.subscriber)
-            request_ids.append(request_id)
-    return [
-        RecordGroup(tuple(sorted(recipients)), tuple(request_ids), payload)
-        for payload, (recipients, request_ids) in groups.items()
-    ]
+            groups.setdefault(payload, {}).setdefault(first.subscriber, []).append(request_id)
+    out = []
+    for payload, by_subscriber in groups.items():
+        subscribers = sorted(by_subscriber)
+        for start in range(0, len(subscribers), max_recipients):
+            chunk = subscribers[start : start + max_recipients]
+            request_ids = tuple(r for s in chunk for r in by_subscriber[s])
+            out.append(RecordGroup(tuple(chunk), request_ids, payload))
+    return out
 
 
 def _bodies(

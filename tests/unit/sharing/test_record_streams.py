@@ -26,7 +26,7 @@ from exchnode.sharing import (
     group_deliveries,
 )
 from exchnode.sharing._record_messages import terms_fingerprint
-from exchnode.sharing._record_streams import AtRestCipher, RecordStream
+from exchnode.sharing._record_streams import AtRestCipher, RecordDelivery, RecordStream
 from exchnode.sharing._states import ShareType
 from tests.unit.sharing.test_subscriptions import OPEN, PROVIDER, RECORD
 
@@ -273,3 +273,30 @@ def test_a_window_stored_in_clear_by_an_older_node_is_read_and_then_stored_seale
     assert "张三".encode() not in sealed.encode()
     with pytest.raises(errors.MalformedError, match="no key"):
         RecordStream.restore(sealed.encode())
+
+
+def test_more_subscribers_than_an_envelope_takes_are_split_and_all_receive() -> None:
+    """Issue 13: 1,025 subscribers with identical terms once made an envelope over the limit of
+    1,024 recipients, and nobody received anything."""
+    deliveries = [
+        RecordDelivery(
+            subscriber=f"5201{n // 50:02d}.dept{n % 50:02d}",
+            request_id=n.to_bytes(16, "big"),
+            resource_code=OPEN.code,
+            seq=1,
+            fields={"name": "张三"},
+            provider=PROVIDER,
+            terms=b"t" * 16,
+        )
+        for n in range(2000)
+    ]
+    groups = group_deliveries(deliveries)
+    assert [len(g.recipients) for g in groups] == [1024, 976]
+    assert len({g.payload for g in groups}) == 1  # one body, sent in two envelopes
+    everyone = [r for g in groups for r in g.recipients]
+    assert sorted(everyone) == sorted(d.subscriber for d in deliveries)
+    assert sorted(r for g in groups for r in g.request_ids) == sorted(
+        d.request_id for d in deliveries
+    )
+    with pytest.raises(errors.UsageError, match="recipients"):
+        group_deliveries(deliveries, max_recipients=2000)
