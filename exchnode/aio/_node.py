@@ -47,7 +47,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -576,6 +576,16 @@ class Node:
     async def set_meta(self, key: str, value: bytes) -> None:
         """Durably keep ``value`` under ``key`` (returns once committed)."""
         await self._context.run(self.store.set_meta, key, value)
+
+    async def update_meta(self, changes: Mapping[str, bytes | None]) -> None:
+        """Durably set (bytes) or delete (None) many keys at once: a service's rows, per change."""
+        await self._context.run(self.store.update_meta, changes)
+
+    async def meta_range(
+        self, prefix: str, *, after: str = "", limit: int = 1000
+    ) -> list[tuple[str, bytes]]:
+        """One page of a service's rows under ``prefix``, in key order, after ``after``."""
+        return await self._context.run(self.store.meta_range, prefix, after=after, limit=limit)
 
     async def run_in_store(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call in the node's store thread, in order with the node's own."""

@@ -14,7 +14,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from exchnode.errors import UsageError
 from exchnode.federation import PeerState
@@ -28,6 +28,8 @@ __all__ = [
     "check_count",
     "check_limit",
     "check_meta",
+    "check_meta_changes",
+    "check_meta_range",
     "check_page",
     "check_peer_state",
     "check_prune_audit",
@@ -37,6 +39,7 @@ __all__ = [
     "check_time",
     "check_tree_head",
     "describe",
+    "prefix_end",
 ]
 
 _MAX_INT64 = (1 << 63) - 1
@@ -102,6 +105,36 @@ def check_peer_state(state: object) -> PeerState:
 def check_meta(key: object, value: object) -> None:
     if not isinstance(key, str) or not isinstance(value, bytes):
         raise UsageError("set_meta() takes a str key and a bytes value")
+
+
+def check_meta_changes(changes: object) -> dict[str, bytes | None]:
+    """``update_meta``'s argument as a plain dict, each key a str and each value bytes or None."""
+    if not isinstance(changes, Mapping):
+        raise UsageError(f"update_meta() takes a mapping, got {type(changes).__name__}")
+    checked: dict[str, bytes | None] = {}
+    for key, value in changes.items():
+        if not isinstance(key, str) or not (value is None or isinstance(value, bytes)):
+            raise UsageError("update_meta() takes str keys and bytes (or None, to delete) values")
+        checked[key] = value
+    return checked
+
+
+def check_meta_range(prefix: object, after: object, limit: object) -> None:
+    if not isinstance(prefix, str) or not isinstance(after, str):
+        raise UsageError("meta_range() takes a str prefix and a str after")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise UsageError(f"meta_range() limit must be a positive int, got {limit!r}")
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The smallest string above every string starting with ``prefix`` (None: no bound)."""
+    stripped = prefix.rstrip(chr(0x10FFFF))
+    if not stripped:
+        return None
+    following = ord(stripped[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates are not text; the next code point is
+        following = 0xE000
+    return stripped[:-1] + chr(following)
 
 
 # --- the audit log's bounds and order ----------------------------------------------

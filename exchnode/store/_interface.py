@@ -154,7 +154,7 @@ This module holds the protocols; the records and the dedup rule are in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
@@ -372,6 +372,25 @@ class MetaStore(Protocol):
     def set_meta(self, key: str, value: bytes) -> None: ...
 
     def delete_meta(self, key: str) -> None: ...
+
+    def update_meta(self, changes: Mapping[str, bytes | None]) -> None:
+        """Set each key given bytes and delete each key given None, in one transaction.
+
+        The way a service keeps its state as rows (one key per request,
+        grant, entry...) and writes only what a change touched: either every
+        change is stored or, on any failure, none is.
+        """
+        ...
+
+    def meta_range(
+        self, prefix: str, *, after: str = "", limit: int = 1000
+    ) -> list[tuple[str, bytes]]:
+        """Keys starting with ``prefix``, sorting after ``after``, in key order, at most ``limit``.
+
+        Key order is code-point order (the same in every backend), so a
+        service pages through its rows with ``after`` = the last key read.
+        """
+        ...
 
 
 @runtime_checkable

@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -32,6 +32,8 @@ from exchnode.store._checks import (
     check_count,
     check_limit,
     check_meta,
+    check_meta_changes,
+    check_meta_range,
     check_page,
     check_peer_state,
     check_prune_audit,
@@ -39,6 +41,7 @@ from exchnode.store._checks import (
     check_seqs,
     check_time,
     check_tree_head,
+    prefix_end,
 )
 from exchnode.store._records import (
     AcceptItem,
@@ -497,6 +500,30 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             self._meta.pop(key, None)
+
+    def update_meta(self, changes: Mapping[str, bytes | None]) -> None:
+        checked = check_meta_changes(changes)
+        with self._lock:
+            self._check_open()
+            for key, value in checked.items():
+                if value is None:
+                    self._meta.pop(key, None)
+                else:
+                    self._meta[key] = value
+
+    def meta_range(
+        self, prefix: str, *, after: str = "", limit: int = 1000
+    ) -> list[tuple[str, bytes]]:
+        check_meta_range(prefix, after, limit)
+        end = prefix_end(prefix)
+        with self._lock:
+            self._check_open()
+            keys = sorted(
+                key
+                for key in self._meta
+                if key.startswith(prefix) and key > after and (end is None or key < end)
+            )
+            return [(key, self._meta[key]) for key in keys[:limit]]
 
     def close(self) -> None:
         with self._lock:

@@ -228,9 +228,7 @@ class SeenRecord:
 _KEY_REUSED = AcceptOutcome(status=AcceptStatus.KEY_REUSED)
 
 
-def classify_send(
-    item: AcceptItem, record: SendRecord | None, now_ms: int
-) -> AcceptOutcome | None:
+def classify_send(item: AcceptItem, record: SendRecord | None, now_ms: int) -> AcceptOutcome | None:
     """The idempotency rule: None if ``item`` is a new send (then :func:`classify` decides).
 
     A live record for the item's send key makes it the same send again
@@ -467,8 +465,11 @@ def check_audit_rows(rows: Iterable[AuditRow], next_seq: int) -> list[AuditRow]:
             )
         if type(seq) is not int or seq != expected:
             problem = (
-                "is not an integer" if type(seq) is not int
-                else "repeats a stored seq" if seq < expected else "leaves a gap"
+                "is not an integer"
+                if type(seq) is not int
+                else "repeats a stored seq"
+                if seq < expected
+                else "leaves a gap"
             )
             raise UsageError(
                 f"audit record {seq!r} does not continue the stored log, whose next seq is "

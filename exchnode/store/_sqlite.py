@@ -46,7 +46,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -56,10 +56,13 @@ from exchnode.federation import PeerState
 from exchnode.store._checks import (
     check_limit,
     check_meta,
+    check_meta_changes,
+    check_meta_range,
     check_page,
     check_peer_state,
     check_seqs,
     check_time,
+    prefix_end,
 )
 from exchnode.store._records import (
     AcceptItem,
@@ -250,8 +253,12 @@ class SqliteStore(SqliteAuditLog):
                     send = item.send_key.key
                     if send not in sends:
                         row = conn.execute(_SELECT_SEND, (send,)).fetchone()
-                        sends[send] = None if row is None else SendRecord(
-                            request=row[0], message_id=row[1], digest=row[2], expires_ms=row[3]
+                        sends[send] = (
+                            None
+                            if row is None
+                            else SendRecord(
+                                request=row[0], message_id=row[1], digest=row[2], expires_ms=row[3]
+                            )
                         )
                     repeated = classify_send(item, sends[send], now_ms)
                     if repeated is not None:
@@ -585,6 +592,35 @@ class SqliteStore(SqliteAuditLog):
     def delete_meta(self, key: str) -> None:
         with self._lock, self._transaction("delete_meta") as conn:
             conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def update_meta(self, changes: Mapping[str, bytes | None]) -> None:
+        checked = check_meta_changes(changes)
+        written = [(key, value) for key, value in checked.items() if value is not None]
+        deleted = [(key,) for key, value in checked.items() if value is None]
+        with self._lock, self._transaction("update_meta") as conn:
+            if written:
+                conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", written)
+            if deleted:
+                conn.executemany("DELETE FROM meta WHERE key = ?", deleted)
+
+    def meta_range(
+        self, prefix: str, *, after: str = "", limit: int = 1000
+    ) -> list[tuple[str, bytes]]:
+        check_meta_range(prefix, after, limit)
+        end = prefix_end(prefix)
+        with self._lock, self._reading("meta_range") as conn:
+            if end is None:
+                rows = conn.execute(
+                    "SELECT key, value FROM meta WHERE key >= ? AND key > ? ORDER BY key LIMIT ?",
+                    (prefix, after, limit),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT key, value FROM meta WHERE key >= ? AND key > ? AND key < ?"
+                    " ORDER BY key LIMIT ?",
+                    (prefix, after, end, limit),
+                ).fetchall()
+        return [(str(key), bytes(value)) for key, value in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -123,7 +123,15 @@ AUDIT = {
     "prune_audit",
     "prune_heads",
 }
-META = {"peer_state", "set_peer_state", "get_meta", "set_meta", "delete_meta"}
+META = {
+    "peer_state",
+    "set_peer_state",
+    "get_meta",
+    "set_meta",
+    "delete_meta",
+    "update_meta",
+    "meta_range",
+}
 
 
 def _methods(protocol: type) -> set[str]:
@@ -488,6 +496,50 @@ def test_meta_round_trips(store: MetaStore) -> None:
     store.delete_meta("directory")
     store.delete_meta("never-set")
     assert store.get_meta("directory") is None
+
+
+def test_meta_rows_are_written_together_and_read_in_key_order_by_page(store: MetaStore) -> None:
+    store.set_meta("sharing/grant/b", b"old")
+    store.set_meta("sharing/grant/z", b"gone")
+    store.update_meta(
+        {
+            "sharing/grant/c": b"3",
+            "sharing/grant/a": b"1",
+            "sharing/grant/b": b"2",
+            "sharing/grant/z": None,
+            "sharing/grant/never": None,
+            "sharing/granted": b"not under the prefix grant/",
+            "sharing/grand": b"sorts before the prefix",
+            "catalog/entry/a": b"another service",
+        }
+    )
+    assert store.get_meta("sharing/grant/z") is None
+    assert store.meta_range("sharing/grant/") == [
+        ("sharing/grant/a", b"1"),
+        ("sharing/grant/b", b"2"),
+        ("sharing/grant/c", b"3"),
+    ]
+    first = store.meta_range("sharing/grant/", limit=2)
+    assert [key for key, _ in first] == ["sharing/grant/a", "sharing/grant/b"]
+    assert store.meta_range("sharing/grant/", after=first[-1][0], limit=2) == [
+        ("sharing/grant/c", b"3")
+    ]
+    assert store.meta_range("sharing/grant/", after="sharing/grant/c") == []
+    assert store.meta_range("nothing/") == []
+    assert [key for key, _ in store.meta_range("", limit=3)] == [
+        "catalog/entry/a",
+        "sharing/grand",
+        "sharing/grant/a",
+    ]
+
+
+def test_a_failed_meta_update_stores_none_of_it(store: MetaStore) -> None:
+    store.set_meta("rows/a", b"1")
+    with pytest.raises(UsageError, match="str keys and bytes"):
+        store.update_meta({"rows/a": b"2", "rows/b": "not bytes"})  # type: ignore[dict-item]
+    assert store.meta_range("rows/") == [("rows/a", b"1")]
+    with pytest.raises(UsageError, match="limit must be a positive int"):
+        store.meta_range("rows/", limit=0)
 
 
 def test_queue_depths_count_entries_and_bytes(store: CustodyStore) -> None:
