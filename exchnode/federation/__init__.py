@@ -1,6 +1,7 @@
 """How nodes federate: the routing table and its decisions along the hierarchy,
-the link protocol's wire forms, the retry policy per peer and the signed,
-expiring node directory (pure).
+the link protocol's wire forms, the retry policy per peer, the signed,
+expiring node directory, and the change feeds that let neighbours exchange only
+what changed (pure).
 """
 
 from __future__ import annotations
@@ -16,6 +17,14 @@ from exchnode.federation._backoff import (
 )
 from exchnode.federation._directory import NodeDirectory
 from exchnode.federation._directory_verify import verify_snapshot
+from exchnode.federation._feed import (
+    FEED_ID_BYTES,
+    ChangeFeed,
+    FeedCursor,
+    FeedPage,
+    FeedPosition,
+    check_feed_position,
+)
 from exchnode.federation._link import (
     MAX_TRANSFER_BYTES,
     Credit,
@@ -33,9 +42,14 @@ from exchnode.federation._routing import Neighbour, Relation, Route, Router
 
 __all__ = [
     "DEFAULT_BACKOFF",
+    "FEED_ID_BYTES",
     "MAX_TRANSFER_BYTES",
     "BackoffPolicy",
+    "ChangeFeed",
     "Credit",
+    "FeedCursor",
+    "FeedPage",
+    "FeedPosition",
     "Item",
     "ItemResult",
     "Neighbour",
@@ -48,6 +62,7 @@ __all__ = [
     "TransferRequest",
     "TransferResponse",
     "came_back",
+    "check_feed_position",
     "decode_request",
     "decode_response",
     "due",
