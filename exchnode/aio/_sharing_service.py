@@ -24,13 +24,30 @@ the envelope's authenticated sender.
 
 **Durability.**  The service's state -- the provider's book, the
 requester's view, the authority's desk, the correction desks, the gap
-trackers: ``SharingState`` (``_sharing_state``) -- is one value in the
-node's store, kept together with an *outbox* of the messages the last change
-produced: a change is stored with its outbox before anything is sent, the
-outbox is then sent, and the next store empties it.  A crash in between
-sends the outbox again at start; every statement carries a version, round or
-id, so a repeat is a no-op for its recipient.  An incoming message leaves the
-inbox only once its effect is stored (``node_service``).
+trackers: ``SharingState`` (``_sharing_state``) -- is kept as rows in the
+node's store, one per request, grant, case, stream counter, window item,
+tracker and outbox message, and a change writes only the rows it touched
+(``update_meta``), together with the *outbox* rows of the messages it
+produced, in one transaction, before anything is sent.  Each outbox message
+is then handed to the node on its own (concurrent sends are still sealed
+as one batch), with its row's tag as idempotency key; the rows of messages
+handed over are deleted with the next change (or by the timers), and a
+crash before that hands them over again, which the node answers with the
+first message.  An incoming message leaves the inbox only once its effect
+is stored (``node_service``).
+
+**Messages the node will not take.**  A refusal that will not pass by
+waiting (the node raised ``UsageError`` or a rejection: an unknown or
+unroutable recipient, a message too large) *parks* the message: it is
+logged once (kind, recipients, error; never the payload), audited
+(``outbox.refused``), moved to a ``parked`` row, and no longer tried every
+second.  ``parked()`` lists them; ``retry_parked()`` and ``drop_parked()``
+are the operator's; the timers also try them again every
+``PARKED_RETRY`` seconds and at start, quietly, since their cause (a
+directory that did not know the recipient yet) may have passed.  Anything
+else (the store failing, a stale directory) is transient: the message stays
+in the outbox and the timers retry it with a backoff from 1 s up to
+``RETRY_MAX`` s.
 
 **Records.**  ``publish_records`` numbers each record per resource, projects
 and masks it under every live grant, and sends one ``sub.records`` envelope
@@ -63,12 +80,22 @@ from exchnode.aio._catalog_service import CatalogService
 from exchnode.aio._delivery import Delivery, Message
 from exchnode.aio._log_sink import LogSink
 from exchnode.aio._service import ServiceMessage
-from exchnode.aio._sharing_state import Send, SharingState, StateContext, terms_of
+from exchnode.aio._sharing_state import (
+    LEGACY_KEY,
+    ROW_PREFIX,
+    Queued,
+    Send,
+    SharingState,
+    StateContext,
+    terms_of,
+)
 from exchnode.aio._transport import Handler
 from exchnode.aio._waiting import wait_event
 from exchnode.core import AuditEvent, EventSink
 from exchnode.errors import (
+    DirectoryExpiredError,
     ExchnodeError,
+    MalformedError,
     RejectedError,
     UnexpectedMessageError,
     UsageError,
@@ -87,7 +114,6 @@ from exchnode.sharing import (
     Decision,
     Escalation,
     Expiry,
-    GapTracker,
     Grant,
     MaskSet,
     Outgoing,
@@ -112,11 +138,25 @@ from exchnode.sharing import (
 if TYPE_CHECKING:
     from exchnode.aio._node import Node
 
-__all__ = ["RECORDS_KIND", "Published", "ReceivedRecords", "SharingService"]
+__all__ = ["RECORDS_KIND", "ParkedMessage", "Published", "ReceivedRecords", "SharingService"]
 
 RECORDS_KIND = RecordBatch.KIND
-_STATE_KEY = "sharing"
 _TIMER_INTERVAL = 1.0  # seconds between deadline checks at most
+RETRY_MAX = 60.0  # seconds: the longest wait before handing a message over again
+PARKED_RETRY = 600.0  # seconds between quiet retries of parked messages
+_PAGE = 1000  # rows read per page at start
+
+
+class ParkedMessage(NamedTuple):
+    """A message the node refused for good, as the operator sees it (never its payload)."""
+
+    number: int
+    kind: str
+    recipients: tuple[str, ...]
+    code: str  # the node's error code
+    reason: str  # the node's error message
+    at_ms: int
+    size: int  # payload bytes
 
 
 class Published(NamedTuple):
@@ -167,6 +207,10 @@ class SharingService:
         self._changed = asyncio.Event()  # replaced after each stored change
         self._lock = asyncio.Lock()
         self._timer_wake = asyncio.Event()
+        self._retry_at = 0.0  # node time before which a transient failure is not retried
+        self._failures = 0  # transient failures in a row
+        self._parked_at = 0.0  # node time of the last quiet retry of parked messages
+        self._closing = False
         self.log: Any = structlog.get_logger("exchnode.sharing")
 
     # --- the service seam ------------------------------------------------------------
@@ -174,13 +218,41 @@ class SharingService:
     async def start(self, node: Node) -> None:
         self._node = node
         self.log = self.log.bind(node=node.name)
-        stored = await node.get_meta(_STATE_KEY)
-        if stored is not None:
-            self._state = SharingState.restore(stored, self._context())
-            self.log.info("sharing state restored", node=node.name, outbox=len(self._state.outbox))
+        rows = await self._rows(node)
+        legacy = await node.get_meta(LEGACY_KEY)
+        if legacy is not None and rows:
+            raise MalformedError(
+                LEGACY_KEY, "a whole sharing state beside its rows: the store was altered"
+            )
+        if rows:
+            self._state = SharingState.load(node.name, rows, self._context())
+        elif legacy is not None:
+            # An older release's one value: converted to rows once, in one transaction.
+            self._state = SharingState.restore_whole(legacy, self._context())
+            converted: dict[str, bytes | None] = dict(self._state.rows(self._cipher))
+            converted[LEGACY_KEY] = None
+            await node.update_meta(converted)
+            self.log.info("sharing state converted to rows", rows=len(converted) - 1)
         else:
             self._state = SharingState.fresh(node.name, self._context())
+        if rows or legacy is not None:
+            self.log.info(
+                "sharing state restored",
+                outbox=len(self._state.outbox),
+                parked=len(self._state.parked),
+            )
+        # Parked before a restart (the cause may be gone): tried once at the timers' first run.
+        self._parked_at = -PARKED_RETRY if self._state.parked else node.now()
         node.run_task(self._timers, "sharing-timers")
+
+    @staticmethod
+    async def _rows(node: Node) -> list[tuple[str, bytes]]:
+        rows: list[tuple[str, bytes]] = []
+        while True:
+            page = await node.meta_range(ROW_PREFIX, after=rows[-1][0] if rows else "", limit=_PAGE)
+            rows += page
+            if len(page) < _PAGE:
+                return rows
 
     def routes(self) -> Mapping[tuple[str, str], Handler]:
         return {}
@@ -212,7 +284,8 @@ class SharingService:
             await self._commit(sends)
 
     async def close(self) -> None:
-        pass
+        # From here the node refuses new messages because it stops, not because they are wrong.
+        self._closing = True
 
     def _apply(self, statement: object, sender: str, now_ms: int) -> list[Send]:
         """Hand one authenticated statement to the part of this node it concerns."""
@@ -220,7 +293,6 @@ class SharingService:
         out: list[Outgoing] = []
         if isinstance(statement, SubscriptionRequest):
             out = self._provider_book().on_request(statement, sender=sender, now_ms=now_ms)
-            self._state.requests.setdefault(statement.request_id, statement)
         elif isinstance(statement, Decision):
             self._requester_view().on_decision(statement, sender=sender, now_ms=now_ms)
         elif isinstance(statement, Expiry):
@@ -244,6 +316,7 @@ class SharingService:
             tracker = self._state.trackers.get((statement.provider, statement.resource_code))
             if tracker is not None:
                 tracker.give_up(high)
+                self._state.touched(statement.provider, statement.resource_code)
             self.log.warning(
                 "records gone at the provider",
                 provider=sender,
@@ -309,7 +382,7 @@ class SharingService:
                 state = self._state.view.state(request_id)
                 if state is not None:
                     return state
-        if self._state.book is not None and request_id in self._state.requests:
+        if self._state.book is not None and self._state.book.knows(request_id):
             return self._state.book.state(request_id)
         return None
 
@@ -346,16 +419,14 @@ class SharingService:
         async with self._lock:
             now_ms = self._now_ms()
             grants = view.grants_for(batch, sender=delivery.sender, now_ms=now_ms)
-            key = (batch.provider, batch.resource_code)
-            tracker = self._state.trackers.get(key)
+            tracker = self._state.trackers.get((batch.provider, batch.resource_code))
             if grants:
                 # Numbers before the grants held were never this node's to receive (a grant
-                # revoked and given again starts later): they are not gaps.
+                # revoked and given again starts later): they are not gaps.  The tracker's
+                # row is the only one a read writes.
                 before = min(g.first_seq for g in grants) - 1
-                if tracker is None:
-                    tracker = self._state.trackers[key] = GapTracker(before)
-                else:
-                    tracker.give_up(before)
+                tracker = self._state.tracker(batch.provider, batch.resource_code, after=before)
+                tracker.give_up(before)
             fresh: list[tuple[int, dict[str, Value]]] = []
             repeated: list[int] = []
             refused: list[int] = []
@@ -483,11 +554,7 @@ class SharingService:
     def requests(self, *, state: RequestState | None = None) -> list[SubscriptionRequest]:
         """Requests this node received as provider, oldest first (optionally in one state)."""
         book = self._provider_book()
-        found = [
-            r
-            for r in self._state.requests.values()
-            if state is None or book.state(r.request_id) is state
-        ]
+        found = [r for r in book.requests() if state is None or book.state(r.request_id) is state]
         return sorted(found, key=lambda r: (r.at_ms, r.request_id))
 
     async def approve(
@@ -644,16 +711,100 @@ class SharingService:
             lambda now_ms: desk.uphold(request_id, operator=operator, reason=reason, now_ms=now_ms)
         )
 
+    # --- messages the node refused for good -----------------------------------------------
+
+    def parked(self) -> list[ParkedMessage]:
+        """The messages the node refused for good, oldest first (see the module docstring)."""
+        return [
+            ParkedMessage(
+                number,
+                p.queued.send.kind,
+                p.queued.send.recipients,
+                p.code,
+                p.reason,
+                p.at_ms,
+                len(p.queued.send.payload),
+            )
+            for number, p in sorted(self._state.parked.items())
+        ]
+
+    async def retry_parked(self, numbers: Iterable[int] | None = None) -> list[int]:
+        """Hand parked messages (all, or ``numbers``) to the node again; the numbers it took.
+
+        What it still refuses stays parked, without a second warning.
+        """
+        async with self._lock:
+            wanted = self._parked_numbers(numbers)
+            taken = await self._retry(wanted)
+            await self._write()
+        return taken
+
+    async def drop_parked(self, numbers: Iterable[int], *, operator: str) -> None:
+        """Give parked messages up for good (the operator's call); each drop is audited."""
+        async with self._lock:
+            wanted = self._parked_numbers(numbers)
+            now_ms = self._now_ms()
+            for number in wanted:
+                send = self._state.parked[number].queued.send
+                self._state.unpark(number)
+                self.events.emit(
+                    AuditEvent(
+                        at_ms=now_ms,
+                        actor=operator,
+                        action=f"outbox.dropped {send.kind}",
+                        resource_code="",
+                        request_id=b"",
+                        outcome="dropped",
+                        counterpart=send.recipients[0],
+                        count=len(send.recipients),
+                    )
+                )
+                self.log.warning(
+                    "sharing message dropped",
+                    number=number,
+                    kind=send.kind,
+                    recipients=list(send.recipients),
+                    operator=operator,
+                )
+            await self._write()
+
+    def _parked_numbers(self, numbers: Iterable[int] | None) -> list[int]:
+        if numbers is None:
+            return sorted(self._state.parked)
+        wanted = sorted(set(numbers))
+        unknown = [n for n in wanted if n not in self._state.parked]
+        if unknown:
+            raise UsageError(f"no parked sharing message numbered {unknown[0]}")
+        return wanted
+
+    async def _retry(self, numbers: Sequence[int]) -> list[int]:
+        """Try parked messages again; unpark those the node takes.  Called with ``_lock``."""
+        queued = [self._state.parked[n].queued for n in numbers]
+        results = await self._hand_over(queued)
+        taken = []
+        for number, result in zip(numbers, results, strict=True):
+            if result is None:
+                self._state.unpark(number)
+                taken.append(number)
+        if taken:
+            self.log.info("parked sharing messages sent", numbers=taken)
+        return taken
+
     # --- deadlines -------------------------------------------------------------------------
 
     async def _timers(self) -> None:
-        """Send what a crash left in the outbox, then expire and lapse on time, on both sides."""
+        """Send what is due in the outbox, retry parked messages now and then, then expire and
+        lapse on time, on both sides."""
         node = self._running()
         await node.ready()
         while True:
             now_ms = self._now_ms()
             async with self._lock:
-                await self._send_outbox()  # left by a crash, or by a failed send
+                if self._state.outbox and now_ms >= self._retry_at * 1000:
+                    await self._send_outbox()  # left by a crash, or by a transient failure
+                if self._state.parked and now_ms >= (self._parked_at + PARKED_RETRY) * 1000:
+                    self._parked_at = now_ms / 1000
+                    await self._retry(sorted(self._state.parked))
                 outgoing: list[Outgoing] = []
                 changed = False
                 if self._state.book is not None:
@@ -662,6 +813,8 @@ class SharingService:
                     changed = bool(self._state.view.expire_due(now_ms))
                 if outgoing or changed:
                     await self._commit([Send(o.recipients, o.kind, o.payload()) for o in outgoing])
+                elif self._state.pending_deletions():
+                    await self._write()  # rows of messages handed over, when no change came
             self._timer_wake.clear()
             await wait_event(self._timer_wake, self._next_check(now_ms))
 
@@ -679,44 +832,115 @@ class SharingService:
             await self._commit([Send(o.recipients, o.kind, o.payload()) for o in outgoing])
 
     async def _commit(self, sends: Sequence[Send]) -> None:
-        """Store the state with what it must send, send it, then tell waiters.
+        """Store the rows the change touched with what it must send, send it, tell waiters.
 
         Called with ``_lock`` held, after a change of the in-memory state.
         """
-        node = self._running()
-        self._state.outbox.extend(sends)  # with anything an earlier change could not send yet
-        await node.set_meta(_STATE_KEY, self._state.encode(self._cipher))
+        self._state.queue(sends, self._random)
+        await self._write()
         await self._send_outbox()
         self._changed.set()
         self._changed = asyncio.Event()
         self._timer_wake.set()
 
-    async def _send_outbox(self) -> None:
-        """Hand the outbox to the node; what it cannot take now is tried again by the timers.
+    async def _write(self) -> None:
+        changes = self._state.take_changes(self._cipher)
+        if changes:
+            await self._running().update_meta(changes)
 
-        The change that produced it is stored already, outbox included: failing
-        here must not undo it, nor lose the messages.
+    async def _send_outbox(self) -> None:
+        """Hand each outbox message to the node; park what it refuses for good.
+
+        The change that produced them is stored already, outbox included:
+        failing here must not undo it, nor lose the messages.  A transient
+        failure leaves them for the timers, after a backoff.
         """
-        if not self._state.outbox:
+        numbers = sorted(self._state.outbox)
+        if not numbers:
             return
-        try:
-            await self._running().send_many(
-                [
-                    Message(
-                        recipients=list(send.recipients),
-                        payload=send.payload,
-                        kind=send.kind,
-                        content_type=CONTENT_TYPE,
-                    )
-                    for send in self._state.outbox
-                ]
-            )
-        except ExchnodeError as exc:
+        results = await self._hand_over([self._state.outbox[n] for n in numbers])
+        transient: list[ExchnodeError] = []
+        parked = False
+        now_ms = self._now_ms()
+        for number, result in zip(numbers, results, strict=True):
+            if result is None:
+                self._state.handed_over(number)
+            elif self._closing or not _refused_for_good(result):
+                transient.append(result)
+            else:
+                self._park(number, result, now_ms)
+                parked = True
+        if parked:
+            await self._write()  # reported once: the parked rows are stored now
+        if not transient:
+            self._failures, self._retry_at = 0, 0.0
+            return
+        self._failures += 1
+        wait = min(RETRY_MAX, 2.0 ** (self._failures - 1))
+        self._retry_at = now_ms / 1000 + wait
+        if self._failures & (self._failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... in a row
             self.log.warning(
-                "sharing messages not sent yet", count=len(self._state.outbox), error=str(exc)
+                "sharing messages not sent yet",
+                count=len(transient),
+                error=str(transient[0]),
+                failures=self._failures,
+                retry_in=wait,
             )
-            return
-        self._state.outbox = []
+
+    async def _hand_over(self, queued: Sequence[Queued]) -> list[ExchnodeError | None]:
+        """Each message on its own (None: the node took it), sealed together by the node's
+        batcher; the tag makes a repeat after a crash return the first message."""
+        node = self._running()
+        results = await asyncio.gather(
+            *(
+                node.send_many(
+                    [
+                        Message(
+                            recipients=list(q.send.recipients),
+                            payload=q.send.payload,
+                            kind=q.send.kind,
+                            content_type=CONTENT_TYPE,
+                            idempotency_key=q.idempotency_key,
+                        )
+                    ]
+                )
+                for q in queued
+            ),
+            return_exceptions=True,
+        )
+        out: list[ExchnodeError | None] = []
+        for result in results:
+            if isinstance(result, ExchnodeError):
+                out.append(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                out.append(None)
+        return out
+
+    def _park(self, number: int, error: ExchnodeError, now_ms: int) -> None:
+        parked = self._state.park(number, error.code, str(error), now_ms)
+        send = parked.queued.send
+        self.log.warning(
+            "sharing message refused by the node: parked",
+            number=number,
+            kind=send.kind,
+            recipients=list(send.recipients),
+            code=error.code,
+            error=str(error),
+        )
+        self.events.emit(
+            AuditEvent(
+                at_ms=now_ms,
+                actor=self._me(),
+                action=f"outbox.refused {send.kind}",
+                resource_code="",
+                request_id=b"",
+                outcome=error.code,
+                counterpart=send.recipients[0],
+                count=len(send.recipients),
+            )
+        )
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -771,3 +995,12 @@ class SharingService:
         if self._state.corrections_out is None:
             raise UsageError(f"{self._me()} is a hub: it receives no records")
         return self._state.corrections_out
+
+
+def _refused_for_good(error: ExchnodeError) -> bool:
+    """Whether waiting will not help: the node found the message wrong for it (a recipient it
+    does not know or cannot route to, a size or kind it refuses).  A stale directory and the
+    store failing pass with time."""
+    if isinstance(error, DirectoryExpiredError):
+        return False
+    return isinstance(error, UsageError | RejectedError)

@@ -27,7 +27,7 @@ from exchnode.errors import (
     UsageError,
 )
 from exchnode.sharing._codecs import MAX_TEXT, REQUEST_ID_LENGTH
-from exchnode.sharing._masking import MaskSet, Projection, Record, Value, grant_hash_key
+from exchnode.sharing._masking import Hash, MaskSet, Projection, Record, Value, grant_hash_key
 from exchnode.sharing._messages import (
     Decision,
     Escalation,
@@ -40,6 +40,7 @@ from exchnode.sharing._messages import (
 )
 from exchnode.sharing._persistence import (
     STATE_FORMAT,
+    Changes,
     check_array,
     check_counter,
     check_enum,
@@ -49,8 +50,11 @@ from exchnode.sharing._persistence import (
     check_node,
     check_terms,
     check_time_ms,
+    encode_row,
+    open_row,
     open_state,
     optional,
+    row_id,
     terms_to_wire,
 )
 from exchnode.sharing._record_messages import RecordBatch, RecordGap, Resend
@@ -130,6 +134,7 @@ class SubscriptionBook:
         self._secret = masking_secret
         grant_hash_key(masking_secret, bytes(REQUEST_ID_LENGTH))  # fail now on a short secret
         self._entries: dict[bytes, _Entry] = {}
+        self._dirty: set[bytes] = set()  # entries changed since take_changes
         self._cipher = AtRestCipher(masking_secret)
         self._stream = RecordStream(window=window, window_bytes=window_bytes, cipher=self._cipher)
 
@@ -143,6 +148,13 @@ class SubscriptionBook:
 
     def grant(self, request_id: bytes) -> Grant | None:
         return self._local(request_id).grant
+
+    def requests(self) -> list[SubscriptionRequest]:
+        """Every request received, in order of arrival."""
+        return [entry.request for entry in self._entries.values()]
+
+    def knows(self, request_id: bytes) -> bool:
+        return request_id in self._entries
 
     def live_grants(self, resource_code: str, now_ms: int) -> list[Grant]:
         return [
@@ -323,7 +335,9 @@ class SubscriptionBook:
         Every record is checked and projected under every grant before the
         first is numbered, so a record that cannot be sent (a value of no wire
         type, a mask that does not apply to it) leaves no number behind.  Each
-        grant's projection (with its derived hash key) is made once per call.
+        distinct projection (a grant's own where it has a derived hash key) is
+        made and applied once per call, so S grants with the same terms cost
+        one projection per record.
         Each record is kept in the resend window (``record_streams``) with the
         items some live grant allows, and nothing when no grant is live: a grant
         is asked to resend only numbers from its ``first_seq`` on, so no later
@@ -332,11 +346,22 @@ class SubscriptionBook:
         """
         checked = [check_record(record, f"records[{i}]") for i, record in enumerate(records)]
         live = self.live_grants(resource_code, now_ms)
-        projections = [(grant, self._projection(grant)) for grant in live]
+        # Grants with the same terms and no ``hash`` mask project a record alike: one
+        # projection, applied once, per distinct terms (a hash mask has its grant's own key).
+        distinct: dict[object, tuple[Projection, list[dict[str, Value]]]] = {}
+        by_grant: list[tuple[Grant, list[dict[str, Value]]]] = []
+        for grant in live:
+            hashed = any(isinstance(rule, Hash) for _, rule in grant.masks.rules)
+            same: object = grant.request_id if hashed else (grant.items, grant.masks.rules)
+            found = distinct.get(same)
+            if found is None:
+                projection = self._projection(grant)
+                found = distinct[same] = (projection, [projection.apply(f) for f in checked])
+            by_grant.append((grant, found[1]))
+        fingerprints: dict[tuple[Any, ...], bytes] = {}  # the terms of S grants, hashed once each
         needed = frozenset(item for grant in live for item in grant.items)
         projected = [
-            [(grant, projection.apply(fields)) for grant, projection in projections]
-            for fields in checked
+            [(grant, outs[index]) for grant, outs in by_grant] for index in range(len(checked))
         ]
         deliveries = []
         for fields, per_grant in zip(checked, projected, strict=True):
@@ -344,7 +369,9 @@ class SubscriptionBook:
             kept = {item: value for item, value in fields.items() if item in needed}
             if kept:
                 self._stream.keep_checked(resource_code, seq, kept, now_ms)
-            deliveries += [self._delivery(grant, seq, out) for grant, out in per_grant]
+            deliveries += [
+                self._delivery(grant, seq, out, fingerprints) for grant, out in per_grant
+            ]
         return deliveries
 
     def on_resend(self, resend: Resend, *, sender: str, now_ms: int) -> list[Outgoing]:
@@ -408,19 +435,47 @@ class SubscriptionBook:
 
     def encode(self) -> bytes:
         """Everything needed to continue after a restart, except the masking secret."""
-        entries = [
-            [
-                entry.request.to_wire(),
-                terms_to_wire(entry.terms),
-                entry.state.value,
-                entry.version,
-                entry.deadline_ms,
-                None if entry.grant is None else grant_to_wire(entry.grant),
-                entry.round,
-            ]
-            for entry in self._entries.values()
-        ]
+        entries = [_entry_to_wire(entry) for entry in self._entries.values()]
         return pack([STATE_FORMAT, self.provider, self._stream.to_wire(), entries])
+
+    def take_changes(self) -> Changes:
+        """The rows the steps since the last call changed: ``entry/<request id hex>`` per request
+        (its grant included) and ``stream/...`` (``RecordStream.take_changes``).  Publishing
+        changes no entry, so it writes the stream's rows only, whatever the number of grants."""
+        changes: Changes = {
+            _ENTRY + request_id.hex(): encode_row(*_entry_to_wire(self._entries[request_id]))
+            for request_id in self._dirty
+        }
+        changes.update({_STREAM + k: v for k, v in self._stream.take_changes().items()})
+        self._dirty.clear()
+        return changes
+
+    def rows(self) -> dict[str, bytes]:
+        """Every row of the book (to convert a whole encoding into rows, once)."""
+        rows = {
+            _ENTRY + request_id.hex(): encode_row(*_entry_to_wire(entry))
+            for request_id, entry in self._entries.items()
+        }
+        rows.update({_STREAM + k: v for k, v in self._stream.rows().items()})
+        return rows
+
+    def load_rows(self, rows: Iterable[tuple[str, bytes]]) -> None:
+        """Fill a new, empty book from its rows; no audit event is emitted."""
+        what = "subscription-book"
+        if self._entries:
+            raise UsageError("rows are loaded into a new book only")
+        stream: list[tuple[str, bytes]] = []
+        for name, data in rows:
+            if name.startswith(_STREAM):
+                stream.append((name[len(_STREAM) :], data))
+                continue
+            at = f"{what}[{name!r}]"
+            request_id = row_id(name, _ENTRY, at)
+            entry = self._entry_from_wire(_entry_fields(open_row(data, at, 7), at), at)
+            if entry.request.request_id != request_id:
+                raise MalformedError(at, "row name and request id disagree")
+            self._entries[request_id] = entry
+        self._stream.load_rows(stream, f"{what}.stream")
 
     @classmethod
     def restore(
@@ -488,7 +543,18 @@ class SubscriptionBook:
         entry.round = check_counter(item[6], f"{what}.round")
         return entry
 
-    def _delivery(self, grant: Grant, seq: int, fields: dict[str, Value]) -> RecordDelivery:
+    def _delivery(
+        self,
+        grant: Grant,
+        seq: int,
+        fields: dict[str, Value],
+        fingerprints: dict[tuple[Any, ...], bytes] | None = None,
+    ) -> RecordDelivery:
+        if fingerprints is None:
+            terms = grant.fingerprint
+        else:
+            same = (grant.items, grant.masks.rules)
+            terms = fingerprints.get(same) or fingerprints.setdefault(same, grant.fingerprint)
         return RecordDelivery(
             subscriber=grant.subscriber,
             request_id=grant.request_id,
@@ -496,7 +562,7 @@ class SubscriptionBook:
             seq=seq,
             fields=fields,
             provider=self.provider,
-            terms=grant.fingerprint,
+            terms=terms,
         )
 
     # -- internals
@@ -582,7 +648,10 @@ class SubscriptionBook:
         return grant
 
     def _projection(self, grant: Grant) -> Projection:
-        key = grant_hash_key(self._secret, grant.request_id)
+        # The per-grant key is derived only where a ``hash`` mask uses it: publishing to S
+        # grants without one derives none.
+        hashed = any(isinstance(rule, Hash) for _, rule in grant.masks.rules)
+        key = grant_hash_key(self._secret, grant.request_id) if hashed else None
         return Projection(frozenset(grant.items), grant.masks, key)
 
     def _decision(self, entry: _Entry, now_ms: int, *, reason: str = "") -> Decision:
@@ -617,6 +686,8 @@ class SubscriptionBook:
         self._emit(entry, action, actor, now_ms)
 
     def _emit(self, entry: _Entry, action: Action, actor: str, now_ms: int) -> None:
+        # Every change of an entry is one event: the row to write is marked here.
+        self._dirty.add(entry.request.request_id)
         self._sink.emit(
             AuditEvent(
                 at_ms=now_ms,
@@ -631,6 +702,20 @@ class SubscriptionBook:
 
 
 _STATE = check_enum(RequestState)
+_ENTRY = "entry/"
+_STREAM = "stream/"
+
+
+def _entry_to_wire(entry: _Entry) -> list[Any]:
+    return [
+        entry.request.to_wire(),
+        terms_to_wire(entry.terms),
+        entry.state.value,
+        entry.version,
+        entry.deadline_ms,
+        None if entry.grant is None else grant_to_wire(entry.grant),
+        entry.round,
+    ]
 
 
 def _entry_fields(value: object, what: str) -> list[Any]:

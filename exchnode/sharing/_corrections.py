@@ -19,6 +19,7 @@ describes.
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,11 +39,15 @@ from exchnode.sharing._correction_messages import Correction, CorrectionAnswer, 
 from exchnode.sharing._messages import Outgoing
 from exchnode.sharing._persistence import (
     STATE_FORMAT,
+    Changes,
     check_array,
     check_enum,
     check_list,
     check_node,
+    encode_row,
+    open_row,
     open_state,
+    row_id,
 )
 
 __all__ = ["CorrectionDesk", "CorrectionState", "CorrectionTracker"]
@@ -84,40 +89,84 @@ def _emit(
     )
 
 
-def _cases_to_wire(cases: Iterable[_Case]) -> list[Any]:
+def _case_to_wire(case: _Case) -> list[Any]:
     return [
-        [
-            case.correction.to_wire(),
-            case.state.value,
-            None if case.answer is None else case.answer.to_wire(),
-        ]
-        for case in cases
+        case.correction.to_wire(),
+        case.state.value,
+        None if case.answer is None else case.answer.to_wire(),
     ]
 
 
+def _cases_to_wire(cases: Iterable[_Case]) -> list[Any]:
+    return [_case_to_wire(case) for case in cases]
+
+
+def _case_from_wire(item: list[Any], at: str) -> _Case:
+    case = _Case(Correction.from_wire(item[0], f"{at}.correction"), _STATE(item[1], f"{at}.state"))
+    if item[2] is not None:
+        case.answer = CorrectionAnswer.from_wire(item[2], f"{at}.answer")
+    answered = case.answer is not None and _ANSWERED[case.answer.outcome] is case.state
+    if answered != (case.state is not CorrectionState.OPEN):
+        raise MalformedError(at, "an answered correction has its answer, an open one none")
+    return case
+
+
 def _cases_from_wire(value: object, what: str) -> list[_Case]:
-    cases = []
-    for i, item in enumerate(check_list(value, what, lambda v, w: check_array(v, w, 3))):
-        at = f"{what}[{i}]"
-        case = _Case(
-            Correction.from_wire(item[0], f"{at}.correction"), _STATE(item[1], f"{at}.state")
-        )
-        if item[2] is not None:
-            case.answer = CorrectionAnswer.from_wire(item[2], f"{at}.answer")
-        answered = case.answer is not None and _ANSWERED[case.answer.outcome] is case.state
-        if answered != (case.state is not CorrectionState.OPEN):
-            raise MalformedError(at, "an answered correction has its answer, an open one none")
-        cases.append(case)
-    return cases
+    items = check_list(value, what, lambda v, w: check_array(v, w, 3))
+    return [_case_from_wire(item, f"{what}[{i}]") for i, item in enumerate(items)]
 
 
-class CorrectionDesk:
+_ROW = "case/"
+
+
+class _Rows(abc.ABC):
+    """The cases of a correction machine as rows (``case/<correction id hex>``), and which of
+    them its steps changed (subscription_persistence)."""
+
+    _cases: dict[bytes, _Case]
+    _dirty: set[bytes]
+    _what: str
+
+    @abc.abstractmethod
+    def _owns(self, case: _Case) -> bool:
+        """Whether ``case`` is this machine's (its provider's, or its subscriber's)."""
+
+    def take_changes(self) -> Changes:
+        changes: Changes = {
+            _ROW + i.hex(): encode_row(*_case_to_wire(self._cases[i])) for i in self._dirty
+        }
+        self._dirty.clear()
+        return changes
+
+    def rows(self) -> dict[str, bytes]:
+        return {_ROW + i.hex(): encode_row(*_case_to_wire(c)) for i, c in self._cases.items()}
+
+    def load_rows(self, rows: Iterable[tuple[str, bytes]]) -> None:
+        """Fill a new, empty machine from its rows; no audit event is emitted."""
+        if self._cases:
+            raise UsageError("rows are loaded into a new machine only")
+        for name, data in rows:
+            at = f"{self._what}[{name!r}]"
+            correction_id = row_id(name, _ROW, at)
+            case = _case_from_wire(check_array(open_row(data, at, 3), at, 3), at)
+            if case.correction.correction_id != correction_id or not self._owns(case):
+                raise MalformedError(at, "row name and id disagree, or the case is another's")
+            self._cases[correction_id] = case
+
+
+class CorrectionDesk(_Rows):
     """The provider's side: corrections reported against its records, and its answers."""
+
+    _what = "correction-desk"
 
     def __init__(self, provider: str, *, sink: EventSink) -> None:
         self.provider = check_name(provider, "provider")
         self._sink = sink
         self._cases: dict[bytes, _Case] = {}
+        self._dirty: set[bytes] = set()
+
+    def _owns(self, case: _Case) -> bool:
+        return case.correction.provider == self.provider
 
     def open(self) -> list[Correction]:
         return [c.correction for c in self._cases.values() if c.state is CorrectionState.OPEN]
@@ -145,6 +194,7 @@ class CorrectionDesk:
             raise RequestConflictError(f"correction id {correction.correction_id.hex()} reused")
         case = _Case(correction)
         self._cases[correction.correction_id] = case
+        self._dirty.add(correction.correction_id)
         _emit(self._sink, case, Correction.KIND, sender, sender, now_ms)
         return []
 
@@ -170,6 +220,7 @@ class CorrectionDesk:
             text=text,
         )
         case.state, case.answer = _ANSWERED[outcome], answer
+        self._dirty.add(correction_id)
         _emit(self._sink, case, "answer", operator, reported.subscriber, now_ms)
         return [Outgoing((reported.subscriber,), answer)]
 
@@ -192,14 +243,20 @@ class CorrectionDesk:
         return desk
 
 
-class CorrectionTracker:
+class CorrectionTracker(_Rows):
     """The subscriber's side: the corrections it reported and the answers it received."""
+
+    _what = "correction-tracker"
 
     def __init__(self, subscriber: str, *, sink: EventSink, random: Callable[[int], bytes]) -> None:
         self.subscriber = check_name(subscriber, "subscriber")
         self._sink = sink
         self._random = random
         self._cases: dict[bytes, _Case] = {}
+        self._dirty: set[bytes] = set()
+
+    def _owns(self, case: _Case) -> bool:
+        return case.correction.subscriber == self.subscriber
 
     def state(self, correction_id: bytes) -> CorrectionState:
         case = self._cases.get(correction_id)
@@ -243,6 +300,7 @@ class CorrectionTracker:
             raise UsageError("the random source repeated a correction id")
         case = _Case(correction)
         self._cases[correction.correction_id] = case
+        self._dirty.add(correction.correction_id)
         _emit(self._sink, case, Correction.KIND, operator, provider, now_ms)
         return [Outgoing((provider,), correction)]
 
@@ -258,6 +316,7 @@ class CorrectionTracker:
         if case.answer is not None:
             return False  # answered once; a repeat is a duplicate
         case.state, case.answer = _ANSWERED[answer.outcome], answer
+        self._dirty.add(answer.correction_id)
         _emit(self._sink, case, CorrectionAnswer.KIND, sender, sender, now_ms)
         return True
 

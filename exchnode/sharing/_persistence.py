@@ -14,6 +14,17 @@ window sizes, and above all the provider's masking secret (a grant's hash
 key is derived from it, so storing it beside the table would put key
 material in every backup of the table).
 
+**Rows.**  A node does not rewrite a machine whole per change: each machine
+also keeps its state as *rows* (one per request, grant, case, stream
+counter, window item) and remembers which rows its steps changed.
+``take_changes()`` returns those rows by name (``bytes`` to write, ``None``
+to delete) and forgets them; ``rows()`` returns every row (to convert a
+whole value once); ``load_rows()`` fills a new machine from the rows read
+back.  A row is ``[ROW_FORMAT, field, ...]`` in the same canonical msgpack
+as the whole encoding, with the fields of that item's whole form, so both
+forms restore to the same machine.  Row names are the machine's own
+(``entry/<request id hex>``); the owner puts them under its prefix.
+
 Restoring emits no audit events: the events of the steps that built the
 state were emitted when they happened.  A damaged or foreign encoding
 raises ``MalformedError`` (or ``UnsupportedVersionError`` for another
@@ -27,22 +38,30 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from exchnode.catalog import ShareType
-from exchnode.core import check_name, check_time, unpack
+from exchnode.core import check_name, check_time, pack, require_canonical, unpack
 from exchnode.errors import MalformedError, UnsupportedVersionError
 from exchnode.sharing._codecs import CODE, MAX_TEXT, counter, items_codec, text_codec
 from exchnode.sharing._masking import MaskSet, check_item_name
 
 __all__ = [
+    "ROW_FORMAT",
     "STATE_FORMAT",
+    "Changes",
     "check_enum",
     "check_list",
     "check_terms",
+    "encode_row",
+    "open_row",
     "open_state",
     "optional",
+    "row_id",
     "terms_to_wire",
 ]
 
 STATE_FORMAT = 1
+ROW_FORMAT = 1
+#: row name -> its encoding, or None for a row that is gone
+Changes = dict[str, bytes | None]
 MAX_STATE_BYTES = 1 << 30
 MAX_STATE_ARRAY = 1 << 24
 
@@ -60,6 +79,29 @@ def open_state(data: bytes, what: str, count: int) -> list[Any]:
     if value[0] != STATE_FORMAT:
         raise UnsupportedVersionError(f"{what} format {value[0]} is not supported (only 1)")
     return value
+
+
+def encode_row(*fields: Any) -> bytes:
+    return pack([ROW_FORMAT, *fields])
+
+
+def open_row(data: bytes, what: str, count: int) -> list[Any]:
+    """The ``count`` fields of a row :func:`encode_row` wrote; canonical, or rejected."""
+    value = unpack(data, what=what, max_size=MAX_STATE_BYTES, max_array=MAX_STATE_ARRAY)
+    if type(value) is not list or len(value) != count + 1 or value[0] != ROW_FORMAT:
+        raise MalformedError(what, f"expected a row of format {ROW_FORMAT} and {count} fields")
+    require_canonical(value, data, what=what)
+    return value[1:]
+
+
+def row_id(name: str, prefix: str, what: str) -> bytes:
+    """The id in a row name ``<prefix><hex>``, or a rejection naming the row."""
+    if not name.startswith(prefix):
+        raise MalformedError(what, f"row {name!r} is not a {prefix!r} row")
+    try:
+        return bytes.fromhex(name[len(prefix) :])
+    except ValueError:
+        raise MalformedError(what, f"row {name!r} does not end in a hex id") from None
 
 
 def check_list(value: object, what: str, each: Callable[[Any, str], _T]) -> list[_T]:

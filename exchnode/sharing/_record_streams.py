@@ -36,6 +36,7 @@ subscriber, request id, grant version or expiry.  Records masked with
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ from exchnode.sharing._persistence import (
     check_counter,
     check_list,
     check_time_ms,
+    encode_row,
+    open_row,
     open_state,
 )
 from exchnode.sharing._record_messages import (
@@ -158,7 +161,16 @@ class RecordStream:
     for everyone and a grant can say which record it starts with.
     """
 
-    __slots__ = ("_bytes", "_cipher", "_kept", "_last", "dropped", "window", "window_bytes")
+    __slots__ = (
+        "_bytes",
+        "_cipher",
+        "_dirty",
+        "_kept",
+        "_last",
+        "dropped",
+        "window",
+        "window_bytes",
+    )
 
     def __init__(
         self,
@@ -181,6 +193,8 @@ class RecordStream:
         self.window_bytes = window_bytes
         self._kept: dict[str, list[KeptRecord]] = {}
         self._bytes: dict[str, int] = {}
+        #: rows changed since ``take_changes``: (code, 0) its counter, (code, seq) a window item
+        self._dirty: set[tuple[str, int]] = set()
 
     def last(self, resource_code: str) -> int:
         return self._last.get(resource_code, 0)
@@ -188,6 +202,7 @@ class RecordStream:
     def assign(self, resource_code: str) -> int:
         seq = self.last(resource_code) + 1
         self._last[resource_code] = seq
+        self._dirty.add((resource_code, 0))
         return seq
 
     def keep(self, resource_code: str, seq: int, record: Record, published_ms: int) -> None:
@@ -205,6 +220,7 @@ class RecordStream:
             raise UsageError(f"record {seq} of {resource_code} is not after {kept[-1].seq}")
         kept.append(KeptRecord(seq, published_ms, fields, size))
         self._bytes[resource_code] = self._bytes.get(resource_code, 0) + size
+        self._dirty.add((resource_code, seq))
         self._trim(resource_code)
 
     def oldest(self, resource_code: str) -> int:
@@ -218,7 +234,70 @@ class RecordStream:
     def _trim(self, resource_code: str) -> None:
         kept = self._kept[resource_code]
         while kept and (len(kept) > self.window or self._bytes[resource_code] > self.window_bytes):
-            self._bytes[resource_code] -= kept.pop(0).size
+            dropped = kept.pop(0)
+            self._bytes[resource_code] -= dropped.size
+            self._dirty.add((resource_code, dropped.seq))
+
+    # -- rows (subscription_persistence): a counter per resource, an item per kept record
+
+    def take_changes(self) -> dict[str, bytes | None]:
+        """The rows changed since the last call: one counter per resource numbered, one row per
+        record kept or dropped from the window -- never a row per subscriber."""
+        changes = {_row_name(code, seq): self._row(code, seq) for code, seq in self._dirty}
+        self._dirty.clear()
+        return changes
+
+    def rows(self) -> dict[str, bytes]:
+        rows = {_row_name(code, 0): encode_row(code, last) for code, last in self._last.items()}
+        for code, kept in self._kept.items():
+            for item in kept:
+                rows[_row_name(code, item.seq)] = self._window_row(code, item)
+        return rows
+
+    def load_rows(self, rows: Iterable[tuple[str, bytes]], what: str) -> None:
+        """Fill an empty stream from its rows (any order); kept records it cannot open under
+        this secret are counted in ``dropped``, as in :meth:`from_wire`."""
+        items: list[tuple[str, int, int, object, str]] = []
+        for name, data in rows:
+            at = f"{what}[{name!r}]"
+            if name.startswith("last/"):
+                code, last = open_row(data, at, 2)
+                code = _CODE(code, f"{at}.code")
+                if _row_name(code, 0) != name:
+                    raise MalformedError(at, "row name and resource code disagree")
+                self._last[code] = check_counter(last, f"{at}.seq")
+            else:
+                code, seq, published, sealed = open_row(data, at, 4)
+                code = _CODE(code, f"{at}.code")
+                seq = check_counter(seq, f"{at}.seq")
+                if _row_name(code, seq) != name or seq == 0:
+                    raise MalformedError(at, "row name, resource code and number disagree")
+                items.append(
+                    (code, seq, check_time_ms(published, f"{at}.published_ms"), sealed, at)
+                )
+        for code, seq, published, sealed, at in sorted(items, key=lambda item: item[:2]):
+            if seq > self.last(code):
+                raise MalformedError(f"{at}.seq", "passes the last number of its resource")
+            fields = self._from_rest(code, seq, sealed, f"{at}.record")
+            if fields is None:
+                self.dropped += 1
+                self._dirty.add((code, seq))
+                continue
+            self.keep_checked(code, seq, fields, published)
+        # What remains to write are deletions: records a smaller window or another secret dropped.
+        self._dirty = {(code, seq) for code, seq in self._dirty if self._row(code, seq) is None}
+
+    def _row(self, code: str, seq: int) -> bytes | None:
+        if seq == 0:
+            return encode_row(code, self._last[code])
+        kept = self._kept.get(code, [])
+        at = bisect.bisect_left(kept, seq, key=lambda item: item.seq)
+        if at < len(kept) and kept[at].seq == seq:
+            return self._window_row(code, kept[at])
+        return None  # dropped from the window
+
+    def _window_row(self, code: str, item: KeptRecord) -> bytes:
+        return encode_row(code, item.seq, item.published_ms, self._at_rest(code, item))
 
     # -- persistence
 
@@ -302,7 +381,15 @@ class RecordStream:
                     stream.dropped += 1
                     continue
                 stream.keep_checked(code, seq, fields, published)
+        stream._dirty.clear()
         return stream
+
+
+def _row_name(code: str, seq: int) -> str:
+    # The code in hex: a catalog code holds "/", and a row name must name one resource only.
+    if seq == 0:
+        return f"last/{code.encode('utf-8').hex()}"
+    return f"window/{code.encode('utf-8').hex()}/{seq:016x}"
 
 
 def _pair(value: object, what: str) -> list[Any]:
@@ -445,6 +532,9 @@ def group_deliveries(
             raise UsageError("a delivery names its provider and grant terms (from publish)")
         per_grant.setdefault(delivery.request_id, []).append(delivery)
     groups: dict[bytes, dict[str, list[bytes]]] = {}  # body -> subscriber -> its grants
+    # Grants with the same terms and the same projected records get the same bodies: made
+    # once, so publishing to S subscribers costs one encoding per distinct body, not S.
+    made: dict[tuple[str, str, bytes, bytes], list[bytes]] = {}
     for request_id, items in per_grant.items():
         first = items[0]
         for other in items:
@@ -456,7 +546,16 @@ def group_deliveries(
             ):
                 raise UsageError(f"deliveries under grant {request_id.hex()} disagree")
         records = sorted(((d.seq, d.fields) for d in items), key=lambda pair: pair[0])
-        for payload in _bodies(first, records, max_body):
+        same = (
+            first.provider,
+            first.resource_code,
+            first.terms,
+            pack([[seq, fields_to_wire(fields)] for seq, fields in records]),
+        )
+        bodies = made.get(same)
+        if bodies is None:
+            bodies = made[same] = _bodies(first, records, max_body)
+        for payload in bodies:
             groups.setdefault(payload, {}).setdefault(first.subscriber, []).append(request_id)
     out = []
     for payload, by_subscriber in groups.items():

@@ -37,6 +37,7 @@ from exchnode.sharing._messages import (
 )
 from exchnode.sharing._persistence import (
     STATE_FORMAT,
+    Changes,
     check_array,
     check_counter,
     check_enum,
@@ -44,8 +45,11 @@ from exchnode.sharing._persistence import (
     check_node,
     check_text,
     check_time_ms,
+    encode_row,
+    open_row,
     open_state,
     optional,
+    row_id,
 )
 from exchnode.sharing._record_messages import RecordBatch, RecordGap, Resend
 from exchnode.sharing._states import (
@@ -90,6 +94,7 @@ class SubscriberView:
         self._sink = sink
         self._random = random
         self._held: dict[bytes, _Held] = {}
+        self._dirty: set[bytes] = set()  # held requests changed since take_changes
 
     # -- queries
 
@@ -294,21 +299,32 @@ class SubscriberView:
     # -- persistence (subscription_persistence)
 
     def encode(self) -> bytes:
-        held = [
-            [
-                item.request.to_wire(),
-                None if item.state is None else item.state.value,
-                item.version,
-                item.answer_by_ms,
-                None if item.grant is None else grant_to_wire(item.grant),
-                item.last_seq,
-                item.round,
-                item.reason,
-                [state.value for state in item.history],
-            ]
-            for item in self._held.values()
-        ]
+        held = [_held_to_wire(item) for item in self._held.values()]
         return pack([STATE_FORMAT, self.requester, held])
+
+    def take_changes(self) -> Changes:
+        """The rows (``held/<request id hex>``) the steps since the last call changed."""
+        changes: Changes = {
+            _HELD + request_id.hex(): encode_row(*_held_to_wire(self._held[request_id]))
+            for request_id in self._dirty
+        }
+        self._dirty.clear()
+        return changes
+
+    def rows(self) -> dict[str, bytes]:
+        return {_HELD + i.hex(): encode_row(*_held_to_wire(h)) for i, h in self._held.items()}
+
+    def load_rows(self, rows: Iterable[tuple[str, bytes]]) -> None:
+        """Fill a new, empty view from its rows; no audit event is emitted."""
+        if self._held:
+            raise UsageError("rows are loaded into a new view only")
+        for name, data in rows:
+            at = f"subscriber-view[{name!r}]"
+            request_id = row_id(name, _HELD, at)
+            held = self._held_from_wire(_held_fields(open_row(data, at, 9), at), at)
+            if held.request.request_id != request_id:
+                raise MalformedError(at, "row name and request id disagree")
+            self._held[request_id] = held
 
     @classmethod
     def restore(
@@ -320,22 +336,28 @@ class SubscriberView:
         view = cls(check_node(value[1], f"{what}.requester"), sink=sink, random=random)
         for i, item in enumerate(check_list(value[2], f"{what}.held", _held_fields)):
             at = f"{what}.held[{i}]"
-            request = SubscriptionRequest.from_wire(item[0], f"{at}.request")
-            if request.requester != view.requester or request.request_id in view._held:
-                raise MalformedError(at, "not this requester's, or a request id repeated")
-            held = _Held(request)
-            held.state = optional(_STATE)(item[1], f"{at}.state")
-            held.version = check_counter(item[2], f"{at}.version")
-            held.answer_by_ms = optional(check_time_ms)(item[3], f"{at}.answer_by_ms")
-            if item[4] is not None:
-                held.grant = grant_from_wire(item[4], f"{at}.grant", request, request.provider)
-            held.last_seq = optional(check_counter)(item[5], f"{at}.last_seq")
-            held.round = check_counter(item[6], f"{at}.round")
-            held.reason = check_text(item[7], f"{at}.reason")
-            held.history = check_list(item[8], f"{at}.history", _STATE)
-            view._held[request.request_id] = held
+            held = view._held_from_wire(item, at)
+            if held.request.request_id in view._held:
+                raise MalformedError(at, "a request id repeated")
+            view._held[held.request.request_id] = held
         require_canonical(value, data, what=what)
         return view
+
+    def _held_from_wire(self, item: list[Any], at: str) -> _Held:
+        request = SubscriptionRequest.from_wire(item[0], f"{at}.request")
+        if request.requester != self.requester:
+            raise MalformedError(at, "not this requester's request")
+        held = _Held(request)
+        held.state = optional(_STATE)(item[1], f"{at}.state")
+        held.version = check_counter(item[2], f"{at}.version")
+        held.answer_by_ms = optional(check_time_ms)(item[3], f"{at}.answer_by_ms")
+        if item[4] is not None:
+            held.grant = grant_from_wire(item[4], f"{at}.grant", request, request.provider)
+        held.last_seq = optional(check_counter)(item[5], f"{at}.last_seq")
+        held.round = check_counter(item[6], f"{at}.round")
+        held.reason = check_text(item[7], f"{at}.reason")
+        held.history = check_list(item[8], f"{at}.history", _STATE)
+        return held
 
     # -- internals
 
@@ -368,6 +390,8 @@ class SubscriberView:
         return held
 
     def _emit(self, held: _Held, action: str, actor: str, now_ms: int) -> None:
+        # Every change of a held request is one event: the row to write is marked here.
+        self._dirty.add(held.request.request_id)
         outcome = "sent" if held.state is None else held.state.value
         if held.state is not None:
             held.history.append(held.state)
@@ -400,6 +424,7 @@ class AuthorityDesk:
         self.authority = check_name(authority, "authority")
         self._sink = sink
         self._cases: dict[bytes, _Case] = {}
+        self._dirty: set[bytes] = set()  # cases changed since take_changes
 
     def open_cases(self) -> list[Escalation]:
         return [case.escalation for case in self._cases.values() if case.state is _S.ESCALATED]
@@ -460,6 +485,7 @@ class AuthorityDesk:
 
     def _emit(self, case: _Case, action: Action, actor: str, now_ms: int) -> None:
         escalation = case.escalation
+        self._dirty.add(escalation.request_id)
         self._sink.emit(
             AuditEvent(
                 at_ms=now_ms,
@@ -475,7 +501,7 @@ class AuthorityDesk:
     # -- persistence (subscription_persistence)
 
     def encode(self) -> bytes:
-        cases = [[case.escalation.to_wire(), case.state.value] for case in self._cases.values()]
+        cases = [_case_to_wire(case) for case in self._cases.values()]
         return pack([STATE_FORMAT, self.authority, cases])
 
     @classmethod
@@ -486,18 +512,67 @@ class AuthorityDesk:
         desk = cls(check_node(value[1], f"{what}.authority"), sink=sink)
         for i, item in enumerate(check_list(value[2], f"{what}.cases", _case_fields)):
             at = f"{what}.cases[{i}]"
-            escalation = Escalation.from_wire(item[0], f"{at}.escalation")
-            if escalation.authority != desk.authority or escalation.request_id in desk._cases:
-                raise MalformedError(at, "not this authority's case, or a request id repeated")
-            state = _STATE(item[1], f"{at}.state")
-            if state not in (_S.ESCALATED, _S.PENDING, _S.CLOSED):
-                raise MalformedError(f"{at}.state", "a case is escalated, pending or closed")
-            desk._cases[escalation.request_id] = _Case(escalation, state)
+            case = desk._case_from_wire(item, at)
+            if case.escalation.request_id in desk._cases:
+                raise MalformedError(at, "a request id repeated")
+            desk._cases[case.escalation.request_id] = case
         require_canonical(value, data, what=what)
         return desk
 
+    def _case_from_wire(self, item: list[Any], at: str) -> _Case:
+        escalation = Escalation.from_wire(item[0], f"{at}.escalation")
+        if escalation.authority != self.authority:
+            raise MalformedError(at, "not this authority's case")
+        state = _STATE(item[1], f"{at}.state")
+        if state not in (_S.ESCALATED, _S.PENDING, _S.CLOSED):
+            raise MalformedError(f"{at}.state", "a case is escalated, pending or closed")
+        return _Case(escalation, state)
+
+    def take_changes(self) -> Changes:
+        """The rows (``case/<request id hex>``) the steps since the last call changed."""
+        changes: Changes = {
+            _CASE + i.hex(): encode_row(*_case_to_wire(self._cases[i])) for i in self._dirty
+        }
+        self._dirty.clear()
+        return changes
+
+    def rows(self) -> dict[str, bytes]:
+        return {_CASE + i.hex(): encode_row(*_case_to_wire(c)) for i, c in self._cases.items()}
+
+    def load_rows(self, rows: Iterable[tuple[str, bytes]]) -> None:
+        """Fill a new, empty desk from its rows; no audit event is emitted."""
+        if self._cases:
+            raise UsageError("rows are loaded into a new desk only")
+        for name, data in rows:
+            at = f"authority-desk[{name!r}]"
+            request_id = row_id(name, _CASE, at)
+            case = self._case_from_wire(_case_fields(open_row(data, at, 2), at), at)
+            if case.escalation.request_id != request_id:
+                raise MalformedError(at, "row name and request id disagree")
+            self._cases[request_id] = case
+
 
 _STATE = check_enum(RequestState)
+_HELD = "held/"
+_CASE = "case/"
+
+
+def _held_to_wire(item: _Held) -> list[Any]:
+    return [
+        item.request.to_wire(),
+        None if item.state is None else item.state.value,
+        item.version,
+        item.answer_by_ms,
+        None if item.grant is None else grant_to_wire(item.grant),
+        item.last_seq,
+        item.round,
+        item.reason,
+        [state.value for state in item.history],
+    ]
+
+
+def _case_to_wire(case: _Case) -> list[Any]:
+    return [case.escalation.to_wire(), case.state.value]
 
 
 def _held_fields(value: object, what: str) -> list[Any]:

@@ -16,7 +16,7 @@ from exchnode.aio._sharing_service import ReceivedRecords
 from exchnode.audit import entry_from_event
 from exchnode.catalog import ShareType
 from exchnode.core._events import ListSink
-from exchnode.errors import UsageError
+from exchnode.errors import StoreError, UsageError
 from exchnode.sharing import (
     CONTENT_TYPE,
     CorrectionState,
@@ -460,7 +460,7 @@ async def test_a_hub_forging_a_grant_is_refused_and_recorded(tmp_path: Path) -> 
 
 
 @pytest.mark.asyncio
-async def test_a_decision_the_node_could_not_send_is_sent_later(tmp_path: Path) -> None:
+async def test_a_decision_the_node_could_not_take_yet_is_sent_later(tmp_path: Path) -> None:
     async with federation(tmp_path) as world:
         code = await publish(world, ShareType.CONDITIONAL)
         request_id = await request(world, code, ["姓名"])
@@ -474,7 +474,7 @@ async def test_a_decision_the_node_could_not_send_is_sent_later(tmp_path: Path) 
         async def refuse_once(messages: list[Message]) -> object:
             if not failures:
                 failures.append(len(messages))
-                raise UsageError("simulated: the node cannot take it now")
+                raise StoreError("simulated: the store is full for now")  # transient
             return await real(messages)
 
         node.send_many = refuse_once  # type: ignore[method-assign]
