@@ -32,12 +32,10 @@ code before and after.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import hashlib
 import itertools
-import json
 import logging
 import statistics
 import sys
@@ -49,6 +47,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import structlog
+from _scale_report import section_main
 
 from exchnode.aio import RECORDS_KIND, Delivery, Message, SharingService
 from exchnode.catalog import ShareType
@@ -433,21 +432,13 @@ def _measure(quick: bool) -> list[dict[str, object]]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 and 500 subscriptions")
-    parser.add_argument("--json", action="store_true", help="end with one JSON object")
-    args = parser.parse_args(argv)
-    rows = section(args.quick)
-    header = ("figure", "value", "unit", "target", "before", "met")
-    widths = [
-        max(len(header[i]), *(len(str(row[h])) for row in rows)) for i, h in enumerate(header)
-    ]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    for row in rows:
-        print("  ".join(str(row[h]).ljust(w) for h, w in zip(header, widths, strict=True)))
-    if args.json:
-        print(json.dumps({"benchmark": "scale_sharing", "quick": args.quick, "rows": rows}))
-    return 0
+    return section_main(
+        "scale_sharing",
+        __doc__ or "",
+        lambda args: section(args.quick),
+        argv,
+        quick_help="1,000 and 500 subscriptions",
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+# The hierarchy routes both demos' envelopes alike: the federation demo's helper sits
+# beside this script, whose folder is on sys.path when it runs, so it imports by bare name.
+from federation_support import hubs_between
+
 from exchnode import (
     EnvelopeVerifier,
     Opener,
@@ -48,7 +52,7 @@ from exchnode import (
     load_local_identity,
     verify_node_certificate,
 )
-from exchnode.core import NodeName, parent_division
+from exchnode.core import NodeName
 from exchnode.pki import CAStore, load_certificates_pem
 
 CITIES = {"520100": ("520102", "520103"), "520300": ("520302", "520303")}
@@ -84,23 +88,6 @@ def build_pki(root: Path, now: datetime) -> CAStore:
 def trust_of(store: CAStore) -> TrustStore:
     roots, _, crls = store.trust_material()
     return TrustStore(roots, crls)
-
-
-def hubs_between(sender: str, recipient: str) -> list[str]:
-    """The hubs an envelope passes: up to the lowest common ancestor, then down."""
-
-    def ancestors(name: str) -> list[str]:
-        chain, division = [], NodeName.parse(name).division
-        node = NodeName.parse(name)
-        current: str | None = division if not node.is_hub else parent_division(division)
-        while current is not None and current != "000000":
-            chain.append(current)
-            current = parent_division(current)
-        return chain
-
-    up, down = ancestors(sender), ancestors(recipient)
-    common = next(h for h in up if h in down)
-    return up[: up.index(common) + 1] + list(reversed(down[: down.index(common)]))
 
 
 def main(argv: list[str]) -> int:

@@ -261,22 +261,42 @@ async def wait_ready(daemons: dict[str, Daemon], clients: dict[str, OperatorClie
             await asyncio.sleep(0.1)
 
 
+def _path_to_root(name: str) -> list[str]:
+    """``name`` and every hub above it, up to the province."""
+    path = [name]
+    while (parent := parent_of(path[-1])) is not None:
+        path.append(parent)
+    return path
+
+
 async def wait_directories(daemons: dict[str, Daemon], clients: dict[str, OperatorClient]) -> None:
-    """Until every department's node knows every node (signed mode converges over the links)."""
+    """Until the province knows every node and every department its path to the root.
+
+    A node's directory holds its subtree and its path (issue 13), not the
+    network: a department learns any other node's keys when it first
+    addresses it, through its hubs.  So what must converge before traffic is
+    the province's view of its subtree (the whole federation here) and each
+    department's path; the first send to a name looks it up.
+    """
     started = time.perf_counter()
     deadline = time.monotonic() + 30
     while True:
-        known = {d: (await clients[d].health())[1]["directory"] for d in DEPARTMENTS}
-        short = [d for d, info in known.items() if info["known"] < len(daemons)]
+        known = {d: (await clients[d].health())[1]["directory"] for d in (*DEPARTMENTS, PROVINCE)}
+        short = [
+            d
+            for d, info in known.items()
+            if info["known"] < (len(daemons) if d == PROVINCE else len(_path_to_root(d)))
+        ]
         if not short:
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"directories incomplete after 30 s at {', '.join(short)}")
         await asyncio.sleep(0.1)
-    mode = next(iter(known.values()))["mode"]
+    mode = known[PROVINCE]["mode"]
+    took = time.perf_counter() - started
     log(
-        f"{mode} directory: every department knows all {len(daemons)} nodes "
-        f"({time.perf_counter() - started:.1f} s)"
+        f"{mode} directory: the province knows all {len(daemons)} nodes, every department its "
+        f"path to the root; the rest is looked up through the hubs ({took:.1f} s)"
     )
 
 

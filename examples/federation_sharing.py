@@ -169,7 +169,7 @@ async def until(
 
 
 async def publish_catalog(clients: dict[str, OperatorClient]) -> dict[str, Any]:
-    """Every provider publishes; then wait until every department's node lists every entry."""
+    """Every provider publishes; then wait until every department's node finds every entry."""
     started = time.perf_counter()
     published: set[tuple[str, str, int]] = set()
     for provider, entries in catalog_entries().items():
@@ -178,7 +178,7 @@ async def publish_catalog(clients: dict[str, OperatorClient]) -> dict[str, Any]:
 
     async def converged() -> bool:
         for name in DEPARTMENTS:
-            held = await clients[name].catalog_search()
+            held = await clients[name].catalog_search(beyond="1")  # asked up the tree
             if not published <= {(r["provider"], r["code"], r["version"]) for r in held}:
                 return False
         return True

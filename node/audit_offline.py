@@ -20,7 +20,8 @@ loaders, nothing duplicated), then the store file.
   peer chain that verifies); in signed mode the node's own entry is all its
   signed directory could contribute here (the cached snapshots in the store
   hold other nodes), so it is a directory of this node alone.
-* **The log** is handed to ``verify_log`` as stored: records, heads, the
+* **The log** is handed to ``verify_log`` as stored: records and heads (read
+  a page at a time, so a log of any length verifies in bounded memory), the
   seal, the checkpoint (decoded and verified there: one that fails is a
   ``bad-checkpoint`` finding) and the seq from which record times are
   checked -- what the daemon checks at its start, so a log this says is ok
@@ -36,14 +37,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exchnode.aio import OWN_CERTIFICATES, earlier_identities
-from exchnode.audit import verify_log
+from exchnode.audit import read_log_view, stored_heads, stored_records, verify_log
 from exchnode.core import Directory, StaticDirectory
 from exchnode.errors import StoreError, UsageError
 from exchnode.store import SqliteStore
 
 from .config import ConfigError, DaemonConfig
 from .daemon import build_directory, load_own_peer, load_trust, state_lock
-from .operator_audit import CATALOG_META, catalog_json, record_json, report_json
+from .operator_audit import catalog_json, catalog_rows, record_json, report_json
 
 __all__ = ["export_offline", "read_records_offline", "verify_offline"]
 
@@ -91,30 +92,33 @@ def _stopped_store(config: DaemonConfig) -> Iterator[SqliteStore]:
 
 
 def _verified(
-    config: DaemonConfig, now: datetime | None, witnessed: Sequence[bytes] = ()
-) -> tuple[dict[str, Any], Sequence[tuple[int, bytes]], bytes | None]:
-    """The stopped node's log checked end to end (the API's report), its records, its catalog."""
+    config: DaemonConfig,
+    now: datetime | None,
+    witnessed: Sequence[bytes] = (),
+    *,
+    with_records: bool = False,
+) -> tuple[dict[str, Any], Sequence[tuple[int, bytes]], list[tuple[str, bytes]]]:
+    """The stopped node's log checked end to end (the API's report), its catalog, and (if
+    ``with_records``, for an export) its records; else they are read a page at a time."""
     at = now or datetime.now(UTC)
     with _stopped_store(config) as store:
         directory = _directory(config, at, store.get_meta(OWN_CERTIFICATES))
-        size = store.audit_size()
-        records = store.audit_records(0, size + 1)
-        heads = store.tree_heads()
-        checkpoint = store.audit_checkpoint()
-        seal = store.audit_seal()
-        ordered_from = store.audit_ordered_from()
-        catalog = store.get_meta(CATALOG_META)
-    report = verify_log(
-        config.name,
-        records,
-        heads,
-        directory,
-        checkpoint=checkpoint,
-        seal=seal,
-        ordered_from=ordered_from,
-        witnessed=witnessed,
-    )
-    return report_json(report, size, heads[-1] if heads else None), records, catalog
+        view = read_log_view(store)
+        catalog = catalog_rows(store)
+        records: Sequence[tuple[int, bytes]] = (
+            list(stored_records(store, view.size)) if with_records else ()
+        )
+        report = verify_log(
+            config.name,
+            records if with_records else lambda: stored_records(store, view.size),
+            lambda: stored_heads(store, view.heads_end),
+            directory,
+            checkpoint=view.checkpoint,
+            seal=view.seal,
+            ordered_from=view.ordered_from,
+            witnessed=witnessed,
+        )
+    return report_json(report, view.size, view.last_head), records, catalog
 
 
 def verify_offline(
@@ -132,7 +136,7 @@ def export_offline(
 ) -> tuple[dict[str, Any], Sequence[tuple[int, bytes]], dict[str, Any]]:
     """For ``audit report --offline``: what ``/v1/audit/verify``, ``/export`` and ``/catalog``
     would answer, read once from the stopped node's store."""
-    report, records, catalog = _verified(config, now)
+    report, records, catalog = _verified(config, now, with_records=True)
     return report, records, catalog_json(catalog, config.name)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from exchnode.errors import UsageError
 
 from .cli_common import RAW, ask, common_options, person, show
-from .cli_services import render_table
+from .cli_services import Column, render_listing, render_table, value_of
 
 __all__ = ["register"]
 
@@ -71,23 +71,19 @@ def _identity_text(body: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_PEERS: tuple[Column, ...] = (
+    ("PEER", value_of("name")),
+    ("RELATION", value_of("relation")),
+    ("STATE", value_of("state")),
+    ("FAILURES", value_of("failures")),
+    ("RETRY IN", lambda p: f"{p['retry_in_ms'] / 1000:.1f}s" if p["retry_in_ms"] else ""),
+    ("QUEUED", lambda p: str(p["queued"]["count"])),
+    ("URL", value_of("url")),
+)
+
+
 def _peers_text(peers: list[dict[str, Any]]) -> str:
-    if not peers:
-        return "no peers configured"
-    rows = [
-        [
-            p["name"],
-            p["relation"],
-            p["state"],
-            str(p["failures"]),
-            f"{p['retry_in_ms'] / 1000:.1f}s" if p["retry_in_ms"] else "",
-            str(p["queued"]["count"]),
-            p["url"],
-        ]
-        for p in peers
-    ]
-    headers = ["PEER", "RELATION", "STATE", "FAILURES", "RETRY IN", "QUEUED", "URL"]
-    return render_table(headers, rows)
+    return render_listing(peers, _PEERS, "no peers configured")
 
 
 def _config(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from exchnode.errors import UsageError
 from .cli_common import RAW, ask, common_options, person, show
 from .client import OperatorClient
 
-__all__ = ["parse_mask", "register", "render_table"]
+__all__ = ["Column", "parse_mask", "register", "render_listing", "render_table", "value_of"]
 
 _STATES: tuple[str, ...] = ("pending", "granted", "refused", "not_shared", "expired")
 _STATES += ("escalated", "closed", "revoked", "lapsed", "sent")
@@ -63,6 +63,40 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _date(iso: str | None) -> str:
     return "" if not iso else iso[:16].replace("T", " ")
+
+
+#: A column of a listing: its header, and its cell for one item of the API's answer.
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+
+
+def render_listing(items: Sequence[dict[str, Any]], columns: Sequence[Column], empty: str) -> str:
+    """A table of ``items``, one row each; ``empty`` says what an empty listing means.
+
+    The listings of several verbs show the same fields the same way (an id, a
+    state, a resource code, a time); declaring each column once lets them agree.
+    """
+    if not items:
+        return empty
+    rows = [[cell(item) for _, cell in columns] for item in items]
+    return render_table([header for header, _ in columns], rows)
+
+
+def value_of(key: str) -> Callable[[dict[str, Any]], str]:
+    """The cell that shows ``item[key]`` as it is."""
+    return lambda item: str(item[key])
+
+
+def _date_of(key: str) -> Callable[[dict[str, Any]], str]:
+    return lambda item: _date(item[key])
+
+
+def _clipped(text: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+    """A free-text cell, cut to 30 columns so that the table stays one line a row."""
+    return lambda item: _clip(text(item), 30)
+
+
+def _listed(key: str) -> Callable[[dict[str, Any]], str]:
+    return lambda item: ",".join(item[key])
 
 
 # --- parsing helpers ---------------------------------------------------------------------
@@ -197,6 +231,8 @@ def _catalog_list(args: argparse.Namespace) -> int:
         "keyword": args.keyword,
         "level": args.level,
         "status": args.status,
+        "beyond": "1" if args.beyond or args.scope is not None else None,
+        "scope": args.scope,
     }
     records = _run(args, lambda c: c.catalog_search(**criteria))
     show(args, records, _records_table)
@@ -212,42 +248,37 @@ def _catalog_show(args: argparse.Namespace) -> int:
 # --- subscriptions -----------------------------------------------------------------------
 
 
+_REQUEST: Column = ("REQUEST", value_of("request_id"))
+_STATE: Column = ("STATE", value_of("state"))
+_PROVIDER: Column = ("PROVIDER", value_of("provider"))
+_CODE: Column = ("CODE", value_of("resource_code"))
+
+_SENT_REQUESTS: tuple[Column, ...] = (
+    _REQUEST,
+    _STATE,
+    _PROVIDER,
+    _CODE,
+    ("ITEMS", lambda r: ",".join(r["grant"]["items"] if r.get("grant") else r["items"])),
+    ("SENT", _date_of("at")),
+    ("REASON", _clipped(lambda r: r.get("reason", ""))),
+)
+_INCOMING_REQUESTS: tuple[Column, ...] = (
+    _REQUEST,
+    _STATE,
+    ("REQUESTER", value_of("requester")),
+    _CODE,
+    ("ITEMS", _listed("items")),
+    ("RECEIVED", _date_of("at")),
+    ("PURPOSE", _clipped(value_of("purpose"))),
+)
+
+
 def _sent_table(requests: list[dict[str, Any]]) -> str:
-    if not requests:
-        return "(no requests)"
-    rows = [
-        [
-            r["request_id"],
-            r["state"],
-            r["provider"],
-            r["resource_code"],
-            ",".join(r["grant"]["items"] if r.get("grant") else r["items"]),
-            _date(r["at"]),
-            _clip(r.get("reason", ""), 30),
-        ]
-        for r in requests
-    ]
-    return render_table(["REQUEST", "STATE", "PROVIDER", "CODE", "ITEMS", "SENT", "REASON"], rows)
+    return render_listing(requests, _SENT_REQUESTS, "(no requests)")
 
 
 def _incoming_table(requests: list[dict[str, Any]]) -> str:
-    if not requests:
-        return "(no requests)"
-    rows = [
-        [
-            r["request_id"],
-            r["state"],
-            r["requester"],
-            r["resource_code"],
-            ",".join(r["items"]),
-            _date(r["at"]),
-            _clip(r["purpose"], 30),
-        ]
-        for r in requests
-    ]
-    return render_table(
-        ["REQUEST", "STATE", "REQUESTER", "CODE", "ITEMS", "RECEIVED", "PURPOSE"], rows
-    )
+    return render_listing(requests, _INCOMING_REQUESTS, "(no requests)")
 
 
 def _one_request(request: dict[str, Any]) -> str:
@@ -269,26 +300,20 @@ def _mask_text(rule: dict[str, Any]) -> str:
     return str(rule["rule"])
 
 
+_CASES: tuple[Column, ...] = (
+    _REQUEST,
+    ("REQUESTER", value_of("requester")),
+    _PROVIDER,
+    _CODE,
+    ("GROUNDS", value_of("grounds")),
+    ("ROUND", value_of("round")),
+    ("ESCALATED", _date_of("at")),
+    ("REASON", _clipped(value_of("reason"))),
+)
+
+
 def _cases_table(cases: list[dict[str, Any]]) -> str:
-    if not cases:
-        return "(no open cases)"
-    rows = [
-        [
-            c["request_id"],
-            c["requester"],
-            c["provider"],
-            c["resource_code"],
-            c["grounds"],
-            str(c["round"]),
-            _date(c["at"]),
-            _clip(c["reason"], 30),
-        ]
-        for c in cases
-    ]
-    return render_table(
-        ["REQUEST", "REQUESTER", "PROVIDER", "CODE", "GROUNDS", "ROUND", "ESCALATED", "REASON"],
-        rows,
-    )
+    return render_listing(cases, _CASES, "(no open cases)")
 
 
 def _sub_request(args: argparse.Namespace) -> int:
@@ -395,46 +420,33 @@ def _answer_text(correction: dict[str, Any]) -> str:
     return f"{answer['outcome']}: {answer['text']}"
 
 
+_CORRECTION: tuple[Column, ...] = (
+    ("CORRECTION", value_of("correction_id")),
+    _STATE,
+)
+_CORRECTED: tuple[Column, ...] = (_CODE, ("SEQ", value_of("seq")), ("ITEMS", _listed("items")))
+_INCOMING_CORRECTIONS: tuple[Column, ...] = (
+    *_CORRECTION,
+    ("SUBSCRIBER", value_of("subscriber")),
+    *_CORRECTED,
+    ("RECEIVED", _date_of("at")),
+    ("TEXT", _clipped(value_of("text"))),
+)
+_REPORTED_CORRECTIONS: tuple[Column, ...] = (
+    *_CORRECTION,
+    _PROVIDER,
+    *_CORRECTED,
+    ("SENT", _date_of("at")),
+    ("ANSWER", _clipped(_answer_text)),
+)
+
+
 def _incoming_corrections_table(corrections: list[dict[str, Any]]) -> str:
-    if not corrections:
-        return "(no open corrections)"
-    rows = [
-        [
-            c["correction_id"],
-            c["state"],
-            c["subscriber"],
-            c["resource_code"],
-            str(c["seq"]),
-            ",".join(c["items"]),
-            _date(c["at"]),
-            _clip(c["text"], 30),
-        ]
-        for c in corrections
-    ]
-    return render_table(
-        ["CORRECTION", "STATE", "SUBSCRIBER", "CODE", "SEQ", "ITEMS", "RECEIVED", "TEXT"], rows
-    )
+    return render_listing(corrections, _INCOMING_CORRECTIONS, "(no open corrections)")
 
 
 def _reported_corrections_table(corrections: list[dict[str, Any]]) -> str:
-    if not corrections:
-        return "(no corrections reported)"
-    rows = [
-        [
-            c["correction_id"],
-            c["state"],
-            c["provider"],
-            c["resource_code"],
-            str(c["seq"]),
-            ",".join(c["items"]),
-            _date(c["at"]),
-            _clip(_answer_text(c), 30),
-        ]
-        for c in corrections
-    ]
-    return render_table(
-        ["CORRECTION", "STATE", "PROVIDER", "CODE", "SEQ", "ITEMS", "SENT", "ANSWER"], rows
-    )
+    return render_listing(corrections, _REPORTED_CORRECTIONS, "(no corrections reported)")
 
 
 def _correction_text(c: dict[str, Any]) -> str:
@@ -551,6 +563,12 @@ An entry file holds one entry object, a list of them, or {{"entries": [...]}}
     p.add_argument("--keyword", help="in the name, summary or data item names")
     p.add_argument("--level", choices=["national", "province", "city", "county"])
     p.add_argument("--status", choices=["published", "withdrawn", "all"], default="published")
+    p.add_argument(
+        "--beyond", action="store_true", help="ask the hubs up the tree, not only this node"
+    )
+    p.add_argument(
+        "--scope", help="with --beyond: a division prefix (52: the province; default all)"
+    )
     p.set_defaults(handler=_catalog_list)
     p = group.add_parser("show", parents=[reads], help="one entry in full")
     p.add_argument("provider", metavar="PROVIDER")

@@ -54,7 +54,7 @@ from aiohttp import web
 
 from exchnode.aio import STATE_KEY, AuditService, WitnessService, WitnessStatus
 from exchnode.audit import DetailValue, VerificationReport, decode_record, decode_tree_head
-from exchnode.catalog import CatalogState
+from exchnode.catalog import ROWS_PREFIX, CatalogState
 from exchnode.errors import RejectedError, UsageError
 
 from .api import HTTPProblem, integer
@@ -62,6 +62,7 @@ from .forms import record_json as catalog_record_json
 
 if TYPE_CHECKING:
     from exchnode.aio import Node
+    from exchnode.store import MetaStore
 
 __all__ = [
     "CATALOG_META",
@@ -191,12 +192,31 @@ def export_json(size: int, rows: Sequence[tuple[int, bytes]]) -> dict[str, Any]:
     }
 
 
-def catalog_json(stored: bytes | None, node: str) -> dict[str, Any]:
-    """The catalog a node stored (``CATALOG_META``), every record, tombstones included."""
-    if stored is None:
+def catalog_json(rows: Sequence[tuple[str, bytes]], node: str) -> dict[str, Any]:
+    """The catalog a node stored, every record, tombstones included.
+
+    ``rows`` are the store's ``catalog`` keys (``catalog_rows``): the per-record
+    rows, or, from a store the node has not started on since, format 1's one value.
+    """
+    legacy = [value for key, value in rows if key == CATALOG_META]
+    kept = [(key, value) for key, value in rows if key.startswith(ROWS_PREFIX)]
+    if kept:
+        state = CatalogState.from_rows(kept, node)
+    elif legacy:
+        state = CatalogState.from_snapshot(legacy[0], node, feed_id=bytes(16))
+    else:
         return {"records": []}
-    state = CatalogState.restore(stored, node)
     return {"records": [catalog_record_json(r) for r in state.records()]}
+
+
+def catalog_rows(store: MetaStore) -> list[tuple[str, bytes]]:
+    """Every ``catalog`` key of a (stopped) node's store, page by page."""
+    rows: list[tuple[str, bytes]] = []
+    after = ""
+    while page := store.meta_range(CATALOG_META, after=after, limit=1000):
+        rows.extend(page)
+        after = page[-1][0]
+    return rows
 
 
 class AuditApi:
@@ -276,5 +296,5 @@ class AuditApi:
         )
 
     async def _catalog(self, request: web.Request) -> web.Response:
-        stored = await self.node.get_meta(CATALOG_META)
-        return web.json_response(catalog_json(stored, self.node.name))
+        rows = await self.node.run_in_store(catalog_rows, self.node.store)
+        return web.json_response(catalog_json(rows, self.node.name))

@@ -54,7 +54,7 @@ import structlog
 from aiohttp import web
 
 from exchnode.aio import CatalogService, Delivery, SharingService
-from exchnode.catalog import ShareType, check_code
+from exchnode.catalog import CatalogQuery, ShareType, check_code
 from exchnode.errors import ExchnodeError, MalformedError, UsageError
 from exchnode.sharing import Correction, CorrectionState, Grant, RecordBatch, RequestState
 
@@ -106,6 +106,16 @@ def operator_of(document: dict[str, Any]) -> str:
     if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in value):
         raise HTTPProblem(400, "operator must not contain control characters")
     return value.strip()
+
+
+def _numbers(document: dict[str, Any], *, required: bool) -> list[int] | None:
+    """The ``numbers`` of parked messages a call names (absent: all, where that is allowed)."""
+    value = document.get("numbers")
+    if value is None and not required:
+        return None
+    if not isinstance(value, list) or not value or not all(type(n) is int and n > 0 for n in value):
+        raise HTTPProblem(400, "'numbers' must be a non-empty list of parked message numbers")
+    return value
 
 
 def _text(document: dict[str, Any], name: str, *, required: bool = True) -> str:
@@ -181,6 +191,9 @@ class ServicesApi:
             ("POST", "/v1/sub/cases/{request_id}/uphold", self._uphold),
             ("POST", "/v1/sub/publish", self._publish_records),
             ("POST", "/v1/sub/fill-gaps", self._fill_gaps),
+            ("GET", "/v1/sub/parked", self._parked),
+            ("POST", "/v1/sub/parked/retry", self._retry_parked),
+            ("POST", "/v1/sub/parked/drop", self._drop_parked),
             ("POST", "/v1/sub/corrections", self._report_correction),
             ("GET", "/v1/sub/corrections", self._reported_list),
             ("GET", "/v1/sub/corrections/{correction_id}", self._reported_one),
@@ -220,12 +233,32 @@ class ServicesApi:
         if "level" in query:
             criteria["level"] = level_named(query["level"])
         criteria["status"] = status_named(query.get("status", "published"))
-        records = self.catalog.search(**criteria)
-        return web.json_response({"records": [record_json(r) for r in records]})
+        if query.get("beyond", "0") not in ("0", "1"):
+            raise FormError("beyond", "must be 0 (what this node holds) or 1 (ask up the tree)")
+        if query.get("beyond") != "1":
+            records = self.catalog.search(**criteria)
+            return web.json_response({"records": [record_json(r) for r in records]})
+        # A catalog at every level: the hubs up the tree answer what this node does not hold.
+        try:
+            limit = int(query.get("limit", "100"))
+            found = await self.catalog.search_beyond(
+                CatalogQuery(scope=query.get("scope", ""), limit=limit, **criteria)
+            )
+        except ValueError:
+            raise FormError("limit", "must be an integer from 1 to 1000") from None
+        except MalformedError as exc:
+            raise FormError(exc.field, exc.problem) from None
+        return web.json_response(
+            {
+                "records": [record_json(r) for r in found.records],
+                "complete": found.complete,
+                "more": found.more,
+            }
+        )
 
     async def _show(self, request: web.Request) -> web.Response:
         provider, code = request.match_info["provider"], request.match_info["code"]
-        record = self.catalog.get(provider, code)
+        record = await self.catalog.lookup(provider, code)  # held here, or asked up the tree
         if record is None:
             raise HTTPProblem(
                 404, f"{self.node.name} holds no catalog entry {code} of {provider}", "not-found"
@@ -477,6 +510,42 @@ class ServicesApi:
             {"provider": provider, "resource_code": code, "asked": [list(gap) for gap in asked]}
         )
 
+    # --- messages the node refused for good (parked) -----------------------------------------
+
+    async def _parked(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "parked": [
+                    {
+                        "number": p.number,
+                        "kind": p.kind,
+                        "recipients": list(p.recipients),
+                        "code": p.code,
+                        "reason": p.reason,
+                        "at_ms": p.at_ms,
+                        "size": p.size,
+                    }
+                    for p in self.sharing.parked()
+                ]
+            }
+        )
+
+    async def _retry_parked(self, request: web.Request) -> web.Response:
+        document = await json_body(request)
+        operator = operator_of(document)
+        numbers = _numbers(document, required=False)
+        sent = await self.sharing.retry_parked(numbers)
+        self.log.info("parked sharing messages retried", operator=operator, sent=sent)
+        return web.json_response({"sent": sent, "parked": len(self.sharing.parked())})
+
+    async def _drop_parked(self, request: web.Request) -> web.Response:
+        document = await json_body(request)
+        operator = operator_of(document)
+        numbers = _numbers(document, required=True)
+        assert numbers is not None
+        await self.sharing.drop_parked(numbers, operator=operator)
+        return web.json_response({"dropped": numbers, "parked": len(self.sharing.parked())})
+
     # --- corrections (校核): the subscriber ---------------------------------------------------
 
     async def _reported_ledger(self) -> dict[str, dict[str, Any]]:
@@ -530,7 +599,7 @@ class ServicesApi:
         text = _text(document, "text")
         if len(text) > MAX_CORRECTION_TEXT:
             raise HTTPProblem(400, f"'text' must be at most {MAX_CORRECTION_TEXT} characters")
-        record = self.catalog.get(provider, code)
+        record = await self.catalog.lookup(provider, code)
         if record is None or record.entry is None:
             raise HTTPProblem(
                 404,

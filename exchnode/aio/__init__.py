@@ -6,7 +6,7 @@ catalog, sharing, audit, witnessing).
 from __future__ import annotations
 
 from exchnode.aio._audit_service import AuditService
-from exchnode.aio._catalog_service import STATE_KEY, CatalogService
+from exchnode.aio._catalog_service import STATE_KEY, CatalogService, Found, read_catalog_rows
 from exchnode.aio._config import NodeConfig, NodeLimits, NodeTimers, Peer
 from exchnode.aio._delivery import Delivery, DeliveryStatus, Message, Sent
 from exchnode.aio._directory_service import DirectoryService
@@ -17,7 +17,7 @@ from exchnode.aio._refusals import Refusal
 from exchnode.aio._service import NodeService, ServiceMessage
 from exchnode.aio._sharing_service import RECORDS_KIND, SharingService
 from exchnode.aio._tls import TlsFiles, make_context, write_verify_bundle
-from exchnode.aio._transport import LinkClient, LinkError
+from exchnode.aio._transport import LinkClient, LinkError, Network
 from exchnode.aio._witness_service import WitnessService, WitnessStatus
 
 __all__ = [
@@ -29,10 +29,12 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "DirectoryService",
+    "Found",
     "LinkClient",
     "LinkError",
     "LogSink",
     "Message",
+    "Network",
     "Node",
     "NodeConfig",
     "NodeLimits",
@@ -49,5 +51,6 @@ __all__ = [
     "WitnessStatus",
     "earlier_identities",
     "make_context",
+    "read_catalog_rows",
     "write_verify_bundle",
 ]

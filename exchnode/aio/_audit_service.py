@@ -36,10 +36,23 @@ a record (``audit.prune``).
 At start the stored log is verified end to end (``audit_verify.verify_log``,
 its seal, its checkpoint): any finding fails the start with
 ``inconsistent-log`` naming it, rather than the node signing over a log
-changed while it was down.  Then the state is rebuilt from the store
-(``AuditLogState.resume``).  ``verify`` checks the node's own stored log the
+changed while it was down.  Then the state is restored from the store
+(``AuditLogState.restore``: the tree's frontier, checked against the seal
+and the last head).  ``verify`` checks the node's own stored log the
 same way, optionally against heads its parent witnessed, and names what was
 changed, deleted, inserted or reordered.
+
+Memory (issue 13): the log's interior nodes live in the store, written in
+each transaction that appends records (the service is the store's tree
+source, ``AuditStore.set_audit_tree``), and the state keeps only the tree's
+frontier: it is settled (``AuditLogState.settle``) whenever a mark is taken,
+which happens only between store transactions.  Proofs read the nodes they
+need from the store, in the store thread.  Verification reads the records
+and heads a page at a time (``audit.stored_records``, ``stored_heads``), in
+a worker thread of its own so
+that the loop and custody go on meanwhile, with pruning held off.  A store
+from before schema 6 gets the rows of its records derived at the first
+start (``audit.derive_tree_rows``), with progress logged.
 
 It is also the node's :class:`~exchnode.aio.CustodyLog`: the node
 builds one record per custody batch (``audit_custody``) and hands it over
@@ -57,7 +70,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -72,20 +84,27 @@ from exchnode.audit import (
     AuditEntry,
     AuditLogState,
     Category,
+    Checkpoint,
     LogMark,
     Outcome,
+    StoredLogView,
     Tamper,
     TreeHeadVerifier,
     VerificationReport,
     decode_checkpoint,
     decode_record,
     decode_tree_head,
+    derive_tree_rows,
     details,
     encode_checkpoint,
     entry_from_event,
+    read_log_view,
+    restore_state,
+    stored_heads,
+    stored_records,
     verify_log,
 )
-from exchnode.core import AuditEvent, StaticDirectory
+from exchnode.core import AuditEvent, Directory, StaticDirectory
 from exchnode.errors import InconsistentLogError, UsageError
 from exchnode.federation import Relation
 from exchnode.store import AuditRow, AuditStore
@@ -93,42 +112,14 @@ from exchnode.store import AuditRow, AuditStore
 if TYPE_CHECKING:
     from exchnode.aio._node import Node
 
-__all__ = ["AuditService", "StoredLog", "read_stored_log"]
+__all__ = ["AuditService"]
 
 _BATCH = 512  # entries that trigger a flush before the interval is up
 RETENTION = 183 * 86_400.0  # seconds: at least six months (GB/T 22239 asks for 6)
 _WITNESSED_META = "audit.witnessed"  # the largest size the parent said it witnessed
 _PRUNE_CHUNK = 10_000  # records deleted per transaction
+_DERIVE_LOG_EVERY = 100_000  # records between two progress lines while deriving the tree
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredLog:
-    """What a verifier reads of a store's audit log (``verify_log``'s inputs, as stored)."""
-
-    records: list[AuditRow]  # every stored record, in seq order
-    heads: list[bytes]
-    checkpoint: bytes | None
-    seal: bytes | None
-    ordered_from: int
-    size: int  # the store's audit size (the next seq)
-
-
-def read_stored_log(store: AuditStore) -> StoredLog:
-    """Read a store's whole audit log for verification (call it in the store's thread).
-
-    Every stored record: those below the checkpoint (a pruning under way)
-    are ignored by the verifier, and there are few.
-    """
-    size = store.audit_size()
-    return StoredLog(
-        store.audit_records(0, size + 1),
-        store.tree_heads(),
-        store.audit_checkpoint(),
-        store.audit_seal(),
-        store.audit_ordered_from(),
-        size,
-    )
 
 
 class AuditService:
@@ -190,21 +181,14 @@ class AuditService:
         """
         self._node = node
         self.log = self.log.bind(node=node.name)
-        stored = await self._load()
+        store: AuditStore = node.store
+        view = await node.run_in_store(read_log_view, store)
         # The node's own keys: the heads are its own (signed with its current key, or one it
         # rotated out: ``_own_keys``), and the directory may not answer yet (a signed one that
         # expired while the node was down fails closed).
         kept = await node.get_meta(OWN_CERTIFICATES)
         own = self._own_keys(node, kept)
-        report = verify_log(
-            node.name,
-            stored.records,
-            stored.heads,
-            own,
-            checkpoint=stored.checkpoint,
-            seal=stored.seal,
-            ordered_from=stored.ordered_from,
-        )
+        report = await asyncio.to_thread(_verify_view, node.name, store, view, own, ())
         accepted = 0
         if not report.ok:
             unsigned = [f for f in report.findings if f.kind is Tamper.UNSIGNED_RECORDS]
@@ -219,20 +203,24 @@ class AuditService:
                     f"the stored audit log does not verify ({len(report.findings)} finding(s)): "
                     f"{report.summary()}{hint}"
                 )
-            last = decode_tree_head(stored.heads[-1])[0].tree_size if stored.heads else 0
-            accepted = stored.size - last
+            last = decode_tree_head(view.last_head)[0].tree_size if view.last_head else 0
+            accepted = view.size - last
         checkpoint = (
             None
-            if stored.checkpoint is None
-            else decode_checkpoint(stored.checkpoint, TreeHeadVerifier(own))
+            if view.checkpoint is None
+            else decode_checkpoint(view.checkpoint, TreeHeadVerifier(own))
         )
-        last_head = decode_tree_head(stored.heads[-1])[0] if stored.heads else None
-        first = checkpoint.size if checkpoint is not None else 0
-        self._state = AuditLogState.resume(
-            node.identity,
-            (row for row in stored.records if row.seq >= first),
-            last_head=last_head,
-            checkpoint=checkpoint,
+        last_head = decode_tree_head(view.last_head)[0] if view.last_head else None
+        seal = decode_tree_head(view.seal)[0] if view.seal is not None else None
+        await node.run_in_store(self._derive_tree, store, checkpoint)
+        self._state = await node.run_in_store(
+            lambda: restore_state(
+                node.identity,
+                store,
+                seal=seal if seal is not None and seal.tree_size == view.size else None,
+                last_head=last_head,
+                checkpoint=checkpoint,
+            )
         )
         witnessed = await node.get_meta(_WITNESSED_META)
         if witnessed is not None and len(witnessed) == 8:
@@ -241,17 +229,34 @@ class AuditService:
         update = with_current(kept, certificate) if certificate is not None else None
         if update is not None:  # a new key: remembered, so its heads verify after the next
             await node.set_meta(OWN_CERTIFICATES, update)
-        store: AuditStore = node.store
+        state = self._state
+        await node.run_in_store(store.set_audit_tree, state.tree_rows)
         await node.run_in_store(store.set_audit_sealer, self._seal)
         node.attach_custody_log(self)
         if accepted:
             self._administration(
-                node, "audit.accept-unsigned", "accepted", count=accepted, size=stored.size
+                node, "audit.accept-unsigned", "accepted", count=accepted, size=view.size
             )
             await self.flush_now()
             await self._sign_head()
-            self.log.warning("records under no head accepted", count=accepted, size=stored.size)
+            self.log.warning("records under no head accepted", count=accepted, size=view.size)
         node.run_task(self._run, "audit")
+
+    def _derive_tree(self, store: AuditStore, checkpoint: Checkpoint | None) -> None:
+        """Store the tree rows of records stored without them (a store from before schema 6)."""
+        total = store.audit_size() - store.audit_nodes_due()
+        if total <= 0:
+            return
+        self.log.info("deriving the audit tree from the stored records", records=total)
+        logged = 0
+
+        def progress(done: int, total: int) -> None:
+            nonlocal logged
+            if done - logged >= _DERIVE_LOG_EVERY or done == total:
+                logged = done
+                self.log.info("audit tree derived", done=done, total=total)
+
+        derive_tree_rows(store, checkpoint, progress=progress)
 
     def _administration(self, node: Node, action: str, outcome: str, **detail: int) -> None:
         """One record of what the log did to itself (pruning, an accepted tail), by the node."""
@@ -294,7 +299,10 @@ class AuditService:
     # --- CustodyLog: the node's store thread -------------------------------------------
 
     def mark(self) -> LogMark:
-        return self._ready_state().mark()
+        """Where the log is now (store thread, between transactions: see the module doc)."""
+        state = self._ready_state()
+        state.settle()  # everything before is stored, with its tree rows, or was rolled back
+        return state.mark()
 
     def encode(self, entries: Sequence[AuditEntry]) -> list[AuditRow]:
         return [AuditRow(record.seq, record.data) for record in self._ready_state().append(entries)]
@@ -372,6 +380,7 @@ class AuditService:
         state = self._ready_state()
 
         def run() -> _T:
+            state.settle()  # between transactions: what was appended is stored or rolled back
             mark = state.mark()
             try:
                 return work()
@@ -480,7 +489,7 @@ class AuditService:
                     f"no inclusion proof of record {seq} in {size}: the log holds "
                     f"{first}..{state.size - 1}"
                 )
-            return state.inclusion_proof(seq, size)
+            return _from_stored_tree(lambda: state.inclusion_proof(seq, size))
 
         return await self._running().run_in_store(prove)
 
@@ -503,7 +512,7 @@ class AuditService:
                 raise UsageError(
                     f"records below {checkpoint.size} are pruned: no proof from {old_size}"
                 )
-            return state.consistency_proof(old_size, new_size)
+            return _from_stored_tree(lambda: state.consistency_proof(old_size, new_size))
 
         return await self._running().run_in_store(prove)
 
@@ -511,26 +520,18 @@ class AuditService:
         """Check this node's stored log (from its checkpoint on) against its signed heads.
 
         ``witnessed``: heads of this node its parent keeps (SPEC §20.7), each
-        verified and compared like the node's own.
+        verified and compared like the node's own.  The records are read a
+        page at a time in a worker thread, up to the log's size when the
+        verification began; no pruning runs meanwhile.
         """
-        stored = await self._load()
         node = self._running()
+        store: AuditStore = node.store
         own = self._own_keys(node, await node.get_meta(OWN_CERTIFICATES))
-        return verify_log(
-            node.name,
-            stored.records,
-            stored.heads,
-            own,
-            checkpoint=stored.checkpoint,
-            seal=stored.seal,
-            ordered_from=stored.ordered_from,
-            witnessed=witnessed,
-        )
-
-    async def _load(self) -> StoredLog:
-        """The stored log, read in one store call (a consistent view)."""
-        store: AuditStore = self._running().store
-        return await self._running().run_in_store(read_stored_log, store)
+        async with self._pruning:
+            view = await node.run_in_store(read_log_view, store)
+            return await asyncio.to_thread(
+                _verify_view, node.name, store, view, own, tuple(witnessed)
+            )
 
     def _running(self) -> Node:
         if self._node is None:
@@ -541,3 +542,31 @@ class AuditService:
         if self._state is None:
             raise UsageError("the audit service has not started")
         return self._state
+
+
+def _from_stored_tree(prove: Callable[[], list[bytes]]) -> list[bytes]:
+    """A proof read from the stored tree; a row missing there is the log's inconsistency."""
+    try:
+        return prove()
+    except LookupError as exc:  # the ranges were checked: the store lost a row it must hold
+        raise InconsistentLogError(f"the stored audit tree is incomplete: {exc}") from None
+
+
+def _verify_view(
+    node: str,
+    store: AuditStore,
+    view: StoredLogView,
+    directory: Directory,
+    witnessed: Sequence[bytes],
+) -> VerificationReport:
+    """``verify_log`` over a store's log as ``view`` saw it, its records read a page at a time."""
+    return verify_log(
+        node,
+        lambda: stored_records(store, view.size),
+        lambda: stored_heads(store, view.heads_end),
+        directory,
+        checkpoint=view.checkpoint,
+        seal=view.seal,
+        ordered_from=view.ordered_from,
+        witnessed=witnessed,
+    )

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -70,7 +71,7 @@ from exchnode.aio._service import CustodyLog, NodeService
 from exchnode.aio._static_revocation import revoke_static
 from exchnode.aio._status_book import StatusBook
 from exchnode.aio._tls import TlsFiles, make_context
-from exchnode.aio._transport import Handler, LinkClient, LinkServer
+from exchnode.aio._transport import Handler, LinkClient, LinkError, LinkServer, Network
 from exchnode.aio._waiting import wait_event
 from exchnode.audit import DetailValue
 from exchnode.core import (
@@ -135,7 +136,10 @@ class Node:
     * ``services``: capabilities attached to the node (``NodeService``),
       such as the audit log, the catalog and subscriptions; started in
       order after the directory service, closed in reverse;
-    * ``clock``, ``random``: time and randomness (a test passes its own).
+    * ``clock``, ``random``: time and randomness (a test passes its own);
+    * ``network``: links over an in-memory network instead of TCP and TLS
+      (``exchnode.sim``'s; then ``tls`` is not needed, and ``listen`` only
+      says whether the node serves).  The daemon never passes one.
     """
 
     def __init__(
@@ -143,7 +147,7 @@ class Node:
         *,
         identity: LocalIdentity,
         store: Store | str | os.PathLike[str],
-        tls: TlsFiles,
+        tls: TlsFiles | None = None,
         trust: TrustStore,
         ca_bundle: Sequence[x509.Certificate] = (),
         config: NodeConfig | None = None,
@@ -151,7 +155,11 @@ class Node:
         services: Sequence[NodeService] = (),
         clock: Callable[[], float] = time.time,
         random: Callable[[int], bytes] = os.urandom,
+        network: Network | None = None,
     ) -> None:
+        if tls is None and network is None:
+            raise UsageError("a node needs its TLS files (tls=), unless it runs on a network=")
+        self._network = network
         if config is None:
             config = NodeConfig()
         elif not isinstance(config, NodeConfig):
@@ -270,8 +278,8 @@ class Node:
         states = {name: await context.run(store.peer_state, name) for name in self._peers}
         for service in self._services:
             await service.start(self)
-        client_context = make_context(self._tls, server=False)
-        self._contexts.append(client_context)
+        network = self._network
+        client_context = None if network is not None else self._tls_context(server=False)
         for peer in self._peers.values():
             client = LinkClient(
                 peer.name,
@@ -280,6 +288,7 @@ class Node:
                 self._authenticate,
                 timeout=self.timers.link_timeout,
                 refusals=self._refusals,
+                connector=None if network is None else network.connector(),
             )
             self._clients[peer.name] = client
             self._forwarders[peer.name] = Forwarder(
@@ -297,8 +306,7 @@ class Node:
         self._inbox.start()
         listen = self.config.listen
         if listen is not None:
-            server_context = make_context(self._tls, server=True)
-            self._contexts.append(server_context)
+            server_context = None if network is not None else self._tls_context(server=True)
             routes: dict[tuple[str, str], Handler] = {}
             for service in self._services:
                 for key, handler in service.routes().items():
@@ -317,6 +325,7 @@ class Node:
                 neighbours=self._peers,
                 refusals=self._refusals,
                 in_flight=self._intake.in_flight,
+                network=network,
             )
             self.address = await self._server.start()
         loop = asyncio.get_running_loop()
@@ -328,6 +337,12 @@ class Node:
         self._run_task(self._refusals.run, "refusals")
         self._ready.set()
         self.log.info("node started", url=self.url if self.address else None)
+
+    def _tls_context(self, *, server: bool) -> ssl.SSLContext:
+        assert self._tls is not None  # checked in __init__: no network, so TLS files
+        context = make_context(self._tls, server=server)
+        self._contexts.append(context)
+        return context
 
     def _run_task(self, work: Callable[[], Awaitable[None]], name: str) -> None:
         """Run one of the node's loops for as long as the node runs, restarting it after a bug.
@@ -445,16 +460,32 @@ class Node:
         """Tell every neighbour this node is up, so that each serves its queue for us now.
 
         Without it a neighbour that backed off while we were down would wait
-        out its backoff (minutes) before catching up.
+        out its backoff (minutes) before catching up.  A neighbour that is not
+        reachable yet (started after us) is greeted again, backing off from 1 s
+        to a minute, until it answers: with nothing queued for it, nothing else
+        would reach it, and its answer is also how a node learns soon that a
+        neighbour refuses it (a 403 is on the record and in health).
         """
 
         async def greet(name: str) -> None:
-            try:
-                await self._clients[name].hello()
-            except ExchnodeError as exc:
-                self.log.info("neighbour not reachable yet", neighbour=name, error=str(exc))
+            delay = 1.0
+            while True:
+                try:
+                    await self._clients[name].hello()
+                except LinkError as exc:
+                    if exc.status is not None or exc.refused is not None:
+                        self.log.info("neighbour answered hello", neighbour=name, error=str(exc))
+                        return  # it answered (a refusal is noted by the client): greeted
+                    if delay == 1.0:
+                        self.log.info("neighbour not reachable yet", neighbour=name, error=str(exc))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 60.0)
+                    continue
+                except ExchnodeError as exc:
+                    self.log.info("neighbour not greeted", neighbour=name, error=str(exc))
+                    return
+                self.poke(name)
                 return
-            self.poke(name)
 
         await asyncio.gather(*(greet(name) for name in self._clients))
 
@@ -510,6 +541,10 @@ class Node:
             if not isinstance(message, Message):
                 raise UsageError(f"send_many takes Message values, got {type(message).__name__}")
         await self._wait_for_room(len(messages), sum(len(m.payload) for m in messages))
+        if self._directory_service is not None:
+            # A node holds its subtree and path, not the network: recipients it does not
+            # hold are asked of the hierarchy first (bounded); still unknown fails as before.
+            await self._directory_service.resolve(r for m in messages for r in m.recipients)
         results = await self._outbox.send(list(messages))
         sent: list[Sent] = []
         for result in results:
@@ -632,13 +667,14 @@ class Node:
             return
         self._trust = self._trust.with_crls((*self._trust.crls, *new))
         self._auth_cache.clear()
-        pem = b"".join(crl.public_bytes(Encoding.PEM) for crl in new)
-        with tempfile.NamedTemporaryFile(suffix=".pem") as bundle:
-            bundle.write(pem)
-            bundle.flush()
-            for context in self._contexts:
-                # Adds to the live X509 store; OpenSSL prefers the newest CRL of an issuer.
-                context.load_verify_locations(cafile=bundle.name)
+        if self._contexts:  # none on a simulated network
+            pem = b"".join(crl.public_bytes(Encoding.PEM) for crl in new)
+            with tempfile.NamedTemporaryFile(suffix=".pem") as bundle:
+                bundle.write(pem)
+                bundle.flush()
+                for context in self._contexts:
+                    # Adds to the live X509 store; OpenSSL prefers the newest CRL of an issuer.
+                    context.load_verify_locations(cafile=bundle.name)
         self._crls_applied.update(crl.fingerprint(_SHA256) for crl in new)
         self._revoke_static()
         cut = self._server.close_connections(self._refused_now) if self._server else 0

@@ -72,6 +72,7 @@ def send_key(message: Message) -> SendKey | None:
         request=hashlib.sha256(_REQUEST_LABEL + asked).digest(),
     )
 
+
 #: an envelope the node gave up on: (sender, message id, digest, targets, envelope bytes)
 Lost = tuple[str, bytes, bytes, tuple[str, ...], bytes]
 Commit = Callable[[list[AcceptItem]], Awaitable[list[AcceptOutcome]]]

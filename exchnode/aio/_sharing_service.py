@@ -345,7 +345,8 @@ class SharingService:
         operator: str,
     ) -> bytes:
         """Ask ``provider`` for ``resource_code``; returns the request id to follow it by."""
-        record = self.catalog.get(provider, resource_code)
+        # A catalog at every level: the entry may lie beyond this node, so look it up the tree.
+        record = await self.catalog.lookup(provider, resource_code)
         if record is None or record.entry is None:
             raise UsageError(
                 f"{resource_code} of {provider} is not in {self._me()}'s catalog "

@@ -76,6 +76,7 @@ __all__ = [
     "LinkClient",
     "LinkError",
     "LinkServer",
+    "Network",
     "RefusalSink",
     "reason_code",
 ]
@@ -95,6 +96,29 @@ class Custodian(Protocol):
 
 Handler = Callable[[str, web.Request], Awaitable[web.StreamResponse]]
 """An authenticated endpoint: called with the peer's verified node name and the request."""
+
+
+class Network(Protocol):
+    """Where a node's links run instead of TCP and TLS: the simulator's in-memory network.
+
+    Bound to one node.  Each connection it makes or accepts presents the
+    certificate of the node at the other end as TLS does after a handshake
+    (``get_extra_info("ssl_object").getpeercert(binary_form=True)``), so the
+    server's ``authenticate`` and the client's check of the server's name run
+    unchanged.  The daemon never uses one (``exchnode.sim`` does).
+    """
+
+    def connector(self) -> aiohttp.BaseConnector:
+        """A connector for one link client (it closes it with its session)."""
+        ...
+
+    def listen(
+        self, address: tuple[str, int], factory: Callable[[], asyncio.BaseProtocol]
+    ) -> tuple[str, int]:
+        """Serve connections with protocols from ``factory``; the address served."""
+        ...
+
+    def stop_listening(self) -> None: ...
 
 
 class RefusalSink(Protocol):
@@ -168,7 +192,7 @@ class LinkServer:
         self,
         custodian: Custodian,
         authenticate: Authenticate,
-        ssl_context: ssl.SSLContext,
+        ssl_context: ssl.SSLContext | None,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -178,17 +202,25 @@ class LinkServer:
         in_flight: InFlight | None = None,
         neighbours: Collection[str] | None = None,
         refusals: RefusalSink | None = None,
+        network: Network | None = None,
     ) -> None:
         """``in_flight``: the bounds on request bytes held at once (None: no bound but the size).
 
         ``neighbours``: who may call the ``routes`` (None: whoever authenticates); a transfer
         or hello of anyone else is left to the custodian and ``on_hello``, and noted.
         ``refusals``: where every refusal goes, the handshakes OpenSSL refuses included.
+        ``network``: serve there instead of on ``host:port`` over TLS (the simulator's; then
+        ``ssl_context`` is None).
         """
+        if (ssl_context is None) == (network is None):
+            raise UsageError("a link server takes a TLS context or a network, one of them")
+        self._network = network
         self._custodian = custodian
         self._neighbours = None if neighbours is None else frozenset(neighbours)
         self._refusals = refusals
-        self._acceptor = TlsAcceptor(ssl_context, self._handshake_refused)
+        self._acceptor = (
+            None if ssl_context is None else TlsAcceptor(ssl_context, self._handshake_refused)
+        )
         self._in_flight = in_flight
         self._on_hello = on_hello
         self._routes = dict(routes or {})
@@ -207,6 +239,10 @@ class LinkServer:
             app.router.add_route(method, path, self._authenticated(handler))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
+        if self._network is not None:
+            assert self._runner.server is not None
+            return self._network.listen((self._host, self._port), self._runner.server)
+        assert self._acceptor is not None  # a TLS context was given (checked at construction)
         site = _TlsSite(self._runner, self._host, self._port, self._acceptor)
         await site.start()
         addresses = self._runner.addresses
@@ -216,13 +252,18 @@ class LinkServer:
         return str(host), int(port)
 
     async def close(self) -> None:
-        await self._acceptor.close()
+        if self._network is not None:
+            self._network.stop_listening()
+        if self._acceptor is not None:
+            await self._acceptor.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
     def close_connections(self, refused: Callable[[x509.Certificate], bool]) -> int:
         """Cut the open connections whose peer certificate ``refused`` refuses (revoked since)."""
+        if self._acceptor is None:
+            return 0  # a simulated network: revocation stops new connections only
         return self._acceptor.close_where(refused)
 
     # --- refusals: each on the record (``refusals``) and answered 403 ending in [code] -------
@@ -424,21 +465,23 @@ class LinkClient:
         self,
         neighbour: str,
         url: str,
-        ssl_context: ssl.SSLContext,
+        ssl_context: ssl.SSLContext | None,
         authenticate: Authenticate,
         *,
         timeout: float = 30.0,
         refusals: RefusalSink | None = None,
+        connector: aiohttp.BaseConnector | None = None,
     ) -> None:
         """``refusals``: where refusals go, the peer's of this node (its 403) and this node's
-        of the peer's certificate; an answer from the peer ends them."""
+        of the peer's certificate; an answer from the peer ends them.  ``connector``: instead
+        of TCP with ``ssl_context`` (a ``Network``'s, for the simulator)."""
         self.neighbour = neighbour
         self._refusals = refusals
         self._base = url.rstrip("/")
         self._url = self._base + TRANSFER_PATH
         self._authenticate = authenticate
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ssl_context, limit=4),
+            connector=connector or aiohttp.TCPConnector(ssl=_required(ssl_context), limit=4),
             timeout=aiohttp.ClientTimeout(total=timeout),
             request_class=_checked_request(self._check_peer),
         )
@@ -528,6 +571,12 @@ class LinkClient:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+def _required(ssl_context: ssl.SSLContext | None) -> ssl.SSLContext:
+    if ssl_context is None:
+        raise UsageError("a link client needs a TLS context or a connector")
+    return ssl_context
 
 
 def _raise_if_busy(

@@ -43,7 +43,22 @@ from exchnode.audit._records import (
     details,
     entry_from_event,
 )
-from exchnode.audit._verify import Finding, Tamper, VerificationReport, verify_log
+from exchnode.audit._stored import (
+    StoredLogView,
+    derive_tree_rows,
+    read_log_view,
+    restore_state,
+    store_nodes,
+    stored_heads,
+    stored_records,
+)
+from exchnode.audit._verify import (
+    Finding,
+    RecordSource,
+    Tamper,
+    VerificationReport,
+    verify_log,
+)
 from exchnode.audit._witness import WitnessResult, check_witness, witness_entry
 
 __all__ = [
@@ -68,8 +83,10 @@ __all__ = [
     "Outcome",
     "OversightBuilder",
     "OversightReport",
+    "RecordSource",
     "Resource",
     "Role",
+    "StoredLogView",
     "Subject",
     "SubjectKind",
     "Tamper",
@@ -81,9 +98,15 @@ __all__ = [
     "decode_checkpoint",
     "decode_record",
     "decode_tree_head",
+    "derive_tree_rows",
     "details",
     "encode_checkpoint",
     "entry_from_event",
+    "read_log_view",
+    "restore_state",
+    "store_nodes",
+    "stored_heads",
+    "stored_records",
     "verify_log",
     "witness_entry",
 ]

@@ -20,6 +20,18 @@ records for the store; ``sign_head`` issues a head; ``inclusion_proof`` and
 ``consistency_proof`` answer auditors.  It holds only hashes (the
 ``MerkleLog``); records live in the store.
 
+Bounded memory (issue 13): given ``nodes`` (a reader of the tree's hashes
+as the store keeps them: a record's leaf at level 0, a stored subtree
+above), the state keeps only the frontier of its tree plus what was
+appended since the last ``settle`` -- the caller settles between store
+transactions, once what was appended is durable with its ``tree_rows``
+(the interior nodes each record completes, stored in the same transaction).
+Roots and proofs at past sizes read the O(log n) hashes they need through
+``nodes``; hashes wholly below the checkpoint come from the checkpoint's
+frontier, the only ones still needed there.  ``restore`` rebuilds the state
+from the store in O(log n) reads (the frontier at the log's size), checked
+against the stored seal and last head, instead of from every record.
+
 Retention: a :class:`Checkpoint` is a signed head plus the frontier of its
 tree (the O(log n) complete subtrees of its size) and the last leaf with its
 inclusion path.  Records below the checkpoint's size may then be deleted:
@@ -53,6 +65,7 @@ from exchnode.core import (
     Directory,
     LocalIdentity,
     MerkleLog,
+    NodeReader,
     Seal,
     SealVerifier,
     check_bytes,
@@ -317,10 +330,13 @@ class LogMark:
 class AuditLogState:
     """One node's audit log, as hashes: appends, heads, proofs, checkpoints (see the module doc)."""
 
-    def __init__(self, identity: LocalIdentity) -> None:
+    def __init__(self, identity: LocalIdentity, *, nodes: NodeReader | None = None) -> None:
+        """``nodes``: the store's hashes of this log (see the module doc); without it, every
+        hash is held in memory (until ``settle``)."""
         self._identity = identity
         self._node = str(identity.name)
-        self._tree = MerkleLog()
+        self._nodes = nodes
+        self._tree = MerkleLog(self._read_node if nodes is not None else None)
         self._last_leaf = GENESIS_PREV
         self._last_head: TreeHead | None = None
         self._checkpoint: Checkpoint | None = None
@@ -367,6 +383,43 @@ class AuditLogState:
 
     def append_events(self, events: Iterable[AuditEvent]) -> list[LoggedRecord]:
         return self.append([entry_from_event(event) for event in events])
+
+    def tree_rows(self, first: int, end: int) -> list[bytes]:
+        """The store's tree rows for records ``first .. end - 1`` (``store.AuditTreeSource``).
+
+        One row per odd seq: the hashes of the subtrees that record completes,
+        level 1 first.  The records must have been appended since the last
+        ``settle`` (the store asks inside the transaction that stores them).
+        """
+        if not 0 <= first <= end <= self._tree.size:
+            raise UsageError(f"no tree rows for records {first}..{end - 1} of {self._tree.size}")
+        return [b"".join(self._tree.completed(seq)) for seq in range(first | 1, end, 2)]
+
+    def settle(self) -> None:
+        """Everything appended so far is stored with its tree rows: keep only the frontier.
+
+        Call it between store transactions (never inside one): ``rollback``
+        can then no longer go before this point.  Needs ``nodes``, else the
+        past roots and proofs are gone.
+        """
+        if self._nodes is None:
+            raise UsageError("a log without a node reader keeps its whole tree: nothing to settle")
+        self._tree.settle()
+
+    def _read_node(self, level: int, index: int) -> bytes:
+        """A hash the tree no longer holds: the checkpoint's below its size, else the store's."""
+        checkpoint = self._checkpoint
+        if checkpoint is not None and (index + 1) << level <= checkpoint.size:
+            size = checkpoint.size
+            if size >> level & 1 and index == (size >> level) - 1:
+                return checkpoint.frontier[(size >> (level + 1)).bit_count()]
+            raise LookupError(
+                f"subtree of {1 << level} records at {index << level} lies below the "
+                f"checkpoint at {size}: pruned"
+            )
+        if self._nodes is None:
+            raise LookupError(f"subtree of {1 << level} records at {index << level} is not held")
+        return self._nodes(level, index)
 
     def root(self, size: int | None = None) -> bytes:
         return self._tree.root(size)
@@ -461,6 +514,80 @@ class AuditLogState:
         self._checkpoint = checkpoint
 
     @classmethod
+    def restore(
+        cls,
+        identity: LocalIdentity,
+        nodes: NodeReader,
+        size: int,
+        last_record: bytes | None,
+        *,
+        seal: TreeHead | None = None,
+        last_head: TreeHead | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> AuditLogState:
+        """The state of a stored log of ``size`` records, read in O(log n) (the module doc).
+
+        ``nodes``: the store's hashes; ``last_record``: the encoded record
+        ``size - 1`` (None if the checkpoint covers every record).  The
+        frontier read must give the root the ``seal`` (a head over all
+        ``size`` records) signed, and the last head's root must be the
+        tree's at its size; else ``inconsistent-log``: the stored tree is not
+        the records' (verify the log first: ``verify_log`` names what changed).
+        """
+        state = cls(identity, nodes=nodes)
+        base = 0
+        if checkpoint is not None:
+            check_checkpoint(checkpoint)
+            state._checkpoint = checkpoint
+            state._last_leaf = checkpoint.last_leaf
+            base = checkpoint.size
+        if size < base:
+            raise InconsistentLogError(f"a log of {size} records below its checkpoint at {base}")
+        try:
+            frontier, start = [], 0
+            for k in reversed(range(size.bit_length())):
+                if size >> k & 1:
+                    frontier.append(state._read_node(k, start >> k))
+                    start += 1 << k
+        except LookupError as exc:
+            raise InconsistentLogError(f"the stored audit tree is incomplete: {exc}") from None
+        state._tree = MerkleLog.from_frontier(
+            size, frontier, reader=state._read_node, pruned_below=base
+        )
+        if size > base:
+            if last_record is None:
+                raise InconsistentLogError(f"audit record {size - 1} is not stored")
+            try:
+                record = decode_record(last_record)
+            except MalformedError as exc:
+                raise InconsistentLogError(f"audit record {size - 1}: {exc}") from None
+            if record.seq != size - 1 or record.node != state._node:
+                raise InconsistentLogError(f"audit record {size - 1} is not this log's last")
+            state._last_leaf = record_leaf(last_record)
+            state._last_time_ms = record.entry.time_ms
+        if seal is not None and (
+            seal.node != state._node or seal.tree_size != size or seal.root != state._tree.root()
+        ):
+            raise InconsistentLogError(f"the stored audit tree does not match {seal.describe()}")
+        state._adopt_last_head(last_head)
+        return state
+
+    def _adopt_last_head(self, last_head: TreeHead | None) -> None:
+        """The last stored head, checked against the tree, becomes the one the next follows."""
+        if last_head is None:
+            return
+        if last_head.node != self._node or last_head.tree_size > self._tree.size:
+            raise InconsistentLogError(f"{last_head.describe()} covers records not stored")
+        try:
+            root = self._tree.root(last_head.tree_size)
+        except LookupError as exc:
+            raise InconsistentLogError(f"the stored audit tree is incomplete: {exc}") from None
+        if root != last_head.root:
+            raise InconsistentLogError(f"stored records do not match {last_head.describe()}")
+        self._last_head = last_head
+        self._last_signed_ms = last_head.timestamp_ms
+
+    @classmethod
     def resume(
         cls,
         identity: LocalIdentity,
@@ -498,11 +625,5 @@ class AuditLogState:
             state._tree.append(leaf)
             state._last_leaf = leaf
             state._last_time_ms = max(state._last_time_ms, record.entry.time_ms)
-        if last_head is not None:
-            if last_head.node != state._node or last_head.tree_size > state._tree.size:
-                raise InconsistentLogError(f"{last_head.describe()} covers records not stored")
-            if state._tree.root(last_head.tree_size) != last_head.root:
-                raise InconsistentLogError(f"stored records do not match {last_head.describe()}")
-            state._last_head = last_head
-            state._last_signed_ms = last_head.timestamp_ms
+        state._adopt_last_head(last_head)
         return state

@@ -48,6 +48,20 @@ trusts none of it but the signatures:
    included) are ``unsigned-records``: nothing vouches for them, and a node
    that signed over them would make a forgery its own.
 
+**Streaming** (issue 13).  Records and heads may come as callables that
+read them afresh on each call (a store, a page at a time: ``_stored``).
+First one pass walks both together in O(log n) memory: the tree's frontier,
+the previous record and head, and a few running aggregates.  It proves
+that none of the findings above applies -- every head verifies and chains,
+the checkpoint counts, every record is laid out as written (stored under
+the seq it says, one after the other from the checkpoint, naming its
+predecessor's leaf, of this node, decoding, in time order), every head's
+root is the records' root at its size, and every record lies under a head
+-- and then the report is that pass's.  At the first thing it cannot
+prove, it stops, and the steps above run on the whole log in memory: a log
+with findings is diagnosed exactly as before, in memory proportional to its
+length; a log without is verified in memory independent of it.
+
 The heads are the security: SHA-256 and Ed25519 make every edit below a
 signed size visible as a root mismatch, and the seal leaves no record
 outside a signed size.  The ``prev`` chain and the seqs are the precision:
@@ -59,8 +73,9 @@ around it, and says so.
 from __future__ import annotations
 
 import enum
+import heapq
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -76,7 +91,15 @@ from exchnode.audit._records import GENESIS_PREV, AuditRecord, decode_record, re
 from exchnode.core import Directory, MerkleLog
 from exchnode.errors import InconsistentLogError, RejectedError
 
-__all__ = ["Finding", "Tamper", "VerificationReport", "verify_log"]
+__all__ = ["Finding", "HeadSource", "RecordSource", "Tamper", "VerificationReport", "verify_log"]
+
+RecordSource = Callable[[], Iterable[tuple[int, bytes]]]
+"""Records ``(seq, data)`` in seq order, read afresh on each call (e.g. a store, page by page)."""
+
+HeadSource = Callable[[], Iterable[bytes]]
+"""Signed heads in the order stored, read afresh on each call (e.g. a store, page by page)."""
+
+_SETTLE_EVERY = 4096  # appends between two trims of the streaming pass's tree to its frontier
 
 
 class Tamper(enum.Enum):
@@ -622,8 +645,8 @@ def _check_coverage(
 
 def verify_log(
     node: str,
-    records: Sequence[tuple[int, bytes]],
-    heads: Sequence[bytes],
+    records: Sequence[tuple[int, bytes]] | RecordSource,
+    heads: Sequence[bytes] | HeadSource,
     directory: Directory,
     *,
     checkpoint: Checkpoint | bytes | None = None,
@@ -633,11 +656,174 @@ def verify_log(
 ) -> VerificationReport:
     """Check ``node``'s stored records against its signed heads; see the module doc.
 
-    ``checkpoint``: the stored checkpoint, decoded or as stored (then it is
-    decoded and verified here).  ``seal``: the stored seal (SPEC §20.6).
-    ``witnessed``: heads of this node its parent kept.  ``ordered_from``:
-    the seq from which record times are checked (``AuditStore.audit_ordered_from``).
+    ``records`` and ``heads``: as stored, or sources that read them afresh on
+    each call (a log without findings is read once, as a stream; one with
+    findings a second time, whole).  ``checkpoint``: the stored checkpoint,
+    decoded or as stored (then it is decoded and verified here).  ``seal``:
+    the stored seal (SPEC §20.6).  ``witnessed``: heads of this node its
+    parent kept.  ``ordered_from``: the seq from which record times are
+    checked (``AuditStore.audit_ordered_from``).
     """
+    read_records: RecordSource = records if callable(records) else (lambda: records)
+    read_heads: HeadSource = heads if callable(heads) else (lambda: heads)
+    try:
+        return _verify_streaming(
+            node, read_records, read_heads, directory, checkpoint, witnessed, seal, ordered_from
+        )
+    except _NotProven:
+        pass
+    return _verify_in_memory(
+        node,
+        list(read_records()),
+        list(read_heads()),
+        directory,
+        checkpoint=checkpoint,
+        witnessed=witnessed,
+        seal=seal,
+        ordered_from=ordered_from,
+    )
+
+
+# --- the streaming pass ----------------------------------------------------------------------
+
+
+class _NotProven(Exception):
+    """The streaming pass met something it cannot prove harmless: the whole log is needed."""
+
+
+def _good_head(verifier: TreeHeadVerifier, node: str, data: bytes) -> TreeHead:
+    try:
+        head = verifier.verify(data)
+    except RejectedError:
+        raise _NotProven from None
+    if head.node != node:
+        raise _NotProven
+    return head
+
+
+def _chained_heads(
+    verifier: TreeHeadVerifier, node: str, heads: Iterable[bytes]
+) -> Iterator[TreeHead]:
+    """The node's own heads, each verified and chained to the one before (so sizes ascend)."""
+    before: TreeHead | None = None
+    for data in heads:
+        head = _good_head(verifier, node, data)
+        if before is not None and (
+            (head.previous_size, head.previous_root) != (before.tree_size, before.root)
+            or head.timestamp_ms < before.timestamp_ms
+        ):
+            raise _NotProven
+        yield head
+        before = head
+
+
+class _Records:
+    """The records as written, appended to the tree on demand (see the module doc)."""
+
+    def __init__(
+        self, node: str, records: Iterable[tuple[int, bytes]], start: _Start, ordered_from: int
+    ) -> None:
+        assert start.tree is not None
+        self.node = node
+        self.rows = iter(records)
+        self.base = start.base
+        self.tree = MerkleLog.from_frontier(start.base, start.tree.frontier())
+        self.previous_leaf = start.last_leaf
+        self.previous_time = -1
+        self.ordered_from = ordered_from
+
+    def reach(self, size: int) -> bool:
+        """Append records until the tree has ``size`` leaves; False if the log ends before."""
+        tree = self.tree
+        while tree.size < size:
+            row = next(self.rows, None)
+            if row is None:
+                return False
+            key, data = row
+            if key < self.base:
+                continue  # kept past the checkpoint: harmless
+            if key != tree.size:
+                raise _NotProven
+            try:
+                record = decode_record(data)
+            except RejectedError:
+                raise _NotProven from None
+            if record.node != self.node or record.seq != key:
+                raise _NotProven
+            if self.previous_leaf is not None and record.prev != self.previous_leaf:
+                raise _NotProven
+            time_ms = record.entry.time_ms
+            if (
+                self.previous_time >= 0
+                and key >= self.ordered_from
+                and time_ms < self.previous_time
+            ):
+                raise _NotProven
+            self.previous_leaf, self.previous_time = record_leaf(data), time_ms
+            tree.append(self.previous_leaf)
+            if tree.size % _SETTLE_EVERY == 0:
+                tree.settle()
+        return True
+
+
+def _verify_streaming(
+    node: str,
+    read_records: RecordSource,
+    read_heads: HeadSource,
+    directory: Directory,
+    checkpoint: Checkpoint | bytes | None,
+    witnessed: Sequence[bytes],
+    seal: bytes | None,
+    ordered_from: int,
+) -> VerificationReport:
+    """The module doc's streaming pass; raises ``_NotProven`` at the first doubt."""
+    verifier = TreeHeadVerifier(directory)
+    findings: list[Finding] = []
+    start, usable = _start(node, checkpoint, verifier, None, findings)
+    if findings or start.tree is None:
+        raise _NotProven
+    covered = usable.size if usable is not None else 0
+    sealed = [_good_head(verifier, node, seal)] if seal is not None else []
+    others = sorted(
+        (_good_head(verifier, node, data) for data in witnessed), key=lambda h: h.tree_size
+    )
+    if others and usable is not None and others[-1].tree_size < covered:
+        raise _NotProven  # unwitnessed-checkpoint
+    records = _Records(node, read_records(), start, ordered_from)
+    count, largest, verified, named = 0, 0, start.base, usable is None
+    own = _chained_heads(verifier, node, read_heads())
+    for head in heapq.merge(own, sealed, others, key=lambda head: head.tree_size):
+        count += 1
+        largest = max(largest, head.tree_size)
+        if head.checkpoint_size > covered:
+            raise _NotProven  # names a checkpoint the store does not hold
+        named = named or head.checkpoint_size == covered
+        if head.tree_size < start.base:
+            continue  # below the checkpoint: gone by design
+        if not records.reach(head.tree_size) or records.tree.root() != head.root:
+            raise _NotProven  # truncated, or a root that differs
+        verified = head.tree_size
+    if not named:
+        raise _NotProven  # unsigned-checkpoint
+    records.reach(1 << 62)  # the records after the last head
+    end = records.tree.size
+    if end > max(largest, start.base):
+        raise _NotProven  # unsigned-records
+    return VerificationReport(node, start.base, end - start.base, count, verified, ())
+
+
+def _verify_in_memory(
+    node: str,
+    records: Sequence[tuple[int, bytes]],
+    heads: Sequence[bytes],
+    directory: Directory,
+    *,
+    checkpoint: Checkpoint | bytes | None = None,
+    witnessed: Sequence[bytes] = (),
+    seal: bytes | None = None,
+    ordered_from: int = 0,
+) -> VerificationReport:
+    """Steps 1 to 5 of the module doc on the whole log, in memory."""
     findings: list[Finding] = []
     verifier = TreeHeadVerifier(directory)
     own = _verify_heads(node, [(f"heads[{i}]", h) for i, h in enumerate(heads)], verifier, findings)

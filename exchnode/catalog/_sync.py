@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 from exchnode.catalog._entry import MAX_RECORD_BYTES, check_code, check_provider, check_version
 from exchnode.core import HASH_LENGTH, pack, require_canonical, unpack
-from exchnode.errors import MalformedError, UnsupportedVersionError
+from exchnode.errors import MalformedError, TooLargeError, UnsupportedVersionError
 
 __all__ = [
     "MAX_SYNC_BYTES",
@@ -231,7 +231,9 @@ def decode_records(data: bytes) -> tuple[bytes, ...]:
 
 
 def _framed(data: bytes, what: str, fields: int) -> list[Any]:
-    value = unpack(data, what=what, max_size=MAX_SYNC_BYTES, max_array=MAX_SYNC_ITEMS)
+    value = unpack(
+        data, what=what, max_size=MAX_SYNC_BYTES, max_array=MAX_SYNC_ITEMS, long_array=TooLargeError
+    )
     if type(value) is not list or len(value) != fields + 1:
         raise MalformedError(what, f"expected an array of {fields + 1} elements")
     if type(value[0]) is not int:

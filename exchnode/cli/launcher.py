@@ -1,5 +1,8 @@
 """``exchnode node <verb>``, ``exchnode send|receive|catalog|sub|audit``: launch the daemon.
 
+``exchnode simulate`` launches the simulator (``python -P -m exchnode.sim``) the
+same way: it runs the asyncio edge, which the ``cli`` layer may not import.
+
 The reference daemon is installed with the library as ``exchnode.node`` (its
 source is the top-level ``node/`` folder of the repository).  The library never
 imports it, and these verbs do not either: they replace this process with
@@ -38,6 +41,14 @@ _VERBS: dict[str, tuple[str | None, str]] = {
 
 
 DAEMON = "exchnode.node"
+
+#: exchnode verb -> (library module run with ``python -P -m``, help): tools beside the daemon
+_MODULES: dict[str, tuple[str, str]] = {
+    "simulate": (
+        "exchnode.sim",
+        "run a whole federation of real nodes in one process on simulated time, with faults",
+    ),
+}
 
 
 def daemon_installed() -> bool:
@@ -85,6 +96,16 @@ def _launcher(exchnode_verb: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def _module_launcher(module: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        env = dict(os.environ)
+        env["EXCHNODE_PROG"] = "exchnode"
+        _execve(sys.executable, [sys.executable, "-P", "-m", module, *args.rest], env)
+        return 0  # not reached: the module's exit status is the process's
+
+    return handler
+
+
 def register(groups: Subparsers) -> None:
     for verb, (_, help_text) in _VERBS.items():
         # prefix_chars that no argument uses: everything after the verb, --help included,
@@ -92,3 +113,7 @@ def register(groups: Subparsers) -> None:
         parser = groups.add_parser(verb, help=help_text, add_help=False, prefix_chars="\x00")
         parser.add_argument("rest", nargs=argparse.REMAINDER)
         parser.set_defaults(handler=_launcher(verb))
+    for verb, (module, help_text) in _MODULES.items():
+        parser = groups.add_parser(verb, help=help_text, add_help=False, prefix_chars="\x00")
+        parser.add_argument("rest", nargs=argparse.REMAINDER)
+        parser.set_defaults(handler=_module_launcher(module))

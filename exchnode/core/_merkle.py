@@ -15,13 +15,15 @@ two below ``n`` (checked against the recursive definition in the tests).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_LENGTH",
     "MerkleBatch",
     "MerkleLog",
+    "NodeReader",
+    "completed_count",
     "frontier_length",
     "inclusion_path_length",
     "leaf_hash",
@@ -154,6 +156,17 @@ def root_from_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes
 # node these need either lies wholly within one frontier subtree, and is
 # then that subtree, or is built from frontier subtrees and later leaves).
 # Anything else raises ``LookupError``.
+#
+# Bounded memory (issue 13): a log need not hold every hash.  ``settle()``
+# drops every hash but the frontier once the caller has stored the interior
+# nodes elsewhere (the audit log keeps them in its store, written in the same
+# transaction as the records they cover), and ``reader`` -- (level, index) ->
+# hash, raising ``LookupError`` for one it does not have -- supplies any node
+# of the settled part on demand.  A settled log holds O(log n) hashes plus
+# what was appended since (a batch); roots and proofs at past sizes read the
+# O(log n) complete subtrees they need through ``reader``.  ``completed(index)``
+# names the subtrees the append of leaf ``index`` completed: what the caller
+# stores with that leaf.
 
 EMPTY_ROOT = _sha256(b"").digest()  # RFC 9162 §2.1.1: MTH({}) = HASH()
 
@@ -163,26 +176,44 @@ def _largest_power_below(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+NodeReader = Callable[[int, int], bytes]
+"""``(level, index) -> hash`` of a complete subtree held elsewhere; ``LookupError`` if absent."""
+
+
 class MerkleLog:
     """An append-only RFC 9162 tree of leaf hashes with proofs at any past size."""
 
-    __slots__ = ("_base", "_levels", "_pruned", "_size")
+    __slots__ = ("_base", "_levels", "_pruned", "_reader", "_settled", "_size")
 
-    def __init__(self) -> None:
+    def __init__(self, reader: NodeReader | None = None) -> None:
         self._levels: list[list[bytes]] = [[]]
         self._base: list[int] = [0]  # index, within its level, of each level's first hash
         self._size = 0
         self._pruned = 0
+        self._settled = 0  # below this size, hashes not held come from ``_reader``
+        self._reader = reader
 
     @classmethod
-    def from_frontier(cls, size: int, frontier: Sequence[bytes]) -> MerkleLog:
-        """A log of ``size`` leaves of which only the frontier is known (see above)."""
+    def from_frontier(
+        cls,
+        size: int,
+        frontier: Sequence[bytes],
+        *,
+        reader: NodeReader | None = None,
+        pruned_below: int | None = None,
+    ) -> MerkleLog:
+        """A log of ``size`` leaves of which only the frontier is held (see above).
+
+        Without ``reader`` nothing below ``size`` is known (a log restored from
+        a checkpoint).  With one, the rest of the first ``size`` leaves' nodes
+        are read through it, except below ``pruned_below`` (default: none pruned).
+        """
         if size < 0:
             raise ValueError("a tree size is not negative")
         expected = frontier_length(size)
         if len(frontier) != expected or any(len(h) != HASH_LENGTH for h in frontier):
             raise ValueError(f"a tree of {size} needs a frontier of {expected} 32-byte hashes")
-        log = cls()
+        log = cls(reader)
         height = size.bit_length()
         log._levels = [[] for _ in range(max(height, 1))]
         log._base = [size >> k for k in range(max(height, 1))]
@@ -191,7 +222,8 @@ class MerkleLog:
             if size >> k & 1:
                 log._base[k] = (size >> k) - 1
                 log._levels[k].append(next(hashes))
-        log._size = log._pruned = size
+        log._size = log._settled = size
+        log._pruned = size if reader is None else (pruned_below or 0)
         return log
 
     @property
@@ -232,7 +264,36 @@ class MerkleLog:
             level = self._levels[k]
             if 0 <= offset < len(level):
                 return level[offset]
+        if self._reader is not None and (j + 1) << k <= self._settled:
+            return self._reader(k, j)
         raise LookupError(f"subtree of {1 << k} leaves at {j << k} is pruned or incomplete")
+
+    def completed(self, index: int) -> list[bytes]:
+        """The subtrees of 2, 4, ... leaves that the append of leaf ``index`` completed.
+
+        Level k >= 1 for each k below the number of trailing one bits of
+        ``index`` plus one: exactly the interior nodes whose last leaf it is
+        (none for an even index).  Read from what the log holds (appended
+        since the last ``settle``, or through the reader).
+        """
+        if not 0 <= index < self._size:
+            raise IndexError(f"leaf {index} outside a tree of {self._size}")
+        return [self._node(k, (index + 1 >> k) - 1) for k in range(1, completed_count(index) + 1)]
+
+    @property
+    def settled_size(self) -> int:
+        """The size up to which hashes not held are read through the reader."""
+        return self._settled
+
+    def settle(self) -> None:
+        """Drop every hash but the frontier: the caller has stored the rest (see above).
+
+        Afterwards the log holds at most log2(n)+1 hashes; ``truncate`` may no
+        longer go below the current size.  Without a reader, the dropped
+        hashes are simply gone (roots and proofs at past sizes fail).
+        """
+        self._keep_from(self._size)
+        self._settled = self._size
 
     def leaf(self, index: int) -> bytes:
         """The hash of leaf ``index``; ``LookupError`` if it was pruned."""
@@ -319,8 +380,11 @@ class MerkleLog:
         appends would have built; ``size`` may not go below what was pruned.
         """
         self._check_size(size)
-        if size < self._pruned:
-            raise ValueError(f"cannot truncate to {size}: leaves below {self._pruned} are pruned")
+        if size < max(self._pruned, self._settled):
+            raise ValueError(
+                f"cannot truncate to {size}: leaves below {max(self._pruned, self._settled)} "
+                "are pruned or settled"
+            )
         for k, level in enumerate(self._levels):
             keep = (size >> k) - self._base[k]
             if keep < len(level):
@@ -330,13 +394,22 @@ class MerkleLog:
     def forget_before(self, size: int) -> None:
         """Drop every hash not needed once leaves below ``size`` are pruned (keeps the frontier)."""
         self._check_size(size)
+        self._keep_from(size)
+        self._pruned = max(self._pruned, size)
+
+    def _keep_from(self, size: int) -> None:
+        """Drop the hashes of every level before those the frontier of ``size`` needs."""
         for k, level in enumerate(self._levels):
             keep_from = (size >> k) - 1 if size >> k & 1 else size >> k
             drop = keep_from - self._base[k]
             if drop > 0:
                 del level[:drop]
                 self._base[k] = keep_from
-        self._pruned = max(self._pruned, size)
+
+
+def completed_count(index: int) -> int:
+    """How many interior nodes the append of leaf ``index`` completes: its trailing one bits."""
+    return (~index & (index + 1)).bit_length() - 1
 
 
 def frontier_length(size: int) -> int:

@@ -15,7 +15,13 @@ from exchnode.federation._backoff import (
     failed,
     succeeded,
 )
-from exchnode.federation._directory import NodeDirectory
+from exchnode.federation._directory import LookupReport, NodeDirectory, PageReport
+from exchnode.federation._directory_pages import (
+    MAX_LOOKUP_NAMES,
+    Audience,
+    decode_lookup,
+    encode_lookup,
+)
 from exchnode.federation._directory_verify import verify_snapshot
 from exchnode.federation._feed import (
     FEED_ID_BYTES,
@@ -43,7 +49,9 @@ from exchnode.federation._routing import Neighbour, Relation, Route, Router
 __all__ = [
     "DEFAULT_BACKOFF",
     "FEED_ID_BYTES",
+    "MAX_LOOKUP_NAMES",
     "MAX_TRANSFER_BYTES",
+    "Audience",
     "BackoffPolicy",
     "ChangeFeed",
     "Credit",
@@ -52,8 +60,10 @@ __all__ = [
     "FeedPosition",
     "Item",
     "ItemResult",
+    "LookupReport",
     "Neighbour",
     "NodeDirectory",
+    "PageReport",
     "PeerState",
     "Relation",
     "Route",
@@ -63,9 +73,11 @@ __all__ = [
     "TransferResponse",
     "came_back",
     "check_feed_position",
+    "decode_lookup",
     "decode_request",
     "decode_response",
     "due",
+    "encode_lookup",
     "encode_request",
     "encode_response",
     "failed",

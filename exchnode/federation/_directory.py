@@ -36,6 +36,18 @@ from.  The directory remembers the signing keys of what vanished that way
 signed with one knows the signer is revoked, not merely unknown: they will
 never verify again, anywhere.
 
+Format 2 (SPEC §14.13-§14.17) is what makes this scale: a node holds its own
+subtree, its path to the root, and the names it addresses, never the
+network.  It serves each audience as a change feed (``_directory_serving``:
+its subtree to its parent, its path to its children), takes its neighbours'
+pages row by row (:meth:`NodeDirectory.apply_page`, chains verified once:
+``_directory_trust``), lets a page's ``expires`` renew every row of its feed
+(``_directory_rows.Expiry``) while a stale source's rows are capped, answers
+lookups from what it holds (:meth:`NodeDirectory.lookup_answer`) and keeps
+what it looked up in a bounded cache; a lookup that misses outside its
+subtree calls :attr:`NodeDirectory.on_miss`, so the node's resolver asks the
+hierarchy.  Format 1 stays for neighbours that have not moved.
+
 Nothing here reads a clock: ``now`` (seconds since 1970) is an argument, and
 :class:`NodeDirectory` takes a ``clock`` callable only because the
 ``Directory`` protocol's lookups have no ``now`` of their own.
@@ -43,9 +55,13 @@ Nothing here reads a clock: ``now`` (seconds since 1970) is an argument, and
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, NoReturn
+from typing import NoReturn
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -63,13 +79,44 @@ from exchnode.core import (
 from exchnode.errors import (
     CertificateExpiredError,
     DirectoryExpiredError,
+    ExchnodeError,
     MalformedError,
     RejectedError,
     ReplayError,
+    TooLargeError,
     UnknownSignerError,
     UnsupportedVersionError,
     UsageError,
 )
+from exchnode.federation._directory_pages import (
+    DEFAULT_PAGE_POLICY,
+    Audience,
+    CrlRow,
+    PagePolicy,
+    Removed,
+    leaf_digest,
+    sign_page,
+)
+from exchnode.federation._directory_rows import (
+    Expiry,
+    LookupReport,
+    PageReport,
+    PullState,
+    Record,
+    RestoreOutcome,
+    UpdateReport,
+    ancestors,
+    authority_key,
+    ca_chain,
+    certificates_of,
+    decode_crl_row,
+    decode_pull_state,
+    decode_row,
+    encode_row,
+    row_size,
+)
+from exchnode.federation._directory_serving import AudienceFeed, RowKey
+from exchnode.federation._directory_trust import ChainMemo, VerifiedCrl, verify_page
 from exchnode.federation._directory_verify import (
     Dropped,
     VerifiedEntry,
@@ -90,10 +137,24 @@ from exchnode.federation._directory_wire import (
     own_chain_der,
     sign_snapshot,
 )
+from exchnode.federation._feed import FEED_ID_BYTES, FeedPage, FeedPosition
 from exchnode.federation._routing import Neighbour, Relation
-from exchnode.pki import CrlSet, TrustStore, read_node_certificate
+from exchnode.pki import (
+    CrlSet,
+    TrustStore,
+    load_certificate_der,
+    load_crl_der,
+    read_node_certificate,
+)
 
-__all__ = ["NodeDirectory", "RestoreOutcome", "UpdateReport", "decode_cache"]
+__all__ = [
+    "LookupReport",
+    "NodeDirectory",
+    "PageReport",
+    "RestoreOutcome",
+    "UpdateReport",
+    "decode_cache",
+]
 
 _CACHE_VERSION = 1
 _MAX_CACHED_SOURCES = 4096
@@ -104,71 +165,6 @@ _MAX_CACHED_SOURCES = 4096
 _SELF = "self"
 _NO_KEYS: frozenset[bytes] = frozenset()
 _STATIC = "static"
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class _Record:
-    """One certificate of one node as this node holds it, and where it came from."""
-
-    entry: VerifiedEntry
-    source: str
-    #: The leaf's DER (the raw signing key for a certificate-less static peer).
-    leaf: bytes
-    rank: tuple[float, int]
-    not_after_ms: int
-    #: (issuer DN, serial) of every certificate of the chain, for revocation.
-    serials: tuple[tuple[bytes, int], ...]
-
-    @classmethod
-    def of(cls, entry: VerifiedEntry, source: str) -> _Record:
-        leaf = entry.identity.certificate
-        if leaf is None:
-            return cls(
-                entry,
-                source,
-                entry.identity.signing_key_raw,
-                (float("-inf"), 0),
-                MAX_TIME_MS,
-                (),
-            )
-        return cls(
-            entry,
-            source,
-            leaf.public_bytes(serialization.Encoding.DER),
-            (leaf.not_valid_before_utc.timestamp(), leaf.serial_number),
-            int(leaf.not_valid_after_utc.timestamp() * 1000),
-            tuple((cert.issuer.public_bytes(), cert.serial_number) for cert in entry.certificates),
-        )
-
-    def live(self, now_ms: int) -> bool:
-        # X.509 notAfter is inclusive (SPEC §3.7 step 2); directory expiry is not (§14.9).
-        return now_ms < self.entry.valid_until_ms and now_ms <= self.not_after_ms
-
-
-def _certificates_of(peer: PeerIdentity) -> tuple[x509.Certificate, ...]:
-    return () if peer.certificate is None else (peer.certificate,)
-
-
-class UpdateReport(NamedTuple):
-    """What one snapshot changed, for the node's log."""
-
-    source: str
-    #: Names taken from this source.
-    accepted: tuple[str, ...]
-    #: Names this source may not speak for (ignored); echoes of our own data land here.
-    out_of_scope: tuple[str, ...]
-    #: Names whose superseded certificate is kept until its entry expires (key rotation).
-    retained: tuple[str, ...]
-    #: What verification left out of the snapshot.
-    dropped: tuple[Dropped, ...]
-
-
-class RestoreOutcome(NamedTuple):
-    """The fate of one cached snapshot at restart: applied (``report``) or not (``error``)."""
-
-    source: str
-    report: UpdateReport | None
-    error: RejectedError | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,10 +192,18 @@ class NodeDirectory:
         static: Iterable[PeerIdentity] = (),
         previous: Iterable[Sequence[x509.Certificate]] = (),
         policy: DirectoryPolicy = DEFAULT_DIRECTORY_POLICY,
+        page_policy: PagePolicy = DEFAULT_PAGE_POLICY,
+        feed_ids: tuple[bytes, bytes] | None = None,
+        lookup_capacity: int = 4096,
+        memo: ChainMemo | None = None,
     ) -> None:
         """``static``: identities the caller has verified itself; used here, never re-served.
         ``previous``: this node's earlier chains (leaf first), still published so that
         envelopes signed before a key rotation keep verifying until they expire.
+        ``feed_ids``: the ids of the feeds this node serves its parent and its children
+        (format 2); a running node draws them at random at each start, so its pullers
+        reset rather than trust positions of a state it no longer has.  ``lookup_capacity``:
+        how many names looked up on demand are kept (least recently used out).
         """
         self.identity = identity
         self.me = identity.name
@@ -218,7 +222,7 @@ class NodeDirectory:
             self._neighbours[name] = neighbour
         own_chain = tuple(x509.load_der_x509_certificate(der) for der in own_chain_der(identity))
         self._own = [
-            _Record.of(VerifiedEntry(identity.peer, own_chain, address, MAX_TIME_MS), _SELF)
+            Record.of(VerifiedEntry(identity.peer, own_chain, address, MAX_TIME_MS), _SELF)
         ]
         for chain in previous:
             certs = (chain[0], *(c for c in chain[1:] if c.subject != c.issuer))
@@ -228,23 +232,53 @@ class NodeDirectory:
             peer = PeerIdentity(
                 contents.name, contents.signing_key, contents.encryption_key, certs[0]
             )
-            self._own.append(_Record.of(VerifiedEntry(peer, certs, address, MAX_TIME_MS), _SELF))
+            self._own.append(Record.of(VerifiedEntry(peer, certs, address, MAX_TIME_MS), _SELF))
         self._static = [
-            _Record.of(VerifiedEntry(peer, _certificates_of(peer), "", MAX_TIME_MS), _STATIC)
+            Record.of(VerifiedEntry(peer, certificates_of(peer), "", MAX_TIME_MS), _STATIC)
             for peer in static
         ]
         if any(record.entry.name == str(self.me) for record in self._static):
             raise UsageError(f"a static peer cannot stand in for this node ({self.me})")
         self._snapshots: dict[str, VerifiedSnapshot] = {}
-        self._records: dict[str, tuple[_Record, ...]] = {}
+        self._records: dict[str, tuple[Record, ...]] = {}
         self._cache: dict[str, bytes] = {}
         self._tombstones: dict[str, _Tombstone] = {}
         # From local configuration: genuine and current (kept, served), genuine at all (revoking).
         self._local_crls = CrlSet()
         self._local_revoking = CrlSet()
         self._crls = CrlSet()
-        self._index: dict[str, tuple[_Record, ...]] = {}
+        self._index: dict[str, tuple[Record, ...]] = {}
         self._revoked: dict[str, frozenset[bytes]] = {}
+        self._revoked_serials: frozenset[tuple[bytes, int]] = frozenset()
+        # Format 2 (SPEC §14.13-§14.17): what is pulled by feed, looked up, and served.
+        self.page_policy = page_policy
+        self.memo = ChainMemo() if memo is None else memo
+        self._pulls: dict[str, PullState] = {}
+        if lookup_capacity < 1:
+            raise UsageError("the lookup cache holds at least one name")
+        self._lookup_capacity = lookup_capacity
+        self._lookups: OrderedDict[str, tuple[Record, ...]] = OrderedDict()
+        # CRLs taken from pages and lookup answers (never removed: a CA's CRL only grows).
+        self._lookup_crls = CrlSet()
+        self._lookup_revoking = CrlSet()
+        self._known_crls: set[bytes] = set()
+        self._crl_chains: dict[bytes, tuple[bytes, ...]] = {}
+        if feed_ids is None:  # deterministic for tests; a running node passes random ones
+            seed = hashlib.sha256(b"exchnode feed ids\x00" + self._own[0].leaf).digest()
+            feed_ids = (seed[:FEED_ID_BYTES], seed[FEED_ID_BYTES:])
+        self._serving = {
+            Audience.UP: AudienceFeed(feed_ids[0]),
+            Audience.DOWN: AudienceFeed(feed_ids[1]),
+        }
+        self._dirty = True
+        self._stale: dict[str, int | None] = {}
+        self._recheck_ms = 0
+        self._working: tuple[int, int, TrustStore] | None = None
+        self._generation = 0
+        self._path = frozenset(ancestors(self.me))
+        #: Called with a name a lookup found nothing live for, outside this node's subtree:
+        #: the node's resolver asks the hierarchy for it (``DirectoryService``).
+        self.on_miss: Callable[[str], None] | None = None
         self._rebuild()
 
     # --- scope (SPEC §14.7) ---------------------------------------------------------
@@ -289,13 +323,18 @@ class NodeDirectory:
             )
         accepts = self.accepts_from(source)
         records, out_of_scope = [], []
+        # The snapshot's expiry is the feed's; an entry keeps a cap of its own only if lower.
+        feed = Expiry(snapshot.expires_ms)
         for entry in snapshot.entries:
             if accepts(entry.identity.name):
-                records.append(_Record.of(entry, source))
+                if entry.valid_until_ms >= snapshot.expires_ms:
+                    entry = dataclasses.replace(entry, valid_until_ms=MAX_TIME_MS)
+                records.append(Record.of(entry, source, feed))
             else:
                 out_of_scope.append(entry.name)
         retained = self._retain(self._records.get(source, ()), records, int(now * 1000))
         self._snapshots[source] = snapshot
+        self._pulls.pop(source, None)  # a neighbour back on format 1 (SPEC §14.17)
         self._records[source] = (*records, *retained)
         self._cache[source] = snapshot.data
         self._tombstones.pop(source, None)
@@ -309,7 +348,7 @@ class NodeDirectory:
         )
 
     @staticmethod
-    def _retain(old: Sequence[_Record], new: Sequence[_Record], now_ms: int) -> list[_Record]:
+    def _retain(old: Sequence[Record], new: Sequence[Record], now_ms: int) -> list[Record]:
         """Superseded certificates stay until their entry expires (SPEC §14.7, §14.9).
 
         An envelope signed just before a key rotation must still verify, and
@@ -362,23 +401,41 @@ class NodeDirectory:
         ]
         numbered = [(f"crls[{i}]", crl) for i, crl in enumerate(given)]
         checked, dropped = accept_crls(numbered, cas, trust_with(trust, given), instant(now))
+        for crl in checked.genuine:  # its CA's chain travels with it (SPEC §14.14)
+            der = crl.public_bytes(serialization.Encoding.DER)
+            chain = ca_chain(crl.issuer, cas)
+            if chain:
+                self._crl_chains[der] = chain
         self._local_crls = self._local_crls.with_crls(checked.current)
         self._local_revoking = self._local_revoking.with_crls(checked.genuine)
         self._rebuild()
         return tuple(dropped)
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, *, crls: bool = True) -> None:
+        """The index of live records; with ``crls``, the CRLs kept first (they changed)."""
         # Revocation is immediate (SPEC §14.6): a serial listed by any genuine CRL, from
         # whichever source, removes every entry whose chain holds it.
-        snapshots = self._snapshots.values()
-        self._crls = self._local_crls.with_crls(crl for s in snapshots for crl in s.crls)
-        revoking = self._local_revoking.with_crls(crl for s in snapshots for crl in s.revoking)
-        revoked = self._crls.revoked() | revoking.revoked()
-        index: dict[str, list[_Record]] = {}
+        if crls:
+            snapshots = self._snapshots.values()
+            # Pages' and lookups' CRLs are in the lookup sets: kept once, whoever brought them.
+            self._crls = self._local_crls.with_crls(
+                itertools.chain((crl for s in snapshots for crl in s.crls), self._lookup_crls)
+            )
+            revoking = self._local_revoking.with_crls(
+                itertools.chain(
+                    (crl for s in snapshots for crl in s.revoking), self._lookup_revoking
+                )
+            )
+            self._revoked_serials = self._crls.revoked() | revoking.revoked()
+        revoked = self._revoked_serials
+        self._generation += 1
+        self._dirty = True
+        index: dict[str, list[Record]] = {}
         # What was in the directory until now counts too: the snapshot that brings a CRL
         # usually no longer carries the entry it revokes.
         before = (record for records in self._index.values() for record in records)
-        for records in (before, self._own, self._static, *self._records.values()):
+        looked_up = (record for records in self._lookups.values() for record in records)
+        for records in (before, self._own, self._static, looked_up, *self._records.values()):
             for record in records:
                 if any(serial in revoked for serial in record.serials):
                     name, key_id = record.entry.name, record.entry.identity.signing_key_id
@@ -449,7 +506,7 @@ class NodeDirectory:
         relayed entry keeps its ``valid_until`` (SPEC §14.8).
         """
         now_ms = int(now * 1000)
-        chosen: dict[tuple[str, bytes], _Record] = {}
+        chosen: dict[tuple[str, bytes], Record] = {}
         for record in self._own[:1]:
             chosen[(record.entry.name, record.leaf)] = record
         for records in self._index.values():
@@ -458,9 +515,17 @@ class NodeDirectory:
                     continue
                 key = (record.entry.name, record.leaf)
                 held = chosen.get(key)
-                if held is None or record.entry.valid_until_ms > held.entry.valid_until_ms:
+                if held is None or record.valid_until_ms > held.valid_until_ms:
                     chosen[key] = record
-        return [chosen[key].entry.to_entry() for key in sorted(chosen)]
+        return [
+            DirectoryEntry(
+                key[0],
+                chosen[key].chain,
+                chosen[key].entry.address,
+                min(chosen[key].valid_until_ms, MAX_TIME_MS),
+            )
+            for key in sorted(chosen)
+        ]
 
     def sign(self, now: float, lifetime: float) -> bytes:
         """This node's snapshot: what it serves, signed, for its neighbours to pull."""
@@ -496,9 +561,625 @@ class NodeDirectory:
         """
         return self._revoked.get(name, _NO_KEYS)
 
+    def cached_snapshots(self) -> dict[str, bytes]:
+        """Each format-1 source's last snapshot as received (SPEC §14.11), by source."""
+        return dict(self._cache)
+
     def sources(self) -> Mapping[str, VerifiedSnapshot]:
         """The snapshot in use from each source, by source name."""
         return dict(self._snapshots)
+
+    # --- format 2: serving changes by audience (SPEC §14.13-§14.15) ------------------------
+
+    @property
+    def parent(self) -> str | None:
+        """The neighbour lookups go up to (None at the top of the hierarchy)."""
+        for name, neighbour in self._neighbours.items():
+            if neighbour.relation is Relation.PARENT:
+                return name
+        return None
+
+    def neighbours(self) -> Mapping[str, Neighbour]:
+        return dict(self._neighbours)
+
+    def positions(self, now: float, lifetime: float) -> dict[Audience, int]:
+        """The last change number of each audience's feed: what to announce when it moves."""
+        self._refresh_serving(int(now * 1000), int(lifetime * 1000))
+        return {audience: serving.feed.last for audience, serving in self._serving.items()}
+
+    def audience_of(self, neighbour: str) -> Audience:
+        """What this node says to ``neighbour``: its path to a child, its subtree otherwise."""
+        relation = self._neighbour(neighbour).relation
+        return Audience.DOWN if relation is Relation.CHILD else Audience.UP
+
+    def _expects_from(self, source: str) -> Audience:
+        # A parent says its path to us; a child or a link, its subtree.
+        relation = self._neighbour(source).relation
+        return Audience.DOWN if relation is Relation.PARENT else Audience.UP
+
+    def _sources_for(self, audience: Audience) -> list[str]:
+        # Rows a node says upwards come from its children; downwards, from its parent.
+        # A link's rows are answered to lookups, never relayed in a feed.
+        wanted = Relation.CHILD if audience is Audience.UP else Relation.PARENT
+        return [name for name, n in self._neighbours.items() if n.relation is wanted]
+
+    def _source_expiry(self, source: str) -> int:
+        pull = self._pulls.get(source)
+        if pull is not None:
+            return pull.expiry.ms
+        snapshot = self._snapshots.get(source)
+        return 0 if snapshot is None else snapshot.expires_ms
+
+    def _stale_caps(self, now_ms: int, lifetime_ms: int) -> dict[str, int | None]:
+        """Per source, the cap its rows get while it is stale (None: current).
+
+        A source is *current* while its feed is vouched for at least half this
+        node's lifetime ahead; a stale one (its pulls failing) must not hold
+        back everything else this node says, so instead of lowering the page's
+        ``expires`` its own rows are capped at its expiry: a change of those
+        rows only, once when it goes stale and once when it comes back.
+        """
+        caps: dict[str, int | None] = {}
+        for source in self._neighbours:
+            expiry = self._source_expiry(source)
+            caps[source] = expiry if expiry < now_ms + lifetime_ms // 2 else None
+        return caps
+
+    def _serve_expires(self, audience: Audience, now_ms: int, lifetime_ms: int) -> int:
+        """A page's ``expires``: this node's lifetime, and every current source's feed."""
+        expires = now_ms + lifetime_ms
+        for source in self._sources_for(audience):
+            if self._stale.get(source) is None and source in self._stale:
+                expires = min(expires, self._source_expiry(source))
+        return expires
+
+    def _crl_chain(self, crl: x509.CertificateRevocationList, der: bytes) -> tuple[bytes, ...]:
+        """The chain of a CRL's CA (root excluded), found among the chains this node holds."""
+        chain = self._crl_chains.get(der)
+        if chain is not None:
+            return chain
+        found: tuple[bytes, ...] = ()
+        records = itertools.chain(self._own, *self._records.values())
+        for record in records:
+            certificates = record.entry.certificates
+            for j, cert in enumerate(certificates[1:], start=1):
+                if cert.subject == crl.issuer:
+                    found = record.chain[j:]
+                    break
+            if found:
+                break
+        self._crl_chains[der] = found
+        return found
+
+    def _served_rows(
+        self, audience: Audience, now_ms: int, caps: Mapping[str, int | None], horizon: int
+    ) -> dict[RowKey, DirectoryEntry | CrlRow]:
+        """What this node says to ``audience`` now.
+
+        A row past its cap is still said, dead, for ``horizon`` ms, so that
+        downstream lookups fail with "expired, from there" rather than
+        "unknown" (SPEC §14.9); then it becomes a removal.
+        """
+        rows: dict[RowKey, DirectoryEntry | CrlRow] = {}
+        sources = set(self._sources_for(audience))
+        for record in self._own:
+            digest = leaf_digest(record.leaf)
+            rows[("e", record.entry.name, digest)] = DirectoryEntry(
+                record.entry.name, record.chain, record.entry.address, MAX_TIME_MS
+            )
+        for name, records in self._index.items():
+            if audience is Audience.DOWN and name not in self._path:
+                continue
+            for record in records:
+                if record.source not in sources or now_ms > record.not_after_ms:
+                    continue
+                if record.valid_until_ms + horizon <= now_ms:
+                    continue
+                cap = record.entry.valid_until_ms
+                stale = caps.get(record.source)
+                if stale is not None:
+                    cap = min(cap, stale)
+                key: RowKey = ("e", name, leaf_digest(record.leaf))
+                held = rows.get(key)
+                if isinstance(held, DirectoryEntry) and held.valid_until_ms >= cap:
+                    continue
+                rows[key] = DirectoryEntry(name, record.chain, record.entry.address, cap)
+        for crl in self._crls:
+            der = crl.public_bytes(serialization.Encoding.DER)
+            rows[("c", "", authority_key(crl))] = CrlRow(der, self._crl_chain(crl, der))
+        return rows
+
+    def _refresh_serving(self, now_ms: int, lifetime_ms: int) -> None:
+        caps = self._stale_caps(now_ms, lifetime_ms)
+        if not self._dirty and caps == self._stale and now_ms < self._recheck_ms:
+            return
+        self._stale = caps
+        horizon = int(self.policy.max_lifetime * 1000)
+        recheck = MAX_TIME_MS
+        for audience, serving in self._serving.items():
+            rows = self._served_rows(audience, now_ms, caps, horizon)
+            serving.replace(rows, now_ms, horizon)
+            for row in rows.values():
+                if isinstance(row, DirectoryEntry):
+                    end = row.valid_until_ms
+                    recheck = min(recheck, end if end > now_ms else end + horizon)
+        for source, expiry in self._pulled_expiries():
+            if caps.get(source) is None:  # when a current source would turn stale
+                recheck = min(recheck, expiry - lifetime_ms // 2)
+        for records in self._index.values():
+            for record in records:
+                recheck = min(recheck, record.not_after_ms + 1)
+        self._recheck_ms = recheck
+        self._dirty = False
+
+    def _pulled_expiries(self) -> list[tuple[str, int]]:
+        return [(source, self._source_expiry(source)) for source in self._neighbours]
+
+    def feed_page(
+        self,
+        audience: Audience,
+        since: FeedPosition | None,
+        now: float,
+        lifetime: float,
+        *,
+        listing: bool = False,
+    ) -> bytes:
+        """The next page of what changed for ``audience`` after ``since``, signed (SPEC §14.14).
+
+        At most ``page_policy.max_entries`` rows and about half its byte
+        limit; ``more`` tells the asker to ask again at once from ``next``.
+        """
+        if audience is Audience.LOOKUP:
+            raise UsageError("a lookup is answered by lookup_answer, not from a feed")
+        if not 0 < lifetime <= self.policy.max_lifetime:
+            raise UsageError(f"directory lifetime must be in (0, {self.policy.max_lifetime:.0f}] s")
+        now_ms = int(now * 1000)
+        lifetime_ms = int(lifetime * 1000)
+        self._refresh_serving(now_ms, lifetime_ms)
+        serving = self._serving[audience]
+        policy = self.page_policy
+        page = serving.feed.page(since, policy.max_entries, listing=listing)
+        entries: list[DirectoryEntry] = []
+        removed: list[Removed] = []
+        crls: list[CrlRow] = []
+        budget = policy.max_page_bytes // 2
+        next_position, more = page.next, page.more
+        for i, key in enumerate(page.keys):
+            row = serving.rows.get(key)
+            size = 64 if row is None else row_size(row)
+            if i and (budget < size or (isinstance(row, CrlRow) and len(crls) == policy.max_crls)):
+                seq = serving.feed.seq_of(page.keys[i - 1])
+                next_position, more = FeedPosition(serving.feed.feed_id, seq or 0), True
+                break
+            budget -= size
+            if isinstance(row, DirectoryEntry):
+                entries.append(row)
+            elif isinstance(row, CrlRow):
+                crls.append(row)
+            else:
+                removal = serving.removal(key)
+                if removal is not None:
+                    removed.append(removal)
+        return sign_page(
+            self.identity,
+            issued_ms=now_ms,
+            expires_ms=self._serve_expires(audience, now_ms, lifetime_ms),
+            audience=audience,
+            since=since,
+            next=next_position,
+            reset=page.reset,
+            more=more,
+            entries=entries,
+            removed=removed,
+            crls=crls,
+            policy=policy,
+        )
+
+    def snapshot_for(self, neighbour: str, now: float, lifetime: float) -> bytes:
+        """A format-1 snapshot of what this node says to ``neighbour`` (SPEC §14.17).
+
+        For a neighbour that has not moved to format 2.  Raises ``TooLargeError``
+        when that does not fit format 1's limits: the caller says so to the
+        neighbour (``413``) rather than serve a part of it.
+        """
+        audience = self.audience_of(neighbour)
+        now_ms = int(now * 1000)
+        lifetime_ms = int(lifetime * 1000)
+        self._refresh_serving(now_ms, lifetime_ms)
+        rows = self._serving[audience].rows.values()
+        entries = [row for row in rows if isinstance(row, DirectoryEntry)]
+        crls = [load_crl_der(row.crl) for row in rows if isinstance(row, CrlRow)]
+        if len(entries) > self.policy.max_entries or len(crls) > self.policy.max_crls:
+            raise TooLargeError(
+                "directory",
+                f"what {self.me} says to {neighbour} is {len(entries)} entries and {len(crls)} "
+                f"CRLs, beyond format 1's limits of {self.policy.max_entries} and "
+                f"{self.policy.max_crls}: upgrade to directory format 2",
+            )
+        expires = self._serve_expires(audience, now_ms, lifetime_ms)
+        try:
+            return sign_snapshot(
+                self.identity,
+                entries,
+                crls,
+                now,
+                min(lifetime, (expires - now_ms) / 1000),
+                policy=self.policy,
+            )
+        except UsageError as exc:
+            raise TooLargeError("directory", f"{exc}: upgrade to directory format 2") from None
+
+    # --- format 2: pulling by feed ------------------------------------------------------
+
+    def pull_position(self, source: str) -> tuple[FeedPosition | None, bool]:
+        """Where to ask ``source``'s feed from next, and whether in a reset's listing."""
+        self._neighbour(source)
+        pull = self._pulls.get(source)
+        if pull is None:
+            return None, False
+        return pull.cursor.position, pull.cursor.resetting
+
+    def _working_trust(self, trust: TrustStore) -> TrustStore:
+        # The local roots and CRLs with every CRL kept: a page brings only the changed ones.
+        held = self._working
+        crls = (*self._crls, *self._revoking())
+        key = hash((id(trust), *map(id, crls)))  # CRL objects outlive the sets that hold them
+        if held is None or held[0] != key:
+            held = (key, 0, trust_with(trust, crls))
+            self._working = held
+        return held[2]
+
+    def _revoking(self) -> list[x509.CertificateRevocationList]:
+        return [*self._local_revoking, *self._lookup_revoking]
+
+    def apply_page(self, source: str, data: bytes, trust: TrustStore, now: float) -> PageReport:
+        """Verify one page of ``source``'s feed and apply it (SPEC §14.15).
+
+        Raises a ``RejectedError`` if the page as a whole is refused; the
+        position does not move then, and the next pull asks again.
+        """
+        self._neighbour(source)
+        pull = self._pulls.get(source)
+        if pull is None:
+            pull = PullState(self._records.get(source, ()))
+        verified = verify_page(
+            data,
+            self._working_trust(trust),
+            now,
+            source,
+            self._expects_from(source),
+            memo=self.memo,
+            since=pull.cursor.position,
+            revoked=self._revoked_serials.__contains__,
+            cas=self.identity.chain,
+            known_crls=self._known_crls,
+            wanted=self.accepts_from(source),
+            policy=self.page_policy,
+            freshness=self.policy,
+        )
+        if verified.issued_ms < pull.issued_ms:
+            raise ReplayError(
+                f"directory page of {source} issued at {iso_ms(verified.issued_ms)} is older than "
+                f"the last one taken (issued at {iso_ms(pull.issued_ms)})"
+            )
+        keys = [*verified.listed, *((r.name, r.leaf_digest) for r in verified.removed)]
+        feed_page = FeedPage(keys, verified.reset, verified.next, verified.more)
+        pull.cursor.begin(feed_page, pull.records)
+        set_rows: list[tuple[str, bytes, bytes]] = []
+        gone: list[tuple[str, bytes]] = []
+        accepted = []
+        for removal in verified.removed:
+            if pull.records.pop((removal.name, removal.leaf_digest), None) is not None:
+                gone.append((removal.name, removal.leaf_digest))
+        for key in verified.refused:  # a row changed into one we refuse: not held either
+            if pull.records.pop(key, None) is not None:
+                gone.append(key)
+        for entry in verified.entries:
+            record = Record.of(entry, source, pull.expiry)
+            digest = leaf_digest(record.chain[0])
+            pull.records[(entry.name, digest)] = record
+            set_rows.append((entry.name, digest, encode_row(record)))
+            accepted.append(entry.name)
+        crl_rows = []
+        for verified_crl in verified.crls:
+            der = verified_crl.crl.public_bytes(serialization.Encoding.DER)
+            self._crl_chains.setdefault(der, verified_crl.ca_chain)
+            crl_rows.append(
+                (authority_key(verified_crl.crl), pack([der, list(verified_crl.ca_chain)]))
+            )
+        self._take_crls(verified.crls, verified.revoking)
+        pull.crl_rows.update(dict(crl_rows))
+        for key in pull.cursor.end(feed_page):
+            if pull.records.pop(key, None) is not None:
+                gone.append(key)
+        if not verified.more:  # the run is complete: the page vouches for all it said
+            pull.expiry.ms = verified.expires_ms
+        pull.issued_ms = verified.issued_ms
+        self._pulls[source] = pull
+        self._snapshots.pop(source, None)
+        self._cache.pop(source, None)
+        self._tombstones.pop(source, None)
+        self._records[source] = tuple(pull.records.values())
+        new_crls = bool(verified.crls or verified.revoking)
+        if set_rows or gone or new_crls:
+            self._rebuild(crls=new_crls)
+        else:  # nothing but the feed's expiry: no index to rebuild, but serve anew
+            self._dirty = True
+        return PageReport(
+            source,
+            verified.more,
+            tuple(accepted),
+            tuple(verified.skipped),
+            verified.dropped,
+            tuple(set_rows),
+            tuple(gone),
+            tuple(crl_rows),
+            self._pull_state_bytes(pull),
+        )
+
+    def _pull_state_bytes(self, pull: PullState) -> bytes | None:
+        position = pull.cursor.stored_position
+        if position is None:
+            return None
+        return pack([1, position.feed, position.seq, pull.expiry.ms, pull.issued_ms])
+
+    def restore_pull(
+        self,
+        source: str,
+        state: bytes | None,
+        rows: Iterable[bytes],
+        crl_rows: Iterable[bytes],
+        trust: TrustStore,
+        now: float,
+    ) -> tuple[Dropped, ...]:
+        """Take back what ``apply_page`` had stored for ``source``, each chain verified again.
+
+        Only local bytes; still, nothing unverified enters: each row's chain
+        and each CRL pass the same checks as from a page.  A row that fails
+        is left out (and reported); the feed position is kept only with the
+        state, else the next pull resets.
+        """
+        self._neighbour(source)
+        pull = PullState(())
+        dropped: list[Dropped] = []
+        when = instant(now)
+        crls = []
+        chains: list[x509.Certificate] = list(self.identity.chain)
+        for i, data in enumerate(crl_rows):
+            try:
+                der, ca_chain = decode_crl_row(data)
+                crl = load_crl_der(der)
+                pull.crl_rows[authority_key(crl)] = bytes(data)
+                chains.extend(load_certificate_der(c) for c in ca_chain)
+            except RejectedError as exc:
+                dropped.append(Dropped(f"crl row {i}", "", exc.code, str(exc)))
+                continue
+            crls.append((f"crl row {i}", crl))
+            self._crl_chains.setdefault(der, ca_chain)
+        working = self._working_trust(trust)
+        checked, refused = accept_crls(
+            crls, chains, trust_with(working, (c for _, c in crls)), when
+        )
+        dropped.extend(refused)
+        self._lookup_crls = self._lookup_crls.with_crls(checked.current)
+        self._lookup_revoking = self._lookup_revoking.with_crls(checked.genuine)
+        self._known_crls.update(c.public_bytes(serialization.Encoding.DER) for c in checked.current)
+        lean = trust_with(working, checked.current, checked.genuine)
+        accepts = self.accepts_from(source)
+        for i, data in enumerate(rows):
+            try:
+                entry = decode_row(data)
+                peer, certificates = self.memo.verify(
+                    entry.chain, lean, now, self._revoked_serials.__contains__, f"row {i}"
+                )
+                if str(peer.name) != entry.name or not accepts(peer.name):
+                    raise MalformedError(f"row {i}", f"{entry.name} does not belong here")
+            except RejectedError as exc:
+                dropped.append(Dropped(f"row {i}", "", exc.code, str(exc)))
+                continue
+            verified = VerifiedEntry(peer, certificates, entry.address, entry.valid_until_ms)
+            pull.records[(entry.name, leaf_digest(entry.chain[0]))] = Record.of(
+                verified, source, pull.expiry
+            )
+        if state is not None:
+            try:
+                position, expires_ms, issued_ms = decode_pull_state(state)
+            except RejectedError as exc:
+                dropped.append(Dropped("state", "", exc.code, str(exc)))
+            else:
+                pull.cursor.position = position
+                pull.expiry.ms = expires_ms
+                pull.issued_ms = issued_ms
+        self._pulls[source] = pull
+        self._records[source] = tuple(pull.records.values())
+        self._rebuild()
+        return tuple(dropped)
+
+    # --- format 2: lookups on demand (SPEC §14.16) ----------------------------------------
+
+    def wants(self, name: str) -> bool:
+        """Whether asking the hierarchy for ``name`` could help: outside this node's subtree."""
+        try:
+            parsed = NodeName.parse(name)
+        except ExchnodeError:
+            return False
+        return parsed != self.me and not self._within_me(parsed)
+
+    def has_live(self, name: str, now: float) -> bool:
+        now_ms = int(now * 1000)
+        return any(record.live(now_ms) for record in self._index.get(name, ()))
+
+    def lookup_split(self, names: Iterable[str], now: float) -> tuple[list[str], list[str]]:
+        """The names this node answers itself, and those to ask its parent first."""
+        has_parent = self.parent is not None
+        local, forward = [], []
+        for name in names:
+            if has_parent and self.wants(name) and not self.has_live(name, now):
+                forward.append(name)
+            else:
+                local.append(name)
+        return local, forward
+
+    def lookup_answer(self, names: Iterable[str], now: float, lifetime: float) -> bytes:
+        """A signed answer with every live entry of ``names`` held; the rest unknown.
+
+        Unknown is authoritative for a name in this node's subtree (its
+        children tell it everything there) and for a hub with no parent;
+        otherwise it means only that the hierarchy above did not know it.
+        """
+        now_ms = int(now * 1000)
+        entries: list[DirectoryEntry] = []
+        unknown: list[str] = []
+        cas: set[bytes] = set()
+        for name in sorted(set(names)):
+            live = [r for r in self._index.get(name, ()) if r.source != _STATIC and r.live(now_ms)]
+            if not live:
+                unknown.append(name)
+            for record in live:
+                entries.append(
+                    DirectoryEntry(name, record.chain, record.entry.address, record.valid_until_ms)
+                )
+                cas.update(cert.issuer.public_bytes() for cert in record.entry.certificates)
+        crls = [
+            CrlRow(der, self._crl_chain(crl, der))
+            for crl in self._crls
+            if crl.issuer.public_bytes() in cas
+            for der in (crl.public_bytes(serialization.Encoding.DER),)
+        ]
+        return sign_page(
+            self.identity,
+            issued_ms=now_ms,
+            expires_ms=now_ms + int(lifetime * 1000),
+            audience=Audience.LOOKUP,
+            since=None,
+            next=None,
+            reset=False,
+            more=False,
+            entries=entries,
+            crls=crls,
+            unknown=unknown,
+            policy=self.page_policy,
+        )
+
+    def _take_crls(
+        self,
+        crls: Iterable[VerifiedCrl],
+        revoking: Iterable[x509.CertificateRevocationList],
+    ) -> None:
+        taken = [c.crl for c in crls]
+        revoking = list(revoking)
+        if taken:
+            self._lookup_crls = self._lookup_crls.with_crls(taken)
+        if revoking:
+            self._lookup_revoking = self._lookup_revoking.with_crls(revoking)
+        self._known_crls.update(crl.public_bytes(serialization.Encoding.DER) for crl in taken)
+
+    def apply_lookup(
+        self, source: str, data: bytes, asked: Iterable[str], trust: TrustStore, now: float
+    ) -> LookupReport:
+        """Keep what ``source`` answered to a lookup for ``asked``, until each entry expires."""
+        asked_names = set(asked)
+        accepts = self.accepts_from(source)
+        verified = verify_page(
+            data,
+            self._working_trust(trust),
+            now,
+            source,
+            Audience.LOOKUP,
+            memo=self.memo,
+            revoked=self._revoked_serials.__contains__,
+            cas=self.identity.chain,
+            wanted=lambda name: str(name) in asked_names and accepts(name),
+            policy=self.page_policy,
+            freshness=self.policy,
+        )
+        by_name: dict[str, list[Record]] = {}
+        for entry in verified.entries:
+            by_name.setdefault(entry.name, []).append(Record.of(entry, source))
+        rows = []
+        for name, records in by_name.items():
+            self._lookups[name] = tuple(records)
+            self._lookups.move_to_end(name)
+            for record in records:
+                row = pack([source, encode_row(record)])
+                rows.append((name, leaf_digest(record.leaf), row))
+        evicted = []
+        while len(self._lookups) > self._lookup_capacity:
+            evicted.append(self._lookups.popitem(last=False)[0])
+        for verified_crl in verified.crls:
+            der = verified_crl.crl.public_bytes(serialization.Encoding.DER)
+            self._crl_chains.setdefault(der, verified_crl.ca_chain)
+        self._take_crls(verified.crls, verified.revoking)
+        self._rebuild(crls=bool(verified.crls or verified.revoking))
+        return LookupReport(
+            source,
+            tuple(sorted(by_name)),
+            tuple(n for n in verified.unknown if n in asked_names),
+            verified.dropped,
+            tuple(rows),
+            tuple(evicted),
+        )
+
+    def restore_lookups(
+        self, rows: Iterable[bytes], trust: TrustStore, now: float
+    ) -> tuple[Dropped, ...]:
+        """Take back the looked-up entries ``apply_lookup`` had stored, each chain verified again.
+
+        Kept dead or alive as stored: one past its expiry answers lookups with
+        "expired" (and from where), as the cache of SPEC §14.11 does.
+        """
+        dropped: list[Dropped] = []
+        working = self._working_trust(trust)
+        by_name: dict[str, list[Record]] = {}
+        for i, data in enumerate(rows):
+            try:
+                value = unpack(data, what="directory lookup row", max_size=64 * 1024, max_array=4)
+                if type(value) is not list or len(value) != 2 or type(value[1]) is not bytes:
+                    raise MalformedError("directory lookup row", "expected [source, row]")
+                source = check_name(value[0], "directory lookup row.source")
+                entry = decode_row(value[1])
+                peer, certificates = self.memo.verify(
+                    entry.chain, working, now, self._revoked_serials.__contains__, f"row {i}"
+                )
+                if str(peer.name) != entry.name or source not in self._neighbours:
+                    raise MalformedError(f"row {i}", f"{entry.name} does not belong here")
+                if not self.accepts_from(source)(peer.name):
+                    raise MalformedError(f"row {i}", f"{source} may not speak for {entry.name}")
+            except RejectedError as exc:
+                dropped.append(Dropped(f"row {i}", "", exc.code, str(exc)))
+                continue
+            verified = VerifiedEntry(peer, certificates, entry.address, entry.valid_until_ms)
+            by_name.setdefault(entry.name, []).append(Record.of(verified, source))
+        for name, records in by_name.items():
+            self._lookups[name] = tuple(records)
+        while len(self._lookups) > self._lookup_capacity:
+            self._lookups.popitem(last=False)
+        self._rebuild()
+        return tuple(dropped)
+
+    def footprint(self, *, lookups: bool = True) -> int:
+        """Bytes of the rows this node keeps in its store: entries, CRLs, lookups, old snapshots.
+
+        What ``apply_page``, ``apply_lookup`` and format-1 updates hand to the
+        store (values, not keys), for status and for the benchmark's per-node
+        state figure; without ``lookups``, what its place in the hierarchy
+        alone makes it hold (the cache of looked-up names depends on traffic).
+        """
+        size = sum(len(data) for data in self._cache.values())
+        for pull in self._pulls.values():
+            size += sum(len(encode_row(record)) for record in pull.records.values())
+            size += sum(len(row) for row in pull.crl_rows.values())
+            size += 40  # the feed position and expiry
+        for name, records in self._lookups.items() if lookups else ():
+            size += sum(len(pack([name, encode_row(record)])) for record in records)
+        return size
+
+    def held(self) -> dict[str, int]:
+        """How many entries this node holds, by where they came from (for status and figures)."""
+        counts = {"own": len(self._own), "looked-up": sum(map(len, self._lookups.values()))}
+        for source, records in self._records.items():
+            counts[source] = len(records)
+        return counts
 
     # --- lookups (SPEC §14.9) -----------------------------------------------------------
 
@@ -520,7 +1201,7 @@ class NodeDirectory:
         """Where to reach ``name`` ("" if it accepts no connections), from its newest live entry."""
         return self._choose(name, None, int(now * 1000), "connect to it").entry.address
 
-    def _choose(self, name: str, key_id: bytes | None, now_ms: int, purpose: str) -> _Record:
+    def _choose(self, name: str, key_id: bytes | None, now_ms: int, purpose: str) -> Record:
         records = self._index.get(name, ())
         if key_id is not None:
             records = tuple(r for r in records if r.entry.identity.signing_key_id == key_id)
@@ -538,15 +1219,15 @@ class NodeDirectory:
         return f"{neighbour.relation.value} {source}"
 
     def _refuse(
-        self, name: str, key_id: bytes | None, records: Sequence[_Record], now_ms: int, purpose: str
+        self, name: str, key_id: bytes | None, records: Sequence[Record], now_ms: int, purpose: str
     ) -> NoReturn:
         """Fail closed, saying why: expired directory data, an expired certificate, or nothing."""
         # Each entry ended by whichever expiry came first; the latest such end decides.
         reasons: list[tuple[int, bool, str]] = []  # (when, directory?, source)
         for record in records:
             ends = []
-            if now_ms >= record.entry.valid_until_ms:
-                ends.append((record.entry.valid_until_ms, True))
+            if now_ms >= record.valid_until_ms:
+                ends.append((record.valid_until_ms, True))
             if now_ms > record.not_after_ms:
                 ends.append((record.not_after_ms, False))
             when, directory = min(ends)  # not live, so at least one has passed
@@ -555,6 +1236,8 @@ class NodeDirectory:
             for source, tombstone in self._tombstones.items():
                 if name in tombstone.names:
                     reasons.append((tombstone.expired_ms, True, source))
+        if self.on_miss is not None and self.wants(name):
+            self.on_miss(name)  # the resolver asks the hierarchy; this lookup still fails
         if not reasons:
             if key_id is not None:
                 raise UnknownSignerError(

@@ -21,7 +21,7 @@ prove the verifier rejects them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -118,6 +118,29 @@ def _check_within_issuer(
             f"within the issuer's validity {issuer_cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} "
             f".. {issuer_cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
         )
+
+
+def _checked_issuance(
+    issuer_cert: x509.Certificate,
+    issuer_key: Ed25519PrivateKey,
+    issuance_problem: Callable[[str], str | None],
+    not_before: datetime,
+    not_after: datetime,
+) -> tuple[datetime, datetime]:
+    """The validity of a certificate the issuer may issue, else a UsageError saying why not.
+
+    Every certificate a CA issues passes the same checks: the issuer is a
+    profile CA holding its key, SPEC §3.5 lets it certify the subject
+    (``issuance_problem`` of the issuer's division), and the validity lies
+    within the issuer's.
+    """
+    issuer_division, _ = _check_issuer(issuer_cert, issuer_key)
+    problem = issuance_problem(issuer_division)
+    if problem is not None:
+        raise UsageError(f"refusing to issue: {problem}")
+    start, end = _validity(not_before, not_after)
+    _check_within_issuer(issuer_cert, start, end)
+    return start, end
 
 
 def _check_division(division: str) -> None:
@@ -299,12 +322,13 @@ def build_intermediate_ca(
     _check_serial(serial)
     if not isinstance(public_key, Ed25519PublicKey):
         raise UsageError("a CA key must be an Ed25519 public key")
-    issuer_division, _ = _check_issuer(issuer_cert, issuer_key)
-    problem = ca_issuance_problem(issuer_division, division)
-    if problem is not None:
-        raise UsageError(f"refusing to issue: {problem}")
-    start, end = _validity(not_before, not_after)
-    _check_within_issuer(issuer_cert, start, end)
+    start, end = _checked_issuance(
+        issuer_cert,
+        issuer_key,
+        lambda issuer_division: ca_issuance_problem(issuer_division, division),
+        not_before,
+        not_after,
+    )
     return _make_ca_certificate(
         ca_subject(division), public_key, issuer_cert, issuer_key, serial, start, end
     )
@@ -330,12 +354,13 @@ def build_node_certificate(
         raise UsageError("a node signing key must be an Ed25519 public key")
     if not isinstance(encryption_public_key, X25519PublicKey):
         raise UsageError("a node encryption key must be an X25519 public key")
-    issuer_division, _ = _check_issuer(issuer_cert, issuer_key)
-    problem = node_issuance_problem(issuer_division, node)
-    if problem is not None:
-        raise UsageError(f"refusing to issue: {problem}")
-    start, end = _validity(not_before, not_after)
-    _check_within_issuer(issuer_cert, start, end)
+    start, end = _checked_issuance(
+        issuer_cert,
+        issuer_key,
+        lambda issuer_division: node_issuance_problem(issuer_division, node),
+        not_before,
+        not_after,
+    )
     return _make_node_certificate(
         node_subject(node),
         signing_public_key,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from exchnode.federation import PeerState
+from exchnode.store._audit_tree import AuditTreeSource
 from exchnode.store._interface import AuditStore, CustodyStore, MetaStore, Store
 from exchnode.store._records import (
     AcceptItem,
@@ -41,6 +42,7 @@ __all__ = [
     "AuditRow",
     "AuditSealer",
     "AuditStore",
+    "AuditTreeSource",
     "CustodyStore",
     "ExpiredEntry",
     "InboundEntry",

@@ -112,6 +112,15 @@ the one stored **seal**: a head the node signs over the whole log as it is
 in that transaction.  Records are never durable without a signed head over
 them, and the seal written with a new checkpoint is the head that names it.
 
+**The tree** (issue 13).  So that the log need not hold its Merkle tree in
+memory, the store keeps its interior nodes: the log registers a tree source
+(:meth:`AuditStore.set_audit_tree`), and every transaction that appends
+records also stores their tree rows (``_audit_tree``: one row per odd seq,
+the hashes of the subtrees that record completes), under the same rules as
+the records -- appended in order, never changed, pruned with the records
+below the checkpoint.  Records stored while no source was set (before
+schema 6) get their rows derived by the log (:meth:`AuditStore.add_audit_nodes`).
+
 The log is append-only by construction: no method updates or deletes a
 record, a head or a checkpoint, except ``prune_audit``, which deletes the
 oldest records below the checkpoint's size and nothing else (the SQLite
@@ -159,6 +168,7 @@ from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from exchnode.federation import PeerState
+from exchnode.store._audit_tree import AuditTreeSource
 from exchnode.store._records import (
     AcceptItem,
     AcceptOutcome,
@@ -307,6 +317,19 @@ class AuditStore(Protocol):
         """The stored heads in the order stored: all, or the last ``limit`` of them."""
         ...
 
+    def tree_heads_from(self, position: int, limit: int = 10_000) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` stored heads ``(position, head)`` at ``position`` or after, in order.
+
+        Positions grow with every head stored and are never reused; page with
+        ``position`` = the last one + 1 (a verifier reads a node's heads so,
+        however many months of them are kept).
+        """
+        ...
+
+    def audit_heads_end(self) -> int:
+        """The position after the last stored head: the heads stored so far lie below it."""
+        ...
+
     def tree_head_at_most(self, size: int) -> bytes | None:
         """The last stored head covering at most ``size`` records (retention's checkpoint).
 
@@ -351,6 +374,39 @@ class AuditStore(Protocol):
 
         The checkpoint must cover ``below_size``, as for ``prune_audit``: a
         verifier ignores heads below the checkpoint, whose own head it keeps.
+        """
+        ...
+
+    def set_audit_tree(self, source: AuditTreeSource | None) -> None:
+        """From now on, store the tree's interior nodes in every transaction that appends records.
+
+        The store calls ``source(first, end)`` inside that transaction and
+        keeps the rows it returns (:data:`~exchnode.store.AuditTreeSource`) with
+        the records: one row per odd seq, the hashes of the subtrees that
+        record completes.  Refused (:class:`UsageError`, nothing stored) if
+        rows of earlier records are missing: derive them first.
+        """
+        ...
+
+    def add_audit_nodes(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        """Store tree rows ``(seq, hashes)`` for records already stored, in one transaction.
+
+        For records appended while no tree source was set (a log from before
+        schema 6): the log derives them from the records.  The first row's seq
+        is :meth:`audit_nodes_due`, and each next one two more.
+        """
+        ...
+
+    def audit_nodes_due(self) -> int:
+        """The seq of the next tree row the store expects: rows are stored for every record
+        below it from the checkpoint on (it may lie beyond the records: nothing is due)."""
+        ...
+
+    def audit_node(self, level: int, index: int) -> bytes | None:
+        """The hash of the complete subtree of ``2**level`` leaves at ``index * 2**level``.
+
+        ``level`` >= 1 (leaves are the records' own hashes).  None if not
+        stored: pruned below the checkpoint, not derived yet, or beyond the log.
         """
         ...
 

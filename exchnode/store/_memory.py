@@ -27,6 +27,12 @@ from typing import TYPE_CHECKING
 
 from exchnode.errors import UsageError
 from exchnode.federation import PeerState
+from exchnode.store._audit_tree import (
+    AuditTreeSource,
+    check_node_rows,
+    node_key,
+    source_rows,
+)
 from exchnode.store._checks import (
     check_checkpoint_update,
     check_count,
@@ -93,9 +99,13 @@ class MemoryStore:
         self._audit_first = 0
         self._audit_next = 0
         self._heads: list[tuple[int, bytes]] = []  # (tree size, head)
+        self._heads_pruned = 0  # heads deleted so far: the position of ``_heads[0]``
         self._checkpoint: tuple[int, bytes] | None = None  # (size, checkpoint)
         self._seal: tuple[int, bytes] | None = None  # (tree size, the sealer's head)
         self._sealer: AuditSealer | None = None
+        self._audit_nodes: dict[int, bytes] = {}  # the tree's rows (``_audit_tree``), by seq
+        self._nodes_due = 1  # the next tree row expected (1: seq 0 completes no subtree)
+        self._tree_source: AuditTreeSource | None = None
 
     def __repr__(self) -> str:
         return f"MemoryStore({'closed' if self._closed else 'open'})"
@@ -170,21 +180,44 @@ class MemoryStore:
             self._store_audit(records, seal)
         return outcomes
 
-    def _sealed(self, records: list[AuditRow]) -> tuple[int, bytes] | None:
-        """The seal over ``records`` (computed before anything changes: the sealer may raise)."""
-        if not records or self._sealer is None:
+    def _sealed(
+        self, records: list[AuditRow]
+    ) -> tuple[tuple[int, bytes] | None, list[tuple[int, bytes]]] | None:
+        """The seal over ``records`` and their tree rows (computed before anything changes: the
+        sealer or the tree source may raise)."""
+        if not records or (self._sealer is None and self._tree_source is None):
             return None
         size = records[-1][0] + 1
+        nodes = (
+            source_rows(self._tree_source, records[0][0], size, self._due())
+            if self._tree_source is not None
+            else []
+        )
+        if self._sealer is None:
+            return None, nodes
         covered = self._checkpoint[0] if self._checkpoint is not None else 0
-        return size, check_seal(self._sealer(size, covered))
+        return (size, check_seal(self._sealer(size, covered))), nodes
 
-    def _store_audit(self, records: list[AuditRow], seal: tuple[int, bytes] | None = None) -> None:
+    def _store_audit(
+        self,
+        records: list[AuditRow],
+        sealed: tuple[tuple[int, bytes] | None, list[tuple[int, bytes]]] | None = None,
+    ) -> None:
         for seq, data in records:
             self._audit[seq] = data
         if records:
             self._audit_next = records[-1][0] + 1
-        if seal is not None:
-            self._seal = seal
+        if sealed is not None:
+            seal, nodes = sealed
+            if seal is not None:
+                self._seal = seal
+            self._add_nodes(nodes)
+
+    def _add_nodes(self, rows: list[tuple[int, bytes]]) -> None:
+        for seq, hashes in rows:
+            self._audit_nodes[seq] = hashes
+        if rows:
+            self._nodes_due = rows[-1][0] + 2
 
     def _add_inbound(self, item: AcceptItem, targets: tuple[str, ...]) -> None:
         seq = self._last_seq["inbox"] = self._last_seq["inbox"] + 1
@@ -414,6 +447,22 @@ class MemoryStore:
             heads = self._heads if limit is None else self._heads[-limit:]
             return [data for _, data in heads]
 
+    def tree_heads_from(self, position: int, limit: int = 10_000) -> list[tuple[int, bytes]]:
+        check_count(position, "position")
+        check_limit(limit, "limit")
+        with self._lock:
+            self._check_open()
+            first = max(position - self._heads_pruned, 0)
+            return [
+                (self._heads_pruned + index, self._heads[index][1])
+                for index in range(first, min(first + limit, len(self._heads)))
+            ]
+
+    def audit_heads_end(self) -> int:
+        with self._lock:
+            self._check_open()
+            return self._heads_pruned + len(self._heads)
+
     def tree_head_at_most(self, size: int) -> bytes | None:
         check_count(size, "size")
         with self._lock:
@@ -456,6 +505,7 @@ class MemoryStore:
             end = max(first, min(below, first + max_count))
             for seq in range(first, end):
                 del self._audit[seq]
+                self._audit_nodes.pop(seq, None)  # a tree row covers only records before it
             self._audit_first = end
             return end - first
 
@@ -470,7 +520,37 @@ class MemoryStore:
                     break
                 count += 1
             del self._heads[:count]
+            self._heads_pruned += count
             return count
+
+    # --- the tree's interior nodes (issue 13) ----------------------------------------
+
+    def set_audit_tree(self, source: AuditTreeSource | None) -> None:
+        with self._lock:
+            self._tree_source = source
+
+    def add_audit_nodes(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        with self._lock:
+            self._check_open()
+            self._add_nodes(check_node_rows(rows, self._due(), self._audit_next))
+
+    def audit_nodes_due(self) -> int:
+        with self._lock:
+            self._check_open()
+            return self._due()
+
+    def _due(self) -> int:
+        covered = self._checkpoint[0] if self._checkpoint is not None else 0
+        return max(self._nodes_due, covered | 1)  # rows below the checkpoint are never due
+
+    def audit_node(self, level: int, index: int) -> bytes | None:
+        seq, offset = node_key(level, index)
+        with self._lock:
+            self._check_open()
+            hashes = self._audit_nodes.get(seq)
+        if hashes is None or len(hashes) < offset + 32:
+            return None
+        return hashes[offset : offset + 32]
 
     # --- small persistent state ----------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""The audit log's storage in SQLite (SPEC §20.6, §20.9): records, heads, checkpoint, seal.
+"""The audit log's storage in SQLite (SPEC §20.6, §20.9): records, heads, checkpoint, seal,
+and the tree's interior nodes (issue 13, ``_audit_tree``).
 
 Part of :class:`~exchnode.store.SqliteStore` (see ``_sqlite_base``).  Every
 transaction that appends records also stores the seal the sealer signs over
-them; the schema's triggers refuse any other change to what is stored.
+them and the node rows the tree source gives for them; the schema's
+triggers refuse any other change to what is stored.
 """
 
 from __future__ import annotations
@@ -10,7 +12,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from exchnode.errors import StoreError
+from exchnode.errors import StoreError, UsageError
+from exchnode.store._audit_tree import (
+    AuditTreeSource,
+    check_node_rows,
+    first_node_seq,
+    node_key,
+    source_rows,
+)
 from exchnode.store._checks import (
     check_checkpoint_update,
     check_count,
@@ -26,10 +35,16 @@ from exchnode.store._sqlite_base import SqliteBase
 __all__ = ["INSERT_AUDIT", "SqliteAuditLog"]
 
 INSERT_AUDIT = "INSERT INTO audit_records (seq, data) VALUES (?, ?)"
+INSERT_NODES = "INSERT INTO audit_nodes (seq, hashes) VALUES (?, ?)"
 
 
 class SqliteAuditLog(SqliteBase):
     """The audit log's half of the store's ``AuditStore`` protocol."""
+
+    _tree_source: AuditTreeSource | None = None
+    _nodes_due = 0  # the seq of the next node row the store expects
+    _nodes_due_after: int | None = None  # what it becomes once the transaction under way commits
+    _has_nodes = True  # False for a schema before version 6 read read-only
 
     def _load_audit(self, conn: sqlite3.Connection) -> None:
         try:
@@ -55,6 +70,18 @@ class SqliteAuditLog(SqliteBase):
                 ).fetchone()
                 is not None
             )
+            self._has_nodes = (
+                conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_nodes'"
+                ).fetchone()
+                is not None
+            )
+            last_row = (
+                conn.execute("SELECT max(seq) FROM audit_nodes").fetchone()[0]
+                if self._has_nodes
+                else None
+            )
+            self._nodes_due = first_node_seq(last_row, self._checkpoint_size)
         except sqlite3.Error as exc:
             raise self._error("cannot open", exc) from exc
 
@@ -71,11 +98,17 @@ class SqliteAuditLog(SqliteBase):
             self._appended(rows)
 
     def _insert_audit(self, conn: sqlite3.Connection, rows: list[AuditRow]) -> None:
-        """Insert the rows, and the seal over them, in the transaction under way."""
+        """Insert the rows, their tree rows and the seal over them (the transaction under way)."""
+        self._nodes_due_after = None
         if not rows:
             return
         conn.executemany(INSERT_AUDIT, rows)
-        self._seal(conn, rows[-1][0] + 1, self._checkpoint_size)
+        first, end = rows[0][0], rows[-1][0] + 1
+        if self._tree_source is not None:
+            nodes = source_rows(self._tree_source, first, end, self._due())
+            conn.executemany(INSERT_NODES, nodes)
+            self._nodes_due_after = nodes[-1][0] + 2 if nodes else None
+        self._seal(conn, end, self._checkpoint_size)
 
     def _seal(self, conn: sqlite3.Connection, size: int, checkpoint_size: int) -> None:
         """The sealer's head over ``size`` records, replacing the stored seal (same transaction)."""
@@ -90,9 +123,12 @@ class SqliteAuditLog(SqliteBase):
             )
 
     def _appended(self, rows: list[AuditRow]) -> None:
-        """Audit records committed: the next one continues after them."""
+        """Audit records committed: the next one continues after them (and their nodes)."""
         if rows:
             self._audit_next = rows[-1][0] + 1
+            if self._nodes_due_after is not None:
+                self._nodes_due = self._nodes_due_after
+        self._nodes_due_after = None
 
     def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[AuditRow]:
         check_time(from_seq, "from_seq")
@@ -129,6 +165,22 @@ class SqliteAuditLog(SqliteBase):
                 (-1 if limit is None else limit,),
             ).fetchall()
         return [bytes(data) for (data,) in rows]
+
+    def tree_heads_from(self, position: int, limit: int = 10_000) -> list[tuple[int, bytes]]:
+        check_count(position, "position")
+        check_limit(limit, "limit")
+        with self._lock, self._reading("tree_heads_from") as conn:
+            rows = conn.execute(
+                "SELECT position, data FROM audit_heads WHERE position >= ?"
+                " ORDER BY position LIMIT ?",
+                (position, limit),
+            ).fetchall()
+        return [(position, bytes(data)) for position, data in rows]
+
+    def audit_heads_end(self) -> int:
+        with self._lock, self._reading("audit_heads_end") as conn:
+            (last,) = conn.execute("SELECT max(position) FROM audit_heads").fetchone()
+        return 0 if last is None else last + 1
 
     def tree_head_at_most(self, size: int) -> bytes | None:
         check_count(size, "size")
@@ -201,6 +253,8 @@ class SqliteAuditLog(SqliteBase):
                     return 0
                 # The kept records are contiguous: the oldest max_count are one range.
                 end = min(below, first + max_count)
+                # Their tree nodes go with them: a row covers only records before its seq.
+                conn.execute("DELETE FROM audit_nodes WHERE seq < ?", (end,))
                 return conn.execute("DELETE FROM audit_records WHERE seq < ?", (end,)).rowcount
 
     def prune_heads(self, below_size: int, max_count: int = 10_000) -> int:
@@ -213,3 +267,41 @@ class SqliteAuditLog(SqliteBase):
                     " WHERE tree_size < ? ORDER BY position LIMIT ?)",
                     (below, max_count),
                 ).rowcount
+
+    # --- the tree's interior nodes (issue 13) ----------------------------------------
+
+    def set_audit_tree(self, source: AuditTreeSource | None) -> None:
+        with self._lock:
+            self._tree_source = source
+
+    def add_audit_nodes(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        with self._lock:
+            self._open_conn()
+            if not self._has_nodes:
+                raise UsageError(f"store {self.path} is read-only: it has no audit tree to add to")
+            checked = check_node_rows(rows, self._due(), self._audit_next)
+            if not checked:
+                return
+            with self._transaction("add_audit_nodes") as conn:
+                conn.executemany(INSERT_NODES, checked)
+            self._nodes_due = checked[-1][0] + 2
+
+    def audit_nodes_due(self) -> int:
+        with self._lock:
+            self._open_conn()
+            return self._due()
+
+    def _due(self) -> int:
+        return max(self._nodes_due, self._checkpoint_size | 1)  # none due below the checkpoint
+
+    def audit_node(self, level: int, index: int) -> bytes | None:
+        seq, offset = node_key(level, index)
+        with self._lock, self._reading("audit_node") as conn:
+            if not self._has_nodes:
+                return None
+            row = conn.execute(
+                "SELECT substr(hashes, ?, 32) FROM audit_nodes WHERE seq = ?", (offset + 1, seq)
+            ).fetchone()
+        if row is None or len(row[0]) != 32:
+            return None
+        return bytes(row[0])

@@ -22,12 +22,13 @@ Opening takes the lock with ``BEGIN IMMEDIATE`` and, in that transaction,
 checks the schema, creates it or migrates it; the store (``_sqlite``) then
 loads its counters and runs every change in a transaction of its own.
 
-Schema (version 4; ``store_info.schema_version``, ``PRAGMA application_id``
+Schema (version 6; ``store_info.schema_version``, ``PRAGMA application_id``
 'EXND').  A new file is created at version 1 and brought up by the same
 ``MIGRATIONS`` steps an old file takes, inside the opening transaction, so
 there is one path to the current schema; version 2 added the audit log,
 version 3 lets heads below the checkpoint be pruned, version 4 (issue 12)
-adds the seal and closes ``INSERT OR REPLACE``.
+adds the seal and closes ``INSERT OR REPLACE``, version 5 the send keys,
+version 6 (issue 13) the audit tree's interior nodes (``audit_nodes``).
 Envelope bytes are BLOBs, stored last in their row so that scans
 on the other columns skip them; a copy per next hop (the same bytes for
 each: simple, and the fan-out is small).  Indexes: outbound by (next_hop,
@@ -48,7 +49,9 @@ or above the checkpoint's size nor of a head of that size or more, no
 checkpoint or seal moving back, and (version 4) no INSERT over a stored
 row -- ``INSERT OR REPLACE`` deletes the row it replaces without firing a
 DELETE trigger -- nor a record anywhere but after the last, nor a head
-smaller than the last.  (They stop a bug, not an owner with the sqlite3
+smaller than the last; (version 6) ``audit_nodes``, one row of subtree
+hashes per odd seq (``_audit_tree``), under the same rules as the records.
+(They stop a bug, not an owner with the sqlite3
 shell: that is what signed heads, the seal and witnesses are for.)
 
 ``open_read_only`` is for auditors (``audit verify --offline``): the file
@@ -79,7 +82,7 @@ __all__ = [
     "store_error",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APPLICATION_ID = 0x45584E44  # "EXND", so that `file` and a wrong open can tell
 
 SCHEMA_V1 = (
@@ -229,12 +232,37 @@ _SEND_KEYS_V5 = (
     """CREATE INDEX send_keys_by_expiry ON send_keys (expires_ms)""",
 )
 
+# v6 (issue 13): the audit tree's interior nodes (``_audit_tree``), so that the log keeps only
+# its frontier in memory.  One row per odd seq, written in the transaction of its record, as
+# append-only as the records: no UPDATE, appended after the last row only and over stored
+# records only (a plain INSERT at a stored seq fails on the key, INSERT OR REPLACE on the
+# append rule), deleted only below the checkpoint.  Rows of records stored before are derived
+# by the audit log on its first start (``AuditStore.add_audit_nodes``), not here: the store
+# computes no hash.
+_NODES_V6 = (
+    """CREATE TABLE audit_nodes (seq INTEGER PRIMARY KEY, hashes BLOB NOT NULL)""",
+    """CREATE TRIGGER audit_nodes_no_update BEFORE UPDATE ON audit_nodes
+        BEGIN SELECT RAISE(ABORT, 'audit tree nodes are append-only'); END""",
+    """CREATE TRIGGER audit_nodes_append_only BEFORE INSERT ON audit_nodes
+        WHEN new.seq <= coalesce((SELECT max(seq) FROM audit_nodes), -1)
+          OR new.seq > coalesce((SELECT max(seq) FROM audit_records), -1)
+          OR new.seq % 2 != 1
+          OR length(new.hashes) = 0 OR length(new.hashes) % 32 != 0
+        BEGIN SELECT RAISE(ABORT, 'audit tree nodes are appended in order, over records only');
+        END""",
+    """CREATE TRIGGER audit_nodes_prune_below_checkpoint BEFORE DELETE ON audit_nodes
+        WHEN old.seq >= coalesce((SELECT size FROM audit_checkpoint), 0)
+        BEGIN SELECT RAISE(ABORT, 'audit tree nodes are deleted only below the checkpoint');
+        END""",
+)
+
 # Steps from version n to n + 1, applied in order inside the opening transaction.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: _AUDIT_V2,
     2: _HEADS_V3,
     3: _SEAL_V4,
     4: _SEND_KEYS_V5,
+    5: _NODES_V6,
 }
 
 

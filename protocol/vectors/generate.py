@@ -17,6 +17,8 @@ The files hold only public data and test keys:
 * ``receipts.json``  valid receipts for some of them, with what their sender holds to check them
 * ``invalid.json``   envelopes that must be refused, each with the error code it must produce
 * ``invalid-receipts.json`` receipts their sender must refuse (SPEC §10.4), each with its code
+* ``catalog.json``   catalog format 2's feed pages and lookups (SPEC §18.10-§18.12), valid and not
+* ``directory.json`` directory format 2's pages and lookups (SPEC §14.13-§14.17), valid and not
 
 An invalid vector that fails two checks names both: ``error`` is the code
 of the first in the verification order, ``second_error`` the code it gives
@@ -31,17 +33,36 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgpack
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from exchnode.catalog import (
+    CatalogEntry,
+    CatalogQuery,
+    DataItem,
+    DataType,
+    FeedRequest,
+    LookupAnswer,
+    LookupRequest,
+    Publication,
+    RecordPage,
+    ResourceFormat,
+    ShareMethod,
+    ShareType,
+    UpdateCycle,
+    Wanted,
+    Withdrawal,
+    sign_records,
+)
 from exchnode.core import (
     TYPE_ENVELOPE,
     TYPE_RECEIPT,
     LocalIdentity,
+    NodeName,
     Opener,
     Outgoing,
     Sealer,
@@ -57,7 +78,16 @@ from exchnode.core import (
     signed_leaf,
     wrap_info,
 )
-from exchnode.pki import verify_node_certificate
+from exchnode.federation import (
+    Audience,
+    FeedPosition,
+    Neighbour,
+    NodeDirectory,
+    Relation,
+    encode_lookup,
+)
+from exchnode.federation._directory_pages import PAGE_LABEL, decode_page
+from exchnode.pki import TrustStore, verify_node_certificate
 from exchnode.testing import IssuedNode, SeededRandom, SyntheticPKI
 
 HERE = Path(__file__).resolve().parent
@@ -270,6 +300,8 @@ def generate() -> dict[str, str]:
         "opened repeatedly by one node; only the last open fails.",
         "vectors": invalid_vectors(identities, sealer, single),
     }
+    files["catalog.json"] = catalog_vectors(identities)
+    files["directory.json"] = directory_vectors(nodes, crls)
     return {
         name: json.dumps(value, indent=1, ensure_ascii=False) + "\n"
         for name, value in files.items()
@@ -865,6 +897,216 @@ def invalid_vectors(
             vector["second_error"], vector["second_error_when"] = extra["second"]
         vectors.append(vector)
     return vectors
+
+
+# --- catalog format 2 (SPEC §18.10-§18.12) ------------------------------------------
+
+CATALOG_FEED = bytes(range(16))
+
+
+def catalog_vectors(identities: dict[str, LocalIdentity]) -> dict[str, Any]:
+    """Feed pages and lookups of catalog format 2, with records signed by the vectors' nodes."""
+    entry = CatalogEntry(
+        provider=SENDER,
+        code="101001/000001",
+        classification="101001",
+        name="人口基本信息",
+        provider_code="11520102MB1234567X",
+        summary="户籍人口的基本信息",
+        format=ResourceFormat.DATABASE,
+        data_items=(DataItem("身份证号", DataType.CHARACTER, "公民身份号码"),),
+        share_type=ShareType.CONDITIONAL,
+        share_conditions="仅限政务部门依法履职使用",
+        share_methods=frozenset({ShareMethod.SUBSCRIPTION_PUSH}),
+        update_cycle=UpdateCycle.DAILY,
+        publish_date=date(2026, 1, 15),
+    )
+    published, withdrawn = sign_records(
+        identities[SENDER],
+        [Publication(entry, 1), Withdrawal("101001/000002", 3, "并入新资源")],
+        SEALED_AT,
+    )
+    query = CatalogQuery(scope="52", classification="1", keyword="人口", limit=20)
+    lookup = LookupRequest(
+        (Wanted(SENDER, "101001/000001", 0), Wanted(SENDER, "101001/000002", 2)), query
+    )
+    messages = {
+        "feed_request_first": FeedRequest(None, False, 100).encode(),
+        "feed_request": FeedRequest(FeedPosition(CATALOG_FEED, 7), False, 100).encode(),
+        "feed_page": RecordPage(
+            False, FeedPosition(CATALOG_FEED, 9), False, (published.data, withdrawn.data)
+        ).encode(),
+        "lookup": lookup.encode(),
+        "answer": LookupAnswer(True, False, (published.data, withdrawn.data)).encode(),
+    }
+    invalid = [
+        ("lookup", "format 1", pack([1, [], None]), "unsupported-version"),
+        ("lookup", "keys not sorted", pack([2, [[SENDER, "101001/000002", 0],
+                                                [SENDER, "101001/000001", 0]], None]), "malformed"),
+        ("lookup", "a hub as provider", pack([2, [[HUB, "101001/000001", 0]], None]), "malformed"),
+        ("lookup", "4097 keys", pack([2, [[SENDER, f"101001/{i:06}", 0] for i in range(4097)],
+                                      None]), "too-large"),
+        ("lookup", "scope not digits", pack([2, [], ["5a", *[None] * 8, 10]]), "malformed"),
+        ("lookup", "limit 0", pack([2, [], ["", *[None] * 8, 0]]), "malformed"),
+        ("feed_request", "feed id of 5 bytes", pack([2, b"12345", 0, False, 10]), "malformed"),
+        ("feed_request", "limit 1025", pack([2, b"", 0, False, 1025]), "malformed"),
+        ("feed_page", "empty feed id", pack([2, False, b"", 0, False, []]), "malformed"),
+        ("feed_page", "1025 records", pack([2, False, CATALOG_FEED, 1, False,
+                                            [published.data] * 1025]), "too-large"),
+        ("answer", "complete not a boolean", pack([2, 1, False, []]), "malformed"),
+    ]  # fmt: skip
+    return {
+        "description": "Catalog format 2 (SPEC §18.10-§18.12): each message's bytes, and "
+        "messages that must be refused with the code given. Records are signed by the "
+        "vectors' node 520102.gongan (pki.json) at sealed_at.",
+        "sealed_at": SEALED_AT,
+        "records": {"published": published.data.hex(), "withdrawn": withdrawn.data.hex()},
+        "messages": {name: data.hex() for name, data in messages.items()},
+        "invalid": [
+            {"message": kind, "name": name, "hex": data.hex(), "error": error}
+            for kind, name, data, error in invalid
+        ],
+    }
+
+
+DIRECTORY_LIFETIME = 86400.0
+DIRECTORY_FEEDS = (bytes(range(16)), bytes(range(16, 32)))
+
+
+def directory_vectors(nodes: dict[str, IssuedNode], crls: list[Any]) -> dict[str, Any]:
+    """Pages and lookups of directory format 2 (SPEC §14.13-§14.17), valid and invalid."""
+    now = SEALED_AT
+    root = nodes[HUB].root
+    trust = TrustStore([root], crls)
+
+    def make(name: str, *neighbours: tuple[str, Any]) -> NodeDirectory:
+        return NodeDirectory(
+            nodes[name].identity,
+            clock=lambda: now,
+            address=f"https://{name}.example:8443",
+            neighbours=[Neighbour(NodeName.parse(n), rel) for n, rel in neighbours],
+            feed_ids=DIRECTORY_FEEDS,
+        )
+
+    hub = make(HUB, (OTHER, Relation.CHILD), (RECIPIENT, Relation.LINK))
+    dept = make(OTHER, (HUB, Relation.PARENT))
+    far = make(RECIPIENT, (HUB, Relation.LINK))
+    cas = [cert for node in nodes.values() for cert in node.chain]
+    dept.add_crls(crls, trust, now, cas=cas)
+    up = dept.feed_page(Audience.UP, None, now, DIRECTORY_LIFETIME)
+    hub.apply_page(OTHER, up, trust, now)
+    hub.apply_page(RECIPIENT, far.feed_page(Audience.UP, None, now, DIRECTORY_LIFETIME), trust, now)
+    down = hub.feed_page(Audience.DOWN, None, now, DIRECTORY_LIFETIME)
+    empty = hub.feed_page(Audience.DOWN, decode_page(down).next, now + 60, DIRECTORY_LIFETIME)
+    asked = [RECIPIENT, "522301.nosuch"]
+    lookup = encode_lookup(asked)
+    answer = hub.lookup_answer(asked, now, DIRECTORY_LIFETIME)
+
+    def body_of(page: bytes) -> list[Any]:
+        return list(msgpack.unpackb(decode_page(page).body))
+
+    def resign(fields: list[Any], signer: str = OTHER) -> bytes:
+        body = pack(fields)
+        key = nodes[signer].identity.signing_private_key
+        return pack([2, body, key.sign(PAGE_LABEL + body)])
+
+    first = {"feed": "", "seq": 0}
+    fields = body_of(up)
+    entry = fields[10][0]
+    unsorted = [*fields[:10], [entry, entry], *fields[11:]]
+    with_unknown = [*fields[:13], [RECIPIENT]]
+    other_key = [fields[0], bytes(16), *fields[2:]]
+    # The count is refused at the array's header, before any element is read (SPEC §14.14).
+    huge = pack([2, b"\x9e" + b"".join(pack(f) for f in fields[:10]) + b"\xdc\x04\x01", bytes(64)])
+    forged = bytearray(up)
+    spot = forged.index(b"https://520100.fagai")
+    forged[spot + 8] ^= 0x01
+    invalid = [
+        ("a flipped byte in an address", bytes(forged), OTHER, "up", first, now, "bad-signature"),
+        ("format 1", pack([1, decode_page(up).body, b"\0" * 64]), OTHER, "up", first, now,
+         "unsupported-version"),
+        ("fetched from another node", up, HUB, "up", first, now, "wrong-issuer"),
+        ("a page for the children taken as one for the parent", down, HUB, "up", first, now,
+         "malformed"),
+        ("answering another position", up, OTHER, "up",
+         {"feed": DIRECTORY_FEEDS[0].hex(), "seq": 1}, now, "replayed"),
+        ("past its expires", up, OTHER, "up", first, now + DIRECTORY_LIFETIME, "directory-expired"),
+        ("issued beyond the clock skew", up, OTHER, "up", first, now - 301, "not-yet-valid"),
+        ("entries not sorted and unique", resign(unsorted), OTHER, "up", first, now, "malformed"),
+        ("a feed page listing unknown names", resign(with_unknown), OTHER, "up", first, now,
+         "malformed"),
+        ("a key id its chain does not certify", resign(other_key), OTHER, "up", first, now,
+         "unknown-signer"),
+        ("1025 entries", huge, OTHER, "up", first, now, "too-large"),
+        ("signed by another key than the chain's", resign(fields, HUB), OTHER, "up", first, now,
+         "bad-signature"),
+    ]  # fmt: skip
+    return {
+        "description": "Directory format 2 (SPEC §14.13-§14.17), nodes and CRLs of pki.json. "
+        "Each page is verified by 'asker' (SPEC §14.15) at 'check_at', fetched from 'issuer', "
+        "expecting 'audience', asked from position 'since' (feed id hex, '' for a first pull); "
+        "a valid page verifies, an invalid one fails with 'error'.",
+        "lifetime_s": DIRECTORY_LIFETIME,
+        "valid": [
+            {
+                "name": "a department's first page to its parent, with the CRLs it was given",
+                "hex": up.hex(),
+                "issuer": OTHER,
+                "asker": HUB,
+                "audience": "up",
+                "since": first,
+                "check_at": now,
+                "entries": [OTHER],
+            },
+            {
+                "name": "a hub's first page to its child: its path",
+                "hex": down.hex(),
+                "issuer": HUB,
+                "asker": OTHER,
+                "audience": "down",
+                "since": first,
+                "check_at": now,
+                "entries": [HUB],
+            },
+            {
+                "name": "the next page when nothing changed",
+                "hex": empty.hex(),
+                "issuer": HUB,
+                "asker": OTHER,
+                "audience": "down",
+                "since": {
+                    "feed": decode_page(down).next.feed.hex(),
+                    "seq": decode_page(down).next.seq,
+                },
+                "check_at": now + 60,
+                "entries": [],
+            },
+            {
+                "name": "a lookup answer: one found, one unknown",
+                "hex": answer.hex(),
+                "issuer": HUB,
+                "asker": OTHER,
+                "audience": "lookup",
+                "since": first,
+                "check_at": now,
+                "entries": [RECIPIENT],
+                "unknown": ["522301.nosuch"],
+            },
+        ],
+        "lookup_request": {"names": sorted(asked), "hex": lookup.hex()},
+        "invalid": [
+            {
+                "name": name,
+                "hex": data.hex(),
+                "issuer": issuer,
+                "audience": audience,
+                "since": since,
+                "check_at": at,
+                "error": error,
+            }
+            for name, data, issuer, audience, since, at, error in invalid
+        ],
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -6,14 +6,17 @@ is the hub of its division, a hub's the hub one level up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,41 @@ def node_cli(*argv: str, stdin: bytes | None = None, timeout: float = 60) -> Any
         cwd="/",  # paths in a config resolve against its own folder, never the cwd
         env=node_env(),
     )
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = 40.0) -> Any:
+    """Poll ``check`` until it answers something truthy, and return that; fail naming ``what``.
+
+    Daemons are separate processes: what a test waits for (a grant, a refusal's
+    record, a key becoming known) shows only in what they answer, so it is asked
+    again until the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.1)
+
+
+def rewrite_audit_record(store: Path, old: bytes, new: bytes) -> int:
+    """Tamper with a stopped node's log as one holding its file could; the seq rewritten.
+
+    The first audit record whose bytes hold ``old`` gets ``new`` in its place.
+    The store's triggers refuse any UPDATE of a stored record, so they are
+    dropped first: what is left to catch the change is the log's own check.
+    """
+    with contextlib.closing(sqlite3.connect(store)) as db, db:
+        for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
+            db.execute(f"DROP TRIGGER {trigger}")
+        seq, data = next(
+            (seq, data)
+            for seq, data in db.execute("SELECT seq, data FROM audit_records ORDER BY seq")
+            if old in data
+        )
+        db.execute("UPDATE audit_records SET data = ? WHERE seq = ?", (data.replace(old, new), seq))
+    return int(seq)
 
 
 class DaemonFederation:
@@ -168,6 +206,16 @@ class DaemonFederation:
                 process.kill()
                 process.wait(10)
         self.processes.clear()
+
+    @contextlib.contextmanager
+    def serving(self, *names: str) -> Iterator[DaemonFederation]:
+        """``names`` started and ready; on the way out, whatever still runs is killed."""
+        try:
+            self.start(*names)
+            self.wait_ready(*names)
+            yield self
+        finally:
+            self.kill_all()
 
     def log_events(self, name: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_path(name).read_text().splitlines()]

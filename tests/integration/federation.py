@@ -8,19 +8,20 @@ division), exactly as an operator would configure it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchnode.aio import Node, NodeConfig, Peer, TlsFiles
 from exchnode.core import NodeName, StaticDirectory, parent_hub
 from exchnode.federation import Relation
-from exchnode.pki import TrustStore, verify_node_certificate, write_private_key
+from exchnode.pki import TrustStore, verify_node_certificate
 from exchnode.testing import IssuedCA, IssuedNode, SyntheticPKI, free_port
+from tests.integration.pki_files import write_tls_files
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -65,6 +66,38 @@ class Federation:
         self.ports = dict(ports) if ports else {name: free_port() for name in self.names}
         self.shared_directory = StaticDirectory(n.identity.peer for n in self.nodes.values())
 
+    def child_spec(self, name: str, **settings: Any) -> Path:
+        """A file from which a child process rebuilds this federation to run node ``name``.
+
+        The synthetic PKI is deterministic, so ``now`` and the ports are all the
+        child needs to hold the same certificates at the same addresses;
+        ``settings`` are the child's own (its role, limits, ...).
+        """
+        spec = self.directory / f"{name}.json"
+        spec.write_text(
+            json.dumps(
+                {
+                    "directory": str(self.directory),
+                    "names": self.names,
+                    "now": self.now.isoformat(),
+                    "ports": self.ports,
+                    "name": name,
+                    **settings,
+                }
+            )
+        )
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Federation:
+        """In a child process: the federation a :meth:`child_spec` file describes."""
+        return cls(
+            Path(spec["directory"]),
+            spec["names"],
+            now=datetime.fromisoformat(spec["now"]),
+            ports=spec["ports"],
+        )
+
     def _ca_for(self, name: str) -> IssuedCA:
         division = NodeName.parse(name).division
         if division.endswith("0000"):
@@ -85,24 +118,10 @@ class Federation:
         return TrustStore([self.root.certificate], crls)
 
     def tls_files(self, name: str) -> TlsFiles:
-        node = self.nodes[name]
-        chain = self.directory / f"{name}.chain.pem"
-        chain.write_bytes(
-            node.certificate.public_bytes(Encoding.PEM)
-            + b"".join(c.public_bytes(Encoding.PEM) for c in node.chain)
-        )
-        key = self.directory / f"{name}.key"
-        if not key.exists():
-            write_private_key(key, node.identity.signing_private_key)
-        verify = self.directory / f"{name}.verify.pem"
         crls = [
             self.pki.crl(ca, this_update=self.now - timedelta(hours=1)) for ca in self.cas.values()
         ]
-        verify.write_bytes(
-            self.root.certificate.public_bytes(Encoding.PEM)
-            + b"".join(crl.public_bytes(Encoding.PEM) for crl in crls)
-        )
-        return TlsFiles(chain, key, verify)
+        return write_tls_files(self.directory, self.nodes[name], self.root, crls)
 
     def peers(self, name: str) -> list[Peer]:
         out = []

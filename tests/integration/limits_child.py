@@ -15,7 +15,6 @@ import asyncio
 import json
 import signal
 import sys
-from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,12 +29,7 @@ from tests.integration.federation import Federation  # noqa: E402
 async def main(spec_path: str) -> None:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     spec = json.loads(Path(spec_path).read_text())
-    federation = Federation(
-        Path(spec["directory"]),
-        spec["names"],
-        now=datetime.fromisoformat(spec["now"]),
-        ports=spec["ports"],
-    )
+    federation = Federation.from_spec(spec)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

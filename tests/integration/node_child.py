@@ -24,7 +24,6 @@ import asyncio
 import json
 import signal
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +64,7 @@ async def receive(node: Node) -> None:
 async def main(spec_path: str) -> None:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     spec = json.loads(Path(spec_path).read_text())
-    federation = Federation(
-        Path(spec["directory"]),
-        spec["names"],
-        now=datetime.fromisoformat(spec["now"]),
-        ports=spec["ports"],
-    )
+    federation = Federation.from_spec(spec)
     backoff = BackoffPolicy(**spec.get("backoff", {"base_ms": 50, "cap_ms": 500}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

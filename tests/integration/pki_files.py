@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchnode.aio import TlsFiles
@@ -12,6 +14,34 @@ from exchnode.pki import TrustStore, verify_node_certificate, write_private_key
 from exchnode.testing import IssuedCA, IssuedNode, SyntheticPKI
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def write_tls_files(
+    directory: Path,
+    node: IssuedNode,
+    root: IssuedCA,
+    crls: Iterable[x509.CertificateRevocationList],
+) -> TlsFiles:
+    """``node``'s TLS files in ``directory``, as a node is given them.
+
+    Its chain, its signing key (written once: a key already there is kept), and
+    what it verifies peers against: the root followed by ``crls``.
+    """
+    name = str(node.identity.name)
+    chain = directory / f"{name}.chain.pem"
+    chain.write_bytes(
+        node.certificate.public_bytes(Encoding.PEM)
+        + b"".join(c.public_bytes(Encoding.PEM) for c in node.chain)
+    )
+    key = directory / f"{name}.key"
+    if not key.exists():
+        write_private_key(key, node.identity.signing_private_key)
+    verify = directory / f"{name}.verify.pem"
+    verify.write_bytes(
+        root.certificate.public_bytes(Encoding.PEM)
+        + b"".join(crl.public_bytes(Encoding.PEM) for crl in crls)
+    )
+    return TlsFiles(chain, key, verify)
 
 
 class Federation:
@@ -31,22 +61,8 @@ class Federation:
         self.department = self.pki.node("522301.minzheng", self.cas[2])
 
     def files(self, node: IssuedNode, *, crl_age: timedelta = timedelta(hours=1)) -> TlsFiles:
-        name = str(node.identity.name)
-        chain = self.directory / f"{name}.chain.pem"
-        chain.write_bytes(
-            node.certificate.public_bytes(Encoding.PEM)
-            + b"".join(c.public_bytes(Encoding.PEM) for c in node.chain)
-        )
-        key = self.directory / f"{name}.key"
-        if not key.exists():
-            write_private_key(key, node.identity.signing_private_key)
-        verify = self.directory / f"{name}.verify.pem"
         crls = [self.pki.crl(ca, this_update=NOW - crl_age) for ca in self.cas]
-        verify.write_bytes(
-            self.root.certificate.public_bytes(Encoding.PEM)
-            + b"".join(crl.public_bytes(Encoding.PEM) for crl in crls)
-        )
-        return TlsFiles(chain, key, verify)
+        return write_tls_files(self.directory, node, self.root, crls)
 
     def trust(self) -> TrustStore:
         crls = [self.pki.crl(ca, this_update=NOW - timedelta(hours=1)) for ca in self.cas]

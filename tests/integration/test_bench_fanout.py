@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.scripts import run_script
 
 
 def test_fanout_benchmark_quick_json(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, "benchmarks/fanout.py", "--quick", "--json", "--out", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-        env={**os.environ, "PYTHONWARNINGS": "error"},
+    run = run_script(
+        "benchmarks/fanout.py", "--quick", "--json", "--out", str(tmp_path), timeout=110
     )
-    assert completed.returncode == 0, completed.stderr
-    assert "Traceback" not in completed.stderr
-    *table, last = completed.stdout.rstrip("\n").splitlines()
-    report = json.loads(last)
+    table, report = run.lines, run.report
     assert report == json.loads((tmp_path / "fanout.json").read_text())
     assert "max copies/link" in table[0]
 

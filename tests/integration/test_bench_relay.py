@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-# Warnings are errors in the node processes too.
-WARNINGS = "error"
+from tests.integration.scripts import run_script
+
 PATHS = {
     "1": ["520102.gongan", "520102.minzheng"],
     "3": ["520102.gongan", "520102", "520100", "520100.fagai"],
@@ -21,28 +17,17 @@ PATHS = {
 def test_relay_benchmark_quick_json(tmp_path: Path) -> None:
     stores, out = tmp_path / "stores", tmp_path / "out"
     stores.mkdir()
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/relay.py",
-            "--quick",
-            "--json",
-            "--dir",
-            str(stores),
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    run = run_script(
+        "benchmarks/relay.py",
+        "--quick",
+        "--json",
+        "--dir",
+        str(stores),
+        "--out",
+        str(out),
         timeout=110,
-        check=False,
-        env={**os.environ, "PYTHONWARNINGS": WARNINGS},
     )
-    assert completed.returncode == 0, completed.stderr
-    assert "Traceback" not in completed.stderr
-    *table, last = completed.stdout.rstrip("\n").splitlines()
-    report = json.loads(last)
+    table, report = run.lines, run.report
 
     assert report["benchmark"] == "relay"
     assert report["quick"] is True

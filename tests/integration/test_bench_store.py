@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.scripts import run_script
 
 
 def test_store_benchmark_quick_json(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, "benchmarks/store.py", "--quick", "--json", "--dir", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-        env={**os.environ, "PYTHONWARNINGS": "error"},
+    run = run_script(
+        "benchmarks/store.py", "--quick", "--json", "--dir", str(tmp_path), timeout=100
     )
-    assert completed.returncode == 0, completed.stderr
-    assert "Traceback" not in completed.stderr
-    *table, last = completed.stdout.rstrip("\n").splitlines()
-    report = json.loads(last)
+    table, report = run.lines, run.report
 
     assert report["benchmark"] == "store"
     assert report["quick"] is True

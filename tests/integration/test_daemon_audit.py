@@ -10,9 +10,7 @@ the record, and the daemon refuses to start over the changed log.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,8 @@ from typing import Any
 import pytest
 
 from exchnode.node.config import ConfigError, load_config
-from tests.integration.daemons import DaemonFederation, node_cli
-from tests.integration.test_daemon_catalog import entry, ok_json, one_line_error, until
+from tests.integration.daemons import DaemonFederation, node_cli, rewrite_audit_record, until
+from tests.integration.test_daemon_catalog import entry, ok_json, one_line_error
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -65,7 +63,7 @@ def a_subscription(fed: DaemonFederation, tmp_path: Path) -> tuple[str, str]:
     requester = str(fed.config_path(REQUESTER))
     until(
         lambda: ok_json(
-            node_cli("catalog", "list", "--config", requester, "--code", code, "--json")
+            node_cli("catalog", "list", "--beyond", "--config", requester, "--code", code, "--json")
         ),
         f"{code} at {REQUESTER}",
     )
@@ -139,19 +137,10 @@ def test_verified_listed_tampered_found_offline_and_the_start_refused(tmp_path: 
         assert "in use by another daemon" in one_line_error(busy)
 
         # Stopped (a last head is signed over everything), then one record is rewritten:
-        # who published the entry.  The store's triggers refuse an UPDATE; drop them first.
+        # who published the entry.
         assert fed.stop(PROVIDER) == 0
         store = fed.config(PROVIDER).store_path
-        with contextlib.closing(sqlite3.connect(store)) as db, db:
-            for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
-                db.execute(f"DROP TRIGGER {trigger}")
-            seq, data = next(
-                (seq, data)
-                for seq, data in db.execute("SELECT seq, data FROM audit_records ORDER BY seq")
-                if PUBLISHER.encode() in data
-            )
-            forged = data.replace(PUBLISHER.encode(), "李主任".encode())
-            db.execute("UPDATE audit_records SET data = ? WHERE seq = ?", (forged, seq))
+        seq = rewrite_audit_record(store, PUBLISHER.encode(), "李主任".encode())
 
         found = audit(fed, PROVIDER, "verify", "--offline")
         assert found.returncode == 1, found.stderr.decode()

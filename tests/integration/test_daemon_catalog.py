@@ -10,10 +10,9 @@ requests and decisions, records, corrections (校核) and gap repair.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from exchnode.node.cli_services import parse_mask, render_table
 from exchnode.node.config import ConfigError, load_config
 from exchnode.node.forms import FormError, entry_from_json, entry_json, masks_from_json, parse_time
 from exchnode.sharing import CorrectionState
-from tests.integration.daemons import DaemonFederation, node_cli
+from tests.integration.daemons import DaemonFederation, node_cli, until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -34,7 +33,6 @@ REQUESTER = "520100.gongan"
 QIANNAN = "522300"  # the provider's division hub: its sharing authority
 PROVIDER = "522300.minzheng"
 NAMES = [PROVINCE, GUIYANG, REQUESTER, QIANNAN, PROVIDER]
-WAIT = 40.0
 
 
 def entry(sequence: int, share_type: str = "conditional", **changes: Any) -> dict[str, Any]:
@@ -62,12 +60,8 @@ def entry(sequence: int, share_type: str = "conditional", **changes: Any) -> dic
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
     federation = DaemonFederation(tmp_path_factory.mktemp("daemons"), NAMES)
-    try:
-        federation.start(*NAMES)
-        federation.wait_ready(*NAMES)
+    with federation.serving(*NAMES):
         yield federation
-    finally:
-        federation.kill_all()
 
 
 def cli(fed: DaemonFederation, name: str, *argv: str, stdin: bytes | None = None) -> Any:
@@ -91,17 +85,6 @@ def one_line_error(result: Any) -> str:
     return err
 
 
-def until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
-
-
 def publish(fed: DaemonFederation, tmp_path: Path, document: dict[str, Any]) -> str:
     path = tmp_path / f"entry-{document['code'].replace('/', '-')}.json"
     path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
@@ -110,7 +93,18 @@ def publish(fed: DaemonFederation, tmp_path: Path, document: dict[str, Any]) -> 
     code: str = record["code"]
     listed = until(
         lambda: ok_json(
-            cli(fed, REQUESTER, "catalog", "list", "--code", code, "--provider", PROVIDER, "--json")
+            cli(
+                fed,
+                REQUESTER,
+                "catalog",
+                "list",
+                "--beyond",
+                "--code",
+                code,
+                "--provider",
+                PROVIDER,
+                "--json",
+            )
         ),
         f"{code} at {REQUESTER}",
     )
@@ -182,7 +176,9 @@ def test_published_in_one_city_listed_and_shown_by_cli_in_another(
 ) -> None:
     code = publish(fed, tmp_path, entry(1, "unconditional", name="婚姻登记信息"))
 
-    table = cli(fed, REQUESTER, "catalog", "list", "--keyword", "婚姻", "--level", "city")
+    table = cli(
+        fed, REQUESTER, "catalog", "list", "--beyond", "--keyword", "婚姻", "--level", "city"
+    )
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.decode().splitlines()
     assert header.split() == ["PROVIDER", "CODE", "V", "STATUS", "SHARE", "UPDATE", "NAME"]
@@ -201,7 +197,9 @@ def test_published_in_one_city_listed_and_shown_by_cli_in_another(
         ["--level", "county"],
         ["--classification", "2"],
     ):
-        found = ok_json(cli(fed, REQUESTER, "catalog", "list", "--code", code, *flags, "--json"))
+        found = ok_json(
+            cli(fed, REQUESTER, "catalog", "list", "--beyond", "--code", code, *flags, "--json")
+        )
         assert found == [], flags
     record = ok_json(cli(fed, REQUESTER, "catalog", "show", PROVIDER, code, "--json"))
     assert record["entry"]["data_items"][0] == {
@@ -218,12 +216,23 @@ def test_published_in_one_city_listed_and_shown_by_cli_in_another(
     until(
         lambda: ok_json(
             cli(
-                fed, REQUESTER, "catalog", "list", "--code", code, "--status", "withdrawn", "--json"
+                fed,
+                REQUESTER,
+                "catalog",
+                "list",
+                "--beyond",
+                "--code",
+                code,
+                "--status",
+                "withdrawn",
+                "--json",
             )
         ),
         "the tombstone",
     )
-    assert ok_json(cli(fed, REQUESTER, "catalog", "list", "--code", code, "--json")) == []
+    assert (
+        ok_json(cli(fed, REQUESTER, "catalog", "list", "--beyond", "--code", code, "--json")) == []
+    )
 
 
 def test_conditional_request_approved_with_a_mask_by_cli(
@@ -287,13 +296,7 @@ def test_conditional_request_approved_with_a_mask_by_cli(
         cli(fed, PROVIDER, "sub", "publish", code, "-", "--operator", "wang", "--json", stdin=lines)
     )
     assert (pushed["first_seq"], pushed["last_seq"], pushed["subscribers"]) == (1, 2, 1)
-    inbox = tmp_path / "inbox"
-    got = node_cli(
-        "receive", "--config", str(fed.config_path(REQUESTER)), "--out", str(inbox),
-        "--timeout", "30",
-    )  # fmt: skip
-    assert got.returncode == 0, got.stderr.decode()
-    (meta,) = [json.loads(line) for line in got.stdout.decode().splitlines()]
+    meta = receive_one(fed, tmp_path / "inbox")
     assert meta["kind"] == "sub.records"
     assert (meta["provider"], meta["resource_code"], meta["records"]) == (PROVIDER, code, 2)
     assert meta["refused"] == []

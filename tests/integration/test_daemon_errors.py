@@ -346,12 +346,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
     text = config.read_text()
     assert "# max_body_bytes = " in text
     config.write_text(re.sub(r"# max_body_bytes = \d+", f"max_body_bytes = {MAX_BODY}", text))
-    try:
-        federation.start(NODE)
-        federation.wait_ready(NODE)
+    with federation.serving(NODE):
         yield federation
-    finally:
-        federation.kill_all()
 
 
 def tokens(fed: DaemonFederation) -> dict[Role, str]:

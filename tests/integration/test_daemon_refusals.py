@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from exchnode.aio import LinkClient, LinkError, TlsFiles, make_context, write_verify_bundle
 from exchnode.core import Outgoing, PeerIdentity, Sealer, StaticDirectory
 from exchnode.federation import Item, Status, TransferRequest
+from exchnode.node.client import OperatorClient
 from exchnode.node.scaffold import export_trust
 from exchnode.pki import (
     TrustStore,
@@ -45,7 +46,7 @@ from exchnode.pki import (
 from exchnode.pki._issue import _make_node_certificate
 from exchnode.pki._profile import node_subject
 from exchnode.testing import seeded_identity
-from tests.integration.daemons import DaemonFederation
+from tests.integration.daemons import DaemonFederation, until
 from tests.integration.test_daemon_roles import audit_records, find
 
 pytestmark = pytest.mark.timeout(240)
@@ -75,25 +76,11 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
     text = department.read_text("utf-8")
     assert "# refresh = 60.0" in text
     department.write_text(text.replace("# refresh = 60.0", "refresh = 1.0"), "utf-8")
-    try:
-        federation.start(HUB, MINZHENG)
-        federation.wait_ready(HUB, MINZHENG)
+    with federation.serving(HUB, MINZHENG):
         yield federation
-    finally:
-        federation.kill_all()
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.1)
 
 
 def health(fed: DaemonFederation, name: str) -> dict[str, Any]:
@@ -316,7 +303,15 @@ def test_an_unconfigured_department_is_refused_on_the_record_and_both_healths_sa
     shown = [r for r in health(fed, HUB)["refusals"] if r["peer"] == MINZHENG]
     assert [(r["reason"], r["refused_by"]) for r in shown] == [("not-a-neighbour", HUB)]
 
-    # The department learns it from the hub's 403: not "unknown", "refused" and why.
+    # The department learns it from the hub's 403 when it next calls one of the hub's
+    # endpoints (its hello is answered, SPEC §15.2; a transfer is refused item by item): here, a
+    # catalog search beyond what it holds, which asks its parent; not "unknown", "refused" and why.
+    async def search_beyond() -> None:
+        async with OperatorClient.for_config(fed.config(MINZHENG)) as client:
+            await client.catalog_search(beyond="1", scope="52")
+
+    asyncio.run(search_beyond())
+
     def refused_at_department() -> dict[str, Any] | None:
         peer: dict[str, Any] = health(fed, MINZHENG)["peers"][HUB]
         return peer if peer["state"] == "refused" else None

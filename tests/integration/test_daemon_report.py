@@ -13,19 +13,17 @@ log as failed with the changed record, still counting the provider.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.daemons import DaemonFederation, node_cli
-from tests.integration.test_daemon_catalog import entry, ok_json, one_line_error, until
+from tests.integration.daemons import DaemonFederation, node_cli, rewrite_audit_record, until
+from tests.integration.test_daemon_catalog import entry, ok_json, one_line_error
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -58,7 +56,8 @@ def publish(fed: DaemonFederation, tmp_path: Path, document: dict[str, Any]) -> 
         cli(fed, PROVIDER, "catalog", "publish", str(path), "--operator", "王主任", "--json")
     )
     code: str = record["code"]
-    until(lambda: ok_json(cli(fed, REQUESTER, "catalog", "list", "--code", code, "--json")), code)
+    found = ["catalog", "list", "--beyond", "--code", code, "--json"]
+    until(lambda: ok_json(cli(fed, REQUESTER, *found)), code)
     return code
 
 
@@ -186,19 +185,7 @@ def test_report_online_then_offline_over_a_changed_log(tmp_path: Path) -> None:
         fed.kill_all()
 
     # Stopped: one of the requester's records is rewritten in its store.
-    store = fed.config(REQUESTER).store_path
-    with contextlib.closing(sqlite3.connect(store)) as db, db:
-        for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
-            db.execute(f"DROP TRIGGER {trigger}")
-        seq, data_ = next(
-            (seq, blob)
-            for seq, blob in db.execute("SELECT seq, data FROM audit_records ORDER BY seq")
-            if CLERK.encode() in blob
-        )
-        db.execute(
-            "UPDATE audit_records SET data = ? WHERE seq = ?",
-            (data_.replace(CLERK.encode(), b"clerk-xu"), seq),
-        )
+    seq = rewrite_audit_record(fed.config(REQUESTER).store_path, CLERK.encode(), b"clerk-xu")
 
     offline = report(fed, "--offline", "--json", names=running)
     assert offline.returncode == 1, offline.stderr.decode()

@@ -20,7 +20,7 @@ import json
 import signal
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from exchnode.aio import LinkClient, LinkError, TlsFiles, make_context, write_verify_bundle
 from exchnode.audit import Role
 from exchnode.pki import TrustStore, load_certificates_pem, load_crls_pem, verify_node_certificate
-from tests.integration.daemons import DaemonFederation, node_cli
+from tests.integration.daemons import DaemonFederation, node_cli, until
 from tests.integration.test_daemon_catalog import ok_json, one_line_error
 from tests.integration.test_daemon_roles import audit_records, call, find
 
@@ -71,25 +71,11 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
     text = path.read_text("utf-8")
     marker = "# a directory of *.pem, or a list of files\n"
     path.write_text(text.replace(marker, marker + "crl_warning_hours = 200\n", 1), "utf-8")
-    try:
-        federation.start(*NAMES)
-        federation.wait_ready(*NAMES)
+    with federation.serving(*NAMES):
         yield federation
-    finally:
-        federation.kill_all()
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def until(check: Callable[[], Any], what: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.1)
 
 
 def operator_call(

@@ -105,12 +105,8 @@ def find(records: list[dict[str, Any]], action: str, **want: Any) -> list[dict[s
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
     federation = DaemonFederation(tmp_path_factory.mktemp("roles"), [HUB, NODE])
-    try:
-        federation.start(NODE)
-        federation.wait_ready(NODE)
+    with federation.serving(NODE):
         yield federation
-    finally:
-        federation.kill_all()
 
 
 # --- the table and the credentials, in process ------------------------------------------------

@@ -25,12 +25,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
     text = config.read_text("utf-8")
     assert "# witness_interval = 60.0" in text  # the scaffold documents the key
     config.write_text(text.replace("# witness_interval = 60.0", "witness_interval = 0.5"))
-    try:
-        federation.start(HUB, CHILD)
-        federation.wait_ready(HUB, CHILD)
+    with federation.serving(HUB, CHILD):
         yield federation
-    finally:
-        federation.kill_all()
 
 
 def witnessed(fed: DaemonFederation) -> list[dict[str, Any]]:

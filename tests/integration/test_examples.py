@@ -5,45 +5,16 @@ Only what they report is checked, never how fast: speed belongs in the benchmark
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-TIMEOUT = 120
-
-
-def _run(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / script), *argv],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-        env={**os.environ, "PYTHONWARNINGS": "error"},
-    )
-
-
-def _last_json(stdout: str) -> tuple[list[str], dict[str, Any]]:
-    """The lines before the final JSON object, and that object."""
-    lines = stdout.rstrip("\n").splitlines()
-    assert lines, "no output"
-    summary = json.loads(lines[-1])
-    assert isinstance(summary, dict)
-    return lines[:-1], summary
+from tests.integration.scripts import run_script
 
 
 def test_demo_delivers_everything_exactly_once() -> None:
     messages = 5
-    completed = _run("examples/demo.py", "--json", "--messages", str(messages))
-    assert completed.returncode == 0, completed.stderr
-    assert "Traceback" not in completed.stderr
-    human, summary = _last_json(completed.stdout)
+    demo = run_script("examples/demo.py", "--json", "--messages", str(messages))
+    human, summary = demo.lines, demo.report
 
     departments = summary["departments"]
     assert departments == 6
@@ -70,14 +41,12 @@ def test_demo_delivers_everything_exactly_once() -> None:
     assert rows["tampered refused"] == "1"
     assert rows["revoked node refused"] == "2"
     # Progress goes to stderr, one line per ordered pair.
-    assert completed.stderr.count(" delivered via ") == pairs
+    assert demo.stderr.count(" delivered via ") == pairs
 
 
 def test_seal_open_benchmark_quick_json() -> None:
-    completed = _run("benchmarks/seal_open.py", "--quick", "--json")
-    assert completed.returncode == 0, completed.stderr
-    assert "Traceback" not in completed.stderr
-    table, report = _last_json(completed.stdout)
+    benchmark = run_script("benchmarks/seal_open.py", "--quick", "--json")
+    table, report = benchmark.lines, benchmark.report
 
     assert report["benchmark"] == "seal_open"
     assert report["quick"] is True
@@ -166,12 +135,10 @@ def _assert_oversight(summary: dict[str, Any], records: int) -> None:
 
 def test_federation_demo_runs_daemons_and_loses_nothing() -> None:
     messages, records = 3, 60
-    completed = _run(
+    demo = run_script(
         "examples/federation.py", "--json", "--messages", str(messages), "--records", str(records)
     )
-    assert completed.returncode == 0, completed.stderr
-    assert "Traceback" not in completed.stderr
-    human, summary = _last_json(completed.stdout)
+    human, summary = demo.lines, demo.report
 
     assert summary["nodes"] == summary["processes"] == 14
     assert summary["directory"] == "signed"
@@ -225,9 +192,9 @@ def test_federation_demo_runs_daemons_and_loses_nothing() -> None:
 
 
 def test_federation_demo_with_a_static_directory() -> None:
-    completed = _run("examples/federation.py", "--json", "--messages", "1", "--directory", "static")
-    assert completed.returncode == 0, completed.stderr
-    _, summary = _last_json(completed.stdout)
+    summary = run_script(
+        "examples/federation.py", "--json", "--messages", "1", "--directory", "static"
+    ).report
     assert summary["directory"] == "static"
     assert summary["sent"] == summary["delivered"] == 42
     assert (summary["lost"], summary["duplicated"], summary["corrupted"]) == (0, 0, 0)

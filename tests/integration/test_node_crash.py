@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from exchnode.aio import Message
+from exchnode.aio import Message, Node
 from exchnode.audit import Category, decode_record, verify_log
 from exchnode.federation import BackoffPolicy
 from exchnode.store import SqliteStore
@@ -46,6 +46,24 @@ def crash_seed() -> int:
     seed = int(os.environ.get("EXCHNODE_CRASH_SEED") or random.randrange(1 << 32))
     print(f"kill plan: EXCHNODE_CRASH_SEED={seed}")
     return seed
+
+
+async def send_until(sender: Node, done: asyncio.Event, *, batch: int, pause: float) -> int:
+    """Numbered messages to the receiver, ``batch`` at a time, until ``done``; how many.
+
+    A flow that lasts through every kill: the payloads are 0, 1, ... so that what
+    arrives can be checked against what was sent, each held by the sender's node
+    once ``send_many`` returned.
+    """
+    sent = 0
+    while not done.is_set():
+        numbers = range(sent, sent + batch)
+        await sender.send_many(
+            [Message(recipients=[RECEIVER], payload=f"{i}".encode()) for i in numbers]
+        )
+        sent += batch
+        await asyncio.sleep(pause)
+    return sent
 
 
 class Child:
@@ -91,23 +109,6 @@ class Child:
             await asyncio.wait_for(self._reader, 10)  # every line printed before the kill
 
 
-def child_spec(tmp_path: Path, federation: Federation, name: str, **extra: Any) -> Path:
-    spec = tmp_path / f"{name}.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "directory": str(tmp_path),
-                "names": NAMES,
-                "now": federation.now.isoformat(),
-                "ports": federation.ports,
-                "name": name,
-                **extra,
-            }
-        )
-    )
-    return spec
-
-
 def delivered_on_record(federation: Federation, name: str) -> Counter[str]:
     """Message id (hex) -> how many times the stopped node's verified audit log says it
     handed it to the application and had it acknowledged (``deliver``/``delivered``)."""
@@ -137,7 +138,7 @@ async def test_hub_killed_repeatedly_loses_and_duplicates_nothing(tmp_path: Path
     seed = crash_seed()
     rng = random.Random(seed)
     federation = Federation(tmp_path, NAMES)
-    hub = Child(child_spec(tmp_path, federation, HUB))
+    hub = Child(federation.child_spec(HUB))
     await hub.start()
     received: list[tuple[str, bytes, bytes]] = []
     held_at_kill: list[int] = []
@@ -148,17 +149,6 @@ async def test_hub_killed_repeatedly_loses_and_duplicates_nothing(tmp_path: Path
             federation.node(SENDER, backoff=FAST) as sender,
             federation.node(RECEIVER, backoff=FAST) as receiver,
         ):
-
-            async def produce() -> None:
-                nonlocal sent
-                while not chaos_over.is_set():  # a flow that lasts through every kill
-                    batch = [
-                        Message(recipients=[RECEIVER], payload=f"{i}".encode())
-                        for i in range(sent, sent + 50)
-                    ]
-                    await sender.send_many(batch)
-                    sent += len(batch)
-                    await asyncio.sleep(0.01)
 
             async def consume() -> None:
                 async for delivery in receiver.deliveries():
@@ -175,7 +165,8 @@ async def test_hub_killed_repeatedly_loses_and_duplicates_nothing(tmp_path: Path
                 chaos_over.set()
 
             consumer = asyncio.create_task(consume())
-            await asyncio.gather(produce(), chaos())
+            flow = send_until(sender, chaos_over, batch=50, pause=0.01)
+            sent, _ = await asyncio.gather(flow, chaos())
             await wait_until(lambda: len({r[1] for r in received}) >= sent, CATCH_UP)
             consumer.cancel()
     finally:
@@ -211,7 +202,7 @@ async def test_receiver_killed_between_delivery_and_ack_sees_each_message_acked_
         elif verb == "acked":
             acked[message_id] += 1
 
-    spec = child_spec(tmp_path, federation, RECEIVER, role="receive", audit=True)
+    spec = federation.child_spec(RECEIVER, role="receive", audit=True)
     receiver = Child(spec, on_line)
     chaos_over = asyncio.Event()
     sent = 0
@@ -222,17 +213,6 @@ async def test_receiver_killed_between_delivery_and_ack_sees_each_message_acked_
         ):
             await receiver.start()
 
-            async def produce() -> None:
-                nonlocal sent
-                while not chaos_over.is_set():
-                    batch = [
-                        Message(recipients=[RECEIVER], payload=f"{i}".encode())
-                        for i in range(sent, sent + 25)
-                    ]
-                    await sender.send_many(batch)
-                    sent += len(batch)
-                    await asyncio.sleep(0.02)
-
             async def chaos() -> None:
                 for _ in range(KILLS):
                     await asyncio.sleep(rng.uniform(0.3, 1.0))
@@ -241,7 +221,8 @@ async def test_receiver_killed_between_delivery_and_ack_sees_each_message_acked_
                     await receiver.start()
                 chaos_over.set()
 
-            await asyncio.gather(produce(), chaos())
+            flow = send_until(sender, chaos_over, batch=25, pause=0.02)
+            sent, _ = await asyncio.gather(flow, chaos())
             # Each message is got, then acked; a kill between the ack's commit and the
             # "acked" line leaves it acknowledged without the line, so the test waits
             # for every message to be got and for the node's inbox to be empty.
@@ -283,8 +264,8 @@ async def test_sender_killed_mid_flow_delivers_everything_it_held_once(tmp_path:
         confirmed.update(range(int(first), int(end) + 1))
         last = int(end)
 
-    spec = child_spec(
-        tmp_path, federation, SENDER, role="send", to=RECEIVER, start=0, count=total, batch=batch
+    spec = federation.child_spec(
+        SENDER, role="send", to=RECEIVER, start=0, count=total, batch=batch
     )
     sender = Child(spec, on_line)
     received: list[tuple[bytes, int]] = []
@@ -335,4 +316,3 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"not reached within {timeout} s: {state()}")
         await asyncio.sleep(0.05)
-

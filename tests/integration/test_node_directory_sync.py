@@ -48,11 +48,13 @@ async def test_any_node_finds_any_other_nodes_keys_through_the_hubs(tmp_path: Pa
         assert await asyncio.wait_for(one_delivery(nodes[MINZHENG]), 20) == b"found you"
         status = await nodes[GONGAN].wait_status(sent.message_id, [MINZHENG], timeout=20)
         assert status.delivered_to == {MINZHENG}
-        # The province knows everyone, and so does a department in a county.
-        for name in ("520000", GONGAN):
-            directory = nodes[name].node_directory
-            assert directory is not None
-            assert set(directory.names(time.time())) == set(CROSS_CITY)
+        # The province holds its whole subtree; a department only its path to the root
+        # and the node it addressed, never the rest of the network (SPEC §14.13).
+        province, dept = nodes["520000"].node_directory, nodes[GONGAN].node_directory
+        assert province is not None
+        assert dept is not None
+        assert set(province.names(time.time())) == set(CROSS_CITY)
+        assert set(dept.names(time.time())) == {"520000", "520100", "520102", GONGAN, MINZHENG}
 
 
 @pytest.mark.asyncio
@@ -102,3 +104,30 @@ async def test_the_cache_outlives_the_hub_then_fails_closed_when_it_expires(
             await asyncio.sleep(0.1)
         with pytest.raises(DirectoryExpiredError, match=r"520102\.minzheng"):
             await nodes[GONGAN].send(["520102.minzheng"], b"refused")
+
+
+@pytest.mark.asyncio
+async def test_a_send_resolves_its_recipient_and_each_relay_resolves_the_signer(
+    tmp_path: Path,
+) -> None:
+    """Nobody holds the other department: the send looks it up; each hub on the way down,
+    meeting a signer it does not hold, defers the item, looks the signer up, takes the retry."""
+    federation = Federation(tmp_path)
+    async with running(federation, CROSS_CITY) as nodes:
+        # Wait only until the province holds both subtrees (what a lookup is answered from).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        province = nodes["520000"].node_directory
+        assert province is not None
+        while not {GONGAN, MINZHENG} <= set(province.names(time.time())):
+            assert loop.time() < deadline, "the province never held both departments"
+            await asyncio.sleep(0.1)
+        for name in (GONGAN, "522301", MINZHENG):
+            directory = nodes[name].node_directory
+            assert directory is not None
+            held = set(directory.names(time.time()))
+            assert (GONGAN in held) is (name == GONGAN)
+        sent = await nodes[GONGAN].send([MINZHENG], b"looked up", receipt=True)
+        assert await asyncio.wait_for(one_delivery(nodes[MINZHENG]), 30) == b"looked up"
+        status = await nodes[GONGAN].wait_status(sent.message_id, [MINZHENG], timeout=30)
+        assert status.delivered_to == {MINZHENG}

@@ -68,19 +68,7 @@ def hub(tmp_path: Path) -> Iterator[tuple[Federation, subprocess.Popen[str]]]:
     with SqliteStore(tmp_path / f"{HUB}.sqlite") as store:
         later = int(time.time() * 1000) + 3_600_000
         store.set_peer_state(MINZHENG, PeerState(failures=10, next_attempt_ms=later))
-    spec = tmp_path / "hub.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "directory": str(tmp_path),
-                "names": names,
-                "now": federation.now.isoformat(),
-                "ports": federation.ports,
-                "name": HUB,
-                "limits": LIMITS,
-            }
-        )
-    )
+    spec = federation.child_spec(HUB, limits=LIMITS)
     process = subprocess.Popen(
         [sys.executable, str(CHILD), str(spec)],
         stdout=subprocess.PIPE,

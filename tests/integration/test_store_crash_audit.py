@@ -12,6 +12,10 @@ The test kills it with SIGKILL a few milliseconds after a chosen ``begin``
 batch, as a previous hop would -- and at the end checks the store:
 
 * the stored records resume into a log (contiguous seqs, unbroken chain);
+* the tree's interior nodes (issue 13), stored by the child's tree source in
+  the same transactions, are exactly those of the stored records: the child
+  restores its log from them at every start (the frontier, O(log n) reads),
+  and at the end every stored row equals the one the records give;
 * every envelope in custody has exactly one audit record, and every record
   names an envelope in custody: a kill never leaves one without the other,
   and a re-offer that comes back ``duplicate`` logs nothing;
@@ -43,7 +47,9 @@ from exchnode.audit import (
     SubjectKind,
     decode_record,
     details,
+    restore_state,
 )
+from exchnode.core import completed_count
 from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus, AuditRow, SqliteStore
 from exchnode.testing import seeded_identity
 from tests.integration.store_crash_child import BATCH, ME, NOW, SENDER, batch_items, message_id
@@ -93,7 +99,8 @@ def say(line: str) -> None:
 def child(argv: list[str]) -> None:
     path, round_no = argv[0], int(argv[1])
     store = SqliteStore(path)
-    log = resume(store)
+    log = restore_state(seeded_identity(ME), store, seal=None, last_head=None, checkpoint=None)
+    store.set_audit_tree(log.tree_rows)
     say("ready")
     batches = [(int(argv[2]), int(argv[3]))] if len(argv) == 4 else []
     batch = 0
@@ -103,6 +110,7 @@ def child(argv: list[str]) -> None:
             batches.append((round_no, batch))
         r, b = batches.pop()
         items = batch_items(r, b)
+        log.settle()  # between transactions, as the audit service does
         say(f"begin {r} {b}")
         outcomes = store.accept(items, NOW, audit=auditor(log, items))
         say(f"acked {r} {b} {' '.join(sorted({o.status.value for o in outcomes}))}")
@@ -184,7 +192,18 @@ def test_sigkill_keeps_custody_and_audit_records_together(tmp_path: Path) -> Non
         stored_batches = {
             (r, b) for r, b in begun if store.seen(SENDER, message_id(r, b, 0)) is not None
         }
+        expected_rows = log.tree_rows(0, log.size)  # the whole tree, from the records
+        stored_rows = [
+            b"".join(
+                store.audit_node(level, ((seq + 1) >> level) - 1) or b"missing"
+                for level in range(1, completed_count(seq) + 1)
+            )
+            for seq in range(1, log.size, 2)
+        ]
+        due = store.audit_nodes_due()
     context = f"seed {seed}"
+    assert stored_rows == expected_rows, f"{context}: the stored tree is not the records'"
+    assert due == log.size | 1, f"{context}: tree rows due from {due}, not {log.size | 1}"
     assert log.size == sum(about.values())
     assert not [m for m, n in about.items() if n > 1], f"{context}: an envelope logged twice"
     assert set(about) == held, f"{context}: custody and audit records differ"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,18 +68,37 @@ def client_for(federation: Federation, port: int, neighbour: str = "520100") -> 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Link:
+    server: LinkServer
+    client: LinkClient
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def linked(
+    federation: Federation, recorder: Recorder, *, neighbour: str = "520100", **options: Any
+) -> AsyncIterator[Link]:
+    """The hub's link server (``options`` its settings) and the department's client of it.
+
+    Both are closed on the way out, whatever the test did to them.
+    """
+    server = await serve(federation, recorder, **options)
+    _, port = await server.start()
+    client = client_for(federation, port, neighbour)
+    try:
+        yield Link(server, client, port)
+    finally:
+        await client.close()
+        await server.close()
+
+
 def test_a_transfer_moves_items_and_names_both_ends(federation: Federation) -> None:
     recorder = Recorder()
 
     async def scenario() -> TransferResponse:
-        server = await serve(federation, recorder)
-        _, port = await server.start()
-        client = client_for(federation, port)
-        try:
-            return await client.transfer(REQUEST)
-        finally:
-            await client.close()
-            await server.close()
+        async with linked(federation, recorder) as link:
+            return await link.client.transfer(REQUEST)
 
     response = run(scenario)
     assert recorder.calls == [("522301.minzheng", REQUEST)]
@@ -89,16 +110,10 @@ def test_a_sender_claiming_another_name_is_refused(federation: Federation) -> No
     recorder = Recorder()
 
     async def scenario() -> LinkError:
-        server = await serve(federation, recorder)
-        _, port = await server.start()
-        client = client_for(federation, port)
-        try:
+        async with linked(federation, recorder) as link:
             with pytest.raises(LinkError) as caught:
-                await client.transfer(REQUEST._replace(sender="522301.gongan"))
+                await link.client.transfer(REQUEST._replace(sender="522301.gongan"))
             return caught.value
-        finally:
-            await client.close()
-            await server.close()
 
     error = run(scenario)
     assert error.status == 403
@@ -110,15 +125,9 @@ def test_the_client_never_sends_to_the_wrong_neighbour(federation: Federation) -
     recorder = Recorder()
 
     async def scenario() -> None:
-        server = await serve(federation, recorder)
-        _, port = await server.start()
-        client = client_for(federation, port, neighbour="520300")
-        try:
+        async with linked(federation, recorder, neighbour="520300") as link:
             with pytest.raises(UntrustedError, match="expected 520300"):
-                await client.transfer(REQUEST)
-        finally:
-            await client.close()
-            await server.close()
+                await link.client.transfer(REQUEST)
 
     run(scenario)
     assert recorder.calls == []  # checked before a byte of the transfer was written
@@ -128,23 +137,17 @@ def test_too_large_and_malformed_transfers(federation: Federation) -> None:
     recorder = Recorder()
 
     async def scenario() -> list[LinkError]:
-        server = await serve(federation, recorder, max_transfer_bytes=64 * 1024)
-        _, port = await server.start()
-        client = client_for(federation, port)
         errors = []
-        try:
+        async with linked(federation, recorder, max_transfer_bytes=64 * 1024) as link:
             big = REQUEST._replace(items=(Item(b"x" * 100_000, ("520100.fagai",)),))
             for request in (big,):
                 with pytest.raises(LinkError) as caught:
-                    await client.transfer(request)
+                    await link.client.transfer(request)
                 errors.append(caught.value)
-            async with client._session.post(
-                f"https://127.0.0.1:{port}/exchnode/v1/transfer", data=b"\xc1garbage"
+            async with link.client._session.post(
+                f"https://127.0.0.1:{link.port}/exchnode/v1/transfer", data=b"\xc1garbage"
             ) as response:
                 errors.append(LinkError(await response.text(), response.status))
-        finally:
-            await client.close()
-            await server.close()
         return errors
 
     too_large, malformed = run(scenario)
@@ -160,22 +163,16 @@ def test_a_paused_server_answers_503_and_an_absent_one_is_unreachable(
     recorder = Recorder()
 
     async def scenario() -> list[LinkError]:
-        server = await serve(federation, recorder)
-        _, port = await server.start()
-        server.accepting = False
-        client = client_for(federation, port)
         errors = []
-        try:
+        async with linked(federation, recorder) as link:
+            link.server.accepting = False
             with pytest.raises(LinkError) as caught:
-                await client.transfer(REQUEST)
+                await link.client.transfer(REQUEST)
             errors.append(caught.value)
-            await server.close()
+            await link.server.close()
             with pytest.raises(LinkError) as caught:
-                await client.transfer(REQUEST)
+                await link.client.transfer(REQUEST)
             errors.append(caught.value)
-        finally:
-            await client.close()
-            await server.close()
         return errors
 
     paused, gone = run(scenario)

@@ -15,20 +15,30 @@ from exchnode.catalog import (
     CatalogRecord,
     CatalogState,
     CatalogVerifier,
+    FeedRequest,
+    LookupAnswer,
+    LookupRequest,
+    RecordPage,
     Summary,
+    Wanted,
     decode_providers,
     decode_record,
     decode_records,
     decode_versions,
     decode_wanted,
 )
+from exchnode.catalog._state import within_subtree
+from exchnode.core import NodeName
 from exchnode.federation import Relation
+from tests.unit.catalog.feeds import Feeds, lookup
 from tests.unit.catalog.test_entry import DIRECTORY, body_of, make_entry, publish, sign_body
 from tests.unit.catalog.test_state import _histories, pull
 
 common = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 slow = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+FEED = bytes(range(16))
+HEADER = CatalogState("520000", feed_id=FEED).take_rows()["catalog.h"] or b""
 HISTORIES = _histories(7)
 POOL: list[CatalogRecord] = [record for history in HISTORIES.values() for record in history]
 VALID = publish(make_entry(), version=1)[0]
@@ -42,7 +52,15 @@ DECODERS: list[Callable[[bytes], object]] = [
     decode_versions,
     decode_wanted,
     decode_records,
-    lambda data: CatalogState.restore(data, "520000"),
+    lambda data: CatalogState.from_snapshot(data, "520000", feed_id=FEED),
+    lambda data: CatalogState.from_rows([("catalog.h", data)], "520000"),
+    lambda data: CatalogState.from_rows(
+        [("catalog.h", HEADER), ("catalog.r 520102.gongan 101001/000001", data)], "520000"
+    ),
+    FeedRequest.decode,
+    RecordPage.decode,
+    LookupRequest.decode,
+    LookupAnswer.decode,
 ]
 
 
@@ -151,7 +169,7 @@ def _never_ahead_of_the_model(state: CatalogState, model: CatalogState) -> None:
 @given(st.data())
 def test_peers_converge_under_partial_exchanges_in_any_order(data: st.DataObject) -> None:
     n = data.draw(st.integers(2, 5), label="states")
-    states = [CatalogState("520000") for _ in range(n)]
+    states = [CatalogState("520000", feed_id=FEED) for _ in range(n)]
     seeded: list[CatalogRecord] = []
     for state in states:
         for record in data.draw(st.lists(st.sampled_from(POOL), max_size=25)):
@@ -188,12 +206,21 @@ NODES = sorted({name for edge in TREE for name in edge})
 
 @slow
 @given(st.data())
-def test_a_hierarchy_converges_to_the_whole_catalog_at_every_node(data: st.DataObject) -> None:
-    """Providers publish new versions while partial pulls run along the tree in any order."""
-    states = {name: CatalogState(name) for name in NODES}
+def test_every_hub_ends_with_exactly_its_subtrees_catalog(data: st.DataObject) -> None:
+    """Providers publish while feed pulls, cut short, run up the tree in any order.
+
+    Some children speak format 1 (their hub pulls them by §18.7), and
+    departments look up other branches' entries meanwhile: what they cache
+    never climbs.  In the end every hub holds exactly the newest record of
+    every resource of its subtree, and a department its own plus what it cached.
+    """
+    states = {name: CatalogState(name, feed_id=bytes([i]) * 16) for i, name in enumerate(NODES)}
+    parent_of = {child: parent for parent, child in TREE}
+    old = data.draw(st.sets(st.sampled_from(TREE)), label="format-1 edges")
     histories = list(HISTORIES.values())
     reached = [0] * len(histories)
     seeded: list[CatalogRecord] = []
+    feeds = Feeds()
 
     def tick() -> None:  # every provider signs the next record of each history
         for i, history in enumerate(histories):
@@ -203,30 +230,51 @@ def test_a_hierarchy_converges_to_the_whole_catalog_at_every_node(data: st.DataO
                 states[record.provider].apply(record)
                 seeded.append(record)
 
+    def up(edge: tuple[str, str], pages: int | None) -> None:
+        parent, child = edge
+        if edge in old:
+            pull(states[parent], states[child], Relation.CHILD, VERIFIER, limit=pages)
+        else:
+            feeds.pull(states[parent], states[child], pages=pages, limit=2)
+
+    def chain(name: str) -> list[CatalogState]:
+        names = [name]
+        while names[-1] in parent_of:
+            names.append(parent_of[names[-1]])
+        return [states[n] for n in names]
+
     tick()
-    pulls = [(p, c, Relation.CHILD) for p, c in TREE] + [(c, p, Relation.PARENT) for p, c in TREE]
-    steps = st.tuples(st.booleans(), st.sampled_from(pulls), st.none() | st.integers(0, 3))
-    for publish_first, (puller, source, relation), limit in data.draw(
-        st.lists(steps, max_size=60), label="steps"
-    ):
+    departments = [n for n in NODES if "." in n]
+    looks = st.tuples(st.sampled_from(departments), st.sampled_from(POOL))
+    steps = st.tuples(st.booleans(), st.sampled_from(TREE), st.none() | st.integers(1, 3))
+    for publish_first, edge, pages in data.draw(st.lists(steps, max_size=60), label="steps"):
         if publish_first:
             tick()
-        pull(states[puller], states[source], relation, VERIFIER, limit=limit)
-        _never_ahead_of_the_model(states[puller], _as_state(seeded))
+        up(edge, pages)
+        for state in states.values():
+            _never_ahead_of_the_model(state, _as_state(seeded))
+    for asker, record in data.draw(st.lists(looks, max_size=5), label="lookups"):
+        lookup(chain(asker), [Wanted(record.provider, record.code, 0)])
     tick()
-    order = data.draw(st.permutations(pulls))
-    _until_stable(
-        list(states.values()),
-        lambda: [pull(states[p], states[s], r, VERIFIER) for p, s, r in order],
-    )
-    expected = _model(seeded)
-    assert {name: state.summary() for name, state in states.items()} == dict.fromkeys(
-        NODES, expected
-    )
+    order = data.draw(st.permutations(TREE))
+
+    def sweep() -> None:
+        for edge in order:
+            up(edge, None)
+
+    _until_stable(list(states.values()), sweep)
+    model = _as_state(seeded)
+    for name, state in states.items():
+        me = NodeName.parse(name)
+        expected = [r for r in model.records() if within_subtree(me, r.provider)]
+        assert list(state.subtree()) == expected, name
+        cached = [r for r in state.records() if r not in expected]
+        assert len(cached) == state.cached  # the rest came from above, asked for
+        assert not any(within_subtree(me, r.provider) for r in cached), name
 
 
 def _as_state(records: list[CatalogRecord]) -> CatalogState:
-    state = CatalogState("520000")
+    state = CatalogState("520000", feed_id=FEED)
     for record in records:
         state.apply(record)
     return state

@@ -12,44 +12,9 @@ from exchnode.core import (
     verify_consistency,
     verify_inclusion,
 )
-from exchnode.core._merkle import node_hash
+from tests.rfc9162 import mth, path, subproof
 
 common = settings(max_examples=120, deadline=None)
-
-
-def mth(leaves: list[bytes]) -> bytes:
-    """RFC 9162 §2.1.1 over leaf hashes, recursively."""
-    if len(leaves) == 1:
-        return leaves[0]
-    k = 1
-    while k * 2 < len(leaves):
-        k *= 2
-    return node_hash(mth(leaves[:k]), mth(leaves[k:]))
-
-
-def path(m: int, leaves: list[bytes]) -> list[bytes]:
-    """RFC 9162 §2.1.3.1."""
-    if len(leaves) == 1:
-        return []
-    k = 1
-    while k * 2 < len(leaves):
-        k *= 2
-    if m < k:
-        return [*path(m, leaves[:k]), mth(leaves[k:])]
-    return [*path(m - k, leaves[k:]), mth(leaves[:k])]
-
-
-def subproof(m: int, leaves: list[bytes], complete: bool) -> list[bytes]:
-    """RFC 9162 §2.1.4.1."""
-    n = len(leaves)
-    if m == n:
-        return [] if complete else [mth(leaves)]
-    k = 1
-    while k * 2 < n:
-        k *= 2
-    if m <= k:
-        return [*subproof(m, leaves[:k], complete), mth(leaves[k:])]
-    return [*subproof(m - k, leaves[k:], False), mth(leaves[:k])]
 
 
 sizes = st.integers(min_value=1, max_value=70)

@@ -20,7 +20,9 @@ from exchnode.catalog import (
     ShareType,
     Status,
     Summary,
+    Wanted,
     decode_providers,
+    decode_record,
     decode_records,
     decode_versions,
     decode_wanted,
@@ -29,9 +31,11 @@ from exchnode.catalog import (
     encode_versions,
     encode_wanted,
 )
-from exchnode.catalog._state import accepts_from, sends_to, within_subtree
-from exchnode.core import Level, NodeName
-from exchnode.federation import Neighbour, Relation
+from exchnode.catalog._rows import cached_key, subtree_key
+from exchnode.catalog._state import Conflict, accepts_from, sends_to, within_subtree
+from exchnode.core import Level, NodeName, pack
+from exchnode.federation import FeedPosition, Neighbour, Relation
+from tests.unit.catalog.feeds import Feeds, lookup
 from tests.unit.catalog.test_entry import (
     DIRECTORY,
     FAGAI,
@@ -46,6 +50,7 @@ from tests.unit.catalog.test_entry import (
 )
 
 CODE = "101001/000001"
+FEED = bytes(range(16))  # a feed id (randomly drawn by a node; fixed in tests)
 REVERSE = {Relation.PARENT: Relation.CHILD, Relation.CHILD: Relation.PARENT, Relation.LINK: None}
 
 
@@ -91,7 +96,7 @@ def pull(
 
 
 def state_with(me: str, records: Iterable[CatalogRecord]) -> CatalogState:
-    state = CatalogState(me)
+    state = CatalogState(me, feed_id=FEED)
     for record in records:
         state.apply(record)
     return state
@@ -101,7 +106,7 @@ def state_with(me: str, records: Iterable[CatalogRecord]) -> CatalogState:
 
 
 def test_versions_order_the_records_of_one_resource() -> None:
-    state = CatalogState("520102")
+    state = CatalogState("520102", feed_id=FEED)
     (v1,) = publish(make_entry(), version=1)
     (v2,) = publish(make_entry(name="人口信息 v2"), version=2)
     (v2_again,) = publish(make_entry(name="人口信息 v2"), version=2, now=NOW + 5)
@@ -118,7 +123,7 @@ def test_versions_order_the_records_of_one_resource() -> None:
 
 
 def test_a_tombstone_beats_older_versions_and_stays() -> None:
-    state = CatalogState("520100")
+    state = CatalogState("520100", feed_id=FEED)
     (v1,) = publish(make_entry(), version=1)
     (v2,) = publish(make_entry(), version=2)
     gone = withdraw(GONGAN, CODE, 3)
@@ -141,14 +146,14 @@ def test_a_tombstone_beats_older_versions_and_stays() -> None:
 def test_a_tombstone_arriving_first_still_wins() -> None:
     gone = withdraw(GONGAN, CODE, 2)
     (v1,) = publish(make_entry(), version=1)
-    state = CatalogState("520100")
+    state = CatalogState("520100", feed_id=FEED)
     assert state.apply(gone) is Outcome.NEW
     assert state.apply(v1) is Outcome.STALE
     assert state.search() == []
 
 
 def test_equivocation_is_an_error_and_the_first_record_stays() -> None:
-    state = CatalogState("520100")
+    state = CatalogState("520100", feed_id=FEED)
     (first,) = publish(make_entry(), version=5)
     (second,) = publish(make_entry(summary="另一说法"), version=5)
     state.apply(first)
@@ -166,7 +171,7 @@ def test_equivocation_is_an_error_and_the_first_record_stays() -> None:
 
 
 def test_next_version_is_one_past_what_the_provider_has_signed() -> None:
-    state = CatalogState(GONGAN)
+    state = CatalogState(GONGAN, feed_id=FEED)
     assert state.next_version(CODE) == 1
     (record,) = publish(make_entry(), version=state.next_version(CODE))
     state.apply(record)
@@ -197,7 +202,7 @@ CITY = NodeName.parse("520100")
 @pytest.mark.parametrize(
     ("me", "neighbour_name", "relation", "provider", "accepted"),
     [
-        # From the parent: everything it holds, including the echo of our own subtree.
+        # From the parent: what this node asked for (it asks only through its own requests).
         ("520102", "520100", Relation.PARENT, REMOTE, True),
         ("520102", "520100", Relation.PARENT, GONGAN, True),
         (GONGAN, "520102", Relation.PARENT, TONGJI, True),
@@ -209,8 +214,8 @@ CITY = NodeName.parse("520100")
         # From a child department: only itself.
         ("520102", GONGAN, Relation.CHILD, GONGAN, True),
         ("520102", GONGAN, Relation.CHILD, MINZHENG, False),
-        # From a link: only what it covers.
-        ("520100", "522300", Relation.LINK, REMOTE, True),
+        # From a link: nothing; the catalog travels along the tree.
+        ("520100", "522300", Relation.LINK, REMOTE, False),
         ("520100", "522300", Relation.LINK, GONGAN, False),
     ],
 )
@@ -247,7 +252,7 @@ def test_what_a_node_sends_mirrors_what_the_other_side_accepts() -> None:
 
 
 def test_a_child_cannot_speak_for_another_branch() -> None:
-    city = CatalogState(CITY)
+    city = CatalogState(CITY, feed_id=FEED)
     (foreign,) = publish(make_entry(provider="520103.gongan"))
     from_county = Neighbour(COUNTY, Relation.CHILD)
     assert city.apply(foreign, source=from_county) is Outcome.OUT_OF_SCOPE
@@ -256,31 +261,36 @@ def test_a_child_cannot_speak_for_another_branch() -> None:
     assert city.apply(own, source=from_county) is Outcome.NEW
 
 
-def test_entries_climb_only_their_branch_and_descend_everywhere() -> None:
-    """A county department's entry reaches the province and comes down to the other city."""
+def test_entries_climb_only_their_branch_and_are_found_by_lookup() -> None:
+    """A county department's entry climbs to the province by feeds; the other city looks it up."""
     province, city, county, other_city = (
-        CatalogState(n) for n in ("520000", CITY, COUNTY, "522300")
+        CatalogState(n, feed_id=FEED) for n in ("520000", CITY, COUNTY, "522300")
     )
     department = state_with(GONGAN, publish(make_entry()))
-    remote = CatalogState(REMOTE)
-    pull(county, department, Relation.CHILD)
-    pull(city, county, Relation.CHILD)
-    pull(province, city, Relation.CHILD)
-    assert pull(other_city, province, Relation.PARENT).records == 1
-    assert len(other_city) == 1
-    # Over a link between the cities only each city's own subtree travels.
-    province.apply(*publish(make_entry(provider=TONGJI)))
-    assert pull(city, province, Relation.PARENT).records == 1
+    feeds = Feeds()
+    assert feeds.pull(county, department).records == 1
+    assert feeds.pull(city, county).records == 1
+    assert feeds.pull(province, city).records == 1
+    # Each hub holds it as its subtree's, nothing came down.
+    assert [len(s) for s in (county, city, province, other_city)] == [1, 1, 1, 0]
+    assert not feeds.pull(other_city, province, Relation.PARENT).records
+    # A lookup from the other city climbs to the province, which holds it, and is cached there.
+    answer = lookup([other_city, province], [Wanted(GONGAN, CODE, 0)])
+    assert answer.complete
+    assert [decode_record(r).code for r in answer.records] == [CODE]
+    assert other_city.get(GONGAN, CODE) is not None
+    assert other_city.cached == 1
+    assert list(other_city.subtree()) == []
+    # A child department's echo of what it holds from above is out of scope at its parent.
+    remote = CatalogState(REMOTE, feed_id=bytes(16))
+    (fagai,) = publish(make_entry(provider=FAGAI))
+    remote.apply(fagai)
+    assert feeds.pull(CatalogState("522301", feed_id=FEED), remote).records == 0
+    # Over a link the catalog does not travel at all.
     link = Neighbour(other_city.me, Relation.LINK)
-    assert list(city.summary(to=link).providers) == [GONGAN]
-    assert pull(other_city, city, Relation.LINK) == (0, 0, 0)
-    assert other_city.get(TONGJI, CODE) is None
-    # Nothing a county department holds goes up but its own entries.
-    (remote_entry,) = publish(make_entry(provider=REMOTE))
-    remote.apply(remote_entry)
-    remote.apply(*publish(make_entry(provider=FAGAI)))
-    up = remote.summary(to=Neighbour(NodeName.parse("522301"), Relation.PARENT))
-    assert list(up.providers) == [REMOTE]
+    assert city.summary(to=link).providers == {}
+    (far,) = publish(make_entry(provider=REMOTE))
+    assert city.apply(far, source=link) is Outcome.OUT_OF_SCOPE
 
 
 # --- search ---------------------------------------------------------------------------
@@ -338,23 +348,83 @@ def test_search_by_each_criterion(catalog: CatalogState) -> None:
 # --- persistence ------------------------------------------------------------------------
 
 
-def test_a_snapshot_restores_the_same_state(catalog: CatalogState) -> None:
+def legacy_value(records: Iterable[CatalogRecord], conflicts: Iterable[Conflict] = ()) -> bytes:
+    """The single value format 1's ``CatalogState.encode`` stored (byte for byte its layout)."""
+    ordered = sorted(records, key=lambda r: (r.provider, r.code))
+    return pack([1, [r.data for r in ordered], [[c.held.data, c.offered.data] for c in conflicts]])
+
+
+def test_rows_restore_the_same_state_and_its_feed(catalog: CatalogState) -> None:
     (first,) = publish(make_entry(provider=FAGAI), version=3)
     (second,) = publish(make_entry(provider=FAGAI, name="别的"), version=3)
     catalog.apply(first)
     with pytest.raises(errors.EquivocationError):
         catalog.apply(second)
-    data = catalog.encode()
+    rows = catalog.all_rows()
     for verifier in (None, CatalogVerifier(DIRECTORY)):
-        restored = CatalogState.restore(data, "520000", verifier)
+        restored = CatalogState.from_rows(sorted(rows.items()), "520000", verifier=verifier)
         assert restored.summary() == catalog.summary()
         assert list(restored.records()) == list(catalog.records())
         assert restored.conflicts == catalog.conflicts
-        assert restored.encode() == data
+        assert restored.all_rows() == rows
+        assert restored.feed_position == catalog.feed_position
+    assert not restored.take_rows()
+    key = subtree_key(GONGAN, CODE)
+    damaged = {**rows, key: rows[key][:-3]}
+    with pytest.raises(errors.MalformedError, match=key):
+        CatalogState.from_rows(damaged.items(), "520000")
+    moved = {**rows, subtree_key(GONGAN, "101001/000003"): rows[key]}
+    with pytest.raises(errors.MalformedError, match="does not name its record"):
+        CatalogState.from_rows(moved.items(), "520000")
+    without_header = {k: v for k, v in rows.items() if k != "catalog.h"}
+    with pytest.raises(errors.MalformedError, match="no header"):
+        CatalogState.from_rows(without_header.items(), "520000")
+
+
+def test_a_change_writes_its_own_rows_only(catalog: CatalogState) -> None:
+    catalog.take_rows()
+    (v2,) = publish(make_entry(name="人口信息 v2"), version=2)
+    catalog.apply(v2)
+    rows = catalog.take_rows()
+    assert list(rows) == [subtree_key(GONGAN, CODE)]
+    value = rows[subtree_key(GONGAN, CODE)]
+    assert value is not None
+    assert len(value) < len(v2.data) + 16
+    catalog.apply(v2)
+    assert catalog.take_rows() == {}
+
+
+def test_the_value_format_1_stored_migrates_to_rows() -> None:
+    (first,) = publish(make_entry(), version=3)
+    (second,) = publish(make_entry(summary="另一说法"), version=3)
+    foreign = publish(make_entry(provider=REMOTE))
+    old = legacy_value([first, *foreign], [Conflict(first, second)])
+    county = CatalogState.from_snapshot(old, "520102", feed_id=FEED)
+    # The subtree is kept (numbered in a new feed), what lies above is asked for again.
+    assert list(county.records()) == [first]
+    assert county.feed_position == FeedPosition(FEED, 1)
+    assert county.conflicts == (Conflict(first, second),)
+    restored = CatalogState.from_rows(county.all_rows().items(), "520102")
+    assert list(restored.records()) == [first]
     with pytest.raises(errors.MalformedError, match=r"catalog\.snapshot"):
-        CatalogState.restore(data[:-3], "520000")
+        CatalogState.from_snapshot(old[:-3], "520102", feed_id=FEED)
     with pytest.raises(errors.UnsupportedVersionError):
-        CatalogState.restore(b"\x93\x02\x90\x90", "520000")
+        CatalogState.from_snapshot(b"\x93\x02\x90\x90", "520102", feed_id=FEED)
+
+
+def test_the_cache_is_bounded_and_keeps_what_is_used() -> None:
+    department = CatalogState(GONGAN, feed_id=FEED, max_cached=2)
+    parent = Neighbour(COUNTY, Relation.PARENT)
+    a, b, c = (publish(make_entry(provider=REMOTE, sequence=i))[0] for i in (1, 2, 3))
+    department.apply(a, source=parent)
+    department.apply(b, source=parent)
+    assert department.get(REMOTE, a.code) == a  # used: b is now the least recently used
+    department.apply(c, source=parent)
+    assert department.get(REMOTE, b.code) is None
+    assert [w.code for w in department.cached_versions()] == [a.code, c.code]
+    rows = department.take_rows()
+    assert rows[cached_key(REMOTE, b.code)] is None
+    assert department.feed_position.seq == 0  # nothing from above enters the feed
 
 
 # --- anti-entropy (SPEC §18.7) -------------------------------------------------------------
@@ -380,7 +450,7 @@ def _histories(seed: int) -> dict[tuple[str, str], list[CatalogRecord]]:
 def test_two_states_converge_and_only_differences_travel() -> None:
     rng = random.Random(18)
     histories = _histories(18)
-    a, b = CatalogState("520000"), CatalogState("520000")
+    a, b = CatalogState("520000", feed_id=FEED), CatalogState("520000", feed_id=FEED)
     differing: set[str] = set()
     a_missing = b_missing = 0
     for (provider, _), history in histories.items():
@@ -403,7 +473,7 @@ def test_two_states_converge_and_only_differences_travel() -> None:
 
 
 def test_an_exchange_in_sync_sends_only_the_summary(catalog: CatalogState) -> None:
-    copy = CatalogState.restore(catalog.encode(), "520000")
+    copy = CatalogState.from_rows(catalog.all_rows().items(), "520000")
     assert copy.diff(catalog.summary()) == ()
     assert pull(copy, catalog) == Exchanged(0, 0, 0)
 
@@ -445,7 +515,7 @@ def test_a_neighbour_only_gets_what_it_may_see() -> None:
     assert set(county.versions([GONGAN, FAGAI], to=to_parent)) == {GONGAN}
     wanted = county.wanted(county.versions([FAGAI]), source=None)
     assert wanted == ()
-    everything = [w for w in CatalogState(CITY).wanted(county.versions(PROVIDERS))]
+    everything = [w for w in CatalogState(CITY, feed_id=FEED).wanted(county.versions(PROVIDERS))]
     assert len(county.entries_for(everything, to=to_parent)) == 2
     assert (
         len(county.entries_for(everything, to=Neighbour(NodeName.parse(GONGAN), Relation.CHILD)))

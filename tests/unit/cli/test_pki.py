@@ -31,6 +31,11 @@ def ok(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return out
 
 
+def issue_gongan(pki: str, out: str) -> list[str]:
+    """``pki issue-node`` for 520102.gongan: the fixture runs it, and one test runs it again."""
+    return ["pki", "issue-node", "520102.gongan", "--issuer", "520102", "--dir", pki, "--out", out]
+
+
 @pytest.fixture
 def national(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """000000 → 520000 → 520100 → 520102 and the node 520102.gongan under ``tmp_path``."""
@@ -39,19 +44,7 @@ def national(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     ok(capsys, "pki", "issue-ca", "520000", "--issuer", "000000", "--dir", pki)
     ok(capsys, "pki", "issue-ca", "520100", "--issuer", "520000", "--dir", pki)
     ok(capsys, "pki", "issue-ca", "520102", "--issuer", "520100", "--dir", pki)
-    out = str(tmp_path / "gongan")
-    ok(
-        capsys,
-        "pki",
-        "issue-node",
-        "520102.gongan",
-        "--issuer",
-        "520102",
-        "--dir",
-        pki,
-        "--out",
-        out,
-    )
+    ok(capsys, *issue_gongan(pki, str(tmp_path / "gongan")))
     return tmp_path
 
 
@@ -240,18 +233,7 @@ def test_issue_node_refuses_a_used_out_directory(
 ) -> None:
     pki = str(national / "pki")
     before = (national / "pki" / "520102" / "index.json").read_text()
-    status, _, err = run(
-        capsys,
-        "pki",
-        "issue-node",
-        "520102.gongan",
-        "--issuer",
-        "520102",
-        "--dir",
-        pki,
-        "--out",
-        str(national / "gongan"),
-    )
+    status, _, err = run(capsys, *issue_gongan(pki, str(national / "gongan")))
     assert status == 1
     assert "already exists" in err
     assert (national / "pki" / "520102" / "index.json").read_text() == before

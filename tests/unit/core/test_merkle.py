@@ -8,28 +8,7 @@ import pytest
 
 from exchnode.core import leaf_hash
 from exchnode.core._merkle import MerkleBatch, inclusion_path_length, node_hash, root_from_inclusion
-
-
-def mth(data: list[bytes]) -> bytes:
-    """RFC 9162 §2.1.1, written recursively as the RFC does."""
-    if len(data) == 1:
-        return leaf_hash(data[0])
-    k = 1
-    while k * 2 < len(data):
-        k *= 2
-    return node_hash(mth(data[:k]), mth(data[k:]))
-
-
-def rfc_path(m: int, data: list[bytes]) -> list[bytes]:
-    """RFC 9162 §2.1.3.1 PATH(m, D[n]), recursively."""
-    if len(data) == 1:
-        return []
-    k = 1
-    while k * 2 < len(data):
-        k *= 2
-    if m < k:
-        return [*rfc_path(m, data[:k]), mth(data[k:])]
-    return [*rfc_path(m - k, data[k:]), mth(data[:k])]
+from tests import rfc9162
 
 
 def test_domain_separation() -> None:
@@ -47,12 +26,12 @@ def test_root_and_paths_match_the_rfc(size: int) -> None:
     data = [f"item {i}".encode() for i in range(size)]
     leaves = [leaf_hash(d) for d in data]
     tree = MerkleBatch(leaves)
-    assert tree.root == mth(data)
+    assert tree.root == rfc9162.mth(leaves)
     all_paths = tree.paths()
     for i in range(size):
         path = tree.path(i)
         assert all_paths[i] == b"".join(path)
-        assert path == rfc_path(i, data)
+        assert path == rfc9162.path(i, leaves)
         assert len(path) == inclusion_path_length(i, size)
         assert root_from_inclusion(leaves[i], i, size, path) == tree.root
 

@@ -122,6 +122,12 @@ AUDIT = {
     "audit_ordered_from",
     "prune_audit",
     "prune_heads",
+    "set_audit_tree",
+    "tree_heads_from",
+    "audit_heads_end",
+    "add_audit_nodes",
+    "audit_nodes_due",
+    "audit_node",
 }
 META = {
     "peer_state",

@@ -545,8 +545,9 @@ def test_sqlite_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     ((version,),) = conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'")
     names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
-    assert version == SCHEMA_VERSION == 5
+    assert version == SCHEMA_VERSION == 6
     assert {"audit_records", "audit_heads", "audit_checkpoint", "audit_seal"} <= names
+    assert "audit_nodes" in names
     with SqliteStore(path) as store:
         assert subjects(store) == [8]
 
