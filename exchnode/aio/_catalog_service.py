@@ -600,14 +600,19 @@ class CatalogService:
     def _neighbour(self, name: str) -> Neighbour | None:
         return self._neighbours.get(name)
 
-    async def _serve_feed(self, name: str, request: web.Request) -> web.StreamResponse:
+    def _caller(self, name: str, relation: Relation, refusal: str) -> Neighbour | web.Response:
+        """The neighbour calling a format-2 endpoint, if its relation may; else the 403."""
         neighbour = self._neighbour(name)
         if neighbour is None:
             return _not_a_neighbour(name)
-        if neighbour.relation is not Relation.PARENT:
-            return web.Response(
-                status=403, text=f"{name}: a node serves its feed to its parent only"
-            )
+        if neighbour.relation is not relation:
+            return web.Response(status=403, text=f"{name}: {refusal}")
+        return neighbour
+
+    async def _serve_feed(self, name: str, request: web.Request) -> web.StreamResponse:
+        neighbour = self._caller(name, Relation.PARENT, "a node serves its feed to its parent only")
+        if isinstance(neighbour, web.Response):
+            return neighbour
         try:
             asked = FeedRequest.decode(await request.read())
         except RejectedError as exc:
@@ -615,13 +620,9 @@ class CatalogService:
         return _answer(self.state.feed_page(asked, neighbour).encode())
 
     async def _serve_lookup(self, name: str, request: web.Request) -> web.StreamResponse:
-        neighbour = self._neighbour(name)
-        if neighbour is None:
-            return _not_a_neighbour(name)
-        if neighbour.relation is not Relation.CHILD:
-            return web.Response(
-                status=403, text=f"{name}: a node answers its children's lookups only"
-            )
+        caller = self._caller(name, Relation.CHILD, "a node answers its children's lookups only")
+        if isinstance(caller, web.Response):
+            return caller
         try:
             asked = LookupRequest.decode(await request.read())
         except RejectedError as exc:

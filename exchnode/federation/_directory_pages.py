@@ -52,11 +52,11 @@ from exchnode.errors import MalformedError, TooLargeError, UnsupportedVersionErr
 from exchnode.federation._directory_wire import (
     MAX_ENTRY_CHAIN,
     MAX_TIME_MS,
-    SIGNATURE_LENGTH,
     DirectoryEntry,
     _Reader,
     check_address,
     own_chain_der,
+    signed_frame,
 )
 from exchnode.federation._feed import FeedPosition, check_feed_position
 
@@ -267,19 +267,9 @@ def decode_page(data: bytes, policy: PagePolicy = DEFAULT_PAGE_POLICY) -> Direct
         data = bytes(data)
     if type(data) is not bytes:
         raise MalformedError("directory page", "must be bytes")
-    outer = unpack(data, what="directory page", max_size=policy.max_page_bytes, max_array=3)
-    if type(outer) is not list or len(outer) != 3:
-        raise MalformedError("directory page", "expected an array of 3 elements")
-    version, body, signature = outer
-    if type(version) is not int:
-        raise MalformedError("directory page.format", "must be an integer")
-    if version != PAGE_FORMAT:
-        raise UnsupportedVersionError(f"directory page format {version} is not supported (2)")
-    if type(body) is not bytes:
-        raise MalformedError("directory page.body", "must be bytes")
-    if type(signature) is not bytes or len(signature) != SIGNATURE_LENGTH:
-        raise MalformedError("directory page.signature", f"must be {SIGNATURE_LENGTH} bytes")
-    require_canonical(outer, data, what="directory page")
+    body, signature = signed_frame(
+        data, "directory page", policy.max_page_bytes, PAGE_FORMAT, "(2)"
+    )
 
     f = "page"
     reader = _Reader(body)

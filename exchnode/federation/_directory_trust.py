@@ -38,10 +38,8 @@ from exchnode.errors import (
     BadSignatureError,
     CertificateRevokedError,
     DirectoryExpiredError,
-    LifetimeTooLongError,
     MalformedCertificateError,
     MalformedError,
-    NotYetValidError,
     RejectedError,
     ReplayError,
     UnknownSignerError,
@@ -63,6 +61,7 @@ from exchnode.federation._directory_verify import (
     Dropped,
     VerifiedEntry,
     accept_crls,
+    check_freshness,
     instant,
     trust_with,
 )
@@ -272,7 +271,14 @@ def verify_page(
         )
     if audience is not Audience.LOOKUP and page.since != (since or FeedPosition(b"", 0)):
         raise ReplayError(f"directory page of {page.issuer} answers another position than asked")
-    _check_freshness(page, now, freshness)
+    check_freshness(
+        f"directory page of {page.issuer}",
+        page.issuer,
+        page.issued_ms,
+        page.expires_ms,
+        now,
+        freshness,
+    )
     parsed: list[tuple[str, _CRL, tuple[bytes, ...]]] = []
     dropped: list[Dropped] = []
     for i, row in enumerate(page.crls):
@@ -381,25 +387,3 @@ def _certificates(ders: Sequence[bytes]) -> list[x509.Certificate]:
 
 def _der(crl: _CRL) -> bytes:
     return crl.public_bytes(serialization.Encoding.DER)
-
-
-def _check_freshness(page: DirectoryPage, now: float, policy: DirectoryPolicy) -> None:
-    # SPEC §14.15 step 4, as §14.5 step 5 for a snapshot.
-    now_ms = int(now * 1000)
-    what = f"directory page of {page.issuer}"
-    if page.expires_ms - page.issued_ms > policy.max_lifetime * 1000:
-        raise LifetimeTooLongError(
-            f"{what} lives {(page.expires_ms - page.issued_ms) / 1000:.0f} s, beyond "
-            f"the maximum of {policy.max_lifetime:.0f} s"
-        )
-    if now_ms >= page.expires_ms:
-        raise DirectoryExpiredError(
-            f"{what} expired at {iso_ms(page.expires_ms)}",
-            source=page.issuer,
-            expired_ms=page.expires_ms,
-        )
-    if page.issued_ms > now_ms + policy.clock_skew * 1000:
-        raise NotYetValidError(
-            f"{what} is issued {(page.issued_ms - now_ms) / 1000:.0f} s in the future, "
-            f"beyond the allowed clock skew of {policy.clock_skew:.0f} s"
-        )

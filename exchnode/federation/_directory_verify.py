@@ -188,25 +188,28 @@ def _parse_crls(ders: Sequence[bytes], field: str) -> tuple[list[tuple[str, _CRL
     return crls, dropped
 
 
-def _check_freshness(snapshot: DirectorySnapshot, now: float, policy: DirectoryPolicy) -> None:
-    # SPEC §14.5 step 5, in the order of §8.2.
+def check_freshness(
+    what: str, issuer: str, issued_ms: int, expires_ms: int, now: float, policy: DirectoryPolicy
+) -> None:
+    """A signed directory answer's times (SPEC §14.5 step 5, §14.15 step 4), in the order of §8.2.
+
+    One rule for format 1's snapshot and format 2's page: ``what`` names which.
+    """
     now_ms = int(now * 1000)
-    what = f"directory snapshot of {snapshot.issuer}"
-    if snapshot.expires_ms - snapshot.issued_ms > policy.max_lifetime * 1000:
+    if expires_ms - issued_ms > policy.max_lifetime * 1000:
         raise LifetimeTooLongError(
-            f"{what} lives {(snapshot.expires_ms - snapshot.issued_ms) / 1000:.0f} s, beyond "
+            f"{what} lives {(expires_ms - issued_ms) / 1000:.0f} s, beyond "
             f"the maximum of {policy.max_lifetime:.0f} s"
         )
-    if now_ms >= snapshot.expires_ms:
+    if now_ms >= expires_ms:
         raise DirectoryExpiredError(
-            f"{what} expired at {iso_ms(snapshot.expires_ms)} "
-            f"({(now_ms - snapshot.expires_ms) / 1000:.0f} s ago)",
-            source=snapshot.issuer,
-            expired_ms=snapshot.expires_ms,
+            f"{what} expired at {iso_ms(expires_ms)} ({(now_ms - expires_ms) / 1000:.0f} s ago)",
+            source=issuer,
+            expired_ms=expires_ms,
         )
-    if snapshot.issued_ms > now_ms + policy.clock_skew * 1000:
+    if issued_ms > now_ms + policy.clock_skew * 1000:
         raise NotYetValidError(
-            f"{what} is issued {(snapshot.issued_ms - now_ms) / 1000:.0f} s in the future, "
+            f"{what} is issued {(issued_ms - now_ms) / 1000:.0f} s in the future, "
             f"beyond the allowed clock skew of {policy.clock_skew:.0f} s"
         )
 
@@ -266,7 +269,14 @@ def verify_snapshot(
         raise WrongIssuerError(
             f"directory fetched from {expected_issuer} is signed by {snapshot.issuer}"
         )
-    _check_freshness(snapshot, now, policy)
+    check_freshness(
+        f"directory snapshot of {snapshot.issuer}",
+        snapshot.issuer,
+        snapshot.issued_ms,
+        snapshot.expires_ms,
+        now,
+        policy,
+    )
     when = instant(now)
     now_ms = int(now * 1000)
     parsed, dropped = _parse_crls(snapshot.crls, "directory.body.crls")

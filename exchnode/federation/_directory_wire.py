@@ -318,25 +318,41 @@ def _bin(value: object, field: str, limit: int) -> bytes:
     return value
 
 
+
+def signed_frame(
+    data: bytes, what: str, max_size: int, expected: int, supported: str
+) -> tuple[bytes, bytes]:
+    """The body and signature of a signed directory answer ``[format, body, signature]``.
+
+    Format 1's snapshot and format 2's page share this frame (SPEC §14.2,
+    §14.14): size limit, shape, format, canonical encoding, in that order;
+    ``supported`` says in the error which formats this decoder reads.
+    """
+    outer = unpack(data, what=what, max_size=max_size, max_array=3)
+    if type(outer) is not list or len(outer) != 3:
+        raise MalformedError(what, "expected an array of 3 elements")
+    version, body, signature = outer
+    if type(version) is not int:
+        raise MalformedError(f"{what}.format", "must be an integer")
+    if version != expected:
+        raise UnsupportedVersionError(f"{what} format {version} is not supported {supported}")
+    if type(body) is not bytes:
+        raise MalformedError(f"{what}.body", "must be bytes")
+    if type(signature) is not bytes or len(signature) != SIGNATURE_LENGTH:
+        raise MalformedError(f"{what}.signature", f"must be {SIGNATURE_LENGTH} bytes")
+    require_canonical(outer, data, what=what)
+    return body, signature
+
+
 def decode_snapshot(
     data: bytes, policy: DirectoryPolicy = DEFAULT_DIRECTORY_POLICY
 ) -> DirectorySnapshot:
     """Parse and shape-check a snapshot (SPEC §14.2, §14.5 steps 1-3); raise ``RejectedError``."""
     if isinstance(data, bytearray | memoryview):
         data = bytes(data)
-    outer = unpack(data, what="directory", max_size=policy.max_snapshot_bytes, max_array=3)
-    if type(outer) is not list or len(outer) != 3:
-        raise MalformedError("directory", "expected an array of 3 elements")
-    version, body, signature = outer
-    if type(version) is not int:
-        raise MalformedError("directory.format", "must be an integer")
-    if version != DIRECTORY_FORMAT:
-        raise UnsupportedVersionError(f"directory format {version} is not supported (only 1)")
-    if type(body) is not bytes:
-        raise MalformedError("directory.body", "must be bytes")
-    if type(signature) is not bytes or len(signature) != SIGNATURE_LENGTH:
-        raise MalformedError("directory.signature", f"must be {SIGNATURE_LENGTH} bytes")
-    require_canonical(outer, data, what="directory")
+    body, signature = signed_frame(
+        data, "directory", policy.max_snapshot_bytes, DIRECTORY_FORMAT, "(only 1)"
+    )
 
     reader = _Reader(body)
     reader.array("directory.body", _BODY_FIELDS, _BODY_FIELDS)
