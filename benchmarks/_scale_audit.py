@@ -46,6 +46,9 @@ from typing import Any
 
 from _scale_report import section_main
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the test suite's audit entries
+
 FULL = 1_000_000
 QUICK = 50_000
 BATCH = 1_000  # records per transaction (and per seal)
@@ -78,19 +81,10 @@ def _peak_mb() -> float:
 
 
 def _build(path: Path, count: int) -> dict[str, Any]:
-    from exchnode.audit import (
-        Actor,
-        AuditEntry,
-        AuditLogState,
-        Category,
-        Outcome,
-        Subject,
-        SubjectKind,
-        details,
-        store_nodes,
-    )
+    from exchnode.audit import AuditLogState, store_nodes
     from exchnode.store import AuditRow, SqliteStore
     from exchnode.testing import seeded_identity
+    from tests.audit_entries import envelope_entry
 
     identity = seeded_identity(NODE)
     started = time.perf_counter()
@@ -103,14 +97,13 @@ def _build(path: Path, count: int) -> dict[str, Any]:
             rows, heads = [], []
             for first in range(log.size, min(log.size + BATCH, count), HEAD_EVERY):
                 entries = [
-                    AuditEntry(
-                        time_ms=T0 + seq,
-                        category=Category.ENVELOPE,
-                        action="envelope.accept",
-                        actor=Actor.node("520100"),
-                        subject=Subject(SubjectKind.MESSAGE, seq.to_bytes(16, "big")),
-                        outcome=Outcome.ok(),
-                        detail=details(sender="520102.minzheng", size=1024 + seq % 977),
+                    envelope_entry(
+                        "envelope.accept",
+                        T0 + seq,
+                        "520100",
+                        seq.to_bytes(16, "big"),
+                        sender="520102.minzheng",
+                        size=1024 + seq % 977,
                     )
                     for seq in range(first, min(first + HEAD_EVERY, count))
                 ]

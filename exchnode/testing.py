@@ -29,8 +29,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import pwd
 import secrets
+import shutil
+import signal
 import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -313,7 +320,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     Chosen *below* the kernel's ephemeral range: a port that is free now but inside that
     range can be taken by any outgoing connection (a node's own links, under load) before the
-    node binds it.  The one function in this module that touches the system; tests only.
+    node binds it.  With :class:`PostgresCluster`, what in this module touches the system;
+    tests only.
     """
     low = 32768
     with contextlib.suppress(OSError, ValueError):
@@ -333,3 +341,169 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:  # pragma: no cover - a crowded machine: any free port
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL server for tests and benchmarks: created, started, removed.
+
+    ``start`` runs ``initdb`` into a fresh temporary folder, creates one
+    database (``database``) in single-user mode (no client program needed),
+    and starts ``postgres`` listening on a unix socket in that folder only --
+    and, with ``tcp=True``, on 127.0.0.1 at a free port -- with ``trust``
+    authentication: nothing outside this machine's loopback can reach it,
+    and the folder is the server user's alone.  ``stop`` shuts the server
+    down (fast mode) and removes the folder.  The server binaries are found
+    on ``PATH`` (``initdb``, ``postgres``), or in ``bin_dir``.
+
+    ``fsync=False`` makes the cluster fast and *not durable*: right for a
+    test session (nothing survives it anyway), wrong for a benchmark of
+    custody, which must pay for the flush a real server pays for.
+
+    PostgreSQL refuses to run as root; when this process is root the
+    cluster runs as the ``postgres`` user (else ``nobody``), its folder
+    handed to that user.  Never for production: trust authentication, no
+    tuning, everything deleted on ``stop``.
+    """
+
+    SUPERUSER = "exchnode"
+
+    def __init__(
+        self,
+        *,
+        database: str = "exchnode",
+        fsync: bool = True,
+        tcp: bool = False,
+        bin_dir: str | os.PathLike[str] | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.database = database
+        self.fsync = fsync
+        self.tcp = tcp
+        self.timeout_s = timeout_s
+        self._bin = Path(bin_dir) if bin_dir is not None else None
+        self.folder: Path | None = None
+        self.port = 5432  # names the socket file; a real port only with tcp
+        self._server: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresCluster({str(self.folder) if self.folder else 'not started'})"
+
+    def conninfo(self, database: str | None = None) -> str:
+        """A libpq connection string for ``database`` (default: the one created) over the socket."""
+        if self.folder is None:
+            raise RuntimeError("the PostgreSQL cluster is not started")
+        dbname = database or self.database
+        return f"host={self.folder} port={self.port} dbname={dbname} user={self.SUPERUSER}"
+
+    def tcp_conninfo(self, database: str | None = None) -> str:
+        """The same over 127.0.0.1 (``tcp=True`` only)."""
+        if self.folder is None or not self.tcp:
+            raise RuntimeError("the PostgreSQL cluster does not listen on TCP")
+        dbname = database or self.database
+        return f"host=127.0.0.1 port={self.port} dbname={dbname} user={self.SUPERUSER}"
+
+    def _program(self, name: str) -> str:
+        found = str(self._bin / name) if self._bin is not None else shutil.which(name)
+        if found is None or not Path(found).exists():
+            raise RuntimeError(f"PostgreSQL's {name} is not on PATH (give bin_dir)")
+        return found
+
+    def _as_server_user(self, folder: Path) -> list[str]:
+        """The prefix that runs a command as the server's user (nothing unless we are root)."""
+        if os.geteuid() != 0:
+            return []
+        for name in ("postgres", "nobody"):
+            with contextlib.suppress(KeyError):
+                user = pwd.getpwnam(name)
+                break
+        else:
+            raise RuntimeError("running as root and no postgres or nobody user to run PostgreSQL")
+        for path in (folder, *folder.rglob("*")):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        if shutil.which("setpriv"):  # execs in place: the server's pid is the child's
+            return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+        return ["runuser", "-u", user.pw_name, "--"]
+
+    def start(self) -> PostgresCluster:
+        if self.folder is not None:
+            raise RuntimeError("the PostgreSQL cluster is already started")
+        folder = Path(tempfile.mkdtemp(prefix="exchnode-pg-"))
+        self.folder = folder
+        try:
+            self._start(folder)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, folder: Path) -> None:
+        data = folder / "data"
+        prefix = self._as_server_user(folder)
+        initdb = [self._program("initdb"), "-D", str(data), "-U", self.SUPERUSER, "-A", "trust"]
+        self._run([*prefix, *initdb, "-E", "UTF8", "--locale=C", "--no-sync"])
+        settings = {
+            "fsync": "on" if self.fsync else "off",
+            "synchronous_commit": "on",
+            "listen_addresses": "127.0.0.1" if self.tcp else "",
+            "unix_socket_directories": str(folder),
+            "unix_socket_permissions": "0700",
+            "max_connections": "40",
+            "shared_buffers": "32MB",
+        }
+        if self.tcp:
+            self.port = free_port()
+        options = [f"--{key}={value}" for key, value in settings.items()]
+        postgres = self._program("postgres")
+        # The database, made before the server listens: single-user mode needs no client.
+        self._run(
+            [*prefix, postgres, "--single", "-D", str(data), *options, "postgres"],
+            stdin=f'CREATE DATABASE "{self.database}"\n'.encode(),
+        )
+        log = (folder / "server.log").open("wb")
+        with log:
+            self._server = subprocess.Popen(  # noqa: S603 - our own arguments, no shell
+                [*prefix, postgres, "-D", str(data), "-p", str(self.port), *options],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + self.timeout_s
+        pid_file = data / "postmaster.pid"
+        while True:
+            if self._server.poll() is not None:
+                raise RuntimeError(f"PostgreSQL did not start; see {folder / 'server.log'}")
+            with contextlib.suppress(OSError):
+                lines = pid_file.read_text().splitlines()
+                if len(lines) >= 8 and lines[7].strip() == "ready":  # what pg_ctl waits for
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL not ready in {self.timeout_s} s")
+            time.sleep(0.05)
+
+    def _run(self, argv: list[str], stdin: bytes | None = None) -> None:
+        done = subprocess.run(  # noqa: S603 - our own arguments, no shell
+            argv, input=stdin, capture_output=True, timeout=self.timeout_s, check=False
+        )
+        if done.returncode != 0:
+            tail = done.stderr.decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{Path(argv[0]).name} failed ({done.returncode}): {tail}")
+
+    def stop(self) -> None:
+        """Shut the server down (fast: sessions are ended) and remove its folder.  Idempotent."""
+        server, self._server = self._server, None
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                server.wait(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=self.timeout_s)
+        folder, self.folder = self.folder, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def __enter__(self) -> PostgresCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -29,6 +29,7 @@ from exchnode.pki import read_passphrase_file
 
 from .cli_admin import register as register_admin
 from .cli_audit import register as register_audit
+from .cli_common import add_verb
 from .cli_services import register as register_services
 from .client import OperatorClient, OperatorError, Received
 from .config import DEFAULT_LISTEN, DEFAULT_OPERATOR, DIRECTORY_MODES, LEVELS, load_config
@@ -66,11 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(title="verbs", metavar="VERB")
     verbs.required = True
 
-    p = verbs.add_parser(
+    p = add_verb(
+        verbs,
         "init",
-        help="write a starter config, the role tokens and (with --ca-dir) keys and certificate",
-        formatter_class=_RAW,
-        epilog=f"""Examples:
+        _init,
+        "write a starter config, the role tokens and (with --ca-dir) keys and certificate",
+        f"""Examples:
   {prog} init --name 520102.gongan --level county --dir /srv/exchnode/gongan \\
       --ca-dir /srv/exchnode-pki --parent 520102=https://10.1.0.2:7443
   {prog} init --name 520100 --level city --dir ./520100   # certificate from your CA later
@@ -100,13 +102,13 @@ next steps printed say what your CA operator provides.""",
         default="signed",
         help="signed (default): the federation's signed directory; static: chains in a folder",
     )
-    p.set_defaults(handler=_init)
 
-    p = verbs.add_parser(
+    p = add_verb(
+        verbs,
         "run",
-        help="serve the node until SIGTERM (JSON logs on stderr)",
-        formatter_class=_RAW,
-        epilog=f"""Example:
+        _run,
+        "serve the node until SIGTERM (JSON logs on stderr)",
+        f"""Example:
   {prog} run --config /srv/exchnode/gongan/node.toml
 
 SIGTERM or SIGINT drains (operator requests under way finish, the node stops
@@ -124,13 +126,13 @@ acceptance is itself on the record.""",
         action="store_true",
         help="this start only: accept audit records no head covers (see above)",
     )
-    p.set_defaults(handler=_run)
 
-    p = verbs.add_parser(
+    p = add_verb(
+        verbs,
         "send",
-        help="send a file or stdin to one or more nodes through the local node",
-        formatter_class=_RAW,
-        epilog=f"""Examples:
+        _send,
+        "send a file or stdin to one or more nodes through the local node",
+        f"""Examples:
   {prog} send --config node.toml --to 522301.minzheng report.json
   tar c data | {prog} send --config node.toml --to 520000.tongji --receipt --wait -
   {prog} send --config node.toml --to 522301.minzheng --idempotency-key batch-2026-12-07 f.json
@@ -154,13 +156,13 @@ exit 0 if all confirmed, 1 if any failed, {EXIT_TIMEOUT} on timeout.""",
         help="your name for this send: a retry with the same key never sends twice",
     )
     p.add_argument("file", metavar="FILE", help="the payload, or - for stdin")
-    p.set_defaults(handler=_send)
 
-    p = verbs.add_parser(
+    p = add_verb(
+        verbs,
         "receive",
-        help="take messages from the local node into files or stdout",
-        formatter_class=_RAW,
-        epilog=f"""Examples:
+        _receive,
+        "take messages from the local node into files or stdout",
+        f"""Examples:
   {prog} receive --config node.toml --count 10 --out inbox/
   {prog} receive --config node.toml > message.bin
 
@@ -174,7 +176,6 @@ object {{"seq", "fields"}} per line (DIR/<sender>.<message id>.jsonl).""",
     p.add_argument("--count", type=int, default=1, help="how many messages (default 1)")
     p.add_argument("--out", default="-", help="a directory, or - for stdout (default)")
     p.add_argument("--timeout", type=float, help="give up after this many seconds")
-    p.set_defaults(handler=_receive)
 
     p = verbs.add_parser("status", help="receipts and reports for a message this node sent")
     p.add_argument("--config", required=True, type=Path)

@@ -25,7 +25,7 @@ from typing import Any
 
 from exchnode.errors import UsageError
 
-from .cli_common import RAW, ask, common_options, person, show
+from .cli_common import add_verb_group, ask, common_options, person, show
 from .cli_services import Column, render_listing, render_table, value_of
 
 __all__ = ["register"]
@@ -161,11 +161,11 @@ def _crl_reload(args: argparse.Namespace) -> int:
 
 def register(verbs: Any, prog: str) -> None:
     reading, changing = common_options(), common_options("administrator")
-    admin = verbs.add_parser(
+    group = add_verb_group(
+        verbs,
         "admin",
-        help="the administrator's: configuration, identity, links, credentials",
-        formatter_class=RAW,
-        epilog=f"""Examples:
+        "the administrator's: configuration, identity, links, credentials",
+        f"""Examples:
   {prog} admin config --config node.toml      # what runs, and whether node.toml changed since
   {prog} admin peers                          # every link: state, failures, queue
   {prog} admin retry 520100 --administrator 张工   # try that link now
@@ -177,8 +177,6 @@ These need the administrator's token ([operator] administrator_token_file);
 retry, reload-credentials, crl add and crl reload are audit records naming
 --administrator.""",
     )
-    group = admin.add_subparsers(title="admin verbs", metavar="VERB")
-    group.required = True
     p = group.add_parser(
         "config", parents=[reading], help="the configuration the node runs with, no secrets"
     )
@@ -203,12 +201,9 @@ retry, reload-credentials, crl add and crl reload are audit records naming
         help="re-read every role's token file (rotation without a restart)",
     )
     p.set_defaults(handler=_reload)
-    crl = group.add_parser(
-        "crl",
-        help="revocation lists: list, add a CA's fresh CRL, reload [trust] crls",
+    crl_verbs = add_verb_group(
+        group, "crl", "revocation lists: list, add a CA's fresh CRL, reload [trust] crls"
     )
-    crl_verbs = crl.add_subparsers(title="crl verbs", metavar="VERB")
-    crl_verbs.required = True
     p = crl_verbs.add_parser(
         "list", parents=[reading], help="the CRLs the node checks peers against, and warnings"
     )

@@ -34,7 +34,7 @@ from exchnode.sharing import CHINA_STANDARD_TIME, DEFAULT_ANSWER_DAYS
 
 from .audit_offline import read_records_offline, verify_offline
 from .audit_report import collect_configs, collect_offline
-from .cli_common import RAW, ask, common_options, show
+from .cli_common import add_verb_group, ask, common_options, show
 from .cli_services import render_table
 from .client import OperatorClient
 from .config import DaemonConfig, load_config
@@ -293,11 +293,11 @@ def _non_negative(text: str) -> int:
 
 def register(verbs: Any, prog: str) -> None:
     common = _common()
-    audit = verbs.add_parser(
+    group = add_verb_group(
+        verbs,
         "audit",
-        help="the node's tamper-evident audit log: verify, records",
-        formatter_class=RAW,
-        epilog=f"""Examples:
+        "the node's tamper-evident audit log: verify, records",
+        f"""Examples:
   {prog} audit verify --config node.toml            # the running node checks its log
   {prog} audit verify --offline --config node.toml  # the daemon stopped: read its store
   {prog} audit verify --parent ../520102/node.toml   # also against what the parent witnessed
@@ -317,8 +317,6 @@ history, or 'silent' (no answer for [audit] witness_silent_rounds rounds).
 'audit report' exits 1 when a node's log failed verification or could not be
 read (the report still names it), 0 otherwise.""",
     )
-    group = audit.add_subparsers(title="audit verbs", metavar="VERB")
-    group.required = True
     p = group.add_parser(
         "verify",
         parents=[common],

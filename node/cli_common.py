@@ -23,9 +23,28 @@ from exchnode.errors import UsageError
 from .client import OperatorClient
 from .config import load_config
 
-__all__ = ["RAW", "ask", "common_options", "person", "show"]
+__all__ = ["RAW", "add_verb", "add_verb_group", "ask", "common_options", "person", "show"]
 
 RAW = argparse.RawDescriptionHelpFormatter
+
+
+def add_verb(
+    verbs: Any, name: str, handler: Callable[[argparse.Namespace], int], summary: str, epilog: str
+) -> argparse.ArgumentParser:
+    """Verb ``name`` that ``handler`` runs, its ``epilog`` (examples) printed as written."""
+    parser: argparse.ArgumentParser = verbs.add_parser(
+        name, help=summary, formatter_class=RAW, epilog=epilog
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def add_verb_group(verbs: Any, name: str, summary: str, epilog: str | None = None) -> Any:
+    """Verb ``name`` of verbs (``catalog``, ``sub``, ``audit``, ...): where they are added."""
+    parser = verbs.add_parser(name, help=summary, formatter_class=RAW, epilog=epilog)
+    group = parser.add_subparsers(title=f"{name} verbs", metavar="VERB")
+    group.required = True
+    return group
 
 
 def common_options(acting: str | None = None) -> argparse.ArgumentParser:

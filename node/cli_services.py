@@ -20,7 +20,7 @@ from typing import Any
 
 from exchnode.errors import UsageError
 
-from .cli_common import RAW, ask, common_options, person, show
+from .cli_common import add_verb_group, ask, common_options, person, show
 from .client import OperatorClient
 
 __all__ = ["Column", "parse_mask", "register", "render_listing", "render_table", "value_of"]
@@ -533,11 +533,11 @@ def _sub_fill_gaps(args: argparse.Namespace) -> int:
 def register(verbs: Any, prog: str) -> None:
     reads, acts = common_options(), common_options("operator")
 
-    catalog = verbs.add_parser(
+    group = add_verb_group(
+        verbs,
         "catalog",
-        help="the resource catalog: publish, withdraw, list, show",
-        formatter_class=RAW,
-        epilog=f"""Examples:
+        "the resource catalog: publish, withdraw, list, show",
+        f"""Examples:
   {prog} catalog publish --config node.toml entry.json
   {prog} catalog list --provider 522301.minzheng --share-type conditional --keyword 人口
   {prog} catalog show 522301.minzheng 101001/000001
@@ -546,8 +546,6 @@ def register(verbs: Any, prog: str) -> None:
 An entry file holds one entry object, a list of them, or {{"entries": [...]}}
 (node/README.md describes the fields).""",
     )
-    group = catalog.add_subparsers(title="catalog verbs", metavar="VERB")
-    group.required = True
     p = group.add_parser("publish", parents=[acts], help="publish entries of this node")
     p.add_argument("file", metavar="FILE", help="entries as JSON, or - for stdin")
     p.set_defaults(handler=_catalog_publish)
@@ -575,12 +573,12 @@ An entry file holds one entry object, a list of them, or {{"entries": [...]}}
     p.add_argument("code", metavar="CODE")
     p.set_defaults(handler=_catalog_show)
 
-    sub = verbs.add_parser(
+    group = add_verb_group(
+        verbs,
         "sub",
-        help="subscriptions: request, list, approve, refuse, revoke, escalate, cases, publish, "
+        "subscriptions: request, list, approve, refuse, revoke, escalate, cases, publish, "
         "fill-gaps, correct, corrections, answer, correction",
-        formatter_class=RAW,
-        epilog=f"""Examples:
+        f"""Examples:
   {prog} sub request 522301.minzheng 101001/000001 --purpose "低保核验" \\
       --scope "本县申请人" --items 身份证号,姓名
   {prog} sub list                       # requests this node sent, with their states
@@ -601,8 +599,6 @@ Masks: ITEM=keep:FIRST:LAST[:CHAR], ITEM=redact[:TEXT], ITEM=hash, ITEM=year_onl
 Records: one JSON object per line, data item -> value (bytes as {{"base64": "..."}});
 subscribers take them with 'receive', which shows them decoded.""",
     )
-    group = sub.add_subparsers(title="sub verbs", metavar="VERB")
-    group.required = True
     p = group.add_parser("request", parents=[acts], help="ask a provider for a resource")
     p.add_argument("provider", metavar="PROVIDER")
     p.add_argument("code", metavar="CODE")

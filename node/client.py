@@ -156,6 +156,18 @@ class OperatorClient:
             await self._session.close()
             self._session = None
 
+    async def _answer(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        """The JSON the API answers a call with (status 200)."""
+        _, body = await self._call(method, path, params=params, json_body=json_body)
+        return body
+
     async def _call(
         self,
         method: str,
@@ -257,8 +269,7 @@ class OperatorClient:
         params = [("recipient", r) for r in recipients]
         if wait:
             params.append(("wait", repr(float(wait))))
-        _, body = await self._call("GET", f"/v1/status/{message_id}", params=params)
-        return dict(body)
+        return dict(await self._answer("GET", f"/v1/status/{message_id}", params=params))
 
     # --- the catalog ---------------------------------------------------------------------
 
@@ -272,8 +283,7 @@ class OperatorClient:
 
     async def catalog_withdraw(self, code: str, reason: str, operator: str) -> dict[str, Any]:
         body = {"operator": operator, "code": code, "reason": reason}
-        _, answer = await self._call("POST", "/v1/catalog/withdraw", json_body=body)
-        return dict(answer)
+        return dict(await self._answer("POST", "/v1/catalog/withdraw", json_body=body))
 
     async def catalog_search(self, **criteria: str | None) -> list[dict[str, Any]]:
         """Records this node holds: code, provider, classification, share_type, keyword,
@@ -284,8 +294,7 @@ class OperatorClient:
 
     async def catalog_show(self, provider: str, code: str) -> dict[str, Any]:
         path = f"/v1/catalog/{quote(provider, safe='')}/{quote(code, safe='/')}"
-        _, answer = await self._call("GET", path)
-        return dict(answer)
+        return dict(await self._answer("GET", path))
 
     # --- subscriptions -------------------------------------------------------------------
 
@@ -307,8 +316,7 @@ class OperatorClient:
             "scope": scope,
             "items": list(items),
         }
-        _, answer = await self._call("POST", "/v1/sub/requests", json_body=body)
-        return dict(answer)
+        return dict(await self._answer("POST", "/v1/sub/requests", json_body=body))
 
     async def sub_list(self, *, incoming: bool = False, state: str | None = None) -> list[Any]:
         """This node's requests (sent, or with ``incoming`` received as provider)."""
@@ -318,8 +326,7 @@ class OperatorClient:
         return list(answer["requests"])
 
     async def sub_show(self, request_id: str) -> dict[str, Any]:
-        _, answer = await self._call("GET", f"/v1/sub/requests/{quote(request_id, safe='')}")
-        return dict(answer)
+        return dict(await self._answer("GET", f"/v1/sub/requests/{quote(request_id, safe='')}"))
 
     async def sub_decide(
         self, where: str, request_id: str, step: str, body: Mapping[str, Any]
@@ -327,16 +334,14 @@ class OperatorClient:
         """One decision: ``where`` is requests (escalate), incoming (approve, refuse, revoke)
         or cases (re-review, uphold); ``body`` carries ``operator`` and the step's fields."""
         path = f"/v1/sub/{where}/{quote(request_id, safe='')}/{step}"
-        _, answer = await self._call("POST", path, json_body=dict(body))
-        return dict(answer)
+        return dict(await self._answer("POST", path, json_body=dict(body)))
 
     async def sub_publish(
         self, code: str, records: Sequence[Mapping[str, Any]], operator: str
     ) -> dict[str, Any]:
         """Publish records (data item -> value) of one of this node's resources to its grants."""
         body = {"operator": operator, "code": code, "records": list(records)}
-        _, answer = await self._call("POST", "/v1/sub/publish", json_body=body)
-        return dict(answer)
+        return dict(await self._answer("POST", "/v1/sub/publish", json_body=body))
 
     async def sub_cases(self) -> list[dict[str, Any]]:
         _, answer = await self._call("GET", "/v1/sub/cases")
@@ -345,8 +350,7 @@ class OperatorClient:
     async def sub_fill_gaps(self, provider: str, code: str, operator: str) -> dict[str, Any]:
         """Ask ``provider`` to resend what this node misses of ``code``: the ranges asked."""
         body = {"operator": operator, "provider": provider, "code": code}
-        _, answer = await self._call("POST", "/v1/sub/fill-gaps", json_body=body)
-        return dict(answer)
+        return dict(await self._answer("POST", "/v1/sub/fill-gaps", json_body=body))
 
     # --- corrections (校核) ------------------------------------------------------------------
 
@@ -369,8 +373,7 @@ class OperatorClient:
             "items": list(items),
             "text": text,
         }
-        _, answer = await self._call("POST", "/v1/sub/corrections", json_body=body)
-        return dict(answer)
+        return dict(await self._answer("POST", "/v1/sub/corrections", json_body=body))
 
     async def sub_corrections(
         self, *, reported: bool = False, state: str | None = None
@@ -386,8 +389,7 @@ class OperatorClient:
     async def sub_correction(self, correction_id: str) -> dict[str, Any]:
         """One correction this node reported: its state and the provider's answer."""
         path = f"/v1/sub/corrections/{quote(correction_id, safe='')}"
-        _, answer = await self._call("GET", path)
-        return dict(answer)
+        return dict(await self._answer("GET", path))
 
     async def sub_answer(
         self, correction_id: str, *, accepted: bool, text: str, operator: str
@@ -395,8 +397,7 @@ class OperatorClient:
         """Answer a correction received as provider, once: accepted or rejected, with a text."""
         path = f"/v1/sub/incoming-corrections/{quote(correction_id, safe='')}/answer"
         body = {"operator": operator, "accepted": accepted, "text": text}
-        _, answer = await self._call("POST", path, json_body=body)
-        return dict(answer)
+        return dict(await self._answer("POST", path, json_body=body))
 
     # --- the audit log -------------------------------------------------------------------
 
@@ -405,25 +406,21 @@ class OperatorClient:
         ``ok``, ``size``, ``records``, ``heads``, ``last_head``, ``findings``.  ``witnessed``:
         heads of this node its parent keeps (base64url), checked like its own."""
         params = [("witnessed", head) for head in witnessed or ()]
-        _, answer = await self._call("GET", "/v1/audit/verify", params=params)
-        return dict(answer)
+        return dict(await self._answer("GET", "/v1/audit/verify", params=params))
 
     async def audit_records(self, first: int = 0, limit: int = 100) -> dict[str, Any]:
         """A page of the node's audit records, decoded: ``size``, ``records``, ``next``."""
         params = [("from", str(first)), ("limit", str(limit))]
-        _, answer = await self._call("GET", "/v1/audit/records", params=params)
-        return dict(answer)
+        return dict(await self._answer("GET", "/v1/audit/records", params=params))
 
     async def audit_export(self, first: int = 0, limit: int = 10_000) -> dict[str, Any]:
         """A page of stored records as they are (base64), for the oversight report."""
         params = [("from", str(first)), ("limit", str(limit))]
-        _, answer = await self._call("GET", "/v1/audit/export", params=params)
-        return dict(answer)
+        return dict(await self._answer("GET", "/v1/audit/export", params=params))
 
     async def audit_catalog(self) -> dict[str, Any]:
         """The catalog the node holds, tombstones included (the auditor's view of it)."""
-        _, answer = await self._call("GET", "/v1/audit/catalog")
-        return dict(answer)
+        return dict(await self._answer("GET", "/v1/audit/catalog"))
 
     async def audit_witnessed(self) -> list[dict[str, Any]]:
         """A hub's view of its children's logs: kept head, last verdict, last problem."""
@@ -434,13 +431,11 @@ class OperatorClient:
 
     async def admin_config(self) -> dict[str, Any]:
         """The configuration the node runs with (no secrets), its digest and whether it changed."""
-        _, answer = await self._call("GET", "/v1/admin/config")
-        return dict(answer)
+        return dict(await self._answer("GET", "/v1/admin/config"))
 
     async def admin_identity(self) -> dict[str, Any]:
         """The node's certificate (serial, issuer, validity, days left), chain and key ids."""
-        _, answer = await self._call("GET", "/v1/admin/identity")
-        return dict(answer)
+        return dict(await self._answer("GET", "/v1/admin/identity"))
 
     async def admin_peers(self) -> list[dict[str, Any]]:
         """Every configured link: relation, url, state, failures, retry time, queue."""
@@ -450,14 +445,12 @@ class OperatorClient:
     async def admin_retry(self, peer: str, administrator: str) -> dict[str, Any]:
         """Try the link to ``peer`` now (its backoff reset); on the record with the person."""
         path = f"/v1/admin/peers/{quote(peer, safe='')}/retry"
-        _, answer = await self._call("POST", path, json_body={"administrator": administrator})
-        return dict(answer)
+        return dict(await self._answer("POST", path, json_body={"administrator": administrator}))
 
     async def admin_witness_reset(self, child: str, administrator: str) -> dict[str, Any]:
         """Forget the head kept for ``child``: its next head is a first head (audited)."""
         path = f"/v1/admin/witnessed/{quote(child, safe='')}/reset"
-        _, answer = await self._call("POST", path, json_body={"administrator": administrator})
-        return dict(answer)
+        return dict(await self._answer("POST", path, json_body={"administrator": administrator}))
 
     async def admin_reload_credentials(self, administrator: str) -> dict[str, str]:
         """Re-read every role's token file: each role's state (unchanged, changed, new)."""
@@ -467,17 +460,14 @@ class OperatorClient:
 
     async def admin_crls(self) -> dict[str, Any]:
         """The CRLs the node checks peers against, newest per CA, and their warnings."""
-        _, answer = await self._call("GET", "/v1/admin/crls")
-        return dict(answer)
+        return dict(await self._answer("GET", "/v1/admin/crls"))
 
     async def admin_crl_add(self, pem: str, administrator: str) -> dict[str, Any]:
         """Give the running node CRLs (PEM): checked, kept, passed on to every node."""
         body = {"administrator": administrator, "pem": pem}
-        _, answer = await self._call("POST", "/v1/admin/crls", json_body=body)
-        return dict(answer)
+        return dict(await self._answer("POST", "/v1/admin/crls", json_body=body))
 
     async def admin_crl_reload(self, administrator: str) -> dict[str, Any]:
         """Read ``[trust] crls`` again (as SIGHUP does): what is current, what was refused."""
         body = {"administrator": administrator}
-        _, answer = await self._call("POST", "/v1/admin/crls/reload", json_body=body)
-        return dict(answer)
+        return dict(await self._answer("POST", "/v1/admin/crls/reload", json_body=body))

@@ -41,8 +41,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import structlog
 from aiohttp import web
@@ -107,6 +107,8 @@ __all__ = [
     "Found",
     "read_catalog_rows",
 ]
+
+_Asked = TypeVar("_Asked")  # what a request to an endpoint decodes to
 
 CATALOG_SUMMARY_PATH = "/exchnode/v1/catalog/summary"
 CATALOG_VERSIONS_PATH = "/exchnode/v1/catalog/versions"
@@ -600,34 +602,36 @@ class CatalogService:
     def _neighbour(self, name: str) -> Neighbour | None:
         return self._neighbours.get(name)
 
-    def _caller(self, name: str, relation: Relation, refusal: str) -> Neighbour | web.Response:
-        """The neighbour calling a format-2 endpoint, if its relation may; else the 403."""
+    def _caller(
+        self, name: str, relation: Relation | None = None, refusal: str = ""
+    ) -> Neighbour | web.Response:
+        """The neighbour calling an endpoint, if its relation may (format 1's: any); else the
+        404 or 403."""
         neighbour = self._neighbour(name)
         if neighbour is None:
             return _not_a_neighbour(name)
-        if neighbour.relation is not relation:
+        if relation is not None and neighbour.relation is not relation:
             return web.Response(status=403, text=f"{name}: {refusal}")
         return neighbour
 
     async def _serve_feed(self, name: str, request: web.Request) -> web.StreamResponse:
-        neighbour = self._caller(name, Relation.PARENT, "a node serves its feed to its parent only")
-        if isinstance(neighbour, web.Response):
-            return neighbour
-        try:
-            asked = FeedRequest.decode(await request.read())
-        except RejectedError as exc:
-            return _bad_request(exc)
-        return _answer(self.state.feed_page(asked, neighbour).encode())
+        refusal = "a node serves its feed to its parent only"
+        asked = await _asked(
+            self._caller(name, Relation.PARENT, refusal), request, FeedRequest.decode
+        )
+        if isinstance(asked, web.Response):
+            return asked
+        neighbour, feed = asked
+        return _answer(self.state.feed_page(feed, neighbour).encode())
 
     async def _serve_lookup(self, name: str, request: web.Request) -> web.StreamResponse:
-        caller = self._caller(name, Relation.CHILD, "a node answers its children's lookups only")
-        if isinstance(caller, web.Response):
-            return caller
-        try:
-            asked = LookupRequest.decode(await request.read())
-        except RejectedError as exc:
-            return _bad_request(exc)
-        return _answer((await self._resolve(asked)).encode())
+        refusal = "a node answers its children's lookups only"
+        asked = await _asked(
+            self._caller(name, Relation.CHILD, refusal), request, LookupRequest.decode
+        )
+        if isinstance(asked, web.Response):
+            return asked
+        return _answer((await self._resolve(asked[1])).encode())
 
     async def _serve_summary(self, name: str, request: web.Request) -> web.StreamResponse:
         neighbour = self._neighbour(name)
@@ -639,26 +643,20 @@ class CatalogService:
             return _too_large(exc)
 
     async def _serve_versions(self, name: str, request: web.Request) -> web.StreamResponse:
-        neighbour = self._neighbour(name)
-        if neighbour is None:
-            return _not_a_neighbour(name)
-        try:
-            providers = decode_providers(await request.read())
-        except RejectedError as exc:
-            return _bad_request(exc, format1=True)
+        asked = await _asked(self._caller(name), request, decode_providers, format1=True)
+        if isinstance(asked, web.Response):
+            return asked
+        neighbour, providers = asked
         try:
             return _answer(encode_versions(self.state.versions(providers, to=neighbour)))
         except TooLargeError as exc:
             return _too_large(exc)
 
     async def _serve_records(self, name: str, request: web.Request) -> web.StreamResponse:
-        neighbour = self._neighbour(name)
-        if neighbour is None:
-            return _not_a_neighbour(name)
-        try:
-            wanted = decode_wanted(await request.read())
-        except RejectedError as exc:
-            return _bad_request(exc, format1=True)
+        asked = await _asked(self._caller(name), request, decode_wanted, format1=True)
+        if isinstance(asked, web.Response):
+            return asked
+        neighbour, wanted = asked
         return _answer(encode_records(self.state.entries_for(wanted, to=neighbour)))
 
     async def _announced(self, name: str, request: web.Request) -> web.StreamResponse:
@@ -712,6 +710,22 @@ def _code_of(data: bytes) -> str:
         return decode_record(data).code
     except RejectedError:
         return ""
+
+
+async def _asked(
+    caller: Neighbour | web.Response,
+    request: web.Request,
+    decode: Callable[[bytes], _Asked],
+    *,
+    format1: bool = False,
+) -> tuple[Neighbour, _Asked] | web.Response:
+    """The calling neighbour and what it asks, decoded; else the refusal (404, 403) or 400."""
+    if isinstance(caller, web.Response):
+        return caller
+    try:
+        return caller, decode(await request.read())
+    except RejectedError as exc:
+        return _bad_request(exc, format1=format1)
 
 
 def _answer(body: bytes) -> web.Response:

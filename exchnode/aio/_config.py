@@ -127,6 +127,10 @@ class NodeTimers:
     from every neighbour (changes are also announced at once);
     ``directory_lifetime``: how long the snapshot this node signs is valid --
     how long its neighbours keep working from their cache if it goes away.
+    ``directory_lookup_timeout``: how long a send waits for the hierarchy to
+    answer a lookup of a name this node does not hold (SPEC §14.16) before it
+    fails closed; ``directory_negative_ttl``: how long a name nobody knew is not
+    asked for again (0: asked every time).
     ``log_repeat_interval``: a condition that repeats (a neighbour down, items
     deferred or refused for the same reason) is logged at most once per
     interval per neighbour and reason, with the count of lines left out.
@@ -139,6 +143,8 @@ class NodeTimers:
     inbox_rescan: float = 30.0
     directory_refresh: float = 60.0
     directory_lifetime: float = 24 * 3600.0
+    directory_lookup_timeout: float = 5.0
+    directory_negative_ttl: float = 5.0
     log_repeat_interval: float = 60.0
 
     def __post_init__(self) -> None:
@@ -151,8 +157,14 @@ class NodeTimers:
             "inbox_rescan",
             "directory_refresh",
             "directory_lifetime",
+            "directory_lookup_timeout",
             "log_repeat_interval",
         )
+        ttl = self.directory_negative_ttl
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl < 0:
+            raise UsageError(
+                f"directory_negative_ttl must be 0 or more, got {self.directory_negative_ttl}"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -187,6 +187,8 @@ class DirectoryService:
             directory,
             refresh=config.timers.directory_refresh,
             lifetime=config.timers.directory_lifetime,
+            lookup_timeout=config.timers.directory_lookup_timeout,
+            negative_ttl=config.timers.directory_negative_ttl,
         )
 
     # --- the service seam ------------------------------------------------------------

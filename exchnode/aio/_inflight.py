@@ -18,7 +18,6 @@ it would be pushed back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 
 from exchnode.errors import UsageError
 
@@ -44,12 +43,7 @@ class Reservation:
     def __enter__(self) -> Reservation:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:  # whatever ended the block: give them back
         self.release()
 
 

@@ -45,18 +45,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import ssl
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchnode.aio._config import NodeConfig, NodeLimits, NodeTimers, Peer
 from exchnode.aio._context import NodeContext
@@ -66,11 +62,11 @@ from exchnode.aio._forwarder import Forwarder
 from exchnode.aio._inbox import Inbox
 from exchnode.aio._intake import Intake
 from exchnode.aio._outbox import Outbox
+from exchnode.aio._peer_trust import PeerTrust
 from exchnode.aio._refusals import Refusal, Refusals
 from exchnode.aio._service import CustodyLog, NodeService
-from exchnode.aio._static_revocation import revoke_static
 from exchnode.aio._status_book import StatusBook
-from exchnode.aio._tls import TlsFiles, make_context
+from exchnode.aio._tls import TlsFiles
 from exchnode.aio._transport import Handler, LinkClient, LinkError, LinkServer, Network
 from exchnode.aio._waiting import wait_event
 from exchnode.audit import DetailValue
@@ -83,16 +79,15 @@ from exchnode.core import (
     Sealer,
     StaticDirectory,
 )
-from exchnode.errors import ExchnodeError, RejectedError, UsageError
+from exchnode.errors import ExchnodeError, UsageError
 from exchnode.federation import NodeDirectory, PeerState, Relation, Router
-from exchnode.pki import CrlCheck, TrustStore, check_crls, verify_node_certificate
+from exchnode.pki import CrlCheck, TrustStore
 from exchnode.store import AcceptItem, AcceptOutcome, QueueDepth, Store
 
 __all__ = ["Node", "NodeStats"]
 
 T = TypeVar("T")
 
-_AUTH_CACHE_SECONDS = 60.0
 _SHA256 = hashes.SHA256()
 
 
@@ -168,9 +163,7 @@ class Node:
         self.name = str(identity.name)
         self.config = config
         self._store_arg = store
-        self._tls = tls
-        self._trust = trust
-        self._ca_bundle = tuple(ca_bundle)
+        self._peer_trust = PeerTrust(identity, trust, ca_bundle, tls, clock)
         self._peers: dict[str, Peer] = {peer.name: peer for peer in config.peers}
         keys, self._directory_service, self._services = _directory_and_services(
             identity, config, clock, directory, services
@@ -188,11 +181,11 @@ class Node:
         self._context = context = NodeContext(
             self.name, clock, log_repeat_interval=config.timers.log_repeat_interval
         )
-        self._static_revoked: dict[str, set[bytes]] = {}
         if isinstance(keys, NodeDirectory):  # what it knows of revoked signers
             context.revoked_keys = keys.revoked_keys
         elif isinstance(keys, StaticDirectory):  # what apply_crls took out of it
-            context.revoked_keys = lambda name: self._static_revoked.get(name, set())
+            static_revoked = self._peer_trust.static_revoked
+            context.revoked_keys = lambda name: static_revoked.get(name, set())
         self.log = context.log
         self.counters = context.counters
         self._refusals = Refusals(context, interval=config.timers.log_repeat_interval)
@@ -227,11 +220,7 @@ class Node:
         self._clients: dict[str, LinkClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
-        self._auth_cache: dict[bytes, tuple[str, float]] = {}
         self._closing = False
-        self._contexts: list[Any] = []
-        # The CRLs the node starts with are in its trust store and its TLS files already.
-        self._crls_applied: set[bytes] = {crl.fingerprint(_SHA256) for crl in trust.crls}
         self._keys_event = asyncio.Event()
         self.address: tuple[str, int] | None = None
 
@@ -279,13 +268,13 @@ class Node:
         for service in self._services:
             await service.start(self)
         network = self._network
-        client_context = None if network is not None else self._tls_context(server=False)
+        client_context = None if network is not None else self._peer_trust.tls_context(server=False)
         for peer in self._peers.values():
             client = LinkClient(
                 peer.name,
                 peer.url,
                 client_context,
-                self._authenticate,
+                self._peer_trust.authenticate,
                 timeout=self.timers.link_timeout,
                 refusals=self._refusals,
                 connector=None if network is None else network.connector(),
@@ -306,7 +295,9 @@ class Node:
         self._inbox.start()
         listen = self.config.listen
         if listen is not None:
-            server_context = None if network is not None else self._tls_context(server=True)
+            server_context = (
+                None if network is not None else self._peer_trust.tls_context(server=True)
+            )
             routes: dict[tuple[str, str], Handler] = {}
             for service in self._services:
                 for key, handler in service.routes().items():
@@ -315,7 +306,7 @@ class Node:
                     routes[key] = handler
             self._server = LinkServer(
                 self._intake.custody,
-                self._authenticate,
+                self._peer_trust.authenticate,
                 server_context,
                 host=listen[0],
                 port=listen[1],
@@ -337,12 +328,6 @@ class Node:
         self._run_task(self._refusals.run, "refusals")
         self._ready.set()
         self.log.info("node started", url=self.url if self.address else None)
-
-    def _tls_context(self, *, server: bool) -> ssl.SSLContext:
-        assert self._tls is not None  # checked in __init__: no network, so TLS files
-        context = make_context(self._tls, server=server)
-        self._contexts.append(context)
-        return context
 
     def _run_task(self, work: Callable[[], Awaitable[None]], name: str) -> None:
         """Run one of the node's loops for as long as the node runs, restarting it after a bug.
@@ -427,29 +412,6 @@ class Node:
         return await self._intake.commit(items)
 
     # --- peers ----------------------------------------------------------------------
-
-    def _authenticate(self, certificate: x509.Certificate) -> str:
-        """The peer's node name, from its certificate verified with the name constraints."""
-        fingerprint = certificate.fingerprint(_SHA256)
-        now = self._clock()
-        cached = self._auth_cache.get(fingerprint)
-        if cached is not None and now - cached[1] < _AUTH_CACHE_SECONDS:
-            return cached[0]
-        moment = datetime.fromtimestamp(now, UTC)
-        peer = verify_node_certificate(certificate, self._ca_bundle, self._trust, moment)
-        name = str(peer.name)
-        if len(self._auth_cache) > 1024:
-            self._auth_cache.clear()
-        self._auth_cache[fingerprint] = (name, now)
-        return name
-
-    def _refused_now(self, certificate: x509.Certificate) -> bool:
-        """Whether a peer certificate seen earlier fails now (revoked since: cut its link)."""
-        try:
-            self._authenticate(certificate)
-        except RejectedError:
-            return True
-        return False
 
     def _hello_from(self, neighbour: str) -> None:
         if neighbour in self._peers:
@@ -643,12 +605,12 @@ class Node:
     @property
     def trust(self) -> TrustStore:
         """The roots and CRLs peers are checked against now (with every CRL applied since)."""
-        return self._trust
+        return self._peer_trust.trust
 
     @property
     def ca_bundle(self) -> tuple[x509.Certificate, ...]:
         """The federation's intermediate CAs peers' chains are completed from."""
-        return self._ca_bundle
+        return self._peer_trust.ca_bundle
 
     @property
     def node_directory(self) -> NodeDirectory | None:
@@ -662,22 +624,11 @@ class Node:
         For the directory service (its CRLs travel with the directory); each
         CRL is applied once, and goes on the audit record (``crl.applied``).
         """
-        new = [crl for crl in crls if crl.fingerprint(_SHA256) not in self._crls_applied]
+        new = self._peer_trust.apply_crls(crls)
         if not new:
             return
-        self._trust = self._trust.with_crls((*self._trust.crls, *new))
-        self._auth_cache.clear()
-        if self._contexts:  # none on a simulated network
-            pem = b"".join(crl.public_bytes(Encoding.PEM) for crl in new)
-            with tempfile.NamedTemporaryFile(suffix=".pem") as bundle:
-                bundle.write(pem)
-                bundle.flush()
-                for context in self._contexts:
-                    # Adds to the live X509 store; OpenSSL prefers the newest CRL of an issuer.
-                    context.load_verify_locations(cafile=bundle.name)
-        self._crls_applied.update(crl.fingerprint(_SHA256) for crl in new)
         self._revoke_static()
-        cut = self._server.close_connections(self._refused_now) if self._server else 0
+        cut = self._server.close_connections(self._peer_trust.refused_now) if self._server else 0
         self.log.info("revocation lists applied", count=len(new), connections_cut=cut)
         now_ms = self._context.now_ms()
         self._context.log_entries(
@@ -696,10 +647,8 @@ class Node:
         """A static directory drops what the CRLs now revoke (see ``revoke_static``)."""
         if not isinstance(self.directory, StaticDirectory):
             return
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        dropped = revoke_static(self.directory, self._ca_bundle, self._trust, now)
+        dropped = self._peer_trust.revoke_static(self.directory)
         for peer in dropped:
-            self._static_revoked.setdefault(str(peer.name), set()).add(peer.signing_key_id)
             self.record_key_change("directory.dropped", subject=str(peer.name), refused="revoked")
         if dropped:
             self.log.warning("revoked identities left the directory", names=len(dropped))
@@ -753,14 +702,7 @@ class Node:
         roots; the CAs are verified under the trust store with ``crls`` added.
         Nothing is applied.
         """
-        given = list(crls)
-        trust = self._trust
-        return check_crls(
-            given,
-            (*self._ca_bundle, *self.identity.chain),
-            trust.with_crls((*trust.crls, *given)),
-            datetime.fromtimestamp(self._clock(), UTC),
-        )
+        return self._peer_trust.check_crls(crls)
 
     async def wait_known(self, names: Iterable[str], *, timeout: float | None = None) -> None:
         """Wait until this node can seal to every one of ``names`` (the directory has them)."""

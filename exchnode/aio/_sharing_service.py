@@ -36,18 +36,9 @@ crash before that hands them over again, which the node answers with the
 first message.  An incoming message leaves the inbox only once its effect
 is stored (``node_service``).
 
-**Messages the node will not take.**  A refusal that will not pass by
-waiting (the node raised ``UsageError`` or a rejection: an unknown or
-unroutable recipient, a message too large) *parks* the message: it is
-logged once (kind, recipients, error; never the payload), audited
-(``outbox.refused``), moved to a ``parked`` row, and no longer tried every
-second.  ``parked()`` lists them; ``retry_parked()`` and ``drop_parked()``
-are the operator's; the timers also try them again every
-``PARKED_RETRY`` seconds and at start, quietly, since their cause (a
-directory that did not know the recipient yet) may have passed.  Anything
-else (the store failing, a stale directory) is transient: the message stays
-in the outbox and the timers retry it with a backoff from 1 s up to
-``RETRY_MAX`` s.
+**Messages the node will not take** are parked, and transient failures
+retried with a backoff: ``_sharing_outbox`` (``parked()``,
+``retry_parked()``, ``drop_parked()`` are the operator's).
 
 **Records.**  ``publish_records`` numbers each record per resource, projects
 and masks it under every live grant, and sends one ``sub.records`` envelope
@@ -71,19 +62,24 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from exchnode.aio._catalog_service import CatalogService
-from exchnode.aio._delivery import Delivery, Message
+from exchnode.aio._delivery import Delivery
 from exchnode.aio._log_sink import LogSink
 from exchnode.aio._service import ServiceMessage
+from exchnode.aio._sharing_outbox import ParkedMessage, SharingOutbox
+from exchnode.aio._sharing_records import (
+    Published,
+    ReceivedRecords,
+    check_received,
+    sent_events,
+)
 from exchnode.aio._sharing_state import (
     LEGACY_KEY,
     ROW_PREFIX,
-    Queued,
     Send,
     SharingState,
     StateContext,
@@ -93,15 +89,12 @@ from exchnode.aio._transport import Handler
 from exchnode.aio._waiting import wait_event
 from exchnode.core import AuditEvent, EventSink
 from exchnode.errors import (
-    DirectoryExpiredError,
-    ExchnodeError,
     MalformedError,
     RejectedError,
     UnexpectedMessageError,
     UsageError,
 )
 from exchnode.sharing import (
-    CONTENT_TYPE,
     DEFAULT_ANSWER_DAYS,
     KINDS,
     AtRestCipher,
@@ -125,11 +118,9 @@ from exchnode.sharing import (
     ResourceTerms,
     Review,
     Revocation,
-    Seen,
     SubscriberView,
     SubscriptionBook,
     SubscriptionRequest,
-    Value,
     WorkCalendar,
     decode_message,
     group_deliveries,
@@ -142,42 +133,7 @@ __all__ = ["RECORDS_KIND", "ParkedMessage", "Published", "ReceivedRecords", "Sha
 
 RECORDS_KIND = RecordBatch.KIND
 _TIMER_INTERVAL = 1.0  # seconds between deadline checks at most
-RETRY_MAX = 60.0  # seconds: the longest wait before handing a message over again
-PARKED_RETRY = 600.0  # seconds between quiet retries of parked messages
 _PAGE = 1000  # rows read per page at start
-
-
-class ParkedMessage(NamedTuple):
-    """A message the node refused for good, as the operator sees it (never its payload)."""
-
-    number: int
-    kind: str
-    recipients: tuple[str, ...]
-    code: str  # the node's error code
-    reason: str  # the node's error message
-    at_ms: int
-    size: int  # payload bytes
-
-
-class Published(NamedTuple):
-    """What one ``publish_records`` call did."""
-
-    first_seq: int
-    last_seq: int
-    subscribers: int  # distinct subscribers sent at least one record
-    envelopes: int  # sub.records envelopes sent (one per distinct body)
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedRecords:
-    """A ``sub.records`` delivery, checked against the grants this node holds."""
-
-    provider: str
-    resource_code: str
-    records: tuple[tuple[int, dict[str, Value]], ...]  # new, in number order
-    repeated: tuple[int, ...]  # numbers seen before (a resend, or a redelivery after a crash)
-    refused: tuple[int, ...]  # numbers no live grant covers (sent before a revocation landed)
-    missing: tuple[tuple[int, int], ...]  # gaps still open below the highest number seen
 
 
 class SharingService:
@@ -207,11 +163,8 @@ class SharingService:
         self._changed = asyncio.Event()  # replaced after each stored change
         self._lock = asyncio.Lock()
         self._timer_wake = asyncio.Event()
-        self._retry_at = 0.0  # node time before which a transient failure is not retried
-        self._failures = 0  # transient failures in a row
-        self._parked_at = 0.0  # node time of the last quiet retry of parked messages
-        self._closing = False
         self.log: Any = structlog.get_logger("exchnode.sharing")
+        self._outbox = SharingOutbox(self._state, self._cipher, self.events, random, self.log)
 
     # --- the service seam ------------------------------------------------------------
 
@@ -241,8 +194,7 @@ class SharingService:
                 outbox=len(self._state.outbox),
                 parked=len(self._state.parked),
             )
-        # Parked before a restart (the cause may be gone): tried once at the timers' first run.
-        self._parked_at = -PARKED_RETRY if self._state.parked else node.now()
+        self._outbox.attach(node, self._state, self.log)
         node.run_task(self._timers, "sharing-timers")
 
     @staticmethod
@@ -285,7 +237,7 @@ class SharingService:
 
     async def close(self) -> None:
         # From here the node refuses new messages because it stops, not because they are wrong.
-        self._closing = True
+        self._outbox.closing = True
 
     def _apply(self, statement: object, sender: str, now_ms: int) -> list[Send]:
         """Hand one authenticated statement to the part of this node it concerns."""
@@ -418,58 +370,24 @@ class SharingService:
         batch = RecordBatch.decode(delivery.payload)
         view = self._requester_view()
         async with self._lock:
-            now_ms = self._now_ms()
-            grants = view.grants_for(batch, sender=delivery.sender, now_ms=now_ms)
-            tracker = self._state.trackers.get((batch.provider, batch.resource_code))
-            if grants:
-                # Numbers before the grants held were never this node's to receive (a grant
-                # revoked and given again starts later): they are not gaps.  The tracker's
-                # row is the only one a read writes.
-                before = min(g.first_seq for g in grants) - 1
-                tracker = self._state.tracker(batch.provider, batch.resource_code, after=before)
-                tracker.give_up(before)
-            fresh: list[tuple[int, dict[str, Value]]] = []
-            repeated: list[int] = []
-            refused: list[int] = []
-            for seq, fields in batch.records:
-                if tracker is None or not any(
-                    view.covers(g.request_id, seq) and set(fields) <= set(g.items) for g in grants
-                ):
-                    refused.append(seq)
-                elif tracker.observe(seq) is Seen.NEW:
-                    fresh.append((seq, dict(fields)))
-                else:
-                    repeated.append(seq)
-            for grant in grants:
-                numbers = [seq for seq, _ in fresh if view.covers(grant.request_id, seq)]
-                if numbers:
-                    self._record_event(
-                        now_ms,
-                        self._me(),
-                        "records.receive",
-                        batch.resource_code,
-                        grant.request_id,
-                        numbers[0],
-                        numbers[-1],
-                        batch.provider,
-                        count=len(numbers),
-                    )
+            received = check_received(
+                view,
+                self._state,
+                batch,
+                sender=delivery.sender,
+                now_ms=self._now_ms(),
+                events=self.events,
+                me=self._me(),
+            )
             await self._commit([])
-        if refused:
+        if received.refused:
             self.log.warning(
                 "records outside any live grant",
                 provider=batch.provider,
                 resource=batch.resource_code,
-                count=len(refused),
+                count=len(received.refused),
             )
-        return ReceivedRecords(
-            batch.provider,
-            batch.resource_code,
-            tuple(fresh),
-            tuple(repeated),
-            tuple(refused),
-            tuple(tracker.missing()) if tracker is not None else (),
-        )
+        return received
 
     async def fill_gaps(self, provider: str, resource_code: str) -> list[tuple[int, int]]:
         """Ask ``provider`` to resend what is missing of ``resource_code``; the ranges asked."""
@@ -615,61 +533,12 @@ class SharingService:
             last = book.last_seq(resource_code)
             first = last - len(records) + 1
             groups = group_deliveries(deliveries)
-            actor = operator or self._me()
-            self._record_event(
-                now_ms,
-                actor,
-                "records.publish",
-                resource_code,
-                b"",
-                first,
-                last,
-                "",
-                count=last - first + 1,
+            subscribers = ((d.request_id, d.subscriber) for d in deliveries)
+            sent_events(
+                self.events, now_ms, operator or self._me(), resource_code, first, last, subscribers
             )
-            for request_id, subscriber in sorted(
-                {(d.request_id, d.subscriber) for d in deliveries}
-            ):
-                self._record_event(
-                    now_ms,
-                    actor,
-                    "records.send",
-                    resource_code,
-                    request_id,
-                    first,
-                    last,
-                    subscriber,
-                    count=last - first + 1,
-                )
             await self._commit([Send(g.recipients, g.kind, g.payload) for g in groups])
         return Published(first, last, len({d.subscriber for d in deliveries}), len(groups))
-
-    def _record_event(
-        self,
-        now_ms: int,
-        actor: str,
-        action: str,
-        code: str,
-        request_id: bytes,
-        first: int,
-        last: int,
-        counterpart: str,
-        *,
-        count: int,
-    ) -> None:
-        """Who provided or received which records: numbers only, never contents."""
-        self.events.emit(
-            AuditEvent(
-                at_ms=now_ms,
-                actor=actor,
-                action=action,
-                resource_code=code,
-                request_id=request_id,
-                outcome=f"seq:{first}-{last}",
-                counterpart=counterpart,
-                count=count,
-            )
-        )
 
     def corrections(self) -> list[Correction]:
         """Open correction reports about this node's records, as provider."""
@@ -715,19 +584,8 @@ class SharingService:
     # --- messages the node refused for good -----------------------------------------------
 
     def parked(self) -> list[ParkedMessage]:
-        """The messages the node refused for good, oldest first (see the module docstring)."""
-        return [
-            ParkedMessage(
-                number,
-                p.queued.send.kind,
-                p.queued.send.recipients,
-                p.code,
-                p.reason,
-                p.at_ms,
-                len(p.queued.send.payload),
-            )
-            for number, p in sorted(self._state.parked.items())
-        ]
+        """The messages the node refused for good, oldest first (see ``_sharing_outbox``)."""
+        return self._outbox.parked()
 
     async def retry_parked(self, numbers: Iterable[int] | None = None) -> list[int]:
         """Hand parked messages (all, or ``numbers``) to the node again; the numbers it took.
@@ -735,61 +593,14 @@ class SharingService:
         What it still refuses stays parked, without a second warning.
         """
         async with self._lock:
-            wanted = self._parked_numbers(numbers)
-            taken = await self._retry(wanted)
-            await self._write()
+            taken = await self._outbox.retry(self._outbox.parked_numbers(numbers))
+            await self._outbox.write()
         return taken
 
     async def drop_parked(self, numbers: Iterable[int], *, operator: str) -> None:
         """Give parked messages up for good (the operator's call); each drop is audited."""
         async with self._lock:
-            wanted = self._parked_numbers(numbers)
-            now_ms = self._now_ms()
-            for number in wanted:
-                send = self._state.parked[number].queued.send
-                self._state.unpark(number)
-                self.events.emit(
-                    AuditEvent(
-                        at_ms=now_ms,
-                        actor=operator,
-                        action=f"outbox.dropped {send.kind}",
-                        resource_code="",
-                        request_id=b"",
-                        outcome="dropped",
-                        counterpart=send.recipients[0],
-                        count=len(send.recipients),
-                    )
-                )
-                self.log.warning(
-                    "sharing message dropped",
-                    number=number,
-                    kind=send.kind,
-                    recipients=list(send.recipients),
-                    operator=operator,
-                )
-            await self._write()
-
-    def _parked_numbers(self, numbers: Iterable[int] | None) -> list[int]:
-        if numbers is None:
-            return sorted(self._state.parked)
-        wanted = sorted(set(numbers))
-        unknown = [n for n in wanted if n not in self._state.parked]
-        if unknown:
-            raise UsageError(f"no parked sharing message numbered {unknown[0]}")
-        return wanted
-
-    async def _retry(self, numbers: Sequence[int]) -> list[int]:
-        """Try parked messages again; unpark those the node takes.  Called with ``_lock``."""
-        queued = [self._state.parked[n].queued for n in numbers]
-        results = await self._hand_over(queued)
-        taken = []
-        for number, result in zip(numbers, results, strict=True):
-            if result is None:
-                self._state.unpark(number)
-                taken.append(number)
-        if taken:
-            self.log.info("parked sharing messages sent", numbers=taken)
-        return taken
+            await self._outbox.drop(self._outbox.parked_numbers(numbers), operator=operator)
 
     # --- deadlines -------------------------------------------------------------------------
 
@@ -801,11 +612,7 @@ class SharingService:
         while True:
             now_ms = self._now_ms()
             async with self._lock:
-                if self._state.outbox and now_ms >= self._retry_at * 1000:
-                    await self._send_outbox()  # left by a crash, or by a transient failure
-                if self._state.parked and now_ms >= (self._parked_at + PARKED_RETRY) * 1000:
-                    self._parked_at = now_ms / 1000
-                    await self._retry(sorted(self._state.parked))
+                await self._outbox.due(now_ms)
                 outgoing: list[Outgoing] = []
                 changed = False
                 if self._state.book is not None:
@@ -815,7 +622,7 @@ class SharingService:
                 if outgoing or changed:
                     await self._commit([Send(o.recipients, o.kind, o.payload()) for o in outgoing])
                 elif self._state.pending_deletions():
-                    await self._write()  # rows of messages handed over, when no change came
+                    await self._outbox.write()  # rows of messages handed over, when no change came
             self._timer_wake.clear()
             await wait_event(self._timer_wake, self._next_check(now_ms))
 
@@ -837,111 +644,10 @@ class SharingService:
 
         Called with ``_lock`` held, after a change of the in-memory state.
         """
-        self._state.queue(sends, self._random)
-        await self._write()
-        await self._send_outbox()
+        await self._outbox.commit(sends)
         self._changed.set()
         self._changed = asyncio.Event()
         self._timer_wake.set()
-
-    async def _write(self) -> None:
-        changes = self._state.take_changes(self._cipher)
-        if changes:
-            await self._running().update_meta(changes)
-
-    async def _send_outbox(self) -> None:
-        """Hand each outbox message to the node; park what it refuses for good.
-
-        The change that produced them is stored already, outbox included:
-        failing here must not undo it, nor lose the messages.  A transient
-        failure leaves them for the timers, after a backoff.
-        """
-        numbers = sorted(self._state.outbox)
-        if not numbers:
-            return
-        results = await self._hand_over([self._state.outbox[n] for n in numbers])
-        transient: list[ExchnodeError] = []
-        parked = False
-        now_ms = self._now_ms()
-        for number, result in zip(numbers, results, strict=True):
-            if result is None:
-                self._state.handed_over(number)
-            elif self._closing or not _refused_for_good(result):
-                transient.append(result)
-            else:
-                self._park(number, result, now_ms)
-                parked = True
-        if parked:
-            await self._write()  # reported once: the parked rows are stored now
-        if not transient:
-            self._failures, self._retry_at = 0, 0.0
-            return
-        self._failures += 1
-        wait = min(RETRY_MAX, 2.0 ** (self._failures - 1))
-        self._retry_at = now_ms / 1000 + wait
-        if self._failures & (self._failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... in a row
-            self.log.warning(
-                "sharing messages not sent yet",
-                count=len(transient),
-                error=str(transient[0]),
-                failures=self._failures,
-                retry_in=wait,
-            )
-
-    async def _hand_over(self, queued: Sequence[Queued]) -> list[ExchnodeError | None]:
-        """Each message on its own (None: the node took it), sealed together by the node's
-        batcher; the tag makes a repeat after a crash return the first message."""
-        node = self._running()
-        results = await asyncio.gather(
-            *(
-                node.send_many(
-                    [
-                        Message(
-                            recipients=list(q.send.recipients),
-                            payload=q.send.payload,
-                            kind=q.send.kind,
-                            content_type=CONTENT_TYPE,
-                            idempotency_key=q.idempotency_key,
-                        )
-                    ]
-                )
-                for q in queued
-            ),
-            return_exceptions=True,
-        )
-        out: list[ExchnodeError | None] = []
-        for result in results:
-            if isinstance(result, ExchnodeError):
-                out.append(result)
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                out.append(None)
-        return out
-
-    def _park(self, number: int, error: ExchnodeError, now_ms: int) -> None:
-        parked = self._state.park(number, error.code, str(error), now_ms)
-        send = parked.queued.send
-        self.log.warning(
-            "sharing message refused by the node: parked",
-            number=number,
-            kind=send.kind,
-            recipients=list(send.recipients),
-            code=error.code,
-            error=str(error),
-        )
-        self.events.emit(
-            AuditEvent(
-                at_ms=now_ms,
-                actor=self._me(),
-                action=f"outbox.refused {send.kind}",
-                resource_code="",
-                request_id=b"",
-                outcome=error.code,
-                counterpart=send.recipients[0],
-                count=len(send.recipients),
-            )
-        )
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -996,12 +702,3 @@ class SharingService:
         if self._state.corrections_out is None:
             raise UsageError(f"{self._me()} is a hub: it receives no records")
         return self._state.corrections_out
-
-
-def _refused_for_good(error: ExchnodeError) -> bool:
-    """Whether waiting will not help: the node found the message wrong for it (a recipient it
-    does not know or cannot route to, a size or kind it refuses).  A stale directory and the
-    store failing pass with time."""
-    if isinstance(error, DirectoryExpiredError):
-        return False
-    return isinstance(error, UsageError | RejectedError)

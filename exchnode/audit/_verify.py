@@ -48,7 +48,7 @@ trusts none of it but the signatures:
    included) are ``unsigned-records``: nothing vouches for them, and a node
    that signed over them would make a forgery its own.
 
-**Streaming** (issue 13).  Records and heads may come as callables that
+**Streaming** (issue 13, ``_verify_stream``).  Records and heads may come as callables that
 read them afresh on each call (a store, a page at a time: ``_stored``).
 First one pass walks both together in O(log n) memory: the tree's frontier,
 the previous record and head, and a few running aggregates.  It proves
@@ -72,53 +72,32 @@ around it, and says so.
 
 from __future__ import annotations
 
-import enum
-import heapq
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import pairwise
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from exchnode.audit._log import (
-    Checkpoint,
-    TreeHead,
-    TreeHeadVerifier,
-    check_checkpoint,
-    decode_checkpoint,
+from exchnode.audit._log import Checkpoint, TreeHead, TreeHeadVerifier
+from exchnode.audit._records import AuditRecord, decode_record, record_leaf
+from exchnode.audit._verify_heads import (
+    Start,
+    check_chain,
+    check_checkpoint_signed,
+    start_at_checkpoint,
+    verify_heads,
 )
-from exchnode.audit._records import GENESIS_PREV, AuditRecord, decode_record, record_leaf
+from exchnode.audit._verify_report import (
+    Finding,
+    HeadSource,
+    RecordSource,
+    Tamper,
+    VerificationReport,
+)
+from exchnode.audit._verify_stream import NotProven as _NotProven
+from exchnode.audit._verify_stream import verify_streaming as _verify_streaming
 from exchnode.core import Directory, MerkleLog
-from exchnode.errors import InconsistentLogError, RejectedError
+from exchnode.errors import RejectedError
 
 __all__ = ["Finding", "HeadSource", "RecordSource", "Tamper", "VerificationReport", "verify_log"]
-
-RecordSource = Callable[[], Iterable[tuple[int, bytes]]]
-"""Records ``(seq, data)`` in seq order, read afresh on each call (e.g. a store, page by page)."""
-
-HeadSource = Callable[[], Iterable[bytes]]
-"""Signed heads in the order stored, read afresh on each call (e.g. a store, page by page)."""
-
-_SETTLE_EVERY = 4096  # appends between two trims of the streaming pass's tree to its frontier
-
-
-class Tamper(enum.Enum):
-    CHANGED = "changed-record"
-    DELETED = "deleted-record"
-    INSERTED = "inserted-record"
-    REORDERED = "reordered-record"
-    MALFORMED = "malformed-record"
-    TIME_WENT_BACK = "time-went-back"
-    UNSIGNED_RECORDS = "unsigned-records"
-    ROOT_MISMATCH = "root-mismatch"
-    TRUNCATED = "truncated"
-    FORK = "fork"
-    BAD_HEAD = "bad-head"
-    HEAD_CHAIN = "head-chain"
-    BAD_CHECKPOINT = "bad-checkpoint"
-    UNSIGNED_CHECKPOINT = "unsigned-checkpoint"
-    UNWITNESSED_CHECKPOINT = "unwitnessed-checkpoint"
-
 
 # Findings about records that locate an edit: a head whose root differs over them needs no
 # root-mismatch of its own.
@@ -132,225 +111,6 @@ _RECORD_KINDS = frozenset(
         Tamper.TIME_WENT_BACK,
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One thing wrong: ``seq`` (and ``end``, exclusive, for a range) and/or ``head``."""
-
-    kind: Tamper
-    message: str
-    seq: int | None = None
-    end: int | None = None
-    head: str | None = None  # "heads[i]", "seal" or "witnessed[i]"
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind.value, "message": self.message}
-        if self.seq is not None:
-            out["seq"] = self.seq
-        if self.end is not None:
-            out["end"] = self.end
-        if self.head is not None:
-            out["head"] = self.head
-        return out
-
-    @property
-    def last(self) -> int | None:
-        """The end of the seqs it names (exclusive), if it names any."""
-        if self.seq is None:
-            return None
-        return self.end if self.end is not None else self.seq + 1
-
-
-@dataclass(frozen=True, slots=True)
-class VerificationReport:
-    node: str
-    first_seq: int  # the checkpoint's size, or 0
-    records: int  # records read (from first_seq on)
-    heads: int  # heads whose signature verified (the seal and witnessed heads included)
-    verified_size: int  # the largest head size whose root the records reproduce
-    findings: tuple[Finding, ...] = field(default=())
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
-
-    def kinds(self) -> set[Tamper]:
-        return {f.kind for f in self.findings}
-
-    def of(self, kind: Tamper) -> list[Finding]:
-        return [f for f in self.findings if f.kind is kind]
-
-    def summary(self, limit: int = 3) -> str:
-        """One line naming the findings (the first ``limit`` and how many more)."""
-        if self.ok:
-            return "no findings"
-        named = "; ".join(f"{f.kind.value}: {f.message}" for f in self.findings[:limit])
-        more = len(self.findings) - limit
-        return named + (f"; and {more} more" if more > 0 else "")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "ok": self.ok,
-            "first_seq": self.first_seq,
-            "records": self.records,
-            "heads": self.heads,
-            "verified_size": self.verified_size,
-            "findings": [f.to_json() for f in self.findings],
-        }
-
-
-# --- 1. heads ------------------------------------------------------------------------------
-
-
-def _verify_heads(
-    node: str,
-    heads: Sequence[tuple[str, bytes]],
-    verifier: TreeHeadVerifier,
-    findings: list[Finding],
-) -> list[tuple[str, TreeHead]]:
-    good = []
-    for name, data in heads:
-        try:
-            head = verifier.verify(data)
-        except RejectedError as exc:
-            findings.append(
-                Finding(Tamper.BAD_HEAD, f"{name} refused ({exc.code}): {exc}", head=name)
-            )
-            continue
-        if head.node != node:
-            findings.append(
-                Finding(Tamper.BAD_HEAD, f"{name} is a head of {head.node}, not {node}", head=name)
-            )
-            continue
-        good.append((name, head))
-    return good
-
-
-def _check_chain(heads: list[tuple[str, TreeHead]], findings: list[Finding]) -> None:
-    for (_, before), (name, head) in pairwise(heads):
-        if (head.previous_size, head.previous_root) == (before.tree_size, before.root):
-            if head.timestamp_ms < before.timestamp_ms:
-                findings.append(
-                    Finding(
-                        Tamper.HEAD_CHAIN, f"{name} is older than the head before it", head=name
-                    )
-                )
-            continue
-        if head.previous_size == before.tree_size:
-            findings.append(
-                Finding(
-                    Tamper.FORK,
-                    f"{name} extends another tree of size {before.tree_size} than the head "
-                    "stored before it: the node signed two histories",
-                    seq=before.tree_size,
-                    head=name,
-                )
-            )
-            continue
-        findings.append(
-            Finding(
-                Tamper.HEAD_CHAIN,
-                f"{name} follows a head of size {head.previous_size}, but the head stored "
-                f"before it has size {before.tree_size}: a head was removed or inserted",
-                head=name,
-            )
-        )
-
-
-# --- 2. the checkpoint ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Start:
-    """Where the records start: the checkpoint's size, its last leaf and frontier (if usable)."""
-
-    base: int = 0
-    last_leaf: bytes | None = GENESIS_PREV  # None: unknown (the checkpoint is unusable)
-    tree: MerkleLog | None = field(default_factory=MerkleLog)  # None: roots cannot be checked
-
-
-def _start(
-    node: str,
-    checkpoint: Checkpoint | bytes | None,
-    verifier: TreeHeadVerifier,
-    first_key: int | None,
-    findings: list[Finding],
-) -> tuple[_Start, Checkpoint | None]:
-    if checkpoint is None:
-        return _Start(), None
-    try:
-        if isinstance(checkpoint, bytes):
-            checkpoint = decode_checkpoint(checkpoint, verifier)
-        if checkpoint.head.node != node:
-            raise InconsistentLogError(f"the checkpoint is a head of {checkpoint.head.node}")
-        check_checkpoint(checkpoint)
-    except RejectedError as exc:  # inconsistent-log, or a head or encoding refused
-        code = exc.code
-        findings.append(Finding(Tamper.BAD_CHECKPOINT, f"the stored checkpoint ({code}): {exc}"))
-        base = first_key if first_key is not None else 0
-        if isinstance(checkpoint, Checkpoint):
-            base = checkpoint.size
-        return _Start(base, None, None), None
-    tree = MerkleLog.from_frontier(checkpoint.size, checkpoint.frontier)
-    return _Start(checkpoint.size, checkpoint.last_leaf, tree), checkpoint
-
-
-def _check_checkpoint_signed(
-    checkpoint: Checkpoint | None,
-    signed: list[tuple[str, TreeHead]],
-    witnessed: list[tuple[str, TreeHead]],
-    start: _Start,
-    findings: list[Finding],
-) -> None:
-    """Step 2 of the module doc: a checkpoint counts only as far as the node's heads name it.
-
-    ``checkpoint`` is None if none is stored, or if the stored one is unusable
-    (``start.tree`` is None then: already a ``bad-checkpoint``).
-    """
-    if checkpoint is None and start.tree is None:
-        return
-    size = checkpoint.size if checkpoint is not None else 0
-    named = [(n, h) for n, h in signed if h.checkpoint_size > size]
-    if named:
-        name, head = max(named, key=lambda item: item[1].checkpoint_size)
-        have = f"the store's is at {size}" if checkpoint is not None else "the store holds none"
-        findings.append(
-            Finding(
-                Tamper.BAD_CHECKPOINT,
-                f"{name} names a checkpoint at {head.checkpoint_size}, but {have}: the "
-                "node's checkpoint was replaced or removed",
-                head=name,
-            )
-        )
-        if checkpoint is None:  # records below it were pruned: start there, roots unknown
-            start.base, start.last_leaf, start.tree = head.checkpoint_size, None, None
-    if checkpoint is None:
-        return
-    if not any(h.checkpoint_size == size for _, h in signed):
-        findings.append(
-            Finding(
-                Tamper.UNSIGNED_CHECKPOINT,
-                f"no head the node signed names the checkpoint at {size}: the node did not "
-                f"make it when pruning, and the records below {size} were deleted without it",
-                seq=0,
-                end=size,
-            )
-        )
-    if witnessed:
-        reach = max(h.tree_size for _, h in witnessed)
-        if reach < size:
-            findings.append(
-                Finding(
-                    Tamper.UNWITNESSED_CHECKPOINT,
-                    f"the checkpoint at {size} is beyond every witnessed head (largest "
-                    f"{reach}): records {reach}..{size - 1} were pruned before the parent "
-                    "saw them under a head",
-                    seq=reach,
-                    end=size,
-                )
-            )
 
 
 # --- 3. records ----------------------------------------------------------------------------
@@ -418,7 +178,7 @@ def _count(keys: list[int], low: int, high: int) -> int:
 
 
 def _check_records(
-    rows: list[_Row], start: _Start, ordered_from: int, findings: list[Finding]
+    rows: list[_Row], start: Start, ordered_from: int, findings: list[Finding]
 ) -> int:
     """Step 3 of the module doc; the log's length as its records say (its next seq)."""
     by_seq: dict[int, list[int]] = {}
@@ -545,7 +305,7 @@ def _explained(findings: list[Finding], first: int, end: int) -> bool:
 
 def _check_roots(
     heads: list[tuple[str, TreeHead]],
-    start: _Start,
+    start: Start,
     leaves: MerkleLog,
     log_end: int,
     findings: list[Finding],
@@ -684,134 +444,6 @@ def verify_log(
     )
 
 
-# --- the streaming pass ----------------------------------------------------------------------
-
-
-class _NotProven(Exception):
-    """The streaming pass met something it cannot prove harmless: the whole log is needed."""
-
-
-def _good_head(verifier: TreeHeadVerifier, node: str, data: bytes) -> TreeHead:
-    try:
-        head = verifier.verify(data)
-    except RejectedError:
-        raise _NotProven from None
-    if head.node != node:
-        raise _NotProven
-    return head
-
-
-def _chained_heads(
-    verifier: TreeHeadVerifier, node: str, heads: Iterable[bytes]
-) -> Iterator[TreeHead]:
-    """The node's own heads, each verified and chained to the one before (so sizes ascend)."""
-    before: TreeHead | None = None
-    for data in heads:
-        head = _good_head(verifier, node, data)
-        if before is not None and (
-            (head.previous_size, head.previous_root) != (before.tree_size, before.root)
-            or head.timestamp_ms < before.timestamp_ms
-        ):
-            raise _NotProven
-        yield head
-        before = head
-
-
-class _Records:
-    """The records as written, appended to the tree on demand (see the module doc)."""
-
-    def __init__(
-        self, node: str, records: Iterable[tuple[int, bytes]], start: _Start, ordered_from: int
-    ) -> None:
-        assert start.tree is not None
-        self.node = node
-        self.rows = iter(records)
-        self.base = start.base
-        self.tree = MerkleLog.from_frontier(start.base, start.tree.frontier())
-        self.previous_leaf = start.last_leaf
-        self.previous_time = -1
-        self.ordered_from = ordered_from
-
-    def reach(self, size: int) -> bool:
-        """Append records until the tree has ``size`` leaves; False if the log ends before."""
-        tree = self.tree
-        while tree.size < size:
-            row = next(self.rows, None)
-            if row is None:
-                return False
-            key, data = row
-            if key < self.base:
-                continue  # kept past the checkpoint: harmless
-            if key != tree.size:
-                raise _NotProven
-            try:
-                record = decode_record(data)
-            except RejectedError:
-                raise _NotProven from None
-            if record.node != self.node or record.seq != key:
-                raise _NotProven
-            if self.previous_leaf is not None and record.prev != self.previous_leaf:
-                raise _NotProven
-            time_ms = record.entry.time_ms
-            if (
-                self.previous_time >= 0
-                and key >= self.ordered_from
-                and time_ms < self.previous_time
-            ):
-                raise _NotProven
-            self.previous_leaf, self.previous_time = record_leaf(data), time_ms
-            tree.append(self.previous_leaf)
-            if tree.size % _SETTLE_EVERY == 0:
-                tree.settle()
-        return True
-
-
-def _verify_streaming(
-    node: str,
-    read_records: RecordSource,
-    read_heads: HeadSource,
-    directory: Directory,
-    checkpoint: Checkpoint | bytes | None,
-    witnessed: Sequence[bytes],
-    seal: bytes | None,
-    ordered_from: int,
-) -> VerificationReport:
-    """The module doc's streaming pass; raises ``_NotProven`` at the first doubt."""
-    verifier = TreeHeadVerifier(directory)
-    findings: list[Finding] = []
-    start, usable = _start(node, checkpoint, verifier, None, findings)
-    if findings or start.tree is None:
-        raise _NotProven
-    covered = usable.size if usable is not None else 0
-    sealed = [_good_head(verifier, node, seal)] if seal is not None else []
-    others = sorted(
-        (_good_head(verifier, node, data) for data in witnessed), key=lambda h: h.tree_size
-    )
-    if others and usable is not None and others[-1].tree_size < covered:
-        raise _NotProven  # unwitnessed-checkpoint
-    records = _Records(node, read_records(), start, ordered_from)
-    count, largest, verified, named = 0, 0, start.base, usable is None
-    own = _chained_heads(verifier, node, read_heads())
-    for head in heapq.merge(own, sealed, others, key=lambda head: head.tree_size):
-        count += 1
-        largest = max(largest, head.tree_size)
-        if head.checkpoint_size > covered:
-            raise _NotProven  # names a checkpoint the store does not hold
-        named = named or head.checkpoint_size == covered
-        if head.tree_size < start.base:
-            continue  # below the checkpoint: gone by design
-        if not records.reach(head.tree_size) or records.tree.root() != head.root:
-            raise _NotProven  # truncated, or a root that differs
-        verified = head.tree_size
-    if not named:
-        raise _NotProven  # unsigned-checkpoint
-    records.reach(1 << 62)  # the records after the last head
-    end = records.tree.size
-    if end > max(largest, start.base):
-        raise _NotProven  # unsigned-records
-    return VerificationReport(node, start.base, end - start.base, count, verified, ())
-
-
 def _verify_in_memory(
     node: str,
     records: Sequence[tuple[int, bytes]],
@@ -826,16 +458,16 @@ def _verify_in_memory(
     """Steps 1 to 5 of the module doc on the whole log, in memory."""
     findings: list[Finding] = []
     verifier = TreeHeadVerifier(directory)
-    own = _verify_heads(node, [(f"heads[{i}]", h) for i, h in enumerate(heads)], verifier, findings)
-    sealed = _verify_heads(node, [("seal", seal)] if seal is not None else [], verifier, findings)
-    others = _verify_heads(
+    own = verify_heads(node, [(f"heads[{i}]", h) for i, h in enumerate(heads)], verifier, findings)
+    sealed = verify_heads(node, [("seal", seal)] if seal is not None else [], verifier, findings)
+    others = verify_heads(
         node, [(f"witnessed[{i}]", h) for i, h in enumerate(witnessed)], verifier, findings
     )
-    _check_chain(own, findings)
+    check_chain(own, findings)
     first_key = next((key for key, _ in records), None)
-    start, usable = _start(node, checkpoint, verifier, first_key, findings)
+    start, usable = start_at_checkpoint(node, checkpoint, verifier, first_key, findings)
     signed = own + sealed + others
-    _check_checkpoint_signed(usable, signed, others, start, findings)
+    check_checkpoint_signed(usable, signed, others, start, findings)
 
     rows, leaves = _read_rows(node, records, start.base, findings)
     end = _check_records(rows, start, ordered_from, findings)

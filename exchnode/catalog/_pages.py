@@ -49,9 +49,9 @@ from exchnode.catalog._entry import (
     check_provider,
     check_version,
 )
-from exchnode.catalog._sync import Wanted
+from exchnode.catalog._sync import Wanted, check_array, framed_fields
 from exchnode.core import Level, pack, require_canonical, unpack
-from exchnode.errors import MalformedError, TooLargeError, UnsupportedVersionError
+from exchnode.errors import MalformedError, TooLargeError
 from exchnode.federation import FEED_ID_BYTES, FeedPosition, check_feed_position
 
 __all__ = [
@@ -269,7 +269,7 @@ class LookupRequest(NamedTuple):
     def decode(cls, data: bytes) -> LookupRequest:
         what = "catalog.lookup"
         keys, query = _framed(data, what, 2, max_size=1 << 20)
-        listed = _array(keys, f"{what}.keys")
+        listed = check_array(keys, f"{what}.keys")
         if len(listed) > MAX_LOOKUP_KEYS:
             raise TooLargeError(f"{what}.keys", f"more than {MAX_LOOKUP_KEYS} keys")
         wanted: list[Wanted] = []
@@ -338,23 +338,11 @@ def _framed(data: bytes, what: str, fields: int, *, max_size: int = _MAX_MESSAGE
     value = unpack(
         data, what=what, max_size=max_size, max_array=max(MAX_PAGE_RECORDS, MAX_LOOKUP_KEYS) + 1
     )
-    if type(value) is not list or len(value) != fields + 1:
-        raise MalformedError(what, f"expected an array of {fields + 1} elements")
-    if type(value[0]) is not int:
-        raise MalformedError(f"{what}.format", "must be an integer")
-    if value[0] != PAGES_FORMAT:
-        raise UnsupportedVersionError(f"{what} format {value[0]} is not supported (only 2)")
-    return value[1:]
-
-
-def _array(value: object, what: str) -> list[Any]:
-    if type(value) is not list:
-        raise MalformedError(what, "must be an array")
-    return value
+    return framed_fields(value, what, fields, PAGES_FORMAT)
 
 
 def _records(value: object, what: str) -> tuple[bytes, ...]:
-    records = _array(value, what)
+    records = check_array(value, what)
     if len(records) > MAX_PAGE_RECORDS:
         raise TooLargeError(what, f"more than {MAX_PAGE_RECORDS} records")
     for i, record in enumerate(records):

@@ -43,6 +43,7 @@ __all__ = [
     "Summary",
     "Version",
     "Wanted",
+    "check_array",
     "decode_providers",
     "decode_records",
     "decode_versions",
@@ -51,6 +52,7 @@ __all__ = [
     "encode_records",
     "encode_versions",
     "encode_wanted",
+    "framed_fields",
     "provider_digest",
 ]
 
@@ -114,7 +116,7 @@ class Summary(NamedTuple):
             raise MalformedError(f"{what}.top", f"must be {HASH_LENGTH} bytes")
         providers: dict[str, ProviderDigest] = {}
         previous = ""
-        for i, item in enumerate(_array(listed, f"{what}.providers")):
+        for i, item in enumerate(check_array(listed, f"{what}.providers")):
             field = f"{what}.providers[{i}]"
             provider, count, digest = _shaped(item, field, 3, "[provider, count, digest]")
             check_provider(provider, f"{field}.provider")
@@ -140,7 +142,7 @@ def encode_providers(providers: Iterable[str]) -> bytes:
 def decode_providers(data: bytes) -> tuple[str, ...]:
     what = "catalog.providers"
     (listed,) = _framed(data, what, 1)
-    names = _array(listed, what)
+    names = check_array(listed, what)
     for i, name in enumerate(names):
         check_provider(name, f"{what}[{i}]")
         if i and name <= names[i - 1]:
@@ -162,7 +164,7 @@ def decode_versions(data: bytes) -> dict[str, tuple[Version, ...]]:
     (listed,) = _framed(data, what, 1)
     result: dict[str, tuple[Version, ...]] = {}
     previous = ""
-    for i, item in enumerate(_array(listed, what)):
+    for i, item in enumerate(check_array(listed, what)):
         field = f"{what}[{i}]"
         provider, entries = _shaped(item, field, 2, "[provider, versions]")
         check_provider(provider, f"{field}.provider")
@@ -176,7 +178,7 @@ def decode_versions(data: bytes) -> dict[str, tuple[Version, ...]]:
 
 def _versions(value: object, what: str) -> tuple[Version, ...]:
     versions: list[Version] = []
-    for i, item in enumerate(_array(value, what)):
+    for i, item in enumerate(check_array(value, what)):
         field = f"{what}[{i}]"
         code, version, digest = _shaped(item, field, 3, "[code, version, content_digest]")
         check_code(code, f"{field}.code")
@@ -197,7 +199,7 @@ def decode_wanted(data: bytes) -> tuple[Wanted, ...]:
     what = "catalog.wanted"
     (listed,) = _framed(data, what, 1)
     wanted: list[Wanted] = []
-    for i, item in enumerate(_array(listed, what)):
+    for i, item in enumerate(check_array(listed, what)):
         field = f"{what}[{i}]"
         provider, code, version = _shaped(item, field, 3, "[provider, code, version]")
         check_provider(provider, f"{field}.provider")
@@ -219,7 +221,7 @@ def decode_records(data: bytes) -> tuple[bytes, ...]:
     """Split a bundle into signed records; each is then verified on its own."""
     what = "catalog.records"
     (listed,) = _framed(data, what, 1)
-    records = _array(listed, what)
+    records = check_array(listed, what)
     for i, record in enumerate(records):
         if type(record) is not bytes or not record or len(record) > MAX_RECORD_BYTES:
             raise MalformedError(f"{what}[{i}]", f"must be 1..{MAX_RECORD_BYTES} bytes")
@@ -234,16 +236,22 @@ def _framed(data: bytes, what: str, fields: int) -> list[Any]:
     value = unpack(
         data, what=what, max_size=MAX_SYNC_BYTES, max_array=MAX_SYNC_ITEMS, long_array=TooLargeError
     )
+    return framed_fields(value, what, fields, SYNC_FORMAT)
+
+
+def framed_fields(value: object, what: str, fields: int, version: int) -> list[Any]:
+    """The fields of a decoded ``[format, field, ...]`` message: ``fields`` of them, after
+    ``version`` (format 1's messages here, format 2's pages in ``_pages``)."""
     if type(value) is not list or len(value) != fields + 1:
         raise MalformedError(what, f"expected an array of {fields + 1} elements")
     if type(value[0]) is not int:
         raise MalformedError(f"{what}.format", "must be an integer")
-    if value[0] != SYNC_FORMAT:
-        raise UnsupportedVersionError(f"{what} format {value[0]} is not supported (only 1)")
+    if value[0] != version:
+        raise UnsupportedVersionError(f"{what} format {value[0]} is not supported (only {version})")
     return value[1:]
 
 
-def _array(value: object, what: str) -> list[Any]:
+def check_array(value: object, what: str) -> list[Any]:
     if type(value) is not list:
         raise MalformedError(what, "must be an array")
     return value

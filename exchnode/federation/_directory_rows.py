@@ -45,6 +45,7 @@ __all__ = [
     "decode_crl_row",
     "decode_pull_state",
     "decode_row",
+    "encode_crl_row",
     "encode_row",
     "row_size",
 ]
@@ -251,17 +252,36 @@ def decode_row(data: bytes) -> DirectoryEntry:
     return DirectoryEntry(name, tuple(value[2]), address, value[4])
 
 
-def decode_crl_row(data: bytes) -> tuple[bytes, tuple[bytes, ...]]:
+def encode_crl_row(der: bytes, ca_chain: tuple[bytes, ...], ca_key: bytes | None) -> bytes:
+    """A CRL row as stored: with its CA's chain (re-served) or, kept for itself, its CA's key.
+
+    ``[crl, ca_chain]`` when this node serves the CRL onwards (SPEC §14.14: the
+    chain travels with it); ``[crl, [], ca_key]`` (the CA's raw Ed25519 key,
+    32 bytes) when it serves it to no one, so a department keeps ~250 bytes a
+    CA instead of ~1 KB (§14.15).  A root's CRL is ``[crl, []]``: the root is
+    in the trust store.
+    """
+    if ca_key is None:
+        return pack([der, list(ca_chain)])
+    return pack([der, [], ca_key])
+
+
+def decode_crl_row(data: bytes) -> tuple[bytes, tuple[bytes, ...], bytes | None]:
+    """``encode_crl_row``'s ``(crl, ca_chain, ca_key)``; either the chain or the key is empty."""
     value = unpack(data, what="directory CRL row", max_size=2 * 1024 * 1024, max_array=8)
     if (
         type(value) is not list
-        or len(value) != 2
+        or len(value) not in (2, 3)
         or type(value[0]) is not bytes
         or type(value[1]) is not list
         or not all(type(der) is bytes for der in value[1])
     ):
-        raise MalformedError("directory CRL row", "expected [crl, ca_chain]")
-    return value[0], tuple(value[1])
+        raise MalformedError("directory CRL row", "expected [crl, ca_chain] or [crl, [], ca_key]")
+    if len(value) == 2:
+        return value[0], tuple(value[1]), None
+    if value[1] or type(value[2]) is not bytes or len(value[2]) != 32:
+        raise MalformedError("directory CRL row", "expected [crl, [], 32-byte ca_key]")
+    return value[0], (), value[2]
 
 
 def decode_pull_state(data: bytes) -> tuple[FeedPosition, int, int]:

@@ -318,7 +318,6 @@ def _bin(value: object, field: str, limit: int) -> bytes:
     return value
 
 
-
 def signed_frame(
     data: bytes, what: str, max_size: int, expected: int, supported: str
 ) -> tuple[bytes, bytes]:

@@ -7,7 +7,7 @@ and private key files.
 from __future__ import annotations
 
 from exchnode.pki._ca_store import REASONS, CAStore, CertificateAuthority, IssuedCertificate
-from exchnode.pki._crl import CrlProblem, CrlSet, crl_problem
+from exchnode.pki._crl import CrlProblem, CrlSet, crl_problem, crl_problem_under_key
 from exchnode.pki._crl_acceptance import CrlCheck, RefusedCrl, check_crls
 from exchnode.pki._issue import (
     Revocation,
@@ -68,6 +68,7 @@ __all__ = [
     "build_root_ca",
     "check_crls",
     "crl_problem",
+    "crl_problem_under_key",
     "load_certificate_der",
     "load_certificates_pem",
     "load_crl_der",

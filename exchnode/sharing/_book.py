@@ -41,6 +41,7 @@ from exchnode.sharing._messages import (
 from exchnode.sharing._persistence import (
     STATE_FORMAT,
     Changes,
+    changed_rows,
     check_array,
     check_counter,
     check_enum,
@@ -50,7 +51,7 @@ from exchnode.sharing._persistence import (
     check_node,
     check_terms,
     check_time_ms,
-    encode_row,
+    every_row,
     open_row,
     open_state,
     optional,
@@ -442,20 +443,13 @@ class SubscriptionBook:
         """The rows the steps since the last call changed: ``entry/<request id hex>`` per request
         (its grant included) and ``stream/...`` (``RecordStream.take_changes``).  Publishing
         changes no entry, so it writes the stream's rows only, whatever the number of grants."""
-        changes: Changes = {
-            _ENTRY + request_id.hex(): encode_row(*_entry_to_wire(self._entries[request_id]))
-            for request_id in self._dirty
-        }
+        changes = changed_rows(_ENTRY, self._entries, self._dirty, _entry_to_wire)
         changes.update({_STREAM + k: v for k, v in self._stream.take_changes().items()})
-        self._dirty.clear()
         return changes
 
     def rows(self) -> dict[str, bytes]:
         """Every row of the book (to convert a whole encoding into rows, once)."""
-        rows = {
-            _ENTRY + request_id.hex(): encode_row(*_entry_to_wire(entry))
-            for request_id, entry in self._entries.items()
-        }
+        rows = every_row(_ENTRY, self._entries, _entry_to_wire)
         rows.update({_STREAM + k: v for k, v in self._stream.rows().items()})
         return rows
 

@@ -5,6 +5,11 @@ decodes back to itself, and a field that fails names itself
 (``sub.decision.items[2]``) as a ``MalformedError`` on the wire and a
 ``UsageError`` when built locally.  A message body is
 ``[version=1, field, ...]`` in field order, canonical (SPEC §4.2).
+
+A message declares each field once, with its wire codec in its type
+(``request_id: RequestId``, ``Annotated[bytes, ID]``); :func:`wire_message`
+reads the field table from the dataclass, and :class:`Message` encodes and
+decodes over it, so no message has a codec of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
-from typing import Any, ClassVar, NamedTuple, Self
+from typing import Annotated, Any, ClassVar, NamedTuple, Self, TypeVar, get_type_hints
 
 from exchnode.catalog import check_code
 from exchnode.core import check_bytes, check_name, check_time, pack, require_canonical, unpack
@@ -35,13 +40,24 @@ __all__ = [
     "OPTIONAL_TIME",
     "REQUEST_ID_LENGTH",
     "TIME",
+    "Code",
     "Codec",
+    "Counter",
+    "Items",
+    "Masks",
     "Message",
+    "Name",
+    "OptionalTime",
+    "RequestId",
+    "RequiredText",
+    "SomeItems",
+    "Text",
+    "Time",
     "counter",
     "enum_codec",
     "items_codec",
-    "set_codecs",
     "text_codec",
+    "wire_message",
 ]
 
 CONTENT_TYPE = "application/vnd.exchnode.subscription+msgpack"
@@ -126,6 +142,19 @@ DECISION_STATUS = enum_codec(RequestState, (_S.PENDING, _S.GRANTED, _S.REFUSED, 
 GROUNDS = enum_codec(RequestState, (_S.REFUSED, _S.EXPIRED))
 OUTCOME = enum_codec(ReviewOutcome, ReviewOutcome)
 
+# A field's type names its wire codec: what ``wire_message`` reads.
+RequestId = Annotated[bytes, ID]
+Name = Annotated[str, NAME]
+Code = Annotated[str, CODE]
+Time = Annotated[int, TIME]
+OptionalTime = Annotated[int | None, OPTIONAL_TIME]
+Counter = Annotated[int, COUNTER]
+Text = Annotated[str, TEXT]  # may be empty
+RequiredText = Annotated[str, REQUIRED_TEXT]
+Masks = Annotated[MaskSet, MASKS]
+Items = Annotated[tuple[str, ...], items_codec(empty=True)]
+SomeItems = Annotated[tuple[str, ...], items_codec(empty=False)]  # at least one
+
 
 class Message:
     """Shared codec of the ``sub.*`` messages: ``[version=1, field, ...]`` in field order."""
@@ -194,9 +223,18 @@ class Message:
         return message
 
 
-def set_codecs(cls: type[Message], **codecs: Codec) -> None:
-    """Attach the field codecs of a message class, in its field order (checked)."""
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    if names != list(codecs):
-        raise AssertionError(f"{cls.__name__}: codecs {list(codecs)} do not match {names}")
+M = TypeVar("M", bound=type[Message])
+
+
+def wire_message(cls: M) -> M:
+    """Attach a message class's field table: each dataclass field, in order, with the codec
+    its type names (``Annotated[type, codec]``); a field without one is a bug."""
+    hints = get_type_hints(cls, include_extras=True)
+    codecs: dict[str, Codec] = {}
+    for item in fields(cls):  # type: ignore[arg-type]
+        found = [m for m in getattr(hints[item.name], "__metadata__", ()) if type(m) is Codec]
+        if len(found) != 1:
+            raise AssertionError(f"{cls.__name__}.{item.name}: no wire codec in its type")
+        codecs[item.name] = found[0]
     cls.CODECS = codecs
+    return cls

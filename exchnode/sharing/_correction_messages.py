@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from exchnode.sharing._codecs import (
-    CODE,
-    COUNTER,
-    ID,
-    NAME,
-    TIME,
+    Code,
+    Counter,
     Message,
+    Name,
+    RequestId,
+    RequiredText,
+    SomeItems,
+    Time,
     enum_codec,
-    items_codec,
-    set_codecs,
-    text_codec,
+    wire_message,
 )
 
 __all__ = ["Correction", "CorrectionAnswer", "CorrectionOutcome"]
@@ -34,61 +34,38 @@ class CorrectionOutcome(enum.Enum):
     REJECTED = "rejected"
 
 
-_TEXT = text_codec(2048, empty=False)
+_OUTCOME = enum_codec(CorrectionOutcome, CorrectionOutcome)
 
 
+@wire_message
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Correction(Message):
     """``sub.correction``, subscriber → provider: record ``seq`` looks wrong in these items."""
 
     KIND: ClassVar[str] = "sub.correction"
-    correction_id: bytes
-    subscriber: str
-    provider: str
-    resource_code: str
-    seq: int
-    items: tuple[str, ...]
-    text: str
-    at_ms: int
+    correction_id: RequestId
+    subscriber: Name
+    provider: Name
+    resource_code: Code
+    seq: Counter
+    items: SomeItems
+    text: RequiredText
+    at_ms: Time
 
     def _inconsistency(self) -> str | None:
         return None if self.seq >= 1 else "seq starts at 1"
 
 
-set_codecs(
-    Correction,
-    correction_id=ID,
-    subscriber=NAME,
-    provider=NAME,
-    resource_code=CODE,
-    seq=COUNTER,
-    items=items_codec(empty=False),
-    text=_TEXT,
-    at_ms=TIME,
-)
-
-
+@wire_message
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CorrectionAnswer(Message):
     """``sub.correction-answer``, provider → subscriber: accepted or rejected, and why."""
 
     KIND: ClassVar[str] = "sub.correction-answer"
-    correction_id: bytes
-    provider: str
-    subscriber: str
-    resource_code: str
-    at_ms: int
-    outcome: CorrectionOutcome
-    text: str
-
-
-set_codecs(
-    CorrectionAnswer,
-    correction_id=ID,
-    provider=NAME,
-    subscriber=NAME,
-    resource_code=CODE,
-    at_ms=TIME,
-    outcome=enum_codec(CorrectionOutcome, CorrectionOutcome),
-    text=_TEXT,
-)
+    correction_id: RequestId
+    provider: Name
+    subscriber: Name
+    resource_code: Code
+    at_ms: Time
+    outcome: Annotated[CorrectionOutcome, _OUTCOME]
+    text: RequiredText

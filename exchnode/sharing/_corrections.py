@@ -40,11 +40,12 @@ from exchnode.sharing._messages import Outgoing
 from exchnode.sharing._persistence import (
     STATE_FORMAT,
     Changes,
+    changed_rows,
     check_array,
     check_enum,
     check_list,
     check_node,
-    encode_row,
+    every_row,
     open_row,
     open_state,
     row_id,
@@ -132,14 +133,10 @@ class _Rows(abc.ABC):
         """Whether ``case`` is this machine's (its provider's, or its subscriber's)."""
 
     def take_changes(self) -> Changes:
-        changes: Changes = {
-            _ROW + i.hex(): encode_row(*_case_to_wire(self._cases[i])) for i in self._dirty
-        }
-        self._dirty.clear()
-        return changes
+        return changed_rows(_ROW, self._cases, self._dirty, _case_to_wire)
 
     def rows(self) -> dict[str, bytes]:
-        return {_ROW + i.hex(): encode_row(*_case_to_wire(c)) for i, c in self._cases.items()}
+        return every_row(_ROW, self._cases, _case_to_wire)
 
     def load_rows(self, rows: Iterable[tuple[str, bytes]]) -> None:
         """Fill a new, empty machine from its rows; no audit event is emitted."""

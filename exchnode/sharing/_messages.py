@@ -13,25 +13,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from exchnode.errors import UsageError
 from exchnode.sharing._codecs import (
-    CODE,
-    COUNTER,
     DECISION_STATUS,
     GROUNDS,
-    ID,
-    MASKS,
-    NAME,
-    OPTIONAL_TIME,
     OUTCOME,
-    REQUIRED_TEXT,
-    TEXT,
-    TIME,
+    Code,
+    Counter,
+    Items,
+    Masks,
     Message,
-    items_codec,
-    set_codecs,
+    Name,
+    OptionalTime,
+    RequestId,
+    RequiredText,
+    SomeItems,
+    Text,
+    Time,
+    wire_message,
 )
 from exchnode.sharing._correction_messages import Correction, CorrectionAnswer
 from exchnode.sharing._masking import MaskSet
@@ -56,34 +57,23 @@ __all__ = [
 _S = RequestState
 
 
+@wire_message
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SubscriptionRequest(Message):
     """``sub.request``, requester → provider: what is asked for, why and for what scope."""
 
     KIND: ClassVar[str] = "sub.request"
-    request_id: bytes
-    requester: str
-    provider: str
-    resource_code: str
-    purpose: str
-    scope: str
-    items: tuple[str, ...]
-    at_ms: int
+    request_id: RequestId
+    requester: Name
+    provider: Name
+    resource_code: Code
+    purpose: RequiredText
+    scope: RequiredText
+    items: SomeItems
+    at_ms: Time
 
 
-set_codecs(
-    SubscriptionRequest,
-    request_id=ID,
-    requester=NAME,
-    provider=NAME,
-    resource_code=CODE,
-    purpose=REQUIRED_TEXT,
-    scope=REQUIRED_TEXT,
-    items=items_codec(empty=False),
-    at_ms=TIME,
-)
-
-
+@wire_message
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision(Message):
     """``sub.decision``, provider → requester: pending (with its deadline), granted, refused.
@@ -94,19 +84,19 @@ class Decision(Message):
     """
 
     KIND: ClassVar[str] = "sub.decision"
-    request_id: bytes
-    provider: str
-    requester: str
-    resource_code: str
-    version: int
-    at_ms: int
-    status: RequestState
-    answer_by_ms: int | None = None
-    reason: str = ""
-    items: tuple[str, ...] = ()
-    masks: MaskSet = field(default_factory=MaskSet)
-    expires_ms: int | None = None
-    first_seq: int = 0
+    request_id: RequestId
+    provider: Name
+    requester: Name
+    resource_code: Code
+    version: Counter
+    at_ms: Time
+    status: Annotated[RequestState, DECISION_STATUS]
+    answer_by_ms: OptionalTime = None
+    reason: Text = ""
+    items: Items = ()
+    masks: Masks = field(default_factory=MaskSet)
+    expires_ms: OptionalTime = None
+    first_seq: Counter = 0
 
     def _inconsistency(self) -> str | None:
         granted = self.status is _S.GRANTED
@@ -141,142 +131,75 @@ class Decision(Message):
         )
 
 
-set_codecs(
-    Decision,
-    request_id=ID,
-    provider=NAME,
-    requester=NAME,
-    resource_code=CODE,
-    version=COUNTER,
-    at_ms=TIME,
-    status=DECISION_STATUS,
-    answer_by_ms=OPTIONAL_TIME,
-    reason=TEXT,
-    items=items_codec(empty=True),
-    masks=MASKS,
-    expires_ms=OPTIONAL_TIME,
-    first_seq=COUNTER,
-)
-
-
+@wire_message
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Revocation(Message):
     """``sub.revoke``, provider → subscriber: no record after ``last_seq`` is for this grant."""
 
     KIND: ClassVar[str] = "sub.revoke"
-    request_id: bytes
-    provider: str
-    subscriber: str
-    resource_code: str
-    version: int
-    at_ms: int
-    reason: str
-    last_seq: int
+    request_id: RequestId
+    provider: Name
+    subscriber: Name
+    resource_code: Code
+    version: Counter
+    at_ms: Time
+    reason: RequiredText
+    last_seq: Counter
 
 
-set_codecs(
-    Revocation,
-    request_id=ID,
-    provider=NAME,
-    subscriber=NAME,
-    resource_code=CODE,
-    version=COUNTER,
-    at_ms=TIME,
-    reason=REQUIRED_TEXT,
-    last_seq=COUNTER,
-)
-
-
+@wire_message
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Expiry(Message):
     """``sub.expired``, provider → requester: the deadline passed unanswered."""
 
     KIND: ClassVar[str] = "sub.expired"
-    request_id: bytes
-    provider: str
-    requester: str
-    resource_code: str
-    version: int
-    at_ms: int
-    deadline_ms: int
+    request_id: RequestId
+    provider: Name
+    requester: Name
+    resource_code: Code
+    version: Counter
+    at_ms: Time
+    deadline_ms: Time
 
 
-set_codecs(
-    Expiry,
-    request_id=ID,
-    provider=NAME,
-    requester=NAME,
-    resource_code=CODE,
-    version=COUNTER,
-    at_ms=TIME,
-    deadline_ms=TIME,
-)
-
-
+@wire_message
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Escalation(Message):
     """``sub.escalate``, requester → authority and provider: dispute round ``round`` (1, 2, …)."""
 
     KIND: ClassVar[str] = "sub.escalate"
-    request_id: bytes
-    requester: str
-    provider: str
-    authority: str
-    resource_code: str
-    round: int
-    at_ms: int
-    grounds: RequestState
-    reason: str
+    request_id: RequestId
+    requester: Name
+    provider: Name
+    authority: Name
+    resource_code: Code
+    round: Counter
+    at_ms: Time
+    grounds: Annotated[RequestState, GROUNDS]
+    reason: RequiredText
 
     def _inconsistency(self) -> str | None:
         return None if self.round >= 1 else "round starts at 1"
 
 
-set_codecs(
-    Escalation,
-    request_id=ID,
-    requester=NAME,
-    provider=NAME,
-    authority=NAME,
-    resource_code=CODE,
-    round=COUNTER,
-    at_ms=TIME,
-    grounds=GROUNDS,
-    reason=REQUIRED_TEXT,
-)
-
-
+@wire_message
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Review(Message):
     """``sub.review``, authority → provider and requester: re-review or uphold."""
 
     KIND: ClassVar[str] = "sub.review"
-    request_id: bytes
-    authority: str
-    requester: str
-    provider: str
-    resource_code: str
-    round: int
-    at_ms: int
-    outcome: ReviewOutcome
-    reason: str
+    request_id: RequestId
+    authority: Name
+    requester: Name
+    provider: Name
+    resource_code: Code
+    round: Counter
+    at_ms: Time
+    outcome: Annotated[ReviewOutcome, OUTCOME]
+    reason: Text
 
     def _inconsistency(self) -> str | None:
         return None if self.round >= 1 else "round starts at 1"
-
-
-set_codecs(
-    Review,
-    request_id=ID,
-    authority=NAME,
-    requester=NAME,
-    provider=NAME,
-    resource_code=CODE,
-    round=COUNTER,
-    at_ms=TIME,
-    outcome=OUTCOME,
-    reason=TEXT,
-)
 
 
 LifecycleMessage = SubscriptionRequest | Decision | Revocation | Expiry | Escalation | Review

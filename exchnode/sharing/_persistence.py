@@ -34,7 +34,7 @@ format) naming the field by path, e.g. ``subscription-book.entries[3].grant``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from exchnode.catalog import ShareType
@@ -47,10 +47,12 @@ __all__ = [
     "ROW_FORMAT",
     "STATE_FORMAT",
     "Changes",
+    "changed_rows",
     "check_enum",
     "check_list",
     "check_terms",
     "encode_row",
+    "every_row",
     "open_row",
     "open_state",
     "optional",
@@ -83,6 +85,23 @@ def open_state(data: bytes, what: str, count: int) -> list[Any]:
 
 def encode_row(*fields: Any) -> bytes:
     return pack([ROW_FORMAT, *fields])
+
+
+def changed_rows(
+    prefix: str, items: Mapping[bytes, _T], dirty: set[bytes], to_wire: Callable[[_T], list[Any]]
+) -> Changes:
+    """The rows (``<prefix><id hex>``) of the items a machine's steps changed since the last
+    call (``dirty``, cleared here): its ``take_changes``."""
+    changes: Changes = {prefix + i.hex(): encode_row(*to_wire(items[i])) for i in dirty}
+    dirty.clear()
+    return changes
+
+
+def every_row(
+    prefix: str, items: Mapping[bytes, _T], to_wire: Callable[[_T], list[Any]]
+) -> dict[str, bytes]:
+    """Every item's row (``<prefix><id hex>``): a machine's ``rows``."""
+    return {prefix + i.hex(): encode_row(*to_wire(item)) for i, item in items.items()}
 
 
 def open_row(data: bytes, what: str, count: int) -> list[Any]:

@@ -35,20 +35,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from exchnode.core import pack
 from exchnode.errors import MalformedError
 from exchnode.sharing._codecs import (
-    CODE,
     COUNTER,
-    ID,
     MAX_COUNTER,
     MAX_ITEMS,
-    NAME,
+    Code,
     Codec,
+    Counter,
     Message,
-    set_codecs,
+    Name,
+    RequestId,
+    wire_message,
 )
 from exchnode.sharing._masking import MaskSet, Value, check_item_name
 
@@ -138,83 +139,55 @@ def _check_fingerprint(value: object, what: str) -> bytes:
     return value
 
 
-def _records_codec() -> Codec:
-    return Codec(_check_records, _records_out)
+FINGERPRINT = Codec(_check_fingerprint, lambda value: value)
+RECORDS = Codec(_check_records, _records_out)
 
 
+@wire_message
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordBatch(Message):
     """``sub.records``, provider → subscribers: numbered records under one set of terms."""
 
     KIND: ClassVar[str] = "sub.records"
     MAX_BODY: ClassVar[int] = MAX_RECORDS_BODY
-    provider: str
-    resource_code: str
-    terms: bytes
-    records: tuple[tuple[int, RecordFields], ...]
+    provider: Name
+    resource_code: Code
+    terms: Annotated[bytes, FINGERPRINT]
+    records: Annotated[tuple[tuple[int, RecordFields], ...], RECORDS]
 
 
-set_codecs(
-    RecordBatch,
-    provider=NAME,
-    resource_code=CODE,
-    terms=Codec(_check_fingerprint, lambda value: value),
-    records=_records_codec(),
-)
-
-
+@wire_message
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Resend(Message):
     """``sub.resend``, subscriber → provider: send ``from_seq..to_seq`` again under this grant."""
 
     KIND: ClassVar[str] = "sub.resend"
-    request_id: bytes
-    subscriber: str
-    provider: str
-    resource_code: str
-    from_seq: int
-    to_seq: int
+    request_id: RequestId
+    subscriber: Name
+    provider: Name
+    resource_code: Code
+    from_seq: Counter
+    to_seq: Counter
 
     def _inconsistency(self) -> str | None:
         return _range_problem(self.from_seq, self.to_seq)
 
 
-set_codecs(
-    Resend,
-    request_id=ID,
-    subscriber=NAME,
-    provider=NAME,
-    resource_code=CODE,
-    from_seq=COUNTER,
-    to_seq=COUNTER,
-)
-
-
+@wire_message
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordGap(Message):
     """``sub.gap``, provider → subscriber: ``from_seq..to_seq`` is gone (gap-unrecoverable)."""
 
     KIND: ClassVar[str] = "sub.gap"
-    request_id: bytes
-    provider: str
-    subscriber: str
-    resource_code: str
-    from_seq: int
-    to_seq: int
+    request_id: RequestId
+    provider: Name
+    subscriber: Name
+    resource_code: Code
+    from_seq: Counter
+    to_seq: Counter
 
     def _inconsistency(self) -> str | None:
         return _range_problem(self.from_seq, self.to_seq)
-
-
-set_codecs(
-    RecordGap,
-    request_id=ID,
-    provider=NAME,
-    subscriber=NAME,
-    resource_code=CODE,
-    from_seq=COUNTER,
-    to_seq=COUNTER,
-)
 
 
 def _range_problem(first: int, last: int) -> str | None:

@@ -38,6 +38,7 @@ from exchnode.sharing._messages import (
 from exchnode.sharing._persistence import (
     STATE_FORMAT,
     Changes,
+    changed_rows,
     check_array,
     check_counter,
     check_enum,
@@ -45,7 +46,7 @@ from exchnode.sharing._persistence import (
     check_node,
     check_text,
     check_time_ms,
-    encode_row,
+    every_row,
     open_row,
     open_state,
     optional,
@@ -304,15 +305,10 @@ class SubscriberView:
 
     def take_changes(self) -> Changes:
         """The rows (``held/<request id hex>``) the steps since the last call changed."""
-        changes: Changes = {
-            _HELD + request_id.hex(): encode_row(*_held_to_wire(self._held[request_id]))
-            for request_id in self._dirty
-        }
-        self._dirty.clear()
-        return changes
+        return changed_rows(_HELD, self._held, self._dirty, _held_to_wire)
 
     def rows(self) -> dict[str, bytes]:
-        return {_HELD + i.hex(): encode_row(*_held_to_wire(h)) for i, h in self._held.items()}
+        return every_row(_HELD, self._held, _held_to_wire)
 
     def load_rows(self, rows: Iterable[tuple[str, bytes]]) -> None:
         """Fill a new, empty view from its rows; no audit event is emitted."""
@@ -530,14 +526,10 @@ class AuthorityDesk:
 
     def take_changes(self) -> Changes:
         """The rows (``case/<request id hex>``) the steps since the last call changed."""
-        changes: Changes = {
-            _CASE + i.hex(): encode_row(*_case_to_wire(self._cases[i])) for i in self._dirty
-        }
-        self._dirty.clear()
-        return changes
+        return changed_rows(_CASE, self._cases, self._dirty, _case_to_wire)
 
     def rows(self) -> dict[str, bytes]:
-        return {_CASE + i.hex(): encode_row(*_case_to_wire(c)) for i, c in self._cases.items()}
+        return every_row(_CASE, self._cases, _case_to_wire)
 
     def load_rows(self, rows: Iterable[tuple[str, bytes]]) -> None:
         """Fill a new, empty desk from its rows; no audit event is emitted."""

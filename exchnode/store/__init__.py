@@ -1,13 +1,15 @@
 """The durable store: the interfaces a node's custody, audit log and services
-rely on, the records they exchange, the dedup rule, and two implementations
-(in memory, and SQLite).
+rely on, the records they exchange, the dedup rule, and three implementations
+(in memory, SQLite, and PostgreSQL for several workers sharing one database).
 
 :class:`Store` is what a backend implements and a node takes; it is made of
 :class:`CustodyStore` (custody, the queues, expiry, dedup), :class:`AuditStore`
 (the audit log's records, heads and checkpoint) and :class:`MetaStore`
 (small persistent state), plus its life cycle.  Returned means durable.  The
 backends are imported on first use, so code that needs only the records or
-the protocols (the audit layer, say) does not load ``sqlite3``.
+the protocols (the audit layer, say) does not load ``sqlite3``, and nothing
+loads ``psycopg`` (an optional dependency: ``exchnode[postgres]``) but
+``PostgresStore``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from exchnode.store._records import (
 
 if TYPE_CHECKING:
     from exchnode.store._memory import MemoryStore
+    from exchnode.store._postgres import PostgresStore
     from exchnode.store._sqlite import SqliteStore
 
 __all__ = [
@@ -50,6 +53,7 @@ __all__ = [
     "MetaStore",
     "OutboundEntry",
     "PeerState",
+    "PostgresStore",
     "QueueDepth",
     "SendKey",
     "SendRecord",
@@ -57,7 +61,11 @@ __all__ = [
     "Store",
 ]
 
-_LAZY = {"MemoryStore": "exchnode.store._memory", "SqliteStore": "exchnode.store._sqlite"}
+_LAZY = {
+    "MemoryStore": "exchnode.store._memory",
+    "PostgresStore": "exchnode.store._postgres",
+    "SqliteStore": "exchnode.store._sqlite",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from exchnode.errors import UsageError
+from exchnode.errors import StoreError, UsageError
 from exchnode.federation import PeerState
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "check_page",
     "check_peer_state",
     "check_prune_audit",
+    "check_schema_version",
     "check_seal",
     "check_seqs",
     "check_target",
@@ -199,3 +200,23 @@ def check_prune_audit(below_seq: object, max_count: object, checkpoint_size: int
             f"only records a checkpoint covers)"
         )
     return below
+
+
+# --- a stored schema's version --------------------------------------------------------
+
+
+def check_schema_version(version: object, store: str, known: int, verb: str = "open") -> int:
+    """The schema version a store holds, if this exchnode may ``verb`` it; else StoreError.
+
+    ``store`` names the store in the message (a path, a database and schema).
+    A newer version is refused before anything is changed: the store was
+    written by a newer exchnode, whose rows this one would misread.
+    """
+    if type(version) is not int or version < 1:
+        raise StoreError(f"store {store} is damaged: no valid schema_version")
+    if version > known:
+        raise StoreError(
+            f"store {store} has schema version {version}, newer than the {known} this "
+            f"exchnode knows; upgrade exchnode to {verb} it (the store was not changed)"
+        )
+    return version

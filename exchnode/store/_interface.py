@@ -123,9 +123,9 @@ schema 6) get their rows derived by the log (:meth:`AuditStore.add_audit_nodes`)
 
 The log is append-only by construction: no method updates or deletes a
 record, a head or a checkpoint, except ``prune_audit``, which deletes the
-oldest records below the checkpoint's size and nothing else (the SQLite
-store also refuses any other change with triggers, ``INSERT OR REPLACE``
-included).  A checkpoint only
+oldest records below the checkpoint's size and nothing else (the SQLite and
+PostgreSQL stores also refuse any other change with triggers, ``INSERT OR
+REPLACE``, ``ON CONFLICT DO UPDATE`` and ``TRUNCATE`` included).  A checkpoint only
 moves forward and never past the records stored; a head never covers
 records not stored, nor fewer than the head before it.
 
@@ -135,14 +135,14 @@ in order).  Every implementation serialises calls with an internal lock, so
 an instance is safe to use from any thread, one call at a time.
 
 **Implementations.**  :class:`~exchnode.store.MemoryStore` (tests and
-simulations; not durable) and :class:`~exchnode.store.SqliteStore`
-(WAL, ``synchronous=FULL``).  One test suite runs against both.  A server
-store (PostgreSQL) implements the same :class:`Store` protocol: one
-transaction per call, ``SELECT … FOR UPDATE`` on the dedup row, sequences
-from a ``bigserial``, and the same outcomes.  ``after=`` paging assumes that
-sequence order is commit order -- true with one writer per store, as here;
-a store with concurrent writers must keep it so (allocate sequence numbers
-under the commit's lock) or a pager could skip an entry committed late.
+simulations; not durable), :class:`~exchnode.store.SqliteStore` (WAL,
+``synchronous=FULL``, one process) and :class:`~exchnode.store.PostgresStore`
+(``synchronous_commit=on``; several workers may share one database).  One
+test suite runs against all three.  ``after=`` paging assumes that a queue's
+sequence order is its commit order -- true with one writer per store; the
+PostgreSQL store keeps it so under concurrent writers by drawing a queue's
+numbers only under the lock of that queue's row, held until commit (its
+module docstring says what else is safe across workers).
 
 **The interfaces, by responsibility.**  :class:`CustodyStore` is custody:
 ``accept`` and ``seen``, the outbound queues and the inbox, expiry and the

@@ -1,7 +1,8 @@
 """MemoryStore: the store's in-memory twin, for tests and whole-federation simulations.
 
-Same semantics as :class:`~exchnode.store.SqliteStore` -- the same
-test suite runs against both -- except durability: nothing survives the
+Same semantics as :class:`~exchnode.store.SqliteStore` and
+:class:`~exchnode.store.PostgresStore` -- the same test suite runs against
+all three -- except durability: nothing survives the
 process.  Use it where a test or a simulated federation needs a store
 without a disk; never where custody matters.
 
@@ -11,8 +12,8 @@ heaps ordered by expiry, cleaned lazily: a heap item whose entry or record
 is gone (or was replaced) is skipped when popped.  The audit log is a dict
 by seq (insertion order is seq order) and a list of heads.
 
-``accept`` is all-or-nothing like a transaction: it classifies the whole
-batch against a staged overlay of the dedup records, calls the audit
+``accept`` is all-or-nothing like a transaction: it plans the whole
+batch (``_base.plan_accept``, the rule every backend applies), calls the audit
 callback and checks its records, and only then changes anything.
 """
 
@@ -22,7 +23,6 @@ import bisect
 import heapq
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from exchnode.errors import UsageError
@@ -33,6 +33,7 @@ from exchnode.store._audit_tree import (
     node_key,
     source_rows,
 )
+from exchnode.store._base import StoreLifeCycle, plan_accept
 from exchnode.store._checks import (
     check_checkpoint_update,
     check_count,
@@ -52,7 +53,6 @@ from exchnode.store._checks import (
 from exchnode.store._records import (
     AcceptItem,
     AcceptOutcome,
-    AcceptStatus,
     AuditHook,
     AuditRow,
     AuditSealer,
@@ -66,8 +66,7 @@ from exchnode.store._records import (
     SendRecord,
     check_audit_rows,
     check_items,
-    classify,
-    classify_send,
+    entry_fields,
     take_within,
 )
 
@@ -79,7 +78,7 @@ __all__ = ["MemoryStore"]
 _INBOX = ""  # the expiry heap's queue name for the inbox (next hops are never empty)
 
 
-class MemoryStore:
+class MemoryStore(StoreLifeCycle):
     """A :class:`~exchnode.store.Store` held in memory; not durable."""
 
     def __init__(self) -> None:
@@ -123,42 +122,11 @@ class MemoryStore:
         check_time(now_ms)
         if not batch:
             return []
-        outcomes: list[AcceptOutcome] = []
-        staged: dict[tuple[str, bytes], SeenRecord] = {}
-        staged_sends: dict[bytes, SendRecord] = {}
-        taken: list[tuple[AcceptItem, AcceptOutcome]] = []
         with self._lock:
             self._check_open()
-            # Stage first, change nothing: the audit callback may still refuse the batch.
-            for item in batch:
-                if item.send_key is not None:
-                    send = item.send_key.key
-                    known = staged_sends.get(send) or self._sends.get(send)
-                    repeated = classify_send(item, known, now_ms)
-                    if repeated is not None:
-                        outcomes.append(repeated)
-                        continue
-                key = (item.sender, item.message_id)
-                seen = staged[key] if key in staged else self._seen.get(key)
-                outcome = classify(item, seen, now_ms)
-                outcomes.append(outcome)
-                if outcome.status is not AcceptStatus.ACCEPTED:
-                    continue
-                # ACCEPTED means: no live record, or a live one with the same digest.
-                live = seen is not None and seen.expires_ms > now_ms
-                held = seen.targets if seen is not None and live else frozenset()
-                new_targets = frozenset(outcome.local).union(*outcome.forward.values())
-                staged[key] = SeenRecord(
-                    digest=item.digest, expires_ms=item.expires_ms, targets=held | new_targets
-                )
-                taken.append((item, outcome))
-                if item.send_key is not None:
-                    staged_sends[item.send_key.key] = SendRecord(
-                        request=item.send_key.request,
-                        message_id=item.message_id,
-                        digest=item.digest,
-                        expires_ms=item.expires_ms,
-                    )
+            # Plan first, change nothing: the audit callback may still refuse the batch.
+            plan = plan_accept(batch, now_ms, self._seen.get, self._sends.get)
+            outcomes = plan.outcomes
             records = (
                 check_audit_rows(audit(list(outcomes)), self._audit_next)
                 if audit is not None
@@ -166,13 +134,13 @@ class MemoryStore:
             )
             seal = self._sealed(records)
             # Commit.
-            for key, record in staged.items():
+            for key, (record, _) in plan.seen.items():
                 before = self._seen.get(key)
                 if before is None or before.expires_ms != record.expires_ms:
                     heapq.heappush(self._seen_heap, (record.expires_ms, *key))
                 self._seen[key] = record
-            self._sends.update(staged_sends)
-            for item, outcome in taken:
+            self._sends.update(plan.sends)
+            for item, outcome in plan.taken:
                 if outcome.local:
                     self._add_inbound(item, outcome.local)
                 for hop, targets in outcome.forward.items():
@@ -221,30 +189,14 @@ class MemoryStore:
 
     def _add_inbound(self, item: AcceptItem, targets: tuple[str, ...]) -> None:
         seq = self._last_seq["inbox"] = self._last_seq["inbox"] + 1
-        self._inbox[seq] = InboundEntry(
-            seq=seq,
-            sender=item.sender,
-            message_id=item.message_id,
-            digest=item.digest,
-            targets=targets,
-            expires_ms=item.expires_ms,
-            data=item.data,
-        )
+        self._inbox[seq] = InboundEntry(**entry_fields(item, seq, targets))
         self._depths.add_inbound(len(item.data))
         heapq.heappush(self._entry_heap, (item.expires_ms, 0, _INBOX, seq))
 
     def _add_outbound(self, item: AcceptItem, hop: str, targets: tuple[str, ...]) -> None:
         seq = self._last_seq["outbound"] = self._last_seq["outbound"] + 1
-        self._outbound.setdefault(hop, {})[seq] = OutboundEntry(
-            seq=seq,
-            next_hop=hop,
-            sender=item.sender,
-            message_id=item.message_id,
-            digest=item.digest,
-            targets=targets,
-            expires_ms=item.expires_ms,
-            data=item.data,
-        )
+        entry = OutboundEntry(next_hop=hop, **entry_fields(item, seq, targets))
+        self._outbound.setdefault(hop, {})[seq] = entry
         self._depths.add_outbound(hop, len(item.data))
         heapq.heappush(self._entry_heap, (item.expires_ms, 1, hop, seq))
 
@@ -359,18 +311,7 @@ class MemoryStore:
                 if entry is None:
                     continue  # gone already: its heap item is stale
                 popped.append(item)
-                out.append(
-                    ExpiredEntry(
-                        seq=seq,
-                        next_hop=hop,
-                        sender=entry.sender,
-                        message_id=entry.message_id,
-                        digest=entry.digest,
-                        targets=entry.targets,
-                        expires_ms=entry.expires_ms,
-                        data=entry.data,
-                    )
-                )
+                out.append(ExpiredEntry(next_hop=hop, **entry_fields(entry, seq, entry.targets)))
             try:
                 records = (
                     check_audit_rows(audit(list(out)), self._audit_next)
@@ -608,17 +549,6 @@ class MemoryStore:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-
-    def __enter__(self) -> MemoryStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 if TYPE_CHECKING:

@@ -13,9 +13,11 @@ in ``exchnode.store._interface``'s docstring (the semantics of
 :class:`~exchnode.store.Store`).
 
 Also here, shared by the implementations: the in-memory queue counters
-(:class:`QueueDepths`), the paging rule (:func:`take_within`) and the
-checks of whole batches of records (:func:`check_items`,
-:func:`check_audit_rows`).  Pure: no I/O.
+(:class:`QueueDepths`), the paging rule (:func:`take_within`), the fields
+of a queue entry from an envelope or a database row (:func:`entry_fields`,
+:func:`row_fields`) and the targets' text form, and the checks of whole
+batches of records (:func:`check_items`, :func:`check_audit_rows`).  Pure:
+no I/O.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeAlias, TypeVar
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 from exchnode.errors import UsageError
 from exchnode.federation import Route
@@ -44,6 +46,7 @@ __all__ = [
     "OutboundEntry",
     "QueueDepth",
     "QueueDepths",
+    "QueuedEnvelope",
     "SeenRecord",
     "SendKey",
     "SendRecord",
@@ -51,6 +54,10 @@ __all__ = [
     "check_items",
     "classify",
     "classify_send",
+    "entry_fields",
+    "join_targets",
+    "row_fields",
+    "split_targets",
     "take_within",
 ]
 
@@ -267,34 +274,36 @@ def classify(item: AcceptItem, seen: SeenRecord | None, now_ms: int) -> AcceptOu
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class InboundEntry:
+class QueuedEnvelope:
+    """What every queue entry says of its envelope: the fields the three kinds share.
+
+    One definition, so that the inbox, the outbound queues and what
+    ``take_expired`` returns cannot drift apart.
+    """
+
+    seq: int
+    sender: str
+    message_id: bytes
+    digest: bytes
+    targets: tuple[str, ...]
+    expires_ms: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundEntry(QueuedEnvelope):
     """An envelope waiting in the inbox for the local application's acknowledgement."""
 
-    seq: int
-    sender: str
-    message_id: bytes
-    digest: bytes
-    targets: tuple[str, ...]
-    expires_ms: int
-    data: bytes
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OutboundEntry:
+class OutboundEntry(QueuedEnvelope):
     """A copy waiting for ``next_hop`` to take custody of it, for ``targets``."""
 
-    seq: int
     next_hop: str
-    sender: str
-    message_id: bytes
-    digest: bytes
-    targets: tuple[str, ...]
-    expires_ms: int
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ExpiredEntry:
+class ExpiredEntry(QueuedEnvelope):
     """An entry removed because it expired: what a non-delivery report needs.
 
     ``next_hop`` is where it was waiting; None means the local inbox.
@@ -302,14 +311,51 @@ class ExpiredEntry:
     never reports on a report.
     """
 
-    seq: int
     next_hop: str | None
-    sender: str
-    message_id: bytes
-    digest: bytes
-    targets: tuple[str, ...]
-    expires_ms: int
-    data: bytes
+
+
+# What an entry copies from the envelope it queues (an AcceptItem, or another entry).
+_ENVELOPE_FIELDS = ("sender", "message_id", "digest", "expires_ms", "data")
+
+
+def entry_fields(
+    envelope: AcceptItem | QueuedEnvelope, seq: int, targets: tuple[str, ...]
+) -> dict[str, Any]:
+    """The fields of a queue entry for ``envelope``, numbered ``seq``, for ``targets``."""
+    fields: dict[str, Any] = {name: getattr(envelope, name) for name in _ENVELOPE_FIELDS}
+    fields["seq"] = seq
+    fields["targets"] = targets
+    return fields
+
+
+def row_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """The fields of a queue entry from a database row.
+
+    The row's columns: ``seq, sender, message_id, digest, targets, expires_ms,
+    data``, in that order, targets joined by :func:`join_targets`.
+    """
+    seq, sender, message_id, digest, targets, expires_ms, data = row
+    return {
+        "seq": seq,
+        "sender": sender,
+        "message_id": bytes(message_id),
+        "digest": bytes(digest),
+        "targets": split_targets(targets),
+        "expires_ms": expires_ms,
+        "data": bytes(data),
+    }
+
+
+def join_targets(targets: Iterable[str]) -> str:
+    """Targets as the database backends keep them: one text, space-separated.
+
+    Names never hold a space (``check_target``), so the encoding is exact.
+    """
+    return " ".join(targets)
+
+
+def split_targets(text: str) -> tuple[str, ...]:
+    return tuple(text.split(" "))
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,10 +369,11 @@ class QueueDepth:
 class QueueDepths:
     """Count and bytes of every outbound queue and of the inbox, kept in memory.
 
-    Both stores keep one, and update it only after their change has taken
-    effect (committed, for SQLite), so it never counts what a rolled-back
-    transaction wrote. Back-pressure decisions read it without touching the
-    database.
+    The memory and SQLite stores keep one, and update it only after their
+    change has taken effect (committed, for SQLite), so it never counts what a
+    rolled-back transaction wrote. Back-pressure decisions read it without
+    touching the database.  (The PostgreSQL store, shared by workers, keeps
+    its depths in rows instead.)
     """
 
     __slots__ = ("_hops", "_inbox")

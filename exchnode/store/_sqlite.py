@@ -48,11 +48,11 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from exchnode.errors import UsageError
 from exchnode.federation import PeerState
+from exchnode.store._base import plan_accept
 from exchnode.store._checks import (
     check_limit,
     check_meta,
@@ -67,7 +67,6 @@ from exchnode.store._checks import (
 from exchnode.store._records import (
     AcceptItem,
     AcceptOutcome,
-    AcceptStatus,
     AuditHook,
     AuditRow,
     AuditSealer,
@@ -81,8 +80,9 @@ from exchnode.store._records import (
     SendRecord,
     check_audit_rows,
     check_items,
-    classify,
-    classify_send,
+    join_targets,
+    row_fields,
+    split_targets,
     take_within,
 )
 from exchnode.store._sqlite_audit import SqliteAuditLog
@@ -101,7 +101,7 @@ _UPSERT_SEND = (
     " VALUES (?, ?, ?, ?, ?)"
 )
 _INSERT_SEEN = (
-    "INSERT INTO dedup (sender, message_id, digest, expires_ms, targets) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO dedup (digest, expires_ms, targets, sender, message_id) VALUES (?, ?, ?, ?, ?)"
 )
 _UPDATE_SEEN = (
     "UPDATE dedup SET digest = ?, expires_ms = ?, targets = ? WHERE sender = ? AND message_id = ?"
@@ -123,12 +123,12 @@ _INBOX = (
     " WHERE seq > ? AND expires_ms > ? ORDER BY seq LIMIT ?"
 )
 _EXPIRED_OUTBOUND = (
-    "SELECT seq, next_hop, sender, message_id, digest, targets, expires_ms, size, data"
+    "SELECT next_hop, size, seq, sender, message_id, digest, targets, expires_ms, data"
     " FROM outbound"
     " WHERE expires_ms <= ? ORDER BY expires_ms, next_hop, seq LIMIT ?"
 )
 _EXPIRED_INBOX = (
-    "SELECT seq, sender, message_id, digest, targets, expires_ms, size, data FROM inbox"
+    "SELECT size, seq, sender, message_id, digest, targets, expires_ms, data FROM inbox"
     " WHERE expires_ms <= ? ORDER BY expires_ms, seq LIMIT ?"
 )
 
@@ -146,8 +146,14 @@ def _json_list(seqs: Iterable[int]) -> str:
     return "[" + ",".join(map(str, map(int, seqs))) + "]"
 
 
-def _targets(text: str) -> tuple[str, ...]:
-    return tuple(text.split(" "))
+def _send_record(row: tuple[bytes, bytes, bytes, int]) -> SendRecord:
+    return SendRecord(request=row[0], message_id=row[1], digest=row[2], expires_ms=row[3])
+
+
+def _seen_record(row: tuple[bytes, int, str] | None) -> SeenRecord | None:
+    if row is None:
+        return None
+    return SeenRecord(digest=row[0], expires_ms=row[1], targets=frozenset(split_targets(row[2])))
 
 
 class SqliteStore(SqliteAuditLog):
@@ -240,116 +246,48 @@ class SqliteStore(SqliteAuditLog):
         check_time(now_ms)
         if not batch:
             return []
-        outcomes: list[AcceptOutcome] = []
-        # (sender, id) → (record to write, whether a row exists): one write per key.
-        records: dict[tuple[str, bytes], tuple[SeenRecord, bool]] = {}
         inbox_rows: list[tuple[str, bytes, bytes, str, int, int, bytes]] = []
         outbound_rows: list[tuple[str, str, bytes, bytes, str, int, int, bytes]] = []
-        sends: dict[bytes, SendRecord | None] = {}  # send key -> its record, read or new
-        new_sends: dict[bytes, SendRecord] = {}
         with self._lock, self._transaction("accept") as conn:
-            for item in batch:
-                if item.send_key is not None:
-                    send = item.send_key.key
-                    if send not in sends:
-                        row = conn.execute(_SELECT_SEND, (send,)).fetchone()
-                        sends[send] = (
-                            None
-                            if row is None
-                            else SendRecord(
-                                request=row[0], message_id=row[1], digest=row[2], expires_ms=row[3]
-                            )
-                        )
-                    repeated = classify_send(item, sends[send], now_ms)
-                    if repeated is not None:
-                        outcomes.append(repeated)
-                        continue
-                key = (item.sender, item.message_id)
-                if key in records:
-                    seen: SeenRecord | None = records[key][0]
-                    exists = records[key][1]
-                else:
-                    row = conn.execute(_SELECT_SEEN, key).fetchone()
-                    exists = row is not None
-                    seen = (
-                        None
-                        if row is None
-                        else SeenRecord(
-                            digest=row[0], expires_ms=row[1], targets=frozenset(_targets(row[2]))
-                        )
-                    )
-                outcome = classify(item, seen, now_ms)
-                outcomes.append(outcome)
-                if outcome.status is not AcceptStatus.ACCEPTED:
-                    continue
-                live = seen is not None and seen.expires_ms > now_ms
-                held = seen.targets if seen is not None and live else frozenset()
-                new = frozenset(outcome.local).union(*outcome.forward.values())
-                record = SeenRecord(
-                    digest=item.digest, expires_ms=item.expires_ms, targets=held | new
-                )
-                records[key] = (record, exists)
-                if item.send_key is not None:
-                    sends[item.send_key.key] = new_sends[item.send_key.key] = SendRecord(
-                        request=item.send_key.request,
-                        message_id=item.message_id,
-                        digest=item.digest,
-                        expires_ms=item.expires_ms,
-                    )
+
+            def seen(key: tuple[str, bytes]) -> SeenRecord | None:
+                return _seen_record(conn.execute(_SELECT_SEEN, key).fetchone())
+
+            def sent(send: bytes) -> SendRecord | None:
+                row = conn.execute(_SELECT_SEND, (send,)).fetchone()
+                return None if row is None else _send_record(row)
+
+            plan = plan_accept(batch, now_ms, seen, sent)
+            for item, outcome in plan.taken:
                 size = len(item.data)
+                envelope = (item.sender, item.message_id, item.digest)
                 if outcome.local:
-                    inbox_rows.append(
-                        (
-                            item.sender,
-                            item.message_id,
-                            item.digest,
-                            " ".join(outcome.local),
-                            item.expires_ms,
-                            size,
-                            item.data,
-                        )
-                    )
+                    local = join_targets(outcome.local)
+                    inbox_rows.append((*envelope, local, item.expires_ms, size, item.data))
                 for hop, targets in outcome.forward.items():
-                    outbound_rows.append(
-                        (
-                            hop,
-                            item.sender,
-                            item.message_id,
-                            item.digest,
-                            " ".join(targets),
-                            item.expires_ms,
-                            size,
-                            item.data,
-                        )
-                    )
+                    joined = join_targets(targets)
+                    outbound_rows.append((hop, *envelope, joined, item.expires_ms, size, item.data))
             conn.executemany(
                 _UPSERT_SEND,
                 [
                     (send, r.request, r.message_id, r.digest, r.expires_ms)
-                    for send, r in new_sends.items()
+                    for send, r in plan.sends.items()
                 ],
             )
-            conn.executemany(
-                _INSERT_SEEN,
-                [
-                    (*key, r.digest, r.expires_ms, " ".join(sorted(r.targets)))
-                    for key, (r, exists) in records.items()
-                    if not exists
-                ],
-            )
-            conn.executemany(
-                _UPDATE_SEEN,
-                [
-                    (r.digest, r.expires_ms, " ".join(sorted(r.targets)), *key)
-                    for key, (r, exists) in records.items()
-                    if exists
-                ],
-            )
+            for statement, stored in ((_INSERT_SEEN, False), (_UPDATE_SEEN, True)):
+                conn.executemany(
+                    statement,
+                    [
+                        (r.digest, r.expires_ms, join_targets(sorted(r.targets)), *key)
+                        for key, (r, exists) in plan.seen.items()
+                        if exists is stored
+                    ],
+                )
             conn.executemany(_INSERT_INBOX, inbox_rows)
             conn.executemany(_INSERT_OUTBOUND, outbound_rows)
             if audit is not None:
                 # Inside the transaction: a raise here rolls back the custody above too.
-                audit_rows = check_audit_rows(audit(list(outcomes)), self._audit_next)
+                audit_rows = check_audit_rows(audit(list(plan.outcomes)), self._audit_next)
                 self._insert_audit(conn, audit_rows)
             else:
                 audit_rows = []
@@ -359,14 +297,11 @@ class SqliteStore(SqliteAuditLog):
             self._depths.add_inbound(row[5])
         for out in outbound_rows:
             self._depths.add_outbound(out[0], out[6])
-        return outcomes
+        return plan.outcomes
 
     def seen(self, sender: str, message_id: bytes) -> SeenRecord | None:
         with self._lock, self._reading("seen") as conn:
-            row = conn.execute(_SELECT_SEEN, (sender, message_id)).fetchone()
-        if row is None:
-            return None
-        return SeenRecord(digest=row[0], expires_ms=row[1], targets=frozenset(_targets(row[2])))
+            return _seen_record(conn.execute(_SELECT_SEEN, (sender, message_id)).fetchone())
 
     # --- outbound -------------------------------------------------------------------
 
@@ -377,19 +312,7 @@ class SqliteStore(SqliteAuditLog):
         with self._lock, self._reading("pending") as conn:
             cursor = conn.execute(_PENDING, (next_hop, after, now_ms, max_count))
             try:
-                rows = (
-                    OutboundEntry(
-                        seq=seq,
-                        next_hop=next_hop,
-                        sender=sender,
-                        message_id=message_id,
-                        digest=digest,
-                        targets=_targets(targets),
-                        expires_ms=expires_ms,
-                        data=data,
-                    )
-                    for seq, sender, message_id, digest, targets, expires_ms, data in cursor
-                )
+                rows = (OutboundEntry(next_hop=next_hop, **row_fields(row)) for row in cursor)
                 return take_within(rows, max_count, max_bytes)
             finally:
                 cursor.close()  # ends the read at once, even when we stopped early
@@ -398,18 +321,33 @@ class SqliteStore(SqliteAuditLog):
         self, next_hop: str, seqs: Iterable[int], *, audit: Sequence[AuditRow] = ()
     ) -> int:
         wanted = check_seqs(seqs)
-        if not wanted and not audit:
-            return 0
+        removed = self._remove("forwarded", _DELETE_OUTBOUND, (next_hop,), wanted, audit)
+        for size in removed:
+            self._depths.remove_outbound(next_hop, size)
+        return len(removed)
+
+    def _remove(
+        self,
+        what: str,
+        delete: str,
+        key: tuple[str, ...],
+        seqs: list[int],
+        audit: Sequence[AuditRow],
+    ) -> list[int]:
+        """Delete the entries ``seqs`` by ``delete`` and store ``audit``, in one transaction.
+
+        The sizes of the entries deleted: the caller counts them out of its queue.
+        """
+        if not seqs and not audit:
+            return []
         with self._lock:
             self._open_conn()
             audit_rows = check_audit_rows(audit, self._audit_next)
-            with self._transaction("forwarded") as conn:
-                removed = conn.execute(_DELETE_OUTBOUND, (next_hop, _json_list(wanted))).fetchall()
+            with self._transaction(what) as conn:
+                removed = conn.execute(delete, (*key, _json_list(seqs))).fetchall()
                 self._insert_audit(conn, audit_rows)
             self._appended(audit_rows)
-        for (size,) in removed:
-            self._depths.remove_outbound(next_hop, size)
-        return len(removed)
+        return [size for (size,) in removed]
 
     def next_hops(self) -> list[str]:
         with self._lock:
@@ -430,34 +368,15 @@ class SqliteStore(SqliteAuditLog):
         with self._lock, self._reading("inbox") as conn:
             cursor = conn.execute(_INBOX, (after, now_ms, max_count))
             try:
-                rows = (
-                    InboundEntry(
-                        seq=seq,
-                        sender=sender,
-                        message_id=message_id,
-                        digest=digest,
-                        targets=_targets(targets),
-                        expires_ms=expires_ms,
-                        data=data,
-                    )
-                    for seq, sender, message_id, digest, targets, expires_ms, data in cursor
+                return take_within(
+                    (InboundEntry(**row_fields(row)) for row in cursor), max_count, limit
                 )
-                return take_within(rows, max_count, limit)
             finally:
                 cursor.close()
 
     def delivered(self, seqs: Iterable[int], *, audit: Sequence[AuditRow] = ()) -> int:
-        wanted = check_seqs(seqs)
-        if not wanted and not audit:
-            return 0
-        with self._lock:
-            self._open_conn()
-            audit_rows = check_audit_rows(audit, self._audit_next)
-            with self._transaction("delivered") as conn:
-                removed = conn.execute(_DELETE_INBOX, (_json_list(wanted),)).fetchall()
-                self._insert_audit(conn, audit_rows)
-            self._appended(audit_rows)
-        for (size,) in removed:
+        removed = self._remove("delivered", _DELETE_INBOX, (), check_seqs(seqs), audit)
+        for size in removed:
             self._depths.remove_inbound(size)
         return len(removed)
 
@@ -481,42 +400,12 @@ class SqliteStore(SqliteAuditLog):
         found: list[tuple[_Row, ExpiredEntry, int]] = []
         audit_rows: list[AuditRow] = []
         with self._lock, self._transaction("take_expired") as conn:
-            for (
-                seq,
-                hop,
-                sender,
-                message_id,
-                digest,
-                targets,
-                expires_ms,
-                size,
-                data,
-            ) in conn.execute(_EXPIRED_OUTBOUND, (now_ms, max_count)):
-                entry = ExpiredEntry(
-                    seq=seq,
-                    next_hop=hop,
-                    sender=sender,
-                    message_id=message_id,
-                    digest=digest,
-                    targets=_targets(targets),
-                    expires_ms=expires_ms,
-                    data=data,
-                )
-                found.append(((expires_ms, 1, hop, seq), entry, size))
-            for seq, sender, message_id, digest, targets, expires_ms, size, data in conn.execute(
-                _EXPIRED_INBOX, (now_ms, max_count)
-            ):
-                entry = ExpiredEntry(
-                    seq=seq,
-                    next_hop=None,
-                    sender=sender,
-                    message_id=message_id,
-                    digest=digest,
-                    targets=_targets(targets),
-                    expires_ms=expires_ms,
-                    data=data,
-                )
-                found.append(((expires_ms, 0, "", seq), entry, size))
+            for hop, size, *row in conn.execute(_EXPIRED_OUTBOUND, (now_ms, max_count)):
+                entry = ExpiredEntry(next_hop=hop, **row_fields(row))
+                found.append(((entry.expires_ms, 1, hop, entry.seq), entry, size))
+            for size, *row in conn.execute(_EXPIRED_INBOX, (now_ms, max_count)):
+                entry = ExpiredEntry(next_hop=None, **row_fields(row))
+                found.append(((entry.expires_ms, 0, "", entry.seq), entry, size))
             # Earliest expiry first across both queues, as MemoryStore orders them.
             found.sort(key=lambda f: f[0])
             del found[max_count:]
@@ -633,17 +522,6 @@ class SqliteStore(SqliteAuditLog):
                 raise self._error("close", exc) from exc
             finally:
                 self._remove_side_files()
-
-    def __enter__(self) -> SqliteStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 if TYPE_CHECKING:

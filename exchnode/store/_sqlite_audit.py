@@ -29,7 +29,7 @@ from exchnode.store._checks import (
     check_time,
     check_tree_head,
 )
-from exchnode.store._records import AuditRow, AuditSealer, check_audit_rows
+from exchnode.store._records import AuditRow, check_audit_rows
 from exchnode.store._sqlite_base import SqliteBase
 
 __all__ = ["INSERT_AUDIT", "SqliteAuditLog"]
@@ -222,27 +222,6 @@ class SqliteAuditLog(SqliteBase):
                 self._seal(conn, self._audit_next, size)  # the head that names the checkpoint
             self._checkpoint_size = size
 
-    def set_audit_sealer(self, sealer: AuditSealer | None) -> None:
-        with self._lock:
-            self._sealer = sealer
-
-    def audit_seal(self) -> bytes | None:
-        with self._lock, self._reading("audit_seal") as conn:
-            if not self._has_seal:
-                return None
-            row = conn.execute("SELECT data FROM audit_seal").fetchone()
-        return None if row is None else bytes(row[0])
-
-    def audit_ordered_from(self) -> int:
-        with self._lock:
-            self._open_conn()
-            return self._ordered_from
-
-    def audit_checkpoint(self) -> bytes | None:
-        with self._lock, self._reading("audit_checkpoint") as conn:
-            row = conn.execute("SELECT data FROM audit_checkpoint").fetchone()
-        return None if row is None else bytes(row[0])
-
     def prune_audit(self, below_seq: int, max_count: int = 10_000) -> int:
         with self._lock:
             self._open_conn()
@@ -269,10 +248,6 @@ class SqliteAuditLog(SqliteBase):
                 ).rowcount
 
     # --- the tree's interior nodes (issue 13) ----------------------------------------
-
-    def set_audit_tree(self, source: AuditTreeSource | None) -> None:
-        with self._lock:
-            self._tree_source = source
 
     def add_audit_nodes(self, rows: Sequence[tuple[int, bytes]]) -> None:
         with self._lock:

@@ -13,15 +13,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from exchnode.errors import StoreError, UsageError
-from exchnode.store._records import AuditSealer
+from exchnode.store._base import SqlAuditReads
 from exchnode.store._sqlite_schema import store_error
 
 __all__ = ["SqliteBase"]
 
 
-class SqliteBase:
+class SqliteBase(SqlAuditReads):
     """The connection, serialised by a lock, and the audit log's counters (see SqliteStore)."""
 
     path: Path
@@ -32,9 +33,6 @@ class SqliteBase:
     _audit_next: int  # the audit log's next seq
     _last_head_size: int
     _checkpoint_size: int
-    _ordered_from: int  # record times are checked from this seq on
-    _has_seal: bool  # False for an older schema read read-only
-    _sealer: AuditSealer | None
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -74,6 +72,11 @@ class SqliteBase:
             self._broken = f"store {self.path}: unusable after a failed rollback ({exc}); reopen it"
             self._conn = None
             conn.close()
+
+    def _first_row(self, what: str, query: str) -> tuple[Any, ...] | None:
+        with self._lock, self._reading(what) as conn:
+            row: tuple[Any, ...] | None = conn.execute(query).fetchone()
+        return row
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[sqlite3.Connection]:

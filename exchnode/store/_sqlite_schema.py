@@ -70,6 +70,7 @@ import sqlite3
 from pathlib import Path
 
 from exchnode.errors import StoreError
+from exchnode.store._checks import check_schema_version
 
 __all__ = [
     "APPLICATION_ID",
@@ -335,14 +336,7 @@ def open_read_only(path: Path, busy_timeout_ms: int) -> tuple[sqlite3.Connection
         if app_id != APPLICATION_ID or "store_info" not in tables:
             raise StoreError(f"{path} is not an exchnode store")
         row = conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
-        version = row[0] if row is not None else None
-        if not isinstance(version, int) or version < 1:
-            raise StoreError(f"store {path} is damaged: no valid schema_version")
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {path} has schema version {version}, newer than the {SCHEMA_VERSION} "
-                "this exchnode knows; upgrade exchnode to read it"
-            )
+        version = check_schema_version(row and row[0], str(path), SCHEMA_VERSION, "read")
         if version < 2 or "audit_records" not in tables:
             raise StoreError(
                 f"store {path} has schema version {version}, from before the audit log: "
@@ -398,15 +392,7 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
     if app_id != APPLICATION_ID or "store_info" not in tables:
         raise StoreError(f"{path} is an SQLite database but not an exchnode store")
     row = conn.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
-    version = row[0] if row is not None else None
-    if not isinstance(version, int) or version < 1:
-        raise StoreError(f"store {path} is damaged: no valid schema_version")
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"store {path} has schema version {version}, newer than the "
-            f"{SCHEMA_VERSION} this exchnode knows; upgrade exchnode to open it "
-            f"(the file was not changed)"
-        )
+    version = check_schema_version(row and row[0], str(path), SCHEMA_VERSION)
     while version < SCHEMA_VERSION:
         for statement in MIGRATIONS[version]:
             conn.execute(statement)

@@ -21,8 +21,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from exchnode.core import NATIONAL_DIVISION, NodeName, parent_hub
-from exchnode.node.config import DaemonConfig, load_config
+from exchnode.node.config import ConfigError, DaemonConfig, load_config
 from exchnode.node.scaffold import InitOptions, export_trust, init_node
 from exchnode.pki import CAStore
 from exchnode.testing import free_port
@@ -74,6 +76,12 @@ def until(check: Callable[[], Any], what: str, timeout: float = 40.0) -> Any:
         time.sleep(0.1)
 
 
+def drop_triggers(db: sqlite3.Connection) -> None:
+    """What the owner of a store's file can do first: drop the triggers that refuse edits."""
+    for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
+        db.execute(f"DROP TRIGGER {trigger}")
+
+
 def rewrite_audit_record(store: Path, old: bytes, new: bytes) -> int:
     """Tamper with a stopped node's log as one holding its file could; the seq rewritten.
 
@@ -82,8 +90,7 @@ def rewrite_audit_record(store: Path, old: bytes, new: bytes) -> int:
     dropped first: what is left to catch the change is the log's own check.
     """
     with contextlib.closing(sqlite3.connect(store)) as db, db:
-        for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
-            db.execute(f"DROP TRIGGER {trigger}")
+        drop_triggers(db)
         seq, data = next(
             (seq, data)
             for seq, data in db.execute("SELECT seq, data FROM audit_records ORDER BY seq")
@@ -91,6 +98,14 @@ def rewrite_audit_record(store: Path, old: bytes, new: bytes) -> int:
         )
         db.execute("UPDATE audit_records SET data = ? WHERE seq = ?", (data.replace(old, new), seq))
     return int(seq)
+
+
+def config_refused(path: Path, text: str, problem: str) -> ConfigError:
+    """``text`` written to ``path`` as a config: loading it must fail with ``problem``."""
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_config(path)
+    return caught.value
 
 
 class DaemonFederation:
@@ -145,6 +160,13 @@ class DaemonFederation:
 
     def config(self, name: str) -> DaemonConfig:
         return load_config(self.config_path(name))
+
+    def config_text(self, name: str, *holding: str) -> str:
+        """The config ``node init`` wrote for ``name``; it must hold each of ``holding``."""
+        text = self.config_path(name).read_text()
+        for line in holding:
+            assert line in text, line
+        return text
 
     def url(self, name: str) -> str:
         return f"https://127.0.0.1:{self.ports[name]}"

@@ -7,16 +7,17 @@ division), exactly as an operator would configure it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from cryptography import x509
 
-from exchnode.aio import Node, NodeConfig, Peer, TlsFiles
+from exchnode.aio import AuditService, Node, NodeConfig, Peer, TlsFiles
 from exchnode.core import NodeName, StaticDirectory, parent_hub
 from exchnode.federation import Relation
 from exchnode.pki import TrustStore, verify_node_certificate
@@ -39,6 +40,23 @@ CROSS_CITY = [
 parent_of = parent_hub
 
 _CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(NodeConfig))
+
+
+@contextlib.asynccontextmanager
+async def started(nodes: dict[str, Node]) -> AsyncIterator[dict[str, Node]]:
+    """``nodes`` started in their order; all of them closed on the way out."""
+    async with contextlib.AsyncExitStack() as stack:
+        for node in nodes.values():
+            await stack.enter_async_context(node)
+        yield nodes
+
+
+async def one_delivery(node: Node) -> bytes:
+    """The payload of the next message ``node`` delivers, acknowledged."""
+    async for delivery in node.deliveries():
+        await delivery.ack()
+        return delivery.payload
+    raise AssertionError("node closed")
 
 
 class Federation:
@@ -171,3 +189,32 @@ class Federation:
         }
         options.update(overrides)
         return Node(**options)
+
+
+class AuditedNodes:
+    """Nodes of a federation started and stopped one at a time, each with its audit service.
+
+    A test's world: its ``start`` builds the node and its services and fills
+    ``nodes`` and ``audit`` (and whatever else it keeps by name).
+    """
+
+    def __init__(self, tmp_path: Path, names: list[str]) -> None:
+        self.federation = Federation(tmp_path, names)
+        self.nodes: dict[str, Node] = {}
+        self.audit: dict[str, AuditService] = {}
+
+    def store_path(self, name: str) -> Path:
+        return self.federation.directory / f"{name}.sqlite"
+
+    async def stop(self, name: str) -> None:
+        await self.nodes.pop(name).close()  # stores everything and signs a last head
+
+    async def close(self) -> None:
+        for name in list(self.nodes):
+            await self.stop(name)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from exchnode.aio import OWN_CERTIFICATES, AuditService, Node
-from exchnode.audit import Actor, AuditEntry, Category
 from exchnode.errors import InconsistentLogError
 from exchnode.store import SqliteStore
+from tests.audit_entries import config_loaded
 from tests.integration.federation import Federation
 
 CHILD = "520102.gongan"
@@ -23,14 +23,7 @@ CHILD = "520102.gongan"
 
 async def grow(node: Node, audit: AuditService, n: int) -> None:
     for _ in range(n):
-        audit.append_entry(
-            AuditEntry(
-                time_ms=int(node.now() * 1000),
-                category=Category.CONFIGURATION,
-                action="config.loaded",
-                actor=Actor.node(node.name),
-            )
-        )
+        audit.append_entry(config_loaded(int(node.now() * 1000), node.name))
     await audit.sync()
 
 

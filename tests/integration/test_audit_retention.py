@@ -15,10 +15,11 @@ import pytest
 
 from exchnode.aio import AuditService, Node, WitnessService
 from exchnode.aio._audit_service import RETENTION
-from exchnode.audit import Actor, AuditEntry, Category, decode_record, decode_tree_head
+from exchnode.audit import AuditEntry, decode_record, decode_tree_head
 from exchnode.core import leaf_hash, verify_inclusion
 from exchnode.errors import UsageError
 from exchnode.store import SqliteStore
+from tests.audit_entries import config_loaded
 from tests.integration.federation import Federation
 
 NAME = "520102.gongan"
@@ -36,15 +37,7 @@ class Clock:
 
 
 def entries(count: int, at: float) -> list[AuditEntry]:
-    return [
-        AuditEntry(
-            time_ms=int(at * 1000) + i,
-            category=Category.CONFIGURATION,
-            action="config.loaded",
-            actor=Actor.node(NAME),
-        )
-        for i in range(count)
-    ]
+    return [config_loaded(int(at * 1000) + i, NAME) for i in range(count)]
 
 
 async def started(federation: Federation, clock: Clock) -> tuple[Node, AuditService]:

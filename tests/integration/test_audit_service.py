@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from exchnode.aio import AuditService, CatalogService, Node, SharingService
+from exchnode.aio import AuditService, CatalogService, SharingService
 from exchnode.audit import Category, Tamper, decode_record, verify_log
 from exchnode.catalog import ShareType
 from exchnode.errors import InconsistentLogError
 from exchnode.sharing import RequestState
 from exchnode.store import SqliteStore
-from tests.integration.federation import Federation
+from tests.integration.daemons import rewrite_audit_record
+from tests.integration.federation import AuditedNodes
 from tests.unit.catalog.test_entry import make_entry
 
 NAMES = ["520102", "520102.gongan", "520102.minzheng"]
@@ -22,16 +21,11 @@ PROVIDER, REQUESTER = "520102.gongan", "520102.minzheng"
 WAIT = 20.0
 
 
-class World:
+class World(AuditedNodes):
     def __init__(self, tmp_path: Path) -> None:
-        self.federation = Federation(tmp_path, NAMES)
-        self.nodes: dict[str, Node] = {}
-        self.audit: dict[str, AuditService] = {}
+        super().__init__(tmp_path, NAMES)
         self.catalogs: dict[str, CatalogService] = {}
         self.sharing: dict[str, SharingService] = {}
-
-    def store_path(self, name: str) -> Path:
-        return self.federation.directory / f"{name}.sqlite"
 
     async def start(self, name: str) -> None:
         audit = AuditService(flush=0.05, head_interval=0.2)
@@ -41,13 +35,6 @@ class World:
         await node.start()
         self.nodes[name], self.audit[name] = node, audit
         self.catalogs[name], self.sharing[name] = catalog, sharing
-
-    async def stop(self, name: str) -> None:
-        await self.nodes.pop(name).close()
-
-    async def close(self) -> None:
-        for name in list(self.nodes):
-            await self.stop(name)
 
 
 async def a_subscription(world: World) -> bytes:
@@ -101,16 +88,7 @@ async def test_a_record_changed_while_the_node_was_down_is_found(tmp_path: Path)
         # Someone with the database file rewrites who published the entry (the triggers
         # must be dropped first: the store refuses an UPDATE of an audit record).
         path = world.store_path(PROVIDER)
-        with contextlib.closing(sqlite3.connect(path)) as db, db:
-            for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
-                db.execute(f"DROP TRIGGER {trigger}")
-            seq, data = next(
-                (seq, data)
-                for seq, data in db.execute("SELECT seq, data FROM audit_records ORDER BY seq")
-                if "王主任".encode() in data
-            )
-            forged = data.replace("王主任".encode(), "李主任".encode())
-            db.execute("UPDATE audit_records SET data = ? WHERE seq = ?", (forged, seq))
+        seq = rewrite_audit_record(path, "王主任".encode(), "李主任".encode())
 
         # Verification names the record; the node refuses to sign over the changed log.
         store = SqliteStore(path)

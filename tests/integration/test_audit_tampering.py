@@ -21,13 +21,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from exchnode.aio import AuditService, Node, WitnessService
+from exchnode.aio import AuditService, WitnessService
 from exchnode.audit import (
-    Actor,
-    AuditEntry,
     AuditLogState,
     AuditRecord,
-    Category,
     Checkpoint,
     Tamper,
     TreeHeadVerifier,
@@ -42,7 +39,9 @@ from exchnode.audit._records import encode_record
 from exchnode.core import MerkleLog, leaf_hash
 from exchnode.errors import InconsistentLogError
 from exchnode.store import SqliteStore
-from tests.integration.federation import Federation
+from tests.audit_entries import config_loaded
+from tests.integration.daemons import drop_triggers
+from tests.integration.federation import AuditedNodes
 
 HUB, CHILD = "520102", "520102.gongan"
 QUIET = 3600.0  # intervals the tests never reach: they call witness_now and sync
@@ -58,15 +57,10 @@ class Clock:
         return self.now
 
 
-class World:
+class World(AuditedNodes):
     def __init__(self, tmp_path: Path) -> None:
-        self.federation = Federation(tmp_path, [HUB, CHILD])
-        self.nodes: dict[str, Node] = {}
-        self.audit: dict[str, AuditService] = {}
+        super().__init__(tmp_path, [HUB, CHILD])
         self.witness: dict[str, WitnessService] = {}
-
-    def store_path(self, name: str) -> Path:
-        return self.federation.directory / f"{name}.sqlite"
 
     async def start(self, name: str, clock: Clock | None = None) -> None:
         audit = AuditService(flush=0.05, head_interval=QUIET, prune_every=QUIET)
@@ -76,27 +70,21 @@ class World:
         await node.start()
         self.nodes[name], self.audit[name], self.witness[name] = node, audit, witness
 
-    async def stop(self, name: str) -> None:
-        await self.nodes.pop(name).close()  # stores everything and signs a last head
-
-    async def close(self) -> None:
-        for name in list(self.nodes):
-            await self.stop(name)
-
     async def grow(self, name: str, n: int, at_ms: int | None = None) -> None:
         """``n`` more records in ``name``'s log, under a signed head."""
         node = self.nodes[name]
         when = at_ms if at_ms is not None else int(node.now() * 1000)
         for _ in range(n):
-            self.audit[name].append_entry(
-                AuditEntry(
-                    time_ms=when,
-                    category=Category.CONFIGURATION,
-                    action="config.loaded",
-                    actor=Actor.node(name),
-                )
-            )
+            self.audit[name].append_entry(config_loaded(when, name))
         await self.audit[name].sync()
+
+    async def stored_log(self, *batches: int) -> Path:
+        """The child's store after a run that grew its log by ``batches`` (a head after each)."""
+        await self.start(CHILD)
+        for n in batches:
+            await self.grow(CHILD, n)
+        await self.stop(CHILD)
+        return self.store_path(CHILD)
 
     def verify_stored(self, name: str) -> VerificationReport:
         """What ``audit verify --offline`` checks: the store as it is, read-only."""
@@ -114,11 +102,8 @@ class World:
 
 @pytest_asyncio.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    world = World(tmp_path)
-    try:
+    async with World(tmp_path) as world:
         yield world
-    finally:
-        await world.close()
 
 
 # --- what an editor of the file can do ------------------------------------------------------
@@ -314,10 +299,7 @@ async def test_records_forged_after_the_last_head_are_never_signed_over(world: W
 
 @pytest.mark.asyncio
 async def test_insert_or_replace_changes_no_record_of_a_node(world: World) -> None:
-    await world.start(CHILD)
-    await world.grow(CHILD, 6)
-    await world.stop(CHILD)
-    path = world.store_path(CHILD)
+    path = await world.stored_log(6)
     with edit(path) as db:
         stored = rows(db)
         seq, data = stored[2]
@@ -344,10 +326,7 @@ async def test_insert_or_replace_changes_no_record_of_a_node(world: World) -> No
 @pytest.mark.asyncio
 async def test_a_store_of_records_under_no_head_is_not_ok(world: World) -> None:
     """The file replaced by one its editor wrote: records chained and numbered, no head."""
-    await world.start(CHILD)
-    await world.grow(CHILD, 3)
-    await world.stop(CHILD)
-    path = world.store_path(CHILD)
+    path = await world.stored_log(3)
     with edit(path) as db:
         stored = rows(db)
     path.unlink()
@@ -369,19 +348,11 @@ async def test_a_store_of_records_under_no_head_is_not_ok(world: World) -> None:
 # --- 5. the start checks the whole log, not only its last head ----------------------------------
 
 
-async def _stopped_with_heads(world: World) -> Path:
-    await world.start(CHILD)
-    for _ in range(4):
-        await world.grow(CHILD, 3)  # a head after each
-    await world.stop(CHILD)
-    return world.store_path(CHILD)
-
-
 @pytest.mark.asyncio
 async def test_the_start_refuses_a_broken_head_slipped_before_a_good_last_one(
     world: World,
 ) -> None:
-    path = await _stopped_with_heads(world)
+    path = await world.stored_log(3, 3, 3, 3)
     with edit(path) as db:  # triggers in place: heads may be appended, never smaller
         last_size, last = db.execute(
             "SELECT tree_size, data FROM audit_heads ORDER BY position DESC LIMIT 1"
@@ -396,11 +367,10 @@ async def test_the_start_refuses_a_broken_head_slipped_before_a_good_last_one(
 
 @pytest.mark.asyncio
 async def test_the_start_refuses_a_removed_or_swapped_head(world: World) -> None:
-    path = await _stopped_with_heads(world)
+    path = await world.stored_log(3, 3, 3, 3)
     backup = path.read_bytes()
     with edit(path) as db:  # the file's owner drops the triggers, then deletes a head
-        for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
-            db.execute(f"DROP TRIGGER {trigger}")
+        drop_triggers(db)
         db.execute("DELETE FROM audit_heads WHERE position = 2")
     assert world.verify_stored(CHILD).kinds() == {Tamper.HEAD_CHAIN}
     await start_refused(world, CHILD, "head-chain")
@@ -409,8 +379,7 @@ async def test_the_start_refuses_a_removed_or_swapped_head(world: World) -> None
     for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         side.unlink(missing_ok=True)
     with edit(path) as db:
-        for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
-            db.execute(f"DROP TRIGGER {trigger}")
+        drop_triggers(db)
         two, three = (
             bytes(d) for (d,) in db.execute("SELECT data FROM audit_heads WHERE position IN (2, 3)")
         )
@@ -423,7 +392,7 @@ async def test_the_start_refuses_a_removed_or_swapped_head(world: World) -> None
 @pytest.mark.asyncio
 async def test_the_start_refuses_a_log_with_a_fork_among_its_heads(world: World) -> None:
     """Heads of two histories, both the node's own: an older regrown log's heads kept beside."""
-    path = await _stopped_with_heads(world)
+    path = await world.stored_log(3, 3, 3, 3)
     with edit(path) as db:
         stored = rows(db)
     # What the node itself would have signed over a history regrown after record 5.
@@ -448,11 +417,7 @@ async def test_the_start_refuses_a_log_with_a_fork_among_its_heads(world: World)
 
 @pytest.mark.asyncio
 async def test_an_inserted_record_and_a_gap_are_each_one_finding(world: World) -> None:
-    await world.start(CHILD)
-    for _ in range(3):
-        await world.grow(CHILD, 8)
-    await world.stop(CHILD)
-    path = world.store_path(CHILD)
+    path = await world.stored_log(8, 8, 8)
     backup = path.read_bytes()
     with edit(path) as db:
         stored = rows(db)
@@ -462,8 +427,7 @@ async def test_an_inserted_record_and_a_gap_are_each_one_finding(world: World) -
     with edit(path) as db, pytest.raises(sqlite3.IntegrityError):
         db.execute("INSERT OR REPLACE INTO audit_records (seq, data) VALUES (10, ?)", (forged,))
     with edit(path) as db:  # so the file's owner drops them, and moves the rest up by one
-        for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
-            db.execute(f"DROP TRIGGER {trigger}")
+        drop_triggers(db)
         db.execute("DELETE FROM audit_records WHERE seq >= 10")
         db.executemany(
             "INSERT INTO audit_records (seq, data) VALUES (?, ?)",
@@ -476,8 +440,7 @@ async def test_an_inserted_record_and_a_gap_are_each_one_finding(world: World) -
 
     path.write_bytes(backup)
     with edit(path) as db:
-        for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
-            db.execute(f"DROP TRIGGER {trigger}")
+        drop_triggers(db)
         db.execute("DELETE FROM audit_records WHERE seq BETWEEN 12 AND 14")
     findings = world.verify_stored(CHILD).findings
     assert len(findings) == 1, [(f.kind.value, f.seq) for f in findings]  # not truncated besides
@@ -497,10 +460,7 @@ async def test_an_unsigned_tail_from_before_the_seal_is_accepted_only_when_asked
     refuses them (they look like a forgery), naming the one-shot way out; taken with it, only
     if they are all that verification finds, with a head signed over them at once and the
     acceptance itself on the record."""
-    await world.start(CHILD)
-    await world.grow(CHILD, 4)
-    await world.stop(CHILD)
-    with edit(world.store_path(CHILD)) as db:  # as the old version wrote them: no seal
+    with edit(await world.stored_log(4)) as db:  # as the old version wrote them: no seal
         stored = rows(db)
         tail = forged_after(stored, 3, decode_record(stored[-1][1]).entry.time_ms + 1)
         db.executemany("INSERT INTO audit_records (seq, data) VALUES (?, ?)", tail)
@@ -523,10 +483,7 @@ async def test_an_unsigned_tail_from_before_the_seal_is_accepted_only_when_asked
 
 @pytest.mark.asyncio
 async def test_the_unsigned_tail_is_not_accepted_with_any_other_finding(world: World) -> None:
-    await world.start(CHILD)
-    await world.grow(CHILD, 4)
-    await world.stop(CHILD)
-    with edit(world.store_path(CHILD)) as db:
+    with edit(await world.stored_log(4)) as db:
         stored = rows(db)
         tail = forged_after(stored, 2, decode_record(stored[-1][1]).entry.time_ms - 60_000)
         db.executemany("INSERT INTO audit_records (seq, data) VALUES (?, ?)", tail)

@@ -46,7 +46,7 @@ from exchnode.audit import (
 from exchnode.audit._records import Status
 from exchnode.core import LocalIdentity
 from exchnode.errors import UsageError
-from tests.integration.federation import Federation
+from tests.integration.federation import AuditedNodes, Federation
 
 HUB, CHILD, SIBLING = "520102", "520102.gongan", "520102.minzheng"
 NAMES = [HUB, CHILD, SIBLING]
@@ -112,11 +112,9 @@ class RewrittenLog:
         self.witnessed = size  # what the parent said it keeps
 
 
-class World:
+class World(AuditedNodes):
     def __init__(self, tmp_path: Path) -> None:
-        self.federation = Federation(tmp_path, NAMES)
-        self.nodes: dict[str, Node] = {}
-        self.audit: dict[str, AuditService] = {}
+        super().__init__(tmp_path, NAMES)
         self.witness: dict[str, WitnessService] = {}
 
     async def start(
@@ -128,13 +126,6 @@ class World:
         await node.start()
         self.nodes[name], self.audit[name], self.witness[name] = node, audit, witness
 
-    async def stop(self, name: str) -> None:
-        await self.nodes.pop(name).close()
-
-    async def close(self) -> None:
-        for name in list(self.nodes):
-            await self.stop(name)
-
     async def grow(self, name: str, n: int) -> None:
         """``n`` more records in ``name``'s log, stored under a signed head."""
         audit = self.audit[name]
@@ -144,6 +135,16 @@ class World:
 
     async def witness_child(self) -> WitnessStatus:
         return (await self.witness[HUB].witness_now())[CHILD]
+
+    async def rewritable_child(self, served: list[AuditEntry]) -> tuple[RewrittenLog, TreeHead]:
+        """The child serving ``served`` from a log its operator rewrites at will, then the hub,
+        which witnesses it once (a first head): that log and the head it served."""
+        log = RewrittenLog(self.federation.nodes[CHILD].identity)
+        head = log.serve(served)
+        await self.start(CHILD, log=log)
+        await self.start(HUB)
+        assert (await self.witness_child()).verdict == "first-head"
+        return log, head
 
     async def records(self, name: str) -> list[AuditRecord]:
         node = self.nodes[name]
@@ -164,11 +165,8 @@ class World:
 
 @pytest_asyncio.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    world = World(tmp_path)
-    try:
+    async with World(tmp_path) as world:
         yield world
-    finally:
-        await world.close()
 
 
 @pytest.mark.asyncio
@@ -280,12 +278,8 @@ async def test_a_child_truncated_and_regrown_is_caught_until_an_operator_resets(
 
 @pytest.mark.asyncio
 async def test_each_kind_of_rewrite_is_caught_with_its_reason(world: World) -> None:
-    log = RewrittenLog(world.federation.nodes[CHILD].identity)
     honest = entries(10)
-    log.serve(honest[:6])
-    await world.start(CHILD, log=log)
-    await world.start(HUB)
-    assert (await world.witness_child()).verdict == "first-head"
+    log, _ = await world.rewritable_child(honest[:6])
     kept = log.serve(honest)
     assert (await world.witness_child()).verdict == "consistent"
 
@@ -322,12 +316,8 @@ async def test_each_kind_of_rewrite_is_caught_with_its_reason(world: World) -> N
 @pytest.mark.asyncio
 async def test_heads_the_verifier_rejects_are_refused_on_the_record(world: World) -> None:
     identities = world.federation.nodes
-    log = RewrittenLog(identities[CHILD].identity)
     history = entries(6)
-    kept = log.serve(history[:4])
-    await world.start(CHILD, log=log)
-    await world.start(HUB)
-    assert (await world.witness_child()).verdict == "first-head"
+    log, kept = await world.rewritable_child(history[:4])
 
     # The child's name on a head signed with another node's key.
     hub = identities[HUB].identity
@@ -362,12 +352,8 @@ async def test_heads_the_verifier_rejects_are_refused_on_the_record(world: World
 
 @pytest.mark.asyncio
 async def test_a_pruned_history_is_accepted_only_after_the_retention_period(world: World) -> None:
-    log = RewrittenLog(world.federation.nodes[CHILD].identity)
     history = entries(12)
-    log.serve(history[:3])
-    await world.start(CHILD, log=log)
-    await world.start(HUB)
-    assert (await world.witness_child()).verdict == "first-head"
+    log, _ = await world.rewritable_child(history[:3])
 
     head = log.serve(history[:10], checkpoint_at=8)  # records 0..7 pruned: no proof from 3
     assert decode_tree_head(head.data)[0].checkpoint_size == 8

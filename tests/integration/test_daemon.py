@@ -54,6 +54,11 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def added(section: str) -> tuple[str, str]:
+    """A change to MINIMAL: ``section`` added (before its peers)."""
+    return ("[[peers]]", f"{section}\n[[peers]]")
+
+
 # --- configuration ------------------------------------------------------------------
 
 
@@ -103,55 +108,27 @@ def test_the_node_settings_map_onto_node_config_one_to_one(tmp_path: Path) -> No
         (('relation = "parent"', 'relation = "boss"'), "peers[0].relation", "one of"),
         (('url = "https://127.0.0.1:7443"', 'url = "http://x:1"'), "peers[0].url", "https"),
         (('name = "520102"', 'name = "520102.x"'), "peers", "must be a hub"),
+        (added("[limits]\nmax_queue_items = 5"), "limits.max_queue_items", "unknown setting"),
+        (added('[limits]\ntransfer_items = "many"'), "limits.transfer_items", "must be an integer"),
+        (added("[limits]\ntransfer_items = 0"), "limits.transfer_items", "positive"),
+        (added("[limits]\ntransfer_bytes = 9999999999"), "limits", "max_transfer_bytes"),
+        (added("[timers]\nlink_timeout = -1"), "timers.link_timeout", "positive"),
+        (added('[operator]\nlisten = "0.0.0.0:7480"'), "operator.listen", "loopback"),
+        (added('[directory]\nmode = "hub-synced"'), "directory.mode", "one of static, signed"),
         (
-            ("[[peers]]", "[limits]\nmax_queue_items = 5\n[[peers]]"),
-            "limits.max_queue_items",
-            "unknown setting",
-        ),
-        (
-            ("[[peers]]", '[limits]\ntransfer_items = "many"\n[[peers]]'),
-            "limits.transfer_items",
-            "must be an integer",
-        ),
-        (
-            ("[[peers]]", "[limits]\ntransfer_items = 0\n[[peers]]"),
-            "limits.transfer_items",
-            "positive",
-        ),
-        (
-            ("[[peers]]", "[limits]\ntransfer_bytes = 9999999999\n[[peers]]"),
-            "limits",
-            "max_transfer_bytes",
-        ),
-        (
-            ("[[peers]]", "[timers]\nlink_timeout = -1\n[[peers]]"),
-            "timers.link_timeout",
-            "positive",
-        ),
-        (
-            ("[[peers]]", '[operator]\nlisten = "0.0.0.0:7480"\n[[peers]]'),
-            "operator.listen",
-            "loopback",
-        ),
-        (
-            ("[[peers]]", '[directory]\nmode = "hub-synced"\n[[peers]]'),
-            "directory.mode",
-            "one of static, signed",
-        ),
-        (
-            ("[[peers]]", '[identity]\npassphrase_file = "p"\npassphrase_env = "P"\n[[peers]]'),
+            added('[identity]\npassphrase_file = "p"\npassphrase_env = "P"'),
             "identity.passphrase_env",
             "not both",
         ),
-        (("[[peers]]", "[trust]\nroots = 5\n[[peers]]"), "trust.roots", "list of paths"),
-        (("[[peers]]", "[nodes]\n[[peers]]"), "nodes", "unknown section"),
+        (added("[trust]\nroots = 5"), "trust.roots", "list of paths"),
+        (added("[nodes]"), "nodes", "unknown section"),
         (
-            ("[[peers]]", '[directory]\nmode = "signed"\ncertificates = "d"\n[[peers]]'),
+            added('[directory]\nmode = "signed"\ncertificates = "d"'),
             "directory.certificates",
             "only for mode",
         ),
         (
-            ("[[peers]]", '[directory]\nmode = "static"\nadvertise = "https://a:1"\n[[peers]]'),
+            added('[directory]\nmode = "static"\nadvertise = "https://a:1"'),
             "directory.advertise",
             "only for mode",
         ),
@@ -164,7 +141,7 @@ def test_the_node_settings_map_onto_node_config_one_to_one(tmp_path: Path) -> No
             "required when node.listen is the wildcard",
         ),
         (
-            ("[[peers]]", '[directory]\nmode = "signed"\nadvertise = "tcp://x"\n[[peers]]'),
+            added('[directory]\nmode = "signed"\nadvertise = "tcp://x"'),
             "directory.advertise",
             "https://host:port",
         ),
@@ -225,39 +202,28 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def exchnode(*argv: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    """``python -m exchnode.cli ARGV`` as a process, from ``/``; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "exchnode.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd="/",
+        **options,
+    )
+
+
+def pki(*argv: str) -> None:
+    """``exchnode pki ARGV``, which must succeed."""
+    done = exchnode("pki", *argv)
+    assert done.returncode == 0, done.stderr
+
+
 def test_init_with_a_ca_writes_0600_keys_and_a_loadable_config(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "exchnode.cli",
-            "pki",
-            "init-root",
-            "520000",
-            "--dir",
-            str(tmp_path / "pki"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "exchnode.cli",
-            "pki",
-            "issue-ca",
-            "520100",
-            "--issuer",
-            "520000",
-            "--dir",
-            str(tmp_path / "pki"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    pki("init-root", "520000", "--dir", str(tmp_path / "pki"))
+    pki("issue-ca", "520100", "--issuer", "520000", "--dir", str(tmp_path / "pki"))
     folder = tmp_path / "fagai"
     completed = node_cli(
         "init",
@@ -417,6 +383,15 @@ async def test_inbox_leases_expire_and_ack_is_once() -> None:
 # --- real daemons ------------------------------------------------------------------------------
 
 
+def send(
+    federation: DaemonFederation, name: str, to: str, *argv: str, stdin: bytes | None = None
+) -> Any:
+    """``python -m exchnode.node send --config <name's config> --to TO ARGV``."""
+    return node_cli(
+        "send", "--config", str(federation.config_path(name)), "--to", to, *argv, stdin=stdin
+    )
+
+
 @pytest.fixture
 def federation(tmp_path: Path) -> Iterator[DaemonFederation]:
     fed = DaemonFederation(tmp_path, [HUB, GONGAN, MINZHENG])
@@ -449,19 +424,10 @@ def test_three_daemons_exchange_a_file_with_send_and_receive(
         cwd="/",
         env=node_env(),
     )
-    sent = node_cli(
-        "send",
-        "--config",
-        str(federation.config_path(GONGAN)),
-        "--to",
-        MINZHENG,
-        "--content-type",
-        "application/octet-stream",
-        "--wait",
-        "--timeout",
-        "30",
-        str(tmp_path / "report.bin"),
-    )
+    sent = send(
+        federation, GONGAN, MINZHENG, "--content-type", "application/octet-stream",
+        "--wait", "--timeout", "30", str(tmp_path / "report.bin"),
+    )  # fmt: skip
     out, err = receiver.communicate(timeout=60)
     assert receiver.returncode == 0, err.decode()
     assert sent.returncode == 0, sent.stderr.decode()
@@ -476,15 +442,7 @@ def test_three_daemons_exchange_a_file_with_send_and_receive(
     assert Path(meta["file"]).read_bytes() == payload
 
     # Stdin to stdout, the other way.
-    back = node_cli(
-        "send",
-        "--config",
-        str(federation.config_path(MINZHENG)),
-        "--to",
-        GONGAN,
-        "-",
-        stdin=b"thanks",
-    )
+    back = send(federation, MINZHENG, GONGAN, "-", stdin=b"thanks")
     assert back.returncode == 0, back.stderr
     got = node_cli("receive", "--config", str(federation.config_path(GONGAN)), "--timeout", "30")
     assert got.returncode == 0, got.stderr
@@ -502,15 +460,7 @@ def test_three_daemons_exchange_a_file_with_send_and_receive(
 def test_health_reports_queues_peers_and_counters(federation: DaemonFederation) -> None:
     federation.start(HUB, GONGAN)
     federation.wait_ready(HUB, GONGAN)
-    sent = node_cli(
-        "send",
-        "--config",
-        str(federation.config_path(GONGAN)),
-        "--to",
-        HUB,
-        "-",
-        stdin=b"to the hub's own application",
-    )
+    sent = send(federation, GONGAN, HUB, "-", stdin=b"to the hub's own application")
     assert sent.returncode == 0, sent.stderr
     deadline = time.monotonic() + 20
     while True:
@@ -593,9 +543,7 @@ def test_a_revoked_peer_is_left_out_of_the_directory(federation: DaemonFederatio
         e for e in federation.log_events(GONGAN) if e["event"] == "directory certificate left out"
     ]
     assert [(Path(e["file"]).name, e["code"]) for e in refused] == [(f"{revoked}.pem", "revoked")]
-    sent = node_cli(
-        "send", "--config", str(federation.config_path(GONGAN)), "--to", revoked, "-", stdin=b"x"
-    )
+    sent = send(federation, GONGAN, revoked, "-", stdin=b"x")
     assert sent.returncode == 1
     (line,) = sent.stderr.decode().splitlines()
     assert "not in the directory" in line
@@ -617,16 +565,7 @@ def test_signed_directory_mode_finds_keys_through_the_hub(tmp_path: Path) -> Non
         # A department holds its path, not the network (SPEC §14.13): the other department
         # is looked up through the hub when it is first addressed, by the send below.
         assert known == [{"mode": "signed", "known": 2}] * 2
-        sent = node_cli(
-            "send",
-            "--config",
-            str(federation.config_path(GONGAN)),
-            "--to",
-            MINZHENG,
-            "--receipt",
-            "-",
-            stdin=b"signed",
-        )
+        sent = send(federation, GONGAN, MINZHENG, "--receipt", "-", stdin=b"signed")
         assert sent.returncode == 0, sent.stderr
         got = node_cli(
             "receive", "--config", str(federation.config_path(MINZHENG)), "--timeout", "30"
@@ -660,14 +599,9 @@ def test_init_options_reject_bad_addresses(tmp_path: Path) -> None:
 
 
 def test_real_launch_reaches_the_daemon_parser() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "exchnode.cli", "node", "init", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd="/",  # not the checkout: the launcher must find node/ itself
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    # From / (not the checkout) and with no PYTHONPATH: the launcher must find node/ itself.
+    completed = exchnode(
+        "node", "init", "--help", env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("usage: exchnode node init")
@@ -675,14 +609,7 @@ def test_real_launch_reaches_the_daemon_parser() -> None:
 
 
 def test_daemon_errors_come_back_as_one_line_and_status() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "exchnode.cli", "receive", "--config", "/nonexistent/node.toml"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd="/",
-    )
+    completed = exchnode("receive", "--config", "/nonexistent/node.toml")
     assert completed.returncode == 1
     assert completed.stderr.splitlines() == [
         "exchnode: error: /nonexistent/node.toml: no such config file"

@@ -17,8 +17,14 @@ from typing import Any
 
 import pytest
 
-from exchnode.node.config import ConfigError, load_config
-from tests.integration.daemons import DaemonFederation, node_cli, rewrite_audit_record, until
+from exchnode.node.config import load_config
+from tests.integration.daemons import (
+    DaemonFederation,
+    config_refused,
+    node_cli,
+    rewrite_audit_record,
+    until,
+)
 from tests.integration.test_daemon_catalog import entry, ok_json, one_line_error
 
 pytestmark = pytest.mark.timeout(180)
@@ -173,10 +179,7 @@ def test_verified_listed_tampered_found_offline_and_the_start_refused(tmp_path: 
 def test_audit_settings_are_checked_with_file_and_key(tmp_path: Path) -> None:
     fed = DaemonFederation(tmp_path, [HUB])
     path = fed.config_path(HUB)
-    written = path.read_text()
-    assert "[audit]" in written
-    assert "# flush = 0.2" in written
-    assert "# head_interval = 10.0" in written
+    written = fed.config_text(HUB, "[audit]", "# flush = 0.2", "# head_interval = 10.0")
     assert load_config(path).audit.flush == 0.2
     for setting, problem in (
         ("flush = 0", "audit.flush: must be positive"),
@@ -184,10 +187,8 @@ def test_audit_settings_are_checked_with_file_and_key(tmp_path: Path) -> None:
         ('flush = "fast"', "audit.flush: must be a number"),
         ("head_intervall = 5", "audit.head_intervall: unknown setting"),
     ):
-        path.write_text(written.replace("# flush = 0.2", setting))
-        with pytest.raises(ConfigError, match=problem) as caught:
-            load_config(path)
-        assert str(caught.value).startswith(f"{path}: ")
+        refused = config_refused(path, written.replace("# flush = 0.2", setting), problem)
+        assert str(refused).startswith(f"{path}: ")
     path.write_text(written.replace("# head_interval = 10.0", "head_interval = 2.5"))
     assert load_config(path).audit.head_interval == 2.5
 
@@ -219,36 +220,31 @@ def test_a_retention_under_six_months_is_refused_unless_forced(tmp_path: Path) -
     """Issue 12: 等级保护 asks six months of audit records; less is the operator's choice."""
     fed = DaemonFederation(tmp_path, [HUB])
     path = fed.config_path(HUB)
-    written = path.read_text()
-    assert "# retention_days = 183" in written
-    assert "# allow_short_retention = false" in written
-    assert "# witness_silent_rounds = 5" in written
+    written = fed.config_text(
+        HUB, "# retention_days = 183", "# allow_short_retention = false",
+        "# witness_silent_rounds = 5",
+    )  # fmt: skip
     config = load_config(path).audit
     assert (config.retention_days, config.allow_short_retention) == (183, False)
     assert config.witness_silent_rounds == 5
     short = written.replace("# retention_days = 183", "retention_days = 90")
-    path.write_text(short)
-    problem = r"audit\.retention_days: 90 days is under the 183"
-    with pytest.raises(ConfigError, match=problem) as err:
-        load_config(path)
-    assert "allow_short_retention = true" in str(err.value)
+    err = config_refused(path, short, r"audit\.retention_days: 90 days is under the 183")
+    assert "allow_short_retention = true" in str(err)
     forced = short.replace("# allow_short_retention = false", "allow_short_retention = true")
     path.write_text(forced)
     config = load_config(path).audit
     assert (config.retention_days, config.allow_short_retention) == (90, True)
-    path.write_text(written.replace("# retention_days = 183", "retention_days = 182"))
-    with pytest.raises(ConfigError, match="retention_days"):
-        load_config(path)
+    config_refused(
+        path, written.replace("# retention_days = 183", "retention_days = 182"), "retention_days"
+    )
     for setting, problem in (
         ("witness_silent_rounds = 0", "audit.witness_silent_rounds: must be positive"),
         ("witness_silent_rounds = 1e3", "audit.witness_silent_rounds: must be an integer"),
         ("witness_silent_rounds = 100000", "audit.witness_silent_rounds: must be at most"),
         ('allow_short_retention = "yes"', "audit.allow_short_retention: must be true or false"),
     ):
-        path.write_text(written.replace("# witness_silent_rounds = 5", setting, 1))
-        if setting.startswith("allow"):
-            path.write_text(written.replace("# allow_short_retention = false", setting, 1))
-        with pytest.raises(ConfigError, match=problem):
-            load_config(path)
+        allow = setting.startswith("allow")
+        default = "# allow_short_retention = false" if allow else "# witness_silent_rounds = 5"
+        config_refused(path, written.replace(default, setting, 1), problem)
     path.write_text(written.replace("# witness_silent_rounds = 5", "witness_silent_rounds = 2"))
     assert load_config(path).audit.witness_silent_rounds == 2

@@ -91,25 +91,16 @@ def publish(fed: DaemonFederation, tmp_path: Path, document: dict[str, Any]) -> 
     (record,) = ok_json(cli(fed, PROVIDER, "catalog", "publish", str(path), "--json"))
     assert record["provider"] == PROVIDER
     code: str = record["code"]
-    listed = until(
-        lambda: ok_json(
-            cli(
-                fed,
-                REQUESTER,
-                "catalog",
-                "list",
-                "--beyond",
-                "--code",
-                code,
-                "--provider",
-                PROVIDER,
-                "--json",
-            )
-        ),
-        f"{code} at {REQUESTER}",
-    )
+    listed = until(lambda: beyond(fed, code, "--provider", PROVIDER), f"{code} at {REQUESTER}")
     assert [r["version"] for r in listed] == [record["version"]]
     return code
+
+
+def beyond(fed: DaemonFederation, code: str, *flags: str) -> Any:
+    """The requester's ``catalog list --beyond --code CODE FLAGS --json``."""
+    return ok_json(
+        cli(fed, REQUESTER, "catalog", "list", "--beyond", "--code", code, *flags, "--json")
+    )
 
 
 def request(fed: DaemonFederation, code: str, items: str = "身份证号,姓名,出生日期") -> str:
@@ -164,6 +155,18 @@ def wait_incoming(fed: DaemonFederation, request_id: str, state: str) -> dict[st
     return dict(until(check, f"{request_id} {state} at {PROVIDER}"))
 
 
+def decide(
+    fed: DaemonFederation, verb: str, request_id: str, *flags: str, then: str
+) -> tuple[str, dict[str, Any]]:
+    """The provider's ``sub VERB REQUEST_ID FLAGS``, then the requester's item in state ``then``.
+
+    Returns what the CLI printed and that item.
+    """
+    done = cli(fed, PROVIDER, "sub", verb, request_id, *flags)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode(), wait_sent_state(fed, request_id, then)
+
+
 def audit(fed: DaemonFederation, name: str) -> list[dict[str, Any]]:
     return [e for e in fed.log_events(name) if e.get("event") == "audit event"]
 
@@ -197,10 +200,7 @@ def test_published_in_one_city_listed_and_shown_by_cli_in_another(
         ["--level", "county"],
         ["--classification", "2"],
     ):
-        found = ok_json(
-            cli(fed, REQUESTER, "catalog", "list", "--beyond", "--code", code, *flags, "--json")
-        )
-        assert found == [], flags
+        assert beyond(fed, code, *flags) == [], flags
     record = ok_json(cli(fed, REQUESTER, "catalog", "show", PROVIDER, code, "--json"))
     assert record["entry"]["data_items"][0] == {
         "name": "身份证号",
@@ -213,26 +213,8 @@ def test_published_in_one_city_listed_and_shown_by_cli_in_another(
         cli(fed, PROVIDER, "catalog", "withdraw", code, "--reason", "合并到新目录", "--json")
     )
     assert (withdrawn["status"], withdrawn["version"]) == ("withdrawn", 2)
-    until(
-        lambda: ok_json(
-            cli(
-                fed,
-                REQUESTER,
-                "catalog",
-                "list",
-                "--beyond",
-                "--code",
-                code,
-                "--status",
-                "withdrawn",
-                "--json",
-            )
-        ),
-        "the tombstone",
-    )
-    assert (
-        ok_json(cli(fed, REQUESTER, "catalog", "list", "--beyond", "--code", code, "--json")) == []
-    )
+    until(lambda: beyond(fed, code, "--status", "withdrawn"), "the tombstone")
+    assert beyond(fed, code) == []
 
 
 def test_conditional_request_approved_with_a_mask_by_cli(
@@ -291,10 +273,7 @@ def test_conditional_request_approved_with_a_mask_by_cli(
         {"身份证号": "110101199003071234", "姓名": "张三", "出生日期": "1990-03-07"},
         {"身份证号": "52230119851201002X", "姓名": "李四", "出生日期": None},
     ]
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
-    pushed = ok_json(
-        cli(fed, PROVIDER, "sub", "publish", code, "-", "--operator", "wang", "--json", stdin=lines)
-    )
+    pushed = push(fed, code, *records)
     assert (pushed["first_seq"], pushed["last_seq"], pushed["subscribers"]) == (1, 2, 1)
     meta = receive_one(fed, tmp_path / "inbox")
     assert meta["kind"] == "sub.records"
@@ -313,15 +292,10 @@ def test_conditional_request_approved_with_a_mask_by_cli(
     )
     assert "cannot refuse" in one_line_error(late)
     assert "HTTP 409" in late.stderr.decode()
-    revoked = cli(
-        fed, PROVIDER, "sub", "revoke", request_id, "--reason", "用途已结束", "--operator", "wang"
+    decide(
+        fed, "revoke", request_id, "--reason", "用途已结束", "--operator", "wang", then="revoked"
     )
-    assert revoked.returncode == 0, revoked.stderr
-    wait_sent_state(fed, request_id, "revoked")
-    after = ok_json(
-        cli(fed, PROVIDER, "sub", "publish", code, "-", "--operator", "wang", "--json", stdin=lines)
-    )
-    assert after["subscribers"] == 0
+    assert push(fed, code, *records)["subscribers"] == 0
 
 
 def test_refused_then_escalated_and_upheld_at_the_hub(
@@ -330,20 +304,11 @@ def test_refused_then_escalated_and_upheld_at_the_hub(
     code = publish(fed, tmp_path, entry(3))
     request_id = request(fed, code, "姓名")
     wait_incoming(fed, request_id, "pending")
-    refused = cli(
-        fed,
-        PROVIDER,
-        "sub",
-        "refuse",
-        request_id,
-        "--reason",
-        "用途不在共享条件之内",
-        "--operator",
-        "director-wang",
-    )
-    assert refused.returncode == 0, refused.stderr
-    assert "refused" in refused.stdout.decode()
-    item = wait_sent_state(fed, request_id, "refused")
+    said, item = decide(
+        fed, "refuse", request_id, "--reason", "用途不在共享条件之内",
+        "--operator", "director-wang", then="refused",
+    )  # fmt: skip
+    assert "refused" in said
     assert item["reason"] == "用途不在共享条件之内"
 
     escalated = cli(
@@ -372,11 +337,7 @@ def test_refused_then_escalated_and_upheld_at_the_hub(
 
 def approve(fed: DaemonFederation, request_id: str, items: str) -> None:
     wait_incoming(fed, request_id, "pending")
-    approved = cli(
-        fed, PROVIDER, "sub", "approve", request_id, "--items", items, "--operator", "wang"
-    )
-    assert approved.returncode == 0, approved.stderr.decode()
-    wait_sent_state(fed, request_id, "granted")
+    decide(fed, "approve", request_id, "--items", items, "--operator", "wang", then="granted")
 
 
 def push(fed: DaemonFederation, code: str, *records: dict[str, Any]) -> dict[str, Any]:
@@ -511,9 +472,7 @@ def test_records_between_two_grants_are_not_gaps_and_fill_gaps_says_so(
     assert (receive_one(fed, inbox)["missing"], cli_gaps(fed, code)["asked"]) == ([], [])
 
     # Record 2 is published while the subscriber holds no grant; record 3 under a new one.
-    revoked = cli(fed, PROVIDER, "sub", "revoke", first, "--reason", "暂停", "--operator", "w")
-    assert revoked.returncode == 0, revoked.stderr.decode()
-    wait_sent_state(fed, first, "revoked")
+    decide(fed, "revoke", first, "--reason", "暂停", "--operator", "w", then="revoked")
     assert push(fed, code, {"姓名": "乙"})["subscribers"] == 0
     second = request(fed, code, "姓名")
     approve(fed, second, "姓名")

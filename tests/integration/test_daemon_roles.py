@@ -29,11 +29,11 @@ from exchnode.audit import Role
 from exchnode.errors import UsageError
 from exchnode.node.admin import AdminApi
 from exchnode.node.client import OperatorClient, OperatorError
-from exchnode.node.config import ConfigError, DaemonConfig, load_config
+from exchnode.node.config import DaemonConfig, load_config
 from exchnode.node.operator import OperatorApi
 from exchnode.node.roles import AREAS, PEOPLE, Credentials, area_of
 from exchnode.pki import write_private_file
-from tests.integration.daemons import DaemonFederation, node_cli
+from tests.integration.daemons import DaemonFederation, config_refused, node_cli
 from tests.integration.test_daemon_catalog import ok_json, one_line_error
 
 pytestmark = pytest.mark.timeout(180)
@@ -187,9 +187,11 @@ async def test_no_route_changes_the_audit_log_and_every_route_has_its_role() -> 
 def test_old_config_loads_with_only_the_operator_credential(tmp_path: Path) -> None:
     fed = DaemonFederation(tmp_path, [NODE])
     path = fed.config_path(NODE)
-    text = path.read_text()
-    assert 'administrator_token_file = "administrator.token"' in text
-    assert 'auditor_token_file = "auditor.token"' in text
+    text = fed.config_text(
+        NODE,
+        'administrator_token_file = "administrator.token"',
+        'auditor_token_file = "auditor.token"',
+    )
     for role, file_name in TOKEN_FILES.items():
         assert (fed.folder(NODE) / file_name).stat().st_mode & 0o777 == 0o600, role
     tokens = {token(fed, role) for role in PEOPLE}
@@ -199,11 +201,11 @@ def test_old_config_loads_with_only_the_operator_credential(tmp_path: Path) -> N
     config = load_config(path)
     assert set(config.operator.token_files()) == {Role.OPERATOR}
     # Two roles pointing at one file would be one credential for both: refused.
-    path.write_text(
-        old.replace("[operator]\n", '[operator]\nauditor_token_file = "operator.token"\n')
+    config_refused(
+        path,
+        old.replace("[operator]\n", '[operator]\nauditor_token_file = "operator.token"\n'),
+        r"operator\.auditor_token_file: .* each role needs",
     )
-    with pytest.raises(ConfigError, match=r"operator\.auditor_token_file: .* each role needs"):
-        load_config(path)
 
 
 def _strip_role_files(text: str) -> str:

@@ -4,28 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from exchnode.aio import Delivery, Message, Node, NodeLimits, NodeTimers
 from exchnode.errors import UsageError
-from tests.integration.federation import CROSS_CITY, Federation
+from tests.integration.federation import CROSS_CITY, Federation, started
 
 GONGAN = "520102.gongan"
 MINZHENG = "522301.minzheng"
 
 
-@contextlib.asynccontextmanager
-async def running(
+def running(
     federation: Federation, names: list[str], **overrides: dict[str, object]
-) -> AsyncIterator[dict[str, Node]]:
-    nodes = {name: federation.node(name, **overrides.get(name, {})) for name in names}
-    async with contextlib.AsyncExitStack() as stack:
-        for node in nodes.values():
-            await stack.enter_async_context(node)
-        yield nodes
+) -> contextlib.AbstractAsyncContextManager[dict[str, Node]]:
+    return started({name: federation.node(name, **overrides.get(name, {})) for name in names})
 
 
 async def collect(node: Node, count: int, *, ack: bool = True) -> list[Delivery]:

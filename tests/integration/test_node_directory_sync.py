@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,27 +13,15 @@ import pytest
 
 from exchnode.aio import Node, NodeTimers
 from exchnode.errors import DirectoryExpiredError, ExchnodeError
-from tests.integration.federation import CROSS_CITY, Federation
+from tests.integration.federation import CROSS_CITY, Federation, one_delivery, started
 
 GONGAN, MINZHENG = "520102.gongan", "522301.minzheng"
 
 
-@contextlib.asynccontextmanager
-async def running(
+def running(
     federation: Federation, names: list[str], **options: object
-) -> AsyncIterator[dict[str, Node]]:
-    nodes = {name: federation.node(name, directory=None, **options) for name in names}
-    async with contextlib.AsyncExitStack() as stack:
-        for node in nodes.values():
-            await stack.enter_async_context(node)
-        yield nodes
-
-
-async def one_delivery(node: Node) -> bytes:
-    async for delivery in node.deliveries():
-        await delivery.ack()
-        return delivery.payload
-    raise AssertionError("node closed")
+) -> contextlib.AbstractAsyncContextManager[dict[str, Node]]:
+    return started({name: federation.node(name, directory=None, **options) for name in names})
 
 
 @pytest.mark.asyncio

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from exchnode.aio._directory_service import (
     DIRECTORY_PATH,
 )
 from exchnode.aio._transport import Handler
-from tests.integration.federation import Federation
+from tests.integration.federation import Federation, one_delivery, started
 
 NAMES = ["520102", "520102.gongan", "520102.minzheng"]
 
@@ -53,8 +53,9 @@ class Format1Service(DirectoryService):
         return web.Response(body=data, content_type=DIRECTORY_CONTENT_TYPE)
 
 
-@contextlib.asynccontextmanager
-async def running(federation: Federation, old: str) -> AsyncIterator[dict[str, Node]]:
+def running(
+    federation: Federation, old: str
+) -> contextlib.AbstractAsyncContextManager[dict[str, Node]]:
     nodes = {}
     for name in NAMES:
         if name == old:
@@ -63,17 +64,7 @@ async def running(federation: Federation, old: str) -> AsyncIterator[dict[str, N
             nodes[name] = federation.node(name, directory=None, services=[service])
         else:
             nodes[name] = federation.node(name, directory=None)
-    async with contextlib.AsyncExitStack() as stack:
-        for node in nodes.values():
-            await stack.enter_async_context(node)
-        yield nodes
-
-
-async def one_delivery(node: Node) -> bytes:
-    async for delivery in node.deliveries():
-        await delivery.ack()
-        return delivery.payload
-    raise AssertionError("node closed")
+    return started(nodes)
 
 
 @pytest.mark.asyncio

@@ -13,7 +13,7 @@ import pytest
 
 from exchnode.aio import Message, Node
 from exchnode.federation import BackoffPolicy
-from tests.integration.federation import CROSS_CITY, Federation
+from tests.integration.federation import CROSS_CITY, Federation, started
 from tests.integration.tcp_proxy import Proxy
 
 CITY, PROVINCE = "520100", "520000"
@@ -57,9 +57,7 @@ async def test_partition_between_city_and_province_heals_with_full_catch_up(
     }
     east: list[bytes] = []
     west: list[bytes] = []
-    async with contextlib.AsyncExitStack() as stack:
-        for node in nodes.values():
-            await stack.enter_async_context(node)
+    async with started(nodes):
         to_east = asyncio.create_task(drain(nodes[MINZHENG], 400, east))
         to_west = asyncio.create_task(drain(nodes[GONGAN], 300, west))
 

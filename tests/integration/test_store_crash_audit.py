@@ -38,20 +38,14 @@ if __name__ == "__main__":  # the child, run from the repository's root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from exchnode.audit import (
-    Actor,
-    AuditEntry,
     AuditLogState,
-    Category,
-    Outcome,
-    Subject,
-    SubjectKind,
     decode_record,
-    details,
     restore_state,
 )
 from exchnode.core import completed_count
 from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus, AuditRow, SqliteStore
 from exchnode.testing import seeded_identity
+from tests.audit_entries import envelope_entry
 from tests.integration.store_crash_child import BATCH, ME, NOW, SENDER, batch_items, message_id
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,14 +68,8 @@ def auditor(
 ) -> Callable[[list[AcceptOutcome]], list[AuditRow]]:
     def audit(outcomes: list[AcceptOutcome]) -> list[AuditRow]:
         entries = [
-            AuditEntry(
-                time_ms=NOW,
-                category=Category.ENVELOPE,
-                action="envelope.accept",
-                actor=Actor.node(ME),
-                subject=Subject(SubjectKind.MESSAGE, item.message_id),
-                outcome=Outcome.ok(),
-                detail=details(sender=item.sender, size=len(item.data)),
+            envelope_entry(
+                "envelope.accept", NOW, ME, item.message_id, sender=item.sender, size=len(item.data)
             )
             for item, outcome in zip(items, outcomes, strict=True)
             if outcome.status is AcceptStatus.ACCEPTED

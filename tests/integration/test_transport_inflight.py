@@ -9,7 +9,6 @@ larger than a neighbour may ever have in flight is 413.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from exchnode.aio._inflight import InFlight
 from exchnode.aio._transport import LinkBusy, LinkError, LinkServer
 from exchnode.federation import Credit, Item, ItemResult, Status, TransferRequest, TransferResponse
 from tests.integration.federation import Federation as Nodes
+from tests.integration.federation import started
 from tests.integration.pki_files import Federation
 from tests.integration.test_node import collect
 
@@ -117,9 +117,7 @@ async def test_forwarders_pushed_back_wait_and_deliver_without_a_link_failure(
     nodes = {name: federation.node(name, limits=small) for name in (*senders, receiver)}
     nodes[hub] = federation.node(hub, limits=tight)
     count = 30
-    async with contextlib.AsyncExitStack() as stack:
-        for node in nodes.values():
-            await stack.enter_async_context(node)
+    async with started(nodes):
         for sender in senders:
             await nodes[sender].send_many(
                 [

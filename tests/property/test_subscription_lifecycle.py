@@ -16,7 +16,6 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -26,24 +25,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from exchnode import errors
 from exchnode.core._events import ListSink
 from exchnode.sharing import (
-    AuthorityDesk,
-    Decision,
-    Escalation,
-    Expiry,
     Keep,
     MaskSet,
     Outgoing,
     RequestState,
     ResourceTerms,
-    Review,
-    Revocation,
-    SubscriberView,
-    SubscriptionBook,
-    SubscriptionRequest,
     WorkCalendar,
-    decode_message,
 )
 from exchnode.sharing._states import ShareType
+from tests.unit.sharing.parties import Carrier
 
 S = RequestState
 PROVIDER = "520100.fagai"
@@ -92,24 +82,20 @@ class Model:
         return self.state is S.GRANTED and (self.grant_expires is None or now < self.grant_expires)
 
 
-class SubscriptionLifecycle(RuleBasedStateMachine):
+class SubscriptionLifecycle(Carrier, RuleBasedStateMachine):
+    provider, requester, authority = PROVIDER, REQUESTER, AUTHORITY
+
     def __init__(self) -> None:
         super().__init__()
-        counter = itertools.count(1)
         self.now = START_MS
         self.provider_events = ListSink()
-        self.book = SubscriptionBook(
-            PROVIDER,
+        self.seat(
             RESOURCES.get,
-            sink=self.provider_events,
-            masking_secret=b"k" * 32,
-            calendar=CALENDAR,
+            CALENDAR,
             answer_days=ANSWER_DAYS,
+            masking_secret=b"k" * 32,
+            sinks=(self.provider_events, ListSink(), ListSink()),
         )
-        self.view = SubscriberView(
-            REQUESTER, sink=ListSink(), random=lambda n: next(counter).to_bytes(n, "big")
-        )
-        self.desk = AuthorityDesk(AUTHORITY, sink=ListSink())
         self.model: dict[bytes, Model] = {}
         # What a node would have stored: every change each machine reported, applied in turn.
         self.stored: dict[str, dict[str, bytes]] = {"book": {}, "view": {}, "desk": {}}
@@ -125,35 +111,8 @@ class SubscriptionLifecycle(RuleBasedStateMachine):
             with pytest.raises(errors.InvalidTransitionError):
                 action()
             return False
-        self.carry(action(), sender)
+        self.carry(action(), sender, self.now)
         return True
-
-    def carry(self, outgoing: list[Outgoing], sender: str) -> None:
-        for item in outgoing:
-            message = decode_message(item.kind, item.payload())
-            assert message == item.message
-            for recipient in item.recipients:
-                self.deliver(recipient, message, sender)
-
-    def deliver(self, recipient: str, message: Any, sender: str) -> None:
-        now = self.now
-        if recipient == PROVIDER:
-            handlers: dict[type, Any] = {
-                SubscriptionRequest: self.book.on_request,
-                Escalation: self.book.on_escalation,
-                Review: self.book.on_review,
-            }
-            self.carry(handlers[type(message)](message, sender=sender, now_ms=now), PROVIDER)
-        elif recipient == REQUESTER:
-            handlers = {
-                Decision: self.view.on_decision,
-                Expiry: self.view.on_expiry,
-                Revocation: self.view.on_revocation,
-                Review: self.view.on_review,
-            }
-            handlers[type(message)](message, sender=sender, now_ms=now)
-        else:
-            self.carry(self.desk.on_escalation(message, sender=sender, now_ms=now), AUTHORITY)
 
     def pick(self, data: st.DataObject) -> bytes:
         return data.draw(st.sampled_from(sorted(self.model)), label="request")
@@ -187,7 +146,7 @@ class SubscriptionLifecycle(RuleBasedStateMachine):
         if state is S.GRANTED:
             entry.granted = entry.requested
         self.model[request_id] = entry
-        self.carry(out, REQUESTER)
+        self.carry(out, REQUESTER, self.now)
 
     @precondition(lambda self: self.model)
     @rule(data=st.data(), expiry_hours=st.none() | st.integers(1, 96), mask=st.booleans())
@@ -211,7 +170,7 @@ class SubscriptionLifecycle(RuleBasedStateMachine):
         )
         entry.granted, entry.grant_expires = frozenset(items), expires
         entry.move("grant", S.GRANTED)
-        self.carry(out, PROVIDER)
+        self.carry(out, PROVIDER, self.now)
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
@@ -250,7 +209,7 @@ class SubscriptionLifecycle(RuleBasedStateMachine):
 
     @rule()
     def expire_due(self) -> None:
-        self.carry(self.book.expire_due(self.now), PROVIDER)
+        self.carry(self.book.expire_due(self.now), PROVIDER, self.now)
         self.view.expire_due(self.now)
         for entry in self.model.values():
             if self.past_deadline(entry):
@@ -282,7 +241,9 @@ class SubscriptionLifecycle(RuleBasedStateMachine):
             with pytest.raises(errors.UsageError):
                 decide(request_id, operator="wang", reason="", now_ms=self.now)
             return
-        self.carry(decide(request_id, operator="wang", reason="", now_ms=self.now), AUTHORITY)
+        self.carry(
+            decide(request_id, operator="wang", reason="", now_ms=self.now), AUTHORITY, self.now
+        )
         if re_review:
             entry.deadline = CALENDAR.deadline(self.now, ANSWER_DAYS)
             entry.move("re-review", S.PENDING)
@@ -372,10 +333,15 @@ class SubscriptionLifecycle(RuleBasedStateMachine):
             assert stored == machine.rows(), name
 
 
-SubscriptionLifecycle.TestCase.settings = settings(
-    max_examples=200,
-    stateful_step_count=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+def runs(max_examples: int) -> settings:
+    """How Hypothesis runs these machines: ``max_examples`` runs of up to 40 steps each."""
+    return settings(
+        max_examples=max_examples,
+        stateful_step_count=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
+SubscriptionLifecycle.TestCase.settings = runs(200)
 test_subscription_lifecycle = SubscriptionLifecycle.TestCase

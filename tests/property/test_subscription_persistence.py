@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, settings
 from hypothesis.stateful import invariant, rule
 
 from exchnode.core._events import ListSink
@@ -24,6 +23,7 @@ from tests.property.test_subscription_lifecycle import (
     CALENDAR,
     RESOURCES,
     SubscriptionLifecycle,
+    runs,
 )
 
 SECRET = b"k" * 32
@@ -117,10 +117,5 @@ class RestartingLifecycle(SubscriptionLifecycle):
             assert original.events[since:] == shadow.events
 
 
-RestartingLifecycle.TestCase.settings = settings(
-    max_examples=150,
-    stateful_step_count=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+RestartingLifecycle.TestCase.settings = runs(150)
 test_restored_machines_behave_as_the_originals = RestartingLifecycle.TestCase

@@ -15,7 +15,7 @@ import pytest
 
 #: What a pure import must not load: aiohttp, TLS, the SQLite driver, structlog, and
 #: asyncio's event loop (asyncio.base_events; structlog, for one, imports asyncio).
-FORBIDDEN = ("aiohttp", "ssl", "sqlite3", "structlog", "asyncio.base_events")
+FORBIDDEN = ("aiohttp", "ssl", "sqlite3", "structlog", "psycopg", "asyncio.base_events")
 
 PURE = (
     "exchnode",

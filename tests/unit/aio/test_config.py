@@ -126,3 +126,13 @@ def test_config_must_be_a_node_config(issued: IssuedNode, tmp_path: Path) -> Non
             trust=SyntheticPKI().trust_store([]),
             config={"listen": None},  # type: ignore[arg-type]
         )
+
+
+def test_directory_lookup_timers_reach_the_directory_service(issued: IssuedNode) -> None:
+    config = NodeConfig(timers=NodeTimers(directory_lookup_timeout=1.5, directory_negative_ttl=0.0))
+    service = DirectoryService.for_node(issued.identity, config)
+    assert (service.lookup_timeout, service.negative_ttl) == (1.5, 0.0)
+    with pytest.raises(UsageError, match="directory_negative_ttl must be 0 or more"):
+        NodeTimers(directory_negative_ttl=-1.0)
+    with pytest.raises(UsageError, match="directory_lookup_timeout must be a positive number"):
+        NodeTimers(directory_lookup_timeout=0.0)

@@ -7,6 +7,7 @@ as a node's store holds them after ``send`` (SPEC §10.4, §16.3).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -50,6 +51,18 @@ class Entries:
         pass
 
 
+def taken(sealed: SealedEnvelope, **route: Any) -> AcceptItem:
+    """``sealed`` as the store takes it from its sender, to go on as ``route`` says."""
+    return AcceptItem(
+        sender=SENDER,
+        message_id=sealed.message_id,
+        digest=sealed.digest,
+        data=sealed.data,
+        expires_ms=sealed.expires_ms,
+        **route,
+    )
+
+
 @pytest_asyncio.fixture
 async def book(
     cast: dict[str, LocalIdentity], directory: StaticDirectory
@@ -61,20 +74,7 @@ async def book(
     sealed = Sealer(cast[SENDER], directory).seal_batch(
         [Outgoing([RECIPIENT, OTHER], b"one"), Outgoing([RECIPIENT], b"two")], NOW
     )
-    store.accept(
-        [
-            AcceptItem(
-                sender=SENDER,
-                message_id=s.message_id,
-                digest=s.digest,
-                data=s.data,
-                expires_ms=s.expires_ms,
-                forward={"520102": s.recipients},
-            )
-            for s in sealed
-        ],
-        int(NOW * 1000),
-    )
+    store.accept([taken(s, forward={"520102": s.recipients}) for s in sealed], int(NOW * 1000))
     try:
         yield StatusBook(context, ReceiptVerifier(directory)), context, log, sealed
     finally:
@@ -143,19 +143,7 @@ async def test_a_receipt_the_node_owes_itself_has_no_carrier(cast, directory) ->
     store = await context.open(MemoryStore())
     try:
         sealed = Sealer(cast[SENDER], directory).seal(Outgoing([SENDER], b"note"), NOW)
-        store.accept(
-            [
-                AcceptItem(
-                    sender=SENDER,
-                    message_id=sealed.message_id,
-                    digest=sealed.digest,
-                    data=sealed.data,
-                    expires_ms=sealed.expires_ms,
-                    local=(SENDER,),
-                )
-            ],
-            int(NOW * 1000),
-        )
+        store.accept([taken(sealed, local=(SENDER,))], int(NOW * 1000))
         book = StatusBook(context, ReceiptVerifier(directory))
         assert await book.take_receipt(receipt_for(cast, directory, sealed, SENDER, NOW + 1))
         assert (await book.status(sealed.message_id)).delivered_to == {SENDER}

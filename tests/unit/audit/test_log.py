@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 
 from exchnode.audit import (
-    Actor,
     AuditEntry,
     AuditLogState,
     Category,
-    Outcome,
     Subject,
     SubjectKind,
     TreeHeadVerifier,
@@ -17,7 +15,6 @@ from exchnode.audit import (
     decode_checkpoint,
     decode_record,
     decode_tree_head,
-    details,
     encode_checkpoint,
     witness_entry,
 )
@@ -44,6 +41,7 @@ from exchnode.errors import (
     UsageError,
 )
 from exchnode.testing import seeded_directory, seeded_identity
+from tests.audit_entries import envelope_entry
 
 NODE = seeded_identity("520102.gongan")
 HUB = seeded_identity("520100")
@@ -53,15 +51,7 @@ T0 = 1_795_000_000_000
 
 def entries(n: int, start: int = 0) -> list[AuditEntry]:
     return [
-        AuditEntry(
-            time_ms=T0 + i,
-            category=Category.ENVELOPE,
-            action="envelope.accept",
-            actor=Actor.node("520100"),
-            subject=Subject(SubjectKind.MESSAGE, i.to_bytes(16, "big")),
-            outcome=Outcome.ok(),
-            detail=details(size=100 + i),
-        )
+        envelope_entry("envelope.accept", T0 + i, "520100", i.to_bytes(16, "big"), size=100 + i)
         for i in range(start, start + n)
     ]
 

@@ -53,27 +53,17 @@ REQUESTER = "520302.shebao"  # county, other city
 CITY = "520100.fagai"  # city
 HUB = "520102"
 ITEMS = frozenset({"姓名", "身份证号"})
-COND = ResourceTerms(
-    code="101001/000001",
-    provider=PROVIDER,
-    share_type=ShareType.CONDITIONAL,
-    conditions="低保核查",
-    items=ITEMS,
-)
-OPEN = ResourceTerms(
-    code="101001/000002",
-    provider=PROVIDER,
-    share_type=ShareType.UNCONDITIONAL,
-    conditions="",
-    items=ITEMS,
-)
-SECRET = ResourceTerms(
-    code="101001/000003",
-    provider=PROVIDER,
-    share_type=ShareType.NOT_SHARED,
-    conditions="法律依据",
-    items=ITEMS,
-)
+
+
+def resource_terms(code: str, share_type: ShareType, conditions: str) -> ResourceTerms:
+    return ResourceTerms(
+        code=code, provider=PROVIDER, share_type=share_type, conditions=conditions, items=ITEMS
+    )
+
+
+COND = resource_terms("101001/000001", ShareType.CONDITIONAL, "低保核查")
+OPEN = resource_terms("101001/000002", ShareType.UNCONDITIONAL, "")
+SECRET = resource_terms("101001/000003", ShareType.NOT_SHARED, "法律依据")
 TERMS = {t.code: t for t in (COND, OPEN, SECRET)}
 # Wednesday 25 November 2026 is a holiday.
 CALENDAR = WorkCalendar.of(holidays=["2026-11-25"])

@@ -138,18 +138,29 @@ def test_decode_refuses_other_formats_and_non_canonical_bytes() -> None:
         decode_record(b"\x91\x01")
 
 
-def test_entries_from_the_state_machines_events() -> None:
-    grant = entry_from_event(
-        AuditEvent(
-            at_ms=T0,
-            actor="李四",
-            action="grant",
-            resource_code="101001/000001",
-            request_id=MESSAGE,
-            outcome="granted",
-            counterpart="522301.minzheng",
-        )
+def event(
+    actor: str,
+    action: str,
+    outcome: str,
+    *,
+    resource_code: str = "101001/000001",
+    request_id: bytes = MESSAGE,
+    counterpart: str = NODE,
+) -> AuditEvent:
+    """What a state machine emits about request MESSAGE, at T0."""
+    return AuditEvent(
+        at_ms=T0,
+        actor=actor,
+        action=action,
+        resource_code=resource_code,
+        request_id=request_id,
+        outcome=outcome,
+        counterpart=counterpart,
     )
+
+
+def test_entries_from_the_state_machines_events() -> None:
+    grant = entry_from_event(event("李四", "grant", "granted", counterpart="522301.minzheng"))
     assert grant.category is Category.SUBSCRIPTION
     assert grant.actor == Actor(Role.OPERATOR, "李四")
     assert grant.subject == Subject(SubjectKind.REQUEST, MESSAGE)
@@ -157,64 +168,26 @@ def test_entries_from_the_state_machines_events() -> None:
     assert grant.get("resource") == "101001/000001"
     assert grant.get("counterpart") == "522301.minzheng"
 
-    refused = entry_from_event(
-        AuditEvent(
-            at_ms=T0,
-            actor="520100",
-            action="refused sub.decision",
-            resource_code="101001/000001",
-            request_id=MESSAGE,
-            outcome="not-authorised",
-            counterpart=NODE,
-        )
-    )
+    refused = entry_from_event(event("520100", "refused sub.decision", "not-authorised"))
     assert refused.action == "refused"
     assert refused.get("kind") == "sub.decision"
     assert refused.outcome == Outcome.refused("not-authorised")
     assert refused.actor == Actor.node("520100")
 
     catalog = entry_from_event(
-        AuditEvent(
-            at_ms=T0,
-            actor="520100",
-            action="catalog.refused",
-            resource_code="",
-            request_id=b"",
-            outcome="bad-signature",
-            counterpart=NODE,
-        )
+        event("520100", "catalog.refused", "bad-signature", resource_code="", request_id=b"")
     )
     assert catalog.category is Category.CATALOG
     assert catalog.subject.kind is SubjectKind.NONE
     assert catalog.outcome.status is Status.REFUSED
 
-    correction = entry_from_event(
-        AuditEvent(
-            at_ms=T0,
-            actor=NODE,
-            action="sub.correction",
-            resource_code="101001/000001",
-            request_id=MESSAGE,
-            outcome="open",
-            counterpart=NODE,
-        )
-    )
+    correction = entry_from_event(event(NODE, "sub.correction", "open"))
     assert correction.category is Category.RECORD
 
 
 def test_an_event_cannot_smuggle_text_into_the_log() -> None:
     with pytest.raises(InvalidAuditRecordError) as caught:
-        entry_from_event(
-            AuditEvent(
-                at_ms=T0,
-                actor=NODE,
-                action="grant",
-                resource_code="101001/000001",
-                request_id=MESSAGE,
-                outcome="granted because the purpose is fine",
-                counterpart=NODE,
-            )
-        )
+        entry_from_event(event(NODE, "grant", "granted because the purpose is fine"))
     assert caught.value.field == "audit.outcome.code"
 
 

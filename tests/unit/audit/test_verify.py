@@ -5,23 +5,19 @@ from __future__ import annotations
 import dataclasses
 
 from exchnode.audit import (
-    Actor,
     AuditEntry,
     AuditLogState,
     AuditRecord,
-    Category,
-    Subject,
-    SubjectKind,
     Tamper,
     TreeHead,
     VerificationReport,
     decode_record,
-    details,
     verify_log,
 )
 from exchnode.audit._log import LoggedRecord
 from exchnode.audit._records import encode_record, record_leaf
 from exchnode.testing import seeded_directory, seeded_identity
+from tests.audit_entries import envelope_entry
 
 NODE = seeded_identity("520102.gongan")
 NAME = "520102.gongan"
@@ -32,13 +28,8 @@ BATCHES = (5, 7, 8, 11, 9)  # heads at 5, 12, 20, 31, 40
 
 def entries(n: int, start: int) -> list[AuditEntry]:
     return [
-        AuditEntry(
-            time_ms=T0 + i,
-            category=Category.ENVELOPE,
-            action="envelope.deliver",
-            actor=Actor.node(NAME),
-            subject=Subject(SubjectKind.MESSAGE, i.to_bytes(16, "big")),
-            detail=details(sender="520100", size=i),
+        envelope_entry(
+            "envelope.deliver", T0 + i, NAME, i.to_bytes(16, "big"), sender="520100", size=i
         )
         for i in range(start, start + n)
     ]

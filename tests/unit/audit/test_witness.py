@@ -82,6 +82,14 @@ def judged(kept: TreeHead | None, answer: HeadAnswer, now_ms: int = T0 + 1000) -
     return outcome
 
 
+def not_judged(
+    kept: TreeHead | None, answer: HeadAnswer, now_ms: int = T0, child: str = "520102.gongan"
+) -> NoVerdict:
+    outcome = judge(child, kept, answer, VERIFIER, now_ms=now_ms, retention_ms=RETENTION_MS)
+    assert isinstance(outcome, NoVerdict), outcome
+    return outcome
+
+
 # --- the wire form -------------------------------------------------------------------------
 
 
@@ -190,14 +198,7 @@ def test_an_honest_log_is_witnessed_first_then_consistent() -> None:
         "520102", check_witness(first, second, proof), T0
     )
 
-    unchanged = judge(
-        "520102.gongan",
-        second,
-        HeadAnswer(HeadStatus.HEAD, second.data),
-        VERIFIER,
-        now_ms=T0,
-        retention_ms=RETENTION_MS,
-    )
+    unchanged = not_judged(second, HeadAnswer(HeadStatus.HEAD, second.data))
     assert unchanged == NoVerdict("unchanged", problem=False)
 
 
@@ -254,23 +255,13 @@ def test_heads_that_do_not_verify_are_refused_with_their_code() -> None:
 
 def test_a_child_the_directory_does_not_know_is_not_judged_yet() -> None:
     head = grown(AuditLogState(STRANGER), 2, T0)
-    outcome = judge(
-        "520102.minzheng",
-        None,
-        HeadAnswer(HeadStatus.HEAD, head.data),
-        VERIFIER,
-        now_ms=T0,
-        retention_ms=RETENTION_MS,
-    )
-    assert isinstance(outcome, NoVerdict)
+    outcome = not_judged(None, HeadAnswer(HeadStatus.HEAD, head.data), child="520102.minzheng")
     assert outcome.problem
 
 
 def test_a_log_without_heads_is_news_only_after_one_was_witnessed() -> None:
     none = HeadAnswer(HeadStatus.NONE)
-    outcome = judge("520102.gongan", None, none, VERIFIER, now_ms=T0, retention_ms=RETENTION_MS)
-    assert isinstance(outcome, NoVerdict)
-    assert not outcome.problem
+    assert not not_judged(None, none).problem
     kept = grown(AuditLogState(CHILD), 4, T0)
     verdict = judged(kept, none)
     assert (verdict.code, verdict.ok, verdict.keep) == ("no-head", False, kept)
@@ -302,16 +293,8 @@ def test_pruned_history_is_accepted_only_when_the_kept_head_is_older_than_retent
 def test_a_pruned_answer_its_head_does_not_support_is_not_judged() -> None:
     _kept, head = pruned_log()
     for baseline in (None, head):  # since 0, or since a size at or above the checkpoint
-        outcome = judge(
-            "520102.gongan",
-            baseline,
-            HeadAnswer(HeadStatus.PRUNED, grown(AuditLogState(CHILD), 30, T0 + 1).data),
-            VERIFIER,
-            now_ms=T0 + RETENTION_MS,
-            retention_ms=RETENTION_MS,
-        )
-        assert isinstance(outcome, NoVerdict)
-        assert outcome.problem
+        pruned = HeadAnswer(HeadStatus.PRUNED, grown(AuditLogState(CHILD), 30, T0 + 1).data)
+        assert not_judged(baseline, pruned, now_ms=T0 + RETENTION_MS).problem
     # The checks that need no proof still apply: a kept head later than the pruned one.
     recent = grown(AuditLogState(CHILD), 10, T0 + 5 * DAY_MS)
     verdict = judged(recent, HeadAnswer(HeadStatus.PRUNED, head.data), now_ms=T0 + RETENTION_MS)

@@ -1,21 +1,14 @@
 """SPEC §14: the signed, expiring node directory, hop by hop under a stepped clock.
 
-The federation is real certificates from :class:`exchnode.testing.SyntheticPKI`:
-
-    root CA 520000 ── node 520000 (province hub P), node 520000.tongji (T)
-     ├─ CA 520100 ── node 520100 (city hub C), node 520100.fagai (F)
-     │   ├─ CA 520102 ── node 520102 (county hub K), node 520102.gongan (D)
-     │   └─ CA 520103 ── node 520103 (county hub K3), node 520103.minzheng (M)
-     └─ CA 520200 ── node 520200.jiaotong (J)
+The federation is :class:`tests.unit.federation.directories.Federation`: real
+certificates from :class:`exchnode.testing.SyntheticPKI` (its module draws the tree).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import timedelta
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -42,92 +35,18 @@ from exchnode.federation._directory import decode_cache
 from exchnode.federation._directory_verify import VerifiedSnapshot
 from exchnode.federation._directory_wire import (
     DIRECTORY_LABEL,
-    DirectoryEntry,
     DirectoryPolicy,
     decode_snapshot,
     sign_snapshot,
 )
-from exchnode.pki import TrustStore, build_node_certificate
+from exchnode.pki import build_node_certificate
 from exchnode.testing import (
     IssuedNode,
     SeededRandom,
-    SyntheticPKI,
     synthetic_encryption_key,
     synthetic_signing_key,
 )
-
-MINUTE = 60.0
-HOUR = 3600.0
-DAY = 86400.0
-
-
-class Clock:
-    """A clock the test steps by hand; NodeDirectory's lookups read it."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Federation:
-    def __init__(self) -> None:
-        self.pki = pki = SyntheticPKI()
-        self.root = pki.root("520000")
-        self.city = pki.ca("520100", self.root)
-        self.county = pki.ca("520102", self.city)
-        self.county3 = pki.ca("520103", self.city)
-        self.city2 = pki.ca("520200", self.root)
-        self.P = pki.node("520000", self.root)
-        self.T = pki.node("520000.tongji", self.root)
-        self.C = pki.node("520100", self.city)
-        self.F = pki.node("520100.fagai", self.city)
-        self.K = pki.node("520102", self.county)
-        self.D = pki.node("520102.gongan", self.county)
-        self.K3 = pki.node("520103", self.county3)
-        self.M = pki.node("520103.minzheng", self.county3)
-        self.J = pki.node("520200.jiaotong", self.city2)
-        self.t0 = (pki.epoch + timedelta(days=1)).timestamp()
-        # CRLs issued at the epoch, current for 7 days: taken before any revocation.
-        self.crls = [pki.crl(ca) for ca in pki.cas.values()]
-
-    def trust(self, crls: Iterable[x509.CertificateRevocationList] | None = None) -> TrustStore:
-        return TrustStore([self.root.certificate], self.crls if crls is None else list(crls))
-
-    def sign(
-        self,
-        issuer: IssuedNode,
-        *others: IssuedNode,
-        now: float | None = None,
-        lifetime: float = DAY,
-        crls: Iterable[x509.CertificateRevocationList] = (),
-    ) -> bytes:
-        entries = [entry(node) for node in (issuer, *others)]
-        return sign_snapshot(
-            issuer.identity, entries, crls, self.t0 if now is None else now, lifetime
-        )
-
-    def directory(
-        self, node: IssuedNode, clock: Clock, parent: str | None = None, *children: str
-    ) -> NodeDirectory:
-        neighbours = [Neighbour(NodeName.parse(c), Relation.CHILD) for c in children]
-        if parent is not None:
-            neighbours.append(Neighbour(NodeName.parse(parent), Relation.PARENT))
-        return NodeDirectory(node.identity, clock=clock, address=url(node), neighbours=neighbours)
-
-
-def url(node: IssuedNode) -> str:
-    return f"https://{node.identity.name}.example:8443"
-
-
-def entry(node: IssuedNode) -> DirectoryEntry:
-    return DirectoryEntry.for_identity(node.identity, url(node))
-
-
-@pytest.fixture
-def fed() -> Federation:
-    return Federation()
+from tests.unit.federation.directories import DAY, HOUR, MINUTE, Clock, Federation, entry, url
 
 
 def pull(
@@ -456,10 +375,7 @@ def test_a_child_speaks_only_for_its_own_subtree(fed: Federation) -> None:
 
 def test_the_parent_speaks_only_for_names_outside_this_nodes_subtree(fed: Federation) -> None:
     clock = Clock(fed.t0)
-    city = fed.directory(fed.C, clock, "520000", "520102")
-    city.update(
-        "520102", verify_snapshot(fed.sign(fed.K, fed.D), fed.trust(), fed.t0, "520102"), fed.t0
-    )
+    city = fed.city_with_county(clock)
     # The province echoes 520102.gongan back with another address: ignored.
     shadow = entry(fed.D)._replace(address="https://elsewhere.example")
     data = sign_snapshot(fed.P.identity, [entry(fed.P), entry(fed.J), shadow], [], fed.t0, DAY)
@@ -605,10 +521,7 @@ def test_a_lookup_fails_closed_when_the_certificate_ends_before_the_entry(
 
 def test_a_newer_crl_from_any_source_removes_entries_from_every_source(fed: Federation) -> None:
     clock = Clock(fed.t0)
-    city = fed.directory(fed.C, clock, "520000", "520102")
-    city.update(
-        "520102", verify_snapshot(fed.sign(fed.K, fed.D), fed.trust(), fed.t0, "520102"), fed.t0
-    )
+    city = fed.city_with_county(clock)
     assert city.recipient("520102.gongan")
     fed.pki.revoke(fed.D.certificate, fed.county)
     fresh = fed.pki.crl(fed.county, number=2, this_update=fed.pki.epoch + timedelta(hours=1))
@@ -624,10 +537,7 @@ def test_a_newer_crl_from_any_source_removes_entries_from_every_source(fed: Fede
 
 
 def test_local_crls_are_verified_before_they_revoke_or_travel(fed: Federation) -> None:
-    city = fed.directory(fed.C, Clock(fed.t0), None, "520102")
-    city.update(
-        "520102", verify_snapshot(fed.sign(fed.K, fed.D), fed.trust(), fed.t0, "520102"), fed.t0
-    )
+    city = fed.city_with_county(Clock(fed.t0), parent=None)
     fed.pki.revoke(fed.D.certificate, fed.county)
     forged = fed.pki.crl(fed.county, number=5, signing_key=synthetic_signing_key("forger"))
     (dropped,) = city.add_crls([forged], fed.trust(), fed.t0)
@@ -645,10 +555,7 @@ def test_a_stale_crl_is_neither_kept_nor_served_but_what_it_lists_is_revoked(
     # The chain verifier's rule (SPEC §3.7 step 6): a genuine CRL that is not current
     # vouches for nothing, yet revocation is final.
     clock = Clock(fed.t0)
-    city = fed.directory(fed.C, clock, "520000", "520102")
-    city.update(
-        "520102", verify_snapshot(fed.sign(fed.K, fed.D), fed.trust(), fed.t0, "520102"), fed.t0
-    )
+    city = fed.city_with_county(clock)
     fed.pki.revoke(fed.D.certificate, fed.county)
     stale = fed.pki.crl(fed.county, number=2, this_update=fed.pki.epoch - timedelta(days=7))
     data = fed.sign(fed.P, fed.K, fed.D, crls=[stale])
@@ -671,10 +578,7 @@ def test_a_stale_crl_is_neither_kept_nor_served_but_what_it_lists_is_revoked(
 
 
 def test_a_crl_not_yet_valid_does_not_displace_the_current_one(fed: Federation) -> None:
-    city = fed.directory(fed.C, Clock(fed.t0), None, "520102")
-    city.update(
-        "520102", verify_snapshot(fed.sign(fed.K, fed.D), fed.trust(), fed.t0, "520102"), fed.t0
-    )
+    city = fed.city_with_county(Clock(fed.t0), parent=None)
     current = fed.pki.crl(fed.county, number=2)
     early = fed.pki.crl(fed.county, number=3, this_update=fed.pki.epoch + timedelta(days=2))
     assert city.add_crls([current], fed.trust(), fed.t0) == ()

@@ -1,12 +1,6 @@
 """SPEC §14.13-§14.17: the scoped, incremental directory (format 2), hop by hop, stepped clock.
 
-The federation is :class:`tests.unit.federation.test_directory.Federation`:
-
-    root CA 520000 ── node 520000 (province hub P), node 520000.tongji (T)
-     ├─ CA 520100 ── node 520100 (city hub C), node 520100.fagai (F)
-     │   ├─ CA 520102 ── node 520102 (county hub K), node 520102.gongan (D)
-     │   └─ CA 520103 ── node 520103 (county hub K3), node 520103.minzheng (M)
-     └─ CA 520200 ── node 520200.jiaotong (J)
+The federation is :class:`tests.unit.federation.directories.Federation` (its module draws it).
 """
 
 from __future__ import annotations
@@ -43,9 +37,7 @@ from exchnode.federation._directory_pages import (
 )
 from exchnode.federation._directory_wire import DIRECTORY_LABEL, DirectoryPolicy
 from exchnode.testing import IssuedNode, SeededRandom
-from tests.unit.federation.test_directory import HOUR, MINUTE, Clock, Federation, fed, url
-
-__all__ = ["fed"]
+from tests.unit.federation.directories import HOUR, MINUTE, Clock, Federation, url
 
 LIFETIME = HOUR
 
@@ -90,6 +82,7 @@ class Tree:
 
     def __init__(self, fed: Federation, clock: Clock, page_policy: PagePolicy | None = None):
         self.fed = fed
+        self.clock = clock
         self.D = directory(fed, fed.D, clock, "520102")
         self.K = directory(fed, fed.K, clock, "520100", "520102.gongan")
         self.M = directory(fed, fed.M, clock, "520103")
@@ -119,6 +112,13 @@ class Tree:
         }
 
 
+def synced(fed: Federation) -> Tree:
+    """The tree on a clock at ``fed.t0``, every feed pulled once (``tree.clock`` steps it)."""
+    tree = Tree(fed, Clock(fed.t0))
+    tree.refresh(fed.t0)
+    return tree
+
+
 def crl_der_count(page: bytes) -> int:
     return len(decode_page(page).crls)
 
@@ -127,31 +127,14 @@ def crl_der_count(page: bytes) -> int:
 
 
 def test_a_node_holds_its_subtree_and_its_path_not_the_network(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
     now = fed.t0
     assert tree.D.names(now) == ["000000", "520000", "520100", "520102", "520102.gongan"][1:]
-    assert tree.K.names(now) == ["520000", "520100", "520102", "520102.gongan"]
-    assert tree.C.names(now) == [
-        "520000",
-        "520100",
-        "520100.fagai",
-        "520102",
-        "520102.gongan",
-        "520103",
-        "520103.minzheng",
-    ]
-    assert tree.P.names(now) == [
-        "520000",
-        "520000.tongji",
-        "520100",
-        "520100.fagai",
-        "520102",
-        "520102.gongan",
-        "520103",
-        "520103.minzheng",
-    ]
+    county = ["520000", "520100", "520102", "520102.gongan"]
+    assert tree.K.names(now) == county
+    city = sorted([*county, "520100.fagai", "520103", "520103.minzheng"])
+    assert tree.C.names(now) == city
+    assert tree.P.names(now) == sorted([*city, "520000.tongji"])
     # A department does not hold its county's siblings' subtrees nor the province's others.
     assert "520103.minzheng" not in tree.D.names(now)
     with pytest.raises(UsageError, match="not in the directory"):
@@ -159,9 +142,7 @@ def test_a_node_holds_its_subtree_and_its_path_not_the_network(fed: Federation) 
 
 
 def test_in_sync_neighbours_exchange_one_empty_page(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
     later = fed.t0 + MINUTE
     pages = tree.refresh(later)
     for link, sent in pages.items():
@@ -174,9 +155,8 @@ def test_in_sync_neighbours_exchange_one_empty_page(fed: Federation) -> None:
 
 
 def test_one_changed_entry_travels_alone_up_the_path(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
+    clock = tree.clock
     rotated = fed.pki.node("520102.gongan", fed.county, generation=1)
     tree.D = directory(fed, rotated, clock, "520102", feed=5)  # a restart: new feed ids
     tree.up[0] = (tree.K, tree.D)
@@ -211,9 +191,8 @@ def test_pages_are_bounded_and_paging_brings_everything(fed: Federation) -> None
 def test_valid_until_never_grows_and_a_partitioned_subtree_dies_downstream(
     fed: Federation,
 ) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
+    clock = tree.clock
     # K3's subtree is cut off from C from now on: C keeps pulling everyone else.
     cut = {(tree.C, tree.K3), (tree.K3, tree.C)}
     now = fed.t0
@@ -248,9 +227,7 @@ def test_valid_until_never_grows_and_a_partitioned_subtree_dies_downstream(
 
 
 def test_a_stale_source_costs_one_change_of_its_rows_not_of_everything(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
     now = fed.t0 + LIFETIME / 2 + MINUTE  # K3 unheard of for more than half a lifetime
     for into, source in (*tree.up, *tree.down):
         if {into, source} != {tree.C, tree.K3}:
@@ -287,9 +264,7 @@ def resolve(fed: Federation, chain: list[NodeDirectory], names: list[str], now: 
 def test_a_department_resolves_a_remote_department_through_the_hierarchy(
     fed: Federation,
 ) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
     now = fed.t0
     assert tree.D.lookup_split(["520103.minzheng"], now) == ([], ["520103.minzheng"])
     assert tree.K.lookup_split(["520103.minzheng"], now) == ([], ["520103.minzheng"])
@@ -307,9 +282,7 @@ def test_a_department_resolves_a_remote_department_through_the_hierarchy(
 
 
 def test_a_name_unknown_in_the_answerers_subtree_is_answered_unknown(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
     answer = tree.C.lookup_answer(["520103.nosuch", "520103.minzheng"], fed.t0, LIFETIME)
     report = tree.K.apply_lookup(
         "520100", answer, ["520103.nosuch", "520103.minzheng"], fed.trust(), fed.t0
@@ -321,9 +294,7 @@ def test_a_name_unknown_in_the_answerers_subtree_is_answered_unknown(fed: Federa
 def test_a_miss_outside_the_subtree_asks_the_resolver_and_still_fails_closed(
     fed: Federation,
 ) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
     missed: list[str] = []
     tree.K.on_miss = missed.append
     with pytest.raises(UnknownSignerError):
@@ -334,9 +305,7 @@ def test_a_miss_outside_the_subtree_asks_the_resolver_and_still_fails_closed(
 
 
 def test_a_lookup_answer_cannot_speak_for_this_nodes_subtree(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
     answer = tree.C.lookup_answer(["520102.gongan"], fed.t0, LIFETIME)
     report = tree.K.apply_lookup("520100", answer, ["520102.gongan"], fed.trust(), fed.t0)
     assert report.found == ()
@@ -346,9 +315,7 @@ def test_a_lookup_answer_cannot_speak_for_this_nodes_subtree(fed: Federation) ->
 
 
 def test_a_crl_entered_at_the_province_reaches_a_department_and_revokes(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
     resolve(fed, [tree.D, tree.K, tree.C], ["520103.minzheng"], fed.t0)
     fed.pki.revoke(fed.M.certificate, fed.county3, fed.pki.epoch + timedelta(days=1, hours=1))
     later = fed.t0 + 2 * HOUR
@@ -367,9 +334,7 @@ def test_a_crl_entered_at_the_province_reaches_a_department_and_revokes(fed: Fed
 
 
 def test_a_chain_is_verified_once_and_remembered(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
     before = tree.D.memo.verified
     for minute in range(1, 6):
         tree.refresh(fed.t0 + minute * MINUTE)
@@ -415,9 +380,8 @@ def test_a_page_for_another_audience_issuer_or_position_is_refused(fed: Federati
 
 
 def test_a_new_feed_resets_the_puller_and_sweeps_what_it_no_longer_lists(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
+    clock = tree.clock
     # K restarts with fresh feed ids and without D (say D was removed from its config).
     tree.K = directory(fed, fed.K, clock, "520100", feed=7)
     pages = sync(fed, tree.C, tree.K, fed.t0 + MINUTE)
@@ -463,9 +427,8 @@ def test_rows_stored_by_page_restore_after_a_restart(fed: Federation) -> None:
 
 
 def test_a_format_1_puller_gets_what_this_node_says_to_its_relation(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
+    clock = tree.clock
     data = tree.C.snapshot_for("520102", fed.t0, LIFETIME)
     verified = verify_snapshot(data, fed.trust(), fed.t0, "520100")
     assert sorted(e.name for e in verified.entries) == ["520000", "520100"]  # its path
@@ -473,17 +436,13 @@ def test_a_format_1_puller_gets_what_this_node_says_to_its_relation(fed: Federat
     verified = verify_snapshot(data, fed.trust(), fed.t0, "520100")
     assert "520103.minzheng" in {e.name for e in verified.entries}  # its subtree
     # A node that has only format 1 is still pulled and merged as before.
-    old = fed.directory(fed.C, clock, "520000", "520102")
-    old.update(
-        "520102", verify_snapshot(fed.sign(fed.K, fed.D), fed.trust(), fed.t0, "520102"), fed.t0
-    )
+    old = fed.city_with_county(clock)
     assert "520102.gongan" in old.names(fed.t0)
 
 
 def test_beyond_format_1s_limits_the_refusal_says_why(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
+    clock = tree.clock
     small = NodeDirectory(
         fed.C.identity,
         clock=clock,
@@ -502,9 +461,7 @@ def test_beyond_format_1s_limits_the_refusal_says_why(fed: Federation) -> None:
 
 
 def test_any_bytes_decode_or_raise_a_rejection(fed: Federation) -> None:
-    clock = Clock(fed.t0)
-    tree = Tree(fed, clock)
-    tree.refresh(fed.t0)
+    tree = synced(fed)
     page = tree.C.lookup_answer(["520102.gongan", "520103.nosuch"], fed.t0, LIFETIME)
     rng = random.Random(13)
     for _ in range(400):

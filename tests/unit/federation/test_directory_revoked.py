@@ -13,19 +13,14 @@ import pytest
 
 from exchnode.errors import UnknownSignerError
 from exchnode.federation import verify_snapshot
-from tests.unit.federation.test_directory import Clock, Federation, fed
-
-__all__ = ["fed"]  # the fixture, shared with test_directory
+from tests.unit.federation.directories import Clock, Federation
 
 
 def test_a_revoked_signer_is_remembered_when_its_entry_vanishes_with_the_crl(
     fed: Federation,
 ) -> None:
     clock = Clock(fed.t0)
-    city = fed.directory(fed.C, clock, "520000", "520102")
-    city.update(
-        "520102", verify_snapshot(fed.sign(fed.K, fed.D), fed.trust(), fed.t0, "520102"), fed.t0
-    )
+    city = fed.city_with_county(clock)
     key_id = fed.D.identity.peer.signing_key_id
     assert city.signer("520102.gongan", key_id)
     assert city.revoked_keys("520102.gongan") == frozenset()
@@ -43,10 +38,7 @@ def test_a_revoked_signer_is_remembered_when_its_entry_vanishes_with_the_crl(
 
 
 def test_a_local_crl_marks_what_it_revokes(fed: Federation) -> None:
-    city = fed.directory(fed.C, Clock(fed.t0), None, "520102")
-    city.update(
-        "520102", verify_snapshot(fed.sign(fed.K, fed.D), fed.trust(), fed.t0, "520102"), fed.t0
-    )
+    city = fed.city_with_county(Clock(fed.t0), parent=None)
     fed.pki.revoke(fed.D.certificate, fed.county)
     assert city.add_crls([fed.pki.crl(fed.county, number=2)], fed.trust(), fed.t0) == ()
     assert city.revoked_keys("520102.gongan") == {fed.D.identity.peer.signing_key_id}

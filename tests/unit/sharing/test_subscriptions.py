@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +15,6 @@ from exchnode.core._events import ListSink
 from exchnode.sharing import (
     CHINA_STANDARD_TIME,
     KINDS,
-    AuthorityDesk,
     Decision,
     Escalation,
     Expiry,
@@ -30,14 +28,13 @@ from exchnode.sharing import (
     Review,
     Revocation,
     Seen,
-    SubscriberView,
-    SubscriptionBook,
     SubscriptionRequest,
     WorkCalendar,
     decode_message,
 )
 from exchnode.sharing._record_streams import RecordStream
 from exchnode.sharing._states import ReviewOutcome, ShareType, sharing_authority
+from tests.unit.sharing.parties import Carrier
 
 PROVIDER = "520100.fagai"
 REQUESTER = "520102.gongan"
@@ -78,60 +75,31 @@ DEADLINE = cst_ms(2026, 12, 1)
 HOUR = 3_600_000
 
 
-class World:
+def parties(request_id: bytes, code: str = CONDITIONAL.code) -> dict[str, Any]:
+    """What every message about a request names: the request, its resource, its two parties."""
+    return {
+        "request_id": request_id,
+        "resource_code": code,
+        "provider": PROVIDER,
+        "requester": REQUESTER,
+    }
+
+
+class World(Carrier):
     """One provider, one requester, their authority, and messages carried between them."""
 
+    provider, requester, authority = PROVIDER, REQUESTER, AUTHORITY
+
     def __init__(self) -> None:
-        counter = itertools.count(1)
         self.provider_events = ListSink()
         self.requester_events = ListSink()
         self.authority_events = ListSink()
-        self.book = SubscriptionBook(
-            PROVIDER,
-            CATALOG.get,
-            sink=self.provider_events,
-            masking_secret=b"m" * 32,
-            calendar=CALENDAR,
-            answer_days=5,
-        )
-        self.view = SubscriberView(
-            REQUESTER,
-            sink=self.requester_events,
-            random=lambda n: next(counter).to_bytes(n, "big"),
-        )
-        self.desk = AuthorityDesk(AUTHORITY, sink=self.authority_events)
+        sinks = (self.provider_events, self.requester_events, self.authority_events)
+        self.seat(CATALOG.get, CALENDAR, answer_days=5, masking_secret=b"m" * 32, sinks=sinks)
         self.sent: list[Outgoing] = []
 
-    def carry(self, outgoing: list[Outgoing], sender: str, now_ms: int) -> None:
-        """Deliver every message to every recipient, through its wire form."""
-        for item in outgoing:
-            self.sent.append(item)
-            message = decode_message(item.kind, item.payload())
-            assert message == item.message
-            for recipient in item.recipients:
-                self._deliver(recipient, message, sender, now_ms)
-
-    def _deliver(self, recipient: str, message: Any, sender: str, now_ms: int) -> None:
-        if recipient == PROVIDER:
-            handler = {
-                SubscriptionRequest: self.book.on_request,
-                Escalation: self.book.on_escalation,
-                Review: self.book.on_review,
-            }[type(message)]
-            self.carry(handler(message, sender=sender, now_ms=now_ms), PROVIDER, now_ms)
-        elif recipient == REQUESTER:
-            handler = {
-                Decision: self.view.on_decision,
-                Expiry: self.view.on_expiry,
-                Revocation: self.view.on_revocation,
-                Review: self.view.on_review,
-            }[type(message)]
-            handler(message, sender=sender, now_ms=now_ms)
-        else:
-            assert recipient == AUTHORITY
-            self.carry(
-                self.desk.on_escalation(message, sender=sender, now_ms=now_ms), AUTHORITY, now_ms
-            )
+    def carried(self, item: Outgoing) -> None:
+        self.sent.append(item)
 
     def subscribe(
         self, terms: ResourceTerms = CONDITIONAL, items: tuple[str, ...] = ("id_number", "name")
@@ -379,10 +347,7 @@ def test_bad_items_are_named(world: World) -> None:
             CONDITIONAL, purpose="p", scope="s", items=["salary"], operator="li", now_ms=1
         )
     forged = SubscriptionRequest(
-        request_id=b"x" * 16,
-        requester=REQUESTER,
-        provider=PROVIDER,
-        resource_code=CONDITIONAL.code,
+        **parties(b"x" * 16),
         purpose="p",
         scope="s",
         items=("name", "salary"),
@@ -397,10 +362,7 @@ def test_bad_items_are_named(world: World) -> None:
 def test_a_grant_beyond_the_request_is_refused_by_the_subscriber(world: World) -> None:
     rid = world.subscribe(items=("name",))
     overreach = Decision(
-        request_id=rid,
-        provider=PROVIDER,
-        requester=REQUESTER,
-        resource_code=CONDITIONAL.code,
+        **parties(rid),
         version=9,
         at_ms=FRIDAY_3PM,
         status=RequestState.GRANTED,
@@ -436,11 +398,8 @@ def test_only_the_party_named_may_speak(world: World) -> None:
     with pytest.raises(errors.NotAuthorisedError):
         world.view.on_decision(replace(pending, version=5), sender=AUTHORITY, now_ms=1)
     review = Review(
-        request_id=rid,
+        **parties(rid),
         authority=AUTHORITY,
-        requester=REQUESTER,
-        provider=PROVIDER,
-        resource_code=CONDITIONAL.code,
         round=1,
         at_ms=1,
         outcome=ReviewOutcome.RE_REVIEW,
@@ -449,11 +408,8 @@ def test_only_the_party_named_may_speak(world: World) -> None:
     with pytest.raises(errors.NotAuthorisedError):
         world.book.on_review(review, sender="520000", now_ms=1)
     escalation = Escalation(
-        request_id=rid,
-        requester=REQUESTER,
-        provider=PROVIDER,
+        **parties(rid),
         authority="520000",
-        resource_code=CONDITIONAL.code,
         round=1,
         at_ms=1,
         grounds=RequestState.REFUSED,
@@ -530,22 +486,19 @@ def test_audit_events_carry_no_contents(world: World) -> None:
 
 # --- messages on the wire -------------------------------------------------------------
 
+PARTIES = parties(b"r" * 16, "101001/000001")
+# The first round of its case before the authority.
+CASE = {**PARTIES, "authority": AUTHORITY, "round": 1, "at_ms": DEADLINE}
 SAMPLES: list[Any] = [
     SubscriptionRequest(
-        request_id=b"r" * 16,
-        requester=REQUESTER,
-        provider=PROVIDER,
-        resource_code="101001/000001",
+        **PARTIES,
         purpose="p",
         scope="s",
         items=("name", "id_number"),
         at_ms=FRIDAY_3PM,
     ),
     Decision(
-        request_id=b"r" * 16,
-        provider=PROVIDER,
-        requester=REQUESTER,
-        resource_code="101001/000001",
+        **PARTIES,
         version=2,
         at_ms=FRIDAY_3PM,
         status=RequestState.GRANTED,
@@ -555,10 +508,7 @@ SAMPLES: list[Any] = [
         first_seq=7,
     ),
     Decision(
-        request_id=b"r" * 16,
-        provider=PROVIDER,
-        requester=REQUESTER,
-        resource_code="101001/000001",
+        **PARTIES,
         version=1,
         at_ms=FRIDAY_3PM,
         status=RequestState.PENDING,
@@ -566,45 +516,17 @@ SAMPLES: list[Any] = [
     ),
     Revocation(
         request_id=b"r" * 16,
+        resource_code="101001/000001",
         provider=PROVIDER,
         subscriber=REQUESTER,
-        resource_code="101001/000001",
         version=3,
         at_ms=FRIDAY_3PM,
         reason="done",
         last_seq=12,
     ),
-    Expiry(
-        request_id=b"r" * 16,
-        provider=PROVIDER,
-        requester=REQUESTER,
-        resource_code="101001/000001",
-        version=2,
-        at_ms=DEADLINE,
-        deadline_ms=DEADLINE,
-    ),
-    Escalation(
-        request_id=b"r" * 16,
-        requester=REQUESTER,
-        provider=PROVIDER,
-        authority=AUTHORITY,
-        resource_code="101001/000001",
-        round=1,
-        at_ms=DEADLINE,
-        grounds=RequestState.EXPIRED,
-        reason="no answer",
-    ),
-    Review(
-        request_id=b"r" * 16,
-        authority=AUTHORITY,
-        requester=REQUESTER,
-        provider=PROVIDER,
-        resource_code="101001/000001",
-        round=1,
-        at_ms=DEADLINE,
-        outcome=ReviewOutcome.UPHOLD,
-        reason="",
-    ),
+    Expiry(**PARTIES, version=2, at_ms=DEADLINE, deadline_ms=DEADLINE),
+    Escalation(**CASE, grounds=RequestState.EXPIRED, reason="no answer"),
+    Review(**CASE, outcome=ReviewOutcome.UPHOLD, reason=""),
 ]
 
 

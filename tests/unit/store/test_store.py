@@ -1,7 +1,9 @@
 """The store: one suite for every implementation, then what only the SQLite store promises.
 
-Each test in the first part runs against MemoryStore and SqliteStore alike
-(the ``store`` fixture), so the twin cannot drift from the durable store.
+Each test in the first part runs against MemoryStore, SqliteStore and
+PostgresStore alike (the ``store`` fixture, in conftest.py), so the twin
+cannot drift from the durable stores; what only PostgreSQL promises (workers
+sharing one database) is in test_store_postgres.py.
 A test names the part of the interface it exercises (``CustodyStore``,
 ``MetaStore``; the ``AuditStore`` is in test_store_audit.py), and the parts
 together are pinned to be exactly ``Store``.
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +30,6 @@ from exchnode.store import (
     CustodyStore,
     ExpiredEntry,
     InboundEntry,
-    MemoryStore,
     MetaStore,
     OutboundEntry,
     PeerState,
@@ -72,13 +73,6 @@ def make(
         local=local,
         forward={CHILD: (f"{CHILD}.minzheng",)} if forward is None and not local else forward or {},
     )
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    impl: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
-    with impl:
-        yield impl
 
 
 def ids(entries: Sequence[InboundEntry | OutboundEntry | ExpiredEntry]) -> list[int]:

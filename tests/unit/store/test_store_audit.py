@@ -1,4 +1,4 @@
-"""The store's half of the audit log (issue 5, SPEC §20.6, §20.9), against both stores.
+"""The store's half of the audit log (issue 5, SPEC §20.6, §20.9), against every store.
 
 A test that uses only the log takes an ``AuditStore``; one that commits
 custody with its records takes the whole ``Store``.
@@ -12,7 +12,7 @@ reopening, the v1 → v2 migration, and triggers under the store's own checks.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -54,13 +54,6 @@ from tests.unit.store.test_store import CHILD, ME, NOW, SENDER, make
 NODE = seeded_identity(ME)
 VERIFIER = TreeHeadVerifier(seeded_directory(NODE))
 ACCEPTED = AcceptStatus.ACCEPTED
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    impl: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
-    with impl:
-        yield impl
 
 
 def entry(n: int, action: str = "envelope.accept") -> AuditEntry:

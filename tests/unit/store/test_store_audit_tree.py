@@ -1,4 +1,4 @@
-"""The audit tree's interior nodes in the store (issue 13), against both stores.
+"""The audit tree's interior nodes in the store (issue 13), against every store.
 
 Rows come from the log's tree source inside the transaction that appends
 their records, so records and nodes are durable together or not at all; a
@@ -10,7 +10,7 @@ promises: the rows survive reopening, and triggers keep them append-only.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,16 +19,9 @@ from exchnode.audit import AuditLogState, stored_heads
 from exchnode.audit._records import record_leaf
 from exchnode.core import MerkleLog
 from exchnode.errors import UsageError
-from exchnode.store import AuditRow, MemoryStore, SqliteStore, Store
+from exchnode.store import AuditRow, SqliteStore, Store
 from tests.unit.store.test_store import ME, NOW, make
 from tests.unit.store.test_store_audit import NODE, Auditor, checkpoint_row, head_row, records
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    impl: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
-    with impl:
-        yield impl
 
 
 class Source:

@@ -1,0 +1,204 @@
+"""The audit log's storage in PostgreSQL (SPEC §20.6, §20.9): records, heads, checkpoint, seal,
+and the tree's interior nodes (issue 13, ``_audit_tree``).
+
+Part of :class:`~exchnode.store.PostgresStore` (see ``_postgres_base``).  Every
+change locks the log first (``_lock_audit``) and checks itself against the
+log as stored, read under that lock; every transaction that appends records
+also stores the seal the sealer signs over them and the tree rows the tree
+source gives for them; the schema's triggers refuse any other change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from exchnode.store._audit_tree import check_node_rows, node_key, source_rows
+from exchnode.store._checks import (
+    check_checkpoint_update,
+    check_count,
+    check_limit,
+    check_prune_audit,
+    check_seal,
+    check_time,
+    check_tree_head,
+)
+from exchnode.store._postgres_base import AuditState, PostgresBase
+from exchnode.store._postgres_schema import Connection
+from exchnode.store._records import AuditRow, check_audit_rows
+
+__all__ = ["PostgresAuditLog"]
+
+_INSERT_RECORDS = (
+    "INSERT INTO audit_records (seq, data) SELECT * FROM unnest(%s::int8[], %b::bytea[])"
+)
+_INSERT_NODES = (
+    "INSERT INTO audit_nodes (seq, hashes) SELECT * FROM unnest(%s::int8[], %b::bytea[])"
+)
+
+
+class PostgresAuditLog(PostgresBase):
+    """The audit log's half of the store's ``AuditStore`` protocol."""
+
+    # --- appending, inside the caller's transaction -----------------------------------
+
+    def _append_audit(self, conn: Connection, state: AuditState, rows: list[AuditRow]) -> None:
+        """Insert ``rows`` (checked against ``state``), their tree rows and the seal over them.
+
+        The caller holds the log's lock (``state`` is what it read under it).
+        """
+        if not rows:
+            return
+        first, end = rows[0][0], rows[-1][0] + 1
+        conn.execute(_INSERT_RECORDS, ([seq for seq, _ in rows], [data for _, data in rows]))
+        if self._tree_source is not None:
+            nodes = source_rows(self._tree_source, first, end, state.nodes_due)
+            self._insert_nodes(conn, nodes)
+        self._seal(conn, end, state.checkpoint_size)
+
+    def _insert_nodes(self, conn: Connection, rows: list[tuple[int, bytes]]) -> None:
+        if rows:
+            conn.execute(_INSERT_NODES, ([seq for seq, _ in rows], [hashes for _, hashes in rows]))
+
+    def _seal(self, conn: Connection, size: int, checkpoint_size: int) -> None:
+        """The sealer's head over ``size`` records, replacing the stored seal (same transaction)."""
+        if self._sealer is None:
+            return
+        data = check_seal(self._sealer(size, checkpoint_size))
+        conn.execute(
+            "INSERT INTO audit_seal (id, tree_size, data) VALUES (1, %s, %b) ON CONFLICT (id)"
+            " DO UPDATE SET tree_size = excluded.tree_size, data = excluded.data",
+            (size, data),
+        )
+
+    def _audited(self, conn: Connection, records: Sequence[AuditRow]) -> None:
+        """Lock the log and store ``records`` (given, not computed) in the transaction under way."""
+        if records:
+            state = self._lock_audit(conn)
+            self._append_audit(conn, state, check_audit_rows(records, state.size))
+
+    # --- the AuditStore protocol ------------------------------------------------------
+
+    def append_audit(self, records: Sequence[AuditRow]) -> None:
+        if isinstance(records, bytes | str):
+            check_audit_rows(records, 0)  # one record given as bytes: refused, naming why
+        with self._lock:
+            self._open_conn()
+            if not records:
+                return
+            with self._transaction("append_audit") as conn:
+                self._audited(conn, records)
+
+    def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[AuditRow]:
+        check_time(from_seq, "from_seq")
+        check_limit(limit, "limit")
+        with self._lock, self._reading("audit_records") as conn:
+            rows = conn.execute(
+                "SELECT seq, data FROM audit_records WHERE seq >= %s ORDER BY seq LIMIT %s",
+                (from_seq, limit),
+            ).fetchall()
+        return [AuditRow(seq, data) for seq, data in rows]
+
+    def audit_size(self) -> int:
+        with self._lock, self._reading("audit_size") as conn:
+            return self._audit_state(conn).size
+
+    def add_tree_head(self, size: int, data: bytes) -> None:
+        with self._lock, self._transaction("add_tree_head") as conn:
+            state = self._lock_audit(conn)
+            size = check_tree_head(size, data, state.size, state.last_head_size)
+            conn.execute("INSERT INTO audit_heads (tree_size, data) VALUES (%s, %b)", (size, data))
+
+    def tree_heads(self, limit: int | None = None) -> list[bytes]:
+        if limit is not None:
+            check_limit(limit, "limit")
+        with self._lock, self._reading("tree_heads") as conn:
+            rows = conn.execute(
+                "SELECT data FROM (SELECT position, data FROM audit_heads"
+                " ORDER BY position DESC LIMIT %s) AS last ORDER BY position",
+                (limit,),
+            ).fetchall()
+        return [data for (data,) in rows]
+
+    def tree_heads_from(self, position: int, limit: int = 10_000) -> list[tuple[int, bytes]]:
+        check_count(position, "position")
+        check_limit(limit, "limit")
+        with self._lock, self._reading("tree_heads_from") as conn:
+            rows = conn.execute(
+                "SELECT position, data FROM audit_heads WHERE position >= %s"
+                " ORDER BY position LIMIT %s",
+                (position, limit),
+            ).fetchall()
+        return [(at, data) for at, data in rows]
+
+    def audit_heads_end(self) -> int:
+        with self._lock, self._reading("audit_heads_end") as conn:
+            row = conn.execute("SELECT max(position) FROM audit_heads").fetchone()
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+    def tree_head_at_most(self, size: int) -> bytes | None:
+        check_count(size, "size")
+        with self._lock, self._reading("tree_head_at_most") as conn:
+            # Heads are stored in order of size: the last of those small enough, by index.
+            row = conn.execute(
+                "SELECT data FROM audit_heads WHERE tree_size <= %s"
+                " ORDER BY tree_size DESC, position DESC LIMIT 1",
+                (size,),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_audit_checkpoint(self, size: int, data: bytes) -> None:
+        with self._lock, self._transaction("set_audit_checkpoint") as conn:
+            state = self._lock_audit(conn)
+            size = check_checkpoint_update(size, data, state.size, state.checkpoint_size)
+            conn.execute(
+                "INSERT INTO audit_checkpoint (id, size, data) VALUES (1, %s, %b) ON CONFLICT (id)"
+                " DO UPDATE SET size = excluded.size, data = excluded.data",
+                (size, data),
+            )
+            self._seal(conn, state.size, size)  # the head that names the checkpoint
+
+    def prune_audit(self, below_seq: int, max_count: int = 10_000) -> int:
+        with self._lock, self._transaction("prune_audit") as conn:
+            state = self._lock_audit(conn)
+            below = check_prune_audit(below_seq, max_count, state.checkpoint_size)
+            row = conn.execute("SELECT min(seq) FROM audit_records").fetchone()
+            first = None if row is None else row[0]
+            if first is None or first >= below:
+                return 0
+            # The kept records are contiguous: the oldest max_count are one range.
+            end = min(below, first + max_count)
+            # Their tree rows go with them: a row covers only records before its seq.
+            conn.execute("DELETE FROM audit_nodes WHERE seq < %s", (end,))
+            return conn.execute("DELETE FROM audit_records WHERE seq < %s", (end,)).rowcount
+
+    def prune_heads(self, below_size: int, max_count: int = 10_000) -> int:
+        with self._lock, self._transaction("prune_heads") as conn:
+            state = self._lock_audit(conn)
+            below = check_prune_audit(below_size, max_count, state.checkpoint_size)
+            return conn.execute(
+                "DELETE FROM audit_heads WHERE position IN (SELECT position FROM audit_heads"
+                " WHERE tree_size < %s ORDER BY position LIMIT %s)",
+                (below, max_count),
+            ).rowcount
+
+    # --- the tree's interior nodes (issue 13) ----------------------------------------
+
+    def add_audit_nodes(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        with self._lock, self._transaction("add_audit_nodes") as conn:
+            state = self._lock_audit(conn)
+            self._insert_nodes(conn, check_node_rows(rows, state.nodes_due, state.size))
+
+    def audit_nodes_due(self) -> int:
+        with self._lock, self._reading("audit_nodes_due") as conn:
+            return self._audit_state(conn).nodes_due
+
+    def audit_node(self, level: int, index: int) -> bytes | None:
+        seq, offset = node_key(level, index)
+        with self._lock, self._reading("audit_node") as conn:
+            row = conn.execute(
+                "SELECT substring(hashes FROM %s FOR 32) FROM audit_nodes WHERE seq = %s",
+                (offset + 1, seq),
+            ).fetchone()
+        if row is None or len(row[0]) != 32:
+            return None
+        return bytes(row[0])
