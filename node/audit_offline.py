@@ -73,6 +73,11 @@ def _directory(config: DaemonConfig, now: datetime, kept: bytes | None) -> Direc
 @contextlib.contextmanager
 def _stopped_store(config: DaemonConfig) -> Iterator[SqliteStore]:
     """The node's store, read-only, with the daemon's lock held; an error if the daemon runs."""
+    if config.store.backend != "sqlite":
+        raise UsageError(
+            f"{config.path}: store.backend: --offline reads a SQLite store; for "
+            f"{config.store_description}, leave out --offline to ask the running node"
+        )
     path = config.store_path
     if not path.exists():
         raise ConfigError(

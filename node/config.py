@@ -27,6 +27,7 @@ Sections (``node/README.md`` is the reference with every default)::
     [[peers]]    name, relation = parent|child|link, url
     [limits]     the fields of exchnode.aio.NodeLimits
     [timers]     the fields of exchnode.aio.NodeTimers, plus drain_timeout
+    [store]      backend = "sqlite" | "postgresql"; conninfo, schema, password_file (postgresql)
     [operator]   listen, token_file, administrator_token_file, auditor_token_file,
                  allow_remote, lease_seconds, max_body_bytes
     [catalog]    refresh
@@ -56,6 +57,7 @@ from exchnode.errors import ExchnodeError, UsageError
 from exchnode.federation import Relation, Router
 from exchnode.pki import read_passphrase_file
 from exchnode.sharing import DEFAULT_ANSWER_DAYS, MAX_ANSWER_DAYS, WorkCalendar
+from exchnode.store import Store
 
 from .roles import token_key
 
@@ -212,6 +214,25 @@ class SharingConfig:
     calendar: WorkCalendar = field(default_factory=WorkCalendar)
 
 
+STORE_BACKENDS = ("sqlite", "postgresql")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where the node keeps its state: SQLite in ``state_dir`` (the default) or PostgreSQL.
+
+    PostgreSQL is for a hub that outgrows SQLite (``exchnode.store.PostgresStore``).
+    ``conninfo`` is a libpq connection string without a password: the config
+    file is not a secret, so the password comes from ``password_file`` (0600)
+    or libpq's own ``PGPASSFILE``.
+    """
+
+    backend: str = "sqlite"
+    conninfo: str = ""
+    schema: str = "exchnode"
+    password_file: Path | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
@@ -237,6 +258,7 @@ class DaemonConfig:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
     @property
     def node_config(self) -> NodeConfig:
@@ -254,7 +276,36 @@ class DaemonConfig:
 
     @property
     def store_path(self) -> Path:
+        """The SQLite store's file (``[store] backend = "sqlite"``)."""
         return self.state_dir / "store.sqlite"
+
+    @property
+    def store_description(self) -> str:
+        """The store in messages: the SQLite file, or PostgreSQL's database and schema."""
+        if self.store.backend == "sqlite":
+            return str(self.store_path)
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(self.store.conninfo)  # checked at load; never the password
+        where = params.get("host") or "the default server"
+        return f"postgresql {params.get('dbname') or '(default database)'} on {where}, " + (
+            f"schema {self.store.schema}"
+        )
+
+    def store_opener(self) -> Path | Callable[[], Store]:
+        """What ``Node(store=...)`` takes: the SQLite file, or a callable that connects."""
+        if self.store.backend == "sqlite":
+            return self.store_path
+        from psycopg.conninfo import make_conninfo
+
+        from exchnode.pki import read_private_file
+        from exchnode.store import PostgresStore
+
+        conninfo = self.store.conninfo
+        if self.store.password_file is not None:
+            password = read_private_file(self.store.password_file).decode("utf-8").strip()
+            conninfo = make_conninfo(conninfo, password=password)
+        return partial(PostgresStore, conninfo, schema=self.store.schema)
 
     @property
     def verify_bundle_path(self) -> Path:
@@ -440,6 +491,7 @@ _TOP_LEVEL = {
     "peers",
     "limits",
     "timers",
+    "store",
     "operator",
     "catalog",
     "sharing",
@@ -555,6 +607,7 @@ def load_config(path: Path | str) -> DaemonConfig:
     timers_section = section("timers")
     drain_timeout = timers_section.positive("drain_timeout", float, 10.0)
     timers = _dataclass_section(timers_section, NodeTimers, float)
+    store = _store(section("store"))
 
     op = section("operator")
     host, port = _address(op, "listen", DEFAULT_OPERATOR)
@@ -609,7 +662,41 @@ def load_config(path: Path | str) -> DaemonConfig:
         catalog=catalog,
         audit=audit,
         log=log,
+        store=store,
     )
+
+
+def _store(section: _Section) -> StoreConfig:
+    backend = section.choice("backend", STORE_BACKENDS, "sqlite")
+    if backend == "sqlite":
+        for name in ("conninfo", "schema", "password_file"):
+            if name in section.table:
+                raise section.error(name, 'is for backend = "postgresql" only')
+        section.finish()
+        return StoreConfig()
+    conninfo = section.get("conninfo", str)
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        raise section.error(
+            "backend", "needs psycopg 3: pip install 'exchnode[postgres]'"
+        ) from None
+    try:
+        params = conninfo_to_dict(conninfo)
+    except Exception:  # psycopg's message may quote the string: say only what is wrong
+        raise section.error("conninfo", "is not a libpq connection string or URI") from None
+    if "password" in params:
+        raise section.error(
+            "conninfo",
+            "must not carry the password (the config is not a secret): put it in "
+            "store.password_file (mode 0600) or libpq's PGPASSFILE",
+        )
+    schema = section.get("schema", str, "exchnode")
+    if not schema.isidentifier() or not schema.isascii():
+        raise section.error("schema", f"must be a plain SQL identifier, got {schema!r}")
+    password_file = _optional_path(section, "password_file")
+    section.finish()
+    return StoreConfig(backend, conninfo, schema.lower(), password_file)
 
 
 def _optional_path(section: _Section, name: str) -> Path | None:

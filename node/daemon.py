@@ -339,7 +339,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
     )
     node = Node(
         identity=identity,
-        store=config.store_path,
+        store=config.store_opener(),
         tls=TlsFiles(config.identity.chain, config.identity.signing_key, verify, passphrase),
         trust=trust.store,
         ca_bundle=trust.cas,
@@ -402,8 +402,8 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
             await node.start()
         except InconsistentLogError as exc:
             raise InconsistentLogError(
-                f"the audit log in {config.store_path} is inconsistent ({exc}); the node will "
-                "not sign over a log changed while it was down: see what changed with "
+                f"the audit log in {config.store_description} is inconsistent ({exc}); the node "
+                "will not sign over a log changed while it was down: see what changed with "
                 f"'exchnode audit verify --offline --config {config.path}'"
             ) from None
         node_started = True

@@ -156,11 +156,20 @@ class NodeContext:
         """True from :meth:`open` until :meth:`close`."""
         return self._executor is not None
 
-    async def open(self, store: Store | str | os.PathLike[str]) -> Store:
-        """Start the store thread and open ``store`` in it (a path: a SqliteStore it owns)."""
+    async def open(self, store: Store | str | os.PathLike[str] | Callable[[], Store]) -> Store:
+        """Start the store thread and open ``store`` in it.
+
+        A path is a SqliteStore, and a zero-argument callable (say
+        ``partial(PostgresStore, conninfo)``) opens any other: either way the
+        store is opened in the store thread, owned, and closed by :meth:`close`.
+        A store passed open stays the caller's.
+        """
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"store-{self.name}")
         if isinstance(store, str | os.PathLike):
             self._store = await self.run(SqliteStore, Path(store))
+            self._owns_store = True
+        elif callable(store):
+            self._store = await self.run(store)
             self._owns_store = True
         else:
             self._store = store

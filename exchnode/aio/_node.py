@@ -123,7 +123,9 @@ class Node:
       :class:`~exchnode.aio.DirectoryService`, pulled from and served to
       every neighbour; ``node_directory``); pass a ``StaticDirectory`` for a
       closed setup;
-    * ``store``: a :class:`~exchnode.store.Store`, or a path for SQLite;
+    * ``store``: a :class:`~exchnode.store.Store` (the caller's to close), a path for
+      SQLite, or a callable that opens one (``partial(PostgresStore, conninfo)``),
+      called in the node's store thread; the node closes what it opened;
     * ``config``: a :class:`~exchnode.aio.NodeConfig` -- neighbours, listen
       and advertised addresses, limits, timers, backoff, policies -- the
       plain values the daemon reads from ``node.toml`` (default: listen on
@@ -141,7 +143,7 @@ class Node:
         self,
         *,
         identity: LocalIdentity,
-        store: Store | str | os.PathLike[str],
+        store: Store | str | os.PathLike[str] | Callable[[], Store],
         tls: TlsFiles | None = None,
         trust: TrustStore,
         ca_bundle: Sequence[x509.Certificate] = (),

@@ -9,13 +9,13 @@ independent and fast.  The session's cluster runs with ``fsync=off``:
 nothing of it outlives the session, and durability across power loss is
 not what these tests check (a benchmark of custody must keep it on).
 Without the PostgreSQL server programs or psycopg, the PostgreSQL cases
-are skipped, saying which is missing.
+are skipped, saying which is missing -- except under ``.ci/run``
+(``EXCHNODE_REQUIRE_POSTGRES=1``), where that is a failure.
 """
 
 from __future__ import annotations
 
 import itertools
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,17 +23,14 @@ import pytest
 
 from exchnode.store import MemoryStore, SqliteStore, Store
 from exchnode.testing import PostgresCluster
+from tests.postgres import throwaway_postgres
 
 _schemas = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
-    if shutil.which("initdb") is None or shutil.which("postgres") is None:
-        pytest.skip("the PostgreSQL server (initdb, postgres) is not on PATH")
-    pytest.importorskip("psycopg", reason="psycopg is not installed (exchnode[postgres])")
-    with PostgresCluster(fsync=False, timeout_s=60) as cluster:  # fsync off: see above
-        yield cluster
+    yield from throwaway_postgres()
 
 
 @pytest.fixture

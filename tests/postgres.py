@@ -1,0 +1,33 @@
+"""A throwaway PostgreSQL for the tests that need one (the store suite, the daemon on PostgreSQL).
+
+Skipped where the server programs or psycopg are missing, saying which; a
+failure instead where the run says PostgreSQL must be there
+(``EXCHNODE_REQUIRE_POSTGRES=1``, which ``.ci/run`` sets), so that CI never
+passes by skipping.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from exchnode.testing import PostgresCluster
+
+
+def throwaway_postgres(*, fsync: bool = False) -> Iterator[PostgresCluster]:
+    """A started cluster (``fsync`` off unless asked: nothing of it outlives the tests)."""
+    missing = None
+    if shutil.which("initdb") is None or shutil.which("postgres") is None:
+        missing = "the PostgreSQL server (initdb, postgres) is not on PATH"
+    elif importlib.util.find_spec("psycopg") is None:
+        missing = "psycopg is not installed (exchnode[postgres])"
+    if missing is not None:
+        if os.environ.get("EXCHNODE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{missing}, and EXCHNODE_REQUIRE_POSTGRES=1")
+        pytest.skip(missing)
+    with PostgresCluster(fsync=fsync, timeout_s=60) as cluster:
+        yield cluster
