@@ -260,30 +260,39 @@ async def start_federation(
             spec["limits"] = {"max_queued_items": settings.sender_queue}
         if settings.profile is not None:
             spec["profile"] = str(settings.profile / f"{tag}-{name}.prof")
-        spec_path = work / f"{name}.json"
-        spec_path.write_text(json.dumps(spec))
-        log = work / f"{name}.log"
-        with open(log, "wb") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(CHILD),
-                str(spec_path),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                cwd=REPO,
-                env={
-                    **os.environ,
-                    "PYTHONPATH": os.pathsep.join(
-                        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
-                    ),
-                },
-                limit=READ_LIMIT,  # the receiver's records come back as one line
-            )
-        children[name] = Child(name, process, log)
+        children[name] = await launch(name, CHILD, spec, work)
     for child in children.values():
         await child.expect("ready", 120)
     return children
+
+
+async def launch(name: str, script: Path, spec: dict[str, Any], work: Path) -> Child:
+    """Start ``script`` on ``spec`` (written to ``work/NAME.json``), its log in ``work/NAME.log``.
+
+    Shared with ``hub_sparse.py``, which runs this module's node processes
+    beside its own children's process.
+    """
+    spec_path = work / f"{name}.json"
+    spec_path.write_text(json.dumps(spec))
+    log = work / f"{name}.log"
+    with open(log, "wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(script),
+            str(spec_path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            cwd=REPO,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
+                ),
+            },
+            limit=READ_LIMIT,  # the receiver's records come back as one line
+        )
+    return Child(name, process, log)
 
 
 # --- one run ----------------------------------------------------------------------------

@@ -27,6 +27,14 @@ against latency (no coordinated omission).
 Protocol: one JSON object per line on stdin (commands) and stdout (events);
 logs go to stderr.  The first event is ``ready``.  ``kill -USR1 PID`` writes
 every asyncio task's stack to the log (a stalled run shows where it waits).
+
+For ``benchmarks/hub_sparse.py`` (a hub with many children) the spec may also
+say ``count_links`` (a ``links`` command answers the TLS handshakes and
+transfers this process made and took: :class:`LinkCounters`) and
+``profile_window`` (``profile`` is then written only between the commands
+``profile-start`` and ``profile-stop``, on the loop thread's CPU clock, so
+that start-up and warm-up stay out of it); ``timers`` and ``limits`` are
+``NodeTimers`` and ``NodeLimits`` fields.
 """
 
 from __future__ import annotations
@@ -41,9 +49,11 @@ import math
 import os
 import resource
 import signal
+import ssl
 import struct
 import sys
 import time
+import weakref
 from array import array
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,15 +64,17 @@ import structlog
 from exchnode.aio import (
     AuditService,
     Delivery,
+    LinkClient,
     Message,
     Node,
     NodeConfig,
     NodeLimits,
+    NodeTimers,
     Peer,
     TlsFiles,
 )
 from exchnode.core import StaticDirectory
-from exchnode.federation import Relation
+from exchnode.federation import Relation, TransferRequest, TransferResponse
 from exchnode.pki import (
     TrustStore,
     load_certificates_pem,
@@ -82,6 +94,92 @@ def emit(event: str, **fields: Any) -> None:
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread: loop and store
     return usage.ru_utime + usage.ru_stime
+
+
+class LinkCounters:
+    """TLS handshakes and transfers of this process, counted at public seams, not in exchnode.
+
+    Issue 14's question is how many handshakes and transfers a hub pays per
+    message, and the library keeps no such counters.  Every TLS connection
+    asyncio makes or accepts starts with ``SSLContext.wrap_bio`` (its
+    ``server_side`` says which end this process is), and every transfer a
+    forwarder sends goes through the public ``LinkClient.transfer``: wrapping
+    both counts them without touching the library.  The contexts seen are
+    kept (weakly) so that OpenSSL's own session counters can be added up as a
+    cross-check (``accept``/``connect``: handshakes started, ``hits``:
+    sessions resumed, none expected since the clients keep no session).
+    """
+
+    def __init__(self) -> None:
+        self.handshakes = {"server": 0, "client": 0}
+        self.transfers = 0
+        self.items = 0
+        self.contexts: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+
+    def install(self) -> None:
+        counters = self
+        wrap_bio = ssl.SSLContext.wrap_bio
+        transfer = LinkClient.transfer
+
+        def counted_wrap_bio(
+            self: ssl.SSLContext,
+            incoming: ssl.MemoryBIO,
+            outgoing: ssl.MemoryBIO,
+            server_side: bool = False,
+            server_hostname: str | bytes | None = None,
+            session: ssl.SSLSession | None = None,
+        ) -> ssl.SSLObject:
+            counters.handshakes["server" if server_side else "client"] += 1
+            counters.contexts.add(self)
+            return wrap_bio(self, incoming, outgoing, server_side, server_hostname, session)
+
+        async def counted_transfer(
+            client: LinkClient, request: TransferRequest
+        ) -> TransferResponse:
+            counters.transfers += 1
+            counters.items += len(request.items)
+            return await transfer(client, request)
+
+        ssl.SSLContext.wrap_bio = counted_wrap_bio  # type: ignore[method-assign]
+        LinkClient.transfer = counted_transfer  # type: ignore[method-assign,assignment]
+
+    def snapshot(self) -> dict[str, Any]:
+        openssl: dict[str, int] = {}
+        for context in list(self.contexts):
+            for key, value in context.session_stats().items():
+                openssl[key] = openssl.get(key, 0) + value
+        return {
+            "handshakes": dict(self.handshakes),
+            "transfers": self.transfers,
+            "items": self.items,
+            "openssl": {k: openssl.get(k, 0) for k in ("accept", "connect", "hits", "misses")},
+        }
+
+
+class WindowProfiler:
+    """A cProfile of the event loop thread between two commands, on that thread's CPU clock.
+
+    The default wall clock would charge the loop's idle waits in ``epoll`` to
+    the profile, and a process clock would charge the store thread's commits
+    to whatever the loop runs meanwhile; ``time.thread_time`` counts only
+    what the loop thread itself burns.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.profiler = cProfile.Profile(time.thread_time)
+        self.running = False
+
+    def start(self) -> None:
+        if not self.running:
+            self.profiler.enable()
+            self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            self.profiler.disable()
+            self.running = False
+            self.profiler.dump_stats(self.target)
 
 
 def build_node(spec: dict[str, Any]) -> Node:
@@ -121,6 +219,7 @@ def build_node(spec: dict[str, Any]) -> Node:
             ],
             listen=("127.0.0.1", spec["port"]),
             limits=limits,
+            timers=NodeTimers(**spec.get("timers", {})),
         ),
         # As a daemon runs it: custody records in every group commit, heads every 10 s.
         services=[AuditService()] if spec.get("audit", True) else [],
@@ -258,7 +357,11 @@ async def paced(node: Node, command: dict[str, Any]) -> dict[str, Any]:
     return {"count": count, "started": start, "finished": clock(), "worst_lag": worst_lag}
 
 
-async def serve(spec: dict[str, Any]) -> None:
+async def serve(spec: dict[str, Any], window: WindowProfiler | None = None) -> None:
+    counters = None
+    if spec.get("count_links"):
+        counters = LinkCounters()
+        counters.install()  # before the node makes its contexts and clients
     node = build_node(spec)
     role = spec["role"]
     loop = asyncio.get_running_loop()
@@ -298,6 +401,14 @@ async def serve(spec: dict[str, Any]) -> None:
                 emit("sent", **await burst(node, command))
             elif kind == "paced":
                 emit("sent", **await paced(node, command))
+            elif kind == "links" and counters is not None:
+                emit("links", **counters.snapshot())
+            elif kind == "profile-start" and window is not None:
+                window.start()
+                emit("profiling", on=True)
+            elif kind == "profile-stop" and window is not None:
+                window.stop()
+                emit("profiling", on=False, path=window.target)
             elif kind == "collect" and receiver is not None:
                 result = await receiver.collect(
                     command["first"], command["count"], command["timeout"]
@@ -317,6 +428,13 @@ def main(argv: list[str]) -> int:
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
     )
     profile_to = spec.get("profile")
+    if profile_to and spec.get("profile_window"):
+        window = WindowProfiler(profile_to)
+        try:
+            asyncio.run(serve(spec, window))
+        finally:
+            window.stop()
+        return 0
     profiler = cProfile.Profile() if profile_to else None
     if profiler is not None:
         profiler.enable()
