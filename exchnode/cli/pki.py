@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -406,167 +408,229 @@ def register(subparsers: Subparsers) -> None:
     )
     verbs = pki.add_subparsers(title="verbs", metavar="VERB")
     verbs.required = True
+    for verb in _VERBS:
+        p = verbs.add_parser(
+            verb.name,
+            help=verb.help,
+            description=_para(verb.description),
+            formatter_class=_RAW,
+            epilog=verb.epilog,
+        )
+        for add in verb.options:
+            add(p)
+        p.set_defaults(handler=verb.handler)
 
-    p = verbs.add_parser(
+
+_Option = Callable[[argparse.ArgumentParser], None]
+
+
+def _arg(*names: str, **options: Any) -> _Option:
+    """An argument of a verb, declared when its parser is built."""
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(*names, **options)
+
+    return add
+
+
+def _days_arg(default: timedelta, what: str = "lifetime in days") -> _Option:
+    return _arg("--days", type=_days, default=default.days, help=what)
+
+
+def _new_key_args(what: str) -> _Option:
+    return lambda parser: _add_new_key_passphrase(parser, what)
+
+
+@dataclass(frozen=True)
+class _Verb:
+    """One verb of ``exchnode pki``: its help texts, its arguments in order, its handler."""
+
+    name: str
+    handler: Callable[[argparse.Namespace], int]
+    options: tuple[_Option, ...]
+    help: str
+    description: str
+    epilog: str
+
+
+_VERBS = (
+    _Verb(
         "init-root",
+        _init_root,
+        (
+            _arg("division", metavar="DIVISION", type=_division, help="6-digit division code"),
+            _add_pki_dir,
+            _days_arg(ROOT_VALIDITY),
+            _new_key_args("the new CA key"),
+        ),
         help="create a self-signed root CA",
-        description=_para(
+        description=(
             "Create a self-signed root CA for DIVISION (000000 for the national level, "
             "or a province such as 520000 for a province-rooted deployment), with its "
             "first, empty CRL."
         ),
-        formatter_class=_RAW,
         epilog=f"""Example:
   exchnode pki init-root 520000 --dir /srv/exchnode-pki --prompt-passphrase
 
 Writes PKI_DIR/DIVISION/{{ca.crt,ca.key,chain.pem,index.json,crl.pem}}.  Default
 lifetime {ROOT_VALIDITY.days} days.  Keep ca.key offline and passphrase-protected.""",
-    )
-    p.add_argument("division", metavar="DIVISION", type=_division, help="6-digit division code")
-    _add_pki_dir(p)
-    p.add_argument("--days", type=_days, default=ROOT_VALIDITY.days, help="lifetime in days")
-    _add_new_key_passphrase(p, "the new CA key")
-    p.set_defaults(handler=_init_root)
-
-    p = verbs.add_parser(
+    ),
+    _Verb(
         "issue-ca",
+        _issue_ca,
+        (
+            _arg("division", metavar="DIVISION", type=_division, help="the new CA's division"),
+            _add_issuer,
+            _add_pki_dir,
+            _days_arg(CA_VALIDITY),
+            _add_issuer_passphrase,
+            _new_key_args("the new CA key"),
+        ),
         help="create a subordinate CA (city or county)",
-        description=_para(
+        description=(
             "Create CA DIVISION, certified by CA --issuer.  The new CA must lie within "
             "the issuer's division and at a strictly lower level (SPEC §3.5): a province CA "
             "certifies city and county CAs, a city CA county CAs."
         ),
-        formatter_class=_RAW,
         epilog=f"""Example:
   exchnode pki issue-ca 520100 --issuer 520000 --dir /srv/exchnode-pki \\
       --prompt-issuer-passphrase --prompt-passphrase
 
 Default lifetime {CA_VALIDITY.days} days, cut to end with the issuer's.""",
-    )
-    p.add_argument("division", metavar="DIVISION", type=_division, help="the new CA's division")
-    _add_issuer(p)
-    _add_pki_dir(p)
-    p.add_argument("--days", type=_days, default=CA_VALIDITY.days, help="lifetime in days")
-    _add_issuer_passphrase(p)
-    _add_new_key_passphrase(p, "the new CA key")
-    p.set_defaults(handler=_issue_ca)
-
-    p = verbs.add_parser(
+    ),
+    _Verb(
         "issue-node",
+        _issue_node,
+        (
+            _arg("name", metavar="NAME", help="node name: DIVISION or DIVISION.department"),
+            _add_issuer,
+            _add_pki_dir,
+            _arg("--out", required=True, type=Path, metavar="DIR", help="where to write files"),
+            _days_arg(NODE_VALIDITY),
+            _add_issuer_passphrase,
+            _new_key_args("the node's keys"),
+        ),
         help="generate a node's keys and certificate",
-        description=_para(
+        description=(
             "Generate the Ed25519 signing key and X25519 encryption key of node NAME "
             "(a hub '520100' or a department '520102.gongan'), certify them with CA --issuer, "
             "and write node.crt, chain.pem, root.crt, signing.key, encryption.key and crls/ "
             "into --out."
         ),
-        formatter_class=_RAW,
         epilog=f"""Example:
   exchnode pki issue-node 520102.gongan --issuer 520102 --dir /srv/exchnode-pki \\
       --out ./520102.gongan --passphrase-file ./node-passphrase
 
 The node must lie within the issuer's division.  Default lifetime
 {NODE_VALIDITY.days} days.  Carry --out to the node over a trusted channel.""",
-    )
-    p.add_argument("name", metavar="NAME", help="node name: DIVISION or DIVISION.department")
-    _add_issuer(p)
-    _add_pki_dir(p)
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write files")
-    p.add_argument("--days", type=_days, default=NODE_VALIDITY.days, help="lifetime in days")
-    _add_issuer_passphrase(p)
-    _add_new_key_passphrase(p, "the node's keys")
-    p.set_defaults(handler=_issue_node)
-
-    p = verbs.add_parser(
+    ),
+    _Verb(
         "revoke",
+        _revoke,
+        (
+            _arg(
+                "serial_or_name",
+                metavar="SERIAL_OR_NAME",
+                help="the certificate's serial number (decimal), or its name if unambiguous",
+            ),
+            _add_issuer,
+            _add_pki_dir,
+            _arg(
+                "--reason",
+                choices=list(REASONS),
+                default="unspecified",
+                help="(default: unspecified)",
+            ),
+            _add_issuer_passphrase,
+        ),
         help="revoke a certificate and re-sign the CRL",
-        description=_para(
+        description=(
             "Revoke a certificate issued by CA --issuer, named by serial number or by "
             "name, and publish a new CRL at once."
         ),
-        formatter_class=_RAW,
         epilog="""Example:
   exchnode pki revoke 520102.gongan --issuer 520102 --dir /srv/exchnode-pki \\
       --reason key-compromise
 
 Then distribute PKI_DIR/520102/crl.pem to every node.""",
-    )
-    p.add_argument(
-        "serial_or_name",
-        metavar="SERIAL_OR_NAME",
-        help="the certificate's serial number (decimal), or its name if unambiguous",
-    )
-    _add_issuer(p)
-    _add_pki_dir(p)
-    p.add_argument(
-        "--reason", choices=list(REASONS), default="unspecified", help="(default: unspecified)"
-    )
-    _add_issuer_passphrase(p)
-    p.set_defaults(handler=_revoke)
-
-    p = verbs.add_parser(
+    ),
+    _Verb(
         "crl",
+        _crl,
+        (
+            _add_issuer,
+            _add_pki_dir,
+            _days_arg(CRL_VALIDITY, "days to nextUpdate"),
+            _add_issuer_passphrase,
+        ),
         help="re-sign a fresh CRL (run before nextUpdate)",
-        description=_para(
+        description=(
             "Sign a new CRL for CA --issuer from its index, with a new CRL number and "
             "nextUpdate DAYS ahead.  Run it periodically (e.g. daily from cron): nodes "
             "refuse certificates once their issuer's CRL is stale."
         ),
-        formatter_class=_RAW,
         epilog=f"""Example:
   exchnode pki crl --issuer 520100 --dir /srv/exchnode-pki --days 7
 
 Default nextUpdate {CRL_VALIDITY.days} days ahead.""",
-    )
-    _add_issuer(p)
-    _add_pki_dir(p)
-    p.add_argument("--days", type=_days, default=CRL_VALIDITY.days, help="days to nextUpdate")
-    _add_issuer_passphrase(p)
-    p.set_defaults(handler=_crl)
-
-    p = verbs.add_parser(
+    ),
+    _Verb(
         "list",
+        _list,
+        (
+            _add_pki_dir,
+            _arg("--issuer", type=_division, metavar="DIVISION", help="only this CA's"),
+        ),
         help="list the certificates the CAs issued",
-        description=_para(
+        description=(
             "Print a table of every certificate issued by the CAs in PKI_DIR "
             "(or by --issuer only): issuer, serial, name, kind, not after, status."
         ),
-        formatter_class=_RAW,
         epilog="""Example:
   exchnode pki list --dir /srv/exchnode-pki --issuer 520100""",
-    )
-    _add_pki_dir(p)
-    p.add_argument("--issuer", type=_division, metavar="DIVISION", help="only this CA's")
-    p.set_defaults(handler=_list)
-
-    p = verbs.add_parser(
+    ),
+    _Verb(
         "verify",
+        _verify,
+        (
+            _arg("cert_file", metavar="CERT_FILE", help="PEM: the certificate [+ intermediates]"),
+            _arg(
+                "--root",
+                action="append",
+                default=[],
+                metavar="ROOT_FILE",
+                help="a trusted root (PEM)",
+            ),
+            _arg(
+                "--chain",
+                action="extend",
+                nargs="+",
+                default=[],
+                metavar="FILE",
+                help="intermediates",
+            ),
+            _arg("--crl", action="extend", nargs="+", default=[], metavar="FILE", help="CRLs"),
+            _arg(
+                "--dir",
+                type=Path,
+                metavar="PKI_DIR",
+                help="take roots, intermediates and CRLs from here",
+            ),
+        ),
         help="verify a certificate as a peer would",
-        description=_para(
+        description=(
             "Verify CERT_FILE (a PEM certificate, optionally followed by its "
             "intermediates) with the algorithm of SPEC §3.7, revocation included.  Trust "
             "anchors and CRLs come from --root/--crl files and/or a CA directory (--dir; "
             "its roots are used unless --root is given).  Prints the verified name, level "
             "and key ids, or the failing check on one line with exit status 1."
         ),
-        formatter_class=_RAW,
         epilog="""Example:
   exchnode pki verify ./520102.gongan/chain.pem --root ./520102.gongan/root.crt \\
       --crl ./520102.gongan/crls/*.crl.pem
   exchnode pki verify ./520102.gongan/node.crt --dir /srv/exchnode-pki""",
-    )
-    p.add_argument("cert_file", metavar="CERT_FILE", help="PEM: the certificate [+ intermediates]")
-    p.add_argument(
-        "--root", action="append", default=[], metavar="ROOT_FILE", help="a trusted root (PEM)"
-    )
-    p.add_argument(
-        "--chain", action="extend", nargs="+", default=[], metavar="FILE", help="intermediates"
-    )
-    p.add_argument("--crl", action="extend", nargs="+", default=[], metavar="FILE", help="CRLs")
-    p.add_argument(
-        "--dir", type=Path, metavar="PKI_DIR", help="take roots, intermediates and CRLs from here"
-    )
-    p.set_defaults(handler=_verify)
+    ),
+)
 
 
 PKI_EPILOG = """Example: a province-rooted hierarchy down to a district's public-security node

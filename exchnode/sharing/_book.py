@@ -46,16 +46,15 @@ from exchnode.sharing._persistence import (
     check_counter,
     check_enum,
     check_items,
-    check_list,
     check_masks,
     check_node,
     check_terms,
     check_time_ms,
     every_row,
-    open_row,
+    load_id_list,
+    load_id_rows,
     open_state,
     optional,
-    row_id,
     terms_to_wire,
 )
 from exchnode.sharing._record_messages import RecordBatch, RecordGap, Resend
@@ -459,16 +458,13 @@ class SubscriptionBook:
         if self._entries:
             raise UsageError("rows are loaded into a new book only")
         stream: list[tuple[str, bytes]] = []
+        entries: list[tuple[str, bytes]] = []
         for name, data in rows:
             if name.startswith(_STREAM):
                 stream.append((name[len(_STREAM) :], data))
-                continue
-            at = f"{what}[{name!r}]"
-            request_id = row_id(name, _ENTRY, at)
-            entry = self._entry_from_wire(_entry_fields(open_row(data, at, 7), at), at)
-            if entry.request.request_id != request_id:
-                raise MalformedError(at, "row name and request id disagree")
-            self._entries[request_id] = entry
+            else:
+                entries.append((name, data))
+        load_id_rows(self._entries, entries, _ENTRY, what, 7, self._entry_from_wire, _entry_id)
         self._stream.load_rows(stream, f"{what}.stream")
 
     @classmethod
@@ -509,11 +505,15 @@ class SubscriptionBook:
             window_bytes=window_bytes,
             cipher=book._cipher,
         )
-        for i, item in enumerate(check_list(value[3], f"{what}.entries", _entry_fields)):
-            entry = book._entry_from_wire(item, f"{what}.entries[{i}]")
-            if entry.request.request_id in book._entries:
-                raise MalformedError(f"{what}.entries[{i}]", "request id repeated")
-            book._entries[entry.request.request_id] = entry
+        load_id_list(
+            book._entries,
+            value[3],
+            f"{what}.entries",
+            _entry_fields,
+            book._entry_from_wire,
+            _entry_id,
+            "request id repeated",
+        )
         require_canonical(value, data, what=what)
         return book
 
@@ -714,6 +714,10 @@ def _entry_to_wire(entry: _Entry) -> list[Any]:
 
 def _entry_fields(value: object, what: str) -> list[Any]:
     return check_array(value, what, 7)
+
+
+def _entry_id(entry: _Entry) -> bytes:
+    return entry.request.request_id
 
 
 def grant_to_wire(grant: Grant) -> list[Any]:

@@ -46,9 +46,8 @@ from exchnode.sharing._persistence import (
     check_list,
     check_node,
     every_row,
-    open_row,
+    load_id_rows,
     open_state,
-    row_id,
 )
 
 __all__ = ["CorrectionDesk", "CorrectionState", "CorrectionTracker"]
@@ -142,13 +141,16 @@ class _Rows(abc.ABC):
         """Fill a new, empty machine from its rows; no audit event is emitted."""
         if self._cases:
             raise UsageError("rows are loaded into a new machine only")
-        for name, data in rows:
-            at = f"{self._what}[{name!r}]"
-            correction_id = row_id(name, _ROW, at)
-            case = _case_from_wire(check_array(open_row(data, at, 3), at, 3), at)
-            if case.correction.correction_id != correction_id or not self._owns(case):
-                raise MalformedError(at, "row name and id disagree, or the case is another's")
-            self._cases[correction_id] = case
+        load_id_rows(
+            self._cases,
+            rows,
+            _ROW,
+            self._what,
+            3,
+            _case_from_wire,
+            lambda case: case.correction.correction_id if self._owns(case) else None,
+            "row name and id disagree, or the case is another's",
+        )
 
 
 class CorrectionDesk(_Rows):

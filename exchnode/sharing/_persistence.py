@@ -34,7 +34,7 @@ format) naming the field by path, e.g. ``subscription-book.entries[3].grant``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from exchnode.catalog import ShareType
@@ -53,6 +53,8 @@ __all__ = [
     "check_terms",
     "encode_row",
     "every_row",
+    "load_id_list",
+    "load_id_rows",
     "open_row",
     "open_state",
     "optional",
@@ -121,6 +123,49 @@ def row_id(name: str, prefix: str, what: str) -> bytes:
         return bytes.fromhex(name[len(prefix) :])
     except ValueError:
         raise MalformedError(what, f"row {name!r} does not end in a hex id") from None
+
+
+def load_id_rows(
+    table: dict[bytes, _T],
+    rows: Iterable[tuple[str, bytes]],
+    prefix: str,
+    what: str,
+    count: int,
+    from_wire: Callable[[list[Any], str], _T],
+    id_of: Callable[[_T], bytes | None],
+    disagree: str = "row name and request id disagree",
+) -> None:
+    """Fill ``table`` from rows ``<prefix><id hex>`` of ``count`` fields (a machine's
+    ``load_rows``).  ``id_of`` is the id an item names, None for an item that is not the
+    machine's; a row whose name it disagrees with is rejected as ``disagree``, at
+    ``what[name]``."""
+    for name, data in rows:
+        at = f"{what}[{name!r}]"
+        item_id = row_id(name, prefix, at)
+        item = from_wire(open_row(data, at, count), at)
+        if id_of(item) != item_id:
+            raise MalformedError(at, disagree)
+        table[item_id] = item
+
+
+def load_id_list(
+    table: dict[bytes, _T],
+    value: object,
+    what: str,
+    fields: Callable[[Any, str], list[Any]],
+    from_wire: Callable[[list[Any], str], _T],
+    id_of: Callable[[_T], bytes],
+    repeated: str = "a request id repeated",
+) -> None:
+    """Fill ``table`` from the array of items of a whole encoding (a machine's ``restore``):
+    each checked by ``fields``, then read by ``from_wire`` at ``what[i]``; an id that repeats
+    is rejected as ``repeated``."""
+    for i, item in enumerate(check_list(value, what, fields)):
+        at = f"{what}[{i}]"
+        entry = from_wire(item, at)
+        if id_of(entry) in table:
+            raise MalformedError(at, repeated)
+        table[id_of(entry)] = entry
 
 
 def check_list(value: object, what: str, each: Callable[[Any, str], _T]) -> list[_T]:

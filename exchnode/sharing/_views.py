@@ -47,10 +47,10 @@ from exchnode.sharing._persistence import (
     check_text,
     check_time_ms,
     every_row,
-    open_row,
+    load_id_list,
+    load_id_rows,
     open_state,
     optional,
-    row_id,
 )
 from exchnode.sharing._record_messages import RecordBatch, RecordGap, Resend
 from exchnode.sharing._states import (
@@ -314,13 +314,7 @@ class SubscriberView:
         """Fill a new, empty view from its rows; no audit event is emitted."""
         if self._held:
             raise UsageError("rows are loaded into a new view only")
-        for name, data in rows:
-            at = f"subscriber-view[{name!r}]"
-            request_id = row_id(name, _HELD, at)
-            held = self._held_from_wire(_held_fields(open_row(data, at, 9), at), at)
-            if held.request.request_id != request_id:
-                raise MalformedError(at, "row name and request id disagree")
-            self._held[request_id] = held
+        load_id_rows(self._held, rows, _HELD, "subscriber-view", 9, self._held_from_wire, _held_id)
 
     @classmethod
     def restore(
@@ -330,12 +324,9 @@ class SubscriberView:
         what = "subscriber-view"
         value = open_state(data, what, 2)
         view = cls(check_node(value[1], f"{what}.requester"), sink=sink, random=random)
-        for i, item in enumerate(check_list(value[2], f"{what}.held", _held_fields)):
-            at = f"{what}.held[{i}]"
-            held = view._held_from_wire(item, at)
-            if held.request.request_id in view._held:
-                raise MalformedError(at, "a request id repeated")
-            view._held[held.request.request_id] = held
+        load_id_list(
+            view._held, value[2], f"{what}.held", _held_fields, view._held_from_wire, _held_id
+        )
         require_canonical(value, data, what=what)
         return view
 
@@ -506,12 +497,9 @@ class AuthorityDesk:
         what = "authority-desk"
         value = open_state(data, what, 2)
         desk = cls(check_node(value[1], f"{what}.authority"), sink=sink)
-        for i, item in enumerate(check_list(value[2], f"{what}.cases", _case_fields)):
-            at = f"{what}.cases[{i}]"
-            case = desk._case_from_wire(item, at)
-            if case.escalation.request_id in desk._cases:
-                raise MalformedError(at, "a request id repeated")
-            desk._cases[case.escalation.request_id] = case
+        load_id_list(
+            desk._cases, value[2], f"{what}.cases", _case_fields, desk._case_from_wire, _case_id
+        )
         require_canonical(value, data, what=what)
         return desk
 
@@ -535,13 +523,7 @@ class AuthorityDesk:
         """Fill a new, empty desk from its rows; no audit event is emitted."""
         if self._cases:
             raise UsageError("rows are loaded into a new desk only")
-        for name, data in rows:
-            at = f"authority-desk[{name!r}]"
-            request_id = row_id(name, _CASE, at)
-            case = self._case_from_wire(_case_fields(open_row(data, at, 2), at), at)
-            if case.escalation.request_id != request_id:
-                raise MalformedError(at, "row name and request id disagree")
-            self._cases[request_id] = case
+        load_id_rows(self._cases, rows, _CASE, "authority-desk", 2, self._case_from_wire, _case_id)
 
 
 _STATE = check_enum(RequestState)
@@ -573,3 +555,11 @@ def _held_fields(value: object, what: str) -> list[Any]:
 
 def _case_fields(value: object, what: str) -> list[Any]:
     return check_array(value, what, 2)
+
+
+def _held_id(held: _Held) -> bytes:
+    return held.request.request_id
+
+
+def _case_id(case: _Case) -> bytes:
+    return case.escalation.request_id

@@ -114,6 +114,18 @@ async def request(world: Sharing, code: str, items: list[str]) -> bytes:
     )
 
 
+async def pending_request(
+    world: Sharing, items: list[str]
+) -> tuple[str, bytes, SharingService, SharingService]:
+    """A conditional resource published and requested for ``items``, pending at its provider:
+    its code, the request id, and the provider's and the requester's services."""
+    code = await publish(world, ShareType.CONDITIONAL)
+    request_id = await request(world, code, items)
+    provider, requester = world.sharing[PROVIDER], world.sharing[REQUESTER]
+    await provider.wait_state(request_id, S.PENDING, timeout=WAIT)
+    return code, request_id, provider, requester
+
+
 @pytest.mark.asyncio
 async def test_conditional_request_approved_with_a_subset_and_a_mask(tmp_path: Path) -> None:
     async with federation(tmp_path) as world:
@@ -169,10 +181,7 @@ async def test_unconditional_is_granted_and_not_shared_refused_with_its_legal_ba
 @pytest.mark.asyncio
 async def test_refusal_escalated_to_the_authority_and_re_reviewed(tmp_path: Path) -> None:
     async with federation(tmp_path) as world:
-        code = await publish(world, ShareType.CONDITIONAL)
-        request_id = await request(world, code, ["姓名"])
-        provider, requester = world.sharing[PROVIDER], world.sharing[REQUESTER]
-        await provider.wait_state(request_id, S.PENDING, timeout=WAIT)
+        _code, request_id, provider, requester = await pending_request(world, ["姓名"])
         await provider.refuse(
             request_id, operator="director-wang", reason="用途不明 purpose unclear"
         )
@@ -196,10 +205,7 @@ async def test_refusal_escalated_to_the_authority_and_re_reviewed(tmp_path: Path
 @pytest.mark.asyncio
 async def test_unanswered_request_expires_after_the_working_day_deadline(tmp_path: Path) -> None:
     async with federation(tmp_path, answer_days=2) as world:
-        code = await publish(world, ShareType.CONDITIONAL)
-        request_id = await request(world, code, ["姓名"])
-        provider, requester = world.sharing[PROVIDER], world.sharing[REQUESTER]
-        await provider.wait_state(request_id, S.PENDING, timeout=WAIT)
+        _code, request_id, provider, requester = await pending_request(world, ["姓名"])
         deadline = provider._provider_book().deadline(request_id)
         assert deadline is not None
         assert deadline - time.time() * 1000 >= 2 * 86_400_000  # two whole working days at least
@@ -269,10 +275,9 @@ async def next_records(node: Node, sharing: SharingService) -> ReceivedRecords:
 @pytest.mark.asyncio
 async def test_records_arrive_projected_and_masked_and_stop_at_revocation(tmp_path: Path) -> None:
     async with federation(tmp_path) as world:
-        code = await publish(world, ShareType.CONDITIONAL)
-        request_id = await request(world, code, ["身份证号", "姓名", "出生日期"])
-        provider, requester = world.sharing[PROVIDER], world.sharing[REQUESTER]
-        await provider.wait_state(request_id, S.PENDING, timeout=WAIT)
+        code, request_id, provider, requester = await pending_request(
+            world, ["身份证号", "姓名", "出生日期"]
+        )
 
         # Published before any grant: nobody receives it.
         before = await provider.publish_records(code, PEOPLE[:1])
@@ -462,10 +467,7 @@ async def test_a_hub_forging_a_grant_is_refused_and_recorded(tmp_path: Path) -> 
 @pytest.mark.asyncio
 async def test_a_decision_the_node_could_not_take_yet_is_sent_later(tmp_path: Path) -> None:
     async with federation(tmp_path) as world:
-        code = await publish(world, ShareType.CONDITIONAL)
-        request_id = await request(world, code, ["姓名"])
-        provider, requester = world.sharing[PROVIDER], world.sharing[REQUESTER]
-        await provider.wait_state(request_id, S.PENDING, timeout=WAIT)
+        _code, request_id, provider, requester = await pending_request(world, ["姓名"])
 
         node = world.nodes[PROVIDER]
         real = node.send_many
@@ -497,10 +499,7 @@ async def test_the_provider_stores_no_record_in_clear(tmp_path: Path) -> None:
     granted = "核验标记甲-granted-7f3a"
     withheld = "核验标记乙-withheld-7f3a"
     async with federation(tmp_path) as world:
-        code = await publish(world, ShareType.CONDITIONAL)
-        request_id = await request(world, code, ["身份证号", "姓名"])
-        provider, requester = world.sharing[PROVIDER], world.sharing[REQUESTER]
-        await provider.wait_state(request_id, S.PENDING, timeout=WAIT)
+        code, request_id, provider, requester = await pending_request(world, ["身份证号", "姓名"])
         await provider.approve(request_id, operator="director-wang", items=["姓名"])
         await requester.wait_state(request_id, S.GRANTED, timeout=WAIT)
         records = [{**person, "姓名": granted, "出生日期": withheld} for person in PEOPLE]

@@ -20,6 +20,7 @@ from tests.integration.test_sharing import (
     Sharing,
     federation,
     next_records,
+    pending_request,
     publish,
     request,
 )
@@ -78,10 +79,7 @@ async def test_a_message_the_node_refuses_for_good_is_parked_reported_once_and_r
     tmp_path: Path,
 ) -> None:
     async with federation(tmp_path) as world:
-        code = await publish(world, ShareType.CONDITIONAL)
-        request_id = await request(world, code, ["姓名"])
-        provider, requester = world.sharing[PROVIDER], world.sharing[REQUESTER]
-        await provider.wait_state(request_id, S.PENDING, timeout=WAIT)
+        _code, request_id, provider, requester = await pending_request(world, ["姓名"])
 
         node = world.nodes[PROVIDER]
         calls: list[tuple[str, ...]] = []

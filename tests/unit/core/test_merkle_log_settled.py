@@ -31,6 +31,11 @@ class Stored:
         for level, node in enumerate(log.completed(index), start=1):
             self.hashes[(level, ((index + 1) >> level) - 1)] = node
 
+    def append(self, log: MerkleLog, appended: list[bytes]) -> None:
+        """Append each leaf to ``log``, keeping what it completed."""
+        for leaf in appended:
+            self.keep(log, log.append(leaf), leaf)
+
     def read(self, level: int, index: int) -> bytes:
         self.reads += 1
         try:
@@ -88,9 +93,7 @@ def test_a_settled_log_proves_everything_a_full_log_proves(n: int, batches: list
 def test_a_settled_log_reads_log_n_hashes_per_proof() -> None:
     stored = Stored()
     log = MerkleLog(stored.read)
-    for index, leaf in enumerate(leaves(1000)):
-        log.append(leaf)
-        stored.keep(log, index, leaf)
+    stored.append(log, leaves(1000))
     log.settle()
     stored.reads = 0
     log.root()
@@ -116,9 +119,7 @@ def test_appends_after_settling_continue_exactly() -> None:
 def test_truncate_stops_at_what_was_settled() -> None:
     stored = Stored()
     log = MerkleLog(stored.read)
-    for index, leaf in enumerate(leaves(10)):
-        log.append(leaf)
-        stored.keep(log, index, leaf)
+    stored.append(log, leaves(10))
     log.settle()
     root = log.root()
     log.extend(leaves(13)[10:])
@@ -142,9 +143,7 @@ def test_without_a_reader_settled_hashes_are_gone() -> None:
 
 def test_a_restored_frontier_with_a_reader_reads_the_rest() -> None:
     stored, full = Stored(), MerkleLog()
-    for index, leaf in enumerate(leaves(21)):
-        full.append(leaf)
-        stored.keep(full, index, leaf)
+    stored.append(full, leaves(21))
     log = MerkleLog.from_frontier(21, full.frontier(), reader=stored.read)
     assert log.pruned_below == 0
     assert log.inclusion_proof(3, 17) == full.inclusion_proof(3, 17)
