@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib.util
 import ipaddress
 import os
 import tomllib
@@ -50,12 +51,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import exchnode.store as stores  # its PostgreSQL names load psycopg: used on demand
 from exchnode.aio import NodeConfig, NodeLimits, NodeTimers, Peer
 from exchnode.audit import Role
 from exchnode.core import Level, NodeName
 from exchnode.errors import ExchnodeError, UsageError
 from exchnode.federation import Relation, Router
-from exchnode.pki import read_passphrase_file
+from exchnode.pki import read_passphrase_file, read_private_file
 from exchnode.sharing import DEFAULT_ANSWER_DAYS, MAX_ANSWER_DAYS, WorkCalendar
 from exchnode.store import Store
 
@@ -284,28 +286,17 @@ class DaemonConfig:
         """The store in messages: the SQLite file, or PostgreSQL's database and schema."""
         if self.store.backend == "sqlite":
             return str(self.store_path)
-        from psycopg.conninfo import conninfo_to_dict
-
-        params = conninfo_to_dict(self.store.conninfo)  # checked at load; never the password
-        where = params.get("host") or "the default server"
-        return f"postgresql {params.get('dbname') or '(default database)'} on {where}, " + (
-            f"schema {self.store.schema}"
-        )
+        return stores.postgres_description(self.store.conninfo, self.store.schema)
 
     def store_opener(self) -> Path | Callable[[], Store]:
         """What ``Node(store=...)`` takes: the SQLite file, or a callable that connects."""
         if self.store.backend == "sqlite":
             return self.store_path
-        from psycopg.conninfo import make_conninfo
-
-        from exchnode.pki import read_private_file
-        from exchnode.store import PostgresStore
-
         conninfo = self.store.conninfo
         if self.store.password_file is not None:
             password = read_private_file(self.store.password_file).decode("utf-8").strip()
-            conninfo = make_conninfo(conninfo, password=password)
-        return partial(PostgresStore, conninfo, schema=self.store.schema)
+            conninfo = stores.postgres_with_password(conninfo, password)
+        return partial(stores.PostgresStore, conninfo, schema=self.store.schema)
 
     @property
     def verify_bundle_path(self) -> Path:
@@ -675,28 +666,17 @@ def _store(section: _Section) -> StoreConfig:
         section.finish()
         return StoreConfig()
     conninfo = section.get("conninfo", str)
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-    except ImportError:
-        raise section.error(
-            "backend", "needs psycopg 3: pip install 'exchnode[postgres]'"
-        ) from None
-    try:
-        params = conninfo_to_dict(conninfo)
-    except Exception:  # psycopg's message may quote the string: say only what is wrong
-        raise section.error("conninfo", "is not a libpq connection string or URI") from None
-    if "password" in params:
-        raise section.error(
-            "conninfo",
-            "must not carry the password (the config is not a secret): put it in "
-            "store.password_file (mode 0600) or libpq's PGPASSFILE",
-        )
     schema = section.get("schema", str, "exchnode")
-    if not schema.isidentifier() or not schema.isascii():
-        raise section.error("schema", f"must be a plain SQL identifier, got {schema!r}")
+    if importlib.util.find_spec("psycopg") is None:
+        raise section.error("backend", "needs psycopg 3: pip install 'exchnode[postgres]'")
+    try:
+        stores.check_postgres_target(conninfo, schema)
+    except UsageError as exc:
+        key = "schema" if str(exc).startswith("schema") else "conninfo"
+        raise section.error(key, str(exc)) from None
     password_file = _optional_path(section, "password_file")
     section.finish()
-    return StoreConfig(backend, conninfo, schema.lower(), password_file)
+    return StoreConfig(backend, conninfo, schema, password_file)
 
 
 def _optional_path(section: _Section, name: str) -> Path | None:

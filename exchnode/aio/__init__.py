@@ -17,13 +17,15 @@ from exchnode.aio._refusals import Refusal
 from exchnode.aio._service import NodeService, ServiceMessage
 from exchnode.aio._sharing_service import RECORDS_KIND, SharingService
 from exchnode.aio._tls import TlsFiles, make_context, write_verify_bundle
-from exchnode.aio._transport import LinkClient, LinkError, Network
+from exchnode.aio._transport import STREAM_PATH, TRANSFER_PATH, LinkClient, LinkError, Network
 from exchnode.aio._witness_service import WitnessService, WitnessStatus
 
 __all__ = [
     "OWN_CERTIFICATES",
     "RECORDS_KIND",
     "STATE_KEY",
+    "STREAM_PATH",
+    "TRANSFER_PATH",
     "AuditService",
     "CatalogService",
     "Delivery",

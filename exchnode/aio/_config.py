@@ -127,6 +127,11 @@ class NodeTimers:
     from every neighbour (changes are also announced at once);
     ``directory_lifetime``: how long the snapshot this node signs is valid --
     how long its neighbours keep working from their cache if it goes away.
+    ``removal_delay``: how long the removal of what a neighbour took may wait, so
+    that the removals of several transfers are one commit (a hub with many quiet
+    children otherwise commits twice per message); 0: at once.  Custody has moved
+    already: a crash before the removal costs a resend the neighbour's dedup
+    answers, never a loss.
     ``directory_lookup_timeout``: how long a send waits for the hierarchy to
     answer a lookup of a name this node does not hold (SPEC §14.16) before it
     fails closed; ``directory_negative_ttl``: how long a name nobody knew is not
@@ -145,6 +150,7 @@ class NodeTimers:
     directory_lifetime: float = 24 * 3600.0
     directory_lookup_timeout: float = 5.0
     directory_negative_ttl: float = 5.0
+    removal_delay: float = 0.05
     log_repeat_interval: float = 60.0
 
     def __post_init__(self) -> None:
@@ -160,11 +166,10 @@ class NodeTimers:
             "directory_lookup_timeout",
             "log_repeat_interval",
         )
-        ttl = self.directory_negative_ttl
-        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl < 0:
-            raise UsageError(
-                f"directory_negative_ttl must be 0 or more, got {self.directory_negative_ttl}"
-            )
+        for name in ("directory_negative_ttl", "removal_delay"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise UsageError(f"{name} must be 0 or more, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,7 +3,10 @@
 A forwarder takes the oldest entries of its neighbour's queue (within the
 credit the neighbour last granted), transfers them, and removes exactly
 those answered TAKEN (``store.forwarded``, with the relay's audit record in
-the same transaction).  A refusal ends the item with a non-delivery report
+the same transaction).  The removals of the transfers answered within
+``timers.removal_delay`` share one commit (a hub with many quiet children
+would otherwise commit twice per message, one fsync for each way); the queue
+is read past them while they wait.  A refusal ends the item with a non-delivery report
 to its sender; a failure to connect backs off (persisted, jittered) until
 the neighbour is due again -- or until it reaches *us*, which proves it is
 back and makes it due at once (:meth:`Forwarder.poke`).  A neighbour that
@@ -32,7 +35,9 @@ No non-delivery report goes to a revoked sender.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import NamedTuple
 
 from exchnode.aio._config import NodeLimits, NodeTimers
 from exchnode.aio._context import NodeContext
@@ -98,6 +103,11 @@ class Forwarder:
         self.state = state
         #: envelopes and bytes the neighbour took into custody (None: no transfer yet)
         self.handed_over: QueueDepth | None = None
+        # Settled (taken or refused for good) but not yet removed from the store: removals
+        # wait up to ``timers.removal_delay`` so that several transfers' go in one commit.
+        self._removing: list[_Settled] = []
+        self._read_after = 0  # while removals wait: the queue is read past what they hold
+        self._flushing: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()  # set when the queue gains entries or the neighbour is back
         self._poked = asyncio.Event()  # set when the neighbour is back: ends a backoff or pause
 
@@ -138,7 +148,11 @@ class Forwarder:
                 continue
             wake.clear()
             entries: list[OutboundEntry] = await context.run(
-                context.store.pending, hop, now_ms, max(credit.items, 1), max(credit.bytes, 1)
+                partial(context.store.pending, after=self._read_after),
+                hop,
+                now_ms,
+                max(credit.items, 1),
+                max(credit.bytes, 1),
             )
             if not entries:
                 await wake.wait()
@@ -291,22 +305,76 @@ class Forwarder:
                 )
         before = self.handed_over or QueueDepth(0, 0)
         self.handed_over = QueueDepth(before.count + len(taken_ids), before.bytes + taken_bytes)
-        if done:
-            now_ms = context.now_ms()
-            refused_ids = [(result.code, entry.message_id) for entry, result in refused]
+        if not done:
+            return
+        refused_ids = [(result.code, entry.message_id) for entry, result in refused]
+        self._removing.append(_Settled(context.now_ms(), done, taken_ids, refused_ids))
+        delay = self._timers.removal_delay
+        if delay <= 0 or len(done) < len(entries):
+            # Something stays (deferred): read the queue from its start again, after this.
+            await self.flush_removals()
+            return
+        self._read_after = max(self._read_after, max(entry.seq for entry in entries))
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(
+                self._flush_later(delay), name=f"removals-{hop}"
+            )
 
-            def run(log: CustodyLog | None) -> int:
-                records: list[AuditRow] = []
-                if log is not None:
-                    records = log.encode(
-                        context.recorder.relayed(now_ms, hop, taken_ids, refused_ids)
+    async def _flush_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._flushing = None
+        await self.flush_removals()
+
+    async def flush_removals(self) -> None:
+        """Remove what the neighbour settled, in one transaction with the relay's records.
+
+        Until then the entries stay in the store and are read past: custody has
+        moved (the neighbour answered TAKEN only once it held them durably), so a
+        crash before this commit costs a resend the neighbour's dedup answers
+        TAKEN again, never a loss.  Called before expiry and when the node closes,
+        so nothing taken is reported expired.
+        """
+        if self._flushing is not None and self._flushing is not asyncio.current_task():
+            self._flushing.cancel()
+            self._flushing = None
+        settled, self._removing = self._removing, []
+        if not settled:
+            return
+        context, hop = self._context, self.hop
+        seqs = [seq for batch in settled for seq in batch.seqs]
+
+        def run(log: CustodyLog | None) -> int:
+            records: list[AuditRow] = []
+            if log is not None:
+                entries = [
+                    entry
+                    for batch in settled
+                    for entry in context.recorder.relayed(
+                        batch.at_ms, hop, batch.taken, batch.refused
                     )
-                removed = context.store.forwarded(hop, done, audit=records)
-                context.refresh_totals()
-                return removed
+                ]
+                records = log.encode(entries)
+            removed = context.store.forwarded(hop, seqs, audit=records)
+            context.refresh_totals()
+            return removed
 
+        try:
             context.counters["forwarded"] += await context.run(context.audited, run)
-            context.space.set()
+        except BaseException:
+            self._removing[:0] = settled  # not removed: the next flush tries again
+            raise
+        if not self._removing:
+            self._read_after = 0
+        context.space.set()
+
+
+class _Settled(NamedTuple):
+    """One transfer's entries the neighbour settled, waiting to be removed."""
+
+    at_ms: int
+    seqs: Sequence[int]
+    taken: Sequence[bytes]
+    refused: Sequence[tuple[str, bytes | None]]
 
 
 def _signer_key(data: bytes) -> bytes | None:

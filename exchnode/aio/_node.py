@@ -326,7 +326,10 @@ class Node:
             self._run_task(forwarder.run, f"forward-{name}")
         self._tasks.append(loop.create_task(self._greet(), name="hello"))
         self._run_task(self._inbox.pump, "inbox")
-        self._run_task(lambda: self._outbox.expire(self.timers.expiry_interval), "expiry")
+        self._run_task(
+            lambda: self._outbox.expire(self.timers.expiry_interval, self._flush_removals),
+            "expiry",
+        )
         self._run_task(self._refusals.run, "refusals")
         self._ready.set()
         self.log.info("node started", url=self.url if self.address else None)
@@ -349,6 +352,10 @@ class Node:
                     await asyncio.sleep(1.0)
 
         self._tasks.append(asyncio.get_running_loop().create_task(supervise(), name=name))
+
+    async def _flush_removals(self) -> None:
+        for forwarder in self._forwarders.values():
+            await forwarder.flush_removals()
 
     async def close(self) -> None:
         """Drain and stop: refuse new transfers, finish the commits under way, stop the tasks.
@@ -379,6 +386,11 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if started:
+            try:
+                await self._flush_removals()  # what neighbours took leaves the store now
+            except Exception:
+                self.log.exception("removals not committed; resent after the restart")
         await self._outbox.close()
         await self._inbox.close()
         await self._intake.close()

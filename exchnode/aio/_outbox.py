@@ -223,12 +223,20 @@ class Outbox:
 
     # --- expiry ------------------------------------------------------------------------
 
-    async def expire(self, interval: float) -> None:
-        """Every ``interval`` s: take what expired in a queue and report it to its sender."""
+    async def expire(
+        self, interval: float, settle: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Every ``interval`` s: take what expired in a queue and report it to its sender.
+
+        ``settle`` first removes what neighbours took but whose removal waits
+        (``Forwarder.flush_removals``): it is not expired, it was handed over.
+        """
         context = self._context
         store, recorder = context.store, context.recorder
         while True:
             await asyncio.sleep(interval)
+            if settle is not None:
+                await settle()
             now_ms = context.now_ms()
 
             def run(log: CustodyLog | None, now_ms: int = now_ms) -> list[ExpiredEntry]:

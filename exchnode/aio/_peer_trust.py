@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ssl
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -30,7 +31,9 @@ from exchnode.pki import CrlCheck, TrustStore, check_crls, verify_node_certifica
 __all__ = ["PeerTrust"]
 
 _AUTH_CACHE_SECONDS = 60.0
-_AUTH_CACHE_SIZE = 1024  # certificates remembered before the cache starts afresh
+# Certificates remembered, least recently used out: more than a province hub's neighbours, so
+# that a thousand children do not push each other out and re-verify their chains every time.
+_AUTH_CACHE_SIZE = 16_384
 _SHA256 = hashes.SHA256()
 
 
@@ -50,7 +53,7 @@ class PeerTrust:
         self._identity = identity
         self._tls = tls
         self._clock = clock
-        self._auth_cache: dict[bytes, tuple[str, float]] = {}
+        self._auth_cache: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._contexts: list[ssl.SSLContext] = []
         # The CRLs the node starts with are in its trust store and its TLS files already.
         self._crls_applied: set[bytes] = {crl.fingerprint(_SHA256) for crl in trust.crls}
@@ -63,13 +66,15 @@ class PeerTrust:
         now = self._clock()
         cached = self._auth_cache.get(fingerprint)
         if cached is not None and now - cached[1] < _AUTH_CACHE_SECONDS:
+            self._auth_cache.move_to_end(fingerprint)
             return cached[0]
         moment = datetime.fromtimestamp(now, UTC)
         peer = verify_node_certificate(certificate, self.ca_bundle, self.trust, moment)
         name = str(peer.name)
-        if len(self._auth_cache) > _AUTH_CACHE_SIZE:
-            self._auth_cache.clear()
         self._auth_cache[fingerprint] = (name, now)
+        self._auth_cache.move_to_end(fingerprint)
+        if len(self._auth_cache) > _AUTH_CACHE_SIZE:
+            self._auth_cache.popitem(last=False)
         return name
 
     def refused_now(self, certificate: x509.Certificate) -> bool:

@@ -241,6 +241,9 @@ class TlsAcceptor:
         self._pending: set[asyncio.Task[None]] = set()
         #: open connections and their peer's certificate, swept as connections close
         self._open: dict[asyncio.BaseTransport, x509.Certificate] = {}
+        # Closed connections are swept when the map has doubled since the last sweep: a hub
+        # with a thousand children open must not walk them all at every handshake.
+        self._sweep_at = 64
 
     def protocol(self, factory: Callable[[], asyncio.BaseProtocol]) -> Callable[[], Any]:
         return lambda: _Handshake(self, factory)
@@ -299,7 +302,9 @@ class TlsAcceptor:
             return
         ssl_object = tls.get_extra_info("ssl_object")
         with contextlib.suppress(ValueError, MalformedCertificateError):
-            self._sweep()
+            if len(self._open) >= self._sweep_at:
+                self._sweep()
+                self._sweep_at = max(64, 2 * len(self._open))
             self._open[tls] = peer_certificate(ssl_object)
         connection.hand_over(tls, factory())
 

@@ -54,6 +54,13 @@ from aiohttp.connector import Connection
 from cryptography import x509
 
 from exchnode.aio._inflight import InFlight, Reservation
+from exchnode.aio._link_stream import (
+    MAX_STREAMED_TRANSFER,
+    STREAM_PATH,
+    StreamCalls,
+    StreamClosed,
+    StreamServing,
+)
 from exchnode.aio._tls import TlsAcceptor, address_token, peer_certificate, refusal_code
 from exchnode.errors import ExchnodeError, RejectedError, UntrustedError, UsageError
 from exchnode.federation import (
@@ -69,6 +76,7 @@ from exchnode.pki import read_node_certificate
 
 __all__ = [
     "HELLO_PATH",
+    "STREAM_PATH",
     "TRANSFER_PATH",
     "Custodian",
     "Handler",
@@ -203,6 +211,7 @@ class LinkServer:
         neighbours: Collection[str] | None = None,
         refusals: RefusalSink | None = None,
         network: Network | None = None,
+        streams: bool = True,
     ) -> None:
         """``in_flight``: the bounds on request bytes held at once (None: no bound but the size).
 
@@ -210,7 +219,8 @@ class LinkServer:
         or hello of anyone else is left to the custodian and ``on_hello``, and noted.
         ``refusals``: where every refusal goes, the handshakes OpenSSL refuses included.
         ``network``: serve there instead of on ``host:port`` over TLS (the simulator's; then
-        ``ssl_context`` is None).
+        ``ssl_context`` is None).  ``streams``: offer the link stream (SPEC §15.8); without
+        it, transfers come as HTTP requests only, as from a server of the previous version.
         """
         if (ssl_context is None) == (network is None):
             raise UsageError("a link server takes a TLS context or a network, one of them")
@@ -229,11 +239,15 @@ class LinkServer:
         self._host, self._port = host, port
         self._max = max_transfer_bytes
         self._runner: web.AppRunner | None = None
+        self._streams = StreamServing(self._frame)
+        self._offer_streams = streams
         self.accepting = True
 
     async def start(self) -> tuple[str, int]:
         app = web.Application(client_max_size=self._max)
         app.router.add_post(TRANSFER_PATH, self._transfer)
+        if self._offer_streams:
+            app.router.add_get(STREAM_PATH, self._stream)
         app.router.add_post(HELLO_PATH, self._hello)
         for (method, path), handler in self._routes.items():
             app.router.add_route(method, path, self._authenticated(handler))
@@ -252,6 +266,7 @@ class LinkServer:
         return str(host), int(port)
 
     async def close(self) -> None:
+        await self._streams.close()
         if self._network is not None:
             self._network.stop_listening()
         if self._acceptor is not None:
@@ -274,7 +289,7 @@ class LinkServer:
 
     def _forbidden(
         self,
-        request: web.Request,
+        remote: str | None,
         text: str,
         code: str,
         kind: str,
@@ -283,9 +298,7 @@ class LinkServer:
         cut: bool = False,
     ) -> web.Response:
         if self._refusals is not None:
-            self._refusals.refused(
-                reason=code, kind=kind, peer=peer, address=address_token(request.remote)
-            )
+            self._refusals.refused(reason=code, kind=kind, peer=peer, address=address_token(remote))
         response = _refusal(403, f"{text} [{code}]")
         if cut:
             response.force_close()  # a peer that failed its certificate reconnects, if it can
@@ -298,7 +311,12 @@ class LinkServer:
             with contextlib.suppress(RejectedError):
                 claimed = _claimed_name(peer_certificate(transport.get_extra_info("ssl_object")))
         return self._forbidden(
-            request, f"peer not authenticated: {exc}", exc.code, "certificate", claimed, cut=True
+            request.remote,
+            f"peer not authenticated: {exc}",
+            exc.code,
+            "certificate",
+            claimed,
+            cut=True,
         )
 
     def _stranger(self, neighbour: str) -> bool:
@@ -309,7 +327,7 @@ class LinkServer:
         if self._refusals is not None:
             self._refusals.admitted(neighbour)
 
-    def _note_peer(self, neighbour: str, request: web.Request) -> None:
+    def _note_peer(self, neighbour: str, remote: str | None) -> None:
         """A configured neighbour is admitted; a stranger's call goes on the record as refused."""
         if not self._stranger(neighbour):
             self._admitted(neighbour)
@@ -318,7 +336,7 @@ class LinkServer:
                 reason="not-a-neighbour",
                 kind="neighbour",
                 peer=neighbour,
-                address=address_token(request.remote),
+                address=address_token(remote),
             )
 
     def _peer(self, request: web.Request) -> str:
@@ -335,7 +353,7 @@ class LinkServer:
                 return self._not_authenticated(request, exc)
             if self._stranger(neighbour):
                 return self._forbidden(
-                    request,
+                    request.remote,
                     f"{neighbour} is not a neighbour",
                     "not-a-neighbour",
                     "neighbour",
@@ -360,22 +378,29 @@ class LinkServer:
             size = request.content_length
             if size > self._max:
                 return _refusal(413, f"a request may carry at most {self._max} bytes")
+        held = self._reserve(neighbour, size)
+        if isinstance(held, tuple):
+            # Unread: aiohttp discards the body as it arrives, nothing of it is buffered.
+            status, reason = held
+            return _refusal(status, reason, retry_after=1 if status == 429 else None)
+        return held
+
+    def _reserve(self, neighbour: str, size: int) -> Reservation | tuple[int, str]:
+        """``size`` request bytes reserved (SPEC §15.7), or the status and reason refusing them."""
         budget = self._in_flight
         if budget is None:
             return Reservation(None, neighbour, size)
         if not budget.fits_ever(size):
-            return _refusal(
-                413, f"a request from one neighbour may carry at most {budget.per_neighbour} bytes"
+            return (
+                413,
+                f"a request from one neighbour may carry at most {budget.per_neighbour} bytes",
             )
         reservation = budget.reserve(neighbour, size)
         if reservation is None:
-            # Unread: aiohttp discards the body as it arrives, nothing of it is buffered.
-            return _refusal(
-                429,
+            return 429, (
                 f"too many bytes in flight: {budget.held(neighbour)} from {neighbour} "
                 f"(at most {budget.per_neighbour}), {budget.held()} in all "
-                f"(at most {budget.total}); retry later",
-                retry_after=1,
+                f"(at most {budget.total}); retry later"
             )
         return reservation
 
@@ -384,7 +409,7 @@ class LinkServer:
             neighbour = self._peer(request)
         except RejectedError as exc:
             return self._not_authenticated(request, exc)
-        self._note_peer(neighbour, request)  # a stranger's hello is answered (SPEC §15.2), ignored
+        self._note_peer(neighbour, request.remote)  # a stranger's hello: answered, ignored (§15.2)
         if self._on_hello is not None:
             self._on_hello(neighbour)
         return web.Response(status=204)
@@ -403,23 +428,69 @@ class LinkServer:
             body = await _read_body(request, self._max)
             if body is None:
                 return _refusal(413, f"a transfer may carry at most {self._max} bytes")
+            status, answer = await self._decide(neighbour, body, request.remote)
+        if status != 200:
+            return web.Response(status=status, body=answer, content_type="text/plain")
+        return web.Response(body=answer, content_type=CONTENT_TYPE)
+
+    async def _decide(self, neighbour: str, body: bytes, remote: str | None) -> tuple[int, bytes]:
+        """One transfer's answer, by the HTTP or the stream route: (status, body or reason)."""
+        try:
+            transfer = decode_request(body, self._max)
+        except RejectedError as exc:
+            return 400, f"{exc} [{exc.code}]".encode()
+        del body  # the items hold their envelopes; the body's bytes are not needed again
+        if transfer.sender != neighbour:
+            refused = self._forbidden(
+                remote,
+                f"transfer claims sender {transfer.sender}, the certificate says {neighbour}",
+                "sender-mismatch",
+                "sender",
+                neighbour,
+            )
+            return 403, refused.body if isinstance(refused.body, bytes) else b""
+        # A stranger's items are refused by the custodian (routing-refused); noted here.
+        self._note_peer(neighbour, remote)
+        response = await self._custodian(neighbour, transfer)
+        return 200, encode_response(response)
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """The link stream (SPEC §15.8): one neighbour's transfers over one WebSocket."""
+        transport = request.transport
+        try:
+            ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+            certificate = peer_certificate(ssl_object)
+            neighbour = self._authenticate(certificate)
+        except RejectedError as exc:
+            return self._not_authenticated(request, exc)
+
+        def still_valid() -> str | None:
             try:
-                transfer = decode_request(body, self._max)
+                self._authenticate(certificate)
             except RejectedError as exc:
-                return _refusal(400, f"{exc} [{exc.code}]")
-            del body  # the items hold their envelopes; the body's bytes are not needed again
-            if transfer.sender != neighbour:
-                return self._forbidden(
-                    request,
-                    f"transfer claims sender {transfer.sender}, the certificate says {neighbour}",
-                    "sender-mismatch",
-                    "sender",
-                    neighbour,
-                )
-            # A stranger's items are refused by the custodian (routing-refused); noted here.
-            self._note_peer(neighbour, request)
-            response = await self._custodian(neighbour, transfer)
-        return web.Response(body=encode_response(response), content_type=CONTENT_TYPE)
+                if self._refusals is not None:
+                    self._refusals.refused(
+                        reason=exc.code,
+                        kind="certificate",
+                        peer=neighbour,
+                        address=address_token(request.remote),
+                    )
+                return f"peer not authenticated: {exc} [{exc.code}]"
+            return None
+
+        return await self._streams.serve(neighbour, request, still_valid)
+
+    async def _frame(self, neighbour: str, body: bytes, remote: str | None) -> tuple[int, bytes]:
+        """A transfer from the stream: admitted as an HTTP one would be, then decided."""
+        if not self.accepting:
+            return 503, b"not accepting transfers now"
+        if len(body) > self._max:
+            return 413, f"a transfer may carry at most {self._max} bytes".encode()
+        held = self._reserve(neighbour, len(body))
+        if isinstance(held, tuple):
+            return held[0], held[1].encode()
+        with held:
+            return await self._decide(neighbour, body, remote)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
@@ -485,11 +556,26 @@ class LinkClient:
             timeout=aiohttp.ClientTimeout(total=timeout),
             request_class=_checked_request(self._check_peer),
         )
+        # aiohttp retries an idempotent request (the stream's upgrade is a GET) once when the
+        # server drops the connection; a link retries on its own backoff (SPEC §15.5), and a
+        # peer that refuses this node's certificate must see one handshake per attempt.
+        self._session._retry_connection = False
+        self._stream = StreamCalls(self._session, self._base + STREAM_PATH, timeout)
 
     async def transfer(self, request: TransferRequest) -> TransferResponse:
-        """Send one transfer; the answer covers every item, or ``LinkError`` is raised."""
+        """Send one transfer; the answer covers every item, or ``LinkError`` is raised.
+
+        Over the link stream (SPEC §15.8) when the neighbour offers it, else
+        as an HTTP request of its own (§15.1); the same answer either way.
+        """
         data = encode_request(request)
         try:
+            streamed = None
+            if len(data) <= MAX_STREAMED_TRANSFER:
+                streamed = await self._stream.call(data)
+            if streamed is not None:
+                _, status, body = streamed
+                return self._answer(request, status, body, retry_after=1.0)
             async with self._session.post(
                 # A file-like body: aiohttp writes it in chunks (and warns on large raw bytes).
                 self._url,
@@ -497,17 +583,27 @@ class LinkClient:
                 headers={"Content-Type": CONTENT_TYPE},
             ) as response:
                 body = await response.read()
-                if response.status != 200:
-                    text = body.decode("utf-8", "replace").strip()
-                    reason = text[:300]
-                    _raise_if_busy(self.neighbour, "the transfer", response, reason)
-                    raise LinkError(
-                        f"{self.neighbour} refused the transfer: HTTP {response.status} {reason}",
-                        response.status,
-                        refused=self._refused_by_peer(response.status, text),
-                    )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                retry_after = _retry_after(response)
+        except (TimeoutError, aiohttp.ClientError, OSError, StreamClosed) as exc:
             raise self._unreachable(exc) from exc
+        return self._answer(request, response.status, body, retry_after=retry_after)
+
+    def _answer(
+        self, request: TransferRequest, status: int, body: bytes, *, retry_after: float
+    ) -> TransferResponse:
+        """The transfer's response, or the ``LinkError`` (``LinkBusy``) its status means."""
+        if status != 200:
+            text = body.decode("utf-8", "replace").strip()
+            reason = text[:300]
+            if status == 429:
+                raise LinkBusy(
+                    f"{self.neighbour} pushed back the transfer: HTTP 429 {reason}", retry_after
+                )
+            raise LinkError(
+                f"{self.neighbour} refused the transfer: HTTP {status} {reason}",
+                status,
+                refused=self._refused_by_peer(status, text),
+            )
         self._answered()
         return decode_response(body, request)
 
@@ -523,7 +619,11 @@ class LinkClient:
                 if not 200 <= response.status < 300:
                     text = body.decode("utf-8", "replace").strip()
                     reason = text[:300]
-                    _raise_if_busy(self.neighbour, f"{method} {path}", response, reason)
+                    if response.status == 429:
+                        raise LinkBusy(
+                            f"{self.neighbour} pushed back {method} {path}: HTTP 429 {reason}",
+                            _retry_after(response),
+                        )
                     raise LinkError(
                         f"{self.neighbour} refused {method} {path}: "
                         f"HTTP {response.status} {reason}",
@@ -570,6 +670,7 @@ class LinkClient:
             raise
 
     async def close(self) -> None:
+        await self._stream.close()
         await self._session.close()
 
 
@@ -579,20 +680,15 @@ def _required(ssl_context: ssl.SSLContext | None) -> ssl.SSLContext:
     return ssl_context
 
 
-def _raise_if_busy(
-    neighbour: str, what: str, response: aiohttp.ClientResponse, reason: str
-) -> None:
-    """A 429 becomes :class:`LinkBusy`, with the peer's ``Retry-After`` (seconds; default 1)."""
-    if response.status != 429:
-        return
+def _retry_after(response: aiohttp.ClientResponse) -> float:
+    """The peer's ``Retry-After`` in seconds (default 1, at most an hour)."""
     try:
         retry_after = float(response.headers.get("Retry-After", "1"))
     except ValueError:
         retry_after = 1.0
     if not math.isfinite(retry_after):
         retry_after = 1.0
-    retry_after = min(max(retry_after, 0.0), 3600.0)
-    raise LinkBusy(f"{neighbour} pushed back {what}: HTTP 429 {reason}", retry_after)
+    return min(max(retry_after, 0.0), 3600.0)
 
 
 class _TlsSite(web.BaseSite):

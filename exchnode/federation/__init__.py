@@ -44,6 +44,14 @@ from exchnode.federation._link import (
     encode_request,
     encode_response,
 )
+from exchnode.federation._link_frames import (
+    STREAM_STATUSES,
+    StreamAnswer,
+    parse_request_frame,
+    parse_response_frame,
+    request_frame,
+    response_frame,
+)
 from exchnode.federation._routing import Neighbour, Relation, Route, Router
 
 __all__ = [
@@ -51,6 +59,7 @@ __all__ = [
     "FEED_ID_BYTES",
     "MAX_LOOKUP_NAMES",
     "MAX_TRANSFER_BYTES",
+    "STREAM_STATUSES",
     "Audience",
     "BackoffPolicy",
     "ChangeFeed",
@@ -69,6 +78,7 @@ __all__ = [
     "Route",
     "Router",
     "Status",
+    "StreamAnswer",
     "TransferRequest",
     "TransferResponse",
     "came_back",
@@ -81,6 +91,10 @@ __all__ = [
     "encode_request",
     "encode_response",
     "failed",
+    "parse_request_frame",
+    "parse_response_frame",
+    "request_frame",
+    "response_frame",
     "succeeded",
     "verify_snapshot",
 ]

@@ -50,6 +50,7 @@ from aiohttp.client_proto import ResponseHandler
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from exchnode.aio import STREAM_PATH, TRANSFER_PATH
 from exchnode.errors import UsageError
 
 __all__ = ["LinkFigures", "MemoryNetwork", "NodeEndpoint"]
@@ -101,6 +102,45 @@ class _Link:
                 transport.reset()
 
 
+class _FrameCounter:
+    """Counts the binary WebSocket frames a client writes (RFC 6455 §5.2): a transfer each.
+
+    Only headers are kept: a payload's bytes are skipped as they pass.
+    """
+
+    def __init__(self, requests: dict[str, int]) -> None:
+        self._requests = requests
+        self._header = b""
+        self._skip = 0  # payload bytes of the current frame still to pass
+
+    def feed(self, chunk: bytes) -> None:
+        while chunk:
+            if self._skip:
+                passed = min(self._skip, len(chunk))
+                self._skip -= passed
+                chunk = chunk[passed:]
+                continue
+            self._header += chunk
+            chunk = b""
+            header = self._header
+            if len(header) < 2:
+                return
+            opcode, length, offset = header[0] & 0x0F, header[1] & 0x7F, 2
+            if length in (126, 127):
+                offset = 4 if length == 126 else 10
+                if len(header) < offset:
+                    return
+                length = int.from_bytes(header[2:offset], "big")
+            if header[1] & 0x80:
+                offset += 4  # the mask key: every client frame has one
+            if len(header) < offset:
+                return
+            if opcode == 0x2:
+                key = f"POST {TRANSFER_PATH}"
+                self._requests[key] = self._requests.get(key, 0) + 1
+            self._header, chunk, self._skip = b"", header[offset:], length
+
+
 class _PeerCertificate:
     """Stands where the TLS ``ssl_object`` is: only ``getpeercert(binary_form=True)``."""
 
@@ -140,6 +180,9 @@ class _MemoryTransport(asyncio.Transport):
         self._paused = False
         self._limits = (16 * 1024, 64 * 1024)
         self._expect_request = client  # the next write starts a request line
+        #: After the client's upgrade to the link stream (SPEC §15.8): its frames, parsed as
+        #: they are written, so each transfer counts as a POST would.
+        self._frames: _FrameCounter | None = None
 
     # --- asyncio.Transport ----------------------------------------------------------
 
@@ -186,7 +229,9 @@ class _MemoryTransport(asyncio.Transport):
         if self.closed or not data:
             return
         chunk = bytes(data)
-        if self._client and self._expect_request:
+        if self._frames is not None:
+            self._frames.feed(chunk)
+        elif self._client and self._expect_request:
             self._note_request(chunk)
         loop = self._network.loop
         figures = self._link.figures
@@ -245,6 +290,8 @@ class _MemoryTransport(asyncio.Transport):
             requests = self._link.figures.requests
             requests[key] = requests.get(key, 0) + 1
             self._expect_request = False
+            if key == f"GET {STREAM_PATH}":
+                self._frames = _FrameCounter(requests)
 
     def _arrive(self, when: float, chunk: bytes | None) -> None:
         if self.closed and chunk is not None:

@@ -36,6 +36,11 @@ from exchnode.store._records import (
 if TYPE_CHECKING:
     from exchnode.store._memory import MemoryStore
     from exchnode.store._postgres import PostgresStore
+    from exchnode.store._postgres_schema import (
+        check_postgres_target,
+        postgres_description,
+        postgres_with_password,
+    )
     from exchnode.store._sqlite import SqliteStore
 
 __all__ = [
@@ -59,12 +64,19 @@ __all__ = [
     "SendRecord",
     "SqliteStore",
     "Store",
+    "check_postgres_target",
+    "postgres_description",
+    "postgres_with_password",
 ]
 
 _LAZY = {
     "MemoryStore": "exchnode.store._memory",
     "PostgresStore": "exchnode.store._postgres",
     "SqliteStore": "exchnode.store._sqlite",
+    # For configuration: checked and described without connecting (they load psycopg).
+    "check_postgres_target": "exchnode.store._postgres_schema",
+    "postgres_description": "exchnode.store._postgres_schema",
+    "postgres_with_password": "exchnode.store._postgres_schema",
 }
 
 

@@ -274,6 +274,36 @@ def describe(conninfo: str, schema: str) -> str:
     return f"postgresql {params.get('dbname') or '(default database)'} on {host}{port}, {schema}"
 
 
+def check_postgres_target(conninfo: str, schema: str) -> None:
+    """``UsageError`` naming what is wrong with where a PostgresStore would connect.
+
+    For configuration, before any connection: a string that is not libpq's,
+    one that carries a password (a configuration file is not a secret: the
+    password comes from a 0600 file or libpq's PGPASSFILE), a schema name
+    that is not a plain lower-case identifier.  The string itself is never
+    quoted back.
+    """
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        raise UsageError("is not a libpq connection string or URI") from None
+    if "password" in params:
+        raise UsageError(
+            "must not carry the password (the config is not a secret): put it in a 0600 "
+            "password file or libpq's PGPASSFILE"
+        )
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise UsageError(f"schema must be a lower-case SQL identifier, got {schema!r}")
+
+
+def postgres_with_password(conninfo: str, password: str) -> str:
+    """``conninfo`` with ``password`` added, for the connection only (never logged)."""
+    return psycopg.conninfo.make_conninfo(conninfo, password=password)
+
+
+postgres_description = describe
+
+
 def store_error(name: str, what: str, exc: psycopg.Error) -> StoreError:
     """The server's or driver's error as a :class:`StoreError` naming the store and the call.
 

@@ -13,7 +13,7 @@ import pytest
 
 from exchnode.aio import LinkClient, LinkError, make_context
 from exchnode.aio._transport import LinkServer
-from exchnode.errors import UntrustedError
+from exchnode.errors import CertificateRevokedError, UntrustedError
 from exchnode.federation import Credit, Item, ItemResult, Status, TransferRequest, TransferResponse
 from tests.integration.pki_files import Federation
 
@@ -179,3 +179,95 @@ def test_a_paused_server_answers_503_and_an_absent_one_is_unreachable(
     assert paused.status == 503
     assert gone.status is None
     assert "unreachable" in str(gone)
+
+
+# --- the link stream (SPEC §15.8) ------------------------------------------------------------
+
+
+def test_transfers_share_one_stream_and_concurrent_answers_find_their_calls(
+    federation: Federation,
+) -> None:
+    recorder = Recorder()
+
+    async def scenario() -> tuple[list[TransferResponse], int]:
+        async with linked(federation, recorder) as link:
+            requests = [REQUEST._replace(transfer_id=bytes([i]) * 16) for i in range(20)]
+            responses = await asyncio.gather(*(link.client.transfer(r) for r in requests))
+            again = await link.client.transfer(REQUEST)
+            assert link.server._acceptor is not None
+            return [*responses, again], link.server._acceptor.open_connections()
+
+    responses, connections = run(scenario)
+    assert [r.transfer_id for r in responses[:20]] == [bytes([i]) * 16 for i in range(20)]
+    assert len(recorder.calls) == 21
+    assert connections == 1  # every transfer over the one stream: one TLS handshake in all
+
+
+def test_a_server_without_the_stream_gets_http_transfers(federation: Federation) -> None:
+    recorder = Recorder()
+
+    async def scenario() -> TransferResponse:
+        async with linked(federation, recorder, streams=False) as link:
+            await link.client.transfer(REQUEST)
+            return await link.client.transfer(REQUEST)
+
+    response = run(scenario)
+    assert [r.status for r in response.results] == [Status.TAKEN, Status.DEFERRED]
+    assert len(recorder.calls) == 2
+
+
+def test_a_streamed_transfer_is_refused_as_an_http_one_would_be(federation: Federation) -> None:
+    recorder = Recorder()
+
+    async def scenario() -> list[LinkError]:
+        errors = []
+        async with linked(federation, recorder, max_transfer_bytes=64 * 1024) as link:
+            big = REQUEST._replace(items=(Item(b"x" * 100_000, ("520100.fagai",)),))
+            liar = REQUEST._replace(sender="520100.fagai")
+            for paused, request in ((True, REQUEST), (False, big), (False, liar)):
+                link.server.accepting = not paused
+                with pytest.raises(LinkError) as caught:
+                    await link.client.transfer(request)
+                errors.append(caught.value)
+            assert link.server._acceptor is not None
+            assert link.server._acceptor.open_connections() == 1  # refusals keep the stream
+        return errors
+
+    paused, too_large, liar = run(scenario)
+    assert (paused.status, too_large.status, liar.status) == (503, 413, 403)
+    assert "sender-mismatch" in str(liar)
+    assert recorder.calls == []
+
+
+def test_a_certificate_that_stops_holding_ends_the_stream(federation: Federation) -> None:
+    recorder = Recorder()
+    refusing = False
+
+    def authenticate(certificate: Any) -> str:
+        if refusing:
+            raise CertificateRevokedError("revoked since the stream opened")
+        return federation.authenticate(certificate)
+
+    async def scenario() -> tuple[LinkError, LinkError]:
+        nonlocal refusing
+        server = LinkServer(
+            recorder, authenticate, make_context(federation.files(federation.hub), server=True)
+        )
+        _, port = await server.start()
+        client = client_for(federation, port)
+        try:
+            await client.transfer(REQUEST)  # opens the stream
+            refusing = True
+            with pytest.raises(LinkError) as on_the_stream:
+                await client.transfer(REQUEST)
+            with pytest.raises(LinkError) as afterwards:  # the upgrade refused: by HTTP
+                await client.transfer(REQUEST)
+            return on_the_stream.value, afterwards.value
+        finally:
+            await client.close()
+            await server.close()
+
+    on_the_stream, afterwards = run(scenario)
+    assert (on_the_stream.status, on_the_stream.refused) == (403, "revoked")
+    assert (afterwards.status, afterwards.refused) == (403, "revoked")
+    assert len(recorder.calls) == 1

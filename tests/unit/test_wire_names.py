@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from exchnode.aio import _catalog_service, _directory_service, _transport, _witness_service
+from exchnode.aio import (
+    _catalog_service,
+    _directory_service,
+    _link_stream,
+    _transport,
+    _witness_service,
+)
 from exchnode.core import _messages, _reports
 from exchnode.sharing import _codecs
 
@@ -23,6 +29,8 @@ WIRE_NAMES = [
     (_transport.CONTENT_TYPE, "application/vnd.exchnode.link+msgpack"),
     (_transport.TRANSFER_PATH, "/exchnode/v1/transfer"),
     (_transport.HELLO_PATH, "/exchnode/v1/hello"),
+    (_link_stream.STREAM_PATH, "/exchnode/v1/link"),
+    (_link_stream.STREAM_PROTOCOL, "exchnode.link.1"),
     (_directory_service.DIRECTORY_CONTENT_TYPE, "application/vnd.exchnode.directory+msgpack"),
     (_directory_service.DIRECTORY_PATH, "/exchnode/v1/directory"),
     (_directory_service.DIRECTORY_CHANGED_PATH, "/exchnode/v1/directory/changed"),
