@@ -385,7 +385,9 @@ def _measure(quick: bool) -> list[dict[str, object]]:
             "unit": "x",
             "target": "about 2 (linear), at most 2.6",
             "before": before["ratio"],
-            "met": ratio <= 2.6,
+            # A ratio of CPU times at CI sizes is noise-bound (milliseconds on a shared
+            # machine): only the full run judges it, as every CPU figure.
+            "met": None if quick else ratio <= 2.6,
         },
     ]
     for count, measured, was in ((large, big, "state_large"), (small, half, "state_small")):

@@ -69,15 +69,12 @@ import contextlib
 import json
 import math
 import os
-import platform
 import pstats
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +87,7 @@ from relay import (
     filesystem_of,
     launch,
     percentile,
+    report_header,
     write_pki,
 )
 
@@ -742,15 +740,7 @@ def main(argv: list[str]) -> int:
     result = asyncio.run(run(settings, base))
     rows = result.pop("rows")
     report: dict[str, Any] = {
-        "benchmark": "hub_sparse",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "quick": quick,
-        "clock": "time.monotonic (" + time.get_clock_info("monotonic").implementation + ")",
-        "stores": where,
+        **report_header("hub_sparse", quick, where),
         "settings": {
             "children": settings.children,
             "intervals_s": list(settings.intervals),

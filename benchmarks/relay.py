@@ -266,6 +266,21 @@ async def start_federation(
     return children
 
 
+def report_header(benchmark: str, quick: bool, where: dict[str, Any]) -> dict[str, Any]:
+    """What every report of a run on node processes starts with: when, on what, how timed."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "quick": quick,
+        "clock": "time.monotonic (" + time.get_clock_info("monotonic").implementation + ")",
+        "stores": where,
+    }
+
+
 async def launch(name: str, script: Path, spec: dict[str, Any], work: Path) -> Child:
     """Start ``script`` on ``spec`` (written to ``work/NAME.json``), its log in ``work/NAME.log``.
 
@@ -763,15 +778,7 @@ def main(argv: list[str]) -> int:
         )
 
     report: dict[str, Any] = {
-        "benchmark": "relay",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "quick": quick,
-        "clock": "time.monotonic (" + time.get_clock_info("monotonic").implementation + ")",
-        "stores": where,
+        **report_header("relay", quick, where),
         "settings": {
             "counts": settings.counts,
             "warmup": settings.warmup,

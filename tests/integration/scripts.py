@@ -47,3 +47,14 @@ def run_script(script: str, *argv: str, timeout: float = 120) -> ScriptReport:
     report = json.loads(lines[-1])
     assert isinstance(report, dict), f"{script}: the last line is not one JSON object"
     return ScriptReport(lines[:-1], report, completed.stderr)
+
+
+def quick_json(script: str, folder: Path, timeout: float) -> tuple[ScriptReport, Path]:
+    """``script --quick --json``, its stores and its output files in ``folder``: the run and
+    where the output went."""
+    stores, out = folder / "stores", folder / "out"
+    stores.mkdir()
+    run = run_script(
+        script, "--quick", "--json", "--dir", str(stores), "--out", str(out), timeout=timeout
+    )
+    return run, out

@@ -11,24 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.scripts import run_script
+from tests.integration.scripts import quick_json
 
 pytestmark = pytest.mark.slow
 
 
 def test_hub_sparse_benchmark_quick_json(tmp_path: Path) -> None:
-    stores, out = tmp_path / "stores", tmp_path / "out"
-    stores.mkdir()
-    run = run_script(
-        "benchmarks/hub_sparse.py",
-        "--quick",
-        "--json",
-        "--dir",
-        str(stores),
-        "--out",
-        str(out),
-        timeout=60,
-    )
+    run, out = quick_json("benchmarks/hub_sparse.py", tmp_path, timeout=60)
     table, report = run.lines, run.report
 
     assert report["benchmark"] == "hub_sparse"
@@ -59,4 +48,4 @@ def test_hub_sparse_benchmark_quick_json(tmp_path: Path) -> None:
     assert (check["before_us"], check["target_us"], check["met"]) == (3300.0, 500.0, None)
     assert any("hub µs/msg" in line for line in table)
     assert json.loads((out / "hub_sparse.json").read_text())["rows"] == report["rows"]
-    assert list(stores.iterdir()) == []  # its stores are cleaned up
+    assert list((tmp_path / "stores").iterdir()) == []  # its stores are cleaned up

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.integration.scripts import run_script
+from tests.integration.scripts import quick_json
 
 PATHS = {
     "1": ["520102.gongan", "520102.minzheng"],
@@ -15,18 +15,7 @@ PATHS = {
 
 
 def test_relay_benchmark_quick_json(tmp_path: Path) -> None:
-    stores, out = tmp_path / "stores", tmp_path / "out"
-    stores.mkdir()
-    run = run_script(
-        "benchmarks/relay.py",
-        "--quick",
-        "--json",
-        "--dir",
-        str(stores),
-        "--out",
-        str(out),
-        timeout=110,
-    )
+    run, out = quick_json("benchmarks/relay.py", tmp_path, timeout=110)
     table, report = run.lines, run.report
 
     assert report["benchmark"] == "relay"
@@ -69,4 +58,4 @@ def test_relay_benchmark_quick_json(tmp_path: Path) -> None:
         assert (out / "relay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
         assert "matplotlib" in report["plot_skipped"]
-    assert list(stores.iterdir()) == []  # its stores are cleaned up
+    assert list((tmp_path / "stores").iterdir()) == []  # its stores are cleaned up
