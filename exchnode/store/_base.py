@@ -22,6 +22,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -109,11 +110,12 @@ def plan_accept(
     return plan
 
 
-class StoreLifeCycle:
+class StoreLifeCycle(ABC):
     """A store as a context manager: ``with Store(...) as store:`` closes it on the way out."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the store; every backend says what that means for it."""
 
     def __enter__(self) -> Self:
         return self
@@ -141,11 +143,13 @@ class SqlAuditReads(StoreLifeCycle):
     _ordered_from: int  # record times are checked from this seq on
     _has_seal = True  # False for an older SQLite schema read read-only
 
+    @abstractmethod
     def _open_conn(self) -> object:
-        raise NotImplementedError
+        """The backend's open connection (raising once the store is closed)."""
 
+    @abstractmethod
     def _first_row(self, what: str, query: str) -> tuple[Any, ...] | None:
-        raise NotImplementedError
+        """One statement's first row, under the store's lock, its errors as StoreError."""
 
     def set_audit_sealer(self, sealer: AuditSealer | None) -> None:
         with self._lock:
