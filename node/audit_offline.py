@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exchnode.aio import OWN_CERTIFICATES, earlier_identities
-from exchnode.audit import read_log_view, stored_heads, stored_records, verify_log
+from exchnode.audit import read_log_view, stored_records, verify_stored
 from exchnode.core import Directory, StaticDirectory
 from exchnode.errors import StoreError, UsageError
 from exchnode.store import SqliteStore
@@ -113,15 +113,13 @@ def _verified(
         records: Sequence[tuple[int, bytes]] = (
             list(stored_records(store, view.size)) if with_records else ()
         )
-        report = verify_log(
+        report = verify_stored(
             config.name,
-            records if with_records else lambda: stored_records(store, view.size),
-            lambda: stored_heads(store, view.heads_end),
+            store,
+            view,
             directory,
-            checkpoint=view.checkpoint,
-            seal=view.seal,
-            ordered_from=view.ordered_from,
-            witnessed=witnessed,
+            witnessed,
+            records=records if with_records else None,
         )
     return report_json(report, view.size, view.last_head), records, catalog
 

@@ -259,15 +259,21 @@ class AuditApi:
         size, heads = await self.node.run_in_store(facts)
         return web.json_response(report_json(report, size, heads[-1] if heads else None))
 
-    async def _records(self, request: web.Request) -> web.Response:
+    async def _page(
+        self, request: web.Request, default_limit: int
+    ) -> tuple[int, Sequence[tuple[int, bytes]]]:
+        """The log's size and the page of records ``?from=`` and ``?limit=`` ask for."""
         first = integer(request, "from", 0, 0, 2**62)
-        limit = integer(request, "limit", DEFAULT_RECORDS, 1, MAX_RECORDS)
+        limit = integer(request, "limit", default_limit, 1, MAX_RECORDS)
         store = self.node.store
 
         def page() -> tuple[int, Sequence[tuple[int, bytes]]]:
             return store.audit_size(), store.audit_records(first, limit)
 
-        size, rows = await self.node.run_in_store(page)
+        return await self.node.run_in_store(page)
+
+    async def _records(self, request: web.Request) -> web.Response:
+        size, rows = await self._page(request, DEFAULT_RECORDS)
         records = [record_json(seq, data) for seq, data in rows]
         following = rows[-1][0] + 1 if rows else None
         return web.json_response(
@@ -279,14 +285,7 @@ class AuditApi:
         )
 
     async def _export(self, request: web.Request) -> web.Response:
-        first = integer(request, "from", 0, 0, 2**62)
-        limit = integer(request, "limit", MAX_RECORDS, 1, MAX_RECORDS)
-        store = self.node.store
-
-        def page() -> tuple[int, Sequence[tuple[int, bytes]]]:
-            return store.audit_size(), store.audit_records(first, limit)
-
-        size, rows = await self.node.run_in_store(page)
+        size, rows = await self._page(request, MAX_RECORDS)
         return web.json_response(export_json(size, rows))
 
     async def _witnessed(self, request: web.Request) -> web.Response:

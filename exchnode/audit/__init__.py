@@ -51,6 +51,7 @@ from exchnode.audit._stored import (
     store_nodes,
     stored_heads,
     stored_records,
+    verify_stored,
 )
 from exchnode.audit._verify import (
     Finding,
@@ -108,5 +109,6 @@ __all__ = [
     "stored_heads",
     "stored_records",
     "verify_log",
+    "verify_stored",
     "witness_entry",
 ]

@@ -9,7 +9,8 @@ that neither a verification nor a restart needs the whole log in memory:
 * :func:`stored_records` and :func:`stored_heads` page through the records
   and heads of that view, so a verifier holds one page of each at a time;
   what is appended after the view is not part of it, and the caller keeps
-  pruning out while it reads.
+  pruning out while it reads.  :func:`verify_stored` is ``verify_log`` over
+  that view.
 * :func:`store_nodes` is the ``NodeReader`` of ``AuditLogState``: a record's
   leaf (level 0) or a stored subtree.
 * :func:`derive_tree_rows` writes the tree rows of records stored without
@@ -22,12 +23,13 @@ or any thread for reads: every store serialises its calls).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from exchnode.audit._log import AuditLogState, Checkpoint, TreeHead
 from exchnode.audit._records import record_leaf
-from exchnode.core import LocalIdentity, MerkleLog, NodeReader
+from exchnode.audit._verify import VerificationReport, verify_log
+from exchnode.core import Directory, LocalIdentity, MerkleLog, NodeReader
 from exchnode.errors import InconsistentLogError
 from exchnode.store import AuditStore
 
@@ -40,6 +42,7 @@ __all__ = [
     "store_nodes",
     "stored_heads",
     "stored_records",
+    "verify_stored",
 ]
 
 PAGE = 4096  # records read per store call: a verifier holds one page at a time
@@ -103,6 +106,29 @@ def stored_heads(store: AuditStore, end: int, *, page: int = PAGE) -> Iterator[b
         if len(rows) < page:
             return
         position = rows[-1][0] + 1
+
+
+def verify_stored(
+    node: str,
+    store: AuditStore,
+    view: StoredLogView,
+    directory: Directory,
+    witnessed: Sequence[bytes] = (),
+    *,
+    records: Sequence[tuple[int, bytes]] | None = None,
+) -> VerificationReport:
+    """``verify_log`` over ``node``'s log as ``view`` saw it in ``store``: its heads, and its
+    records unless the caller read them already (``records``), read a page at a time."""
+    return verify_log(
+        node,
+        (lambda: stored_records(store, view.size)) if records is None else records,
+        lambda: stored_heads(store, view.heads_end),
+        directory,
+        checkpoint=view.checkpoint,
+        seal=view.seal,
+        ordered_from=view.ordered_from,
+        witnessed=witnessed,
+    )
 
 
 def store_nodes(store: AuditStore) -> NodeReader:

@@ -89,6 +89,7 @@ from exchnode.audit._verify_report import (
     Finding,
     HeadSource,
     RecordSource,
+    StoredLog,
     Tamper,
     VerificationReport,
 )
@@ -424,53 +425,42 @@ def verify_log(
     parent kept.  ``ordered_from``: the seq from which record times are
     checked (``AuditStore.audit_ordered_from``).
     """
-    read_records: RecordSource = records if callable(records) else (lambda: records)
-    read_heads: HeadSource = heads if callable(heads) else (lambda: heads)
+    log = StoredLog(
+        node,
+        records if callable(records) else (lambda: records),
+        heads if callable(heads) else (lambda: heads),
+        checkpoint,
+        witnessed,
+        seal,
+        ordered_from,
+    )
     try:
-        return _verify_streaming(
-            node, read_records, read_heads, directory, checkpoint, witnessed, seal, ordered_from
-        )
+        return _verify_streaming(log, directory)
     except _NotProven:
         pass
-    return _verify_in_memory(
-        node,
-        list(read_records()),
-        list(read_heads()),
-        directory,
-        checkpoint=checkpoint,
-        witnessed=witnessed,
-        seal=seal,
-        ordered_from=ordered_from,
-    )
+    return _verify_in_memory(log, directory)
 
 
-def _verify_in_memory(
-    node: str,
-    records: Sequence[tuple[int, bytes]],
-    heads: Sequence[bytes],
-    directory: Directory,
-    *,
-    checkpoint: Checkpoint | bytes | None = None,
-    witnessed: Sequence[bytes] = (),
-    seal: bytes | None = None,
-    ordered_from: int = 0,
-) -> VerificationReport:
+def _verify_in_memory(log: StoredLog, directory: Directory) -> VerificationReport:
     """Steps 1 to 5 of the module doc on the whole log, in memory."""
+    node, seal = log.node, log.seal
+    records = list(log.read_records())
+    heads = [(f"heads[{i}]", h) for i, h in enumerate(log.read_heads())]
     findings: list[Finding] = []
     verifier = TreeHeadVerifier(directory)
-    own = verify_heads(node, [(f"heads[{i}]", h) for i, h in enumerate(heads)], verifier, findings)
+    own = verify_heads(node, heads, verifier, findings)
     sealed = verify_heads(node, [("seal", seal)] if seal is not None else [], verifier, findings)
     others = verify_heads(
-        node, [(f"witnessed[{i}]", h) for i, h in enumerate(witnessed)], verifier, findings
+        node, [(f"witnessed[{i}]", h) for i, h in enumerate(log.witnessed)], verifier, findings
     )
     check_chain(own, findings)
     first_key = next((key for key, _ in records), None)
-    start, usable = start_at_checkpoint(node, checkpoint, verifier, first_key, findings)
+    start, usable = start_at_checkpoint(node, log.checkpoint, verifier, first_key, findings)
     signed = own + sealed + others
     check_checkpoint_signed(usable, signed, others, start, findings)
 
     rows, leaves = _read_rows(node, records, start.base, findings)
-    end = _check_records(rows, start, ordered_from, findings)
+    end = _check_records(rows, start, log.ordered_from, findings)
     verified = _check_roots(signed, start, leaves, end, findings)
     _check_coverage(signed, start.base, end, findings)
     return VerificationReport(node, start.base, len(rows), len(signed), verified, tuple(findings))

@@ -11,17 +11,32 @@ and 2) and ``_verify_stream`` (the streaming pass).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Finding", "HeadSource", "RecordSource", "Tamper", "VerificationReport"]
+from exchnode.audit._log import Checkpoint
+
+__all__ = ["Finding", "HeadSource", "RecordSource", "StoredLog", "Tamper", "VerificationReport"]
 
 RecordSource = Callable[[], Iterable[tuple[int, bytes]]]
 """Records ``(seq, data)`` in seq order, read afresh on each call (e.g. a store, page by page)."""
 
 HeadSource = Callable[[], Iterable[bytes]]
 """Signed heads in the order stored, read afresh on each call (e.g. a store, page by page)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLog:
+    """A node's log as ``verify_log`` reads it (its arguments), for each of its passes."""
+
+    node: str
+    read_records: RecordSource
+    read_heads: HeadSource
+    checkpoint: Checkpoint | bytes | None
+    witnessed: Sequence[bytes]
+    seal: bytes | None
+    ordered_from: int
 
 
 class Tamper(enum.Enum):

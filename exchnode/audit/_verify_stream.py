@@ -12,12 +12,12 @@ streaming pass had never run.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
-from exchnode.audit._log import Checkpoint, TreeHead, TreeHeadVerifier
+from exchnode.audit._log import TreeHead, TreeHeadVerifier
 from exchnode.audit._records import decode_record, record_leaf
 from exchnode.audit._verify_heads import Start, start_at_checkpoint
-from exchnode.audit._verify_report import Finding, HeadSource, RecordSource, VerificationReport
+from exchnode.audit._verify_report import Finding, StoredLog, VerificationReport
 from exchnode.core import Directory, MerkleLog
 from exchnode.errors import RejectedError
 
@@ -105,32 +105,24 @@ class _Records:
         return True
 
 
-def verify_streaming(
-    node: str,
-    read_records: RecordSource,
-    read_heads: HeadSource,
-    directory: Directory,
-    checkpoint: Checkpoint | bytes | None,
-    witnessed: Sequence[bytes],
-    seal: bytes | None,
-    ordered_from: int,
-) -> VerificationReport:
+def verify_streaming(log: StoredLog, directory: Directory) -> VerificationReport:
     """The module doc's streaming pass; raises ``NotProven`` at the first doubt."""
+    node, seal = log.node, log.seal
     verifier = TreeHeadVerifier(directory)
     findings: list[Finding] = []
-    start, usable = start_at_checkpoint(node, checkpoint, verifier, None, findings)
+    start, usable = start_at_checkpoint(node, log.checkpoint, verifier, None, findings)
     if findings or start.tree is None:
         raise NotProven
     covered = usable.size if usable is not None else 0
     sealed = [_good_head(verifier, node, seal)] if seal is not None else []
     others = sorted(
-        (_good_head(verifier, node, data) for data in witnessed), key=lambda h: h.tree_size
+        (_good_head(verifier, node, data) for data in log.witnessed), key=lambda h: h.tree_size
     )
     if others and usable is not None and others[-1].tree_size < covered:
         raise NotProven  # unwitnessed-checkpoint
-    records = _Records(node, read_records(), start, ordered_from)
+    records = _Records(node, log.read_records(), start, log.ordered_from)
     count, largest, verified, named = 0, 0, start.base, usable is None
-    own = _chained_heads(verifier, node, read_heads())
+    own = _chained_heads(verifier, node, log.read_heads())
     for head in heapq.merge(own, sealed, others, key=lambda head: head.tree_size):
         count += 1
         largest = max(largest, head.tree_size)

@@ -49,8 +49,8 @@ from exchnode.catalog._entry import (
     check_provider,
     check_version,
 )
-from exchnode.catalog._sync import Wanted, check_array, framed_fields
-from exchnode.core import Level, pack, require_canonical, unpack
+from exchnode.catalog._sync import Wanted, check_array
+from exchnode.core import Level, framed_fields, pack, require_canonical, unpack
 from exchnode.errors import MalformedError, TooLargeError
 from exchnode.federation import FEED_ID_BYTES, FeedPosition, check_feed_position
 

@@ -30,8 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from exchnode.catalog._entry import MAX_RECORD_BYTES, check_code, check_provider, check_version
-from exchnode.core import HASH_LENGTH, pack, require_canonical, unpack
-from exchnode.errors import MalformedError, TooLargeError, UnsupportedVersionError
+from exchnode.core import HASH_LENGTH, framed_fields, pack, require_canonical, unpack
+from exchnode.errors import MalformedError, TooLargeError
 
 __all__ = [
     "MAX_SYNC_BYTES",
@@ -52,7 +52,6 @@ __all__ = [
     "encode_records",
     "encode_versions",
     "encode_wanted",
-    "framed_fields",
     "provider_digest",
 ]
 
@@ -237,18 +236,6 @@ def _framed(data: bytes, what: str, fields: int) -> list[Any]:
         data, what=what, max_size=MAX_SYNC_BYTES, max_array=MAX_SYNC_ITEMS, long_array=TooLargeError
     )
     return framed_fields(value, what, fields, SYNC_FORMAT)
-
-
-def framed_fields(value: object, what: str, fields: int, version: int) -> list[Any]:
-    """The fields of a decoded ``[format, field, ...]`` message: ``fields`` of them, after
-    ``version`` (format 1's messages here, format 2's pages in ``_pages``)."""
-    if type(value) is not list or len(value) != fields + 1:
-        raise MalformedError(what, f"expected an array of {fields + 1} elements")
-    if type(value[0]) is not int:
-        raise MalformedError(f"{what}.format", "must be an integer")
-    if value[0] != version:
-        raise UnsupportedVersionError(f"{what} format {value[0]} is not supported (only {version})")
-    return value[1:]
 
 
 def check_array(value: object, what: str) -> list[Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from exchnode.core._batch import Seal, SealVerifier, sign_leaves
 from exchnode.core._directory import Directory, StaticDirectory
-from exchnode.core._encoding import pack, require_canonical, unpack
+from exchnode.core._encoding import framed_fields, pack, require_canonical, unpack
 from exchnode.core._envelope import (
     SUITE_X25519_AES256GCM_ED25519,
     TYPE_CATALOG,
@@ -147,6 +147,7 @@ __all__ = [
     "encode_app_message",
     "encode_receipt_bundle",
     "encode_signed",
+    "framed_fields",
     "hpke_open",
     "hpke_seal",
     "issue_receipts",

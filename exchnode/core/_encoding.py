@@ -19,9 +19,9 @@ from typing import Any
 
 import msgpack
 
-from exchnode.errors import MalformedError, TooLargeError
+from exchnode.errors import MalformedError, TooLargeError, UnsupportedVersionError
 
-__all__ = ["array_head", "pack", "unpack"]
+__all__ = ["array_head", "framed_fields", "pack", "unpack"]
 
 # One shared packer: ``msgpack.packb`` builds a new Packer per call, which
 # costs more than packing a small structure.  Sharing is safe: ``pack`` runs
@@ -131,3 +131,16 @@ def require_canonical(value: Any, data: bytes, *, what: str) -> None:
     """Refuse a decodable but non-canonical encoding (SPEC §4.2)."""
     if pack(value) != data:
         raise MalformedError(what, "encoding is not canonical")
+
+
+def framed_fields(value: object, what: str, fields: int, version: int) -> list[Any]:
+    """The ``fields`` fields of a decoded ``[format, field, ...]`` structure whose one format
+    the caller reads is ``version``: its shape checked first, then the format's type, then
+    its value."""
+    if type(value) is not list or len(value) != fields + 1:
+        raise MalformedError(what, f"expected an array of {fields + 1} elements")
+    if type(value[0]) is not int:
+        raise MalformedError(f"{what}.format", "must be an integer")
+    if value[0] != version:
+        raise UnsupportedVersionError(f"{what} format {value[0]} is not supported (only {version})")
+    return value[1:]

@@ -48,11 +48,12 @@ from exchnode.core import (
     require_canonical,
     unpack,
 )
-from exchnode.errors import MalformedError, TooLargeError, UnsupportedVersionError, UsageError
+from exchnode.errors import MalformedError, UnsupportedVersionError, UsageError
 from exchnode.federation._directory_wire import (
     MAX_ENTRY_CHAIN,
     MAX_TIME_MS,
     DirectoryEntry,
+    _bin,
     _Reader,
     check_address,
     own_chain_der,
@@ -232,14 +233,6 @@ def sign_page(
 
 
 # --- decoding --------------------------------------------------------------------------
-
-
-def _bin(value: object, field: str, limit: int) -> bytes:
-    if type(value) is not bytes or not value:
-        raise MalformedError(field, "must be non-empty bytes")
-    if len(value) > limit:
-        raise TooLargeError(field, f"{len(value)} bytes exceed the limit of {limit}")
-    return value
 
 
 def _chain(reader: _Reader, field: str, low: int, policy: PagePolicy) -> tuple[bytes, ...]:

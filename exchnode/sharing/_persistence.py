@@ -38,8 +38,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from exchnode.catalog import ShareType
-from exchnode.core import check_name, check_time, pack, require_canonical, unpack
-from exchnode.errors import MalformedError, UnsupportedVersionError
+from exchnode.core import check_name, check_time, framed_fields, pack, require_canonical, unpack
+from exchnode.errors import MalformedError
 from exchnode.sharing._codecs import CODE, MAX_TEXT, counter, items_codec, text_codec
 from exchnode.sharing._masking import MaskSet, check_item_name
 
@@ -75,13 +75,8 @@ _T = TypeVar("_T")
 
 def open_state(data: bytes, what: str, count: int) -> list[Any]:
     """The fields after the format of a state encoding of ``count`` fields."""
-    value = unpack(data, what=what, max_size=MAX_STATE_BYTES, max_array=MAX_STATE_ARRAY)
-    if type(value) is not list or len(value) != count + 1:
-        raise MalformedError(what, f"expected an array of {count + 1} elements")
-    if type(value[0]) is not int:
-        raise MalformedError(f"{what}.format", "must be an integer")
-    if value[0] != STATE_FORMAT:
-        raise UnsupportedVersionError(f"{what} format {value[0]} is not supported (only 1)")
+    value: list[Any] = unpack(data, what=what, max_size=MAX_STATE_BYTES, max_array=MAX_STATE_ARRAY)
+    framed_fields(value, what, count, STATE_FORMAT)
     return value
 
 

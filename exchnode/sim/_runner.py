@@ -36,7 +36,7 @@ import gc
 import random as random_module
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -206,6 +206,16 @@ class _Publication:
         return f"101001/{self.index + 1:06d}"
 
 
+def _arrivals(rng: random_module.Random, per_hour: float, hours: float) -> Iterator[float]:
+    """The times (s) of a Poisson process of ``per_hour`` events over ``hours``, each drawn
+    from ``rng`` only when taken: a caller may draw from ``rng`` between two arrivals."""
+    mean_gap = 3600.0 / per_hour
+    at = rng.expovariate(1.0 / mean_gap)
+    while at < hours * 3600:
+        yield at
+        at += rng.expovariate(1.0 / mean_gap)
+
+
 @dataclass(slots=True)
 class _Outcome:
     sent_at: float | None = None
@@ -334,13 +344,10 @@ class Simulation:
             return []
         # The plan, not a key: a seeded, reproducible generator is what is wanted here.
         rng = random_module.Random(f"exchnode-sim-plan:{scenario.seed}")  # noqa: S311
-        mean_gap = 3600.0 / scenario.messages_per_hour
         plan: list[_Planned] = []
-        at = rng.expovariate(1.0 / mean_gap)
-        while at < scenario.hours * 3600:
+        for at in _arrivals(rng, scenario.messages_per_hour, scenario.hours):
             sender, recipient = rng.sample(departments, 2)
             plan.append(_Planned(len(plan), at, sender, recipient))
-            at += rng.expovariate(1.0 / mean_gap)
         return plan
 
     def _plan_publications(self) -> list[_Publication]:
@@ -349,12 +356,9 @@ class Simulation:
         if not departments or scenario.publishes_per_hour == 0:
             return []
         rng = random_module.Random(f"exchnode-sim-catalog:{scenario.seed}")  # noqa: S311
-        mean_gap = 3600.0 / scenario.publishes_per_hour
         planned: list[_Publication] = []
-        at = rng.expovariate(1.0 / mean_gap)
-        while at < scenario.hours * 3600:
+        for at in _arrivals(rng, scenario.publishes_per_hour, scenario.hours):
             planned.append(_Publication(len(planned), at, rng.choice(departments)))
-            at += rng.expovariate(1.0 / mean_gap)
         return planned
 
     def _services(self) -> list[NodeService]:

@@ -30,6 +30,7 @@ from exchnode.catalog import (
 from exchnode.catalog._state import within_subtree
 from exchnode.core import NodeName
 from exchnode.federation import Relation
+from tests.property import strategies
 from tests.unit.catalog.feeds import Feeds, lookup
 from tests.unit.catalog.test_entry import DIRECTORY, body_of, make_entry, publish, sign_body
 from tests.unit.catalog.test_state import _histories, pull
@@ -96,18 +97,7 @@ def test_a_damaged_record_is_refused_or_still_the_same(
         assert decode is decode_record or record == VALID
 
 
-msgpack_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=20)
-    | st.binary(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
+msgpack_values = strategies.msgpack_values(max_leaves=8)
 
 
 def _wire_body(record: CatalogRecord) -> list[Any]:

@@ -33,6 +33,7 @@ from exchnode.core import (
 )
 from exchnode.testing import SeededRandom, seeded_directory, seeded_identity
 from tests.cast import HUB, NOW, OTHER, RECIPIENT, SENDER
+from tests.property import strategies
 
 NAMES = (SENDER, RECIPIENT, OTHER, HUB, "522301", "520000.tongji")
 CAST = {name: seeded_identity(name) for name in NAMES}
@@ -133,16 +134,7 @@ def test_arbitrary_bytes_raise_only_typed_errors(blob) -> None:
         EnvelopeVerifier(DIRECTORY).verify(blob, NOW)
 
 
-msgpack_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=20)
-    | st.binary(max_size=40),
-    lambda inner: st.lists(inner, max_size=14) | st.dictionaries(st.text(max_size=5), inner),
-    max_leaves=30,
-)
+msgpack_values = strategies.msgpack_values(max_leaves=30)
 
 
 @settings(max_examples=400, deadline=None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import NamedTuple
 
 from cryptography import x509
 
@@ -33,6 +34,16 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class Branch(NamedTuple):
+    """The directories of one path down the tree, each node with its neighbours in it."""
+
+    dept: NodeDirectory  # D, under K
+    county: NodeDirectory  # K, under C
+    city: NodeDirectory  # C, under P
+    province: NodeDirectory  # P: C and T below
+    tongji: NodeDirectory  # T, under P
 
 
 class Federation:
@@ -79,6 +90,16 @@ class Federation:
         if parent is not None:
             neighbours.append(Neighbour(NodeName.parse(parent), Relation.PARENT))
         return NodeDirectory(node.identity, clock=clock, address=url(node), neighbours=neighbours)
+
+    def branch(self, clock: Clock) -> Branch:
+        """D, K, C, P and T, not pulled from each other yet."""
+        return Branch(
+            dept=self.directory(self.D, clock, "520102"),
+            county=self.directory(self.K, clock, "520100", "520102.gongan"),
+            city=self.directory(self.C, clock, "520000", "520102"),
+            province=self.directory(self.P, clock, None, "520100", "520000.tongji"),
+            tongji=self.directory(self.T, clock, "520000"),
+        )
 
     def city_with_county(self, clock: Clock, parent: str | None = "520000") -> NodeDirectory:
         """C's directory (its parent, and the county 520102 below) after one pull of the

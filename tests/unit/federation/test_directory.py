@@ -425,11 +425,7 @@ def test_update_refuses_a_snapshot_older_than_the_one_held(fed: Federation) -> N
 
 def test_expiry_propagates_through_two_re_signing_hops(fed: Federation) -> None:
     t0 = fed.t0
-    clock = Clock(t0)
-    dept = fed.directory(fed.D, clock, "520102")
-    county = fed.directory(fed.K, clock, "520100", "520102.gongan")
-    city = fed.directory(fed.C, clock, "520000", "520102")
-    province = fed.directory(fed.P, clock, None, "520100")
+    dept, county, city, province, _ = fed.branch(Clock(t0))
     # The department signs for an hour; every hub re-signs for a day.
     pull(fed, county, dept, t0, lifetime=HOUR)
     pull(fed, city, county, t0 + 10 * MINUTE)
@@ -667,11 +663,7 @@ def test_a_superseded_certificate_is_kept_until_its_entry_expires(fed: Federatio
 
 def test_the_cache_survives_a_restart_and_is_re_verified(fed: Federation) -> None:
     clock = Clock(fed.t0)
-    city = fed.directory(fed.C, clock, "520000", "520102")
-    province = fed.directory(fed.P, clock, None, "520100", "520000.tongji")
-    county = fed.directory(fed.K, clock, "520100", "520102.gongan")
-    tongji = fed.directory(fed.T, clock, "520000")
-    dept = fed.directory(fed.D, clock, "520102")
+    dept, county, city, province, tongji = fed.branch(clock)
     pull(fed, province, tongji, fed.t0)
     pull(fed, county, dept, fed.t0)
     pull(fed, city, county, fed.t0)
@@ -733,12 +725,7 @@ def test_a_damaged_cache_is_refused_as_data(fed: Federation) -> None:
 def test_any_node_seals_to_any_other_without_exchanging_keys(fed: Federation) -> None:
     """A county department and a province department, five hops apart."""
     t0 = fed.t0
-    clock = Clock(t0)
-    dept = fed.directory(fed.D, clock, "520102")
-    county = fed.directory(fed.K, clock, "520100", "520102.gongan")
-    city = fed.directory(fed.C, clock, "520000", "520102")
-    province = fed.directory(fed.P, clock, None, "520100", "520000.tongji")
-    tongji = fed.directory(fed.T, clock, "520000")
+    dept, county, city, province, tongji = fed.branch(Clock(t0))
     # Up the tree, then down.
     for into, source in [
         (county, dept),

@@ -33,11 +33,6 @@ YEAR = timedelta(days=365)
 
 
 @pytest.fixture
-def pki() -> SyntheticPKI:
-    return SyntheticPKI()
-
-
-@pytest.fixture
 def city(pki: SyntheticPKI) -> IssuedCA:
     return pki.ca("520100", pki.ca("520000", pki.root("000000")))
 

@@ -194,11 +194,6 @@ def _write_node(directory: Path, node: IssuedNode, passphrase: bytes | None = No
 
 
 @pytest.fixture
-def pki() -> SyntheticPKI:
-    return SyntheticPKI()
-
-
-@pytest.fixture
 def node(pki: SyntheticPKI) -> IssuedNode:
     return pki.node("520102.gongan", pki.ca("520102", pki.ca("520100", pki.root("520000"))))
 

@@ -57,11 +57,6 @@ DAY = timedelta(days=1)
 
 
 @pytest.fixture
-def pki() -> SyntheticPKI:
-    return SyntheticPKI()
-
-
-@pytest.fixture
 def now(pki: SyntheticPKI) -> datetime:
     return pki.epoch + DAY
 
