@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from exchnode.aio._audit_service import AuditService
 from exchnode.aio._catalog_service import STATE_KEY, CatalogService, Found, read_catalog_rows
-from exchnode.aio._config import NodeConfig, NodeLimits, NodeTimers, Peer
+from exchnode.aio._config import NodeConfig, NodeLimits, NodeTimers, Peer, WorkerShare
 from exchnode.aio._delivery import Delivery, DeliveryStatus, Message, Sent
 from exchnode.aio._directory_service import DirectoryService
 from exchnode.aio._log_sink import LogSink
@@ -51,6 +51,7 @@ __all__ = [
     "TlsFiles",
     "WitnessService",
     "WitnessStatus",
+    "WorkerShare",
     "earlier_identities",
     "make_context",
     "read_catalog_rows",

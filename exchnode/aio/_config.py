@@ -8,6 +8,7 @@ startup with a message naming the setting, not at the first message.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -16,7 +17,7 @@ from exchnode.core import NodeName, OpenPolicy, SealPolicy
 from exchnode.errors import UsageError
 from exchnode.federation import DEFAULT_BACKOFF, BackoffPolicy, Neighbour, Relation
 
-__all__ = ["NodeConfig", "NodeLimits", "NodeTimers", "Peer"]
+__all__ = ["NodeConfig", "NodeLimits", "NodeTimers", "Peer", "WorkerShare"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +140,9 @@ class NodeTimers:
     ``log_repeat_interval``: a condition that repeats (a neighbour down, items
     deferred or refused for the same reason) is logged at most once per
     interval per neighbour and reason, with the count of lines left out.
+    ``worker_poll``: a worker of a hub with several (:class:`WorkerShare`) is
+    woken by the other workers' signals when its queues grow; it also looks at
+    every queue it owns this often, in case a signal was lost.
     """
 
     expiry_interval: float = 1.0
@@ -152,6 +156,7 @@ class NodeTimers:
     directory_negative_ttl: float = 5.0
     removal_delay: float = 0.05
     log_repeat_interval: float = 60.0
+    worker_poll: float = 5.0
 
     def __post_init__(self) -> None:
         _positive(
@@ -165,11 +170,59 @@ class NodeTimers:
             "directory_lifetime",
             "directory_lookup_timeout",
             "log_repeat_interval",
+            "worker_poll",
         )
         for name in ("directory_negative_ttl", "removal_delay"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise UsageError(f"{name} must be 0 or more, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerShare:
+    """This process is worker ``index`` of ``count`` serving one hub on one shared store.
+
+    Why several: one Python process uses one core; a province hub on a
+    16-core host runs several workers on one PostgreSQL database
+    (``exchnode.store.PostgresStore``: custody, dedup and queues are correct
+    across its sessions).  What each worker does:
+
+    * **takes** transfers from whichever neighbours' links it holds (they all
+      listen on the same address, ``SO_REUSEPORT``: the kernel spreads the
+      connections), and queues what it takes in the shared store;
+    * **forwards** only the queues of the next hops it owns (:meth:`owns`: a
+      stable hash of the neighbour's name, the same in every worker), so that
+      no queue is sent by two workers;
+    * **delivers** the inbox (to the services and the application) only if it
+      is worker 0 (:attr:`delivers`).
+
+    A worker learns that another one queued entries for a hop it owns, or that
+    a neighbour it owns said hello to another worker, from the store's signals
+    (``PostgresStore.watch``), and looks at its queues every
+    ``NodeTimers.worker_poll`` seconds besides.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if type(self.count) is not int or not 1 <= self.count <= 256:
+            raise UsageError(f"a hub's worker count must be 1..256, got {self.count!r}")
+        if type(self.index) is not int or not 0 <= self.index < self.count:
+            raise UsageError(f"worker index must be 0..{self.count - 1}, got {self.index!r}")
+
+    def owner(self, hop: str) -> int:
+        """The worker that forwards ``hop``'s queue (every worker computes the same)."""
+        digest = hashlib.sha256(hop.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count
+
+    def owns(self, hop: str) -> bool:
+        return self.owner(hop) == self.index
+
+    @property
+    def delivers(self) -> bool:
+        """Worker 0 delivers the inbox and runs what consumes it (the node's services)."""
+        return self.index == 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,7 +248,9 @@ class NodeConfig:
     * ``limits``, ``timers``: see :class:`NodeLimits` and :class:`NodeTimers`;
     * ``backoff``: how long an unreachable neighbour is left before the next try;
     * ``seal_policy``, ``open_policy``: the protocol core's rules for sealing
-      and for what it accepts (``exchnode.core``).
+      and for what it accepts (``exchnode.core``);
+    * ``worker``: this process's share of a hub run as several workers on one
+      shared store (:class:`WorkerShare`); None: the node is one process.
     """
 
     peers: Sequence[Peer] = ()
@@ -206,6 +261,7 @@ class NodeConfig:
     backoff: BackoffPolicy = DEFAULT_BACKOFF
     seal_policy: SealPolicy = field(default_factory=SealPolicy)
     open_policy: OpenPolicy = field(default_factory=OpenPolicy)
+    worker: WorkerShare | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.peers, Peer):
@@ -240,6 +296,8 @@ class NodeConfig:
             value = getattr(self, name)
             if not isinstance(value, kind):
                 raise UsageError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        if self.worker is not None and not isinstance(self.worker, WorkerShare):
+            raise UsageError(f"worker must be a WorkerShare, got {type(self.worker).__name__}")
 
     @property
     def advertised_url(self) -> str:

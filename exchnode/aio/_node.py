@@ -48,6 +48,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -69,6 +70,7 @@ from exchnode.aio._status_book import StatusBook
 from exchnode.aio._tls import TlsFiles
 from exchnode.aio._transport import Handler, LinkClient, LinkError, LinkServer, Network
 from exchnode.aio._waiting import wait_event
+from exchnode.aio._workers import WorkerSignals
 from exchnode.audit import DetailValue
 from exchnode.core import (
     RESERVED_KINDS,
@@ -82,7 +84,16 @@ from exchnode.core import (
 from exchnode.errors import ExchnodeError, UsageError
 from exchnode.federation import NodeDirectory, PeerState, Relation, Router
 from exchnode.pki import CrlCheck, TrustStore
-from exchnode.store import AcceptItem, AcceptOutcome, QueueDepth, Store
+from exchnode.store import (
+    HELLO,
+    AcceptItem,
+    AcceptOutcome,
+    QueueDepth,
+    Signal,
+    SignallingStore,
+    SignalWatch,
+    Store,
+)
 
 __all__ = ["Node", "NodeStats"]
 
@@ -225,6 +236,9 @@ class Node:
         self._closing = False
         self._keys_event = asyncio.Event()
         self.address: tuple[str, int] | None = None
+        self._signals: WorkerSignals | None = None  # a hub run as several workers
+        self._watch: SignalWatch | None = None
+        self._shared: SignallingStore | None = None
 
     @property
     def limits(self) -> NodeLimits:
@@ -292,6 +306,19 @@ class Node:
                 random=self._random,
                 report=self._outbox.report,
             )
+        share = self.config.worker
+        if share is not None:
+            if not isinstance(store, SignallingStore):
+                raise UsageError(
+                    f"{self.name} is worker {share.index} of {share.count}: its workers need a "
+                    f"store they share that carries their signals (PostgresStore), "
+                    f"not a {type(store).__name__}"
+                )
+            self._signals = signals = WorkerSignals(
+                share, self._forwarders, self._inbox.wake, self.log
+            )
+            self._watch = await context.run(store.watch, signals.heard, on_error=signals.lost)
+            self._shared = store
         self._intake.start()
         self._outbox.start()
         self._inbox.start()
@@ -319,13 +346,18 @@ class Node:
                 refusals=self._refusals,
                 in_flight=self._intake.in_flight,
                 network=network,
+                reuse_port=share is not None,
             )
             self.address = await self._server.start()
         loop = asyncio.get_running_loop()
         for name, forwarder in self._forwarders.items():
-            self._run_task(forwarder.run, f"forward-{name}")
+            if self._moves(name):
+                self._run_task(forwarder.run, f"forward-{name}")
         self._tasks.append(loop.create_task(self._greet(), name="hello"))
-        self._run_task(self._inbox.pump, "inbox")
+        if share is None or share.delivers:
+            self._run_task(self._inbox.pump, "inbox")
+        if self._signals is not None:
+            self._run_task(partial(self._signals.poll, self.timers.worker_poll), "worker-poll")
         self._run_task(
             lambda: self._outbox.expire(self.timers.expiry_interval, self._flush_removals),
             "expiry",
@@ -352,6 +384,12 @@ class Node:
                     await asyncio.sleep(1.0)
 
         self._tasks.append(asyncio.get_running_loop().create_task(supervise(), name=name))
+
+    def _moves(self, hop: str) -> bool:
+        """Whether this process forwards ``hop``'s queue (always, unless it is one of several
+        workers and another one owns the hop: ``WorkerShare``)."""
+        share = self.config.worker
+        return share is None or share.owns(hop)
 
     async def _flush_removals(self) -> None:
         for forwarder in self._forwarders.values():
@@ -405,6 +443,9 @@ class Node:
         for client in self._clients.values():
             await client.close()
         self._inbox.end()
+        if self._watch is not None:
+            await context.run(self._watch.close)
+            self._watch = None
         await context.close()
         if started:
             self.log.info("node stopped")
@@ -417,8 +458,18 @@ class Node:
         """Record every custody change in ``log``, inside the store transaction that makes it.
 
         The audit service calls this from its ``start``, before the node takes
-        or moves anything; one log per node.
+        or moves anything; one log per node.  Not yet for a hub run as several
+        workers: their custody records would have to be numbered into one log
+        under the store's lock, by whichever worker commits (the next step of
+        issue 14); until then such a hub is refused rather than left to fail
+        at its first commit.
         """
+        share = self.config.worker
+        if share is not None and share.count > 1:
+            raise UsageError(
+                f"{self.name} runs as {share.count} workers, and one audit log shared by "
+                "several workers is not supported yet: run the hub as one worker to audit it"
+            )
         self._context.attach_custody_log(log)
 
     async def _commit_own(self, items: list[AcceptItem]) -> list[AcceptOutcome]:
@@ -463,7 +514,7 @@ class Node:
                 self.poke(name)
                 return
 
-        await asyncio.gather(*(greet(name) for name in self._clients))
+        await asyncio.gather(*(greet(name) for name in self._clients if self._moves(name)))
 
     def poke(self, name: str) -> None:
         """Treat ``name`` as reachable now: try its queue at once (an operator's "retry now")."""
@@ -472,7 +523,17 @@ class Node:
         forwarder = self._forwarders.get(name)
         if forwarder is None:
             raise UsageError(f"node {self.name} is not running")
+        shared = self._shared
+        if shared is not None and not self._moves(name):  # another worker owns it: tell that one
+            asyncio.get_running_loop().create_task(self._signal(shared, Signal(HELLO, name)))
+            return
         forwarder.poke()
+
+    async def _signal(self, store: SignallingStore, signal: Signal) -> None:
+        try:
+            await self._context.run(store.signal, signal)
+        except ExchnodeError as exc:  # a hint only: the owner's periodic look makes up for it
+            self.log.warning("worker signal not sent", signal=signal.kind, error=str(exc))
 
     # --- the application's messages ------------------------------------------------
 

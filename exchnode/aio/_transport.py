@@ -212,6 +212,7 @@ class LinkServer:
         refusals: RefusalSink | None = None,
         network: Network | None = None,
         streams: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         """``in_flight``: the bounds on request bytes held at once (None: no bound but the size).
 
@@ -221,6 +222,8 @@ class LinkServer:
         ``network``: serve there instead of on ``host:port`` over TLS (the simulator's; then
         ``ssl_context`` is None).  ``streams``: offer the link stream (SPEC §15.8); without
         it, transfers come as HTTP requests only, as from a server of the previous version.
+        ``reuse_port``: share ``host:port`` with the other workers of a hub (``SO_REUSEPORT``;
+        the kernel spreads new connections over them).
         """
         if (ssl_context is None) == (network is None):
             raise UsageError("a link server takes a TLS context or a network, one of them")
@@ -241,6 +244,7 @@ class LinkServer:
         self._runner: web.AppRunner | None = None
         self._streams = StreamServing(self._frame)
         self._offer_streams = streams
+        self._reuse_port = reuse_port
         self.accepting = True
 
     async def start(self) -> tuple[str, int]:
@@ -257,7 +261,9 @@ class LinkServer:
             assert self._runner.server is not None
             return self._network.listen((self._host, self._port), self._runner.server)
         assert self._acceptor is not None  # a TLS context was given (checked at construction)
-        site = _TlsSite(self._runner, self._host, self._port, self._acceptor)
+        site = _TlsSite(
+            self._runner, self._host, self._port, self._acceptor, reuse_port=self._reuse_port
+        )
         await site.start()
         addresses = self._runner.addresses
         if not addresses:
@@ -694,9 +700,18 @@ def _retry_after(response: aiohttp.ClientResponse) -> float:
 class _TlsSite(web.BaseSite):
     """A TCP site whose TLS handshakes a :class:`TlsAcceptor` runs (refusals reported)."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, acceptor: TlsAcceptor) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        acceptor: TlsAcceptor,
+        *,
+        reuse_port: bool = False,
+    ) -> None:
         super().__init__(runner)
         self._host, self._port, self._acceptor = host, port, acceptor
+        self._reuse_port = reuse_port
 
     @property
     def name(self) -> str:
@@ -707,7 +722,11 @@ class _TlsSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            self._acceptor.protocol(server), self._host, self._port, backlog=self._backlog
+            self._acceptor.protocol(server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port or None,
         )
 
 

@@ -32,6 +32,7 @@ from exchnode.store._records import (
     SendKey,
     SendRecord,
 )
+from exchnode.store._signals import HELLO, INBOX, QUEUE, Signal, SignallingStore, SignalWatch
 
 if TYPE_CHECKING:
     from exchnode.store._memory import MemoryStore
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
     from exchnode.store._sqlite import SqliteStore
 
 __all__ = [
+    "HELLO",
+    "INBOX",
+    "QUEUE",
     "AcceptItem",
     "AcceptOutcome",
     "AcceptStatus",
@@ -62,6 +66,9 @@ __all__ = [
     "QueueDepth",
     "SendKey",
     "SendRecord",
+    "Signal",
+    "SignalWatch",
+    "SignallingStore",
     "SqliteStore",
     "Store",
     "check_postgres_target",

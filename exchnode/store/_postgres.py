@@ -53,7 +53,11 @@ What a worker must own: **a next hop** (its forwarder: ``pending`` is a
 plain read that removes nothing, and the in-flight pages, credit and
 backoff live in the forwarder's memory; two workers forwarding one hop
 would send every entry twice -- harmless for custody thanks to dedup, but
-wasteful) and **the inbox's delivery** (likewise).  Locks are always taken
+wasteful) and **the inbox's delivery** (likewise).  ``exchnode.aio.WorkerShare``
+gives each next hop to one worker by a hash of its name and the inbox to
+worker 0; a worker learns that another queued entries for what it owns from
+this store's *signals* (``watch``, ``signal``; ``_postgres_signals``:
+LISTEN/NOTIFY, sent when the queuing transaction commits).  Locks are always taken
 in one order -- dedup rows, send keys, queue rows (sorted), the audit row --
 so workers do not deadlock; PostgreSQL's deadlock detector and
 ``lock_timeout`` stop anything else, as a :class:`StoreError`.
@@ -63,7 +67,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -84,6 +88,7 @@ from exchnode.store._checks import (
 )
 from exchnode.store._postgres_audit import PostgresAuditLog
 from exchnode.store._postgres_schema import Connection, connect, describe, prepare
+from exchnode.store._postgres_signals import SignalListener, send_signals
 from exchnode.store._records import (
     AcceptItem,
     AcceptOutcome,
@@ -103,6 +108,7 @@ from exchnode.store._records import (
     split_targets,
     take_within,
 )
+from exchnode.store._signals import INBOX, QUEUE, Signal
 
 if TYPE_CHECKING:
     from exchnode.store._interface import Store
@@ -227,6 +233,8 @@ class PostgresStore(PostgresAuditLog):
         self._broken: str | None = None
         self._sealer = None
         self._tree_source = None
+        self._conninfo = conninfo  # for the signal listener's session; never logged
+        self._signalling = False
         conn = connect(
             conninfo,
             schema,
@@ -243,6 +251,28 @@ class PostgresStore(PostgresAuditLog):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.name!r}{', closed' if self._conn is None else ''})"
+
+    # --- signals between the workers of a hub (``_postgres_signals``) -----------------
+
+    def watch(
+        self,
+        callback: Callable[[Signal | None], None],
+        *,
+        on_error: Callable[[str], None] = lambda _message: None,
+    ) -> SignalListener:
+        """Listen for the signals of every worker on this schema (``callback`` in its thread).
+
+        From now on this store also *sends* them: each transaction that queues
+        entries names the queues it added to, delivered when it commits.
+        Close the listener returned before the store.
+        """
+        self._signalling = True
+        return SignalListener(self._conninfo, self.schema, callback, on_error=on_error)
+
+    def signal(self, signal: Signal) -> None:
+        """Send ``signal`` to every listening worker (say, a neighbour's hello to its owner)."""
+        with self._lock, self._transaction("signal") as conn:
+            send_signals(conn, self.schema, [signal])
 
     # --- custody in -----------------------------------------------------------------
 
@@ -342,6 +372,12 @@ class PostgresStore(PostgresAuditLog):
             conn.execute(_INSERT_INBOX, _unnest(inbox, 7))
         if outbound:
             conn.execute(_INSERT_OUTBOUND, _unnest(outbound, 8))
+        if self._signalling:  # sent when this transaction commits, to the owners of the queues
+            send_signals(
+                conn,
+                self.schema,
+                (Signal(INBOX) if queue == _INBOX else Signal(QUEUE, queue) for queue in counts),
+            )
 
     def _count_out(self, conn: Connection, removed: Mapping[str, tuple[int, int]]) -> None:
         """Take removed entries off their queues' rows, locked in name order."""
