@@ -104,10 +104,10 @@ from exchnode.audit import (
     stored_records,
     verify_log,
 )
-from exchnode.core import AuditEvent, Directory, StaticDirectory
+from exchnode.core import AuditEvent, Directory, StaticDirectory, leaf_hash
 from exchnode.errors import InconsistentLogError, UsageError
 from exchnode.federation import Relation
-from exchnode.store import AuditRow, AuditStore
+from exchnode.store import AuditRow, AuditStore, SharedAuditStore, StoredTail
 
 if TYPE_CHECKING:
     from exchnode.aio._node import Node
@@ -157,6 +157,11 @@ class AuditService:
         self._witnessed_stored = 0
         self._pruning = asyncio.Lock()
         self.accept_unsigned_tail = accept_unsigned_tail
+        # A log the workers of a hub share (``store._audit_follow``): set at start.
+        self._shared: SharedAuditStore | None = None
+        self._stale = False  # a transaction failed after a follow: reload at the next one
+        self._own: TreeHeadVerifier | None = None
+        self._checkpoint_seen: tuple[bytes, Checkpoint] | None = None
         self.log: Any = structlog.get_logger("exchnode.audit")
 
     # --- EventSink ---------------------------------------------------------------------
@@ -232,6 +237,10 @@ class AuditService:
         state = self._state
         await node.run_in_store(store.set_audit_tree, state.tree_rows)
         await node.run_in_store(store.set_audit_sealer, self._seal)
+        if node.config.worker is not None and isinstance(store, SharedAuditStore):
+            # The hub's workers append to one log: follow it under the store's lock.
+            self._shared, self._own = store, TreeHeadVerifier(own)
+            await node.run_in_store(store.set_audit_follower, self)
         node.attach_custody_log(self)
         if accepted:
             self._administration(
@@ -310,7 +319,65 @@ class AuditService:
     def rollback(self, mark: object) -> None:
         if not isinstance(mark, LogMark):
             raise UsageError("rollback takes a mark from this log")
-        self._ready_state().rollback(mark)
+        self._roll_back(self._ready_state(), mark)
+
+    def _roll_back(self, state: AuditLogState, mark: LogMark) -> None:
+        if self._shared is not None:
+            # The state may have followed other workers since the mark: it is reloaded from
+            # the store, under the lock, at the next transaction instead.
+            self._stale = True
+            return
+        state.rollback(mark)
+
+    # --- AuditFollower: a log the workers of a hub share (store thread, under its lock) ----
+
+    def follow(self, tail: StoredTail) -> None:
+        """Before records are numbered: the state becomes the log as stored (if it is not)."""
+        state = self._ready_state()
+        if self._stale or state.size != tail.size:
+            self._reload(state, tail)
+
+    def renumber(self, rows: Sequence[AuditRow], tail: StoredTail) -> list[AuditRow]:
+        """Records numbered before the lock, numbered again if other workers appended since."""
+        state = self._ready_state()
+        if not self._stale and (not rows or rows[0][0] == tail.size):
+            return list(rows)  # nothing stored meanwhile: the state was the stored log
+        entries = [decode_record(data).entry for _, data in rows]
+        self._reload(state, tail)
+        return self.encode(entries)
+
+    def _reload(self, state: AuditLogState, tail: StoredTail) -> None:
+        size = tail.size
+
+        def nodes(level: int, index: int) -> bytes:
+            found = tail.node(level, index) if level else tail.record(index)
+            if found is None:
+                raise LookupError(f"audit node {level}/{index} is not stored")
+            return found if level else leaf_hash(found)  # a record's leaf (SPEC §20.3)
+
+        seal_data, head_data = tail.seal(), tail.last_head()
+        seal = decode_tree_head(seal_data)[0] if seal_data is not None else None
+        state.follow(
+            nodes,
+            size,
+            tail.record(size - 1) if size else None,
+            seal=seal if seal is not None and seal.tree_size == size else None,
+            last_head=decode_tree_head(head_data)[0] if head_data is not None else None,
+            checkpoint=self._stored_checkpoint(tail.checkpoint()),
+        )
+        self._stale = False
+
+    def _stored_checkpoint(self, data: bytes | None) -> Checkpoint | None:
+        """The stored checkpoint, verified once per value (worker 0 moves it, rarely)."""
+        if data is None:
+            return None
+        seen = self._checkpoint_seen
+        if seen is not None and seen[0] == data:
+            return seen[1]
+        assert self._own is not None  # set with the follower
+        checkpoint = decode_checkpoint(data, self._own)
+        self._checkpoint_seen = (data, checkpoint)
+        return checkpoint
 
     async def drained(self) -> None:
         """Store everything and sign a last head over it (the node is no longer moving mail)."""
@@ -364,9 +431,14 @@ class AuditService:
 
     async def _sign_head(self) -> None:
         node, state = self._running(), self._ready_state()
+        if not self._signs_heads(node):
+            return
         now_ms = int(node.now() * 1000)
+        shared = self._shared
 
         def sign() -> None:
+            if shared is not None:
+                shared.follow_audit()  # a head over the log as stored (a prefix of it, later)
             last = state.last_head
             if state.size == (last.tree_size if last is not None else 0):
                 return  # nothing new to sign over
@@ -385,7 +457,7 @@ class AuditService:
             try:
                 return work()
             except BaseException:
-                state.rollback(mark)
+                self._roll_back(state, mark)
                 raise
 
         return await self._running().run_in_store(run)
@@ -414,7 +486,11 @@ class AuditService:
 
     async def _prune(self) -> int:
         node, state = self._running(), self._ready_state()
+        if not self._signs_heads(node):
+            return 0
         store: AuditStore = node.store
+        if self._shared is not None:
+            await node.run_in_store(self._shared.follow_audit)
         cutoff_ms = int((node.now() - self.retention) * 1000)
         if self._witnessed != self._witnessed_stored:
             await node.set_meta(_WITNESSED_META, self._witnessed.to_bytes(8, "big"))
@@ -532,6 +608,13 @@ class AuditService:
             return await asyncio.to_thread(
                 _verify_view, node.name, store, view, own, tuple(witnessed)
             )
+
+    @staticmethod
+    def _signs_heads(node: Node) -> bool:
+        """Heads, checkpoints and pruning are worker 0's on a hub run as several workers: one
+        writer keeps them in order; the others append records (with their seals) only."""
+        worker = node.config.worker
+        return worker is None or worker.index == 0
 
     def _running(self) -> Node:
         if self._node is None:

@@ -90,6 +90,7 @@ from exchnode.store import (
     AcceptOutcome,
     QueueDepth,
     Signal,
+    SharedAuditStore,
     SignallingStore,
     SignalWatch,
     Store,
@@ -458,17 +459,15 @@ class Node:
         """Record every custody change in ``log``, inside the store transaction that makes it.
 
         The audit service calls this from its ``start``, before the node takes
-        or moves anything; one log per node.  Not yet for a hub run as several
-        workers: their custody records would have to be numbered into one log
-        under the store's lock, by whichever worker commits (the next step of
-        issue 14); until then such a hub is refused rather than left to fail
-        at its first commit.
+        or moves anything; one log per node -- also for a hub run as several
+        workers, whose store then lets each follow the log as stored
+        (``exchnode.store.SharedAuditStore``).
         """
         share = self.config.worker
-        if share is not None and share.count > 1:
+        if share is not None and share.count > 1 and not isinstance(self.store, SharedAuditStore):
             raise UsageError(
-                f"{self.name} runs as {share.count} workers, and one audit log shared by "
-                "several workers is not supported yet: run the hub as one worker to audit it"
+                f"{self.name} runs as {share.count} workers, and its store cannot share one "
+                f"audit log between them ({type(self.store).__name__}): use PostgresStore"
             )
         self._context.attach_custody_log(log)
 

@@ -535,11 +535,54 @@ class AuditLogState:
         the records' (verify the log first: ``verify_log`` names what changed).
         """
         state = cls(identity, nodes=nodes)
+        state._load(size, last_record, seal=seal, last_head=last_head, checkpoint=checkpoint)
+        return state
+
+    def follow(
+        self,
+        nodes_now: NodeReader,
+        size: int,
+        last_record: bytes | None,
+        *,
+        seal: TreeHead | None = None,
+        last_head: TreeHead | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        """Become the state of this log as stored now, after another writer appended to it.
+
+        The workers of a hub share one log (``exchnode.aio.WorkerShare``): a
+        worker's state is behind whenever another one committed records.  The
+        store calls this inside the transaction that holds the log's lock, so
+        ``nodes_now`` reads what that transaction sees; the state then reads
+        through its own reader again.  The same O(log n) reads and checks as
+        :meth:`restore`; the timestamps signed never go back.
+        """
+        own, signed = self._nodes, self._last_signed_ms
+        self._nodes = nodes_now
+        try:
+            self._load(size, last_record, seal=seal, last_head=last_head, checkpoint=checkpoint)
+        finally:
+            self._nodes = own
+        self._last_signed_ms = max(self._last_signed_ms, signed)
+
+    def _load(
+        self,
+        size: int,
+        last_record: bytes | None,
+        *,
+        seal: TreeHead | None,
+        last_head: TreeHead | None,
+        checkpoint: Checkpoint | None,
+    ) -> None:
+        self._checkpoint = None
+        self._last_leaf = GENESIS_PREV
+        self._last_head = None
+        self._last_time_ms = 0
         base = 0
         if checkpoint is not None:
             check_checkpoint(checkpoint)
-            state._checkpoint = checkpoint
-            state._last_leaf = checkpoint.last_leaf
+            self._checkpoint = checkpoint
+            self._last_leaf = checkpoint.last_leaf
             base = checkpoint.size
         if size < base:
             raise InconsistentLogError(f"a log of {size} records below its checkpoint at {base}")
@@ -547,12 +590,12 @@ class AuditLogState:
             frontier, start = [], 0
             for k in reversed(range(size.bit_length())):
                 if size >> k & 1:
-                    frontier.append(state._read_node(k, start >> k))
+                    frontier.append(self._read_node(k, start >> k))
                     start += 1 << k
         except LookupError as exc:
             raise InconsistentLogError(f"the stored audit tree is incomplete: {exc}") from None
-        state._tree = MerkleLog.from_frontier(
-            size, frontier, reader=state._read_node, pruned_below=base
+        self._tree = MerkleLog.from_frontier(
+            size, frontier, reader=self._read_node, pruned_below=base
         )
         if size > base:
             if last_record is None:
@@ -561,16 +604,15 @@ class AuditLogState:
                 record = decode_record(last_record)
             except MalformedError as exc:
                 raise InconsistentLogError(f"audit record {size - 1}: {exc}") from None
-            if record.seq != size - 1 or record.node != state._node:
+            if record.seq != size - 1 or record.node != self._node:
                 raise InconsistentLogError(f"audit record {size - 1} is not this log's last")
-            state._last_leaf = record_leaf(last_record)
-            state._last_time_ms = record.entry.time_ms
+            self._last_leaf = record_leaf(last_record)
+            self._last_time_ms = record.entry.time_ms
         if seal is not None and (
-            seal.node != state._node or seal.tree_size != size or seal.root != state._tree.root()
+            seal.node != self._node or seal.tree_size != size or seal.root != self._tree.root()
         ):
             raise InconsistentLogError(f"the stored audit tree does not match {seal.describe()}")
-        state._adopt_last_head(last_head)
-        return state
+        self._adopt_last_head(last_head)
 
     def _adopt_last_head(self, last_head: TreeHead | None) -> None:
         """The last stored head, checked against the tree, becomes the one the next follows."""

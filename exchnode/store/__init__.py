@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from exchnode.federation import PeerState
+from exchnode.store._audit_follow import AuditFollower, SharedAuditStore, StoredTail
 from exchnode.store._audit_tree import AuditTreeSource
 from exchnode.store._interface import AuditStore, CustodyStore, MetaStore, Store
 from exchnode.store._records import (
@@ -51,6 +52,7 @@ __all__ = [
     "AcceptItem",
     "AcceptOutcome",
     "AcceptStatus",
+    "AuditFollower",
     "AuditRow",
     "AuditSealer",
     "AuditStore",
@@ -66,11 +68,13 @@ __all__ = [
     "QueueDepth",
     "SendKey",
     "SendRecord",
+    "SharedAuditStore",
     "Signal",
     "SignalWatch",
     "SignallingStore",
     "SqliteStore",
     "Store",
+    "StoredTail",
     "check_postgres_target",
     "postgres_description",
     "postgres_with_password",

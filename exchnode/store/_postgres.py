@@ -38,9 +38,11 @@ on the same database and schema.  What is safe across them, and how:
   gaps or repeats across workers; a worker whose log state is behind is
   refused (:class:`UsageError`, nothing stored) as a single node's would be.
   Custody transactions that carry records therefore commit one at a time;
-  batches amortise that.  Which worker's ``AuditLogState`` numbers and
-  signs the records is the next step's to decide (one writer, or a state
-  reloaded under the lock): the store only guarantees the log stays whole.
+  batches amortise that.  Each worker's log state follows the log as stored:
+  under the lock the store shows it the log (``set_audit_follower``,
+  ``_audit_follow``) before anything is numbered, and records numbered
+  before the lock are numbered again if another worker appended meanwhile;
+  heads, checkpoints and pruning are worker 0's.
 * *expiry and pruning* (``take_expired``, ``prune``) select with ``FOR
   UPDATE SKIP LOCKED``: workers running them at once take disjoint entries
   (each expired entry reported once) and never wait for each other.
@@ -304,7 +306,7 @@ class PostgresStore(PostgresAuditLog):
             self._store_plan(conn, plan, now_ms)
             if audit is not None:
                 # Under the log's lock: the records continue the log as stored, whoever wrote it.
-                state = self._lock_audit(conn)
+                state = self._lock_audit(conn, follow=True)
                 rows = check_audit_rows(audit(list(plan.outcomes)), state.size)
                 self._append_audit(conn, state, rows)
         return plan.outcomes
@@ -531,7 +533,7 @@ class PostgresStore(PostgresAuditLog):
             self._count_out(conn, removed)
             if audit is not None:
                 # Inside the transaction: a raise here keeps the entries queued.
-                state = self._lock_audit(conn)
+                state = self._lock_audit(conn, follow=True)
                 records = audit([entry for _, entry, _ in found])
                 self._append_audit(conn, state, check_audit_rows(records, state.size))
         return [entry for _, entry, _ in found]

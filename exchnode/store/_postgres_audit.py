@@ -11,7 +11,9 @@ source gives for them; the schema's triggers refuse any other change.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from exchnode.store._audit_follow import AuditFollower
 from exchnode.store._audit_tree import check_node_rows, node_key, source_rows
 from exchnode.store._checks import (
     check_checkpoint_update,
@@ -36,8 +38,60 @@ _INSERT_NODES = (
 )
 
 
+class _Tail:
+    """The log as stored, read on the connection of the transaction that holds its lock."""
+
+    def __init__(self, conn: Connection, size: int) -> None:
+        self._conn = conn
+        self.size = size
+
+    def _one(self, query: str, params: tuple[Any, ...] = ()) -> bytes | None:
+        row = self._conn.execute(query.encode(), params).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def record(self, seq: int) -> bytes | None:
+        return self._one("SELECT data FROM audit_records WHERE seq = %s", (seq,))
+
+    def node(self, level: int, index: int) -> bytes | None:
+        seq, offset = node_key(level, index)
+        found = self._one(
+            "SELECT substring(hashes FROM %s FOR 32) FROM audit_nodes WHERE seq = %s",
+            (offset + 1, seq),
+        )
+        return found if found is not None and len(found) == 32 else None
+
+    def seal(self) -> bytes | None:
+        return self._one("SELECT data FROM audit_seal")
+
+    def last_head(self) -> bytes | None:
+        return self._one("SELECT data FROM audit_heads ORDER BY position DESC LIMIT 1")
+
+    def checkpoint(self) -> bytes | None:
+        return self._one("SELECT data FROM audit_checkpoint")
+
+
 class PostgresAuditLog(PostgresBase):
-    """The audit log's half of the store's ``AuditStore`` protocol."""
+    """The audit log's half of the store's ``AuditStore`` protocol.
+
+    Several workers may append to it (``_audit_follow``): with a follower set
+    (``set_audit_follower``), every transaction that appends records first
+    shows it the log as stored, under the lock, before anything is numbered.
+    """
+
+    _follower: AuditFollower | None = None
+
+    def set_audit_follower(self, follower: AuditFollower | None) -> None:
+        with self._lock:
+            self._follower = follower
+
+    def follow_audit(self) -> None:
+        with self._lock, self._transaction("follow_audit") as conn:
+            self._lock_audit(conn, follow=True)
+
+    def _follow(self, conn: Connection, state: AuditState) -> None:
+        follower = self._follower
+        if follower is not None:
+            follower.follow(_Tail(conn, state.size))
 
     # --- appending, inside the caller's transaction -----------------------------------
 
@@ -71,9 +125,16 @@ class PostgresAuditLog(PostgresBase):
         )
 
     def _audited(self, conn: Connection, records: Sequence[AuditRow]) -> None:
-        """Lock the log and store ``records`` (given, not computed) in the transaction under way."""
+        """Lock the log and store ``records`` (given, not computed) in the transaction under way.
+
+        Numbered before the lock: if other workers appended meanwhile, the
+        follower numbers them again after what they stored.
+        """
         if records:
             state = self._lock_audit(conn)
+            follower = self._follower
+            if follower is not None:
+                records = follower.renumber(records, _Tail(conn, state.size))
             self._append_audit(conn, state, check_audit_rows(records, state.size))
 
     # --- the AuditStore protocol ------------------------------------------------------

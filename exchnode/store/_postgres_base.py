@@ -98,7 +98,7 @@ class PostgresBase(SqlAuditReads):
             self._conn = None
             conn.close()
 
-    def _lock_audit(self, conn: Connection) -> AuditState:
+    def _lock_audit(self, conn: Connection, *, follow: bool = False) -> AuditState:
         """Lock the audit log for the transaction under way and read its state.
 
         Every transaction that appends records, heads or tree rows, or moves
@@ -110,7 +110,13 @@ class PostgresBase(SqlAuditReads):
         """
         if conn.execute("SELECT id FROM audit_writer WHERE id = 1 FOR UPDATE").fetchone() is None:
             raise StoreError(f"store {self.name} is damaged: the audit log's lock row is missing")
-        return self._audit_state(conn)
+        state = self._audit_state(conn)
+        if follow:
+            self._follow(conn, state)
+        return state
+
+    def _follow(self, conn: Connection, state: AuditState) -> None:
+        """Show the follower (if any) the log as stored: it numbers what follows from there."""
 
     def _audit_state(self, conn: Connection) -> AuditState:
         row = conn.execute(_AUDIT_STATE).fetchone()

@@ -137,17 +137,56 @@ async def test_a_worker_needs_a_store_that_carries_the_signals(tmp_path: Path) -
 
 
 @pytest.mark.asyncio
-@pytest.mark.timeout(30)
-async def test_an_audited_hub_is_not_run_as_several_workers_yet(
+@pytest.mark.timeout(120)
+async def test_audited_workers_keep_one_log_that_verifies(
     tmp_path: Path, cluster: PostgresCluster
 ) -> None:
-    """Custody records numbered by two workers into one log are the next step: refused now."""
+    """Both workers record custody in the hub's one log, gapless, chained and sealed."""
     federation = Federation(tmp_path, NAMES)
-    node = federation.node(
-        HUB,
-        store=partial(PostgresStore, cluster.conninfo(), schema="hub_audited"),
-        worker=WorkerShare(0, 2),
-        services=[AuditService()],
-    )
-    with pytest.raises(UsageError, match="one audit log shared by several workers"):
+    store = partial(PostgresStore, cluster.conninfo(), schema="hub_audited")
+    second_port = free_port()
+    audits = [AuditService(), AuditService()]
+    nodes: dict[str, Node] = {
+        GONGAN: federation.node(GONGAN, peers=_parent_at(second_port)),
+        MINZHENG: federation.node(MINZHENG),
+        "worker-0": federation.node(
+            HUB, store=store, worker=WorkerShare(0, 2), services=[audits[0]]
+        ),
+        "worker-1": federation.node(
+            HUB,
+            store=store,
+            worker=WorkerShare(1, 2),
+            services=[audits[1]],
+            listen=("127.0.0.1", second_port),
+        ),
+    }
+    count = 30
+    async with started(nodes):
+        await asyncio.sleep(0.5)
+        up = [f"up {i}".encode() for i in range(count)]
+        down = [f"down {i}".encode() for i in range(count)]
+        to_minzheng = asyncio.ensure_future(collect(nodes[MINZHENG], count))
+        to_gongan = asyncio.ensure_future(collect(nodes[GONGAN], count))
+        for i in range(count):  # both workers take and forward at once: their commits interleave
+            await nodes[GONGAN].send([MINZHENG], up[i])
+            await nodes[MINZHENG].send([GONGAN], down[i])
+        assert sorted(d.payload for d in await asyncio.wait_for(to_minzheng, 30)) == sorted(up)
+        assert sorted(d.payload for d in await asyncio.wait_for(to_gongan, 30)) == sorted(down)
+        await audits[1].flush_now()
+        await audits[0].sync()  # worker 0 signs the heads, over the log as stored
+        report = await audits[0].verify()
+        assert report.ok, report.summary()
+        size = audits[0].size
+        # Each worker took 30 messages in and sent 30 out: custody records from both.
+        assert size >= 4
+        second = await audits[1].verify()  # the other worker verifies the same log
+        assert second.ok, second.summary()
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(30)
+async def test_workers_on_a_store_that_cannot_share_the_log_are_refused(tmp_path: Path) -> None:
+    federation = Federation(tmp_path, NAMES)
+    node = federation.node(HUB, worker=WorkerShare(0, 2), services=[AuditService()])
+    with pytest.raises(UsageError, match="cannot share one audit log.*use PostgresStore"):
         await node.start()
