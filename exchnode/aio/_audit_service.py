@@ -87,7 +87,6 @@ from exchnode.audit import (
     Checkpoint,
     LogMark,
     Outcome,
-    StoredLogView,
     Tamper,
     TreeHeadVerifier,
     VerificationReport,
@@ -100,11 +99,9 @@ from exchnode.audit import (
     entry_from_event,
     read_log_view,
     restore_state,
-    stored_heads,
-    stored_records,
-    verify_log,
+    verify_stored,
 )
-from exchnode.core import AuditEvent, Directory, StaticDirectory, leaf_hash
+from exchnode.core import AuditEvent, StaticDirectory, leaf_hash
 from exchnode.errors import InconsistentLogError, UsageError
 from exchnode.federation import Relation
 from exchnode.store import AuditRow, AuditStore, SharedAuditStore, StoredTail
@@ -193,7 +190,7 @@ class AuditService:
         # expired while the node was down fails closed).
         kept = await node.get_meta(OWN_CERTIFICATES)
         own = self._own_keys(node, kept)
-        report = await asyncio.to_thread(_verify_view, node.name, store, view, own, ())
+        report = await asyncio.to_thread(verify_stored, node.name, store, view, own, ())
         accepted = 0
         if not report.ok:
             unsigned = [f for f in report.findings if f.kind is Tamper.UNSIGNED_RECORDS]
@@ -606,7 +603,7 @@ class AuditService:
         async with self._pruning:
             view = await node.run_in_store(read_log_view, store)
             return await asyncio.to_thread(
-                _verify_view, node.name, store, view, own, tuple(witnessed)
+                verify_stored, node.name, store, view, own, tuple(witnessed)
             )
 
     @staticmethod
@@ -634,22 +631,3 @@ def _from_stored_tree(prove: Callable[[], list[bytes]]) -> list[bytes]:
     except LookupError as exc:  # the ranges were checked: the store lost a row it must hold
         raise InconsistentLogError(f"the stored audit tree is incomplete: {exc}") from None
 
-
-def _verify_view(
-    node: str,
-    store: AuditStore,
-    view: StoredLogView,
-    directory: Directory,
-    witnessed: Sequence[bytes],
-) -> VerificationReport:
-    """``verify_log`` over a store's log as ``view`` saw it, its records read a page at a time."""
-    return verify_log(
-        node,
-        lambda: stored_records(store, view.size),
-        lambda: stored_heads(store, view.heads_end),
-        directory,
-        checkpoint=view.checkpoint,
-        seal=view.seal,
-        ordered_from=view.ordered_from,
-        witnessed=witnessed,
-    )
