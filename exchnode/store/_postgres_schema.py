@@ -350,9 +350,18 @@ def prepare(conn: Connection, schema: str, name: str) -> int:
     """Create the schema and its tables, or check and migrate them; the ``audit_ordered_from``.
 
     Raises :class:`StoreError` for a schema that is not a store, a damaged
-    one, or one with a newer version (which is not changed).
+    one, or one with a newer version (which is not changed); and for a
+    server in recovery -- a standby not promoted yet: it would open (reads
+    and advisory locks work there) and fail at the node's first write, after
+    it had started listening, with a message that names no cause.
     """
     try:
+        in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        if in_recovery is not None and in_recovery[0]:
+            raise StoreError(
+                f"store {name}: cannot open: the server is a standby in recovery (read-only); "
+                "promote it before starting the node on it, or name the primary in conninfo"
+            )
         with conn.transaction():
             # Workers opening one database at once: one creates, the others then find it.
             conn.execute(
