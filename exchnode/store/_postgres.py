@@ -249,6 +249,7 @@ class PostgresStore(PostgresAuditLog):
         except BaseException:
             conn.close()
             raise
+        self._watch_replication(conn)
         self._conn = conn
 
     def __repr__(self) -> str:

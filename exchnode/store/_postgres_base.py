@@ -70,12 +70,39 @@ class PostgresBase(SqlAuditReads):
         audit row, a raising hook) propagate as they are, after the rollback.
         """
         conn = self._open_conn()
+        self._unreplicated = None
         try:
             with conn.transaction():
                 yield conn
         except psycopg.Error as exc:
             self._check_usable(conn)
             raise self._error(what, exc) from exc
+        if self._unreplicated is not None:
+            # Committed here, but the synchronous standby never confirmed it: not durable in
+            # the sense custody needs (a failover would lose it), so not acknowledged.  The
+            # previous hop sends it again, and dedup answers the repeat.
+            raise StoreError(
+                f"store {self.name}: {what}: committed on the primary but not confirmed by the "
+                f"synchronous standby ({self._unreplicated}); treated as not stored"
+            )
+
+    _unreplicated: str | None = None
+
+    def _watch_replication(self, conn: Connection) -> None:
+        """Catch the commit whose wait for the synchronous standby was cancelled.
+
+        PostgreSQL then commits locally and says so only in a WARNING ("canceling
+        wait for synchronous replication ...": an operator's ``pg_cancel_backend``,
+        a ``statement_timeout``); a hub that answered TAKEN for it could lose it
+        in a failover, so :meth:`_transaction` refuses such a commit instead.
+        """
+
+        def notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+            message = diagnostic.message_primary or ""
+            if message.startswith("canceling wait for synchronous replication"):
+                self._unreplicated = message
+
+        conn.add_notice_handler(notice)
 
     def _first_row(self, what: str, query: str) -> tuple[Any, ...] | None:
         with self._lock, self._reading(what) as conn:

@@ -41,6 +41,7 @@ from typing import Any
 
 import pytest
 
+from exchnode.errors import StoreError
 from exchnode.node.client import OperatorClient
 from exchnode.store import PostgresStore
 from exchnode.testing import PostgresCluster, PostgresStandby
@@ -110,6 +111,40 @@ def test_a_commit_on_the_primary_waits_for_its_synchronous_standby(
         committing.join(20.0)
         assert not committing.is_alive()
         assert store.get_meta("during") == b"2"
+
+
+def test_a_commit_whose_wait_for_the_standby_is_cancelled_is_not_taken(
+    primary: PostgresCluster, standby: PostgresStandby
+) -> None:
+    """PostgreSQL commits locally when the wait is cancelled, saying so in a WARNING only:
+    the store refuses such a commit (not acknowledged: the previous hop sends it again)."""
+    with PostgresStore(primary.conninfo(), schema=SCHEMA) as store:
+        store.set_meta("before", b"1")
+        standby.kill()
+        failures: list[BaseException] = []
+
+        def commit() -> None:
+            try:
+                store.set_meta("during", b"2")
+            except BaseException as exc:
+                failures.append(exc)
+
+        committing = threading.Thread(target=commit, daemon=True)
+        committing.start()
+        deadline = time.monotonic() + 20
+        while waiting_for_standby(primary) == 0:
+            assert time.monotonic() < deadline, "the commit never waited for the standby"
+            time.sleep(0.05)
+        primary.sql(  # an operator cancels the wait
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+        )
+        committing.join(20.0)
+        assert not committing.is_alive()
+        assert len(failures) == 1
+        assert isinstance(failures[0], StoreError)
+        assert "not confirmed by the synchronous standby" in str(failures[0])
+        primary.set_synchronous_standbys([])  # run unprotected: commits return again
+        store.delete_meta("before")  # and the session is still usable
 
 
 def test_the_standby_hub_takes_over_with_nothing_lost_or_duplicated(
