@@ -234,8 +234,9 @@ class AuditService:
         state = self._state
         await node.run_in_store(store.set_audit_tree, state.tree_rows)
         await node.run_in_store(store.set_audit_sealer, self._seal)
-        if node.config.worker is not None and isinstance(store, SharedAuditStore):
-            # The hub's workers append to one log: follow it under the store's lock.
+        if isinstance(store, SharedAuditStore):
+            # Other workers of the hub may append to the log, and a commit may be refused after
+            # it was made (PostgreSQL: unconfirmed by the standby): follow the log as stored.
             self._shared, self._own = store, TreeHeadVerifier(own)
             await node.run_in_store(store.set_audit_follower, self)
         node.attach_custody_log(self)

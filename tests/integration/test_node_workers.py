@@ -16,11 +16,12 @@ import asyncio
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from exchnode.aio import AuditService, Node, NodeTimers, Peer, WorkerShare
-from exchnode.errors import UsageError
+from exchnode.errors import StoreError, UsageError
 from exchnode.federation import Relation
 from exchnode.store import PostgresStore
 from exchnode.testing import PostgresCluster, free_port
@@ -190,3 +191,46 @@ async def test_workers_on_a_store_that_cannot_share_the_log_are_refused(tmp_path
     node = federation.node(HUB, worker=WorkerShare(0, 2), services=[AuditService()])
     with pytest.raises(UsageError, match="cannot share one audit log.*use PostgresStore"):
         await node.start()
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(90)
+async def test_a_commit_refused_after_it_was_made_leaves_the_log_whole(
+    tmp_path: Path, cluster: PostgresCluster
+) -> None:
+    """A commit PostgreSQL made but the store refuses (its synchronous standby never
+    confirmed it) is answered as not taken: sent again, answered by dedup; the log state,
+    rolled back in memory though the records are stored, follows the stored log again."""
+    federation = Federation(tmp_path, NAMES)
+    audit = AuditService()
+    nodes: dict[str, Node] = {
+        GONGAN: federation.node(GONGAN),
+        MINZHENG: federation.node(MINZHENG),
+        HUB: federation.node(
+            HUB,
+            store=partial(PostgresStore, cluster.conninfo(), schema="hub_unconfirmed"),
+            services=[audit],
+        ),
+    }
+    async with started(nodes):
+        store: Any = nodes[HUB].store
+        accept, refused = store.accept, []
+
+        def accept_then_refuse(*args: Any, **kwargs: Any) -> Any:
+            outcomes = accept(*args, **kwargs)  # committed
+            if not refused:
+                refused.append(True)
+                raise StoreError("committed on the primary but not confirmed (simulated)")
+            return outcomes
+
+        store.accept = accept_then_refuse
+        payloads = [f"m{i}".encode() for i in range(10)]
+        receiving = asyncio.ensure_future(collect(nodes[MINZHENG], len(payloads)))
+        for payload in payloads:
+            await nodes[GONGAN].send([MINZHENG], payload)
+        got = await asyncio.wait_for(receiving, 30)
+        assert sorted(d.payload for d in got) == sorted(payloads)  # each once
+        assert refused
+        await audit.sync()
+        report = await audit.verify()
+        assert report.ok, report.summary()
