@@ -189,7 +189,7 @@ async def test_audited_workers_keep_one_log_that_verifies(
 async def test_workers_on_a_store_that_cannot_share_the_log_are_refused(tmp_path: Path) -> None:
     federation = Federation(tmp_path, NAMES)
     node = federation.node(HUB, worker=WorkerShare(0, 2), services=[AuditService()])
-    with pytest.raises(UsageError, match="cannot share one audit log.*use PostgresStore"):
+    with pytest.raises(UsageError, match=r"cannot share one audit log.*use PostgresStore"):
         await node.start()
 
 
