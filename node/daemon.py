@@ -430,9 +430,10 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
             loop.remove_signal_handler(signum)
         with contextlib.suppress(FileNotFoundError):
             config.ready_path.unlink()
-        if not node_started:
-            with contextlib.suppress(ExchnodeError, OSError):
-                await node.close()
+        # A start that failed after the node started (or anything before the drain) still
+        # closes it: its store session and sockets.  After a drain this returns at once.
+        with contextlib.suppress(ExchnodeError, OSError):
+            await node.close()
         await api.close()
 
 
