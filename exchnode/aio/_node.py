@@ -89,8 +89,8 @@ from exchnode.store import (
     AcceptItem,
     AcceptOutcome,
     QueueDepth,
-    Signal,
     SharedAuditStore,
+    Signal,
     SignallingStore,
     SignalWatch,
     Store,
@@ -318,7 +318,15 @@ class Node:
             self._signals = signals = WorkerSignals(
                 share, self._forwarders, self._inbox.wake, self.log
             )
-            self._watch = await context.run(store.watch, signals.heard, on_error=signals.lost)
+            self._watch = await context.run(
+                partial(
+                    store.watch,
+                    signals.heard,
+                    worker=share.index,
+                    owner=signals.owner,
+                    on_error=signals.lost,
+                )
+            )
             self._shared = store
         self._intake.start()
         self._outbox.start()

@@ -55,6 +55,10 @@ class WorkerSignals:
         self._log = log
         self._loop = asyncio.get_running_loop()
 
+    def owner(self, signal: Signal) -> int:
+        """The worker a signal is for: the hop's owner; worker 0 for the inbox (store thread)."""
+        return 0 if signal.kind == INBOX else self.share.owner(signal.hop)
+
     def owned(self) -> list[Forwarder]:
         return [f for hop, f in self._forwarders.items() if self.share.owns(hop)]
 

@@ -237,6 +237,8 @@ class PostgresStore(PostgresAuditLog):
         self._tree_source = None
         self._conninfo = conninfo  # for the signal listener's session; never logged
         self._signalling = False
+        self._worker = 0
+        self._owner: Callable[[Signal], int] = lambda _signal: 0
         conn = connect(
             conninfo,
             schema,
@@ -261,21 +263,34 @@ class PostgresStore(PostgresAuditLog):
         self,
         callback: Callable[[Signal | None], None],
         *,
+        worker: int,
+        owner: Callable[[Signal], int],
         on_error: Callable[[str], None] = lambda _message: None,
     ) -> SignalListener:
-        """Listen for the signals of every worker on this schema (``callback`` in its thread).
+        """Listen as ``worker`` for the signals of the others (``callback`` in its thread).
 
         From now on this store also *sends* them: each transaction that queues
-        entries names the queues it added to, delivered when it commits.
-        Close the listener returned before the store.
+        entries tells the worker that ``owner`` names for each queue it added
+        to (none when that is ``worker``), when it commits.  Close the listener
+        returned before the store.
         """
-        self._signalling = True
-        return SignalListener(self._conninfo, self.schema, callback, on_error=on_error)
+        self._worker, self._owner, self._signalling = worker, owner, True
+        return SignalListener(self._conninfo, self.schema, worker, callback, on_error=on_error)
 
     def signal(self, signal: Signal) -> None:
-        """Send ``signal`` to every listening worker (say, a neighbour's hello to its owner)."""
+        """Send ``signal`` to the worker that owns what it names (a neighbour's hello, say)."""
         with self._lock, self._transaction("signal") as conn:
-            send_signals(conn, self.schema, [signal])
+            send_signals(conn, self.schema, [(self._owner(signal), signal)])
+
+    def _signals_for(self, queues: Iterable[str]) -> list[tuple[int, Signal]]:
+        """The signals for the other workers that the queues this transaction added to need."""
+        out = []
+        for queue in queues:
+            signal = Signal(INBOX) if queue == _INBOX else Signal(QUEUE, queue)
+            owner = self._owner(signal)
+            if owner != self._worker:
+                out.append((owner, signal))
+        return out
 
     # --- custody in -----------------------------------------------------------------
 
@@ -376,11 +391,7 @@ class PostgresStore(PostgresAuditLog):
         if outbound:
             conn.execute(_INSERT_OUTBOUND, _unnest(outbound, 8))
         if self._signalling:  # sent when this transaction commits, to the owners of the queues
-            send_signals(
-                conn,
-                self.schema,
-                (Signal(INBOX) if queue == _INBOX else Signal(QUEUE, queue) for queue in counts),
-            )
+            send_signals(conn, self.schema, self._signals_for(counts))
 
     def _count_out(self, conn: Connection, removed: Mapping[str, tuple[int, int]]) -> None:
         """Take removed entries off their queues' rows, locked in name order."""

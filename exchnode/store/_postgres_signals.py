@@ -6,10 +6,12 @@ envelopes for their next hops; the worker that *owns* a next hop (and only
 it) forwards that queue, and only the delivering worker hands the inbox to
 the services (``exchnode.aio.WorkerShare``).  The owner must learn that its
 queue grew without polling the database: the accepting transaction sends a
-notification (``pg_notify``) that PostgreSQL delivers to every listening
-session *when that transaction commits* -- never for a transaction rolled
-back, never before the rows are visible -- and the owner's listener wakes
-its forwarder.
+notification (``pg_notify``) on the owner's channel, which PostgreSQL
+delivers to its listening session *when that transaction commits* -- never
+for a transaction rolled back, never before the rows are visible -- and the
+owner's listener wakes its forwarder.  A worker listens on its own channel
+only, and is not told what it queued itself: a signal costs nothing where
+the worker that takes an envelope also forwards it.
 
 Payloads: ``Signal.payload`` (``exchnode.store._signals``).  A notification
 can be lost when the listening session drops; the listener then reconnects
@@ -32,17 +34,19 @@ from exchnode.store._signals import Signal
 __all__ = ["SignalListener", "channel", "send_signals"]
 
 
-def channel(schema: str) -> str:
-    """The one channel of a store's schema: workers of another hub on the server never hear it."""
-    return f"exchnode.{schema}"
+def channel(schema: str, worker: int) -> str:
+    """Worker ``worker``'s channel on a store's schema: it hears only what it owns, and the
+    workers of another hub on the same server hear nothing of it."""
+    return f"exchnode.{schema}.{worker}"
 
 
-def send_signals(conn: Connection, schema: str, signals: Iterable[Signal]) -> None:
-    """Queue ``signals`` in the transaction under way; PostgreSQL sends them if it commits."""
-    payloads = sorted({signal.payload() for signal in signals})
-    if payloads:
+def send_signals(conn: Connection, schema: str, signals: Iterable[tuple[int, Signal]]) -> None:
+    """Queue ``(worker, signal)`` pairs in the transaction under way; sent if it commits."""
+    pairs = sorted({(channel(schema, worker), signal.payload()) for worker, signal in signals})
+    if pairs:
         conn.execute(
-            "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (channel(schema), payloads)
+            "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS s(c, p)",
+            ([c for c, _ in pairs], [p for _, p in pairs]),
         )
 
 
@@ -61,6 +65,7 @@ class SignalListener:
         self,
         conninfo: str,
         schema: str,
+        worker: int,
         callback: Callable[[Signal | None], None],
         *,
         on_error: Callable[[str], None] = lambda _message: None,
@@ -69,7 +74,7 @@ class SignalListener:
         connect_timeout_s: int = 10,
     ) -> None:
         self._conninfo = conninfo
-        self._channel = channel(schema)
+        self._channel = channel(schema, worker)
         self._callback = callback
         self._on_error = on_error
         self._retry_s = retry_s

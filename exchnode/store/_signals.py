@@ -6,8 +6,10 @@ next hops it owns and only worker 0 delivers the inbox, so a worker that
 queues entries for a queue it does not move must tell the one that does.
 A store that can be shared implements :class:`SignallingStore`: each
 transaction that queues entries sends, when it commits, a :class:`Signal`
-per queue it added to, to every worker listening; ``signal`` sends one
-directly (a neighbour's hello, to the worker that owns it).  A signal is a
+per queue it added to, to the worker that owns that queue -- each listens on
+a channel of its own, and none is told what it queued itself (its intake
+wakes its own forwarder); ``signal`` sends one directly (a neighbour's hello,
+to the worker that owns it).  A signal is a
 hint -- the store stays the truth -- and a lost one is made good by the
 worker's periodic look at its queues.  ``PostgresStore`` implements it with
 LISTEN/NOTIFY (``_postgres_signals``).
@@ -61,13 +63,16 @@ class SignallingStore(Protocol):
         self,
         callback: Callable[[Signal | None], None],
         *,
+        worker: int,
+        owner: Callable[[Signal], int],
         on_error: Callable[[str], None] = ...,
     ) -> SignalWatch:
-        """Call ``callback`` (in a thread of the store's) with every signal of every worker,
-        and with None whenever some may have been missed; from now on this store also sends
-        a signal for each queue its transactions add to."""
+        """Call ``callback`` (in a thread of the store's) with the signals meant for
+        ``worker``, and with None whenever some may have been missed.  From now on this
+        store also sends, for each queue its transactions add to, a signal to the worker
+        ``owner`` names for it -- none when that is ``worker`` itself, which knows."""
         ...
 
     def signal(self, signal: Signal) -> None:
-        """Send ``signal`` to every listening worker."""
+        """Send ``signal`` to the worker that owns what it names."""
         ...
