@@ -30,6 +30,11 @@ Commands (one JSON object per line on stdin; events on stdout, as
   The schedule runs in the background: ``links`` and ``cpu`` are answered
   while it runs, and ``sent`` comes whenever it is done;
 * ``links``, ``cpu``, ``stop``: as ``relay_node.py``.
+
+The spec's ``receiver`` is every child's recipient, unless it says
+``receivers`` (several departments under the hub): child *i* then sends to
+``receivers[i % len(receivers)]``, so that a hub run as several workers
+forwards to next hops owned by different workers.
 """
 
 from __future__ import annotations
@@ -74,6 +79,11 @@ def resident_bytes() -> int:
     return 0
 
 
+def recipients_of(spec: dict[str, Any]) -> list[str]:
+    """The receiving departments, taken in turn by the children (by their index)."""
+    return list(spec.get("receivers") or [spec["receiver"]])
+
+
 def build_children(spec: dict[str, Any]) -> list[Node]:
     files = Path(spec["files"])
     now = datetime.now(UTC)
@@ -83,7 +93,7 @@ def build_children(spec: dict[str, Any]) -> list[Node]:
     )
     bundle = load_certificates_pem((files / "ca-bundle.pem").read_bytes())
     known = []
-    for other in (spec["hub"], spec["receiver"]):  # all a child seals to or hears from
+    for other in (spec["hub"], *recipients_of(spec)):  # all a child seals to or hears from
         leaf, *intermediates = load_certificates_pem((files / f"{other}.chain.pem").read_bytes())
         known.append(verify_node_certificate(leaf, intermediates, trust, now))
     hub = Peer(name=spec["hub"], relation=Relation.PARENT, url=spec["hub_url"])
@@ -124,13 +134,17 @@ async def start_all(nodes: list[Node]) -> None:
 
 
 async def send_rounds(
-    nodes: list[Node], indices: list[int], total: int, recipient: str, command: dict[str, Any]
+    nodes: list[Node],
+    indices: list[int],
+    total: int,
+    recipients: list[str],
+    command: dict[str, Any],
 ) -> dict[str, Any]:
     """The schedule of the module docstring; returns once every send has returned.
 
     ``indices``: each node's place among all ``total`` children (of every
     children process), which fixes its slot in the round and its sequence
-    numbers.
+    numbers; child *i* sends to ``recipients[i % len(recipients)]``.
     """
     first_round, rounds = command["first_round"], command["rounds"]
     interval, size = command["interval"], command["size"]
@@ -154,7 +168,8 @@ async def send_rounds(
             if previous is not None and not previous.done():
                 overlapped += 1  # its last send has not returned: one at a time, so wait
                 await previous
-            task = asyncio.create_task(node.send([recipient], payload(k * total + i, due, filler)))
+            to = [recipients[i % len(recipients)]]
+            task = asyncio.create_task(node.send(to, payload(k * total + i, due, filler)))
             busy[i] = task
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -211,7 +226,7 @@ async def serve(spec: dict[str, Any]) -> None:
                 )
             elif kind == "send":  # in the background: ``links`` and ``cpu`` answered meanwhile
                 task = loop.create_task(
-                    send_rounds(nodes, spec["indices"], spec["total"], spec["receiver"], command)
+                    send_rounds(nodes, spec["indices"], spec["total"], recipients_of(spec), command)
                 )
                 task.add_done_callback(report_sent)
                 sending.add(task)

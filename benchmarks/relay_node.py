@@ -34,7 +34,12 @@ transfers this process made and took: :class:`LinkCounters`) and
 ``profile_window`` (``profile`` is then written only between the commands
 ``profile-start`` and ``profile-stop``, on the loop thread's CPU clock, so
 that start-up and warm-up stay out of it); ``timers`` and ``limits`` are
-``NodeTimers`` and ``NodeLimits`` fields.
+``NodeTimers`` and ``NodeLimits`` fields.  A hub on PostgreSQL (issue 14)
+says ``postgres`` (``{"conninfo": ..., "schema": ...}``: a ``PostgresStore``
+instead of the SQLite file ``store``) and, run as one of several workers,
+``worker`` (``[index, count]``: ``NodeConfig.worker``, every worker on the
+same port); ``collect`` may say ``expect``, how many of its ``count``
+numbers this receiver gets (the others go to another receiver).
 """
 
 from __future__ import annotations
@@ -55,7 +60,9 @@ import sys
 import time
 import weakref
 from array import array
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +79,7 @@ from exchnode.aio import (
     NodeTimers,
     Peer,
     TlsFiles,
+    WorkerShare,
 )
 from exchnode.core import StaticDirectory
 from exchnode.federation import Relation, TransferRequest, TransferResponse
@@ -82,6 +90,7 @@ from exchnode.pki import (
     load_local_identity,
     verify_node_certificate,
 )
+from exchnode.store import Store
 
 STAMP = struct.Struct(">Qd")
 
@@ -203,10 +212,11 @@ def build_node(spec: dict[str, Any]) -> Node:
         leaf, *intermediates = load_certificates_pem((files / f"{other}.chain.pem").read_bytes())
         peers.append(verify_node_certificate(leaf, intermediates, trust, now))
     limits = NodeLimits(**spec.get("limits", {}))
+    worker = spec.get("worker")
     return Node(
         identity=identity,
         directory=StaticDirectory(peers),
-        store=Path(spec["store"]),
+        store=store_of(spec),
         tls=TlsFiles(
             files / f"{name}.chain.pem", files / f"{name}.signing.key", files / "verify.pem"
         ),
@@ -220,10 +230,21 @@ def build_node(spec: dict[str, Any]) -> Node:
             listen=("127.0.0.1", spec["port"]),
             limits=limits,
             timers=NodeTimers(**spec.get("timers", {})),
+            worker=None if worker is None else WorkerShare(*worker),
         ),
         # As a daemon runs it: custody records in every group commit, heads every 10 s.
         services=[AuditService()] if spec.get("audit", True) else [],
     )
+
+
+def store_of(spec: dict[str, Any]) -> Path | Callable[[], Store]:
+    """The spec's SQLite file, or its PostgreSQL schema (opened by the node as it starts)."""
+    postgres = spec.get("postgres")
+    if postgres is None:
+        return Path(spec["store"])
+    from exchnode.store import PostgresStore  # psycopg: only a hub on PostgreSQL needs it
+
+    return partial(PostgresStore, postgres["conninfo"], schema=postgres["schema"])
 
 
 def dump_tasks() -> None:
@@ -272,16 +293,22 @@ class Receiver:
                 await self.node.ack(batch)
                 self.acked += len(batch)
 
-    async def collect(self, first: int, count: int, timeout: float) -> dict[str, Any]:
-        """Wait for the ``count`` messages numbered from ``first``; their records, arrival order."""
+    async def collect(
+        self, first: int, count: int, timeout: float, expect: int | None = None
+    ) -> dict[str, Any]:
+        """Wait for the ``count`` messages numbered from ``first``; their records, arrival order.
+
+        ``expect``: how many of them come here (default all: one receiver).
+        """
         deadline = time.monotonic() + timeout
         end = first + count
+        wanted = count if expect is None else expect
         have = scanned = 0
         while True:
             seqs = self.seqs
             have += sum(1 for i in range(scanned, len(seqs)) if first <= seqs[i] < end)
             scanned = len(seqs)
-            if have >= count or time.monotonic() > deadline:
+            if have >= wanted or time.monotonic() > deadline:
                 break
             self.arrived.clear()
             with contextlib.suppress(TimeoutError):
@@ -411,7 +438,7 @@ async def serve(spec: dict[str, Any], window: WindowProfiler | None = None) -> N
                 emit("profiling", on=False, path=window.target)
             elif kind == "collect" and receiver is not None:
                 result = await receiver.collect(
-                    command["first"], command["count"], command["timeout"]
+                    command["first"], command["count"], command["timeout"], command.get("expect")
                 )
                 emit("collected", **result)
             else:
