@@ -239,20 +239,26 @@ class PostgresStore(PostgresAuditLog):
         self._signalling = False
         self._worker = 0
         self._owner: Callable[[Signal], int] = lambda _signal: 0
+        self._timeouts = (connect_timeout_s, lock_timeout_ms)
+        self._conn = self._connect()
+
+    def _connect(self) -> Connection:
+        """A session, the schema checked (created, migrated; not a standby in recovery)."""
+        connect_timeout_s, lock_timeout_ms = self._timeouts
         conn = connect(
-            conninfo,
-            schema,
+            self._conninfo,
+            self.schema,
             self.name,
             connect_timeout_s=connect_timeout_s,
             lock_timeout_ms=lock_timeout_ms,
         )
         try:
-            self._ordered_from = prepare(conn, schema, self.name)
+            self._ordered_from = prepare(conn, self.schema, self.name)
         except BaseException:
             conn.close()
             raise
         self._watch_replication(conn)
-        self._conn = conn
+        return conn
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.name!r}{', closed' if self._conn is None else ''})"
@@ -624,6 +630,7 @@ class PostgresStore(PostgresAuditLog):
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             conn, self._conn = self._conn, None
             if conn is None:
                 return

@@ -15,6 +15,8 @@ relies on them, after locking the log (:meth:`PostgresBase._lock_audit`).
 from __future__ import annotations
 
 import threading
+import time
+from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -25,6 +27,8 @@ from exchnode.errors import StoreError, UsageError
 from exchnode.store._audit_tree import first_node_seq
 from exchnode.store._base import SqlAuditReads
 from exchnode.store._postgres_schema import Connection, store_error
+
+_RECONNECT_EVERY_S = 1.0
 
 __all__ = ["AuditState", "PostgresBase"]
 
@@ -55,12 +59,35 @@ class PostgresBase(SqlAuditReads):
     def _error(self, what: str, exc: psycopg.Error) -> StoreError:
         return store_error(self.name, what, exc)
 
+    _closed = False
+    _reconnect_at = 0.0  # time.monotonic() before which a lost session is not opened again
+
     def _open_conn(self) -> Connection:
         if self._conn is None:
-            if self._broken is not None:
-                raise StoreError(self._broken)
-            raise UsageError(f"store {self.name} is closed")
+            if self._broken is None or self._closed:
+                raise UsageError(f"store {self.name} is closed")
+            self._reconnect()
+        assert self._conn is not None
         return self._conn
+
+    def _reconnect(self) -> None:
+        """Open a new session after the last one was lost (a server restart, a failover, a
+        dropped connection): every call is a whole transaction, so the next one can simply
+        run on a new session.  At most one attempt a second; until one succeeds every call
+        fails with a :class:`StoreError` saying why (nothing is taken meanwhile)."""
+        now = time.monotonic()
+        if now < self._reconnect_at:
+            raise StoreError(f"{self._broken} (reconnecting)")
+        self._reconnect_at = now + _RECONNECT_EVERY_S
+        try:
+            self._conn = self._connect()
+        except StoreError as exc:
+            raise StoreError(f"{self._broken}; reconnecting failed: {exc}") from None
+        self._broken = None
+
+    @abstractmethod
+    def _connect(self) -> Connection:
+        """A new session, set up and checked (``PostgresStore``'s)."""
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[Connection]:
@@ -121,7 +148,7 @@ class PostgresBase(SqlAuditReads):
     def _check_usable(self, conn: Connection) -> None:
         """After an error: a session that was lost is closed, and later calls say so."""
         if conn.broken or conn.closed:
-            self._broken = f"store {self.name}: the connection to the server was lost; reopen it"
+            self._broken = f"store {self.name}: the connection to the server was lost"
             self._conn = None
             conn.close()
 

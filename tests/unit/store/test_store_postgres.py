@@ -209,6 +209,30 @@ def test_everything_survives_close_and_reopen(where: tuple[str, str]) -> None:
         assert store.audit_ordered_from() == 0
 
 
+def test_a_lost_session_is_opened_again_by_the_next_call(where: tuple[str, str]) -> None:
+    """A dropped connection (a server restart, a failover) fails the call under way, and
+    only it: the next call runs on a new session, and nothing stored is lost."""
+    conninfo, schema = where
+    with PostgresStore(conninfo, schema=schema) as store, raw(where) as admin:
+        store.accept([make(1, forward={CHILD: (f"{CHILD}.a",)})], NOW)
+        (pid,) = admin.execute(  # the store's session, as an operator would find it
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'exchnode-store'"
+            " AND pid <> pg_backend_pid() AND datname = current_database()"
+            " AND query NOT LIKE '%%pg_stat_activity%%' ORDER BY backend_start DESC LIMIT 1"
+        ).fetchone()
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreError, match="terminating connection"):
+            store.set_meta("during", b"x")
+        store.set_meta("after", b"y")  # a new session
+        assert store.get_meta("after") == b"y"
+        assert store.accept([make(1, forward={CHILD: (f"{CHILD}.a",)})], NOW)[0].status is (
+            DUPLICATE
+        )
+        assert len(store.pending(CHILD, NOW, 10, 1 << 20)) == 1
+    with pytest.raises(UsageError, match="is closed"):  # closed by its owner: not reopened
+        store.get_meta("after")
+
+
 def test_a_newer_schema_is_refused_untouched(where: tuple[str, str]) -> None:
     conninfo, schema = where
     PostgresStore(conninfo, schema=schema).close()
