@@ -215,7 +215,11 @@ async def serve(spec: dict[str, Any]) -> None:
             if kind == "start":
                 began = time.monotonic()
                 before = resident_bytes()
-                await start_all(nodes)
+                try:
+                    await start_all(nodes)
+                except Exception as exc:
+                    emit("error", message=f"start failed: {exc!r}")
+                    raise
                 gc.collect()
                 gc.freeze()  # as relay_node: the start-up heap is never garbage
                 emit(

@@ -1153,8 +1153,9 @@ def estimate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
                 else "no audit log"
             ),
             "the disk keeps up with the WAL flushes (one server, group commit across sessions)",
-            "every worker hears every worker's signals (one LISTEN channel per schema): a cost "
-            f"per message that grows with the workers, measured only up to {most}",
+            "a worker hears only the signals for what it owns (a LISTEN channel per worker), "
+            "and the share of messages one worker takes and another forwards grows with the "
+            f"workers ((W-1)/W): measured only up to {most}",
         ],
     }
 
