@@ -9,28 +9,34 @@ transactions; the queue totals that decide back-pressure; the counters and
 the log (with :class:`RepeatedLog` for conditions that repeat); and what the
 node knows of revoked signers.  :class:`NodeContext` holds exactly those, so
 each part takes it (and its own collaborators) in its constructor instead of
-the whole Node.
+the whole Node.  :class:`FreshEntries` is how the intake hands what it has
+just committed to the forwarders and the inbox, in the store thread, so that
+they need not read it back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Collection
+from collections import deque
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import structlog
 
 from exchnode.aio._service import CustodyLog
 from exchnode.audit import AuditEntry, CustodyRecorder
 from exchnode.errors import UsageError
-from exchnode.store import QueueDepth, SqliteStore, Store
+from exchnode.store import InboundEntry, OutboundEntry, QueueDepth, SqliteStore, Store
 
-__all__ = ["NodeContext", "RepeatedLog"]
+__all__ = ["FreshEntries", "NodeContext", "RepeatedLog"]
 
 T = TypeVar("T")
 
@@ -54,6 +60,106 @@ _NO_KEYS: frozenset[bytes] = frozenset()
 
 def _none_revoked(name: str) -> Collection[bytes]:
     return _NO_KEYS
+
+
+_Entry = TypeVar("_Entry", OutboundEntry, InboundEntry)
+
+
+class FreshEntries(Generic[_Entry]):
+    """What the intake queued since a queue (a neighbour's, or the inbox) was read to its end.
+
+    Why: a forwarder (or the inbox's pump) that has read its whole queue
+    would otherwise read back, from the store, what the intake has just
+    committed: a trip to the store thread and a query per transfer, at a
+    quiet hub per message.  The store stays the truth: this is only ever a
+    copy of the queue's tail, and on any doubt it is dropped and the queue
+    read from the store again.
+
+    * The reader's read that finds nothing more (in the store thread) starts
+      it (:meth:`caught_up`); only on a store no one else writes
+      (``NodeContext.sole_writer``).
+    * Every commit of the intake that queued entries there adds them, in the
+      store thread, right after the commit and in its order (:meth:`offer`),
+      so nothing committed after that read is missed and nothing is in it
+      twice.  A commit that cannot say where it queued an entry (a store that
+      does not number them), or that failed, drops it (:meth:`forget`).
+    * The reader takes from it what it may (:meth:`take`).  Whatever makes it
+      read the queue again -- a transfer not wholly settled (failed, pushed
+      back, deferred), a rescan of the inbox, a restart -- drops it.
+    * It holds a bounded amount (a transfer's worth); beyond that it is
+      dropped: the reader has fallen behind, and reading the store is the
+      better way then.
+
+    Filled in the store thread and taken in the loop's: a lock guards it.
+    """
+
+    __slots__ = ("_bytes", "_entries", "_lock", "_max_bytes", "_max_items", "_on")
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self._lock = threading.Lock()
+        self._entries: deque[_Entry] = deque()
+        self._bytes = 0
+        self._on = False
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+
+    @property
+    def active(self) -> bool:
+        """True while it holds every entry queued since the last read to the end."""
+        return self._on
+
+    def caught_up(self) -> None:
+        """The queue was read to its end (store thread): track what is committed from now on."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+            self._on = True
+
+    def offer(self, entries: Iterable[_Entry]) -> None:
+        """Entries just committed, in seq order (store thread, after the commit)."""
+        with self._lock:
+            if not self._on:
+                return
+            for entry in entries:
+                self._entries.append(entry)
+                self._bytes += len(entry.data)
+            if len(self._entries) > self._max_items or self._bytes > self._max_bytes:
+                self._drop()
+
+    def forget(self) -> None:
+        """Drop it: the next entries are read from the store (either thread)."""
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+        self._on = False
+
+    def take(self, now_ms: int, max_count: int, max_bytes: int) -> list[_Entry] | None:
+        """The next entries, as ``Store.pending`` would give them; None: read the store.
+
+        Expired entries are passed over (the expiry takes them from the store).
+        """
+        with self._lock:
+            if not self._on:
+                return None
+            entries = self._entries
+            out: list[_Entry] = []
+            total = 0
+            while entries:
+                entry = entries[0]
+                size = len(entry.data)
+                if entry.expires_ms > now_ms:
+                    if out and total + size > max_bytes:
+                        break
+                    out.append(entry)
+                    total += size
+                entries.popleft()
+                self._bytes -= size
+                if len(out) >= max_count:
+                    break
+            return out
 
 
 class RepeatedLog:
@@ -108,6 +214,80 @@ class RepeatedLog:
             del self._last[key]
 
 
+_RUN_IN_EXECUTOR = asyncio.BaseEventLoop.run_in_executor
+
+
+class _StoreThread:
+    """One worker thread running calls in submission order; each result comes back on its loop.
+
+    What ``run_in_executor`` on a one-thread pool does, for a fraction of the
+    work per call: no ``concurrent.futures.Future`` with its lock and
+    callbacks chained to an asyncio one, just the loop's future, resolved by
+    ``call_soon_threadsafe``.  Every store call of the node goes through it
+    (at a quiet hub, one or two per message).  Like an executor's, a call
+    whose caller was cancelled before it started is skipped (best effort: one
+    that has started runs to its end).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]] | None
+        ] = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
+        self._worker.start()
+
+    def submit(self, loop: asyncio.AbstractEventLoop, call: Callable[[], T]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((loop, future, call))
+        return future
+
+    def shutdown(self) -> None:
+        """Run every call submitted, then stop (blocks until the thread has ended)."""
+        self._calls.put(None)
+        self._worker.join()
+
+    def _work(self) -> None:
+        calls = self._calls
+        while (submitted := calls.get()) is not None:
+            _run_one(*submitted)
+            del submitted  # nothing of a call outlives it while the thread waits for the next
+
+
+def _run_one(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], call: Callable[[], Any]
+) -> None:
+    if future.cancelled():
+        return
+    try:
+        result = call()
+    except BaseException as exc:  # handed to the caller, as an executor does
+        _hand_back(loop, _fail, future, exc)
+    else:
+        _hand_back(loop, _resolve, future, result)
+
+
+def _hand_back(
+    loop: asyncio.AbstractEventLoop,
+    settle: Callable[[asyncio.Future[Any], Any], None],
+    future: asyncio.Future[Any],
+    value: Any,
+) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop has closed: no one is waiting any more
+        loop.call_soon_threadsafe(settle, future, value)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        if isinstance(exc, StopIteration):  # a future cannot raise it
+            exc = RuntimeError(f"a store call raised {exc!r}")
+        future.set_exception(exc)
+
+
 class NodeContext:
     """The store thread, the custody log, the queue totals, counters and log of one node.
 
@@ -144,17 +324,22 @@ class NodeContext:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.queued = QueueDepth()
         self.space = asyncio.Event()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: ThreadPoolExecutor | None = None  # for a loop that runs calls itself
+        self._thread: _StoreThread | None = None
         self._store: Store | None = None
         self._owns_store = False
         self._custody_log: CustodyLog | None = None
+        #: only this node changes the store, and it numbers what it queues (a SqliteStore:
+        #: its connection holds the file's lock), so what the node commits is all there is
+        #: to forward (``Forwarder.fresh``); never for a store several workers share
+        self.sole_writer = False
 
     # --- the store thread -------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         """True from :meth:`open` until :meth:`close`."""
-        return self._executor is not None
+        return self._thread is not None
 
     async def open(self, store: Store | str | os.PathLike[str] | Callable[[], Store]) -> Store:
         """Start the store thread and open ``store`` in it.
@@ -165,6 +350,7 @@ class NodeContext:
         A store passed open stays the caller's.
         """
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"store-{self.name}")
+        self._thread = _StoreThread(f"store-{self.name}")
         if isinstance(store, str | os.PathLike):
             self._store = await self.run(SqliteStore, Path(store))
             self._owns_store = True
@@ -173,6 +359,7 @@ class NodeContext:
             self._owns_store = True
         else:
             self._store = store
+        self.sole_writer = isinstance(self._store, SqliteStore)
         self.queued = await self.run(self._store.totals)
         return self._store
 
@@ -180,6 +367,9 @@ class NodeContext:
         """Close the store if :meth:`open` opened it, then stop the store thread."""
         if self._store is not None and self._owns_store:
             await self.run(self._store.close)
+        if self._thread is not None:
+            self._thread.shutdown()
+            self._thread = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -192,10 +382,16 @@ class NodeContext:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call in the store thread, after every call submitted before it."""
-        if self._executor is None:
+        thread, executor = self._thread, self._executor
+        if thread is None or executor is None:
             raise UsageError(f"node {self.name} is not running")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        call = partial(fn, *args, **kwargs) if args or kwargs else fn
+        if type(loop).run_in_executor is not _RUN_IN_EXECUTOR:
+            # A loop that runs executor work its own way (the simulator's, inline, so that no
+            # thread works while its time jumps): through it, in this one-thread executor.
+            return await loop.run_in_executor(executor, call)
+        return await thread.submit(loop, call)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

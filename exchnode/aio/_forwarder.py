@@ -14,6 +14,14 @@ defers everything (it is full), or pushes a transfer back unread (HTTP 429:
 too many bytes in flight there), is left a pause that doubles while it stays
 full.
 
+**What it reads.**  The store is the queue; but once a read finds nothing
+more, what the intake commits for this neighbour is handed over in the store
+thread, right after each commit (``FreshEntries``, :attr:`Forwarder.fresh`),
+and taken from memory in the store's order: a quiet link no longer reads back
+each message it was just given (a trip to the store thread and a query).  A
+transfer not wholly settled, a restart or a store several workers share sends
+it back to reading the store.
+
 **What wakes it.**  Two events: ``wake`` (the queue gained entries) and the
 poke (the neighbour is back).  While the neighbour is due, the forwarder
 sleeps on ``wake`` when its queue is empty.  While it is *not* due -- in
@@ -36,11 +44,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from typing import NamedTuple
 
 from exchnode.aio._config import NodeLimits, NodeTimers
-from exchnode.aio._context import NodeContext
+from exchnode.aio._context import FreshEntries, NodeContext
 from exchnode.aio._outbox import Lost
 from exchnode.aio._service import CustodyLog
 from exchnode.aio._transport import LinkBusy, LinkClient, LinkError
@@ -110,6 +117,10 @@ class Forwarder:
         self._flushing: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()  # set when the queue gains entries or the neighbour is back
         self._poked = asyncio.Event()  # set when the neighbour is back: ends a backoff or pause
+        #: what the intake committed for this neighbour since its queue was last read to the end
+        self.fresh: FreshEntries[OutboundEntry] = FreshEntries(
+            limits.transfer_items, limits.transfer_bytes
+        )
 
     def set_state(self, state: PeerState) -> None:
         previous = self.state
@@ -136,9 +147,10 @@ class Forwarder:
         await wait_event(self._poked, seconds)
 
     async def run(self) -> None:
-        context, hop, wake = self._context, self.hop, self.wake
+        context, hop, wake, fresh = self._context, self.hop, self.wake, self.fresh
         credit = Credit(self._limits.transfer_items, self._limits.transfer_bytes)
         pause = self._timers.deferred_pause
+        fresh.forget()  # (re)started: a transfer may have been cut short; the store says
         while True:
             state = self.state
             now_ms = context.now_ms()
@@ -147,13 +159,11 @@ class Forwarder:
                 await self._pause((state.next_attempt_ms - now_ms) / 1000)
                 continue
             wake.clear()
-            entries: list[OutboundEntry] = await context.run(
-                partial(context.store.pending, after=self._read_after),
-                hop,
-                now_ms,
-                max(credit.items, 1),
-                max(credit.bytes, 1),
-            )
+            count, size = max(credit.items, 1), max(credit.bytes, 1)
+            # Caught up: what the intake committed since is at hand, in the store's order.
+            entries = fresh.take(now_ms, count, size)
+            if entries is None:
+                entries = await context.run(self._read, now_ms, count, size, self._read_after)
             if not entries:
                 await wake.wait()
                 continue
@@ -168,6 +178,7 @@ class Forwarder:
             try:
                 response = await self._client.transfer(request)
             except LinkBusy as exc:
+                fresh.forget()  # not taken: read from the store again
                 # It answered, unread: too many bytes in flight there.  Back-pressure, not a
                 # failure: the items stay here, the link stays up, and we wait as if deferred.
                 context.log_repeated(
@@ -181,6 +192,7 @@ class Forwarder:
                 pause = min(pause * 2, self._timers.deferred_pause_max)
                 continue
             except (LinkError, ExchnodeError) as exc:
+                fresh.forget()  # not taken: read from the store again
                 context.counters["link_failures"] += 1
                 new_state = failed(state, now_ms, self._random, self._backoff)
                 if not state.failures:  # it worked (or was never tried): now it is down
@@ -222,6 +234,21 @@ class Forwarder:
                 pause = min(pause * 2, self._timers.deferred_pause_max)
             else:
                 pause = self._timers.deferred_pause
+
+    def _read(self, now_ms: int, max_count: int, max_bytes: int, after: int) -> list[OutboundEntry]:
+        """The queue's next entries from the store (store thread).
+
+        Nothing left to read: from here on, what the intake commits for this
+        neighbour is handed to :attr:`fresh` in the store thread, in commit
+        order, so the next entries are taken from memory instead of read back
+        -- if this node is the only one that writes its store (a store that
+        other workers share gets entries this node never sees: read it).
+        """
+        context = self._context
+        entries = context.store.pending(self.hop, now_ms, max_count, max_bytes, after=after)
+        if not entries and context.sole_writer:
+            self.fresh.caught_up()
+        return entries
 
     async def _drop_revoked(self, entries: list[OutboundEntry]) -> list[OutboundEntry]:
         """End custody of the entries whose sender is revoked; the others, to transfer.
@@ -306,10 +333,13 @@ class Forwarder:
         before = self.handed_over or QueueDepth(0, 0)
         self.handed_over = QueueDepth(before.count + len(taken_ids), before.bytes + taken_bytes)
         if not done:
+            self.fresh.forget()  # all deferred: they stay queued, read the store again
             return
         refused_ids = [(result.code, entry.message_id) for entry, result in refused]
         self._removing.append(_Settled(context.now_ms(), done, taken_ids, refused_ids))
         delay = self._timers.removal_delay
+        if len(done) < len(entries):
+            self.fresh.forget()  # what was deferred stays queued: read the store again
         if delay <= 0 or len(done) < len(entries):
             # Something stays (deferred): read the queue from its start again, after this.
             await self.flush_removals()
@@ -359,10 +389,13 @@ class Forwarder:
             return removed
 
         try:
-            context.counters["forwarded"] += await context.run(context.audited, run)
+            removed = await context.run(context.audited, run)
         except BaseException:
             self._removing[:0] = settled  # not removed: the next flush tries again
             raise
+        # Counted after the await: two flushes may overlap (one deferred transfer flushes at
+        # once while the delayed flush is in the store), and ``+= await`` would lose a count.
+        context.counters["forwarded"] += removed
         if not self._removing:
             self._read_after = 0
         context.space.set()

@@ -10,7 +10,10 @@ entry leaves only when the application acknowledges it, and then a
 receipt, if the sender asked for one, is signed and sent back in the same
 step.  An entry that cannot be opened *yet* (an unknown signer, an expired
 directory) stays, and is tried again every ``inbox_rescan`` seconds or as
-soon as the directory learns new keys (:meth:`Inbox.rescan`).
+soon as the directory learns new keys (:meth:`Inbox.rescan`).  Once the pump
+has read the inbox to its end, what the intake commits to it is handed over
+in the store thread (``FreshEntries``) instead of read back; a rescan reads
+the store again.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from functools import partial
 
 from exchnode.aio._batcher import Batcher
 from exchnode.aio._config import NodeLimits, NodeTimers
-from exchnode.aio._context import NodeContext
+from exchnode.aio._context import FreshEntries, NodeContext
 from exchnode.aio._delivery import Delivery
 from exchnode.aio._outbox import Outbox
 from exchnode.aio._service import CustodyLog, NodeService, ServiceMessage
@@ -50,6 +53,8 @@ from exchnode.store import InboundEntry
 __all__ = ["Inbox"]
 
 _VERIFIED_CACHE = 8192  # envelopes verified on arrival, awaiting the pump
+_PAGE = 256  # inbox entries the pump takes at a time
+_NO_LIMIT = 1 << 62  # bytes: the inbox is read by count alone
 
 
 class Inbox:
@@ -86,6 +91,8 @@ class Inbox:
             OrderedDict()
         )
         self._deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue(limits.deliveries_buffered)
+        #: what the intake committed to the inbox since the pump last read it to its end
+        self.fresh: FreshEntries[InboundEntry] = FreshEntries(_PAGE, limits.transfer_bytes)
         self._handed: set[int] = set()
         self._consuming = False
         self._acks: Batcher[Delivery, None] = Batcher(self._acknowledge, max_items=1024)
@@ -155,7 +162,8 @@ class Inbox:
             remove = partial(
                 self._remove_delivered, seqs=seqs, ids=ids, now_ms=now_ms, consumed=False
             )
-            context.counters["delivered"] += await context.run(context.audited, remove)
+            removed = await context.run(context.audited, remove)
+            context.counters["delivered"] += removed  # after the await: no count lost
             self._handed.difference_update(seqs)
             context.space.set()
         return [None] * len(batch)
@@ -183,17 +191,21 @@ class Inbox:
 
     async def pump(self) -> None:
         """Open inbox entries; hand application messages over, consume the node's own."""
-        context = self._context
+        context, fresh = self._context, self.fresh
         after = 0
         last_scan = context.clock()
+        fresh.forget()  # (re)started: read the inbox from the store
         while True:
             if self._rescan or context.clock() - last_scan >= self._timers.inbox_rescan:
                 # Retry what could not be opened yet (e.g. its signer was not known).
                 after, last_scan, self._rescan = 0, context.clock(), False
+                fresh.forget()
             self.wake.clear()
-            entries: list[InboundEntry] = await context.run(
-                context.store.inbox, context.now_ms(), 256, after=after
-            )
+            now_ms = context.now_ms()
+            # Read to its end: what the intake committed since is at hand, in the store's order.
+            entries = fresh.take(now_ms, _PAGE, _NO_LIMIT)
+            if entries is None:
+                entries = await context.run(self._read, now_ms, after)
             if not entries:
                 await wait_event(self.wake, self._timers.inbox_rescan)
                 continue
@@ -216,6 +228,14 @@ class Inbox:
                     consumed=True,
                 )
                 await context.run(context.audited, remove)
+
+    def _read(self, now_ms: int, after: int) -> list[InboundEntry]:
+        """The inbox's next entries from the store (store thread); at its end, :attr:`fresh`."""
+        context = self._context
+        entries = context.store.inbox(now_ms, _PAGE, after=after)
+        if not entries and context.sole_writer:
+            self.fresh.caught_up()
+        return entries
 
     def _open(self, entry: InboundEntry, now: float) -> Opened:
         """Open an inbox entry, reusing its verification on arrival when it is still at hand.

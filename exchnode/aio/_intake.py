@@ -47,9 +47,13 @@ from exchnode.federation import (
     TransferRequest,
     TransferResponse,
 )
-from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus
+from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus, InboundEntry, OutboundEntry
 
 __all__ = ["Intake"]
+
+#: Seconds a lone commit may wait for more arrivals to share its flush, only while transfers
+#: (and the node's own envelopes) arrive often (``Batcher``'s linger): never at a quiet node.
+COMMIT_LINGER = 0.002
 
 # Failures that time cures: the directory has not converged yet, or a cache is being refreshed.
 # A custodian defers these (the previous hop retries) instead of refusing them for good.
@@ -96,7 +100,7 @@ class Intake:
         )
         self._uncommitted = [0, 0]  # items and bytes admitted, their commit under way
         self._commits: Batcher[AcceptItem, AcceptOutcome] = Batcher(
-            self._commit, max_items=4 * limits.transfer_items
+            self._commit, max_items=4 * limits.transfer_items, linger=COMMIT_LINGER
         )
 
     def start(self) -> None:
@@ -142,18 +146,33 @@ class Intake:
         store, recorder = context.store, context.recorder
 
         def run(log: CustodyLog | None) -> list[AcceptOutcome]:
-            if log is None:
-                outcomes = store.accept(items, now_ms)
-            else:
-                outcomes = store.accept(
-                    items,
-                    now_ms,
-                    audit=lambda found: log.encode(recorder.accepted(now_ms, items, found)),
-                )
+            try:
+                if log is None:
+                    outcomes = store.accept(items, now_ms)
+                else:
+                    outcomes = store.accept(
+                        items,
+                        now_ms,
+                        audit=lambda found: log.encode(recorder.accepted(now_ms, items, found)),
+                    )
+                self._hand_over(items, outcomes)
+            except BaseException:
+                # Committed or not, handed over or not, who knows: every queue is read from
+                # the store again.
+                for forwarder in self._forwarders.values():
+                    forwarder.fresh.forget()
+                self._inbox.fresh.forget()
+                raise
             context.refresh_totals()
             return outcomes
 
-        outcomes: list[AcceptOutcome] = await context.run(context.audited, run)
+        try:
+            outcomes: list[AcceptOutcome] = await context.run(context.audited, run)
+        except BaseException:
+            for forwarder in self._forwarders.values():
+                forwarder.wake.set()  # what may have been committed is read from the store
+            self._inbox.wake.set()
+            raise
         counters = context.counters
         for outcome in outcomes:
             if outcome.status is AcceptStatus.ACCEPTED:
@@ -165,6 +184,64 @@ class Intake:
             elif outcome.status is AcceptStatus.DUPLICATE:
                 counters["duplicates"] += 1
         return outcomes
+
+    def _hand_over(self, items: list[AcceptItem], outcomes: list[AcceptOutcome]) -> None:
+        """The entries just queued, to their forwarders and the inbox (store thread, right
+        after the commit).
+
+        In commit order, so a forwarder, or the inbox's pump, that has read its
+        queue to the end takes the rest from memory (``FreshEntries``); an entry
+        whose seq the store did not say makes its reader read the store instead.
+        Only for a reader that is caught up: it becomes so only in this thread.
+        """
+        forwarders = self._forwarders
+        inbox_fresh = self._inbox.fresh
+        to_inbox = inbox_fresh.active
+        queued: dict[str, list[OutboundEntry]] = {}
+        inbox: list[InboundEntry] = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome.status is not AcceptStatus.ACCEPTED:
+                continue
+            if outcome.local and to_inbox:
+                if outcome.inbox_seq is None:
+                    inbox_fresh.forget()
+                    to_inbox = False
+                else:
+                    inbox.append(
+                        InboundEntry(
+                            seq=outcome.inbox_seq,
+                            sender=item.sender,
+                            message_id=item.message_id,
+                            digest=item.digest,
+                            targets=outcome.local,
+                            expires_ms=item.expires_ms,
+                            data=item.data,
+                        )
+                    )
+            for hop, targets in outcome.forward.items():
+                forwarder = forwarders.get(hop)
+                if forwarder is None or not forwarder.fresh.active:
+                    continue
+                seq = outcome.seqs.get(hop)
+                if seq is None:
+                    forwarder.fresh.forget()
+                    continue
+                queued.setdefault(hop, []).append(
+                    OutboundEntry(
+                        seq=seq,
+                        sender=item.sender,
+                        message_id=item.message_id,
+                        digest=item.digest,
+                        targets=targets,
+                        expires_ms=item.expires_ms,
+                        data=item.data,
+                        next_hop=hop,
+                    )
+                )
+        for hop, entries in queued.items():
+            forwarders[hop].fresh.offer(entries)
+        if inbox and to_inbox:
+            inbox_fresh.offer(inbox)
 
     async def custody(self, neighbour: str, request: TransferRequest) -> TransferResponse:
         """Decide every item of a transfer; TAKEN only once the store holds it."""

@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from exchnode.errors import MalformedError
@@ -52,6 +53,8 @@ __all__ = [
     "StreamServing",
 ]
 
+_log = structlog.get_logger("exchnode.link")
+
 STREAM_PATH = "/exchnode/v1/link"
 STREAM_PROTOCOL = "exchnode.link.1"
 #: Seconds between pings on a quiet stream; a peer silent for half as long again is gone.
@@ -70,6 +73,11 @@ Decide = Callable[[str, bytes, str | None], Awaitable[tuple[int, bytes]]]
 #: Whether the peer's certificate still holds (not expired, not revoked since the upgrade):
 #: None if it does, else the 403 reason that closes the stream.
 StillValid = Callable[[], str | None]
+
+
+def _time_out(answered: asyncio.Future[StreamAnswer]) -> None:
+    if not answered.done():
+        answered.set_exception(TimeoutError("no answer on the link stream in time"))
 
 
 class StreamClosed(ConnectionError):
@@ -145,7 +153,14 @@ class StreamServing:
             await ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR)
             return
         del data
-        status, answer = await self._decide(neighbour, body, remote)
+        try:
+            status, answer = await self._decide(neighbour, body, remote)
+        except Exception:
+            # Deciding failed (say the store did): nothing is answered TAKEN, and the sender
+            # hears so at once (503, SPEC §15.8: it tries again after a second) instead of
+            # after its timeout -- as the HTTP transfer answers 500.
+            _log.exception("transfer not decided", neighbour=neighbour)
+            status, answer = 503, b"the transfer could not be decided now; nothing was taken"
         async with sending:
             if not ws.closed:
                 with contextlib.suppress(ConnectionError):
@@ -182,12 +197,17 @@ class StreamCalls:
         if ws is None:
             return None
         frame_id = next(self._ids)
-        answered: asyncio.Future[StreamAnswer] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[StreamAnswer] = loop.create_future()
         self._pending[frame_id] = answered
+        # A timer on the answer itself, not ``wait_for``: no task or future more per transfer,
+        # and a cancellation is never lost to an answer arriving at the same moment (gh-86296).
+        timer = loop.call_later(self._timeout, _time_out, answered)
         try:
             await ws.send_bytes(request_frame(frame_id, body))
-            return await asyncio.wait_for(answered, self._timeout)
+            return await answered
         finally:
+            timer.cancel()
             self._pending.pop(frame_id, None)
 
     async def _connected(self) -> aiohttp.ClientWebSocketResponse | None:

@@ -44,6 +44,9 @@ from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus, ExpiredEntry
 
 __all__ = ["Lost", "Outbox", "send_key"]
 
+#: Seconds a lone ``send`` may wait for others to share its seal and commit, only while
+#: sends arrive often (``Batcher``'s linger): never at a quiet node.
+SEND_LINGER = 0.002
 _KEY_LABEL = b"exchnode/send-key/v1\x00"
 _REQUEST_LABEL = b"exchnode/send-request/v1\x00"
 
@@ -105,7 +108,7 @@ class Outbox:
         self._commit = commit
         self._status = status
         self._sends: Batcher[Message, Sent | ExchnodeError] = Batcher(
-            self._seal_and_commit, max_items=sealer.policy.max_batch
+            self._seal_and_commit, max_items=sealer.policy.max_batch, linger=SEND_LINGER
         )
 
     def start(self) -> None:

@@ -205,12 +205,21 @@ class AcceptOutcome:
     """The outcome for one item; ``local`` and ``forward`` are the targets newly taken.
 
     ``original``: for ``REPEATED``, the message the send key named first.
+
+    ``seqs`` and ``inbox_seq``: where an ``ACCEPTED`` item's new copies were
+    queued (the ``seq`` of its entry per next hop, and of its inbox entry),
+    when the store says so -- ``SqliteStore`` does, so that the node can hand
+    what it just committed to its forwarders and inbox without reading it
+    back; a store that does not leaves them empty, and the node reads its
+    queues.  Not part of an outcome's value (equality ignores them).
     """
 
     status: AcceptStatus
     local: tuple[str, ...] = ()
     forward: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     original: SendRecord | None = None
+    seqs: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    inbox_seq: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def acknowledge(self) -> bool:

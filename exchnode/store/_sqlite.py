@@ -67,6 +67,7 @@ from exchnode.store._checks import (
 from exchnode.store._records import (
     AcceptItem,
     AcceptOutcome,
+    AcceptStatus,
     AuditHook,
     AuditRow,
     AuditSealer,
@@ -144,6 +145,71 @@ _Row = tuple[int, int, str, int]  # sort key of an expired entry: expiry, inbox 
 
 def _json_list(seqs: Iterable[int]) -> str:
     return "[" + ",".join(map(str, map(int, seqs))) + "]"
+
+
+# The next seq of an AUTOINCREMENT table: above every seq it ever handed out.
+_NEXT_SEQ = (
+    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0),"
+    " coalesce((SELECT max(seq) FROM {table}), 0)) + 1"
+)
+_LAST_SEQ = "SELECT seq FROM sqlite_sequence WHERE name = ?"
+
+
+def _insert_numbered(
+    conn: sqlite3.Connection, table: str, insert: str, rows: Sequence[tuple[object, ...]]
+) -> int | None:
+    """Insert ``rows`` into a queue table; the seq of the first, if they are numbered in order.
+
+    The tables' seqs are AUTOINCREMENT: each insert gets a number above every
+    one the table ever handed out, so the rows of one ``executemany`` (under
+    the store's exclusive lock) get strictly increasing numbers, and if the
+    last one is ``first + len(rows) - 1`` they are exactly ``first, first + 1,
+    ...`` in order.  None (nothing numbered) if there are no rows or the
+    numbers are not those: the caller then reads its queues instead.
+    """
+    if not rows:
+        return None
+    (first,) = conn.execute(_NEXT_SEQ.format(table=table), (table,)).fetchone()
+    conn.executemany(insert, rows)
+    last = conn.execute(_LAST_SEQ, (table,)).fetchone()
+    if last is None or last[0] != first + len(rows) - 1:  # pragma: no cover - never seen
+        return None
+    return int(first)
+
+
+def _numbered(
+    outcomes: list[AcceptOutcome], inbox_first: int | None, outbound_first: int | None
+) -> list[AcceptOutcome]:
+    """``outcomes`` with the seqs of the entries ``accept`` queued, in the order it inserted them.
+
+    The accepted items (their outcomes ``ACCEPTED``, in batch order: ``plan.taken``)
+    are the order of the inserts: an inbox row each, then a row per next hop.
+    """
+    inbox_seq, outbound_seq = inbox_first, outbound_first
+    numbered: list[AcceptOutcome] = []
+    for outcome in outcomes:
+        if outcome.status is not AcceptStatus.ACCEPTED:
+            numbered.append(outcome)
+            continue
+        local: int | None = None
+        if outcome.local and inbox_seq is not None:
+            local, inbox_seq = inbox_seq, inbox_seq + 1
+        seqs: dict[str, int] = {}
+        if outbound_seq is not None:
+            for hop in outcome.forward:
+                seqs[hop] = outbound_seq
+                outbound_seq += 1
+        numbered.append(
+            AcceptOutcome(
+                status=outcome.status,
+                local=outcome.local,
+                forward=outcome.forward,
+                original=outcome.original,
+                seqs=seqs,
+                inbox_seq=local,
+            )
+        )
+    return numbered
 
 
 def _send_record(row: tuple[bytes, bytes, bytes, int]) -> SendRecord:
@@ -283,8 +349,8 @@ class SqliteStore(SqliteAuditLog):
                         if exists is stored
                     ],
                 )
-            conn.executemany(_INSERT_INBOX, inbox_rows)
-            conn.executemany(_INSERT_OUTBOUND, outbound_rows)
+            inbox_first = _insert_numbered(conn, "inbox", _INSERT_INBOX, inbox_rows)
+            outbound_first = _insert_numbered(conn, "outbound", _INSERT_OUTBOUND, outbound_rows)
             if audit is not None:
                 # Inside the transaction: a raise here rolls back the custody above too.
                 audit_rows = check_audit_rows(audit(list(plan.outcomes)), self._audit_next)
@@ -297,7 +363,9 @@ class SqliteStore(SqliteAuditLog):
             self._depths.add_inbound(row[5])
         for out in outbound_rows:
             self._depths.add_outbound(out[0], out[6])
-        return plan.outcomes
+        if inbox_first is None and outbound_first is None:
+            return plan.outcomes
+        return _numbered(plan.outcomes, inbox_first, outbound_first)
 
     def seen(self, sender: str, message_id: bytes) -> SeenRecord | None:
         with self._lock, self._reading("seen") as conn:

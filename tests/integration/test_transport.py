@@ -239,6 +239,38 @@ def test_a_streamed_transfer_is_refused_as_an_http_one_would_be(federation: Fede
     assert recorder.calls == []
 
 
+def test_a_streamed_transfer_whose_decision_fails_is_answered_503_at_once(
+    federation: Federation,
+) -> None:
+    # Its store failed, say: nothing was taken, and the sender hears so now (it retries after
+    # a second), not when its link timeout runs out; the stream carries on.
+    recorder = Recorder()
+    failures = [RuntimeError("the store failed")]
+
+    async def failing_once(neighbour: str, request: TransferRequest) -> TransferResponse:
+        if failures:
+            raise failures.pop()
+        return await recorder(neighbour, request)
+
+    async def scenario() -> tuple[LinkError, TransferResponse, float]:
+        async with linked(federation, recorder) as link:
+            link.server._custodian = failing_once
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(LinkError) as caught:
+                await link.client.transfer(REQUEST)
+            waited = loop.time() - started
+            response = await link.client.transfer(REQUEST)
+            assert link.server._acceptor is not None
+            assert link.server._acceptor.open_connections() == 1
+            return caught.value, response, waited
+
+    error, response, waited = run(scenario)
+    assert error.status == 503
+    assert waited < 5  # the client's timeout is 10 s
+    assert [r.status for r in response.results] == [Status.TAKEN, Status.DEFERRED]
+
+
 def test_a_certificate_that_stops_holding_ends_the_stream(federation: Federation) -> None:
     recorder = Recorder()
     refusing = False

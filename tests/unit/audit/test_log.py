@@ -98,6 +98,27 @@ def test_heads_verify_chain_and_carry_the_previous_head() -> None:
     assert verify_consistency(5, 9, h1.root, h2.root, proof)
 
 
+def test_a_signed_head_or_seal_is_what_its_bytes_decode_to() -> None:
+    # sign_tree_head builds the head from its values instead of parsing what it encoded.
+    log = AuditLogState(NODE)
+    log.append(entries(7))
+    heads = [log.sign_seal(T0), log.sign_head(T0 + 1)]
+    log.append(entries(2, 7))
+    heads += [
+        log.sign_seal(T0 + 2, 0),
+        sign_tree_head(HUB, 9, log.root(), T0 + 3, (7, heads[1].root), 7),
+    ]
+    for head in heads:
+        decoded, _ = decode_tree_head(head.data)
+        assert decoded == head
+        assert [type(getattr(head, f)) for f in ("node", "key_id", "root", "data")] == [
+            str,
+            bytes,
+            bytes,
+            bytes,
+        ]
+
+
 def test_a_head_with_a_changed_byte_or_an_unknown_key_is_refused() -> None:
     log = AuditLogState(NODE)
     log.append(entries(3))

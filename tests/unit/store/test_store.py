@@ -49,6 +49,7 @@ SENDER = "520102.gongan"
 
 ACCEPTED = AcceptStatus.ACCEPTED
 DUPLICATE = AcceptStatus.DUPLICATE
+EXPIRED = AcceptStatus.EXPIRED
 
 
 def make(
@@ -685,6 +686,60 @@ def test_sqlite_everything_survives_close_and_reopen(tmp_path: Path) -> None:
         assert ids(store.take_expired(NOW + 10, 10)) == [3]
         store.accept([make(4)], NOW)
         assert store.pending(CHILD, NOW, 10, 1 << 20)[-1].seq > last_seq
+
+
+def test_sqlite_accept_says_where_it_queued_each_copy(tmp_path: Path) -> None:
+    # The node hands what it committed to its forwarders and inbox by these seqs.
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.accept([make(1), make(2, local=(ME,))], NOW)
+        store.forwarded(CHILD, [store.pending(CHILD, NOW, 1, 1 << 20)[0].seq])  # a gap
+        numbers = (3, 1, 4, 5, 6)
+        outcomes = store.accept(
+            [
+                make(3, local=(ME,), forward={CHILD: (f"{CHILD}.a",), LINK: (f"{LINK}.b",)}),
+                make(1),  # a duplicate: queued nowhere
+                make(4, forward={LINK: (f"{LINK}.c",)}),
+                make(5, local=(ME,)),
+                make(6, forward={CHILD: (f"{CHILD}.a",)}, expires_ms=NOW),  # expired
+            ],
+            NOW,
+        )
+        assert [o.status for o in outcomes] == [ACCEPTED, DUPLICATE, ACCEPTED, ACCEPTED, EXPIRED]
+
+        def numbered(entries: Sequence[InboundEntry | OutboundEntry]) -> list[tuple[int, int]]:
+            return list(zip((e.seq for e in entries), ids(entries), strict=True))
+
+        for hop in (CHILD, LINK):
+            said = [
+                (o.seqs[hop], n) for o, n in zip(outcomes, numbers, strict=True) if hop in o.seqs
+            ]
+            assert said == [e for e in numbered(store.pending(hop, NOW, 9, 1 << 20)) if e[1] != 1]
+        said = [(o.inbox_seq, n) for o, n in zip(outcomes, numbers, strict=True) if o.inbox_seq]
+        assert said == [e for e in numbered(store.inbox(NOW, 9)) if e[1] != 2]
+        assert outcomes[1].seqs == {}
+        assert outcomes[3].seqs == {}
+        assert outcomes[2].inbox_seq is None
+        # Not part of the outcome's value: every store's outcomes compare alike.
+        assert outcomes[0] == replace(outcomes[0], seqs={}, inbox_seq=None)
+
+
+def test_sqlite_every_change_waits_for_the_disk_a_removal_after_handover_too(
+    tmp_path: Path,
+) -> None:
+    # Returned means durable, for every call: ``forwarded`` too, though it moves no custody
+    # (a removal undone by a power cut would cost only a resend): the contract stays one.
+    with SqliteStore(tmp_path / "s.db") as store:
+        conn = store._conn
+        assert conn is not None
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        seen: list[str] = []
+        conn.set_trace_callback(seen.append)
+        store.accept([make(1), make(2), make(3, local=(ME,))], NOW)
+        store.forwarded(CHILD, [e.seq for e in store.pending(CHILD, NOW, 9, 1 << 20)])
+        store.delivered([e.seq for e in store.inbox(NOW, 9)])
+        conn.set_trace_callback(None)
+        assert not [s for s in seen if "synchronous" in s.lower()]
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)
 
 
 def _poison(path: Path, table: str, message_id: bytes) -> None:
