@@ -56,6 +56,7 @@ import structlog
 from relay_node import STAMP, LinkCounters, cpu_seconds, dump_tasks, emit, payload
 
 from exchnode.aio import Node, NodeConfig, NodeTimers, Peer, TlsFiles
+from exchnode.aio import run as run_loop
 from exchnode.core import StaticDirectory
 from exchnode.federation import Relation
 from exchnode.pki import (
@@ -253,7 +254,7 @@ def main(argv: list[str]) -> int:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
     )
-    asyncio.run(serve(spec))
+    run_loop(serve(spec))
     return 0
 
 

@@ -127,7 +127,7 @@ from relay import (
     write_pki,
 )
 
-from exchnode.aio import WorkerShare
+from exchnode.aio import WorkerShare, chosen_loop
 from exchnode.testing import PostgresCluster, free_port
 
 CHILDREN_SCRIPT = Path(__file__).resolve().with_name("hub_children.py")
@@ -862,7 +862,10 @@ def describe_hub(report: dict[str, Any]) -> str:
     n = settings["children"]
     children = f"{n} children ({settings['child_procs']} process(es), MemoryStore)"
     if settings["store"] == "sqlite":
-        return f"hub {HUB} (own process, SQLite FULL, audit on) <- {children} -> {RECEIVER}"
+        return (
+            f"hub {HUB} (own process, SQLite FULL, audit on, {settings.get('loop', '?')} loop)"
+            f" <- {children} -> {RECEIVER}"
+        )
     workers = "/".join(str(w) for w in settings["workers"])
     audit = "on, one log shared by the workers" if settings["hub_audit"] else "off"
     return (
@@ -1270,6 +1273,8 @@ def main(argv: list[str]) -> int:
             "keepalive_s": KEEPALIVE_S,
             "store": settings.store,
             "workers": list(settings.workers),
+            # every node process runs on exchnode.aio.run: EXCHNODE_LOOP (auto: uvloop if present)
+            "loop": chosen_loop(),
             "warmup_s": settings.warmup,
             "receivers": settings.receivers,
             "hub_audit": settings.store == "sqlite" or settings.pg_audit,

@@ -81,6 +81,7 @@ from exchnode.aio import (
     TlsFiles,
     WorkerShare,
 )
+from exchnode.aio import run as run_loop
 from exchnode.core import StaticDirectory
 from exchnode.federation import Relation, TransferRequest, TransferResponse
 from exchnode.pki import (
@@ -458,7 +459,7 @@ def main(argv: list[str]) -> int:
     if profile_to and spec.get("profile_window"):
         window = WindowProfiler(profile_to)
         try:
-            asyncio.run(serve(spec, window))
+            run_loop(serve(spec, window))
         finally:
             window.stop()
         return 0
@@ -466,7 +467,7 @@ def main(argv: list[str]) -> int:
     if profiler is not None:
         profiler.enable()
     try:
-        asyncio.run(serve(spec))
+        run_loop(serve(spec))
     finally:
         if profiler is not None:
             profiler.disable()

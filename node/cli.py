@@ -237,14 +237,14 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from exchnode.aio import run as run_loop
+
     from .daemon import serve
     from .logs import configure_logging
 
     config = load_config(args.config)
     configure_logging(config.log.level, config.log.format)
-    return asyncio.run(
-        serve(config, accept_unsigned_tail=args.accept_unsigned_audit_tail)
-    )
+    return run_loop(serve(config, accept_unsigned_tail=args.accept_unsigned_audit_tail))
 
 
 # --- clients of the operator API -------------------------------------------------------

@@ -74,6 +74,7 @@ from exchnode.aio import (
     SharingService,
     TlsFiles,
     WitnessService,
+    loop_name,
     write_verify_bundle,
 )
 from exchnode.core import AuditEvent, PeerIdentity, StaticDirectory
@@ -420,7 +421,13 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
             "operator_url": operator_url,
         }
         _write_ready(config.ready_path, ready)
-        log.info("ready", link_url=node.url, operator_url=operator_url, peers=len(config.peers))
+        log.info(
+            "ready",
+            link_url=node.url,
+            operator_url=operator_url,
+            peers=len(config.peers),
+            loop=loop_name(),
+        )
         gc.collect()
         gc.freeze()
         await stop.wait()

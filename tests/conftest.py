@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import Callable
+
 import pytest
 
 from exchnode.core import LocalIdentity, StaticDirectory
@@ -15,3 +19,15 @@ def cast() -> dict[str, LocalIdentity]:
 @pytest.fixture
 def directory(cast: dict[str, LocalIdentity]) -> StaticDirectory:
     return seeded_directory(*cast.values())
+
+
+
+if os.environ.get("EXCHNODE_LOOP") == "uvloop":
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        """``EXCHNODE_LOOP=uvloop``: the in-process tests run on uvloop, as the daemon does."""
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}

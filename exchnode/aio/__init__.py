@@ -11,6 +11,7 @@ from exchnode.aio._config import NodeConfig, NodeLimits, NodeTimers, Peer, Worke
 from exchnode.aio._delivery import Delivery, DeliveryStatus, Message, Sent
 from exchnode.aio._directory_service import DirectoryService
 from exchnode.aio._log_sink import LogSink
+from exchnode.aio._loop import LOOP_CHOICES, chosen_loop, loop_factory, loop_name, run
 from exchnode.aio._node import Node, NodeStats
 from exchnode.aio._own_keys import OWN_CERTIFICATES, earlier_identities
 from exchnode.aio._refusals import Refusal
@@ -21,6 +22,7 @@ from exchnode.aio._transport import STREAM_PATH, TRANSFER_PATH, LinkClient, Link
 from exchnode.aio._witness_service import WitnessService, WitnessStatus
 
 __all__ = [
+    "LOOP_CHOICES",
     "OWN_CERTIFICATES",
     "RECORDS_KIND",
     "STATE_KEY",
@@ -52,8 +54,12 @@ __all__ = [
     "WitnessService",
     "WitnessStatus",
     "WorkerShare",
+    "chosen_loop",
     "earlier_identities",
+    "loop_factory",
+    "loop_name",
     "make_context",
     "read_catalog_rows",
+    "run",
     "write_verify_bundle",
 ]

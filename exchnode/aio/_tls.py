@@ -54,7 +54,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -282,6 +282,7 @@ class TlsAcceptor:
         loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         address = address_token(peer[0]) if isinstance(peer, tuple) and peer else None
+        connection.starting_tls(transport)
         try:
             tls = await loop.start_tls(
                 transport,
@@ -314,18 +315,30 @@ class _Handshake(asyncio.Protocol):
 
     What arrives between the handshake's end and the hand-over (a request sent
     right after the client's Finished) is kept and passed on.
+
+    So are the bytes that arrive *before* the handshake starts.  asyncio honours
+    the ``pause_reading`` of :meth:`connection_made`, so nothing arrives then;
+    uvloop starts reading after ``connection_made`` returns, so the client's
+    first flight (its ClientHello) can reach this protocol before
+    :meth:`asyncio.AbstractEventLoop.start_tls` has put its TLS protocol on
+    the transport.  Those bytes belong to the TLS layer, not to the
+    application: they are kept apart and fed to the TLS protocol once it is in
+    place (:meth:`starting_tls`), or the handshake would wait for a hello the
+    client already sent.
     """
 
     def __init__(self, acceptor: TlsAcceptor, factory: Callable[[], asyncio.BaseProtocol]) -> None:
         self._acceptor = acceptor
         self._factory = factory
         self._held: list[bytes] = []
+        self._early: list[bytes] | None = []  # raw bytes before start_tls; None once started
         self._eof = False
         self._app: asyncio.BaseProtocol | None = None
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport: asyncio's subclass asyncio.Transport, uvloop's only have its API.
+        transport = cast(asyncio.Transport, transport)
         transport.pause_reading()  # start_tls resumes it, reading for the handshake
         task = asyncio.get_running_loop().create_task(
             self._acceptor._handshake(self, transport, self._factory), name="tls-handshake"
@@ -345,8 +358,23 @@ class _Handshake(asyncio.Protocol):
             if self._eof and not app.eof_received():
                 transport.close()
 
+    def starting_tls(self, transport: asyncio.Transport) -> None:
+        """``start_tls`` is about to take the transport: hand it what came before.
+
+        ``start_tls`` puts its TLS protocol on the transport at once and calls
+        its ``connection_made`` in the next turn of the loop; a callback
+        scheduled from a callback scheduled now runs after that, with the TLS
+        protocol ready to read.
+        """
+        early, self._early = self._early, None
+        if early:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, _feed, transport, early)
+
     def data_received(self, data: bytes) -> None:
-        if isinstance(self._app, asyncio.Protocol):
+        if self._early is not None:
+            self._early.append(data)
+        elif isinstance(self._app, asyncio.Protocol):
             self._app.data_received(data)
         else:
             self._held.append(data)
@@ -359,3 +387,23 @@ class _Handshake(asyncio.Protocol):
         self.lost = True
         if self._app is not None:
             self._app.connection_lost(exc)
+
+
+def _feed(transport: asyncio.Transport, chunks: list[bytes]) -> None:
+    """Give ``chunks`` to the transport's protocol as if read from the socket."""
+    if transport.is_closing():
+        return
+    protocol: Any = transport.get_protocol()
+    for data in chunks:
+        if hasattr(protocol, "get_buffer"):  # asyncio's and uvloop's TLS protocols are buffered
+            view = memoryview(data)
+            while view:
+                buffer = protocol.get_buffer(len(view))
+                size = min(len(buffer), len(view))
+                if size == 0:  # a protocol that takes nothing more: the transport is going
+                    return
+                buffer[:size] = view[:size]
+                protocol.buffer_updated(size)
+                view = view[size:]
+        else:
+            protocol.data_received(data)
