@@ -207,7 +207,7 @@ class Wire:
         asker, server = p.dirs[into], p.dirs[source]
         now = p.clock[0]
         for _ in range(10_000):
-            since, listing = asker.pull_position(source)
+            since, listing = asker.pull_position(source, now)
             page = server.feed_page(server.audience_of(into), since, now, LIFETIME, listing=listing)
             self.bytes[(into, source)] = self.bytes.get((into, source), 0) + len(page) + 120
             started = time.process_time()

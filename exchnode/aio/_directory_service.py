@@ -421,7 +421,7 @@ class DirectoryService:
         directory = self.directory
         changed = False
         for _ in range(_MAX_PAGES_PER_PULL):
-            since, listing = directory.pull_position(name)
+            since, listing = directory.pull_position(name, node.now())
             try:
                 data = await node.request(name, "GET", _changes_path(since, listing))
             except LinkError as exc:

@@ -270,12 +270,16 @@ class FeedExchange(DirectoryCore):
         except UsageError as exc:
             raise TooLargeError("directory", f"{exc}: upgrade to directory format 2") from None
 
-    def pull_position(self, source: str) -> tuple[FeedPosition | None, bool]:
-        """Where to ask ``source``'s feed from next, and whether in a reset's listing."""
+    def pull_position(self, source: str, now: float) -> tuple[FeedPosition | None, bool]:
+        """Where to ask ``source``'s feed from next, and whether in a reset's listing.
+
+        A listing begun more than half of ``L_dir`` ago starts over (SPEC §14.13).
+        """
         self._neighbour(source)
         pull = self._pulls.get(source)
         if pull is None:
             return None, False
+        pull.cursor.abandon_listing_before(int(now * 1000 - self.policy.max_lifetime * 500))
         return pull.cursor.position, pull.cursor.resetting
 
     def apply_page(self, source: str, data: bytes, trust: TrustStore, now: float) -> PageReport:
@@ -310,7 +314,7 @@ class FeedExchange(DirectoryCore):
             )
         keys = [*verified.listed, *((r.name, r.leaf_digest) for r in verified.removed)]
         feed_page = FeedPage(keys, verified.reset, verified.next, verified.more)
-        pull.cursor.begin(feed_page, pull.records)
+        pull.cursor.begin(feed_page, pull.records, int(now * 1000))
         set_rows: list[tuple[str, bytes, bytes]] = []
         gone: list[tuple[str, bytes]] = []
         accepted = []

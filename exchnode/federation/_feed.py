@@ -22,6 +22,12 @@ since the last pull):
   **reset**: the pages then list every row, and once the last page is read
   the puller drops what it held from that server and no page listed
   (:class:`FeedCursor` keeps that account).
+* A listing continues below the floor (it needs no removals: the sweep
+  does their work), but a row it named may since have been removed *and*
+  its tombstone forgotten; the sweep would then keep it.  Forgetting takes
+  the horizon, so that needs a listing longer than the horizon: a puller
+  starts over a listing begun more than half the horizon ago
+  (:meth:`FeedCursor.abandon_listing_before`; half, for the clocks' skew).
 
 The feed holds keys and numbers only; what a row *is* stays with its owner
 (the directory's entries, the catalog's records), which stores each row's
@@ -197,6 +203,7 @@ class FeedCursor(Generic[K]):
         self.position = position
         self._resetting = False
         self._unlisted: set[K] = set()
+        self._listing_since_ms: int | None = None
 
     @property
     def resetting(self) -> bool:
@@ -208,11 +215,28 @@ class FeedCursor(Generic[K]):
         """What to keep across a restart: mid-listing, nothing (the sweep is in memory)."""
         return None if self._resetting else self.position
 
-    def begin(self, page: FeedPage[K], held: Iterable[K]) -> None:
-        """Take note of a page before its rows are applied; ``held`` is read on a reset's first."""
+    def abandon_listing_before(self, cutoff_ms: int) -> bool:
+        """Start over a reset's listing begun before ``cutoff_ms``; whether there was one.
+
+        The caller passes now minus half the server's tombstone horizon (see
+        the module): the next ask is a first pull, answered with a new reset.
+        """
+        since = self._listing_since_ms
+        if not self._resetting or since is None or since >= cutoff_ms:
+            return False
+        self.position, self._resetting, self._unlisted = None, False, set()
+        self._listing_since_ms = None
+        return True
+
+    def begin(self, page: FeedPage[K], held: Iterable[K], now_ms: int | None = None) -> None:
+        """Take note of a page before its rows are applied; ``held`` is read on a reset's first.
+
+        ``now_ms`` dates a reset's listing, for :meth:`abandon_listing_before`.
+        """
         if page.reset:
             self._resetting = True
             self._unlisted = set(held)
+            self._listing_since_ms = now_ms
         if self._resetting:
             self._unlisted.difference_update(page.keys)
 

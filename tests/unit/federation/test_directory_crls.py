@@ -28,7 +28,7 @@ def pull(
     """Pull ``source``'s feed into ``into``: the CRL rows it stored, and its pull state."""
     crl_rows: dict[bytes, bytes] = {}
     while True:
-        since, listing = into.pull_position(str(source.me))
+        since, listing = into.pull_position(str(source.me), now)
         page = source.feed_page(
             source.audience_of(str(into.me)), since, now, LIFETIME, listing=listing
         )

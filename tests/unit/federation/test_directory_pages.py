@@ -69,7 +69,7 @@ def sync(fed: Federation, into: NodeDirectory, source: NodeDirectory, now: float
     pages = []
     name, me = str(source.me), str(into.me)
     while True:
-        since, listing = into.pull_position(name)
+        since, listing = into.pull_position(name, now)
         page = source.feed_page(source.audience_of(me), since, now, LIFETIME, listing=listing)
         pages.append(page)
         report: PageReport = into.apply_page(name, page, fed.trust(), now)
@@ -350,7 +350,7 @@ def test_a_tampered_page_is_refused(fed: Federation) -> None:
     assert len(forged) == len(page)
     with pytest.raises(BadSignatureError):
         tree.K.apply_page("520102.gongan", forged, fed.trust(), fed.t0)
-    assert tree.K.pull_position("520102.gongan") == (None, False)
+    assert tree.K.pull_position("520102.gongan", fed.t0) == (None, False)
 
 
 def test_the_page_label_differs_from_the_snapshots(fed: Federation) -> None:
@@ -398,7 +398,7 @@ def test_rows_stored_by_page_restore_after_a_restart(fed: Federation) -> None:
     state = None
     for into, source in tree.up[:3]:
         while True:
-            since, listing = into.pull_position(str(source.me))
+            since, listing = into.pull_position(str(source.me), fed.t0)
             page = source.feed_page(
                 source.audience_of(str(into.me)), since, fed.t0, LIFETIME, listing=listing
             )

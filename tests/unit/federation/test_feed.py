@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from exchnode.errors import MalformedError, UsageError
@@ -13,21 +13,30 @@ FEED = b"F" * 16
 OTHER = b"G" * 16
 
 
+#: The server's tombstone horizon in the model (the directory's is L_dir, 7 days).
+HORIZON_MS = 1_000
+
+
 class Server:
     """Rows with tombstones (None) and the feed that numbers their changes."""
 
     def __init__(self, feed_id: bytes = FEED) -> None:
         self.rows: dict[str, int | None] = {}
+        self.removed_ms: dict[str, int] = {}
         self.feed: ChangeFeed[str] = ChangeFeed(feed_id)
 
-    def set(self, key: str, value: int | None) -> None:
+    def set(self, key: str, value: int | None, now_ms: int = 0) -> None:
         self.rows[key] = value
+        if value is None:
+            self.removed_ms[key] = now_ms
         self.feed.touch(key)
 
-    def forget_tombstones(self) -> None:
+    def forget_tombstones(self, now_ms: int | None = None) -> None:
+        """Forget the tombstones older than the horizon (None: every one, whatever its age)."""
         for key in [k for k, v in self.rows.items() if v is None]:
-            del self.rows[key]
-            self.feed.forget(key)
+            if now_ms is None or now_ms - self.removed_ms[key] > HORIZON_MS:
+                del self.rows[key]
+                self.feed.forget(key)
 
     def live(self) -> dict[str, int]:
         return {k: v for k, v in self.rows.items() if v is not None}
@@ -38,9 +47,10 @@ class Puller:
         self.held: dict[str, int] = {}
         self.cursor: FeedCursor[str] = FeedCursor()
 
-    def pull_page(self, server: Server, limit: int) -> bool:
+    def pull_page(self, server: Server, limit: int, now_ms: int = 0) -> bool:
+        self.cursor.abandon_listing_before(now_ms - HORIZON_MS // 2)
         page = server.feed.page(self.cursor.position, limit, listing=self.cursor.resetting)
-        self.cursor.begin(page, self.held)
+        self.cursor.begin(page, self.held, now_ms)
         for key in page.keys:
             value = server.rows.get(key)
             if value is None:
@@ -51,9 +61,9 @@ class Puller:
             self.held.pop(key, None)
         return page.more
 
-    def pull(self, server: Server, limit: int) -> int:
+    def pull(self, server: Server, limit: int, now_ms: int = 0) -> int:
         pages = 1
-        while self.pull_page(server, limit):
+        while self.pull_page(server, limit, now_ms):
             pages += 1
             assert pages <= 2 + 2 * len(server.rows) // limit, "the pull does not end"
         return pages
@@ -146,7 +156,7 @@ _ops = st.lists(
     st.one_of(
         st.tuples(st.just("set"), st.sampled_from("abcdefgh"), st.integers(0, 3)),
         st.tuples(st.just("remove"), st.sampled_from("abcdefgh"), st.just(0)),
-        st.tuples(st.just("forget"), st.just(""), st.just(0)),
+        st.tuples(st.just("forget"), st.just(""), st.integers(0, 2 * HORIZON_MS)),
         st.tuples(st.just("page"), st.just(""), st.integers(1, 4)),
         st.tuples(st.just("lose-state"), st.just(""), st.just(0)),
     ),
@@ -154,29 +164,42 @@ _ops = st.lists(
 )
 
 
+@example(
+    [("set", "c", 0), ("set", "a", 0), ("page", "", 1), ("remove", "c", 0), ("forget", "", 1_001)],
+    1,
+)
 @settings(max_examples=300, deadline=None)
 @given(_ops, st.integers(1, 5))
 def test_any_history_then_a_whole_pull_leaves_the_puller_with_the_servers_rows(
     ops: list[tuple[str, str, int]], limit: int
 ) -> None:
+    """Time passes (``forget`` waits 0 to twice the horizon, then forgets what is older).
+
+    Found by this test: a row named early in a listing interrupted after one
+    page, then removed and its tombstone forgotten, was kept by the sweep; a
+    listing older than half the horizon now starts over.
+    """
     server, puller = Server(), Puller()
     generation = 0
+    now_ms = 0
     for op, key, value in ops:
+        now_ms += 1
         if op == "set":
-            server.set(key, value)
+            server.set(key, value, now_ms)
         elif op == "remove":
             if key in server.rows:
-                server.set(key, None)
+                server.set(key, None, now_ms)
         elif op == "forget":
-            server.forget_tombstones()
+            now_ms += value
+            server.forget_tombstones(now_ms)
         elif op == "page":
-            puller.pull_page(server, value)  # a pull cut short after one page
+            puller.pull_page(server, value, now_ms)  # a pull cut short after one page
         else:
             generation += 1
             kept = server.live()
             server = Server(bytes([generation]) * 16)
             for k, v in sorted(kept.items()):
-                server.set(k, v)
-    puller.pull(server, limit)
+                server.set(k, v, now_ms)
+    puller.pull(server, limit, now_ms + 1)
     assert puller.held == server.live()
     assert puller.cursor.stored_position == server.feed.position
