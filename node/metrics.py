@@ -82,7 +82,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STORE_EVERY = 2.0
 #: Seconds a scrape waits for the store before it serves the last depths read.
 STORE_TIMEOUT = 3.0
-LINK_STATES = ("up", "down", "unknown", "refused")
 
 #: The node's counters (``Node.stats().counters``) as Prometheus counters: name, help.
 COUNTERS: dict[str, tuple[str, str]] = {
@@ -117,7 +116,6 @@ METRICS: tuple[str, ...] = (
     "exchnode_operator_deliveries",
     "exchnode_link_state",
     "exchnode_link_consecutive_failures",
-    "exchnode_link_last_ok_timestamp_seconds",
     "exchnode_link_transfers",
     "exchnode_link_messages",
     "exchnode_link_bytes",
@@ -266,33 +264,36 @@ class NodeCollector(Collector):
         if live.inbox_oldest_ms is not None:
             inbox_oldest.add_metric([], max(now - live.inbox_oldest_ms / 1000, 0.0))
         yield inbox_oldest
+        held = GaugeMetricFamily(
+            "exchnode_operator_deliveries",
+            "Deliveries the operator API holds for its clients: waiting, or leased.",
+            labels=["state"],
+        )
         if self.inbox is not None:
-            held = GaugeMetricFamily(
-                "exchnode_operator_deliveries",
-                "Deliveries the operator API holds for its clients: waiting, or leased.",
-                labels=["state"],
-            )
             held.add_metric(["held"], self.inbox.held)
             held.add_metric(["leased"], self.inbox.leased)
-            yield held
+        yield held
 
     def _links(self, live: NodeMetrics) -> Iterator[Metric]:
+        """Per neighbour: its state, and what moved over its link.
+
+        On a hub of thousands of children most links are quiet, so a link
+        costs one series while it is quiet and up: its state.  The state is one
+        series (``state`` the current one, value 1) rather than one per possible
+        state; failures are shown while there are some; traffic counters appear
+        once they count something (as a client library's labelled children do).
+        """
         refused = refusals_by_peer(self.stats.refusals) if self.stats is not None else {}
         now_ms = int(self.clock() * 1000)
         peer = ["peer", "relation"]
         state = GaugeMetricFamily(
             "exchnode_link_state",
-            "1 for the link's state (up, down, unknown, refused).",
+            "1, labelled with the link's current state: up, down, unknown (never tried), refused.",
             labels=[*peer, "state"],
         )
         failures = GaugeMetricFamily(
             "exchnode_link_consecutive_failures",
-            "Failed attempts since the link last worked.",
-            labels=peer,
-        )
-        last_ok = GaugeMetricFamily(
-            "exchnode_link_last_ok_timestamp_seconds",
-            "When a transfer last worked (Unix time).",
+            "Failed attempts since the link last worked (absent: none).",
             labels=peer,
         )
         transfers = CounterMetricFamily(
@@ -312,23 +313,26 @@ class NodeCollector(Collector):
         )
         for name, link in sorted(live.links.items()):
             labels = [name, link.relation]
-            current = peer_state_json(link.state, now_ms)["state"]
-            if name in refused:
-                current = "refused"
-            for each in LINK_STATES:
-                state.add_metric([*labels, each], 1 if each == current else 0)
-            failures.add_metric(labels, link.state.failures)
-            if link.state.last_ok_ms is not None:
-                last_ok.add_metric(labels, link.state.last_ok_ms / 1000)
-            transfers.add_metric([*labels, "out", "answered"], link.transfers_out)
-            transfers.add_metric([*labels, "out", "failed"], link.transfers_failed)
-            transfers.add_metric([*labels, "in", "received"], link.transfers_in)
+            current = "refused" if name in refused else peer_state_json(link.state, now_ms)["state"]
+            state.add_metric([*labels, current], 1)
+            if link.state.failures:
+                failures.add_metric(labels, link.state.failures)
+            for direction, result, number in (
+                ("out", "answered", link.transfers_out),
+                ("out", "failed", link.transfers_failed),
+                ("in", "received", link.transfers_in),
+            ):
+                if number:
+                    transfers.add_metric([*labels, direction, result], number)
             for direction, items in (("out", link.items_out), ("in", link.items_in)):
-                for result, number in sorted(items.items()):
-                    messages.add_metric([*labels, direction, result], number)
-            sizes.add_metric([*labels, "out"], link.bytes_out)
-            sizes.add_metric([*labels, "in"], link.bytes_in)
-        yield from (state, failures, last_ok, transfers, messages, sizes)
+                for result, number in items.items():
+                    if number:
+                        messages.add_metric([*labels, direction, result], number)
+            if link.bytes_out:
+                sizes.add_metric([*labels, "out"], link.bytes_out)
+            if link.bytes_in:
+                sizes.add_metric([*labels, "in"], link.bytes_in)
+        yield from (state, failures, transfers, messages, sizes)
 
     def _custody(self, custody: dict[str, HistogramSnapshot] | Any) -> Iterator[Metric]:
         family = HistogramMetricFamily(
@@ -515,6 +519,16 @@ class _not_started:
         return kind is not None and issubclass(kind, UsageError)
 
 
+class _Collected(Collector):
+    """Families already collected, for ``generate_latest`` to write elsewhere."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
 def _float_text(bound: float) -> str:
     return repr(float(bound))
 
@@ -582,11 +596,21 @@ class MetricsApi:
         self.collector.stats_age = time.monotonic() - store.at if store.stats else None
 
     def exposition(self) -> bytes:
-        """The text format, as prometheus-client writes it."""
+        """The text format, as prometheus-client writes it (in the calling thread)."""
         return generate_latest(self.registry)
+
+    async def render(self) -> bytes:
+        """The text format: the state read in the loop, the text written in a worker thread.
+
+        Reading is a copy of the state (the loop's, so read in the loop);
+        writing the text is most of a large scrape's time, and needs nothing
+        of the loop, so it does not hold up the node's traffic.
+        """
+        families = _Collected(list(self.registry.collect()))
+        return await asyncio.to_thread(generate_latest, families)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         await self.refresh()
-        response = web.Response(body=self.exposition())
+        response = web.Response(body=await self.render())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
