@@ -28,7 +28,7 @@ the administrator, and nobody without a token.  Give Prometheus the auditor's
 token (read-only): never the operator's, which can send as the department.
 
 The metric names are listed in :data:`METRICS` (the Grafana dashboard in
-``deploy/grafana/`` may use only these: ``tests/unit/node/test_metrics.py``).
+``deploy/grafana/`` may use only these: ``tests/integration/test_daemon_metrics.py``).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from __future__ import annotations
 import asyncio
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
@@ -334,7 +334,7 @@ class NodeCollector(Collector):
                 sizes.add_metric([*labels, "in"], link.bytes_in)
         yield from (state, failures, transfers, messages, sizes)
 
-    def _custody(self, custody: dict[str, HistogramSnapshot] | Any) -> Iterator[Metric]:
+    def _custody(self, custody: Mapping[str, HistogramSnapshot]) -> Iterator[Metric]:
         family = HistogramMetricFamily(
             "exchnode_custody_seconds",
             "Seconds from the commit that took an envelope into custody to its handover: the "
@@ -371,7 +371,7 @@ class NodeCollector(Collector):
             standing.add_metric(["peer"], len(self.stats.refusals) - mine)
             yield standing
 
-    def _counters(self, counters: Any) -> Iterator[Metric]:
+    def _counters(self, counters: Mapping[str, int]) -> Iterator[Metric]:
         for key, (name, text) in COUNTERS.items():
             if key in counters:
                 yield CounterMetricFamily(name, text, value=counters[key])
@@ -519,6 +519,12 @@ class _not_started:
         return kind is not None and issubclass(kind, UsageError)
 
 
+def _retrieved(task: asyncio.Task[NodeStats]) -> None:
+    """A store read no scrape waited for to its end: its failure was logged by the scrape."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _Collected(Collector):
     """Families already collected, for ``generate_latest`` to write elsewhere."""
 
@@ -585,6 +591,7 @@ class MetricsApi:
             return
         if store.pending is None or store.pending.done():
             store.pending = asyncio.get_running_loop().create_task(self.collector.node.stats())
+            store.pending.add_done_callback(_retrieved)
         try:
             store.stats = await asyncio.wait_for(asyncio.shield(store.pending), STORE_TIMEOUT)
             store.at = time.monotonic()
