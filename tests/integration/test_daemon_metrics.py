@@ -4,8 +4,8 @@ A county hub (520102) runs with two configured departments: 520102.gongan
 (running) and 520102.minzheng (configured, never started: its link is down);
 520102.shebao runs believing the hub is its parent, but the hub does not
 list it, so the hub refuses it (``not-a-neighbour``).  The department sends
-messages to minzheng, which wait at the hub, and one to the hub itself,
-which the hub's application receives and acknowledges.  Then ``/metrics``,
+messages to minzheng, which wait at the hub, and two to the hub itself, of
+which the hub's application receives and acknowledges one.  Then ``/metrics``,
 scraped with the auditor's and the administrator's tokens and parsed with
 prometheus-client's own parser, says what the nodes' state says: the queue to
 the down peer with its count, bytes and a positive age, the link states, the
@@ -96,11 +96,12 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
 
 
 async def _traffic(fed: DaemonFederation) -> None:
-    """``QUEUED`` messages to the down department, one to the hub's application (acknowledged)."""
+    """``QUEUED`` messages to the down department; two to the hub's application, one acked."""
     async with OperatorClient.for_config(fed.config(GONGAN)) as department:
         for _ in range(QUEUED):
             await department.send([MINZHENG], PAYLOAD)
         await department.send([HUB], PAYLOAD)
+        await department.send([HUB], PAYLOAD)  # received, never acknowledged
     async with OperatorClient.for_config(fed.config(SHEBAO)) as unlisted:
         # a transfer the hub refuses item by item, and a call of the hub's endpoints it refuses
         await unlisted.send([HUB], PAYLOAD)
@@ -145,15 +146,15 @@ def test_queue_to_a_down_peer_has_its_count_bytes_and_age(fed: DaemonFederation)
         samples, "exchnode_link_messages_total", peer=GONGAN, direction="in", result="taken"
     )
     assert received is not None
-    assert received >= QUEUED + 1
+    assert received >= QUEUED + 2
     assert value(samples, "exchnode_queue_messages", peer=GONGAN) == 0
     assert value(samples, "exchnode_queue_oldest_age_seconds", peer=GONGAN) is None
     assert (value(samples, "exchnode_queued_messages") or 0) >= QUEUED
-    assert (value(samples, "exchnode_envelopes_accepted_total") or 0) >= QUEUED + 1
+    assert (value(samples, "exchnode_envelopes_accepted_total") or 0) >= QUEUED + 2
 
 
 def test_custody_times_per_destination(fed: DaemonFederation) -> None:
-    # The department handed its own QUEUED + 1 messages to its parent, the hub delivered one.
+    # The department handed its QUEUED + 2 messages to its parent; the hub delivered one.
     department = until(
         lambda: (
             s
@@ -163,7 +164,7 @@ def test_custody_times_per_destination(fed: DaemonFederation) -> None:
                 )
                 or 0
             )
-            >= QUEUED + 1
+            >= QUEUED + 2
             else None
         ),
         "the department's custody times towards its parent",
@@ -177,12 +178,19 @@ def test_custody_times_per_destination(fed: DaemonFederation) -> None:
         department, "exchnode_link_messages_total", peer=HUB, direction="out", result="taken"
     )
     assert sent is not None
-    assert sent >= QUEUED + 1
+    assert sent >= QUEUED + 2
     hub = scrape(fed, HUB)
     assert value(hub, "exchnode_custody_seconds_count", destination="local") == 1
     assert value(hub, "exchnode_custody_seconds_count", destination="child") is None
-    assert value(hub, "exchnode_inbox_messages") == 0
     assert value(hub, "exchnode_envelopes_delivered_total") == 1
+    # the other one waits for the application's acknowledgement
+    assert value(hub, "exchnode_inbox_messages") == 1
+    waiting = value(hub, "exchnode_inbox_oldest_age_seconds")
+    assert waiting is not None
+    assert 0 < waiting < 120
+    held = value(hub, "exchnode_operator_deliveries", state="held")
+    leased = value(hub, "exchnode_operator_deliveries", state="leased")
+    assert (held, leased) in ((1, 0), (0, 1))
 
 
 def test_refusals_are_counted_by_reason_on_both_sides(fed: DaemonFederation) -> None:
