@@ -89,6 +89,7 @@ from exchnode.pki import (
 
 from .admin import AdminApi, StartFacts, note_start, read_credentials
 from .config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
+from .metrics import MetricsApi
 from .operator import OperatorApi
 from .roles import PEOPLE, Credentials, token_key
 from .trust import crl_health, expand, read_crls, reload_crls, watch_crls
@@ -349,6 +350,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         services=[audit, witness, catalog, sharing],
     )
     facts: list[StartFacts] = []
+    metrics = MetricsApi(node, audit=audit, catalog=catalog, sharing=sharing)
     api = OperatorApi(
         node,
         trust_health=lambda: crl_health(node, config.trust.crl_warning_hours),
@@ -365,7 +367,9 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         admin=AdminApi(
             node, config, credentials, audit, lambda: facts[-1] if facts else None, witness
         ),
+        metrics=metrics,
     )
+    metrics.watch_inbox(api.inbox, lambda: api.phase == "serving")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -186,6 +186,7 @@ class OperatorApi:
         audit: AuditService | None = None,
         witness: WitnessService | None = None,
         admin: RouteGroup | None = None,
+        metrics: RouteGroup | None = None,
         trust_health: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """``credentials``: each role's token; ``token`` alone is the operator's (tests).
@@ -197,6 +198,7 @@ class OperatorApi:
         self.audit_log = audit
         self.audit = AuditApi(node, audit, witness) if audit is not None else None
         self.admin = admin
+        self.metrics = metrics
         self.services = (
             ServicesApi(node, catalog, sharing)
             if catalog is not None and sharing is not None
@@ -236,7 +238,7 @@ class OperatorApi:
         app.router.add_get("/v1/receive", self._receive)
         app.router.add_post("/v1/ack", self._ack)
         app.router.add_get("/v1/status/{message_id}", self._status)
-        groups: tuple[RouteGroup | None, ...] = (self.services, self.audit, self.admin)
+        groups = (self.services, self.audit, self.admin, self.metrics)
         for group in groups:
             if group is not None:
                 for method, path, handler in group.routes():
@@ -343,7 +345,7 @@ class OperatorApi:
             return _error(401, "missing or unknown token", "unauthorized")
         if self.phase != "serving":
             return _error(503, f"node {self.node.name} is {self.phase}", "unavailable")
-        if area is not None and area.role is not role:
+        if area is not None and not area.admits(role):
             return await self._forbidden(request, area, role)
         self._in_flight += 1
         self._idle.clear()
@@ -391,6 +393,7 @@ class OperatorApi:
         """403 naming the role needed; on the record with the role and person that tried."""
         assert area.role is not None
         needed = area.role.value
+        roles = " or ".join(r.value for r in area.roles)
         person = await _person_named(request, role)
         self.log.warning(
             "forbidden",
@@ -413,7 +416,7 @@ class OperatorApi:
             )
         return _error(
             403,
-            f"{request.method} {request.path} needs the {needed} role; this credential is "
+            f"{request.method} {request.path} needs the {roles} role; this credential is "
             f"the {role.value}'s",
             "forbidden",
         )

@@ -16,11 +16,15 @@ their own bearer token (a 0600 file named in ``[operator]``):
 :data:`AREAS` is the one table: a path prefix, a short name for audit
 records, and the single role admitted.  One role per area is the point of
 the separation, so there is no "any role" but ``/health``, which needs no
-token at all (it carries no secret).  The server admits a request by it
-(``node.operator``), and the client presents the credential it names
-(``node.client``), so the two can never disagree.  No area writes the audit
-log: the auditor's is read-only, and the store refuses changes to audit
-records with triggers whatever calls it.
+token at all (it carries no secret).  The one exception is read-only
+monitoring, ``/metrics`` (counts, states and dates; no record, message or
+secret): it belongs to the auditor and admits the administrator ``also``,
+since both watch the node; never the operator, whose token can send as the
+department and so must not sit in a monitoring system's configuration.
+The server admits a request by it (``node.operator``), and the client
+presents the credential it names (``node.client``), so the two can never
+disagree.  No area writes the audit log: the auditor's is read-only, and the
+store refuses changes to audit records with triggers whatever calls it.
 
 :class:`Credentials` maps a presented token to its role.  It compares the
 token with every role's (``hmac.compare_digest``, no early exit), so the
@@ -59,10 +63,19 @@ class Area:
 
     prefix: str
     name: str  # a token for audit records ("audit", "admin", ...)
-    role: Role | None  # None: no credential needed (health)
+    role: Role | None  # None: no credential needed (health); the client presents its token
+    also: tuple[Role, ...] = ()  # other roles admitted (read-only monitoring only)
 
     def matches(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
+
+    def admits(self, role: Role) -> bool:
+        return role is self.role or role in self.also
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        """Every role admitted, the area's own first."""
+        return (self.role, *self.also) if self.role is not None else ()
 
 
 AREAS: tuple[Area, ...] = (
@@ -76,6 +89,7 @@ AREAS: tuple[Area, ...] = (
     Area("/v1/status", "status", Role.OPERATOR),
     Area("/v1/catalog", "catalog", Role.OPERATOR),
     Area("/v1/sub", "sub", Role.OPERATOR),
+    Area("/metrics", "metrics", Role.AUDITOR, also=(Role.ADMINISTRATOR,)),
 )
 
 

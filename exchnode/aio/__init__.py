@@ -13,6 +13,7 @@ from exchnode.aio._directory_service import DirectoryService
 from exchnode.aio._log_sink import LogSink
 from exchnode.aio._loop import LOOP_CHOICES, chosen_loop, loop_factory, loop_name, run
 from exchnode.aio._node import Node, NodeStats
+from exchnode.aio._observations import CUSTODY_BUCKETS, HistogramSnapshot, LinkMetrics, NodeMetrics
 from exchnode.aio._own_keys import OWN_CERTIFICATES, earlier_identities
 from exchnode.aio._refusals import Refusal
 from exchnode.aio._service import NodeService, ServiceMessage
@@ -22,6 +23,7 @@ from exchnode.aio._transport import STREAM_PATH, TRANSFER_PATH, LinkClient, Link
 from exchnode.aio._witness_service import WitnessService, WitnessStatus
 
 __all__ = [
+    "CUSTODY_BUCKETS",
     "LOOP_CHOICES",
     "OWN_CERTIFICATES",
     "RECORDS_KIND",
@@ -34,14 +36,17 @@ __all__ = [
     "DeliveryStatus",
     "DirectoryService",
     "Found",
+    "HistogramSnapshot",
     "LinkClient",
     "LinkError",
+    "LinkMetrics",
     "LogSink",
     "Message",
     "Network",
     "Node",
     "NodeConfig",
     "NodeLimits",
+    "NodeMetrics",
     "NodeService",
     "NodeStats",
     "NodeTimers",

@@ -88,6 +88,7 @@ from exchnode.audit import (
     LogMark,
     Outcome,
     Tamper,
+    TreeHead,
     TreeHeadVerifier,
     VerificationReport,
     decode_checkpoint,
@@ -537,6 +538,15 @@ class AuditService:
         """Records in the log, pending ones included."""
         return self._ready_state().size + len(self._pending)
 
+    @property
+    def last_head(self) -> TreeHead | None:
+        """The newest periodic signed tree head, None before the first: from memory.
+
+        For monitoring (its age): heads are signed every ``head_interval`` while
+        the log grows, so on a busy node an old head means signing has stopped.
+        """
+        return self._ready_state().last_head
+
     async def sync(self) -> None:
         """Store everything emitted so far and sign a head over it (an auditor's "now")."""
         await self._flush()
@@ -631,4 +641,3 @@ def _from_stored_tree(prove: Callable[[], list[bytes]]) -> list[bytes]:
         return prove()
     except LookupError as exc:  # the ranges were checked: the store lost a row it must hold
         raise InconsistentLogError(f"the stored audit tree is incomplete: {exc}") from None
-

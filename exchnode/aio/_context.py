@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
+from exchnode.aio._observations import CustodyTimes, RefusalCounts
 from exchnode.aio._service import CustodyLog
 from exchnode.audit import AuditEntry, CustodyRecorder
 from exchnode.errors import UsageError
@@ -322,6 +323,9 @@ class NodeContext:
         self.revoked_keys: Callable[[str], Collection[bytes]] = _none_revoked
         self.recorder = CustodyRecorder(name)
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        #: for monitoring: when custody began and ended, refusals by reason (``_observations``)
+        self.custody = CustodyTimes()
+        self.refusal_counts = RefusalCounts()
         self.queued = QueueDepth()
         self.space = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None  # for a loop that runs calls itself

@@ -48,6 +48,7 @@ from typing import NamedTuple
 
 from exchnode.aio._config import NodeLimits, NodeTimers
 from exchnode.aio._context import FreshEntries, NodeContext
+from exchnode.aio._observations import LinkTraffic
 from exchnode.aio._outbox import Lost
 from exchnode.aio._service import CustodyLog
 from exchnode.aio._transport import LinkBusy, LinkClient, LinkError
@@ -98,8 +99,11 @@ class Forwarder:
         backoff: BackoffPolicy,
         random: Callable[[int], bytes],
         report: Report,
+        relation: str = "link",
     ) -> None:
+        """``relation``: the neighbour's (parent, child, link), the custody times' destination."""
         self.hop = client.neighbour
+        self.relation = relation
         self._context = context
         self._client = client
         self._limits = limits
@@ -110,6 +114,12 @@ class Forwarder:
         self.state = state
         #: envelopes and bytes the neighbour took into custody (None: no transfer yet)
         self.handed_over: QueueDepth | None = None
+        #: transfers and items each way, for monitoring (the intake counts what comes in)
+        self.traffic = LinkTraffic()
+        #: when the oldest entry waiting for the neighbour was taken into custody (ms), as of
+        #: the last read of its queue; None: nothing waited then, or it is not known
+        self.oldest_ms: int | None = None
+        self._oldest_seq = -1
         # Settled (taken or refused for good) but not yet removed from the store: removals
         # wait up to ``timers.removal_delay`` so that several transfers' go in one commit.
         self._removing: list[_Settled] = []
@@ -164,6 +174,7 @@ class Forwarder:
             entries = fresh.take(now_ms, count, size)
             if entries is None:
                 entries = await context.run(self._read, now_ms, count, size, self._read_after)
+            self._note_oldest(entries)
             if not entries:
                 await wake.wait()
                 continue
@@ -194,6 +205,7 @@ class Forwarder:
             except (LinkError, ExchnodeError) as exc:
                 fresh.forget()  # not taken: read from the store again
                 context.counters["link_failures"] += 1
+                self.traffic.transfers_failed += 1
                 new_state = failed(state, now_ms, self._random, self._backoff)
                 if not state.failures:  # it worked (or was never tried): now it is down
                     context.log_entries([context.recorder.link(now_ms, hop, up=False, failures=1)])
@@ -234,6 +246,28 @@ class Forwarder:
                 pause = min(pause * 2, self._timers.deferred_pause_max)
             else:
                 pause = self._timers.deferred_pause
+
+    def _note_oldest(self, entries: list[OutboundEntry]) -> None:
+        """The first entry read is the oldest waiting (those before it are settled): date it.
+
+        Once per read, not per entry; an entry queued before the node started
+        has no commit mark, and is dated by its envelope's creation instead (as
+        long as it has been in custody here, at most).
+        """
+        if not entries:
+            self.oldest_ms, self._oldest_seq = None, -1
+            return
+        head = entries[0]
+        if head.seq == self._oldest_seq:
+            return
+        self._oldest_seq = head.seq
+        since = self._context.custody.outbound.accepted_ms(head.seq)
+        if since is None:
+            try:
+                since = decode_envelope(head.data).header.created_ms
+            except RejectedError:
+                since = None
+        self.oldest_ms = since
 
     def _read(self, now_ms: int, max_count: int, max_bytes: int, after: int) -> list[OutboundEntry]:
         """The queue's next entries from the store (store thread).
@@ -299,14 +333,28 @@ class Forwarder:
         refused: list[tuple[OutboundEntry, ItemResult]] = []
         taken_ids: list[bytes] = []  # for the relay's audit record
         taken_bytes = 0
+        taken_seqs: list[int] = []
         for entry, result in zip(entries, response.results, strict=True):
             if result.status is Status.TAKEN:
                 done.append(entry.seq)
+                taken_seqs.append(entry.seq)
                 taken_ids.append(entry.message_id)
                 taken_bytes += len(entry.data)
             elif result.status is Status.REFUSED:
                 refused.append((entry, result))
                 done.append(entry.seq)
+        traffic = self.traffic
+        traffic.transfers_out += 1
+        traffic.bytes_out += taken_bytes
+        sent = traffic.items_out
+        sent["taken"] += len(taken_seqs)
+        sent["refused"] += len(refused)
+        sent["deferred"] += len(entries) - len(done)
+        if taken_seqs:
+            custody = context.custody
+            custody.ended(self.relation, custody.outbound, taken_seqs, context.now_ms())
+        for _, result in refused:
+            context.refusal_counts.add(by_peer=True, kind="item", reason=result.code)
         if refused:
             codes = sorted({r.code for _, r in refused})
             context.log_repeated(

@@ -28,6 +28,7 @@ from exchnode.aio._batcher import Batcher
 from exchnode.aio._config import NodeLimits, NodeTimers
 from exchnode.aio._context import FreshEntries, NodeContext
 from exchnode.aio._delivery import Delivery
+from exchnode.aio._observations import LOCAL
 from exchnode.aio._outbox import Outbox
 from exchnode.aio._service import CustodyLog, NodeService, ServiceMessage
 from exchnode.aio._status_book import StatusBook
@@ -165,6 +166,8 @@ class Inbox:
             removed = await context.run(context.audited, remove)
             context.counters["delivered"] += removed  # after the await: no count lost
             self._handed.difference_update(seqs)
+            custody = context.custody
+            custody.ended(LOCAL, custody.inbox, seqs, context.now_ms())
             context.space.set()
         return [None] * len(batch)
 
@@ -228,6 +231,17 @@ class Inbox:
                     consumed=True,
                 )
                 await context.run(context.audited, remove)
+                custody = context.custody
+                custody.ended(LOCAL, custody.inbox, consumed, context.now_ms())
+
+    def oldest_handed_ms(self) -> int | None:
+        """When the oldest delivery the application holds unacknowledged was taken (ms).
+
+        None if it holds none, or if that one was queued before the node started.
+        """
+        if not self._handed:
+            return None
+        return self._context.custody.inbox.accepted_ms(min(self._handed))
 
     def _read(self, now_ms: int, after: int) -> list[InboundEntry]:
         """The inbox's next entries from the store (store thread); at its end, :attr:`fresh`."""

@@ -58,6 +58,8 @@ COMMIT_LINGER = 0.002
 # Failures that time cures: the directory has not converged yet, or a cache is being refreshed.
 # A custodian defers these (the previous hop retries) instead of refusing them for good.
 _TEMPORARY = (UnknownSignerError, DirectoryExpiredError)
+# An item's answer as the link's traffic counts it (``LinkTraffic.items_in``).
+_OUTCOME = {Status.TAKEN: "taken", Status.REFUSED: "refused", Status.DEFERRED: "deferred"}
 
 
 class Intake:
@@ -174,6 +176,8 @@ class Intake:
             self._inbox.wake.set()
             raise
         counters = context.counters
+        first_out: int | None = None  # the first seqs this commit queued: custody began now
+        first_in: int | None = None
         for outcome in outcomes:
             if outcome.status is AcceptStatus.ACCEPTED:
                 counters["accepted"] += 1
@@ -181,8 +185,18 @@ class Intake:
                     self._forwarders[hop].wake.set()
                 if outcome.local:
                     self._inbox.wake.set()
+                if first_out is None and outcome.seqs:
+                    first_out = min(outcome.seqs.values())
+                if first_in is None and outcome.inbox_seq is not None:
+                    first_in = outcome.inbox_seq
             elif outcome.status is AcceptStatus.DUPLICATE:
                 counters["duplicates"] += 1
+        if first_out is not None or first_in is not None:
+            custody, at_ms = context.custody, context.now_ms()
+            if first_out is not None:
+                custody.outbound.committed(first_out, at_ms)
+            if first_in is not None:
+                custody.inbox.committed(first_in, at_ms)
         return outcomes
 
     def _hand_over(self, items: list[AcceptItem], outcomes: list[AcceptOutcome]) -> None:
@@ -262,6 +276,9 @@ class Intake:
                 f"{neighbour} is not a neighbour of {context.name}",
             )
             counters["refused"] += len(request.items)
+            context.refusal_counts.add(
+                by_peer=False, kind="item", reason="routing-refused", count=len(request.items)
+            )
             context.log_entries(
                 context.recorder.refused(
                     context.now_ms(),
@@ -326,6 +343,8 @@ class Intake:
             size += len(item.envelope)
         if refusals:
             context.log_entries(context.recorder.refused(context.now_ms(), neighbour, refusals))
+            for code, _ in refusals:
+                context.refusal_counts.add(by_peer=False, kind="item", reason=code)
         if items:
             self._uncommitted[0] += count
             self._uncommitted[1] += size
@@ -335,7 +354,15 @@ class Intake:
                 self._uncommitted[0] -= count
                 self._uncommitted[1] -= size
             for position, outcome in zip(positions, outcomes, strict=True):
-                results[position] = _answer(outcome)
+                result = results[position] = _answer(outcome)
+                if result.status is Status.REFUSED:  # expired or replayed: refused after all
+                    context.refusal_counts.add(by_peer=False, kind="item", reason=result.code)
+        traffic = forwarder.traffic
+        traffic.transfers_in += 1
+        traffic.bytes_in += received
+        answered = traffic.items_in
+        for result in results:
+            answered[_OUTCOME[result.status]] += 1
         credit = self.credit(neighbour, answering=min(received, self.in_flight.held(neighbour)))
         return TransferResponse(request.transfer_id, tuple(results), credit)
 

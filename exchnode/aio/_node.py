@@ -62,6 +62,7 @@ from exchnode.aio._directory_service import DirectoryService
 from exchnode.aio._forwarder import Forwarder
 from exchnode.aio._inbox import Inbox
 from exchnode.aio._intake import Intake
+from exchnode.aio._observations import LinkMetrics, NodeMetrics
 from exchnode.aio._outbox import Outbox
 from exchnode.aio._peer_trust import PeerTrust
 from exchnode.aio._refusals import Refusal, Refusals
@@ -306,6 +307,7 @@ class Node:
                 backoff=self.config.backoff,
                 random=self._random,
                 report=self._outbox.report,
+                relation=peer.relation.value,
             )
         share = self.config.worker
         if share is not None:
@@ -804,6 +806,39 @@ class Node:
                 await wait_event(event, 0.5)
 
         await asyncio.wait_for(known(), timeout)
+
+    def metrics(self) -> NodeMetrics:
+        """What monitoring reads, from memory: no store call, O(neighbours).
+
+        Per neighbour its link state, traffic and the oldest entry waiting for
+        it; the application's oldest unacknowledged delivery; custody times per
+        destination; refusals by reason (``_observations`` says how each is
+        kept).  Queue depths, which may need the store, are :meth:`stats`'s.
+        """
+        links = {}
+        for name, forwarder in self._forwarders.items():
+            traffic = forwarder.traffic
+            links[name] = LinkMetrics(
+                name=name,
+                relation=forwarder.relation,
+                state=forwarder.state,
+                transfers_out=traffic.transfers_out,
+                transfers_failed=traffic.transfers_failed,
+                transfers_in=traffic.transfers_in,
+                items_out=dict(traffic.items_out),
+                items_in=dict(traffic.items_in),
+                bytes_out=traffic.bytes_out,
+                bytes_in=traffic.bytes_in,
+                oldest_ms=forwarder.oldest_ms,
+            )
+        context = self._context
+        return NodeMetrics(
+            links=links,
+            inbox_oldest_ms=self._inbox.oldest_handed_ms(),
+            custody=context.custody.snapshot(),
+            refusals=context.refusal_counts.snapshot(),
+            counters=dict(context.counters),
+        )
 
     async def stats(self) -> NodeStats:
         store = self.store

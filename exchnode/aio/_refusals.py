@@ -144,6 +144,7 @@ class Refusals:
         address = address if address is not None and _TOKEN.match(address) else None
         if peer is not None:
             address = None  # named: the record and the state are the peer's
+        self._context.refusal_counts.add(by_peer=by_peer, kind=kind, reason=reason)
         self._note(_Key(REFUSED_BY if by_peer else REFUSED, peer, address, reason, kind))
         who = peer if peer is not None else address
         if who is not None:
@@ -152,6 +153,9 @@ class Refusals:
     def deferred(self, peer: str, reason: str, count: int = 1) -> None:
         """Items of ``peer`` deferred because they cannot be verified yet (``unknown-signer``)."""
         if count > 0:
+            self._context.refusal_counts.add(
+                by_peer=False, kind="signer", reason=reason, count=count
+            )
             self._note(_Key(DEFERRED, _name(peer), None, reason, "signer"), count)
 
     def admitted(self, peer: str, *, outbound: bool = False) -> None:

@@ -76,7 +76,7 @@ async def transfer(client: LinkClient, me: str, items: list[Item]) -> list[tuple
 async def test_a_county_hub_cannot_speak_for_a_sender_outside_its_subtree(tmp_path: Path) -> None:
     federation = Federation(tmp_path, NAMES)
     now = time.time()
-    async with audited(federation, CITY):
+    async with audited(federation, CITY) as city:
         # The county hub relays a genuine envelope from another city's department: refused.
         genuine_foreign = sealed(federation, OUTSIDER, ["520100.fagai"], now)
         # And an envelope it forged "from" its own department, with its own key: refused.
@@ -93,6 +93,13 @@ async def test_a_county_hub_cannot_speak_for_a_sender_outside_its_subtree(tmp_pa
                 Item(own, (OUTSIDER,)),  # a target the envelope does not name
             ],
         )
+        seen = city.metrics()  # what monitoring counts of it (node/metrics.py)
+    assert seen.refusals == {
+        ("node", "item", "routing-refused"): 2,
+        ("node", "item", "bad-signature"): 1,
+    }
+    assert seen.links[COUNTY].items_in == {"taken": 1, "refused": 3, "deferred": 0}
+    assert seen.links[COUNTY].transfers_in == 1
     assert results == [
         (Status.REFUSED, "routing-refused"),
         (Status.REFUSED, "bad-signature"),
