@@ -88,6 +88,7 @@ from exchnode.pki import (
 
 from .admin import AdminApi, StartFacts, note_start, read_credentials
 from .config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
+from .console import ConsoleApi
 from .operator import OperatorApi
 from .roles import PEOPLE, Credentials, token_key
 from .trust import crl_health, expand, read_crls, reload_crls, watch_crls
@@ -364,6 +365,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         admin=AdminApi(
             node, config, credentials, audit, lambda: facts[-1] if facts else None, witness
         ),
+        console=ConsoleApi(node, config, catalog=catalog, sharing=sharing, witness=witness),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -15,8 +15,12 @@ their own bearer token (a 0600 file named in ``[operator]``):
 
 :data:`AREAS` is the one table: a path prefix, a short name for audit
 records, and the single role admitted.  One role per area is the point of
-the separation, so there is no "any role" but ``/health``, which needs no
-token at all (it carries no secret).  The server admits a request by it
+the separation, so there is no "any role" but ``/health`` and the console's
+page (``/console``: markup and script, no data), which need no token at all
+(they carry no secret).  The one area with ``readers`` is the web console's
+data (``/v1/console``, ``node.console``): a read-only overview of the node
+that both the administrator, who runs it, and the auditor, who checks it,
+read; the API refuses at start any route there but a GET.  The server admits a request by it
 (``node.operator``), and the client presents the credential it names
 (``node.client``), so the two can never disagree.  No area writes the audit
 log: the auditor's is read-only, and the store refuses changes to audit
@@ -59,10 +63,19 @@ class Area:
 
     prefix: str
     name: str  # a token for audit records ("audit", "admin", ...)
-    role: Role | None  # None: no credential needed (health)
+    role: Role | None  # None: no credential needed (health); else the role clients present
+    readers: tuple[Role, ...] = ()  # further roles admitted, to GETs only (the console)
 
     def matches(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
+
+    def admits(self, role: Role) -> bool:
+        return role is self.role or role in self.readers
+
+    @property
+    def needs(self) -> str:
+        """The roles admitted, for a refusal: ``administrator or auditor``."""
+        return " or ".join(r.value for r in (self.role, *self.readers) if r is not None)
 
 
 AREAS: tuple[Area, ...] = (
@@ -76,6 +89,8 @@ AREAS: tuple[Area, ...] = (
     Area("/v1/status", "status", Role.OPERATOR),
     Area("/v1/catalog", "catalog", Role.OPERATOR),
     Area("/v1/sub", "sub", Role.OPERATOR),
+    Area("/console", "console", None),
+    Area("/v1/console", "console", Role.ADMINISTRATOR, readers=(Role.AUDITOR,)),
 )
 
 
