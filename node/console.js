@@ -79,6 +79,14 @@
     return { text: text(value), cls: "num" };
   }
 
+  function when(value) {
+    return { text: iso(value), cls: "time" };
+  }
+
+  function ident(value) {
+    return { text: text(value), cls: "name" };
+  }
+
   function fillTable(id, rows, columns, empty) {
     const body = $(id).tBodies[0];
     const fresh = [];
@@ -194,15 +202,15 @@
       "neighbours",
       data.neighbours,
       [
-        (p) => p.name,
+        (p) => ident(p.name),
         (p) => p.relation,
         (p) => state(p.state),
         (p) => num(p.failures),
         (p) => (p.retry_in_ms ? duration(p.retry_in_ms / 1000) : "—"),
-        (p) => iso(p.last_ok_ms),
+        (p) => when(p.last_ok_ms),
         (p) => num(p.queued.count ? `${p.queued.count} (${bytes(p.queued.bytes)})` : "0"),
         (p) => refusalText(p.refused),
-        (p) => p.url,
+        (p) => ident(p.url),
       ],
       "No neighbours configured.",
     );
@@ -214,10 +222,10 @@
       "queues",
       queues.next_hops,
       [
-        (q) => q.next_hop,
+        (q) => ident(q.next_hop),
         (q) => num(q.count),
         (q) => num(bytes(q.bytes)),
-        (q) => iso(q.oldest_ms),
+        (q) => when(q.oldest_ms),
         (q) => num(duration(q.oldest_age_s)),
       ],
       "Nothing waiting for any next hop.",
@@ -234,17 +242,24 @@
       "refusals",
       data.refusals,
       [
-        (r) => r.peer,
+        (r) => ident(r.peer),
         (r) => r.address,
-        (r) => r.refused_by,
+        (r) => ident(r.refused_by),
         (r) => state(r.reason, "state-refused"),
         (r) => r.kind,
-        (r) => iso(r.first_ms),
-        (r) => iso(r.last_ms),
+        (r) => when(r.first_ms),
+        (r) => when(r.last_ms),
         (r) => num(r.count),
       ],
       "No refusal stands.",
     );
+  }
+
+  // Working days after today up to the deadline: 0 is "due today"; past it, "overdue".
+  function daysLeft(r) {
+    if (r.overdue) return state("overdue", "state-expired");
+    if (r.working_days_left === 0) return state("due today", "state-expiring");
+    return state(`${r.working_days_left}`, r.working_days_left <= 2 ? "state-expiring" : "state-ok");
   }
 
   function renderSubscriptions(data) {
@@ -256,17 +271,14 @@
       "waiting",
       subs.waiting,
       [
-        (r) => iso(r.at_ms),
+        (r) => when(r.at_ms),
         (r) => ({ text: r.request_id.slice(0, 12), title: r.request_id }),
-        (r) => r.requester,
+        (r) => ident(r.requester),
         (r) => `${r.resource_code} of ${r.provider}`,
         (r) => r.purpose,
         (r) => r.items.join(", "),
-        (r) => iso(r.deadline_ms),
-        (r) =>
-          r.overdue
-            ? state("overdue", "state-expired")
-            : state(`${r.working_days_left}`, r.working_days_left <= 2 ? "state-expiring" : "state-ok"),
+        (r) => when(r.deadline_ms),
+        (r) => daysLeft(r),
       ],
       "No request waits for an answer.",
     );
@@ -274,11 +286,11 @@
       "cases",
       subs.cases,
       [
-        (c) => iso(c.at_ms),
+        (c) => when(c.at_ms),
         (c) => ({ text: c.request_id.slice(0, 12), title: c.request_id }),
-        (c) => c.requester,
-        (c) => c.provider,
-        (c) => c.resource_code,
+        (c) => ident(c.requester),
+        (c) => ident(c.provider),
+        (c) => ident(c.resource_code),
         (c) => num(c.round),
         (c) => c.grounds,
         (c) => c.reason,
@@ -307,15 +319,15 @@
       "witnessed",
       audit.witnessed,
       [
-        (w) => w.child,
+        (w) => ident(w.child),
         (w) => num(w.kept_size),
-        (w) => iso(w.kept_time),
+        (w) => when(w.kept_time),
         (w) =>
           w.verdict === null
             ? state("not yet", "state-unknown")
             : state(w.verdict, w.verdict_ok ? "state-ok" : "state-expired"),
-        (w) => iso(w.verdict_time),
-        (w) => iso(w.checked),
+        (w) => when(w.verdict_time),
+        (w) => when(w.checked),
         (w) => num(w.failures),
         (w) => w.error,
       ],
@@ -331,7 +343,7 @@
         (c) => c.kind,
         (c) => ({ text: c.subject, title: `serial ${c.serial}` }),
         (c) => c.issuer,
-        (c) => iso(c.not_after),
+        (c) => when(c.not_after),
         (c) => num(c.days_left),
         (c) => state(c.state),
       ],
@@ -343,8 +355,8 @@
       [
         (c) => c.issuer,
         (c) => num(c.number),
-        (c) => iso(c.this_update),
-        (c) => iso(c.next_update),
+        (c) => when(c.this_update),
+        (c) => when(c.next_update),
         (c) => num(duration(c.seconds_left)),
         (c) => num(c.revoked),
         (c) => state(c.state),
@@ -369,9 +381,10 @@
     }
     for (const w of data.crls.warnings) lines.push(`CRL of ${w.issuer} is ${w.state}.`);
     for (const r of data.subscriptions.waiting) {
-      if (r.overdue) lines.push(`Request ${r.request_id.slice(0, 12)} from ${r.requester} is past its deadline.`);
-      else if (r.working_days_left <= 2)
-        lines.push(`Request ${r.request_id.slice(0, 12)} from ${r.requester}: ${r.working_days_left} working days left.`);
+      const request = `Request ${r.request_id.slice(0, 12)} from ${r.requester}`;
+      if (r.overdue) lines.push(`${request} is past its deadline (${iso(r.deadline_ms)}).`);
+      else if (r.working_days_left === 0) lines.push(`${request} is due today.`);
+      else if (r.working_days_left <= 2) lines.push(`${request}: ${r.working_days_left} working days left.`);
     }
     for (const w of data.audit.witnessed) {
       if (w.verdict !== null && !w.verdict_ok) lines.push(`Child ${w.child}'s audit log: ${w.verdict}.`);
@@ -402,14 +415,14 @@
       "catalog",
       data.records,
       [
-        (r) => r.code,
-        (r) => r.provider,
+        (r) => ident(r.code),
+        (r) => ident(r.provider),
         (r) => (r.entry ? r.entry.name : r.reason),
         (r) => (r.entry ? r.entry.share_type : "—"),
         (r) => (r.entry ? r.entry.update_cycle : "—"),
         (r) => state(r.status),
         (r) => num(r.version),
-        (r) => iso(r.issued_ms),
+        (r) => when(r.issued_ms),
       ],
       "No catalog entry matches.",
     );

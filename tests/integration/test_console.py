@@ -35,11 +35,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from aiohttp import web
 
+from exchnode.aio import Node
+from exchnode.errors import UsageError
 from exchnode.node.console import SECURITY_HEADERS
+from exchnode.node.operator import Handler, OperatorApi
+from exchnode.node.roles import PEOPLE, Credentials
 from tests.integration.daemons import DaemonFederation, until
 
 pytestmark = pytest.mark.timeout(240)
@@ -340,6 +345,37 @@ def test_overview_json(fed: DaemonFederation, traffic: dict[str, Any]) -> None:
     status, _, data = call(fed, HUB, "/v1/console/catalog?limit=0", role="administrator")
     assert status == 400
     assert "limit" in json.loads(data)["error"]
+
+
+class Writer:
+    """A route group that would write in the console's area."""
+
+    async def _write(self, request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return [("GET", "/v1/console/a", self._write), ("POST", "/v1/console/x", self._write)]
+
+
+@pytest.mark.asyncio
+async def test_the_api_refuses_to_start_with_a_route_that_writes_in_the_console_area() -> None:
+    class FakeNode:
+        name = HUB
+        address = None
+
+    api = OperatorApi(
+        cast(Node, FakeNode()),
+        host="127.0.0.1",
+        port=0,
+        credentials=Credentials({r: r.value * 4 for r in PEOPLE}),
+        lease_seconds=60,
+        max_body_bytes=1024,
+        capacity=8,
+        console=Writer(),
+    )
+    with pytest.raises(UsageError, match=r"POST /v1/console/x: its area's readers only read"):
+        await api.start()
+    await api.close()
 
 
 # --- the page in a browser ---------------------------------------------------------------------
