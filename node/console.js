@@ -14,6 +14,9 @@
   let timer = null;
   let searchTimer = null;
   let running = false;
+  let generation = 0; // a new one at every sign-in and sign-out: late answers of the old are dropped
+  let busy = false; // one refresh at a time, however slow the node answers
+  let loaded = false; // whether this sign-in has shown the node once
 
   const $ = (id) => document.getElementById(id);
 
@@ -436,31 +439,43 @@
   }
 
   async function refresh() {
+    const session = generation;
+    if (busy) return;
+    busy = true;
     try {
       const [overview, catalog] = await Promise.all([read("/v1/console/overview"), read(catalogPath())]);
+      if (session !== generation) return;
       render(overview);
       renderCatalog(catalog);
+      loaded = true;
       showProblem("");
       showConsole();
     } catch (error) {
+      if (session !== generation) return;
+      const reason = error.message || String(error);
       if (error instanceof Refused && (error.status === 401 || error.status === 403)) {
         signOut(
           error.status === 401
             ? "Sign-in refused: this node does not know that token."
-            : `Sign-in refused: ${error.message}.`,
+            : `Sign-in refused: ${reason}.`,
         );
-        return;
+      } else if (!loaded) {
+        signOut(`Sign-in failed: this node could not be read (${reason}).`);
+      } else {
+        showProblem(`Refresh failed at ${iso(Date.now())}: ${reason}. Showing the last data read.`);
       }
-      const when = iso(Date.now());
-      showProblem(`Refresh failed at ${when}: ${error.message || error}. Showing the last data read.`);
+    } finally {
+      busy = false;
     }
   }
 
   async function searchCatalog() {
+    const session = generation;
     try {
-      renderCatalog(await read(catalogPath()));
+      const catalog = await read(catalogPath());
+      if (session === generation) renderCatalog(catalog);
     } catch (error) {
-      showProblem(`Catalog search failed: ${error.message || error}`);
+      if (session === generation) showProblem(`Catalog search failed: ${error.message || error}`);
     }
   }
 
@@ -480,13 +495,17 @@
   function start() {
     if (running) return;
     running = true;
+    generation += 1;
+    loaded = false;
     refresh();
     timer = setInterval(refresh, REFRESH_MS);
   }
 
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
+    generation += 1;
     running = false;
+    busy = false;
     if (timer !== null) clearInterval(timer);
     timer = null;
     for (const id of ["neighbours", "queues", "refusals", "waiting", "cases", "witnessed", "certificates", "crls", "catalog"]) {
