@@ -64,8 +64,10 @@ def test_a_certificate_is_expiring_within_30_days_and_expired_after(
     assert shown["not_after"].endswith("+00:00")
 
 
-def ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=CHINA_STANDARD_TIME).timestamp() * 1000)
+def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+    """An instant in China Standard Time, as ms since 1970."""
+    when = datetime(year, month, day, hour, minute, tzinfo=CHINA_STANDARD_TIME)
+    return int(when.timestamp() * 1000)
 
 
 def test_working_days_left_count_as_the_rule_does() -> None:
