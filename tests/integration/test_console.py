@@ -522,6 +522,10 @@ def test_auditor_reads_the_console_too(
     sign_in(page, fed.operator_url(HUB), token(fed, HUB, "auditor"))
     signed_in(page, "auditor")
     assert {r[0] for r in rows(page, "neighbours")} == {REQUESTER, PROVIDER, SILENT}
+    assert {r[0] for r in rows(page, "witnessed")} == {REQUESTER, PROVIDER, SILENT}
+    queued = [q[1] for q in rows(page, "queues") if q[0] == SILENT]
+    assert queued in (["3"], ["4"])  # before or after the administrator's test sent one more
+    assert "signed 20" in (page.text_content("#audit-facts") or "")
     context.close()
 
 
