@@ -20,11 +20,11 @@ page (``/console``: markup and script, no data), which need no token at all
 (they carry no secret).  The one area with ``readers`` is the web console's
 data (``/v1/console``, ``node.console``): a read-only overview of the node
 that both the administrator, who runs it, and the auditor, who checks it,
-read; the API refuses at start any route there but a GET.  The server admits a request by it
-(``node.operator``), and the client presents the credential it names
-(``node.client``), so the two can never disagree.  No area writes the audit
-log: the auditor's is read-only, and the store refuses changes to audit
-records with triggers whatever calls it.
+read; the API refuses at start any route there but a GET.  The server
+admits a request by it (``node.operator``), and the client presents the
+credential it names (``node.client``), so the two can never disagree.  No
+area writes the audit log: the auditor's is read-only, and the store
+refuses changes to audit records with triggers whatever calls it.
 
 :class:`Credentials` maps a presented token to its role.  It compares the
 token with every role's (``hmac.compare_digest``, no early exit), so the
