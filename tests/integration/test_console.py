@@ -94,10 +94,10 @@ def _install_chromium() -> str | None:
         return "chromium is not installed and there is no apt-get here"
     if os.geteuid() != 0:
         return "chromium is not installed and apt-get needs root"
-    done = _apt_get("install", "-y", "--no-install-recommends", "chromium")
+    done = _apt_get("install", "-y", "chromium")  # recommends too: as it was tried here
     if done.returncode != 0:  # a fresh machine may have no package lists yet
         _apt_get("update", timeout=600)
-        done = _apt_get("install", "-y", "--no-install-recommends", "chromium")
+        done = _apt_get("install", "-y", "chromium")
     if not CHROMIUM.exists():
         lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
         return f"apt-get install chromium failed: {lines[-1] if lines else done.returncode}"
@@ -410,7 +410,7 @@ def wait_rows(page: Any, table: str, check: Any, what: str) -> list[list[str]]:
 
 
 def test_administrator_reads_every_panel_of_the_hub(
-    fed: DaemonFederation, traffic: dict[str, Any], browser: Any
+    browser: Any, fed: DaemonFederation, traffic: dict[str, Any]
 ) -> None:
     context = browser.new_context(viewport={"width": 1500, "height": 1300})
     page = context.new_page()
@@ -493,7 +493,7 @@ def test_administrator_reads_every_panel_of_the_hub(
 
 
 def test_provider_shows_the_request_waiting_with_its_deadline(
-    fed: DaemonFederation, traffic: dict[str, Any], browser: Any
+    browser: Any, fed: DaemonFederation, traffic: dict[str, Any]
 ) -> None:
     context = browser.new_context()
     page = context.new_page()
@@ -515,7 +515,7 @@ def test_provider_shows_the_request_waiting_with_its_deadline(
 
 
 def test_auditor_reads_the_console_too(
-    fed: DaemonFederation, traffic: dict[str, Any], browser: Any
+    browser: Any, fed: DaemonFederation, traffic: dict[str, Any]
 ) -> None:
     context = browser.new_context()
     page = context.new_page()
@@ -537,7 +537,7 @@ def test_auditor_reads_the_console_too(
     ],
 )
 def test_other_tokens_are_refused_with_a_visible_message(
-    fed: DaemonFederation, browser: Any, who: str, message: str
+    browser: Any, fed: DaemonFederation, who: str, message: str
 ) -> None:
     context = browser.new_context()
     page = context.new_page()
