@@ -35,6 +35,7 @@ from exchnode.errors import InvalidAuditRecordError
 from exchnode.store import PeerState
 
 __all__ = [
+    "CALLER_ROLE",
     "MAX_JSON_DEPTH",
     "HTTPProblem",
     "error_response",
@@ -55,6 +56,8 @@ _MAX_INT = 2**64 - 1  # msgpack's widest unsigned integer
 _MIN_INT = -(2**63)  # and its widest signed one
 _MAX_INT_DIGITS = 21  # no integer in range has more: refused before converting
 _MAX_SHOWN = 64  # characters of a caller's identifier an error may quote
+#: The role the guard admitted a request as (``request[CALLER_ROLE]``), for handlers that say it.
+CALLER_ROLE = web.RequestKey("caller_role", Role)
 
 
 class HTTPProblem(Exception):

@@ -89,6 +89,7 @@ from exchnode.pki import (
 
 from .admin import AdminApi, StartFacts, note_start, read_credentials
 from .config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
+from .console import ConsoleApi
 from .metrics import MetricsApi
 from .operator import OperatorApi
 from .roles import PEOPLE, Credentials, token_key
@@ -368,6 +369,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
             node, config, credentials, audit, lambda: facts[-1] if facts else None, witness
         ),
         metrics=metrics,
+        console=ConsoleApi(node, config, catalog=catalog, sharing=sharing, witness=witness),
     )
     metrics.watch_inbox(api.inbox, lambda: api.phase == "serving")
     stop = asyncio.Event()

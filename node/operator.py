@@ -44,6 +44,8 @@ Endpoints (JSON answers; errors are ``{"error": ..., "code": ...}``):
 * ``/v1/admin/...`` -- the administrator's: the effective configuration, the
   node's certificate and keys, link states, "retry this link now", reloading
   the role tokens (``node.admin``).
+* ``/console`` and ``GET /v1/console/...`` -- the web console, read-only, for
+  the administrator and the auditor (``node.console``).
 
 Errors: 400 for a bad request (the message names the field; a body that is
 not a JSON object of sane depth, numbers and text is ``invalid-json``, a name
@@ -87,12 +89,14 @@ from exchnode.errors import (
     UsageError,
 )
 
+from .api import CALLER_ROLE
 from .api import HTTPProblem as _HTTPProblem
 from .api import error_response as _error
 from .api import flag as _flag
 from .api import json_body as _json_body
 from .api import number as _number
 from .api import peer_state_json as _peer_state_json
+from .console import console_headers
 from .inbox import Inbox, delivery_id
 from .operator_audit import AuditApi
 from .operator_services import ServicesApi
@@ -187,6 +191,7 @@ class OperatorApi:
         witness: WitnessService | None = None,
         admin: RouteGroup | None = None,
         metrics: RouteGroup | None = None,
+        console: RouteGroup | None = None,
         trust_health: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """``credentials``: each role's token; ``token`` alone is the operator's (tests).
@@ -199,6 +204,7 @@ class OperatorApi:
         self.audit = AuditApi(node, audit, witness) if audit is not None else None
         self.admin = admin
         self.metrics = metrics
+        self.console = console
         self.services = (
             ServicesApi(node, catalog, sharing)
             if catalog is not None and sharing is not None
@@ -232,20 +238,25 @@ class OperatorApi:
 
     async def start(self) -> tuple[str, int]:
         app = web.Application(client_max_size=self._max_body, middlewares=[self._guard])
+        app.on_response_prepare.append(console_headers)
         app.router.add_get("/health", self._health)
         app.router.add_post("/v1/send", self._send)
         app.router.add_post("/v1/send-many", self._send_many)
         app.router.add_get("/v1/receive", self._receive)
         app.router.add_post("/v1/ack", self._ack)
         app.router.add_get("/v1/status/{message_id}", self._status)
-        groups = (self.services, self.audit, self.admin, self.metrics)
+        groups = (self.services, self.audit, self.admin, self.metrics, self.console)
         for group in groups:
             if group is not None:
                 for method, path, handler in group.routes():
                     app.router.add_route(method, path, handler)
-        for resource in app.router.resources():
-            if area_of(resource.canonical) is None:  # fail closed: every route has its role
-                raise UsageError(f"route {resource.canonical} is in no area of node.roles.AREAS")
+        for route in app.router.routes():
+            path = route.resource.canonical if route.resource is not None else ""
+            area = area_of(path)
+            if area is None:  # fail closed: every route has its role
+                raise UsageError(f"route {path} is in no area of node.roles.AREAS")
+            if area.readers and route.method not in ("GET", "HEAD"):  # readers only read
+                raise UsageError(f"route {route.method} {path}: its area's readers only read")
         self._endpoints = sorted(
             (route.method, route.resource.canonical)
             for route in app.router.routes()
@@ -347,6 +358,7 @@ class OperatorApi:
             return _error(503, f"node {self.node.name} is {self.phase}", "unavailable")
         if area is not None and not area.admits(role):
             return await self._forbidden(request, area, role)
+        request[CALLER_ROLE] = role  # the console says who is signed in
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -392,8 +404,7 @@ class OperatorApi:
     async def _forbidden(self, request: web.Request, area: Area, role: Role) -> web.Response:
         """403 naming the role needed; on the record with the role and person that tried."""
         assert area.role is not None
-        needed = area.role.value
-        roles = " or ".join(r.value for r in area.roles)
+        needed = area.needs
         person = await _person_named(request, role)
         self.log.warning(
             "forbidden",
@@ -411,12 +422,12 @@ class OperatorApi:
                     action="api.forbidden",
                     actor=Actor(role, person),
                     outcome=Outcome.refused("forbidden"),
-                    detail=details(kind=area.name, reason=f"needs-{needed}"),
+                    detail=details(kind=area.name, reason=f"needs-{area.role.value}"),
                 )
             )
         return _error(
             403,
-            f"{request.method} {request.path} needs the {roles} role; this credential is "
+            f"{request.method} {request.path} needs the {needed} role; this credential is "
             f"the {role.value}'s",
             "forbidden",
         )

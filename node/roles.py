@@ -15,16 +15,20 @@ their own bearer token (a 0600 file named in ``[operator]``):
 
 :data:`AREAS` is the one table: a path prefix, a short name for audit
 records, and the single role admitted.  One role per area is the point of
-the separation, so there is no "any role" but ``/health``, which needs no
-token at all (it carries no secret).  The one exception is read-only
+the separation, so there is no "any role" but ``/health`` and the console's
+page (``/console``: markup and script, no data), which need no token at all
+(they carry no secret).  Two areas have ``readers``, further roles admitted
+to GETs only (the API refuses at start any other method there): read-only
 monitoring, ``/metrics`` (counts, states and dates; no record, message or
-secret): it belongs to the auditor and admits the administrator ``also``,
-since both watch the node; never the operator, whose token can send as the
-department and so must not sit in a monitoring system's configuration.
-The server admits a request by it (``node.operator``), and the client
-presents the credential it names (``node.client``), so the two can never
-disagree.  No area writes the audit log: the auditor's is read-only, and the
-store refuses changes to audit records with triggers whatever calls it.
+secret), the auditor's, read by the administrator too; and the web
+console's data (``/v1/console``, ``node.console``), the administrator's,
+read by the auditor too, since both watch the node.  Never the operator,
+whose token can send as the department and so must not sit in a monitoring
+system's configuration.  The server admits a request by it
+(``node.operator``), and the client presents the credential it names
+(``node.client``), so the two can never disagree.  No area writes the audit
+log: the auditor's is read-only, and the store refuses changes to audit
+records with triggers whatever calls it.
 
 :class:`Credentials` maps a presented token to its role.  It compares the
 token with every role's (``hmac.compare_digest``, no early exit), so the
@@ -63,19 +67,19 @@ class Area:
 
     prefix: str
     name: str  # a token for audit records ("audit", "admin", ...)
-    role: Role | None  # None: no credential needed (health); the client presents its token
-    also: tuple[Role, ...] = ()  # other roles admitted (read-only monitoring only)
+    role: Role | None  # None: no credential needed (health); else the role clients present
+    readers: tuple[Role, ...] = ()  # further roles admitted, to GETs only (metrics, console)
 
     def matches(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
 
     def admits(self, role: Role) -> bool:
-        return role is self.role or role in self.also
+        return role is self.role or role in self.readers
 
     @property
-    def roles(self) -> tuple[Role, ...]:
-        """Every role admitted, the area's own first."""
-        return (self.role, *self.also) if self.role is not None else ()
+    def needs(self) -> str:
+        """The roles admitted, for a refusal: ``administrator or auditor``."""
+        return " or ".join(r.value for r in (self.role, *self.readers) if r is not None)
 
 
 AREAS: tuple[Area, ...] = (
@@ -89,7 +93,9 @@ AREAS: tuple[Area, ...] = (
     Area("/v1/status", "status", Role.OPERATOR),
     Area("/v1/catalog", "catalog", Role.OPERATOR),
     Area("/v1/sub", "sub", Role.OPERATOR),
-    Area("/metrics", "metrics", Role.AUDITOR, also=(Role.ADMINISTRATOR,)),
+    Area("/metrics", "metrics", Role.AUDITOR, readers=(Role.ADMINISTRATOR,)),
+    Area("/console", "console", None),
+    Area("/v1/console", "console", Role.ADMINISTRATOR, readers=(Role.AUDITOR,)),
 )
 
 

@@ -339,6 +339,20 @@ class SharingService:
             return self._state.book.state(request_id)
         return None
 
+    def deadline(self, request_id: bytes) -> int | None:
+        """When a request this node received as provider expires unanswered (ms since 1970).
+
+        The end of its last working day, counted when it arrived (or when the
+        authority sent it back for re-review); None unless it is pending here.
+        Operators see it beside the request, so nobody counts working days by hand.
+        """
+        book = self._state.book
+        if book is None or not book.knows(request_id):
+            return None
+        if book.state(request_id) is not RequestState.PENDING:
+            return None
+        return book.deadline(request_id)
+
     def reason(self, request_id: bytes) -> str:
         return self._requester_view().reason(request_id)
 

@@ -44,6 +44,7 @@ from exchnode.audit import Role
 from exchnode.errors import StoreError
 from exchnode.node.admin import AdminApi
 from exchnode.node.config import DaemonConfig
+from exchnode.node.console import ConsoleApi
 from exchnode.node.logs import configure_logging
 from exchnode.node.operator import Handler, OperatorApi
 from exchnode.node.roles import PEOPLE, Credentials, area_of
@@ -86,6 +87,13 @@ def api_in_process(**changes: Any) -> OperatorApi:
         "audit": audit,
         "admin": AdminApi(
             cast(Node, FakeNode()), cast(DaemonConfig, None), Credentials({}), audit, lambda: None
+        ),
+        "console": ConsoleApi(
+            cast(Node, FakeNode()),
+            cast(DaemonConfig, None),
+            catalog=cast(Any, object()),
+            sharing=cast(Any, object()),
+            witness=None,
         ),
     }
     return OperatorApi(cast(Node, FakeNode()), **(arguments | changes))

@@ -206,12 +206,15 @@ async def test_refusal_escalated_to_the_authority_and_re_reviewed(tmp_path: Path
 async def test_unanswered_request_expires_after_the_working_day_deadline(tmp_path: Path) -> None:
     async with federation(tmp_path, answer_days=2) as world:
         _code, request_id, provider, requester = await pending_request(world, ["姓名"])
-        deadline = provider._provider_book().deadline(request_id)
+        deadline = provider.deadline(request_id)  # what the console shows beside the request
+        assert deadline == provider._provider_book().deadline(request_id)
         assert deadline is not None
         assert deadline - time.time() * 1000 >= 2 * 86_400_000  # two whole working days at least
+        assert requester.deadline(request_id) is None  # the provider's deadline, not held here
         world.clock.offset = deadline / 1000 - time.time() + 1
         await provider.wait_state(request_id, S.EXPIRED, timeout=WAIT)
         await requester.wait_state(request_id, S.EXPIRED, timeout=WAIT)
+        assert provider.deadline(request_id) is None  # answered, by the clock: nothing to meet
         with pytest.raises(UsageError):
             await provider.approve(request_id, operator="director-wang")
 

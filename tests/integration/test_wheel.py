@@ -15,7 +15,8 @@ no PYTHONPATH, the environment's ``bin`` first on PATH.
   files, trust folder, peers' chains), ``exchnode node init`` of a city hub and
   a department beneath it, ``exchnode node run`` of both, ``exchnode send``
   at the department and ``exchnode receive`` at the hub, the same bytes out as
-  in, then SIGTERM and exit status 0 for both.
+  in, the web console's page, script and style sheet served from the wheel, then
+  SIGTERM and exit status 0 for both.
 """
 
 from __future__ import annotations
@@ -348,6 +349,13 @@ def test_two_nodes_exchange_a_file(installed: Installed, daemons: list[Daemon]) 
     received = run(*receive, "--out", "inbox", "--timeout", "30", timeout=60)
     assert json.loads(received.stdout.splitlines()[0])["message_id"] == message_id
     assert (work / "inbox" / f"{department}.{message_id}").read_bytes() == payload
+
+    # The web console's files are package data of exchnode.node: served from the wheel as is.
+    console = f"http://127.0.0.1:{operators[hub]}/console"
+    for name in ("console.html", "console.js", "console.css"):
+        path = "/" if name == "console.html" else f"/{name}"
+        with urllib.request.urlopen(console + path, timeout=5) as response:
+            assert response.read() == (REPO / "node" / name).read_bytes(), name
 
     for daemon in daemons:
         daemon.process.send_signal(signal.SIGTERM)
