@@ -22,7 +22,8 @@ Sections (``node/README.md`` is the reference with every default)::
 
     [node]       name, level, listen, state_dir
     [identity]   chain, signing_key, encryption_key, passphrase_file | passphrase_env
-    [trust]      roots, cas, crls (files, or directories of *.pem), crl_warning_hours
+    [trust]      roots, cas, crls (files, or directories of *.pem), crl_warning_hours,
+                 certificate_warning_days, crl_poll_seconds
     [directory]  mode = "static" | "signed", certificates (static), advertise (signed)
     [[peers]]    name, relation = parent|child|link, url
     [limits]     the fields of exchnode.aio.NodeLimits
@@ -109,6 +110,10 @@ MAX_WITNESS_SILENT_ROUNDS = 10_000
 #: daily, so a CRL this close to its end means the CA stopped; past it, TLS fails closed).
 DEFAULT_CRL_WARNING_HOURS = 48.0
 MAX_CRL_WARNING_HOURS = 24.0 * 365
+DEFAULT_CERTIFICATE_WARNING_DAYS = 30.0
+MAX_CERTIFICATE_WARNING_DAYS = 3650.0
+DEFAULT_CRL_POLL_SECONDS = 30.0  # 0: CRL files are read again only on SIGHUP or admin reload
+MAX_CRL_POLL_SECONDS = 86400.0
 
 
 class ConfigError(UsageError):
@@ -150,6 +155,10 @@ class TrustFiles:
     cas: tuple[Path, ...]
     crls: tuple[Path, ...]
     crl_warning_hours: float = DEFAULT_CRL_WARNING_HOURS
+    #: health and the log warn of this node's certificate, its chain or a root ending this soon
+    certificate_warning_days: float = DEFAULT_CERTIFICATE_WARNING_DAYS
+    #: how often the CRL files are checked for a change (0: only SIGHUP and admin reload)
+    crl_poll_seconds: float = DEFAULT_CRL_POLL_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,11 +558,27 @@ def load_config(path: Path | str) -> DaemonConfig:
         raise trust_section.error(
             "crl_warning_hours", f"must be at most {MAX_CRL_WARNING_HOURS:g}, got {crl_warning!r}"
         )
+    certificate_warning = trust_section.positive(
+        "certificate_warning_days", float, DEFAULT_CERTIFICATE_WARNING_DAYS
+    )
+    if certificate_warning > MAX_CERTIFICATE_WARNING_DAYS:
+        raise trust_section.error(
+            "certificate_warning_days",
+            f"must be at most {MAX_CERTIFICATE_WARNING_DAYS:g}, got {certificate_warning!r}",
+        )
+    crl_poll = trust_section.get("crl_poll_seconds", float, DEFAULT_CRL_POLL_SECONDS)
+    if not 0 <= crl_poll <= MAX_CRL_POLL_SECONDS:
+        raise trust_section.error(
+            "crl_poll_seconds",
+            f"must be 0 (off) to {MAX_CRL_POLL_SECONDS:g} seconds, got {crl_poll!r}",
+        )
     trust = TrustFiles(
         roots=trust_section.paths("roots", ("trust/roots.pem",)),
         cas=trust_section.paths("cas", ("trust/cas.pem",)),
         crls=trust_section.paths("crls", ("trust/crls",)),
         crl_warning_hours=crl_warning,
+        certificate_warning_days=certificate_warning,
+        crl_poll_seconds=crl_poll,
     )
     if not trust.roots:
         raise trust_section.error("roots", "needs at least one root certificate file")
