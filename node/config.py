@@ -32,7 +32,7 @@ Sections (``node/README.md`` is the reference with every default)::
     [operator]   listen, token_file, administrator_token_file, auditor_token_file,
                  allow_remote, lease_seconds, max_body_bytes
     [catalog]    refresh
-    [sharing]    answer_days, holidays, workdays, masking_secret
+    [sharing]    answer_days, calendar, holidays, workdays, removed, own_years, masking_secret
     [audit]      flush, head_interval, retention_days, allow_short_retention,
                  witness_interval, witness_retention_days, witness_silent_rounds
     [log]        level, format
@@ -63,6 +63,7 @@ from exchnode.sharing import DEFAULT_ANSWER_DAYS, MAX_ANSWER_DAYS, WorkCalendar
 from exchnode.store import Store
 
 from .roles import token_key
+from .workdays import LIBRARY, SOURCES, CalendarError, Overrides, build_calendar
 
 __all__ = [
     "DIRECTORY_MODES",
@@ -223,6 +224,10 @@ class SharingConfig:
     masking_secret: Path  # 32 random bytes, 0600: the provider's key for ``hash`` masks
     answer_days: int = DEFAULT_ANSWER_DAYS
     calendar: WorkCalendar = field(default_factory=WorkCalendar)
+    #: where the calendar's lists come from (``node.workdays``), e.g. "chinese-calendar 1.11.0 ..."
+    calendar_source: str = "none"
+    #: overrides that change a day the library decides: warned of at every start
+    calendar_notes: tuple[str, ...] = ()
 
 
 STORE_BACKENDS = ("sqlite", "postgresql")
@@ -776,14 +781,36 @@ def _sharing(section: _Section) -> SharingConfig:
     answer_days = section.positive("answer_days", int, DEFAULT_ANSWER_DAYS)
     if answer_days > MAX_ANSWER_DAYS:
         raise section.error("answer_days", f"must be at most {MAX_ANSWER_DAYS}, got {answer_days}")
-    holidays = _dates(section, "holidays")
-    workdays = _dates(section, "workdays")
-    calendar = _build(
-        section, "workdays", lambda: WorkCalendar.of(holidays=holidays, makeup_workdays=workdays)
+    source = section.choice("calendar", SOURCES, LIBRARY)
+    overrides = Overrides(
+        holidays=[dt.date.fromisoformat(day) for day in _dates(section, "holidays")],
+        workdays=[dt.date.fromisoformat(day) for day in _dates(section, "workdays")],
+        removed=[dt.date.fromisoformat(day) for day in _dates(section, "removed")],
+        own_years=_years(section, "own_years"),
     )
+    try:
+        built = build_calendar(source, overrides)
+    except CalendarError as exc:
+        raise section.error(exc.key, str(exc)) from None
     secret = section.path_value("masking_secret", "masking.secret")
     section.finish()
-    return SharingConfig(masking_secret=secret, answer_days=answer_days, calendar=calendar)
+    return SharingConfig(
+        masking_secret=secret,
+        answer_days=answer_days,
+        calendar=built.calendar,
+        calendar_source=built.source,
+        calendar_notes=built.notes,
+    )
+
+
+def _years(section: _Section, name: str) -> list[int]:
+    section.seen.add(name)
+    raw = section.table.get(name, [])
+    if not isinstance(raw, list) or not all(
+        isinstance(year, int) and not isinstance(year, bool) for year in raw
+    ):
+        raise section.error(name, f"must be a list of years (2027), got {raw!r}")
+    return list(raw)
 
 
 def _dates(section: _Section, name: str) -> list[str]:

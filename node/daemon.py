@@ -95,6 +95,7 @@ from .expiry import certificates_to_watch, trust_health, watch_expiry
 from .operator import OperatorApi
 from .roles import PEOPLE, Credentials, token_key
 from .trust import crl_files_state, expand, read_crls, reload_and_record, watch_crl_files
+from .workdays import note_calendar
 
 __all__ = [
     "AuditAndLogSink",
@@ -329,6 +330,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
     directory: StaticDirectory | None = None  # None: the node runs the signed directory
     if config.directory.mode == "static":
         directory = build_directory(config, trust, identity.peer, now, log)
+    note_calendar(config, log)
     credentials = Credentials(read_credentials(config))
     for role in PEOPLE:
         if role not in credentials.roles:
