@@ -57,7 +57,9 @@ def replace_atomically(path: Path, data: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
-    federation = DaemonFederation(tmp_path_factory.mktemp("csr"), [HUB, DEPT])
+    federation = DaemonFederation(
+        tmp_path_factory.mktemp("csr"), [HUB, DEPT], library_calendar=True
+    )
     # The department's keys as 'node init' made them (at the CA) go; its own come instead.
     identity = federation.folder(DEPT) / "identity"
     shutil.rmtree(identity)
@@ -96,6 +98,9 @@ def test_health_warns_of_what_runs_out(fed: DaemonFederation) -> None:
     assert ("root", "CN=520000,OU=ca,O=exchnode") not in warned
     lines = [e for e in fed.log_events(DEPT) if e.get("event") == "certificate needs attention"]
     assert any(line["certificate"] == "own" for line in lines)
+    # The working-day calendar, from the library by default, says where it comes from.
+    (calendar,) = [e for e in fed.log_events(DEPT) if e.get("event") == "working-day calendar"]
+    assert calendar["source"].startswith("chinese-calendar ")
     # The hub keeps the default 30 days: nothing to say.
     assert [w for w in health(fed, HUB)["trust"]["warnings"] if "certificate" in w] == []
 
