@@ -46,6 +46,7 @@ from exchnode.pki import (
     CertificateAuthority,
     CertKind,
     Expiry,
+    ExpiryState,
     IssuedCertificate,
     NodeBundle,
     TrustStore,
@@ -608,7 +609,7 @@ def _expiry(args: argparse.Namespace) -> int:
     attention = [expiry for _, expiry in found if expiry.state.needs_attention]
     for expiry in attention:
         print(f"{expiry.state.value}: {expiry.describe()}")
-    expired = [e for e in attention if e.state.value in {"expired", "early"}]
+    expired = [e for e in attention if e.state in {ExpiryState.EXPIRED, ExpiryState.EARLY}]
     if expired:
         raise UsageError(f"{len(expired)} of {len(found)} not valid now: {expired[0].describe()}")
     return 0
