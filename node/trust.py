@@ -14,7 +14,7 @@ with a static directory it applies here only.  CRLs come from:
 * ``[trust] crls`` and the CRLs kept in ``state_dir/crls`` (below), at start;
 * the same files again on **SIGHUP** or ``exchnode node admin crl reload``
   (after a CA operator wrote a fresh CRL into ``trust/crls/``), and by
-  themselves when they change: :func:`watch_crl_files` looks at the files'
+  themselves when they change: :func:`watch_crl_files` looks at the ``[trust] crls`` files'
   size, mtime and inode every ``[trust] crl_poll_seconds`` (default 30, 0 =
   off) and reads them again when any changed, a file was added or one went.
   Every such reload is an audit record (``key``, ``crl.reload``, the node as
@@ -130,11 +130,12 @@ CrlFilesState = tuple[tuple[str, int, int, int], ...]
 
 
 def crl_files_state(config: DaemonConfig) -> CrlFilesState:
-    """The CRL files' identity and dates now: any write, replacement, addition or removal
-    changes it (a rename over a file changes the inode, an edit the size or mtime)."""
+    """The ``[trust] crls`` files' identity and dates now: any write, replacement, addition or
+    removal changes it (a rename over a file changes the inode, an edit the size or mtime).
+
+    ``state_dir/crls`` is left out: only this daemon writes it (``admin crl add``), after the
+    node has taken the CRL, so watching it would only reload what is already in use."""
     paths = expand(config.trust.crls)
-    if config.added_crls_dir.is_dir():
-        paths += expand([config.added_crls_dir])
     out = []
     for path in paths:
         try:
