@@ -195,6 +195,7 @@ def config_json(config: DaemonConfig) -> dict[str, Any]:
         "catalog": {"refresh": config.catalog.refresh},
         "sharing": {
             "answer_days": sharing.answer_days,
+            "calendar": sharing.calendar_source,
             "holidays": sorted(d.isoformat() for d in sharing.calendar.holidays),
             "workdays": sorted(d.isoformat() for d in sharing.calendar.makeup_workdays),
             "masking_secret": str(sharing.masking_secret),

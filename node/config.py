@@ -22,7 +22,8 @@ Sections (``node/README.md`` is the reference with every default)::
 
     [node]       name, level, listen, state_dir
     [identity]   chain, signing_key, encryption_key, passphrase_file | passphrase_env
-    [trust]      roots, cas, crls (files, or directories of *.pem), crl_warning_hours
+    [trust]      roots, cas, crls (files, or directories of *.pem), crl_warning_hours,
+                 certificate_warning_days, crl_poll_seconds
     [directory]  mode = "static" | "signed", certificates (static), advertise (signed)
     [[peers]]    name, relation = parent|child|link, url
     [limits]     the fields of exchnode.aio.NodeLimits
@@ -31,7 +32,7 @@ Sections (``node/README.md`` is the reference with every default)::
     [operator]   listen, token_file, administrator_token_file, auditor_token_file,
                  allow_remote, lease_seconds, max_body_bytes
     [catalog]    refresh
-    [sharing]    answer_days, holidays, workdays, masking_secret
+    [sharing]    answer_days, calendar, holidays, workdays, removed, own_years, masking_secret
     [audit]      flush, head_interval, retention_days, allow_short_retention,
                  witness_interval, witness_retention_days, witness_silent_rounds
     [log]        level, format
@@ -62,6 +63,7 @@ from exchnode.sharing import DEFAULT_ANSWER_DAYS, MAX_ANSWER_DAYS, WorkCalendar
 from exchnode.store import Store
 
 from .roles import token_key
+from .workdays import LIBRARY, SOURCES, CalendarError, Overrides, build_calendar
 
 __all__ = [
     "DIRECTORY_MODES",
@@ -109,6 +111,10 @@ MAX_WITNESS_SILENT_ROUNDS = 10_000
 #: daily, so a CRL this close to its end means the CA stopped; past it, TLS fails closed).
 DEFAULT_CRL_WARNING_HOURS = 48.0
 MAX_CRL_WARNING_HOURS = 24.0 * 365
+DEFAULT_CERTIFICATE_WARNING_DAYS = 30.0
+MAX_CERTIFICATE_WARNING_DAYS = 3650.0
+DEFAULT_CRL_POLL_SECONDS = 30.0  # 0: CRL files are read again only on SIGHUP or admin reload
+MAX_CRL_POLL_SECONDS = 86400.0
 
 
 class ConfigError(UsageError):
@@ -150,6 +156,10 @@ class TrustFiles:
     cas: tuple[Path, ...]
     crls: tuple[Path, ...]
     crl_warning_hours: float = DEFAULT_CRL_WARNING_HOURS
+    #: health and the log warn of this node's certificate, its chain or a root ending this soon
+    certificate_warning_days: float = DEFAULT_CERTIFICATE_WARNING_DAYS
+    #: how often the CRL files are checked for a change (0: only SIGHUP and admin reload)
+    crl_poll_seconds: float = DEFAULT_CRL_POLL_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +224,10 @@ class SharingConfig:
     masking_secret: Path  # 32 random bytes, 0600: the provider's key for ``hash`` masks
     answer_days: int = DEFAULT_ANSWER_DAYS
     calendar: WorkCalendar = field(default_factory=WorkCalendar)
+    #: where the calendar's lists come from (``node.workdays``), e.g. "chinese-calendar 1.11.0 ..."
+    calendar_source: str = "none"
+    #: overrides that change a day the library decides: warned of at every start
+    calendar_notes: tuple[str, ...] = ()
 
 
 STORE_BACKENDS = ("sqlite", "postgresql")
@@ -549,11 +563,27 @@ def load_config(path: Path | str) -> DaemonConfig:
         raise trust_section.error(
             "crl_warning_hours", f"must be at most {MAX_CRL_WARNING_HOURS:g}, got {crl_warning!r}"
         )
+    certificate_warning = trust_section.positive(
+        "certificate_warning_days", float, DEFAULT_CERTIFICATE_WARNING_DAYS
+    )
+    if certificate_warning > MAX_CERTIFICATE_WARNING_DAYS:
+        raise trust_section.error(
+            "certificate_warning_days",
+            f"must be at most {MAX_CERTIFICATE_WARNING_DAYS:g}, got {certificate_warning!r}",
+        )
+    crl_poll = trust_section.get("crl_poll_seconds", float, DEFAULT_CRL_POLL_SECONDS)
+    if not 0 <= crl_poll <= MAX_CRL_POLL_SECONDS:
+        raise trust_section.error(
+            "crl_poll_seconds",
+            f"must be 0 (off) to {MAX_CRL_POLL_SECONDS:g} seconds, got {crl_poll!r}",
+        )
     trust = TrustFiles(
         roots=trust_section.paths("roots", ("trust/roots.pem",)),
         cas=trust_section.paths("cas", ("trust/cas.pem",)),
         crls=trust_section.paths("crls", ("trust/crls",)),
         crl_warning_hours=crl_warning,
+        certificate_warning_days=certificate_warning,
+        crl_poll_seconds=crl_poll,
     )
     if not trust.roots:
         raise trust_section.error("roots", "needs at least one root certificate file")
@@ -751,14 +781,36 @@ def _sharing(section: _Section) -> SharingConfig:
     answer_days = section.positive("answer_days", int, DEFAULT_ANSWER_DAYS)
     if answer_days > MAX_ANSWER_DAYS:
         raise section.error("answer_days", f"must be at most {MAX_ANSWER_DAYS}, got {answer_days}")
-    holidays = _dates(section, "holidays")
-    workdays = _dates(section, "workdays")
-    calendar = _build(
-        section, "workdays", lambda: WorkCalendar.of(holidays=holidays, makeup_workdays=workdays)
+    source = section.choice("calendar", SOURCES, LIBRARY)
+    overrides = Overrides(
+        holidays=[dt.date.fromisoformat(day) for day in _dates(section, "holidays")],
+        workdays=[dt.date.fromisoformat(day) for day in _dates(section, "workdays")],
+        removed=[dt.date.fromisoformat(day) for day in _dates(section, "removed")],
+        own_years=_years(section, "own_years"),
     )
+    try:
+        built = build_calendar(source, overrides)
+    except CalendarError as exc:
+        raise section.error(exc.key, str(exc)) from None
     secret = section.path_value("masking_secret", "masking.secret")
     section.finish()
-    return SharingConfig(masking_secret=secret, answer_days=answer_days, calendar=calendar)
+    return SharingConfig(
+        masking_secret=secret,
+        answer_days=answer_days,
+        calendar=built.calendar,
+        calendar_source=built.source,
+        calendar_notes=built.notes,
+    )
+
+
+def _years(section: _Section, name: str) -> list[int]:
+    section.seen.add(name)
+    raw = section.table.get(name, [])
+    if not isinstance(raw, list) or not all(
+        isinstance(year, int) and not isinstance(year, bool) for year in raw
+    ):
+        raise section.error(name, f"must be a list of years (2027), got {raw!r}")
+    return list(raw)
 
 
 def _dates(section: _Section, name: str) -> list[str]:

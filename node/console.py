@@ -36,7 +36,7 @@ area that is not a GET, so the console can never change anything.
   per child of a hub the head it keeps and its last verdict (as
   ``/v1/audit/witnessed``, without the head's bytes); every certificate the
   node runs with (its own, its chain, the roots) with the days left, and
-  ``expiring`` within :data:`CERT_WARNING_DAYS` days or ``expired``; the CRLs
+  ``expiring`` within ``[trust] certificate_warning_days`` or ``expired``; the CRLs
   with their states and warnings (as ``/v1/admin/crls``).
 * ``GET /v1/console/catalog?q=TEXT&status=published|withdrawn|all&limit=N``
   -- the catalog records this node holds whose code, provider,
@@ -76,6 +76,7 @@ from exchnode.audit import decode_tree_head
 from exchnode.catalog import CatalogRecord
 from exchnode.core import NodeName, decode_envelope
 from exchnode.errors import ExchnodeError
+from exchnode.pki import certificate_expiry
 from exchnode.sharing import CHINA_STANDARD_TIME, RequestState, WorkCalendar, local_date
 from exchnode.store import PeerState
 
@@ -92,7 +93,6 @@ if TYPE_CHECKING:
     from .config import DaemonConfig
 
 __all__ = [
-    "CERT_WARNING_DAYS",
     "MAX_CATALOG_SHOWN",
     "SECURITY_HEADERS",
     "ConsoleApi",
@@ -103,8 +103,6 @@ __all__ = [
     "working_days_left",
 ]
 
-#: A certificate this close to its notAfter is shown ``expiring``.
-CERT_WARNING_DAYS = 30
 #: Catalog records one search answers at most (the page shows them in one table).
 MAX_CATALOG_SHOWN = 200
 #: The console's files, served from the package, and their media types.
@@ -147,21 +145,16 @@ async def console_headers(request: web.Request, response: web.StreamResponse) ->
 def certificate_json(
     certificate: x509.Certificate, kind: str, now: datetime, warning_days: float
 ) -> dict[str, Any]:
-    """A certificate's validity as the console shows it: ``valid``, ``expiring`` or ``expired``.
+    """A certificate's validity as the console shows it, in ``/health``'s words.
 
-    ``not-yet-valid`` for one whose notBefore is still ahead (a clock to check).
+    The state is :func:`exchnode.pki.certificate_expiry`'s (``current``,
+    ``expiring``, ``expired``, or ``early`` for one whose notBefore is still
+    ahead: a clock to check), the one judgement ``/health`` and the log use.
     """
     not_before = certificate.not_valid_before_utc
     not_after = certificate.not_valid_after_utc
     left_s = (not_after - now).total_seconds()
-    if left_s <= 0:
-        state = "expired"
-    elif now < not_before:
-        state = "not-yet-valid"
-    elif left_s <= warning_days * _DAY_S:
-        state = "expiring"
-    else:
-        state = "valid"
+    state = certificate_expiry(certificate, now, timedelta(days=warning_days)).state.value
     serial = certificate.serial_number
     return {
         "kind": kind,
@@ -316,7 +309,9 @@ class ConsoleApi:
             "refusals": [refusal_json(r) for r in stats.refusals],
             "subscriptions": self._subscriptions(now_ms),
             "audit": audit,
-            "certificates": _certificates(self.node, now, CERT_WARNING_DAYS),
+            "certificates": _certificates(
+                self.node, now, self.config.trust.certificate_warning_days
+            ),
             "crls": crl_health(self.node, self.config.trust.crl_warning_hours, now),
             "catalog": self._catalog_counts(),
         }

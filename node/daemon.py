@@ -38,8 +38,11 @@ Revocation (``node.trust``): right after the node starts, every CRL of
 ``[trust] crls`` and ``state_dir/crls`` goes to ``Node.add_crls`` -- with the
 signed directory into the snapshots this node serves, so a CRL given to any
 one node reaches every node within a directory refresh.  SIGHUP reads the
-CRL files again (as ``exchnode node admin crl reload`` does); a task logs any
-CRL that is near or past its nextUpdate, or missing, every hour.
+CRL files again (as ``exchnode node admin crl reload`` does), and so does a
+change of the files themselves (``[trust] crl_poll_seconds``), each reload
+audited; a task logs any CRL near or past its nextUpdate, or missing, and any
+certificate the node depends on near or past its end (``node.expiry``) at
+start and every hour.
 
 SIGTERM or SIGINT starts the drain: the operator API refuses new requests
 (503) and waits, up to ``[timers] drain_timeout``, for those under way; then
@@ -90,10 +93,12 @@ from exchnode.pki import (
 from .admin import AdminApi, StartFacts, note_start, read_credentials
 from .config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
 from .console import ConsoleApi
+from .expiry import certificates_to_watch, trust_health, watch_expiry
 from .metrics import MetricsApi
 from .operator import OperatorApi
 from .roles import PEOPLE, Credentials, token_key
-from .trust import crl_health, expand, read_crls, reload_crls, watch_crls
+from .trust import crl_files_state, expand, read_crls, reload_and_record, watch_crl_files
+from .workdays import note_calendar
 
 __all__ = [
     "AuditAndLogSink",
@@ -312,6 +317,7 @@ def state_lock(state_dir: Path) -> Iterator[None]:
 async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> int:
     now = datetime.now(UTC)
     masking_secret = read_masking_secret(config)  # before anything logs: a config problem
+    crl_files = crl_files_state(config)  # before reading them: a change after is seen
     trust = load_trust(config)
     _check_crls(trust, log)
     passphrase = config.identity.passphrase(config.path)
@@ -327,6 +333,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
     directory: StaticDirectory | None = None  # None: the node runs the signed directory
     if config.directory.mode == "static":
         directory = build_directory(config, trust, identity.peer, now, log)
+    note_calendar(config, log)
     credentials = Credentials(read_credentials(config))
     for role in PEOPLE:
         if role not in credentials.roles:
@@ -350,11 +357,17 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         directory=directory,
         services=[audit, witness, catalog, sharing],
     )
+    watched = certificates_to_watch(
+        identity.peer.certificate, identity.chain, trust.cas, trust.roots
+    )
+    cert_days, crl_hours = config.trust.certificate_warning_days, config.trust.crl_warning_hours
     facts: list[StartFacts] = []
     metrics = MetricsApi(node, audit=audit, catalog=catalog, sharing=sharing)
     api = OperatorApi(
         node,
-        trust_health=lambda: crl_health(node, config.trust.crl_warning_hours),
+        trust_health=lambda: trust_health(
+            node, watched, certificate_warning_days=cert_days, crl_warning_hours=crl_hours
+        ),
         host=config.operator.host,
         port=config.operator.port,
         credentials=credentials,
@@ -386,18 +399,15 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         loop.add_signal_handler(signum, on_signal, signum)
     reloads: set[asyncio.Task[None]] = set()
 
-    async def reload() -> None:
-        try:
-            await reload_crls(node, config, log)
-        except (ExchnodeError, OSError) as exc:
-            log.error("crls not reloaded; the ones in use stay", error=str(exc))
+    async def reload(kind: str) -> None:
+        await reload_and_record(node, config, audit, log, kind)
 
     def on_hangup() -> None:
         if not node_started:
             log.info("SIGHUP ignored: the node is not serving yet; its start reads the CRLs")
             return
         log.info("reloading crls", signal="SIGHUP")
-        task = loop.create_task(reload(), name="crl-reload")
+        task = loop.create_task(reload("sighup"), name="crl-reload")
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
@@ -417,7 +427,17 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         facts.append(await note_start(node, audit, config, credentials, log))
         # Into the signed directory: from here they travel to every node (node.trust).
         await node.add_crls(trust.crls)
-        node.run_task(lambda: watch_crls(node, config.trust.crl_warning_hours, log), "crl-watch")
+        node.run_task(
+            lambda: watch_expiry(
+                node,
+                watched,
+                certificate_warning_days=cert_days,
+                crl_warning_hours=crl_hours,
+                log=log,
+            ),
+            "expiry-watch",
+        )
+        node.run_task(lambda: watch_crl_files(config, reload, log, crl_files), "crl-files")
         api.serving()
         operator_url = f"http://{_host(operator_address[0])}:{operator_address[1]}"
         ready = {

@@ -13,7 +13,16 @@ with a static directory it applies here only.  CRLs come from:
 
 * ``[trust] crls`` and the CRLs kept in ``state_dir/crls`` (below), at start;
 * the same files again on **SIGHUP** or ``exchnode node admin crl reload``
-  (after a CA operator wrote a fresh CRL into ``trust/crls/``);
+  (after a CA operator wrote a fresh CRL into ``trust/crls/``), and by
+  themselves when they change: :func:`watch_crl_files` looks at the ``[trust] crls`` files'
+  size, mtime and inode every ``[trust] crl_poll_seconds`` (default 30, 0 =
+  off) and reads them again when any changed, a file was added or one went.
+  Every such reload is an audit record (``key``, ``crl.reload``, the node as
+  actor, ``kind`` ``sighup`` or ``file-change``; refused
+  ``invalid-configuration`` when a file does not read, and the CRLs in use
+  stay); each CRL it brings is applied to the live TLS contexts and the
+  certificate checks by the one path every CRL takes (``Node.add_crls``),
+  which records ``crl.applied`` and cuts the links of what it revokes;
 * ``exchnode node admin crl add FILE``: a PEM CRL the administrator gives
   the running node.  It is checked first (all or nothing: one that fails is
   answered with its code and reason and nothing is taken), then **kept** in
@@ -36,7 +45,7 @@ import asyncio
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,21 +54,26 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exchnode.aio import Node
-from exchnode.errors import CertificateError
+from exchnode.aio import AuditService, Node
+from exchnode.audit import NO_SUBJECT, Actor, AuditEntry, Category, Outcome, Role, details
+from exchnode.errors import CertificateError, ExchnodeError
 from exchnode.pki import CrlCheck, CrlSet, load_crls_pem
 
 from .config import ConfigError, DaemonConfig
 
 __all__ = [
     "WATCH_INTERVAL",
+    "CrlFilesState",
+    "crl_files_state",
     "crl_health",
     "crl_json",
     "expand",
     "keep_added_crl",
     "read_crls",
     "refused_json",
+    "reload_and_record",
     "reload_crls",
+    "watch_crl_files",
     "watch_crls",
 ]
 
@@ -109,6 +123,82 @@ async def reload_crls(node: Node, config: DaemonConfig, log: Any) -> CrlCheck:
         refused=[r.code for r in checked.refused],
     )
     return checked
+
+
+#: What the CRL files look like on disk: (path, inode, size, mtime in ns) per file, sorted.
+CrlFilesState = tuple[tuple[str, int, int, int], ...]
+
+
+def crl_files_state(config: DaemonConfig) -> CrlFilesState:
+    """The ``[trust] crls`` files' identity and dates now: any write, replacement, addition or
+    removal changes it (a rename over a file changes the inode, an edit the size or mtime).
+
+    ``state_dir/crls`` is left out: only this daemon writes it (``admin crl add``), after the
+    node has taken the CRL, so watching it would only reload what is already in use."""
+    paths = expand(config.trust.crls)
+    out = []
+    for path in paths:
+        try:
+            status = path.stat()
+        except OSError:
+            out.append((str(path), -1, -1, -1))  # missing now: a change when it comes back
+            continue
+        out.append((str(path), status.st_ino, status.st_size, status.st_mtime_ns))
+    return tuple(sorted(out))
+
+
+async def reload_and_record(
+    node: Node, config: DaemonConfig, audit: AuditService, log: Any, kind: str
+) -> CrlCheck | None:
+    """:func:`reload_crls` on the node's own initiative (``kind``: what made it), audited."""
+
+    def record(outcome: Outcome, **detail: str | int) -> None:
+        audit.append_entry(
+            AuditEntry(
+                time_ms=int(node.now() * 1000),
+                category=Category.KEY,
+                action="crl.reload",
+                actor=Actor(Role.NODE, config.name),
+                subject=NO_SUBJECT,
+                outcome=outcome,
+                detail=details(kind=kind, **detail),
+            )
+        )
+
+    try:
+        checked = await reload_crls(node, config, log)
+    except (ExchnodeError, OSError) as exc:
+        log.error("crls not reloaded; the ones in use stay", kind=kind, error=str(exc))
+        record(Outcome.refused("invalid-configuration"))
+        return None
+    record(Outcome.ok(), count=len(checked.current.crls))
+    return checked
+
+
+async def watch_crl_files(
+    config: DaemonConfig,
+    reload: Callable[[str], Awaitable[object]],
+    log: Any,
+    since: CrlFilesState,
+) -> None:
+    """Call ``reload("file-change")`` whenever the CRL files differ from the last look.
+
+    ``since``: the files as they were when the CRLs in use were read.  A file
+    caught half-written fails to read (logged, audited, the CRLs in use stay);
+    finishing the write changes it again, which reads it again.
+    """
+    interval = config.trust.crl_poll_seconds
+    if interval <= 0:
+        return
+    last = since
+    while True:
+        await asyncio.sleep(interval)
+        now = crl_files_state(config)
+        if now == last:
+            continue
+        last = now
+        log.info("crl files changed", files=len(now))
+        await reload("file-change")
 
 
 def _authority(crl: _CRL) -> bytes:

@@ -89,7 +89,7 @@ from exchnode.audit._records import AuditRecord, Category, SubjectKind
 from exchnode.catalog import CatalogEntry, CatalogRecord, ShareType, UpdateCycle
 from exchnode.core import Level, NodeName
 from exchnode.errors import UsageError
-from exchnode.sharing import DEFAULT_ANSWER_DAYS, WorkCalendar, local_date
+from exchnode.sharing import DEFAULT_ANSWER_DAYS, WorkCalendar, check_answer_days, local_date
 
 __all__ = [
     "CYCLE_SECONDS",
@@ -331,7 +331,7 @@ class OversightBuilder:
         traffic: frozenset[Category] = TRAFFIC,
     ) -> None:
         self.calendar = calendar or WorkCalendar()
-        self.calendar.deadline(0, answer_days)  # a bad answer_days fails here
+        check_answer_days(answer_days)  # a bad answer_days fails here
         if zombie_after_s <= 0 or stale_grace_s < 0:
             raise UsageError("zombie_after_s must be positive and stale_grace_s not negative")
         self.answer_days = answer_days

@@ -18,7 +18,10 @@ unlock the issuing CA's key.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import os
+import tempfile
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from exchnode.core import division_level
-from exchnode.errors import InvalidNameError, UsageError
+from exchnode.core import NodeName, division_level
+from exchnode.errors import CertificateError, InvalidNameError, UsageError
 from exchnode.pki import (
     CA_VALIDITY,
     CRL_VALIDITY,
@@ -40,15 +45,25 @@ from exchnode.pki import (
     CAStore,
     CertificateAuthority,
     CertKind,
+    Expiry,
+    ExpiryState,
     IssuedCertificate,
+    NodeBundle,
     TrustStore,
+    build_node_request,
+    certificate_expiry,
+    crl_expiry,
     load_certificates_pem,
     load_crls_pem,
+    load_local_identity,
+    load_request_pem,
     parse_subject,
+    read_node_request,
     read_passphrase_file,
     verify_ca_certificate,
     verify_chain,
     verify_node_certificate,
+    write_private_key,
 )
 
 if TYPE_CHECKING:
@@ -83,6 +98,16 @@ def _days(text: str) -> int:
     return days
 
 
+def _hours(text: str) -> int:
+    try:
+        hours = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of hours") from None
+    if not 0 <= hours <= 8760:
+        raise argparse.ArgumentTypeError("hours must be between 0 and 8760")
+    return hours
+
+
 def _division(text: str) -> str:
     try:
         division_level(text)
@@ -106,6 +131,21 @@ def _add_new_key_passphrase(parser: argparse.ArgumentParser, what: str) -> None:
         "--prompt-passphrase",
         action="store_true",
         help=f"ask on the terminal for a passphrase to encrypt {what}",
+    )
+
+
+def _add_key_passphrase(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--passphrase-file",
+        type=Path,
+        metavar="FILE",
+        help="unlock the node's keys with the passphrase on the first line of FILE",
+    )
+    group.add_argument(
+        "--prompt-passphrase",
+        action="store_true",
+        help="ask on the terminal for the passphrase of the node's keys",
     )
 
 
@@ -390,6 +430,211 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the request flow: keys born on the node ------------------------------------------
+
+_REQUEST_FILE = "request.csr"
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (mode 0644) so a reader sees the old or the new file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fchmod(out.fileno(), 0o644)
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _request_fingerprint(request: x509.CertificateSigningRequest) -> str:
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(request.public_bytes(serialization.Encoding.DER))
+    return digest.finalize().hex(":")
+
+
+def _csr(args: argparse.Namespace) -> int:
+    try:
+        name = NodeName.parse(args.name)
+    except InvalidNameError as exc:
+        raise UsageError(str(exc)) from None
+    out: Path = args.out
+    for target in ("signing.key", "encryption.key", _REQUEST_FILE):
+        if (out / target).exists():
+            raise UsageError(f"{out / target} already exists; choose an empty --out directory")
+    passphrase = _new_key_passphrase(args, f"the keys of node {name}")
+    signing = Ed25519PrivateKey.generate()
+    encryption = X25519PrivateKey.generate()
+    request = build_node_request(name, signing, encryption.public_key())
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private_key(out / "signing.key", signing, passphrase=passphrase)
+    write_private_key(out / "encryption.key", encryption, passphrase=passphrase)
+    _write_public(out / _REQUEST_FILE, request.public_bytes(serialization.Encoding.PEM))
+    protection = "passphrase-protected" if passphrase is not None else "NOT encrypted"
+    print(f"generated the keys of node {name} and its certificate signing request in {out}")
+    _show(
+        [
+            ("signing.key", f"Ed25519 signing key (mode 0600, {protection}); stays here"),
+            ("encryption.key", f"X25519 encryption key (mode 0600, {protection}); stays here"),
+            (_REQUEST_FILE, "the request (PKCS#10): send it to the CA's operator"),
+            ("SHA-256", _request_fingerprint(request)),
+        ]
+    )
+    print(
+        "Have the CA operator compare the SHA-256 above out of band before signing; then "
+        f"'exchnode pki install SIGNED_DIR --keys {out}'."
+    )
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    path = Path(args.request)
+    try:
+        request = load_request_pem(path.read_bytes())
+        wanted = read_node_request(request)
+    except CertificateError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+    store = CAStore(args.dir)
+    store.preflight_request(wanted, args.issuer, args.out)  # refuse before asking
+    bundle: NodeBundle = store.sign_request(
+        wanted,
+        args.issuer,
+        args.out,
+        now=_now(),
+        lifetime=timedelta(days=args.days),
+        issuer_passphrase=_issuer_passphrase(args),
+    )
+    cert = bundle.issued.certificate
+    print(f"signed the request of node {wanted.name} (CA {args.issuer}) into {bundle.directory}")
+    _show(
+        [
+            ("request SHA-256", _request_fingerprint(request)),
+            ("serial", str(cert.serial_number)),
+            ("valid", f"{_time(cert.not_valid_before_utc)} .. {_time(cert.not_valid_after_utc)}"),
+            ("node.crt", "the node certificate (the profile's extensions, not the request's)"),
+            ("chain.pem", "node certificate + intermediate CAs (present to peers)"),
+            ("root.crt", "the trust anchor"),
+            ("crls/", "current CRLs of the CAs above the node"),
+        ]
+    )
+    if wanted.ignored:
+        print(f"note: requested extensions not copied: {', '.join(wanted.ignored)}")
+    _clamp_note(bundle.issued)
+    for division in bundle.missing_crls:
+        print(f"warning: this store has no CRL of CA {division}; fetch it from its operator")
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    signed: Path = args.signed
+    keys: Path = args.keys
+    names = ["node.crt", "chain.pem", "root.crt"]
+    for name in names:
+        if not (signed / name).is_file():
+            raise UsageError(f"{signed / name} is missing: give the directory 'pki sign' wrote")
+        if (keys / name).exists():
+            raise UsageError(f"{keys / name} already exists; this node has a certificate")
+    roots = load_certificates_pem((signed / "root.crt").read_bytes())
+    crl_files = sorted((signed / "crls").glob("*.crl.pem")) if (signed / "crls").is_dir() else []
+    crls = [crl for path in crl_files for crl in load_crls_pem(path.read_bytes())]
+    passphrase = _key_passphrase(args)
+    # The whole check a node makes at start: the chain verifies and both keys match it.
+    identity = load_local_identity(
+        signed / "chain.pem",
+        keys / "signing.key",
+        keys / "encryption.key",
+        passphrase,
+        trust=TrustStore(roots, crls),
+        now=_now(),
+    )
+    for name in names:
+        _write_public(keys / name, (signed / name).read_bytes())
+    if crl_files:
+        (keys / "crls").mkdir(mode=0o700, exist_ok=True)
+        for path in crl_files:
+            _write_public(keys / "crls" / path.name, path.read_bytes())
+    print(f"installed the certificate of node {identity.name} beside its keys in {keys}")
+    _show(
+        [
+            ("matches", "signing.key and encryption.key are the keys it certifies"),
+            ("verified", f"chain to {parse_subject(roots[0].subject)[1]}, CRLs checked"),
+            (
+                "valid until",
+                _time(identity.peer.certificate.not_valid_after_utc)
+                if identity.peer.certificate
+                else "-",
+            ),
+        ]
+    )
+    return 0
+
+
+def _key_passphrase(args: argparse.Namespace) -> bytes | None:
+    if args.passphrase_file is not None:
+        return read_passphrase_file(args.passphrase_file)
+    if args.prompt_passphrase:
+        return getpass.getpass("passphrase of the node's keys: ").encode("utf-8")
+    return None
+
+
+# --- expiry of files --------------------------------------------------------------------
+
+
+def _expiry(args: argparse.Namespace) -> int:
+    now = _now()
+    cert_window = timedelta(days=args.warn_days)
+    crl_window = timedelta(hours=args.crl_warn_hours)
+    found: list[tuple[Path, Expiry]] = []
+    for path in _pem_files(args.files):
+        data = path.read_bytes()
+        certificates = _quietly(load_certificates_pem, data) if b"CERTIFICATE-" in data else []
+        crls = _quietly(load_crls_pem, data) if b"X509 CRL-" in data else []
+        if not certificates and not crls:
+            raise UsageError(f"{path} holds no PEM certificate or CRL")
+        found += [(path, certificate_expiry(c, now, cert_window)) for c in certificates]
+        found += [(path, crl_expiry(c, now, crl_window)) for c in crls]
+    header = ("FILE", "WHAT", "SUBJECT", "ENDS", "DAYS LEFT", "STATE")
+    rows = [header]
+    for path, expiry in found:
+        left = "-" if expiry.seconds_left is None else f"{expiry.seconds_left / 86400:.1f}"
+        ends = "-" if expiry.ends is None else _time(expiry.ends)
+        rows.append((str(path), expiry.kind, expiry.subject, ends, left, expiry.state.value))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    attention = [expiry for _, expiry in found if expiry.state.needs_attention]
+    for expiry in attention:
+        print(f"{expiry.state.value}: {expiry.describe()}")
+    expired = [e for e in attention if e.state in {ExpiryState.EXPIRED, ExpiryState.EARLY}]
+    if expired:
+        raise UsageError(f"{len(expired)} of {len(found)} not valid now: {expired[0].describe()}")
+    return 0
+
+
+def _quietly(loader: Callable[[bytes], list[Any]], data: bytes) -> list[Any]:
+    try:
+        return loader(data)
+    except CertificateError:
+        return []
+
+
+def _pem_files(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            out += sorted(
+                p for p in path.rglob("*") if p.suffix in {".pem", ".crt"} and p.is_file()
+            )
+        else:
+            out.append(path)
+    return out
+
+
 # --- the parser ------------------------------------------------------------------
 
 
@@ -525,6 +770,105 @@ The node must lie within the issuer's division.  Default lifetime
 {NODE_VALIDITY.days} days.  Carry --out to the node over a trusted channel.""",
     ),
     _Verb(
+        "csr",
+        _csr,
+        (
+            _arg("name", metavar="NAME", help="node name: DIVISION or DIVISION.department"),
+            _arg("--out", required=True, type=Path, metavar="DIR", help="where the keys stay"),
+            _new_key_args("the node's keys"),
+        ),
+        help="on the node: generate its keys and a certificate signing request",
+        description=(
+            "On the node's own machine: generate the Ed25519 signing key and the X25519 "
+            "encryption key of node NAME into --out (mode 0600, never to leave it) and write "
+            "request.csr, a PKCS#10 request naming the node as the profile does, signed by "
+            "the signing key and carrying the encryption key.  Send request.csr to the CA's "
+            "operator ('exchnode pki sign'), then install what comes back ('exchnode pki "
+            "install')."
+        ),
+        epilog="""Example:
+  exchnode pki csr 520102.gongan --out /etc/exchnode/identity --prompt-passphrase
+  # send /etc/exchnode/identity/request.csr to the operator of CA 520102""",
+    ),
+    _Verb(
+        "sign",
+        _sign,
+        (
+            _arg("request", metavar="REQUEST", help="the node's request.csr (PEM)"),
+            _add_issuer,
+            _add_pki_dir,
+            _arg("--out", required=True, type=Path, metavar="DIR", help="where to write files"),
+            _days_arg(NODE_VALIDITY),
+            _add_issuer_passphrase,
+        ),
+        help="on the CA: check a node's request and issue its certificate",
+        description=(
+            "Check REQUEST (its signature under the key it asks to certify, the node name "
+            "in the profile's shape, Ed25519 and X25519 keys) and that the node lies within "
+            "the division of CA --issuer, then issue the node certificate under the profile: "
+            "only the name and the two public keys are taken from the request, never its "
+            "extensions.  Writes node.crt, chain.pem, root.crt and crls/ into --out, no key."
+        ),
+        epilog=f"""Example:
+  exchnode pki sign request.csr --issuer 520102 --dir /srv/exchnode-pki \\
+      --out ./520102.gongan-signed --prompt-issuer-passphrase
+
+Compare the request's SHA-256 with the one the node's operator read out.
+Default lifetime {NODE_VALIDITY.days} days.""",
+    ),
+    _Verb(
+        "install",
+        _install,
+        (
+            _arg("signed", type=Path, metavar="SIGNED_DIR", help="the directory 'sign' wrote"),
+            _arg("--keys", required=True, type=Path, metavar="DIR", help="where 'csr' put keys"),
+            _add_key_passphrase,
+        ),
+        help="on the node: install its signed certificate beside its keys",
+        description=(
+            "Check that the certificate in SIGNED_DIR certifies the keys in --keys (both of "
+            "them) and that its chain verifies to root.crt under the CRLs, then copy "
+            "node.crt, chain.pem, root.crt and crls/ beside the keys.  The node's "
+            "[identity] then points at --keys."
+        ),
+        epilog="""Example:
+  exchnode pki install ./520102.gongan-signed --keys /etc/exchnode/identity \\
+      --prompt-passphrase""",
+    ),
+    _Verb(
+        "expiry",
+        _expiry,
+        (
+            _arg(
+                "files",
+                nargs="+",
+                metavar="FILE",
+                help="PEM certificates and CRLs, or directories of *.pem and *.crt",
+            ),
+            _arg(
+                "--warn-days",
+                type=_days,
+                default=30,
+                help="warn of a certificate ending within this many days (default 30)",
+            ),
+            _arg(
+                "--crl-warn-hours",
+                type=_hours,
+                default=24,
+                help="warn of a CRL whose nextUpdate is within this many hours (default 24)",
+            ),
+        ),
+        help="show when certificates and CRLs run out",
+        description=(
+            "Print, for every certificate and CRL in the files, when it ends (notAfter, "
+            "nextUpdate), the days left and its state: current, expiring (within the "
+            "warning window), expired (for a CRL: past nextUpdate), early (not valid yet).  "
+            "Exit status 1 when one is expired or not valid yet, for monitoring."
+        ),
+        epilog="""Example:
+  exchnode pki expiry /etc/exchnode/identity/chain.pem /etc/exchnode/trust --warn-days 60""",
+    ),
+    _Verb(
         "revoke",
         _revoke,
         (
@@ -639,5 +983,8 @@ PKI_EPILOG = """Example: a province-rooted hierarchy down to a district's public
   exchnode pki issue-ca 520102 --issuer 520100 --dir pki
   exchnode pki issue-node 520102.gongan --issuer 520102 --dir pki --out node-gongan
   exchnode pki verify node-gongan/chain.pem --dir pki
+
+Or keep a node's keys on its own machine: 'pki csr' there, 'pki sign' at the
+CA, 'pki install' back on the node.
 
 See certs/README.md for the operator's guide and SPEC §3 for the profile."""

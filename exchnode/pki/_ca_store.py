@@ -46,7 +46,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from exchnode.core import NodeName, division_level
-from exchnode.errors import CertificateError, InvalidNameError, UsageError
+from exchnode.errors import CertificateError, InvalidNameError, NameConstraintError, UsageError
+from exchnode.pki._csr import NodeRequest
 from exchnode.pki._issue import (
     Revocation,
     build_crl,
@@ -524,7 +525,6 @@ class CAStore:
         issuer = self.preflight_node(name, issuer_division, out_dir)
         node = NodeName.parse(name)
         out = Path(out_dir)
-        chain_cas = [_division_of(cert) for cert in issuer.chain]
         issuer_key = self.load_key(issuer, issuer_passphrase)
         signing = Ed25519PrivateKey.generate()
         encryption = X25519PrivateKey.generate()
@@ -546,13 +546,21 @@ class CAStore:
         out.mkdir(mode=_DIRECTORY_MODE, parents=True, exist_ok=True)
         write_private_key(out / "signing.key", signing, passphrase=passphrase)
         write_private_key(out / "encryption.key", encryption, passphrase=passphrase)
+        missing = self._write_node_files(out, certificate, issuer)
+        return NodeBundle(IssuedCertificate(certificate, entry, requested), out, missing)
+
+    def _write_node_files(
+        self, out: Path, certificate: x509.Certificate, issuer: CertificateAuthority
+    ) -> tuple[str, ...]:
+        """node.crt, chain.pem, root.crt and crls/ into ``out``; the CAs without a CRL here."""
         intermediates = issuer.chain[:-1]  # the root travels separately, as root.crt
         _atomic_write(out / "node.crt", _pem(certificate))
         _atomic_write(out / "chain.pem", b"".join(_pem(c) for c in (certificate, *intermediates)))
         _atomic_write(out / "root.crt", _pem(issuer.root))
         (out / "crls").mkdir(mode=_DIRECTORY_MODE, exist_ok=True)
         missing = []
-        for cert, division in zip(issuer.chain, chain_cas, strict=True):
+        for cert in issuer.chain:
+            division = _division_of(cert)
             crl = self._crl_of(division, cert)
             if crl is None:
                 missing.append(division)
@@ -560,7 +568,61 @@ class CAStore:
             _atomic_write(
                 out / "crls" / f"{division}.crl.pem", crl.public_bytes(serialization.Encoding.PEM)
             )
-        return NodeBundle(IssuedCertificate(certificate, entry, requested), out, tuple(missing))
+        return tuple(missing)
+
+    def preflight_request(
+        self, request: NodeRequest, issuer_division: str, out_dir: Path | str
+    ) -> CertificateAuthority:
+        """The checks of :meth:`sign_request` that need no key.  Returns the issuer."""
+        issuer = self.load(issuer_division)
+        problem = node_issuance_problem(issuer_division, request.name)
+        if problem is not None:
+            raise NameConstraintError(f"name outside the CA's division: {problem}")
+        out = Path(out_dir)
+        targets = ["node.crt", "chain.pem", "root.crt"]
+        targets += [f"crls/{_division_of(cert)}.crl.pem" for cert in issuer.chain]
+        for target in targets:
+            if (out / target).exists():
+                raise UsageError(f"{out / target} already exists; choose an empty --out directory")
+        return issuer
+
+    def sign_request(
+        self,
+        request: NodeRequest,
+        issuer_division: str,
+        out_dir: Path | str,
+        *,
+        now: datetime,
+        lifetime: timedelta,
+        issuer_passphrase: bytes | None = None,
+    ) -> NodeBundle:
+        """Certify the keys of a verified request (``pki.read_node_request``) under the profile.
+
+        Only the request's name and public keys are used; the certificate is
+        built as :meth:`issue_node` builds one, and written with its chain, the
+        root and the CRLs, without any key, to ``out_dir``.
+        """
+        now = _aware(now)
+        issuer = self.preflight_request(request, issuer_division, out_dir)
+        issuer_key = self.load_key(issuer, issuer_passphrase)
+        with self._locked(issuer.division):
+            start, end, requested = self._validity(issuer, now, lifetime)
+            certificate = build_node_certificate(
+                request.name,
+                request.signing_key,
+                request.encryption_key,
+                issuer.certificate,
+                issuer_key,
+                x509.random_serial_number(),
+                start,
+                end,
+            )
+            entry = _entry_for(certificate, str(request.name), CertKind.NODE)
+            self._record(issuer, entry)
+        out = Path(out_dir)
+        out.mkdir(mode=_DIRECTORY_MODE, parents=True, exist_ok=True)
+        missing = self._write_node_files(out, certificate, issuer)
+        return NodeBundle(IssuedCertificate(certificate, entry, requested), out, missing)
 
     def _crl_of(
         self, division: str, certificate: x509.Certificate

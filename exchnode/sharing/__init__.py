@@ -110,7 +110,9 @@ from exchnode.sharing._workdays import (
     CHINA_STANDARD_TIME,
     DEFAULT_ANSWER_DAYS,
     MAX_ANSWER_DAYS,
+    CalendarCoverageError,
     WorkCalendar,
+    check_answer_days,
     local_date,
 )
 
@@ -125,6 +127,7 @@ __all__ = [
     "Action",
     "AtRestCipher",
     "AuthorityDesk",
+    "CalendarCoverageError",
     "Correction",
     "CorrectionAnswer",
     "CorrectionDesk",
@@ -164,6 +167,7 @@ __all__ = [
     "WorkCalendar",
     "YearOnly",
     "annotations",
+    "check_answer_days",
     "decode_message",
     "group_deliveries",
     "local_date",

@@ -76,7 +76,7 @@ from exchnode.sharing._states import (
     sharing_authority,
 )
 from exchnode.sharing._states import next_state as _next_state
-from exchnode.sharing._workdays import DEFAULT_ANSWER_DAYS, WorkCalendar
+from exchnode.sharing._workdays import DEFAULT_ANSWER_DAYS, WorkCalendar, check_answer_days
 
 __all__ = ["SubscriptionBook", "check_reason", "grant_from_wire", "grant_to_wire", "unknown_items"]
 
@@ -127,8 +127,7 @@ class SubscriptionBook:
         self.provider = check_name(provider, "provider")
         self.authority = sharing_authority(provider)
         self.calendar = calendar or WorkCalendar()
-        self.calendar.deadline(0, answer_days)  # fail now on a bad answer_days
-        self.answer_days = answer_days
+        self.answer_days = check_answer_days(answer_days)  # fail now on a bad answer_days
         self._resources = resources
         self._sink = sink
         self._secret = masking_secret
@@ -192,12 +191,14 @@ class SubscriptionBook:
         if unknown:
             raise UnknownItemError(unknown[0], f"is not an item of resource {terms.code}")
         entry = _Entry(request, terms, ARRIVAL[terms.share_type])
+        if entry.state is _S.PENDING:
+            # First: a deadline the calendar cannot count (CalendarCoverageError) leaves no entry.
+            entry.deadline_ms = self.calendar.deadline(now_ms, self.answer_days)
         self._entries[request.request_id] = entry
         if entry.state is _S.GRANTED:
             entry.grant = self._new_grant(entry, request.items, MaskSet(), None, now_ms)
             message = self._decision(entry, now_ms)
         elif entry.state is _S.PENDING:
-            entry.deadline_ms = self.calendar.deadline(now_ms, self.answer_days)
             message = self._decision(entry, now_ms)
         else:
             message = self._decision(entry, now_ms, reason=terms.conditions or "not shared")
@@ -244,8 +245,9 @@ class SubscriptionBook:
         if review.outcome is ReviewOutcome.UPHOLD:
             self._move(entry, Action.UPHOLD, sender, now_ms, UnexpectedMessageError)
             return []
+        deadline_ms = self.calendar.deadline(now_ms, self.answer_days)  # before any change
         self._move(entry, Action.RE_REVIEW, sender, now_ms, UnexpectedMessageError)
-        entry.deadline_ms = self.calendar.deadline(now_ms, self.answer_days)
+        entry.deadline_ms = deadline_ms
         return [Outgoing((entry.request.requester,), self._decision(entry, now_ms))]
 
     # -- the operator's decisions

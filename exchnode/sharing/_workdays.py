@@ -22,6 +22,15 @@ The counting rule, chosen to match the civil code's rule for periods (民法典
 
 China Standard Time is a fixed UTC+8 with no daylight saving since 1991, so a
 fixed offset is exact and needs no tz database on the host.
+
+Coverage: the lists are only right for the years someone checked them
+against the State Council's notice.  A calendar built from a maintained list
+(the daemon's ``node.calendar``, from ``chinese-calendar``) says which years
+that is (``covered_years``); counting a deadline across a day of any other
+year raises :class:`CalendarCoverageError` naming the year, because guessing
+"weekdays only" there could move a county's legal deadline silently.  A
+calendar without ``covered_years`` (None) checks nothing: what tests and
+callers that own their lists get.
 """
 
 from __future__ import annotations
@@ -32,7 +41,14 @@ from dataclasses import dataclass
 
 from exchnode.errors import UsageError
 
-__all__ = ["CHINA_STANDARD_TIME", "DEFAULT_ANSWER_DAYS", "WorkCalendar", "local_date"]
+__all__ = [
+    "CHINA_STANDARD_TIME",
+    "DEFAULT_ANSWER_DAYS",
+    "CalendarCoverageError",
+    "WorkCalendar",
+    "check_answer_days",
+    "local_date",
+]
 
 CHINA_STANDARD_TIME = dt.timezone(dt.timedelta(hours=8), "CST")
 DEFAULT_ANSWER_DAYS = 10
@@ -41,17 +57,43 @@ _SATURDAY = 5
 _MS_PER_SECOND = 1000
 
 
+class CalendarCoverageError(UsageError):
+    """A deadline would be counted across a year the calendar's lists do not cover."""
+
+    def __init__(self, year: int, covered: frozenset[int]) -> None:
+        span = f"{min(covered)}-{max(covered)}" if covered else "no year"
+        super().__init__(
+            f"the working-day calendar does not cover {year} (it covers {span}): a deadline "
+            f"counted into {year} would be a guess; update the calendar (chinese-calendar) or "
+            f"declare {year}'s holidays and make-up days in [sharing]"
+        )
+        self.year = year
+
+
+def check_answer_days(working_days: object) -> int:
+    """``working_days`` if it is a whole number of days a deadline may be counted in."""
+    if type(working_days) is not int or not 1 <= working_days <= MAX_ANSWER_DAYS:
+        raise UsageError(f"working_days must be 1..{MAX_ANSWER_DAYS}, got {working_days!r}")
+    return working_days
+
+
 @dataclass(frozen=True, slots=True)
 class WorkCalendar:
-    """Which dates are working days: weekdays, minus holidays, plus make-up days."""
+    """Which dates are working days: weekdays, minus holidays, plus make-up days.
+
+    ``covered_years``: the years the lists are known right for (None: not checked).
+    """
 
     holidays: frozenset[dt.date] = frozenset()
     makeup_workdays: frozenset[dt.date] = frozenset()
+    covered_years: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         for day in self.holidays | self.makeup_workdays:
             if type(day) is not dt.date:
                 raise UsageError(f"calendar dates are datetime.date values, got {day!r}")
+            if self.covered_years is not None and day.year not in self.covered_years:
+                raise CalendarCoverageError(day.year, self.covered_years)
         both = self.holidays & self.makeup_workdays
         if both:
             raise UsageError(f"{min(both)} is listed both as a holiday and as a make-up day")
@@ -75,9 +117,12 @@ class WorkCalendar:
         return day.weekday() < _SATURDAY and day not in self.holidays
 
     def deadline(self, start_ms: int, working_days: int = DEFAULT_ANSWER_DAYS) -> int:
-        """The end of the ``working_days``-th working day after the day of ``start_ms``."""
-        if type(working_days) is not int or not 1 <= working_days <= MAX_ANSWER_DAYS:
-            raise UsageError(f"working_days must be 1..{MAX_ANSWER_DAYS}, got {working_days!r}")
+        """The end of the ``working_days``-th working day after the day of ``start_ms``.
+
+        Raises :class:`CalendarCoverageError` when a day it counts over lies
+        in a year outside ``covered_years``.
+        """
+        check_answer_days(working_days)
         day = local_date(start_ms)
         for _ in range(working_days):
             day = self.next_working_day(day)
@@ -89,9 +134,15 @@ class WorkCalendar:
         Terminates: the holiday list is finite, so some later weekday is free.
         """
         day += dt.timedelta(days=1)
+        self._check_covered(day)
         while not self.is_working_day(day):
             day += dt.timedelta(days=1)
+            self._check_covered(day)
         return day
+
+    def _check_covered(self, day: dt.date) -> None:
+        if self.covered_years is not None and day.year not in self.covered_years:
+            raise CalendarCoverageError(day.year, self.covered_years)
 
 
 def local_date(ms: int) -> dt.date:

@@ -111,7 +111,17 @@ def config_refused(path: Path, text: str, problem: str) -> ConfigError:
 class DaemonFederation:
     """A PKI under ``root/pki`` and one node folder per name, all issued by ``node init``."""
 
-    def __init__(self, root: Path, names: list[str], directory_mode: str = "static") -> None:
+    def __init__(
+        self,
+        root: Path,
+        names: list[str],
+        directory_mode: str = "static",
+        *,
+        library_calendar: bool = False,
+    ) -> None:
+        """``library_calendar``: count working days with chinese-calendar, as a node does by
+        default; without it the nodes count weekends only (``calendar = "none"``), so a test's
+        deadline never runs past the library's last year whatever day the test runs."""
         self.root = root
         self.now = datetime.now(UTC).replace(microsecond=0)
         self.store = CAStore(root / "pki")
@@ -146,6 +156,14 @@ class DaemonFederation:
                     directory_mode=directory_mode,
                 )
             )
+            if not library_calendar:
+                self._weekends_only(name)
+
+    def _weekends_only(self, name: str) -> None:
+        path = self.config_path(name)
+        text = path.read_text("utf-8")
+        assert "\n[sharing]\n" in text
+        path.write_text(text.replace("\n[sharing]\n", '\n[sharing]\ncalendar = "none"\n', 1))
 
     @staticmethod
     def _ca_of(name: str) -> str:

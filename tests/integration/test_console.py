@@ -462,7 +462,7 @@ def test_administrator_reads_every_panel_of_the_hub(
     certificates = rows(page, "certificates")
     assert certificates[0][0] == "node"
     assert {c[0] for c in certificates} == {"node", "ca", "root"}
-    assert all(c[5] == "valid" for c in certificates)
+    assert all(c[5] == "current" for c in certificates)
     assert HUB in certificates[0][1]
     crls = rows(page, "crls")
     assert crls

@@ -9,6 +9,7 @@ requests and decisions, records, corrections (校核) and gap repair.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import urllib.error
 import urllib.request
@@ -658,8 +659,14 @@ def test_sharing_config_defaults_and_calendar(tmp_path: Path) -> None:
     assert config.sharing.masking_secret == tmp_path / "masking.secret"
     assert config.catalog.refresh == 60.0
     calendar = config.sharing.calendar
-    assert len(calendar.holidays) == 2
-    assert len(calendar.makeup_workdays) == 1
+    # The lists are overrides of chinese-calendar's (node.workdays): 10-01 and 10-02 are its
+    # holidays already; 09-27, a holiday there, is made a working day here, and said so.
+    assert {dt.date(2026, 10, 1), dt.date(2026, 10, 2), dt.date(2026, 10, 7)} <= calendar.holidays
+    assert calendar.is_working_day(dt.date(2026, 9, 27))
+    assert dt.date(2026, 9, 20) in calendar.makeup_workdays  # the library's
+    (note,) = config.sharing.calendar_notes
+    assert note.startswith("2026-09-27: a holiday in chinese-calendar ")
+    assert note.endswith(", a make-up working day here")
 
 
 def test_init_writes_the_masking_secret_and_run_checks_it(tmp_path: Path) -> None:

@@ -15,7 +15,19 @@ from exchnode.cli import main
 from exchnode.pki import CAStore, TrustStore, load_certificates_pem, load_local_identity
 from exchnode.pki._verify import load_crl_pem
 
-VERBS = ["init-root", "issue-ca", "issue-node", "revoke", "crl", "list", "verify"]
+VERBS = [
+    "init-root",
+    "issue-ca",
+    "issue-node",
+    "csr",
+    "sign",
+    "install",
+    "revoke",
+    "crl",
+    "list",
+    "verify",
+    "expiry",
+]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

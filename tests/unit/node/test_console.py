@@ -11,7 +11,6 @@ from cryptography.x509.oid import NameOID
 
 from exchnode.audit import Role
 from exchnode.node.console import (
-    CERT_WARNING_DAYS,
     certificate_json,
     deadline_json,
     working_days_left,
@@ -20,6 +19,7 @@ from exchnode.node.roles import area_of
 from exchnode.sharing import CHINA_STANDARD_TIME, WorkCalendar
 
 NOW = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+WARNING_DAYS = 30  # [trust] certificate_warning_days, its default
 
 
 def certificate(not_before: datetime, not_after: datetime) -> x509.Certificate:
@@ -40,12 +40,12 @@ def certificate(not_before: datetime, not_after: datetime) -> x509.Certificate:
 @pytest.mark.parametrize(
     ("before_days", "after_days", "state", "days_left"),
     [
-        (-300, 65, "valid", 65.0),
-        (-300, CERT_WARNING_DAYS + 0.5, "valid", 30.5),
-        (-300, CERT_WARNING_DAYS, "expiring", 30.0),
+        (-300, 65, "current", 65.0),
+        (-300, WARNING_DAYS + 0.5, "current", 30.5),
+        (-300, WARNING_DAYS, "expiring", 30.0),
         (-300, 0.5, "expiring", 0.5),
         (-300, -1, "expired", -1.0),
-        (2, 300, "not-yet-valid", 300.0),
+        (2, 300, "early", 300.0),
     ],
 )
 def test_a_certificate_is_expiring_within_30_days_and_expired_after(
@@ -55,7 +55,7 @@ def test_a_certificate_is_expiring_within_30_days_and_expired_after(
         certificate(NOW + timedelta(days=before_days), NOW + timedelta(days=after_days)),
         "node",
         NOW,
-        CERT_WARNING_DAYS,
+        WARNING_DAYS,
     )
     assert shown["state"] == state
     assert shown["days_left"] == days_left

@@ -210,7 +210,10 @@ async def test_a_hub_with_thousands_of_neighbours_is_scraped_cheaply() -> None:
     took = time.perf_counter() - started
     lines = body.count(b"\n")
     print(f"\nscrape of 3,000 neighbours: {took * 1000:.0f} ms, {lines} lines, {len(body)} bytes")
-    assert took < 2.0  # measured ~0.2 s on the CI machine's kind; a bound, not a target
+    # What keeps a scrape cheap is its size, linear in the links with a small factor (one state
+    # series per link, traffic once non-zero, queues only where something waits): ~10 lines a
+    # link here. Its time (~0.2-0.4 s here) is the benchmark's business, not a unit test's.
+    assert lines < 12 * 3_000 + 1_000
     for _ in range(5):  # scrapes in a row read the store once
         await api.refresh()
     assert node.store_reads == 1

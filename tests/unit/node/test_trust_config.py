@@ -34,3 +34,16 @@ def test_the_default_warns_two_days_ahead_and_the_key_sets_it(tmp_path: Path) ->
 def test_a_bad_warning_names_the_key(tmp_path: Path, value: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=rf"trust\.crl_warning_hours: .*{problem}"):
         load_config(config(tmp_path, f"crl_warning_hours = {value}"))
+
+
+def test_certificate_warning_and_crl_poll_have_defaults_and_bounds(tmp_path: Path) -> None:
+    trust = load_config(config(tmp_path, "")).trust
+    assert (trust.certificate_warning_days, trust.crl_poll_seconds) == (30.0, 30.0)
+    trust = load_config(
+        config(tmp_path, "certificate_warning_days = 60\ncrl_poll_seconds = 0")
+    ).trust
+    assert (trust.certificate_warning_days, trust.crl_poll_seconds) == (60.0, 0.0)
+    with pytest.raises(ConfigError, match=r"trust\.certificate_warning_days: must be positive"):
+        load_config(config(tmp_path, "certificate_warning_days = 0"))
+    with pytest.raises(ConfigError, match=r"trust\.crl_poll_seconds: must be 0 \(off\) to"):
+        load_config(config(tmp_path, "crl_poll_seconds = -1"))

@@ -15,6 +15,7 @@ from exchnode.core._events import ListSink
 from exchnode.sharing import (
     CHINA_STANDARD_TIME,
     KINDS,
+    CalendarCoverageError,
     Decision,
     Escalation,
     Expiry,
@@ -624,3 +625,28 @@ def test_gap_tracker_reports_high_water_gaps_and_duplicates() -> None:
         tracker.observe(0)
     with pytest.raises(errors.UsageError):
         GapTracker(after=-1)
+
+
+def test_a_deadline_the_calendar_cannot_count_refuses_the_request_and_keeps_nothing() -> None:
+    """A request whose deadline would fall in a year the calendar does not cover is refused
+    (the error names the year), and the book holds no half-made entry for it."""
+    world = World()
+    world.book.calendar = WorkCalendar(covered_years=frozenset({2026}))
+    late = cst_ms(2026, 12, 28, 10)  # five working days from here end in January 2027
+    out = world.view.request(
+        CONDITIONAL,
+        purpose="verify eligibility for minimum living allowance",
+        scope="applicants in Nanming district, 2026",
+        items=("name",),
+        operator="li",
+        now_ms=late,
+    )
+    (request,) = [item.message for item in out]
+    with pytest.raises(CalendarCoverageError, match="does not cover 2027"):
+        world.book.on_request(request, sender=REQUESTER, now_ms=late)
+    with pytest.raises(errors.UsageError, match="no request"):
+        world.book.deadline(request.request_id)
+    assert world.actions() == []
+    world.book.calendar = WorkCalendar(covered_years=frozenset({2026, 2027}))
+    world.book.on_request(request, sender=REQUESTER, now_ms=late)  # the same request, now taken
+    assert world.book.deadline(request.request_id) == cst_ms(2027, 1, 5)
