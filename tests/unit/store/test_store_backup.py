@@ -80,7 +80,7 @@ def test_writes_during_the_copy_are_in_it_and_do_not_wait_for_the_whole_copy(
 def test_refuses_an_existing_target_and_bad_pages(tmp_path: Path) -> None:
     (tmp_path / "there.db").write_bytes(b"mine")
     with _filled(tmp_path / "s.db", 1) as store:
-        with pytest.raises(StoreError, match="there.db"):
+        with pytest.raises(StoreError, match=r"there\.db"):
             store.backup(tmp_path / "there.db")
         with pytest.raises(UsageError, match="pages"):
             store.backup(tmp_path / "x.db", pages=0)
