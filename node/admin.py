@@ -82,6 +82,7 @@ from exchnode.pki import load_crls_pem, read_private_file
 from exchnode.store import PeerState
 
 from .api import HTTPProblem, json_body, peer_state_json, person
+from .backup import BackupApi
 from .config import DaemonConfig
 from .peer_health import refusals_by_peer, with_refusal
 from .roles import PEOPLE, Credentials, token_key
@@ -347,6 +348,7 @@ class AdminApi:
         self.credentials = credentials
         self.audit = audit
         self._facts = facts
+        self.backup = BackupApi(node, config, audit)
         self.log: Any = structlog.get_logger("node.admin").bind(node=node.name)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
@@ -360,6 +362,7 @@ class AdminApi:
             ("GET", "/v1/admin/crls", self._crls),
             ("POST", "/v1/admin/crls", self._crl_add),
             ("POST", "/v1/admin/crls/reload", self._crl_reload),
+            ("POST", "/v1/admin/backup", self.backup.handle),
         ]
 
     def _record(
