@@ -36,6 +36,7 @@ from .audit_offline import read_records_offline, verify_offline
 from .audit_report import collect_configs, collect_offline
 from .cli_common import add_verb_group, ask, common_options, show
 from .cli_services import render_table
+from .cli_trace import register as register_trace
 from .client import OperatorClient
 from .config import DaemonConfig, load_config
 from .operator_audit import DEFAULT_RECORDS, MAX_RECORDS, witnessed_heads
@@ -395,3 +396,4 @@ read (the report still names it), 0 otherwise.""",
         help="the answer rule in working days (default %(default)s)",
     )
     p.set_defaults(handler=_report)
+    register_trace(group, prog)
