@@ -84,6 +84,7 @@ from exchnode.store import PeerState
 from .api import HTTPProblem, json_body, peer_state_json, person
 from .backup import BackupApi
 from .config import DaemonConfig
+from .forms import iso_ms, iso_time
 from .peer_health import refusals_by_peer, with_refusal
 from .roles import PEOPLE, Credentials, token_key
 from .trust import crl_health, crl_json, keep_added_crl, refused_json, reload_crls
@@ -131,7 +132,7 @@ def _serial_bytes(serial: int) -> bytes:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    return iso_ms(ms) or ""
 
 
 def _paths(paths: tuple[Path, ...]) -> list[str]:
@@ -430,8 +431,8 @@ class AdminApi:
                 "subject": certificate.subject.rfc4514_string(),
                 "issuer": certificate.issuer.rfc4514_string(),
                 "issuer_name": str(issuer[0].value) if issuer else None,
-                "not_before": certificate.not_valid_before_utc.isoformat(),
-                "not_after": not_after.isoformat(),
+                "not_before": iso_time(certificate.not_valid_before_utc),
+                "not_after": iso_time(not_after),
                 "days_left": round((not_after.timestamp() - now) / 86400, 1),
             }
         return web.json_response(body)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from exchnode.cli._times import iso_time
 from exchnode.core import division_level
 from exchnode.errors import InvalidNameError, UsageError
 from exchnode.pki import (
@@ -70,7 +71,7 @@ def _now() -> datetime:
 
 
 def _time(moment: datetime) -> str:
-    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    return iso_time(moment)
 
 
 def _days(text: str) -> int:
