@@ -84,7 +84,7 @@ def _records_text(page: dict[str, Any]) -> str:
         rows.append(
             [
                 str(record["seq"]),
-                record["time"][:19],
+                record["time"][:19] + record["time"][-6:],
                 record["category"],
                 record["action"],
                 f"{record['actor']['role']}:{record['actor']['name']}",
@@ -93,7 +93,7 @@ def _records_text(page: dict[str, Any]) -> str:
             ]
         )
     table = render_table(
-        ["SEQ", "TIME (+08:00)", "CATEGORY", "ACTION", "ACTOR", "SUBJECT", "OUTCOME"], rows
+        ["SEQ", "TIME", "CATEGORY", "ACTION", "ACTOR", "SUBJECT", "OUTCOME"], rows
     )
     more = f"\n(more: --from {page['next']})" if page.get("next") is not None else ""
     return table + more
