@@ -32,9 +32,11 @@ from .cli_admin import register as register_admin
 from .cli_audit import register as register_audit
 from .cli_backup import register as register_backup
 from .cli_common import add_config_option, add_verb
+from .cli_examples import add_examples
 from .cli_services import register as register_services
 from .cli_status import register as register_status
 from .client import OperatorClient, OperatorError, Received
+from .completion import register as register_completion
 from .config import DEFAULT_LISTEN, DEFAULT_OPERATOR, DIRECTORY_MODES, LEVELS, load_config
 from .content_types import content_type_of
 from .forms import iso_ms
@@ -230,6 +232,8 @@ object {{"seq", "fields"}} per line (DIR/<sender>.<message id>.jsonl).""",
     register_audit(verbs, prog)
     register_admin(verbs, prog)
     register_backup(verbs, prog)
+    register_completion(verbs, prog)
+    add_examples(parser, prog)
     return parser
 
 

@@ -92,9 +92,7 @@ def _records_text(page: dict[str, Any]) -> str:
                 outcome["status"] + (f":{outcome['code']}" if outcome["code"] else ""),
             ]
         )
-    table = render_table(
-        ["SEQ", "TIME", "CATEGORY", "ACTION", "ACTOR", "SUBJECT", "OUTCOME"], rows
-    )
+    table = render_table(["SEQ", "TIME", "CATEGORY", "ACTION", "ACTOR", "SUBJECT", "OUTCOME"], rows)
     more = f"\n(more: --from {page['next']})" if page.get("next") is not None else ""
     return table + more
 
