@@ -13,9 +13,10 @@ store with SQLite's online backup on the store's own connection
 between steps, so custody goes on meanwhile and waits at most one step), and
 answers with one tar file, streamed:
 
-* ``manifest.json``: ``format``, ``node``, ``level``, ``created`` (ISO 8601,
-  UTC), the store's ``schema_version``, and for every other member its
-  ``bytes`` and ``sha256``; ``excluded`` says what is not in it;
+* ``manifest.json``: ``format``, ``node``, ``level``, ``created`` (ISO 8601
+  with the offset, as every time the node shows), the store's
+  ``schema_version``, and for every other member its ``bytes`` and
+  ``sha256``; ``excluded`` says what is not in it;
 * ``store.sqlite``: custody (queues, inbox, dedup records), the audit log
   with its heads and seal, peer states, the catalog, subscriptions, meta;
 * ``node.toml``: the configuration the node ran with, for reference (a
@@ -83,6 +84,7 @@ from exchnode.store import SqliteStore
 
 from .api import HTTPProblem, json_body, person
 from .config import DaemonConfig
+from .forms import iso_time
 
 if TYPE_CHECKING:
     from exchnode.aio import AuditService, Node
@@ -107,11 +109,6 @@ EXCLUDED = (
     "trust folder ([trust])",
 )
 _CHUNK = 1 << 20
-
-
-def utc_iso(moment: datetime) -> str:
-    """The one time format of a backup: ISO 8601, UTC, ``Z``."""
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _sha256(path: Path) -> str:
@@ -155,7 +152,7 @@ def _write_archive(
         "format": BACKUP_FORMAT,
         "node": config.name,
         "level": config.level.name.lower(),
-        "created": utc_iso(now),
+        "created": iso_time(now),
         "exchnode": _version(),
         "store": {"backend": "sqlite", "schema_version": _schema_version(store_copy)},
         "files": {

@@ -77,9 +77,12 @@ def api(fed: DaemonFederation, name: str, path: str, payload: bytes | None = Non
         return json.loads(response.read())
 
 
-def api_send(fed: DaemonFederation, sender: str, to: str, payload: bytes) -> str:
+def api_send(
+    fed: DaemonFederation, sender: str, to: str, payload: bytes, *, receipt: bool = False
+) -> str:
     """One send through ``sender``'s operator API (no process per message); the message id."""
-    return str(api(fed, sender, f"/v1/send?to={to}", payload)["message_id"])
+    path = f"/v1/send?to={to}" + ("&receipt=1" if receipt else "")
+    return str(api(fed, sender, path, payload)["message_id"])
 
 
 def api_drain(fed: DaemonFederation, name: str) -> list[str]:
@@ -158,7 +161,7 @@ def test_batch_receive_send_wait_and_status_all_through_the_environment(
 
 
 def test_trace_follows_one_message_across_three_nodes(fed: DaemonFederation) -> None:
-    message_id = api_send(fed, GONGAN, MINZHENG, b"trace me")
+    message_id = api_send(fed, GONGAN, MINZHENG, b"trace me", receipt=True)
     until(lambda: inbox_count(fed, MINZHENG) == 1, "the message in the inbox")
     assert [m["message_id"] for m in drain(fed, MINZHENG)] == [message_id]
     everyone = ("--node", str(fed.folder(HUB)), "--node", str(fed.folder(MINZHENG)))
@@ -171,6 +174,7 @@ def test_trace_follows_one_message_across_three_nodes(fed: DaemonFederation) -> 
         )
 
     until(delivery_recorded, "the delivery on MINZHENG's record")
+    until(lambda: api(fed, GONGAN, f"/v1/status/{message_id}")["settled"], "the receipt")
     done = run("audit", "trace", message_id, *everyone, "--json", config=fed.config_path(GONGAN))
     assert done.returncode == 0, done.stderr
     body = json.loads(done.stdout)
@@ -182,6 +186,8 @@ def test_trace_follows_one_message_across_three_nodes(fed: DaemonFederation) -> 
         (MINZHENG, [("accept", HUB, "accepted"), ("deliver", None, "delivered")]),
     ]
     assert body["access_ends"] == []
+    assert body["status"]["delivered_to"] == [MINZHENG]  # the receipt, asked of the sender
+    assert body["status_from"] == GONGAN
     assert all(e["time"].endswith("+08:00") for h in body["hops"] for e in h["events"])
 
     # With access to the sender's node only, the trace says where access ends.
@@ -189,6 +195,7 @@ def test_trace_follows_one_message_across_three_nodes(fed: DaemonFederation) -> 
     assert alone.returncode == 0, alone.stderr
     assert f"forwarded to {HUB} (it took custody)" in alone.stdout
     assert f"access ends at {HUB} (named by {GONGAN})" in alone.stdout
+    assert f"receipt from {MINZHENG} (asked of {GONGAN})" in alone.stdout
     assert MINZHENG not in alone.stdout.replace(f"receipt from {MINZHENG}", "")
 
 
@@ -241,7 +248,7 @@ def test_backup_under_traffic_then_restore_into_a_fresh_state(
     assert names[0] == "manifest.json"
     assert {"store.sqlite", "node.toml"} <= set(names)
     assert manifest["node"] == MINZHENG
-    assert manifest["created"].endswith("Z")
+    assert manifest["created"].endswith("+08:00")
     assert manifest["store"]["schema_version"] >= 6
     assert "private keys and certificate ([identity])" in manifest["excluded"]
 
