@@ -414,8 +414,9 @@ def restore(
                 )
             replaced = target.with_name(f"{target.name}.replaced-{at.strftime('%Y%m%dT%H%M%SZ')}")
             os.replace(target, replaced)
-            for side in ("-wal", "-shm"):
-                Path(f"{target}{side}").unlink(missing_ok=True)
+            for side in ("-wal", "-shm"):  # a crashed daemon's log goes with its store
+                if Path(f"{target}{side}").exists():
+                    os.replace(f"{target}{side}", f"{replaced}{side}")
         os.chmod(store_copy, 0o600)
         os.replace(store_copy, target)
         crls: list[Path] = []

@@ -1,8 +1,11 @@
 """``python -m exchnode.node <verb>`` (or ``exchnode node <verb>``, ``exchnode send``, ...).
 
-Verbs: ``init``, ``run``, ``send``, ``receive``, ``status``, ``health``,
-``catalog ...`` and ``sub ...`` (``node.cli_services``), ``audit ...``
-(``node.cli_audit``) and ``admin ...`` (``node.cli_admin``).  Each call to the
+Verbs: ``init``, ``run``, ``send``, ``receive``; ``status``, ``health`` and
+``message status`` (``node.cli_status``); ``catalog ...`` and ``sub ...``
+(``node.cli_services``), ``audit ...`` (``node.cli_audit``, ``audit trace``
+in ``node.cli_trace``), ``admin ...`` (``node.cli_admin``), ``backup`` and
+``restore`` (``node.cli_backup``) and ``completion`` (``node.completion``);
+every leaf's help has an example (``node.cli_examples``).  Each call to the
 API presents the token of the role it needs (``node.client``).  One
 error policy, as in ``exchnode.cli``: an exchnode error, a configuration
 error or an ``OSError`` is ONE line ``<prog>: error: <message>`` on stderr
