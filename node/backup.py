@@ -21,7 +21,10 @@ answers with one tar file, streamed:
   with its heads and seal, peer states, the catalog, subscriptions, meta;
 * ``node.toml``: the configuration the node ran with, for reference (a
   restore uses the configuration in place, and says if it differs);
-* ``crls/*``: the CRLs added while the node ran (``admin crl add``).
+* ``crls/*``: the CRLs added while the node ran (``admin crl add``);
+* ``manifest.sig``: the node's Ed25519 signature over ``SIGNED_AS`` followed
+  by the manifest's bytes (the prefix keeps it from ever reading as a
+  signature of anything else the node signs).
 
 **Not in it: secrets.**  The node's private keys and certificate
 (``[identity]``), the role tokens, ``masking.secret`` and the trust folder
@@ -38,7 +41,10 @@ daemon's state-directory lock first (a running daemon is named and nothing
 is touched), then reads the tar member by member (only the names above,
 regular files; anything else is refused), and checks, before any state is
 replaced: the manifest's digest of every member; the node name against the
-configuration's; SQLite's ``PRAGMA integrity_check``; and the audit log
+configuration's; the manifest's signature by the node's key (its
+certificate now, or one it rotated out and kept, each verified against the
+trust folder), so that a backup changed and re-digested is refused; SQLite's
+``PRAGMA integrity_check``; and the audit log
 against its signed heads with the node's own keys (what ``audit verify
 --offline`` checks, so the daemon starts on a store this accepts).  Only
 then is the store put in place (``os.replace``, same filesystem); a store
@@ -57,7 +63,7 @@ import os
 import sqlite3
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -66,8 +72,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from cryptography.exceptions import InvalidSignature
 
-from exchnode.aio import OWN_CERTIFICATES
+from exchnode.aio import OWN_CERTIFICATES, earlier_identities
 from exchnode.audit import (
     NO_SUBJECT,
     Actor,
@@ -99,6 +106,8 @@ __all__ = [
 
 BACKUP_FORMAT = "exchnode-backup/1"
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+SIGNED_AS = b"exchnode backup manifest v1\x00"
 STORE = "store.sqlite"
 CONFIG = "node.toml"
 CRLS = "crls/"
@@ -139,7 +148,11 @@ def _version() -> str:
 
 
 def _write_archive(
-    config: DaemonConfig, store_copy: Path, target: Path, now: datetime
+    config: DaemonConfig,
+    store_copy: Path,
+    target: Path,
+    now: datetime,
+    sign: Callable[[bytes], bytes],
 ) -> dict[str, Any]:
     """The tar of the store copy, the config and the added CRLs, with its manifest first."""
     members: list[tuple[str, Path]] = [(STORE, store_copy)]
@@ -162,9 +175,10 @@ def _write_archive(
     }
     encoded = json.dumps(manifest, ensure_ascii=False, indent=2).encode()
     with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(MANIFEST)
-        info.size, info.mtime, info.mode = len(encoded), int(now.timestamp()), 0o600
-        tar.addfile(info, _BytesReader(encoded))
+        for name, data in ((MANIFEST, encoded), (SIGNATURE, sign(SIGNED_AS + encoded))):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), int(now.timestamp()), 0o600
+            tar.addfile(info, _BytesReader(data))
         for name, path in members:
             tar.add(path, arcname=name, recursive=False)
     return manifest
@@ -223,7 +237,10 @@ class BackupApi:
                 copy, archive = work / STORE, work / "backup.tar"
                 started = asyncio.get_running_loop().time()
                 await asyncio.to_thread(store.backup, copy)
-                manifest = await asyncio.to_thread(_write_archive, self.config, copy, archive, now)
+                sign = self.node.identity.signing_private_key.sign
+                manifest = await asyncio.to_thread(
+                    _write_archive, self.config, copy, archive, now, sign
+                )
                 took = asyncio.get_running_loop().time() - started
                 digest = manifest["files"][STORE]["sha256"]
                 self._record(who, Outcome.ok(), digest=bytes.fromhex(digest))
@@ -262,7 +279,7 @@ class RestoreRefused(UsageError):
 
 
 def _member_name(name: str) -> str:
-    if name in (MANIFEST, STORE, CONFIG):
+    if name in (MANIFEST, SIGNATURE, STORE, CONFIG):
         return name
     if name.startswith(CRLS):
         base = name[len(CRLS) :]
@@ -307,7 +324,7 @@ def read_manifest(files: dict[str, Path]) -> dict[str, Any]:
     listed = manifest.get("files")
     if not isinstance(listed, dict) or STORE not in listed:
         raise RestoreRefused("manifest.json lists no store.sqlite")
-    for name in files.keys() - {MANIFEST}:
+    for name in files.keys() - {MANIFEST, SIGNATURE}:
         if name not in listed:
             raise RestoreRefused(f"the backup holds {name}, which its manifest does not list")
     for name, expected in listed.items():
@@ -321,6 +338,37 @@ def read_manifest(files: dict[str, Path]) -> dict[str, Any]:
                 "the backup was changed or damaged"
             )
     return manifest
+
+
+def _check_signature(config: DaemonConfig, files: dict[str, Path], now: datetime) -> None:
+    """The manifest signed by this node: its key now, or one it rotated out and kept."""
+    from .daemon import load_own_peer, load_trust  # the daemon imports this module
+
+    if SIGNATURE not in files:
+        raise RestoreRefused("the backup has no manifest.sig: it is not signed by the node")
+    signature = files[SIGNATURE].read_bytes()
+    signed = SIGNED_AS + files[MANIFEST].read_bytes()
+    trust = load_trust(config)
+    keys = [load_own_peer(config, trust, now)]
+    try:
+        kept = SqliteStore(files[STORE], read_only=True)
+    except StoreError as exc:
+        raise RestoreRefused(f"store.sqlite: {exc}") from None
+    try:
+        stored = kept.get_meta(OWN_CERTIFICATES)
+    finally:
+        kept.close()
+    keys += earlier_identities(stored, config.name, trust.cas, trust.store, now)
+    for peer in keys:
+        try:
+            peer.signing_key.verify(signature, signed)
+        except InvalidSignature:
+            continue
+        return
+    raise RestoreRefused(
+        f"manifest.sig: the manifest is not signed by {config.name}'s key (now or earlier): "
+        "the backup was changed, or is not this node's"
+    )
 
 
 def _integrity(path: Path) -> None:
@@ -398,6 +446,7 @@ def restore(
                 f"config of {config.name!r}"
             )
         store_copy = files[STORE]
+        _check_signature(config, files, at)
         _integrity(store_copy)
         records, findings = _audit_findings(config, store_copy, at)
         if findings:

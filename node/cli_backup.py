@@ -75,9 +75,10 @@ def register(verbs: Any, prog: str) -> None:
 
 The node copies its SQLite store online, a few pages at a time (custody goes
 on meanwhile), and sends one tar: manifest.json (node, time, store schema
-version, SHA-256 of every member), store.sqlite, node.toml and the CRLs added
-while it ran.  NOT in it: the node's private keys and certificate, the role
-tokens, masking.secret and the trust folder -- keep those as you keep keys.
+version, SHA-256 of every member) signed by the node's key (manifest.sig),
+store.sqlite, node.toml and the CRLs added while it ran.  NOT in it: the
+node's private keys and certificate, the role tokens, masking.secret and the
+trust folder -- keep those as you keep keys.
 A node on PostgreSQL answers that pg_dump / pg_basebackup back it up instead.
 Needs the administrator's token; the backup is an audit record.""",
     )
@@ -100,7 +101,8 @@ Needs the administrator's token; the backup is an audit record.""",
 
 Refused while the daemon runs.  Before anything is replaced it checks every
 member against the manifest's SHA-256, that the backup is of the node the
-config names, SQLite's integrity check, and the audit log against its signed
+config names, the manifest's signature by the node's key, SQLite's integrity
+check, and the audit log against its signed
 heads with the node's keys (which must be in place, as the config names
 them).  A store already there is replaced only with --replace, and kept
 beside it as store.sqlite.replaced-<time>.""",

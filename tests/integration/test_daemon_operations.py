@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.integration.daemons import (
     NODE,
@@ -246,7 +248,7 @@ def test_backup_under_traffic_then_restore_into_a_fresh_state(
         assert manifest_file is not None
         manifest = json.loads(manifest_file.read())
     assert names[0] == "manifest.json"
-    assert {"store.sqlite", "node.toml"} <= set(names)
+    assert {"manifest.sig", "store.sqlite", "node.toml"} <= set(names)
     assert manifest["node"] == MINZHENG
     assert manifest["created"].endswith("+08:00")
     assert manifest["store"]["schema_version"] >= 6
@@ -270,7 +272,7 @@ def test_backup_under_traffic_then_restore_into_a_fresh_state(
     assert done.returncode == 1
     assert "store.sqlite: its SHA-256 is" in done.stderr
     assert "the backup was changed or damaged" in done.stderr
-    # A rewritten audit record with the manifest made to match: the log's own check refuses.
+    # A rewritten audit record with the manifest's digest made to match: not signed by the node.
     work = tmp_path / "work"
     work.mkdir()
     with tarfile.open(backup) as tar:
@@ -281,11 +283,26 @@ def test_backup_under_traffic_then_restore_into_a_fresh_state(
         (work / "store.sqlite").read_bytes()
     ).hexdigest()
     (work / "manifest.json").write_text(json.dumps(forged))
-    rewritten = tmp_path / "rewritten.tar"
-    with tarfile.open(rewritten, "w") as tar:
-        for name in names:
-            tar.add(work / name, arcname=name)
-    done = run("restore", "--from", str(rewritten), config=minzheng)
+
+    def pack(target: Path) -> Path:
+        with tarfile.open(target, "w") as tar:
+            for name in names:
+                tar.add(work / name, arcname=name)
+        return target
+
+    done = run("restore", "--from", str(pack(tmp_path / "rewritten.tar")), config=minzheng)
+    assert done.returncode == 1
+    assert f"manifest.sig: the manifest is not signed by {MINZHENG}'s key" in done.stderr
+    # ... and re-signed with the node's own key, as one holding it could: the log's own check
+    # (its heads, signed before the rewrite) refuses it.
+    key = serialization.load_pem_private_key(
+        (fed.folder(MINZHENG) / "identity" / "signing.key").read_bytes(), None
+    )
+    assert isinstance(key, Ed25519PrivateKey)
+    (work / "manifest.sig").write_bytes(
+        key.sign(b"exchnode backup manifest v1\x00" + (work / "manifest.json").read_bytes())
+    )
+    done = run("restore", "--from", str(pack(tmp_path / "resigned.tar")), config=minzheng)
     assert done.returncode == 1
     assert "the backup's audit log does not verify" in done.stderr
     assert not (fresh / "store.sqlite").exists()  # nothing was put in place
