@@ -4,7 +4,8 @@ Verbs: ``init``, ``run``, ``send``, ``receive``; ``status``, ``health`` and
 ``message status`` (``node.cli_status``); ``catalog ...`` and ``sub ...``
 (``node.cli_services``), ``audit ...`` (``node.cli_audit``, ``audit trace``
 in ``node.cli_trace``), ``admin ...`` (``node.cli_admin``), ``backup`` and
-``restore`` (``node.cli_backup``) and ``completion`` (``node.completion``);
+``restore`` (``node.cli_backup``) and ``completion-tree`` for ``exchnode
+completion`` (``node.completion``);
 every leaf's help has an example (``node.cli_examples``).  Each call to the
 API presents the token of the role it needs (``node.client``).  One
 error policy, as in ``exchnode.cli``: an exchnode error, a configuration

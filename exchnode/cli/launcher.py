@@ -37,7 +37,6 @@ _VERBS: dict[str, tuple[str | None, str]] = {
     "catalog": ("catalog", "the resource catalog through the local node (= exchnode node catalog)"),
     "sub": ("sub", "subscriptions through the local node (= exchnode node sub)"),
     "audit": ("audit", "the node's audit log: verify, records (= exchnode node audit)"),
-    "completion": ("completion", "print shell completion for bash or zsh (source it)"),
 }
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from exchnode.cli import build_parser as exchnode_parser
+from exchnode.cli.completion import describe, joined, script
+from exchnode.node import completion as daemon_completion
 from exchnode.node.cli import build_parser
 from exchnode.node.cli_examples import leaves
-from exchnode.node.completion import command_tree, script
 from exchnode.node.content_types import content_type_of
 
 
@@ -88,19 +90,29 @@ def test_every_verb_that_reads_a_config_honours_the_flag_then_the_environment() 
         mp.undo()
 
 
+def _entries() -> list[tuple[tuple[str, ...], list[str], list[str]]]:
+    """Both trees joined, the daemon's as it describes itself to ``exchnode completion``."""
+    daemon = list(daemon_completion.describe(build_parser()))
+    assert daemon == list(describe(build_parser()))  # the two walks agree
+    return joined(list(describe(exchnode_parser())), daemon)
+
+
 def test_the_completion_offers_every_verb_of_both_trees() -> None:
-    text = script("bash", build_parser())
-    offered = {path: verbs for path, verbs, _ in command_tree(build_parser())}
-    handed_over = set(offered[("exchnode",)])  # exchnode send, catalog, ... = exchnode node ...
+    entries = _entries()
+    text = script("bash", entries)
+    offered = {path: verbs for path, verbs, _ in entries}
     for path, _leaf in _own_leaves(build_parser()):
-        assert path[-1] in offered[("exchnode", "node", *path[:-1])], path
-        if path[0] in handed_over:
-            assert path[-1] in offered[("exchnode", *path[:-1])], path
+        if path == ("completion-tree",):
+            continue  # for the completion itself, not offered
+        assert path[-1] in offered[("node", *path[:-1])], path
+        if path[0] in ("send", "receive", "catalog", "sub", "audit"):
+            assert path[-1] in offered[path[:-1]], path  # exchnode sub approve = ... node sub ...
     for path, _leaf in _own_leaves(exchnode_parser()):
-        assert path[-1] in offered[("exchnode", *path[:-1])], path
+        assert path[-1] in offered[path[:-1]], path
+    assert "completion-tree" not in offered[("node",)]
     # Each verb path is a key of the generated script.
     for path in offered:
-        assert f"_exchnode_verbs[{'/'.join(path)}]=" in text
+        assert f"_exchnode_verbs[{'/'.join(('exchnode', *path))}]=" in text
 
 
 def _complete(shell: str, words: list[str], script_path: Path) -> list[str]:
@@ -122,7 +134,7 @@ def _complete(shell: str, words: list[str], script_path: Path) -> list[str]:
 
 def test_bash_completes_verbs_and_options(tmp_path: Path) -> None:
     loaded = tmp_path / "exchnode.bash"
-    loaded.write_text(script("bash", build_parser()))
+    loaded.write_text(script("bash", _entries()))
     assert _complete("bash", ["exchnode", "node", "ca"], loaded) == ["catalog"]
     assert _complete("bash", ["exchnode", "sub", "app"], loaded) == ["approve"]
     assert _complete("bash", ["exchnode", "node", "admin", "crl", ""], loaded) == [
@@ -132,12 +144,23 @@ def test_bash_completes_verbs_and_options(tmp_path: Path) -> None:
     assert _complete("bash", ["exchnode", "send", "--c"], loaded) == ["--config", "--content-type"]
     assert "--drain" in _complete("bash", ["exchnode", "receive", "--d"], loaded)
     assert "issue-node" in _complete("bash", ["exchnode", "pki", ""], loaded)
+    assert _complete("bash", ["exchnode", "completion", ""], loaded) == ["bash", "zsh"]
+
+
+def test_exchnode_completion_asks_the_daemon_for_its_verbs(tmp_path: Path) -> None:
+    """The command as installed: ``exchnode completion bash`` runs the daemon's description."""
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "exchnode.cli", "completion", "bash"],
+        capture_output=True, text=True, timeout=120, check=False, cwd="/",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == script("bash", _entries())
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
 def test_zsh_runs_the_same_completion_through_bashcompinit(tmp_path: Path) -> None:
     loaded = tmp_path / "exchnode.zsh"
-    loaded.write_text(script("zsh", build_parser()))
+    loaded.write_text(script("zsh", _entries()))
     # zsh's compgen hands every candidate to zsh, which matches the prefix itself: the verbs
     # under the path typed so far are what is offered.
     offered = _complete("zsh", ["exchnode", "node", "admin", "crl", "a"], loaded)
