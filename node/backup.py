@@ -99,6 +99,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKUP_FORMAT",
     "BackupApi",
+    "RestoreRefused",
     "Restored",
     "read_manifest",
     "restore",
