@@ -8,6 +8,7 @@ test is last, as it stops and restarts nodes.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -305,6 +306,10 @@ def test_backup_under_traffic_then_restore_into_a_fresh_state(
     )
     with pytest.raises(RestoreRefused, match="the backup's audit log does not verify"):
         restore(config, pack(tmp_path / "resigned.tar"))
+    # Another node's config (its own state folder elsewhere): not its backup.
+    other = dataclasses.replace(fed.config(GONGAN), state_dir=tmp_path / "gongan-state")
+    with pytest.raises(RestoreRefused, match=f"the backup is of node '{MINZHENG}'"):
+        restore(other, backup)
     assert not (fresh / "store.sqlite").exists()  # nothing was put in place
 
     restored = run("restore", "--from", str(backup), config=minzheng)
