@@ -82,7 +82,9 @@ from exchnode.pki import load_crls_pem, read_private_file
 from exchnode.store import PeerState
 
 from .api import HTTPProblem, json_body, peer_state_json, person
+from .backup import BackupApi
 from .config import DaemonConfig
+from .forms import iso_ms, iso_time
 from .peer_health import refusals_by_peer, with_refusal
 from .roles import PEOPLE, Credentials, token_key
 from .trust import crl_health, crl_json, keep_added_crl, refused_json, reload_crls
@@ -130,7 +132,7 @@ def _serial_bytes(serial: int) -> bytes:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    return iso_ms(ms) or ""
 
 
 def _paths(paths: tuple[Path, ...]) -> list[str]:
@@ -348,6 +350,7 @@ class AdminApi:
         self.credentials = credentials
         self.audit = audit
         self._facts = facts
+        self.backup = BackupApi(node, config, audit)
         self.log: Any = structlog.get_logger("node.admin").bind(node=node.name)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
@@ -361,6 +364,7 @@ class AdminApi:
             ("GET", "/v1/admin/crls", self._crls),
             ("POST", "/v1/admin/crls", self._crl_add),
             ("POST", "/v1/admin/crls/reload", self._crl_reload),
+            ("POST", "/v1/admin/backup", self.backup.handle),
         ]
 
     def _record(
@@ -428,8 +432,8 @@ class AdminApi:
                 "subject": certificate.subject.rfc4514_string(),
                 "issuer": certificate.issuer.rfc4514_string(),
                 "issuer_name": str(issuer[0].value) if issuer else None,
-                "not_before": certificate.not_valid_before_utc.isoformat(),
-                "not_after": not_after.isoformat(),
+                "not_before": iso_time(certificate.not_valid_before_utc),
+                "not_after": iso_time(not_after),
                 "days_left": round((not_after.timestamp() - now) / 86400, 1),
             }
         return web.json_response(body)

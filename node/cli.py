@@ -1,8 +1,12 @@
 """``python -m exchnode.node <verb>`` (or ``exchnode node <verb>``, ``exchnode send``, ...).
 
-Verbs: ``init``, ``run``, ``send``, ``receive``, ``status``, ``health``,
-``catalog ...`` and ``sub ...`` (``node.cli_services``), ``audit ...``
-(``node.cli_audit``) and ``admin ...`` (``node.cli_admin``).  Each call to the
+Verbs: ``init``, ``run``, ``send``, ``receive``; ``status``, ``health`` and
+``message status`` (``node.cli_status``); ``catalog ...`` and ``sub ...``
+(``node.cli_services``), ``audit ...`` (``node.cli_audit``, ``audit trace``
+in ``node.cli_trace``), ``admin ...`` (``node.cli_admin``), ``backup`` and
+``restore`` (``node.cli_backup``) and ``completion-tree`` for ``exchnode
+completion`` (``node.completion``);
+every leaf's help has an example (``node.cli_examples``).  Each call to the
 API presents the token of the role it needs (``node.client``).  One
 error policy, as in ``exchnode.cli``: an exchnode error, a configuration
 error or an ``OSError`` is ONE line ``<prog>: error: <message>`` on stderr
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -29,15 +34,22 @@ from exchnode.pki import read_passphrase_file
 
 from .cli_admin import register as register_admin
 from .cli_audit import register as register_audit
-from .cli_common import add_verb
+from .cli_backup import register as register_backup
+from .cli_common import add_config_option, add_verb
+from .cli_examples import add_examples
 from .cli_services import register as register_services
+from .cli_status import register as register_status
 from .client import OperatorClient, OperatorError, Received
+from .completion import register as register_completion
 from .config import DEFAULT_LISTEN, DEFAULT_OPERATOR, DIRECTORY_MODES, LEVELS, load_config
+from .content_types import content_type_of
+from .forms import iso_ms
 from .scaffold import TOKEN_NAMES, InitOptions, init_node
 
 __all__ = ["build_parser", "main"]
 
 EXIT_TIMEOUT = 3
+DRAIN_PAGE = 100  # deliveries asked for at a time by receive --drain
 _RAW = argparse.RawDescriptionHelpFormatter
 
 
@@ -120,7 +132,7 @@ no head when it crashed are such a finding; if that is ALL the start reports,
 run once with --accept-unsigned-audit-tail: a head is signed over them and the
 acceptance is itself on the record.""",
     )
-    p.add_argument("--config", required=True, type=Path)
+    add_config_option(p)
     p.add_argument(
         "--accept-unsigned-audit-tail",
         action="store_true",
@@ -139,17 +151,36 @@ acceptance is itself on the record.""",
 
 Prints the message id.  With --idempotency-key, running the same command again
 (after a timeout, say) prints the first message's id and sends nothing new.
---wait waits for a receipt (or a non-delivery report) from every recipient:
-exit 0 if all confirmed, 1 if any failed, {EXIT_TIMEOUT} on timeout.""",
+The content type follows the file's extension (report.json: application/json,
+.csv: text/csv, ...; stdin or an unknown one: application/octet-stream)
+unless --content-type names it.
+
+--wait waits for each recipient's RECEIPT: the recipient node's signed
+statement that the recipient's application took the message (acknowledged it
+after 'receive'), which the recipient node sends back.  A non-delivery report
+(refused, expired, unknown recipient) ends the wait for that recipient too.
+Exit 0 if every recipient sent a receipt, 1 if any got a report, {EXIT_TIMEOUT} if
+--timeout passed first (the network still holds the message; the receipt may
+come later: '{prog} message status ID').""",
     )
-    p.add_argument("--config", required=True, type=Path)
+    add_config_option(p)
     p.add_argument("--to", required=True, action="append", help="recipient (repeatable)")
     p.add_argument("--kind", default="data")
-    p.add_argument("--content-type", default="application/octet-stream")
+    p.add_argument(
+        "--content-type",
+        help="default: from the file's extension, else application/octet-stream",
+    )
     p.add_argument("--ttl", type=float, help="seconds the network keeps trying")
     p.add_argument("--receipt", action="store_true", help="ask every recipient for a receipt")
-    p.add_argument("--wait", action="store_true", help="wait for receipts (implies --receipt)")
-    p.add_argument("--timeout", type=float, default=60.0, help="for --wait (default %(default)s)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for every recipient's receipt, i.e. its application's acknowledgement "
+        "(implies --receipt)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds, for --wait (default %(default)s)"
+    )
     p.add_argument(
         "--idempotency-key",
         metavar="KEY",
@@ -165,6 +196,14 @@ exit 0 if all confirmed, 1 if any failed, {EXIT_TIMEOUT} on timeout.""",
         f"""Examples:
   {prog} receive --config node.toml --count 10 --out inbox/
   {prog} receive --config node.toml > message.bin
+  {prog} receive --drain --out inbox/              # cron: what is waiting, then exit 0
+  {prog} receive --drain --jsonl > batch.jsonl      # the same as JSON lines on stdout
+
+--drain takes every message waiting now, waits for none, and exits 0 (also
+when there was nothing).  Without it, receive waits for --count messages.
+--jsonl writes each message to stdout as one JSON object: sender,
+message_id, kind, content_type, created, expires (ISO 8601), and payload
+(base64) or, for subscription records, records.
 
 Each message is written (to DIR/<sender>.<message id>, atomically, fsynced)
 before it is acknowledged; if this command dies in between, the node offers
@@ -172,24 +211,33 @@ the message again and the same file is rewritten: exactly-once in effect.
 Records of a subscription (kind sub.records) are written decoded, one JSON
 object {{"seq", "fields"}} per line (DIR/<sender>.<message id>.jsonl).""",
     )
-    p.add_argument("--config", required=True, type=Path)
+    add_config_option(p)
     p.add_argument("--count", type=int, default=1, help="how many messages (default 1)")
+    p.add_argument(
+        "--drain",
+        action="store_true",
+        help="take every message waiting now, wait for none, exit 0 (for cron)",
+    )
     p.add_argument("--out", default="-", help="a directory, or - for stdout (default)")
+    p.add_argument(
+        "--jsonl", action="store_true", help="stdout: one JSON object per message, payload base64"
+    )
+    p.add_argument(
+        "--no-ack",
+        dest="ack",
+        action="store_false",
+        help="write but do not acknowledge: the node offers the messages again (no receipt)",
+    )
     p.add_argument("--timeout", type=float, help="give up after this many seconds")
 
-    p = verbs.add_parser("status", help="receipts and reports for a message this node sent")
-    p.add_argument("--config", required=True, type=Path)
-    p.add_argument("message_id", metavar="MESSAGE_ID", help="hex, as 'send' printed it")
-    p.add_argument("--wait", type=float, default=0.0, help="wait up to this many seconds")
-    p.set_defaults(handler=_status)
-
-    p = verbs.add_parser("health", help="the node's health (exit 0 only while serving)")
-    p.add_argument("--config", required=True, type=Path)
-    p.set_defaults(handler=_health)
+    register_status(verbs, prog)
 
     register_services(verbs, prog)
     register_audit(verbs, prog)
     register_admin(verbs, prog)
+    register_backup(verbs, prog)
+    register_completion(verbs, prog)
+    add_examples(parser, prog)
     return parser
 
 
@@ -256,6 +304,8 @@ def _client(args: argparse.Namespace) -> OperatorClient:
 
 def _send(args: argparse.Namespace) -> int:
     payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    if args.content_type is None:
+        args.content_type = content_type_of(args.file)
     return asyncio.run(_send_async(args, payload))
 
 
@@ -273,6 +323,12 @@ async def _send_async(args: argparse.Namespace, payload: bytes) -> int:
         print(sent["message_id"], flush=True)
         if not args.wait:
             return 0
+        recipients = ", ".join(sent["recipients"])
+        print(
+            f"waiting up to {args.timeout:g} s for the receipt of {recipients} (each "
+            "recipient's acknowledgement that its application took the message)",
+            file=sys.stderr,
+        )
         deadline = time.monotonic() + args.timeout
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -281,7 +337,7 @@ async def _send_async(args: argparse.Namespace, payload: bytes) -> int:
             if status["settled"]:
                 break
         for recipient in status.get("delivered_to", []):
-            print(f"delivered to {recipient}", file=sys.stderr)
+            print(f"receipt from {recipient}: delivered and acknowledged", file=sys.stderr)
         for report in status.get("reports", []):
             print(
                 f"not delivered to {', '.join(report['targets'])}: {report['code']} "
@@ -289,9 +345,12 @@ async def _send_async(args: argparse.Namespace, payload: bytes) -> int:
                 file=sys.stderr,
             )
         if not status.get("settled"):
+            answered = set(status.get("delivered_to", [])) | set(status.get("failed_for", []))
+            missing = [r for r in sent["recipients"] if r not in answered]
             print(
-                f"{_prog()}: no answer from every recipient within {args.timeout:g} s; "
-                "the network still holds the message",
+                f"{_prog()}: error: timed out after {args.timeout:g} s waiting for the receipt "
+                f"of {', '.join(missing) or recipients}; the network still holds the message "
+                f"({_prog()} message status {sent['message_id']})",
                 file=sys.stderr,
             )
             return EXIT_TIMEOUT
@@ -302,6 +361,12 @@ def _receive(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise OperatorError("--count must be at least 1")
     out = None if args.out == "-" else Path(args.out)
+    if out is not None and args.jsonl:
+        raise OperatorError("--jsonl writes to stdout: leave out --out DIR")
+    if out is None and args.drain and not args.jsonl:
+        raise OperatorError(
+            "--drain may take many messages: give --out DIR (a file each) or --jsonl (stdout)"
+        )
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     return asyncio.run(_receive_async(args, out))
@@ -340,67 +405,79 @@ def _store(out: Path, item: Received) -> Path:
     return target
 
 
+def _meta(item: Received) -> dict[str, Any]:
+    """What 'receive' says of a delivery: who, which, what, when (ISO 8601, +08:00)."""
+    meta: dict[str, Any] = {
+        "sender": item.sender,
+        "message_id": item.message_id,
+        "kind": item.kind,
+        "content_type": item.content_type,
+        "created": iso_ms(item.created_ms),
+        "expires": iso_ms(item.expires_ms),
+        "bytes": len(item.payload),
+    }
+    if item.records is not None:
+        meta.update(
+            provider=item.records["provider"],
+            resource_code=item.records["resource_code"],
+            records=len(item.records["records"]),
+            repeated=item.records["repeated"],
+            refused=item.records["refused"],
+            missing=item.records["missing"],
+        )
+    elif item.records_error is not None:
+        meta["records_error"] = item.records_error
+    return meta
+
+
+def _write(item: Received, out: Path | None, jsonl: bool) -> None:
+    """One delivery durably where it goes, before it is acknowledged."""
+    meta = _meta(item)
+    if jsonl:
+        if item.records is not None:
+            meta["records"] = item.records["records"]
+        else:
+            meta["payload"] = base64.b64encode(item.payload).decode("ascii")
+        sys.stdout.write(json.dumps(meta, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    elif out is None:
+        sys.stdout.buffer.write(_content(item)[0])
+        sys.stdout.buffer.flush()
+        print(json.dumps(meta, ensure_ascii=False), file=sys.stderr)
+    else:
+        meta["file"] = str(_store(out, item))
+        print(json.dumps(meta, ensure_ascii=False), flush=True)
+
+
 async def _receive_async(args: argparse.Namespace, out: Path | None) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     got = 0
     async with _client(args) as client:
-        while got < args.count:
-            wait = 30.0 if deadline is None else min(deadline - time.monotonic(), 30.0)
-            if wait <= 0:
+        while args.drain or got < args.count:
+            if args.drain:
+                # What is waiting now, a page at a time; an empty page ends the run.
+                wait, limit = 0.0, DRAIN_PAGE
+            else:
+                wait = 30.0 if deadline is None else min(deadline - time.monotonic(), 30.0)
+                limit = args.count - got
+            if wait < 0 or (wait == 0 and not args.drain):
                 print(
                     f"{_prog()}: error: timed out after {args.timeout:g} s with "
                     f"{got} of {args.count} messages",
                     file=sys.stderr,
                 )
                 return 1
-            for item in await client.receive(args.count - got, wait):
-                meta = {
-                    "sender": item.sender,
-                    "message_id": item.message_id,
-                    "kind": item.kind,
-                    "content_type": item.content_type,
-                    "bytes": len(item.payload),
-                }
-                if item.records is not None:
-                    meta.update(
-                        provider=item.records["provider"],
-                        resource_code=item.records["resource_code"],
-                        records=len(item.records["records"]),
-                        repeated=item.records["repeated"],
-                        refused=item.records["refused"],
-                        missing=item.records["missing"],
-                    )
-                elif item.records_error is not None:
-                    meta["records_error"] = item.records_error
-                if out is None:
-                    sys.stdout.buffer.write(_content(item)[0])
-                    sys.stdout.buffer.flush()
-                    print(json.dumps(meta), file=sys.stderr)
-                else:
-                    meta["file"] = str(_store(out, item))
-                    print(json.dumps(meta), flush=True)
-                await client.ack([item.id])
+            items = await client.receive(limit, wait)
+            if args.drain and not items:
+                break
+            for item in items:
+                _write(item, out, args.jsonl)
+                if args.ack:
+                    await client.ack([item.id])
                 got += 1
+    if args.drain:
+        print(f"received {got} message(s)", file=sys.stderr)
     return 0
-
-
-def _status(args: argparse.Namespace) -> int:
-    async def run() -> dict[str, Any]:
-        async with _client(args) as client:
-            return await client.status(args.message_id, wait=args.wait)
-
-    print(json.dumps(asyncio.run(run()), indent=2))
-    return 0
-
-
-def _health(args: argparse.Namespace) -> int:
-    async def run() -> tuple[int, dict[str, Any]]:
-        async with _client(args) as client:
-            return await client.health()
-
-    code, body = asyncio.run(run())
-    print(json.dumps(body, indent=2))
-    return 0 if code == 200 else 1
 
 
 # --- the error policy --------------------------------------------------------------------

@@ -36,6 +36,7 @@ from .audit_offline import read_records_offline, verify_offline
 from .audit_report import collect_configs, collect_offline
 from .cli_common import add_verb_group, ask, common_options, show
 from .cli_services import render_table
+from .cli_trace import register as register_trace
 from .client import OperatorClient
 from .config import DaemonConfig, load_config
 from .operator_audit import DEFAULT_RECORDS, MAX_RECORDS, witnessed_heads
@@ -83,7 +84,7 @@ def _records_text(page: dict[str, Any]) -> str:
         rows.append(
             [
                 str(record["seq"]),
-                record["time"][:19].replace("T", " "),
+                record["time"][:19] + record["time"][-6:],
                 record["category"],
                 record["action"],
                 f"{record['actor']['role']}:{record['actor']['name']}",
@@ -91,9 +92,7 @@ def _records_text(page: dict[str, Any]) -> str:
                 outcome["status"] + (f":{outcome['code']}" if outcome["code"] else ""),
             ]
         )
-    table = render_table(
-        ["SEQ", "TIME (UTC)", "CATEGORY", "ACTION", "ACTOR", "SUBJECT", "OUTCOME"], rows
-    )
+    table = render_table(["SEQ", "TIME", "CATEGORY", "ACTION", "ACTOR", "SUBJECT", "OUTCOME"], rows)
     more = f"\n(more: --from {page['next']})" if page.get("next") is not None else ""
     return table + more
 
@@ -395,3 +394,4 @@ read (the report still names it), 0 otherwise.""",
         help="the answer rule in working days (default %(default)s)",
     )
     p.set_defaults(handler=_report)
+    register_trace(group, prog)

@@ -23,7 +23,16 @@ from exchnode.errors import UsageError
 from .client import OperatorClient
 from .config import load_config
 
-__all__ = ["RAW", "add_verb", "add_verb_group", "ask", "common_options", "person", "show"]
+__all__ = [
+    "RAW",
+    "add_config_option",
+    "add_verb",
+    "add_verb_group",
+    "ask",
+    "common_options",
+    "person",
+    "show",
+]
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -47,15 +56,20 @@ def add_verb_group(verbs: Any, name: str, summary: str, epilog: str | None = Non
     return group
 
 
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """``--config``: the flag, else ``$EXCHNODE_CONFIG``, else ``./node.toml`` -- every verb."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("EXCHNODE_CONFIG") or "node.toml"),
+        help="the node's node.toml (default: $EXCHNODE_CONFIG, else ./node.toml)",
+    )
+
+
 def common_options(acting: str | None = None) -> argparse.ArgumentParser:
     """``--config``, ``--json``, and for one who acts (``"operator"``) ``--<acting>``."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        default=Path(os.environ.get("EXCHNODE_CONFIG", "node.toml")),
-        help="the node's node.toml (default: $EXCHNODE_CONFIG, else ./node.toml)",
-    )
+    add_config_option(common)
     common.add_argument("--json", action="store_true", help="print the JSON the API answers")
     if acting is not None:
         common.add_argument(

@@ -62,7 +62,11 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _date(iso: str | None) -> str:
-    return "" if not iso else iso[:16].replace("T", " ")
+    """ISO 8601 to the minute, with the offset: ``2026-12-07T22:10+08:00``."""
+    if not iso:
+        return ""
+    offset = iso[-6:] if len(iso) > 16 and iso[-6] in "+-" else ""
+    return iso[:16] + offset
 
 
 #: A column of a listing: its header, and its cell for one item of the API's answer.

@@ -16,6 +16,7 @@ server's own message when it answered, else what went wrong on the way
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,9 +237,7 @@ class OperatorClient:
         if receipt:
             params.append(("receipt", "1"))
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
-        _, body = await self._call(
-            "POST", "/v1/send", params=params, data=payload, headers=headers
-        )
+        _, body = await self._call("POST", "/v1/send", params=params, data=payload, headers=headers)
         return dict(body)
 
     async def send_many(self, messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -466,6 +465,44 @@ class OperatorClient:
         """Give the running node CRLs (PEM): checked, kept, passed on to every node."""
         body = {"administrator": administrator, "pem": pem}
         return dict(await self._answer("POST", "/v1/admin/crls", json_body=body))
+
+    async def admin_backup(self, administrator: str, target: Path) -> int:
+        """``POST /v1/admin/backup`` streamed into the new file ``target``; its size in bytes."""
+        if self._session is None:
+            raise OperatorError("the client is not open (use 'async with')")
+        path = "/v1/admin/backup"
+        size = 0
+        try:
+            async with self._session.post(
+                self.url + path,
+                json={"administrator": administrator},
+                headers=self._headers("POST", path),
+            ) as response:
+                if response.status != 200:
+                    body = await response.json(content_type=None)
+                    message = body.get("error") if isinstance(body, dict) else None
+                    code = body.get("code") if isinstance(body, dict) else None
+                    raise OperatorError(
+                        f"{message or response.reason} (HTTP {response.status})",
+                        response.status,
+                        code,
+                    )
+                with target.open("xb") as out:
+                    try:
+                        async for chunk in response.content.iter_chunked(1 << 20):
+                            out.write(chunk)
+                            size += len(chunk)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    except BaseException:
+                        target.unlink(missing_ok=True)  # never leave half a backup behind
+                        raise
+        except aiohttp.ClientConnectionError as exc:
+            raise OperatorError(
+                f"cannot reach the operator API at {self.url}: {exc.__class__.__name__}; "
+                "is the node running?"
+            ) from None
+        return size
 
     async def admin_crl_reload(self, administrator: str) -> dict[str, Any]:
         """Read ``[trust] crls`` again (as SIGHUP does): what is current, what was refused."""

@@ -157,11 +157,26 @@ class FormError(UsageError):
 # --- times and ids ---------------------------------------------------------------------
 
 
-def iso_ms(ms: int | None) -> str | None:
-    """An instant as ISO 8601 in China Standard Time (``2026-01-05T09:30:00+08:00``)."""
+def iso_ms(ms: int | None, *, timespec: str = "seconds") -> str | None:
+    """An instant as ISO 8601 in China Standard Time (``2026-01-05T09:30:00+08:00``).
+
+    The one convention of every time the daemon and its verbs show, in JSON and
+    in tables: ISO 8601 with its offset, in the time zone of the working-day
+    rule.  Fields named ``*_ms`` are the same instants as ms since 1970, for
+    programs.  ``timespec="milliseconds"`` where order within a second matters
+    (audit records).
+    """
     if ms is None:
         return None
-    return dt.datetime.fromtimestamp(ms / 1000, CHINA_STANDARD_TIME).isoformat(timespec="seconds")
+    moment = dt.datetime.fromtimestamp(ms / 1000, CHINA_STANDARD_TIME)
+    return moment.isoformat(timespec=timespec)
+
+
+def iso_time(moment: dt.datetime | None) -> str | None:
+    """A timezone-aware ``datetime`` in the convention of :func:`iso_ms`."""
+    if moment is None:
+        return None
+    return moment.astimezone(CHINA_STANDARD_TIME).isoformat(timespec="seconds")
 
 
 def parse_time(text: object, field: str) -> int:

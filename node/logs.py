@@ -40,12 +40,14 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, MutableMapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TextIO
 
 import structlog
 
 from exchnode.errors import ExchnodeError
+from exchnode.sharing import CHINA_STANDARD_TIME
 
 __all__ = ["configure_logging", "exception_summary", "format_exception_summary"]
 
@@ -173,12 +175,18 @@ def _first_line_with_exception(
     return event_dict
 
 
+def _timestamp(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """ISO 8601 with the offset, China Standard Time: the one time convention of every output."""
+    event_dict["timestamp"] = datetime.now(CHINA_STANDARD_TIME).isoformat(timespec="microseconds")
+    return event_dict
+
+
 def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
     out = stream if stream is not None else sys.stderr
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _timestamp,
     ]
     renderer: Any
     if fmt == "json":

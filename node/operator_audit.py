@@ -47,7 +47,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -58,6 +57,7 @@ from exchnode.catalog import ROWS_PREFIX, CatalogState
 from exchnode.errors import RejectedError, UsageError
 
 from .api import HTTPProblem, integer
+from .forms import iso_ms
 from .forms import record_json as catalog_record_json
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return iso_ms(ms, timespec="milliseconds") or ""
 
 
 def _value(value: DetailValue) -> str | int | list[str]:

@@ -60,6 +60,7 @@ from exchnode.errors import CertificateError, ExchnodeError
 from exchnode.pki import CrlCheck, CrlSet, load_crls_pem
 
 from .config import ConfigError, DaemonConfig
+from .forms import iso_time
 
 __all__ = [
     "WATCH_INTERVAL",
@@ -248,7 +249,7 @@ def keep_added_crl(config: DaemonConfig, crl: _CRL) -> Path:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat(timespec="seconds")
+    return iso_time(moment)
 
 
 def _state(crl: _CRL, now: datetime, warning_s: float) -> tuple[str, float | None]:

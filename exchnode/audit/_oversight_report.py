@@ -166,8 +166,9 @@ class NodeRow:
 def _when(ms: int | None) -> str:
     if ms is None:
         return ""
+    # ISO 8601 with its offset, to the minute: the one convention of every output.
     moment = dt.datetime.fromtimestamp(ms / 1000, CHINA_STANDARD_TIME)
-    return moment.strftime("%Y-%m-%d %H:%M")
+    return moment.isoformat(timespec="minutes")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,7 +198,7 @@ class OversightReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "generated_ms": self.generated_ms,
-            "generated": _when(self.generated_ms) + " CST",
+            "generated": _when(self.generated_ms),
             "since_ms": self.since_ms,
             "settings": {
                 "answer_days": self.answer_days,
@@ -375,9 +376,9 @@ class OversightReport:
         logs = ", ".join(
             f"{counts.get(s.value, 0)} {s.value}" for s in LogStatus if s is not LogStatus.NOT_READ
         )
-        period = f" since {_when(self.since_ms)} CST" if self.since_ms is not None else ""
+        period = f" since {_when(self.since_ms)}" if self.since_ms is not None else ""
         return (
-            f"oversight report at {_when(self.generated_ms)} CST{period}: "
+            f"oversight report at {_when(self.generated_ms)}{period}: "
             f"{len(self.nodes)} node logs ({logs})"
         )
 

@@ -32,6 +32,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "exchnode.cli.pki",
     "exchnode.cli.envelope",
     "exchnode.cli.launcher",
+    "exchnode.cli.completion",
 )
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from exchnode.cli import Subparsers
+from exchnode.cli._times import iso_ms
 from exchnode.core import (
     TYPE_ENVELOPE,
     TYPE_RECEIPT,
@@ -279,7 +280,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _time_ms(value: int) -> str:
-    return datetime.fromtimestamp(value / 1000, UTC).isoformat(timespec="milliseconds")
+    return iso_ms(value)
 
 
 def _describe_envelope(data: bytes) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from exchnode.cli._times import iso_time
 from exchnode.core import NodeName, division_level
 from exchnode.errors import CertificateError, InvalidNameError, UsageError
 from exchnode.pki import (
@@ -85,7 +86,7 @@ def _now() -> datetime:
 
 
 def _time(moment: datetime) -> str:
-    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    return iso_time(moment)
 
 
 def _days(text: str) -> int:

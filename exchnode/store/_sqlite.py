@@ -46,11 +46,12 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exchnode.errors import UsageError
+from exchnode.errors import StoreError, UsageError
 from exchnode.federation import PeerState
 from exchnode.store._base import plan_accept
 from exchnode.store._checks import (
@@ -578,6 +579,56 @@ class SqliteStore(SqliteAuditLog):
                     (prefix, after, end, limit),
                 ).fetchall()
         return [(str(key), bytes(value)) for key, value in rows]
+
+    def backup(self, target: str | os.PathLike[str], *, pages: int = 256) -> None:
+        """Copy the store, consistently, into a new file ``target`` while it stays in use.
+
+        SQLite's online backup (``Connection.backup``) runs on the store's own
+        connection -- the only one the file's exclusive lock admits -- ``pages``
+        pages per step.  The store's lock is held for one step at a time and let
+        go between steps, so the node's calls wait at most one step, never the
+        whole copy.  A change the node commits meanwhile goes through the same
+        connection, which SQLite then writes into the copy too: the file is the
+        store as it stood when the last step ended.  ``target`` must not exist;
+        it is fsynced before this returns, and removed if the copy fails.
+        """
+        if pages < 1:
+            raise UsageError(f"backup: pages must be at least 1, got {pages}")
+        destination = Path(target)
+        try:
+            os.close(os.open(destination, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:
+            raise StoreError(f"backup: cannot create {destination}: {exc.strerror}") from exc
+        copy = sqlite3.connect(destination, isolation_level=None)
+        # No journal and no sync for the copy while the store's lock is held: its last step
+        # commits every page, and a synced commit of a large file held the lock for 0.3 s
+        # (245 MB).  The file is fsynced below, after the lock is let go; a copy cut short is
+        # removed, never used.
+        copy.execute("PRAGMA journal_mode = OFF")
+        copy.execute("PRAGMA synchronous = OFF")
+        lock = self._lock
+
+        def between_steps(status: int, remaining: int, total: int) -> None:
+            if remaining == 0:
+                return  # the last step: keep the lock, so the copy is the store as it stands
+            lock.release()  # let the node's calls in between two steps
+            try:
+                time.sleep(0.001)
+            finally:
+                lock.acquire()
+
+        try:
+            with lock:
+                self._open_conn().backup(copy, pages=pages, progress=between_steps)
+            copy.close()
+            with open(destination, "rb+") as stream:
+                os.fsync(stream.fileno())
+        except BaseException as exc:
+            copy.close()
+            destination.unlink(missing_ok=True)
+            if isinstance(exc, sqlite3.Error):
+                raise self._error("backup", exc) from exc
+            raise
 
     def close(self) -> None:
         with self._lock:

@@ -433,7 +433,11 @@ def test_three_daemons_exchange_a_file_with_send_and_receive(
     assert sent.returncode == 0, sent.stderr.decode()
     message_id = sent.stdout.decode().strip()
     assert len(message_id) == 32
-    assert sent.stderr.decode().splitlines() == [f"delivered to {MINZHENG}"]  # the receipt
+    assert sent.stderr.decode().splitlines() == [  # what it waited for, and the receipt
+        f"waiting up to 30 s for the receipt of {MINZHENG} (each recipient's acknowledgement "
+        "that its application took the message)",
+        f"receipt from {MINZHENG}: delivered and acknowledged",
+    ]
 
     (meta,) = [json.loads(line) for line in out.decode().splitlines()]
     assert meta["sender"] == GONGAN

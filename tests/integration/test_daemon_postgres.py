@@ -57,6 +57,13 @@ def test_a_hub_on_postgresql_carries_a_message_across_its_own_restart(
         )
         assert got.returncode == 0, got.stderr.decode()
         assert got.stdout == b"across a hub on postgresql"
+        backup = node_cli(
+            "backup", "--config", str(federation.config_path(HUB)), "--to",
+            str(tmp_path / "hub.tar"), "--administrator", "张工",
+        )  # fmt: skip
+        assert backup.returncode == 1  # the verb says PostgreSQL's tools back it up
+        assert "back it up with PostgreSQL's tools (pg_dump" in backup.stderr.decode()
+        assert not (tmp_path / "hub.tar").exists()
         assert federation.stop(HUB) == 0
         assert not (federation.folder(HUB) / "state" / "store.sqlite").exists()
         federation.start(HUB)
@@ -107,3 +114,9 @@ def test_offline_audit_of_a_postgresql_store_says_to_ask_the_running_node(
     )  # fmt: skip
     assert done.returncode != 0
     assert "leave out --offline to ask the running node" in done.stderr
+    restore = subprocess.run(
+        [*NODE, "restore", "--from", "x.tar", "--config", str(federation.config_path(HUB))],
+        capture_output=True, text=True, timeout=60, cwd="/", env=node_env(), check=False,
+    )  # fmt: skip
+    assert restore.returncode == 1
+    assert "restore it with PostgreSQL's tools (pg_restore)" in restore.stderr

@@ -473,7 +473,9 @@ def test_json_is_plain_and_the_table_is_aligned() -> None:
     }
     text = r.table()
     lines = text.splitlines()
-    assert lines[0].startswith("oversight report at 2026-12-20 12:00 CST: 2 node logs (2 verified")
+    assert lines[0].startswith(
+        "oversight report at 2026-12-20T12:00+08:00: 2 node logs (2 verified"
+    )
     header = next(line for line in lines if line.startswith("DEPARTMENT"))
     row = next(line for line in lines if line.startswith(PROVIDER))
     assert header.split()[:4] == ["DEPARTMENT", "LEVEL", "RES", "U/C/N"]
