@@ -32,7 +32,8 @@ Sections (``node/README.md`` is the reference with every default)::
     [operator]   listen, token_file, administrator_token_file, auditor_token_file,
                  allow_remote, lease_seconds, max_body_bytes
     [catalog]    refresh
-    [sharing]    answer_days, calendar, holidays, workdays, removed, own_years, masking_secret
+    [sharing]    answer_days, calendar, uncovered_years, holidays, workdays, removed, own_years,
+                 masking_secret
     [audit]      flush, head_interval, retention_days, allow_short_retention,
                  witness_interval, witness_retention_days, witness_silent_rounds
     [log]        level, format
@@ -63,7 +64,7 @@ from exchnode.sharing import DEFAULT_ANSWER_DAYS, MAX_ANSWER_DAYS, WorkCalendar
 from exchnode.store import Store
 
 from .roles import token_key
-from .workdays import LIBRARY, SOURCES, CalendarError, Overrides, build_calendar
+from .workdays import LIBRARY, SOURCES, UNCOVERED, CalendarError, Overrides, build_calendar
 
 __all__ = [
     "DIRECTORY_MODES",
@@ -782,6 +783,7 @@ def _sharing(section: _Section) -> SharingConfig:
     if answer_days > MAX_ANSWER_DAYS:
         raise section.error("answer_days", f"must be at most {MAX_ANSWER_DAYS}, got {answer_days}")
     source = section.choice("calendar", SOURCES, LIBRARY)
+    uncovered = section.choice("uncovered_years", UNCOVERED, "weekends")
     overrides = Overrides(
         holidays=[dt.date.fromisoformat(day) for day in _dates(section, "holidays")],
         workdays=[dt.date.fromisoformat(day) for day in _dates(section, "workdays")],
@@ -789,7 +791,7 @@ def _sharing(section: _Section) -> SharingConfig:
         own_years=_years(section, "own_years"),
     )
     try:
-        built = build_calendar(source, overrides)
+        built = build_calendar(source, overrides, uncovered)
     except CalendarError as exc:
         raise section.error(exc.key, str(exc)) from None
     secret = section.path_value("masking_secret", "masking.secret")

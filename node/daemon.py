@@ -98,7 +98,7 @@ from .metrics import MetricsApi
 from .operator import OperatorApi
 from .roles import PEOPLE, Credentials, token_key
 from .trust import crl_files_state, expand, read_crls, reload_and_record, watch_crl_files
-from .workdays import note_calendar
+from .workdays import note_calendar, watch_calendar
 
 __all__ = [
     "AuditAndLogSink",
@@ -438,6 +438,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
             "expiry-watch",
         )
         node.run_task(lambda: watch_crl_files(config, reload, log, crl_files), "crl-files")
+        node.run_task(lambda: watch_calendar(config, log), "calendar-watch")
         api.serving()
         operator_url = f"http://{_host(operator_address[0])}:{operator_address[1]}"
         ready = {

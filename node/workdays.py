@@ -28,8 +28,14 @@ the library already covers.  An override that contradicts the library (a
 holiday on the library's make-up day, say) is allowed -- that is what an
 override is for -- and is logged as a warning at every start
 (``SharingConfig.calendar_notes``).  A deadline counted into a year outside the
-coverage is an error naming the year (``sharing.CalendarCoverageError``), and
-the daemon warns at start when that horizon is near (:func:`coverage_warning`).
+coverage is, with ``uncovered_years = "refuse"``, an error naming the year
+(``sharing.CalendarCoverageError``); by default (``"weekends"``) it is counted
+with weekdays only and is *provisional*: the daemon warns at start and every
+hour in the log and in ``/health`` while such a year lies within
+:data:`HORIZON` (:func:`coverage_warning`), and the sharing service logs each
+deadline it counted that way, so nobody takes it for the legal one unawares.
+Refusing every conditional request from mid-December because the library is a
+release behind the State Council's notice would stop the exchange itself.
 
 The library layer stays pure: ``exchnode.sharing.WorkCalendar`` is built here,
 at the daemon's edge, and handed to the sharing service.
@@ -37,6 +43,7 @@ at the daemon's edge, and handed to the sharing service.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,16 +61,20 @@ if TYPE_CHECKING:
 __all__ = [
     "LIBRARY",
     "SOURCES",
+    "UNCOVERED",
     "BuiltCalendar",
     "Overrides",
     "build_calendar",
     "coverage_warning",
     "library_coverage",
     "note_calendar",
+    "watch_calendar",
 ]
 
 LIBRARY = "chinese-calendar"
 SOURCES = (LIBRARY, "none")
+#: ``[sharing] uncovered_years``: count a year the calendar lacks with weekdays only, or refuse.
+UNCOVERED = ("weekends", "refuse")
 #: How far ahead of today a start looks for a year the calendar does not cover: a deadline of
 #: the longest common answer period (10 working days) across the Spring Festival stays inside.
 HORIZON = dt.timedelta(days=60)
@@ -109,10 +120,16 @@ def _span(years: frozenset[int]) -> str:
     return f"{min(years)}-{max(years)}" if years else "no year"
 
 
-def build_calendar(source: str, overrides: Overrides) -> BuiltCalendar:
+def build_calendar(
+    source: str, overrides: Overrides, uncovered: str = "weekends"
+) -> BuiltCalendar:
     """The calendar of ``source`` with ``overrides`` applied, or a :class:`CalendarError`."""
     if source not in SOURCES:
         raise CalendarError("calendar", f"must be one of {', '.join(SOURCES)}, got {source!r}")
+    if uncovered not in UNCOVERED:
+        raise CalendarError(
+            "uncovered_years", f"must be one of {', '.join(UNCOVERED)}, got {uncovered!r}"
+        )
     if source == LIBRARY:
         library_holidays, library_workdays, library_years, name = library_coverage()
     else:
@@ -162,7 +179,9 @@ def build_calendar(source: str, overrides: Overrides) -> BuiltCalendar:
         overrides.workdays
     )
     try:
-        calendar = WorkCalendar(frozenset(holidays), frozenset(workdays), covered)
+        calendar = WorkCalendar(
+            frozenset(holidays), frozenset(workdays), covered, provisional=uncovered == "weekends"
+        )
     except UsageError as exc:
         raise CalendarError("workdays", str(exc)) from None
     count = sum(len(days) for days in lists.values())
@@ -188,21 +207,39 @@ def _own_years(years: Sequence[int], library_years: frozenset[int], name: str) -
 
 
 def coverage_warning(calendar: WorkCalendar, today: dt.date) -> str | None:
-    """Why deadlines counted soon will be refused (a year within :data:`HORIZON` not covered)."""
+    """Why deadlines counted soon will be guessed or refused (a year within :data:`HORIZON`
+    the calendar does not cover)."""
     covered = calendar.covered_years
     if covered is None:
         return None
     day = today
     while day <= today + HORIZON:
         if day.year not in covered:
+            outcome = (
+                "counted with weekdays only, a provisional deadline that may not be the legal "
+                "one"
+                if calendar.provisional
+                else "refused"
+            )
             return (
                 f"the working-day calendar covers {_span(covered)}: an answer deadline counted "
-                f"into {day.year} (from {day} on) will be refused; update {LIBRARY} or list "
+                f"into {day.year} (from {day} on) will be {outcome}; update {LIBRARY} or list "
                 f"{day.year}'s holidays and make-up days in [sharing] with own_years = "
                 f"[{day.year}]"
             )
         day = dt.date(day.year + 1, 1, 1)
     return None
+
+
+async def watch_calendar(config: DaemonConfig, log: Any, interval: float = 3600.0) -> None:
+    """Every ``interval`` seconds, the coverage warning again while it holds (beside the
+    certificates' and CRLs' hourly warnings): a provisional deadline must not go unnoticed."""
+    while True:
+        await asyncio.sleep(interval)
+        today = dt.datetime.now(CHINA_STANDARD_TIME).date()
+        problem = coverage_warning(config.sharing.calendar, today)
+        if problem is not None:
+            log.warning("working-day calendar runs out", problem=problem)
 
 
 def note_calendar(config: DaemonConfig, log: Any, today: dt.date | None = None) -> None:

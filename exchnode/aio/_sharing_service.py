@@ -235,6 +235,19 @@ class SharingService:
                 raise
             await self._commit(sends)
 
+    def _note_provisional(self, deadline_ms: int | None, now_ms: int) -> None:
+        """Say so when a deadline was counted over a year the calendar does not cover."""
+        calendar = self._calendar
+        if deadline_ms is None or not calendar.provisional:
+            return
+        years = calendar.uncovered_between(now_ms, deadline_ms)
+        if years:
+            self.log.warning(
+                "provisional answer deadline: counted with weekdays only",
+                deadline_ms=deadline_ms,
+                uncovered_years=list(years),
+            )
+
     async def close(self) -> None:
         # From here the node refuses new messages because it stops, not because they are wrong.
         self._outbox.closing = True
@@ -244,7 +257,9 @@ class SharingService:
         me = self._me()
         out: list[Outgoing] = []
         if isinstance(statement, SubscriptionRequest):
-            out = self._provider_book().on_request(statement, sender=sender, now_ms=now_ms)
+            book = self._provider_book()
+            out = book.on_request(statement, sender=sender, now_ms=now_ms)
+            self._note_provisional(book.deadline(statement.request_id), now_ms)
         elif isinstance(statement, Decision):
             self._requester_view().on_decision(statement, sender=sender, now_ms=now_ms)
         elif isinstance(statement, Expiry):

@@ -29,8 +29,12 @@ against the State Council's notice.  A calendar built from a maintained list
 that is (``covered_years``); counting a deadline across a day of any other
 year raises :class:`CalendarCoverageError` naming the year, because guessing
 "weekdays only" there could move a county's legal deadline silently.  A
-calendar without ``covered_years`` (None) checks nothing: what tests and
-callers that own their lists get.
+calendar built ``provisional`` counts weekdays only there instead, and its
+caller says so loudly (:meth:`WorkCalendar.uncovered_between` names the
+years a deadline was guessed over): the daemon's default, so that a library
+a release behind the State Council's notice does not stop every conditional
+request at the turn of the year.  A calendar without ``covered_years``
+(None) checks nothing: what tests and callers that own their lists get.
 """
 
 from __future__ import annotations
@@ -82,11 +86,13 @@ class WorkCalendar:
     """Which dates are working days: weekdays, minus holidays, plus make-up days.
 
     ``covered_years``: the years the lists are known right for (None: not checked).
+    ``provisional``: outside them, count weekdays only instead of refusing (see the module).
     """
 
     holidays: frozenset[dt.date] = frozenset()
     makeup_workdays: frozenset[dt.date] = frozenset()
     covered_years: frozenset[int] | None = None
+    provisional: bool = False
 
     def __post_init__(self) -> None:
         for day in self.holidays | self.makeup_workdays:
@@ -140,9 +146,20 @@ class WorkCalendar:
             self._check_covered(day)
         return day
 
+    def uncovered_between(self, start_ms: int, end_ms: int) -> tuple[int, ...]:
+        """The years from ``start_ms``'s day to ``end_ms``'s that ``covered_years`` lacks.
+
+        Non-empty for a deadline a ``provisional`` calendar counted with weekdays only.
+        """
+        if self.covered_years is None:
+            return ()
+        years = range(local_date(start_ms).year, local_date(max(start_ms, end_ms)).year + 1)
+        return tuple(year for year in years if year not in self.covered_years)
+
     def _check_covered(self, day: dt.date) -> None:
-        if self.covered_years is not None and day.year not in self.covered_years:
-            raise CalendarCoverageError(day.year, self.covered_years)
+        covered = self.covered_years
+        if covered is not None and day.year not in covered and not self.provisional:
+            raise CalendarCoverageError(day.year, covered)
 
 
 def local_date(ms: int) -> dt.date:

@@ -16,6 +16,7 @@ import pytest
 
 from exchnode.node.config import ConfigError, load_config
 from exchnode.node.workdays import (
+    CalendarError,
     Overrides,
     build_calendar,
     coverage_warning,
@@ -61,18 +62,33 @@ def test_the_library_is_the_default_and_says_what_it_covers() -> None:
     assert WorkCalendar().deadline(ms(D(2026, 2, 13)), 10) == end_of(D(2026, 2, 27))  # no lists
 
 
-def test_a_deadline_past_the_coverage_is_an_error_naming_the_year() -> None:
-    calendar = build_calendar("chinese-calendar", Overrides()).calendar
+def test_a_deadline_past_the_coverage_is_an_error_naming_the_year_when_asked() -> None:
+    calendar = build_calendar("chinese-calendar", Overrides(), "refuse").calendar
     assert calendar.deadline(ms(D(2026, 12, 1)), 10) == end_of(D(2026, 12, 15))
     with pytest.raises(CalendarCoverageError, match="does not cover 2027") as caught:
         calendar.deadline(ms(D(2026, 12, 24)), 10)
     assert caught.value.year == 2027
 
 
+def test_by_default_a_deadline_past_the_coverage_is_provisional_and_says_so() -> None:
+    """Weekdays only in 2027 (the library stops at 2026), named by uncovered_between."""
+    calendar = build_calendar("chinese-calendar", Overrides()).calendar
+    assert calendar.provisional
+    start = ms(D(2026, 12, 24))
+    deadline = calendar.deadline(start, 10)
+    assert deadline == end_of(D(2027, 1, 7))  # 12-25, 28-31, 1-1 and 1-4..7: weekdays only
+    assert calendar.uncovered_between(start, deadline) == (2027,)
+    assert calendar.uncovered_between(ms(D(2026, 12, 1)), ms(D(2026, 12, 15))) == ()
+    with pytest.raises(CalendarError, match="must be one of weekends, refuse") as caught:
+        build_calendar("chinese-calendar", Overrides(), "guess")
+    assert caught.value.key == "uncovered_years"
+
+
 def test_own_years_extend_the_coverage_and_nothing_else() -> None:
     built = build_calendar(
         "chinese-calendar",
         Overrides(holidays=[D(2027, 1, 1)], own_years=[2027]),
+        "refuse",
     )
     calendar = built.calendar
     assert not calendar.is_working_day(D(2027, 1, 1))
@@ -136,7 +152,11 @@ def test_calendar_none_is_the_toml_alone(tmp_path: Path) -> None:
     assert calendar.holidays == {D(2031, 10, 1)}
     assert calendar.is_working_day(D(2026, 10, 1))  # no library: a Thursday like any other
     loaded = load_config(
-        config(tmp_path, 'calendar = "none"\nown_years = [2031]\nholidays = [2031-10-01]')
+        config(
+            tmp_path,
+            'calendar = "none"\nuncovered_years = "refuse"\nown_years = [2031]\n'
+            "holidays = [2031-10-01]",
+        )
     )
     with pytest.raises(CalendarCoverageError, match="does not cover 2032"):
         loaded.sharing.calendar.deadline(ms(D(2031, 12, 24)), 10)
@@ -158,7 +178,11 @@ def test_a_start_warns_before_the_coverage_runs_out(tmp_path: Path) -> None:
     assert coverage_warning(calendar, D(2026, 6, 1)) is None
     warning = coverage_warning(calendar, D(2026, 12, 1))
     assert warning is not None
-    assert "deadline counted into 2027 (from 2027-01-01 on) will be refused" in warning
+    assert "deadline counted into 2027 (from 2027-01-01 on) will be counted with weekdays" in warning
+    strict = build_calendar("chinese-calendar", Overrides(), "refuse").calendar
+    refused = coverage_warning(strict, D(2026, 12, 1))
+    assert refused is not None
+    assert "(from 2027-01-01 on) will be refused" in refused
     loaded = load_config(config(tmp_path, "workdays = [2026-10-03]"))
     log = _Log()
     note_calendar(loaded, log, today=D(2026, 12, 1))
