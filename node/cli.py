@@ -33,6 +33,7 @@ from .cli_common import add_verb
 from .cli_services import register as register_services
 from .client import OperatorClient, OperatorError, Received
 from .config import DEFAULT_LISTEN, DEFAULT_OPERATOR, DIRECTORY_MODES, LEVELS, load_config
+from .openapi import register as register_openapi
 from .scaffold import TOKEN_NAMES, InitOptions, init_node
 
 __all__ = ["build_parser", "main"]
@@ -190,6 +191,7 @@ object {{"seq", "fields"}} per line (DIR/<sender>.<message id>.jsonl).""",
     register_services(verbs, prog)
     register_audit(verbs, prog)
     register_admin(verbs, prog)
+    register_openapi(verbs, prog)
     return parser
 
 

@@ -58,7 +58,7 @@ from exchnode.catalog import CatalogQuery, ShareType, check_code
 from exchnode.errors import ExchnodeError, MalformedError, UsageError
 from exchnode.sharing import Correction, CorrectionState, Grant, RecordBatch, RequestState
 
-from .api import HTTPProblem, json_body
+from .api import HTTPProblem, checked_params, json_body
 from .forms import (
     FormError,
     correction_answer_json,
@@ -152,13 +152,9 @@ def _names(document: dict[str, Any], name: str) -> list[str] | None:
 
 
 def _state_query(request: web.Request) -> RequestState | None:
-    text = request.query.get("state")
-    if text is None or text == "all":
-        return None
-    state = _STATES.get(text)
-    if state is None:
-        raise HTTPProblem(400, f"state must be one of {', '.join(_STATES)}, got {text!r}")
-    return state
+    """The ``state`` asked for (checked against the states: ``node.operations``); all: None."""
+    text = checked_params()["state"]
+    return None if text == "all" else _STATES[text]
 
 
 class ServicesApi:
@@ -217,35 +213,25 @@ class ServicesApi:
     # --- the catalog ---------------------------------------------------------------------
 
     async def _search(self, request: web.Request) -> web.Response:
-        query = request.query
-        criteria: dict[str, Any] = {}
-        for name in ("code", "provider", "classification", "keyword"):
-            if name in query:
-                criteria[name] = query[name]
-        if "share_type" in query:
-            try:
-                criteria["share_type"] = ShareType(query["share_type"])
-            except ValueError:
-                choices = ", ".join(t.value for t in ShareType)
-                raise FormError(
-                    "share_type", f"must be one of {choices}, got {query['share_type']!r}"
-                ) from None
-        if "level" in query:
+        query = checked_params()  # checked: enumerations and bounds (node.operations)
+        criteria: dict[str, Any] = {
+            name: query[name]
+            for name in ("code", "provider", "classification", "keyword")
+            if query[name] is not None
+        }
+        if query["share_type"] is not None:
+            criteria["share_type"] = ShareType(query["share_type"])
+        if query["level"] is not None:
             criteria["level"] = level_named(query["level"])
-        criteria["status"] = status_named(query.get("status", "published"))
-        if query.get("beyond", "0") not in ("0", "1"):
-            raise FormError("beyond", "must be 0 (what this node holds) or 1 (ask up the tree)")
-        if query.get("beyond") != "1":
+        criteria["status"] = status_named(query["status"])
+        if query["beyond"] != "1":
             records = self.catalog.search(**criteria)
             return web.json_response({"records": [record_json(r) for r in records]})
         # A catalog at every level: the hubs up the tree answer what this node does not hold.
         try:
-            limit = int(query.get("limit", "100"))
             found = await self.catalog.search_beyond(
-                CatalogQuery(scope=query.get("scope", ""), limit=limit, **criteria)
+                CatalogQuery(scope=query["scope"], limit=query["limit"], **criteria)
             )
-        except ValueError:
-            raise FormError("limit", "must be an integer from 1 to 1000") from None
         except MalformedError as exc:
             raise FormError(exc.field, exc.problem) from None
         return web.json_response(
@@ -632,10 +618,7 @@ class ServicesApi:
         return web.json_response(self._reported_json(item))
 
     async def _reported_list(self, request: web.Request) -> web.Response:
-        wanted = request.query.get("state", "all")
-        if wanted != "all" and wanted not in _CORRECTION_STATES:
-            choices = ", ".join(_CORRECTION_STATES)
-            raise HTTPProblem(400, f"state must be one of {choices} or all, got {wanted!r}")
+        wanted = checked_params()["state"]  # checked: a correction state or all
         items = [self._reported_json(item) for item in (await self._reported_ledger()).values()]
         if wanted != "all":
             items = [item for item in items if item["state"] == wanted]
