@@ -126,7 +126,7 @@ _HEX = Text(pattern="[0-9a-f]*", pattern_rule="lowercase hex")
 _ISO = Nullable(inner=Text(description="ISO 8601 with offset"))
 _ID32 = Text(
     pattern="[0-9a-fA-F]{32}",
-    pattern_rule="32 hex digits",
+    pattern_rule="hex of 32 digits",
     description="a request or correction id",
 )
 _CODE = Text(min_length=1, max_length=64, description="a resource code (101001/000001)")

@@ -92,6 +92,7 @@ from .api import checked_params
 from .api import error_response as _error
 from .api import json_body as _json_body
 from .api import peer_state_json as _peer_state_json
+from .http_errors import answer_in_json
 from .inbox import Inbox, delivery_id
 from .openapi import document_bytes
 from .operations import operation_for, validated
@@ -258,6 +259,7 @@ class OperatorApi:
         )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
+        answer_in_json(self._runner)  # even a request aiohttp cannot parse: node.http_errors
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         host, port = self._runner.addresses[0][:2]

@@ -130,8 +130,10 @@ class Text(Schema):
         if self.printable and any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
             raise FormError(where, "must not contain control characters")
         if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
-            got = f", got {shown(value)}" if self.quoted else ""
-            raise FormError(where, f"must be {self.pattern_rule or 'well formed'}{got}")
+            rule = self.pattern_rule or "well formed"
+            if self.quoted:
+                raise FormError(where, f"{shown(value)} is not {rule}")
+            raise FormError(where, f"must be {rule}")
         return value
 
     def _schema(self) -> dict[str, Any]:
