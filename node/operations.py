@@ -32,7 +32,15 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from exchnode.catalog import DataType, Openness, ResourceFormat, ShareMethod, ShareType, UpdateCycle
+from exchnode.catalog import (
+    MAX_SEARCH_LIMIT,
+    DataType,
+    Openness,
+    ResourceFormat,
+    ShareMethod,
+    ShareType,
+    UpdateCycle,
+)
 from exchnode.sharing import CorrectionState, RequestState
 
 from .api import checked_request, json_body
@@ -672,7 +680,7 @@ OPERATIONS: tuple[Operation, ...] = (
             Param("status", Text(enum=("published", "withdrawn", "all")), default="published"),
             Param("beyond", Text(enum=("0", "1")), default="0"),
             Param("scope", Text(max_length=64), default=""),
-            Param("limit", Integer(minimum=1, maximum=1000), default=100),
+            Param("limit", Integer(minimum=1, maximum=MAX_SEARCH_LIMIT), default=100),
         ),
         errors=(400, 422),
     ),
