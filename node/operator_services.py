@@ -108,16 +108,6 @@ def operator_of(document: dict[str, Any]) -> str:
     return value.strip()
 
 
-def _numbers(document: dict[str, Any], *, required: bool) -> list[int] | None:
-    """The ``numbers`` of parked messages a call names (absent: all, where that is allowed)."""
-    value = document.get("numbers")
-    if value is None and not required:
-        return None
-    if not isinstance(value, list) or not value or not all(type(n) is int and n > 0 for n in value):
-        raise HTTPProblem(400, "'numbers' must be a non-empty list of parked message numbers")
-    return value
-
-
 def _text(document: dict[str, Any], name: str, *, required: bool = True) -> str:
     value = document.get(name)
     if value is None and not required:
@@ -262,8 +252,6 @@ class ServicesApi:
             raw = document["entries"]
         else:
             raise HTTPProblem(400, "the body needs 'entry' (an object) or 'entries' (a list)")
-        if len(raw) > MAX_PUBLISH:
-            raise HTTPProblem(400, f"at most {MAX_PUBLISH} entries per call")
         entries = []
         for index, item in enumerate(raw):
             try:
@@ -459,11 +447,7 @@ class ServicesApi:
         document = await json_body(request)
         operator = operator_of(document)
         code = _code(document)
-        raw = document.get("records")
-        if not isinstance(raw, list) or not raw:
-            raise HTTPProblem(400, "'records' must be a non-empty list of objects")
-        if len(raw) > MAX_RECORDS:
-            raise HTTPProblem(400, f"at most {MAX_RECORDS} records per call")
+        raw = document["records"]  # checked: 1..MAX_RECORDS objects (node.operations)
         records = [record_from_json(item, f"records[{i}]") for i, item in enumerate(raw)]
         published = await self.sharing.publish_records(code, records, operator=operator)
         self.log.info(
@@ -519,7 +503,7 @@ class ServicesApi:
     async def _retry_parked(self, request: web.Request) -> web.Response:
         document = await json_body(request)
         operator = operator_of(document)
-        numbers = _numbers(document, required=False)
+        numbers = document.get("numbers")  # checked: absent (all), or parked numbers
         sent = await self.sharing.retry_parked(numbers)
         self.log.info("parked sharing messages retried", operator=operator, sent=sent)
         return web.json_response({"sent": sent, "parked": len(self.sharing.parked())})
@@ -527,8 +511,7 @@ class ServicesApi:
     async def _drop_parked(self, request: web.Request) -> web.Response:
         document = await json_body(request)
         operator = operator_of(document)
-        numbers = _numbers(document, required=True)
-        assert numbers is not None
+        numbers = document["numbers"]  # checked: required, parked numbers
         await self.sharing.drop_parked(numbers, operator=operator)
         return web.json_response({"dropped": numbers, "parked": len(self.sharing.parked())})
 
@@ -576,15 +559,8 @@ class ServicesApi:
         document = await json_body(request)
         operator = operator_of(document)
         provider, code = _provider(document), _code(document)
-        seq = document.get("seq")
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-            raise HTTPProblem(400, "'seq' must be the record's number (an integer from 1)")
-        items = _names(document, "items")
-        if not items:
-            raise HTTPProblem(400, "'items' must name at least one data item in doubt")
-        text = _text(document, "text")
-        if len(text) > MAX_CORRECTION_TEXT:
-            raise HTTPProblem(400, f"'text' must be at most {MAX_CORRECTION_TEXT} characters")
+        # checked (node.operations): seq from 1, items not empty, text 1..MAX_CORRECTION_TEXT
+        seq, items, text = document["seq"], document["items"], _text(document, "text")
         record = await self.catalog.lookup(provider, code)
         if record is None or record.entry is None:
             raise HTTPProblem(
@@ -672,12 +648,8 @@ class ServicesApi:
             )
         document = await json_body(request)
         operator = operator_of(document)
-        accepted = document.get("accepted")
-        if not isinstance(accepted, bool):
-            raise HTTPProblem(400, "'accepted' must be true (accept) or false (reject)")
+        accepted = document["accepted"]  # checked: true or false; text 1..MAX_CORRECTION_TEXT
         text = _text(document, "text")
-        if len(text) > MAX_CORRECTION_TEXT:
-            raise HTTPProblem(400, f"'text' must be at most {MAX_CORRECTION_TEXT} characters")
         await self.sharing.answer_correction(
             correction_id, accepted=accepted, text=text, operator=operator
         )
