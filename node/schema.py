@@ -318,7 +318,13 @@ class Object(Schema):
     def _schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "type": "object",
-            "properties": {name: s.json_schema() for name, s in self.properties.items()},
+            "properties": {
+                # an optional property given as null is taken as absent (clients send None)
+                name: schema.json_schema()
+                if name in self.required or isinstance(schema, Nullable | AnyValue)
+                else Nullable(inner=schema).json_schema()
+                for name, schema in self.properties.items()
+            },
         }
         if self.required:
             out["required"] = list(self.required)
