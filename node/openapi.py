@@ -139,6 +139,13 @@ def _operation(operation: Operation) -> dict[str, Any]:
                 "content": {"application/json": {"schema": operation.answer.json_schema()}},
             },
             **{str(status): _error(status) for status in sorted(statuses)},
+            **{
+                str(status): {
+                    "description": _REASONS.get(status, "Answered"),
+                    "content": {"application/json": {"schema": schema.json_schema()}},
+                }
+                for status, schema in operation.other_answers.items()
+            },
         },
     }
     if operation.description:

@@ -109,6 +109,7 @@ class Operation:
     errors: tuple[int, ...] = (400,)  # the 4xx/5xx this operation may answer beyond the guard's
     description: str = ""
     headers: Mapping[str, Schema] = field(default_factory=dict)  # request headers it reads
+    other_answers: Mapping[int, Schema] = field(default_factory=dict)  # a status with a body
 
 
 # --- shared shapes -------------------------------------------------------------------------
@@ -584,7 +585,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "/health",
         "The node's health: 200 while serving, 503 starting or draining (no token needed)",
         _HEALTH,
-        errors=(503,),
+        errors=(),
+        other_answers={503: _HEALTH},  # starting or draining: the same object, its status says
     ),
     Operation(
         "GET",

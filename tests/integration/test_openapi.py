@@ -113,7 +113,7 @@ def test_every_error_answer_is_the_error_object_and_every_role_a_bearer_scheme()
             statuses = {int(s) for s in operation["responses"]}
             assert {200, 500} <= statuses, (method, path)
             for status, answer in operation["responses"].items():
-                if int(status) >= 400:
+                if int(status) >= 400 and (path, status) != ("/health", "503"):  # its own object
                     assert answer["content"]["application/json"]["schema"] == error
             if path != "/health":  # the one path without a token
                 assert len(operation["security"]) == 1, (method, path)
