@@ -1,9 +1,10 @@
 """``python -m exchnode.node <verb>`` (or ``exchnode node <verb>``, ``exchnode send``, ...).
 
 Verbs: ``init``, ``run``, ``send``, ``receive``, ``status``, ``health``,
-``catalog ...`` and ``sub ...`` (``node.cli_services``), ``audit ...``
-(``node.cli_audit``) and ``admin ...`` (``node.cli_admin``).  Each call to the
-API presents the token of the role it needs (``node.client``).  One
+``openapi`` (``node.openapi``), ``catalog ...`` and ``sub ...``
+(``node.cli_services``), ``audit ...`` (``node.cli_audit``) and ``admin ...``
+(``node.cli_admin``).  Each call to the API presents the token of the role it
+needs (``node.client``).  One
 error policy, as in ``exchnode.cli``: an exchnode error, a configuration
 error or an ``OSError`` is ONE line ``<prog>: error: <message>`` on stderr
 and exit status 1, never a traceback; argparse reports usage errors itself
