@@ -130,29 +130,37 @@ _INT = Integer()
 _COUNT = Integer(minimum=0)
 _TEXT = Text()
 _MS = Integer(description="ms since 1970")
-_NAME = Text(min_length=1, max_length=255, description="a node name (520102, 520102.gongan)")
+_NAME = Text(
+    min_length=1,
+    max_length=255,
+    description="a node name (520102, 520102.gongan)",
+    example="520102",
+)
 _HEX = Text(pattern="[0-9a-f]*", pattern_rule="lowercase hex")
 _ISO = Nullable(inner=Text(description="ISO 8601 with offset"))
 _ID32 = Text(
     pattern="[0-9a-fA-F]{32}",
     pattern_rule="hex of 32 digits",
     description="a request or correction id",
+    example="0f" * 16,
 )
-_CODE = Text(min_length=1, max_length=64, description="a resource code (101001/000001)")
+_CODE = Text(min_length=1, max_length=64, description="a resource code", example="101001/000001")
 _OPERATOR = Text(
     min_length=1,
     max_length=MAX_OPERATOR_CHARS,
     printable=True,
     description="the person acting, on the audit record (1..64 characters)",
+    example="张三",
 )
 _ADMINISTRATOR = Text(
     min_length=1,
     max_length=MAX_OPERATOR_CHARS,
     printable=True,
     description="the administrator acting, on the audit record",
+    example="李四",
 )
-_REASON = Text(min_length=1, max_length=4096, description="why, for the record")
-_ITEMS = Array(items=Text(min_length=1), description="data item names")
+_REASON = Text(min_length=1, max_length=4096, description="why, for the record", example="核验")
+_ITEMS = Array(items=Text(min_length=1), description="data item names", example=["姓名"])
 _DEPTH = Object(properties={"count": _COUNT, "bytes": _COUNT}, required=("count", "bytes"))
 
 
@@ -181,6 +189,19 @@ def _admin_action(**properties: Schema) -> Object:
     )
 
 
+_ENTRY_EXAMPLE = {
+    "code": "101001/000001",
+    "name": "人口基本信息",
+    "provider_code": "11520102MB1234567X",
+    "summary": "户籍人口的基本信息",
+    "format": "database",
+    "data_items": [{"name": "姓名", "type": "C", "description": "姓名"}],
+    "share_type": "conditional",
+    "share_conditions": "仅限政务部门依法履职使用",
+    "share_methods": ["subscription_push"],
+    "update_cycle": "daily",
+    "publish_date": "2026-01-05",
+}
 _DATA_ITEM = Object(
     properties={
         "name": Text(min_length=1),
@@ -226,6 +247,7 @@ ENTRY = Ref(
         closed=True,
         path="catalog",
         description="A resource catalog entry (政务信息资源目录).",
+        example=_ENTRY_EXAMPLE,
     ),
 )
 assert set(ENTRY.target.properties) == set(ENTRY_FIELDS)  # type: ignore[attr-defined]
@@ -259,7 +281,14 @@ _MASK = Object(
     required=("rule",),
     description="keep (first, last, char), redact (replacement), hash or year_only",
 )
-MASKS = Ref(name="Masks", target=MapOf(values=_MASK, description="data item -> rule"))
+MASKS = Ref(
+    name="Masks",
+    target=MapOf(
+        values=_MASK,
+        description="data item -> rule",
+        example={"姓名": {"rule": "keep", "first": 1, "last": 0, "char": "*"}},
+    ),
+)
 GRANT = Ref(
     name="Grant",
     target=Object(
@@ -359,7 +388,12 @@ _RECORD_VALUE = OneOf(
 )
 RECORD = Ref(
     name="Record",
-    target=MapOf(values=_RECORD_VALUE, min_properties=1, description="data item -> value"),
+    target=MapOf(
+        values=_RECORD_VALUE,
+        min_properties=1,
+        description="data item -> value",
+        example={"姓名": "张三"},
+    ),
 )
 SENT = Ref(
     name="Sent",
@@ -490,7 +524,7 @@ _CASE_ANSWER = Object(
     properties={"request_id": _HEX, "outcome": _TEXT}, required=("request_id", "outcome")
 )
 _SEND_QUERY = (
-    Param("to", Text(min_length=1, max_length=255), required=True, repeated=True),
+    Param("to", Text(min_length=1, max_length=255, example="520102"), required=True, repeated=True),
     Param("kind", Text(min_length=1, max_length=64), default="data"),
     Param("content_type", Text(min_length=1, max_length=255), default="application/octet-stream"),
     Param("ttl", Number(minimum=0.001, maximum=1e9, description="seconds")),
@@ -699,6 +733,7 @@ OPERATIONS: tuple[Operation, ...] = (
             },
             required=("operator",),
             missing=_needs("operator"),
+            example={"operator": "张三", "entry": _ENTRY_EXAMPLE},
         ),
         errors=(400, 409, 422),
     ),

@@ -67,6 +67,7 @@ class Schema:
     """A JSON value's shape.  Subclasses define :meth:`_check` and :meth:`_schema`."""
 
     description: str = ""
+    example: Any = None  # a valid value, for the document (and schemathesis' explicit phase)
 
     def check(self, value: object, where: str) -> Any:
         """``value`` if it has this shape; FormError naming ``where`` otherwise."""
@@ -80,6 +81,8 @@ class Schema:
         out = self._schema()
         if self.description:
             out["description"] = self.description
+        if self.example is not None:
+            out["examples"] = [self.example]
         return out
 
     def _check(self, value: object, where: str) -> Any:

@@ -202,34 +202,42 @@ def _bounded(case: Any) -> None:
 
 
 def drive(operation: Any, base_url: str, headers: dict[str, str], failures: list[str]) -> int:
-    """Generated requests against one operation, every check on each answer; how many were sent.
+    """Requests against one operation, every check on each answer; how many were sent.
 
-    A failure is recorded in ``failures`` (hypothesis has shrunk it to a small
-    example) and the next operation is driven: one run reports them all.
+    First the document's own examples (``node.operations`` declares one for the
+    common fields), then generated ones, valid and invalid.  A failure is
+    recorded in ``failures`` (hypothesis has shrunk it to a small example) and
+    the next operation is driven: one run reports them all.
     """
     label = f"{operation.method.upper()} {operation.path}"
     sent = 0
 
-    @hypothesis.settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=list(hypothesis.HealthCheck),
-        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate, hypothesis.Phase.shrink],
-    )
-    @hypothesis.given(
-        case=operation.as_strategy(GenerationMode.POSITIVE)
-        | operation.as_strategy(GenerationMode.NEGATIVE)
-    )
-    def run(case: Any) -> None:
-        nonlocal sent
-        _bounded(case)
-        sent += 1
-        case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS)
+    def run(strategy: Any, examples: int) -> None:
+        @hypothesis.settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(hypothesis.HealthCheck),
+            phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate, hypothesis.Phase.shrink],
+        )
+        @hypothesis.given(case=strategy)
+        def call(case: Any) -> None:
+            nonlocal sent
+            _bounded(case)
+            sent += 1
+            case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS)
+
+        call()
 
     try:
-        run()
+        for example in operation.get_strategies_from_examples():
+            run(example, 1)
+        run(
+            operation.as_strategy(GenerationMode.POSITIVE)
+            | operation.as_strategy(GenerationMode.NEGATIVE),
+            EXAMPLES,
+        )
     except (Exception, BaseExceptionGroup) as exc:  # a failure, or anything else: listed
         failures.append(f"{label}: {type(exc).__name__}: {' '.join(str(exc).split())}"[:1500])
     return sent
