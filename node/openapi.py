@@ -136,7 +136,7 @@ def _operation(operation: Operation) -> dict[str, Any]:
         "responses": {
             "200": {
                 "description": "OK",
-                "content": {"application/json": {"schema": operation.answer.json_schema()}},
+                "content": {operation.answer_type: {"schema": operation.answer.json_schema()}},
             },
             **{str(status): _error(status) for status in sorted(statuses)},
             **{

@@ -110,6 +110,7 @@ class Operation:
     description: str = ""
     headers: Mapping[str, Schema] = field(default_factory=dict)  # request headers it reads
     other_answers: Mapping[int, Schema] = field(default_factory=dict)  # a status with a body
+    answer_type: str = "application/json"  # text/plain (metrics), text/html (a page): a text
 
 
 # --- shared shapes -------------------------------------------------------------------------
