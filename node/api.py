@@ -24,8 +24,11 @@ text or anything long.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
@@ -38,6 +41,8 @@ __all__ = [
     "CALLER_ROLE",
     "MAX_JSON_DEPTH",
     "HTTPProblem",
+    "checked_params",
+    "checked_request",
     "error_response",
     "flag",
     "integer",
@@ -236,8 +241,41 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's body as a JSON object (:func:`parse_json_object`)."""
+    """The request's body as a JSON object (:func:`parse_json_object`).
+
+    Once its operation has checked it (``node.operations.validated``), the
+    checked document.
+    """
+    checked = _BODY.get()
+    if checked is not None:
+        return checked
     return parse_json_object(await request.read())
+
+
+#: What the request being handled was checked into by its operation (``node.operations``):
+#: set around the handler only, and reset after it (a keep-alive connection's next request
+#: runs in the same task).
+_PARAMS: ContextVar[dict[str, Any] | None] = ContextVar("exchnode_params", default=None)
+_BODY: ContextVar[dict[str, Any] | None] = ContextVar("exchnode_body", default=None)
+
+
+@contextlib.contextmanager
+def checked_request(params: dict[str, Any], body: dict[str, Any] | None) -> Iterator[None]:
+    """Within: :func:`checked_params` and :func:`json_body` answer the checked values."""
+    params_token, body_token = _PARAMS.set(params), _BODY.set(body)
+    try:
+        yield
+    finally:
+        _PARAMS.reset(params_token)
+        _BODY.reset(body_token)
+
+
+def checked_params() -> dict[str, Any]:
+    """The handled request's query, path and header parameters, parsed and checked."""
+    params = _PARAMS.get()
+    if params is None:  # a handler without an operation: a bug, not the caller's fault
+        raise RuntimeError("no operation checked this request's parameters")
+    return params
 
 
 def person(document: dict[str, Any], role: Role) -> str:

@@ -1,11 +1,11 @@
 """``python -m exchnode.node <verb>`` (or ``exchnode node <verb>``, ``exchnode send``, ...).
 
 Verbs: ``init``, ``run``, ``send``, ``receive``; ``status``, ``health`` and
-``message status`` (``node.cli_status``); ``catalog ...`` and ``sub ...``
-(``node.cli_services``), ``audit ...`` (``node.cli_audit``, ``audit trace``
-in ``node.cli_trace``), ``admin ...`` (``node.cli_admin``), ``backup`` and
-``restore`` (``node.cli_backup``) and ``completion-tree`` for ``exchnode
-completion`` (``node.completion``);
+``message status`` (``node.cli_status``); ``openapi`` (``node.openapi``);
+``catalog ...`` and ``sub ...`` (``node.cli_services``), ``audit ...``
+(``node.cli_audit``, ``audit trace`` in ``node.cli_trace``), ``admin ...``
+(``node.cli_admin``), ``backup`` and ``restore`` (``node.cli_backup``) and
+``completion-tree`` for ``exchnode completion`` (``node.completion``);
 every leaf's help has an example (``node.cli_examples``).  Each call to the
 API presents the token of the role it needs (``node.client``).  One
 error policy, as in ``exchnode.cli``: an exchnode error, a configuration
@@ -44,6 +44,7 @@ from .completion import register as register_completion
 from .config import DEFAULT_LISTEN, DEFAULT_OPERATOR, DIRECTORY_MODES, LEVELS, load_config
 from .content_types import content_type_of
 from .forms import iso_ms
+from .openapi import register as register_openapi
 from .scaffold import TOKEN_NAMES, InitOptions, init_node
 
 __all__ = ["build_parser", "main"]
@@ -236,6 +237,7 @@ object {{"seq", "fields"}} per line (DIR/<sender>.<message id>.jsonl).""",
     register_audit(verbs, prog)
     register_admin(verbs, prog)
     register_backup(verbs, prog)
+    register_openapi(verbs, prog)
     register_completion(verbs, prog)
     add_examples(parser, prog)
     return parser

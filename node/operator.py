@@ -89,15 +89,16 @@ from exchnode.errors import (
     UsageError,
 )
 
-from .api import CALLER_ROLE
+from .api import CALLER_ROLE, checked_params
 from .api import HTTPProblem as _HTTPProblem
 from .api import error_response as _error
-from .api import flag as _flag
 from .api import json_body as _json_body
-from .api import number as _number
 from .api import peer_state_json as _peer_state_json
 from .console import console_headers
+from .http_errors import answer_in_json
 from .inbox import Inbox, delivery_id
+from .openapi import document_bytes
+from .operations import operation_for, validated
 from .operator_audit import AuditApi
 from .operator_services import ServicesApi
 from .peer_health import refusal_json, refusals_by_peer, with_refusal
@@ -108,10 +109,9 @@ if TYPE_CHECKING:
 
 __all__ = ["OperatorApi", "RouteGroup"]
 
-MAX_RECEIVE = 1024
-MAX_WAIT = 300.0
 MAX_NAMED_BODY = 64 * 1024  # a refused request's body is read for the person's name up to this
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_OPENAPI = document_bytes()  # the same for every request: built once
 
 
 class RouteGroup(Protocol):
@@ -239,17 +239,24 @@ class OperatorApi:
     async def start(self) -> tuple[str, int]:
         app = web.Application(client_max_size=self._max_body, middlewares=[self._guard])
         app.on_response_prepare.append(console_headers)
-        app.router.add_get("/health", self._health)
-        app.router.add_post("/v1/send", self._send)
-        app.router.add_post("/v1/send-many", self._send_many)
-        app.router.add_get("/v1/receive", self._receive)
-        app.router.add_post("/v1/ack", self._ack)
-        app.router.add_get("/v1/status/{message_id}", self._status)
+        routes: list[tuple[str, str, Handler]] = [
+            ("GET", "/health", self._health),
+            ("GET", "/v1/openapi.json", self._openapi),
+            ("POST", "/v1/send", self._send),
+            ("POST", "/v1/send-many", self._send_many),
+            ("GET", "/v1/receive", self._receive),
+            ("POST", "/v1/ack", self._ack),
+            ("GET", "/v1/status/{message_id}", self._status),
+        ]
         groups = (self.services, self.audit, self.admin, self.metrics, self.console)
         for group in groups:
             if group is not None:
-                for method, path, handler in group.routes():
-                    app.router.add_route(method, path, handler)
+                routes += group.routes()
+        for method, path, handler in routes:
+            # each request is checked against its declared operation (node.operations)
+            operation = operation_for(method, path)
+            checked = validated(operation, handler) if operation is not None else handler
+            app.router.add_route(method, path, checked)
         for route in app.router.routes():
             path = route.resource.canonical if route.resource is not None else ""
             area = area_of(path)
@@ -264,6 +271,7 @@ class OperatorApi:
         )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
+        answer_in_json(self._runner)  # even a request aiohttp cannot parse: node.http_errors
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         host, port = self._runner.addresses[0][:2]
@@ -480,61 +488,51 @@ class OperatorApi:
         names = getattr(self.node.directory, "names", None)
         return {"mode": "static", "known": len(names()) if callable(names) else None}
 
+    async def _openapi(self, request: web.Request) -> web.Response:
+        """The API's OpenAPI document, as ``exchnode node openapi`` writes it."""
+        return web.Response(body=_OPENAPI, content_type="application/json", charset="utf-8")
+
     async def _send(self, request: web.Request) -> web.Response:
-        recipients = request.query.getall("to", [])
-        if not recipients:
-            raise _HTTPProblem(400, "name at least one recipient: ?to=NAME")
+        params = checked_params()
+        recipients = params["to"]
         for recipient in recipients:
             _recipient(recipient, "to")
         payload = await request.read()
-        ttl_text = request.query.get("ttl")
         sent = await self.node.send(
             recipients,
             payload,
-            kind=request.query.get("kind", "data"),
-            content_type=request.query.get("content_type", "application/octet-stream"),
-            ttl=_number(request, "ttl", 0.0, 0.001, 1e9) if ttl_text else None,
-            receipt=_flag(request, "receipt"),
-            idempotency_key=_idempotency_key(request.headers.get("Idempotency-Key")),
+            kind=params["kind"],
+            content_type=params["content_type"],
+            ttl=params["ttl"],
+            receipt=params["receipt"],
+            idempotency_key=params["Idempotency-Key"],
         )
         return web.json_response(_sent_json(sent))
 
     async def _send_many(self, request: web.Request) -> web.Response:
-        document = await _json_body(request)
-        raw = document.get("messages")
-        if not isinstance(raw, list) or not raw:
-            raise _HTTPProblem(400, "'messages' must be a non-empty list")
-        messages = [_message(index, item) for index, item in enumerate(raw)]
+        document = await _json_body(request)  # checked: a non-empty list of objects
+        messages = [_message(index, item) for index, item in enumerate(document["messages"])]
         sent = await self.node.send_many(messages)
         return web.json_response({"sent": [_sent_json(s) for s in sent]})
 
     async def _receive(self, request: web.Request) -> web.Response:
-        limit = int(_number(request, "max", 1, 1, MAX_RECEIVE))
-        wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT)
-        deliveries = await self.inbox.take(limit, wait)
+        params = checked_params()
+        deliveries = await self.inbox.take(params["max"], params["wait"])
         answer = [_delivery_json(d) | (self.inbox.annotation(d) or {}) for d in deliveries]
-        if _flag(request, "ack") and deliveries:
+        if params["ack"] and deliveries:
             await self.inbox.ack(delivery_id(d) for d in deliveries)
         return web.json_response({"deliveries": answer})
 
     async def _ack(self, request: web.Request) -> web.Response:
-        document = await _json_body(request)
-        ids = document.get("ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise _HTTPProblem(400, "'ids' must be a list of delivery ids")
-        acked, unknown = await self.inbox.ack(ids)
+        document = await _json_body(request)  # checked: a list of texts
+        acked, unknown = await self.inbox.ack(document["ids"])
         return web.json_response({"acked": acked, "unknown": unknown})
 
     async def _status(self, request: web.Request) -> web.Response:
-        text = request.match_info["message_id"]
-        try:
-            message_id = bytes.fromhex(text)
-        except ValueError:
-            raise _HTTPProblem(400, f"{text!r} is not a hex message id") from None
-        if not message_id or len(message_id) > 64:
-            raise _HTTPProblem(400, f"{text!r} is not a message id")
-        recipients = request.query.getall("recipient", []) or None
-        wait = _number(request, "wait", 0.0, 0.0, MAX_WAIT)
+        params = checked_params()  # checked: 1..64 bytes of hex
+        message_id = bytes.fromhex(params["message_id"])
+        recipients = params["recipient"] or None
+        wait = params["wait"]
         if wait:
             try:
                 status = await self.node.wait_status(message_id, recipients, timeout=wait)
@@ -569,51 +567,26 @@ def _recipient(name: str, field: str) -> None:
         raise _HTTPProblem(400, f"{field}: {exc}", exc.code) from None
 
 
-def _message(index: int, item: object) -> Message:
+def _message(index: int, item: dict[str, Any]) -> Message:
+    """One message of ``send-many``, its shape checked (``node.operations``): names, base64."""
     where = f"messages[{index}]"
-    if not isinstance(item, dict):
-        raise _HTTPProblem(400, f"{where} must be an object")
-    recipients = item.get("to")
-    if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
-        raise _HTTPProblem(400, f"{where}.to must be a list of node names")
+    recipients = item["to"]
     for number, recipient in enumerate(recipients):
         _recipient(recipient, f"{where}.to[{number}]")
     try:
-        payload = base64.b64decode(item.get("payload", ""), validate=True)
-    except (binascii.Error, TypeError, ValueError):
+        payload = base64.b64decode(item.get("payload") or "", validate=True)
+    except (binascii.Error, ValueError):
         raise _HTTPProblem(400, f"{where}.payload must be base64") from None
     ttl = item.get("ttl")
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
-        raise _HTTPProblem(400, f"{where}.ttl must be a number of seconds")
-    kind = item.get("kind", "data")
-    content_type = item.get("content_type", "application/octet-stream")
-    if not isinstance(kind, str) or not isinstance(content_type, str):
-        raise _HTTPProblem(400, f"{where}.kind and content_type must be strings")
-    receipt = item.get("receipt", False)
-    if not isinstance(receipt, bool):
-        raise _HTTPProblem(400, f"{where}.receipt must be true or false")
-    key = item.get("idempotency_key")
-    if key is not None and not isinstance(key, str):
-        raise _HTTPProblem(400, f"{where}.idempotency_key must be a string")
-    key = _idempotency_key(key, f"{where}.idempotency_key")
     try:
         return Message(
             recipients=recipients,
             payload=payload,
-            kind=kind,
-            content_type=content_type,
+            kind=item.get("kind") or "data",
+            content_type=item.get("content_type") or "application/octet-stream",
             ttl=None if ttl is None else float(ttl),
-            receipt=receipt,
-            idempotency_key=key,
+            receipt=bool(item.get("receipt")),
+            idempotency_key=item.get("idempotency_key"),
         )
     except ExchnodeError as exc:
         raise _HTTPProblem(400, f"{where}: {exc}") from None
-
-
-def _idempotency_key(value: str | None, where: str = "Idempotency-Key") -> str | None:
-    """A client's idempotency key (RFC draft 'Idempotency-Key' header), checked; never echoed."""
-    if value is None:
-        return None
-    if not 0 < len(value) <= 255 or not all("!" <= c <= "~" for c in value):
-        raise _HTTPProblem(400, f"{where} must be 1 to 255 visible ASCII characters")
-    return value

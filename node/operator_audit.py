@@ -56,7 +56,7 @@ from exchnode.audit import DetailValue, VerificationReport, decode_record, decod
 from exchnode.catalog import ROWS_PREFIX, CatalogState
 from exchnode.errors import RejectedError, UsageError
 
-from .api import HTTPProblem, integer
+from .api import HTTPProblem, checked_params
 from .forms import iso_ms
 from .forms import record_json as catalog_record_json
 
@@ -237,7 +237,7 @@ class AuditApi:
         ]
 
     async def _verify(self, request: web.Request) -> web.Response:
-        given = request.query.getall("witnessed", [])
+        given = checked_params()["witnessed"]
         if len(given) > MAX_WITNESSED:
             raise HTTPProblem(400, f"witnessed: at most {MAX_WITNESSED} heads")
         heads = []
@@ -259,12 +259,10 @@ class AuditApi:
         size, heads = await self.node.run_in_store(facts)
         return web.json_response(report_json(report, size, heads[-1] if heads else None))
 
-    async def _page(
-        self, request: web.Request, default_limit: int
-    ) -> tuple[int, Sequence[tuple[int, bytes]]]:
+    async def _page(self, request: web.Request) -> tuple[int, Sequence[tuple[int, bytes]]]:
         """The log's size and the page of records ``?from=`` and ``?limit=`` ask for."""
-        first = integer(request, "from", 0, 0, 2**62)
-        limit = integer(request, "limit", default_limit, 1, MAX_RECORDS)
+        params = checked_params()  # checked: bounds (node.operations)
+        first, limit = params["from"], params["limit"]
         store = self.node.store
 
         def page() -> tuple[int, Sequence[tuple[int, bytes]]]:
@@ -273,7 +271,7 @@ class AuditApi:
         return await self.node.run_in_store(page)
 
     async def _records(self, request: web.Request) -> web.Response:
-        size, rows = await self._page(request, DEFAULT_RECORDS)
+        size, rows = await self._page(request)
         records = [record_json(seq, data) for seq, data in rows]
         following = rows[-1][0] + 1 if rows else None
         return web.json_response(
@@ -285,7 +283,7 @@ class AuditApi:
         )
 
     async def _export(self, request: web.Request) -> web.Response:
-        size, rows = await self._page(request, MAX_RECORDS)
+        size, rows = await self._page(request)
         return web.json_response(export_json(size, rows))
 
     async def _witnessed(self, request: web.Request) -> web.Response:

@@ -58,7 +58,7 @@ from exchnode.catalog import CatalogQuery, ShareType, check_code
 from exchnode.errors import ExchnodeError, MalformedError, UsageError
 from exchnode.sharing import Correction, CorrectionState, Grant, RecordBatch, RequestState
 
-from .api import HTTPProblem, json_body
+from .api import HTTPProblem, checked_params, json_body
 from .forms import (
     FormError,
     correction_answer_json,
@@ -108,16 +108,6 @@ def operator_of(document: dict[str, Any]) -> str:
     return value.strip()
 
 
-def _numbers(document: dict[str, Any], *, required: bool) -> list[int] | None:
-    """The ``numbers`` of parked messages a call names (absent: all, where that is allowed)."""
-    value = document.get("numbers")
-    if value is None and not required:
-        return None
-    if not isinstance(value, list) or not value or not all(type(n) is int and n > 0 for n in value):
-        raise HTTPProblem(400, "'numbers' must be a non-empty list of parked message numbers")
-    return value
-
-
 def _text(document: dict[str, Any], name: str, *, required: bool = True) -> str:
     value = document.get(name)
     if value is None and not required:
@@ -152,13 +142,9 @@ def _names(document: dict[str, Any], name: str) -> list[str] | None:
 
 
 def _state_query(request: web.Request) -> RequestState | None:
-    text = request.query.get("state")
-    if text is None or text == "all":
-        return None
-    state = _STATES.get(text)
-    if state is None:
-        raise HTTPProblem(400, f"state must be one of {', '.join(_STATES)}, got {text!r}")
-    return state
+    """The ``state`` asked for (checked against the states: ``node.operations``); all: None."""
+    text = checked_params()["state"]
+    return None if text == "all" else _STATES[text]
 
 
 class ServicesApi:
@@ -217,35 +203,25 @@ class ServicesApi:
     # --- the catalog ---------------------------------------------------------------------
 
     async def _search(self, request: web.Request) -> web.Response:
-        query = request.query
-        criteria: dict[str, Any] = {}
-        for name in ("code", "provider", "classification", "keyword"):
-            if name in query:
-                criteria[name] = query[name]
-        if "share_type" in query:
-            try:
-                criteria["share_type"] = ShareType(query["share_type"])
-            except ValueError:
-                choices = ", ".join(t.value for t in ShareType)
-                raise FormError(
-                    "share_type", f"must be one of {choices}, got {query['share_type']!r}"
-                ) from None
-        if "level" in query:
+        query = checked_params()  # checked: enumerations and bounds (node.operations)
+        criteria: dict[str, Any] = {
+            name: query[name]
+            for name in ("code", "provider", "classification", "keyword")
+            if query[name] is not None
+        }
+        if query["share_type"] is not None:
+            criteria["share_type"] = ShareType(query["share_type"])
+        if query["level"] is not None:
             criteria["level"] = level_named(query["level"])
-        criteria["status"] = status_named(query.get("status", "published"))
-        if query.get("beyond", "0") not in ("0", "1"):
-            raise FormError("beyond", "must be 0 (what this node holds) or 1 (ask up the tree)")
-        if query.get("beyond") != "1":
+        criteria["status"] = status_named(query["status"])
+        if query["beyond"] != "1":
             records = self.catalog.search(**criteria)
             return web.json_response({"records": [record_json(r) for r in records]})
         # A catalog at every level: the hubs up the tree answer what this node does not hold.
         try:
-            limit = int(query.get("limit", "100"))
             found = await self.catalog.search_beyond(
-                CatalogQuery(scope=query.get("scope", ""), limit=limit, **criteria)
+                CatalogQuery(scope=query["scope"], limit=query["limit"], **criteria)
             )
-        except ValueError:
-            raise FormError("limit", "must be an integer from 1 to 1000") from None
         except MalformedError as exc:
             raise FormError(exc.field, exc.problem) from None
         return web.json_response(
@@ -276,8 +252,6 @@ class ServicesApi:
             raw = document["entries"]
         else:
             raise HTTPProblem(400, "the body needs 'entry' (an object) or 'entries' (a list)")
-        if len(raw) > MAX_PUBLISH:
-            raise HTTPProblem(400, f"at most {MAX_PUBLISH} entries per call")
         entries = []
         for index, item in enumerate(raw):
             try:
@@ -473,11 +447,7 @@ class ServicesApi:
         document = await json_body(request)
         operator = operator_of(document)
         code = _code(document)
-        raw = document.get("records")
-        if not isinstance(raw, list) or not raw:
-            raise HTTPProblem(400, "'records' must be a non-empty list of objects")
-        if len(raw) > MAX_RECORDS:
-            raise HTTPProblem(400, f"at most {MAX_RECORDS} records per call")
+        raw = document["records"]  # checked: 1..MAX_RECORDS objects (node.operations)
         records = [record_from_json(item, f"records[{i}]") for i, item in enumerate(raw)]
         published = await self.sharing.publish_records(code, records, operator=operator)
         self.log.info(
@@ -533,7 +503,7 @@ class ServicesApi:
     async def _retry_parked(self, request: web.Request) -> web.Response:
         document = await json_body(request)
         operator = operator_of(document)
-        numbers = _numbers(document, required=False)
+        numbers = document.get("numbers")  # checked: absent (all), or parked numbers
         sent = await self.sharing.retry_parked(numbers)
         self.log.info("parked sharing messages retried", operator=operator, sent=sent)
         return web.json_response({"sent": sent, "parked": len(self.sharing.parked())})
@@ -541,8 +511,7 @@ class ServicesApi:
     async def _drop_parked(self, request: web.Request) -> web.Response:
         document = await json_body(request)
         operator = operator_of(document)
-        numbers = _numbers(document, required=True)
-        assert numbers is not None
+        numbers = document["numbers"]  # checked: required, parked numbers
         await self.sharing.drop_parked(numbers, operator=operator)
         return web.json_response({"dropped": numbers, "parked": len(self.sharing.parked())})
 
@@ -590,15 +559,8 @@ class ServicesApi:
         document = await json_body(request)
         operator = operator_of(document)
         provider, code = _provider(document), _code(document)
-        seq = document.get("seq")
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-            raise HTTPProblem(400, "'seq' must be the record's number (an integer from 1)")
-        items = _names(document, "items")
-        if not items:
-            raise HTTPProblem(400, "'items' must name at least one data item in doubt")
-        text = _text(document, "text")
-        if len(text) > MAX_CORRECTION_TEXT:
-            raise HTTPProblem(400, f"'text' must be at most {MAX_CORRECTION_TEXT} characters")
+        # checked (node.operations): seq from 1, items not empty, text 1..MAX_CORRECTION_TEXT
+        seq, items, text = document["seq"], document["items"], _text(document, "text")
         record = await self.catalog.lookup(provider, code)
         if record is None or record.entry is None:
             raise HTTPProblem(
@@ -632,10 +594,7 @@ class ServicesApi:
         return web.json_response(self._reported_json(item))
 
     async def _reported_list(self, request: web.Request) -> web.Response:
-        wanted = request.query.get("state", "all")
-        if wanted != "all" and wanted not in _CORRECTION_STATES:
-            choices = ", ".join(_CORRECTION_STATES)
-            raise HTTPProblem(400, f"state must be one of {choices} or all, got {wanted!r}")
+        wanted = checked_params()["state"]  # checked: a correction state or all
         items = [self._reported_json(item) for item in (await self._reported_ledger()).values()]
         if wanted != "all":
             items = [item for item in items if item["state"] == wanted]
@@ -689,12 +648,8 @@ class ServicesApi:
             )
         document = await json_body(request)
         operator = operator_of(document)
-        accepted = document.get("accepted")
-        if not isinstance(accepted, bool):
-            raise HTTPProblem(400, "'accepted' must be true (accept) or false (reject)")
+        accepted = document["accepted"]  # checked: true or false; text 1..MAX_CORRECTION_TEXT
         text = _text(document, "text")
-        if len(text) > MAX_CORRECTION_TEXT:
-            raise HTTPProblem(400, f"'text' must be at most {MAX_CORRECTION_TEXT} characters")
         await self.sharing.answer_correction(
             correction_id, accepted=accepted, text=text, operator=operator
         )

@@ -86,6 +86,8 @@ AREAS: tuple[Area, ...] = (
     Area("/health", "health", None),
     Area("/v1/admin", "admin", Role.ADMINISTRATOR),
     Area("/v1/audit", "audit", Role.AUDITOR),
+    # The API's description: for the department's systems, who hold the operator's token.
+    Area("/v1/openapi.json", "openapi", Role.OPERATOR),
     Area("/v1/send", "send", Role.OPERATOR),
     Area("/v1/send-many", "send", Role.OPERATOR),
     Area("/v1/receive", "receive", Role.OPERATOR),

@@ -29,6 +29,7 @@ from exchnode.node.forms import (
     record_from_json,
     value_from_json,
 )
+from exchnode.node.operations import OPERATIONS, operation_for
 from exchnode.node.operator import _message
 from exchnode.node.operator_services import operator_of
 
@@ -63,6 +64,16 @@ ENTRY: dict[str, Any] = {
     "publish_date": "2026-01-05",
 }
 MESSAGE: dict[str, Any] = {"to": ["520102"], "payload": "", "kind": "data", "ttl": 60}
+SEND_MANY = operation_for("POST", "/v1/send-many")
+BODIES = [op.body for op in OPERATIONS if op.body is not None]
+
+
+def read_message(value: Any) -> None:
+    """One message of ``send-many`` as the API reads it: its declared shape, then ``_message``."""
+    assert SEND_MANY is not None
+    assert SEND_MANY.body is not None
+    document = SEND_MANY.body.check({"messages": [value]}, "")
+    _message(0, document["messages"][0])
 
 
 def answered(call: Any, *args: Any) -> None:
@@ -88,7 +99,11 @@ def test_every_form_reader_refuses_any_json_value_with_a_named_error(value: Any)
     answered(value_from_json, value, "records[0].x")
     answered(parse_time, value, "expires")
     answered(node_name, value, "provider")
-    answered(_message, 0, value)
+    answered(read_message, value)
+    for body in BODIES:  # every operation's declared body (node.operations), each field
+        answered(body.check, value, "")
+        for name in getattr(body, "properties", {}):
+            answered(body.check, {"operator": "张三", "administrator": "张三", name: value}, "")
     answered(operator_of, {"operator": value})
     answered(person, {"administrator": value}, Role.ADMINISTRATOR)
 
@@ -107,7 +122,7 @@ def test_an_entry_with_any_field_wrong_is_refused_naming_it(field: str, value: A
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(sorted(MESSAGE)) | st.just("receipt"), json_values)
 def test_a_message_with_any_field_wrong_is_refused_naming_it(field: str, value: Any) -> None:
-    answered(_message, 0, MESSAGE | {field: value})
+    answered(read_message, MESSAGE | {field: value})
 
 
 @settings(max_examples=300, deadline=None)

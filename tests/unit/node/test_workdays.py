@@ -178,7 +178,7 @@ def test_a_start_warns_before_the_coverage_runs_out(tmp_path: Path) -> None:
     assert coverage_warning(calendar, D(2026, 6, 1)) is None
     warning = coverage_warning(calendar, D(2026, 12, 1))
     assert warning is not None
-    assert "deadline counted into 2027 (from 2027-01-01 on) will be counted with weekdays" in warning
+    assert "counted into 2027 (from 2027-01-01 on) will be counted with weekdays" in warning
     strict = build_calendar("chinese-calendar", Overrides(), "refuse").calendar
     refused = coverage_warning(strict, D(2026, 12, 1))
     assert refused is not None
