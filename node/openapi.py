@@ -57,7 +57,8 @@ catalog entries and work subscriptions, and how its administrator and auditor ru
 
 Plain HTTP on a loopback address, with `Authorization: Bearer <token>`: one token per role
 (administrator, operator, auditor), each in a 0600 file written by `exchnode node init`. Every
-path but `/health` needs the token of exactly one role (see each operation's security).
+path but `/health` and the web console's page needs the token of one role (see each operation's
+security); monitoring (`/metrics`) and the console's data admit a second role to GETs.
 
 Every 4xx and 5xx answer is the JSON object `{"error": "...", "code": "..."}` (`Error`), including
 a path the API does not have (404 `not-found`; 401 first without a valid token) and a method a
@@ -132,7 +133,10 @@ def _operation(operation: Operation) -> dict[str, Any]:
         "operationId": _operation_id(operation),
         "summary": operation.summary,
         "tags": [area.name if area is not None else "other"],
-        "security": [{security_scheme(role): []}] if role is not None else [],
+        # alternatives: the area's role, or any of its readers (metrics, the console's data)
+        "security": [{security_scheme(r): []} for r in (role, *area.readers) if r is not None]
+        if area is not None and role is not None
+        else [],
         "responses": {
             "200": {
                 "description": "OK",

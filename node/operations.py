@@ -44,6 +44,7 @@ from exchnode.catalog import (
 from exchnode.sharing import CorrectionState, RequestState
 
 from .api import checked_request, json_body
+from .console import MAX_CATALOG_SHOWN
 from .forms import ENTRY_FIELDS, LEVELS, FormError
 from .operator_audit import DEFAULT_RECORDS as DEFAULT_AUDIT_RECORDS
 from .operator_audit import MAX_RECORDS as MAX_AUDIT_RECORDS
@@ -1206,6 +1207,71 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         body=_admin_action(),
         errors=(400, 409),
+    ),
+    Operation(
+        "POST",
+        "/v1/admin/backup",
+        "An online backup of this node's state as one tar: manifest, store, config, CRLs, "
+        "signature (no keys, tokens or secrets)",
+        Text(description="the tar file (application/x-tar), streamed"),
+        body=_admin_action(),
+        errors=(400, 409),
+        answer_type="application/x-tar",
+    ),
+    # --- monitoring and the console (read-only; two roles read them: node.roles)
+    Operation(
+        "GET",
+        "/metrics",
+        "Prometheus metrics (text exposition format 0.0.4): queues, links, refusals, custody "
+        "times, directory, catalog, audit head, certificate and CRL expiry",
+        Text(),
+        errors=(),
+        answer_type="text/plain",
+    ),
+    *(
+        Operation(
+            "GET",
+            path,
+            f"The web console's {what} (no token: it holds no data)",
+            Text(),
+            errors=(),
+            answer_type=media,
+        )
+        for path, what, media in (
+            ("/console", "page", "text/html"),
+            ("/console/", "page", "text/html"),
+            ("/console/console.js", "script", "text/javascript"),
+            ("/console/console.css", "style sheet", "text/css"),
+        )
+    ),
+    Operation(
+        "GET",
+        "/v1/console/overview",
+        "Every panel of the console in one answer: node, queues, neighbours, refusals, "
+        "subscription requests waiting with their deadlines, audit, certificates, CRLs",
+        MapOf(),
+        errors=(),
+    ),
+    Operation(
+        "GET",
+        "/v1/console/catalog",
+        "The catalog records this node holds whose texts hold every word of q",
+        Object(
+            properties={
+                "query": _TEXT,
+                "found": _COUNT,
+                "held": _COUNT,
+                "records": Array(items=CATALOG_RECORD),
+            },
+            required=("query", "found", "held", "records"),
+        ),
+        params=(
+            Param("q", Text(max_length=200), default=""),
+            Param("status", Text(enum=("published", "withdrawn", "all")), default="published"),
+            Param(
+                "limit", Integer(minimum=1, maximum=MAX_CATALOG_SHOWN), default=MAX_CATALOG_SHOWN
+            ),
+        ),
     ),
 )
 

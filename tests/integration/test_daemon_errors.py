@@ -46,6 +46,7 @@ from exchnode.node.admin import AdminApi
 from exchnode.node.config import DaemonConfig
 from exchnode.node.console import ConsoleApi
 from exchnode.node.logs import configure_logging
+from exchnode.node.metrics import MetricsApi
 from exchnode.node.operator import Handler, OperatorApi
 from exchnode.node.roles import PEOPLE, Credentials, area_of
 from tests.integration.daemons import DaemonFederation
@@ -88,6 +89,7 @@ def api_in_process(**changes: Any) -> OperatorApi:
         "admin": AdminApi(
             cast(Node, FakeNode()), cast(DaemonConfig, None), Credentials({}), audit, lambda: None
         ),
+        "metrics": MetricsApi(cast(Node, FakeNode())),
         "console": ConsoleApi(
             cast(Node, FakeNode()),
             cast(DaemonConfig, None),
