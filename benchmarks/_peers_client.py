@@ -29,10 +29,10 @@ Publishers and consumers are separate processes (the driver may start
 several publishers, each with its own connection), so that neither side's
 Python is the other's bottleneck.
 
-Payload, as ``relay_node.py``'s: sequence number (8 bytes, big-endian) and a
-``time.monotonic()`` stamp (an IEEE double; in ``paced`` mode the *scheduled*
-send time, so a late sender counts against latency), then random filler up to
-the payload size.  The consumer records, for every message from its start,
+Payload, as ``relay_node.py``'s (``_common``): sequence number and a
+``time.monotonic()`` stamp (in ``paced`` mode the *scheduled* send time, so a
+late sender counts against latency), then random filler up to the payload
+size.  The consumer records, for every message from its start,
 the sequence number, the stamp and the time it got it.
 
 Protocol: JSON lines on stdin (commands: ``burst``, ``paced``, ``collect``,
@@ -45,18 +45,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import resource
-import struct
 import sys
 import time
-from array import array
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-STAMP = struct.Struct(">Qd")
+from _common import STAMP, Arrivals, burst, commands, emit, paced, stamped
+
 SUBJECT = "exchnode.bench"
 DELIVER = "exchnode.bench.deliver"
 DURABLE = "bench"
@@ -64,123 +62,34 @@ DURABLE = "bench"
 Publish = Callable[[bytes], Coroutine[Any, Any, None]]
 
 
-def emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
-
-
 def cpu() -> dict[str, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"seconds": usage.ru_utime + usage.ru_stime, "user": usage.ru_utime}
 
 
-class Recorder:
-    """Every message the consumer got since it started: sequence, stamp, arrival."""
-
-    def __init__(self) -> None:
-        self.seqs: array[int] = array("q")
-        self.sent: array[float] = array("d")
-        self.got: array[float] = array("d")
-        self.arrived = asyncio.Event()
-
-    def record(self, body: bytes) -> None:
-        now = time.monotonic()
-        seq, stamp = STAMP.unpack_from(body)
-        self.seqs.append(seq)
-        self.sent.append(stamp)
-        self.got.append(now)
-        self.arrived.set()
-
-    async def collect(self, first: int, count: int, timeout: float) -> dict[str, Any]:
-        """Wait for the ``count`` messages numbered from ``first``; their records, arrival order."""
-        deadline = time.monotonic() + timeout
-        end = first + count
-        wanted: set[int] = set()
-        scanned = 0
-        while True:
-            seqs = self.seqs
-            wanted.update(s for s in seqs[scanned:] if first <= s < end)
-            scanned = len(seqs)
-            if len(wanted) >= count or time.monotonic() > deadline:
-                break
-            self.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.arrived.wait(), max(0.0, deadline - time.monotonic()))
-        await asyncio.sleep(0.2)  # a duplicate right behind the last message is counted too
-        rows = [
-            (s, a, b)
-            for s, a, b in zip(self.seqs, self.sent, self.got, strict=True)
-            if first <= s < end
-        ]
-        return {
-            "received": len(rows),
-            "distinct": len({s for s, _, _ in rows}),
-            "sent": [a for _, a, _ in rows],
-            "got": [b for _, _, b in rows],
-        }
-
-
 # --- sending ------------------------------------------------------------------------------
 
 
-def body(seq: int, stamp: float, filler: bytes) -> bytes:
-    return STAMP.pack(seq, stamp) + filler
-
-
-async def burst(publish: Publish, command: dict[str, Any]) -> dict[str, Any]:
+async def burst_publish(publish: Publish, command: dict[str, Any]) -> dict[str, Any]:
     """``count`` messages as fast as confirmed: ``window`` publishes outstanding at any time."""
-    first, count, size, window = (
-        command["first"],
-        command["count"],
-        command["size"],
-        command["window"],
-    )
-    filler = os.urandom(size - STAMP.size)
-    clock = time.monotonic
-    next_seq = first
-    end = first + count
+    filler = os.urandom(command["size"] - STAMP.size)
 
-    async def worker() -> None:
-        nonlocal next_seq
-        while next_seq < end:
-            seq = next_seq
-            next_seq += 1
-            await publish(body(seq, clock(), filler))
+    async def send(seqs: range, stamp: float) -> None:
+        await publish(stamped(seqs[0], stamp, filler))
 
-    began = clock()
-    await asyncio.gather(*(worker() for _ in range(window)))
-    return {"count": count, "started": began, "finished": clock()}
+    return await burst(send, command["first"], command["count"], window=command["window"])
 
 
-async def paced(publish: Publish, command: dict[str, Any]) -> dict[str, Any]:
+async def paced_publish(publish: Publish, command: dict[str, Any]) -> dict[str, Any]:
     """Open loop: message *i* due at ``start + i / rate``, stamped with that due time."""
-    first, rate, duration, size = (
-        command["first"],
-        command["rate"],
-        command["duration"],
-        command["size"],
+    filler = os.urandom(command["size"] - STAMP.size)
+
+    def send(seq: int, due: float) -> Coroutine[Any, Any, None]:
+        return publish(stamped(seq, due, filler))
+
+    return await paced(
+        send, command["first"], command["rate"], command["duration"], command.get("start")
     )
-    count = round(rate * duration)
-    filler = os.urandom(size - STAMP.size)
-    clock = time.monotonic
-    start = command.get("start") or clock() + 0.01
-    tasks: set[asyncio.Task[None]] = set()
-    sent = 0
-    worst_lag = 0.0
-    while sent < count:
-        now = clock()
-        due_until = min(count, math.floor((now - start) * rate) + 1)
-        while sent < due_until:
-            due = start + sent / rate
-            worst_lag = max(worst_lag, now - due)
-            task = asyncio.create_task(publish(body(first + sent, due, filler)))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            sent += 1
-        if sent < count:
-            await asyncio.sleep(max(0.0, start + sent / rate - clock()))
-    await asyncio.gather(*tasks)
-    return {"count": count, "started": start, "finished": clock(), "worst_lag": worst_lag}
 
 
 # --- AMQP (aiormq) ------------------------------------------------------------------------
@@ -210,7 +119,7 @@ async def amqp_publisher(spec: dict[str, Any]) -> tuple[Publish, Callable[[], Aw
     return publish, connection.close
 
 
-async def amqp_consumer(spec: dict[str, Any], recorder: Recorder) -> Callable[[], Awaitable[None]]:
+async def amqp_consumer(spec: dict[str, Any], recorder: Arrivals) -> Callable[[], Awaitable[None]]:
     import aiormq
     from aiormq.abc import DeliveredMessage
 
@@ -224,7 +133,7 @@ async def amqp_consumer(spec: dict[str, Any], recorder: Recorder) -> Callable[[]
 
     async def on_message(message: DeliveredMessage) -> None:
         nonlocal last_tag
-        recorder.record(message.body)
+        recorder.record(message.body, time.monotonic())
         tag = getattr(message.delivery, "delivery_tag", None)  # a Deliver's, here
         if tag is not None and tag > last_tag:
             last_tag = tag
@@ -314,14 +223,14 @@ async def nats_publisher(spec: dict[str, Any]) -> tuple[Publish, Callable[[], Aw
     return publish, client.close
 
 
-async def nats_consumer(spec: dict[str, Any], recorder: Recorder) -> Callable[[], Awaitable[None]]:
+async def nats_consumer(spec: dict[str, Any], recorder: Arrivals) -> Callable[[], Awaitable[None]]:
     import nats
     from nats.aio.msg import Msg
 
     client = await nats.connect(spec["url"], pending_size=64 * 1024 * 1024)
 
     async def on_message(message: Msg) -> None:
-        recorder.record(message.data)
+        recorder.record(message.data, time.monotonic())
         await message.ack()
 
     await client.subscribe(DELIVER, cb=on_message, pending_msgs_limit=1_000_000)
@@ -337,7 +246,7 @@ async def serve(spec: dict[str, Any]) -> None:
         await nats_setup(spec)
         emit("ready", pid=os.getpid())
         return
-    recorder = Recorder()
+    recorder = Arrivals()
     publish: Publish | None = None
     if role == "amqp-publish":
         publish, close = await amqp_publisher(spec)
@@ -351,25 +260,19 @@ async def serve(spec: dict[str, Any]) -> None:
         raise ValueError(f"unknown role {role!r}")
     emit("ready", pid=os.getpid())
     try:
-        while True:
-            line = await asyncio.to_thread(sys.stdin.readline)
-            if not line:
-                break
-            command = json.loads(line)
+        async for command in commands():
             kind = command["cmd"]
-            if kind == "stop":
-                break
             if kind == "cpu":
                 emit("cpu", **cpu())
             elif kind == "burst" and publish is not None:
-                emit("sent", **await burst(publish, command))
+                emit("sent", **await burst_publish(publish, command))
             elif kind == "paced" and publish is not None:
-                emit("sent", **await paced(publish, command))
+                emit("sent", **await paced_publish(publish, command))
             elif kind == "collect" and publish is None:
                 emit(
                     "collected",
                     **await recorder.collect(
-                        command["first"], command["count"], command["timeout"]
+                        command["first"], command["count"], command["timeout"], settle=0.2
                     ),
                 )
             else:

@@ -25,7 +25,7 @@ Commands (one JSON object per line on stdin; events on stdout, as
   interval / N`` (the children evenly spread, so the hub sees a steady
   ``N / interval`` msgs/s and every transfer into it carries one message).
   Each message is its own ``send``; its payload is sequence number ``k * N
-  + i`` and the *scheduled* time (``relay_node.payload``), so a late child
+  + i`` and the *scheduled* time (``_common.stamped``), so a late child
   counts against latency.  Answers ``sent`` once every send has returned;
   The schedule runs in the background: ``links`` and ``cpu`` are answered
   while it runs, and ``sent`` comes whenever it is done;
@@ -48,24 +48,17 @@ import os
 import signal
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
-from relay_node import STAMP, LinkCounters, cpu_seconds, dump_tasks, emit, payload
+from _common import STAMP, commands, emit, stamped
+from relay_node import DriverFiles, LinkCounters, cpu_seconds, dump_tasks
 
-from exchnode.aio import Node, NodeConfig, NodeTimers, Peer, TlsFiles
+from exchnode.aio import Node, NodeConfig, NodeTimers, Peer
 from exchnode.aio import run as run_loop
 from exchnode.core import StaticDirectory
 from exchnode.federation import Relation
-from exchnode.pki import (
-    TrustStore,
-    load_certificates_pem,
-    load_crls_pem,
-    load_local_identity,
-    verify_node_certificate,
-)
 from exchnode.store import MemoryStore
 
 STARTING_AT_ONCE = 32  # children starting concurrently: bounded, so the hub's accept queue holds
@@ -86,42 +79,22 @@ def recipients_of(spec: dict[str, Any]) -> list[str]:
 
 
 def build_children(spec: dict[str, Any]) -> list[Node]:
-    files = Path(spec["files"])
-    now = datetime.now(UTC)
-    trust = TrustStore(
-        load_certificates_pem((files / "root.pem").read_bytes()),
-        load_crls_pem((files / "crls.pem").read_bytes()),
-    )
-    bundle = load_certificates_pem((files / "ca-bundle.pem").read_bytes())
-    known = []
-    for other in (spec["hub"], *recipients_of(spec)):  # all a child seals to or hears from
-        leaf, *intermediates = load_certificates_pem((files / f"{other}.chain.pem").read_bytes())
-        known.append(verify_node_certificate(leaf, intermediates, trust, now))
+    files = DriverFiles(Path(spec["files"]))
+    known = files.peers((spec["hub"], *recipients_of(spec)))  # all a child seals to or hears from
     hub = Peer(name=spec["hub"], relation=Relation.PARENT, url=spec["hub_url"])
     timers = NodeTimers(expiry_interval=60.0)
-    nodes = []
-    for name, port in zip(spec["children"], spec["ports"], strict=True):
-        identity = load_local_identity(
-            files / f"{name}.chain.pem",
-            files / f"{name}.signing.key",
-            files / f"{name}.encryption.key",
-            trust=trust,
-            now=now,
+    return [
+        Node(
+            identity=files.identity(name),
+            directory=StaticDirectory(known),
+            store=MemoryStore(),
+            tls=files.tls(name),
+            trust=files.trust,
+            ca_bundle=files.bundle,
+            config=NodeConfig(peers=[hub], listen=("127.0.0.1", port), timers=timers),
         )
-        nodes.append(
-            Node(
-                identity=identity,
-                directory=StaticDirectory(known),
-                store=MemoryStore(),
-                tls=TlsFiles(
-                    files / f"{name}.chain.pem", files / f"{name}.signing.key", files / "verify.pem"
-                ),
-                trust=trust,
-                ca_bundle=bundle,
-                config=NodeConfig(peers=[hub], listen=("127.0.0.1", port), timers=timers),
-            )
-        )
-    return nodes
+        for name, port in zip(spec["children"], spec["ports"], strict=True)
+    ]
 
 
 async def start_all(nodes: list[Node]) -> None:
@@ -170,7 +143,7 @@ async def send_rounds(
                 overlapped += 1  # its last send has not returned: one at a time, so wait
                 await previous
             to = [recipients[i % len(recipients)]]
-            task = asyncio.create_task(node.send(to, payload(k * total + i, due, filler)))
+            task = asyncio.create_task(node.send(to, stamped(k * total + i, due, filler)))
             busy[i] = task
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -205,14 +178,8 @@ async def serve(spec: dict[str, Any]) -> None:
 
     emit("ready", pid=os.getpid(), children=len(nodes), seconds=round(time.monotonic() - began, 2))
     try:
-        while True:
-            line = await asyncio.to_thread(sys.stdin.readline)
-            if not line:
-                break
-            command = json.loads(line)
+        async for command in commands():
             kind = command["cmd"]
-            if kind == "stop":
-                break
             if kind == "start":
                 began = time.monotonic()
                 before = resident_bytes()

@@ -114,16 +114,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _common import latency_figures
 from relay import CHILD as NODE_SCRIPT
 from relay import (
     REPO,
     Child,
-    default_store_dir,
+    RunSpan,
     drained_stats,
     filesystem_of,
     launch,
-    percentile,
     report_header,
+    store_dir,
     write_pki,
 )
 
@@ -658,14 +659,7 @@ async def run_regime(
         **figures,
         "profile": None if profile_path is None else str(profile_path),
     }
-    if latencies:
-        row.update(
-            {
-                "p50_ms": round(percentile(latencies, 50), 2),
-                "p99_ms": round(percentile(latencies, 99), 2),
-                "max_ms": round(latencies[-1], 2),
-            }
-        )
+    row.update(latency_figures(latencies, (50, 99)))
     if profile_path is not None:
         row["profile_groups"] = profile_groups(profile_path, profiled * n)
     return row, first_round + total_rounds
@@ -1252,13 +1246,8 @@ def main(argv: list[str]) -> int:
         parser.error(f"{settings.receivers} are not owned by different workers of 2")
     if settings.profile is not None:
         settings.profile.mkdir(parents=True, exist_ok=True)
-    base = args.dir or default_store_dir()
-    where = filesystem_of(base)
-    if where["type"] == "tmpfs":
-        print(f"warning: {base} is tmpfs; the hub's flushes cost nothing there", file=sys.stderr)
-
-    began = time.time()
-    load_before = os.getloadavg()
+    base, where = store_dir(args.dir, "the hub's")
+    span = RunSpan()
     result = asyncio.run(run(settings, base))
     rows = result.pop("rows")
     lines = cost_lines(rows)
@@ -1294,9 +1283,7 @@ def main(argv: list[str]) -> int:
         "cost_lines": lines,
         "estimate": estimate(rows),
         **result,
-        "elapsed_s": round(time.time() - began, 1),
-        # 1-minute load averages before and after: other work on the machine skews the figures.
-        "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        **span.figures(),
     }
     print_table(report)
     args.out.mkdir(parents=True, exist_ok=True)

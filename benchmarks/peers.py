@@ -110,17 +110,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _common import latency_figures, steady_rate
 from _peers_brokers import EXCHANGE, LEVELS, Chain, NatsChain, RabbitChain
 from _peers_system import Unavailable, kill_all, note
 from relay import (
     PATHS,
     REPO,
     Child,
+    RunSpan,
     Settings,
     default_store_dir,
     filesystem_of,
     launch,
-    percentile,
     report_header,
     run_once,
 )
@@ -194,22 +195,10 @@ def summarise_run(
         "cores_busy": round(sum(servers.values()) / wall, 2) if wall > 0 else None,
     }
     latencies = sorted((b - a) * 1000 for a, b in zip(got["sent"], arrivals, strict=True))
-    if latencies:
-        row.update(
-            {
-                "p50_ms": round(percentile(latencies, 50), 2),
-                "p90_ms": round(percentile(latencies, 90), 2),
-                "p99_ms": round(percentile(latencies, 99), 2),
-                "max_ms": round(latencies[-1], 2),
-            }
-        )
+    row.update(latency_figures(latencies))
     if mode == "throughput" and received > 1:
-        ordered = sorted(arrivals)
-        first = len(ordered) // 10
-        span = ordered[-1] - ordered[first]
-        end_to_end = received / wall
-        steady = len(ordered) - first >= 1000 and span >= 0.5
-        row["msgs_per_s"] = round((len(ordered) - 1 - first) / span if steady else end_to_end, 1)
+        rate, steady, end_to_end = steady_rate(arrivals, wall)
+        row["msgs_per_s"] = round(rate, 1)
         row["steady_state"] = steady
         row["end_to_end_per_s"] = round(end_to_end, 1)
         finished = max(float(s["finished"]) for s in sent)
@@ -697,9 +686,7 @@ def main(argv: list[str]) -> int:
     base = args.dir or default_store_dir()
     base.mkdir(parents=True, exist_ok=True)
     where = filesystem_of(base)
-
-    began = time.time()
-    load_before = os.getloadavg()
+    span = RunSpan()
     try:
         rows = asyncio.run(run_all(systems, exchnode, peers, base))
     except asyncio.CancelledError:  # SIGTERM, turned into a cancellation by run_all
@@ -761,8 +748,7 @@ def main(argv: list[str]) -> int:
         "rows": rows,
         "ratios": ratios(rows),
         "targets": checks,
-        "elapsed_s": round(time.time() - began, 1),
-        "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        **span.figures(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "peers.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -55,7 +55,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -69,6 +68,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _common import latency_figures, steady_rate
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchnode.core import NodeName, parent_division
@@ -266,6 +266,33 @@ async def start_federation(
     return children
 
 
+def store_dir(chosen: Path | None, flushes: str) -> tuple[Path, dict[str, str]]:
+    """The folder the stores go in (``chosen``, else the default) and its mount.
+
+    Warns when it is tmpfs: ``flushes`` (whose) then cost nothing, and the figures flatter.
+    """
+    base = chosen or default_store_dir()
+    where = filesystem_of(base)
+    if where["type"] == "tmpfs":
+        print(f"warning: {base} is tmpfs; {flushes} flushes cost nothing there", file=sys.stderr)
+    return base, where
+
+
+class RunSpan:
+    """A whole run's wall time and the machine's load around it, for the end of its report."""
+
+    def __init__(self) -> None:
+        self.began = time.time()
+        self.load_before = os.getloadavg()
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "elapsed_s": round(time.time() - self.began, 1),
+            # 1-minute load averages before and after: other work on the machine skews the figures.
+            "load_average": [round(self.load_before[0], 2), round(os.getloadavg()[0], 2)],
+        }
+
+
 def report_header(benchmark: str, quick: bool, where: dict[str, Any]) -> dict[str, Any]:
     """What every report of a run on node processes starts with: when, on what, how timed."""
     return {
@@ -326,11 +353,6 @@ async def drained_stats(children: dict[str, Child]) -> dict[str, dict[str, Any]]
 async def cpu_times(children: dict[str, Child]) -> dict[str, dict[str, float]]:
     """CPU seconds (user, system) each node process has used so far, all its threads."""
     return {n: await c.call({"cmd": "cpu"}, "cpu", 30) for n, c in children.items()}
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 async def run_once(
@@ -441,23 +463,9 @@ async def run_once(
         if count
         else None,
     }
-    if latencies:
-        row.update(
-            {
-                "p50_ms": round(percentile(latencies, 50), 2),
-                "p90_ms": round(percentile(latencies, 90), 2),
-                "p99_ms": round(percentile(latencies, 99), 2),
-                "max_ms": round(latencies[-1], 2),
-            }
-        )
+    row.update(latency_figures(latencies))
     if mode == "throughput" and received > 1:
-        ordered = sorted(arrivals)
-        first = len(ordered) // 10
-        span = ordered[-1] - ordered[first]
-        end_to_end = received / wall  # from the first send: includes filling the pipeline
-        # Too few arrivals, or too short a window, for a steady state (--quick): end to end.
-        steady = len(ordered) - first >= 1000 and span >= 0.5
-        rate = (len(ordered) - 1 - first) / span if steady else end_to_end
+        rate, steady, end_to_end = steady_rate(arrivals, wall)
         row["msgs_per_s"] = round(rate, 1)
         row["MB_per_s"] = round(rate * size / 1e6, 2)
         row["steady_state"] = steady
@@ -739,13 +747,8 @@ def main(argv: list[str]) -> int:
     )
     if settings.profile is not None:
         settings.profile.mkdir(parents=True, exist_ok=True)
-    base = args.dir or default_store_dir()
-    where = filesystem_of(base)
-    if where["type"] == "tmpfs":
-        print(f"warning: {base} is tmpfs; the stores' flushes cost nothing there", file=sys.stderr)
-
-    began = time.time()
-    load_before = os.getloadavg()
+    base, where = store_dir(args.dir, "the stores'")
+    span = RunSpan()
     rows = asyncio.run(run_matrix(modes, hops_list, sizes, settings, base))
     checks = targets(rows, settings.rates[TARGET_SIZE], quick)
 
@@ -793,9 +796,7 @@ def main(argv: list[str]) -> int:
         "paths": {str(h): PATHS[h] for h in hops_list},
         "rows": rows,
         "targets": checks,
-        "elapsed_s": round(time.time() - began, 1),
-        # 1-minute load averages before and after: other work on the machine skews the figures.
-        "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        **span.figures(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     title = (

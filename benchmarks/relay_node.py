@@ -45,28 +45,25 @@ numbers this receiver gets (the others go to another receiver).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import cProfile
 import gc
 import json
 import logging
-import math
 import os
 import resource
 import signal
 import ssl
-import struct
 import sys
 import time
 import weakref
-from array import array
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
+from _common import STAMP, Arrivals, burst, commands, emit, paced, stamped
 
 from exchnode.aio import (
     AuditService,
@@ -82,7 +79,7 @@ from exchnode.aio import (
     WorkerShare,
 )
 from exchnode.aio import run as run_loop
-from exchnode.core import StaticDirectory
+from exchnode.core import LocalIdentity, PeerIdentity, StaticDirectory
 from exchnode.federation import Relation, TransferRequest, TransferResponse
 from exchnode.pki import (
     TrustStore,
@@ -92,13 +89,6 @@ from exchnode.pki import (
     verify_node_certificate,
 )
 from exchnode.store import Store
-
-STAMP = struct.Struct(">Qd")
-
-
-def emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
 
 
 def cpu_seconds() -> float:
@@ -192,37 +182,56 @@ class WindowProfiler:
             self.profiler.dump_stats(self.target)
 
 
+class DriverFiles:
+    """The PKI files the driver wrote (``relay.write_pki``), loaded and verified as a node would."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.now = datetime.now(UTC)
+        self.trust = TrustStore(
+            load_certificates_pem((folder / "root.pem").read_bytes()),
+            load_crls_pem((folder / "crls.pem").read_bytes()),
+        )
+        self.bundle = load_certificates_pem((folder / "ca-bundle.pem").read_bytes())
+
+    def identity(self, name: str) -> LocalIdentity:
+        return load_local_identity(
+            self.folder / f"{name}.chain.pem",
+            self.folder / f"{name}.signing.key",
+            self.folder / f"{name}.encryption.key",
+            trust=self.trust,
+            now=self.now,
+        )
+
+    def peers(self, names: Iterable[str]) -> list[PeerIdentity]:
+        """The directory's entries for ``names``: their chains, verified."""
+        peers = []
+        for name in names:
+            chain = (self.folder / f"{name}.chain.pem").read_bytes()
+            leaf, *intermediates = load_certificates_pem(chain)
+            peers.append(verify_node_certificate(leaf, intermediates, self.trust, self.now))
+        return peers
+
+    def tls(self, name: str) -> TlsFiles:
+        folder = self.folder
+        return TlsFiles(
+            folder / f"{name}.chain.pem", folder / f"{name}.signing.key", folder / "verify.pem"
+        )
+
+
 def build_node(spec: dict[str, Any]) -> Node:
-    files = Path(spec["files"])
+    files = DriverFiles(Path(spec["files"]))
     name = spec["name"]
-    now = datetime.now(UTC)
-    trust = TrustStore(
-        load_certificates_pem((files / "root.pem").read_bytes()),
-        load_crls_pem((files / "crls.pem").read_bytes()),
-    )
-    bundle = load_certificates_pem((files / "ca-bundle.pem").read_bytes())
-    identity = load_local_identity(
-        files / f"{name}.chain.pem",
-        files / f"{name}.signing.key",
-        files / f"{name}.encryption.key",
-        trust=trust,
-        now=now,
-    )
-    peers = []
-    for other in spec["names"]:  # the directory: every node of the path, chains verified
-        leaf, *intermediates = load_certificates_pem((files / f"{other}.chain.pem").read_bytes())
-        peers.append(verify_node_certificate(leaf, intermediates, trust, now))
     limits = NodeLimits(**spec.get("limits", {}))
     worker = spec.get("worker")
     return Node(
-        identity=identity,
-        directory=StaticDirectory(peers),
+        identity=files.identity(name),
+        # The directory: every node of the path.
+        directory=StaticDirectory(files.peers(spec["names"])),
         store=store_of(spec),
-        tls=TlsFiles(
-            files / f"{name}.chain.pem", files / f"{name}.signing.key", files / "verify.pem"
-        ),
-        trust=trust,
-        ca_bundle=bundle,
+        tls=files.tls(name),
+        trust=files.trust,
+        ca_bundle=files.bundle,
         config=NodeConfig(
             peers=[
                 Peer(name=p["name"], relation=Relation(p["relation"]), url=p["url"])
@@ -255,19 +264,12 @@ def dump_tasks() -> None:
     sys.stderr.flush()
 
 
-def payload(seq: int, stamp: float, filler: bytes) -> bytes:
-    return STAMP.pack(seq, stamp) + filler
-
-
-class Receiver:
+class Receiver(Arrivals):
     """Records every delivery from the node's start; acknowledges in batches."""
 
     def __init__(self, node: Node) -> None:
+        super().__init__()
         self.node = node
-        self.seqs: array[int] = array("q")
-        self.sent: array[float] = array("d")
-        self.got: array[float] = array("d")
-        self.arrived = asyncio.Event()
         self._unacked: list[Delivery] = []
         self._ack_wake = asyncio.Event()
         self.acked = 0
@@ -275,14 +277,9 @@ class Receiver:
     async def consume(self) -> None:
         clock = time.monotonic
         async for delivery in self.node.deliveries():
-            now = clock()
-            seq, stamp = STAMP.unpack_from(delivery.payload)
-            self.seqs.append(seq)
-            self.sent.append(stamp)
-            self.got.append(now)
+            self.record(delivery.payload, clock())
             self._unacked.append(delivery)
             self._ack_wake.set()
-            self.arrived.set()
 
     async def acknowledge(self) -> None:
         while True:
@@ -294,95 +291,31 @@ class Receiver:
                 await self.node.ack(batch)
                 self.acked += len(batch)
 
-    async def collect(
-        self, first: int, count: int, timeout: float, expect: int | None = None
-    ) -> dict[str, Any]:
-        """Wait for the ``count`` messages numbered from ``first``; their records, arrival order.
 
-        ``expect``: how many of them come here (default all: one receiver).
-        """
-        deadline = time.monotonic() + timeout
-        end = first + count
-        wanted = count if expect is None else expect
-        have = scanned = 0
-        while True:
-            seqs = self.seqs
-            have += sum(1 for i in range(scanned, len(seqs)) if first <= seqs[i] < end)
-            scanned = len(seqs)
-            if have >= wanted or time.monotonic() > deadline:
-                break
-            self.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.arrived.wait(), max(0.0, deadline - time.monotonic()))
-        rows = [
-            (s, a, b)
-            for s, a, b in zip(self.seqs, self.sent, self.got, strict=True)
-            if first <= s < end
+async def send_burst(node: Node, command: dict[str, Any]) -> dict[str, Any]:
+    """``inflight`` concurrent ``send_many`` calls of ``batch`` messages each."""
+    filler = os.urandom(command["size"] - STAMP.size)
+    recipient = [command["recipient"]]
+
+    async def send(seqs: range, stamp: float) -> None:
+        messages = [
+            Message(recipients=recipient, payload=stamped(seq, stamp, filler)) for seq in seqs
         ]
-        return {
-            "received": len(rows),
-            "distinct": len({s for s, _, _ in rows}),
-            "sent": [a for _, a, _ in rows],
-            "got": [b for _, _, b in rows],
-        }
+        await node.send_many(messages)
+
+    first, count = command["first"], command["count"]
+    return await burst(send, first, count, batch=command["batch"], window=command["inflight"])
 
 
-async def burst(node: Node, command: dict[str, Any]) -> dict[str, Any]:
-    first, count, size = command["first"], command["count"], command["size"]
-    batch, inflight = command["batch"], command["inflight"]
-    filler = os.urandom(size - STAMP.size)
+async def send_paced(node: Node, command: dict[str, Any]) -> dict[str, Any]:
+    """Open loop, each message its own ``send`` call: the node's group commit batches them."""
+    filler = os.urandom(command["size"] - STAMP.size)
     recipient = [command["recipient"]]
-    clock = time.monotonic
-    next_seq = first
-    end = first + count
 
-    async def worker() -> None:
-        nonlocal next_seq
-        while next_seq < end:
-            start = next_seq
-            n = min(batch, end - start)
-            next_seq += n
-            stamp = clock()
-            messages = [
-                Message(recipients=recipient, payload=payload(seq, stamp, filler))
-                for seq in range(start, start + n)
-            ]
-            await node.send_many(messages)
+    def send(seq: int, due: float) -> Awaitable[Any]:
+        return node.send(recipient, stamped(seq, due, filler))
 
-    begun = clock()
-    await asyncio.gather(*(worker() for _ in range(inflight)))
-    return {"count": count, "started": begun, "finished": clock()}
-
-
-async def paced(node: Node, command: dict[str, Any]) -> dict[str, Any]:
-    first, rate, duration, size = (
-        command["first"],
-        command["rate"],
-        command["duration"],
-        command["size"],
-    )
-    count = round(rate * duration)
-    filler = os.urandom(size - STAMP.size)
-    recipient = [command["recipient"]]
-    clock = time.monotonic
-    start = clock() + 0.01
-    tasks: set[asyncio.Task[Any]] = set()
-    sent = 0
-    worst_lag = 0.0
-    while sent < count:
-        now = clock()
-        due_until = min(count, math.floor((now - start) * rate) + 1)
-        while sent < due_until:
-            due = start + sent / rate
-            worst_lag = max(worst_lag, now - due)
-            task = asyncio.create_task(node.send(recipient, payload(first + sent, due, filler)))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            sent += 1
-        if sent < count:
-            await asyncio.sleep(max(0.0, start + sent / rate - clock()))
-    await asyncio.gather(*tasks)
-    return {"count": count, "started": start, "finished": clock(), "worst_lag": worst_lag}
+    return await paced(send, command["first"], command["rate"], command["duration"])
 
 
 async def serve(spec: dict[str, Any], window: WindowProfiler | None = None) -> None:
@@ -405,14 +338,8 @@ async def serve(spec: dict[str, Any], window: WindowProfiler | None = None) -> N
             gc.collect()
             gc.freeze()  # as seal_open: the startup heap is never garbage
         emit("ready", name=node.name, pid=os.getpid(), url=node.url)
-        while True:
-            line = await asyncio.to_thread(sys.stdin.readline)
-            if not line:
-                break
-            command = json.loads(line)
+        async for command in commands():
             kind = command["cmd"]
-            if kind == "stop":
-                break
             if kind == "cpu":
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 emit("cpu", seconds=cpu_seconds(), user=usage.ru_utime, system=usage.ru_stime)
@@ -426,9 +353,9 @@ async def serve(spec: dict[str, Any], window: WindowProfiler | None = None) -> N
                     cpu=cpu_seconds(),
                 )
             elif kind == "burst":
-                emit("sent", **await burst(node, command))
+                emit("sent", **await send_burst(node, command))
             elif kind == "paced":
-                emit("sent", **await paced(node, command))
+                emit("sent", **await send_paced(node, command))
             elif kind == "links" and counters is not None:
                 emit("links", **counters.snapshot())
             elif kind == "profile-start" and window is not None:
@@ -439,7 +366,10 @@ async def serve(spec: dict[str, Any], window: WindowProfiler | None = None) -> N
                 emit("profiling", on=False, path=window.target)
             elif kind == "collect" and receiver is not None:
                 result = await receiver.collect(
-                    command["first"], command["count"], command["timeout"], command.get("expect")
+                    command["first"],
+                    command["count"],
+                    command["timeout"],
+                    expect=command.get("expect"),
                 )
                 emit("collected", **result)
             else:

@@ -37,6 +37,7 @@ from exchnode.core import (
     NDR_KIND,
     RECEIPT_KIND,
     Envelope,
+    Header,
     Opened,
     Opener,
     PeerIdentity,
@@ -300,13 +301,7 @@ class Inbox:
         self._handed.add(entry.seq)
         await self._deliveries.put(
             Delivery(
-                sender=header.sender,
-                message_id=header.message_id,
-                kind=header.kind,
-                content_type=header.content_type,
-                payload=message.payload,
-                created_ms=header.created_ms,
-                expires_ms=header.expires_ms,
+                **_received(header, message.payload)._asdict(),
                 receipt_requested=message.want_receipt,
                 seq=entry.seq,
                 opened=opened,
@@ -320,17 +315,7 @@ class Inbox:
         log = self._context.log
         try:
             message = decode_app_message(opened.plaintext)
-            await service.take(
-                ServiceMessage(
-                    sender=header.sender,
-                    message_id=header.message_id,
-                    kind=header.kind,
-                    content_type=header.content_type,
-                    payload=message.payload,
-                    created_ms=header.created_ms,
-                    expires_ms=header.expires_ms,
-                )
-            )
+            await service.take(_received(header, message.payload))
         except RejectedError as exc:
             # The message itself is wrong: offering it again cannot help.
             log.error(
@@ -345,3 +330,17 @@ class Inbox:
             )
             return False
         return True
+
+
+def _received(header: Header, payload: bytes) -> ServiceMessage:
+    """What a service, or the application (a :class:`Delivery` adds to it), is told of a
+    message: its header's fields and its payload."""
+    return ServiceMessage(
+        sender=header.sender,
+        message_id=header.message_id,
+        kind=header.kind,
+        content_type=header.content_type,
+        payload=payload,
+        created_ms=header.created_ms,
+        expires_ms=header.expires_ms,
+    )

@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection, Mapping
 
 from exchnode.aio._batcher import Batcher
 from exchnode.aio._config import NodeLimits
-from exchnode.aio._context import NodeContext
+from exchnode.aio._context import NodeContext, RepeatedLog
 from exchnode.aio._forwarder import Forwarder
 from exchnode.aio._inbox import Inbox
 from exchnode.aio._inflight import InFlight
@@ -60,6 +60,15 @@ COMMIT_LINGER = 0.002
 _TEMPORARY = (UnknownSignerError, DirectoryExpiredError)
 # An item's answer as the link's traffic counts it (``LinkTraffic.items_in``).
 _OUTCOME = {Status.TAKEN: "taken", Status.REFUSED: "refused", Status.DEFERRED: "deferred"}
+
+
+def _log_item(
+    log_repeated: RepeatedLog, level: str, event: str, neighbour: str, exc: RejectedError
+) -> None:
+    """Log an item deferred or refused: once an interval per neighbour and code."""
+    log_repeated(
+        level, event, neighbour, exc.code, neighbour=neighbour, code=exc.code, reason=str(exc)
+    )
 
 
 class Intake:
@@ -313,29 +322,13 @@ class Intake:
                 if self._deferred is not None:
                     self._deferred(neighbour, exc.code)
                 results[position] = ItemResult(Status.DEFERRED, exc.code, str(exc))
-                log_repeated(
-                    "info",
-                    "item deferred",
-                    neighbour,
-                    exc.code,
-                    neighbour=neighbour,
-                    code=exc.code,
-                    reason=str(exc),
-                )
+                _log_item(log_repeated, "info", "item deferred", neighbour, exc)
                 continue
             except RejectedError as exc:
                 results[position] = ItemResult(Status.REFUSED, exc.code, str(exc))
                 refusals.append((exc.code, _peek_id(item.envelope)))
                 counters["refused"] += 1
-                log_repeated(
-                    "warning",
-                    "item refused",
-                    neighbour,
-                    exc.code,
-                    neighbour=neighbour,
-                    code=exc.code,
-                    reason=str(exc),
-                )
+                _log_item(log_repeated, "warning", "item refused", neighbour, exc)
                 continue
             items.append(accept_item)
             positions.append(position)

@@ -130,29 +130,6 @@ class TreeHead:
         return f"tree head of {self.node} at size {self.tree_size}"
 
 
-def _head_body(
-    identity: LocalIdentity,
-    size: int,
-    root: bytes,
-    timestamp_ms: int,
-    previous: tuple[int, bytes],
-    checkpoint_size: int,
-) -> bytes:
-    return pack(
-        [
-            SUITE_X25519_AES256GCM_ED25519,
-            str(identity.name),
-            identity.peer.signing_key_id,
-            size,
-            root,
-            timestamp_ms,
-            previous[0],
-            previous[1],
-            checkpoint_size,
-        ]
-    )
-
-
 def sign_tree_head(
     identity: LocalIdentity,
     size: int,
@@ -164,13 +141,7 @@ def sign_tree_head(
     """Sign one tree head (a batch of one, SPEC §6).  The values are the caller's to get right."""
     if not checkpoint_size <= previous[0] <= size or len(root) != HASH_LENGTH:
         raise UsageError("a tree head needs checkpoint_size <= previous size <= size, 32-byte root")
-    body = _head_body(identity, size, root, timestamp_ms, previous, checkpoint_size)
-    digest = signed_leaf(TYPE_TREE_HEAD, body)
-    (seal,) = sign_leaves(identity.signing_private_key, SUITE_X25519_AES256GCM_ED25519, [digest])
-    # The head just signed, from the values that made it (what ``decode_tree_head`` of its
-    # bytes gives, which a test holds it to): every transaction that appends audit records
-    # signs one (the seal), so it is not encoded only to be parsed back.
-    return TreeHead(
+    fields = (
         SUITE_X25519_AES256GCM_ED25519,
         str(identity.name),
         identity.peer.signing_key_id,
@@ -180,9 +151,15 @@ def sign_tree_head(
         previous[0],
         previous[1],
         checkpoint_size,
-        digest,
-        encode_signed(TYPE_TREE_HEAD, body, seal),
     )
+    body = pack(list(fields))
+    digest = signed_leaf(TYPE_TREE_HEAD, body)
+    (seal,) = sign_leaves(identity.signing_private_key, SUITE_X25519_AES256GCM_ED25519, [digest])
+    # The head just signed, from the values that made it (what ``decode_tree_head`` of its
+    # bytes gives, which a test holds it to): every transaction that appends audit records
+    # signs one (the seal), so it is not encoded only to be parsed back.  The body is those
+    # values in the head's field order, so one tuple serves both.
+    return TreeHead(*fields, digest, encode_signed(TYPE_TREE_HEAD, body, seal))
 
 
 def _check_size(value: object, field: str) -> int:

@@ -27,6 +27,7 @@ import os
 import stat
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -206,28 +207,36 @@ def load_private_key(
         raise UsageError(f"key file {path} cannot be loaded: {exc}") from None
 
 
+def _load_key_of(
+    key_type: type[object],
+    algorithm: str,
+    path: Path | str,
+    passphrase: bytes | None,
+    allow_insecure_permissions: bool,
+) -> PrivateKeyTypes:
+    """The key in ``path``, refused unless it is a ``key_type`` (``algorithm`` names it)."""
+    key = load_private_key(
+        path, passphrase=passphrase, allow_insecure_permissions=allow_insecure_permissions
+    )
+    if not isinstance(key, key_type):
+        raise UsageError(f"key file {path} holds a {type(key).__name__}, not an {algorithm} key")
+    return key
+
+
 def load_signing_key(
     path: Path | str, *, passphrase: bytes | None = None, allow_insecure_permissions: bool = False
 ) -> Ed25519PrivateKey:
     """An Ed25519 key (a CA key or a node's signing key)."""
-    key = load_private_key(
-        path, passphrase=passphrase, allow_insecure_permissions=allow_insecure_permissions
-    )
-    if not isinstance(key, Ed25519PrivateKey):
-        raise UsageError(f"key file {path} holds a {type(key).__name__}, not an Ed25519 key")
-    return key
+    key = _load_key_of(Ed25519PrivateKey, "Ed25519", path, passphrase, allow_insecure_permissions)
+    return cast(Ed25519PrivateKey, key)  # checked: _load_key_of refuses any other
 
 
 def load_encryption_key(
     path: Path | str, *, passphrase: bytes | None = None, allow_insecure_permissions: bool = False
 ) -> X25519PrivateKey:
     """An X25519 key (a node's encryption key)."""
-    key = load_private_key(
-        path, passphrase=passphrase, allow_insecure_permissions=allow_insecure_permissions
-    )
-    if not isinstance(key, X25519PrivateKey):
-        raise UsageError(f"key file {path} holds a {type(key).__name__}, not an X25519 key")
-    return key
+    key = _load_key_of(X25519PrivateKey, "X25519", path, passphrase, allow_insecure_permissions)
+    return cast(X25519PrivateKey, key)  # checked: _load_key_of refuses any other
 
 
 def load_local_identity(

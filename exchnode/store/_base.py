@@ -11,7 +11,12 @@ does not depend on where the rows live is here, once:
   INSERT from UPDATE), the send keys, and the entries of the items taken.
   A backend that must guard against concurrent writers (PostgreSQL) looks the
   batch's records up under lock first and plans against what it read.
+* :func:`queue_rows` and :func:`expired_in_order`: the rows a planned
+  batch adds to the database queues, and the expired entries read from them
+  put in the one order every backend takes them in.
 * :class:`StoreLifeCycle`: a store is its own context manager, closed on exit.
+* :class:`DepthsInMemory`: the depth calls of a backend that counts its
+  queues in memory (memory, SQLite: each alone on its data).
 * :class:`SqlAuditReads`: the audit calls both database backends answer
   with the same statement (no parameters, so no placeholder style to differ
   in), over the one primitive each backend gives (``_first_row``).
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -34,13 +39,26 @@ from exchnode.store._records import (
     AcceptOutcome,
     AcceptStatus,
     AuditSealer,
+    ExpiredEntry,
+    QueueDepth,
+    QueueDepths,
     SeenRecord,
     SendRecord,
     classify,
     classify_send,
+    join_targets,
+    row_fields,
 )
 
-__all__ = ["AcceptPlan", "SqlAuditReads", "StoreLifeCycle", "plan_accept"]
+__all__ = [
+    "AcceptPlan",
+    "DepthsInMemory",
+    "SqlAuditReads",
+    "StoreLifeCycle",
+    "expired_in_order",
+    "plan_accept",
+    "queue_rows",
+]
 
 DedupKey = tuple[str, bytes]  # (sender, message id)
 
@@ -110,6 +128,49 @@ def plan_accept(
     return plan
 
 
+InboxRow = tuple[str, bytes, bytes, str, int, int, bytes]
+"""An inbox row: sender, message id, digest, targets (joined), expiry, size, data."""
+OutboundRow = tuple[str, str, bytes, bytes, str, int, int, bytes]
+"""An outbound row: the next hop, then an inbox row's columns."""
+
+
+def queue_rows(plan: AcceptPlan) -> tuple[list[InboxRow], list[OutboundRow]]:
+    """The rows the plan's taken items add: an inbox row each, then a row per next hop."""
+    inbox: list[InboxRow] = []
+    outbound: list[OutboundRow] = []
+    for item, outcome in plan.taken:
+        size = len(item.data)
+        envelope = (item.sender, item.message_id, item.digest)
+        if outcome.local:
+            local = join_targets(outcome.local)
+            inbox.append((*envelope, local, item.expires_ms, size, item.data))
+        for hop, targets in outcome.forward.items():
+            joined = join_targets(targets)
+            outbound.append((hop, *envelope, joined, item.expires_ms, size, item.data))
+    return inbox, outbound
+
+
+def expired_in_order(
+    outbound: Iterable[Sequence[Any]], inbox: Iterable[Sequence[Any]], max_count: int
+) -> list[tuple[ExpiredEntry, int]]:
+    """The first ``max_count`` expired entries and their sizes, earliest expiry first.
+
+    ``outbound`` rows are ``next_hop, size`` then an entry's columns
+    (``row_fields``), ``inbox`` rows ``size`` then those: each queue's
+    expired entries up to the bound, merged in the order MemoryStore takes
+    them (expiry, the inbox before next hops, hop, seq).
+    """
+    found: list[tuple[tuple[int, int, str, int], ExpiredEntry, int]] = []
+    for hop, size, *row in outbound:
+        entry = ExpiredEntry(next_hop=hop, **row_fields(row))
+        found.append(((entry.expires_ms, 1, hop, entry.seq), entry, size))
+    for size, *row in inbox:
+        entry = ExpiredEntry(next_hop=None, **row_fields(row))
+        found.append(((entry.expires_ms, 0, "", entry.seq), entry, size))
+    found.sort(key=lambda f: f[0])
+    return [(entry, size) for _, entry, size in found[:max_count]]
+
+
 class StoreLifeCycle(ABC):
     """A store as a context manager: ``with Store(...) as store:`` closes it on the way out."""
 
@@ -127,6 +188,42 @@ class StoreLifeCycle(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class DepthsInMemory(ABC):
+    """The queue depth calls answered from counters kept in memory.
+
+    For the backends alone on their data (memory, SQLite), which count every
+    change after it is committed; PostgreSQL, shared by workers, reads rows.
+    A backend gives ``_check_open`` (raising once closed) and the attributes.
+    """
+
+    _lock: threading.Lock
+    _depths: QueueDepths
+
+    @abstractmethod
+    def _check_open(self) -> None:
+        """Raise once the store is closed."""
+
+    def next_hops(self) -> list[str]:
+        with self._lock:
+            self._check_open()
+            return self._depths.next_hops()
+
+    def queue_depth(self, next_hop: str) -> QueueDepth:
+        with self._lock:
+            self._check_open()
+            return self._depths.outbound(next_hop)
+
+    def inbox_depth(self) -> QueueDepth:
+        with self._lock:
+            self._check_open()
+            return self._depths.inbox()
+
+    def totals(self) -> QueueDepth:
+        with self._lock:
+            self._check_open()
+            return self._depths.totals()
 
 
 class SqlAuditReads(StoreLifeCycle):

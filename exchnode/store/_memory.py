@@ -33,7 +33,7 @@ from exchnode.store._audit_tree import (
     node_key,
     source_rows,
 )
-from exchnode.store._base import StoreLifeCycle, plan_accept
+from exchnode.store._base import DepthsInMemory, StoreLifeCycle, plan_accept
 from exchnode.store._checks import (
     check_checkpoint_update,
     check_count,
@@ -60,7 +60,6 @@ from exchnode.store._records import (
     ExpiryAuditHook,
     InboundEntry,
     OutboundEntry,
-    QueueDepth,
     QueueDepths,
     SeenRecord,
     SendRecord,
@@ -78,7 +77,7 @@ __all__ = ["MemoryStore"]
 _INBOX = ""  # the expiry heap's queue name for the inbox (next hops are never empty)
 
 
-class MemoryStore(StoreLifeCycle):
+class MemoryStore(DepthsInMemory, StoreLifeCycle):
     """A :class:`~exchnode.store.Store` held in memory; not durable."""
 
     def __init__(self) -> None:
@@ -240,16 +239,6 @@ class MemoryStore(StoreLifeCycle):
         if self._depths.remove_outbound(entry.next_hop, len(entry.data)):
             del self._outbound[entry.next_hop]
 
-    def next_hops(self) -> list[str]:
-        with self._lock:
-            self._check_open()
-            return self._depths.next_hops()
-
-    def queue_depth(self, next_hop: str) -> QueueDepth:
-        with self._lock:
-            self._check_open()
-            return self._depths.outbound(next_hop)
-
     # --- inbox --------------------------------------------------------------------
 
     def inbox(
@@ -274,16 +263,6 @@ class MemoryStore(StoreLifeCycle):
                     removed += 1
                     self._depths.remove_inbound(len(entry.data))
             return removed
-
-    def inbox_depth(self) -> QueueDepth:
-        with self._lock:
-            self._check_open()
-            return self._depths.inbox()
-
-    def totals(self) -> QueueDepth:
-        with self._lock:
-            self._check_open()
-            return self._depths.totals()
 
     # --- expiry -------------------------------------------------------------------
 

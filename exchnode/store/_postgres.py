@@ -76,7 +76,7 @@ import psycopg
 
 from exchnode.errors import StoreError
 from exchnode.federation import PeerState
-from exchnode.store._base import AcceptPlan, plan_accept
+from exchnode.store._base import AcceptPlan, expired_in_order, plan_accept, queue_rows
 from exchnode.store._checks import (
     check_limit,
     check_meta,
@@ -373,17 +373,7 @@ class PostgresStore(PostgresAuditLog):
         old = [(*key, *rest) for key, *rest, stored in records if stored]
         if old:  # rows this transaction holds locked since the read
             conn.execute(_UPDATE_SEEN, _unnest(old, 5))
-        inbox: list[tuple[Any, ...]] = []
-        outbound: list[tuple[Any, ...]] = []
-        for item, outcome in plan.taken:
-            envelope = (item.sender, item.message_id, item.digest)
-            size = len(item.data)
-            if outcome.local:
-                local = join_targets(outcome.local)
-                inbox.append((*envelope, local, item.expires_ms, size, item.data))
-            for hop, targets in outcome.forward.items():
-                joined = join_targets(targets)
-                outbound.append((hop, *envelope, joined, item.expires_ms, size, item.data))
+        inbox, outbound = queue_rows(plan)
         counts: dict[str, tuple[int, int]] = {}
         for queue, size in [(_INBOX, row[5]) for row in inbox] + [(r[0], r[6]) for r in outbound]:
             count, total = counts.get(queue, (0, 0))
@@ -523,27 +513,22 @@ class PostgresStore(PostgresAuditLog):
     ) -> list[ExpiredEntry]:
         check_time(now_ms)
         check_limit(max_count, "max_count")
-        found: list[tuple[tuple[int, int, str, int], ExpiredEntry, int]] = []
         with self._lock, self._transaction("take_expired") as conn:
             # SKIP LOCKED: workers expiring at once take disjoint entries, and never wait.
-            for hop, size, *row in conn.execute(_EXPIRED_OUTBOUND, (now_ms, max_count)):
-                entry = ExpiredEntry(next_hop=hop, **row_fields(row))
-                found.append(((entry.expires_ms, 1, hop, entry.seq), entry, size))
-            for size, *row in conn.execute(_EXPIRED_INBOX, (now_ms, max_count)):
-                entry = ExpiredEntry(next_hop=None, **row_fields(row))
-                found.append(((entry.expires_ms, 0, "", entry.seq), entry, size))
-            # Earliest expiry first across both queues, as every store orders them.
-            found.sort(key=lambda f: f[0])
-            del found[max_count:]
+            found = expired_in_order(
+                conn.execute(_EXPIRED_OUTBOUND, (now_ms, max_count)).fetchall(),
+                conn.execute(_EXPIRED_INBOX, (now_ms, max_count)).fetchall(),
+                max_count,
+            )
             if not found:
                 return []
             removed: dict[str, tuple[int, int]] = {}
-            for _, entry, size in found:
+            for entry, size in found:
                 queue = _INBOX if entry.next_hop is None else entry.next_hop
                 count, total = removed.get(queue, (0, 0))
                 removed[queue] = (count + 1, total + size)
-            outbound = [e.seq for _, e, _ in found if e.next_hop is not None]
-            inbox = [e.seq for _, e, _ in found if e.next_hop is None]
+            outbound = [e.seq for e, _ in found if e.next_hop is not None]
+            inbox = [e.seq for e, _ in found if e.next_hop is None]
             if outbound:
                 conn.execute("DELETE FROM outbound WHERE seq = ANY(%s::int8[])", (outbound,))
             if inbox:
@@ -552,9 +537,9 @@ class PostgresStore(PostgresAuditLog):
             if audit is not None:
                 # Inside the transaction: a raise here keeps the entries queued.
                 state = self._lock_audit(conn, follow=True)
-                records = audit([entry for _, entry, _ in found])
+                records = audit([entry for entry, _ in found])
                 self._append_audit(conn, state, check_audit_rows(records, state.size))
-        return [entry for _, entry, _ in found]
+        return [entry for entry, _ in found]
 
     def prune(self, now_ms: int, max_count: int = 10_000) -> int:
         check_time(now_ms)

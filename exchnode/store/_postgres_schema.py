@@ -72,6 +72,47 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 
 SCHEMA_VERSION = 1
 
+
+def _append_guard(name: str, refused_if: str, message: str) -> str:
+    """A trigger function that refuses an inserted row when ``refused_if`` holds (of ``new``).
+
+    The append-only tables' guards differ only in their condition and message.
+    """
+    return f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $$
+        BEGIN
+            IF {refused_if}
+            THEN RAISE EXCEPTION USING ERRCODE = 'restrict_violation',
+                MESSAGE = '{message}';
+            END IF;
+            RETURN new;
+        END $$"""
+
+
+def _append_only_triggers(table: str, rows: str) -> tuple[str, str, str]:
+    """The triggers of an append-only audit table: its append guard (``_append_guard``), no
+    update, and deletes only below the checkpoint (pruning)."""
+    return (
+        f"""CREATE TRIGGER {table}_append BEFORE INSERT ON {table}
+        FOR EACH ROW EXECUTE FUNCTION {table}_append()""",
+        f"""CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+        FOR EACH ROW EXECUTE FUNCTION refuse('{rows} are append-only')""",
+        f"""CREATE TRIGGER {table}_prune BEFORE DELETE ON {table}
+        FOR EACH ROW EXECUTE FUNCTION
+        audit_below_checkpoint('{rows} are deleted only below the checkpoint')""",
+    )
+
+
+# The columns of a queued entry, alike in both queues (the outbound queue adds its next hop).
+_ENTRY_COLUMNS = """\
+        sender text NOT NULL,
+        message_id bytea NOT NULL,
+        digest bytea NOT NULL,
+        targets text NOT NULL,
+        expires_ms bigint NOT NULL,
+        size integer NOT NULL,
+        data bytea NOT NULL"""
+
 SCHEMA_V1 = (
     'CREATE TABLE store_info (key text COLLATE "C" PRIMARY KEY, value bigint NOT NULL)',
     'CREATE TABLE meta (key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL)',
@@ -101,29 +142,17 @@ SCHEMA_V1 = (
     "CREATE INDEX send_keys_by_expiry ON send_keys (expires_ms)",
     # Identity sequences only grow: a number is never handed out twice, even after a
     # removal, so a late forwarded() can never delete a newer entry.
-    """CREATE TABLE outbound (
+    f"""CREATE TABLE outbound (
         seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         next_hop text NOT NULL,
-        sender text NOT NULL,
-        message_id bytea NOT NULL,
-        digest bytea NOT NULL,
-        targets text NOT NULL,
-        expires_ms bigint NOT NULL,
-        size integer NOT NULL,
-        data bytea NOT NULL
+{_ENTRY_COLUMNS}
     )""",
     "ALTER TABLE outbound ALTER COLUMN data SET STORAGE EXTERNAL",
     "CREATE INDEX outbound_by_hop ON outbound (next_hop, seq)",
     "CREATE INDEX outbound_by_expiry ON outbound (expires_ms)",
-    """CREATE TABLE inbox (
+    f"""CREATE TABLE inbox (
         seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        sender text NOT NULL,
-        message_id bytea NOT NULL,
-        digest bytea NOT NULL,
-        targets text NOT NULL,
-        expires_ms bigint NOT NULL,
-        size integer NOT NULL,
-        data bytea NOT NULL
+{_ENTRY_COLUMNS}
     )""",
     "ALTER TABLE inbox ALTER COLUMN data SET STORAGE EXTERNAL",
     "CREATE INDEX inbox_by_expiry ON inbox (expires_ms)",
@@ -157,39 +186,27 @@ SCHEMA_V1 = (
     # The triggers' functions: SET search_path FROM CURRENT pins them to this schema.
     """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN RAISE EXCEPTION USING ERRCODE = 'restrict_violation', MESSAGE = TG_ARGV[0]; END $$""",
-    """CREATE FUNCTION audit_records_append() RETURNS trigger LANGUAGE plpgsql
-        SET search_path FROM CURRENT AS $$
-        BEGIN
-            IF new.seq IS DISTINCT FROM coalesce(
-                (SELECT max(seq) + 1 FROM audit_records), (SELECT size FROM audit_checkpoint), 0)
-            THEN RAISE EXCEPTION USING ERRCODE = 'restrict_violation',
-                MESSAGE = 'audit records are appended after the last one only';
-            END IF;
-            RETURN new;
-        END $$""",
-    """CREATE FUNCTION audit_heads_append() RETURNS trigger LANGUAGE plpgsql
-        SET search_path FROM CURRENT AS $$
-        BEGIN
-            IF new.position <= coalesce((SELECT max(position) FROM audit_heads), 0)
+    _append_guard(
+        "audit_records_append",
+        """new.seq IS DISTINCT FROM coalesce(
+                (SELECT max(seq) + 1 FROM audit_records), (SELECT size FROM audit_checkpoint), 0)""",  # noqa: E501 (the text as stored)
+        "audit records are appended after the last one only",
+    ),
+    _append_guard(
+        "audit_heads_append",
+        """new.position <= coalesce((SELECT max(position) FROM audit_heads), 0)
                 OR new.tree_size < coalesce(
-                    (SELECT tree_size FROM audit_heads ORDER BY position DESC LIMIT 1), 0)
-            THEN RAISE EXCEPTION USING ERRCODE = 'restrict_violation',
-                MESSAGE = 'tree heads are appended after the last one only';
-            END IF;
-            RETURN new;
-        END $$""",
-    """CREATE FUNCTION audit_nodes_append() RETURNS trigger LANGUAGE plpgsql
-        SET search_path FROM CURRENT AS $$
-        BEGIN
-            IF new.seq <= coalesce((SELECT max(seq) FROM audit_nodes), -1)
+                    (SELECT tree_size FROM audit_heads ORDER BY position DESC LIMIT 1), 0)""",
+        "tree heads are appended after the last one only",
+    ),
+    _append_guard(
+        "audit_nodes_append",
+        """new.seq <= coalesce((SELECT max(seq) FROM audit_nodes), -1)
                 OR new.seq > coalesce((SELECT max(seq) FROM audit_records), -1)
                 OR new.seq % 2 <> 1
-                OR length(new.hashes) = 0 OR length(new.hashes) % 32 <> 0
-            THEN RAISE EXCEPTION USING ERRCODE = 'restrict_violation',
-                MESSAGE = 'audit tree nodes are appended in order, over records only';
-            END IF;
-            RETURN new;
-        END $$""",
+                OR length(new.hashes) = 0 OR length(new.hashes) % 32 <> 0""",
+        "audit tree nodes are appended in order, over records only",
+    ),
     """CREATE FUNCTION audit_below_checkpoint() RETURNS trigger LANGUAGE plpgsql
         SET search_path FROM CURRENT AS $$
         DECLARE
@@ -201,27 +218,9 @@ SCHEMA_V1 = (
             END IF;
             RETURN old;
         END $$""",
-    """CREATE TRIGGER audit_records_append BEFORE INSERT ON audit_records
-        FOR EACH ROW EXECUTE FUNCTION audit_records_append()""",
-    """CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
-        FOR EACH ROW EXECUTE FUNCTION refuse('audit records are append-only')""",
-    """CREATE TRIGGER audit_records_prune BEFORE DELETE ON audit_records
-        FOR EACH ROW EXECUTE FUNCTION
-        audit_below_checkpoint('audit records are deleted only below the checkpoint')""",
-    """CREATE TRIGGER audit_heads_append BEFORE INSERT ON audit_heads
-        FOR EACH ROW EXECUTE FUNCTION audit_heads_append()""",
-    """CREATE TRIGGER audit_heads_no_update BEFORE UPDATE ON audit_heads
-        FOR EACH ROW EXECUTE FUNCTION refuse('tree heads are append-only')""",
-    """CREATE TRIGGER audit_heads_prune BEFORE DELETE ON audit_heads
-        FOR EACH ROW EXECUTE FUNCTION
-        audit_below_checkpoint('tree heads are deleted only below the checkpoint')""",
-    """CREATE TRIGGER audit_nodes_append BEFORE INSERT ON audit_nodes
-        FOR EACH ROW EXECUTE FUNCTION audit_nodes_append()""",
-    """CREATE TRIGGER audit_nodes_no_update BEFORE UPDATE ON audit_nodes
-        FOR EACH ROW EXECUTE FUNCTION refuse('audit tree nodes are append-only')""",
-    """CREATE TRIGGER audit_nodes_prune BEFORE DELETE ON audit_nodes
-        FOR EACH ROW EXECUTE FUNCTION
-        audit_below_checkpoint('audit tree nodes are deleted only below the checkpoint')""",
+    *_append_only_triggers("audit_records", "audit records"),
+    *_append_only_triggers("audit_heads", "tree heads"),
+    *_append_only_triggers("audit_nodes", "audit tree nodes"),
     """CREATE TRIGGER audit_checkpoint_forward BEFORE UPDATE ON audit_checkpoint
         FOR EACH ROW WHEN (new.size < old.size OR new.id <> old.id)
         EXECUTE FUNCTION refuse('the audit checkpoint only moves forward')""",

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 from exchnode.errors import StoreError, UsageError
 from exchnode.federation import PeerState
-from exchnode.store._base import plan_accept
+from exchnode.store._base import DepthsInMemory, expired_in_order, plan_accept, queue_rows
 from exchnode.store._checks import (
     check_limit,
     check_meta,
@@ -76,7 +76,6 @@ from exchnode.store._records import (
     ExpiryAuditHook,
     InboundEntry,
     OutboundEntry,
-    QueueDepth,
     QueueDepths,
     SeenRecord,
     SendRecord,
@@ -140,8 +139,6 @@ _DELETE_OUTBOUND = (
     " RETURNING size"
 )
 _DELETE_INBOX = "DELETE FROM inbox WHERE seq IN (SELECT value FROM json_each(?)) RETURNING size"
-
-_Row = tuple[int, int, str, int]  # sort key of an expired entry: expiry, inbox 0 / outbound 1, ...
 
 
 def _json_list(seqs: Iterable[int]) -> str:
@@ -223,7 +220,7 @@ def _seen_record(row: tuple[bytes, int, str] | None) -> SeenRecord | None:
     return SeenRecord(digest=row[0], expires_ms=row[1], targets=frozenset(split_targets(row[2])))
 
 
-class SqliteStore(SqliteAuditLog):
+class SqliteStore(SqliteAuditLog, DepthsInMemory):
     """A :class:`~exchnode.store.Store` in one SQLite file; see the module docstring.
 
     Synchronous: run it in a worker thread.  One connection, owned by the
@@ -313,8 +310,6 @@ class SqliteStore(SqliteAuditLog):
         check_time(now_ms)
         if not batch:
             return []
-        inbox_rows: list[tuple[str, bytes, bytes, str, int, int, bytes]] = []
-        outbound_rows: list[tuple[str, str, bytes, bytes, str, int, int, bytes]] = []
         with self._lock, self._transaction("accept") as conn:
 
             def seen(key: tuple[str, bytes]) -> SeenRecord | None:
@@ -325,15 +320,7 @@ class SqliteStore(SqliteAuditLog):
                 return None if row is None else _send_record(row)
 
             plan = plan_accept(batch, now_ms, seen, sent)
-            for item, outcome in plan.taken:
-                size = len(item.data)
-                envelope = (item.sender, item.message_id, item.digest)
-                if outcome.local:
-                    local = join_targets(outcome.local)
-                    inbox_rows.append((*envelope, local, item.expires_ms, size, item.data))
-                for hop, targets in outcome.forward.items():
-                    joined = join_targets(targets)
-                    outbound_rows.append((hop, *envelope, joined, item.expires_ms, size, item.data))
+            inbox_rows, outbound_rows = queue_rows(plan)
             conn.executemany(
                 _UPSERT_SEND,
                 [
@@ -418,16 +405,6 @@ class SqliteStore(SqliteAuditLog):
             self._appended(audit_rows)
         return [size for (size,) in removed]
 
-    def next_hops(self) -> list[str]:
-        with self._lock:
-            self._open_conn()
-            return self._depths.next_hops()
-
-    def queue_depth(self, next_hop: str) -> QueueDepth:
-        with self._lock:
-            self._open_conn()
-            return self._depths.outbound(next_hop)
-
     # --- inbox ----------------------------------------------------------------------
 
     def inbox(
@@ -449,16 +426,6 @@ class SqliteStore(SqliteAuditLog):
             self._depths.remove_inbound(size)
         return len(removed)
 
-    def inbox_depth(self) -> QueueDepth:
-        with self._lock:
-            self._open_conn()
-            return self._depths.inbox()
-
-    def totals(self) -> QueueDepth:
-        with self._lock:
-            self._open_conn()
-            return self._depths.totals()
-
     # --- expiry ---------------------------------------------------------------------
 
     def take_expired(
@@ -466,38 +433,33 @@ class SqliteStore(SqliteAuditLog):
     ) -> list[ExpiredEntry]:
         check_time(now_ms)
         check_limit(max_count, "max_count")
-        found: list[tuple[_Row, ExpiredEntry, int]] = []
         audit_rows: list[AuditRow] = []
         with self._lock, self._transaction("take_expired") as conn:
-            for hop, size, *row in conn.execute(_EXPIRED_OUTBOUND, (now_ms, max_count)):
-                entry = ExpiredEntry(next_hop=hop, **row_fields(row))
-                found.append(((entry.expires_ms, 1, hop, entry.seq), entry, size))
-            for size, *row in conn.execute(_EXPIRED_INBOX, (now_ms, max_count)):
-                entry = ExpiredEntry(next_hop=None, **row_fields(row))
-                found.append(((entry.expires_ms, 0, "", entry.seq), entry, size))
-            # Earliest expiry first across both queues, as MemoryStore orders them.
-            found.sort(key=lambda f: f[0])
-            del found[max_count:]
+            found = expired_in_order(
+                conn.execute(_EXPIRED_OUTBOUND, (now_ms, max_count)).fetchall(),
+                conn.execute(_EXPIRED_INBOX, (now_ms, max_count)).fetchall(),
+                max_count,
+            )
             conn.executemany(
                 "DELETE FROM outbound WHERE seq = ?",
-                [(e.seq,) for _, e, _ in found if e.next_hop is not None],
+                [(e.seq,) for e, _ in found if e.next_hop is not None],
             )
             conn.executemany(
                 "DELETE FROM inbox WHERE seq = ?",
-                [(e.seq,) for _, e, _ in found if e.next_hop is None],
+                [(e.seq,) for e, _ in found if e.next_hop is None],
             )
             if audit is not None and found:
                 # Inside the transaction: a raise here keeps the entries queued.
-                records = audit([entry for _, entry, _ in found])
+                records = audit([entry for entry, _ in found])
                 audit_rows = check_audit_rows(records, self._audit_next)
                 self._insert_audit(conn, audit_rows)
         self._appended(audit_rows)
-        for _, entry, size in found:
+        for entry, size in found:
             if entry.next_hop is None:
                 self._depths.remove_inbound(size)
             else:
                 self._depths.remove_outbound(entry.next_hop, size)
-        return [entry for _, entry, _ in found]
+        return [entry for entry, _ in found]
 
     def prune(self, now_ms: int, max_count: int = 10_000) -> int:
         check_time(now_ms)

@@ -46,6 +46,9 @@ class SqliteBase(SqlAuditReads):
             raise UsageError(f"store {self.path} is closed")
         return self._conn
 
+    def _check_open(self) -> None:
+        self._open_conn()
+
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT; on any error, roll back and raise (StoreError for SQLite's)."""

@@ -86,6 +86,16 @@ __all__ = [
 SCHEMA_VERSION = 6
 APPLICATION_ID = 0x45584E44  # "EXND", so that `file` and a wrong open can tell
 
+# The columns of a queued entry, alike in both queues (the outbound queue adds its next hop).
+_ENTRY_COLUMNS = """\
+        sender TEXT NOT NULL,
+        message_id BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        targets TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL"""
+
 SCHEMA_V1 = (
     """CREATE TABLE store_info (key TEXT PRIMARY KEY, value) WITHOUT ROWID""",
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID""",
@@ -105,28 +115,16 @@ SCHEMA_V1 = (
         PRIMARY KEY (sender, message_id)
     ) WITHOUT ROWID""",
     """CREATE INDEX dedup_by_expiry ON dedup (expires_ms)""",
-    """CREATE TABLE outbound (
+    f"""CREATE TABLE outbound (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         next_hop TEXT NOT NULL,
-        sender TEXT NOT NULL,
-        message_id BLOB NOT NULL,
-        digest BLOB NOT NULL,
-        targets TEXT NOT NULL,
-        expires_ms INTEGER NOT NULL,
-        size INTEGER NOT NULL,
-        data BLOB NOT NULL
+{_ENTRY_COLUMNS}
     )""",
     """CREATE INDEX outbound_by_hop ON outbound (next_hop, seq)""",
     """CREATE INDEX outbound_by_expiry ON outbound (expires_ms)""",
-    """CREATE TABLE inbox (
+    f"""CREATE TABLE inbox (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        sender TEXT NOT NULL,
-        message_id BLOB NOT NULL,
-        digest BLOB NOT NULL,
-        targets TEXT NOT NULL,
-        expires_ms INTEGER NOT NULL,
-        size INTEGER NOT NULL,
-        data BLOB NOT NULL
+{_ENTRY_COLUMNS}
     )""",
     """CREATE INDEX inbox_by_expiry ON inbox (expires_ms)""",
 )

@@ -21,6 +21,11 @@ from tests.integration.federation import Federation
 CHILD = "520102.gongan"
 
 
+def quick_audit() -> AuditService:
+    """An audit service that flushes and signs heads within the tests' waits."""
+    return AuditService(flush=0.05, head_interval=0.2)
+
+
 async def grow(node: Node, audit: AuditService, n: int) -> None:
     for _ in range(n):
         audit.append_entry(config_loaded(int(node.now() * 1000), node.name))
@@ -30,17 +35,17 @@ async def grow(node: Node, audit: AuditService, n: int) -> None:
 @pytest.mark.asyncio
 async def test_heads_signed_before_a_key_rotation_still_verify(tmp_path: Path) -> None:
     federation = Federation(tmp_path, [CHILD])
-    audit = AuditService(flush=0.05, head_interval=0.2)
+    audit = quick_audit()
     async with federation.node(CHILD, services=[audit]) as node:
         await grow(node, audit, 5)
     # A new certificate with new keys, from the same CA: a routine rotation.
     rotated = federation.pki.node(CHILD, federation.cas["520100"], generation=1)
-    audit = AuditService(flush=0.05, head_interval=0.2)
+    audit = quick_audit()
     async with federation.node(CHILD, identity=rotated.identity, services=[audit]) as node:
         await grow(node, audit, 3)
         report = await audit.verify()
         assert report.ok, report.findings
-    audit = AuditService(flush=0.05, head_interval=0.2)
+    audit = quick_audit()
     async with federation.node(CHILD, identity=rotated.identity, services=[audit]):
         pass  # and again: both keys' heads verify at every start
 
@@ -49,7 +54,7 @@ async def test_heads_signed_before_a_key_rotation_still_verify(tmp_path: Path) -
 async def test_without_the_kept_certificate_the_old_heads_do_not_verify(tmp_path: Path) -> None:
     """The kept certificate is what makes the old heads verify (and a forged one would not)."""
     federation = Federation(tmp_path, [CHILD])
-    audit = AuditService(flush=0.05, head_interval=0.2)
+    audit = quick_audit()
     async with federation.node(CHILD, services=[audit]) as node:
         await grow(node, audit, 2)
     # A genuine certificate, but another node's: it vouches for no key of this one.
@@ -62,6 +67,4 @@ async def test_without_the_kept_certificate_the_old_heads_do_not_verify(tmp_path
         store.set_meta(OWN_CERTIFICATES, pack([forged.public_bytes(Encoding.DER)]))
     rotated = federation.pki.node(CHILD, federation.cas["520100"], generation=1)
     with pytest.raises(InconsistentLogError, match="bad-head"):
-        await federation.node(
-            CHILD, identity=rotated.identity, services=[AuditService()]
-        ).start()
+        await federation.node(CHILD, identity=rotated.identity, services=[AuditService()]).start()

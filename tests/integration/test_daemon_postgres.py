@@ -38,6 +38,18 @@ def on_postgres(federation: DaemonFederation, name: str, conninfo: str, schema: 
         config.write(f'schema = "{schema}"\n')
 
 
+def carry(federation: DaemonFederation, sender: str, recipient: str, payload: bytes) -> None:
+    """``send`` ``payload`` from ``sender`` and ``receive`` it at ``recipient``, with the CLI."""
+    sent = node_cli(
+        "send", "--config", str(federation.config_path(sender)), "--to", recipient,
+        "-", stdin=payload,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr.decode()
+    got = node_cli("receive", "--config", str(federation.config_path(recipient)), "--timeout", "30")
+    assert got.returncode == 0, got.stderr.decode()
+    assert got.stdout == payload
+
+
 def test_a_hub_on_postgresql_carries_a_message_across_its_own_restart(
     cluster: PostgresCluster, tmp_path: Path
 ) -> None:
@@ -47,16 +59,7 @@ def test_a_hub_on_postgresql_carries_a_message_across_its_own_restart(
     try:
         federation.start(HUB, GONGAN, MINZHENG)
         federation.wait_ready(HUB, GONGAN, MINZHENG)
-        sent = node_cli(
-            "send", "--config", str(federation.config_path(GONGAN)), "--to", MINZHENG,
-            "-", stdin=b"across a hub on postgresql",
-        )  # fmt: skip
-        assert sent.returncode == 0, sent.stderr.decode()
-        got = node_cli(
-            "receive", "--config", str(federation.config_path(MINZHENG)), "--timeout", "30"
-        )
-        assert got.returncode == 0, got.stderr.decode()
-        assert got.stdout == b"across a hub on postgresql"
+        carry(federation, GONGAN, MINZHENG, b"across a hub on postgresql")
         backup = node_cli(
             "backup", "--config", str(federation.config_path(HUB)), "--to",
             str(tmp_path / "hub.tar"), "--administrator", "张工",
@@ -68,15 +71,7 @@ def test_a_hub_on_postgresql_carries_a_message_across_its_own_restart(
         assert not (federation.folder(HUB) / "state" / "store.sqlite").exists()
         federation.start(HUB)
         federation.wait_ready(HUB)
-        again = node_cli(
-            "send", "--config", str(federation.config_path(MINZHENG)), "--to", GONGAN,
-            "-", stdin=b"and back, after the hub's restart",
-        )  # fmt: skip
-        assert again.returncode == 0, again.stderr.decode()
-        back = node_cli(
-            "receive", "--config", str(federation.config_path(GONGAN)), "--timeout", "30"
-        )
-        assert back.stdout == b"and back, after the hub's restart"
+        carry(federation, MINZHENG, GONGAN, b"and back, after the hub's restart")
         assert federation.stop(HUB) == 0
     finally:
         federation.kill_all()

@@ -117,16 +117,27 @@ class Kill:
         return f"{self.delay * 1000:.0f} ms after {self.after} #{self.count}"
 
 
-def run_child(
-    db: Path, round_no: int, resend: tuple[int, int] | None, kill: Kill, log: Log
-) -> tuple[int, int] | None:
-    """Run the child until ``kill``, kill it, read what it said; return a batch to re-offer."""
-    argv = [sys.executable, str(CHILD), str(db), str(round_no)]
+def start_round(
+    script: Path, db: Path, round_no: int, resend: tuple[int, int] | None
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start ``script`` on ``db`` for round ``round_no`` (re-offering ``resend``, a batch).
+
+    Its stdout is a pipe; its stderr goes to a file beside ``db`` (returned), for failures.
+    """
+    argv = [sys.executable, str(script), str(db), str(round_no)]
     if resend is not None:
         argv += [str(resend[0]), str(resend[1])]
     stderr_path = db.with_suffix(f".stderr{round_no}")
     with stderr_path.open("wb") as stderr:
         child = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr)
+    return child, stderr_path
+
+
+def run_child(
+    db: Path, round_no: int, resend: tuple[int, int] | None, kill: Kill, log: Log
+) -> tuple[int, int] | None:
+    """Run the child until ``kill``, kill it, read what it said; return a batch to re-offer."""
+    child, stderr_path = start_round(CHILD, db, round_no, resend)
     assert child.stdout is not None
     lines: queue.Queue[bytes | None] = queue.Queue()
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -47,6 +46,7 @@ from exchnode.store import AcceptItem, AcceptOutcome, AcceptStatus, AuditRow, Sq
 from exchnode.testing import seeded_identity
 from tests.audit_entries import envelope_entry
 from tests.integration.store_crash_child import BATCH, ME, NOW, SENDER, batch_items, message_id
+from tests.integration.test_store_crash import start_round
 
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 10
@@ -114,12 +114,7 @@ def run_child(
 
     Returns the batches begun, and those acknowledged with their outcomes.
     """
-    argv = [sys.executable, __file__, str(db), str(round_no)]
-    if resend is not None:
-        argv += [str(resend[0]), str(resend[1])]
-    stderr_path = db.with_suffix(f".stderr{round_no}")
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr)
+    proc, stderr_path = start_round(Path(__file__), db, round_no, resend)
     assert proc.stdout is not None
     said: list[str] = []
     deadline = time.monotonic() + ROUND_DEADLINE

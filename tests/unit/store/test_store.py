@@ -654,6 +654,19 @@ def test_a_closed_store_refuses_every_call(store: Store) -> None:
 # --- SQLite only: durability, atomicity, the file ---------------------------------
 
 
+def _queues(
+    store: Store,
+) -> tuple[list[OutboundEntry], list[OutboundEntry], list[InboundEntry], QueueDepth, list[str]]:
+    """What the queues hold and count: compared before closing and after reopening."""
+    return (
+        store.pending(CHILD, NOW, 10, 1 << 20),
+        store.pending(LINK, NOW, 10, 1 << 20),
+        store.inbox(NOW, 10),
+        store.totals(),
+        store.next_hops(),
+    )
+
+
 def test_sqlite_everything_survives_close_and_reopen(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     item = make(1, local=(ME,), forward={CHILD: (f"{CHILD}.a",), LINK: (f"{LINK}.b",)})
@@ -662,23 +675,10 @@ def test_sqlite_everything_survives_close_and_reopen(tmp_path: Path) -> None:
         store.forwarded(CHILD, [store.pending(CHILD, NOW, 1, 1 << 20)[0].seq])
         store.set_peer_state(LINK, PeerState(failures=2, next_attempt_ms=NOW + 5))
         store.set_meta("directory", b"cached")
-        before = (
-            store.pending(CHILD, NOW, 10, 1 << 20),
-            store.pending(LINK, NOW, 10, 1 << 20),
-            store.inbox(NOW, 10),
-            store.totals(),
-            store.next_hops(),
-        )
+        before = _queues(store)
         last_seq = max(e.seq for e in before[0] + before[1])
     with SqliteStore(path) as store:
-        after = (
-            store.pending(CHILD, NOW, 10, 1 << 20),
-            store.pending(LINK, NOW, 10, 1 << 20),
-            store.inbox(NOW, 10),
-            store.totals(),
-            store.next_hops(),
-        )
-        assert after == before
+        assert _queues(store) == before
         assert store.queue_depth(CHILD) == QueueDepth(2, 200)
         assert store.accept([item], NOW)[0].status is DUPLICATE
         assert store.peer_state(LINK) == PeerState(failures=2, next_attempt_ms=NOW + 5)

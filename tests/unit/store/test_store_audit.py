@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -728,22 +729,37 @@ def test_every_transaction_that_appends_records_replaces_the_seal(store: Store) 
     assert sealer.calls[-1] == (7, 7)
 
 
-def test_a_sealer_that_fails_stores_nothing_of_the_transaction(store: Store) -> None:
-    log = AuditLogState(NODE)
-    sealer = Sealer(log)
-    store.set_audit_sealer(sealer)
+class FailingHook(Protocol):
+    fail: bool
+
+
+def fail_after_two_records(
+    store: Store, log: AuditLogState, hook: FailingHook, refusal: str, refused: int
+) -> None:
+    """Append two records, then make ``hook`` (set on ``store``) raise ``refusal`` and check
+    that a batch with records, and records alone, then store nothing of their transaction.
+
+    ``refused``: how many records the refused append carries.
+    """
     store.append_audit(records(log, 2))
-    sealer.fail = True
+    hook.fail = True
     items = [make(1, local=(ME,))]
     mark = log.mark()
-    with pytest.raises(RuntimeError, match="sealer refused"):
+    with pytest.raises(RuntimeError, match=refusal):
         store.accept(items, NOW, audit=Auditor(log, items))
     log.rollback(mark)
     assert store.totals().count == 0
     assert store.audit_size() == 2
-    with pytest.raises(RuntimeError, match="sealer refused"):
-        store.append_audit(records(log, 1, 5))
+    with pytest.raises(RuntimeError, match=refusal):
+        store.append_audit(records(log, refused, 5))
     assert store.audit_size() == 2
+
+
+def test_a_sealer_that_fails_stores_nothing_of_the_transaction(store: Store) -> None:
+    log = AuditLogState(NODE)
+    sealer = Sealer(log)
+    store.set_audit_sealer(sealer)
+    fail_after_two_records(store, log, sealer, "sealer refused", 1)
     assert sealed(store) == (2, 0)
 
 

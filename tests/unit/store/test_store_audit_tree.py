@@ -21,7 +21,14 @@ from exchnode.core import MerkleLog
 from exchnode.errors import UsageError
 from exchnode.store import AuditRow, SqliteStore, Store
 from tests.unit.store.test_store import ME, NOW, make
-from tests.unit.store.test_store_audit import NODE, Auditor, checkpoint_row, head_row, records
+from tests.unit.store.test_store_audit import (
+    NODE,
+    Auditor,
+    checkpoint_row,
+    fail_after_two_records,
+    head_row,
+    records,
+)
 
 
 class Source:
@@ -97,18 +104,7 @@ def test_a_failing_source_stores_nothing_of_the_transaction(store: Store) -> Non
     log = AuditLogState(NODE)
     source = Source(log)
     store.set_audit_tree(source)
-    store.append_audit(records(log, 2))
-    source.fail = True
-    items = [make(1, local=(ME,))]
-    mark = log.mark()
-    with pytest.raises(RuntimeError, match="tree source refused"):
-        store.accept(items, NOW, audit=Auditor(log, items))
-    log.rollback(mark)
-    assert store.totals().count == 0
-    assert store.audit_size() == 2
-    with pytest.raises(RuntimeError, match="tree source refused"):
-        store.append_audit(records(log, 2, 5))
-    assert store.audit_size() == 2
+    fail_after_two_records(store, log, source, "tree source refused", 2)
     assert store.audit_nodes_due() == 3
     assert store.audit_node(1, 1) is None
 
