@@ -17,6 +17,7 @@ __all__ = ["EXAMPLES", "add_examples", "leaves"]
 
 #: verb path -> example command lines (after the program's name)
 EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("openapi",): ("openapi > openapi.json   # the API's OpenAPI 3.1 document, no node needed",),
     ("catalog", "publish"): ("catalog publish --config node.toml entry.json --operator 张工",),
     ("catalog", "withdraw"): (
         'catalog withdraw 101001/000001 --reason "superseded by 101001/000002"',
