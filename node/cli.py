@@ -242,9 +242,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     configure_logging(config.log.level, config.log.format)
-    return asyncio.run(
-        serve(config, accept_unsigned_tail=args.accept_unsigned_audit_tail)
-    )
+    return asyncio.run(serve(config, accept_unsigned_tail=args.accept_unsigned_audit_tail))
 
 
 # --- clients of the operator API -------------------------------------------------------

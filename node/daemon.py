@@ -361,8 +361,10 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         sharing=sharing,
         audit=audit,
         witness=witness,
-        admin=AdminApi(
-            node, config, credentials, audit, lambda: facts[-1] if facts else None, witness
+        admin=(
+            admin := AdminApi(
+                node, config, credentials, audit, lambda: facts[-1] if facts else None, witness
+            )
         ),
     )
     stop = asyncio.Event()
@@ -384,12 +386,16 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
             await reload_crls(node, config, log)
         except (ExchnodeError, OSError) as exc:
             log.error("crls not reloaded; the ones in use stay", error=str(exc))
+        try:
+            await admin.peers.reload()  # [[peers]] again: node.peers_admin
+        except ConfigError as exc:
+            log.error("peers not reloaded; the ones in use stay", error=str(exc))
 
     def on_hangup() -> None:
         if not node_started:
             log.info("SIGHUP ignored: the node is not serving yet; its start reads the CRLs")
             return
-        log.info("reloading crls", signal="SIGHUP")
+        log.info("reloading crls and peers", signal="SIGHUP")
         task = loop.create_task(reload(), name="crl-reload")
         reloads.add(task)
         task.add_done_callback(reloads.discard)

@@ -5,13 +5,14 @@ catalog, sharing, audit, witnessing).
 
 from __future__ import annotations
 
+from exchnode.aio._admission import ADMISSION_POLICIES, Admission
 from exchnode.aio._audit_service import AuditService
 from exchnode.aio._catalog_service import STATE_KEY, CatalogService, Found, read_catalog_rows
 from exchnode.aio._config import NodeConfig, NodeLimits, NodeTimers, Peer, WorkerShare
 from exchnode.aio._delivery import Delivery, DeliveryStatus, Message, Sent
 from exchnode.aio._directory_service import DirectoryService
 from exchnode.aio._log_sink import LogSink
-from exchnode.aio._node import Node, NodeStats
+from exchnode.aio._node import PEER_SOURCES, Node, NodeStats
 from exchnode.aio._own_keys import OWN_CERTIFICATES, earlier_identities
 from exchnode.aio._refusals import Refusal
 from exchnode.aio._service import NodeService, ServiceMessage
@@ -21,11 +22,14 @@ from exchnode.aio._transport import STREAM_PATH, TRANSFER_PATH, LinkClient, Link
 from exchnode.aio._witness_service import WitnessService, WitnessStatus
 
 __all__ = [
+    "ADMISSION_POLICIES",
     "OWN_CERTIFICATES",
+    "PEER_SOURCES",
     "RECORDS_KIND",
     "STATE_KEY",
     "STREAM_PATH",
     "TRANSFER_PATH",
+    "Admission",
     "AuditService",
     "CatalogService",
     "Delivery",

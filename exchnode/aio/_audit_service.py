@@ -631,4 +631,3 @@ def _from_stored_tree(prove: Callable[[], list[bytes]]) -> list[bytes]:
         return prove()
     except LookupError as exc:  # the ranges were checked: the store lost a row it must hold
         raise InconsistentLogError(f"the stored audit tree is incomplete: {exc}") from None
-
