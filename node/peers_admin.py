@@ -175,7 +175,7 @@ class PeerAdmin:
         self._record("peer.add", actor, Outcome.ok(), name)
         self.log.info("peer added", peer=name, administrator=who)
         return web.json_response(
-            {"name": name, "relation": relation, "url": url, "source": "added"}, status=201
+            {"name": name, "relation": relation, "url": url, "source": "added"}
         )
 
     async def _remove(self, request: web.Request) -> web.Response:

@@ -198,6 +198,10 @@ class DirectoryService:
         """Work from the stored rows at once, before any neighbour answers."""
         self._node = node
         self._neighbours = frozenset(node.neighbours())
+        held = self.directory.neighbours()
+        for name, relation in node.neighbours().items():  # peers kept in the store, not config
+            if name not in held:
+                self.directory.add_neighbour(Neighbour(NodeName.parse(name), relation))
         self.log = self.log.bind(node=node.name)
         await self._restore()
         self.directory.on_miss = self._missed

@@ -498,40 +498,45 @@ class Node:
         neighbour refuses it (a 403 is on the record and in health).
         """
 
-        async def greet(name: str) -> None:
-            delay = 1.0
-            while True:
-                client = self._clients.get(name)
-                if client is None:
-                    return  # removed meanwhile
-                try:
-                    await client.hello(self._own_url())
-                except LinkError as exc:
-                    if exc.status == 403:
-                        # Refused (noted by the client: health shows it): said loudly, and
-                        # asked again now and then, so an admission on the other side is
-                        # noticed within a minute without a restart here.
-                        self.log.warning(
-                            "neighbour refuses this node", neighbour=name, error=str(exc)
-                        )
-                        await asyncio.sleep(max(delay, 5.0))
-                        delay = min(max(delay, 5.0) * 2, 60.0)
-                        continue
-                    if exc.status is not None or exc.refused is not None:
-                        self.log.info("neighbour answered hello", neighbour=name, error=str(exc))
-                        return  # it answered (a refusal is noted by the client): greeted
-                    if delay == 1.0:
-                        self.log.info("neighbour not reachable yet", neighbour=name, error=str(exc))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 60.0)
-                    continue
-                except ExchnodeError as exc:
-                    self.log.info("neighbour not greeted", neighbour=name, error=str(exc))
-                    return
-                self.poke(name)
-                return
+        await asyncio.gather(*(self._greet_one(n) for n in self._clients if self._moves(n)))
 
-        await asyncio.gather(*(greet(name) for name in self._clients if self._moves(name)))
+    async def _greet_one(self, name: str) -> None:
+        """Greet one neighbour until it answers (see ``_greet``); a refusal is asked again."""
+        delay = 1.0
+        said = None
+        while True:
+            client = self._clients.get(name)
+            if client is None:
+                return  # removed meanwhile
+            try:
+                await client.hello(self._own_url())
+            except LinkError as exc:
+                if exc.status == 403:
+                    # Refused (noted by the client: health shows it): said loudly once, and
+                    # asked again now and then, so an admission on the other side is
+                    # noticed within a minute without a restart here.
+                    if str(exc) != said:
+                        said = str(exc)
+                        self.log.warning("neighbour refuses this node", neighbour=name, error=said)
+                    await asyncio.sleep(max(delay, 5.0))
+                    delay = min(max(delay, 5.0) * 2, 60.0)
+                    continue
+                if exc.status is not None or exc.refused is not None:
+                    self.log.info("neighbour answered hello", neighbour=name, error=str(exc))
+                    return  # it answered (a refusal is noted by the client): greeted
+                if delay == 1.0:
+                    self.log.info("neighbour not reachable yet", neighbour=name, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            except ExchnodeError as exc:
+                self.log.info("neighbour not greeted", neighbour=name, error=str(exc))
+                return
+            if said is not None:
+                self.log.info("neighbour admits this node now", neighbour=name)
+            if name in self._peers:
+                self.poke(name)
+            return
 
     def poke(self, name: str) -> None:
         """Treat ``name`` as reachable now: try its queue at once (an operator's "retry now")."""
@@ -643,6 +648,12 @@ class Node:
                     forwarder = self._forwarders[peer.name]
                     self._forwarding[peer.name] = self._run_task(
                         forwarder.run, f"forward-{peer.name}"
+                    )
+                    # Greeted at once: a child refused until now learns it is admitted.
+                    self._tasks.append(
+                        asyncio.get_running_loop().create_task(
+                            self._greet_one(peer.name), name=f"hello-{peer.name}"
+                        )
                     )
                 await self._tell_services()
         self.log.info("peer added", peer=peer.name, relation=peer.relation.value, source=source)

@@ -98,6 +98,7 @@ Authenticate = Callable[[x509.Certificate], str]
 Admit = Callable[[str, str | None], Awaitable[str | None]]
 #: the largest hello body read (SPEC §15.2: ``{"url": ...}``); a larger one is not read
 MAX_HELLO_BYTES = 4096
+_MAX_WHY_NOT = 1024  # strangers whose admission refusal is remembered (oldest out)
 
 
 class Custodian(Protocol):
@@ -240,6 +241,7 @@ class LinkServer:
         # Read live: the node adds and removes peers while it runs.
         self._neighbours = neighbours
         self._admit_stranger = admit
+        self._why_not: dict[str, str] = {}  # a stranger's last admission refusal
         self._refusals = refusals
         self._acceptor = (
             None if ssl_context is None else TlsAcceptor(ssl_context, self._handshake_refused)
@@ -370,7 +372,7 @@ class LinkServer:
             if self._stranger(neighbour):
                 return self._forbidden(
                     request.remote,
-                    f"{neighbour} is not a neighbour",
+                    self._why_not.get(neighbour, f"{neighbour} is not a neighbour"),
                     "not-a-neighbour",
                     "neighbour",
                     neighbour,
@@ -427,11 +429,20 @@ class LinkServer:
             return self._not_authenticated(request, exc)
         if self._stranger(neighbour) and self._admit_stranger is not None:
             why = await self._admit_stranger(neighbour, await _hello_url(request))
+            self._why_not.pop(neighbour, None)
             if why is not None:
+                # Every later 403 to it says the same, so it reads why wherever it calls.
+                if len(self._why_not) >= _MAX_WHY_NOT:
+                    self._why_not.pop(next(iter(self._why_not)))
+                self._why_not[neighbour] = why
                 return self._forbidden(
                     request.remote, why, "not-a-neighbour", "neighbour", neighbour
                 )
         self._note_peer(neighbour, request.remote)  # a stranger's hello: answered, ignored (§15.2)
+        if not self._stranger(neighbour) and self._refusals is not None:
+            # A neighbour's hello says it takes this node as its neighbour: a refusal of
+            # this node by it has ended (it admitted this node since).
+            self._refusals.admitted(neighbour, outbound=True)
         if self._on_hello is not None:
             self._on_hello(neighbour)
         return web.Response(status=204)

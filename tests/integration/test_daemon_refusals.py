@@ -71,7 +71,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
     assert unconfigured in text
     text = text.replace(unconfigured, "")
     text = text.replace("# log_repeat_interval = 60.0", f"log_repeat_interval = {INTERVAL}")
-    hub.write_text(text, "utf-8")
+    hub.write_text(text + '\n[admission]\npolicy = "none"\n', "utf-8")  # admits no one
     department = federation.config_path(MINZHENG)
     text = department.read_text("utf-8")
     assert "# refresh = 60.0" in text
