@@ -72,10 +72,18 @@ def _identity_text(body: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _state(peer: dict[str, Any]) -> str:
+    """``refused: <what was said, or the code>`` for a refused peer, else its link state."""
+    refused = peer.get("refused")
+    if not refused:
+        return str(peer["state"])
+    return f"refused: {refused.get('said') or refused['reason']}"
+
+
 _PEERS: tuple[Column, ...] = (
     ("PEER", value_of("name")),
     ("RELATION", value_of("relation")),
-    ("STATE", value_of("state")),
+    ("STATE", _state),
     ("FAILURES", value_of("failures")),
     ("RETRY IN", lambda p: f"{p['retry_in_ms'] / 1000:.1f}s" if p["retry_in_ms"] else ""),
     ("QUEUED", lambda p: str(p["queued"]["count"])),

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import gc
 import json
@@ -89,6 +90,7 @@ from exchnode.pki import (
 from .admin import AdminApi, StartFacts, note_start, read_credentials
 from .config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
 from .operator import OperatorApi
+from .ports import address_in_use
 from .roles import PEOPLE, Credentials, token_key
 from .trust import crl_health, expand, read_crls, reload_crls, watch_crls
 
@@ -403,9 +405,13 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     node_started = False
     try:
-        operator_address = await api.start()
+        with _naming_the_setting(
+            config, "operator.listen", config.operator.host, config.operator.port
+        ):
+            operator_address = await api.start()
         try:
-            await node.start()
+            with _naming_the_setting(config, "node.listen", *config.listen):
+                await node.start()
         except InconsistentLogError as exc:
             raise InconsistentLogError(
                 f"the audit log in {config.store_description} is inconsistent ({exc}); the node "
@@ -441,6 +447,17 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         with contextlib.suppress(ExchnodeError, OSError):
             await node.close()
         await api.close()
+
+
+@contextlib.contextmanager
+def _naming_the_setting(config: DaemonConfig, key: str, host: str, port: int) -> Iterator[None]:
+    """A port another process holds is said with the setting that names it, not as an errno."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigError(f"{config.path}: {address_in_use(key, host, port)}") from None
 
 
 async def _drain(config: DaemonConfig, node: Node, api: OperatorApi, log: Any) -> int:

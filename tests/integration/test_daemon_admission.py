@@ -124,6 +124,9 @@ def test_a_refused_department_is_told_why_and_its_send_says_so(fed: DaemonFedera
     assert f"it lies outside {HUB}'s division" in line
     assert STRAY not in peers(fed)
     assert find(audit_records(fed, HUB), "link.refused", subject={"kind": "node", "value": STRAY})
+    table = node_cli("admin", "peers", "--config", str(fed.config_path(STRAY)))
+    assert table.returncode == 0, table.stderr
+    assert f"refused: {refusal['said']}" in table.stdout.decode()
 
 
 def test_the_administrator_adds_and_removes_a_peer_without_a_restart(
