@@ -92,6 +92,7 @@ from .config import MASKING_SECRET_BYTES, ConfigError, DaemonConfig
 from .operator import OperatorApi
 from .ports import address_in_use
 from .roles import PEOPLE, Credentials, token_key
+from .sd_notify import notify
 from .trust import crl_health, expand, read_crls, reload_crls, watch_crls
 
 __all__ = [
@@ -377,6 +378,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
             log.info("already draining", signal=signal.Signals(signum).name)
         else:
             log.info("draining", signal=signal.Signals(signum).name)
+            notify("STOPPING=1", log)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -433,6 +435,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         }
         _write_ready(config.ready_path, ready)
         log.info("ready", link_url=node.url, operator_url=operator_url, peers=len(config.peers))
+        notify(f"READY=1\nSTATUS=serving {config.name} at {node.url}", log)  # Type=notify
         gc.collect()
         gc.freeze()
         await stop.wait()
