@@ -357,6 +357,7 @@ class Node:
         for name, forwarder in self._forwarders.items():
             if self._moves(name):
                 self._forwarding[name] = self._run_task(forwarder.run, f"forward-{name}")
+        await self._hello_parent_first()
         self._tasks.append(loop.create_task(self._greet(), name="hello"))
         if share is None or share.delivers:
             self._run_task(self._inbox.pump, "inbox")
@@ -369,6 +370,22 @@ class Node:
         self._run_task(self._refusals.run, "refusals")
         self._ready.set()
         self.log.info("node started", url=self.url if self.address else None)
+
+    async def _hello_parent_first(self) -> None:
+        """One hello to the parent before the services' loops call it (bounded, 2 s).
+
+        A hub may admit this node on its hello (``Admission``); the directory
+        and catalog pulls that follow at once would otherwise race it and be
+        refused as a stranger's.  Whatever the answer, the greeting goes on.
+        """
+        parent = next((n for n, p in self._peers.items() if p.relation is Relation.PARENT), None)
+        client = None if parent is None else self._clients.get(parent)
+        if client is None or not self._moves(parent or ""):
+            return
+        with contextlib.suppress(ExchnodeError, TimeoutError):
+            await asyncio.wait_for(
+                client.hello(self._own_url()), min(2.0, self.timers.link_timeout)
+            )
 
     def _run_task(self, work: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
         """Run one of the node's loops for as long as the node runs, restarting it after a bug.
@@ -629,6 +646,14 @@ class Node:
         """
         if source not in PEER_SOURCES:
             raise UsageError(f"a peer's source is one of {', '.join(PEER_SOURCES)}")
+        share = self.config.worker
+        if source != "config" and share is not None and share.count > 1:
+            # One worker's change would not reach the others (which forward the new hop,
+            # by its hash) until they restart: the file, reloaded by each, is the one source.
+            raise UsageError(
+                f"{self.name} runs as {share.count} workers: give each the peer in [[peers]] "
+                "and reload them (SIGHUP)"
+            )
         async with self._peers_lock:
             if peer.name in self._peers:
                 raise UsageError(f"{peer.name} is already a neighbour of {self.name}")
@@ -696,12 +721,21 @@ class Node:
         """A stranger's hello: admit it as a child by ``config.admission``, or say why not."""
         admission = self.config.admission
         why = admission.judge(self.identity.name, NodeName.parse(name), url)
+        if why is None and self._directory_service is None:
+            # A static directory is exactly whom the operator listed: it learns no keys, so
+            # an admitted child could neither be verified nor sealed to.
+            why = (
+                f"{name} is not admitted by {self.name}: {self.name} runs a static directory, "
+                "which admits no one (its operator adds the peer and its chain, and restarts)"
+            )
         if why is None and url is not None:
             try:
                 await self.add_peer(
                     Peer(name=name, relation=Relation.CHILD, url=url), source="admitted"
                 )
             except UsageError as exc:
+                if name in self._peers:
+                    return None  # a hello that crossed this one admitted it meanwhile
                 why = f"{name} is not admitted by {self.name}: {exc}"
         if why is not None:
             return why
