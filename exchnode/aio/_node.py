@@ -244,7 +244,8 @@ class Node:
         self._server: LinkServer | None = None
         self._clients: dict[str, LinkClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._ready = asyncio.Event()
+        self._ready = asyncio.Event()  # set once the parent had its first hello (``_greet``)
+        self._started = False
         self._closing = False
         self._keys_event = asyncio.Event()
         self.address: tuple[str, int] | None = None
@@ -357,7 +358,6 @@ class Node:
         for name, forwarder in self._forwarders.items():
             if self._moves(name):
                 self._forwarding[name] = self._run_task(forwarder.run, f"forward-{name}")
-        await self._hello_parent_first()
         self._tasks.append(loop.create_task(self._greet(), name="hello"))
         if share is None or share.delivers:
             self._run_task(self._inbox.pump, "inbox")
@@ -368,11 +368,11 @@ class Node:
             "expiry",
         )
         self._run_task(self._refusals.run, "refusals")
-        self._ready.set()
+        self._started = True
         self.log.info("node started", url=self.url if self.address else None)
 
     async def _hello_parent_first(self) -> None:
-        """One hello to the parent before the services' loops call it (bounded, 2 s).
+        """One hello to the parent before the services' loops run (bounded, 2 s): then ``ready``.
 
         A hub may admit this node on its hello (``Admission``); the directory
         and catalog pulls that follow at once would otherwise race it and be
@@ -515,6 +515,10 @@ class Node:
         neighbour refuses it (a 403 is on the record and in health).
         """
 
+        try:
+            await self._hello_parent_first()
+        finally:
+            self._ready.set()
         await asyncio.gather(*(self._greet_one(n) for n in self._clients if self._moves(n)))
 
     async def _greet_one(self, name: str) -> None:
@@ -669,7 +673,7 @@ class Node:
             self._sources[peer.name] = source
             if self._context.running and not self._closing:
                 await self._make_link(peer)
-                if self._ready.is_set() and self._moves(peer.name):
+                if self._started and self._moves(peer.name):
                     forwarder = self._forwarders[peer.name]
                     self._forwarding[peer.name] = self._run_task(
                         forwarder.run, f"forward-{peer.name}"
