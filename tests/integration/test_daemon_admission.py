@@ -16,17 +16,21 @@ import json
 import os
 import signal
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from exchnode.audit import Role
+from exchnode.node.scaffold import export_trust
 from tests.integration.daemons import DaemonFederation, node_cli, until
+from tests.integration.test_daemon_revocation import hello_as
 from tests.integration.test_daemon_roles import audit_records, call, find
 
 pytestmark = pytest.mark.timeout(240)
 
 HUB, GONGAN, MINZHENG, STRAY = "520102", "520102.gongan", "520102.minzheng", "520103.waishi"
+REVOKED = "520102.tingyong"  # in the division, revoked before the hub starts; never runs
 ADMIN = "张工"
 
 
@@ -37,11 +41,16 @@ def peer_table(fed: DaemonFederation, name: str, relation: str) -> str:
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
     federation = DaemonFederation(
-        tmp_path_factory.mktemp("admission"), [HUB, GONGAN, MINZHENG, STRAY], "signed"
+        tmp_path_factory.mktemp("admission"), [HUB, GONGAN, MINZHENG, STRAY, REVOKED], "signed"
     )
+    federation.store.revoke("520100", REVOKED, reason="key-compromise", now=datetime.now(UTC))
+    export_trust(federation.store, federation.root / "trust")  # the hub starts with that CRL
     hub = federation.config_path(HUB)
-    text = federation.config_text(HUB, peer_table(federation, MINZHENG, "child"))
-    hub.write_text(text.replace(peer_table(federation, MINZHENG, "child"), ""), "utf-8")
+    text = federation.config_text(HUB)
+    for name in (MINZHENG, REVOKED):  # neither is in the hub's file
+        assert peer_table(federation, name, "child") in text
+        text = text.replace(peer_table(federation, name, "child"), "")
+    hub.write_text(text, "utf-8")
     stray = federation.config_path(STRAY)  # its operator named the wrong hub as its parent
     stray.write_text(stray.read_text("utf-8") + "\n" + peer_table(federation, HUB, "parent"))
     with federation.serving(HUB, GONGAN, MINZHENG, STRAY):
@@ -98,6 +107,15 @@ def test_a_department_of_the_division_is_admitted_on_its_first_hello(
     assert sent.returncode == 0, sent.stderr
     got = node_cli("receive", "--config", str(fed.config_path(GONGAN)), "--timeout", "30")
     assert (got.returncode, got.stdout) == (0, b"from the new department"), got.stderr
+
+
+def test_a_revoked_department_of_the_division_is_not_admitted(fed: DaemonFederation) -> None:
+    # Its certificate lies in the division, but its CA revoked it: the handshake fails,
+    # so its hello never reaches the admission policy.
+    assert hello_as(fed, REVOKED, HUB) == "refused: connection"
+    assert REVOKED not in peers(fed)
+    records = audit_records(fed, HUB)
+    assert not find(records, "peer.admitted", subject={"kind": "node", "value": REVOKED})
 
 
 def test_a_refused_department_is_told_why_and_its_send_says_so(fed: DaemonFederation) -> None:
