@@ -79,13 +79,12 @@ from exchnode.audit import (
 )
 from exchnode.errors import CertificateError, ExchnodeError, UsageError
 from exchnode.pki import load_crls_pem, read_private_file
-from exchnode.store import PeerState
 
-from .api import HTTPProblem, json_body, peer_state_json, person
+from .api import HTTPProblem, json_body, person
 from .backup import BackupApi
 from .config import DaemonConfig
 from .forms import iso_ms, iso_time
-from .peer_health import refusals_by_peer, with_refusal
+from .peers_admin import PeerAdmin
 from .roles import PEOPLE, Credentials, token_key
 from .trust import crl_health, crl_json, keep_added_crl, refused_json, reload_crls
 
@@ -352,12 +351,13 @@ class AdminApi:
         self._facts = facts
         self.backup = BackupApi(node, config, audit)
         self.log: Any = structlog.get_logger("node.admin").bind(node=node.name)
+        self.peers = PeerAdmin(node, config, audit)  # list, add, remove, reload (SIGHUP too)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
             ("GET", "/v1/admin/config", self._config),
             ("GET", "/v1/admin/identity", self._identity),
-            ("GET", "/v1/admin/peers", self._peers),
+            *self.peers.routes(),
             ("POST", "/v1/admin/peers/{name}/retry", self._retry),
             ("POST", "/v1/admin/credentials/reload", self._reload),
             ("POST", "/v1/admin/witnessed/{child}/reset", self._witness_reset),
@@ -437,38 +437,6 @@ class AdminApi:
                 "days_left": round((not_after.timestamp() - now) / 86400, 1),
             }
         return web.json_response(body)
-
-    async def _peers(self, request: web.Request) -> web.Response:
-        try:
-            stats = await self.node.stats()
-        except ExchnodeError as exc:  # stopping between the guard and the store call
-            raise HTTPProblem(503, str(exc), "unavailable") from None
-        now_ms = int(time.time() * 1000)
-        refused = refusals_by_peer(stats.refusals)
-        peers = []
-        for peer in self.config.peers:
-            queued = stats.outbound.get(peer.name)
-            handed = stats.handed_over.get(peer.name)
-            peers.append(
-                {
-                    "name": peer.name,
-                    "relation": peer.relation.value,
-                    "url": peer.url,
-                    **with_refusal(
-                        peer_state_json(stats.peers.get(peer.name, PeerState()), now_ms),
-                        refused.get(peer.name),
-                    ),
-                    "queued": {
-                        "count": queued.count if queued else 0,
-                        "bytes": queued.bytes if queued else 0,
-                    },
-                    "handed_over": {
-                        "count": handed.count if handed else 0,
-                        "bytes": handed.bytes if handed else 0,
-                    },
-                }
-            )
-        return web.json_response({"name": self.node.name, "peers": peers})
 
     async def _retry(self, request: web.Request) -> web.Response:
         who = person(await json_body(request), Role.ADMINISTRATOR)

@@ -26,6 +26,7 @@ from typing import Any
 from exchnode.errors import UsageError
 
 from .cli_common import add_verb_group, ask, common_options, person, show
+from .cli_peers import PEERS_EXAMPLES, register_peer_verbs
 from .cli_services import Column, render_listing, render_table, value_of
 
 __all__ = ["register"]
@@ -71,13 +72,22 @@ def _identity_text(body: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _state(peer: dict[str, Any]) -> str:
+    """``refused: <what was said, or the code>`` for a refused peer, else its link state."""
+    refused = peer.get("refused")
+    if not refused:
+        return str(peer["state"])
+    return f"refused: {refused.get('said') or refused['reason']}"
+
+
 _PEERS: tuple[Column, ...] = (
     ("PEER", value_of("name")),
     ("RELATION", value_of("relation")),
-    ("STATE", value_of("state")),
+    ("STATE", _state),
     ("FAILURES", value_of("failures")),
     ("RETRY IN", lambda p: f"{p['retry_in_ms'] / 1000:.1f}s" if p["retry_in_ms"] else ""),
     ("QUEUED", lambda p: str(p["queued"]["count"])),
+    ("SOURCE", lambda p: p.get("source", "")),
     ("URL", value_of("url")),
 )
 
@@ -183,8 +193,15 @@ retry, reload-credentials, crl add and crl reload are audit records naming
     p.set_defaults(handler=_config)
     p = group.add_parser("identity", parents=[reading], help="the node's certificate and keys")
     p.set_defaults(handler=_identity)
-    p = group.add_parser("peers", parents=[reading], help="every link and its state")
+    p = group.add_parser(
+        "peers",
+        parents=[reading],
+        help="every link and its state; add, remove, reload",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=PEERS_EXAMPLES.format(prog=prog),
+    )
     p.set_defaults(handler=_peers)
+    register_peer_verbs(p, reading, changing, _print)
     p = group.add_parser("retry", parents=[changing], help="try the link to PEER now")
     p.add_argument("peer", metavar="PEER", help="a neighbour's node name")
     p.set_defaults(handler=_retry)

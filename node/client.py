@@ -446,6 +446,23 @@ class OperatorClient:
         path = f"/v1/admin/peers/{quote(peer, safe='')}/retry"
         return dict(await self._answer("POST", path, json_body={"administrator": administrator}))
 
+    async def admin_peer_add(
+        self, name: str, relation: str, url: str, administrator: str
+    ) -> dict[str, Any]:
+        """Take a neighbour now, kept in the node's store (audited)."""
+        body = {"administrator": administrator, "name": name, "relation": relation, "url": url}
+        return dict(await self._answer("POST", "/v1/admin/peers", json_body=body))
+
+    async def admin_peer_remove(self, name: str, administrator: str) -> dict[str, Any]:
+        """End a neighbour added or admitted while the node ran (audited)."""
+        path = f"/v1/admin/peers/{quote(name, safe='')}/remove"
+        return dict(await self._answer("POST", path, json_body={"administrator": administrator}))
+
+    async def admin_peers_reload(self, administrator: str) -> dict[str, Any]:
+        """``[[peers]]`` of node.toml read again, all or nothing (as SIGHUP)."""
+        body = {"administrator": administrator}
+        return dict(await self._answer("POST", "/v1/admin/peers/reload", json_body=body))
+
     async def admin_witness_reset(self, child: str, administrator: str) -> dict[str, Any]:
         """Forget the head kept for ``child``: its next head is a first head (audited)."""
         path = f"/v1/admin/witnessed/{quote(child, safe='')}/reset"

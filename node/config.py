@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import exchnode.store as stores  # its PostgreSQL names load psycopg: used on demand
-from exchnode.aio import NodeConfig, NodeLimits, NodeTimers, Peer
+from exchnode.aio import ADMISSION_POLICIES, Admission, NodeConfig, NodeLimits, NodeTimers, Peer
 from exchnode.audit import Role
 from exchnode.core import Level, NodeName
 from exchnode.errors import ExchnodeError, UsageError
@@ -276,6 +276,7 @@ class DaemonConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
     log: LogConfig = field(default_factory=LogConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    admission: Admission = field(default_factory=Admission)
 
     @property
     def node_config(self) -> NodeConfig:
@@ -289,6 +290,7 @@ class DaemonConfig:
             advertise=self.directory.advertise,
             limits=self.limits,
             timers=self.timers,
+            admission=self.admission,
         )
 
     @property
@@ -503,6 +505,7 @@ _TOP_LEVEL = {
     "sharing",
     "audit",
     "log",
+    "admission",
 }
 
 
@@ -665,6 +668,7 @@ def load_config(path: Path | str) -> DaemonConfig:
         format=log_section.choice("format", LOG_FORMATS, "json"),
     )
     log_section.finish()
+    admission = _admission(section("admission"))
 
     return DaemonConfig(
         path=config_path,
@@ -685,7 +689,18 @@ def load_config(path: Path | str) -> DaemonConfig:
         audit=audit,
         log=log,
         store=store,
+        admission=admission,
     )
+
+
+def _admission(section: _Section) -> Admission:
+    """``[admission]``: whom a hub admits as a child on its first hello (``aio.Admission``)."""
+    policy = section.choice("policy", ADMISSION_POLICIES, "division")
+    allow = section.get("allow", list, [])
+    section.finish()
+    if policy != "allow-list" and allow:
+        raise section.error("allow", f'is used only with policy = "allow-list", not {policy!r}')
+    return _build(section, "allow", lambda: Admission(policy=policy, allow=tuple(allow)))
 
 
 def _store(section: _Section) -> StoreConfig:

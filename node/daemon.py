@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import gc
 import json
@@ -96,7 +97,9 @@ from .console import ConsoleApi
 from .expiry import certificates_to_watch, trust_health, watch_expiry
 from .metrics import MetricsApi
 from .operator import OperatorApi
+from .ports import address_in_use
 from .roles import PEOPLE, Credentials, token_key
+from .sd_notify import notify
 from .trust import crl_files_state, expand, read_crls, reload_and_record, watch_crl_files
 from .workdays import note_calendar, watch_calendar
 
@@ -378,8 +381,10 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         sharing=sharing,
         audit=audit,
         witness=witness,
-        admin=AdminApi(
-            node, config, credentials, audit, lambda: facts[-1] if facts else None, witness
+        admin=(
+            admin := AdminApi(
+                node, config, credentials, audit, lambda: facts[-1] if facts else None, witness
+            )
         ),
         metrics=metrics,
         console=ConsoleApi(node, config, catalog=catalog, sharing=sharing, witness=witness),
@@ -393,6 +398,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
             log.info("already draining", signal=signal.Signals(signum).name)
         else:
             log.info("draining", signal=signal.Signals(signum).name)
+            notify("STOPPING=1", log)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -402,21 +408,32 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
     async def reload(kind: str) -> None:
         await reload_and_record(node, config, audit, log, kind)
 
+    async def hangup() -> None:
+        await reload("sighup")
+        try:
+            await admin.peers.reload()  # [[peers]] again: node.peers_admin
+        except ConfigError as exc:
+            log.error("peers not reloaded; the ones in use stay", error=str(exc))
+
     def on_hangup() -> None:
         if not node_started:
             log.info("SIGHUP ignored: the node is not serving yet; its start reads the CRLs")
             return
-        log.info("reloading crls", signal="SIGHUP")
-        task = loop.create_task(reload("sighup"), name="crl-reload")
+        log.info("reloading crls and peers", signal="SIGHUP")
+        task = loop.create_task(hangup(), name="crl-reload")
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     node_started = False
     try:
-        operator_address = await api.start()
+        with _naming_the_setting(
+            config, "operator.listen", config.operator.host, config.operator.port
+        ):
+            operator_address = await api.start()
         try:
-            await node.start()
+            with _naming_the_setting(config, "node.listen", *config.listen):
+                await node.start()
         except InconsistentLogError as exc:
             raise InconsistentLogError(
                 f"the audit log in {config.store_description} is inconsistent ({exc}); the node "
@@ -455,6 +472,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
             peers=len(config.peers),
             loop=loop_name(),
         )
+        notify(f"READY=1\nSTATUS=serving {config.name} at {node.url}", log)  # Type=notify
         gc.collect()
         gc.freeze()
         await stop.wait()
@@ -469,6 +487,17 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         with contextlib.suppress(ExchnodeError, OSError):
             await node.close()
         await api.close()
+
+
+@contextlib.contextmanager
+def _naming_the_setting(config: DaemonConfig, key: str, host: str, port: int) -> Iterator[None]:
+    """A port another process holds is said with the setting that names it, not as an errno."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigError(f"{config.path}: {address_in_use(key, host, port)}") from None
 
 
 async def _drain(config: DaemonConfig, node: Node, api: OperatorApi, log: Any) -> int:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from exchnode.aio import ADMISSION_POLICIES, PEER_SOURCES
 from exchnode.catalog import (
     MAX_SEARCH_LIMIT,
     DataType,
@@ -181,6 +182,10 @@ def _decision(*extra: str, **properties: Schema) -> Object:
         required=("operator", *extra),
         missing=_needs("operator"),
     )
+
+
+_RELATION = Text(enum=("parent", "child", "link"))
+_PEER_SOURCE = Text(enum=PEER_SOURCES, description="config, admitted (by policy) or added")
 
 
 def _admin_action(**properties: Schema) -> Object:
@@ -1141,19 +1146,61 @@ OPERATIONS: tuple[Operation, ...] = (
                     items=Object(
                         properties={
                             "name": _NAME,
-                            "relation": Text(enum=("parent", "child", "link")),
+                            "relation": _RELATION,
                             "url": _TEXT,
                             "state": _TEXT,
                             "queued": _DEPTH,
                             "handed_over": _DEPTH,
+                            "source": _PEER_SOURCE,
                         },
                         required=("name", "relation", "url", "state", "queued"),
                     )
                 ),
+                "admission": Text(enum=ADMISSION_POLICIES),
             },
             required=("name", "peers"),
         ),
         errors=(503,),
+    ),
+    Operation(
+        "POST",
+        "/v1/admin/peers",
+        "Take a neighbour now, without a restart (kept in the store until removed)",
+        Object(
+            properties={"name": _NAME, "relation": _RELATION, "url": _TEXT, "source": _PEER_SOURCE},
+            required=("name", "relation", "url", "source"),
+        ),
+        body=_admin_action(name=_NAME, relation=_RELATION, url=Text(min_length=1)),
+        errors=(400, 409),
+    ),
+    Operation(
+        "POST",
+        "/v1/admin/peers/reload",
+        "Read node.toml's [[peers]] again, as SIGHUP does; a file that does not load changes "
+        "nothing",
+        Object(
+            properties={
+                "added": Array(items=_TEXT),
+                "removed": Array(items=_TEXT),
+                "changed": Array(items=_TEXT),
+                "next_start": Array(items=_TEXT),
+            },
+            required=("added", "removed", "changed", "next_start"),
+        ),
+        body=_admin_action(),
+        errors=(400, 409),
+    ),
+    Operation(
+        "POST",
+        "/v1/admin/peers/{name}/remove",
+        "Stop taking a neighbour added or admitted while running (a configured one: edit the file)",
+        Object(
+            properties={"name": _NAME, "removed": Boolean(), "was": _PEER_SOURCE},
+            required=("name", "removed", "was"),
+        ),
+        params=(Param("name", Text(min_length=1, max_length=255), where="path", required=True),),
+        body=_admin_action(),
+        errors=(400, 404, 409),
     ),
     Operation(
         "POST",

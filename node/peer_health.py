@@ -30,6 +30,7 @@ def refusal_json(refusal: Refusal) -> dict[str, Any]:
         "first_ms": refusal.first_ms,
         "last_ms": refusal.last_ms,
         "count": refusal.count,
+        "said": refusal.text,
     }
 
 

@@ -5,6 +5,7 @@ catalog, sharing, audit, witnessing).
 
 from __future__ import annotations
 
+from exchnode.aio._admission import ADMISSION_POLICIES, Admission
 from exchnode.aio._audit_service import AuditService
 from exchnode.aio._catalog_service import STATE_KEY, CatalogService, Found, read_catalog_rows
 from exchnode.aio._config import NodeConfig, NodeLimits, NodeTimers, Peer, WorkerShare
@@ -12,7 +13,7 @@ from exchnode.aio._delivery import Delivery, DeliveryStatus, Message, Sent
 from exchnode.aio._directory_service import DirectoryService
 from exchnode.aio._log_sink import LogSink
 from exchnode.aio._loop import LOOP_CHOICES, chosen_loop, loop_factory, loop_name, run
-from exchnode.aio._node import Node, NodeStats
+from exchnode.aio._node import PEER_SOURCES, Node, NodeStats
 from exchnode.aio._observations import CUSTODY_BUCKETS, HistogramSnapshot, LinkMetrics, NodeMetrics
 from exchnode.aio._own_keys import OWN_CERTIFICATES, earlier_identities
 from exchnode.aio._refusals import Refusal
@@ -23,13 +24,16 @@ from exchnode.aio._transport import STREAM_PATH, TRANSFER_PATH, LinkClient, Link
 from exchnode.aio._witness_service import WitnessService, WitnessStatus
 
 __all__ = [
+    "ADMISSION_POLICIES",
     "CUSTODY_BUCKETS",
     "LOOP_CHOICES",
     "OWN_CERTIFICATES",
+    "PEER_SOURCES",
     "RECORDS_KIND",
     "STATE_KEY",
     "STREAM_PATH",
     "TRANSFER_PATH",
+    "Admission",
     "AuditService",
     "CatalogService",
     "Delivery",

@@ -204,6 +204,23 @@ class CatalogService:
             self._pullers[name] = FeedPuller(neighbour, position)
         node.run_task(self._sync, "catalog")
 
+    async def peers_changed(self) -> None:
+        """The neighbours changed while the node runs: a new child's feed is pulled afresh."""
+        node, _ = self._running()
+        now = node.neighbours()
+        for name in [n for n in self._neighbours if n not in now]:
+            del self._neighbours[name]
+            self._pullers.pop(name, None)
+        for name, relation in now.items():
+            if name in self._neighbours:
+                continue
+            neighbour = Neighbour(NodeName.parse(name), relation)
+            self._neighbours[name] = neighbour
+            if relation is Relation.CHILD:
+                self._pullers[name] = FeedPuller(neighbour, None)
+            self._pull_from.add(name)
+        self._wake.set()
+
     async def _load(self, node: Node) -> CatalogState:
         """The stored rows; else format 1's value, migrated; else a new state with a new feed."""
         rows = await read_catalog_rows(node)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from exchnode.aio._admission import Admission
 from exchnode.core import NodeName, OpenPolicy, SealPolicy
 from exchnode.errors import UsageError
 from exchnode.federation import DEFAULT_BACKOFF, BackoffPolicy, Neighbour, Relation
@@ -250,7 +251,10 @@ class NodeConfig:
     * ``seal_policy``, ``open_policy``: the protocol core's rules for sealing
       and for what it accepts (``exchnode.core``);
     * ``worker``: this process's share of a hub run as several workers on one
-      shared store (:class:`WorkerShare`); None: the node is one process.
+      shared store (:class:`WorkerShare`); None: the node is one process;
+    * ``admission``: which node that is not among ``peers`` a hub takes as a
+      child when it first says hello (:class:`Admission`; default: the
+      hub's own division, as the CA hierarchy certifies it).
     """
 
     peers: Sequence[Peer] = ()
@@ -262,6 +266,7 @@ class NodeConfig:
     seal_policy: SealPolicy = field(default_factory=SealPolicy)
     open_policy: OpenPolicy = field(default_factory=OpenPolicy)
     worker: WorkerShare | None = None
+    admission: Admission = field(default_factory=Admission)
 
     def __post_init__(self) -> None:
         if isinstance(self.peers, Peer):
@@ -292,6 +297,7 @@ class NodeConfig:
             ("backoff", BackoffPolicy),
             ("seal_policy", SealPolicy),
             ("open_policy", OpenPolicy),
+            ("admission", Admission),
         ):
             value = getattr(self, name)
             if not isinstance(value, kind):

@@ -69,13 +69,14 @@ from exchnode.aio._config import NodeConfig
 from exchnode.aio._service import ServiceMessage
 from exchnode.aio._transport import Handler, LinkError
 from exchnode.aio._waiting import wait_event
-from exchnode.core import LocalIdentity
+from exchnode.core import LocalIdentity, NodeName
 from exchnode.errors import ExchnodeError, RejectedError, TooLargeError, UsageError
 from exchnode.federation import (
     FEED_ID_BYTES,
     MAX_LOOKUP_NAMES,
     Audience,
     FeedPosition,
+    Neighbour,
     NodeDirectory,
     PageReport,
     decode_lookup,
@@ -197,12 +198,36 @@ class DirectoryService:
         """Work from the stored rows at once, before any neighbour answers."""
         self._node = node
         self._neighbours = frozenset(node.neighbours())
+        held = self.directory.neighbours()
+        for name, relation in node.neighbours().items():  # peers kept in the store, not config
+            if name not in held:
+                self.directory.add_neighbour(Neighbour(NodeName.parse(name), relation))
         self.log = self.log.bind(node=node.name)
         await self._restore()
         self.directory.on_miss = self._missed
         node.apply_crls(self.directory.crls())
         node.run_task(self._sync, "directory")
         node.run_task(self._resolver, "directory-lookups")
+
+    async def peers_changed(self) -> None:
+        """The node's neighbours changed while it runs: pull from a new one now, drop a gone one."""
+        node = self._running()
+        now = node.neighbours()
+        added = [name for name in now if name not in self._neighbours]
+        removed = [name for name in self._neighbours if name not in now]
+        if not added and not removed:
+            return
+
+        def change() -> None:
+            for name in removed:
+                self.directory.drop_neighbour(name)
+            for name in added:
+                self.directory.add_neighbour(Neighbour(NodeName.parse(name), now[name]))
+
+        await self._changing(change)
+        self._neighbours = frozenset(now)
+        self._pull_requests.update(added)
+        self._wake.set()
 
     def routes(self) -> Mapping[tuple[str, str], Handler]:
         return {

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -66,7 +68,7 @@ from exchnode.aio._observations import LinkMetrics, NodeMetrics
 from exchnode.aio._outbox import Outbox
 from exchnode.aio._peer_trust import PeerTrust
 from exchnode.aio._refusals import Refusal, Refusals
-from exchnode.aio._service import CustodyLog, NodeService
+from exchnode.aio._service import CustodyLog, NodeService, PeersAware
 from exchnode.aio._status_book import StatusBook
 from exchnode.aio._tls import TlsFiles
 from exchnode.aio._transport import Handler, LinkClient, LinkError, LinkServer, Network
@@ -77,6 +79,7 @@ from exchnode.core import (
     RESERVED_KINDS,
     Directory,
     LocalIdentity,
+    NodeName,
     Opener,
     ReceiptVerifier,
     Sealer,
@@ -97,11 +100,16 @@ from exchnode.store import (
     Store,
 )
 
-__all__ = ["Node", "NodeStats"]
+__all__ = ["PEER_SOURCES", "Node", "NodeStats"]
 
 T = TypeVar("T")
 
 _SHA256 = hashes.SHA256()
+
+#: where a node's peers come from: its configuration, admitted on hello, added while it ran
+PEER_SOURCES = ("config", "admitted", "added")
+#: the store's rows of peers not in the configuration: ``peers/<name>`` -> JSON
+_PEER_ROWS = "peers/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +188,9 @@ class Node:
         self._store_arg = store
         self._peer_trust = PeerTrust(identity, trust, ca_bundle, tls, clock)
         self._peers: dict[str, Peer] = {peer.name: peer for peer in config.peers}
+        self._sources: dict[str, str] = dict.fromkeys(self._peers, "config")
+        self._peers_lock = asyncio.Lock()
+        self._forwarding: dict[str, asyncio.Task[None]] = {}
         keys, self._directory_service, self._services = _directory_and_services(
             identity, config, clock, directory, services
         )
@@ -234,7 +245,8 @@ class Node:
         self._server: LinkServer | None = None
         self._clients: dict[str, LinkClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._ready = asyncio.Event()
+        self._ready = asyncio.Event()  # set once the parent had its first hello (``_greet``)
+        self._started = False
         self._closing = False
         self._keys_event = asyncio.Event()
         self.address: tuple[str, int] | None = None
@@ -282,33 +294,15 @@ class Node:
     async def _start(self) -> None:
         context = self._context
         store = await context.open(self._store_arg)
-        states = {name: await context.run(store.peer_state, name) for name in self._peers}
+        await self._restore_peers()
         for service in self._services:
             await service.start(self)
         network = self._network
-        client_context = None if network is not None else self._peer_trust.tls_context(server=False)
+        self._client_context = (
+            None if network is not None else self._peer_trust.tls_context(server=False)
+        )
         for peer in self._peers.values():
-            client = LinkClient(
-                peer.name,
-                peer.url,
-                client_context,
-                self._peer_trust.authenticate,
-                timeout=self.timers.link_timeout,
-                refusals=self._refusals,
-                connector=None if network is None else network.connector(),
-            )
-            self._clients[peer.name] = client
-            self._forwarders[peer.name] = Forwarder(
-                context,
-                client,
-                states[peer.name],
-                limits=self.limits,
-                timers=self.timers,
-                backoff=self.config.backoff,
-                random=self._random,
-                report=self._outbox.report,
-                relation=peer.relation.value,
-            )
+            await self._make_link(peer)
         share = self.config.worker
         if share is not None:
             if not isinstance(store, SignallingStore):
@@ -352,6 +346,7 @@ class Node:
                 port=listen[1],
                 max_transfer_bytes=self.limits.max_transfer_bytes,
                 on_hello=self._hello_from,
+                admit=self._admit,
                 routes=routes,
                 neighbours=self._peers,
                 refusals=self._refusals,
@@ -363,7 +358,7 @@ class Node:
         loop = asyncio.get_running_loop()
         for name, forwarder in self._forwarders.items():
             if self._moves(name):
-                self._run_task(forwarder.run, f"forward-{name}")
+                self._forwarding[name] = self._run_task(forwarder.run, f"forward-{name}")
         self._tasks.append(loop.create_task(self._greet(), name="hello"))
         if share is None or share.delivers:
             self._run_task(self._inbox.pump, "inbox")
@@ -374,10 +369,26 @@ class Node:
             "expiry",
         )
         self._run_task(self._refusals.run, "refusals")
-        self._ready.set()
+        self._started = True
         self.log.info("node started", url=self.url if self.address else None)
 
-    def _run_task(self, work: Callable[[], Awaitable[None]], name: str) -> None:
+    async def _hello_parent_first(self) -> None:
+        """One hello to the parent before the services' loops run (bounded, 2 s): then ``ready``.
+
+        A hub may admit this node on its hello (``Admission``); the directory
+        and catalog pulls that follow at once would otherwise race it and be
+        refused as a stranger's.  Whatever the answer, the greeting goes on.
+        """
+        parent = next((n for n, p in self._peers.items() if p.relation is Relation.PARENT), None)
+        client = None if parent is None else self._clients.get(parent)
+        if client is None or not self._moves(parent or ""):
+            return
+        with contextlib.suppress(ExchnodeError, TimeoutError):
+            await asyncio.wait_for(
+                client.hello(self._own_url()), min(2.0, self.timers.link_timeout)
+            )
+
+    def _run_task(self, work: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
         """Run one of the node's loops for as long as the node runs, restarting it after a bug.
 
         A loop that died silently would stop a queue for good (nothing forwarded to one
@@ -394,7 +405,9 @@ class Node:
                     self.log.exception("node task failed; restarting it", task=name)
                     await asyncio.sleep(1.0)
 
-        self._tasks.append(asyncio.get_running_loop().create_task(supervise(), name=name))
+        task = asyncio.get_running_loop().create_task(supervise(), name=name)
+        self._tasks.append(task)
+        return task
 
     def _moves(self, hop: str) -> bool:
         """Whether this process forwards ``hop``'s queue (always, unless it is one of several
@@ -503,27 +516,49 @@ class Node:
         neighbour refuses it (a 403 is on the record and in health).
         """
 
-        async def greet(name: str) -> None:
-            delay = 1.0
-            while True:
-                try:
-                    await self._clients[name].hello()
-                except LinkError as exc:
-                    if exc.status is not None or exc.refused is not None:
-                        self.log.info("neighbour answered hello", neighbour=name, error=str(exc))
-                        return  # it answered (a refusal is noted by the client): greeted
-                    if delay == 1.0:
-                        self.log.info("neighbour not reachable yet", neighbour=name, error=str(exc))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 60.0)
-                    continue
-                except ExchnodeError as exc:
-                    self.log.info("neighbour not greeted", neighbour=name, error=str(exc))
-                    return
-                self.poke(name)
-                return
+        try:
+            await self._hello_parent_first()
+        finally:
+            self._ready.set()
+        await asyncio.gather(*(self._greet_one(n) for n in self._clients if self._moves(n)))
 
-        await asyncio.gather(*(greet(name) for name in self._clients if self._moves(name)))
+    async def _greet_one(self, name: str) -> None:
+        """Greet one neighbour until it answers (see ``_greet``); a refusal is asked again."""
+        delay = 1.0
+        said = None
+        while True:
+            client = self._clients.get(name)
+            if client is None:
+                return  # removed meanwhile
+            try:
+                await client.hello(self._own_url())
+            except LinkError as exc:
+                if exc.status == 403:
+                    # Refused (noted by the client: health shows it): said loudly once, and
+                    # asked again now and then, so an admission on the other side is
+                    # noticed within a minute without a restart here.
+                    if str(exc) != said:
+                        said = str(exc)
+                        self.log.warning("neighbour refuses this node", neighbour=name, error=said)
+                    await asyncio.sleep(max(delay, 5.0))
+                    delay = min(max(delay, 5.0) * 2, 60.0)
+                    continue
+                if exc.status is not None or exc.refused is not None:
+                    self.log.info("neighbour answered hello", neighbour=name, error=str(exc))
+                    return  # it answered (a refusal is noted by the client): greeted
+                if delay == 1.0:
+                    self.log.info("neighbour not reachable yet", neighbour=name, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            except ExchnodeError as exc:
+                self.log.info("neighbour not greeted", neighbour=name, error=str(exc))
+                return
+            if said is not None:
+                self.log.info("neighbour admits this node now", neighbour=name)
+            if name in self._peers:
+                self.poke(name)
+            return
 
     def poke(self, name: str) -> None:
         """Treat ``name`` as reachable now: try its queue at once (an operator's "retry now")."""
@@ -543,6 +578,176 @@ class Node:
             await self._context.run(store.signal, signal)
         except ExchnodeError as exc:  # a hint only: the owner's periodic look makes up for it
             self.log.warning("worker signal not sent", signal=signal.kind, error=str(exc))
+
+    # --- peers added and removed while the node runs ------------------------------------
+
+    def _own_url(self) -> str | None:
+        """Where neighbours reach this node, said in its hello (a hub may admit it)."""
+        if self.config.advertise is not None:
+            return self.config.advertise
+        if self.address is None:
+            return None
+        host, port = self.address
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(host).is_unspecified:
+                return None  # a wildcard is no address to dial: [directory] advertise says it
+        return f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}"
+
+    def peers(self) -> dict[str, tuple[Peer, str]]:
+        """Every neighbour with where it comes from (``PEER_SOURCES``)."""
+        return {name: (peer, self._sources[name]) for name, peer in self._peers.items()}
+
+    async def _restore_peers(self) -> None:
+        """The peers admitted or added in earlier runs (the configuration's win a clash)."""
+        for key, data in await self.meta_range(_PEER_ROWS):
+            name = key[len(_PEER_ROWS) :]
+            if name in self._peers:
+                continue
+            try:
+                row = json.loads(data)
+                peer = Peer(name=name, relation=Relation(row["relation"]), url=row["url"])
+                self.router.add(peer.neighbour)
+            except (ValueError, KeyError, TypeError, ExchnodeError) as exc:
+                self.log.error("stored peer not used", peer=name, error=str(exc))
+                continue
+            self._peers[name] = peer
+            self._sources[name] = row.get("source", "added")
+
+    async def _make_link(self, peer: Peer) -> None:
+        """The client and forwarder of one neighbour (its backoff state from the store)."""
+        context = self._context
+        state = await context.run(context.store.peer_state, peer.name)
+        network = self._network
+        client = LinkClient(
+            peer.name,
+            peer.url,
+            self._client_context,
+            self._peer_trust.authenticate,
+            timeout=self.timers.link_timeout,
+            refusals=self._refusals,
+            connector=None if network is None else network.connector(),
+        )
+        self._clients[peer.name] = client
+        self._forwarders[peer.name] = Forwarder(
+            context,
+            client,
+            state,
+            limits=self.limits,
+            timers=self.timers,
+            backoff=self.config.backoff,
+            random=self._random,
+            report=self._outbox.report,
+            relation=peer.relation.value,
+        )
+
+    async def add_peer(self, peer: Peer, *, source: str = "added") -> None:
+        """Take ``peer`` as a neighbour now, without a restart.
+
+        ``source`` ``added`` or ``admitted``: kept in the store, so it is a
+        neighbour again after a restart (until :meth:`remove_peer`);
+        ``config``: the caller's configuration holds it (the daemon's file, on
+        SIGHUP).  Raises :class:`UsageError` for a name that is already a
+        neighbour or that the routing rules refuse (a child outside this
+        hub's division, a second parent).
+        """
+        if source not in PEER_SOURCES:
+            raise UsageError(f"a peer's source is one of {', '.join(PEER_SOURCES)}")
+        share = self.config.worker
+        if source != "config" and share is not None and share.count > 1:
+            # One worker's change would not reach the others (which forward the new hop,
+            # by its hash) until they restart: the file, reloaded by each, is the one source.
+            raise UsageError(
+                f"{self.name} runs as {share.count} workers: give each the peer in [[peers]] "
+                "and reload them (SIGHUP)"
+            )
+        async with self._peers_lock:
+            if peer.name in self._peers:
+                raise UsageError(f"{peer.name} is already a neighbour of {self.name}")
+            self.router.add(peer.neighbour)
+            try:
+                if source != "config":
+                    row = {"relation": peer.relation.value, "url": peer.url, "source": source}
+                    await self.set_meta(_PEER_ROWS + peer.name, json.dumps(row).encode())
+            except BaseException:
+                self.router.remove(peer.name)
+                raise
+            self._peers[peer.name] = peer
+            self._sources[peer.name] = source
+            if self._context.running and not self._closing:
+                await self._make_link(peer)
+                if self._started and self._moves(peer.name):
+                    forwarder = self._forwarders[peer.name]
+                    self._forwarding[peer.name] = self._run_task(
+                        forwarder.run, f"forward-{peer.name}"
+                    )
+                    # Greeted at once: a child refused until now learns it is admitted.
+                    self._tasks.append(
+                        asyncio.get_running_loop().create_task(
+                            self._greet_one(peer.name), name=f"hello-{peer.name}"
+                        )
+                    )
+                await self._tell_services()
+        self.log.info("peer added", peer=peer.name, relation=peer.relation.value, source=source)
+
+    async def remove_peer(self, name: str) -> Peer:
+        """Stop exchanging with ``name`` now; what is queued for it stays in the store."""
+        async with self._peers_lock:
+            peer = self._peers.get(name)
+            if peer is None:
+                raise UsageError(f"{name} is not a neighbour of {self.name}")
+            self.router.remove(name)
+            del self._peers[name]
+            source = self._sources.pop(name)
+            if source != "config" and self._context.running:
+                await self.update_meta({_PEER_ROWS + name: None})
+            task = self._forwarding.pop(name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                self._tasks.remove(task)
+            forwarder = self._forwarders.pop(name, None)
+            if forwarder is not None:
+                with contextlib.suppress(ExchnodeError):
+                    await forwarder.flush_removals()
+            client = self._clients.pop(name, None)
+            if client is not None:
+                await client.close()
+            if self._context.running and not self._closing:
+                await self._tell_services()
+        self.log.info("peer removed", peer=name, source=source)
+        return peer
+
+    async def _tell_services(self) -> None:
+        for service in self._services:
+            if isinstance(service, PeersAware):
+                await service.peers_changed()
+
+    async def _admit(self, name: str, url: str | None) -> str | None:
+        """A stranger's hello: admit it as a child by ``config.admission``, or say why not."""
+        admission = self.config.admission
+        why = admission.judge(self.identity.name, NodeName.parse(name), url)
+        if why is None and self._directory_service is None:
+            # A static directory is exactly whom the operator listed: it learns no keys, so
+            # an admitted child could neither be verified nor sealed to.
+            why = (
+                f"{name} is not admitted by {self.name}: {self.name} runs a static directory, "
+                "which admits no one (its operator adds the peer and its chain, and restarts)"
+            )
+        if why is None and url is not None:
+            try:
+                await self.add_peer(
+                    Peer(name=name, relation=Relation.CHILD, url=url), source="admitted"
+                )
+            except UsageError as exc:
+                if name in self._peers:
+                    return None  # a hello that crossed this one admitted it meanwhile
+                why = f"{name} is not admitted by {self.name}: {exc}"
+        if why is not None:
+            return why
+        self.record_key_change("peer.admitted", subject=name, kind=admission.policy)
+        self.log.info("child admitted", child=name, url=url, policy=admission.policy)
+        return None
 
     # --- the application's messages ------------------------------------------------
 
@@ -595,9 +800,20 @@ class Node:
         sent: list[Sent] = []
         for result in results:
             if isinstance(result, ExchnodeError):
-                raise result
+                raise self._unadmitted(result)
             sent.append(result)
         return sent
+
+    def _unadmitted(self, error: ExchnodeError) -> ExchnodeError:
+        """A recipient unknown because the parent refuses this node says so, not "unknown"."""
+        parent = next((n for n, p in self._peers.items() if p.relation is Relation.PARENT), None)
+        refusal = None if parent is None else self._refusals.by_peer(parent)
+        if refusal is None or "not in the directory" not in str(error):
+            return error
+        said = f": {refusal.text}" if refusal.text else ""
+        return UsageError(
+            f"{error}; the hub {parent} has not admitted this node yet ({refusal.reason}){said}"
+        )
 
     async def _wait_for_room(self, count: int, size: int) -> None:
         space = self._context.space

@@ -96,6 +96,8 @@ class Refusal:
     last_ms: int
     #: Refusals since ``first_ms`` (the peer was not admitted in between).
     count: int
+    #: What the peer said when it refused this node (its 403's text, without the code).
+    text: str | None = None
 
 
 class _Key(NamedTuple):
@@ -136,8 +138,12 @@ class Refusals:
         peer: str | None = None,
         address: str | None = None,
         by_peer: bool = False,
+        text: str | None = None,
     ) -> None:
-        """A refusal: of ``peer`` (or of whoever came from ``address``), or by it (``by_peer``)."""
+        """A refusal: of ``peer`` (or of whoever came from ``address``), or by it (``by_peer``).
+
+        ``text``: what the peer said (its 403), shown in health and kept off the record.
+        """
         if not _TOKEN.match(reason):
             reason = "refused"
         peer = _name(peer)
@@ -145,10 +151,10 @@ class Refusals:
         if peer is not None:
             address = None  # named: the record and the state are the peer's
         self._context.refusal_counts.add(by_peer=by_peer, kind=kind, reason=reason)
-        self._note(_Key(REFUSED_BY if by_peer else REFUSED, peer, address, reason, kind))
+        self._note(_Key(REFUSED_BY if by_peer else REFUSED, peer, address, reason, kind), text=text)
         who = peer if peer is not None else address
         if who is not None:
-            self._remember(who, by_peer, peer, address, reason, kind)
+            self._remember(who, by_peer, peer, address, reason, kind, text)
 
     def deferred(self, peer: str, reason: str, count: int = 1) -> None:
         """Items of ``peer`` deferred because they cannot be verified yet (``unknown-signer``)."""
@@ -165,6 +171,10 @@ class Refusals:
         self._states.pop((peer, False), None)
         if outbound:
             self._states.pop((peer, True), None)
+
+    def by_peer(self, peer: str) -> Refusal | None:
+        """The standing refusal of this node by ``peer`` (its 403), if any."""
+        return self._states.get((peer, True))
 
     def current(self) -> tuple[Refusal, ...]:
         """The last refusal per (peer, direction) not ended since, newest first."""
@@ -191,7 +201,7 @@ class Refusals:
             self._window[key] = 0  # still active: its next refusal is counted, not recorded at once
         self._context.log_entries(entries)
 
-    def _note(self, key: _Key, count: int = 1) -> None:
+    def _note(self, key: _Key, count: int = 1, *, text: str | None = None) -> None:
         """The first of a key in an interval goes on the record at once; the rest are counted."""
         window = self._window
         if key not in window and len(window) >= MAX_KEYS:
@@ -201,7 +211,7 @@ class Refusals:
             return
         window[key] = 0
         self._context.log_entries([self._entry(key, count, self._context.now_ms())])
-        self._warn(key, count, repeated=False)
+        self._warn(key, count, repeated=False, text=text)
 
     def _entry(self, key: _Key, count: int, now_ms: int) -> AuditEntry:
         detail: dict[str, DetailValue] = {"count": count, "kind": key.kind}
@@ -217,7 +227,7 @@ class Refusals:
             detail=details(**detail),
         )
 
-    def _warn(self, key: _Key, count: int, *, repeated: bool) -> None:
+    def _warn(self, key: _Key, count: int, *, repeated: bool, text: str | None = None) -> None:
         event = {
             REFUSED: "peer refused",
             REFUSED_BY: "refused by peer",
@@ -231,6 +241,7 @@ class Refusals:
             kind=key.kind,
             count=count,
             interval_s=self.interval if repeated else None,
+            said=text,
         )
 
     def _remember(
@@ -241,11 +252,14 @@ class Refusals:
         address: str | None,
         reason: str,
         kind: str,
+        text: str | None = None,
     ) -> None:
         now_ms = self._context.now_ms()
         held = self._states.get((who, by_peer))
         if held is not None and (held.reason, held.kind) == (reason, kind):
-            self._states[(who, by_peer)] = replace(held, last_ms=now_ms, count=held.count + 1)
+            self._states[(who, by_peer)] = replace(
+                held, last_ms=now_ms, count=held.count + 1, text=text or held.text
+            )
             return
         if held is None and len(self._states) >= MAX_STATES:
             oldest = min(self._states, key=lambda k: self._states[k].last_ms)
@@ -259,4 +273,5 @@ class Refusals:
             first_ms=now_ms,
             last_ms=now_ms,
             count=1,
+            text=text,
         )

@@ -31,7 +31,7 @@ the envelope's custody and its audit record are durable together.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from exchnode.aio._transport import Handler
 from exchnode.audit import AuditEntry
@@ -40,7 +40,7 @@ from exchnode.store import AuditRow
 if TYPE_CHECKING:
     from exchnode.aio._node import Node
 
-__all__ = ["CustodyLog", "NodeService", "ServiceMessage"]
+__all__ = ["CustodyLog", "NodeService", "PeersAware", "ServiceMessage"]
 
 
 class ServiceMessage(NamedTuple):
@@ -77,6 +77,15 @@ class NodeService(Protocol):
 
     async def close(self) -> None:
         """Called first when the node closes, while its store is still open."""
+        ...
+
+
+@runtime_checkable
+class PeersAware(Protocol):
+    """A service that follows the node's neighbours as they change while it runs."""
+
+    async def peers_changed(self) -> None:
+        """``Node.neighbours()`` changed (a child admitted, a peer added or removed)."""
         ...
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import math
 import re
 import ssl
@@ -94,6 +95,10 @@ HELLO_PATH = "/exchnode/v1/hello"
 CONTENT_TYPE = "application/vnd.exchnode.link+msgpack"
 
 Authenticate = Callable[[x509.Certificate], str]
+Admit = Callable[[str, str | None], Awaitable[str | None]]
+#: the largest hello body read (SPEC §15.2: ``{"url": ...}``); a larger one is not read
+MAX_HELLO_BYTES = 4096
+_MAX_WHY_NOT = 1024  # strangers whose admission refusal is remembered (oldest out)
 
 
 class Custodian(Protocol):
@@ -140,6 +145,7 @@ class RefusalSink(Protocol):
         peer: str | None = None,
         address: str | None = None,
         by_peer: bool = False,
+        text: str | None = None,
     ) -> None: ...
 
     def admitted(self, peer: str, *, outbound: bool = False) -> None: ...
@@ -213,6 +219,7 @@ class LinkServer:
         network: Network | None = None,
         streams: bool = True,
         reuse_port: bool = False,
+        admit: Admit | None = None,
     ) -> None:
         """``in_flight``: the bounds on request bytes held at once (None: no bound but the size).
 
@@ -223,13 +230,18 @@ class LinkServer:
         ``ssl_context`` is None).  ``streams``: offer the link stream (SPEC §15.8); without
         it, transfers come as HTTP requests only, as from a server of the previous version.
         ``reuse_port``: share ``host:port`` with the other workers of a hub (``SO_REUSEPORT``;
-        the kernel spreads new connections over them).
+        the kernel spreads new connections over them).  ``admit``: asked about a stranger's
+        hello with the link URL it names; None admits it (it is then in ``neighbours``, which
+        the server reads live), else the reason it is refused (403 ``not-a-neighbour``).
         """
         if (ssl_context is None) == (network is None):
             raise UsageError("a link server takes a TLS context or a network, one of them")
         self._network = network
         self._custodian = custodian
-        self._neighbours = None if neighbours is None else frozenset(neighbours)
+        # Read live: the node adds and removes peers while it runs.
+        self._neighbours = neighbours
+        self._admit_stranger = admit
+        self._why_not: dict[str, str] = {}  # a stranger's last admission refusal
         self._refusals = refusals
         self._acceptor = (
             None if ssl_context is None else TlsAcceptor(ssl_context, self._handshake_refused)
@@ -360,7 +372,7 @@ class LinkServer:
             if self._stranger(neighbour):
                 return self._forbidden(
                     request.remote,
-                    f"{neighbour} is not a neighbour",
+                    self._why_not.get(neighbour, f"{neighbour} is not a neighbour"),
                     "not-a-neighbour",
                     "neighbour",
                     neighbour,
@@ -415,7 +427,22 @@ class LinkServer:
             neighbour = self._peer(request)
         except RejectedError as exc:
             return self._not_authenticated(request, exc)
+        if self._stranger(neighbour) and self._admit_stranger is not None:
+            why = await self._admit_stranger(neighbour, await _hello_url(request))
+            self._why_not.pop(neighbour, None)
+            if why is not None:
+                # Every later 403 to it says the same, so it reads why wherever it calls.
+                if len(self._why_not) >= _MAX_WHY_NOT:
+                    self._why_not.pop(next(iter(self._why_not)))
+                self._why_not[neighbour] = why
+                return self._forbidden(
+                    request.remote, why, "not-a-neighbour", "neighbour", neighbour
+                )
         self._note_peer(neighbour, request.remote)  # a stranger's hello: answered, ignored (§15.2)
+        if not self._stranger(neighbour) and self._refusals is not None:
+            # A neighbour's hello says it takes this node as its neighbour: a refusal of
+            # this node by it has ended (it admitted this node since).
+            self._refusals.admitted(neighbour, outbound=True)
         if self._on_hello is not None:
             self._on_hello(neighbour)
         return web.Response(status=204)
@@ -497,6 +524,19 @@ class LinkServer:
             return held[0], held[1].encode()
         with held:
             return await self._decide(neighbour, body, remote)
+
+
+async def _hello_url(request: web.Request) -> str | None:
+    """The link URL a hello names (``{"url": "https://host:port"}``), or None."""
+    size = request.content_length
+    if not request.body_exists or size is None or size > MAX_HELLO_BYTES:
+        return None
+    try:
+        said = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    url = said.get("url") if isinstance(said, dict) else None
+    return url if isinstance(url, str) and 0 < len(url) <= 512 else None
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
@@ -613,9 +653,14 @@ class LinkClient:
         self._answered()
         return decode_response(body, request)
 
-    async def hello(self) -> None:
-        """Tell the neighbour this node is up (it serves our queue at once)."""
-        await self.request("POST", HELLO_PATH)
+    async def hello(self, url: str | None = None) -> None:
+        """Tell the neighbour this node is up (it serves our queue at once).
+
+        ``url``: where this node listens, for a hub that does not know it yet and may
+        admit it as a child (SPEC §15.2).
+        """
+        body = None if not url else json.dumps({"url": url}).encode()
+        await self.request("POST", HELLO_PATH, body)
 
     async def request(self, method: str, path: str, data: bytes | None = None) -> bytes:
         """Any authenticated endpoint of the neighbour; the body of a 2xx answer."""
@@ -651,7 +696,9 @@ class LinkClient:
             return None
         code = reason_code(text) or "forbidden"
         if self._refusals is not None:
-            self._refusals.refused(reason=code, kind="link", peer=self.neighbour, by_peer=True)
+            self._refusals.refused(
+                reason=code, kind="link", peer=self.neighbour, by_peer=True, text=_said(text)
+            )
         return code
 
     def _unreachable(self, exc: BaseException) -> LinkError:
@@ -678,6 +725,17 @@ class LinkClient:
     async def close(self) -> None:
         await self._stream.close()
         await self._session.close()
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _said(text: str) -> str:
+    """A peer's refusal as this node shows it: one line, bounded, without the ``[code]``."""
+    found = _BRACKETED.search(text)
+    if found is not None:
+        text = text[: found.start()]
+    return _CONTROL.sub(" ", text).strip()[:300]
 
 
 def _required(ssl_context: ssl.SSLContext | None) -> ssl.SSLContext:

@@ -463,6 +463,7 @@ class WitnessService:
         self._node: Node | None = None
         self._verifier: TreeHeadVerifier | None = None
         self._relations: dict[str, Relation] = {}
+        self._looping = False
         self._status: dict[str, WitnessStatus] = {}
         self._lock = asyncio.Lock()  # one round (or reset) at a time
         self._wake = asyncio.Event()
@@ -487,6 +488,17 @@ class WitnessService:
         for child in self.children:
             self._status.setdefault(child, WitnessStatus(child))
         if self.children:
+            self._looping = True
+            node.run_task(self._run, "witness")
+
+    async def peers_changed(self) -> None:
+        """A child admitted or removed while the node runs: witnessed from the next round."""
+        node = self._running()
+        self._relations = node.neighbours()
+        for child in self.children:
+            self._status.setdefault(child, WitnessStatus(child))
+        if self.children and not self._looping:
+            self._looping = True
             node.run_task(self._run, "witness")
 
     def routes(self) -> Mapping[tuple[str, str], Handler]:

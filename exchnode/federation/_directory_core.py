@@ -307,6 +307,25 @@ class DirectoryCore:
     def neighbours(self) -> Mapping[str, Neighbour]:
         return dict(self._neighbours)
 
+    def add_neighbour(self, neighbour: Neighbour) -> None:
+        """A neighbour added while the node runs (a child admitted): pulled from and served."""
+        name = str(neighbour.name)
+        if neighbour.name == self.me or name in self._neighbours:
+            raise UsageError(f"{name} is this node or already a neighbour")
+        self._neighbours[name] = neighbour
+        self._has_children = any(n.relation is Relation.CHILD for n in self._neighbours.values())
+        self._dirty = True
+
+    def drop_neighbour(self, name: str) -> None:
+        """A neighbour removed while the node runs: what came from it goes with it."""
+        if self._neighbours.pop(name, None) is None:
+            return
+        self._records.pop(name, None)
+        self._snapshots.pop(name, None)
+        self._pulls.pop(name, None)
+        self._has_children = any(n.relation is Relation.CHILD for n in self._neighbours.values())
+        self._rebuild()
+
     def _sources_for(self, audience: Audience) -> list[str]:
         # Rows a node says upwards come from its children; downwards, from its parent.
         # A link's rows are answered to lookups, never relayed in a feed.

@@ -123,6 +123,18 @@ class Router:
             self._links.sort(key=lambda n: (n.name.is_hub, -len(n.scope)))
         self._by_name[name] = neighbour
 
+    def remove(self, name: str) -> Neighbour:
+        """Take ``name`` out of the table (a peer removed while the node runs); the neighbour."""
+        neighbour = self.neighbour(name)
+        del self._by_name[name]
+        if neighbour.relation is Relation.PARENT:
+            self._parent = None
+        elif neighbour.relation is Relation.CHILD:
+            self._down.remove(neighbour)
+        else:
+            self._links.remove(neighbour)
+        return neighbour
+
     def neighbour(self, name: str) -> Neighbour:
         try:
             return self._by_name[name]

@@ -71,7 +71,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
     assert unconfigured in text
     text = text.replace(unconfigured, "")
     text = text.replace("# log_repeat_interval = 60.0", f"log_repeat_interval = {INTERVAL}")
-    hub.write_text(text, "utf-8")
+    hub.write_text(text + '\n[admission]\npolicy = "none"\n', "utf-8")  # admits no one
     department = federation.config_path(MINZHENG)
     text = department.read_text("utf-8")
     assert "# refresh = 60.0" in text
@@ -303,9 +303,9 @@ def test_an_unconfigured_department_is_refused_on_the_record_and_both_healths_sa
     shown = [r for r in health(fed, HUB)["refusals"] if r["peer"] == MINZHENG]
     assert [(r["reason"], r["refused_by"]) for r in shown] == [("not-a-neighbour", HUB)]
 
-    # The department learns it from the hub's 403 when it next calls one of the hub's
-    # endpoints (its hello is answered, SPEC §15.2; a transfer is refused item by item): here, a
-    # catalog search beyond what it holds, which asks its parent; not "unknown", "refused" and why.
+    # The department learns it from the hub's 403 to its hello (the hub admits no one here,
+    # SPEC §15.2) and to any other call of the hub's endpoints: here, also a catalog search
+    # beyond what it holds, which asks its parent; not "unknown", "refused" and why.
     async def search_beyond() -> None:
         async with OperatorClient.for_config(fed.config(MINZHENG)) as client:
             await client.catalog_search(beyond="1", scope="52")

@@ -138,6 +138,8 @@ def hello_as(fed: DaemonFederation, me: str, target: str) -> str:
             await client.hello()
             return "ok"
         except LinkError as exc:
+            if exc.refused == "not-a-neighbour":
+                return "ok"  # its certificate passed; it is only not admitted (SPEC §15.2)
             return f"refused: HTTP {exc.status}" if exc.status else "refused: connection"
         finally:
             await client.close()

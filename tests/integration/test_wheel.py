@@ -24,8 +24,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -365,3 +367,119 @@ def test_two_nodes_exchange_a_file(installed: Installed, daemons: list[Daemon]) 
         except subprocess.TimeoutExpired:
             pytest.fail(f"{daemon.name} did not stop on SIGTERM:\n{_log_of(daemon)}")
         assert status == 0, f"{daemon.name} exited {status}:\n{_log_of(daemon)}"
+
+
+# --- the systemd unit ----------------------------------------------------------------------
+
+UNIT = REPO / "deploy" / "systemd" / "exchnode-node@.service"
+
+
+def _service_section(text: str) -> dict[str, list[str]]:
+    """The unit's ``[Service]`` keys, each with its values in order (a key may repeat)."""
+    section, out = "", {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line
+            continue
+        key, _, value = line.partition("=")
+        if section == "[Service]":
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def _datagram(sock: socket.socket, wanted: str, timeout: float) -> str:
+    """The first notification holding ``wanted`` (a line such as ``READY=1``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            got = sock.recv(4096).decode()
+        except TimeoutError:
+            pytest.fail(f"no {wanted} on NOTIFY_SOCKET within {timeout} s")
+        if wanted in got.splitlines():
+            return got
+
+
+def test_the_systemd_unit_runs_the_node(
+    installed: Installed, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """The unit's own command lines, with the substitutions its header documents.
+
+    ``systemd-analyze verify`` judges the unit where systemd is installed; the
+    daemon is then run as systemd would run it (ExecStartPre, ExecStart with a
+    NOTIFY_SOCKET, ExecReload, KillSignal) and must say READY=1 once it serves
+    and STOPPING=1 when it drains, and exit 0.
+    """
+    run, work = installed.run, installed.work
+    name = "520100"
+    etc, var = work / "unit" / "etc", work / "unit" / "var"
+    run("exchnode", "pki", "init-root", "520000", "--dir", "unit-pki")
+    run("exchnode", "pki", "issue-ca", name, "--issuer", "520000", "--dir", "unit-pki")
+    run(
+        "exchnode", "node", "init", "--name", name, "--level", "city", "--dir", str(etc / name),
+        "--ca-dir", "unit-pki", "--listen", f"127.0.0.1:{free_port()}",
+        "--operator", f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    config = etc / name / "node.toml"
+    text = config.read_text()
+    assert 'state_dir = "state"' in text
+    config.write_text(text.replace('state_dir = "state"', f'state_dir = "{var / name}"'))
+    unit = UNIT.read_text()
+    for path, here in (
+        ("/opt/exchnode", installed.venv),
+        ("/etc/exchnode", etc),
+        ("/var/lib/exchnode", var),
+    ):
+        unit = unit.replace(path, str(here))
+    unit = unit.replace("%i", name)
+    service = _service_section(unit)
+    assert service["Type"] == ["notify"]
+    assert service["StateDirectory"] == [f"exchnode/{name}"]
+    assert service["KillSignal"] == ["SIGTERM"]
+    assert {"NoNewPrivileges", "ProtectSystem", "PrivateTmp", "RestartSec"} <= set(service)
+    if shutil.which("systemd-analyze"):
+        written = tmp_path / f"exchnode-node@{name}.service"
+        written.write_text(unit)
+        verified = subprocess.run(
+            ["systemd-analyze", "verify", str(written)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        said = [line for line in verified.stderr.splitlines() if written.name in line]
+        assert said == [], verified.stderr
+    (pre,) = service["ExecStartPre"]
+    checked = run(*shlex.split(pre))
+    assert checked.stdout.startswith(f"{config}: ok: "), checked.stdout
+
+    notify_path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        (start,) = service["ExecStart"]
+        log_path = work / "unit.log"
+        log = log_path.open("wb")
+        process = subprocess.Popen(
+            shlex.split(start),
+            cwd="/",
+            env={**installed.env, "NOTIFY_SOCKET": str(notify_path)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        daemon = Daemon(name, str(etc / name), process, log, log_path)
+        daemons.append(daemon)
+        ready = _datagram(notify, "READY=1", 60)
+        assert f"STATUS=serving {name} at https://127.0.0.1:" in ready
+        operator = json.loads((var / name / "ready.json").read_text())["operator_url"]
+        with urllib.request.urlopen(operator + "/health", timeout=5) as response:
+            assert json.loads(response.read())["status"] == "serving"
+        (reload,) = service["ExecReload"]
+        run(*shlex.split(reload.replace("$MAINPID", str(process.pid))))
+        deadline = time.monotonic() + 20
+        while "reloading crls and peers" not in _log_of(daemon):
+            assert time.monotonic() < deadline, _log_of(daemon)
+            time.sleep(0.1)
+        process.send_signal(getattr(signal, service["KillSignal"][0]))
+        _datagram(notify, "STOPPING=1", 30)
+        assert process.wait(30) == 0, _log_of(daemon)
