@@ -120,33 +120,30 @@ def _division(text: str) -> str:
 # --- passphrases ----------------------------------------------------------------
 
 
-def _add_new_key_passphrase(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_passphrase_source(
+    parser: argparse.ArgumentParser, prefix: str, file_help: str, prompt_help: str
+) -> None:
+    """``--{prefix}passphrase-file FILE`` or ``--prompt-{prefix}passphrase``, not both."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--passphrase-file",
-        type=Path,
-        metavar="FILE",
-        help=f"encrypt {what} with the passphrase on the first line of FILE (mode 0600)",
-    )
-    group.add_argument(
-        "--prompt-passphrase",
-        action="store_true",
-        help=f"ask on the terminal for a passphrase to encrypt {what}",
+    group.add_argument(f"--{prefix}passphrase-file", type=Path, metavar="FILE", help=file_help)
+    group.add_argument(f"--prompt-{prefix}passphrase", action="store_true", help=prompt_help)
+
+
+def _add_new_key_passphrase(parser: argparse.ArgumentParser, what: str) -> None:
+    _add_passphrase_source(
+        parser,
+        "",
+        f"encrypt {what} with the passphrase on the first line of FILE (mode 0600)",
+        f"ask on the terminal for a passphrase to encrypt {what}",
     )
 
 
 def _add_key_passphrase(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--passphrase-file",
-        type=Path,
-        metavar="FILE",
-        help="unlock the node's keys with the passphrase on the first line of FILE",
-    )
-    group.add_argument(
-        "--prompt-passphrase",
-        action="store_true",
-        help="ask on the terminal for the passphrase of the node's keys",
+    _add_passphrase_source(
+        parser,
+        "",
+        "unlock the node's keys with the passphrase on the first line of FILE",
+        "ask on the terminal for the passphrase of the node's keys",
     )
 
 
@@ -163,17 +160,11 @@ def _add_pki_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _add_issuer_passphrase(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--issuer-passphrase-file",
-        type=Path,
-        metavar="FILE",
-        help="unlock the issuing CA's key with the passphrase on the first line of FILE",
-    )
-    group.add_argument(
-        "--prompt-issuer-passphrase",
-        action="store_true",
-        help="ask on the terminal for the issuing CA's key passphrase",
+    _add_passphrase_source(
+        parser,
+        "issuer-",
+        "unlock the issuing CA's key with the passphrase on the first line of FILE",
+        "ask on the terminal for the issuing CA's key passphrase",
     )
 
 
@@ -190,12 +181,21 @@ def _new_key_passphrase(args: argparse.Namespace, what: str) -> bytes | None:
     return first.encode("utf-8")
 
 
-def _issuer_passphrase(args: argparse.Namespace) -> bytes | None:
-    if args.issuer_passphrase_file is not None:
-        return read_passphrase_file(args.issuer_passphrase_file)
-    if args.prompt_issuer_passphrase:
-        return getpass.getpass(f"passphrase of CA {args.issuer}'s key: ").encode("utf-8")
+def _existing_passphrase(file: Path | None, prompt: bool, question: str) -> bytes | None:
+    """The passphrase of a key that exists: from ``file``, asked once, or none."""
+    if file is not None:
+        return read_passphrase_file(file)
+    if prompt:
+        return getpass.getpass(question).encode("utf-8")
     return None
+
+
+def _issuer_passphrase(args: argparse.Namespace) -> bytes | None:
+    return _existing_passphrase(
+        args.issuer_passphrase_file,
+        args.prompt_issuer_passphrase,
+        f"passphrase of CA {args.issuer}'s key: ",
+    )
 
 
 # --- reporting ------------------------------------------------------------------
@@ -207,13 +207,18 @@ def _show(rows: list[tuple[str, str]]) -> None:
         print(f"  {label.ljust(width)}  {value}")
 
 
+def _certificate_rows(cert: x509.Certificate) -> list[tuple[str, str]]:
+    return [
+        ("serial", str(cert.serial_number)),
+        ("valid", f"{_time(cert.not_valid_before_utc)} .. {_time(cert.not_valid_after_utc)}"),
+    ]
+
+
 def _show_ca(ca: CertificateAuthority, protected: bool) -> None:
-    cert = ca.certificate
     crl_path = ca.directory / "crl.pem"
     _show(
         [
-            ("serial", str(cert.serial_number)),
-            ("valid", f"{_time(cert.not_valid_before_utc)} .. {_time(cert.not_valid_after_utc)}"),
+            *_certificate_rows(ca.certificate),
             ("SHA-256", ca.fingerprint),
             (
                 "key",
@@ -232,6 +237,31 @@ def _clamp_note(issued: IssuedCertificate) -> None:
             f"note: validity cut by {issued.shortened_by.days} days to end with the issuer's, "
             f"at {_time(issued.entry.not_after)}"
         )
+
+
+def _show_node_bundle(
+    bundle: NodeBundle,
+    first: list[tuple[str, str]],
+    node_crt: str,
+    keys: list[tuple[str, str]],
+) -> None:
+    """What issue-node and sign wrote into --out, then what the operator should know."""
+    _show(
+        [
+            *first,
+            *_certificate_rows(bundle.issued.certificate),
+            ("node.crt", node_crt),
+            ("chain.pem", "node certificate + intermediate CAs (present to peers)"),
+            ("root.crt", "the trust anchor"),
+            *keys,
+            ("crls/", "current CRLs of the CAs above the node"),
+        ]
+    )
+
+
+def _missing_crls_warning(bundle: NodeBundle) -> None:
+    for division in bundle.missing_crls:
+        print(f"warning: this store has no CRL of CA {division}; fetch it from its operator")
 
 
 # --- verbs ------------------------------------------------------------------------
@@ -286,25 +316,19 @@ def _issue_node(args: argparse.Namespace) -> int:
         issuer_passphrase=issuer_passphrase,
         passphrase=passphrase,
     )
-    cert = bundle.issued.certificate
-    out = bundle.directory
-    print(f"issued node certificate {args.name} (CA {args.issuer}) into {out}")
+    print(f"issued node certificate {args.name} (CA {args.issuer}) into {bundle.directory}")
     protection = "passphrase-protected" if passphrase is not None else "NOT encrypted"
-    _show(
+    _show_node_bundle(
+        bundle,
+        [],
+        "the node certificate",
         [
-            ("serial", str(cert.serial_number)),
-            ("valid", f"{_time(cert.not_valid_before_utc)} .. {_time(cert.not_valid_after_utc)}"),
-            ("node.crt", "the node certificate"),
-            ("chain.pem", "node certificate + intermediate CAs (present to peers)"),
-            ("root.crt", "the trust anchor"),
             ("signing.key", f"Ed25519 signing key (mode 0600, {protection})"),
             ("encryption.key", f"X25519 encryption key (mode 0600, {protection})"),
-            ("crls/", "current CRLs of the CAs above the node"),
-        ]
+        ],
     )
     _clamp_note(bundle.issued)
-    for division in bundle.missing_crls:
-        print(f"warning: this store has no CRL of CA {division}; fetch it from its operator")
+    _missing_crls_warning(bundle)
     return 0
 
 
@@ -509,24 +533,17 @@ def _sign(args: argparse.Namespace) -> int:
         lifetime=timedelta(days=args.days),
         issuer_passphrase=_issuer_passphrase(args),
     )
-    cert = bundle.issued.certificate
     print(f"signed the request of node {wanted.name} (CA {args.issuer}) into {bundle.directory}")
-    _show(
-        [
-            ("request SHA-256", _request_fingerprint(request)),
-            ("serial", str(cert.serial_number)),
-            ("valid", f"{_time(cert.not_valid_before_utc)} .. {_time(cert.not_valid_after_utc)}"),
-            ("node.crt", "the node certificate (the profile's extensions, not the request's)"),
-            ("chain.pem", "node certificate + intermediate CAs (present to peers)"),
-            ("root.crt", "the trust anchor"),
-            ("crls/", "current CRLs of the CAs above the node"),
-        ]
+    _show_node_bundle(
+        bundle,
+        [("request SHA-256", _request_fingerprint(request))],
+        "the node certificate (the profile's extensions, not the request's)",
+        [],
     )
     if wanted.ignored:
         print(f"note: requested extensions not copied: {', '.join(wanted.ignored)}")
     _clamp_note(bundle.issued)
-    for division in bundle.missing_crls:
-        print(f"warning: this store has no CRL of CA {division}; fetch it from its operator")
+    _missing_crls_warning(bundle)
     return 0
 
 
@@ -575,11 +592,9 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _key_passphrase(args: argparse.Namespace) -> bytes | None:
-    if args.passphrase_file is not None:
-        return read_passphrase_file(args.passphrase_file)
-    if args.prompt_passphrase:
-        return getpass.getpass("passphrase of the node's keys: ").encode("utf-8")
-    return None
+    return _existing_passphrase(
+        args.passphrase_file, args.prompt_passphrase, "passphrase of the node's keys: "
+    )
 
 
 # --- expiry of files --------------------------------------------------------------------
@@ -687,6 +702,16 @@ def _new_key_args(what: str) -> _Option:
     return lambda parser: _add_new_key_passphrase(parser, what)
 
 
+# issue-node and sign: CA --issuer of PKI_DIR certifies a node, the files go to --out
+_NODE_ISSUER_ARGS = (
+    _add_issuer,
+    _add_pki_dir,
+    _arg("--out", required=True, type=Path, metavar="DIR", help="where to write files"),
+    _days_arg(NODE_VALIDITY),
+    _add_issuer_passphrase,
+)
+
+
 @dataclass(frozen=True)
 class _Verb:
     """One verb of ``exchnode pki``: its help texts, its arguments in order, its handler."""
@@ -749,11 +774,7 @@ Default lifetime {CA_VALIDITY.days} days, cut to end with the issuer's.""",
         _issue_node,
         (
             _arg("name", metavar="NAME", help="node name: DIVISION or DIVISION.department"),
-            _add_issuer,
-            _add_pki_dir,
-            _arg("--out", required=True, type=Path, metavar="DIR", help="where to write files"),
-            _days_arg(NODE_VALIDITY),
-            _add_issuer_passphrase,
+            *_NODE_ISSUER_ARGS,
             _new_key_args("the node's keys"),
         ),
         help="generate a node's keys and certificate",
@@ -796,11 +817,7 @@ The node must lie within the issuer's division.  Default lifetime
         _sign,
         (
             _arg("request", metavar="REQUEST", help="the node's request.csr (PEM)"),
-            _add_issuer,
-            _add_pki_dir,
-            _arg("--out", required=True, type=Path, metavar="DIR", help="where to write files"),
-            _days_arg(NODE_VALIDITY),
-            _add_issuer_passphrase,
+            *_NODE_ISSUER_ARGS,
         ),
         help="on the CA: check a node's request and issue its certificate",
         description=(
