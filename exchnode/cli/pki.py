@@ -89,24 +89,23 @@ def _time(moment: datetime) -> str:
     return iso_time(moment)
 
 
-def _days(text: str) -> int:
-    try:
-        days = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
-    if not 1 <= days <= 36500:
-        raise argparse.ArgumentTypeError("days must be between 1 and 36500")
-    return days
+def _whole_number(unit: str, lowest: int, highest: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of ``unit`` from ``lowest`` to ``highest``."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {unit}") from None
+        if not lowest <= number <= highest:
+            raise argparse.ArgumentTypeError(f"{unit} must be between {lowest} and {highest}")
+        return number
+
+    return parse
 
 
-def _hours(text: str) -> int:
-    try:
-        hours = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of hours") from None
-    if not 0 <= hours <= 8760:
-        raise argparse.ArgumentTypeError("hours must be between 0 and 8760")
-    return hours
+_days = _whole_number("days", 1, 36500)
+_hours = _whole_number("hours", 0, 8760)
 
 
 def _division(text: str) -> str:
