@@ -45,7 +45,7 @@ from exchnode.sharing import CorrectionState, RequestState
 
 from .api import checked_request, json_body
 from .console import MAX_CATALOG_SHOWN
-from .forms import ENTRY_FIELDS, LEVELS, FormError
+from .forms import ENTRY_FIELDS, ENTRY_REQUIRED, LEVELS, FormError
 from .operator_audit import DEFAULT_RECORDS as DEFAULT_AUDIT_RECORDS
 from .operator_audit import MAX_RECORDS as MAX_AUDIT_RECORDS
 from .operator_services import (
@@ -70,6 +70,7 @@ from .schema import (
 )
 
 __all__ = [
+    "ENTRY_EXAMPLE",
     "ERROR",
     "OPERATIONS",
     "Operation",
@@ -203,7 +204,8 @@ def _admin_step(
     return Operation("POST", path, summary, answer, body=_admin_action(), errors=errors, **more)
 
 
-_ENTRY_EXAMPLE = {
+#: a valid catalog entry: the document's example, and the tests' (copy it before changing it)
+ENTRY_EXAMPLE = {
     "code": "101001/000001",
     "name": "人口基本信息",
     "provider_code": "11520102MB1234567X",
@@ -248,20 +250,11 @@ ENTRY = Ref(
             ),
             "related": Array(items=_TEXT),
         },
-        required=(
-            "code",
-            "name",
-            "provider_code",
-            "summary",
-            "format",
-            "share_type",
-            "update_cycle",
-            "publish_date",
-        ),
+        required=ENTRY_REQUIRED,
         closed=True,
         path="catalog",
         description="A resource catalog entry (政务信息资源目录).",
-        example=_ENTRY_EXAMPLE,
+        example=ENTRY_EXAMPLE,
     ),
 )
 assert set(ENTRY.target.properties) == set(ENTRY_FIELDS)  # type: ignore[attr-defined]
@@ -774,7 +767,7 @@ OPERATIONS: tuple[Operation, ...] = (
             },
             required=("operator",),
             missing=_needs("operator"),
-            example={"operator": "张三", "entry": _ENTRY_EXAMPLE},
+            example={"operator": "张三", "entry": ENTRY_EXAMPLE},
         ),
         errors=(400, 409, 422),
     ),
