@@ -48,14 +48,18 @@ def issue_gongan(pki: str, out: str) -> list[str]:
     return ["pki", "issue-node", "520102.gongan", "--issuer", "520102", "--dir", pki, "--out", out]
 
 
+def ca_chain(capsys: pytest.CaptureFixture[str], pki: str, root: str, *below: str) -> None:
+    """CA ``root`` with ``init-root``, then each CA of ``below`` certified by the one before."""
+    ok(capsys, "pki", "init-root", root, "--dir", pki)
+    for issuer, division in zip((root, *below), below, strict=False):
+        ok(capsys, "pki", "issue-ca", division, "--issuer", issuer, "--dir", pki)
+
+
 @pytest.fixture
 def national(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """000000 → 520000 → 520100 → 520102 and the node 520102.gongan under ``tmp_path``."""
     pki = str(tmp_path / "pki")
-    ok(capsys, "pki", "init-root", "000000", "--dir", pki)
-    ok(capsys, "pki", "issue-ca", "520000", "--issuer", "000000", "--dir", pki)
-    ok(capsys, "pki", "issue-ca", "520100", "--issuer", "520000", "--dir", pki)
-    ok(capsys, "pki", "issue-ca", "520102", "--issuer", "520100", "--dir", pki)
+    ca_chain(capsys, pki, "000000", "520000", "520100", "520102")
     ok(capsys, *issue_gongan(pki, str(tmp_path / "gongan")))
     return tmp_path
 

@@ -32,7 +32,7 @@ from exchnode.pki import (
 )
 from exchnode.pki._issue import encryption_key_extension
 from exchnode.pki._profile import ca_subject, node_subject
-from tests.unit.cli.test_pki import ok, run
+from tests.unit.cli.test_pki import ca_chain, ok, run
 
 NAME = "520102.gongan"
 
@@ -41,9 +41,7 @@ NAME = "520102.gongan"
 def ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """Root 520000 → 520100 → county CA 520102 in ``tmp_path/pki``."""
     pki = str(tmp_path / "pki")
-    ok(capsys, "pki", "init-root", "520000", "--dir", pki)
-    ok(capsys, "pki", "issue-ca", "520100", "--issuer", "520000", "--dir", pki)
-    ok(capsys, "pki", "issue-ca", "520102", "--issuer", "520100", "--dir", pki)
+    ca_chain(capsys, pki, "520000", "520100", "520102")
     return tmp_path / "pki"
 
 
