@@ -64,7 +64,8 @@ def national(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     return tmp_path
 
 
-def _node_verify_args(node: Path) -> list[str]:
+def node_verify_args(node: Path) -> list[str]:
+    """``pki verify`` of a node folder's chain as a peer checks it: its root, its CRLs."""
     crls = sorted(str(path) for path in (node / "crls").iterdir())
     return [
         "pki",
@@ -116,7 +117,7 @@ def test_full_flow(national: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert entry["revoked_at"] is None
 
     # Verification from the node's own files, and from the CA directory.
-    out = ok(capsys, *_node_verify_args(node))
+    out = ok(capsys, *node_verify_args(node))
     assert "node 520102.gongan" in out
     assert "520102.gongan <- 520102 <- 520100 <- 520000 <- 000000" in out
     assert "signing key id" in out
@@ -308,7 +309,7 @@ def test_province_rooted_with_passphrases(
     )
     assert str(identity.name) == "520100.fagai"
     assert len(identity.chain) == 1  # the city CA; the root travels as root.crt
-    out = ok(capsys, *_node_verify_args(node))
+    out = ok(capsys, *node_verify_args(node))
     assert "520100.fagai <- 520100 <- 520000" in out
 
     # A hub's own node certificate, issued by the CA of the same division.
@@ -324,7 +325,7 @@ def test_province_rooted_with_passphrases(
         "--out",
         str(tmp_path / "hub"),
     )
-    out = ok(capsys, *_node_verify_args(tmp_path / "hub"))
+    out = ok(capsys, *node_verify_args(tmp_path / "hub"))
     assert "node 520100" in out
     assert "city hub" in out
 
