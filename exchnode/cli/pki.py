@@ -18,10 +18,7 @@ unlock the issuing CA's key.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
-import os
-import tempfile
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +62,7 @@ from exchnode.pki import (
     verify_chain,
     verify_node_certificate,
     write_private_key,
+    write_public_file,
 )
 
 if TYPE_CHECKING:
@@ -459,22 +457,6 @@ def _verify(args: argparse.Namespace) -> int:
 _REQUEST_FILE = "request.csr"
 
 
-def _write_public(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` (mode 0644) so a reader sees the old or the new file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fchmod(out.fileno(), 0o644)
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
 def _request_fingerprint(request: x509.CertificateSigningRequest) -> str:
     digest = hashes.Hash(hashes.SHA256())
     digest.update(request.public_bytes(serialization.Encoding.DER))
@@ -497,7 +479,7 @@ def _csr(args: argparse.Namespace) -> int:
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_private_key(out / "signing.key", signing, passphrase=passphrase)
     write_private_key(out / "encryption.key", encryption, passphrase=passphrase)
-    _write_public(out / _REQUEST_FILE, request.public_bytes(serialization.Encoding.PEM))
+    write_public_file(out / _REQUEST_FILE, request.public_bytes(serialization.Encoding.PEM))
     protection = "passphrase-protected" if passphrase is not None else "NOT encrypted"
     print(f"generated the keys of node {name} and its certificate signing request in {out}")
     _show(
@@ -569,11 +551,11 @@ def _install(args: argparse.Namespace) -> int:
         now=_now(),
     )
     for name in names:
-        _write_public(keys / name, (signed / name).read_bytes())
+        write_public_file(keys / name, (signed / name).read_bytes())
     if crl_files:
         (keys / "crls").mkdir(mode=0o700, exist_ok=True)
         for path in crl_files:
-            _write_public(keys / "crls" / path.name, path.read_bytes())
+            write_public_file(keys / "crls" / path.name, path.read_bytes())
     print(f"installed the certificate of node {identity.name} beside its keys in {keys}")
     _show(
         [
