@@ -34,7 +34,14 @@ from exchnode.sharing import CHINA_STANDARD_TIME, DEFAULT_ANSWER_DAYS
 
 from .audit_offline import read_records_offline, verify_offline
 from .audit_report import collect_configs, collect_offline
-from .cli_common import add_verb_group, ask, common_options, show
+from .cli_common import (
+    add_other_nodes_option,
+    add_verb_group,
+    ask,
+    common_options,
+    node_config,
+    show,
+)
 from .cli_services import render_table
 from .cli_trace import register as register_trace
 from .client import OperatorClient
@@ -111,7 +118,7 @@ def _parent_heads(args: argparse.Namespace, config: DaemonConfig) -> list[bytes]
         except ValueError as exc:
             raise UsageError(f"--witnessed: {where} is not JSON: {exc}") from None
     elif args.parent is not None:
-        parent = _node_config(args.parent)
+        parent = node_config(args.parent)
 
         async def ask_parent() -> Any:
             async with OperatorClient.for_config(parent, timeout=120.0) as client:
@@ -203,11 +210,6 @@ def _since(text: str) -> int:
     return int(start.timestamp()) * 1000
 
 
-def _node_config(path: Path) -> DaemonConfig:
-    """``--node`` names a node folder (holding node.toml) or a node.toml itself."""
-    return load_config(path / "node.toml" if path.is_dir() else path)
-
-
 class _Progress:
     """Progress on stderr: one line per node, the page counts rewritten on a terminal."""
 
@@ -245,7 +247,7 @@ def write_csv(report: OversightReport, target: Path) -> list[Path]:
 def _report(args: argparse.Namespace) -> int:
     if args.json and args.csv is not None:
         raise UsageError("give --json or --csv, not both")
-    configs = [_node_config(path) for path in args.nodes] or [load_config(args.config)]
+    configs = [node_config(path) for path in args.nodes] or [load_config(args.config)]
     builder = OversightBuilder(
         calendar=configs[0].sharing.calendar,
         answer_days=args.answer_days,
@@ -358,14 +360,8 @@ read (the report still names it), 0 otherwise.""",
         "records provided and used; stale resources and zombie nodes. Counted from each "
         "node's verified audit log and its catalog (node/README.md §8).",
     )
-    p.add_argument(
-        "--node",
-        dest="nodes",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="DIR",
-        help="a node folder (or its node.toml); repeat for every node (default: --config)",
+    add_other_nodes_option(
+        p, "a node folder (or its node.toml); repeat for every node (default: --config)"
     )
     p.add_argument(
         "--csv",

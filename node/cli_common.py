@@ -21,15 +21,17 @@ from typing import Any
 from exchnode.errors import UsageError
 
 from .client import OperatorClient
-from .config import load_config
+from .config import DaemonConfig, load_config
 
 __all__ = [
     "RAW",
     "add_config_option",
+    "add_other_nodes_option",
     "add_verb",
     "add_verb_group",
     "ask",
     "common_options",
+    "node_config",
     "person",
     "show",
 ]
@@ -64,6 +66,18 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
         default=Path(os.environ.get("EXCHNODE_CONFIG") or "node.toml"),
         help="the node's node.toml (default: $EXCHNODE_CONFIG, else ./node.toml)",
     )
+
+
+def add_other_nodes_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--node DIR``, repeatable, into ``args.nodes``: the verbs that read several nodes."""
+    parser.add_argument(
+        "--node", dest="nodes", action="append", type=Path, default=[], metavar="DIR", help=help
+    )
+
+
+def node_config(path: Path) -> DaemonConfig:
+    """``--node`` names a node folder (holding node.toml) or a node.toml itself."""
+    return load_config(path / "node.toml" if path.is_dir() else path)
 
 
 def common_options(acting: str | None = None) -> argparse.ArgumentParser:

@@ -15,22 +15,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .cli_common import RAW, common_options
+from .cli_common import RAW, add_other_nodes_option, common_options, node_config
 from .config import load_config
 from .trace import DEFAULT_SCAN, access_from_config, read_reach_file, trace
 
 __all__ = ["register"]
 
 
-def _node_config(path: Path) -> Any:
-    return load_config(path / "node.toml" if path.is_dir() else path)
-
-
 def _trace(args: argparse.Namespace) -> int:
     local = load_config(args.config)
     reachable = {local.name: access_from_config(local)}
     for folder in args.nodes:
-        config = _node_config(folder)
+        config = node_config(folder)
         reachable[config.name] = access_from_config(config)
     if args.reach is not None:
         for access in read_reach_file(args.reach):
@@ -62,15 +58,7 @@ list of [[node]] name, url, auditor_token_file (optional operator_token_file:
 the sender's receipts).  Times are ISO 8601 in China Standard Time (+08:00).""",
     )
     p.add_argument("message_id", metavar="MESSAGE_ID", help="hex, as 'send' printed it")
-    p.add_argument(
-        "--node",
-        dest="nodes",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="DIR",
-        help="another node you may ask (its folder or node.toml); repeatable",
-    )
+    add_other_nodes_option(p, "another node you may ask (its folder or node.toml); repeatable")
     p.add_argument("--reach", type=Path, metavar="FILE", help="a TOML list of nodes you may ask")
     p.add_argument(
         "--scan",

@@ -46,6 +46,13 @@ class OperatorError(ExchnodeError):
         self.status = status
         self.remote_code = code
 
+    @classmethod
+    def refusal(cls, status: int, reason: str | None, body: Any) -> OperatorError:
+        """An answer of ``status``: the API's words and code when ``body`` is its error object."""
+        message = body.get("error") if isinstance(body, dict) else None
+        code = body.get("code") if isinstance(body, dict) else None
+        return cls(f"{message or reason} (HTTP {status})", status, code)
+
 
 @dataclass(frozen=True, slots=True)
 class Received:
@@ -196,13 +203,7 @@ class OperatorClient:
                 except ValueError:
                     body = None
                 if response.status not in ok:
-                    message = body.get("error") if isinstance(body, dict) else None
-                    code = body.get("code") if isinstance(body, dict) else None
-                    raise OperatorError(
-                        f"{message or response.reason} (HTTP {response.status})",
-                        response.status,
-                        code,
-                    )
+                    raise OperatorError.refusal(response.status, response.reason, body)
                 return response.status, body
         except aiohttp.ClientConnectionError as exc:
             raise OperatorError(
@@ -497,13 +498,7 @@ class OperatorClient:
             ) as response:
                 if response.status != 200:
                     body = await response.json(content_type=None)
-                    message = body.get("error") if isinstance(body, dict) else None
-                    code = body.get("code") if isinstance(body, dict) else None
-                    raise OperatorError(
-                        f"{message or response.reason} (HTTP {response.status})",
-                        response.status,
-                        code,
-                    )
+                    raise OperatorError.refusal(response.status, response.reason, body)
                 with target.open("xb") as out:
                     try:
                         async for chunk in response.content.iter_chunked(1 << 20):

@@ -72,7 +72,6 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exchnode.audit import decode_tree_head
 from exchnode.catalog import CatalogRecord
 from exchnode.core import NodeName, decode_envelope
 from exchnode.errors import ExchnodeError
@@ -82,7 +81,7 @@ from exchnode.store import PeerState
 
 from .api import CALLER_ROLE, HTTPProblem, integer, peer_state_json
 from .forms import escalation_json, iso_ms, record_json, request_json, status_named
-from .operator_audit import witness_json
+from .operator_audit import head_json, witness_json
 from .peer_health import refusal_json, refusals_by_peer, with_refusal
 from .trust import crl_health
 
@@ -382,18 +381,7 @@ class ConsoleApi:
             return store.audit_size(), store.tree_heads(1)
 
         size, heads = await self.node.run_in_store(facts)
-        head: dict[str, Any] | None = None
-        if heads:
-            try:
-                decoded = decode_tree_head(heads[-1])[0]
-                head = {
-                    "tree_size": decoded.tree_size,
-                    "root": decoded.root.hex(),
-                    "time_ms": decoded.timestamp_ms,
-                    "time": iso_ms(decoded.timestamp_ms),
-                }
-            except ExchnodeError as exc:
-                head = {"error": str(exc), "code": exc.code}
+        head = head_json(heads[-1], timespec="seconds") if heads else None
         statuses = self.witness.witnessed() if self.witness is not None else {}
         children = []
         for _, status in sorted(statuses.items()):

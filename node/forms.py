@@ -86,6 +86,7 @@ from .api import shown
 
 __all__ = [
     "ENTRY_FIELDS",
+    "ENTRY_REQUIRED",
     "FormError",
     "correction_answer_json",
     "correction_json",
@@ -130,7 +131,7 @@ ENTRY_FIELDS = (
     "publish_date",
     "related",
 )
-_REQUIRED = (
+ENTRY_REQUIRED = (  # what an entry must name; the OpenAPI document declares the same
     "code",
     "name",
     "provider_code",
@@ -273,7 +274,7 @@ def entry_from_json(document: object, provider: str) -> CatalogEntry:
     if not isinstance(document, dict):
         raise FormError("catalog", "an entry must be a JSON object")
     _check_keys(document, ENTRY_FIELDS, "catalog")
-    for name in _REQUIRED:
+    for name in ENTRY_REQUIRED:
         if name not in document:
             raise FormError(f"catalog.{name}", "is required")
     code = _string(document, "code", "catalog.code", None)

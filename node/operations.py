@@ -46,7 +46,7 @@ from exchnode.sharing import CorrectionState, RequestState
 
 from .api import checked_request, json_body
 from .console import MAX_CATALOG_SHOWN
-from .forms import ENTRY_FIELDS, LEVELS, FormError
+from .forms import ENTRY_FIELDS, ENTRY_REQUIRED, LEVELS, FormError
 from .operator_audit import DEFAULT_RECORDS as DEFAULT_AUDIT_RECORDS
 from .operator_audit import MAX_RECORDS as MAX_AUDIT_RECORDS
 from .operator_services import (
@@ -71,6 +71,7 @@ from .schema import (
 )
 
 __all__ = [
+    "ENTRY_EXAMPLE",
     "ERROR",
     "OPERATIONS",
     "Operation",
@@ -196,7 +197,20 @@ def _admin_action(**properties: Schema) -> Object:
     )
 
 
-_ENTRY_EXAMPLE = {
+def _list_of(key: str, items: Schema) -> Object:
+    """An answer that is one list under one key (``{"requests": [...]}``)."""
+    return Object(properties={key: Array(items=items)}, required=(key,))
+
+
+def _admin_step(
+    path: str, summary: str, answer: Schema, *, errors: tuple[int, ...], **more: Any
+) -> Operation:
+    """A POST of the administrator's that takes no more than who acts (on the audit record)."""
+    return Operation("POST", path, summary, answer, body=_admin_action(), errors=errors, **more)
+
+
+#: a valid catalog entry: the document's example, and the tests' (copy it before changing it)
+ENTRY_EXAMPLE = {
     "code": "101001/000001",
     "name": "人口基本信息",
     "provider_code": "11520102MB1234567X",
@@ -241,20 +255,11 @@ ENTRY = Ref(
             ),
             "related": Array(items=_TEXT),
         },
-        required=(
-            "code",
-            "name",
-            "provider_code",
-            "summary",
-            "format",
-            "share_type",
-            "update_cycle",
-            "publish_date",
-        ),
+        required=ENTRY_REQUIRED,
         closed=True,
         path="catalog",
         description="A resource catalog entry (政务信息资源目录).",
-        example=_ENTRY_EXAMPLE,
+        example=ENTRY_EXAMPLE,
     ),
 )
 assert set(ENTRY.target.properties) == set(ENTRY_FIELDS)  # type: ignore[attr-defined]
@@ -275,7 +280,7 @@ CATALOG_RECORD = Ref(
         required=("provider", "code", "version", "status", "issued_ms", "entry"),
     ),
 )
-_RECORDS = Object(properties={"records": Array(items=CATALOG_RECORD)}, required=("records",))
+_RECORDS = _list_of("records", CATALOG_RECORD)
 
 _MASK = Object(
     properties={
@@ -512,13 +517,25 @@ _WAIT = Param(
     Number(minimum=0, maximum=MAX_WAIT, description="seconds to wait (long poll)"),
     default=0.0,
 )
-_REQUEST_ID = Param("request_id", _ID32, where="path", required=True)
-_CORRECTION_ID = Param("correction_id", _ID32, where="path", required=True)
-_STATE_QUERY = Param(
-    "state",
-    Text(enum=(*_values(RequestState), "all")),
-    default="all",
-)
+
+
+# a node name in a path or query, checked by the handler with the library's naming rules
+_NODE_TEXT = Text(min_length=1, max_length=255)
+
+
+def _in_path(name: str, schema: Schema) -> Param:
+    """A parameter that is a segment of the path (always required)."""
+    return Param(name, schema, where="path", required=True)
+
+
+def _state_query(*states: str) -> Param:
+    """``?state=``: one of ``states`` or ``all`` (the default) to list what is in any."""
+    return Param("state", Text(enum=(*states, "all")), default="all")
+
+
+_REQUEST_ID = _in_path("request_id", _ID32)
+_CORRECTION_ID = _in_path("correction_id", _ID32)
+_STATE_QUERY = _state_query(*_values(RequestState))
 _FROM = Param("from", Integer(minimum=0, maximum=2**62), default=0)
 
 
@@ -527,6 +544,23 @@ def _limit(default: int) -> Param:
 
 
 _ANSWER_DECISION = _decision("reason", reason=_REASON)
+# what a step of an operator's may answer beyond 200: bad input, nothing such, not now, refused
+_DECISION_ERRORS = (400, 404, 409, 422)
+
+
+def _request_step(path: str, summary: str, answer: Schema) -> Operation:
+    """A step on one subscription request, taken by an operator who says why."""
+    return Operation(
+        "POST",
+        path,
+        summary,
+        answer,
+        params=(_REQUEST_ID,),
+        body=_ANSWER_DECISION,
+        errors=_DECISION_ERRORS,
+    )
+
+
 _CASE_ANSWER = Object(
     properties={"request_id": _HEX, "outcome": _TEXT}, required=("request_id", "outcome")
 )
@@ -654,7 +688,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST",
         "/v1/send-many",
         "Send several messages: one signature and one commit",
-        Object(properties={"sent": Array(items=SENT)}, required=("sent",)),
+        _list_of("sent", SENT),
         body=Object(
             properties={"messages": Array(items=_MESSAGE, min_items=1)}, required=("messages",)
         ),
@@ -664,7 +698,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/receive",
         "Lease up to max deliveries (long poll); acknowledge them with /v1/ack",
-        Object(properties={"deliveries": Array(items=_DELIVERY)}, required=("deliveries",)),
+        _list_of("deliveries", _DELIVERY),
         params=(
             Param("max", Integer(minimum=1, maximum=MAX_RECEIVE), default=1),
             _WAIT,
@@ -690,13 +724,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "Receipts and non-delivery reports of a message this node sent",
         _STATUS,
         params=(
-            Param(
+            _in_path(
                 "message_id",
                 Text(pattern="(?:[0-9a-fA-F]{2}){1,64}", pattern_rule="a hex message id"),
-                where="path",
-                required=True,
             ),
-            Param("recipient", Text(min_length=1, max_length=255), repeated=True),
+            Param("recipient", _NODE_TEXT, repeated=True),
             _WAIT,
         ),
     ),
@@ -740,7 +772,7 @@ OPERATIONS: tuple[Operation, ...] = (
             },
             required=("operator",),
             missing=_needs("operator"),
-            example={"operator": "张三", "entry": _ENTRY_EXAMPLE},
+            example={"operator": "张三", "entry": ENTRY_EXAMPLE},
         ),
         errors=(400, 409, 422),
     ),
@@ -750,7 +782,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Withdraw one of this node's entries",
         CATALOG_RECORD,
         body=_decision("code", "reason", code=_CODE, reason=_REASON),
-        errors=(400, 404, 409, 422),
+        errors=_DECISION_ERRORS,
     ),
     Operation(
         "GET",
@@ -758,8 +790,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "One catalog entry, held here or asked up the tree",
         CATALOG_RECORD,
         params=(
-            Param("provider", Text(min_length=1, max_length=255), where="path", required=True),
-            Param("code", Text(min_length=1, max_length=64), where="path", required=True),
+            _in_path("provider", _NODE_TEXT),
+            _in_path("code", Text(min_length=1, max_length=64)),
         ),
         errors=(400, 404, 422),
     ),
@@ -781,13 +813,13 @@ OPERATIONS: tuple[Operation, ...] = (
             scope=_REASON,
             items=Array(items=Text(min_length=1), min_items=1),
         ),
-        errors=(400, 404, 409, 422),
+        errors=_DECISION_ERRORS,
     ),
     Operation(
         "GET",
         "/v1/sub/requests",
         "The requests this node sent, with their states",
-        Object(properties={"requests": Array(items=SENT_REQUEST)}, required=("requests",)),
+        _list_of("requests", SENT_REQUEST),
         params=(_STATE_QUERY,),
     ),
     Operation(
@@ -798,21 +830,17 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(_REQUEST_ID,),
         errors=(400, 404),
     ),
-    Operation(
-        "POST",
+    _request_step(
         "/v1/sub/requests/{request_id}/escalate",
         "Escalate a refused or expired request to the provider's sharing authority",
         SENT_REQUEST,
-        params=(_REQUEST_ID,),
-        body=_ANSWER_DECISION,
-        errors=(400, 404, 409, 422),
     ),
     # --- subscriptions: the provider
     Operation(
         "GET",
         "/v1/sub/incoming",
         "Requests this node received as provider, oldest first",
-        Object(properties={"requests": Array(items=INCOMING_REQUEST)}, required=("requests",)),
+        _list_of("requests", INCOMING_REQUEST),
         params=(_STATE_QUERY,),
     ),
     Operation(
@@ -826,25 +854,15 @@ OPERATIONS: tuple[Operation, ...] = (
             masks=MASKS,
             expires=Text(min_length=1, max_length=64, description="ISO date or date-time (CST)"),
         ),
-        errors=(400, 404, 409, 422),
+        errors=_DECISION_ERRORS,
     ),
-    Operation(
-        "POST",
-        "/v1/sub/incoming/{request_id}/refuse",
-        "Refuse a pending request",
-        INCOMING_REQUEST,
-        params=(_REQUEST_ID,),
-        body=_ANSWER_DECISION,
-        errors=(400, 404, 409, 422),
+    _request_step(
+        "/v1/sub/incoming/{request_id}/refuse", "Refuse a pending request", INCOMING_REQUEST
     ),
-    Operation(
-        "POST",
+    _request_step(
         "/v1/sub/incoming/{request_id}/revoke",
         "End a grant from the next record on",
         INCOMING_REQUEST,
-        params=(_REQUEST_ID,),
-        body=_ANSWER_DECISION,
-        errors=(400, 404, 409, 422),
     ),
     # --- the sharing authority
     Operation(
@@ -874,24 +892,12 @@ OPERATIONS: tuple[Operation, ...] = (
             required=("cases",),
         ),
     ),
-    Operation(
-        "POST",
+    _request_step(
         "/v1/sub/cases/{request_id}/re-review",
         "Send a case back to its provider with a fresh deadline",
         _CASE_ANSWER,
-        params=(_REQUEST_ID,),
-        body=_ANSWER_DECISION,
-        errors=(400, 404, 409, 422),
     ),
-    Operation(
-        "POST",
-        "/v1/sub/cases/{request_id}/uphold",
-        "Close a case",
-        _CASE_ANSWER,
-        params=(_REQUEST_ID,),
-        body=_ANSWER_DECISION,
-        errors=(400, 404, 409, 422),
-    ),
+    _request_step("/v1/sub/cases/{request_id}/uphold", "Close a case", _CASE_ANSWER),
     # --- records
     Operation(
         "POST",
@@ -913,7 +919,7 @@ OPERATIONS: tuple[Operation, ...] = (
             code=_CODE,
             records=Array(items=RECORD, min_items=1, max_items=MAX_RECORDS),
         ),
-        errors=(400, 404, 409, 422),
+        errors=_DECISION_ERRORS,
     ),
     Operation(
         "POST",
@@ -928,7 +934,7 @@ OPERATIONS: tuple[Operation, ...] = (
             required=("provider", "resource_code", "asked"),
         ),
         body=_decision("provider", "code", provider=_NAME, code=_CODE),
-        errors=(400, 404, 409, 422),
+        errors=_DECISION_ERRORS,
     ),
     Operation(
         "GET",
@@ -962,7 +968,7 @@ OPERATIONS: tuple[Operation, ...] = (
             properties={"sent": Array(items=_INT), "parked": _COUNT}, required=("sent", "parked")
         ),
         body=_decision(numbers=Array(items=Integer(minimum=1), min_items=1)),
-        errors=(400, 404, 409, 422),
+        errors=_DECISION_ERRORS,
     ),
     Operation(
         "POST",
@@ -973,7 +979,7 @@ OPERATIONS: tuple[Operation, ...] = (
             required=("dropped", "parked"),
         ),
         body=_decision("numbers", numbers=Array(items=Integer(minimum=1), min_items=1)),
-        errors=(400, 404, 409, 422),
+        errors=_DECISION_ERRORS,
     ),
     # --- corrections
     Operation(
@@ -993,20 +999,14 @@ OPERATIONS: tuple[Operation, ...] = (
             items=Array(items=Text(min_length=1), min_items=1),
             text=Text(min_length=1, max_length=MAX_CORRECTION_TEXT),
         ),
-        errors=(400, 404, 409, 422),
+        errors=_DECISION_ERRORS,
     ),
     Operation(
         "GET",
         "/v1/sub/corrections",
         "The corrections this node reported",
-        Object(properties={"corrections": Array(items=CORRECTION)}, required=("corrections",)),
-        params=(
-            Param(
-                "state",
-                Text(enum=(*_values(CorrectionState), "sent", "all")),
-                default="all",
-            ),
-        ),
+        _list_of("corrections", CORRECTION),
+        params=(_state_query(*_values(CorrectionState), "sent"),),
     ),
     Operation(
         "GET",
@@ -1020,7 +1020,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/sub/incoming-corrections",
         "Open corrections received as provider, oldest first",
-        Object(properties={"corrections": Array(items=CORRECTION)}, required=("corrections",)),
+        _list_of("corrections", CORRECTION),
     ),
     Operation(
         "POST",
@@ -1034,7 +1034,7 @@ OPERATIONS: tuple[Operation, ...] = (
             accepted=Boolean(),
             text=Text(min_length=1, max_length=MAX_CORRECTION_TEXT),
         ),
-        errors=(400, 404, 409, 422),
+        errors=_DECISION_ERRORS,
     ),
     # --- the auditor
     Operation(
@@ -1173,59 +1173,46 @@ OPERATIONS: tuple[Operation, ...] = (
         body=_admin_action(name=_NAME, relation=_RELATION, url=Text(min_length=1)),
         errors=(400, 409),
     ),
-    Operation(
-        "POST",
+    _admin_step(
         "/v1/admin/peers/reload",
         "Read node.toml's [[peers]] again, as SIGHUP does; a file that does not load changes "
         "nothing",
         Object(
             properties={
-                "added": Array(items=_TEXT),
-                "removed": Array(items=_TEXT),
-                "changed": Array(items=_TEXT),
-                "next_start": Array(items=_TEXT),
+                key: Array(items=_TEXT) for key in ("added", "removed", "changed", "next_start")
             },
             required=("added", "removed", "changed", "next_start"),
         ),
-        body=_admin_action(),
         errors=(400, 409),
     ),
-    Operation(
-        "POST",
+    _admin_step(
         "/v1/admin/peers/{name}/remove",
         "Stop taking a neighbour added or admitted while running (a configured one: edit the file)",
         Object(
             properties={"name": _NAME, "removed": Boolean(), "was": _PEER_SOURCE},
             required=("name", "removed", "was"),
         ),
-        params=(Param("name", Text(min_length=1, max_length=255), where="path", required=True),),
-        body=_admin_action(),
+        params=(_in_path("name", Text(min_length=1, max_length=255)),),
         errors=(400, 404, 409),
     ),
-    Operation(
-        "POST",
+    _admin_step(
         "/v1/admin/peers/{name}/retry",
         "Try that link now (its backoff reset)",
         Object(properties={"peer": _TEXT, "retrying": Boolean()}, required=("peer", "retrying")),
-        params=(Param("name", Text(min_length=1, max_length=255), where="path", required=True),),
-        body=_admin_action(),
+        params=(_in_path("name", _NODE_TEXT),),
         errors=(400, 404),
     ),
-    Operation(
-        "POST",
+    _admin_step(
         "/v1/admin/credentials/reload",
         "Re-read every role's token file",
         Object(properties={"roles": MapOf(values=_TEXT)}, required=("roles",)),
-        body=_admin_action(),
         errors=(400, 409),
     ),
-    Operation(
-        "POST",
+    _admin_step(
         "/v1/admin/witnessed/{child}/reset",
         "Forget the head kept for a child: its next head is a first head",
         Object(properties={"child": _TEXT, "reset": Boolean()}, required=("child", "reset")),
-        params=(Param("child", Text(min_length=1, max_length=255), where="path", required=True),),
-        body=_admin_action(),
+        params=(_in_path("child", _NODE_TEXT),),
         errors=(400, 404),
     ),
     Operation(
@@ -1238,30 +1225,26 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST",
         "/v1/admin/crls",
         "Give the running node fresh CRLs (PEM): checked, kept, passed on to every node",
-        Object(properties={"taken": Array(items=_CRL)}, required=("taken",)),
+        _list_of("taken", _CRL),
         body=_admin_action(
             pem=Text(min_length=1, description="one or more PEM CRLs (-----BEGIN X509 CRL-----)")
         ),
         errors=(400, 422),
     ),
-    Operation(
-        "POST",
+    _admin_step(
         "/v1/admin/crls/reload",
         "Read [trust] crls again, as SIGHUP does",
         Object(
             properties={"current": Array(items=_CRL), "refused": _REFUSED_CRLS},
             required=("current", "refused"),
         ),
-        body=_admin_action(),
         errors=(400, 409),
     ),
-    Operation(
-        "POST",
+    _admin_step(
         "/v1/admin/backup",
         "An online backup of this node's state as one tar: manifest, store, config, CRLs, "
         "signature (no keys, tokens or secrets)",
         Text(description="the tar file (application/x-tar), streamed"),
-        body=_admin_action(),
         errors=(400, 409),
         answer_type="application/x-tar",
     ),

@@ -71,6 +71,7 @@ __all__ = [
     "AuditApi",
     "catalog_json",
     "export_json",
+    "head_json",
     "record_json",
     "report_json",
     "witnessed_heads",
@@ -159,6 +160,24 @@ def record_json(seq: int, data: bytes) -> dict[str, Any]:
     }
 
 
+def head_json(encoded: bytes, timespec: str = "milliseconds") -> dict[str, Any]:
+    """A stored signed tree head, decoded; one that no longer decodes is {error, code}.
+
+    ``timespec`` of its ``time``: the auditor's report keeps milliseconds, the
+    console shows seconds like its other times.
+    """
+    try:
+        decoded = decode_tree_head(encoded)[0]
+    except RejectedError as exc:
+        return {"error": str(exc), "code": exc.code}
+    return {
+        "tree_size": decoded.tree_size,
+        "root": decoded.root.hex(),
+        "time_ms": decoded.timestamp_ms,
+        "time": iso_ms(decoded.timestamp_ms, timespec=timespec) or "",
+    }
+
+
 def report_json(report: VerificationReport, size: int, last_head: bytes | None) -> dict[str, Any]:
     """The verification report, plus the log's ``size`` and its last stored head."""
     out = report.to_json()
@@ -166,19 +185,7 @@ def report_json(report: VerificationReport, size: int, last_head: bytes | None) 
     for finding in out["findings"]:
         if "seq" in finding:
             finding["range"] = [finding["seq"], finding.get("end", finding["seq"] + 1)]
-    head: dict[str, Any] | None = None
-    if last_head is not None:
-        try:
-            decoded = decode_tree_head(last_head)[0]
-            head = {
-                "tree_size": decoded.tree_size,
-                "root": decoded.root.hex(),
-                "time_ms": decoded.timestamp_ms,
-                "time": _iso(decoded.timestamp_ms),
-            }
-        except RejectedError as exc:
-            head = {"error": str(exc), "code": exc.code}
-    out["last_head"] = head
+    out["last_head"] = None if last_head is None else head_json(last_head)
     return out
 
 

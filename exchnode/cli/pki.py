@@ -18,10 +18,7 @@ unlock the issuing CA's key.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
-import os
-import tempfile
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +62,7 @@ from exchnode.pki import (
     verify_chain,
     verify_node_certificate,
     write_private_key,
+    write_public_file,
 )
 
 if TYPE_CHECKING:
@@ -89,24 +87,23 @@ def _time(moment: datetime) -> str:
     return iso_time(moment)
 
 
-def _days(text: str) -> int:
-    try:
-        days = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
-    if not 1 <= days <= 36500:
-        raise argparse.ArgumentTypeError("days must be between 1 and 36500")
-    return days
+def _whole_number(unit: str, lowest: int, highest: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of ``unit`` from ``lowest`` to ``highest``."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {unit}") from None
+        if not lowest <= number <= highest:
+            raise argparse.ArgumentTypeError(f"{unit} must be between {lowest} and {highest}")
+        return number
+
+    return parse
 
 
-def _hours(text: str) -> int:
-    try:
-        hours = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of hours") from None
-    if not 0 <= hours <= 8760:
-        raise argparse.ArgumentTypeError("hours must be between 0 and 8760")
-    return hours
+_days = _whole_number("days", 1, 36500)
+_hours = _whole_number("hours", 0, 8760)
 
 
 def _division(text: str) -> str:
@@ -120,33 +117,30 @@ def _division(text: str) -> str:
 # --- passphrases ----------------------------------------------------------------
 
 
-def _add_new_key_passphrase(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_passphrase_source(
+    parser: argparse.ArgumentParser, prefix: str, file_help: str, prompt_help: str
+) -> None:
+    """``--{prefix}passphrase-file FILE`` or ``--prompt-{prefix}passphrase``, not both."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--passphrase-file",
-        type=Path,
-        metavar="FILE",
-        help=f"encrypt {what} with the passphrase on the first line of FILE (mode 0600)",
-    )
-    group.add_argument(
-        "--prompt-passphrase",
-        action="store_true",
-        help=f"ask on the terminal for a passphrase to encrypt {what}",
+    group.add_argument(f"--{prefix}passphrase-file", type=Path, metavar="FILE", help=file_help)
+    group.add_argument(f"--prompt-{prefix}passphrase", action="store_true", help=prompt_help)
+
+
+def _add_new_key_passphrase(parser: argparse.ArgumentParser, what: str) -> None:
+    _add_passphrase_source(
+        parser,
+        "",
+        f"encrypt {what} with the passphrase on the first line of FILE (mode 0600)",
+        f"ask on the terminal for a passphrase to encrypt {what}",
     )
 
 
 def _add_key_passphrase(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--passphrase-file",
-        type=Path,
-        metavar="FILE",
-        help="unlock the node's keys with the passphrase on the first line of FILE",
-    )
-    group.add_argument(
-        "--prompt-passphrase",
-        action="store_true",
-        help="ask on the terminal for the passphrase of the node's keys",
+    _add_passphrase_source(
+        parser,
+        "",
+        "unlock the node's keys with the passphrase on the first line of FILE",
+        "ask on the terminal for the passphrase of the node's keys",
     )
 
 
@@ -163,17 +157,11 @@ def _add_pki_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _add_issuer_passphrase(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--issuer-passphrase-file",
-        type=Path,
-        metavar="FILE",
-        help="unlock the issuing CA's key with the passphrase on the first line of FILE",
-    )
-    group.add_argument(
-        "--prompt-issuer-passphrase",
-        action="store_true",
-        help="ask on the terminal for the issuing CA's key passphrase",
+    _add_passphrase_source(
+        parser,
+        "issuer-",
+        "unlock the issuing CA's key with the passphrase on the first line of FILE",
+        "ask on the terminal for the issuing CA's key passphrase",
     )
 
 
@@ -190,12 +178,21 @@ def _new_key_passphrase(args: argparse.Namespace, what: str) -> bytes | None:
     return first.encode("utf-8")
 
 
-def _issuer_passphrase(args: argparse.Namespace) -> bytes | None:
-    if args.issuer_passphrase_file is not None:
-        return read_passphrase_file(args.issuer_passphrase_file)
-    if args.prompt_issuer_passphrase:
-        return getpass.getpass(f"passphrase of CA {args.issuer}'s key: ").encode("utf-8")
+def _existing_passphrase(file: Path | None, prompt: bool, question: str) -> bytes | None:
+    """The passphrase of a key that exists: from ``file``, asked once, or none."""
+    if file is not None:
+        return read_passphrase_file(file)
+    if prompt:
+        return getpass.getpass(question).encode("utf-8")
     return None
+
+
+def _issuer_passphrase(args: argparse.Namespace) -> bytes | None:
+    return _existing_passphrase(
+        args.issuer_passphrase_file,
+        args.prompt_issuer_passphrase,
+        f"passphrase of CA {args.issuer}'s key: ",
+    )
 
 
 # --- reporting ------------------------------------------------------------------
@@ -207,13 +204,18 @@ def _show(rows: list[tuple[str, str]]) -> None:
         print(f"  {label.ljust(width)}  {value}")
 
 
+def _certificate_rows(cert: x509.Certificate) -> list[tuple[str, str]]:
+    return [
+        ("serial", str(cert.serial_number)),
+        ("valid", f"{_time(cert.not_valid_before_utc)} .. {_time(cert.not_valid_after_utc)}"),
+    ]
+
+
 def _show_ca(ca: CertificateAuthority, protected: bool) -> None:
-    cert = ca.certificate
     crl_path = ca.directory / "crl.pem"
     _show(
         [
-            ("serial", str(cert.serial_number)),
-            ("valid", f"{_time(cert.not_valid_before_utc)} .. {_time(cert.not_valid_after_utc)}"),
+            *_certificate_rows(ca.certificate),
             ("SHA-256", ca.fingerprint),
             (
                 "key",
@@ -232,6 +234,31 @@ def _clamp_note(issued: IssuedCertificate) -> None:
             f"note: validity cut by {issued.shortened_by.days} days to end with the issuer's, "
             f"at {_time(issued.entry.not_after)}"
         )
+
+
+def _show_node_bundle(
+    bundle: NodeBundle,
+    first: list[tuple[str, str]],
+    node_crt: str,
+    keys: list[tuple[str, str]],
+) -> None:
+    """What issue-node and sign wrote into --out, then what the operator should know."""
+    _show(
+        [
+            *first,
+            *_certificate_rows(bundle.issued.certificate),
+            ("node.crt", node_crt),
+            ("chain.pem", "node certificate + intermediate CAs (present to peers)"),
+            ("root.crt", "the trust anchor"),
+            *keys,
+            ("crls/", "current CRLs of the CAs above the node"),
+        ]
+    )
+
+
+def _missing_crls_warning(bundle: NodeBundle) -> None:
+    for division in bundle.missing_crls:
+        print(f"warning: this store has no CRL of CA {division}; fetch it from its operator")
 
 
 # --- verbs ------------------------------------------------------------------------
@@ -286,25 +313,19 @@ def _issue_node(args: argparse.Namespace) -> int:
         issuer_passphrase=issuer_passphrase,
         passphrase=passphrase,
     )
-    cert = bundle.issued.certificate
-    out = bundle.directory
-    print(f"issued node certificate {args.name} (CA {args.issuer}) into {out}")
+    print(f"issued node certificate {args.name} (CA {args.issuer}) into {bundle.directory}")
     protection = "passphrase-protected" if passphrase is not None else "NOT encrypted"
-    _show(
+    _show_node_bundle(
+        bundle,
+        [],
+        "the node certificate",
         [
-            ("serial", str(cert.serial_number)),
-            ("valid", f"{_time(cert.not_valid_before_utc)} .. {_time(cert.not_valid_after_utc)}"),
-            ("node.crt", "the node certificate"),
-            ("chain.pem", "node certificate + intermediate CAs (present to peers)"),
-            ("root.crt", "the trust anchor"),
             ("signing.key", f"Ed25519 signing key (mode 0600, {protection})"),
             ("encryption.key", f"X25519 encryption key (mode 0600, {protection})"),
-            ("crls/", "current CRLs of the CAs above the node"),
-        ]
+        ],
     )
     _clamp_note(bundle.issued)
-    for division in bundle.missing_crls:
-        print(f"warning: this store has no CRL of CA {division}; fetch it from its operator")
+    _missing_crls_warning(bundle)
     return 0
 
 
@@ -436,22 +457,6 @@ def _verify(args: argparse.Namespace) -> int:
 _REQUEST_FILE = "request.csr"
 
 
-def _write_public(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` (mode 0644) so a reader sees the old or the new file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fchmod(out.fileno(), 0o644)
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
 def _request_fingerprint(request: x509.CertificateSigningRequest) -> str:
     digest = hashes.Hash(hashes.SHA256())
     digest.update(request.public_bytes(serialization.Encoding.DER))
@@ -474,7 +479,7 @@ def _csr(args: argparse.Namespace) -> int:
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_private_key(out / "signing.key", signing, passphrase=passphrase)
     write_private_key(out / "encryption.key", encryption, passphrase=passphrase)
-    _write_public(out / _REQUEST_FILE, request.public_bytes(serialization.Encoding.PEM))
+    write_public_file(out / _REQUEST_FILE, request.public_bytes(serialization.Encoding.PEM))
     protection = "passphrase-protected" if passphrase is not None else "NOT encrypted"
     print(f"generated the keys of node {name} and its certificate signing request in {out}")
     _show(
@@ -509,24 +514,17 @@ def _sign(args: argparse.Namespace) -> int:
         lifetime=timedelta(days=args.days),
         issuer_passphrase=_issuer_passphrase(args),
     )
-    cert = bundle.issued.certificate
     print(f"signed the request of node {wanted.name} (CA {args.issuer}) into {bundle.directory}")
-    _show(
-        [
-            ("request SHA-256", _request_fingerprint(request)),
-            ("serial", str(cert.serial_number)),
-            ("valid", f"{_time(cert.not_valid_before_utc)} .. {_time(cert.not_valid_after_utc)}"),
-            ("node.crt", "the node certificate (the profile's extensions, not the request's)"),
-            ("chain.pem", "node certificate + intermediate CAs (present to peers)"),
-            ("root.crt", "the trust anchor"),
-            ("crls/", "current CRLs of the CAs above the node"),
-        ]
+    _show_node_bundle(
+        bundle,
+        [("request SHA-256", _request_fingerprint(request))],
+        "the node certificate (the profile's extensions, not the request's)",
+        [],
     )
     if wanted.ignored:
         print(f"note: requested extensions not copied: {', '.join(wanted.ignored)}")
     _clamp_note(bundle.issued)
-    for division in bundle.missing_crls:
-        print(f"warning: this store has no CRL of CA {division}; fetch it from its operator")
+    _missing_crls_warning(bundle)
     return 0
 
 
@@ -553,11 +551,11 @@ def _install(args: argparse.Namespace) -> int:
         now=_now(),
     )
     for name in names:
-        _write_public(keys / name, (signed / name).read_bytes())
+        write_public_file(keys / name, (signed / name).read_bytes())
     if crl_files:
         (keys / "crls").mkdir(mode=0o700, exist_ok=True)
         for path in crl_files:
-            _write_public(keys / "crls" / path.name, path.read_bytes())
+            write_public_file(keys / "crls" / path.name, path.read_bytes())
     print(f"installed the certificate of node {identity.name} beside its keys in {keys}")
     _show(
         [
@@ -575,11 +573,9 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _key_passphrase(args: argparse.Namespace) -> bytes | None:
-    if args.passphrase_file is not None:
-        return read_passphrase_file(args.passphrase_file)
-    if args.prompt_passphrase:
-        return getpass.getpass("passphrase of the node's keys: ").encode("utf-8")
-    return None
+    return _existing_passphrase(
+        args.passphrase_file, args.prompt_passphrase, "passphrase of the node's keys: "
+    )
 
 
 # --- expiry of files --------------------------------------------------------------------
@@ -687,6 +683,16 @@ def _new_key_args(what: str) -> _Option:
     return lambda parser: _add_new_key_passphrase(parser, what)
 
 
+# issue-node and sign: CA --issuer of PKI_DIR certifies a node, the files go to --out
+_NODE_ISSUER_ARGS = (
+    _add_issuer,
+    _add_pki_dir,
+    _arg("--out", required=True, type=Path, metavar="DIR", help="where to write files"),
+    _days_arg(NODE_VALIDITY),
+    _add_issuer_passphrase,
+)
+
+
 @dataclass(frozen=True)
 class _Verb:
     """One verb of ``exchnode pki``: its help texts, its arguments in order, its handler."""
@@ -749,11 +755,7 @@ Default lifetime {CA_VALIDITY.days} days, cut to end with the issuer's.""",
         _issue_node,
         (
             _arg("name", metavar="NAME", help="node name: DIVISION or DIVISION.department"),
-            _add_issuer,
-            _add_pki_dir,
-            _arg("--out", required=True, type=Path, metavar="DIR", help="where to write files"),
-            _days_arg(NODE_VALIDITY),
-            _add_issuer_passphrase,
+            *_NODE_ISSUER_ARGS,
             _new_key_args("the node's keys"),
         ),
         help="generate a node's keys and certificate",
@@ -796,11 +798,7 @@ The node must lie within the issuer's division.  Default lifetime
         _sign,
         (
             _arg("request", metavar="REQUEST", help="the node's request.csr (PEM)"),
-            _add_issuer,
-            _add_pki_dir,
-            _arg("--out", required=True, type=Path, metavar="DIR", help="where to write files"),
-            _days_arg(NODE_VALIDITY),
-            _add_issuer_passphrase,
+            *_NODE_ISSUER_ARGS,
         ),
         help="on the CA: check a node's request and issue its certificate",
         description=(

@@ -30,6 +30,7 @@ from exchnode.pki._keyfiles import (
     read_private_file,
     write_private_file,
     write_private_key,
+    write_public_file,
 )
 from exchnode.pki._profile import (
     CA_VALIDITY,
@@ -100,4 +101,5 @@ __all__ = [
     "verify_node_certificate",
     "write_private_file",
     "write_private_key",
+    "write_public_file",
 ]

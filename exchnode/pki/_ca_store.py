@@ -34,7 +34,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -55,7 +54,7 @@ from exchnode.pki._issue import (
     build_node_certificate,
     build_root_ca,
 )
-from exchnode.pki._keyfiles import load_signing_key, write_private_key
+from exchnode.pki._keyfiles import load_signing_key, write_private_key, write_public_file
 from exchnode.pki._profile import (
     CLOCK_SKEW_ALLOWANCE,
     CRL_VALIDITY,
@@ -85,7 +84,6 @@ REASONS: dict[str, x509.ReasonFlags] = {
     "cessation-of-operation": x509.ReasonFlags.cessation_of_operation,
 }
 
-_PUBLIC_FILE_MODE = 0o644
 _DIRECTORY_MODE = 0o700
 
 
@@ -101,28 +99,6 @@ def _parse_iso(text: object, what: str) -> datetime:
 
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _atomic_write(path: Path, data: bytes, mode: int = _PUBLIC_FILE_MODE) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, whole."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +312,7 @@ class CAStore:
             "certificates": [entry.to_json() for entry in entries],
         }
         text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-        _atomic_write(self.ca_directory(division) / "index.json", text.encode("utf-8"))
+        write_public_file(self.ca_directory(division) / "index.json", text.encode("utf-8"))
 
     @contextlib.contextmanager
     def _locked(self, division: str) -> Iterator[None]:
@@ -364,7 +340,7 @@ class CAStore:
             raise UsageError(f"CRL number file {counter} is damaged") from None
         number = last + 1
         # Persist the number before using it: a crash leaves a gap, never a reuse.
-        _atomic_write(counter, f"{number}\n".encode())
+        write_public_file(counter, f"{number}\n".encode())
         revoked = [
             Revocation(entry.serial, entry.revoked_at, REASONS[entry.reason or "unspecified"])
             for entry in self.read_index(ca.division)
@@ -372,7 +348,7 @@ class CAStore:
         ]
         this_update = now - CLOCK_SKEW_ALLOWANCE
         crl = build_crl(ca.certificate, key, revoked, number, this_update, now + validity)
-        _atomic_write(directory / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+        write_public_file(directory / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
         return crl
 
     def _create_ca_directory(
@@ -387,12 +363,12 @@ class CAStore:
         directory = self.ca_directory(division)
         directory.mkdir(mode=_DIRECTORY_MODE)
         write_private_key(directory / "ca.key", key, passphrase=passphrase)
-        _atomic_write(directory / "chain.pem", b"".join(_pem(cert) for cert in chain))
+        write_public_file(directory / "chain.pem", b"".join(_pem(cert) for cert in chain))
         self._write_index(division, [])
         ca = CertificateAuthority(division, directory, certificate, chain)
         with self._locked(division):
             self._write_crl(ca, key, now, CRL_VALIDITY)
-        _atomic_write(directory / "ca.crt", _pem(certificate))  # last: marks it complete
+        write_public_file(directory / "ca.crt", _pem(certificate))  # last: marks it complete
         return ca
 
     def _check_new_ca(self, division: str) -> None:
@@ -554,9 +530,11 @@ class CAStore:
     ) -> tuple[str, ...]:
         """node.crt, chain.pem, root.crt and crls/ into ``out``; the CAs without a CRL here."""
         intermediates = issuer.chain[:-1]  # the root travels separately, as root.crt
-        _atomic_write(out / "node.crt", _pem(certificate))
-        _atomic_write(out / "chain.pem", b"".join(_pem(c) for c in (certificate, *intermediates)))
-        _atomic_write(out / "root.crt", _pem(issuer.root))
+        write_public_file(out / "node.crt", _pem(certificate))
+        write_public_file(
+            out / "chain.pem", b"".join(_pem(c) for c in (certificate, *intermediates))
+        )
+        write_public_file(out / "root.crt", _pem(issuer.root))
         (out / "crls").mkdir(mode=_DIRECTORY_MODE, exist_ok=True)
         missing = []
         for cert in issuer.chain:
@@ -565,7 +543,7 @@ class CAStore:
             if crl is None:
                 missing.append(division)
                 continue
-            _atomic_write(
+            write_public_file(
                 out / "crls" / f"{division}.crl.pem", crl.public_bytes(serialization.Encoding.PEM)
             )
         return tuple(missing)

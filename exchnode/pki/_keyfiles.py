@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import cast
@@ -54,9 +55,11 @@ __all__ = [
     "read_private_file",
     "write_private_file",
     "write_private_key",
+    "write_public_file",
 ]
 
 PRIVATE_FILE_MODE = 0o600
+PUBLIC_FILE_MODE = 0o644  # certificates, chains, CRLs, requests: anyone may read them
 _MAX_KEY_FILE = 64 * 1024  # a PEM key is < 1 KiB; refuse to slurp a wrong, huge file
 
 
@@ -68,6 +71,23 @@ def _fsync_directory(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def write_public_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (mode 0644): readers see the old or the new file, whole."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), PUBLIC_FILE_MODE)
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(path.parent)
 
 
 def _write_new_private_file(path: Path, data: bytes) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from exchnode.audit import Role
 from exchnode.core import NATIONAL_DIVISION, NodeName, parent_hub
 from exchnode.node.config import ConfigError, DaemonConfig, load_config
 from exchnode.node.scaffold import InitOptions, export_trust, init_node
@@ -33,6 +34,12 @@ REPO = Path(__file__).resolve().parents[2]
 #: the installed daemon, as the launcher runs it
 NODE = (sys.executable, "-P", "-m", "exchnode.node")
 LEVELS = {1: "province", 2: "city", 3: "county"}
+#: each person's bearer token, as ``node init`` writes it in the node's folder
+TOKEN_FILES = {
+    Role.ADMINISTRATOR: "administrator.token",
+    Role.OPERATOR: "operator.token",
+    Role.AUDITOR: "auditor.token",
+}
 
 
 def parent_of(name: str) -> str | None:
@@ -194,6 +201,38 @@ class DaemonFederation:
 
     def log_path(self, name: str) -> Path:
         return self.root / f"{name}.log"
+
+    def token(self, name: str, role: Role) -> str:
+        """The bearer token of ``role`` on node ``name``."""
+        return (self.folder(name) / TOKEN_FILES[role]).read_text().strip()
+
+    def http(
+        self,
+        name: str,
+        path: str,
+        *,
+        secret: str | None = None,
+        body: Any = None,
+        method: str | None = None,
+        timeout: float = 30,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request to ``name``'s operator API (JSON ``body``, bearer ``secret``).
+
+        Status, headers and body as they came, error statuses included: the
+        callers check refusals as closely as answers.
+        """
+        headers = {"Content-Type": "application/json"}
+        if secret is not None:
+            headers["Authorization"] = f"Bearer {secret}"
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        request = urllib.request.Request(
+            self.operator_url(name) + path, data=data, headers=headers, method=method
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return answer.status, dict(answer.headers), answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
 
     # --- processes ---------------------------------------------------------------
 

@@ -26,26 +26,26 @@ administrator's view of the hub there (how docs/console.png is made).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from aiohttp import web
 
-from exchnode.aio import Node
+from exchnode.audit import Role
 from exchnode.errors import UsageError
 from exchnode.node.console import SECURITY_HEADERS
-from exchnode.node.operator import Handler, OperatorApi
-from exchnode.node.roles import PEOPLE, Credentials
+from exchnode.node.operator import Handler
 from tests.integration.daemons import DaemonFederation, until
+from tests.integration.test_daemon_catalog import entry as catalog_entry
+from tests.integration.test_daemon_errors import api_in_process
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -68,8 +68,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-TOKEN_FILES = {"administrator": "administrator.token", "operator": "operator.token"}
-TOKEN_FILES["auditor"] = "auditor.token"
 
 
 # --- the browser --------------------------------------------------------------------------
@@ -154,7 +152,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
 
 
 def token(fed: DaemonFederation, name: str, role: str) -> str:
-    return (fed.folder(name) / TOKEN_FILES[role]).read_text().strip()
+    return fed.token(name, Role(role))
 
 
 def call(
@@ -167,21 +165,10 @@ def call(
     body: Any = None,
     method: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One request to ``name``'s operator API: status, headers, body."""
-    headers = {"Content-Type": "application/json"}
+    """One request to ``name``'s operator API as ``role`` (or with ``secret``)."""
     if role is not None:
         secret = token(fed, name, role)
-    if secret is not None:
-        headers["Authorization"] = f"Bearer {secret}"
-    data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
-    request = urllib.request.Request(
-        fed.operator_url(name) + path, data=data, headers=headers, method=method
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=20) as answer:
-            return answer.status, dict(answer.headers), answer.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+    return fed.http(name, path, secret=secret, body=body, method=method, timeout=20)
 
 
 def ok(answer: tuple[int, dict[str, str], bytes]) -> Any:
@@ -191,22 +178,10 @@ def ok(answer: tuple[int, dict[str, str], bytes]) -> Any:
 
 
 def entry() -> dict[str, Any]:
-    return {
-        "code": CODE,
-        "name": "人口基本信息",
-        "provider_code": "11520100MB0000001X",
-        "summary": "户籍人口的基本信息 Population register",
-        "format": "database",
-        "data_items": [
-            {"name": "身份证号", "type": "C", "description": "公民身份号码"},
-            {"name": "姓名", "type": "C"},
-        ],
-        "share_type": "conditional",
-        "share_conditions": "仅限政务部门依法履职使用",
-        "share_methods": ["subscription_push"],
-        "update_cycle": "daily",
-        "publish_date": "2026-01-05",
-    }
+    """The resource the provider publishes: the catalog tests' entry, of this division."""
+    published = catalog_entry(1, provider_code="11520100MB0000001X")
+    assert published["code"] == CODE
+    return published
 
 
 @pytest.fixture(scope="module")
@@ -359,20 +334,7 @@ class Writer:
 
 @pytest.mark.asyncio
 async def test_the_api_refuses_to_start_with_a_route_that_writes_in_the_console_area() -> None:
-    class FakeNode:
-        name = HUB
-        address = None
-
-    api = OperatorApi(
-        cast(Node, FakeNode()),
-        host="127.0.0.1",
-        port=0,
-        credentials=Credentials({r: r.value * 4 for r in PEOPLE}),
-        lease_seconds=60,
-        max_body_bytes=1024,
-        capacity=8,
-        console=Writer(),
-    )
+    api = api_in_process(console=Writer())
     with pytest.raises(UsageError, match=r"POST /v1/console/x: its area's readers only read"):
         await api.start()
     await api.close()
@@ -399,6 +361,19 @@ def sign_in(page: Any, url: str, secret: str) -> None:
 def signed_in(page: Any, role: str) -> None:
     page.wait_for_selector("#console:not([hidden])", timeout=15_000)
     page.wait_for_function("role => document.getElementById('role').textContent === role", arg=role)
+
+
+@contextlib.contextmanager
+def console_as(browser: Any, fed: DaemonFederation, name: str, role: str) -> Iterator[Any]:
+    """A page of a fresh browser context, signed in to ``name``'s console as ``role``."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        sign_in(page, fed.operator_url(name), token(fed, name, role))
+        signed_in(page, role)
+        yield page
+    finally:
+        context.close()
 
 
 def wait_rows(page: Any, table: str, check: Any, what: str) -> list[list[str]]:
@@ -495,38 +470,30 @@ def test_administrator_reads_every_panel_of_the_hub(
 def test_provider_shows_the_request_waiting_with_its_deadline(
     browser: Any, fed: DaemonFederation, traffic: dict[str, Any]
 ) -> None:
-    context = browser.new_context()
-    page = context.new_page()
-    sign_in(page, fed.operator_url(PROVIDER), token(fed, PROVIDER, "administrator"))
-    signed_in(page, "administrator")
-    (waiting,) = rows(page, "waiting")
-    _, request_id, requester, resource, purpose, items, deadline, left = waiting
-    assert traffic["request_id"].startswith(request_id)
-    assert (requester, resource) == (REQUESTER, f"{CODE} of {PROVIDER}")
-    assert purpose == PURPOSE  # shown as text ...
-    assert page.evaluate("window.pwned") is None  # ... never run
-    assert page.locator("#waiting script").count() == 0
-    assert set(items.split(", ")) == {"身份证号", "姓名"}
-    assert deadline.endswith("T00:00:00+08:00")
-    assert left == "10"
-    assert "10 working days" in (page.text_content("#answer-days") or "")
-    assert rows(page, "queues") == [["Nothing waiting for any next hop."]]
-    context.close()
+    with console_as(browser, fed, PROVIDER, "administrator") as page:
+        (waiting,) = rows(page, "waiting")
+        _, request_id, requester, resource, purpose, items, deadline, left = waiting
+        assert traffic["request_id"].startswith(request_id)
+        assert (requester, resource) == (REQUESTER, f"{CODE} of {PROVIDER}")
+        assert purpose == PURPOSE  # shown as text ...
+        assert page.evaluate("window.pwned") is None  # ... never run
+        assert page.locator("#waiting script").count() == 0
+        assert set(items.split(", ")) == {"身份证号", "姓名"}
+        assert deadline.endswith("T00:00:00+08:00")
+        assert left == "10"
+        assert "10 working days" in (page.text_content("#answer-days") or "")
+        assert rows(page, "queues") == [["Nothing waiting for any next hop."]]
 
 
 def test_auditor_reads_the_console_too(
     browser: Any, fed: DaemonFederation, traffic: dict[str, Any]
 ) -> None:
-    context = browser.new_context()
-    page = context.new_page()
-    sign_in(page, fed.operator_url(HUB), token(fed, HUB, "auditor"))
-    signed_in(page, "auditor")
-    assert {r[0] for r in rows(page, "neighbours")} == {REQUESTER, PROVIDER, SILENT}
-    assert {r[0] for r in rows(page, "witnessed")} == {REQUESTER, PROVIDER, SILENT}
-    queued = [q[1] for q in rows(page, "queues") if q[0] == SILENT]
-    assert queued in (["3"], ["4"])  # before or after the administrator's test sent one more
-    assert "signed 20" in (page.text_content("#audit-facts") or "")
-    context.close()
+    with console_as(browser, fed, HUB, "auditor") as page:
+        assert {r[0] for r in rows(page, "neighbours")} == {REQUESTER, PROVIDER, SILENT}
+        assert {r[0] for r in rows(page, "witnessed")} == {REQUESTER, PROVIDER, SILENT}
+        queued = [q[1] for q in rows(page, "queues") if q[0] == SILENT]
+        assert queued in (["3"], ["4"])  # before or after the administrator's test sent one more
+        assert "signed 20" in (page.text_content("#audit-facts") or "")
 
 
 @pytest.mark.parametrize(

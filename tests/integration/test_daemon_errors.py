@@ -49,7 +49,7 @@ from exchnode.node.logs import configure_logging
 from exchnode.node.metrics import MetricsApi
 from exchnode.node.operator import Handler, OperatorApi
 from exchnode.node.roles import PEOPLE, Credentials, area_of
-from tests.integration.daemons import DaemonFederation
+from tests.integration.daemons import TOKEN_FILES, DaemonFederation
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -58,11 +58,6 @@ NODE = "520102.gongan"
 MAX_BODY = 1024 * 1024
 MARKER = "PAYLOAD-MARKER-" + secrets.token_hex(8)
 WRONG_TOKEN = secrets.token_urlsafe(24)
-TOKEN_FILES = {
-    Role.ADMINISTRATOR: "administrator.token",
-    Role.OPERATOR: "operator.token",
-    Role.AUDITOR: "auditor.token",
-}
 PARAM = re.compile(r"\{(\w+)(?::[^}]+)?\}")
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 DEEP = 100_000
@@ -361,8 +356,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
 
 
 def tokens(fed: DaemonFederation) -> dict[Role, str]:
-    folder = fed.folder(NODE)
-    return {role: (folder / name).read_text().strip() for role, name in TOKEN_FILES.items()}
+    return {role: fed.token(NODE, role) for role in TOKEN_FILES}
 
 
 def secret_forms(fed: DaemonFederation) -> dict[str, str]:

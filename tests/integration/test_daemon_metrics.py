@@ -20,8 +20,6 @@ import asyncio
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,8 @@ from prometheus_client.samples import Sample
 from exchnode.audit import Role
 from exchnode.node.client import OperatorClient
 from exchnode.node.metrics import METRICS
-from tests.integration.daemons import DaemonFederation, until
-from tests.integration.test_daemon_roles import TOKEN_FILES
+from tests.integration.daemons import TOKEN_FILES, DaemonFederation, until
+from tests.unit.node.test_metrics import samples_of, value
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -44,36 +42,20 @@ PAYLOAD = b"METRICS-PAYLOAD-7f3a9c must never show in an exposition"
 
 
 def token(fed: DaemonFederation, role: Role, name: str) -> str:
-    return (fed.folder(name) / TOKEN_FILES[role]).read_text().strip()
+    return fed.token(name, role)
 
 
 def scrape_raw(fed: DaemonFederation, name: str, bearer: str | None) -> tuple[int, str, str]:
     """GET /metrics: status, content type, body."""
-    headers = {} if bearer is None else {"Authorization": f"Bearer {bearer}"}
-    request = urllib.request.Request(fed.operator_url(name) + "/metrics", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.headers["Content-Type"], response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+    status, headers, body = fed.http(name, "/metrics", secret=bearer)
+    return status, headers["Content-Type"], body.decode()
 
 
 def scrape(fed: DaemonFederation, name: str, role: Role = Role.AUDITOR) -> list[Sample]:
     status, content_type, body = scrape_raw(fed, name, token(fed, role, name))
     assert status == 200, body
     assert content_type.startswith("text/plain; version=0.0.4"), content_type
-    return [s for family in text_string_to_metric_families(body) for s in family.samples]
-
-
-def value(samples: list[Sample], name: str, **labels: str) -> float | None:
-    """The one sample of ``name`` with ``labels`` (a subset of its own), or None."""
-    found = [
-        s.value
-        for s in samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    ]
-    assert len(found) <= 1, (name, labels, found)
-    return found[0] if found else None
+    return samples_of(body.encode())
 
 
 @pytest.fixture(scope="module")

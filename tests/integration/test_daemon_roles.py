@@ -16,25 +16,21 @@ import hashlib
 import json
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from exchnode.aio import AuditService, Node
 from exchnode.audit import Role
 from exchnode.errors import UsageError
-from exchnode.node.admin import AdminApi
 from exchnode.node.client import OperatorClient, OperatorError
-from exchnode.node.config import DaemonConfig, load_config
-from exchnode.node.operator import OperatorApi
+from exchnode.node.config import load_config
 from exchnode.node.roles import AREAS, PEOPLE, Credentials, area_of
 from exchnode.pki import write_private_file
-from tests.integration.daemons import DaemonFederation, config_refused, node_cli
+from tests.integration.daemons import TOKEN_FILES, DaemonFederation, config_refused, node_cli
 from tests.integration.test_daemon_catalog import ok_json, one_line_error
+from tests.integration.test_daemon_errors import api_in_process
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,18 +39,13 @@ NODE = "520102.gongan"
 ADMIN = "张工"
 AUDITOR_NAME = "赵审计"
 A_REQUEST = "00" * 16
-TOKEN_FILES = {
-    Role.ADMINISTRATOR: "administrator.token",
-    Role.OPERATOR: "operator.token",
-    Role.AUDITOR: "auditor.token",
-}
 
 
 # --- helpers -----------------------------------------------------------------------------
 
 
 def token(fed: DaemonFederation, role: Role, name: str = NODE) -> str:
-    return (fed.folder(name) / TOKEN_FILES[role]).read_text().strip()
+    return fed.token(name, role)
 
 
 def call(
@@ -66,24 +57,14 @@ def call(
     name: str = NODE,
 ) -> tuple[int, Any]:
     """One request; ``credential`` is a role (its token), a raw token, or None (no header)."""
-    headers = {"Content-Type": "application/json"}
-    if isinstance(credential, Role):
-        headers["Authorization"] = f"Bearer {token(fed, credential, name)}"
-    elif credential is not None:
-        headers["Authorization"] = f"Bearer {credential}"
-    data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
-    request = urllib.request.Request(
-        fed.operator_url(name) + path, data=data, method=method, headers=headers
-    )
+    secret = token(fed, credential, name) if isinstance(credential, Role) else credential
+    status, _, raw = fed.http(name, path, secret=secret, body=body, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw or b"null")
-        except ValueError:
-            return exc.code, raw.decode("utf-8", "replace")
+        return status, json.loads(raw or b"null")
+    except ValueError:
+        if status < 400:  # an answer that is no JSON: a failure of the test
+            raise
+        return status, raw.decode("utf-8", "replace")
 
 
 def audit_records(fed: DaemonFederation, name: str = NODE) -> list[dict[str, Any]]:
@@ -144,30 +125,7 @@ def test_credentials_are_one_per_role() -> None:
 
 @pytest.mark.asyncio
 async def test_no_route_changes_the_audit_log_and_every_route_has_its_role() -> None:
-    class FakeNode:
-        name = NODE
-        address = None
-
-    audit = AuditService()
-    api = OperatorApi(
-        cast(Node, FakeNode()),
-        host="127.0.0.1",
-        port=0,
-        credentials=Credentials({r: r.value * 4 for r in PEOPLE}),
-        lease_seconds=60,
-        max_body_bytes=1024,
-        capacity=8,
-        catalog=cast(Any, object()),
-        sharing=cast(Any, object()),
-        audit=audit,
-        admin=AdminApi(
-            cast(Node, FakeNode()),
-            cast(DaemonConfig, None),
-            Credentials({}),
-            audit,
-            lambda: None,
-        ),
-    )
+    api = api_in_process()  # every service the daemon serves, metrics and console included
     await api.start()
     try:
         endpoints = api.endpoints()

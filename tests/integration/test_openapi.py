@@ -21,8 +21,6 @@ import json
 import os
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,18 +39,13 @@ from exchnode.audit import Role
 from exchnode.node.openapi import document, openapi_path, security_scheme
 from exchnode.node.operations import OPERATIONS
 from exchnode.node.roles import area_of
-from tests.integration.daemons import DaemonFederation, node_cli
+from tests.integration.daemons import TOKEN_FILES, DaemonFederation, node_cli
 from tests.integration.test_daemon_errors import served_routes
 
 pytestmark = pytest.mark.timeout(180)
 
 HUB = "520102"
 NODE = "520102.gongan"
-TOKEN_FILES = {
-    Role.ADMINISTRATOR: "administrator.token",
-    Role.OPERATOR: "operator.token",
-    Role.AUDITOR: "auditor.token",
-}
 #: Generated requests per operation, valid and invalid: 46 operations take about 20 s on a
 #: busy core (more with EXCHNODE_SCHEMATHESIS_EXAMPLES for a deeper run by hand).
 EXAMPLES = int(os.environ.get("EXCHNODE_SCHEMATHESIS_EXAMPLES", "8"))
@@ -75,18 +68,13 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFederation]:
 
 
 def tokens(fed: DaemonFederation) -> dict[Role, str]:
-    folder = fed.folder(NODE)
-    return {role: (folder / name).read_text().strip() for role, name in TOKEN_FILES.items()}
+    return {role: fed.token(NODE, role) for role in TOKEN_FILES}
 
 
 def get(fed: DaemonFederation, path: str, role: Role | None) -> tuple[int, str, bytes]:
-    headers = {} if role is None else {"Authorization": f"Bearer {tokens(fed)[role]}"}
-    request = urllib.request.Request(fed.operator_url(NODE) + path, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, answer.headers["Content-Type"], answer.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers["Content-Type"], exc.read()
+    secret = None if role is None else fed.token(NODE, role)
+    status, headers, body = fed.http(NODE, path, secret=secret, timeout=10)
+    return status, headers["Content-Type"], body
 
 
 @pytest.mark.asyncio

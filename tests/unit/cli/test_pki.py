@@ -48,19 +48,24 @@ def issue_gongan(pki: str, out: str) -> list[str]:
     return ["pki", "issue-node", "520102.gongan", "--issuer", "520102", "--dir", pki, "--out", out]
 
 
+def ca_chain(capsys: pytest.CaptureFixture[str], pki: str, root: str, *below: str) -> None:
+    """CA ``root`` with ``init-root``, then each CA of ``below`` certified by the one before."""
+    ok(capsys, "pki", "init-root", root, "--dir", pki)
+    for issuer, division in zip((root, *below), below, strict=False):
+        ok(capsys, "pki", "issue-ca", division, "--issuer", issuer, "--dir", pki)
+
+
 @pytest.fixture
 def national(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """000000 → 520000 → 520100 → 520102 and the node 520102.gongan under ``tmp_path``."""
     pki = str(tmp_path / "pki")
-    ok(capsys, "pki", "init-root", "000000", "--dir", pki)
-    ok(capsys, "pki", "issue-ca", "520000", "--issuer", "000000", "--dir", pki)
-    ok(capsys, "pki", "issue-ca", "520100", "--issuer", "520000", "--dir", pki)
-    ok(capsys, "pki", "issue-ca", "520102", "--issuer", "520100", "--dir", pki)
+    ca_chain(capsys, pki, "000000", "520000", "520100", "520102")
     ok(capsys, *issue_gongan(pki, str(tmp_path / "gongan")))
     return tmp_path
 
 
-def _node_verify_args(node: Path) -> list[str]:
+def node_verify_args(node: Path) -> list[str]:
+    """``pki verify`` of a node folder's chain as a peer checks it: its root, its CRLs."""
     crls = sorted(str(path) for path in (node / "crls").iterdir())
     return [
         "pki",
@@ -112,7 +117,7 @@ def test_full_flow(national: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert entry["revoked_at"] is None
 
     # Verification from the node's own files, and from the CA directory.
-    out = ok(capsys, *_node_verify_args(node))
+    out = ok(capsys, *node_verify_args(node))
     assert "node 520102.gongan" in out
     assert "520102.gongan <- 520102 <- 520100 <- 520000 <- 000000" in out
     assert "signing key id" in out
@@ -304,7 +309,7 @@ def test_province_rooted_with_passphrases(
     )
     assert str(identity.name) == "520100.fagai"
     assert len(identity.chain) == 1  # the city CA; the root travels as root.crt
-    out = ok(capsys, *_node_verify_args(node))
+    out = ok(capsys, *node_verify_args(node))
     assert "520100.fagai <- 520100 <- 520000" in out
 
     # A hub's own node certificate, issued by the CA of the same division.
@@ -320,7 +325,7 @@ def test_province_rooted_with_passphrases(
         "--out",
         str(tmp_path / "hub"),
     )
-    out = ok(capsys, *_node_verify_args(tmp_path / "hub"))
+    out = ok(capsys, *node_verify_args(tmp_path / "hub"))
     assert "node 520100" in out
     assert "city hub" in out
 

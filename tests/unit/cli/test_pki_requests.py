@@ -32,7 +32,7 @@ from exchnode.pki import (
 )
 from exchnode.pki._issue import encryption_key_extension
 from exchnode.pki._profile import ca_subject, node_subject
-from tests.unit.cli.test_pki import ok, run
+from tests.unit.cli.test_pki import ca_chain, node_verify_args, ok, run
 
 NAME = "520102.gongan"
 
@@ -41,9 +41,7 @@ NAME = "520102.gongan"
 def ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """Root 520000 → 520100 → county CA 520102 in ``tmp_path/pki``."""
     pki = str(tmp_path / "pki")
-    ok(capsys, "pki", "init-root", "520000", "--dir", pki)
-    ok(capsys, "pki", "issue-ca", "520100", "--issuer", "520000", "--dir", pki)
-    ok(capsys, "pki", "issue-ca", "520102", "--issuer", "520100", "--dir", pki)
+    ca_chain(capsys, pki, "520000", "520100", "520102")
     return tmp_path / "pki"
 
 
@@ -103,17 +101,7 @@ def test_csr_sign_install_keeps_the_keys_on_the_node(
     assert {key: (node / key).read_bytes() for key in before} == before  # keys untouched
     assert (node / "chain.pem").read_bytes() == (signed / "chain.pem").read_bytes()
     # The installed files pass 'pki verify' as a peer checks them.
-    crls = [str(p) for p in sorted((node / "crls").iterdir())]
-    verified = ok(
-        capsys,
-        "pki",
-        "verify",
-        str(node / "chain.pem"),
-        "--root",
-        str(node / "root.crt"),
-        "--crl",
-        *crls,
-    )
+    verified = ok(capsys, *node_verify_args(node))
     assert f"node {NAME}" in verified
     listed = ok(capsys, "pki", "list", "--dir", str(ca), "--issuer", "520102")
     assert NAME in listed  # the CA knows what it issued, for revocation

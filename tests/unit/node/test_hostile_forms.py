@@ -10,6 +10,7 @@ payload back.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -29,7 +30,7 @@ from exchnode.node.forms import (
     record_from_json,
     value_from_json,
 )
-from exchnode.node.operations import OPERATIONS, operation_for
+from exchnode.node.operations import ENTRY_EXAMPLE, OPERATIONS, operation_for
 from exchnode.node.operator import _message
 from exchnode.node.operator_services import operator_of
 
@@ -50,19 +51,7 @@ json_values = st.recursive(
     max_leaves=12,
 )
 
-ENTRY: dict[str, Any] = {
-    "code": "101001/000001",
-    "name": "人口基本信息",
-    "provider_code": "11522300MB0000001X",
-    "summary": "户籍人口的基本信息",
-    "format": "database",
-    "data_items": [{"name": "身份证号", "type": "C", "description": "公民身份号码"}],
-    "share_type": "conditional",
-    "share_conditions": "仅限政务部门依法履职使用",
-    "share_methods": ["subscription_push"],
-    "update_cycle": "daily",
-    "publish_date": "2026-01-05",
-}
+ENTRY: dict[str, Any] = copy.deepcopy(ENTRY_EXAMPLE)  # a valid entry
 MESSAGE: dict[str, Any] = {"to": ["520102"], "payload": "", "kind": "data", "ttl": 60}
 SEND_MANY = operation_for("POST", "/v1/send-many")
 BODIES = [op.body for op in OPERATIONS if op.body is not None]

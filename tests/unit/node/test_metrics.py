@@ -103,6 +103,7 @@ def samples_of(body: bytes) -> list[Sample]:
 
 
 def value(samples: list[Sample], name: str, **labels: str) -> float | None:
+    """The one sample of ``name`` with ``labels`` (a subset of its own), or None."""
     found = [
         s.value
         for s in samples

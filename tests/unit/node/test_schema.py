@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from exchnode.node.forms import FormError
 from exchnode.node.openapi import document
-from exchnode.node.operations import OPERATIONS
+from exchnode.node.operations import ENTRY_EXAMPLE, OPERATIONS
 from exchnode.node.schema import (
     Array,
     Boolean,
@@ -36,19 +36,7 @@ from exchnode.node.schema import (
 )
 
 SPEC = document()
-ENTRY = {
-    "code": "101001/000001",
-    "name": "人口基本信息",
-    "provider_code": "11520102MB1234567X",
-    "summary": "户籍人口的基本信息",
-    "format": "database",
-    "data_items": [{"name": "身份证号", "type": "C", "description": "公民身份号码"}],
-    "share_type": "conditional",
-    "share_conditions": "仅限政务部门依法履职使用",
-    "share_methods": ["subscription_push"],
-    "update_cycle": "daily",
-    "publish_date": "2026-01-05",
-}
+ENTRY: dict[str, Any] = copy.deepcopy(ENTRY_EXAMPLE)  # a valid entry
 #: A valid value of every field any operation's body declares.
 VALID: dict[str, Any] = {
     "operator": "张三",

@@ -14,7 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from exchnode.errors import CertificateRevokedError, UsageError
-from exchnode.pki import load_local_identity, read_passphrase_file, write_private_key
+from exchnode.pki import (
+    load_local_identity,
+    read_passphrase_file,
+    write_private_key,
+    write_public_file,
+)
 from exchnode.pki._keyfiles import load_encryption_key, load_private_key, load_signing_key
 from exchnode.testing import IssuedNode, SyntheticPKI
 
@@ -247,3 +252,15 @@ def test_load_local_identity_with_a_bad_chain_file(tmp_path: Path, node: IssuedN
         load_local_identity(
             tmp_path / "chain.pem", tmp_path / "signing.key", tmp_path / "encryption.key"
         )
+
+
+def test_a_public_file_is_replaced_whole_readable_by_all_and_leaves_no_temporary(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "chain.pem"
+    path.write_bytes(b"old")
+    os.chmod(path, 0o600)
+    write_public_file(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["chain.pem"]
