@@ -129,7 +129,8 @@ def test_verified_listed_tampered_found_offline_and_the_start_refused(tmp_path: 
         table = audit(fed, PROVIDER, "records")
         assert table.returncode == 0, table.stderr.decode()
         header, *rows = table.stdout.decode().splitlines()
-        assert header.split()[:4] == ["SEQ", "TIME", "(UTC)", "CATEGORY"]
+        assert header.split()[:4] == ["SEQ", "TIME", "CATEGORY", "ACTION"]
+        assert all("+08:00" in row.split()[1] for row in rows)  # ISO 8601 with the offset
         assert any(f"operator:{PUBLISHER}" in row and "catalog.publish" in row for row in rows)
         paged = ok_json(audit(fed, PROVIDER, "records", "--from", "0", "--limit", "1", "--json"))
         assert [r["seq"] for r in paged["records"]] == [0]
