@@ -157,7 +157,7 @@ daemon and the store openable, both listening addresses free.  Prints one
 line "<config>: ok: ..." and exits 0, or one line per problem and exits 1.
 Nothing is written.""",
     )
-    p.add_argument("--config", required=True, type=Path)
+    add_config_option(p)
 
     p = add_verb(
         verbs,

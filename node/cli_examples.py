@@ -17,6 +17,12 @@ __all__ = ["EXAMPLES", "add_examples", "leaves"]
 
 #: verb path -> example command lines (after the program's name)
 EXAMPLES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("admin", "peers", "list"): ("admin peers list --json",),
+    ("admin", "peers", "add"): (
+        "admin peers add 520102.gongan --relation child --url https://10.1.2.3:7000",
+    ),
+    ("admin", "peers", "remove"): ("admin peers remove 520102.gongan",),
+    ("admin", "peers", "reload"): ("admin peers reload   # [[peers]] again, as SIGHUP",),
     ("openapi",): ("openapi > openapi.json   # the API's OpenAPI 3.1 document, no node needed",),
     ("catalog", "publish"): ("catalog publish --config node.toml entry.json --operator 张工",),
     ("catalog", "withdraw"): (

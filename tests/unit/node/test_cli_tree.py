@@ -66,7 +66,8 @@ def _parse_config(path: tuple[str, ...], *extra: str) -> Path:
     required: list[str] = []
     for action in leaf._actions:
         if action.option_strings and action.required:
-            required += [action.option_strings[0], "1"]
+            value = "1" if action.choices is None else sorted(action.choices)[0]
+            required += [action.option_strings[0], value]
     for group in leaf._mutually_exclusive_groups:
         if group.required:
             required.append(group._group_actions[0].option_strings[0])

@@ -59,6 +59,9 @@ VALID: dict[str, Any] = {
     "text": "姓名与户籍登记不符",
     "accepted": True,
     "pem": "-----BEGIN X509 CRL-----\n...\n-----END X509 CRL-----\n",
+    "name": "520102.gongan",
+    "relation": "child",
+    "url": "https://127.0.0.1:7001",
 }
 scalars = (
     st.none()
