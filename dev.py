@@ -79,7 +79,10 @@ def main(argv: list[str]) -> None:
         run([python, "-m", "ruff", "check", *lint])
         run([python, "-m", "mypy"])
         run([python, "-m", "mypy", "--strict", "node", "examples/federation.py"])
-        run([python, "-m", "pytest", *rest])
+        # The whole suite on every core, each module's tests on one worker (their daemons and
+        # fixtures are the module's); a selection (arguments given) runs as asked.
+        parallel = [] if rest else ["-n", "auto", "--dist", "loadfile"]
+        run([python, "-m", "pytest", *parallel, *rest])
     elif job == "bench":
         if not rest:
             fail("bench needs a benchmark name, e.g. 'python3 dev.py bench seal_open'")
