@@ -25,6 +25,7 @@ from exchnode.sharing import (
     MaskSet,
     RequestState,
     WorkCalendar,
+    local_date,
 )
 from tests.integration.federation import CROSS_CITY, Federation
 from tests.unit.catalog.test_entry import make_entry
@@ -52,6 +53,7 @@ class Sharing:
 
     federation: Federation
     answer_days: int = 10
+    calendar: WorkCalendar = field(default_factory=WorkCalendar)
     nodes: dict[str, Node] = field(default_factory=dict)
     catalogs: dict[str, CatalogService] = field(default_factory=dict)
     sharing: dict[str, SharingService] = field(default_factory=dict)
@@ -64,7 +66,7 @@ class Sharing:
         sharing = SharingService(
             catalog,
             masking_secret=name.encode().ljust(32, b"k"),
-            calendar=WorkCalendar(),
+            calendar=self.calendar,
             answer_days=self.answer_days,
             events=events,
         )
@@ -78,9 +80,13 @@ class Sharing:
 
 @contextlib.asynccontextmanager
 async def federation(
-    tmp_path: Path, *, answer_days: int = 10, names: Sequence[str] = CROSS_CITY
+    tmp_path: Path,
+    *,
+    answer_days: int = 10,
+    names: Sequence[str] = CROSS_CITY,
+    calendar: WorkCalendar | None = None,
 ) -> AsyncIterator[Sharing]:
-    world = Sharing(Federation(tmp_path, names), answer_days)
+    world = Sharing(Federation(tmp_path, names), answer_days, calendar or WorkCalendar())
     try:
         for name in names:
             await world.start(name)
@@ -217,6 +223,38 @@ async def test_unanswered_request_expires_after_the_working_day_deadline(tmp_pat
         assert provider.deadline(request_id) is None  # answered, by the clock: nothing to meet
         with pytest.raises(UsageError):
             await provider.approve(request_id, operator="director-wang")
+
+
+class Said:
+    """Stands in for a service's logger: what it warned, with its fields."""
+
+    def __init__(self) -> None:
+        self.warnings: list[tuple[str, dict[str, object]]] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        self.warnings.append((event, fields))
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        return lambda *args, **fields: None
+
+
+@pytest.mark.asyncio
+async def test_a_deadline_counted_over_a_year_the_calendar_lacks_is_provisional_and_said(
+    tmp_path: Path,
+) -> None:
+    """``[sharing] uncovered_years = "weekends"``: counted, not refused, and said loudly."""
+    calendar = WorkCalendar(covered_years=frozenset(), provisional=True)  # covers no year
+    async with federation(tmp_path, calendar=calendar) as world:
+        said = Said()
+        world.sharing[PROVIDER].log = said
+        _code, request_id, provider, _requester = await pending_request(world, ["姓名"])
+        deadline = provider.deadline(request_id)
+        assert deadline is not None  # the request is pending, with a deadline: not refused
+        ((event, fields),) = [w for w in said.warnings if w[0].startswith("provisional")]
+        assert event == "provisional answer deadline: counted with weekdays only"
+        assert fields["deadline_ms"] == deadline
+        this_year = local_date(int(time.time() * 1000)).year
+        assert fields["uncovered_years"] == list(range(this_year, local_date(deadline).year + 1))
 
 
 @pytest.mark.asyncio
