@@ -321,13 +321,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     Chosen *below* the kernel's ephemeral range: a port that is free now but inside that
     range can be taken by any outgoing connection (a node's own links, under load) before the
-    node binds it.  With :class:`PostgresCluster`, what in this module touches the system;
-    tests only.
+    node binds it.  Under pytest-xdist each worker (and what it starts, which inherits its
+    environment) takes its own slice of that span, so two workers never promise the same
+    port.  With :class:`PostgresCluster`, what in this module touches the system; tests only.
     """
     low = 32768
     with contextlib.suppress(OSError, ValueError):
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    candidates = list(range(max(1024, low - 12_000), low))
+    start = max(1024, low - 12_000)
+    worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), 1
+    with contextlib.suppress(ValueError):
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker.startswith("gw") and worker[2:].isdigit() and workers > 1:
+        width = (low - start) // workers
+        start += width * (int(worker[2:]) % workers)
+        low = start + width
+    candidates = list(range(start, low))
     secrets.SystemRandom().shuffle(candidates)
     for port in candidates[:200]:
         if port in _HANDED_OUT:
