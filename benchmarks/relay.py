@@ -456,6 +456,8 @@ async def run_once(
         else None,
         "forwarded": {n: stats[n]["counters"]["forwarded"] for n in path},
         "accepted": {n: stats[n]["counters"]["accepted"] for n in path},
+        # sent on before the node's own commit of them returned (SPEC §16.4)
+        "cut_through": {n: stats[n]["counters"]["cut_through"] for n in path},
         # CPU of the whole path per message measured: the figure load on the machine moves least.
         "cpu_us_per_msg": round(
             sum(cpu_after[n]["seconds"] - cpu_before[n]["seconds"] for n in path) / count * 1e6, 1

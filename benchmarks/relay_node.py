@@ -241,6 +241,8 @@ def build_node(spec: dict[str, Any]) -> Node:
             limits=limits,
             timers=NodeTimers(**spec.get("timers", {})),
             worker=None if worker is None else WorkerShare(*worker),
+            # An A/B knob for issue 14's cut-through (SPEC §16.4): on unless set to 0.
+            cut_through=os.environ.get("EXCHNODE_BENCH_CUT_THROUGH", "1") != "0",
         ),
         # As a daemon runs it: custody records in every group commit, heads every 10 s.
         services=[AuditService()] if spec.get("audit", True) else [],

@@ -97,6 +97,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "link_failures": ("exchnode_link_failures", "Transfers to neighbours that failed."),
     "revoked": ("exchnode_envelopes_revoked", "Envelopes ended here: their sender is revoked."),
     "pushed_back": ("exchnode_transfers_pushed_back", "Transfers answered 429: bytes in flight."),
+    "cut_through": (
+        "exchnode_envelopes_cut_through",
+        "Envelopes sent on before this node's own commit of them returned.",
+    ),
 }
 
 #: Every metric family this module exposes (prometheus-client's own come on top).

@@ -254,7 +254,12 @@ class NodeConfig:
       shared store (:class:`WorkerShare`); None: the node is one process;
     * ``admission``: which node that is not among ``peers`` a hub takes as a
       child when it first says hello (:class:`Admission`; default: the
-      hub's own division, as the CA hierarchy certifies it).
+      hub's own division, as the CA hierarchy certifies it);
+    * ``cut_through``: a forwarder with nothing else to send may transfer what
+      just arrived while this node's own commit of it runs (SPEC §16.4), so the
+      fsyncs of the hops on a path overlap instead of adding up; the previous
+      hop is still answered only after that commit.  False: forward only what
+      is committed (for comparison; nothing else changes).
     """
 
     peers: Sequence[Peer] = ()
@@ -267,8 +272,11 @@ class NodeConfig:
     open_policy: OpenPolicy = field(default_factory=OpenPolicy)
     worker: WorkerShare | None = None
     admission: Admission = field(default_factory=Admission)
+    cut_through: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.cut_through, bool):
+            raise UsageError(f"cut_through must be true or false, got {self.cut_through!r}")
         if isinstance(self.peers, Peer):
             raise UsageError("peers is a list of Peer values, not one Peer")
         peers = tuple(self.peers)

@@ -54,6 +54,7 @@ COUNTERS = (
     "link_failures",
     "revoked",  # envelopes whose custody ended here because their sender is revoked
     "pushed_back",  # requests from neighbours answered 429: too many bytes in flight
+    "cut_through",  # envelopes transferred before this node's own commit of them returned
 )
 
 _NO_KEYS: frozenset[bytes] = frozenset()
@@ -108,6 +109,12 @@ class FreshEntries(Generic[_Entry]):
     def active(self) -> bool:
         """True while it holds every entry queued since the last read to the end."""
         return self._on
+
+    @property
+    def drained(self) -> bool:
+        """True while it is active and holds nothing: the reader has everything committed."""
+        with self._lock:
+            return self._on and not self._entries
 
     def caught_up(self) -> None:
         """The queue was read to its end (store thread): track what is committed from now on."""

@@ -32,6 +32,11 @@ spin 333,054 times in 4 s, answering nothing else, while its parent was in
 backoff and traffic for it kept arriving).  A partition still heals without
 new traffic: the attempt falls due, or the neighbour's hello pokes it.
 
+**Cut-through** (``NodeConfig.cut_through``, SPEC §16.4, ``_cut_through``).
+A forwarder waiting on an empty queue may be handed the items of an arrival
+before the intake's commit of them returns (:meth:`Forwarder.take_early`), and
+sends them at once; it settles them only when that commit has numbered them.
+
 **Revoked senders.**  An envelope whose sender's certificate this node knows
 to be revoked (``NodeContext.revoked_keys``) can never verify again, anywhere:
 the forwarder ends its custody once, with a ``drop`` record (``refused
@@ -48,6 +53,7 @@ from typing import NamedTuple
 
 from exchnode.aio._config import NodeLimits, NodeTimers
 from exchnode.aio._context import FreshEntries, NodeContext
+from exchnode.aio._cut_through import EarlyBatch
 from exchnode.aio._observations import LinkTraffic
 from exchnode.aio._outbox import Lost
 from exchnode.aio._service import CustodyLog
@@ -69,7 +75,7 @@ from exchnode.federation import (
     failed,
     succeeded,
 )
-from exchnode.store import AuditRow, OutboundEntry, QueueDepth
+from exchnode.store import AcceptItem, AcceptOutcome, AuditRow, OutboundEntry, QueueDepth
 
 __all__ = ["Forwarder"]
 
@@ -124,6 +130,9 @@ class Forwarder:
         # wait up to ``timers.removal_delay`` so that several transfers' go in one commit.
         self._removing: list[_Settled] = []
         self._read_after = 0  # while removals wait: the queue is read past what they hold
+        # Settled out of the queue's order (cut-through), waiting to be removed: a read of the
+        # queue passes over these by number, since ``_read_after`` cannot (``_settle``).
+        self._settled_unordered: set[int] = set()
         self._flushing: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()  # set when the queue gains entries or the neighbour is back
         self._poked = asyncio.Event()  # set when the neighbour is back: ends a backoff or pause
@@ -131,6 +140,12 @@ class Forwarder:
         self.fresh: FreshEntries[OutboundEntry] = FreshEntries(
             limits.transfer_items, limits.transfer_bytes
         )
+        #: what the neighbour will take in the next transfer, as it last said
+        self._credit = Credit(limits.transfer_items, limits.transfer_bytes)
+        #: commits under way that queue entries for this neighbour (kept by the intake)
+        self.committing = 0
+        self._idle = False  # waiting on an empty queue: an arrival may go through at once
+        self._early: EarlyBatch | None = None  # taken, to be sent (cut-through)
 
     def set_state(self, state: PeerState) -> None:
         previous = self.state
@@ -156,9 +171,38 @@ class Forwarder:
         self._poked.clear()
         await wait_event(self._poked, seconds)
 
+    def take_early(
+        self,
+        items: Sequence[tuple[int, AcceptItem]],
+        committed: asyncio.Future[list[AcceptOutcome] | None],
+    ) -> EarlyBatch | None:
+        """Send these items (position in the intake's submission, item) before their commit
+        returns, if this forwarder has nothing else to send; None: they wait for the commit.
+
+        Only when everything committed for the neighbour has been sent
+        (``fresh`` drained), no other commit for it is under way (order), the
+        neighbour is due and the items fit its last credit (one item always
+        may, as in any transfer).
+        """
+        if not (
+            self._idle
+            and self._early is None
+            and self.committing == 0
+            and self.fresh.drained
+            and due(self.state, self._context.now_ms())
+        ):
+            return None
+        credit = self._credit
+        if len(items) > 1 and (
+            len(items) > credit.items or sum(len(item.data) for _, item in items) > credit.bytes
+        ):
+            return None
+        batch = self._early = EarlyBatch.of(self.hop, items, committed)
+        self.wake.set()
+        return batch
+
     async def run(self) -> None:
         context, hop, wake, fresh = self._context, self.hop, self.wake, self.fresh
-        credit = Credit(self._limits.transfer_items, self._limits.transfer_bytes)
         pause = self._timers.deferred_pause
         fresh.forget()  # (re)started: a transfer may have been cut short; the store says
         while True:
@@ -169,18 +213,36 @@ class Forwarder:
                 await self._pause((state.next_attempt_ms - now_ms) / 1000)
                 continue
             wake.clear()
-            count, size = max(credit.items, 1), max(credit.bytes, 1)
-            # Caught up: what the intake committed since is at hand, in the store's order.
-            entries = fresh.take(now_ms, count, size)
-            if entries is None:
-                entries = await context.run(self._read, now_ms, count, size, self._read_after)
-            self._note_oldest(entries)
-            if not entries:
-                await wake.wait()
-                continue
-            entries = await self._drop_revoked(entries)
-            if not entries:
-                continue  # all of them were a revoked sender's: the next ones, now
+            early, self._early = self._early, None
+            entries: list[OutboundEntry] | None
+            if early is not None:
+                entries = early.entries  # verified as they arrived, just now
+                context.counters["cut_through"] += len(entries)
+            else:
+                credit = self._credit
+                count, size = max(credit.items, 1), max(credit.bytes, 1)
+                # Caught up: what the intake committed since is at hand, in the store's order.
+                entries = fresh.take(now_ms, count, size)
+                if entries is None:
+                    entries = await context.run(
+                        self._read,
+                        now_ms,
+                        count,
+                        size,
+                        self._read_after,
+                        frozenset(self._settled_unordered),
+                    )
+                self._note_oldest(entries)
+                if not entries:
+                    self._idle = True
+                    try:
+                        await wake.wait()
+                    finally:
+                        self._idle = False
+                    continue
+                entries = await self._drop_revoked(entries)
+                if not entries:
+                    continue  # all of them were a revoked sender's: the next ones, now
             request = TransferRequest(
                 context.name,
                 self._random(16),
@@ -190,6 +252,8 @@ class Forwarder:
                 response = await self._client.transfer(request)
             except LinkBusy as exc:
                 fresh.forget()  # not taken: read from the store again
+                if early is not None:
+                    await early.committed  # ... once this node's commit has queued them
                 # It answered, unread: too many bytes in flight there.  Back-pressure, not a
                 # failure: the items stay here, the link stays up, and we wait as if deferred.
                 context.log_repeated(
@@ -204,6 +268,8 @@ class Forwarder:
                 continue
             except (LinkError, ExchnodeError) as exc:
                 fresh.forget()  # not taken: read from the store again
+                if early is not None:
+                    await early.committed  # ... once this node's commit has queued them
                 context.counters["link_failures"] += 1
                 self.traffic.transfers_failed += 1
                 new_state = failed(state, now_ms, self._random, self._backoff)
@@ -227,8 +293,11 @@ class Forwarder:
                     [context.recorder.link(now_ms, hop, up=True, failures=state.failures)]
                 )
                 self.set_state(succeeded(state, now_ms))
-            await self._settle(entries, response)
-            credit = response.credit
+            if early is None:
+                await self._settle(entries, response)
+            else:
+                await self._settle_early(early, response)
+            self._credit = response.credit
             deferred = [r for r in response.results if r.status is Status.DEFERRED]
             if deferred:
                 codes = sorted({r.code or "full" for r in deferred})
@@ -246,6 +315,35 @@ class Forwarder:
                 pause = min(pause * 2, self._timers.deferred_pause_max)
             else:
                 pause = self._timers.deferred_pause
+
+    async def _settle_early(self, early: EarlyBatch, response: TransferResponse) -> None:
+        """Settle what went ahead of its commit, once that commit has numbered it.
+
+        What the commit did not queue here (a duplicate, an expired or replayed
+        copy, a failed commit) was never this node's to move: the answer is
+        dropped, and a failed commit's entries are read from the store.
+        """
+        outcomes = await early.committed
+        if outcomes is None:
+            self.fresh.forget()  # committed or not, who knows: the store says
+            self.traffic.transfers_out += 1
+            return
+        numbered, unnumbered = early.numbered(outcomes)
+        if unnumbered:
+            self.fresh.forget()
+        if not numbered:
+            self.traffic.transfers_out += 1
+            return
+        results = response.results
+        await self._settle(
+            [entry for _, entry in numbered],
+            TransferResponse(
+                response.transfer_id,
+                tuple(results[index] for index, _ in numbered),
+                response.credit,
+            ),
+            in_order=not early.mixed,
+        )
 
     def _note_oldest(self, entries: list[OutboundEntry]) -> None:
         """The first entry read is the oldest waiting (those before it are settled): date it.
@@ -269,8 +367,15 @@ class Forwarder:
                 since = None
         self.oldest_ms = since
 
-    def _read(self, now_ms: int, max_count: int, max_bytes: int, after: int) -> list[OutboundEntry]:
-        """The queue's next entries from the store (store thread).
+    def _read(
+        self,
+        now_ms: int,
+        max_count: int,
+        max_bytes: int,
+        after: int,
+        settled: frozenset[int] = frozenset(),
+    ) -> list[OutboundEntry]:
+        """The queue's next entries from the store (store thread), past those ``settled``.
 
         Nothing left to read: from here on, what the intake commits for this
         neighbour is handed to :attr:`fresh` in the store thread, in commit
@@ -279,10 +384,18 @@ class Forwarder:
         other workers share gets entries this node never sees: read it).
         """
         context = self._context
-        entries = context.store.pending(self.hop, now_ms, max_count, max_bytes, after=after)
-        if not entries and context.sole_writer:
-            self.fresh.caught_up()
-        return entries
+        while True:
+            entries = context.store.pending(self.hop, now_ms, max_count, max_bytes, after=after)
+            if not entries:
+                if context.sole_writer:
+                    self.fresh.caught_up()
+                return entries
+            if not settled:
+                return entries
+            unsettled = [entry for entry in entries if entry.seq not in settled]
+            if unsettled:
+                return unsettled
+            after = entries[-1].seq  # all of them settled already: the next ones
 
     async def _drop_revoked(self, entries: list[OutboundEntry]) -> list[OutboundEntry]:
         """End custody of the entries whose sender is revoked; the others, to transfer.
@@ -326,8 +439,16 @@ class Forwarder:
         context.space.set()
         return keep
 
-    async def _settle(self, entries: list[OutboundEntry], response: TransferResponse) -> None:
-        """Forget what the neighbour took; report what it refused for good."""
+    async def _settle(
+        self, entries: list[OutboundEntry], response: TransferResponse, *, in_order: bool = True
+    ) -> None:
+        """Forget what the neighbour took; report what it refused for good.
+
+        ``in_order``: every entry queued before these has been settled, so the
+        queue may be read past them while their removal waits; otherwise
+        (cut-through put entries of a later arrival in the same commit) reads
+        pass over them by number.
+        """
         context, hop = self._context, self.hop
         done: list[int] = []
         refused: list[tuple[OutboundEntry, ItemResult]] = []
@@ -392,7 +513,10 @@ class Forwarder:
             # Something stays (deferred): read the queue from its start again, after this.
             await self.flush_removals()
             return
-        self._read_after = max(self._read_after, max(entry.seq for entry in entries))
+        if in_order:
+            self._read_after = max(self._read_after, max(entry.seq for entry in entries))
+        else:
+            self._settled_unordered.update(done)
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(
                 self._flush_later(delay), name=f"removals-{hop}"
@@ -444,6 +568,8 @@ class Forwarder:
         # Counted after the await: two flushes may overlap (one deferred transfer flushes at
         # once while the delayed flush is in the store), and ``+= await`` would lose a count.
         context.counters["forwarded"] += removed
+        if self._settled_unordered:
+            self._settled_unordered.difference_update(seqs)
         if not self._removing:
             self._read_after = 0
         context.space.set()

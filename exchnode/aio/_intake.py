@@ -14,6 +14,10 @@ its code: the previous hop keeps the item and tries again.  A signer this
 node knows to be *revoked* is not such a failure: nothing cures it, so the
 item is refused (``revoked``) and the previous hop ends its custody.
 
+A forwarder with nothing else to send may take an arrival's items for its
+neighbour before their commit returns, and send them meanwhile (cut-through,
+``_cut_through``): the answer to the previous hop still waits for the commit.
+
 The credit a transfer's answer grants is the room left: in the store
 (``max_queued_*``) and for request bytes in flight (``in_flight``, which the
 link server reserves each request's size from before reading it).
@@ -21,11 +25,13 @@ link server reserves each request's size from before reading it).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Mapping
 
 from exchnode.aio._batcher import Batcher
 from exchnode.aio._config import NodeLimits
 from exchnode.aio._context import NodeContext, RepeatedLog
+from exchnode.aio._cut_through import EarlyBatch
 from exchnode.aio._forwarder import Forwarder
 from exchnode.aio._inbox import Inbox
 from exchnode.aio._inflight import InFlight
@@ -90,8 +96,12 @@ class Intake:
         forwarders: Mapping[str, Forwarder],
         limits: NodeLimits,
         deferred: Callable[[str, str], None] | None = None,
+        *,
+        cut_through: bool = True,
     ) -> None:
         """``forwarders``: the node's, by neighbour (filled at start, before anything arrives).
+
+        ``cut_through``: offer arrivals to idle forwarders before their commit returns.
 
         ``deferred(neighbour, code)`` hears of each item deferred because it cannot be verified
         yet (the node's refusals: on the record, aggregated).
@@ -113,6 +123,10 @@ class Intake:
         self._commits: Batcher[AcceptItem, AcceptOutcome] = Batcher(
             self._commit, max_items=4 * limits.transfer_items, linger=COMMIT_LINGER
         )
+        self._cut_through = cut_through
+        # Items a forwarder sent ahead of their commit, by id(item): read in the store thread
+        # by the hand-over, which must not offer those entries to the forwarder a second time.
+        self._early: dict[int, dict[str, EarlyBatch]] = {}
 
     def start(self) -> None:
         self._commits.start()
@@ -125,8 +139,52 @@ class Intake:
         await self._commits.close()
 
     async def commit(self, items: list[AcceptItem]) -> list[AcceptOutcome]:
-        """Commit ``items`` with everything else that arrived meanwhile (one transaction)."""
-        return await self._commits.submit(items)
+        """Commit ``items`` with everything else that arrived meanwhile (one transaction).
+
+        A forwarder with nothing else to send takes its part at once and sends
+        it while the commit runs (cut-through); the outcomes are returned only
+        once the commit has.
+        """
+        by_hop: dict[str, list[tuple[int, AcceptItem]]] = {}
+        for position, item in enumerate(items):
+            for hop in item.forward:
+                by_hop.setdefault(hop, []).append((position, item))
+        if not by_hop:
+            return await self._commits.submit(items)
+        committed: asyncio.Future[list[AcceptOutcome] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        early = self._early
+        waiting: list[Forwarder] = []  # forwarders that will read these items after the commit
+        marked: list[int] = []
+        for hop, hop_items in by_hop.items():
+            forwarder = self._forwarders.get(hop)
+            if forwarder is None:
+                continue
+            batch = forwarder.take_early(hop_items, committed) if self._cut_through else None
+            if batch is None:
+                forwarder.committing += 1
+                waiting.append(forwarder)
+                continue
+            for _, item in hop_items:
+                key = id(item)
+                if key not in early:
+                    early[key] = {}
+                    marked.append(key)
+                early[key][hop] = batch
+        try:
+            outcomes = await self._commits.submit(items)
+        except BaseException:
+            committed.set_result(None)
+            raise
+        else:
+            committed.set_result(outcomes)
+        finally:
+            for forwarder in waiting:
+                forwarder.committing -= 1
+            for key in marked:
+                del early[key]
+        return outcomes
 
     def has_room(self, count: int, size: int) -> bool:
         limits, queued = self._limits, self._context.queued
@@ -222,9 +280,13 @@ class Intake:
         to_inbox = inbox_fresh.active
         queued: dict[str, list[OutboundEntry]] = {}
         inbox: list[InboundEntry] = []
+        early = self._early
+        sent_early: dict[str, list[EarlyBatch]] = {}  # hop -> batches this commit numbered
+        queued_hops: set[str] = set()  # hops this commit queued other entries for
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome.status is not AcceptStatus.ACCEPTED:
                 continue
+            went_early = early.get(id(item)) if early else None
             if outcome.local and to_inbox:
                 if outcome.inbox_seq is None:
                     inbox_fresh.forget()
@@ -242,6 +304,11 @@ class Intake:
                         )
                     )
             for hop, targets in outcome.forward.items():
+                batch = went_early.get(hop) if went_early else None
+                if batch is not None:
+                    sent_early.setdefault(hop, []).append(batch)
+                    continue  # its forwarder has it: it settles it with the number below
+                queued_hops.add(hop)
                 forwarder = forwarders.get(hop)
                 if forwarder is None or not forwarder.fresh.active:
                     continue
@@ -263,6 +330,10 @@ class Intake:
                 )
         for hop, entries in queued.items():
             forwarders[hop].fresh.offer(entries)
+        for hop, batches in sent_early.items():
+            if hop in queued_hops:  # entries queued beside the early ones: order is not kept
+                for batch in batches:
+                    batch.mixed = True
         if inbox and to_inbox:
             inbox_fresh.offer(inbox)
 
@@ -342,7 +413,7 @@ class Intake:
             self._uncommitted[0] += count
             self._uncommitted[1] += size
             try:
-                outcomes = await self._commits.submit(items)
+                outcomes = await self.commit(items)
             finally:
                 self._uncommitted[0] -= count
                 self._uncommitted[1] -= size

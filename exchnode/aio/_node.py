@@ -241,6 +241,7 @@ class Node:
             self._forwarders,
             config.limits,
             deferred=self._refusals.deferred,
+            cut_through=config.cut_through,
         )
         self._server: LinkServer | None = None
         self._clients: dict[str, LinkClient] = {}

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from exchnode.aio._context import FreshEntries, NodeContext
+from exchnode.aio._cut_through import EarlyBatch
 from exchnode.aio._intake import Intake
 from exchnode.errors import UsageError
 from exchnode.store import (
@@ -149,7 +150,7 @@ def test_the_intake_hands_what_it_committed_to_caught_up_readers_only() -> None:
         for hop in ("520100", "520102.minzheng")
     }
     inbox = SimpleNamespace(fresh=FreshEntries[InboundEntry](max_items=64, max_bytes=1 << 20))
-    intake = SimpleNamespace(_forwarders=forwarders, _inbox=inbox)
+    intake = SimpleNamespace(_forwarders=forwarders, _inbox=inbox, _early={})
     forwarders["520100"].fresh.caught_up()
     inbox.fresh.caught_up()  # 520102.minzheng's forwarder is not caught up: it reads the store
 
@@ -198,3 +199,57 @@ def test_the_intake_hands_what_it_committed_to_caught_up_readers_only() -> None:
     )
     assert forwarders["520100"].fresh.take(NOW, 10, 1 << 20) is None
     assert inbox.fresh.take(NOW, 10, 1 << 20) is None
+
+
+def test_what_went_ahead_of_its_commit_is_numbered_not_handed_over_again() -> None:
+    # Cut-through (SPEC §16.4): an item a forwarder sent before the commit returned is not
+    # offered to it a second time; the commit's numbers settle it; a commit that also queued
+    # another entry for that hop marks the early batch ``mixed`` (order not kept).
+    loop = asyncio.new_event_loop()
+    try:
+        fresh = FreshEntries[OutboundEntry](max_items=64, max_bytes=1 << 20)
+        fresh.caught_up()
+        forwarders = {"520100": SimpleNamespace(fresh=fresh)}
+        inbox = SimpleNamespace(fresh=FreshEntries[InboundEntry](max_items=64, max_bytes=64))
+        early_item, later_item, duplicate = (
+            AcceptItem(
+                sender="520102.gongan",
+                message_id=n.to_bytes(16, "big"),
+                digest=bytes(32),
+                data=b"sealed",
+                expires_ms=NOW + 60_000,
+                forward={"520100": (f"520100.t{n}",)},
+            )
+            for n in (1, 2, 3)
+        )
+        batch = EarlyBatch.of("520100", [(0, early_item), (1, duplicate)], loop.create_future())
+        intake = SimpleNamespace(
+            _forwarders=forwarders,
+            _inbox=inbox,
+            _early={id(early_item): {"520100": batch}, id(duplicate): {"520100": batch}},
+        )
+        accepted = AcceptStatus.ACCEPTED
+        outcomes = [
+            AcceptOutcome(status=accepted, forward=early_item.forward, seqs={"520100": 4}),
+            AcceptOutcome(status=AcceptStatus.DUPLICATE),
+            AcceptOutcome(status=accepted, forward=later_item.forward, seqs={"520100": 5}),
+        ]
+        Intake._hand_over(  # type: ignore[arg-type]
+            intake, [early_item, duplicate, later_item], outcomes
+        )
+        assert [e.seq for e in fresh.take(NOW, 10, 1 << 20) or []] == [5]  # not 4 again
+        assert batch.mixed
+        numbered, unnumbered = batch.numbered(outcomes[:2])
+        assert [(index, e.seq, e.targets) for index, e in numbered] == [(0, 4, ("520100.t1",))]
+        assert not unnumbered  # the duplicate was never queued here: nothing to settle
+        # Alone in its commit, the early batch keeps the queue's order.
+        alone = EarlyBatch.of("520100", [(0, later_item)], loop.create_future())
+        intake._early = {id(later_item): {"520100": alone}}
+        Intake._hand_over(intake, [later_item], outcomes[2:])  # type: ignore[arg-type]
+        assert not alone.mixed
+        assert fresh.take(NOW, 10, 1 << 20) == []
+        # A store that does not number what it queued: the forwarder reads its queue again.
+        _, unnumbered = alone.numbered([AcceptOutcome(status=accepted, forward=later_item.forward)])
+        assert unnumbered
+    finally:
+        loop.close()
