@@ -51,17 +51,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from exchnode.aio._context import NodeContext
-from exchnode.audit import (
-    NO_SUBJECT,
-    Actor,
-    AuditEntry,
-    Category,
-    DetailValue,
-    Outcome,
-    Subject,
-    SubjectKind,
-    details,
-)
+from exchnode.audit import AuditEntry, DetailValue
 from exchnode.core import NodeName
 from exchnode.errors import ExchnodeError
 
@@ -122,7 +112,6 @@ class Refusals:
 
     def __init__(self, context: NodeContext, *, interval: float) -> None:
         self._context = context
-        self._actor = Actor.node(context.name)
         self.interval = interval
         #: refusals of this interval: key -> those counted since its last record
         self._window: dict[_Key, int] = {}
@@ -217,14 +206,8 @@ class Refusals:
         detail: dict[str, DetailValue] = {"count": count, "kind": key.kind}
         if key.address is not None:
             detail["address"] = key.address
-        return AuditEntry(
-            time_ms=now_ms,
-            category=Category.ENVELOPE if key.action == DEFERRED else Category.CONNECTION,
-            action=key.action,
-            actor=self._actor,
-            subject=NO_SUBJECT if key.peer is None else Subject(SubjectKind.NODE, key.peer),
-            outcome=Outcome.refused(key.reason),
-            detail=details(**detail),
+        return self._context.recorder.refusal(
+            now_ms, key.action, key.peer, key.reason, deferred=key.action == DEFERRED, **detail
         )
 
     def _warn(self, key: _Key, count: int, *, repeated: bool, text: str | None = None) -> None:

@@ -159,15 +159,30 @@ class CustodyRecorder:
 
     def link(self, now_ms: int, neighbour: str, *, up: bool, failures: int) -> AuditEntry:
         """A link to ``neighbour`` came back (``up``) or failed after working."""
-        return AuditEntry(
-            time_ms=now_ms,
-            category=Category.CONNECTION,
-            action="link.up" if up else "link.down",
-            actor=self._actor,
-            subject=self._node(neighbour),
-            outcome=Outcome.ok() if up else Outcome.refused("link-failed"),
-            detail=details(count=failures),
+        return self._event(
+            now_ms,
+            Category.CONNECTION,
+            "link.up" if up else "link.down",
+            neighbour,
+            Outcome.ok() if up else Outcome.refused("link-failed"),
+            count=failures,
         )
+
+    def refusal(
+        self,
+        now_ms: int,
+        action: str,
+        peer: str | None,
+        reason: str,
+        *,
+        deferred: bool = False,
+        **detail: DetailValue,
+    ) -> AuditEntry:
+        """A refusal between this node and a peer (``link.refused``, ``link.refused-by``), or
+        a neighbour's items ``deferred`` (``defer``, category ``envelope``), as aio's
+        ``Refusals`` aggregates them: ``peer`` None when it is known by its address only."""
+        category = Category.ENVELOPE if deferred else Category.CONNECTION
+        return self._event(now_ms, category, action, peer, Outcome.refused(reason), **detail)
 
     def key(
         self,
@@ -179,17 +194,30 @@ class CustodyRecorder:
         **detail: DetailValue,
     ) -> AuditEntry:
         """A change of whom the node trusts: a CRL, the directory (see the module docstring)."""
+        outcome = Outcome.ok() if refused is None else Outcome.refused(refused)
+        return self._event(now_ms, Category.KEY, action, subject, outcome, **detail)
+
+    # --- building -------------------------------------------------------------------
+
+    def _event(
+        self,
+        now_ms: int,
+        category: Category,
+        action: str,
+        subject: str | None,
+        outcome: Outcome,
+        **detail: DetailValue,
+    ) -> AuditEntry:
+        """One record of this node's about one node (or none), outside custody's batches."""
         return AuditEntry(
             time_ms=now_ms,
-            category=Category.KEY,
+            category=category,
             action=action,
             actor=self._actor,
             subject=NO_SUBJECT if subject is None else self._node(subject),
-            outcome=Outcome.ok() if refused is None else Outcome.refused(refused),
+            outcome=outcome,
             detail=details(**detail),
         )
-
-    # --- building -------------------------------------------------------------------
 
     def _node(self, name: str) -> Subject:
         subject = self._subjects.get(name)

@@ -29,18 +29,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from exchnode.core import NodeName, PeerIdentity, key_id
 from exchnode.errors import (
-    BadSignatureError,
     CertificateRevokedError,
-    DirectoryExpiredError,
     MalformedCertificateError,
     MalformedError,
-    RejectedError,
     ReplayError,
     UnknownSignerError,
     UsageError,
@@ -61,14 +57,18 @@ from exchnode.federation._directory_verify import (
     Dropped,
     VerifiedEntry,
     accept_crls,
+    check_entry_name,
     check_freshness,
+    check_signature,
+    entry_expired,
     instant,
     trust_with,
+    verify_listed,
 )
 from exchnode.federation._directory_wire import (
     DEFAULT_DIRECTORY_POLICY,
+    DirectoryEntry,
     DirectoryPolicy,
-    iso_ms,
 )
 from exchnode.federation._feed import FeedPosition
 from exchnode.pki import (
@@ -271,14 +271,8 @@ def verify_page(
         )
     if audience is not Audience.LOOKUP and page.since != (since or FeedPosition(b"", 0)):
         raise ReplayError(f"directory page of {page.issuer} answers another position than asked")
-    check_freshness(
-        f"directory page of {page.issuer}",
-        page.issuer,
-        page.issued_ms,
-        page.expires_ms,
-        now,
-        freshness,
-    )
+    what = f"directory page of {page.issuer}"
+    check_freshness(what, page.issuer, page.issued_ms, page.expires_ms, now, freshness)
     parsed: list[tuple[str, _CRL, tuple[bytes, ...]]] = []
     dropped: list[Dropped] = []
     for i, row in enumerate(page.crls):
@@ -290,12 +284,7 @@ def verify_page(
             dropped.append(Dropped(f"page.crls[{i}]", "", exc.code, str(exc)))
     everything = trust_with(trust, (crl for _, crl, _ in parsed)) if parsed else trust
     issuer = _issuer_identity(page, memo, everything, now, revoked)
-    try:
-        issuer.signing_key.verify(page.signature, PAGE_LABEL + page.body)
-    except InvalidSignature:
-        raise BadSignatureError(
-            f"signature on the directory page of {page.issuer} does not verify"
-        ) from None
+    check_signature(issuer, page.signature, PAGE_LABEL + page.body, what)
 
     # SPEC §14.15 step 8: each CRL under the CAs of its own chain (and the asker's and the
     # issuer's): a CA verified once per CRL, not once per certificate on the page.
@@ -322,37 +311,26 @@ def verify_page(
     memo.verify(page.issuer_chain, lean, now, is_revoked, "page.issuer_chain")
 
     now_ms = int(now * 1000)
-    verified, skipped, refused_keys = [], [], []
     listed = tuple((entry.name, leaf_digest(entry.chain[0])) for entry in page.entries)
-    for i, entry in enumerate(page.entries):
-        field = f"page.entries[{i}]"
-        if wanted is not None and not wanted(NodeName.parse(entry.name)):
-            skipped.append(entry.name)
-            continue
-        try:
-            peer, certificates = memo.verify(entry.chain, lean, now, is_revoked, field)
-            if str(peer.name) != entry.name:
-                raise MalformedError(
-                    f"{field}.name", f"is {entry.name}, but the certificate names {peer.name}"
-                )
-            cap = (
-                min(entry.valid_until_ms, page.expires_ms)
-                if audience is Audience.LOOKUP
-                else entry.valid_until_ms
-            )
-            # A feed's row past its cap is kept, dead, so that a lookup says "expired" and
-            # from where (SPEC §14.9); a lookup answer has nothing to say for a dead entry.
-            if cap <= now_ms and audience is Audience.LOOKUP:
-                raise DirectoryExpiredError(
-                    f"{field} ({entry.name}) expired at {iso_ms(cap)}",
-                    source=page.issuer,
-                    expired_ms=cap,
-                )
-        except RejectedError as exc:
-            dropped.append(Dropped(field, entry.name, exc.code, str(exc)))
-            refused_keys.append(listed[i])
-            continue
-        verified.append(VerifiedEntry(peer, certificates, entry.address, cap))
+
+    def verify(i: int, field: str, entry: DirectoryEntry) -> VerifiedEntry:
+        peer, certificates = memo.verify(entry.chain, lean, now, is_revoked, field)
+        check_entry_name(field, entry.name, peer)
+        cap = (
+            min(entry.valid_until_ms, page.expires_ms)
+            if audience is Audience.LOOKUP
+            else entry.valid_until_ms
+        )
+        # A feed's row past its cap is kept, dead, so that a lookup says "expired" and
+        # from where (SPEC §14.9); a lookup answer has nothing to say for a dead entry.
+        if cap <= now_ms and audience is Audience.LOOKUP:
+            raise entry_expired(field, entry.name, cap, page.issuer)
+        return VerifiedEntry(peer, certificates, entry.address, cap)
+
+    verified, skipped, refused_at = verify_listed(
+        page.entries, "page.entries", wanted, verify, dropped
+    )
+    refused_keys = [listed[i] for i in refused_at]
     return VerifiedPage(
         page.issuer,
         page.issued_ms,

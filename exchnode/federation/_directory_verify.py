@@ -72,8 +72,12 @@ __all__ = [
     "VerifiedEntry",
     "VerifiedSnapshot",
     "accept_crls",
+    "check_entry_name",
+    "check_signature",
+    "entry_expired",
     "instant",
     "trust_with",
+    "verify_listed",
     "verify_snapshot",
 ]
 
@@ -214,6 +218,57 @@ def check_freshness(
         )
 
 
+def check_signature(signer: PeerIdentity, signature: bytes, signed: bytes, what: str) -> None:
+    """The issuer's signature over a snapshot or a page (its label and body), else
+    :class:`BadSignatureError` naming ``what`` (SPEC §14.5 step 4, §14.15 step 7)."""
+    try:
+        signer.signing_key.verify(signature, signed)
+    except InvalidSignature:
+        raise BadSignatureError(f"signature on the {what} does not verify") from None
+
+
+def check_entry_name(field: str, name: str, peer: PeerIdentity) -> None:
+    """An entry's chain must certify the name the entry lists."""
+    if str(peer.name) != name:
+        raise MalformedError(f"{field}.name", f"is {name}, but the certificate names {peer.name}")
+
+
+def entry_expired(field: str, name: str, cap: int, source: str) -> DirectoryExpiredError:
+    """The refusal of an entry whose validity ended at ``cap`` (``source`` issued it)."""
+    return DirectoryExpiredError(
+        f"{field} ({name}) expired at {iso_ms(cap)}", source=source, expired_ms=cap
+    )
+
+
+def verify_listed(
+    entries: Sequence[DirectoryEntry],
+    prefix: str,
+    wanted: Callable[[NodeName], bool] | None,
+    verify: Callable[[int, str, DirectoryEntry], VerifiedEntry],
+    dropped: list[Dropped],
+) -> tuple[list[VerifiedEntry], list[str], list[int]]:
+    """Every entry of a snapshot or a page on its own: those ``wanted`` declines are skipped
+    unverified, the others verified by ``verify`` (index, field, entry); one it rejects is
+    left out and reported in ``dropped``, the rest of the answer standing.
+
+    Returns the entries verified, the names skipped and the indexes refused, in order.
+    """
+    verified: list[VerifiedEntry] = []
+    skipped: list[str] = []
+    refused: list[int] = []
+    for i, entry in enumerate(entries):
+        field = f"{prefix}[{i}]"
+        if wanted is not None and not wanted(NodeName.parse(entry.name)):
+            skipped.append(entry.name)
+            continue
+        try:
+            verified.append(verify(i, field, entry))
+        except RejectedError as exc:
+            dropped.append(Dropped(field, entry.name, exc.code, str(exc)))
+            refused.append(i)
+    return verified, skipped, refused
+
+
 def _issuer_entry(snapshot: DirectorySnapshot, certificates: _Certificates) -> int:
     """The index of the entry certifying the key the issuer says it signed with."""
     for i, entry in enumerate(snapshot.entries):
@@ -240,10 +295,7 @@ def _verify_entry(
 ) -> tuple[PeerIdentity, tuple[x509.Certificate, ...]]:
     chain = certificates.chain(entry, field)
     peer = verify_node_certificate(chain[0], chain[1:], trust, when)
-    if str(peer.name) != entry.name:
-        raise MalformedError(
-            f"{field}.name", f"is {entry.name}, but the certificate names {peer.name}"
-        )
+    check_entry_name(field, entry.name, peer)
     return peer, chain
 
 
@@ -269,14 +321,8 @@ def verify_snapshot(
         raise WrongIssuerError(
             f"directory fetched from {expected_issuer} is signed by {snapshot.issuer}"
         )
-    check_freshness(
-        f"directory snapshot of {snapshot.issuer}",
-        snapshot.issuer,
-        snapshot.issued_ms,
-        snapshot.expires_ms,
-        now,
-        policy,
-    )
+    what = f"directory snapshot of {snapshot.issuer}"
+    check_freshness(what, snapshot.issuer, snapshot.issued_ms, snapshot.expires_ms, now, policy)
     when = instant(now)
     now_ms = int(now * 1000)
     parsed, dropped = _parse_crls(snapshot.crls, "directory.body.crls")
@@ -289,12 +335,7 @@ def verify_snapshot(
     issuer_peer, issuer_chain = _verify_entry(
         snapshot.entries[index], f"directory.body.entries[{index}]", certificates, everything, when
     )
-    try:
-        issuer_peer.signing_key.verify(snapshot.signature, DIRECTORY_LABEL + snapshot.body)
-    except InvalidSignature:
-        raise BadSignatureError(
-            f"signature on the directory snapshot of {snapshot.issuer} does not verify"
-        ) from None
+    check_signature(issuer_peer, snapshot.signature, DIRECTORY_LABEL + snapshot.body, what)
 
     cas = []
     for entry in snapshot.entries:
@@ -307,28 +348,19 @@ def verify_snapshot(
     dropped.extend(refused)
     lean = trust_with(trust, checked.current, checked.genuine)
 
-    verified, skipped = [], []
-    for i, entry in enumerate(snapshot.entries):
-        field = f"directory.body.entries[{i}]"
-        if wanted is not None and not wanted(NodeName.parse(entry.name)):
-            skipped.append(entry.name)
-            continue
+    def verify(i: int, field: str, entry: DirectoryEntry) -> VerifiedEntry:
         valid_until = min(entry.valid_until_ms, snapshot.expires_ms)
-        try:
-            if i == index:
-                peer, chain = issuer_peer, issuer_chain
-            else:
-                peer, chain = _verify_entry(entry, field, certificates, lean, when)
-            if valid_until <= now_ms:
-                raise DirectoryExpiredError(
-                    f"{field} ({entry.name}) expired at {iso_ms(valid_until)}",
-                    source=snapshot.issuer,
-                    expired_ms=valid_until,
-                )
-        except RejectedError as exc:
-            dropped.append(Dropped(field, entry.name, exc.code, str(exc)))
-            continue
-        verified.append(VerifiedEntry(peer, chain, entry.address, valid_until))
+        if i == index:
+            peer, chain = issuer_peer, issuer_chain
+        else:
+            peer, chain = _verify_entry(entry, field, certificates, lean, when)
+        if valid_until <= now_ms:
+            raise entry_expired(field, entry.name, valid_until, snapshot.issuer)
+        return VerifiedEntry(peer, chain, entry.address, valid_until)
+
+    verified, skipped, _ = verify_listed(
+        snapshot.entries, "directory.body.entries", wanted, verify, dropped
+    )
     return VerifiedSnapshot(
         snapshot.issuer,
         snapshot.issued_ms,

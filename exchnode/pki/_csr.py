@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -52,7 +51,13 @@ from exchnode.errors import (
 )
 from exchnode.pki._hostile import DECODE_ERRORS, hostile_input
 from exchnode.pki._issue import encryption_key_extension
-from exchnode.pki._profile import ENCRYPTION_KEY_OID, CertKind, node_subject, parse_subject
+from exchnode.pki._profile import (
+    ENCRYPTION_KEY_OID,
+    CertKind,
+    encryption_key_value,
+    node_subject,
+    parse_subject,
+)
 
 __all__ = ["NodeRequest", "build_node_request", "load_request_pem", "read_node_request"]
 
@@ -160,17 +165,11 @@ def _read(request: x509.CertificateSigningRequest) -> NodeRequest:
 def _encryption_key(value: x509.ExtensionType) -> X25519PublicKey:
     if not isinstance(value, x509.UnrecognizedExtension):  # pragma: no cover - private OID
         raise MalformedCertificateError("request's encryption-key extension has a known type")
-    try:
-        key = serialization.load_der_public_key(value.value)
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise MalformedCertificateError(
-            f"request's encryption-key extension is not a SubjectPublicKeyInfo: {exc}"
-        ) from None
-    if not isinstance(key, X25519PublicKey):
-        raise MalformedCertificateError(
-            f"wrong key type: the request's encryption key is {_key_type(key)}, not X25519"
-        )
-    return key
+    return encryption_key_value(
+        value.value,
+        "request's ",
+        lambda key: f"wrong key type: the request's encryption key is {_key_type(key)}, not X25519",
+    )
 
 
 def _key_type(key: object) -> str:

@@ -27,13 +27,17 @@ a :class:`~exchnode.errors.NameConstraintError`, and both say the same thing.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import timedelta
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import NameOID
 
 from exchnode.core import NodeName, division_level, division_scope
-from exchnode.errors import InvalidNameError
+from exchnode.errors import InvalidNameError, MalformedCertificateError
 
 __all__ = [
     "CA_VALIDITY",
@@ -48,6 +52,7 @@ __all__ = [
     "CertKind",
     "ca_issuance_problem",
     "ca_subject",
+    "encryption_key_value",
     "node_issuance_problem",
     "node_subject",
     "parse_subject",
@@ -55,6 +60,27 @@ __all__ = [
 
 #: The exchnode encryption-key extension (SPEC §3.3): ``2.25.<UUID as integer>.1``.
 ENCRYPTION_KEY_OID = x509.ObjectIdentifier("2.25.94333907179797405902471640745814667606.1")
+
+
+def encryption_key_value(
+    spki: bytes, where: str, wrong_type: Callable[[object], str]
+) -> X25519PublicKey:
+    """The X25519 key an encryption-key extension holds (SPEC §3.3: its extnValue is the DER
+    SubjectPublicKeyInfo of the key), in a certificate or a request alike.
+
+    ``where`` begins the refusal of bytes that are no SubjectPublicKeyInfo;
+    ``wrong_type`` says what is wrong with a key of another type.
+    """
+    try:
+        key = serialization.load_der_public_key(spki)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise MalformedCertificateError(
+            f"{where}encryption-key extension is not a SubjectPublicKeyInfo: {exc}"
+        ) from None
+    if not isinstance(key, X25519PublicKey):
+        raise MalformedCertificateError(wrong_type(key))
+    return key
+
 
 #: Longest accepted chain, root and leaf included: national → province → city
 #: → county → department node (SPEC §3.5).

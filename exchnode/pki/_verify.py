@@ -41,8 +41,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
@@ -68,6 +67,7 @@ from exchnode.pki._profile import (
     MAX_CHAIN_LENGTH,
     CertKind,
     ca_issuance_problem,
+    encryption_key_value,
     node_issuance_problem,
     parse_subject,
 )
@@ -433,17 +433,13 @@ def _encryption_key(leaf: _Cert) -> X25519PublicKey:
             f"{leaf.label} lacks the exchnode encryption-key extension "
             f"({ENCRYPTION_KEY_OID.dotted_string})"
         )
-    try:
-        key = serialization.load_der_public_key(leaf.encryption_spki)
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise MalformedCertificateError(
-            f"{leaf.label}: encryption-key extension is not a SubjectPublicKeyInfo: {exc}"
-        ) from None
-    if not isinstance(key, X25519PublicKey):
-        raise MalformedCertificateError(
+    return encryption_key_value(
+        leaf.encryption_spki,
+        f"{leaf.label}: ",
+        lambda key: (
             f"{leaf.label}: encryption-key extension holds a {type(key).__name__}, not X25519"
-        )
-    return key
+        ),
+    )
 
 
 class NodeCertificateContents(NamedTuple):

@@ -40,7 +40,7 @@ Deliberate choices about values:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives import hashes, hmac
@@ -75,8 +75,22 @@ _HASH_KEY_LENGTH = 32
 _VALUE_TYPES = (str, int, float, bool, bytes, type(None))
 
 
+class _Rule:
+    """What every masking rule shares: its wire form is its name, then its parameters in the
+    order they are declared; a rule without parameters has nothing to get wrong."""
+
+    __slots__ = ()
+    name: ClassVar[str]
+
+    def problem(self) -> str | None:
+        return None
+
+    def to_wire(self) -> list[Any]:
+        return [self.name, *(getattr(self, f.name) for f in fields(self))]  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
-class Keep:
+class Keep(_Rule):
     first: int = 6
     last: int = 4
     char: str = "*"
@@ -90,9 +104,6 @@ class Keep:
             return "char must be exactly one character"
         return None
 
-    def to_wire(self) -> list[Any]:
-        return [self.name, self.first, self.last, self.char]
-
     def apply(self, item: str, value: Value, key: bytes | None) -> Value:
         text = _text(item, self.name, value)
         if len(text) <= self.first + self.last:
@@ -102,7 +113,7 @@ class Keep:
 
 
 @dataclass(frozen=True, slots=True)
-class Redact:
+class Redact(_Rule):
     replacement: str | None = "***"
     name: ClassVar[str] = "redact"
 
@@ -113,22 +124,13 @@ class Redact:
             return f"replacement must be null or a text of at most {_MAX_REPLACEMENT} characters"
         return None
 
-    def to_wire(self) -> list[Any]:
-        return [self.name, self.replacement]
-
     def apply(self, item: str, value: Value, key: bytes | None) -> Value:
         return self.replacement
 
 
 @dataclass(frozen=True, slots=True)
-class Hash:
+class Hash(_Rule):
     name: ClassVar[str] = "hash"
-
-    def problem(self) -> str | None:
-        return None
-
-    def to_wire(self) -> list[Any]:
-        return [self.name]
 
     def apply(self, item: str, value: Value, key: bytes | None) -> Value:
         if key is None:
@@ -139,14 +141,8 @@ class Hash:
 
 
 @dataclass(frozen=True, slots=True)
-class YearOnly:
+class YearOnly(_Rule):
     name: ClassVar[str] = "year_only"
-
-    def problem(self) -> str | None:
-        return None
-
-    def to_wire(self) -> list[Any]:
-        return [self.name]
 
     def apply(self, item: str, value: Value, key: bytes | None) -> Value:
         text = _text(item, self.name, value)
@@ -157,6 +153,7 @@ class YearOnly:
 
 
 MaskRule = Keep | Redact | Hash | YearOnly
+_RULES: dict[str, type[MaskRule]] = {rule.name: rule for rule in (Keep, Redact, Hash, YearOnly)}
 
 
 def _text(item: str, rule: str, value: Value) -> str:
@@ -236,17 +233,10 @@ def _rule_from_wire(value: object, what: str, item: str) -> MaskRule:
     if type(value) is not list or not value or type(value[0]) is not str:
         raise MalformedError(what, "expected [name, parameters...]")
     name, *params = value
-    rule: MaskRule
-    if name == Keep.name and len(params) == 3:
-        rule = Keep(*params)
-    elif name == Redact.name and len(params) == 1:
-        rule = Redact(params[0])
-    elif name == Hash.name and not params:
-        rule = Hash()
-    elif name == YearOnly.name and not params:
-        rule = YearOnly()
-    else:
+    kind = _RULES.get(name)
+    if kind is None or len(params) != len(fields(kind)):
         raise MalformedError(what, f"unknown rule {name!r} or wrong number of parameters")
+    rule = kind(*params)
     problem = rule.problem()
     if problem is not None:
         raise MalformedError(what, f"{name} on {item!r}: {problem}")

@@ -33,7 +33,7 @@ from exchnode.store._audit_tree import (
     node_key,
     source_rows,
 )
-from exchnode.store._base import DepthsInMemory, StoreLifeCycle, plan_accept
+from exchnode.store._base import CustodyChecks, DepthsInMemory, StoreLifeCycle, plan_accept
 from exchnode.store._checks import (
     check_checkpoint_update,
     check_count,
@@ -64,7 +64,6 @@ from exchnode.store._records import (
     SeenRecord,
     SendRecord,
     check_audit_rows,
-    check_items,
     entry_fields,
     take_within,
 )
@@ -77,7 +76,7 @@ __all__ = ["MemoryStore"]
 _INBOX = ""  # the expiry heap's queue name for the inbox (next hops are never empty)
 
 
-class MemoryStore(DepthsInMemory, StoreLifeCycle):
+class MemoryStore(CustodyChecks, DepthsInMemory, StoreLifeCycle):
     """A :class:`~exchnode.store.Store` held in memory; not durable."""
 
     def __init__(self) -> None:
@@ -114,13 +113,9 @@ class MemoryStore(DepthsInMemory, StoreLifeCycle):
 
     # --- custody in ---------------------------------------------------------------
 
-    def accept(
-        self, items: Iterable[AcceptItem], now_ms: int, *, audit: AuditHook | None = None
+    def _accept(
+        self, batch: list[AcceptItem], now_ms: int, audit: AuditHook | None
     ) -> list[AcceptOutcome]:
-        batch = check_items(items)
-        check_time(now_ms)
-        if not batch:
-            return []
         with self._lock:
             self._check_open()
             # Plan first, change nothing: the audit callback may still refuse the batch.
@@ -266,11 +261,9 @@ class MemoryStore(DepthsInMemory, StoreLifeCycle):
 
     # --- expiry -------------------------------------------------------------------
 
-    def take_expired(
-        self, now_ms: int, max_count: int, *, audit: ExpiryAuditHook | None = None
+    def _take_expired(
+        self, now_ms: int, max_count: int, audit: ExpiryAuditHook | None
     ) -> list[ExpiredEntry]:
-        check_time(now_ms)
-        check_limit(max_count, "max_count")
         out: list[ExpiredEntry] = []
         popped: list[tuple[int, int, str, int]] = []
         with self._lock:
@@ -311,9 +304,7 @@ class MemoryStore(DepthsInMemory, StoreLifeCycle):
             self._store_audit(records, seal)
         return out
 
-    def prune(self, now_ms: int, max_count: int = 10_000) -> int:
-        check_time(now_ms)
-        check_limit(max_count, "max_count")
+    def _prune(self, now_ms: int, max_count: int) -> int:
         dropped = 0
         with self._lock:
             self._check_open()

@@ -76,17 +76,21 @@ import psycopg
 
 from exchnode.errors import StoreError
 from exchnode.federation import PeerState
-from exchnode.store._base import AcceptPlan, expired_in_order, plan_accept, queue_rows
+from exchnode.store._base import (
+    AcceptPlan,
+    CustodyChecks,
+    expired_in_order,
+    plan_accept,
+    queue_rows,
+    seen_record,
+)
 from exchnode.store._checks import (
     check_limit,
     check_meta,
     check_meta_changes,
-    check_meta_range,
     check_page,
     check_peer_state,
     check_seqs,
-    check_time,
-    prefix_end,
 )
 from exchnode.store._postgres_audit import PostgresAuditLog
 from exchnode.store._postgres_schema import Connection, connect, describe, prepare
@@ -104,10 +108,8 @@ from exchnode.store._records import (
     SeenRecord,
     SendRecord,
     check_audit_rows,
-    check_items,
     join_targets,
     row_fields,
-    split_targets,
     take_within,
 )
 from exchnode.store._signals import INBOX, QUEUE, Signal
@@ -206,7 +208,7 @@ def _unnest(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)]
 
 
-class PostgresStore(PostgresAuditLog):
+class PostgresStore(CustodyChecks, PostgresAuditLog):
     """A :class:`~exchnode.store.Store` in a PostgreSQL database; see the module docstring.
 
     ``conninfo`` is a libpq connection string or URI (its password, if any,
@@ -300,18 +302,14 @@ class PostgresStore(PostgresAuditLog):
 
     # --- custody in -----------------------------------------------------------------
 
-    def accept(
-        self, items: Iterable[AcceptItem], now_ms: int, *, audit: AuditHook | None = None
+    def _accept(
+        self, batch: list[AcceptItem], now_ms: int, audit: AuditHook | None
     ) -> list[AcceptOutcome]:
-        batch = check_items(items)
-        check_time(now_ms)
-        if not batch:
-            return []
         with self._lock:
             self._open_conn()
             for attempt in itertools.count(1):
                 try:
-                    return self._accept(batch, now_ms, audit)
+                    return self._accept_once(batch, now_ms, audit)
                 except _Contended:
                     if attempt >= _ATTEMPTS:
                         raise StoreError(
@@ -320,7 +318,7 @@ class PostgresStore(PostgresAuditLog):
                         ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _accept(
+    def _accept_once(
         self, batch: list[AcceptItem], now_ms: int, audit: AuditHook | None
     ) -> list[AcceptOutcome]:
         with self._transaction("accept") as conn:
@@ -336,13 +334,9 @@ class PostgresStore(PostgresAuditLog):
     def _plan(self, conn: Connection, batch: list[AcceptItem], now_ms: int) -> AcceptPlan:
         """The batch planned against its records, read and locked (in key order)."""
         keys = sorted({(item.sender, item.message_id) for item in batch})
-        seen = {
-            (sender, message_id): SeenRecord(
-                digest=digest, expires_ms=expires_ms, targets=frozenset(split_targets(targets))
-            )
-            for sender, message_id, digest, expires_ms, targets in conn.execute(
-                _LOCK_SEEN, _unnest(keys, 2)
-            )
+        seen: dict[tuple[str, bytes], SeenRecord | None] = {
+            (row[0], row[1]): seen_record(row[2:])
+            for row in conn.execute(_LOCK_SEEN, _unnest(keys, 2))
         }
         sends = sorted({item.send_key.key for item in batch if item.send_key is not None})
         sent: dict[bytes, SendRecord] = {}
@@ -395,19 +389,6 @@ class PostgresStore(PostgresAuditLog):
             queues = sorted(removed)
             conn.execute(_LOCK_QUEUES, (queues,))
             conn.execute(_COUNT_OUT, _unnest([(q, *removed[q]) for q in queues], 3))
-
-    def seen(self, sender: str, message_id: bytes) -> SeenRecord | None:
-        with self._lock, self._reading("seen") as conn:
-            row = conn.execute(
-                "SELECT digest, expires_ms, targets FROM dedup"
-                " WHERE sender = %s AND message_id = %b",
-                (sender, message_id),
-            ).fetchone()
-        if row is None:
-            return None
-        return SeenRecord(
-            digest=row[0], expires_ms=row[1], targets=frozenset(split_targets(row[2]))
-        )
 
     # --- outbound -------------------------------------------------------------------
 
@@ -508,11 +489,9 @@ class PostgresStore(PostgresAuditLog):
 
     # --- expiry ---------------------------------------------------------------------
 
-    def take_expired(
-        self, now_ms: int, max_count: int, *, audit: ExpiryAuditHook | None = None
+    def _take_expired(
+        self, now_ms: int, max_count: int, audit: ExpiryAuditHook | None
     ) -> list[ExpiredEntry]:
-        check_time(now_ms)
-        check_limit(max_count, "max_count")
         with self._lock, self._transaction("take_expired") as conn:
             # SKIP LOCKED: workers expiring at once take disjoint entries, and never wait.
             found = expired_in_order(
@@ -541,9 +520,7 @@ class PostgresStore(PostgresAuditLog):
                 self._append_audit(conn, state, check_audit_rows(records, state.size))
         return [entry for entry, _ in found]
 
-    def prune(self, now_ms: int, max_count: int = 10_000) -> int:
-        check_time(now_ms)
-        check_limit(max_count, "max_count")
+    def _prune(self, now_ms: int, max_count: int) -> int:
         with self._lock, self._transaction("prune") as conn:
             dedup = _PRUNE.format(table="dedup", key="sender, message_id")
             row = conn.execute(dedup.encode(), (now_ms, max_count)).fetchone()
@@ -553,15 +530,6 @@ class PostgresStore(PostgresAuditLog):
         return 0 if row is None else int(row[0])
 
     # --- small persistent state ------------------------------------------------------
-
-    def peer_state(self, name: str) -> PeerState:
-        with self._lock, self._reading("peer_state") as conn:
-            row = conn.execute(
-                "SELECT failures, next_attempt_ms, last_ok_ms FROM peers WHERE name = %s", (name,)
-            ).fetchone()
-        if row is None:
-            return PeerState()
-        return PeerState(failures=row[0], next_attempt_ms=row[1], last_ok_ms=row[2])
 
     def set_peer_state(self, name: str, state: PeerState) -> None:
         check_peer_state(state)
@@ -573,11 +541,6 @@ class PostgresStore(PostgresAuditLog):
                 " last_ok_ms = excluded.last_ok_ms",
                 (name, state.failures, state.next_attempt_ms, state.last_ok_ms),
             )
-
-    def get_meta(self, key: str) -> bytes | None:
-        with self._lock, self._reading("get_meta") as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
-        return None if row is None else bytes(row[0])
 
     def set_meta(self, key: str, value: bytes) -> None:
         check_meta(key, value)
@@ -599,19 +562,6 @@ class PostgresStore(PostgresAuditLog):
                 )
             if deleted:
                 conn.execute("DELETE FROM meta WHERE key = ANY(%s::text[])", (deleted,))
-
-    def meta_range(
-        self, prefix: str, *, after: str = "", limit: int = 1000
-    ) -> list[tuple[str, bytes]]:
-        check_meta_range(prefix, after, limit)
-        end = prefix_end(prefix)
-        with self._lock, self._reading("meta_range") as conn:
-            rows = conn.execute(
-                "SELECT key, value FROM meta WHERE key >= %s AND key > %s"
-                " AND (%s::text IS NULL OR key < %s::text) ORDER BY key LIMIT %s",
-                (prefix, after, end, end, limit),
-            ).fetchall()
-        return [(key, bytes(value)) for key, value in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -18,10 +18,8 @@ from exchnode.store._audit_tree import check_node_rows, node_key, source_rows
 from exchnode.store._checks import (
     check_checkpoint_update,
     check_count,
-    check_limit,
     check_prune_audit,
     check_seal,
-    check_time,
     check_tree_head,
 )
 from exchnode.store._postgres_base import AuditState, PostgresBase
@@ -149,16 +147,6 @@ class PostgresAuditLog(PostgresBase):
             with self._transaction("append_audit") as conn:
                 self._audited(conn, records)
 
-    def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[AuditRow]:
-        check_time(from_seq, "from_seq")
-        check_limit(limit, "limit")
-        with self._lock, self._reading("audit_records") as conn:
-            rows = conn.execute(
-                "SELECT seq, data FROM audit_records WHERE seq >= %s ORDER BY seq LIMIT %s",
-                (from_seq, limit),
-            ).fetchall()
-        return [AuditRow(seq, data) for seq, data in rows]
-
     def audit_size(self) -> int:
         with self._lock, self._reading("audit_size") as conn:
             return self._audit_state(conn).size
@@ -168,33 +156,6 @@ class PostgresAuditLog(PostgresBase):
             state = self._lock_audit(conn)
             size = check_tree_head(size, data, state.size, state.last_head_size)
             conn.execute("INSERT INTO audit_heads (tree_size, data) VALUES (%s, %b)", (size, data))
-
-    def tree_heads(self, limit: int | None = None) -> list[bytes]:
-        if limit is not None:
-            check_limit(limit, "limit")
-        with self._lock, self._reading("tree_heads") as conn:
-            rows = conn.execute(
-                "SELECT data FROM (SELECT position, data FROM audit_heads"
-                " ORDER BY position DESC LIMIT %s) AS last ORDER BY position",
-                (limit,),
-            ).fetchall()
-        return [data for (data,) in rows]
-
-    def tree_heads_from(self, position: int, limit: int = 10_000) -> list[tuple[int, bytes]]:
-        check_count(position, "position")
-        check_limit(limit, "limit")
-        with self._lock, self._reading("tree_heads_from") as conn:
-            rows = conn.execute(
-                "SELECT position, data FROM audit_heads WHERE position >= %s"
-                " ORDER BY position LIMIT %s",
-                (position, limit),
-            ).fetchall()
-        return [(at, data) for at, data in rows]
-
-    def audit_heads_end(self) -> int:
-        with self._lock, self._reading("audit_heads_end") as conn:
-            row = conn.execute("SELECT max(position) FROM audit_heads").fetchone()
-        return 0 if row is None or row[0] is None else int(row[0]) + 1
 
     def tree_head_at_most(self, size: int) -> bytes | None:
         check_count(size, "size")
@@ -222,25 +183,13 @@ class PostgresAuditLog(PostgresBase):
         with self._lock, self._transaction("prune_audit") as conn:
             state = self._lock_audit(conn)
             below = check_prune_audit(below_seq, max_count, state.checkpoint_size)
-            row = conn.execute("SELECT min(seq) FROM audit_records").fetchone()
-            first = None if row is None else row[0]
-            if first is None or first >= below:
-                return 0
-            # The kept records are contiguous: the oldest max_count are one range.
-            end = min(below, first + max_count)
-            # Their tree rows go with them: a row covers only records before its seq.
-            conn.execute("DELETE FROM audit_nodes WHERE seq < %s", (end,))
-            return conn.execute("DELETE FROM audit_records WHERE seq < %s", (end,)).rowcount
+            return self._prune_records(conn, below, max_count)
 
     def prune_heads(self, below_size: int, max_count: int = 10_000) -> int:
         with self._lock, self._transaction("prune_heads") as conn:
             state = self._lock_audit(conn)
             below = check_prune_audit(below_size, max_count, state.checkpoint_size)
-            return conn.execute(
-                "DELETE FROM audit_heads WHERE position IN (SELECT position FROM audit_heads"
-                " WHERE tree_size < %s ORDER BY position LIMIT %s)",
-                (below, max_count),
-            ).rowcount
+            return self._prune_heads(conn, below, max_count)
 
     # --- the tree's interior nodes (issue 13) ----------------------------------------
 
@@ -252,14 +201,3 @@ class PostgresAuditLog(PostgresBase):
     def audit_nodes_due(self) -> int:
         with self._lock, self._reading("audit_nodes_due") as conn:
             return self._audit_state(conn).nodes_due
-
-    def audit_node(self, level: int, index: int) -> bytes | None:
-        seq, offset = node_key(level, index)
-        with self._lock, self._reading("audit_node") as conn:
-            row = conn.execute(
-                "SELECT substring(hashes FROM %s FOR 32) FROM audit_nodes WHERE seq = %s",
-                (offset + 1, seq),
-            ).fetchone()
-        if row is None or len(row[0]) != 32:
-            return None
-        return bytes(row[0])

@@ -19,13 +19,13 @@ import time
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import psycopg
 
 from exchnode.errors import StoreError, UsageError
 from exchnode.store._audit_tree import first_node_seq
-from exchnode.store._base import SqlAuditReads
+from exchnode.store._base import SharedSql
 from exchnode.store._postgres_schema import Connection, store_error
 
 _RECONNECT_EVERY_S = 1.0
@@ -48,7 +48,7 @@ class AuditState(NamedTuple):
     nodes_due: int  # the next tree row expected
 
 
-class PostgresBase(SqlAuditReads):
+class PostgresBase(SharedSql):
     """The session, serialised by a lock (see PostgresStore)."""
 
     name: str
@@ -131,9 +131,10 @@ class PostgresBase(SqlAuditReads):
 
         conn.add_notice_handler(notice)
 
-    def _first_row(self, what: str, query: str) -> tuple[Any, ...] | None:
-        with self._lock, self._reading(what) as conn:
-            return conn.execute(query.encode()).fetchone()
+    def _statement(self, sql: str) -> bytes:
+        """A shared statement's ``?`` placeholders as psycopg's ``%s`` (none holds a ``?``
+        or a ``%`` otherwise)."""
+        return sql.replace("?", "%s").encode()
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[Connection]:

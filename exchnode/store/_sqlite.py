@@ -53,17 +53,22 @@ from typing import TYPE_CHECKING
 
 from exchnode.errors import StoreError, UsageError
 from exchnode.federation import PeerState
-from exchnode.store._base import DepthsInMemory, expired_in_order, plan_accept, queue_rows
+from exchnode.store._base import (
+    SELECT_SEEN,
+    CustodyChecks,
+    DepthsInMemory,
+    expired_in_order,
+    plan_accept,
+    queue_rows,
+    seen_record,
+)
 from exchnode.store._checks import (
-    check_limit,
     check_meta,
     check_meta_changes,
-    check_meta_range,
     check_page,
     check_peer_state,
     check_seqs,
     check_time,
-    prefix_end,
 )
 from exchnode.store._records import (
     AcceptItem,
@@ -80,10 +85,8 @@ from exchnode.store._records import (
     SeenRecord,
     SendRecord,
     check_audit_rows,
-    check_items,
     join_targets,
     row_fields,
-    split_targets,
     take_within,
 )
 from exchnode.store._sqlite_audit import SqliteAuditLog
@@ -95,7 +98,6 @@ if TYPE_CHECKING:
 __all__ = ["SqliteStore"]
 
 
-_SELECT_SEEN = "SELECT digest, expires_ms, targets FROM dedup WHERE sender = ? AND message_id = ?"
 _SELECT_SEND = "SELECT request, message_id, digest, expires_ms FROM send_keys WHERE key = ?"
 _UPSERT_SEND = (
     "INSERT OR REPLACE INTO send_keys (key, request, message_id, digest, expires_ms)"
@@ -214,13 +216,7 @@ def _send_record(row: tuple[bytes, bytes, bytes, int]) -> SendRecord:
     return SendRecord(request=row[0], message_id=row[1], digest=row[2], expires_ms=row[3])
 
 
-def _seen_record(row: tuple[bytes, int, str] | None) -> SeenRecord | None:
-    if row is None:
-        return None
-    return SeenRecord(digest=row[0], expires_ms=row[1], targets=frozenset(split_targets(row[2])))
-
-
-class SqliteStore(SqliteAuditLog, DepthsInMemory):
+class SqliteStore(CustodyChecks, SqliteAuditLog, DepthsInMemory):
     """A :class:`~exchnode.store.Store` in one SQLite file; see the module docstring.
 
     Synchronous: run it in a worker thread.  One connection, owned by the
@@ -303,17 +299,13 @@ class SqliteStore(SqliteAuditLog, DepthsInMemory):
 
     # --- custody in -----------------------------------------------------------------
 
-    def accept(
-        self, items: Iterable[AcceptItem], now_ms: int, *, audit: AuditHook | None = None
+    def _accept(
+        self, batch: list[AcceptItem], now_ms: int, audit: AuditHook | None
     ) -> list[AcceptOutcome]:
-        batch = check_items(items)
-        check_time(now_ms)
-        if not batch:
-            return []
         with self._lock, self._transaction("accept") as conn:
 
             def seen(key: tuple[str, bytes]) -> SeenRecord | None:
-                return _seen_record(conn.execute(_SELECT_SEEN, key).fetchone())
+                return seen_record(conn.execute(SELECT_SEEN, key).fetchone())
 
             def sent(send: bytes) -> SendRecord | None:
                 row = conn.execute(_SELECT_SEND, (send,)).fetchone()
@@ -354,10 +346,6 @@ class SqliteStore(SqliteAuditLog, DepthsInMemory):
         if inbox_first is None and outbound_first is None:
             return plan.outcomes
         return _numbered(plan.outcomes, inbox_first, outbound_first)
-
-    def seen(self, sender: str, message_id: bytes) -> SeenRecord | None:
-        with self._lock, self._reading("seen") as conn:
-            return _seen_record(conn.execute(_SELECT_SEEN, (sender, message_id)).fetchone())
 
     # --- outbound -------------------------------------------------------------------
 
@@ -428,11 +416,9 @@ class SqliteStore(SqliteAuditLog, DepthsInMemory):
 
     # --- expiry ---------------------------------------------------------------------
 
-    def take_expired(
-        self, now_ms: int, max_count: int, *, audit: ExpiryAuditHook | None = None
+    def _take_expired(
+        self, now_ms: int, max_count: int, audit: ExpiryAuditHook | None
     ) -> list[ExpiredEntry]:
-        check_time(now_ms)
-        check_limit(max_count, "max_count")
         audit_rows: list[AuditRow] = []
         with self._lock, self._transaction("take_expired") as conn:
             found = expired_in_order(
@@ -461,9 +447,7 @@ class SqliteStore(SqliteAuditLog, DepthsInMemory):
                 self._depths.remove_outbound(entry.next_hop, size)
         return [entry for entry, _ in found]
 
-    def prune(self, now_ms: int, max_count: int = 10_000) -> int:
-        check_time(now_ms)
-        check_limit(max_count, "max_count")
+    def _prune(self, now_ms: int, max_count: int) -> int:
         with self._lock, self._transaction("prune") as conn:
             keys = conn.execute(
                 "SELECT sender, message_id FROM dedup WHERE expires_ms <= ?"
@@ -481,15 +465,6 @@ class SqliteStore(SqliteAuditLog, DepthsInMemory):
 
     # --- small persistent state ------------------------------------------------------
 
-    def peer_state(self, name: str) -> PeerState:
-        with self._lock, self._reading("peer_state") as conn:
-            row = conn.execute(
-                "SELECT failures, next_attempt_ms, last_ok_ms FROM peers WHERE name = ?", (name,)
-            ).fetchone()
-        if row is None:
-            return PeerState()
-        return PeerState(failures=row[0], next_attempt_ms=row[1], last_ok_ms=row[2])
-
     def set_peer_state(self, name: str, state: PeerState) -> None:
         check_peer_state(state)
         with self._lock, self._transaction("set_peer_state") as conn:
@@ -498,11 +473,6 @@ class SqliteStore(SqliteAuditLog, DepthsInMemory):
                 " VALUES (?, ?, ?, ?)",
                 (name, state.failures, state.next_attempt_ms, state.last_ok_ms),
             )
-
-    def get_meta(self, key: str) -> bytes | None:
-        with self._lock, self._reading("get_meta") as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else bytes(row[0])
 
     def set_meta(self, key: str, value: bytes) -> None:
         check_meta(key, value)
@@ -522,25 +492,6 @@ class SqliteStore(SqliteAuditLog, DepthsInMemory):
                 conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", written)
             if deleted:
                 conn.executemany("DELETE FROM meta WHERE key = ?", deleted)
-
-    def meta_range(
-        self, prefix: str, *, after: str = "", limit: int = 1000
-    ) -> list[tuple[str, bytes]]:
-        check_meta_range(prefix, after, limit)
-        end = prefix_end(prefix)
-        with self._lock, self._reading("meta_range") as conn:
-            if end is None:
-                rows = conn.execute(
-                    "SELECT key, value FROM meta WHERE key >= ? AND key > ? ORDER BY key LIMIT ?",
-                    (prefix, after, limit),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT key, value FROM meta WHERE key >= ? AND key > ? AND key < ?"
-                    " ORDER BY key LIMIT ?",
-                    (prefix, after, end, limit),
-                ).fetchall()
-        return [(str(key), bytes(value)) for key, value in rows]
 
     def backup(self, target: str | os.PathLike[str], *, pages: int = 256) -> None:
         """Copy the store, consistently, into a new file ``target`` while it stays in use.

@@ -13,20 +13,12 @@ import sqlite3
 from collections.abc import Sequence
 
 from exchnode.errors import StoreError, UsageError
-from exchnode.store._audit_tree import (
-    AuditTreeSource,
-    check_node_rows,
-    first_node_seq,
-    node_key,
-    source_rows,
-)
+from exchnode.store._audit_tree import check_node_rows, first_node_seq, source_rows
 from exchnode.store._checks import (
     check_checkpoint_update,
     check_count,
-    check_limit,
     check_prune_audit,
     check_seal,
-    check_time,
     check_tree_head,
 )
 from exchnode.store._records import AuditRow, check_audit_rows
@@ -41,10 +33,10 @@ INSERT_NODES = "INSERT INTO audit_nodes (seq, hashes) VALUES (?, ?)"
 class SqliteAuditLog(SqliteBase):
     """The audit log's half of the store's ``AuditStore`` protocol."""
 
-    _tree_source: AuditTreeSource | None = None
+    _tree_source = None
+    _no_limit = -1  # SQLite's LIMIT for "all rows"
     _nodes_due = 0  # the seq of the next node row the store expects
     _nodes_due_after: int | None = None  # what it becomes once the transaction under way commits
-    _has_nodes = True  # False for a schema before version 6 read read-only
 
     def _load_audit(self, conn: sqlite3.Connection) -> None:
         try:
@@ -130,16 +122,6 @@ class SqliteAuditLog(SqliteBase):
                 self._nodes_due = self._nodes_due_after
         self._nodes_due_after = None
 
-    def audit_records(self, from_seq: int = 0, limit: int = 10_000) -> list[AuditRow]:
-        check_time(from_seq, "from_seq")
-        check_limit(limit, "limit")
-        with self._lock, self._reading("audit_records") as conn:
-            rows = conn.execute(
-                "SELECT seq, data FROM audit_records WHERE seq >= ? ORDER BY seq LIMIT ?",
-                (from_seq, limit),
-            ).fetchall()
-        return [AuditRow(seq, bytes(data)) for seq, data in rows]
-
     def audit_size(self) -> int:
         with self._lock:
             self._open_conn()
@@ -154,33 +136,6 @@ class SqliteAuditLog(SqliteBase):
                     "INSERT INTO audit_heads (tree_size, data) VALUES (?, ?)", (size, data)
                 )
             self._last_head_size = size
-
-    def tree_heads(self, limit: int | None = None) -> list[bytes]:
-        if limit is not None:
-            check_limit(limit, "limit")
-        with self._lock, self._reading("tree_heads") as conn:
-            rows = conn.execute(
-                "SELECT data FROM (SELECT position, data FROM audit_heads"
-                " ORDER BY position DESC LIMIT ?) ORDER BY position",
-                (-1 if limit is None else limit,),
-            ).fetchall()
-        return [bytes(data) for (data,) in rows]
-
-    def tree_heads_from(self, position: int, limit: int = 10_000) -> list[tuple[int, bytes]]:
-        check_count(position, "position")
-        check_limit(limit, "limit")
-        with self._lock, self._reading("tree_heads_from") as conn:
-            rows = conn.execute(
-                "SELECT position, data FROM audit_heads WHERE position >= ?"
-                " ORDER BY position LIMIT ?",
-                (position, limit),
-            ).fetchall()
-        return [(position, bytes(data)) for position, data in rows]
-
-    def audit_heads_end(self) -> int:
-        with self._lock, self._reading("audit_heads_end") as conn:
-            (last,) = conn.execute("SELECT max(position) FROM audit_heads").fetchone()
-        return 0 if last is None else last + 1
 
     def tree_head_at_most(self, size: int) -> bytes | None:
         check_count(size, "size")
@@ -227,25 +182,14 @@ class SqliteAuditLog(SqliteBase):
             self._open_conn()
             below = check_prune_audit(below_seq, max_count, self._checkpoint_size)
             with self._transaction("prune_audit") as conn:
-                (first,) = conn.execute("SELECT min(seq) FROM audit_records").fetchone()
-                if first is None or first >= below:
-                    return 0
-                # The kept records are contiguous: the oldest max_count are one range.
-                end = min(below, first + max_count)
-                # Their tree nodes go with them: a row covers only records before its seq.
-                conn.execute("DELETE FROM audit_nodes WHERE seq < ?", (end,))
-                return conn.execute("DELETE FROM audit_records WHERE seq < ?", (end,)).rowcount
+                return self._prune_records(conn, below, max_count)
 
     def prune_heads(self, below_size: int, max_count: int = 10_000) -> int:
         with self._lock:
             self._open_conn()
             below = check_prune_audit(below_size, max_count, self._checkpoint_size)
             with self._transaction("prune_heads") as conn:
-                return conn.execute(
-                    "DELETE FROM audit_heads WHERE position IN (SELECT position FROM audit_heads"
-                    " WHERE tree_size < ? ORDER BY position LIMIT ?)",
-                    (below, max_count),
-                ).rowcount
+                return self._prune_heads(conn, below, max_count)
 
     # --- the tree's interior nodes (issue 13) ----------------------------------------
 
@@ -268,15 +212,3 @@ class SqliteAuditLog(SqliteBase):
 
     def _due(self) -> int:
         return max(self._nodes_due, self._checkpoint_size | 1)  # none due below the checkpoint
-
-    def audit_node(self, level: int, index: int) -> bytes | None:
-        seq, offset = node_key(level, index)
-        with self._lock, self._reading("audit_node") as conn:
-            if not self._has_nodes:
-                return None
-            row = conn.execute(
-                "SELECT substr(hashes, ?, 32) FROM audit_nodes WHERE seq = ?", (offset + 1, seq)
-            ).fetchone()
-        if row is None or len(row[0]) != 32:
-            return None
-        return bytes(row[0])

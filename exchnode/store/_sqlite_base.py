@@ -13,16 +13,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from exchnode.errors import StoreError, UsageError
-from exchnode.store._base import SqlAuditReads
+from exchnode.store._base import SharedSql
 from exchnode.store._sqlite_schema import store_error
 
 __all__ = ["SqliteBase"]
 
 
-class SqliteBase(SqlAuditReads):
+class SqliteBase(SharedSql):
     """The connection, serialised by a lock, and the audit log's counters (see SqliteStore)."""
 
     path: Path
@@ -76,10 +75,8 @@ class SqliteBase(SqlAuditReads):
             self._conn = None
             conn.close()
 
-    def _first_row(self, what: str, query: str) -> tuple[Any, ...] | None:
-        with self._lock, self._reading(what) as conn:
-            row: tuple[Any, ...] | None = conn.execute(query).fetchone()
-        return row
+    def _statement(self, sql: str) -> str:
+        return sql  # SQLite's placeholders are the shared statements' own
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
