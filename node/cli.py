@@ -323,9 +323,15 @@ def _run(args: argparse.Namespace) -> int:
     fields = {"worker": index} if config.store.workers > 1 or args.worker is not None else {}
     configure_logging(config.log.level, config.log.format, fields=fields)
     if args.worker is not None:
+        import structlog
+
         from .worker import serve_worker
 
-        return run_loop(serve_worker(config, args.worker))
+        try:
+            return run_loop(serve_worker(config, args.worker))
+        except ExchnodeError as exc:  # on the hub's log, with the worker's number
+            structlog.get_logger("node.worker").error("worker stopped by an error", error=str(exc))
+            return 1
     return run_loop(serve(config, accept_unsigned_tail=args.accept_unsigned_audit_tail))
 
 

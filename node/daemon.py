@@ -321,7 +321,8 @@ def state_lock(state_dir: Path) -> Iterator[int]:
         except BlockingIOError:
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
             raise UsageError(
-                f"{state_dir} is in use by another daemon (pid {holder}); stop it first"
+                f"{state_dir} is in use by another daemon (pid {holder}, or the workers it "
+                "started, which hold it until they have drained); stop it first"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

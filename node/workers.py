@@ -76,10 +76,11 @@ def inherited_fds(config: DaemonConfig, index: int) -> Inherited:
     with no one to stop it: refused, saying who starts workers.
     """
     count = config.store.workers
+    if index == 0:
+        raise UsageError("worker 0 is 'exchnode node run' itself: leave out --worker")
     if not 1 <= index < count:
         raise UsageError(
-            f"{config.path}: store.workers is {count}: there is no worker {index} "
-            f"(workers 1..{count - 1} are started by worker 0)"
+            f"{config.path}: store.workers is {count}: there is no worker {index} to run"
         )
     by_hand = UsageError(
         f"worker {index} of {config.name} is started by worker 0 ('exchnode node run "

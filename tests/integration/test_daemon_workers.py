@@ -12,7 +12,8 @@ exactly once; a directory request on a connection the kernel gave worker 1 is
 answered (worker 0 answers it through the workers' socket) and the catalog
 crosses the hub; worker 1 SIGKILLed in the middle of a flow is restarted and
 the receiving application counts 0 lost, 0 duplicated; SIGTERM to worker 0
-stops both.  Without the daemons: SQLite with two workers is refused naming
+stops both; a worker whose worker 0 was SIGKILLed drains and exits.  Without
+the daemons: SQLite with two workers is refused naming
 the key, by ``load_config`` and by ``node check``; a worker started by hand is
 refused.
 """
@@ -20,6 +21,7 @@ refused.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -89,6 +91,10 @@ def worker_pid(fed: DaemonFederation, other_than: int | None = None) -> int:
 
     pid: int = until(current, "worker 1 running", timeout=30)
     return pid
+
+
+def serving_events(fed: DaemonFederation) -> list[dict[str, Any]]:
+    return [e for e in fed.log_events(HUB) if e.get("event") == "worker serving"]
 
 
 def send(fed: DaemonFederation, sender: str, recipient: str, payloads: list[bytes]) -> None:
@@ -263,10 +269,30 @@ def test_worker_1_killed_mid_flow_is_restarted_and_nothing_is_lost_or_doubled(
 
 def test_sigterm_to_worker_0_stops_every_worker(fed: DaemonFederation) -> None:
     worker = worker_pid(fed)
+    until(lambda: serving_events(fed), "worker 1 serving")
     assert fed.stop(HUB, timeout=30) == 0
     until(lambda: not Path(f"/proc/{worker}").exists(), "worker 1 gone", timeout=10)
     events = fed.log_events(HUB)
     assert any(e.get("event") == "stopped" and e.get("worker") == 1 for e in events)
+
+
+def test_a_worker_whose_worker_0_dies_drains_and_exits(fed: DaemonFederation) -> None:
+    serving = len(serving_events(fed))
+    fed.start(HUB)
+    fed.wait_ready(HUB)
+    worker = worker_pid(fed)
+    until(lambda: len(serving_events(fed)) > serving, "worker 1 serving")
+    hub = fed.processes.pop(HUB)
+    hub.kill()  # no drain, no signal to the workers: only the pipe's end tells them
+    hub.wait(10)
+    try:
+        until(lambda: not Path(f"/proc/{worker}").exists(), "worker 1 gone", timeout=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)  # an orphan must not outlive a failed test
+    events = [e for e in fed.log_events(HUB) if e.get("worker") == 1]
+    assert [e["event"] for e in events][-3:] == ["worker 0 is gone; draining", "node stopped",
+                                                 "stopped"]  # fmt: skip
 
 
 def test_a_worker_started_by_hand_is_refused(fed: DaemonFederation) -> None:
