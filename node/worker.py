@@ -115,7 +115,9 @@ async def serve_worker(config: DaemonConfig, index: int) -> int:
     reloads: set[asyncio.Task[None]] = set()
 
     def on_signal(signum: int) -> None:
-        log.info("draining", signal=signal.Signals(signum).name)
+        # systemd's stop signals every process of the unit, and worker 0 passes it on too.
+        if not stop.is_set():
+            log.info("draining", signal=signal.Signals(signum).name)
         stop.set()
 
     def on_parent_gone() -> None:
