@@ -70,6 +70,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -499,6 +500,8 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool, loc
 
             workers = Supervisor(config, lock_fd, log, workers_changed)
             workers.start()
+            # The administrator's reload of [[peers]] reaches them as SIGHUP does.
+            admin.peers.others_reload = partial(workers.send, signal.SIGHUP)
         api.serving()
         _write_ready(config.ready_path, ready)
         log.info(

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import errno
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,11 +68,62 @@ FOLLOW_SECONDS = 1.0
 
 async def serve_worker(config: DaemonConfig, index: int) -> int:
     """Run worker ``index`` of the hub of ``config`` until told to stop; the exit status."""
-    from .daemon import build_directory, load_trust  # the daemon imports the supervisor
-
     log = structlog.get_logger("node.worker").bind(node=config.name)
     inherited = inherited_fds(config, index)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    reloading: list[Callable[[], None]] = []  # how to reload, once the worker serves
+
+    def on_signal(signum: int) -> None:
+        # systemd's stop signals every process of the unit, and worker 0 passes it on too.
+        if not stop.is_set():
+            log.info("draining", signal=signal.Signals(signum).name)
+        stop.set()
+
+    def on_parent_gone() -> None:
+        loop.remove_reader(inherited.parent)
+        if not stop.is_set():
+            log.warning("worker 0 is gone; draining")
+            stop.set()
+
+    def on_hangup() -> None:
+        if not reloading:  # its start reads the CRLs and peers
+            log.info("SIGHUP ignored: the worker is not serving yet")
+            return
+        reloading[0]()
+
+    # From the first moment: SIGHUP's default would end the process, and worker 0's end
+    # must be seen however early it comes.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    loop.add_reader(inherited.parent, on_parent_gone)
+    node: Node | None = None
+    try:
+        node, audit = await _start(config, index, log)
+        reloading.append(_reloader(node, config, audit, log))
+        if not stop.is_set():
+            log.info("worker serving", link_url=node.url, worker_count=config.store.workers,
+                     loop=loop_name())  # fmt: skip
+            await stop.wait()
+        return await _drain(config, node, log)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(inherited.parent)
+        if node is not None:  # anything before the drain still closes it (else at once)
+            with contextlib.suppress(ExchnodeError, OSError):
+                await node.close()
+
+
+async def _start(config: DaemonConfig, index: int, log: Any) -> tuple[Node, AuditService]:
+    """Worker ``index``'s node, built from ``config`` and serving (closed again if it fails),
+    and its audit service."""
+    from .daemon import build_directory, load_trust  # the daemon imports the supervisor
+
     now = datetime.now(UTC)
+    crl_files = crl_files_state(config, with_added=True)  # before reading them
     trust = load_trust(config)
     passphrase = config.identity.passphrase(config.path)
     identity = load_local_identity(
@@ -109,69 +161,51 @@ async def serve_worker(config: DaemonConfig, index: int) -> int:
         directory=directory,
         services=services,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    try:
+        await node.start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        in_use = address_in_use("node.listen", *config.listen)
+        raise ConfigError(f"{config.path}: {in_use}") from None
+    try:
+        await node.add_crls(trust.crls)
+
+        async def reload(kind: str) -> None:
+            with contextlib.suppress(ExchnodeError, OSError):  # reload_crls logged what failed
+                await reload_crls(node, config, log.bind(kind=kind))
+
+        node.run_task(
+            lambda: watch_crl_files(config, reload, log, crl_files, with_added=True), "crl-files"
+        )
+    except BaseException:
+        with contextlib.suppress(ExchnodeError, OSError):
+            await node.close()
+        raise
+    return node, audit
+
+
+def _reloader(
+    node: Node, config: DaemonConfig, audit: AuditService, log: Any
+) -> Callable[[], None]:
+    """SIGHUP on a serving worker: the CRL files and ``[[peers]]`` again, in a task."""
     peers = PeerAdmin(node, config, audit)
-    reloads: set[asyncio.Task[None]] = set()
-
-    def on_signal(signum: int) -> None:
-        # systemd's stop signals every process of the unit, and worker 0 passes it on too.
-        if not stop.is_set():
-            log.info("draining", signal=signal.Signals(signum).name)
-        stop.set()
-
-    def on_parent_gone() -> None:
-        loop.remove_reader(inherited.parent)
-        if not stop.is_set():
-            log.warning("worker 0 is gone; draining")
-            stop.set()
-
-    async def reload(kind: str) -> None:
-        with contextlib.suppress(ExchnodeError, OSError):  # reload_crls logged what failed
-            await reload_crls(node, config, log.bind(kind=kind))
+    tasks: set[asyncio.Task[None]] = set()
 
     async def hangup() -> None:
-        await reload("sighup")
+        with contextlib.suppress(ExchnodeError, OSError):  # reload_crls logged what failed
+            await reload_crls(node, config, log.bind(kind="sighup"))
         try:
             await peers.reload()
         except ConfigError as exc:
             log.error("peers not reloaded; the ones in use stay", error=str(exc))
 
-    def on_hangup() -> None:
-        task = loop.create_task(hangup(), name="reload")
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+    def start() -> None:
+        task = asyncio.get_running_loop().create_task(hangup(), name="reload")
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
-    crl_files = crl_files_state(config, with_added=True)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    loop.add_reader(inherited.parent, on_parent_gone)
-    try:
-        try:
-            await node.start()
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            in_use = address_in_use("node.listen", *config.listen)
-            raise ConfigError(f"{config.path}: {in_use}") from None
-        loop.add_signal_handler(signal.SIGHUP, on_hangup)
-        await node.add_crls(trust.crls)
-        node.run_task(
-            lambda: watch_crl_files(config, reload, log, crl_files, with_added=True), "crl-files"
-        )
-        log.info("worker serving", link_url=node.url, worker_count=config.store.workers,
-                 loop=loop_name())  # fmt: skip
-        await stop.wait()
-        return await _drain(config, node, log)
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
-        with contextlib.suppress(ValueError, OSError):
-            loop.remove_reader(inherited.parent)
-        # A failed start, or anything before the drain, still closes the node (after a
-        # drain this returns at once).
-        with contextlib.suppress(ExchnodeError, OSError):
-            await node.close()
+    return start
 
 
 async def _drain(config: DaemonConfig, node: Node, log: Any) -> int:

@@ -10,9 +10,10 @@ gongan is always moved by worker 1.
 In order (one set of daemons for the module): messages both ways arrive
 exactly once; a directory request on a connection the kernel gave worker 1 is
 answered (worker 0 answers it through the workers' socket) and the catalog
-crosses the hub; worker 1 SIGKILLed in the middle of a flow is restarted and
-the receiving application counts 0 lost, 0 duplicated; SIGTERM to worker 0
-stops both; a worker whose worker 0 was SIGKILLed drains and exits.  Without
+crosses the hub; SIGHUP reaches worker 1 too; worker 1 SIGKILLed in the middle
+of a flow is restarted and the receiving application counts 0 lost, 0
+duplicated; SIGTERM to worker 0 stops both; a worker whose worker 0 was
+SIGKILLed drains and exits.  Without
 the daemons: SQLite with two workers is refused naming
 the key, by ``load_config`` and by ``node check``; a worker started by hand is
 refused.
@@ -234,6 +235,21 @@ def test_the_catalog_crosses_the_hub(fed: DaemonFederation, tmp_path: Path) -> N
 
     (record,) = until(found, "minzheng's entry seen from gongan through the hub", timeout=40)
     assert record["provider"] == MINZHENG
+
+
+def test_sighup_reaches_the_workers(fed: DaemonFederation) -> None:
+    until(lambda: serving_events(fed), "worker 1 serving")
+    os.kill(int(ready(fed)["pid"]), signal.SIGHUP)
+
+    def reloaded(worker: int) -> set[str]:
+        events = fed.log_events(HUB)
+        return {e["event"] for e in events if e.get("worker") == worker} & {
+            "crls reloaded",
+            "peers reloaded",
+        }
+
+    until(lambda: reloaded(1) == {"crls reloaded", "peers reloaded"}, "worker 1 reloaded")
+    until(lambda: reloaded(0) == {"crls reloaded", "peers reloaded"}, "worker 0 reloaded")
 
 
 def test_worker_1_killed_mid_flow_is_restarted_and_nothing_is_lost_or_doubled(
