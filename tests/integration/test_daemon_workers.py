@@ -325,9 +325,18 @@ def test_sqlite_with_two_workers_is_refused_naming_the_key(tmp_path: Path) -> No
     checked = node_cli("check", "--config", str(path))
     assert checked.returncode == 1
     assert b"store.workers" in checked.stdout + checked.stderr
+
+
+def test_admission_on_hello_with_two_workers_is_refused_naming_the_key(
+    tmp_path: Path, cluster: PostgresCluster
+) -> None:
+    federation = DaemonFederation(tmp_path, [HUB])
+    path = federation.config_path(HUB)
+    hub_on_postgres(path, cluster.conninfo())
+    assert federation.config(HUB).admission.policy == "none"  # the default with workers
+    text = path.read_text()
     config_refused(
         path,
-        text + '\n[store]\nbackend = "postgresql"\nconninfo = "dbname=x"\nworkers = 2\n'
-        '[admission]\npolicy = "division"\n',
+        text + '[admission]\npolicy = "division"\n',
         r"admission\.policy: 'division' admits children on their hello",
     )
