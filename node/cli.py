@@ -139,6 +139,12 @@ acceptance is itself on the record.""",
         action="store_true",
         help="this start only: accept audit records no head covers (see above)",
     )
+    p.add_argument(
+        "--worker",
+        type=int,
+        metavar="I",
+        help="internal: run as worker I of a hub with [store] workers > 1 (worker 0 starts them)",
+    )
 
     p = add_verb(
         verbs,
@@ -312,7 +318,20 @@ def _run(args: argparse.Namespace) -> int:
     from .logs import configure_logging
 
     config = load_config(args.config)
-    configure_logging(config.log.level, config.log.format)
+    index = 0 if args.worker is None else args.worker
+    # A hub's workers write to one stderr: every line says whose it is.
+    fields = {"worker": index} if config.store.workers > 1 or args.worker is not None else {}
+    configure_logging(config.log.level, config.log.format, fields=fields)
+    if args.worker is not None:
+        import structlog
+
+        from .worker import serve_worker
+
+        try:
+            return run_loop(serve_worker(config, args.worker))
+        except ExchnodeError as exc:  # on the hub's log, with the worker's number
+            structlog.get_logger("node.worker").error("worker stopped by an error", error=str(exc))
+            return 1
     return run_loop(serve(config, accept_unsigned_tail=args.accept_unsigned_audit_tail))
 
 

@@ -28,7 +28,8 @@ Sections (``node/README.md`` is the reference with every default)::
     [[peers]]    name, relation = parent|child|link, url
     [limits]     the fields of exchnode.aio.NodeLimits
     [timers]     the fields of exchnode.aio.NodeTimers, plus drain_timeout
-    [store]      backend = "sqlite" | "postgresql"; conninfo, schema, password_file (postgresql)
+    [store]      backend = "sqlite" | "postgresql"; conninfo, schema, password_file, workers
+                 (postgresql)
     [operator]   listen, token_file, administrator_token_file, auditor_token_file,
                  allow_remote, lease_seconds, max_body_bytes
     [catalog]    refresh
@@ -54,7 +55,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import exchnode.store as stores  # its PostgreSQL names load psycopg: used on demand
-from exchnode.aio import ADMISSION_POLICIES, Admission, NodeConfig, NodeLimits, NodeTimers, Peer
+from exchnode.aio import (
+    ADMISSION_POLICIES,
+    Admission,
+    NodeConfig,
+    NodeLimits,
+    NodeTimers,
+    Peer,
+    WorkerShare,
+)
 from exchnode.audit import Role
 from exchnode.core import Level, NodeName
 from exchnode.errors import ExchnodeError, UsageError
@@ -232,6 +241,11 @@ class SharingConfig:
 
 
 STORE_BACKENDS = ("sqlite", "postgresql")
+#: a hub's worker processes at most (``exchnode.aio.WorkerShare`` takes up to 256; more
+#: processes than a host has cores only adds switching)
+MAX_WORKERS = 64
+#: a unix socket's path is at most this many bytes (Linux ``sun_path``, less its NUL)
+MAX_SOCKET_PATH = 107
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,12 +256,17 @@ class StoreConfig:
     ``conninfo`` is a libpq connection string without a password: the config
     file is not a secret, so the password comes from ``password_file`` (0600)
     or libpq's own ``PGPASSFILE``.
+
+    ``workers``: the hub runs as that many processes on the one database
+    (``node.workers``); more than one needs PostgreSQL, whose store the
+    processes share.
     """
 
     backend: str = "sqlite"
     conninfo: str = ""
     schema: str = "exchnode"
     password_file: Path | None = None
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +303,12 @@ class DaemonConfig:
         ``[directory] advertise``, ``[limits]``, ``[timers]`` (less ``drain_timeout``,
         the daemon's own); backoff and the seal and open policies are the library's.
         """
+        return self.worker_node_config(0)
+
+    def worker_node_config(self, index: int) -> NodeConfig:
+        """:attr:`node_config` for worker ``index`` of ``[store] workers`` (0: the daemon
+        itself); with one worker the node is one process (no ``WorkerShare``)."""
+        count = self.store.workers
         return NodeConfig(
             peers=self.peers,
             listen=self.listen,
@@ -291,6 +316,7 @@ class DaemonConfig:
             limits=self.limits,
             timers=self.timers,
             admission=self.admission,
+            worker=WorkerShare(index, count) if count > 1 else None,
         )
 
     @property
@@ -327,6 +353,11 @@ class DaemonConfig:
     @property
     def ready_path(self) -> Path:
         return self.state_dir / "ready.json"
+
+    @property
+    def worker_socket_path(self) -> Path:
+        """Where worker 0 answers the services' endpoints for the other workers (0600)."""
+        return self.state_dir / "workers.sock"
 
     def check_files(self) -> None:
         """Everything ``run`` reads must exist; the error names the key that points at it."""
@@ -633,6 +664,12 @@ def load_config(path: Path | str) -> DaemonConfig:
     drain_timeout = timers_section.positive("drain_timeout", float, 10.0)
     timers = _dataclass_section(timers_section, NodeTimers, float)
     store = _store(section("store"))
+    if store.workers > 1 and len(os.fsencode(state_dir / "workers.sock")) > MAX_SOCKET_PATH:
+        raise node.error(
+            "state_dir",
+            f"{state_dir} is too long for the unix socket (workers.sock, at most "
+            f"{MAX_SOCKET_PATH} bytes) through which the workers (store.workers) reach worker 0",
+        )
 
     op = section("operator")
     host, port = _address(op, "listen", DEFAULT_OPERATOR)
@@ -668,7 +705,8 @@ def load_config(path: Path | str) -> DaemonConfig:
         format=log_section.choice("format", LOG_FORMATS, "json"),
     )
     log_section.finish()
-    admission = _admission(section("admission"))
+    admission_section = section("admission")
+    admission = _admission(admission_section, store.workers)
 
     return DaemonConfig(
         path=config_path,
@@ -693,9 +731,22 @@ def load_config(path: Path | str) -> DaemonConfig:
     )
 
 
-def _admission(section: _Section) -> Admission:
-    """``[admission]``: whom a hub admits as a child on its first hello (``aio.Admission``)."""
-    policy = section.choice("policy", ADMISSION_POLICIES, "division")
+def _admission(section: _Section, workers: int) -> Admission:
+    """``[admission]``: whom a hub admits as a child on its first hello (``aio.Admission``).
+
+    A hub run as several workers admits no one (``policy = "none"``, its default
+    there): a child admitted by the worker its hello reached would be a stranger to
+    the others, which take its transfers and forward its queue, until they restart;
+    its children are listed in ``[[peers]]`` and reloaded (SIGHUP) instead.
+    """
+    policy = section.choice("policy", ADMISSION_POLICIES, "division" if workers == 1 else "none")
+    if workers > 1 and policy != "none":
+        raise section.error(
+            "policy",
+            f"{policy!r} admits children on their hello, which a hub run as {workers} workers "
+            '(store.workers) cannot share between them: use policy = "none" and list the '
+            "children in [[peers]] (reloaded on SIGHUP)",
+        )
     allow = section.get("allow", list, [])
     section.finish()
     if policy != "allow-list" and allow:
@@ -705,10 +756,19 @@ def _admission(section: _Section) -> Admission:
 
 def _store(section: _Section) -> StoreConfig:
     backend = section.choice("backend", STORE_BACKENDS, "sqlite")
+    workers = section.positive("workers", int, 1)
+    if workers > MAX_WORKERS:
+        raise section.error("workers", f"must be at most {MAX_WORKERS}, got {workers}")
     if backend == "sqlite":
         for name in ("conninfo", "schema", "password_file"):
             if name in section.table:
                 raise section.error(name, 'is for backend = "postgresql" only')
+        if workers > 1:
+            raise section.error(
+                "workers",
+                f'{workers} worker processes need backend = "postgresql": a SQLite store is '
+                "one process's (its file is locked by the one that opened it)",
+            )
         section.finish()
         return StoreConfig()
     conninfo = section.get("conninfo", str)
@@ -722,7 +782,7 @@ def _store(section: _Section) -> StoreConfig:
         raise section.error(key, str(exc)) from None
     password_file = _optional_path(section, "password_file")
     section.finish()
-    return StoreConfig(backend, conninfo, schema, password_file)
+    return StoreConfig(backend, conninfo, schema, password_file, workers)
 
 
 def _optional_path(section: _Section, name: str) -> Path | None:

@@ -44,11 +44,17 @@ audited; a task logs any CRL near or past its nextUpdate, or missing, and any
 certificate the node depends on near or past its end (``node.expiry``) at
 start and every hour.
 
+A hub with ``[store] workers = N`` (PostgreSQL) is this process, worker 0,
+and N-1 worker processes it starts once it serves and keeps running
+(``node.workers``: the supervisor; ``node.worker``: what a worker runs;
+``node.worker_routes``: the services' endpoints answered here for all).
+
 SIGTERM or SIGINT starts the drain: the operator API refuses new requests
-(503) and waits, up to ``[timers] drain_timeout``, for those under way; then
-``Node.close`` stops taking transfers, finishes the commits under way and
-stops its tasks.  What is still queued stays in the store for the next start.
-Exit status 0 after a clean drain, 1 if the drain timed out.
+(503) and waits, up to ``[timers] drain_timeout``, for those under way; the
+workers, if any, are told to drain and waited for; then ``Node.close`` stops
+taking transfers, finishes the commits under way and stops its tasks.  What
+is still queued stays in the store for the next start.  Exit status 0 after
+a clean drain, 1 if the drain timed out.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -73,8 +80,10 @@ from cryptography import x509
 from exchnode.aio import (
     AuditService,
     CatalogService,
+    DirectoryService,
     LogSink,
     Node,
+    NodeService,
     SharingService,
     TlsFiles,
     WitnessService,
@@ -102,6 +111,8 @@ from .roles import PEOPLE, Credentials, token_key
 from .sd_notify import notify
 from .trust import crl_files_state, expand, read_crls, reload_and_record, watch_crl_files
 from .workdays import note_calendar, watch_calendar
+from .worker_routes import WorkerRoutes
+from .workers import Supervisor
 
 __all__ = [
     "AuditAndLogSink",
@@ -293,13 +304,16 @@ async def serve(config: DaemonConfig, *, accept_unsigned_tail: bool = False) -> 
     log = structlog.get_logger("node.daemon").bind(node=config.name)
     config.check_files()
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with state_lock(config.state_dir):
-        return await _serve(config, log, accept_unsigned_tail)
+    with state_lock(config.state_dir) as lock_fd:
+        return await _serve(config, log, accept_unsigned_tail, lock_fd)
 
 
 @contextlib.contextmanager
-def state_lock(state_dir: Path) -> Iterator[None]:
-    """One daemon per state directory: a second one stops before it touches anything."""
+def state_lock(state_dir: Path) -> Iterator[int]:
+    """One daemon per state directory: a second one stops before it touches anything.
+
+    Yields the locked file's descriptor: a hub's workers inherit it (``node.workers``), so
+    the directory stays locked while any of them lives."""
     path = state_dir / "daemon.lock"
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     try:
@@ -308,16 +322,17 @@ def state_lock(state_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
             raise UsageError(
-                f"{state_dir} is in use by another daemon (pid {holder}); stop it first"
+                f"{state_dir} is in use by another daemon (pid {holder}, or the workers it "
+                "started, which hold it until they have drained); stop it first"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        yield
+        yield fd
     finally:
         os.close(fd)  # releases the lock
 
 
-async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> int:
+async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool, lock_fd: int) -> int:
     now = datetime.now(UTC)
     masking_secret = read_masking_secret(config)  # before anything logs: a config problem
     crl_files = crl_files_state(config)  # before reading them: a change after is seen
@@ -350,6 +365,9 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
     audit, witness, catalog, sharing = build_services(
         config, masking_secret, log, accept_unsigned_tail=accept_unsigned_tail
     )
+    services: list[NodeService] = [audit, witness, catalog, sharing]
+    if directory is None:  # the one the Node would make: held here for its endpoints' sake
+        services.insert(0, DirectoryService.for_node(identity, config.node_config))
     node = Node(
         identity=identity,
         store=config.store_opener(),
@@ -358,8 +376,10 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         ca_bundle=trust.cas,
         config=config.node_config,
         directory=directory,
-        services=[audit, witness, catalog, sharing],
+        services=services,
     )
+    workers: Supervisor | None = None
+    worker_routes: WorkerRoutes | None = None
     watched = certificates_to_watch(
         identity.peer.certificate, identity.chain, trust.cas, trust.roots
     )
@@ -420,6 +440,8 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
             log.info("SIGHUP ignored: the node is not serving yet; its start reads the CRLs")
             return
         log.info("reloading crls and peers", signal="SIGHUP")
+        if workers is not None:
+            workers.send(signal.SIGHUP)  # each reloads its own
         task = loop.create_task(hangup(), name="crl-reload")
         reloads.add(task)
         task.add_done_callback(reloads.discard)
@@ -456,14 +478,31 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
         )
         node.run_task(lambda: watch_crl_files(config, reload, log, crl_files), "crl-files")
         node.run_task(lambda: watch_calendar(config, log), "calendar-watch")
-        api.serving()
         operator_url = f"http://{_host(operator_address[0])}:{operator_address[1]}"
-        ready = {
+        ready: dict[str, Any] = {
             "name": config.name,
             "pid": os.getpid(),
             "link_url": node.url,
             "operator_url": operator_url,
         }
+        if config.store.workers > 1:
+            worker_routes = WorkerRoutes(
+                _neighbour_routes(services),
+                config.worker_socket_path,
+                max_body_bytes=config.limits.max_transfer_bytes,
+            )
+            await worker_routes.start()
+
+            def workers_changed(pids: dict[int, int]) -> None:
+                ready["workers"] = {str(index): pid for index, pid in pids.items()}
+                if api.phase == "serving":
+                    _write_ready(config.ready_path, ready)
+
+            workers = Supervisor(config, lock_fd, log, workers_changed)
+            workers.start()
+            # The administrator's reload of [[peers]] reaches them as SIGHUP does.
+            admin.peers.others_reload = partial(workers.send, signal.SIGHUP)
+        api.serving()
         _write_ready(config.ready_path, ready)
         log.info(
             "ready",
@@ -471,15 +510,20 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool) -> 
             operator_url=operator_url,
             peers=len(config.peers),
             loop=loop_name(),
+            worker_count=config.store.workers,
         )
         notify(f"READY=1\nSTATUS=serving {config.name} at {node.url}", log)  # Type=notify
         gc.collect()
         gc.freeze()
         await stop.wait()
-        return await _drain(config, node, api, log)
+        return await _drain(config, node, api, log, workers)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        if workers is not None:
+            workers.kill()  # after a drain: nothing left; after a failure: they go too
+        if worker_routes is not None:
+            await worker_routes.close()
         with contextlib.suppress(FileNotFoundError):
             config.ready_path.unlink()
         # A start that failed after the node started (or anything before the drain) still
@@ -500,11 +544,27 @@ def _naming_the_setting(config: DaemonConfig, key: str, host: str, port: int) ->
         raise ConfigError(f"{config.path}: {address_in_use(key, host, port)}") from None
 
 
-async def _drain(config: DaemonConfig, node: Node, api: OperatorApi, log: Any) -> int:
+def _neighbour_routes(services: list[NodeService]) -> dict[tuple[str, str], Any]:
+    """Every service's neighbour endpoints: what worker 0 answers for the other workers."""
+    routes: dict[tuple[str, str], Any] = {}
+    for service in services:
+        routes.update(service.routes())
+    return routes
+
+
+async def _drain(
+    config: DaemonConfig, node: Node, api: OperatorApi, log: Any, workers: Supervisor | None
+) -> int:
     started = loop_time()
     clean = await api.drain(config.drain_timeout)
     if not clean:
         log.warning("operator requests still running at the drain deadline")
+    workers_drained = True
+    if workers is not None:  # they drain while this one still answers their proxied requests
+        remaining = max(config.drain_timeout - (loop_time() - started), 1.0)
+        workers_drained = await workers.stop(remaining)
+        if not workers_drained:
+            log.warning("a worker did not drain cleanly")
     remaining = max(config.drain_timeout - (loop_time() - started), 1.0)
     try:
         await asyncio.wait_for(node.close(), remaining)
@@ -512,7 +572,7 @@ async def _drain(config: DaemonConfig, node: Node, api: OperatorApi, log: Any) -
         log.error("drain timed out; queued items stay in the store", timeout=config.drain_timeout)
         return 1
     log.info("stopped", seconds=round(loop_time() - started, 3))
-    return 0
+    return 0 if workers_drained else 1
 
 
 def loop_time() -> float:

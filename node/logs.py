@@ -39,7 +39,7 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TextIO
@@ -175,19 +175,37 @@ def _first_line_with_exception(
     return event_dict
 
 
+def _with_fields(fields: dict[str, Any]) -> Any:
+    def processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        for key, value in fields.items():
+            event_dict.setdefault(key, value)
+        return event_dict
+
+    return processor
+
+
 def _timestamp(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """ISO 8601 with the offset, China Standard Time: the one time convention of every output."""
     event_dict["timestamp"] = datetime.now(CHINA_STANDARD_TIME).isoformat(timespec="microseconds")
     return event_dict
 
 
-def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "info",
+    fmt: str = "json",
+    stream: TextIO | None = None,
+    *,
+    fields: Mapping[str, Any] | None = None,
+) -> None:
+    """Log lines on ``stream`` (stderr); ``fields``: on every line (a hub's ``worker``)."""
     out = stream if stream is not None else sys.stderr
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         _timestamp,
     ]
+    if fields:
+        shared.insert(0, _with_fields(dict(fields)))
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)

@@ -93,6 +93,9 @@ class PeerAdmin:
         self.config = config
         self.audit = audit
         self.log: Any = structlog.get_logger("node.admin").bind(node=node.name)
+        #: after a reload the administrator asked for: the hub's other workers reload theirs
+        #: (``node.workers``; SIGHUP reaches them without it)
+        self.others_reload: Callable[[], None] | None = None
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
@@ -206,6 +209,8 @@ class PeerAdmin:
             raise HTTPProblem(
                 409, f"{exc}; the peers in use stay", "invalid-configuration"
             ) from None
+        if self.others_reload is not None:
+            self.others_reload()
         return web.json_response(done.json())
 
     # --- the reload (SIGHUP too) -----------------------------------------------------------

@@ -286,6 +286,16 @@ def render_config(
         "# A child that does not answer witness_silent_rounds rounds in a row is judged silent.",
         "# witness_silent_rounds = 5",
         "",
+    ]
+    if node.is_hub:
+        lines += [
+            "# [store]  # a hub that outgrows the SQLite file in state_dir (node/README.md §2)",
+            '# backend = "postgresql"',
+            '# conninfo = "host=/run/postgresql dbname=exchnode"  # the password: password_file',
+            "# workers = 4  # processes on the one database, one per core (postgresql only)",
+            "",
+        ]
+    lines += [
         "[log]",
         'level = "info"  # debug, info, warning, error',
         'format = "json"  # json (one object per line on stderr) or console',

@@ -130,13 +130,17 @@ async def reload_crls(node: Node, config: DaemonConfig, log: Any) -> CrlCheck:
 CrlFilesState = tuple[tuple[str, int, int, int], ...]
 
 
-def crl_files_state(config: DaemonConfig) -> CrlFilesState:
+def crl_files_state(config: DaemonConfig, *, with_added: bool = False) -> CrlFilesState:
     """The ``[trust] crls`` files' identity and dates now: any write, replacement, addition or
     removal changes it (a rename over a file changes the inode, an edit the size or mtime).
 
-    ``state_dir/crls`` is left out: only this daemon writes it (``admin crl add``), after the
-    node has taken the CRL, so watching it would only reload what is already in use."""
-    paths = expand(config.trust.crls)
+    ``state_dir/crls`` is left out unless ``with_added``: only this daemon writes it (``admin
+    crl add``), after the node has taken the CRL, so watching it would only reload what is
+    already in use -- except on the other workers of a hub (``node.worker``), which learn
+    of an added CRL only there."""
+    paths = list(expand(config.trust.crls))
+    if with_added and config.added_crls_dir.is_dir():
+        paths += expand([config.added_crls_dir])
     out = []
     for path in paths:
         try:
@@ -181,6 +185,8 @@ async def watch_crl_files(
     reload: Callable[[str], Awaitable[object]],
     log: Any,
     since: CrlFilesState,
+    *,
+    with_added: bool = False,
 ) -> None:
     """Call ``reload("file-change")`` whenever the CRL files differ from the last look.
 
@@ -194,7 +200,7 @@ async def watch_crl_files(
     last = since
     while True:
         await asyncio.sleep(interval)
-        now = crl_files_state(config)
+        now = crl_files_state(config, with_added=with_added)
         if now == last:
             continue
         last = now

@@ -45,6 +45,16 @@ to, never the network (SPEC §14.13):
   after every change, and again at start for what the stored rows brought
   back.
 
+**Following** (a hub run as several workers, ``exchnode.aio.WorkerShare``).
+One worker (0) runs the directory as above; each other worker's service is
+built with ``follow=`` seconds: it serves, pulls and announces nothing (its
+neighbours' directory requests are worker 0's to answer), and takes the rows
+worker 0 stores again whenever worker 0 says they changed (a meta value,
+``directory/generation``, that worker 0 rewrites after each change it
+applies and a follower reads every ``follow`` seconds), each chain verified
+again as after a restart (remembered: only new chains cost).  It still asks
+the parent for the names it misses (``resolve``), as any node does.
+
 Whenever the keys change the service tells the node (``Node.keys_changed``),
 which retries inbox entries it could not open yet and wakes ``wait_known``.
 The directory's state changes only under one lock, in a worker thread (chain
@@ -106,6 +116,8 @@ _OLD_CACHE_KEY = "directory"  # format 1's one-value cache, read once and delete
 _V1 = "directory/v1/"  # a format-1 neighbour's last snapshot, per source
 _V2 = "directory/v2/"  # per source: state, rows, CRLs
 _LOOKUPS = "directory/lookup/"  # per looked-up name: its entries
+#: rewritten by worker 0 of a hub's workers after each change: followers then reload the rows
+GENERATION_KEY = "directory/generation"
 _MAX_PAGES_PER_PULL = 100_000
 _MAX_PENDING = (
     4096  # names being asked of the parent at once  # a runaway server cannot keep a puller forever
@@ -124,8 +136,10 @@ class DirectoryService:
     long what this node signs is vouched for; ``lookup_timeout``: how long a
     send waits for the hierarchy to resolve an unknown recipient;
     ``negative_ttl``: how long a name the hierarchy did not know is not asked
-    again.  :meth:`for_node` builds the one a node runs by default, from its
-    :class:`~exchnode.aio.NodeConfig`.
+    again; ``follow``: this is a follower (a worker other than 0 of a hub run
+    as several, see the module docstring) that looks for worker 0's changes
+    every ``follow`` seconds.  :meth:`for_node` builds the one a node runs by
+    default, from its :class:`~exchnode.aio.NodeConfig`.
     """
 
     kinds: frozenset[str] = frozenset()  # the directory moves over neighbour endpoints
@@ -138,12 +152,17 @@ class DirectoryService:
         lifetime: float = 24 * 3600.0,
         lookup_timeout: float = 5.0,
         negative_ttl: float = 5.0,
+        follow: float | None = None,
     ) -> None:
         if min(refresh, lifetime, lookup_timeout) <= 0 or negative_ttl < 0:
             raise UsageError(
                 f"refresh, lifetime and lookup_timeout must be positive, got "
                 f"{refresh}, {lifetime}, {lookup_timeout}"
             )
+        if follow is not None and not follow > 0:
+            raise UsageError(f"follow must be positive seconds, got {follow!r}")
+        self.follow = follow
+        self._generation: bytes | None = None  # a follower: worker 0's last generation seen
         self.directory = directory
         self.refresh = refresh
         self.lifetime = lifetime
@@ -170,8 +189,10 @@ class DirectoryService:
         identity: LocalIdentity,
         config: NodeConfig,
         clock: Callable[[], float] = time.time,
+        *,
+        follow: float | None = None,
     ) -> DirectoryService:
-        """The directory service of a node set up by ``config``.
+        """The directory service of a node set up by ``config`` (``follow``: see the class).
 
         Its feeds get fresh random ids at each start: the rows it serves are
         recomputed from what it holds, so a neighbour must not continue from a
@@ -190,6 +211,7 @@ class DirectoryService:
             lifetime=config.timers.directory_lifetime,
             lookup_timeout=config.timers.directory_lookup_timeout,
             negative_ttl=config.timers.directory_negative_ttl,
+            follow=follow,
         )
 
     # --- the service seam ------------------------------------------------------------
@@ -203,10 +225,15 @@ class DirectoryService:
             if name not in held:
                 self.directory.add_neighbour(Neighbour(NodeName.parse(name), relation))
         self.log = self.log.bind(node=node.name)
+        if self.follow is not None:
+            self._generation = await node.get_meta(GENERATION_KEY)
         await self._restore()
         self.directory.on_miss = self._missed
         node.apply_crls(self.directory.crls())
-        node.run_task(self._sync, "directory")
+        if self.follow is None:
+            node.run_task(self._sync, "directory")
+        else:
+            node.run_task(self._follow, "directory-follow")
         node.run_task(self._resolver, "directory-lookups")
 
     async def peers_changed(self) -> None:
@@ -230,6 +257,8 @@ class DirectoryService:
         self._wake.set()
 
     def routes(self) -> Mapping[tuple[str, str], Handler]:
+        if self.follow is not None:
+            return {}  # a follower's neighbours are answered by worker 0
         return {
             ("GET", DIRECTORY_PATH): self._serve_snapshot,
             ("GET", DIRECTORY_CHANGES_PATH): self._serve_changes,
@@ -264,7 +293,8 @@ class DirectoryService:
                 return rows
             after = page[-1][0]
 
-    async def _restore(self) -> None:
+    async def _restore(self, *, again: bool = False) -> None:
+        """The stored rows taken (back): at start, and on a follower whenever they changed."""
         node = self._running()
         directory = self.directory
         old = await node.get_meta(_OLD_CACHE_KEY)
@@ -309,7 +339,8 @@ class DirectoryService:
             )
             for item in dropped:
                 self.log.warning("stored directory row not used", source=source, code=item.code)
-            self.log.info("directory restored", source=source, rows=len(entries))
+            if not again:
+                self.log.info("directory restored", source=source, rows=len(entries))
 
     async def _restore_snapshot(self, source: str, data: bytes) -> None:
         node = self._running()
@@ -330,6 +361,21 @@ class DirectoryService:
             await self._changing(apply)
         except RejectedError as exc:
             self.log.warning("cached directory not used", source=source, code=exc.code)
+
+    async def _follow(self) -> None:
+        """A follower: take worker 0's stored rows again each time it says they changed."""
+        node = self._running()
+        assert self.follow is not None
+        while True:
+            await asyncio.sleep(self.follow)
+            generation = await node.get_meta(GENERATION_KEY)
+            if generation == self._generation:
+                continue
+            self._generation = generation
+            await self._restore(again=True)
+            self._signed.clear()
+            node.apply_crls(self.directory.crls())
+            node.keys_changed()
 
     # --- revocations from local configuration ---------------------------------------------
 
@@ -550,10 +596,15 @@ class DirectoryService:
         # Every time, not only when they changed: the first pull after a start brings the
         # stored CRLs back unchanged, and the node must apply them (each CRL only once).
         node.apply_crls(self.directory.crls())
+        if self.follow is not None:  # a follower's local CRLs: applied, announced by worker 0
+            node.keys_changed()
+            return
         if sources:
             self.log.info("directory changed", sources=sources[:20])
             node.record_key_change("directory.changed", count=len(sources))
         node.keys_changed()
+        if node.config.worker is not None:  # the other workers' followers reload the rows
+            await node.set_meta(GENERATION_KEY, os.urandom(8))
         now = node.now()
         positions = await self._changing(lambda: self.directory.positions(now, self.lifetime))
         told: list[str] = []

@@ -13,6 +13,7 @@ and the worker that took them forwarded none.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from exchnode.aio import AuditService, Node, NodeTimers, Peer, WorkerShare
+from exchnode.aio import AuditService, DirectoryService, Node, NodeTimers, Peer, WorkerShare
 from exchnode.errors import StoreError, UsageError
 from exchnode.federation import Relation
 from exchnode.store import PostgresStore
@@ -234,3 +235,38 @@ async def test_a_commit_refused_after_it_was_made_leaves_the_log_whole(
         await audit.sync()
         report = await audit.verify()
         assert report.ok, report.summary()
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(90)
+async def test_a_following_directory_takes_what_worker_0_stores(
+    tmp_path: Path, cluster: PostgresCluster
+) -> None:
+    """Worker 1's directory follows worker 0's: it pulls and serves nothing, and takes the
+    rows worker 0 stores once worker 0 says they changed (started first, on an empty store,
+    nothing but that reload can bring it the departments)."""
+    federation = Federation(tmp_path, NAMES)
+    store = partial(PostgresStore, cluster.conninfo(), schema="hub_follow")
+    config = federation.config(HUB, worker=WorkerShare(1, 2), listen=("127.0.0.1", free_port()))
+    follower = DirectoryService.for_node(federation.nodes[HUB].identity, config, follow=0.2)
+    assert follower.routes() == {}  # its neighbours' requests are worker 0's to answer
+    nodes: dict[str, Node] = {
+        "worker-1": federation.node(
+            HUB, store=store, config=config, directory=None, services=[follower]
+        ),
+        "worker-0": federation.node(HUB, store=store, worker=WorkerShare(0, 2), directory=None),
+        GONGAN: federation.node(GONGAN, directory=None),
+        MINZHENG: federation.node(MINZHENG, directory=None),
+    }
+    async with started(nodes):
+        leader = nodes["worker-0"].node_directory
+        assert leader is not None
+
+        def known(directory: Any) -> set[str]:
+            return {GONGAN, MINZHENG} & set(directory.names(time.time()))
+
+        async with asyncio.timeout(30):
+            while known(leader) != {GONGAN, MINZHENG}:
+                await asyncio.sleep(0.1)
+            while known(follower.directory) != {GONGAN, MINZHENG}:
+                await asyncio.sleep(0.1)
