@@ -34,6 +34,8 @@ _AUTH_CACHE_SECONDS = 60.0
 # Certificates remembered, least recently used out: more than a province hub's neighbours, so
 # that a thousand children do not push each other out and re-verify their chains every time.
 _AUTH_CACHE_SIZE = 16_384
+#: Certificate objects held with their digest: the streams' (an HTTP request parses its own).
+_FINGERPRINTS_HELD = 4_096
 _SHA256 = hashes.SHA256()
 
 
@@ -54,6 +56,7 @@ class PeerTrust:
         self._tls = tls
         self._clock = clock
         self._auth_cache: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._fingerprints: OrderedDict[int, tuple[x509.Certificate, bytes]] = OrderedDict()
         self._contexts: list[ssl.SSLContext] = []
         # The CRLs the node starts with are in its trust store and its TLS files already.
         self._crls_applied: set[bytes] = {crl.fingerprint(_SHA256) for crl in trust.crls}
@@ -62,7 +65,7 @@ class PeerTrust:
 
     def authenticate(self, certificate: x509.Certificate) -> str:
         """The peer's node name, from its certificate verified with the name constraints."""
-        fingerprint = certificate.fingerprint(_SHA256)
+        fingerprint = self._fingerprint(certificate)
         now = self._clock()
         cached = self._auth_cache.get(fingerprint)
         if cached is not None and now - cached[1] < _AUTH_CACHE_SECONDS:
@@ -76,6 +79,24 @@ class PeerTrust:
         if len(self._auth_cache) > _AUTH_CACHE_SIZE:
             self._auth_cache.popitem(last=False)
         return name
+
+    def _fingerprint(self, certificate: x509.Certificate) -> bytes:
+        """The certificate's SHA-256, taken once per certificate object.
+
+        A link stream authenticates its one certificate object again before
+        every frame (a CRL may have revoked it since): at a hub with many quiet
+        children, hashing it each time cost as much as the cache lookup saves.
+        The object is held with its digest, so its ``id`` cannot be reused.
+        """
+        held = self._fingerprints.get(id(certificate))
+        if held is not None and held[0] is certificate:
+            self._fingerprints.move_to_end(id(certificate))
+            return held[1]
+        fingerprint = certificate.fingerprint(_SHA256)
+        self._fingerprints[id(certificate)] = (certificate, fingerprint)
+        if len(self._fingerprints) > _FINGERPRINTS_HELD:
+            self._fingerprints.popitem(last=False)
+        return fingerprint
 
     def refused_now(self, certificate: x509.Certificate) -> bool:
         """Whether a peer certificate seen earlier fails now (revoked since: cut its link)."""

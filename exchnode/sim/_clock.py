@@ -89,6 +89,9 @@ class _VirtualSelector(selectors.BaseSelector):
 class VirtualClockLoop(asyncio.SelectorEventLoop):
     """An event loop on virtual time (see the module docstring); ``time()`` starts at 0."""
 
+    #: A node's store calls come to :meth:`run_in_executor` (inline), not to its store thread.
+    inline_executor = True
+
     def __init__(self) -> None:
         self._virtual = 0.0
         self.cpu_by_node: dict[str, float] = {}
