@@ -298,20 +298,32 @@ async def serve(config: DaemonConfig, *, accept_unsigned_tail: bool = False) -> 
 
 
 @contextlib.contextmanager
-def state_lock(state_dir: Path) -> Iterator[None]:
-    """One daemon per state directory: a second one stops before it touches anything."""
+def state_lock(state_dir: Path, *, shared: bool = False) -> Iterator[None]:
+    """One daemon per state directory: a second one stops before it touches anything.
+
+    ``shared``: the same question asked by a reader that writes nothing (``check`` reading
+    the store): no lock file is created, none is a free directory, and the lock is held
+    shared, so two readers do not stop each other but a daemon stops them (and they it).
+    """
     path = state_dir / "daemon.lock"
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    if shared and not path.exists():
+        yield
+        return
+    if shared:
+        fd, mode = os.open(path, os.O_RDONLY), fcntl.LOCK_SH
+    else:
+        fd, mode = os.open(path, os.O_CREAT | os.O_RDWR, 0o600), fcntl.LOCK_EX
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
             raise UsageError(
                 f"{state_dir} is in use by another daemon (pid {holder}); stop it first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
         os.close(fd)  # releases the lock
