@@ -78,7 +78,6 @@ from exchnode.aio import OWN_CERTIFICATES, earlier_identities
 from exchnode.audit import (
     NO_SUBJECT,
     Actor,
-    AuditEntry,
     Category,
     Outcome,
     Role,
@@ -90,6 +89,7 @@ from exchnode.errors import StoreError, UsageError
 from exchnode.store import SqliteStore
 
 from .api import HTTPProblem, json_body, person
+from .audited import record
 from .config import DaemonConfig
 from .forms import iso_time
 
@@ -204,16 +204,17 @@ class BackupApi:
         self.log: Any = structlog.get_logger("node.backup").bind(node=node.name)
 
     def _record(self, who: str, outcome: Outcome, **detail: str | int | bytes) -> None:
-        self.audit.append_entry(
-            AuditEntry(
-                time_ms=int(self.node.now() * 1000),
-                category=Category.ADMINISTRATION,
-                action="backup",
-                actor=Actor(Role.ADMINISTRATOR, who),
-                subject=NO_SUBJECT,
-                outcome=outcome,
-                detail=details(**detail),
-            )
+        actor = Actor(Role.ADMINISTRATOR, who)
+        detailed = details(**detail)
+        record(
+            self.audit,
+            self.node,
+            Category.ADMINISTRATION,
+            "backup",
+            actor,
+            outcome,
+            NO_SUBJECT,
+            detailed,
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
