@@ -429,6 +429,12 @@ class OperatorClient:
 
     # --- administration (the administrator's credential) --------------------------------
 
+    async def _administer(self, path: str, administrator: str, **body: str) -> dict[str, Any]:
+        """An administrator's step (a POST): the body names who acts, for the audit record."""
+        return dict(
+            await self._answer("POST", path, json_body={"administrator": administrator, **body})
+        )
+
     async def admin_config(self) -> dict[str, Any]:
         """The configuration the node runs with (no secrets), its digest and whether it changed."""
         return dict(await self._answer("GET", "/v1/admin/config"))
@@ -445,34 +451,33 @@ class OperatorClient:
     async def admin_retry(self, peer: str, administrator: str) -> dict[str, Any]:
         """Try the link to ``peer`` now (its backoff reset); on the record with the person."""
         path = f"/v1/admin/peers/{quote(peer, safe='')}/retry"
-        return dict(await self._answer("POST", path, json_body={"administrator": administrator}))
+        return await self._administer(path, administrator)
 
     async def admin_peer_add(
         self, name: str, relation: str, url: str, administrator: str
     ) -> dict[str, Any]:
         """Take a neighbour now, kept in the node's store (audited)."""
-        body = {"administrator": administrator, "name": name, "relation": relation, "url": url}
-        return dict(await self._answer("POST", "/v1/admin/peers", json_body=body))
+        return await self._administer(
+            "/v1/admin/peers", administrator, name=name, relation=relation, url=url
+        )
 
     async def admin_peer_remove(self, name: str, administrator: str) -> dict[str, Any]:
         """End a neighbour added or admitted while the node ran (audited)."""
         path = f"/v1/admin/peers/{quote(name, safe='')}/remove"
-        return dict(await self._answer("POST", path, json_body={"administrator": administrator}))
+        return await self._administer(path, administrator)
 
     async def admin_peers_reload(self, administrator: str) -> dict[str, Any]:
         """``[[peers]]`` of node.toml read again, all or nothing (as SIGHUP)."""
-        body = {"administrator": administrator}
-        return dict(await self._answer("POST", "/v1/admin/peers/reload", json_body=body))
+        return await self._administer("/v1/admin/peers/reload", administrator)
 
     async def admin_witness_reset(self, child: str, administrator: str) -> dict[str, Any]:
         """Forget the head kept for ``child``: its next head is a first head (audited)."""
         path = f"/v1/admin/witnessed/{quote(child, safe='')}/reset"
-        return dict(await self._answer("POST", path, json_body={"administrator": administrator}))
+        return await self._administer(path, administrator)
 
     async def admin_reload_credentials(self, administrator: str) -> dict[str, str]:
         """Re-read every role's token file: each role's state (unchanged, changed, new)."""
-        body = {"administrator": administrator}
-        _, answer = await self._call("POST", "/v1/admin/credentials/reload", json_body=body)
+        answer = await self._administer("/v1/admin/credentials/reload", administrator)
         return dict(answer["roles"])
 
     async def admin_crls(self) -> dict[str, Any]:
@@ -481,8 +486,7 @@ class OperatorClient:
 
     async def admin_crl_add(self, pem: str, administrator: str) -> dict[str, Any]:
         """Give the running node CRLs (PEM): checked, kept, passed on to every node."""
-        body = {"administrator": administrator, "pem": pem}
-        return dict(await self._answer("POST", "/v1/admin/crls", json_body=body))
+        return await self._administer("/v1/admin/crls", administrator, pem=pem)
 
     async def admin_backup(self, administrator: str, target: Path) -> int:
         """``POST /v1/admin/backup`` streamed into the new file ``target``; its size in bytes."""
@@ -518,5 +522,4 @@ class OperatorClient:
 
     async def admin_crl_reload(self, administrator: str) -> dict[str, Any]:
         """Read ``[trust] crls`` again (as SIGHUP does): what is current, what was refused."""
-        body = {"administrator": administrator}
-        return dict(await self._answer("POST", "/v1/admin/crls/reload", json_body=body))
+        return await self._administer("/v1/admin/crls/reload", administrator)
