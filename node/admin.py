@@ -70,18 +70,16 @@ from exchnode.audit import (
     NO_SUBJECT,
     Actor,
     Category,
-    DetailValue,
     Outcome,
     Role,
     Subject,
     SubjectKind,
-    details,
 )
 from exchnode.errors import CertificateError, UsageError
 from exchnode.pki import load_crls_pem, read_private_file
 
-from .api import HTTPProblem, json_body, person
-from .audited import node_subject, record
+from .api import HTTPProblem, json_body, node_subject, person
+from .audited import record
 from .backup import BackupApi
 from .config import DaemonConfig
 from .forms import iso_ms, iso_time
@@ -266,8 +264,16 @@ async def _note_credentials(
         if state != "unchanged":
             setting = Subject(SubjectKind.SETTING, f"operator.{token_key(role)}")
             changed = Outcome.ok(state)
-            kind = details(kind=role.value)
-            record(audit, node, Category.KEY, "credential.changed", actor, changed, setting, kind)
+            record(
+                audit,
+                node,
+                Category.KEY,
+                "credential.changed",
+                actor,
+                changed,
+                setting,
+                kind=role.value,
+            )
     return states
 
 
@@ -291,10 +297,9 @@ async def note_start(
     digest = config_digest(config.path)
 
     def loaded(
-        category: Category, action: str, state: str, subject: Subject, **detail: DetailValue
+        category: Category, action: str, state: str, subject: Subject, **detail: bytes
     ) -> None:  # the start's records, all of one moment
-        outcome, detailed = Outcome.ok(state), details(**detail)
-        record(audit, node, category, action, actor, outcome, subject, detailed, time_ms=now_ms)
+        record(audit, node, category, action, actor, Outcome.ok(state), subject, now_ms, **detail)
 
     config_state = await remembered.compare("config-digest", digest) or "new"
     loaded(Category.CONFIGURATION, "config.loaded", config_state, NO_SUBJECT, digest=digest)
@@ -361,7 +366,7 @@ class AdminApi:
         **detail: str | int | bytes,
     ) -> None:
         actor = Actor(Role.ADMINISTRATOR, who)
-        record(self.audit, self.node, category, action, actor, outcome, subject, details(**detail))
+        record(self.audit, self.node, category, action, actor, outcome, subject, **detail)
         self.log.info(
             "administration",
             action=action,

@@ -12,24 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from exchnode.audit import (
-    NO_SUBJECT,
-    Actor,
-    AuditEntry,
-    Category,
-    DetailValue,
-    Outcome,
-    Subject,
-    SubjectKind,
-)
-from exchnode.errors import ExchnodeError
+from exchnode.audit import NO_SUBJECT, AuditEntry, details
 
 if TYPE_CHECKING:
     from exchnode.aio import AuditService, Node
+    from exchnode.audit import Actor, Category, DetailValue, Outcome, Subject
 
-__all__ = ["node_subject", "record"]
-
-Detail = tuple[tuple[str, DetailValue], ...]
+__all__ = ["record"]
 
 
 def record(
@@ -40,13 +29,13 @@ def record(
     actor: Actor,
     outcome: Outcome,
     subject: Subject = NO_SUBJECT,
-    detail: Detail = (),
-    *,
     time_ms: int | None = None,
+    /,
+    **detail: DetailValue,
 ) -> None:
-    """Append one entry, at ``time_ms`` or now by the node's clock.
+    """Append one entry, at ``time_ms`` or now by the node's clock, with ``detail`` (checked
+    against the schema by ``exchnode.audit.details``).
 
-    ``detail``: from ``exchnode.audit.details``, which checks it against the schema.
     ``time_ms``: for records of one moment (a start's), which should read alike.
     """
     audit.append_entry(
@@ -57,18 +46,6 @@ def record(
             actor=actor,
             subject=subject,
             outcome=outcome,
-            detail=detail,
+            detail=details(**detail),
         )
     )
-
-
-def node_subject(name: str) -> Subject:
-    """The node a record is about; none where the caller's text is no node name.
-
-    A refusal of an unknown or malformed name is recorded too: the record must
-    not fail on the name that was refused.
-    """
-    try:
-        return Subject(SubjectKind.NODE, name)
-    except ExchnodeError:
-        return NO_SUBJECT

@@ -76,12 +76,10 @@ from cryptography.exceptions import InvalidSignature
 
 from exchnode.aio import OWN_CERTIFICATES, earlier_identities
 from exchnode.audit import (
-    NO_SUBJECT,
     Actor,
     Category,
     Outcome,
     Role,
-    details,
     read_log_view,
     verify_stored,
 )
@@ -205,17 +203,7 @@ class BackupApi:
 
     def _record(self, who: str, outcome: Outcome, **detail: str | int | bytes) -> None:
         actor = Actor(Role.ADMINISTRATOR, who)
-        detailed = details(**detail)
-        record(
-            self.audit,
-            self.node,
-            Category.ADMINISTRATION,
-            "backup",
-            actor,
-            outcome,
-            NO_SUBJECT,
-            detailed,
-        )
+        record(self.audit, self.node, Category.ADMINISTRATION, "backup", actor, outcome, **detail)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         who = person(await json_body(request), Role.ADMINISTRATOR)

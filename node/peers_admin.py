@@ -38,14 +38,13 @@ from exchnode.audit import (
     Category,
     Outcome,
     Role,
-    details,
 )
 from exchnode.errors import ExchnodeError, UsageError
 from exchnode.federation import Relation
 from exchnode.store import PeerState
 
-from .api import HTTPProblem, json_body, peer_state_json, person
-from .audited import node_subject, record
+from .api import HTTPProblem, json_body, node_subject, peer_state_json, person
+from .audited import record
 from .config import ConfigError, DaemonConfig, load_config
 from .peer_health import refusals_by_peer, with_refusal
 
@@ -98,7 +97,7 @@ class PeerAdmin:
     ) -> None:
         subject = node_subject(name) if name else NO_SUBJECT
         category = Category.CONFIGURATION
-        record(self.audit, self.node, category, action, actor, outcome, subject, details(**n))
+        record(self.audit, self.node, category, action, actor, outcome, subject, **n)
 
     # --- the API --------------------------------------------------------------------------
 

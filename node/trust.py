@@ -55,7 +55,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchnode.aio import AuditService, Node
-from exchnode.audit import NO_SUBJECT, Actor, Category, Outcome, Role, details
+from exchnode.audit import Actor, Category, Outcome, Role
 from exchnode.errors import CertificateError, ExchnodeError
 from exchnode.pki import CrlCheck, CrlSet, load_crls_pem
 
@@ -156,8 +156,7 @@ async def reload_and_record(
 
     def note(outcome: Outcome, **detail: str | int) -> None:
         actor = Actor(Role.NODE, config.name)
-        detailed = details(kind=kind, **detail)
-        record(audit, node, Category.KEY, "crl.reload", actor, outcome, NO_SUBJECT, detailed)
+        record(audit, node, Category.KEY, "crl.reload", actor, outcome, kind=kind, **detail)
 
     try:
         checked = await reload_crls(node, config, log)
