@@ -1,4 +1,5 @@
-"""What the benchmarks' processes and drivers share: stamped payloads, senders, arrival records.
+"""What the benchmarks' processes and drivers share: stamped payloads, senders, arrival records,
+the readable tables.
 
 Every load generator here sends the same payload, whatever carries it (an
 exchnode node, an AMQP or a NATS client): a sequence number (8 bytes,
