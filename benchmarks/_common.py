@@ -1,4 +1,5 @@
-"""What the benchmarks' processes and drivers share: stamped payloads, senders, arrival records.
+"""What the benchmarks' processes and drivers share: stamped payloads, senders, arrival records,
+the readable tables.
 
 Every load generator here sends the same payload, whatever carries it (an
 exchnode node, an AMQP or a NATS client): a sequence number (8 bytes,
@@ -25,7 +26,7 @@ import struct
 import sys
 import time
 from array import array
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "latency_figures",
     "paced",
     "percentile",
+    "print_figures",
+    "print_table",
     "stamped",
     "steady_rate",
 ]
@@ -241,3 +244,35 @@ def steady_rate(arrivals: list[float], wall: float) -> tuple[float, bool, float]
     end_to_end = len(ordered) / wall
     steady = len(ordered) - first >= 1000 and span >= 0.5
     return ((len(ordered) - 1 - first) / span if steady else end_to_end), steady, end_to_end
+
+
+# --- the readable tables --------------------------------------------------------------------
+
+
+def print_table(columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[object]]) -> None:
+    """A table as the benchmarks print it: the headings, a rule as wide, then a line a row.
+
+    ``columns``: each column's heading and the format of its cells (``">10,.0f"``); a
+    heading takes its cells' alignment and width, so the two cannot drift apart.
+    """
+    header = " ".join(f"{heading:{_alignment(spec)}}" for heading, spec in columns)
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(" ".join(f"{value:{spec}}" for value, (_, spec) in zip(row, columns, strict=True)))
+
+
+def print_figures(
+    columns: Sequence[tuple[str, str, str]], rows: Iterable[Mapping[str, object]]
+) -> None:
+    """:func:`print_table` of rows that hold their figures by name: (name, heading, format)."""
+    print_table(
+        [(heading, spec) for _, heading, spec in columns],
+        ([row[name] for name, _, _ in columns] for row in rows),
+    )
+
+
+def _alignment(spec: str) -> str:
+    """The alignment and width that open a cell's format: ``">10,.0f"`` -> ``">10"``."""
+    rest = spec.lstrip("<>^").lstrip("0123456789")
+    return spec[: len(spec) - len(rest)]

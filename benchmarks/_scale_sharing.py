@@ -33,6 +33,7 @@ code before and after.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import itertools
@@ -41,7 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -230,7 +231,11 @@ def _subscriber_with(grants: int) -> tuple[bytes, bytes]:
     return _legacy_value(None, view, [], SUBSCRIBER), group.payload
 
 
-async def _service(directory: Path, name: str, legacy: bytes) -> tuple[SharingService, Seam]:
+@contextlib.asynccontextmanager
+async def _service(
+    directory: Path, name: str, legacy: bytes
+) -> AsyncIterator[tuple[SharingService, Seam]]:
+    """A started service of ``name`` on a store of its own holding ``legacy``; closed after."""
     store = SqliteStore(directory / f"{name}.sqlite")
     store.set_meta(LEGACY_KEY, legacy)
     seam = Seam(name, store)
@@ -241,13 +246,15 @@ async def _service(directory: Path, name: str, legacy: bytes) -> tuple[SharingSe
         random=_seeded(f"service {name}"),
     )
     await service.start(seam)  # type: ignore[arg-type]
-    return service, seam
+    try:
+        yield service, seam
+    finally:
+        store.close()
 
 
 async def _publish(directory: Path, subscribers: int) -> dict[str, float]:
     legacy, _ = _provider_with(subscribers)
-    service, seam = await _service(directory / f"p{subscribers}", PROVIDER, legacy)
-    try:
+    async with _service(directory / f"p{subscribers}", PROVIDER, legacy) as (service, seam):
         cpus = []
         for _ in range(REPEAT):
             gc.collect()  # a collection inside one call is noise here, not the call's cost
@@ -262,14 +269,11 @@ async def _publish(directory: Path, subscribers: int) -> dict[str, float]:
             "outbox": seam.outbox,
             "envelopes": len(seam.envelopes),
         }
-    finally:
-        seam.store.close()
 
 
 async def _read(directory: Path, grants: int) -> dict[str, float]:
     legacy, payload = _subscriber_with(grants)
-    service, seam = await _service(directory / f"s{grants}", SUBSCRIBER, legacy)
-    try:
+    async with _service(directory / f"s{grants}", SUBSCRIBER, legacy) as (service, seam):
         written = []
         for number in range(2):
             delivery = Delivery(
@@ -290,14 +294,11 @@ async def _read(directory: Path, grants: int) -> dict[str, float]:
             assert received.records or received.repeated, received
             written.append(seam.written)
         return {"first": written[0], "again": written[1]}
-    finally:
-        seam.store.close()
 
 
 async def _identical(directory: Path, subscribers: int) -> dict[str, int]:
     legacy, names = _provider_with(subscribers)
-    service, seam = await _service(directory / f"i{subscribers}", PROVIDER, legacy)
-    try:
+    async with _service(directory / f"i{subscribers}", PROVIDER, legacy) as (service, seam):
         seam.envelopes = []
         await service.publish_records(CODE, [RECORD])
         recipients = [r for message in seam.envelopes for r in message.recipients]
@@ -306,8 +307,6 @@ async def _identical(directory: Path, subscribers: int) -> dict[str, int]:
             "recipients": len(recipients),
             "distinct": len(set(recipients) & set(names)),
         }
-    finally:
-        seam.store.close()
 
 
 # Before the change (commit 8c13651, the whole state as one value): this harness run on that

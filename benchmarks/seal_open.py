@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _common import print_figures
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from exchnode.core import Opener, Outgoing, Sealer, SealPolicy
@@ -63,6 +64,16 @@ def best_rate(run: Callable[[], int], repeat: int, min_seconds: float) -> float:
                 break
         best = max(best, done / elapsed)
     return best
+
+
+#: the table: a row's figure, its heading, the format of its cells
+COLUMNS = [
+    ("payload", "payload", ">8"), ("recipients", "rcpts", ">5"), ("batch", "batch", ">5"),
+    ("seal_per_s", "seal/s", ">10,.0f"), ("open_per_s", "open/s", ">10,.0f"),
+    ("seal_open_per_s", "both/s", ">10,.0f"), ("seal_MB_per_s", "seal MB/s", ">9,.0f"),
+    ("open_MB_per_s", "open MB/s", ">9,.0f"), ("raw_aesgcm_per_s", "raw/s", ">10,.0f"),
+    ("ratio", "ratio", ">6.3f"), ("epoch_setup_ms", "epoch ms", ">8.3f"),
+]  # fmt: skip
 
 
 def measure(size: int, recipient_count: int, repeat: int, min_seconds: float) -> dict[str, Any]:
@@ -162,20 +173,7 @@ def main(argv: list[str]) -> int:
             print(f"measuring {label} to {count} recipient(s)...", file=sys.stderr, flush=True)
             rows.append({"payload": label, **measure(size, count, repeat, min_seconds)})
 
-    header = (
-        f"{'payload':>8} {'rcpts':>5} {'batch':>5} {'seal/s':>10} {'open/s':>10} "
-        f"{'both/s':>10} {'seal MB/s':>9} {'open MB/s':>9} {'raw/s':>10} {'ratio':>6} "
-        f"{'epoch ms':>8}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r['payload']:>8} {r['recipients']:>5} {r['batch']:>5} {r['seal_per_s']:>10,.0f} "
-            f"{r['open_per_s']:>10,.0f} {r['seal_open_per_s']:>10,.0f} {r['seal_MB_per_s']:>9,.0f} "
-            f"{r['open_MB_per_s']:>9,.0f} {r['raw_aesgcm_per_s']:>10,.0f} {r['ratio']:>6.3f} "
-            f"{r['epoch_setup_ms']:>8.3f}"
-        )
+    print_figures(COLUMNS, rows)
     headline = next(r for r in rows if r["payload"] == "1KiB" and r["recipients"] == 1)
     print(
         f"\n1 KiB to 1 recipient: seal+open {headline['seal_open_per_s']:,.0f}/s = "

@@ -36,6 +36,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _common import print_figures
+
 from exchnode.store import AcceptItem, SqliteStore
 
 NOW = 1_795_000_000_000
@@ -105,6 +107,15 @@ def prefill(store: SqliteStore, count: int) -> None:
         left -= n
 
 
+#: the table: a row's figure, its heading, the format of its cells
+COLUMNS = [
+    ("envelope", "envelope", ">8"), ("batch", "batch", ">5"),
+    ("accept_per_s", "accept/s", ">10,.0f"), ("accept_MB_per_s", "MB/s", ">7,.1f"),
+    ("commits_per_s", "commits/s", ">9,.0f"), ("relay_per_s", "relay/s", ">9,.0f"),
+    ("raw_insert_per_s", "raw/s", ">10,.0f"), ("accept_vs_raw", "vs raw", ">6.2f"),
+]  # fmt: skip
+
+
 def measure(
     directory: Path, label: str, size: int, batch: int, repeat: int, secs: float, fill: int
 ) -> dict[str, object]:
@@ -172,18 +183,7 @@ def main(argv: list[str]) -> int:
             rows.append(measure(Path(tmp), label, size, batch, repeat, secs, args.prefill))
         where = str(Path(tmp).parent)
 
-    header = (
-        f"{'envelope':>8} {'batch':>5} {'accept/s':>10} {'MB/s':>7} {'commits/s':>9} "
-        f"{'relay/s':>9} {'raw/s':>10} {'vs raw':>6}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r['envelope']:>8} {r['batch']:>5} {r['accept_per_s']:>10,.0f} "
-            f"{r['accept_MB_per_s']:>7,.1f} {r['commits_per_s']:>9,.0f} "
-            f"{r['relay_per_s']:>9,.0f} {r['raw_insert_per_s']:>10,.0f} {r['accept_vs_raw']:>6.2f}"
-        )
+    print_figures(COLUMNS, rows)
     print(
         f"\nsynchronous=FULL, WAL, databases under {where}; dedup prefilled with "
         f"{args.prefill:,} records; relay = accept + pending + forwarded per batch."

@@ -104,6 +104,7 @@ from federation_support import (
     REVOKED,
     log,
     parent_of,
+    print_rows,
     progress,
 )
 
@@ -508,26 +509,20 @@ async def exercise(
             f"{per_pair} per ordered pair"
         )
         traffic_started = time.perf_counter()
-        stop = asyncio.Event()
-        shown = asyncio.get_running_loop().create_task(
-            progress(
-                lambda: (
-                    f"sent {ledger.counts['sent']:>5}/{total}"
-                    f"   received {ledger.counts['arrived']:>5}/{total}"
-                ),
-                stop,
+        async with progress(
+            lambda: (
+                f"sent {ledger.counts['sent']:>5}/{total}"
+                f"   received {ledger.counts['arrived']:>5}/{total}"
             )
-        )
-        deadline = time.monotonic() + 45
-        receivers = [
-            asyncio.create_task(receive_all(clients[d], d, want, ledger, deadline))
-            for d in DEPARTMENTS
-        ]
-        await asyncio.gather(*(send_all(clients[d], d, per_pair, ledger) for d in DEPARTMENTS))
-        await asyncio.gather(*receivers)
-        traffic_seconds = time.perf_counter() - traffic_started
-        stop.set()
-        await shown
+        ):
+            deadline = time.monotonic() + 45
+            receivers = [
+                asyncio.create_task(receive_all(clients[d], d, want, ledger, deadline))
+                for d in DEPARTMENTS
+            ]
+            await asyncio.gather(*(send_all(clients[d], d, per_pair, ledger) for d in DEPARTMENTS))
+            await asyncio.gather(*receivers)
+            traffic_seconds = time.perf_counter() - traffic_started
         receipts = await check_receipts(clients, ledger)
         hubs = [name for name in daemons if NodeName.parse(name).is_hub]
         totals = await hub_stats(clients, hubs)
@@ -693,11 +688,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{summary['nodes']} ({summary['hubs']} hubs, {summary['departments']} departments; "
             f"one process each; {summary['directory']} directory)",
         ),
-        ("sent", summary["sent"]),
-        ("delivered", summary["delivered"]),
-        ("duplicated", summary["duplicated"]),
-        ("lost", summary["lost"]),
-        ("corrupted", summary["corrupted"]),
+        *((key, summary[key]) for key in ("sent", "delivered", "duplicated", "lost", "corrupted")),
         ("receipts", f"{summary['receipts_confirmed']} of {summary['receipts_requested']}"),
         ("hub custody steps", summary["hub_custody_steps"]),
         ("read by hubs", summary["hub_app_deliveries"]),
@@ -715,8 +706,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{summary['traffic_seconds']} s ({summary['messages_per_second']} messages/s)",
         ),
     ]
-    for label, value in rows:
-        print(f"{label:<20} {value}")
+    print_rows(rows)
     print_sharing(summary)
     print()
     print(f"{'seconds':<20} {summary['seconds']}")

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Protocol
 
-from federation_support import DEPARTMENTS, LEVEL_NAMES, hubs_between, log, progress
+from federation_support import DEPARTMENTS, LEVEL_NAMES, hubs_between, log, print_rows, progress
 
 from exchnode.core import NodeName
 from exchnode.node.client import OperatorClient
@@ -421,22 +421,16 @@ async def serve_records(
             if not await take_records(subscriber, records, ledger, 0.3 if done else 1.0):
                 quiet_after_done += done
 
-    stop = asyncio.Event()
-    shown = asyncio.get_running_loop().create_task(
-        progress(
-            lambda: (
-                f"records published {records.counts['published']:>4}/{count}"
-                f"   received {len(records.arrivals):>4}/{count}"
-            ),
-            stop,
+    async with progress(
+        lambda: (
+            f"records published {records.counts['published']:>4}/{count}"
+            f"   received {len(records.arrivals):>4}/{count}"
         )
-    )
-    receiver = asyncio.create_task(receive_until_complete(time.monotonic() + 30))
-    for start in range(0, count, size):
-        await publish([person(seq) for seq in range(start + 1, min(start + size, count) + 1)])
-    await receiver
-    stop.set()
-    await shown
+    ):
+        receiver = asyncio.create_task(receive_until_complete(time.monotonic() + 30))
+        for start in range(0, count, size):
+            await publish([person(seq) for seq in range(start + 1, min(start + size, count) + 1)])
+        await receiver
 
     # Revoked: the subscriber's node learns it; what is published afterwards must not arrive.
     await clients[provider].sub_decide(
@@ -505,11 +499,10 @@ def print_sharing(summary: dict[str, Any]) -> None:
             f"{REFUSED_REQUESTER} → {CASE_FILES[0]} 门诊病历信息: {states['not_shared']}, "
             f"{sub['refusal_reason']}",
         ),
-        ("records sent", summary["records_sent"]),
-        ("records delivered", summary["records_delivered"]),
-        ("records lost", summary["records_lost"]),
-        ("records duplicated", summary["records_duplicated"]),
-        ("records unmasked", summary["records_unmasked"]),
+        *(
+            (f"records {what}", summary[f"records_{what}"])
+            for what in ("sent", "delivered", "lost", "duplicated", "unmasked")
+        ),
         ("a record received", json.dumps(summary["records_sample"], ensure_ascii=False)),
         (
             "after revocation",
@@ -518,5 +511,4 @@ def print_sharing(summary: dict[str, Any]) -> None:
         ),
         ("sharing", f"{summary['sharing_seconds']} s"),
     ]
-    for label, value in rows:
-        print(f"{label:<20} {value}")
+    print_rows(rows)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from exchnode.core import NATIONAL_DIVISION, parent_hub
 
@@ -35,6 +35,12 @@ LEVEL_NAMES = {1: "province", 2: "city", 3: "county"}
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def print_rows(rows: list[tuple[str, object]]) -> None:
+    """The summary's lines: a label in a column of its own, then its value."""
+    for label, value in rows:
+        print(f"{label:<20} {value}")
 
 
 def parent_of(name: str) -> str | None:
@@ -59,8 +65,20 @@ def hubs_between(sender: str, recipient: str) -> list[str]:
     return up[: up.index(common) + 1] + list(reversed(down[: down.index(common)]))
 
 
-async def progress(text: Callable[[], str], stop: asyncio.Event) -> None:
-    """Rewrite one progress line on a terminal until ``stop``."""
+@contextlib.asynccontextmanager
+async def progress(text: Callable[[], str]) -> AsyncIterator[None]:
+    """Rewrite one progress line on a terminal (``text()``, five times a second) while the
+    block runs."""
+    stop = asyncio.Event()
+    shown = asyncio.get_running_loop().create_task(_show(text, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await shown
+
+
+async def _show(text: Callable[[], str], stop: asyncio.Event) -> None:
     if not sys.stderr.isatty():
         await stop.wait()
         return

@@ -69,18 +69,17 @@ from exchnode.aio import WitnessService
 from exchnode.audit import (
     NO_SUBJECT,
     Actor,
-    AuditEntry,
     Category,
     Outcome,
     Role,
     Subject,
     SubjectKind,
-    details,
 )
-from exchnode.errors import CertificateError, ExchnodeError, UsageError
+from exchnode.errors import CertificateError, UsageError
 from exchnode.pki import load_crls_pem, read_private_file
 
-from .api import HTTPProblem, json_body, person
+from .api import HTTPProblem, json_body, node_subject, person
+from .audited import record
 from .backup import BackupApi
 from .config import DaemonConfig
 from .forms import iso_ms, iso_time
@@ -263,16 +262,17 @@ async def _note_credentials(
             continue
         states[role.value] = state
         if state != "unchanged":
-            audit.append_entry(
-                AuditEntry(
-                    time_ms=int(node.now() * 1000),
-                    category=Category.KEY,
-                    action="credential.changed",
-                    actor=actor,
-                    subject=Subject(SubjectKind.SETTING, f"operator.{token_key(role)}"),
-                    outcome=Outcome.ok(state),
-                    detail=details(kind=role.value),
-                )
+            setting = Subject(SubjectKind.SETTING, f"operator.{token_key(role)}")
+            changed = Outcome.ok(state)
+            record(
+                audit,
+                node,
+                Category.KEY,
+                "credential.changed",
+                actor,
+                changed,
+                setting,
+                kind=role.value,
             )
     return states
 
@@ -295,33 +295,21 @@ async def note_start(
     now_ms = int(node.now() * 1000)
     remembered = _Remembered(node)
     digest = config_digest(config.path)
+
+    def loaded(
+        category: Category, action: str, state: str, subject: Subject, **detail: bytes
+    ) -> None:  # the start's records, all of one moment
+        record(audit, node, category, action, actor, Outcome.ok(state), subject, now_ms, **detail)
+
     config_state = await remembered.compare("config-digest", digest) or "new"
-    audit.append_entry(
-        AuditEntry(
-            time_ms=now_ms,
-            category=Category.CONFIGURATION,
-            action="config.loaded",
-            actor=actor,
-            outcome=Outcome.ok(config_state),
-            detail=details(digest=digest),
-        )
-    )
+    loaded(Category.CONFIGURATION, "config.loaded", config_state, NO_SUBJECT, digest=digest)
     peer = node.identity.peer
     certificate = peer.certificate
     if certificate is not None:
         serial = _serial_bytes(certificate.serial_number)
         state = await remembered.compare("certificate", serial + peer.signing_key_id) or "new"
-        audit.append_entry(
-            AuditEntry(
-                time_ms=now_ms,
-                category=Category.KEY,
-                action="certificate.loaded",
-                actor=actor,
-                subject=Subject(SubjectKind.CERTIFICATE, serial),
-                outcome=Outcome.ok(state),
-                detail=details(key_id=peer.signing_key_id),
-            )
-        )
+        held = Subject(SubjectKind.CERTIFICATE, serial)
+        loaded(Category.KEY, "certificate.loaded", state, held, key_id=peer.signing_key_id)
     roles = await _note_credentials(remembered, audit, credentials, actor)
     await remembered.commit(audit)
     log.info("configuration on record", digest=digest.hex(), state=config_state, roles=roles)
@@ -377,17 +365,8 @@ class AdminApi:
         subject: Subject = NO_SUBJECT,
         **detail: str | int | bytes,
     ) -> None:
-        self.audit.append_entry(
-            AuditEntry(
-                time_ms=int(self.node.now() * 1000),
-                category=category,
-                action=action,
-                actor=Actor(Role.ADMINISTRATOR, who),
-                subject=subject,
-                outcome=outcome,
-                detail=details(**detail),
-            )
-        )
+        actor = Actor(Role.ADMINISTRATOR, who)
+        record(self.audit, self.node, category, action, actor, outcome, subject, **detail)
         self.log.info(
             "administration",
             action=action,
@@ -441,10 +420,7 @@ class AdminApi:
     async def _retry(self, request: web.Request) -> web.Response:
         who = person(await json_body(request), Role.ADMINISTRATOR)
         name = request.match_info["name"]
-        try:
-            subject = Subject(SubjectKind.NODE, name)
-        except ExchnodeError:
-            subject = NO_SUBJECT
+        subject = node_subject(name)
         try:
             self.node.poke(name)
         except UsageError:
@@ -463,10 +439,7 @@ class AdminApi:
                 raise UsageError(f"{self.node.name} witnesses no children")
             await self.witness.reset(child, operator=who, role=Role.ADMINISTRATOR)
         except UsageError as exc:
-            try:
-                subject = Subject(SubjectKind.NODE, child)
-            except ExchnodeError:
-                subject = NO_SUBJECT
+            subject = node_subject(child)
             self._record("witness.reset", who, Outcome.refused("unknown-child"), subject=subject)
             raise HTTPProblem(404, str(exc), "unknown-child") from None
         return web.json_response({"child": child, "reset": True})

@@ -33,8 +33,8 @@ from typing import Any
 
 from aiohttp import web
 
-from exchnode.audit import Actor, Role
-from exchnode.errors import InvalidAuditRecordError
+from exchnode.audit import NO_SUBJECT, Actor, Role, Subject, SubjectKind
+from exchnode.errors import ExchnodeError, InvalidAuditRecordError
 from exchnode.store import PeerState
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "integer",
     "json_body",
     "json_kind",
+    "node_subject",
     "number",
     "parse_json_object",
     "peer_state_json",
@@ -294,6 +295,15 @@ def person(document: dict[str, Any], role: Role) -> str:
         return Actor(role, value).name
     except InvalidAuditRecordError as exc:
         raise HTTPProblem(400, f"{field}: {exc.problem}") from None
+
+
+def node_subject(name: str) -> Subject:
+    """The node a request names (in its path), as the subject of its audit record; none
+    where the text is no node name: the refusal of a malformed name is recorded too."""
+    try:
+        return Subject(SubjectKind.NODE, name)
+    except ExchnodeError:
+        return NO_SUBJECT
 
 
 def peer_state_json(state: PeerState, now_ms: int) -> dict[str, Any]:

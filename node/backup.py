@@ -76,13 +76,10 @@ from cryptography.exceptions import InvalidSignature
 
 from exchnode.aio import OWN_CERTIFICATES, earlier_identities
 from exchnode.audit import (
-    NO_SUBJECT,
     Actor,
-    AuditEntry,
     Category,
     Outcome,
     Role,
-    details,
     read_log_view,
     verify_stored,
 )
@@ -90,6 +87,7 @@ from exchnode.errors import StoreError, UsageError
 from exchnode.store import SqliteStore
 
 from .api import HTTPProblem, json_body, person
+from .audited import record
 from .config import DaemonConfig
 from .forms import iso_time
 
@@ -204,17 +202,8 @@ class BackupApi:
         self.log: Any = structlog.get_logger("node.backup").bind(node=node.name)
 
     def _record(self, who: str, outcome: Outcome, **detail: str | int | bytes) -> None:
-        self.audit.append_entry(
-            AuditEntry(
-                time_ms=int(self.node.now() * 1000),
-                category=Category.ADMINISTRATION,
-                action="backup",
-                actor=Actor(Role.ADMINISTRATOR, who),
-                subject=NO_SUBJECT,
-                outcome=outcome,
-                detail=details(**detail),
-            )
-        )
+        actor = Actor(Role.ADMINISTRATOR, who)
+        record(self.audit, self.node, Category.ADMINISTRATION, "backup", actor, outcome, **detail)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         who = person(await json_body(request), Role.ADMINISTRATOR)

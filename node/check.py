@@ -30,21 +30,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import os
 import socket
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exchnode.errors import ExchnodeError, StoreError, UsageError
+from exchnode.errors import ExchnodeError, StoreError
 from exchnode.pki import check_crls, load_local_identity
 from exchnode.store import SqliteStore
 
 from .admin import read_credentials
 from .config import ConfigError, DaemonConfig, load_config
-from .daemon import build_directory, load_own_peer, load_trust, read_masking_secret
+from .daemon import build_directory, load_own_peer, load_trust, read_masking_secret, state_lock
 from .ports import address_in_use
 
 __all__ = ["check_config"]
@@ -153,7 +151,7 @@ def _state(config: DaemonConfig, problems: _Problems) -> None:
         return  # a first start creates it (and the store)
     with problems.step():
         try:
-            with _not_running(config.state_dir):
+            with state_lock(config.state_dir, shared=True):
                 if config.store.backend == "sqlite":
                     if config.store_path.exists():
                         SqliteStore(config.store_path, read_only=True).close()
@@ -163,27 +161,6 @@ def _state(config: DaemonConfig, problems: _Problems) -> None:
                     opener().close()
         except StoreError as exc:
             raise ConfigError(f"{config.path}: store: {exc}") from None
-
-
-@contextlib.contextmanager
-def _not_running(state_dir: Path) -> Iterator[None]:
-    """``state_lock``'s question without writing: held (shared) while the store is read."""
-    path = state_dir / "daemon.lock"
-    if not path.exists():
-        yield
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
-            raise UsageError(
-                f"{state_dir} is in use by another daemon (pid {holder}); stop it first"
-            ) from None
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _ports(config: DaemonConfig, problems: _Problems) -> None:

@@ -19,7 +19,6 @@ line, exit status 1.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,6 @@ from .cli_peers import PEERS_EXAMPLES, register_peer_verbs
 from .cli_services import Column, render_listing, render_table, value_of
 
 __all__ = ["register"]
-
-
-def _print(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> int:
-    show(args, data, text)
-    return 0
 
 
 def _config_text(body: dict[str, Any]) -> str:
@@ -97,27 +91,27 @@ def _peers_text(peers: list[dict[str, Any]]) -> str:
 
 
 def _config(args: argparse.Namespace) -> int:
-    return _print(args, ask(args, lambda c: c.admin_config()), _config_text)
+    return show(args, ask(args, lambda c: c.admin_config()), _config_text)
 
 
 def _identity(args: argparse.Namespace) -> int:
-    return _print(args, ask(args, lambda c: c.admin_identity()), _identity_text)
+    return show(args, ask(args, lambda c: c.admin_identity()), _identity_text)
 
 
 def _peers(args: argparse.Namespace) -> int:
-    return _print(args, ask(args, lambda c: c.admin_peers()), _peers_text)
+    return show(args, ask(args, lambda c: c.admin_peers()), _peers_text)
 
 
 def _retry(args: argparse.Namespace) -> int:
     who = person(args, "administrator")
     answer = ask(args, lambda c: c.admin_retry(args.peer, who))
-    return _print(args, answer, lambda a: f"retrying the link to {a['peer']} now")
+    return show(args, answer, lambda a: f"retrying the link to {a['peer']} now")
 
 
 def _witness_reset(args: argparse.Namespace) -> int:
     who = person(args, "administrator")
     answer = ask(args, lambda c: c.admin_witness_reset(args.child, who))
-    return _print(
+    return show(
         args, answer, lambda a: f"{a['child']}: kept head dropped; its next head is a first head"
     )
 
@@ -125,7 +119,7 @@ def _witness_reset(args: argparse.Namespace) -> int:
 def _reload(args: argparse.Namespace) -> int:
     who = person(args, "administrator")
     answer = ask(args, lambda c: c.admin_reload_credentials(who))
-    return _print(
+    return show(
         args, answer, lambda roles: "\n".join(f"{r}: {s}" for r, s in sorted(roles.items()))
     )
 
@@ -150,7 +144,7 @@ def _crls_text(body: dict[str, Any]) -> str:
 
 
 def _crl_list(args: argparse.Namespace) -> int:
-    return _print(args, ask(args, lambda c: c.admin_crls()), _crls_text)
+    return show(args, ask(args, lambda c: c.admin_crls()), _crls_text)
 
 
 def _crl_add(args: argparse.Namespace) -> int:
@@ -161,12 +155,12 @@ def _crl_add(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read a PEM CRL: {exc}") from None
     answer = ask(args, lambda c: c.admin_crl_add(pem, who))
-    return _print(args, answer, _crls_text)
+    return show(args, answer, _crls_text)
 
 
 def _crl_reload(args: argparse.Namespace) -> int:
     who = person(args, "administrator")
-    return _print(args, ask(args, lambda c: c.admin_crl_reload(who)), _crls_text)
+    return show(args, ask(args, lambda c: c.admin_crl_reload(who)), _crls_text)
 
 
 def register(verbs: Any, prog: str) -> None:
@@ -201,7 +195,7 @@ retry, reload-credentials, crl add and crl reload are audit records naming
         epilog=PEERS_EXAMPLES.format(prog=prog),
     )
     p.set_defaults(handler=_peers)
-    register_peer_verbs(p, reading, changing, _print)
+    register_peer_verbs(p, reading, changing)
     p = group.add_parser("retry", parents=[changing], help="try the link to PEER now")
     p.add_argument("peer", metavar="PEER", help="a neighbour's node name")
     p.set_defaults(handler=_retry)

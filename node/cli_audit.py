@@ -179,8 +179,7 @@ def _records(args: argparse.Namespace) -> int:
         page = read_records_offline(load_config(args.config), args.first, args.limit)
     else:
         page = ask(args, lambda client: client.audit_records(args.first, args.limit), timeout=120.0)
-    show(args, page, _records_text)
-    return 0
+    return show(args, page, _records_text)
 
 
 # --- audit report -------------------------------------------------------------------------

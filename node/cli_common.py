@@ -124,6 +124,7 @@ def ask(
     return asyncio.run(go())
 
 
-def show(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> None:
-    """The API's JSON with ``--json``, else the readable form."""
+def show(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> int:
+    """The API's JSON with ``--json``, else the readable form; the verb's exit status (0)."""
     print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else text(data))
+    return 0

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from .cli_common import ask, person
+from .cli_common import ask, person, show
 
 __all__ = ["PEERS_EXAMPLES", "register_peer_verbs"]
 
@@ -24,8 +24,6 @@ PEERS_EXAMPLES = """Examples:
   {prog} admin peers remove 520102.minzheng --administrator 张工
   {prog} admin peers reload --administrator 张工   # [[peers]] of node.toml again (= kill -HUP)
 """
-
-Printer = Callable[[argparse.Namespace, Any, Callable[[Any], str]], int]
 
 
 def _reloaded_text(body: dict[str, Any]) -> str:
@@ -44,7 +42,6 @@ def register_peer_verbs(
     parser: argparse.ArgumentParser,
     reading: argparse.ArgumentParser,
     changing: argparse.ArgumentParser,
-    printer: Printer,
 ) -> None:
     """The sub-verbs of ``admin peers`` (``admin peers`` alone lists)."""
     verbs = parser.add_subparsers(title="peers verbs", metavar="VERB")
@@ -60,7 +57,7 @@ def register_peer_verbs(
     def add(args: argparse.Namespace) -> int:
         who = person(args, "administrator")
         answer = ask(args, lambda c: c.admin_peer_add(args.name, args.relation, args.url, who))
-        return printer(args, answer, lambda a: f"{a['name']} ({a['relation']}) added: {a['url']}")
+        return show(args, answer, lambda a: f"{a['name']} ({a['relation']}) added: {a['url']}")
 
     p = verbs.add_parser(
         "add", parents=[changing], help="take a neighbour now, kept across restarts"
@@ -73,7 +70,7 @@ def register_peer_verbs(
     def remove(args: argparse.Namespace) -> int:
         who = person(args, "administrator")
         answer = ask(args, lambda c: c.admin_peer_remove(args.name, who))
-        return printer(args, answer, lambda a: f"{a['name']} removed (it was {a['was']})")
+        return show(args, answer, lambda a: f"{a['name']} removed (it was {a['was']})")
 
     p = verbs.add_parser(
         "remove", parents=[changing], help="end a neighbour added or admitted (queue kept)"
@@ -83,7 +80,7 @@ def register_peer_verbs(
 
     def reload(args: argparse.Namespace) -> int:
         who = person(args, "administrator")
-        return printer(args, ask(args, lambda c: c.admin_peers_reload(who)), _reloaded_text)
+        return show(args, ask(args, lambda c: c.admin_peers_reload(who)), _reloaded_text)
 
     p = verbs.add_parser(
         "reload", parents=[changing], help="read [[peers]] of node.toml again (= kill -HUP)"

@@ -216,14 +216,12 @@ def _catalog_publish(args: argparse.Namespace) -> int:
         document = document["entries"]
     entries = document if isinstance(document, list) else [document]
     records = _run(args, lambda c: c.catalog_publish(entries, args.operator))
-    show(args, records, _records_table)
-    return 0
+    return show(args, records, _records_table)
 
 
 def _catalog_withdraw(args: argparse.Namespace) -> int:
     record = _run(args, lambda c: c.catalog_withdraw(args.code, args.reason, args.operator))
-    show(args, record, _record_text)
-    return 0
+    return show(args, record, _record_text)
 
 
 def _catalog_list(args: argparse.Namespace) -> int:
@@ -239,14 +237,12 @@ def _catalog_list(args: argparse.Namespace) -> int:
         "scope": args.scope,
     }
     records = _run(args, lambda c: c.catalog_search(**criteria))
-    show(args, records, _records_table)
-    return 0
+    return show(args, records, _records_table)
 
 
 def _catalog_show(args: argparse.Namespace) -> int:
     record = _run(args, lambda c: c.catalog_show(args.provider, args.code))
-    show(args, record, _record_text)
-    return 0
+    return show(args, record, _record_text)
 
 
 # --- subscriptions -----------------------------------------------------------------------
@@ -332,19 +328,16 @@ def _sub_request(args: argparse.Namespace) -> int:
             operator=args.operator,
         ),
     )
-    show(args, answer, _one_request)
-    return 0
+    return show(args, answer, _one_request)
 
 
 def _sub_list(args: argparse.Namespace) -> int:
     requests = _run(args, lambda c: c.sub_list(incoming=args.incoming, state=args.state))
-    show(args, requests, _incoming_table if args.incoming else _sent_table)
-    return 0
+    return show(args, requests, _incoming_table if args.incoming else _sent_table)
 
 
 def _sub_show(args: argparse.Namespace) -> int:
-    show(args, _run(args, lambda c: c.sub_show(args.request_id)), _one_request)
-    return 0
+    return show(args, _run(args, lambda c: c.sub_show(args.request_id)), _one_request)
 
 
 def _decide(where: str, step: str) -> Callable[[argparse.Namespace], int]:
@@ -392,7 +385,7 @@ def _read_jsonl(source: str) -> list[Any]:
 def _sub_publish(args: argparse.Namespace) -> int:
     records = _read_jsonl(args.file)
     answer = _run(args, lambda c: c.sub_publish(args.code, records, args.operator))
-    show(
+    return show(
         args,
         answer,
         lambda a: (
@@ -400,12 +393,10 @@ def _sub_publish(args: argparse.Namespace) -> int:
             f"{a['subscribers']} subscriber(s) in {a['envelopes']} envelope(s)"
         ),
     )
-    return 0
 
 
 def _sub_cases(args: argparse.Namespace) -> int:
-    show(args, _run(args, lambda c: c.sub_cases()), _cases_table)
-    return 0
+    return show(args, _run(args, lambda c: c.sub_cases()), _cases_table)
 
 
 # --- corrections (校核) and gaps -----------------------------------------------------------
@@ -485,25 +476,22 @@ def _sub_correct(args: argparse.Namespace) -> int:
             operator=args.operator,
         ),
     )
-    show(args, answer, _correction_text)
-    return 0
+    return show(args, answer, _correction_text)
 
 
 def _sub_corrections(args: argparse.Namespace) -> int:
     if args.state is not None and not args.reported:
         raise UsageError("--state filters the corrections this node reported: add --reported")
     found = _run(args, lambda c: c.sub_corrections(reported=args.reported, state=args.state))
-    show(
+    return show(
         args,
         found,
         _reported_corrections_table if args.reported else _incoming_corrections_table,
     )
-    return 0
 
 
 def _sub_correction(args: argparse.Namespace) -> int:
-    show(args, _run(args, lambda c: c.sub_correction(args.correction_id)), _correction_text)
-    return 0
+    return show(args, _run(args, lambda c: c.sub_correction(args.correction_id)), _correction_text)
 
 
 def _sub_answer(args: argparse.Namespace) -> int:
@@ -513,8 +501,7 @@ def _sub_answer(args: argparse.Namespace) -> int:
             args.correction_id, accepted=args.accepted, text=args.text, operator=args.operator
         ),
     )
-    show(args, answer, _correction_text)
-    return 0
+    return show(args, answer, _correction_text)
 
 
 def _gaps_text(answer: dict[str, Any]) -> str:
@@ -527,8 +514,7 @@ def _gaps_text(answer: dict[str, Any]) -> str:
 
 def _sub_fill_gaps(args: argparse.Namespace) -> int:
     answer = _run(args, lambda c: c.sub_fill_gaps(args.provider, args.code, args.operator))
-    show(args, answer, _gaps_text)
-    return 0
+    return show(args, answer, _gaps_text)
 
 
 # --- the parsers -------------------------------------------------------------------------

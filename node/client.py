@@ -164,6 +164,11 @@ class OperatorClient:
             await self._session.close()
             self._session = None
 
+    async def _step(self, path: str, role: str, person: str, **fields: Any) -> dict[str, Any]:
+        """A POST that changes something: the body names who acts under their role
+        (``operator``, ``administrator``), for the audit record, then the step's fields."""
+        return dict(await self._answer("POST", path, json_body={role: person, **fields}))
+
     async def _answer(
         self,
         method: str,
@@ -277,13 +282,15 @@ class OperatorClient:
         self, entries: Sequence[Mapping[str, Any]], operator: str
     ) -> list[dict[str, Any]]:
         """Publish entries (their JSON form, ``node.forms``) as this node; the signed records."""
-        body = {"operator": operator, "entries": list(entries)}
-        _, answer = await self._call("POST", "/v1/catalog/publish", json_body=body)
+        answer = await self._step(
+            "/v1/catalog/publish", "operator", operator, entries=list(entries)
+        )
         return list(answer["records"])
 
     async def catalog_withdraw(self, code: str, reason: str, operator: str) -> dict[str, Any]:
-        body = {"operator": operator, "code": code, "reason": reason}
-        return dict(await self._answer("POST", "/v1/catalog/withdraw", json_body=body))
+        return await self._step(
+            "/v1/catalog/withdraw", "operator", operator, code=code, reason=reason
+        )
 
     async def catalog_search(self, **criteria: str | None) -> list[dict[str, Any]]:
         """Records this node holds: code, provider, classification, share_type, keyword,
@@ -308,15 +315,10 @@ class OperatorClient:
         items: Sequence[str],
         operator: str,
     ) -> dict[str, Any]:
-        body = {
-            "operator": operator,
-            "provider": provider,
-            "code": code,
-            "purpose": purpose,
-            "scope": scope,
-            "items": list(items),
-        }
-        return dict(await self._answer("POST", "/v1/sub/requests", json_body=body))
+        asked = {"purpose": purpose, "scope": scope, "items": list(items)}
+        return await self._step(
+            "/v1/sub/requests", "operator", operator, provider=provider, code=code, **asked
+        )
 
     async def sub_list(self, *, incoming: bool = False, state: str | None = None) -> list[Any]:
         """This node's requests (sent, or with ``incoming`` received as provider)."""
@@ -340,8 +342,9 @@ class OperatorClient:
         self, code: str, records: Sequence[Mapping[str, Any]], operator: str
     ) -> dict[str, Any]:
         """Publish records (data item -> value) of one of this node's resources to its grants."""
-        body = {"operator": operator, "code": code, "records": list(records)}
-        return dict(await self._answer("POST", "/v1/sub/publish", json_body=body))
+        return await self._step(
+            "/v1/sub/publish", "operator", operator, code=code, records=list(records)
+        )
 
     async def sub_cases(self) -> list[dict[str, Any]]:
         _, answer = await self._call("GET", "/v1/sub/cases")
@@ -349,8 +352,9 @@ class OperatorClient:
 
     async def sub_fill_gaps(self, provider: str, code: str, operator: str) -> dict[str, Any]:
         """Ask ``provider`` to resend what this node misses of ``code``: the ranges asked."""
-        body = {"operator": operator, "provider": provider, "code": code}
-        return dict(await self._answer("POST", "/v1/sub/fill-gaps", json_body=body))
+        return await self._step(
+            "/v1/sub/fill-gaps", "operator", operator, provider=provider, code=code
+        )
 
     # --- corrections (校核) ------------------------------------------------------------------
 
@@ -365,15 +369,10 @@ class OperatorClient:
         operator: str,
     ) -> dict[str, Any]:
         """Report record ``seq`` of ``code`` as wrong to ``provider``; the correction (its id)."""
-        body = {
-            "operator": operator,
-            "provider": provider,
-            "code": code,
-            "seq": seq,
-            "items": list(items),
-            "text": text,
-        }
-        return dict(await self._answer("POST", "/v1/sub/corrections", json_body=body))
+        wrong = {"seq": seq, "items": list(items), "text": text}
+        return await self._step(
+            "/v1/sub/corrections", "operator", operator, provider=provider, code=code, **wrong
+        )
 
     async def sub_corrections(
         self, *, reported: bool = False, state: str | None = None
@@ -396,8 +395,7 @@ class OperatorClient:
     ) -> dict[str, Any]:
         """Answer a correction received as provider, once: accepted or rejected, with a text."""
         path = f"/v1/sub/incoming-corrections/{quote(correction_id, safe='')}/answer"
-        body = {"operator": operator, "accepted": accepted, "text": text}
-        return dict(await self._answer("POST", path, json_body=body))
+        return await self._step(path, "operator", operator, accepted=accepted, text=text)
 
     # --- the audit log -------------------------------------------------------------------
 
@@ -445,34 +443,33 @@ class OperatorClient:
     async def admin_retry(self, peer: str, administrator: str) -> dict[str, Any]:
         """Try the link to ``peer`` now (its backoff reset); on the record with the person."""
         path = f"/v1/admin/peers/{quote(peer, safe='')}/retry"
-        return dict(await self._answer("POST", path, json_body={"administrator": administrator}))
+        return await self._step(path, "administrator", administrator)
 
     async def admin_peer_add(
         self, name: str, relation: str, url: str, administrator: str
     ) -> dict[str, Any]:
         """Take a neighbour now, kept in the node's store (audited)."""
-        body = {"administrator": administrator, "name": name, "relation": relation, "url": url}
-        return dict(await self._answer("POST", "/v1/admin/peers", json_body=body))
+        return await self._step(
+            "/v1/admin/peers", "administrator", administrator, name=name, relation=relation, url=url
+        )
 
     async def admin_peer_remove(self, name: str, administrator: str) -> dict[str, Any]:
         """End a neighbour added or admitted while the node ran (audited)."""
         path = f"/v1/admin/peers/{quote(name, safe='')}/remove"
-        return dict(await self._answer("POST", path, json_body={"administrator": administrator}))
+        return await self._step(path, "administrator", administrator)
 
     async def admin_peers_reload(self, administrator: str) -> dict[str, Any]:
         """``[[peers]]`` of node.toml read again, all or nothing (as SIGHUP)."""
-        body = {"administrator": administrator}
-        return dict(await self._answer("POST", "/v1/admin/peers/reload", json_body=body))
+        return await self._step("/v1/admin/peers/reload", "administrator", administrator)
 
     async def admin_witness_reset(self, child: str, administrator: str) -> dict[str, Any]:
         """Forget the head kept for ``child``: its next head is a first head (audited)."""
         path = f"/v1/admin/witnessed/{quote(child, safe='')}/reset"
-        return dict(await self._answer("POST", path, json_body={"administrator": administrator}))
+        return await self._step(path, "administrator", administrator)
 
     async def admin_reload_credentials(self, administrator: str) -> dict[str, str]:
         """Re-read every role's token file: each role's state (unchanged, changed, new)."""
-        body = {"administrator": administrator}
-        _, answer = await self._call("POST", "/v1/admin/credentials/reload", json_body=body)
+        answer = await self._step("/v1/admin/credentials/reload", "administrator", administrator)
         return dict(answer["roles"])
 
     async def admin_crls(self) -> dict[str, Any]:
@@ -481,8 +478,7 @@ class OperatorClient:
 
     async def admin_crl_add(self, pem: str, administrator: str) -> dict[str, Any]:
         """Give the running node CRLs (PEM): checked, kept, passed on to every node."""
-        body = {"administrator": administrator, "pem": pem}
-        return dict(await self._answer("POST", "/v1/admin/crls", json_body=body))
+        return await self._step("/v1/admin/crls", "administrator", administrator, pem=pem)
 
     async def admin_backup(self, administrator: str, target: Path) -> int:
         """``POST /v1/admin/backup`` streamed into the new file ``target``; its size in bytes."""
@@ -518,5 +514,4 @@ class OperatorClient:
 
     async def admin_crl_reload(self, administrator: str) -> dict[str, Any]:
         """Read ``[trust] crls`` again (as SIGHUP does): what is current, what was refused."""
-        body = {"administrator": administrator}
-        return dict(await self._answer("POST", "/v1/admin/crls/reload", json_body=body))
+        return await self._step("/v1/admin/crls/reload", "administrator", administrator)

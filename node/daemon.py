@@ -305,28 +305,42 @@ async def serve(config: DaemonConfig, *, accept_unsigned_tail: bool = False) -> 
     config.check_files()
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with state_lock(config.state_dir) as lock_fd:
+        assert lock_fd is not None  # held exclusively: always a descriptor
         return await _serve(config, log, accept_unsigned_tail, lock_fd)
 
 
 @contextlib.contextmanager
-def state_lock(state_dir: Path) -> Iterator[int]:
+def state_lock(state_dir: Path, *, shared: bool = False) -> Iterator[int | None]:
     """One daemon per state directory: a second one stops before it touches anything.
 
     Yields the locked file's descriptor: a hub's workers inherit it (``node.workers``), so
-    the directory stays locked while any of them lives."""
+    the directory stays locked while any of them lives.
+
+    ``shared``: the same question asked by a reader that writes nothing (``check`` reading
+    the store): no lock file is created (None is yielded for a directory no daemon ever
+    locked), and the lock is held shared, so two readers do not stop each other but a daemon
+    stops them (and they it).
+    """
     path = state_dir / "daemon.lock"
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    if shared and not path.exists():
+        yield None
+        return
+    if shared:
+        fd, mode = os.open(path, os.O_RDONLY), fcntl.LOCK_SH
+    else:
+        fd, mode = os.open(path, os.O_CREAT | os.O_RDWR, 0o600), fcntl.LOCK_EX
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
             raise UsageError(
                 f"{state_dir} is in use by another daemon (pid {holder}, or the workers it "
                 "started, which hold it until they have drained); stop it first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         yield fd
     finally:
         os.close(fd)  # releases the lock

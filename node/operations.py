@@ -130,6 +130,12 @@ ERROR = Ref(
     ),
 )
 
+
+def _fields(**properties: Schema) -> Object:
+    """An object whose every field is always there (most answers are): each named once."""
+    return Object(properties=properties, required=tuple(properties))
+
+
 _INT = Integer()
 _COUNT = Integer(minimum=0)
 _TEXT = Text()
@@ -149,23 +155,24 @@ _ID32 = Text(
     example="0f" * 16,
 )
 _CODE = Text(min_length=1, max_length=64, description="a resource code", example="101001/000001")
-_OPERATOR = Text(
-    min_length=1,
-    max_length=MAX_OPERATOR_CHARS,
-    printable=True,
-    description="the person acting, on the audit record (1..64 characters)",
-    example="张三",
-)
-_ADMINISTRATOR = Text(
-    min_length=1,
-    max_length=MAX_OPERATOR_CHARS,
-    printable=True,
-    description="the administrator acting, on the audit record",
-    example="李四",
-)
+
+
+def _person(description: str, example: str) -> Text:
+    """Who acts, named on the audit record: one printable line of a bounded length."""
+    return Text(
+        min_length=1,
+        max_length=MAX_OPERATOR_CHARS,
+        printable=True,
+        description=description,
+        example=example,
+    )
+
+
+_OPERATOR = _person("the person acting, on the audit record (1..64 characters)", "张三")
+_ADMINISTRATOR = _person("the administrator acting, on the audit record", "李四")
 _REASON = Text(min_length=1, max_length=4096, description="why, for the record", example="核验")
 _ITEMS = Array(items=Text(min_length=1), description="data item names", example=["姓名"])
-_DEPTH = Object(properties={"count": _COUNT, "bytes": _COUNT}, required=("count", "bytes"))
+_DEPTH = _fields(count=_COUNT, bytes=_COUNT)
 
 
 def _values(kind: Any) -> tuple[str, ...]:
@@ -174,6 +181,9 @@ def _values(kind: Any) -> tuple[str, ...]:
 
 def _needs(role: str) -> dict[str, str]:
     return {role: f"name the person acting: the body needs an {role!r} field"}
+
+
+_CORRECTION_TEXT = Text(min_length=1, max_length=MAX_CORRECTION_TEXT)
 
 
 def _decision(*extra: str, **properties: Schema) -> Object:
@@ -320,18 +330,22 @@ GRANT = Ref(
     ),
 )
 _STATE = Text(enum=(*_values(RequestState), "sent"))
+#: what a subscription request asks, as its subscriber and its provider see it
+_ASKED: dict[str, Schema] = {
+    "provider": _NAME,
+    "resource_code": _CODE,
+    "purpose": _TEXT,
+    "scope": _TEXT,
+    "items": _ITEMS,
+    "at_ms": _MS,
+    "at": _ISO,
+}
 SENT_REQUEST = Ref(
     name="SentRequest",
     target=Object(
         properties={
             "request_id": _HEX,
-            "provider": _NAME,
-            "resource_code": _CODE,
-            "purpose": _TEXT,
-            "scope": _TEXT,
-            "items": _ITEMS,
-            "at_ms": _MS,
-            "at": _ISO,
+            **_ASKED,
             "operator": _TEXT,
             "state": _STATE,
             "reason": _TEXT,
@@ -346,13 +360,7 @@ INCOMING_REQUEST = Ref(
         properties={
             "request_id": _HEX,
             "requester": _NAME,
-            "provider": _NAME,
-            "resource_code": _CODE,
-            "purpose": _TEXT,
-            "scope": _TEXT,
-            "items": _ITEMS,
-            "at_ms": _MS,
-            "at": _ISO,
+            **_ASKED,
             "state": _STATE,
             "grant": Nullable(inner=GRANT),
         },
@@ -409,15 +417,12 @@ RECORD = Ref(
 )
 SENT = Ref(
     name="Sent",
-    target=Object(
-        properties={
-            "message_id": _HEX,
-            "digest": _HEX,
-            "recipients": Array(items=_NAME),
-            "expires_ms": _MS,
-            "repeated": Boolean(description="true: an earlier send with this idempotency key"),
-        },
-        required=("message_id", "digest", "recipients", "expires_ms", "repeated"),
+    target=_fields(
+        message_id=_HEX,
+        digest=_HEX,
+        recipients=Array(items=_NAME),
+        expires_ms=_MS,
+        repeated=Boolean(description="true: an earlier send with this idempotency key"),
     ),
 )
 _REFUSAL = Object(
@@ -480,12 +485,7 @@ CRL_HEALTH = Ref(
         required=("crls", "warnings"),
     ),
 )
-_REFUSED_CRLS = Array(
-    items=Object(
-        properties={"position": _COUNT, "code": _TEXT, "reason": _TEXT},
-        required=("position", "code", "reason"),
-    )
-)
+_REFUSED_CRLS = Array(items=_fields(position=_COUNT, code=_TEXT, reason=_TEXT))
 AUDIT_RECORD = Ref(
     name="AuditRecord",
     target=Object(
@@ -561,9 +561,7 @@ def _request_step(path: str, summary: str, answer: Schema) -> Operation:
     )
 
 
-_CASE_ANSWER = Object(
-    properties={"request_id": _HEX, "outcome": _TEXT}, required=("request_id", "outcome")
-)
+_CASE_ANSWER = _fields(request_id=_HEX, outcome=_TEXT)
 _SEND_QUERY = (
     Param("to", Text(min_length=1, max_length=255, example="520102"), required=True, repeated=True),
     Param("kind", Text(min_length=1, max_length=64), default="data"),
@@ -607,32 +605,17 @@ _DELIVERY = Object(
     },
     required=("id", "sender", "message_id", "kind", "content_type", "payload"),
 )
-_STATUS = Object(
-    properties={
-        "message_id": _HEX,
-        "settled": Boolean(),
-        "delivered_to": Array(items=_NAME),
-        "failed_for": Array(items=_NAME),
-        "receipts": Array(
-            items=Object(
-                properties={"recipient": _NAME, "envelope_digest": _HEX, "opened_ms": _MS},
-                required=("recipient", "envelope_digest", "opened_ms"),
-            )
-        ),
-        "reports": Array(
-            items=Object(
-                properties={
-                    "targets": Array(items=_NAME),
-                    "code": _TEXT,
-                    "reason": _TEXT,
-                    "reporter": _NAME,
-                    "at_ms": _MS,
-                },
-                required=("targets", "code", "reason", "reporter", "at_ms"),
-            )
-        ),
-    },
-    required=("message_id", "settled", "delivered_to", "failed_for", "receipts", "reports"),
+_STATUS = _fields(
+    message_id=_HEX,
+    settled=Boolean(),
+    delivered_to=Array(items=_NAME),
+    failed_for=Array(items=_NAME),
+    receipts=Array(items=_fields(recipient=_NAME, envelope_digest=_HEX, opened_ms=_MS)),
+    reports=Array(
+        items=_fields(
+            targets=Array(items=_NAME), code=_TEXT, reason=_TEXT, reporter=_NAME, at_ms=_MS
+        )
+    ),
 )
 _HEALTH = Object(
     properties={
@@ -667,10 +650,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/openapi.json",
         "This document",
-        Object(
-            properties={"openapi": Text(), "info": MapOf(), "paths": MapOf()},
-            required=("openapi", "info", "paths"),
-        ),
+        _fields(openapi=Text(), info=MapOf(), paths=MapOf()),
         errors=(),
     ),
     # --- messages
@@ -689,9 +669,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/send-many",
         "Send several messages: one signature and one commit",
         _list_of("sent", SENT),
-        body=Object(
-            properties={"messages": Array(items=_MESSAGE, min_items=1)}, required=("messages",)
-        ),
+        body=_fields(messages=Array(items=_MESSAGE, min_items=1)),
         errors=(400, 413, 422),
     ),
     Operation(
@@ -709,14 +687,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST",
         "/v1/ack",
         "Acknowledge leased deliveries by id: they are gone from the node",
-        Object(
-            properties={"acked": _COUNT, "unknown": Array(items=_TEXT)},
-            required=("acked", "unknown"),
-        ),
-        body=Object(
-            properties={"ids": Array(items=Text(max_length=255), max_items=MAX_RECEIVE)},
-            required=("ids",),
-        ),
+        _fields(acked=_COUNT, unknown=Array(items=_TEXT)),
+        body=_fields(ids=Array(items=Text(max_length=255), max_items=MAX_RECEIVE)),
     ),
     Operation(
         "GET",
@@ -869,27 +841,24 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/sub/cases",
         "Open escalations against providers of this hub's division",
-        Object(
-            properties={
-                "cases": Array(
-                    items=Object(
-                        properties={
-                            "request_id": _HEX,
-                            "requester": _NAME,
-                            "provider": _NAME,
-                            "authority": _NAME,
-                            "resource_code": _CODE,
-                            "round": _INT,
-                            "grounds": _TEXT,
-                            "reason": _TEXT,
-                            "at_ms": _MS,
-                            "at": _ISO,
-                        },
-                        required=("request_id", "requester", "provider", "resource_code"),
-                    )
+        _fields(
+            cases=Array(
+                items=Object(
+                    properties={
+                        "request_id": _HEX,
+                        "requester": _NAME,
+                        "provider": _NAME,
+                        "authority": _NAME,
+                        "resource_code": _CODE,
+                        "round": _INT,
+                        "grounds": _TEXT,
+                        "reason": _TEXT,
+                        "at_ms": _MS,
+                        "at": _ISO,
+                    },
+                    required=("request_id", "requester", "provider", "resource_code"),
                 )
-            },
-            required=("cases",),
+            )
         ),
     ),
     _request_step(
@@ -903,16 +872,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST",
         "/v1/sub/publish",
         "Publish records of a resource to every live grant, masked",
-        Object(
-            properties={
-                "code": _CODE,
-                "first_seq": _INT,
-                "last_seq": _INT,
-                "subscribers": _COUNT,
-                "envelopes": _COUNT,
-            },
-            required=("code", "first_seq", "last_seq", "subscribers", "envelopes"),
-        ),
+        _fields(code=_CODE, first_seq=_INT, last_seq=_INT, subscribers=_COUNT, envelopes=_COUNT),
         body=_decision(
             "code",
             "records",
@@ -925,14 +885,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST",
         "/v1/sub/fill-gaps",
         "Ask a provider to resend the records this node misses",
-        Object(
-            properties={
-                "provider": _NAME,
-                "resource_code": _CODE,
-                "asked": Array(items=Array(items=_INT)),
-            },
-            required=("provider", "resource_code", "asked"),
-        ),
+        _fields(provider=_NAME, resource_code=_CODE, asked=Array(items=Array(items=_INT))),
         body=_decision("provider", "code", provider=_NAME, code=_CODE),
         errors=_DECISION_ERRORS,
     ),
@@ -940,33 +893,28 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/sub/parked",
         "Sharing messages the node could not send and holds",
-        Object(
-            properties={
-                "parked": Array(
-                    items=Object(
-                        properties={
-                            "number": _INT,
-                            "kind": _TEXT,
-                            "recipients": Array(items=_NAME),
-                            "code": _TEXT,
-                            "reason": _TEXT,
-                            "at_ms": _MS,
-                            "size": _COUNT,
-                        },
-                        required=("number", "kind", "recipients", "code", "reason"),
-                    )
+        _fields(
+            parked=Array(
+                items=Object(
+                    properties={
+                        "number": _INT,
+                        "kind": _TEXT,
+                        "recipients": Array(items=_NAME),
+                        "code": _TEXT,
+                        "reason": _TEXT,
+                        "at_ms": _MS,
+                        "size": _COUNT,
+                    },
+                    required=("number", "kind", "recipients", "code", "reason"),
                 )
-            },
-            required=("parked",),
+            )
         ),
     ),
     Operation(
         "POST",
         "/v1/sub/parked/retry",
         "Send parked messages again (all without numbers)",
-        Object(
-            properties={"sent": Array(items=_INT), "parked": _COUNT}, required=("sent", "parked")
-        ),
+        _fields(sent=Array(items=_INT), parked=_COUNT),
         body=_decision(numbers=Array(items=Integer(minimum=1), min_items=1)),
         errors=_DECISION_ERRORS,
     ),
@@ -974,10 +922,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST",
         "/v1/sub/parked/drop",
         "Drop parked messages for good",
-        Object(
-            properties={"dropped": Array(items=_INT), "parked": _COUNT},
-            required=("dropped", "parked"),
-        ),
+        _fields(dropped=Array(items=_INT), parked=_COUNT),
         body=_decision("numbers", numbers=Array(items=Integer(minimum=1), min_items=1)),
         errors=_DECISION_ERRORS,
     ),
@@ -997,7 +942,7 @@ OPERATIONS: tuple[Operation, ...] = (
             code=_CODE,
             seq=Integer(minimum=1, maximum=2**63 - 1),
             items=Array(items=Text(min_length=1), min_items=1),
-            text=Text(min_length=1, max_length=MAX_CORRECTION_TEXT),
+            text=_CORRECTION_TEXT,
         ),
         errors=_DECISION_ERRORS,
     ),
@@ -1032,7 +977,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "accepted",
             "text",
             accepted=Boolean(),
-            text=Text(min_length=1, max_length=MAX_CORRECTION_TEXT),
+            text=_CORRECTION_TEXT,
         ),
         errors=_DECISION_ERRORS,
     ),
@@ -1051,11 +996,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "heads": _COUNT,
                 "verified_size": _COUNT,
                 "last_head": Nullable(inner=MapOf()),
-                "findings": Array(
-                    items=Object(
-                        properties={"kind": _TEXT, "message": _TEXT}, required=("kind", "message")
-                    )
-                ),
+                "findings": Array(items=_fields(kind=_TEXT, message=_TEXT)),
             },
             required=("node", "ok", "size", "verified_size", "findings", "last_head"),
         ),
@@ -1071,23 +1012,17 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/audit/records",
         "A page of the stored audit records, decoded",
-        Object(
-            properties={"size": _COUNT, "records": Array(items=AUDIT_RECORD), "next": _PAGE_NEXT},
-            required=("size", "records", "next"),
-        ),
+        _fields(size=_COUNT, records=Array(items=AUDIT_RECORD), next=_PAGE_NEXT),
         params=(_FROM, _limit(DEFAULT_AUDIT_RECORDS)),
     ),
     Operation(
         "GET",
         "/v1/audit/export",
         "A page of the stored audit records as stored: [seq, base64]",
-        Object(
-            properties={
-                "size": _COUNT,
-                "records": Array(items=Array(items=OneOf(choices=(_INT, _TEXT)))),
-                "next": _PAGE_NEXT,
-            },
-            required=("size", "records", "next"),
+        _fields(
+            size=_COUNT,
+            records=Array(items=Array(items=OneOf(choices=(_INT, _TEXT)))),
+            next=_PAGE_NEXT,
         ),
         params=(_FROM, _limit(MAX_AUDIT_RECORDS)),
     ),
@@ -1101,7 +1036,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/audit/witnessed",
         "Per child: the head this hub keeps and its last verdict",
-        Object(properties={"children": Array(items=MapOf())}, required=("children",)),
+        _fields(children=Array(items=MapOf())),
     ),
     # --- the administrator
     Operation(
@@ -1124,15 +1059,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/admin/identity",
         "The node's certificate, chain and key ids",
-        Object(
-            properties={
-                "name": _NAME,
-                "signing_key_id": _HEX,
-                "encryption_key_id": _HEX,
-                "certificate": Nullable(inner=MapOf()),
-                "chain": Array(items=_TEXT),
-            },
-            required=("name", "signing_key_id", "encryption_key_id", "certificate", "chain"),
+        _fields(
+            name=_NAME,
+            signing_key_id=_HEX,
+            encryption_key_id=_HEX,
+            certificate=Nullable(inner=MapOf()),
+            chain=Array(items=_TEXT),
         ),
     ),
     Operation(
@@ -1166,10 +1098,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST",
         "/v1/admin/peers",
         "Take a neighbour now, without a restart (kept in the store until removed)",
-        Object(
-            properties={"name": _NAME, "relation": _RELATION, "url": _TEXT, "source": _PEER_SOURCE},
-            required=("name", "relation", "url", "source"),
-        ),
+        _fields(name=_NAME, relation=_RELATION, url=_TEXT, source=_PEER_SOURCE),
         body=_admin_action(name=_NAME, relation=_RELATION, url=Text(min_length=1)),
         errors=(400, 409),
     ),
@@ -1188,30 +1117,27 @@ OPERATIONS: tuple[Operation, ...] = (
     _admin_step(
         "/v1/admin/peers/{name}/remove",
         "Stop taking a neighbour added or admitted while running (a configured one: edit the file)",
-        Object(
-            properties={"name": _NAME, "removed": Boolean(), "was": _PEER_SOURCE},
-            required=("name", "removed", "was"),
-        ),
+        _fields(name=_NAME, removed=Boolean(), was=_PEER_SOURCE),
         params=(_in_path("name", Text(min_length=1, max_length=255)),),
         errors=(400, 404, 409),
     ),
     _admin_step(
         "/v1/admin/peers/{name}/retry",
         "Try that link now (its backoff reset)",
-        Object(properties={"peer": _TEXT, "retrying": Boolean()}, required=("peer", "retrying")),
+        _fields(peer=_TEXT, retrying=Boolean()),
         params=(_in_path("name", _NODE_TEXT),),
         errors=(400, 404),
     ),
     _admin_step(
         "/v1/admin/credentials/reload",
         "Re-read every role's token file",
-        Object(properties={"roles": MapOf(values=_TEXT)}, required=("roles",)),
+        _fields(roles=MapOf(values=_TEXT)),
         errors=(400, 409),
     ),
     _admin_step(
         "/v1/admin/witnessed/{child}/reset",
         "Forget the head kept for a child: its next head is a first head",
-        Object(properties={"child": _TEXT, "reset": Boolean()}, required=("child", "reset")),
+        _fields(child=_TEXT, reset=Boolean()),
         params=(_in_path("child", _NODE_TEXT),),
         errors=(400, 404),
     ),
@@ -1234,10 +1160,7 @@ OPERATIONS: tuple[Operation, ...] = (
     _admin_step(
         "/v1/admin/crls/reload",
         "Read [trust] crls again, as SIGHUP does",
-        Object(
-            properties={"current": Array(items=_CRL), "refused": _REFUSED_CRLS},
-            required=("current", "refused"),
-        ),
+        _fields(current=Array(items=_CRL), refused=_REFUSED_CRLS),
         errors=(400, 409),
     ),
     _admin_step(
@@ -1286,15 +1209,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/console/catalog",
         "The catalog records this node holds whose texts hold every word of q",
-        Object(
-            properties={
-                "query": _TEXT,
-                "found": _COUNT,
-                "held": _COUNT,
-                "records": Array(items=CATALOG_RECORD),
-            },
-            required=("query", "found", "held", "records"),
-        ),
+        _fields(query=_TEXT, found=_COUNT, held=_COUNT, records=Array(items=CATALOG_RECORD)),
         params=(
             Param("q", Text(max_length=200), default=""),
             Param("status", Text(enum=("published", "withdrawn", "all")), default="published"),

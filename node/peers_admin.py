@@ -35,19 +35,16 @@ from exchnode.aio import Peer
 from exchnode.audit import (
     NO_SUBJECT,
     Actor,
-    AuditEntry,
     Category,
     Outcome,
     Role,
-    Subject,
-    SubjectKind,
-    details,
 )
 from exchnode.errors import ExchnodeError, UsageError
 from exchnode.federation import Relation
 from exchnode.store import PeerState
 
-from .api import HTTPProblem, json_body, peer_state_json, person
+from .api import HTTPProblem, json_body, node_subject, peer_state_json, person
+from .audited import record
 from .config import ConfigError, DaemonConfig, load_config
 from .peer_health import refusals_by_peer, with_refusal
 
@@ -78,13 +75,6 @@ class PeersReloaded:
         }
 
 
-def _subject(name: str) -> Subject:
-    try:
-        return Subject(SubjectKind.NODE, name)
-    except ExchnodeError:
-        return NO_SUBJECT
-
-
 class PeerAdmin:
     """The administrator's peers: list, add, remove, reload (mounted by ``AdminApi``)."""
 
@@ -108,17 +98,9 @@ class PeerAdmin:
     def _record(
         self, action: str, actor: Actor, outcome: Outcome, name: str = "", **n: int
     ) -> None:
-        self.audit.append_entry(
-            AuditEntry(
-                time_ms=int(self.node.now() * 1000),
-                category=Category.CONFIGURATION,
-                action=action,
-                actor=actor,
-                subject=_subject(name) if name else NO_SUBJECT,
-                outcome=outcome,
-                detail=details(**n),
-            )
-        )
+        subject = node_subject(name) if name else NO_SUBJECT
+        category = Category.CONFIGURATION
+        record(self.audit, self.node, category, action, actor, outcome, subject, **n)
 
     # --- the API --------------------------------------------------------------------------
 

@@ -55,10 +55,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchnode.aio import AuditService, Node
-from exchnode.audit import NO_SUBJECT, Actor, AuditEntry, Category, Outcome, Role, details
+from exchnode.audit import Actor, Category, Outcome, Role
 from exchnode.errors import CertificateError, ExchnodeError
 from exchnode.pki import CrlCheck, CrlSet, load_crls_pem
 
+from .audited import record
 from .config import ConfigError, DaemonConfig
 from .forms import iso_time
 
@@ -157,26 +158,17 @@ async def reload_and_record(
 ) -> CrlCheck | None:
     """:func:`reload_crls` on the node's own initiative (``kind``: what made it), audited."""
 
-    def record(outcome: Outcome, **detail: str | int) -> None:
-        audit.append_entry(
-            AuditEntry(
-                time_ms=int(node.now() * 1000),
-                category=Category.KEY,
-                action="crl.reload",
-                actor=Actor(Role.NODE, config.name),
-                subject=NO_SUBJECT,
-                outcome=outcome,
-                detail=details(kind=kind, **detail),
-            )
-        )
+    def note(outcome: Outcome, **detail: str | int) -> None:
+        actor = Actor(Role.NODE, config.name)
+        record(audit, node, Category.KEY, "crl.reload", actor, outcome, kind=kind, **detail)
 
     try:
         checked = await reload_crls(node, config, log)
     except (ExchnodeError, OSError) as exc:
         log.error("crls not reloaded; the ones in use stay", kind=kind, error=str(exc))
-        record(Outcome.refused("invalid-configuration"))
+        note(Outcome.refused("invalid-configuration"))
         return None
-    record(Outcome.ok(), count=len(checked.current.crls))
+    note(Outcome.ok(), count=len(checked.current.crls))
     return checked
 
 

@@ -32,12 +32,17 @@ async def grow(node: Node, audit: AuditService, n: int) -> None:
     await audit.sync()
 
 
+async def logged_before_rotation(federation: Federation, n: int) -> None:
+    """The child runs once with its first key and logs ``n`` entries (heads signed)."""
+    audit = quick_audit()
+    async with federation.node(CHILD, services=[audit]) as node:
+        await grow(node, audit, n)
+
+
 @pytest.mark.asyncio
 async def test_heads_signed_before_a_key_rotation_still_verify(tmp_path: Path) -> None:
     federation = Federation(tmp_path, [CHILD])
-    audit = quick_audit()
-    async with federation.node(CHILD, services=[audit]) as node:
-        await grow(node, audit, 5)
+    await logged_before_rotation(federation, 5)
     # A new certificate with new keys, from the same CA: a routine rotation.
     rotated = federation.pki.node(CHILD, federation.cas["520100"], generation=1)
     audit = quick_audit()
@@ -54,9 +59,7 @@ async def test_heads_signed_before_a_key_rotation_still_verify(tmp_path: Path) -
 async def test_without_the_kept_certificate_the_old_heads_do_not_verify(tmp_path: Path) -> None:
     """The kept certificate is what makes the old heads verify (and a forged one would not)."""
     federation = Federation(tmp_path, [CHILD])
-    audit = quick_audit()
-    async with federation.node(CHILD, services=[audit]) as node:
-        await grow(node, audit, 2)
+    await logged_before_rotation(federation, 2)
     # A genuine certificate, but another node's: it vouches for no key of this one.
     forged = federation.pki.node("520102.minzheng", federation.cas["520100"]).certificate
     with SqliteStore(federation.directory / f"{CHILD}.sqlite") as store:

@@ -21,6 +21,7 @@ from exchnode.aio._transport import Handler
 from exchnode.audit import entry_from_event
 from exchnode.catalog import (
     CatalogQuery,
+    CatalogRecord,
     FeedRequest,
     LookupRequest,
     Publication,
@@ -71,6 +72,12 @@ class Running:
     async def close(self) -> None:
         for name in list(self.nodes):
             await self.stop(name)
+
+    async def published(self, held_by: str = "520000") -> CatalogRecord:
+        """A new entry of GONGAN's, published; returned once the hub ``held_by`` holds it."""
+        (record,) = await self.catalogs[GONGAN].publish([make_entry(GONGAN)])
+        await self.catalogs[held_by].wait_for(GONGAN, record.code, timeout=WAIT)
+        return record
 
 
 @contextlib.asynccontextmanager
@@ -189,8 +196,7 @@ async def test_catalogs_converge_after_a_partition_and_survive_restarts(tmp_path
 @pytest.mark.asyncio
 async def test_a_neighbour_sees_only_what_its_place_allows(tmp_path: Path) -> None:
     async with federation_with_catalogs(tmp_path) as running:
-        (record,) = await running.catalogs[GONGAN].publish([make_entry(GONGAN)])
-        await running.catalogs["520000"].wait_for(GONGAN, record.code, timeout=WAIT)
+        record = await running.published()
         assert await running.catalogs[MINZHENG].lookup(GONGAN, record.code) == record
         # A county hub's summary for its parent lists only its own subtree's providers
         # (what it cached from above stays); for a child of format 1, what it holds.
@@ -226,8 +232,7 @@ def forged_newer(data: bytes) -> bytes:
 @pytest.mark.asyncio
 async def test_a_hub_altering_an_entry_is_detected(tmp_path: Path) -> None:
     async with federation_with_catalogs(tmp_path) as running:
-        (record,) = await running.catalogs[GONGAN].publish([make_entry(GONGAN)])
-        await running.catalogs["520000"].wait_for(GONGAN, record.code, timeout=WAIT)
+        record = await running.published()
 
         # The far department uses it (a lookup), and its county's hub caches it on the way.
         assert await running.catalogs[MINZHENG].lookup(GONGAN, record.code) == record
@@ -336,8 +341,7 @@ async def test_a_department_that_lost_its_store_recovers_its_versions_from_its_h
     tmp_path: Path,
 ) -> None:
     async with federation_with_catalogs(tmp_path) as running:
-        (record,) = await running.catalogs[GONGAN].publish([make_entry(GONGAN)])
-        await running.catalogs["520102"].wait_for(GONGAN, record.code, timeout=WAIT)
+        record = await running.published(held_by="520102")
         await running.stop(GONGAN)
         for path in running.federation.directory.glob(f"{GONGAN}.sqlite*"):
             path.unlink()
@@ -351,8 +355,7 @@ async def test_a_department_that_lost_its_store_recovers_its_versions_from_its_h
 @pytest.mark.asyncio
 async def test_identical_lookups_in_flight_are_asked_once(tmp_path: Path) -> None:
     async with federation_with_catalogs(tmp_path) as running:
-        (record,) = await running.catalogs[GONGAN].publish([make_entry(GONGAN)])
-        await running.catalogs["520000"].wait_for(GONGAN, record.code, timeout=WAIT)
+        record = await running.published()
         node = running.nodes[MINZHENG]
         asked: list[str] = []
         request = node.request

@@ -83,30 +83,15 @@ def test_a_department_of_the_division_is_admitted_on_its_first_hello(
     assert record["detail"] == {"kind": "division"}
     assert record["outcome"]["status"] == "ok"
     # Custody both ways through the hub, which learnt the department's keys from it.
-    sent = node_cli(
-        "send",
-        "--config",
-        str(fed.config_path(GONGAN)),
-        "--to",
-        MINZHENG,
-        "-",
-        stdin=b"to the new department",
-    )
-    assert sent.returncode == 0, sent.stderr
-    got = node_cli("receive", "--config", str(fed.config_path(MINZHENG)), "--timeout", "30")
-    assert (got.returncode, got.stdout) == (0, b"to the new department"), got.stderr
-    sent = node_cli(
-        "send",
-        "--config",
-        str(fed.config_path(MINZHENG)),
-        "--to",
-        GONGAN,
-        "-",
-        stdin=b"from the new department",
-    )
-    assert sent.returncode == 0, sent.stderr
-    got = node_cli("receive", "--config", str(fed.config_path(GONGAN)), "--timeout", "30")
-    assert (got.returncode, got.stdout) == (0, b"from the new department"), got.stderr
+    for sender, recipient, payload in (
+        (GONGAN, MINZHENG, b"to the new department"),
+        (MINZHENG, GONGAN, b"from the new department"),
+    ):
+        config = str(fed.config_path(sender))
+        sent = node_cli("send", "--config", config, "--to", recipient, "-", stdin=payload)
+        assert sent.returncode == 0, sent.stderr
+        got = node_cli("receive", "--config", str(fed.config_path(recipient)), "--timeout", "30")
+        assert (got.returncode, got.stdout) == (0, payload), got.stderr
 
 
 def test_a_revoked_department_of_the_division_is_not_admitted(fed: DaemonFederation) -> None:

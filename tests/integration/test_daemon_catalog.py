@@ -341,6 +341,13 @@ def approve(fed: DaemonFederation, request_id: str, items: str) -> None:
     decide(fed, "approve", request_id, "--items", items, "--operator", "wang", then="granted")
 
 
+def subscribed(fed: DaemonFederation, code: str, items: str) -> str:
+    """A request for ``items`` of ``code``, granted as asked: its id."""
+    request_id = request(fed, code, items)
+    approve(fed, request_id, items)
+    return request_id
+
+
 def push(fed: DaemonFederation, code: str, *records: dict[str, Any]) -> dict[str, Any]:
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
     return dict(
@@ -365,8 +372,7 @@ def test_correction_reported_listed_answered_and_seen_by_cli(
     fed: DaemonFederation, tmp_path: Path
 ) -> None:
     code = publish(fed, tmp_path, entry(5))
-    request_id = request(fed, code, "身份证号,姓名")
-    approve(fed, request_id, "身份证号,姓名")
+    subscribed(fed, code, "身份证号,姓名")
     pushed = push(fed, code, {"身份证号": "110101199003071234", "姓名": "张叁"})
     assert (pushed["first_seq"], pushed["subscribers"]) == (1, 1)
     meta = receive_one(fed, tmp_path / "inbox")
@@ -466,8 +472,7 @@ def test_records_between_two_grants_are_not_gaps_and_fill_gaps_says_so(
     fed: DaemonFederation, tmp_path: Path
 ) -> None:
     code = publish(fed, tmp_path, entry(6))
-    first = request(fed, code, "姓名")
-    approve(fed, first, "姓名")
+    first = subscribed(fed, code, "姓名")
     inbox = tmp_path / "inbox"
     assert push(fed, code, {"姓名": "甲"})["last_seq"] == 1
     assert (receive_one(fed, inbox)["missing"], cli_gaps(fed, code)["asked"]) == ([], [])
@@ -475,8 +480,7 @@ def test_records_between_two_grants_are_not_gaps_and_fill_gaps_says_so(
     # Record 2 is published while the subscriber holds no grant; record 3 under a new one.
     decide(fed, "revoke", first, "--reason", "暂停", "--operator", "w", then="revoked")
     assert push(fed, code, {"姓名": "乙"})["subscribers"] == 0
-    second = request(fed, code, "姓名")
-    approve(fed, second, "姓名")
+    subscribed(fed, code, "姓名")
     assert push(fed, code, {"姓名": "丙"})["first_seq"] == 3
     meta = receive_one(fed, inbox)
     # Record 2 was never this subscriber's to receive: not a gap, nothing to ask for.

@@ -42,10 +42,12 @@ FAST = BackoffPolicy(base_ms=50, cap_ms=500)
 CATCH_UP = 90.0  # seconds for everything to arrive once the kills are over
 
 
-def crash_seed() -> int:
+def kill_plan() -> tuple[int, random.Random]:
+    """This run's seed (printed: ``EXCHNODE_CRASH_SEED`` replays it) and the generator of
+    its kills."""
     seed = int(os.environ.get("EXCHNODE_CRASH_SEED") or random.randrange(1 << 32))
     print(f"kill plan: EXCHNODE_CRASH_SEED={seed}")
-    return seed
+    return seed, random.Random(seed)
 
 
 async def send_until(sender: Node, done: asyncio.Event, *, batch: int, pause: float) -> int:
@@ -135,8 +137,7 @@ def queued_at(store: Path) -> int:
 @pytest.mark.asyncio
 @pytest.mark.timeout(240)
 async def test_hub_killed_repeatedly_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    seed = crash_seed()
-    rng = random.Random(seed)
+    seed, rng = kill_plan()
     federation = Federation(tmp_path, NAMES)
     hub = Child(federation.child_spec(HUB))
     await hub.start()
@@ -186,8 +187,7 @@ async def test_hub_killed_repeatedly_loses_and_duplicates_nothing(tmp_path: Path
 async def test_receiver_killed_between_delivery_and_ack_sees_each_message_acked_once(
     tmp_path: Path,
 ) -> None:
-    seed = crash_seed()
-    rng = random.Random(seed)
+    seed, rng = kill_plan()
     federation = Federation(tmp_path, NAMES)
     got: list[tuple[str, int]] = []
     acked: Counter[str] = Counter()
@@ -249,8 +249,7 @@ async def test_receiver_killed_between_delivery_and_ack_sees_each_message_acked_
 @pytest.mark.asyncio
 @pytest.mark.timeout(240)
 async def test_sender_killed_mid_flow_delivers_everything_it_held_once(tmp_path: Path) -> None:
-    seed = crash_seed()
-    rng = random.Random(seed)
+    seed, rng = kill_plan()
     federation = Federation(tmp_path, NAMES)
     batch, total = 20, 100_000
     confirmed: set[int] = set()  # numbers whose send_many returned: the node holds them

@@ -39,7 +39,7 @@ from exchnode.federation import (
     verify_snapshot,
 )
 from exchnode.store import SqliteStore
-from tests.integration.federation import Federation
+from tests.integration.federation import Federation, started
 
 PROVINCE, TONGJI = "520000", "520000.tongji"
 CITY, GONGAN = "520100", "520100.gongan"
@@ -97,10 +97,8 @@ async def test_the_hop_holding_a_revoked_senders_envelopes_ends_their_custody_on
 ) -> None:
     federation = Federation(tmp_path, NAMES)
     nodes = {name: signed(federation, name, backoff=FAST) for name in NAMES}
-    for node in nodes.values():
-        await node.start()
-    city = nodes[CITY]
-    try:
+    async with started(nodes):
+        city = nodes[CITY]
         await nodes[GONGAN].wait_known([TONGJI], timeout=30)
         await nodes[PROVINCE].close()  # the envelopes stay in the city's custody
         sent = [await nodes[GONGAN].send([TONGJI], f"m{i}".encode()) for i in range(COUNT)]
@@ -125,9 +123,6 @@ async def test_the_hop_holding_a_revoked_senders_envelopes_ends_their_custody_on
         stats = await city.stats()
         assert stats.counters["revoked"] == COUNT
         assert stats.counters["reports_sent"] == 0  # no report to a revoked sender
-    finally:
-        for node in nodes.values():
-            await node.close()
     seen = custody_records(federation, CITY)
     for message in sent:
         mine = {key: n for key, n in seen.items() if key[3] == message.message_id}
@@ -151,10 +146,8 @@ async def test_a_next_hop_that_knows_the_sender_is_revoked_refuses_and_custody_e
         else federation.node(name, backoff=FAST, services=[audited()])
         for name in NAMES
     }
-    for node in nodes.values():
-        await node.start()
-    city, province = nodes[CITY], nodes[PROVINCE]
-    try:
+    async with started(nodes):
+        city, province = nodes[CITY], nodes[PROVINCE]
         # The province holds the department's entry, relayed by the city (as the signed
         # directory would have it), then takes the CRL that revokes it.
         known = province.node_directory
@@ -184,9 +177,6 @@ async def test_a_next_hop_that_knows_the_sender_is_revoked_refuses_and_custody_e
         assert stats.counters["reports_sent"] == 0
         for message in sent:  # the sender hears nothing: no report was sent
             assert not (await nodes[GONGAN].status(message.message_id)).reports
-    finally:
-        for node in nodes.values():
-            await node.close()
     at_city, at_province = custody_records(federation, CITY), custody_records(federation, PROVINCE)
     for message in sent:
         assert {k: n for k, n in at_city.items() if k[3] == message.message_id} == {
@@ -214,23 +204,18 @@ async def test_items_deferred_again_and_again_are_logged_once_per_interval(
             else federation.node(name, timers=timers)
             for name in NAMES
         }
-        for node in nodes.values():
-            await node.start()
-        province = nodes[PROVINCE]
-        try:
+        async with started(nodes):
+            province = nodes[PROVINCE]
             await nodes[GONGAN].send([TONGJI], b"nobody at the province knows my key")
 
             async def deferred_often() -> bool:
                 return (await province.stats()).counters["deferred"] >= 40
 
-            started = time.monotonic()
+            began = time.monotonic()
             await until(deferred_often, 30, "the province to defer the item again and again")
             await asyncio.sleep(interval)  # one more interval: its line carries the count
-            elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - began
             deferrals = (await province.stats()).counters["deferred"]
-        finally:
-            for node in nodes.values():
-                await node.close()
     lines = [
         line
         for line in logs

@@ -64,46 +64,65 @@ def _parent_at(port: int) -> list[Peer]:
     return [Peer(name=HUB, relation=Relation.PARENT, url=f"https://127.0.0.1:{port}")]
 
 
+def _hub_as_two_workers(
+    folder: Path, store: Any, each: tuple[dict[str, Any], dict[str, Any]]
+) -> dict[str, Node]:
+    """The departments first, then the hub as two workers on one ``store`` (``each``: the
+    other Node arguments of worker 0 and worker 1).
+
+    The departments start first: the workers' hellos reach them at once.  Each department's
+    link goes to the worker that does not own its queue.
+    """
+    federation = Federation(folder, NAMES)
+    second_port = free_port()
+    return {
+        GONGAN: federation.node(GONGAN, peers=_parent_at(second_port)),
+        MINZHENG: federation.node(MINZHENG),
+        "worker-0": federation.node(HUB, store=store, worker=WorkerShare(0, 2), **each[0]),
+        "worker-1": federation.node(
+            HUB,
+            store=store,
+            worker=WorkerShare(1, 2),
+            listen=("127.0.0.1", second_port),
+            **each[1],
+        ),
+    }
+
+
+async def _both_ways(nodes: dict[str, Node], count: int, pause_every: int | None) -> None:
+    """``count`` messages each way between the departments: each arrives exactly once.
+
+    ``pause_every``: a short pause after so many sends (some alone, some together); none:
+    the workers take and forward at once, their commits interleaved.
+    """
+    up = [f"up {i}".encode() for i in range(count)]
+    down = [f"down {i}".encode() for i in range(count)]
+    to_minzheng = asyncio.ensure_future(collect(nodes[MINZHENG], count))
+    to_gongan = asyncio.ensure_future(collect(nodes[GONGAN], count))
+    for i in range(count):
+        await nodes[GONGAN].send([MINZHENG], up[i])
+        await nodes[MINZHENG].send([GONGAN], down[i])
+        if pause_every is not None and i % pause_every == 0:
+            await asyncio.sleep(0.01)
+    got_up = await asyncio.wait_for(to_minzheng, 30)
+    got_down = await asyncio.wait_for(to_gongan, 30)
+    assert sorted(d.payload for d in got_up) == sorted(up)
+    assert sorted(d.payload for d in got_down) == sorted(down)
+
+
 @pytest.mark.asyncio
 @pytest.mark.timeout(90)
 async def test_two_workers_each_forward_what_the_other_took(
     tmp_path: Path, cluster: PostgresCluster
 ) -> None:
-    federation = Federation(tmp_path, NAMES)
-    store = partial(PostgresStore, cluster.conninfo(), schema="hub_workers")
+    # Once the hellos are answered, nothing but the store's signals wakes a worker's forwarder.
     timers = NodeTimers(worker_poll=60.0)  # only the signals can wake the owner in time
-    second_port = free_port()
-    # The departments first: the workers' hellos reach them at once, and nothing but the
-    # store's signals wakes a worker's forwarder afterwards.
-    nodes: dict[str, Node] = {
-        # Each department's link goes to the worker that does not own its queue.
-        GONGAN: federation.node(GONGAN, peers=_parent_at(second_port)),
-        MINZHENG: federation.node(MINZHENG),
-        "worker-0": federation.node(HUB, store=store, worker=WorkerShare(0, 2), timers=timers),
-        "worker-1": federation.node(
-            HUB,
-            store=store,
-            worker=WorkerShare(1, 2),
-            timers=timers,
-            listen=("127.0.0.1", second_port),
-        ),
-    }
+    store = partial(PostgresStore, cluster.conninfo(), schema="hub_workers")
+    nodes = _hub_as_two_workers(tmp_path, store, ({"timers": timers}, {"timers": timers}))
     count = 40
     async with started(nodes):
         await asyncio.sleep(0.5)  # the hellos answered
-        up = [f"up {i}".encode() for i in range(count)]
-        down = [f"down {i}".encode() for i in range(count)]
-        to_minzheng = asyncio.ensure_future(collect(nodes[MINZHENG], count))
-        to_gongan = asyncio.ensure_future(collect(nodes[GONGAN], count))
-        for i in range(count):
-            await nodes[GONGAN].send([MINZHENG], up[i])
-            await nodes[MINZHENG].send([GONGAN], down[i])
-            if i % 8 == 0:
-                await asyncio.sleep(0.01)  # some alone, some together
-        got_up = await asyncio.wait_for(to_minzheng, 30)
-        got_down = await asyncio.wait_for(to_gongan, 30)
-        assert sorted(d.payload for d in got_up) == sorted(up)  # each exactly once
-        assert sorted(d.payload for d in got_down) == sorted(down)
+        await _both_ways(nodes, count, pause_every=8)
         await asyncio.sleep(0.3)  # nothing else comes
         assert [s for s in await _queued(nodes[MINZHENG])] == []
         first = await nodes["worker-0"].stats()
@@ -131,10 +150,21 @@ async def _queued(node: Node) -> list[object]:
 
 @pytest.mark.asyncio
 @pytest.mark.timeout(30)
-async def test_a_worker_needs_a_store_that_carries_the_signals(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("audited", "refusal"),
+    [
+        (False, r"need a store they share.*not a SqliteStore"),  # none to carry the signals
+        (True, r"cannot share one audit log.*use PostgresStore"),
+    ],
+    ids=["signals", "audit-log"],
+)
+async def test_workers_on_a_store_of_one_process_are_refused(
+    tmp_path: Path, audited: bool, refusal: str
+) -> None:
     federation = Federation(tmp_path, NAMES)
-    node = federation.node(HUB, worker=WorkerShare(0, 2))  # SQLite: one process's store
-    with pytest.raises(UsageError, match=r"need a store they share.*not a SqliteStore"):
+    services = [AuditService()] if audited else []
+    node = federation.node(HUB, worker=WorkerShare(0, 2), services=services)  # SQLite
+    with pytest.raises(UsageError, match=refusal):
         await node.start()
 
 
@@ -144,36 +174,14 @@ async def test_audited_workers_keep_one_log_that_verifies(
     tmp_path: Path, cluster: PostgresCluster
 ) -> None:
     """Both workers record custody in the hub's one log, gapless, chained and sealed."""
-    federation = Federation(tmp_path, NAMES)
-    store = partial(PostgresStore, cluster.conninfo(), schema="hub_audited")
-    second_port = free_port()
     audits = [AuditService(), AuditService()]
-    nodes: dict[str, Node] = {
-        GONGAN: federation.node(GONGAN, peers=_parent_at(second_port)),
-        MINZHENG: federation.node(MINZHENG),
-        "worker-0": federation.node(
-            HUB, store=store, worker=WorkerShare(0, 2), services=[audits[0]]
-        ),
-        "worker-1": federation.node(
-            HUB,
-            store=store,
-            worker=WorkerShare(1, 2),
-            services=[audits[1]],
-            listen=("127.0.0.1", second_port),
-        ),
-    }
-    count = 30
+    store = partial(PostgresStore, cluster.conninfo(), schema="hub_audited")
+    nodes = _hub_as_two_workers(
+        tmp_path, store, ({"services": [audits[0]]}, {"services": [audits[1]]})
+    )
     async with started(nodes):
         await asyncio.sleep(0.5)
-        up = [f"up {i}".encode() for i in range(count)]
-        down = [f"down {i}".encode() for i in range(count)]
-        to_minzheng = asyncio.ensure_future(collect(nodes[MINZHENG], count))
-        to_gongan = asyncio.ensure_future(collect(nodes[GONGAN], count))
-        for i in range(count):  # both workers take and forward at once: their commits interleave
-            await nodes[GONGAN].send([MINZHENG], up[i])
-            await nodes[MINZHENG].send([GONGAN], down[i])
-        assert sorted(d.payload for d in await asyncio.wait_for(to_minzheng, 30)) == sorted(up)
-        assert sorted(d.payload for d in await asyncio.wait_for(to_gongan, 30)) == sorted(down)
+        await _both_ways(nodes, 30, pause_every=None)
         await audits[1].flush_now()
         await audits[0].sync()  # worker 0 signs the heads, over the log as stored
         report = await audits[0].verify()
@@ -183,15 +191,6 @@ async def test_audited_workers_keep_one_log_that_verifies(
         assert size >= 4
         second = await audits[1].verify()  # the other worker verifies the same log
         assert second.ok, second.summary()
-
-
-@pytest.mark.asyncio
-@pytest.mark.timeout(30)
-async def test_workers_on_a_store_that_cannot_share_the_log_are_refused(tmp_path: Path) -> None:
-    federation = Federation(tmp_path, NAMES)
-    node = federation.node(HUB, worker=WorkerShare(0, 2), services=[AuditService()])
-    with pytest.raises(UsageError, match=r"cannot share one audit log.*use PostgresStore"):
-        await node.start()
 
 
 @pytest.mark.asyncio
