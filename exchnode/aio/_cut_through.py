@@ -21,6 +21,9 @@ intake commits them.  Custody rules do not change:
   answer to the queue numbers the commit gave); an item the commit did not
   queue (a duplicate, an expired or replayed copy) was never this node's to
   move, and the early answer is dropped;
+* a send with an idempotency key is never sent early: the commit may find it
+  a retry and answer with the first message, and the envelope the retry
+  sealed is new to every other node (the intake keeps such a hop waiting);
 * what the early transfer did not settle (a failure, a DEFERRED item) is read
   back from the store once the commit has returned, as any unsettled entry.
 

@@ -146,9 +146,14 @@ class Intake:
         once the commit has.
         """
         by_hop: dict[str, list[tuple[int, AcceptItem]]] = {}
+        keyed: set[str] = set()  # hops that must wait for the commit
         for position, item in enumerate(items):
             for hop in item.forward:
                 by_hop.setdefault(hop, []).append((position, item))
+                if item.send_key is not None:
+                    # A send with an idempotency key may be a retry, which the commit answers
+                    # with the first message and does not queue: this envelope must not leave.
+                    keyed.add(hop)
         if not by_hop:
             return await self._commits.submit(items)
         committed: asyncio.Future[list[AcceptOutcome] | None] = (
@@ -161,7 +166,11 @@ class Intake:
             forwarder = self._forwarders.get(hop)
             if forwarder is None:
                 continue
-            batch = forwarder.take_early(hop_items, committed) if self._cut_through else None
+            batch = (
+                forwarder.take_early(hop_items, committed)
+                if self._cut_through and hop not in keyed
+                else None
+            )
             if batch is None:
                 forwarder.committing += 1
                 waiting.append(forwarder)

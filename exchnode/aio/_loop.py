@@ -14,6 +14,7 @@ imports), ``uvloop`` (required: an error when it is missing) or ``asyncio``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -63,7 +64,28 @@ def chosen_loop(choice: str | None = None) -> str:
     return "asyncio" if loop_factory(choice) is asyncio.new_event_loop else "uvloop"
 
 
+#: Seconds uvloop is run on after ``main`` returns, for TLS closes it began to finish.
+CLOSE_GRACE = 0.1
+
+
 def run(main: Coroutine[Any, Any, T], *, choice: str | None = None) -> T:
-    """:func:`asyncio.run` on the chosen loop (see the module docstring)."""
-    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+    """:func:`asyncio.run` on the chosen loop (see the module docstring).
+
+    On uvloop, connections whose TLS close ``main`` began (a client session
+    closed, a server stopped) are given :data:`CLOSE_GRACE` to finish: libuv
+    refuses to close a loop with a handle still open (``EBUSY``, where
+    asyncio's loop closes and warns), and a process that did its work would
+    otherwise exit with an error.  One still open after that is left to the
+    process's exit: the loop's own clean-up is not the caller's result.
+    """
+    runner = asyncio.Runner(loop_factory=loop_factory(choice))
+    try:
         return runner.run(main)
+    finally:
+        try:
+            if loop_name(runner.get_loop()) == "uvloop":
+                runner.run(asyncio.sleep(CLOSE_GRACE))
+            runner.close()
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise

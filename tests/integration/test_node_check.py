@@ -91,7 +91,8 @@ def test_a_running_daemon_is_named(fed: DaemonFederation) -> None:
         status, _, err = check(config)
     assert status == 1
     assert [line.split(": error: ", 1)[1] for line in err] == [
-        f"{fed.folder(HUB) / 'state'} is in use by another daemon (pid {pid}); stop it first",
+        f"{fed.folder(HUB) / 'state'} is in use by another daemon (pid {pid}, or the workers "
+        "it started, which hold it until they have drained); stop it first",
         f"{config}: [node] listen 127.0.0.1:{fed.ports[HUB]} is already in use (another "
         "process listens there)",
         f"{config}: [operator] listen 127.0.0.1:{fed.operator_ports[HUB]} is already in use "

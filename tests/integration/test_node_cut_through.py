@@ -130,3 +130,25 @@ async def test_a_commit_that_fails_after_the_early_transfer_loses_and_duplicates
         assert (await receiver.stats()).counters["duplicates"] == 1
         assert (await nodes[GONGAN].stats()).queued.count == 0
         assert (await receiver.stats()).inbox.count == 0  # acknowledged, and nothing else came
+
+
+@pytest.mark.asyncio
+async def test_a_retried_send_never_goes_ahead_of_the_commit_that_recognises_it(
+    tmp_path: Path,
+) -> None:
+    # A send with an idempotency key seals a new envelope each time; the commit answers a retry
+    # with the first message and queues nothing.  Sent ahead, the retry's envelope would be a
+    # second message at the recipient.
+    federation = Federation(tmp_path, NAMES)
+    nodes = {name: federation.node(name) for name in NAMES}
+    async with started(nodes):
+        sender = nodes[GONGAN]
+        first = await sender.send([MINZHENG], b"once", idempotency_key="order-1")
+        got = await asyncio.wait_for(collect(nodes[MINZHENG], 1), 20)
+        assert [d.message_id for d in got] == [first.message_id]
+        again = await sender.send([MINZHENG], b"once", idempotency_key="order-1")
+        assert again.message_id == first.message_id
+        await asyncio.sleep(0.5)  # time for a second copy to arrive, if one had left
+        assert (await nodes[HUB].stats()).counters["accepted"] == 1
+        assert (await nodes[MINZHENG].stats()).counters["accepted"] == 1
+        assert (await sender.stats()).counters["cut_through"] == 0  # keyed: after its commit

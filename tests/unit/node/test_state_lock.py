@@ -18,7 +18,8 @@ def test_the_daemon_writes_its_pid_and_a_second_one_is_refused(tmp_path: Path) -
             with pytest.raises(UsageError) as refused, state_lock(tmp_path, shared=shared):
                 pass
             assert str(refused.value) == (
-                f"{tmp_path} is in use by another daemon (pid {os.getpid()}); stop it first"
+                f"{tmp_path} is in use by another daemon (pid {os.getpid()}, or the workers it "
+                "started, which hold it until they have drained); stop it first"
             )
     with state_lock(tmp_path):  # released
         pass
