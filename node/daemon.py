@@ -90,7 +90,7 @@ from exchnode.aio import (
     loop_name,
     write_verify_bundle,
 )
-from exchnode.core import AuditEvent, PeerIdentity, StaticDirectory
+from exchnode.core import AuditEvent, LocalIdentity, PeerIdentity, StaticDirectory
 from exchnode.errors import CertificateError, ExchnodeError, InconsistentLogError, UsageError
 from exchnode.pki import (
     TrustStore,
@@ -220,6 +220,25 @@ def load_trust(config: DaemonConfig) -> TrustMaterial:
         raise ConfigError(f"{config.path}: trust.roots: no root certificate found")
     # [trust] crls, and the CRLs the administrator added while it ran (node.trust)
     return TrustMaterial(roots, read("trust.cas", config.trust.cas), read_crls(config))
+
+
+def load_identity(
+    config: DaemonConfig, trust: TrustMaterial, now: datetime
+) -> tuple[LocalIdentity, TlsFiles]:
+    """The node's keys and chain, verified as its peers will verify them, and the files its
+    links' TLS uses (the verify bundle written from ``trust`` now)."""
+    passphrase = config.identity.passphrase(config.path)
+    identity = load_local_identity(
+        config.identity.chain,
+        config.identity.signing_key,
+        config.identity.encryption_key,
+        passphrase,
+        trust=trust.store,
+        now=now,
+    )
+    verify = write_verify_bundle(config.verify_bundle_path, trust.roots, trust.crls)
+    tls = TlsFiles(config.identity.chain, config.identity.signing_key, verify, passphrase)
+    return identity, tls
 
 
 def load_own_peer(config: DaemonConfig, trust: TrustMaterial, now: datetime) -> PeerIdentity:
@@ -352,16 +371,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool, loc
     crl_files = crl_files_state(config)  # before reading them: a change after is seen
     trust = load_trust(config)
     _check_crls(trust, log)
-    passphrase = config.identity.passphrase(config.path)
-    identity = load_local_identity(
-        config.identity.chain,
-        config.identity.signing_key,
-        config.identity.encryption_key,
-        passphrase,
-        trust=trust.store,
-        now=now,
-    )
-    verify = write_verify_bundle(config.verify_bundle_path, trust.roots, trust.crls)
+    identity, tls = load_identity(config, trust, now)
     directory: StaticDirectory | None = None  # None: the node runs the signed directory
     if config.directory.mode == "static":
         directory = build_directory(config, trust, identity.peer, now, log)
@@ -385,7 +395,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool, loc
     node = Node(
         identity=identity,
         store=config.store_opener(),
-        tls=TlsFiles(config.identity.chain, config.identity.signing_key, verify, passphrase),
+        tls=tls,
         trust=trust.store,
         ca_bundle=trust.cas,
         config=config.node_config,

@@ -45,14 +45,12 @@ from exchnode.aio import (
     DirectoryService,
     Node,
     NodeService,
-    TlsFiles,
     loop_name,
-    write_verify_bundle,
 )
 from exchnode.core import StaticDirectory
 from exchnode.errors import ExchnodeError
-from exchnode.pki import load_local_identity
 
+from . import early_signals
 from .config import ConfigError, DaemonConfig
 from .peers_admin import PeerAdmin
 from .ports import address_in_use
@@ -97,6 +95,8 @@ async def serve_worker(config: DaemonConfig, index: int) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    for asked in early_signals.stop_asked:  # told to stop while it was starting
+        on_signal(asked)
     loop.add_reader(inherited.parent, on_parent_gone)
     node: Node | None = None
     try:
@@ -120,21 +120,12 @@ async def serve_worker(config: DaemonConfig, index: int) -> int:
 async def _start(config: DaemonConfig, index: int, log: Any) -> tuple[Node, AuditService]:
     """Worker ``index``'s node, built from ``config`` and serving (closed again if it fails),
     and its audit service."""
-    from .daemon import build_directory, load_trust  # the daemon imports the supervisor
+    from .daemon import build_directory, load_identity, load_trust  # daemon imports us
 
     now = datetime.now(UTC)
     crl_files = crl_files_state(config, with_added=True)  # before reading them
     trust = load_trust(config)
-    passphrase = config.identity.passphrase(config.path)
-    identity = load_local_identity(
-        config.identity.chain,
-        config.identity.signing_key,
-        config.identity.encryption_key,
-        passphrase,
-        trust=trust.store,
-        now=now,
-    )
-    verify = write_verify_bundle(config.verify_bundle_path, trust.roots, trust.crls)
+    identity, tls = load_identity(config, trust, now)
     node_config = config.worker_node_config(index)
     services: list[NodeService] = []
     directory: StaticDirectory | None = None
@@ -154,7 +145,7 @@ async def _start(config: DaemonConfig, index: int, log: Any) -> tuple[Node, Audi
     node = Node(
         identity=identity,
         store=config.store_opener(),
-        tls=TlsFiles(config.identity.chain, config.identity.signing_key, verify, passphrase),
+        tls=tls,
         trust=trust.store,
         ca_bundle=trust.cas,
         config=node_config,

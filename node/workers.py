@@ -45,6 +45,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from exchnode.errors import UsageError
@@ -59,6 +60,8 @@ FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
 #: a worker that ran this long before it exited is restarted after the first backoff again
 STEADY_SECONDS = 60.0
+#: the longest a drain waits for a worker just started to handle SIGTERM before sending it
+HANDLER_WAIT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,31 @@ def worker_command(config: DaemonConfig, index: int) -> list[str]:
         "--worker",
         str(index),
     ]
+
+
+async def _until_it_handles_sigterm(pid: int, timeout: float) -> None:
+    """Wait (bounded) until process ``pid`` has a SIGTERM handler: a worker just started.
+
+    A worker told to stop in the first moments of its interpreter, before any
+    handler exists, would die of SIGTERM's default action, and the hub's drain
+    would end with a worker "not drained" though it had taken nothing.  So the
+    signal waits until the worker can take it (``SigCgt`` in ``/proc/PID/status``;
+    ``early_signals`` installs the handler first thing).  Where ``/proc`` cannot
+    say (another system, the process gone), it goes at once.
+    """
+    mask = 1 << (signal.SIGTERM - 1)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            status = await asyncio.to_thread(Path(f"/proc/{pid}/status").read_text)
+            caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+            if int(caught.split()[1], 16) & mask:
+                return
+        except (OSError, StopIteration, ValueError, IndexError):
+            return
+        if asyncio.get_running_loop().time() >= deadline:
+            return
+        await asyncio.sleep(0.02)
 
 
 def _status(code: int) -> str:
@@ -223,6 +251,7 @@ class Supervisor:
         self._stopping = True
         running = dict(self._processes)
         for process in running.values():
+            await _until_it_handles_sigterm(process.pid, min(timeout, HANDLER_WAIT))
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
         clean = True

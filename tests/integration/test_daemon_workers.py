@@ -293,10 +293,16 @@ def test_sigterm_to_worker_0_stops_every_worker(fed: DaemonFederation) -> None:
 
 
 def test_a_worker_whose_worker_0_dies_drains_and_exits(fed: DaemonFederation) -> None:
+    if HUB in fed.processes:  # run alone, not after the test that stops the hub
+        previous = worker_pid(fed)
+        until(lambda: serving_events(fed), "worker 1 serving")
+        assert fed.stop(HUB, timeout=30) == 0
+        until(lambda: not Path(f"/proc/{previous}").exists(), "worker 1 gone", timeout=10)
+    stale = ready(fed).get("workers", {}).get("1")  # ready.json outlives the hub it described
     serving = len(serving_events(fed))
     fed.start(HUB)
     fed.wait_ready(HUB)
-    worker = worker_pid(fed)
+    worker = worker_pid(fed, other_than=stale)
     until(lambda: len(serving_events(fed)) > serving, "worker 1 serving")
     hub = fed.processes.pop(HUB)
     hub.kill()  # no drain, no signal to the workers: only the pipe's end tells them
@@ -309,6 +315,26 @@ def test_a_worker_whose_worker_0_dies_drains_and_exits(fed: DaemonFederation) ->
     events = [e for e in fed.log_events(HUB) if e.get("worker") == 1]
     assert [e["event"] for e in events][-3:] == ["worker 0 is gone; draining", "node stopped",
                                                  "stopped"]  # fmt: skip
+
+
+def test_a_hub_stopped_while_its_worker_starts_drains_cleanly(fed: DaemonFederation) -> None:
+    # systemctl restart just after a start: the worker gets SIGTERM before its loop handles
+    # signals; it used to die of it, and worker 0 exited 1 for a drain that lost nothing.
+    if HUB in fed.processes:
+        until(lambda: serving_events(fed), "worker 1 serving")
+        assert fed.stop(HUB, timeout=30) == 0
+    started, logged = len(worker_starts(fed)), len(fed.log_events(HUB))
+    fed.start(HUB)
+    fed.wait_ready(HUB)
+    until(lambda: len(worker_starts(fed)) > started, "worker 1 started")
+    assert fed.stop(HUB, timeout=30) == 0  # at once: worker 1's interpreter is still starting
+    since = [e["event"] for e in fed.log_events(HUB)[logged:]]
+    assert "a worker did not drain cleanly" not in since, since
+    assert since[-1] == "stopped"
+
+
+def worker_starts(fed: DaemonFederation) -> list[dict[str, Any]]:
+    return [e for e in fed.log_events(HUB) if e.get("event") == "worker started"]
 
 
 def test_a_worker_started_by_hand_is_refused(fed: DaemonFederation) -> None:
