@@ -83,6 +83,7 @@ from exchnode.aio import (
     DirectoryService,
     LogSink,
     Node,
+    NodeConfig,
     NodeService,
     SharingService,
     TlsFiles,
@@ -241,6 +242,28 @@ def load_identity(
     return identity, tls
 
 
+def build_node(
+    config: DaemonConfig,
+    trust: TrustMaterial,
+    identity: LocalIdentity,
+    tls: TlsFiles,
+    node_config: NodeConfig,
+    directory: StaticDirectory | None,
+    services: list[NodeService],
+) -> Node:
+    """The Node of ``config`` (worker 0's, or a worker's ``node_config``) on its store."""
+    return Node(
+        identity=identity,
+        store=config.store_opener(),
+        tls=tls,
+        trust=trust.store,
+        ca_bundle=trust.cas,
+        config=node_config,
+        directory=directory,
+        services=services,
+    )
+
+
 def load_own_peer(config: DaemonConfig, trust: TrustMaterial, now: datetime) -> PeerIdentity:
     """This node's public identity, its chain verified as peers verify it (no private key).
 
@@ -392,16 +415,7 @@ async def _serve(config: DaemonConfig, log: Any, accept_unsigned_tail: bool, loc
     services: list[NodeService] = [audit, witness, catalog, sharing]
     if directory is None:  # the one the Node would make: held here for its endpoints' sake
         services.insert(0, DirectoryService.for_node(identity, config.node_config))
-    node = Node(
-        identity=identity,
-        store=config.store_opener(),
-        tls=tls,
-        trust=trust.store,
-        ca_bundle=trust.cas,
-        config=config.node_config,
-        directory=directory,
-        services=services,
-    )
+    node = build_node(config, trust, identity, tls, config.node_config, directory, services)
     workers: Supervisor | None = None
     worker_routes: WorkerRoutes | None = None
     watched = certificates_to_watch(

@@ -120,9 +120,7 @@ def _span(years: frozenset[int]) -> str:
     return f"{min(years)}-{max(years)}" if years else "no year"
 
 
-def build_calendar(
-    source: str, overrides: Overrides, uncovered: str = "weekends"
-) -> BuiltCalendar:
+def build_calendar(source: str, overrides: Overrides, uncovered: str = "weekends") -> BuiltCalendar:
     """The calendar of ``source`` with ``overrides`` applied, or a :class:`CalendarError`."""
     if source not in SOURCES:
         raise CalendarError("calendar", f"must be one of {', '.join(SOURCES)}, got {source!r}")
@@ -216,8 +214,7 @@ def coverage_warning(calendar: WorkCalendar, today: dt.date) -> str | None:
     while day <= today + HORIZON:
         if day.year not in covered:
             outcome = (
-                "counted with weekdays only, a provisional deadline that may not be the legal "
-                "one"
+                "counted with weekdays only, a provisional deadline that may not be the legal one"
                 if calendar.provisional
                 else "refused"
             )

@@ -120,7 +120,7 @@ async def serve_worker(config: DaemonConfig, index: int) -> int:
 async def _start(config: DaemonConfig, index: int, log: Any) -> tuple[Node, AuditService]:
     """Worker ``index``'s node, built from ``config`` and serving (closed again if it fails),
     and its audit service."""
-    from .daemon import build_directory, load_identity, load_trust  # daemon imports us
+    from .daemon import build_directory, build_node, load_identity, load_trust  # cycle
 
     now = datetime.now(UTC)
     crl_files = crl_files_state(config, with_added=True)  # before reading them
@@ -142,16 +142,7 @@ async def _start(config: DaemonConfig, index: int, log: Any) -> tuple[Node, Audi
     timeout = config.timers.link_timeout
     keys = await fetch_routes(config.worker_socket_path, timeout=timeout)
     services.append(RouteProxy(config.worker_socket_path, keys, timeout=timeout))
-    node = Node(
-        identity=identity,
-        store=config.store_opener(),
-        tls=tls,
-        trust=trust.store,
-        ca_bundle=trust.cas,
-        config=node_config,
-        directory=directory,
-        services=services,
-    )
+    node = build_node(config, trust, identity, tls, node_config, directory, services)
     try:
         await node.start()
     except OSError as exc:
